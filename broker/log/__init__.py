@@ -1,0 +1,1 @@
+"""Segmented, indexed partition logs on disk."""

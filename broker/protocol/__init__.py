@@ -1,0 +1,1 @@
+"""The Kafka wire protocol: framing, request and response schemas, record batches."""

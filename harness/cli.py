@@ -1,0 +1,62 @@
+"""The `logquake` command line.
+
+Subcommands:
+
+- `logquake broker ...`: run one broker node (the same as `python -m broker`).
+- `logquake check FILE...`: check recorded histories (see `logquake check --help`).
+
+Each subcommand lives in its own module; this file only dispatches, so that
+`logquake --help` stays cheap and a broken optional part cannot break the rest.
+The broker runs in its own interpreter (`python -m broker`): the harness never
+imports broker internals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: logquake <command> [options]
+
+commands:
+  broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
+  check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
+
+Run `logquake <command> --help` for the options of one command.
+"""
+
+EXIT_BAD_ARGUMENTS = 254
+
+
+def _run_broker(argv: list[str]) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "broker", *argv])
+    return 255  # not reached
+
+
+def _run_check(argv: list[str]) -> int:
+    from harness import check_command
+
+    return check_command.main(argv)
+
+
+COMMANDS = {
+    "broker": _run_broker,
+    "check": _run_check,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    runner = COMMANDS.get(command)
+    if runner is None:
+        sys.stderr.write(f"logquake: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}\n\n{USAGE}")
+        return EXIT_BAD_ARGUMENTS
+    return runner(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

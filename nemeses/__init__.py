@@ -1,0 +1,1 @@
+"""Fault injectors. Each acts only through the harness's node-control interface."""

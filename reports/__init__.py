@@ -1,0 +1,1 @@
+"""HTML rendering of results and campaigns. Reports compute no verdicts."""

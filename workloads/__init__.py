@@ -1,0 +1,1 @@
+"""Workloads: real-client drivers, their generators and the checkers that judge them."""
