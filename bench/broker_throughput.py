@@ -1,0 +1,147 @@
+"""Produce and consume throughput of one broker node, against a null broker.
+
+For each partition count (1 and 6) it runs, against our broker and against the
+null broker (the same protocol layer, which acknowledges produce requests
+without storing them and serves every fetch from one cached batch):
+
+- a confluent-kafka producer sending N messages of 100 bytes
+  (linger.ms=5, batch.size=1048576, acks=1), timed until flush() returns;
+- a confluent-kafka consumer (assign, from the beginning, fetch.queue.backoff.ms=10)
+  reading N messages back.
+
+It prints messages/s, MB/s, the broker's CPU seconds per million messages
+(from /proc/PID/stat) and the broker's peak RSS (VmHWM), then the ratios of our
+broker to the null broker. Targets (issue 2): throughput >= 90% of the null
+broker's, CPU <= 0.4 s per million messages, peak RSS < 256 MiB.
+
+    python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from _util import broker_process  # noqa: E402
+
+MESSAGE_BYTES = 100
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    futures[topic].result(30)
+
+
+def produce(bootstrap: str, topic: str, messages: int, partitions: int) -> float:
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "batch.size": 1048576,
+        "acks": 1,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 2_097_151,
+    })
+    payload = b"x" * MESSAGE_BYTES
+    errors = []
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            errors.append(err)
+
+    start = time.perf_counter()
+    for i in range(messages):
+        while True:
+            try:
+                producer.produce(topic, payload, partition=i % partitions, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - start
+    if remaining or errors:
+        raise RuntimeError(f"produce failed: {remaining} undelivered, errors {errors[:3]}")
+    return elapsed
+
+
+def consume(bootstrap: str, topic: str, messages: int, partitions: int) -> float:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench",
+        "enable.auto.commit": False,
+        "fetch.queue.backoff.ms": 10,
+    })
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = 0
+    start = time.perf_counter()
+    deadline = start + 300
+    while got < messages:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"consumed only {got} of {messages} messages in 300 s")
+        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+            if msg.error() is None:
+                got += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def run_one(kind: str, messages: int, partitions: int) -> dict:
+    module = "broker" if kind == "logquake" else "broker.server.null_broker"
+    with broker_process(module) as broker:
+        topic = f"bench-{partitions}"
+        create_topic(broker.bootstrap, topic, partitions)
+        cpu0 = broker.cpu_s()
+        produce_s = produce(broker.bootstrap, topic, messages, partitions)
+        cpu1 = broker.cpu_s()
+        consume_s = consume(broker.bootstrap, topic, messages, partitions)
+        cpu2 = broker.cpu_s()
+        return {
+            "kind": kind,
+            "partitions": partitions,
+            "produce_msgs_per_s": messages / produce_s,
+            "consume_msgs_per_s": messages / consume_s,
+            "produce_cpu_s_per_million": (cpu1 - cpu0) / messages * 1e6,
+            "consume_cpu_s_per_million": (cpu2 - cpu1) / messages * 1e6,
+            "peak_rss_mib": broker.peak_rss_mib(),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--partitions", default="1,6", help="comma-separated partition counts (default 1,6)")
+    args = parser.parse_args()
+    partition_counts = [int(p) for p in args.partitions.split(",")]
+    mb = MESSAGE_BYTES / 1e6
+    print(f"{args.messages:,} messages of {MESSAGE_BYTES} bytes, confluent-kafka {__import__('confluent_kafka').version()}")
+    header = f"{'broker':<10}{'parts':>6}{'produce msg/s':>15}{'MB/s':>8}{'consume msg/s':>15}{'MB/s':>8}{'cpu s/M prod':>14}{'cpu s/M cons':>14}{'peak RSS MiB':>14}"
+    print(header)
+    for partitions in partition_counts:
+        results = {}
+        for kind in ("null", "logquake"):
+            r = run_one(kind, args.messages, partitions)
+            results[kind] = r
+            print(f"{kind:<10}{partitions:>6}{r['produce_msgs_per_s']:>15,.0f}{r['produce_msgs_per_s'] * mb:>8.1f}"
+                  f"{r['consume_msgs_per_s']:>15,.0f}{r['consume_msgs_per_s'] * mb:>8.1f}"
+                  f"{r['produce_cpu_s_per_million']:>14.3f}{r['consume_cpu_s_per_million']:>14.3f}{r['peak_rss_mib']:>14.1f}",
+                  flush=True)
+        ours, null = results["logquake"], results["null"]
+        print(f"  ratio logquake/null at {partitions} partition(s): produce {ours['produce_msgs_per_s'] / null['produce_msgs_per_s']:.2f}, "
+              f"consume {ours['consume_msgs_per_s'] / null['consume_msgs_per_s']:.2f} (target >= 0.90); "
+              f"cpu s/M produce {ours['produce_cpu_s_per_million']:.3f}, consume {ours['consume_cpu_s_per_million']:.3f} (target <= 0.4); "
+              f"peak RSS {ours['peak_rss_mib']:.0f} MiB (target < 256)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
