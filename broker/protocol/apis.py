@@ -1,0 +1,139 @@
+"""The APIs this broker serves, their version ranges, and kio glue.
+
+`SUPPORTED_VERSIONS` is the single list both ApiVersions advertises and the
+request dispatcher enforces: a client never gets a version advertised that the
+broker cannot decode. The ranges start at the lowest version kio knows (Kafka
+4's baseline, KIP-896) and end at versions whose semantics this broker honours;
+every client picks the highest version inside the range it also knows, which
+covers aiokafka (non-flexible versions only), kafka-python 3.x and librdkafka 2.x.
+
+Request and response bodies are decoded and encoded with kio's generated
+entities (one class per API version, from Kafka's JSON message specs), except
+the two hot paths written by hand in `broker.protocol.fetch` (Fetch responses:
+record bytes are passed through without copying).
+
+Thread-safety: the caches are filled idempotently; safe under the GIL.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+
+from broker.protocol.wire import MalformedRequestError
+
+PRODUCE = 0
+FETCH = 1
+LIST_OFFSETS = 2
+METADATA = 3
+FIND_COORDINATOR = 10
+API_VERSIONS = 18
+CREATE_TOPICS = 19
+DELETE_TOPICS = 20
+INIT_PRODUCER_ID = 22
+DESCRIBE_CONFIGS = 32
+
+API_NAMES = {
+    PRODUCE: "Produce",
+    FETCH: "Fetch",
+    LIST_OFFSETS: "ListOffsets",
+    METADATA: "Metadata",
+    FIND_COORDINATOR: "FindCoordinator",
+    API_VERSIONS: "ApiVersions",
+    CREATE_TOPICS: "CreateTopics",
+    DELETE_TOPICS: "DeleteTopics",
+    INIT_PRODUCER_ID: "InitProducerId",
+    DESCRIBE_CONFIGS: "DescribeConfigs",
+}
+
+# api_key -> (min_version, max_version), inclusive.
+SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
+    PRODUCE: (3, 11),  # v12 changes transaction semantics (KIP-890), v13 addresses topics by id
+    FETCH: (4, 16),  # v13+ addresses topics by id; v17 is for KRaft replicas
+    LIST_OFFSETS: (1, 6),  # v7 adds MAX_TIMESTAMP (-3), not served
+    METADATA: (0, 12),
+    FIND_COORDINATOR: (0, 4),
+    API_VERSIONS: (0, 3),
+    CREATE_TOPICS: (2, 7),
+    DELETE_TOPICS: (1, 6),
+    INIT_PRODUCER_ID: (0, 4),
+    DESCRIBE_CONFIGS: (1, 4),
+}
+
+
+def is_supported(api_key: int, api_version: int) -> bool:
+    bounds = SUPPORTED_VERSIONS.get(api_key)
+    return bounds is not None and bounds[0] <= api_version <= bounds[1]
+
+
+@lru_cache(maxsize=None)
+def request_class(api_key: int, api_version: int):
+    return load_request_schema(api_key, api_version)
+
+
+@lru_cache(maxsize=None)
+def response_class(api_key: int, api_version: int):
+    return load_response_schema(api_key, api_version)
+
+
+@lru_cache(maxsize=None)
+def is_flexible(api_key: int, api_version: int) -> bool:
+    """Whether the request (and so its header) uses KIP-482 flexible encoding."""
+    return bool(request_class(api_key, api_version).__flexible__)
+
+
+def response_header_flexible(api_key: int, api_version: int) -> bool:
+    # KIP-511: ApiVersions answers with header v0 whatever its version, so that
+    # a client that sent an unsupported version can still read the answer.
+    if api_key == API_VERSIONS:
+        return False
+    return is_flexible(api_key, api_version)
+
+
+@lru_cache(maxsize=None)
+def _reader(cls):
+    return entity_reader(cls)
+
+
+@lru_cache(maxsize=None)
+def _writer(cls):
+    return entity_writer(cls)
+
+
+def decode_request(api_key: int, api_version: int, buf, offset: int):
+    """Decode the request body at `offset`; it must fill `buf` exactly."""
+    cls = request_class(api_key, api_version)
+    try:
+        entity, size = _reader(cls)(buf, offset)
+    except MalformedRequestError:
+        raise
+    except Exception as exc:  # kio raises assorted errors (ValueError, UnicodeDecodeError, its own) on bad bytes
+        raise MalformedRequestError(
+            f"cannot decode {API_NAMES.get(api_key, api_key)} v{api_version} body: {type(exc).__name__}: {exc}"
+        ) from None
+    if offset + size != len(buf):
+        raise MalformedRequestError(
+            f"{API_NAMES.get(api_key, api_key)} v{api_version} body is {size} bytes but the request has "
+            f"{len(buf) - offset} bytes after the header"
+        )
+    return entity
+
+
+def encode_entity(entity) -> bytes:
+    out = io.BytesIO()
+    _writer(type(entity))(out, entity)
+    return out.getvalue()
+
+
+def encode_request(entity) -> bytes:
+    """Encode a request body (used by tests and tools that speak to the broker)."""
+    return encode_entity(entity)
+
+
+def decode_response(api_key: int, api_version: int, buf, offset: int = 0):
+    cls = response_class(api_key, api_version)
+    entity, _size = _reader(cls)(buf, offset)
+    return entity
