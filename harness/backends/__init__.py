@@ -1,0 +1,1 @@
+"""Cluster backends: each implements harness.control.NodeControl."""

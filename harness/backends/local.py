@@ -1,0 +1,318 @@
+"""The local backend: every node is a process on this machine, behind the fault proxy.
+
+Layout of a run: `<tmp>/logquake/run-<pid>-<n>/` holds `owner.pid` (the harness
+process), and one directory per node (`n1`, `n2`, ...) with the node's data, its
+`stdout.log` and its `node.pid`. A run that crashed leaves that directory
+behind; `reap_stale_runs()` (called by every new local cluster) kills the
+process groups recorded there whose owner is dead, and removes the directory.
+
+Network faults: each node listens on a private port; clients and peers reach it
+through its proxy port, which is the port the node advertises. A node's own
+outgoing connections leave from its own loopback address (127.0.0.(10+i) on
+Linux, given to the system as `{bind_host}`), so the proxy can tell a peer from a
+client and cut exactly the links a grudge names. A broker that ignores
+`{bind_host}` still gets client partitions, kill and pause, but its inter-node
+traffic looks like client traffic to the proxy.
+
+Process control: each node runs in its own session (process group), so kill and
+pause reach every process it started.
+
+Thread-safety: one lock serialises control actions.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness.control import ExecResult, Grudge, NodeControl, NodeControlError, run_command
+from harness.proxy import FaultProxy
+from harness.system import NodeSpec, System
+
+log = logging.getLogger("harness.local")
+
+RUN_ROOT = Path(tempfile.gettempdir()) / "logquake"
+_run_counter = 0
+_counter_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
+    """Kill the node processes and remove the directories of runs whose harness died."""
+    reaped = []
+    if not root.is_dir():
+        return reaped
+    for run_dir in root.glob("run-*"):
+        owner_file = run_dir / "owner.pid"
+        try:
+            owner = int(owner_file.read_text())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and _pid_alive(owner) and owner != os.getpid():
+            continue
+        if owner == os.getpid():
+            continue
+        for pid_file in run_dir.glob("*/node.pid"):
+            try:
+                pgid = int(pid_file.read_text())
+                os.killpg(pgid, signal.SIGCONT)
+                os.killpg(pgid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(run_dir, ignore_errors=True)
+        reaped.append(str(run_dir))
+        log.warning("removed leftovers of a crashed run: %s", run_dir)
+    return reaped
+
+
+class LocalCluster(NodeControl):
+    def __init__(self, system: System, node_count: int, host: str = "127.0.0.1", seed: int = 0,
+                 extra_properties: dict[str, str] | None = None):
+        if node_count < 1:
+            raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
+        if system.max_nodes is not None and node_count > system.max_nodes:
+            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); asked for {node_count}")
+        self.system = system
+        self.host = host
+        self.nodes = [f"n{i}" for i in range(1, node_count + 1)]
+        self.seed = seed
+        self.extra_properties = dict(extra_properties or {})
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._paused: set[str] = set()
+        self._specs: dict[str, NodeSpec] = {}
+        self.proxy: FaultProxy | None = None
+        self.run_dir: Path | None = None
+
+    # ----- lifecycle -------------------------------------------------------------
+
+    def setup(self) -> None:
+        reap_stale_runs()
+        global _run_counter
+        with _counter_lock:
+            _run_counter += 1
+            n = _run_counter
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-{n}-", dir=RUN_ROOT))
+        (self.run_dir / "owner.pid").write_text(str(os.getpid()))
+        real_ports = {node: free_port(self.host) for node in self.nodes}
+        self.proxy = FaultProxy(
+            {node: (self.host, port) for node, port in real_ports.items()},
+            sources={self._bind_host(i): node for i, node in enumerate(self.nodes, 1) if self._bind_host(i) != self.host},
+            listen_host=self.host,
+            seed=self.seed,
+        )
+        proxy_ports = self.proxy.start()
+        peers = ",".join(f"{i}@{self.host}:{proxy_ports[node]}" for i, node in enumerate(self.nodes, 1))
+        for i, node in enumerate(self.nodes, 1):
+            data_dir = self.run_dir / node
+            data_dir.mkdir()
+            self._specs[node] = NodeSpec(node, i, self.host, real_ports[node], proxy_ports[node], str(data_dir),
+                                         self._bind_host(i), peers)
+        for node in self.nodes:
+            self.start(node)
+        self.wait_ready(self.nodes)
+
+    def _bind_host(self, i: int) -> str:
+        return f"127.0.0.{10 + i}" if sys.platform.startswith("linux") and self.host == "127.0.0.1" else self.host
+
+    def teardown(self) -> None:
+        with self._lock:
+            if self.proxy is not None:
+                self.proxy.heal()
+            for node in list(self._procs):
+                self._hard_stop(node)
+            if self.proxy is not None:
+                self.proxy.stop()
+                self.proxy = None
+            if self.run_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                self.run_dir = None
+
+    def bootstrap_servers(self) -> str:
+        assert self.proxy is not None, "bootstrap_servers() before setup()"
+        return ",".join(f"{self.host}:{self.proxy.ports[node]}" for node in self.nodes)
+
+    def node_bootstrap(self, node: str) -> str:
+        self.check_node(node)
+        assert self.proxy is not None
+        return f"{self.host}:{self.proxy.ports[node]}"
+
+    def collect(self, dest_dir: str) -> list[str]:
+        written = []
+        for node, spec in self._specs.items():
+            out = Path(dest_dir) / node
+            out.mkdir(parents=True, exist_ok=True)
+            sources = [Path(spec.data_dir) / "stdout.log"]
+            log_path = self.system.log_path(spec)
+            if log_path:
+                sources.append(Path(log_path))
+            for src in sources:
+                if src.is_file():
+                    target = out / src.name
+                    shutil.copyfile(src, target)
+                    written.append(str(target))
+        return written
+
+    # ----- process control ---------------------------------------------------------
+
+    def start(self, node: str) -> None:
+        self.check_node(node)
+        with self._lock:
+            proc = self._procs.get(node)
+            if proc is not None and proc.poll() is None:
+                return
+            spec = self._specs[node]
+            self._write_config(spec)
+            stdout = open(Path(spec.data_dir) / "stdout.log", "ab")  # noqa: SIM115 (owned by the child)
+            try:
+                proc = subprocess.Popen(self.system.command(spec), cwd=spec.data_dir, stdout=stdout,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as e:
+                raise NodeControlError(f"could not start {node} with {self.system.command(spec)}: {e}") from e
+            finally:
+                stdout.close()
+            (Path(spec.data_dir) / "node.pid").write_text(str(proc.pid))
+            self._procs[node] = proc
+            self._paused.discard(node)
+            log.info("started %s (pid %d)", node, proc.pid)
+
+    def _write_config(self, spec: NodeSpec) -> None:
+        if not self.system.config_file:
+            return
+        subs = spec.substitutions()
+        props = {k: v.format(**subs) for k, v in self.system.properties.items()}
+        props.update({k: v.format(**subs) for k, v in self.extra_properties.items()})
+        Path(self.system.config_file.format(**subs)).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def wait_ready(self, nodes: list[str], timeout_s: float | None = None) -> None:
+        """Poll each node's private port until it accepts a connection."""
+        deadline = time.monotonic() + (timeout_s or self.system.ready_timeout_s)
+        for node in nodes:
+            spec = self._specs[node]
+            while True:
+                proc = self._procs.get(node)
+                if proc is not None and proc.poll() is not None:
+                    raise NodeControlError(f"{node} exited with status {proc.returncode} while starting; "
+                                           f"last lines of its output:\n{self._tail(node)}")
+                try:
+                    with socket.create_connection((spec.host, spec.port), timeout=0.5):
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise NodeControlError(f"{node} did not accept connections on {spec.host}:{spec.port} within "
+                                           f"{timeout_s or self.system.ready_timeout_s} s; last lines of its output:\n{self._tail(node)}")
+                time.sleep(0.05)
+
+    def _tail(self, node: str, lines: int = 20) -> str:
+        path = Path(self._specs[node].data_dir) / "stdout.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no output)"
+
+    def _signal(self, node: str, sig: int) -> bool:
+        proc = self._procs.get(node)
+        if proc is None or proc.poll() is not None:
+            return False
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, node: str) -> None:
+        self.check_node(node)
+        with self._lock:
+            proc = self._procs.get(node)
+            if proc is None:
+                return
+            self._signal(node, signal.SIGCONT)
+            self._signal(node, self.system.stop_signal)
+            try:
+                proc.wait(self.system.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s of %s; killing it", node, self.system.stop_timeout_s,
+                            signal.Signals(self.system.stop_signal).name)
+            self._hard_stop(node)
+
+    def _hard_stop(self, node: str) -> None:
+        proc = self._procs.pop(node, None)
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGCONT)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        self._paused.discard(node)
+
+    def kill(self, node: str) -> None:
+        self.check_node(node)
+        with self._lock:
+            self._hard_stop(node)
+            log.info("killed %s", node)
+
+    def pause(self, node: str) -> None:
+        self.check_node(node)
+        with self._lock:
+            if self._signal(node, signal.SIGSTOP):
+                self._paused.add(node)
+
+    def resume(self, node: str) -> None:
+        self.check_node(node)
+        with self._lock:
+            self._signal(node, signal.SIGCONT)
+            self._paused.discard(node)
+
+    def is_running(self, node: str) -> bool:
+        self.check_node(node)
+        proc = self._procs.get(node)
+        return proc is not None and proc.poll() is None
+
+    def is_paused(self, node: str) -> bool:
+        return node in self._paused
+
+    def exec(self, node: str, command: list[str], timeout_s: float = 60.0) -> ExecResult:
+        self.check_node(node)
+        return run_command(command, timeout_s)
+
+    # ----- network -----------------------------------------------------------------------
+
+    def partition(self, grudge: Grudge) -> None:
+        cuts = self.check_grudge(grudge)
+        assert self.proxy is not None
+        self.proxy.cut_links(cuts)
+
+    def heal(self) -> None:
+        if self.proxy is not None:
+            self.proxy.heal()
+
+    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0) -> None:
+        assert self.proxy is not None
+        self.proxy.slow(latency_ms, jitter_ms, loss)
