@@ -1,0 +1,1094 @@
+"""The history model: `Op`, `History`, and their JSONL and EDN forms.
+
+A history is the shared language of logquake: workloads record it, the harness
+stores it, checkers judge it and reports render it. One operation is a map in
+Jepsen's op model (`index`, `time`, `process`, `type`, `f`, `value`, plus any
+other keys such as `error`), written one per line as JSON in `history.jsonl`
+and importable from / exportable to Jepsen EDN.
+
+Invariants
+- `type` is one of `invoke`, `ok`, `fail`, `info`. A client process is
+  sequential: it invokes, then completes with exactly one of `ok` (it
+  happened), `fail` (it certainly did not happen) or `info` (unknown). A
+  process that gets `info` is dead; its thread continues under a new process
+  number, as in Jepsen. `History` pairs every completion with the pending
+  invocation of its process and rejects a history that breaks this (a second
+  invocation while one is pending, a completion with nothing pending) with a
+  `HistoryError` that names the file and line.
+- Nemesis ops (`process == "nemesis"`) are logged by Jepsen as `info`/`info`
+  pairs (newer Jepsen) or `invoke`/`info` pairs; for the nemesis the first op
+  of each pair is the invocation and the next one its completion, whatever
+  their types.
+- Ops whose `process` is missing (`None`, e.g. Elle's paper example) are
+  paired in order as if they were one sequential process.
+- `Op.index` is the op's position in the recorded history; loaders assign
+  file order when the source has none. Realtime order is judged on positions
+  in this `History` (which equal indexes for any history recorded in order).
+
+Value conversion from EDN: keywords and symbols become `str` without the
+colon (`:ok` -> "ok", `:append` -> "append"; a namespaced `:a/b` -> "a/b"),
+vectors and lists become `list`, maps `dict` (keys converted too; a vector
+used as a map key or set member becomes a `tuple`, to stay hashable), sets
+`frozenset`, `nil` `None`, characters `str`; strings, integers, floats,
+booleans, `#inst` and `#uuid` values are kept as they are. EDN strings and
+keywords therefore read back the same: a checker never needs to care which
+one a foreign history used.
+
+EDN writing rule (documented so other tools can rely on it): the op's keys are
+keywords; `type`, `f` and a `"nemesis"` process are keywords; inside `value`,
+a vector of length 2 or 3 whose first element is a micro-op name from
+`MICRO_OP_NAMES` (`append`, `r`, `w`, `send`, `poll`, ...) is written with that
+name as a keyword, as Jepsen writes transactions (`[:append 3 1]`,
+`[:send 2 17]`); an `error` value (or the first element of an `error` vector)
+that looks like a keyword (`[a-z][a-z0-9-]*`) is written as a keyword. Every
+other string is written as an EDN string. Because reading turns keywords back
+into strings, JSONL -> EDN -> read gives the same `History`.
+
+JSON limits: JSON map keys are strings, so an EDN map with integer keys (a
+Jepsen kafka poll `{2 [[0 17]]}`) comes back from JSONL with string keys
+(`{"2": [[0, 17]]}`); checkers that compare keys normalise them. Sets are
+written to JSON as sorted lists.
+
+Thread-safety: `Op` and `History` are immutable after construction (do not
+mutate op values) and may be shared between threads. `JsonlWriter` is
+thread-safe: each `write` appends one whole line under a lock and flushes.
+
+Sources: Jepsen's op model (jepsen.history; Kingsbury, "Jepsen" analyses), the
+EDN spec (https://github.com/edn-format/edn), Porcupine's Jepsen log format
+(github.com/anishathalye/porcupine, test_data/jepsen).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, overload
+
+from edn_format import Char, Keyword, Symbol
+
+__all__ = [
+    "EMPTY",
+    "FORMATS",
+    "MICRO_OP_NAMES",
+    "NEMESIS",
+    "OP_TYPES",
+    "History",
+    "HistoryError",
+    "JsonlWriter",
+    "Op",
+    "edn_to_python",
+    "op_from_dict",
+    "op_to_dict",
+]
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+NEMESIS = "nemesis"
+OP_TYPES = frozenset({"invoke", "ok", "fail", "info"})
+FORMATS = ("auto", "jsonl", "edn", "edn-lines", "jepsen-log")
+_KNOWN_KEYS = ("index", "time", "process", "type", "f", "value")
+
+# Micro-op names that Jepsen writes as keywords inside transaction values
+# (Elle list-append and rw-register, the kafka workload, Knossos registers).
+MICRO_OP_NAMES = frozenset(
+    {"append", "r", "w", "send", "poll", "read", "write", "cas", "assign", "subscribe", "add", "get", "put"}
+)
+_KEYWORDISH = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+class HistoryError(ValueError):
+    """A history that cannot be read or does not follow the op model.
+
+    The message names the file (or `<lines>` / `<ops>`), the line or op, and
+    what was expected.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation of a history, in Jepsen's op model.
+
+    `time` is nanoseconds since the test started (None when the source has no
+    times). `process` is an int for clients, "nemesis" for the nemesis, or
+    None when the source has none. `extra` holds every other key (`error`,
+    `node`, ...), read-only.
+    """
+
+    index: int
+    time: int | None
+    process: int | str | None
+    type: str
+    f: str | None
+    value: Any
+    extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+    # Values are usually lists, which are unhashable; hash on the identifying
+    # fields only (equal ops still have equal hashes).
+    def __hash__(self) -> int:
+        return hash((self.index, self.type, self.process, self.f))
+
+    @property
+    def is_invoke(self) -> bool:
+        return self.type == "invoke"
+
+    @property
+    def is_ok(self) -> bool:
+        return self.type == "ok"
+
+    @property
+    def is_fail(self) -> bool:
+        return self.type == "fail"
+
+    @property
+    def is_info(self) -> bool:
+        return self.type == "info"
+
+    @property
+    def is_client(self) -> bool:
+        return self.process != NEMESIS
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The op's field or extra key `key`, like a Jepsen op map lookup."""
+        if key in _KNOWN_KEYS:
+            return getattr(self, key)
+        return self.extra.get(key, default)
+
+    def with_(self, **changes: Any) -> "Op":
+        """A copy with some fields replaced (`extra` given as a plain dict is frozen)."""
+        if "extra" in changes and not isinstance(changes["extra"], MappingProxyType):
+            changes["extra"] = MappingProxyType(dict(changes["extra"])) if changes["extra"] else EMPTY
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------
+# op <-> dict
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _op_from_mapping(d: Any, where: str, default_index: int | None) -> Op:
+    if not isinstance(d, Mapping):
+        raise HistoryError(f"{where}: expected a map with :type, got {_short(d)}")
+    if "type" not in d:
+        raise HistoryError(f"{where}: expected a map with :type, got {_short(dict(d))}")
+    op_type = d["type"]
+    if op_type not in OP_TYPES:
+        raise HistoryError(
+            f"{where}: :type must be one of invoke, ok, fail, info; got {_short(op_type)}"
+        )
+    index = d.get("index", default_index)
+    if index is None:
+        raise HistoryError(f"{where}: op has no :index and none can be assigned: {_short(dict(d))}")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise HistoryError(f"{where}: :index must be an integer, got {_short(index)}")
+    time = d.get("time")
+    if time is not None:
+        if isinstance(time, float) and math.isfinite(time):
+            time = int(time)
+        elif not isinstance(time, int) or isinstance(time, bool):
+            raise HistoryError(f"{where}: :time must be integer nanoseconds or absent, got {_short(time)}")
+    process = d.get("process")
+    if process is not None and (isinstance(process, bool) or not isinstance(process, (int, str))):
+        raise HistoryError(f"{where}: :process must be an integer or \"nemesis\", got {_short(process)}")
+    f = d.get("f")
+    if f is not None and not isinstance(f, str):
+        raise HistoryError(f"{where}: :f must be a name, got {_short(f)}")
+    extra_keys = [k for k in d if k not in _KNOWN_KEYS]
+    extra = MappingProxyType({k: d[k] for k in extra_keys}) if extra_keys else EMPTY
+    return Op(index, time, process, op_type, f, d.get("value"), extra)
+
+
+def op_from_dict(d: Mapping[str, Any], *, default_index: int | None = None) -> Op:
+    """An `Op` from a Jepsen op map with string keys (as read from JSON).
+
+    Raises `HistoryError` for a map without a valid `type`, or without an
+    `index` when `default_index` is None.
+    """
+    return _op_from_mapping(d, "<op>", default_index)
+
+
+def op_to_dict(op: Op) -> dict[str, Any]:
+    """The op as a plain map (keys in Jepsen's order; `time`, `process`, `f`
+    omitted when None; `value` always present)."""
+    d: dict[str, Any] = {"index": op.index}
+    if op.time is not None:
+        d["time"] = op.time
+    if op.process is not None:
+        d["process"] = op.process
+    d["type"] = op.type
+    if op.f is not None:
+        d["f"] = op.f
+    d["value"] = op.value
+    if op.extra:
+        d.update(op.extra)
+    return d
+
+
+# ---------------------------------------------------------------------------
+# EDN values
+
+
+def edn_to_python(x: Any) -> Any:
+    """Convert a value read by edn_format into plain Python (see module doc)."""
+    # Keyword, Symbol and Char subclass str in edn_format: test them first.
+    if isinstance(x, (Keyword, Symbol)):
+        return x.name
+    if isinstance(x, Char):
+        return str.__str__(x)
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, Mapping):
+        return {_edn_key(k): edn_to_python(v) for k, v in x.items()}
+    if isinstance(x, (set, frozenset)):
+        return frozenset(_edn_key(v) for v in x)
+    if isinstance(x, Sequence):  # edn_format's ImmutableList, tuples, lists
+        return [edn_to_python(v) for v in x]
+    return x
+
+
+def _edn_key(x: Any) -> Any:
+    v = edn_to_python(x)
+    if isinstance(v, list):
+        return _freeze(v)
+    if isinstance(v, dict):
+        return tuple(sorted(v.items(), key=repr))
+    return v
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+class _Kw:
+    """Marks a string to be written as an EDN keyword."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_EDN_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_EDN_ESCAPE_RE = re.compile(r'["\\\n\t\r]')
+
+
+def _edn_str(s: str) -> str:
+    return '"' + _EDN_ESCAPE_RE.sub(lambda m: _EDN_ESCAPES[m.group()], s) + '"'
+
+
+def _edn_write(x: Any, out: list[str]) -> None:
+    if x is None:
+        out.append("nil")
+    elif x is True:
+        out.append("true")
+    elif x is False:
+        out.append("false")
+    elif isinstance(x, _Kw):
+        out.append(":" + x.name)
+    elif isinstance(x, int):
+        out.append(str(x))
+    elif isinstance(x, float):
+        if math.isnan(x):
+            out.append("##NaN")
+        elif math.isinf(x):
+            out.append("##Inf" if x > 0 else "##-Inf")
+        else:
+            out.append(repr(x))
+    elif isinstance(x, str):
+        out.append(_edn_str(x))
+    elif isinstance(x, (list, tuple)):
+        out.append("[")
+        for i, v in enumerate(x):
+            if i:
+                out.append(" ")
+            _edn_write(v, out)
+        out.append("]")
+    elif isinstance(x, Mapping):
+        out.append("{")
+        for i, (k, v) in enumerate(x.items()):
+            if i:
+                out.append(", ")
+            _edn_write(k, out)
+            out.append(" ")
+            _edn_write(v, out)
+        out.append("}")
+    elif isinstance(x, (set, frozenset)):
+        out.append("#{")
+        for i, v in enumerate(sorted(x, key=repr)):
+            if i:
+                out.append(" ")
+            _edn_write(v, out)
+        out.append("}")
+    elif isinstance(x, datetime.datetime):
+        out.append("#inst " + _edn_str(x.isoformat()))
+    elif isinstance(x, uuid.UUID):
+        out.append("#uuid " + _edn_str(str(x)))
+    else:
+        raise HistoryError(f"cannot write {_short(x)} (a {type(x).__name__}) as EDN")
+
+
+def _keywordize_value(x: Any) -> Any:
+    """Apply the micro-op keyword rule (see module doc) inside an op value."""
+    if isinstance(x, (list, tuple)):
+        if 2 <= len(x) <= 3 and isinstance(x[0], str) and x[0] in MICRO_OP_NAMES:
+            return [_Kw(x[0])] + [_keywordize_value(v) for v in x[1:]]
+        return [_keywordize_value(v) for v in x]
+    return x
+
+
+def _keywordize_error(x: Any) -> Any:
+    if isinstance(x, str) and _KEYWORDISH.match(x):
+        return _Kw(x)
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], str) and _KEYWORDISH.match(x[0]):
+        return [_Kw(x[0]), *x[1:]]
+    return x
+
+
+def _op_to_edn(op: Op) -> str:
+    m: dict[Any, Any] = {_Kw("index"): op.index}
+    if op.time is not None:
+        m[_Kw("time")] = op.time
+    if op.process is not None:
+        m[_Kw("process")] = _Kw(op.process) if op.process == NEMESIS else op.process
+    m[_Kw("type")] = _Kw(op.type)
+    if op.f is not None:
+        m[_Kw("f")] = _Kw(op.f) if _KEYWORDISH.match(op.f) else op.f
+    m[_Kw("value")] = _keywordize_value(op.value)
+    for k, v in op.extra.items():
+        key = _Kw(k) if isinstance(k, str) and _KEYWORDISH.match(k) else k
+        m[key] = _keywordize_error(v) if k == "error" else v
+    out: list[str] = []
+    _edn_write(m, out)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# EDN reader
+#
+# A small EDN reader that yields plain Python directly (see the module doc for
+# the conversion). edn_format parses the same language but with a PLY parser
+# at about 3,000 ops per second; histories have millions of ops, so this
+# reader tokenises with one regular expression and builds values with an
+# explicit stack. It also reports the line of every top-level form, which
+# error messages need.
+
+_EDN_TOKEN = re.compile(
+    r"""
+    (?P<ws>[\s,]+|;[^\n]*)
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<open>\#\{|[\[({])
+  | (?P<close>[\])}])
+  | (?P<discard>\#_)
+  | (?P<special>\#\#(?:NaN|Inf|-Inf))
+  | (?P<tag>\#[A-Za-z][^\s,\[\](){}"\\;]*)
+  | (?P<char>\\(?:newline|space|tab|return|formfeed|backspace|u[0-9a-fA-F]{4}|[^\s]))
+  | (?P<atom>[^\s,\[\](){}"\\;\#][^\s,\[\](){}"\\;]*)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_EDN_INT = re.compile(r"^[+-]?\d+N?$")
+_EDN_FLOAT = re.compile(r"^[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?$")
+_EDN_RATIO = re.compile(r"^[+-]?\d+/\d+$")
+_EDN_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formfeed": "\f", "backspace": "\b"}
+_EDN_STRING_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f", "/": "/"}
+_EDN_STRING_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_EDN_CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+_DISCARD = object()
+
+
+class _EdnSyntaxError(ValueError):
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+def _edn_atom(text: str, position: int) -> Any:
+    if text[0] == ":":
+        if len(text) == 1:
+            raise _EdnSyntaxError(position, "a lone ':' is not a keyword")
+        return text[1:]
+    if text == "nil":
+        return None
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    c = text[0]
+    if c.isdigit() or (c in "+-" and len(text) > 1 and text[1].isdigit()):
+        if _EDN_INT.match(text):
+            return int(text.rstrip("N"))
+        if _EDN_FLOAT.match(text):
+            return float(text.rstrip("M"))
+        if _EDN_RATIO.match(text):
+            numerator, denominator = text.split("/")
+            return int(numerator) / int(denominator)
+        raise _EdnSyntaxError(position, f"{text!r} is not a valid EDN number")
+    return text  # a symbol
+
+
+def _edn_unescape(body: str) -> str:
+    if "\\" not in body:
+        return body
+
+    def one(m: re.Match[str]) -> str:
+        e = m.group(1)
+        if e[0] == "u" and len(e) == 5:
+            return chr(int(e[1:], 16))
+        return _EDN_STRING_ESCAPES.get(e, e)
+
+    return _EDN_STRING_ESCAPE_RE.sub(one, body)
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple((_hashable(k), _hashable(x)) for k, x in v.items())
+    return v
+
+
+def _edn_build(opener: str, items: list[Any], position: int) -> Any:
+    if opener in "[(":
+        return items
+    if opener == "{":
+        if len(items) % 2:
+            raise _EdnSyntaxError(position, "a map needs an even number of forms (key value pairs)")
+        return {_hashable(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+    return frozenset(_hashable(x) for x in items)
+
+
+def read_edn(text: str, *, unwrap: bool = False) -> list[tuple[Any, int]]:
+    """Read every EDN form in `text`, as (value, start offset) pairs.
+
+    With `unwrap`, `text` must hold one vector or list, and its elements are
+    returned instead. Tagged values (`#inst "..."`) read as the tagged value;
+    `#_` discards the next form. Raises `_EdnSyntaxError` with an offset.
+    """
+    # Each frame: [opener, items, start offset, pending tags/discards]
+    stack: list[list[Any]] = []
+    top: list[tuple[Any, int]] = []
+    prefixes: list[tuple[str, int]] = []  # pending tag or discard per depth, innermost last
+    prefix_depth: list[int] = []
+    position = 0
+    n = len(text)
+    match = _EDN_TOKEN.match
+    unwrapped = False
+    element_starts: list[int] = []
+
+    def emit(value: Any, start: int) -> None:
+        nonlocal unwrapped
+        depth = len(stack)
+        while prefix_depth and prefix_depth[-1] == depth:
+            prefix, _ = prefixes.pop()
+            prefix_depth.pop()
+            if prefix == "#_":
+                return
+            # A tag keeps its value as read (#inst and #uuid strings stay strings).
+        if stack:
+            stack[-1][1].append(value)
+            if unwrap and depth == 1:
+                element_starts.append(start)
+        else:
+            top.append((value, start))
+
+    while position < n:
+        m = match(text, position)
+        if m is None:
+            raise _EdnSyntaxError(position, f"unexpected character {text[position]!r}")
+        kind = m.lastgroup
+        start = position
+        position = m.end()
+        if kind == "ws":
+            continue
+        if kind == "open":
+            if unwrap and not stack and top:
+                raise _EdnSyntaxError(start, "expected one vector of ops, found a second top-level form")
+            stack.append([m.group(), [], start, len(element_starts)])
+            continue
+        if kind == "close":
+            if not stack:
+                raise _EdnSyntaxError(start, f"unmatched {m.group()!r}")
+            opener, items, open_start, _ = stack.pop()
+            if _EDN_CLOSERS[opener] != m.group():
+                raise _EdnSyntaxError(start, f"{opener!r} closed by {m.group()!r}")
+            if unwrap and not stack:
+                if opener not in "[(":
+                    raise _EdnSyntaxError(open_start, "expected a vector or list of op maps")
+                top.append((items, open_start))
+                unwrapped = True
+                continue
+            emit(_edn_build(opener, items, open_start), open_start)
+            continue
+        if kind == "string":
+            emit(_edn_unescape(m.group()[1:-1]), start)
+        elif kind == "atom":
+            emit(_edn_atom(m.group(), start), start)
+        elif kind == "char":
+            body = m.group()[1:]
+            if body in _EDN_CHARS:
+                emit(_EDN_CHARS[body], start)
+            elif len(body) == 5 and body[0] == "u":
+                emit(chr(int(body[1:], 16)), start)
+            else:
+                emit(body, start)
+        elif kind == "special":
+            emit({"##NaN": math.nan, "##Inf": math.inf, "##-Inf": -math.inf}[m.group()], start)
+        elif kind in ("discard", "tag"):
+            # Both apply to the next form at this depth: `#_` drops it, a tag
+            # is dropped and the form kept as read.
+            prefixes.append(("#_" if kind == "discard" else "tag", start))
+            prefix_depth.append(len(stack))
+        else:  # pragma: no cover - the regular expression has no other group
+            raise _EdnSyntaxError(start, f"unexpected token {m.group()!r}")
+    if stack:
+        raise _EdnSyntaxError(stack[-1][2], f"{stack[-1][0]!r} is never closed")
+    if unwrap:
+        if not unwrapped:
+            where = top[0][1] if top else 0
+            raise _EdnSyntaxError(where, "expected a vector or list of op maps")
+        items = top[0][0]
+        return list(zip(items, element_starts))
+    return top
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+# ---------------------------------------------------------------------------
+# JSON values
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (set, frozenset)):
+        return sorted(x, key=repr)
+    if isinstance(x, Mapping):
+        return dict(x)
+    if isinstance(x, datetime.datetime):
+        return x.isoformat()
+    if isinstance(x, uuid.UUID):
+        return str(x)
+    raise TypeError(f"cannot write {_short(x)} (a {type(x).__name__}) as JSON")
+
+
+def _jsonable_keys(x: Any) -> Any:
+    """Deep copy with every map key made a JSON key (for the rare tuple key)."""
+    if isinstance(x, Mapping):
+        return {
+            (k if isinstance(k, (str, int, float, bool)) or k is None else json.dumps(k, default=_json_default)): _jsonable_keys(v)
+            for k, v in x.items()
+        }
+    if isinstance(x, (list, tuple)):
+        return [_jsonable_keys(v) for v in x]
+    if isinstance(x, (set, frozenset)):
+        return sorted((_jsonable_keys(v) for v in x), key=repr)
+    return x
+
+
+def _op_to_json_line(op: Op | Mapping[str, Any]) -> str:
+    d = op_to_dict(op) if isinstance(op, Op) else dict(op)
+    try:
+        return json.dumps(d, default=_json_default, separators=(", ", ": "), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        try:
+            return json.dumps(_jsonable_keys(d), default=_json_default, separators=(", ", ": "))
+        except (TypeError, ValueError):
+            raise HistoryError(f"op {_short(d)} cannot be written as JSON: {error}") from error
+
+
+# ---------------------------------------------------------------------------
+# History
+
+
+class History(Sequence[Op]):
+    """An immutable sequence of ops with invocations paired to completions.
+
+    Construction pairs each completion with the pending invocation of its
+    process (see the module doc for nemesis and process-less ops) and raises
+    `HistoryError` for a history a sequential process could not produce.
+    `source` (a file name) and `lines` (the line of each op) only improve
+    error messages.
+    """
+
+    __slots__ = ("_ops", "_partner", "_is_invocation", "_position_of_index", "source")
+
+    def __init__(
+        self,
+        ops: Iterable[Op],
+        *,
+        source: str | None = None,
+        lines: Sequence[int] | None = None,
+    ) -> None:
+        self._ops: list[Op] = list(ops)
+        self.source = source
+        n = len(self._ops)
+        name = source or "<ops>"
+
+        def where(position: int) -> str:
+            if lines is not None:
+                return f"{name} line {lines[position]}"
+            return f"{name} op {self._ops[position].index}"
+
+        position_of_index: dict[int, int] | None = None
+        for position, op in enumerate(self._ops):
+            if not isinstance(op, Op):
+                raise HistoryError(f"{name}: element {position} is not an Op: {_short(op)}")
+            if op.index != position:
+                position_of_index = {}
+                break
+        if position_of_index is not None:
+            for position, op in enumerate(self._ops):
+                if op.index in position_of_index:
+                    raise HistoryError(
+                        f"{where(position)}: duplicate :index {op.index} "
+                        f"(also at {where(position_of_index[op.index])}); indexes must be unique"
+                    )
+                position_of_index[op.index] = position
+        self._position_of_index = position_of_index
+
+        partner = [-1] * n
+        is_invocation = bytearray(n)
+        pending: dict[Any, int] = {}
+        for position, op in enumerate(self._ops):
+            process = op.process
+            if process == NEMESIS:
+                started = pending.pop(process, None)
+                if started is None:
+                    pending[process] = position
+                    is_invocation[position] = 1
+                else:
+                    partner[started] = position
+                    partner[position] = started
+                continue
+            if op.type == "invoke":
+                if process in pending:
+                    raise HistoryError(
+                        f"{where(position)}: process {process!r} invokes {op.f!r} while its "
+                        f"invocation at {where(pending[process])} has not completed; "
+                        "expected each process to be sequential (invoke, then ok/fail/info)"
+                    )
+                pending[process] = position
+                is_invocation[position] = 1
+            else:
+                started = pending.pop(process, None)
+                if started is None:
+                    raise HistoryError(
+                        f"{where(position)}: {op.type} of {op.f!r} for process {process!r} "
+                        "has no pending invocation; expected an :invoke by the same process before it"
+                    )
+                partner[started] = position
+                partner[position] = started
+        self._partner = partner
+        self._is_invocation = is_invocation
+
+    # -- Sequence -----------------------------------------------------------
+
+    @overload
+    def __getitem__(self, i: int) -> Op: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Op]: ...
+
+    def __getitem__(self, i: int | slice) -> Op | list[Op]:
+        return self._ops[i]
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(self._ops)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, History):
+            return self._ops == other._ops
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History({len(self._ops)} ops{', from ' + self.source if self.source else ''})"
+
+    # -- positions and pairs ---------------------------------------------------
+
+    def position(self, op: Op) -> int:
+        """The op's position in this history (its index when recorded in order)."""
+        if self._position_of_index is None:
+            position = op.index
+        else:
+            position = self._position_of_index.get(op.index, -1)
+        if 0 <= position < len(self._ops) and self._ops[position] == op:
+            return position
+        raise ValueError(f"op {_short(op)} is not in this history")
+
+    def is_invocation(self, op: Op) -> bool:
+        """True for an invoke (and the first op of each nemesis pair)."""
+        return bool(self._is_invocation[self.position(op)])
+
+    def completion(self, op: Op) -> Op | None:
+        """The completion of invocation `op`; None if it never completed (or
+        `op` is itself a completion)."""
+        position = self.position(op)
+        other = self._partner[position]
+        return self._ops[other] if other > position else None
+
+    def invocation(self, op: Op) -> Op | None:
+        """The invocation that completion `op` completes; None for an invocation."""
+        position = self.position(op)
+        other = self._partner[position]
+        return self._ops[other] if 0 <= other < position else None
+
+    def completion_position(self, position: int) -> int:
+        """Position of the completion of the invocation at `position`, or -1."""
+        other = self._partner[position]
+        return other if other > position else -1
+
+    def invocation_position(self, position: int) -> int:
+        """Position of the invocation of the completion at `position`, or -1."""
+        other = self._partner[position]
+        return other if 0 <= other < position else -1
+
+    def pairs(self) -> Iterator[tuple[Op, Op]]:
+        """(invocation, completion) for every invocation, in invocation order.
+
+        An invocation that never completed is paired with a synthesized `info`
+        op (same process, f and value; index -1, time None): its outcome is
+        unknown, as in Jepsen.
+        """
+        ops, partner, is_invocation = self._ops, self._partner, self._is_invocation
+        for position, op in enumerate(ops):
+            if not is_invocation[position]:
+                continue
+            other = partner[position]
+            if other > position:
+                yield op, ops[other]
+            else:
+                yield op, Op(-1, None, op.process, "info", op.f, op.value)
+
+    def realtime_precedes(self, a: Op, b: Op) -> bool:
+        """True when `a` certainly finished before `b` began: `a` completed
+        with ok or fail and that completion comes before `b`'s invocation.
+
+        An `info` (or missing) completion bounds nothing: the op may take
+        effect at any later time, so it precedes nothing in realtime.
+        `a` and `b` may be given as invocations or completions.
+        """
+        pa = self.position(a)
+        if self._is_invocation[pa]:
+            pa = self._partner[pa]
+            if pa < 0:
+                return False
+        if self._ops[pa].type == "info" or (self._ops[pa].process == NEMESIS):
+            return False
+        pb = self.position(b)
+        if not self._is_invocation[pb]:
+            pb = self._partner[pb]
+        return 0 <= pa < pb
+
+    # -- views --------------------------------------------------------------
+
+    def filter(self, predicate: Any) -> "History":
+        """A history of the ops for which `predicate(op)` is true (indexes kept).
+
+        Keep whole pairs: dropping one op of a pair makes the result invalid.
+        """
+        return History((op for op in self._ops if predicate(op)), source=self.source)
+
+    def client_ops(self) -> "History":
+        """The history without nemesis ops."""
+        return History((op for op in self._ops if op.process != NEMESIS), source=self.source)
+
+    def processes(self) -> list[Any]:
+        """Distinct processes in order of first appearance."""
+        return list(dict.fromkeys(op.process for op in self._ops))
+
+    def by_process(self) -> dict[Any, list[Op]]:
+        """Ops grouped by process, each list in history order."""
+        groups: dict[Any, list[Op]] = {}
+        for op in self._ops:
+            groups.setdefault(op.process, []).append(op)
+        return groups
+
+    # -- reading ------------------------------------------------------------
+
+    @classmethod
+    def from_dicts(cls, dicts: Iterable[Mapping[str, Any]], *, source: str | None = None) -> "History":
+        """A history from Jepsen op maps with string keys (indexes assigned in
+        order when absent)."""
+        name = source or "<ops>"
+        ops = [_op_from_mapping(d, f"{name} op {i}", i) for i, d in enumerate(dicts)]
+        return cls(ops, source=source)
+
+    @classmethod
+    def from_jsonl(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
+        """Read one JSON op map per line (blank lines skipped)."""
+        name, lines = _open_lines(path_or_lines)
+        ops: list[Op] = []
+        line_numbers: list[int] = []
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text:
+                continue
+            where = f"{name} line {number}"
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise HistoryError(
+                    f"{where}: expected a JSON op map, got {_short(text)} ({error.msg} at column {error.colno})"
+                ) from None
+            ops.append(_op_from_mapping(d, where, len(ops)))
+            line_numbers.append(number)
+        return cls(ops, source=name, lines=line_numbers)
+
+    @classmethod
+    def from_edn_lines(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
+        """Read EDN op maps, one after another (one per line as Elle and
+        Porcupine store them); `;` comments and blank lines skipped."""
+        name, lines = _open_lines(path_or_lines)
+        text = "".join(lines)
+        try:
+            forms = read_edn(text)
+        except _EdnSyntaxError as error:
+            raise HistoryError(f"{name} line {_line_of(text, error.position)}: invalid EDN: {error}") from None
+        return cls._from_forms(forms, text, name)
+
+    @classmethod
+    def from_edn(cls, path_or_text: str | os.PathLike[str] | Iterable[str]) -> "History":
+        """Read an EDN vector (or list) of op maps, as Knossos stores histories."""
+        name, lines = _open_lines(path_or_text)
+        text = "".join(lines)
+        try:
+            forms = read_edn(text, unwrap=True)
+        except _EdnSyntaxError as error:
+            raise HistoryError(f"{name} line {_line_of(text, error.position)}: invalid EDN: {error}") from None
+        return cls._from_forms(forms, text, name)
+
+    @classmethod
+    def _from_forms(cls, forms: list[tuple[Any, int]], text: str, name: str) -> "History":
+        ops: list[Op] = []
+        line_numbers: list[int] = []
+        line, last_offset = 1, 0
+        for form, offset in forms:
+            # Offsets grow, so count newlines incrementally (linear overall).
+            line += text.count("\n", last_offset, offset)
+            last_offset = offset
+            ops.append(_op_from_mapping(form, f"{name} line {line}", len(ops)))
+            line_numbers.append(line)
+        return cls(ops, source=name, lines=line_numbers)
+
+    @classmethod
+    def from_jepsen_log(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
+        """Read an old Jepsen console log (Porcupine's etcd data): lines
+        `INFO  jepsen.util - <process>\\t:<type>\\t:<f>\\t<value>`, value in EDN.
+
+        Other log lines (other loggers, non-op messages) are skipped; ops get
+        indexes in file order and no time.
+        """
+        name, lines = _open_lines(path_or_lines)
+        ops: list[Op] = []
+        line_numbers: list[int] = []
+        marker = "jepsen.util - "
+        for number, line in enumerate(lines, 1):
+            at = line.find(marker)
+            if at < 0:
+                continue
+            fields = line[at + len(marker) :].rstrip("\r\n").split("\t")
+            if len(fields) < 3 or fields[1] not in (":invoke", ":ok", ":fail", ":info"):
+                continue
+            where = f"{name} line {number}"
+            process_text = fields[0].strip()
+            process: int | str
+            if process_text.startswith(":"):
+                process = process_text[1:]
+            else:
+                try:
+                    process = int(process_text)
+                except ValueError:
+                    raise HistoryError(
+                        f"{where}: expected a process number or :nemesis, got {_short(process_text)}"
+                    ) from None
+            f_text = fields[2].strip()
+            f = f_text[1:] if f_text.startswith(":") else f_text
+            value_text = "\t".join(fields[3:]).strip()
+            value = _parse_edn_scalar(value_text, where)
+            ops.append(Op(len(ops), None, process, fields[1][1:], f, value))
+            line_numbers.append(number)
+        return cls(ops, source=name, lines=line_numbers)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], format: str = "auto") -> "History":
+        """Read a history file; `format` is one of `FORMATS` ("auto" sniffs it)."""
+        if format not in FORMATS:
+            raise HistoryError(f"format {format!r} is not known; expected one of {', '.join(FORMATS)}")
+        path = os.fspath(path)
+        if format == "auto":
+            format = detect_format(path)
+        reader = {
+            "jsonl": cls.from_jsonl,
+            "edn": cls.from_edn,
+            "edn-lines": cls.from_edn_lines,
+            "jepsen-log": cls.from_jepsen_log,
+        }[format]
+        return reader(path)
+
+    # -- writing ------------------------------------------------------------
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> None:
+        """Write one JSON op map per line (overwrites `path`)."""
+        with open(path, "w", encoding="utf-8") as out:
+            for op in self._ops:
+                out.write(_op_to_json_line(op))
+                out.write("\n")
+
+    def to_edn(self, path: str | os.PathLike[str]) -> None:
+        """Write an EDN vector with one op map per line (the module doc's keyword rule)."""
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("[")
+            for i, op in enumerate(self._ops):
+                if i:
+                    out.write("\n ")
+                out.write(_op_to_edn(op))
+            out.write("]\n")
+
+    def to_edn_string(self) -> str:
+        buffer = io.StringIO()
+        buffer.write("[")
+        for i, op in enumerate(self._ops):
+            if i:
+                buffer.write("\n ")
+            buffer.write(_op_to_edn(op))
+        buffer.write("]\n")
+        return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# reading helpers
+
+
+def _open_lines(path_or_lines: Any) -> tuple[str, list[str]]:
+    if isinstance(path_or_lines, (str, os.PathLike)):
+        path = os.fspath(path_or_lines)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return path, f.read().splitlines(keepends=True)
+        except UnicodeDecodeError as error:
+            raise HistoryError(f"{path}: expected a UTF-8 text history, got undecodable bytes ({error.reason})") from None
+    if isinstance(path_or_lines, (bytes, bytearray)):
+        raise HistoryError("expected a path or an iterable of text lines, got bytes")
+    lines = [line if line.endswith("\n") else line + "\n" for line in path_or_lines]
+    return "<lines>", lines
+
+
+def _first_form_char(text: str) -> int:
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace() or c == ",":
+            i += 1
+        elif c == ";":
+            nl = text.find("\n", i)
+            if nl < 0:
+                return -1
+            i = nl + 1
+        else:
+            return i
+    return -1
+
+
+_INT_RE = re.compile(r"^-?\d+$")
+
+
+def _parse_edn_scalar(text: str, where: str) -> Any:
+    if not text or text == "nil":
+        return None
+    if _INT_RE.match(text):
+        return int(text)
+    try:
+        forms = read_edn(text)
+    except _EdnSyntaxError as error:
+        raise HistoryError(f"{where}: expected one EDN value, got {_short(text)} ({error})") from None
+    if len(forms) != 1:
+        raise HistoryError(f"{where}: expected one EDN value, got {_short(text)}")
+    return forms[0][0]
+
+
+def detect_format(path: str) -> str:
+    """Guess a history file's format from its name and first op line."""
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".json")):
+        return "jsonl"
+    if lower.endswith(".log"):
+        return "jepsen-log"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)
+    except OSError as error:
+        raise HistoryError(f"{path}: cannot read the history ({error.strerror})") from None
+    if "jepsen.util - " in head:
+        return "jepsen-log"
+    start = _first_form_char(head)
+    if start < 0:
+        raise HistoryError(f"{path}: cannot detect the format of an empty history; pass --format")
+    rest = head[start : start + 2]
+    if rest.startswith("{\""):
+        return "jsonl"
+    if rest[0] in "[(":
+        return "edn"
+    if rest[0] == "{":
+        return "edn-lines"
+    raise HistoryError(
+        f"{path}: cannot detect the history format from {_short(head[start:start + 40])}; "
+        f"expected JSONL, EDN, EDN lines or a Jepsen log (pass --format one of {', '.join(FORMATS[1:])})"
+    )
+
+
+# ---------------------------------------------------------------------------
+# streaming writer
+
+
+class JsonlWriter:
+    """Appends ops to a JSONL history while a test runs, one flushed line each.
+
+    Thread-safe: `write` holds a lock for the whole line, so concurrent
+    workers never interleave partial lines. Accepts `Op`s or op maps.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = True) -> None:
+        self.path = os.fspath(path)
+        self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def write(self, op: Op | Mapping[str, Any]) -> None:
+        if isinstance(op, Mapping) and "type" not in op:
+            raise HistoryError(f"{self.path}: refusing to write an op map without :type: {_short(dict(op))}")
+        line = _op_to_json_line(op) + "\n"
+        with self._lock:
+            if self._file.closed:
+                raise HistoryError(f"{self.path}: the history writer is closed")
+            self._file.write(line)
+            self._file.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
