@@ -77,6 +77,7 @@ from edn_format import Char, Keyword, Symbol
 
 __all__ = [
     "EMPTY",
+    "EdnKeyword",
     "FORMATS",
     "MICRO_OP_NAMES",
     "NEMESIS",
@@ -85,7 +86,10 @@ __all__ = [
     "HistoryError",
     "JsonlWriter",
     "Op",
+    "detect_format",
+    "edn_dumps",
     "edn_to_python",
+    "read_edn",
     "op_from_dict",
     "op_to_dict",
 ]
@@ -272,8 +276,8 @@ def _freeze(v: Any) -> Any:
     return v
 
 
-class _Kw:
-    """Marks a string to be written as an EDN keyword."""
+class EdnKeyword:
+    """Marks a string to be written as an EDN keyword by `edn_dumps`."""
 
     __slots__ = ("name",)
 
@@ -296,7 +300,7 @@ def _edn_write(x: Any, out: list[str]) -> None:
         out.append("true")
     elif x is False:
         out.append("false")
-    elif isinstance(x, _Kw):
+    elif isinstance(x, EdnKeyword):
         out.append(":" + x.name)
     elif isinstance(x, int):
         out.append(str(x))
@@ -332,6 +336,8 @@ def _edn_write(x: Any, out: list[str]) -> None:
                 out.append(" ")
             _edn_write(v, out)
         out.append("}")
+    elif isinstance(x, Op):
+        out.append(_op_to_edn(x))
     elif isinstance(x, datetime.datetime):
         out.append("#inst " + _edn_str(x.isoformat()))
     elif isinstance(x, uuid.UUID):
@@ -340,35 +346,45 @@ def _edn_write(x: Any, out: list[str]) -> None:
         raise HistoryError(f"cannot write {_short(x)} (a {type(x).__name__}) as EDN")
 
 
+def edn_dumps(x: Any) -> str:
+    """Plain Python as EDN text; wrap a string in `EdnKeyword` to write a keyword.
+
+    Ops inside `x` are written as op maps with the module doc's keyword rule.
+    """
+    out: list[str] = []
+    _edn_write(x, out)
+    return "".join(out)
+
+
 def _keywordize_value(x: Any) -> Any:
     """Apply the micro-op keyword rule (see module doc) inside an op value."""
     if isinstance(x, (list, tuple)):
         if 2 <= len(x) <= 3 and isinstance(x[0], str) and x[0] in MICRO_OP_NAMES:
-            return [_Kw(x[0])] + [_keywordize_value(v) for v in x[1:]]
+            return [EdnKeyword(x[0])] + [_keywordize_value(v) for v in x[1:]]
         return [_keywordize_value(v) for v in x]
     return x
 
 
 def _keywordize_error(x: Any) -> Any:
     if isinstance(x, str) and _KEYWORDISH.match(x):
-        return _Kw(x)
+        return EdnKeyword(x)
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], str) and _KEYWORDISH.match(x[0]):
-        return [_Kw(x[0]), *x[1:]]
+        return [EdnKeyword(x[0]), *x[1:]]
     return x
 
 
 def _op_to_edn(op: Op) -> str:
-    m: dict[Any, Any] = {_Kw("index"): op.index}
+    m: dict[Any, Any] = {EdnKeyword("index"): op.index}
     if op.time is not None:
-        m[_Kw("time")] = op.time
+        m[EdnKeyword("time")] = op.time
     if op.process is not None:
-        m[_Kw("process")] = _Kw(op.process) if op.process == NEMESIS else op.process
-    m[_Kw("type")] = _Kw(op.type)
+        m[EdnKeyword("process")] = EdnKeyword(op.process) if op.process == NEMESIS else op.process
+    m[EdnKeyword("type")] = EdnKeyword(op.type)
     if op.f is not None:
-        m[_Kw("f")] = _Kw(op.f) if _KEYWORDISH.match(op.f) else op.f
-    m[_Kw("value")] = _keywordize_value(op.value)
+        m[EdnKeyword("f")] = EdnKeyword(op.f) if _KEYWORDISH.match(op.f) else op.f
+    m[EdnKeyword("value")] = _keywordize_value(op.value)
     for k, v in op.extra.items():
-        key = _Kw(k) if isinstance(k, str) and _KEYWORDISH.match(k) else k
+        key = EdnKeyword(k) if isinstance(k, str) and _KEYWORDISH.match(k) else k
         m[key] = _keywordize_error(v) if k == "error" else v
     out: list[str] = []
     _edn_write(m, out)

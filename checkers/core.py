@@ -1,0 +1,142 @@
+"""Checker plumbing shared by every checker: merging verdicts, running several
+checkers safely, and rendering result maps as JSON or EDN.
+
+A checker is a pure function `history -> result map`; every result map has a
+`"valid"` key that is `True`, `False` or `"unknown"`.
+
+Invariants
+- Merged validity: `False` beats `"unknown"`, which beats `True` (Jepsen's
+  `merge-valid`): one broken promise makes the whole verdict false, and a
+  checker that could not decide makes an otherwise clean verdict unknown.
+- `run_checkers` never lets one checker's exception hide the others: the
+  failing checker's result is `{"valid": "unknown", "error": <traceback>}`.
+
+Thread-safety: pure functions; safe from any thread.
+
+Sources: Jepsen's `jepsen.checker/compose` and `merge-valid`; Elle's result
+maps (`:valid?`, `:anomaly-types`, `:anomalies`).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from checkers.history import EdnKeyword, History, Op, edn_dumps, op_to_dict
+
+__all__ = ["UNKNOWN", "VALIDITIES", "is_validity", "merge_valid", "results_to_edn", "run_checkers", "to_jsonable"]
+
+UNKNOWN = "unknown"
+VALIDITIES = (True, False, UNKNOWN)
+_RANK = {True: 0, UNKNOWN: 1, False: 2}
+
+
+def is_validity(v: Any) -> bool:
+    """True for exactly True, False or "unknown" (not 0, 1 or None)."""
+    return v is True or v is False or (isinstance(v, str) and v == UNKNOWN)
+
+
+def merge_valid(*validities: Any) -> bool | str:
+    """Merge verdicts: False beats "unknown" beats True; no verdicts is True."""
+    worst: bool | str = True
+    for v in validities:
+        if not is_validity(v):
+            raise ValueError(f"validity {v!r} is not one of True, False, {UNKNOWN!r}")
+        if _RANK[v] > _RANK[worst]:
+            worst = v
+    return worst
+
+
+def run_checkers(
+    history: History,
+    checkers: Mapping[str, Callable[[History], Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """Run each checker on `history`; return `{"valid": merged, name: result, ...}`.
+
+    A checker that raises, or returns something without a valid `"valid"`,
+    gets `{"valid": "unknown", "error": ...}`; the others still run.
+    """
+    if "valid" in checkers:
+        raise ValueError('a checker may not be named "valid": that key holds the merged verdict')
+    results: dict[str, Any] = {}
+    for name, check in checkers.items():
+        try:
+            result = check(history)
+        except Exception:  # one checker's bug must not hide the others' verdicts
+            results[name] = {"valid": UNKNOWN, "error": traceback.format_exc()}
+            continue
+        if not isinstance(result, Mapping) or not is_validity(result.get("valid")):
+            results[name] = {
+                "valid": UNKNOWN,
+                "error": f"checker {name!r} returned {result!r:.200}, expected a map with valid True/False/'unknown'",
+            }
+            continue
+        results[name] = dict(result)
+    return {"valid": merge_valid(*(r["valid"] for r in results.values())), **results}
+
+
+def _sort_key(x: Any) -> tuple[str, Any]:
+    # Mixed-type sets sort by type name first so that sorting never raises.
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return ("0number", x)
+    if isinstance(x, str):
+        return ("1str", x)
+    return (type(x).__name__, repr(x))
+
+
+def to_jsonable(x: Any) -> Any:
+    """A deep copy of a result map that `json.dumps` accepts.
+
+    Sets become sorted lists, tuples lists, ops op maps, histories lists of op
+    maps, map keys strings (non-string keys via `str`), NaN/infinite floats
+    strings.
+    """
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, Op):
+        return to_jsonable(op_to_dict(x))
+    if isinstance(x, History):
+        return [to_jsonable(op_to_dict(op)) for op in x]
+    if isinstance(x, Mapping):
+        return {(k if isinstance(k, str) else str(to_jsonable(k))): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (set, frozenset)):
+        return [to_jsonable(v) for v in sorted(x, key=_sort_key)]
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    return str(x)
+
+
+def _edn_keyed(x: Any) -> Any:
+    if isinstance(x, Op):
+        return x
+    if isinstance(x, History):
+        return list(x)
+    if isinstance(x, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in x.items():
+            if k == "valid":
+                # Jepsen spells the verdict :valid?, with :unknown for undecided.
+                out[EdnKeyword("valid?")] = EdnKeyword(UNKNOWN) if v == UNKNOWN else _edn_keyed(v)
+            elif isinstance(k, str) and k and not any(c.isspace() or c in '()[]{}",;\\' for c in k):
+                out[EdnKeyword(k)] = _edn_keyed(v)
+            else:
+                out[_edn_keyed(k)] = _edn_keyed(v)
+        return out
+    if isinstance(x, (set, frozenset)):
+        return frozenset(x)
+    if isinstance(x, (list, tuple)):
+        return [_edn_keyed(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return x
+    return x
+
+
+def results_to_edn(result: Mapping[str, Any]) -> str:
+    """A result map as EDN with keyword keys (`"valid"` is written `:valid?`,
+    and the verdict "unknown" as `:unknown`, as Jepsen writes them); string
+    values stay strings, ops are written as Jepsen op maps."""
+    return edn_dumps(_edn_keyed(result)) + "\n"
