@@ -1,0 +1,357 @@
+"""Knossos-style linearizability checking: `check(history, model) -> results map`.
+
+`check` turns a Jepsen history into operations for a model (`models.py`), splits
+keyed histories into independent sub-histories (P-compositionality: a history is
+linearizable iff each sub-history over disjoint keys is; Herlihy & Wing 1990,
+Horn & Kroening 2015), runs the Wing-Gong-Lowe search (`wgl.py`) on each, and on
+failure builds a counterexample like Knossos's: the operation that cannot be
+linearized, the states the model could have been in when it had to take effect,
+one longest linearizable prefix, and a sentence (`explain.py`).
+
+Semantics (`semantics=`):
+- "knossos" (default): `fail` ops had no effect and are dropped; `info` ops and
+  invocations never completed may take effect at any point after their call, or
+  never; a read of nil is always legal.
+- "porcupine-etcd": as Porcupine reads Jepsen's etcd logs: a `fail` cas is a
+  compare that returned false (it must take effect within its call and return, at
+  a point where the register did not hold the expected value); other `fail` ops had
+  no effect; a read of nil says the register was nil (it starts nil).
+
+Budgets: `time_limit_s` and `memory_limit_bytes` bound the search; past either,
+the verdict is "unknown" with a `reason`. The time budget is measured with
+`time.monotonic()` inside the search: the one documented exception to the
+checkers' no-clock rule. It can only turn a verdict into "unknown", never change
+a true into a false. The memory budget bounds the number of cached search
+configurations, estimated from the history's size.
+
+Parallelism: with several independent sub-histories and at least
+`parallel_min_ops` operations, sub-histories are checked in a process pool of
+`workers` processes (process start-up costs ~0.1 s, so small inputs stay
+in-process). Results are taken in sub-history order and the first invalid one is
+reported, so the verdict and counterexample do not depend on scheduling.
+
+Thread-safety: `check` holds no global state; it may run in several threads.
+Sources: Knossos (jepsen-io/knossos: `knossos.model`, `knossos.wgl`, its analysis
+output), Porcupine (anishathalye/porcupine), Lowe 2017, Horn & Kroening 2015.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from checkers.linearizable import explain
+from checkers.linearizable.models import MODELS, Model, ModelOp, freeze, make_model
+from checkers.linearizable.wgl import SearchResult, search
+
+SEMANTICS = ("knossos", "porcupine-etcd")
+DEFAULT_MEMORY_LIMIT_BYTES = 1 << 30
+_OPTIONS = {
+    "workers": "number of processes for independent sub-histories (default: up to 2, the CPU count)",
+    "parallel_min_ops": "fewest operations for which a process pool is used (default 20000)",
+    "max_final_paths": "how many final paths a counterexample keeps (default 10)",
+}
+
+__all__ = ["check", "SEMANTICS", "MODELS"]
+
+
+@dataclass
+class _Operation:
+    """One operation of the history, ready for a model."""
+
+    model_op: ModelOp
+    call_position: int
+    return_position: int | None
+    invoke: Any
+    completion: Any | None
+
+
+def _get(op: Any, name: str, default: Any = None) -> Any:
+    if isinstance(op, dict):
+        return op.get(name, default)
+    return getattr(op, name, default)
+
+
+def _extra_get(op: Any, name: str) -> Any:
+    if isinstance(op, dict):
+        return op.get(name)
+    extra = getattr(op, "extra", None) or {}
+    return extra.get(name)
+
+
+def _pairs(history: Any) -> list[tuple[Any, Any, int, int | None]]:
+    """(invoke, completion or None, invoke position, completion position or None)."""
+    ops = list(history)
+    position = {id(op): i for i, op in enumerate(ops)}
+    if hasattr(history, "pairs"):
+        out = []
+        for invoke, completion in history.pairs():
+            if completion is not None and id(completion) in position:
+                out.append((invoke, completion, position[id(invoke)], position[id(completion)]))
+            else:
+                out.append((invoke, None, position[id(invoke)], None))
+        return out
+    # A plain sequence of op maps or objects: pair each invoke with the next
+    # completion of the same process, as Jepsen does.
+    open_by_process: dict[Any, int] = {}
+    out_by_invoke: dict[int, list] = {}
+    for i, op in enumerate(ops):
+        kind = _get(op, "type")
+        process = _get(op, "process")
+        if kind == "invoke":
+            if process in open_by_process:
+                raise ValueError(
+                    f"history op {i}: process {process!r} invokes again before op "
+                    f"{open_by_process[process]} completed"
+                )
+            open_by_process[process] = i
+            out_by_invoke[i] = [op, None, i, None]
+        elif kind in ("ok", "fail", "info"):
+            if process not in open_by_process:
+                if kind == "info":
+                    continue  # a nemesis or log-only info op with no invocation
+                raise ValueError(f"history op {i}: a {kind!r} completion of process {process!r} with no invocation")
+            start = open_by_process.pop(process)
+            out_by_invoke[start][1] = op
+            out_by_invoke[start][3] = i
+        else:
+            raise ValueError(f"history op {i}: type {kind!r}; expected invoke, ok, fail or info")
+    return [tuple(v) for _, v in sorted(out_by_invoke.items())]
+
+
+def _operations(history: Any, model: Model, semantics: str) -> list[_Operation]:
+    out = []
+    for invoke, completion, call_position, return_position in _pairs(history):
+        if _get(invoke, "process") == "nemesis":
+            continue
+        kind = _get(completion, "type") if completion is not None else "info"
+        f = _get(invoke, "f")
+        key = _extra_get(invoke, "key")
+        if key is None and completion is not None:
+            key = _extra_get(completion, "key")
+        where = f"history op {_get(invoke, 'index', call_position)} (process {_get(invoke, 'process')!r})"
+        if kind == "ok":
+            model_op = ModelOp(f, _get(completion, "value"), "ok", key)
+        elif kind == "fail":
+            if semantics == "porcupine-etcd" and f == "cas":
+                model_op = ModelOp(f, _get(invoke, "value"), "fail", key)
+            else:
+                continue
+        elif kind == "info":
+            model_op = ModelOp(f, _get(invoke, "value"), "info", key)
+            return_position = None
+        else:
+            raise ValueError(f"{where}: completion type {kind!r}; expected ok, fail or info")
+        model.check_op(model_op, where)
+        if model_op.outcome == "info" and not model.may_change_state(model_op):
+            continue
+        out.append(_Operation(model_op, call_position, return_position, invoke, completion))
+    return out
+
+
+def _components(model: Model, operations: list[_Operation]) -> list[tuple[frozenset | None, list[_Operation]]]:
+    """Split operations into groups over disjoint keys (one group if the model is not keyed)."""
+    keys = [model.keys_of(o.model_op) for o in operations]
+    if not operations or any(k is None for k in keys):
+        return [(None, operations)]
+    parent: dict[Hashable, Hashable] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ks in keys:
+        ks = list(ks)
+        for k in ks[1:]:
+            parent[find(k)] = find(ks[0])
+        if ks:
+            find(ks[0])
+    groups: dict[Hashable, list[_Operation]] = {}
+    group_keys: dict[Hashable, set] = {}
+    for o, ks in zip(operations, keys):
+        if not ks:
+            root = None
+        else:
+            root = find(next(iter(ks)))
+        groups.setdefault(root, []).append(o)
+    for k in parent:
+        group_keys.setdefault(find(k), set()).add(k)
+    # Groups in order of their first call, so results do not depend on hashing.
+    return [(frozenset(group_keys.get(root, ())), ops) for root, ops in groups.items()]
+
+
+def _search_component(
+    model_name: str,
+    nil_read_legal: bool,
+    initial_state: Hashable,
+    model_ops: list[ModelOp],
+    events: list[tuple[int, bool]],
+    time_left_s: float | None,
+    max_cache_entries: int,
+    max_final_paths: int,
+) -> SearchResult:
+    """One sub-history's search; a top-level function so a process pool can run it."""
+    model = make_model(model_name, nil_read_legal=nil_read_legal)
+    steps = [model.compile(op) for op in model_ops]
+    deadline = None if time_left_s is None else time.monotonic() + time_left_s
+    return search(events, steps, initial_state, deadline, max_cache_entries, max_final_paths)
+
+
+def _events(operations: list[_Operation]) -> list[tuple[int, bool]]:
+    points = []
+    for i, o in enumerate(operations):
+        points.append((o.call_position, 0, i, True))
+        if o.return_position is not None:
+            points.append((o.return_position, 1, i, False))
+    points.sort()
+    return [(i, call) for _, _, i, call in points]
+
+
+def _cache_entry_bytes(n_ops: int) -> int:
+    # A set slot, a 2-tuple, a bitset int of n_ops bits, and a small state.
+    return 200 + n_ops // 8
+
+
+def check(
+    history: Iterable,
+    model: str,
+    initial: Any = None,
+    time_limit_s: float | None = None,
+    memory_limit_bytes: int | None = None,
+    semantics: str = "knossos",
+    **opts: Any,
+) -> dict:
+    """Check that `history` is linearizable with respect to `model`.
+
+    history: a checkers.history.History, or a sequence of Jepsen op maps.
+    model: one of `MODELS` (register, cas-register, multi-register, mutex,
+    fifo-queue, unordered-queue, set, kv). initial: the model's first state (None:
+    register nil, mutex free, empty queue/set/map; kv keys start "").
+    time_limit_s, memory_limit_bytes: budgets after which the verdict is "unknown"
+    (memory defaults to 1 GiB of search cache). semantics: "knossos" or
+    "porcupine-etcd" (see the module docstring). opts: workers, parallel_min_ops,
+    max_final_paths.
+
+    Returns {"valid": True|False|"unknown", "model", "analyzer": "wgl",
+    "semantics", "op_count", "sub_history_count", "cache_entries"}, plus on
+    False "op", "configs", "final_paths", "previous_ok" and "counterexample" (with
+    its "explanation" sentence), and on "unknown" a "reason".
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(sorted(MODELS))}")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"unknown semantics {semantics!r}; expected one of {', '.join(SEMANTICS)}")
+    unknown_opts = sorted(set(opts) - set(_OPTIONS))
+    if unknown_opts:
+        raise ValueError(
+            f"unknown option {unknown_opts[0]!r} (value {opts[unknown_opts[0]]!r}); expected one of "
+            + "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
+        )
+    if time_limit_s is not None and not (isinstance(time_limit_s, int | float) and time_limit_s > 0):
+        raise ValueError(f"time_limit_s {time_limit_s!r} must be a positive number of seconds, or None")
+    if memory_limit_bytes is None:
+        memory_limit_bytes = DEFAULT_MEMORY_LIMIT_BYTES
+    if not (isinstance(memory_limit_bytes, int) and memory_limit_bytes > 0):
+        raise ValueError(f"memory_limit_bytes {memory_limit_bytes!r} must be a positive int, or None")
+    workers = opts.get("workers", min(2, os.cpu_count() or 1))
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers {workers!r} must be an int >= 1")
+    parallel_min_ops = opts.get("parallel_min_ops", 20000)
+    if not (isinstance(parallel_min_ops, int) and parallel_min_ops >= 0):
+        raise ValueError(f"parallel_min_ops {parallel_min_ops!r} must be an int >= 0")
+    max_final_paths = opts.get("max_final_paths", 10)
+    if not (isinstance(max_final_paths, int) and max_final_paths >= 1):
+        raise ValueError(f"max_final_paths {max_final_paths!r} must be an int >= 1")
+
+    start = time.monotonic()
+    nil_read_legal = semantics != "porcupine-etcd"
+    the_model = make_model(model, nil_read_legal=nil_read_legal)
+    initial_state = the_model.initial_state(initial)
+    operations = _operations(history, the_model, semantics)
+    components = _components(the_model, operations)
+    base = {
+        "model": model,
+        "analyzer": "wgl",
+        "semantics": semantics,
+        "op_count": len(operations),
+        "sub_history_count": len(components),
+    }
+
+    def task(keys, ops):
+        state = initial_state if keys is None else the_model.restrict(initial_state, keys)
+        max_cache = max(1, memory_limit_bytes // _cache_entry_bytes(len(ops)))
+        return (
+            model,
+            nil_read_legal,
+            state,
+            [o.model_op for o in ops],
+            _events(ops),
+            max_cache,
+            max_final_paths,
+        )
+
+    def time_left():
+        if time_limit_s is None:
+            return None
+        return max(0.0, time_limit_s - (time.monotonic() - start))
+
+    results: list[tuple[int, SearchResult]] = []
+    use_pool = workers > 1 and len(components) > 1 and len(operations) >= parallel_min_ops
+    if use_pool:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = []
+            for keys, ops in components:
+                name, nil_legal, state, model_ops, events, max_cache, paths = task(keys, ops)
+                futures.append(
+                    pool.submit(
+                        _search_component,
+                        name,
+                        nil_legal,
+                        state,
+                        model_ops,
+                        events,
+                        time_left(),
+                        max(1, max_cache // workers),
+                        paths,
+                    )
+                )
+            for i, future in enumerate(futures):
+                result = future.result()
+                results.append((i, result))
+                if result.valid is False:
+                    for later in futures[i + 1 :]:
+                        later.cancel()
+                    break
+    else:
+        for i, (keys, ops) in enumerate(components):
+            name, nil_legal, state, model_ops, events, max_cache, paths = task(keys, ops)
+            left = time_left()
+            if left is not None and left <= 0:
+                results.append((i, SearchResult("unknown", reason="time limit reached before this sub-history")))
+                continue
+            result = _search_component(name, nil_legal, state, model_ops, events, left, max_cache, paths)
+            results.append((i, result))
+            if result.valid is False:
+                break
+
+    out = dict(base)
+    out["cache_entries"] = sum(r.cache_entries for _, r in results)
+    failed = [(i, r) for i, r in results if r.valid is False]
+    unknown = [(i, r) for i, r in results if r.valid == "unknown"]
+    if failed:
+        i, result = failed[0]
+        keys, ops = components[i]
+        out["valid"] = False
+        out.update(explain.analysis(the_model, ops, keys, result, initial_state))
+    elif unknown:
+        out["valid"] = "unknown"
+        out["reason"] = unknown[0][1].reason
+    else:
+        out["valid"] = True
+    return out

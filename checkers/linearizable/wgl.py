@@ -1,0 +1,245 @@
+"""The Wing-Gong linearizability search with Lowe's improvements.
+
+Input: a history as a list of events in real-time order, each the call or the
+return of one operation, and for each operation a step closure (`models.py`).
+Output: whether some sequential order of the operations, consistent with real time
+and with the model, explains every returned operation (linearizability, Herlihy &
+Wing 1990).
+
+Algorithm (Wing & Gong 1993, as improved by Lowe, "Testing for linearizability",
+Concurrency and Computation 2017, and used by Horn & Kroening, "Faster
+linearizability checking via P-compositionality", FORTE 2015, and Porcupine):
+- The events form a doubly linked list. The search scans it from the head. At a
+  call whose operation can take effect in the current model state, it linearizes
+  the operation: it removes (lifts) the call and its return from the list, pushes
+  (call, previous state) on a stack and rescans from the head. At a return, the
+  operation it belongs to was not linearized in time, so the search backtracks: it
+  pops the last linearized operation, puts its events back and scans on from the
+  call after it.
+- A cache of configurations (the set of linearized operations as an int bitset,
+  model state) prunes every configuration seen before (Lowe's memoisation); two
+  searches reaching the same configuration have the same future.
+- Operations with an unknown outcome (`info`, or never completed) have a call and
+  no return: nothing forces them to be linearized, so they may take effect any time
+  after their call, or never. The search succeeds when no return is left.
+- A nondeterministic step (`models.Choices`) is tried with each of its next states.
+
+Counterexample: an invalid history has a first return event R (in history order)
+such that the history up to R has no linearization. The search blocks at the
+return furthest down the list exactly at R (a configuration that passes R
+linearized every operation that returned before it), so we record the furthest
+return the search blocked at, the model states of every configuration blocked
+there (the states the model could be in when the operation of R had to take
+effect), and for each such state one path of operations leading to it.
+
+Budgets: the search checks `time.monotonic()` every few thousand steps against a
+deadline, and stops when the cache holds `max_cache_entries` configurations; either
+way it answers "unknown" with a reason. This is the one exception to the
+checkers' no-clocks rule: the clock only decides whether we give up, never the
+verdict of a search that finishes.
+
+Thread-safety: `search` keeps all its state in locals; it is safe to run several
+searches at once in threads or processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from checkers.linearizable.models import INCONSISTENT, Choices
+
+# How many loop iterations between two looks at the clock.
+_CLOCK_EVERY_STEPS = 4096
+# How many distinct model states a counterexample reports at most.
+MAX_BLOCK_STATES = 1000
+
+
+@dataclass
+class SearchResult:
+    """What one search found.
+
+    valid: True, False or "unknown". For False: `blocked_op` is the operation whose
+    return could not be reached, `blocked_states` the model states it could have
+    taken effect in, `final_paths` one list of (operation id, state after it) per
+    state (a longest linearizable prefix ending in that state), in the order found.
+    """
+
+    valid: Any
+    reason: str | None = None
+    cache_entries: int = 0
+    steps: int = 0
+    blocked_op: int | None = None
+    blocked_states: list[Hashable] = field(default_factory=list)
+    final_paths: list[list[tuple[int, Hashable]]] = field(default_factory=list)
+
+
+def search(
+    events: Sequence[tuple[int, bool]],
+    steps: Sequence[Callable[[Hashable], Any]],
+    initial_state: Hashable,
+    deadline: float | None = None,
+    max_cache_entries: int | None = None,
+    max_final_paths: int = 10,
+    max_block_states: int = MAX_BLOCK_STATES,
+) -> SearchResult:
+    """Search for a linearization.
+
+    events: (op id, is_call) in real-time order; every op id in range(len(steps))
+    has exactly one call, and at most one return, after its call.
+    steps: per op id, a closure state -> next state | INCONSISTENT | Choices.
+    deadline: a time.monotonic() value after which the answer is "unknown".
+    max_cache_entries: after this many cached configurations the answer is "unknown".
+    max_final_paths, max_block_states: how many paths and states to keep for a
+    counterexample (the states beyond `max_block_states` are not reported).
+    """
+    n_ops = len(steps)
+    n_events = len(events)
+    head = 0
+    end = n_events + 1
+    # Node i + 1 is events[i]; node 0 is the head and node `end` the tail sentinel.
+    nxt = list(range(1, n_events + 2)) + [end]
+    prv = [head] + list(range(0, n_events + 1))
+    op_of = [0] * (n_events + 2)
+    is_call = [False] * (n_events + 2)
+    call_node = [-1] * n_ops
+    ret_node = [-1] * n_ops
+    for i, (op, call) in enumerate(events):
+        node = i + 1
+        op_of[node] = op
+        is_call[node] = call
+        if call:
+            if call_node[op] != -1:
+                raise ValueError(f"operation {op} has two calls")
+            call_node[op] = node
+        else:
+            if call_node[op] == -1 or ret_node[op] != -1:
+                raise ValueError(f"operation {op} returns before its call or twice")
+            ret_node[op] = node
+    if any(c == -1 for c in call_node):
+        raise ValueError("every operation needs a call event")
+    returns_left = sum(1 for r in ret_node if r != -1)
+    # A return node nobody will ever block at again needs no bookkeeping; we keep
+    # only the furthest blocking node and what we saw there.
+    block_max = -1
+    block_states: dict[Hashable, list[tuple[int, Hashable]] | None] = {}
+
+    cache: set = set()
+    cache_add = cache.add
+    stack: list[tuple[int, Hashable, Any, int]] = []
+    state = initial_state
+    linearized = 0
+    entry = nxt[head]
+    n_steps = 0
+    next_clock = _CLOCK_EVERY_STEPS
+
+    def unknown(reason: str) -> SearchResult:
+        return SearchResult("unknown", reason=reason, cache_entries=len(cache), steps=n_steps)
+
+    while returns_left:
+        n_steps += 1
+        if n_steps >= next_clock:
+            next_clock += _CLOCK_EVERY_STEPS
+            if deadline is not None and time.monotonic() > deadline:
+                return unknown(f"time limit reached after {n_steps} search steps")
+        if is_call[entry]:
+            op = op_of[entry]
+            new_state = steps[op](state)
+            if new_state is not INCONSISTENT:
+                new_lin = linearized | (1 << op)
+                choices = None
+                index = 0
+                if type(new_state) is Choices:
+                    choices = new_state
+                    for index, candidate in enumerate(choices):
+                        if (new_lin, candidate) not in cache:
+                            new_state = candidate
+                            break
+                    else:
+                        new_state = INCONSISTENT
+                if new_state is not INCONSISTENT:
+                    key = (new_lin, new_state)
+                    if key not in cache:
+                        cache_add(key)
+                        if max_cache_entries is not None and len(cache) > max_cache_entries:
+                            return unknown(
+                                f"memory limit reached: {max_cache_entries} cached configurations"
+                            )
+                        stack.append((entry, state, choices, index))
+                        state = new_state
+                        linearized = new_lin
+                        # Lift the call and its return out of the list.
+                        nxt[prv[entry]] = nxt[entry]
+                        prv[nxt[entry]] = prv[entry]
+                        r = ret_node[op]
+                        if r != -1:
+                            nxt[prv[r]] = nxt[r]
+                            prv[nxt[r]] = prv[r]
+                            returns_left -= 1
+                        entry = nxt[head]
+                        continue
+            entry = nxt[entry]
+            continue
+        # A return: its operation was not linearized before it. Backtrack.
+        if entry >= block_max:
+            if entry > block_max:
+                block_max = entry
+                block_states = {}
+            if state not in block_states and len(block_states) < max_block_states:
+                path = None
+                if len(block_states) < max_final_paths:
+                    # (op, state after it): each stack entry holds the state before.
+                    after = [e[1] for e in stack[1:]] + [state]
+                    path = [(op_of[e[0]], a) for e, a in zip(stack, after)]
+                block_states[state] = path
+        while True:
+            if not stack:
+                paths = [p for p in block_states.values() if p is not None]
+                if not block_states:
+                    raise AssertionError("an invalid history must block at some return")
+                return SearchResult(
+                    False,
+                    cache_entries=len(cache),
+                    steps=n_steps,
+                    blocked_op=op_of[block_max],
+                    blocked_states=list(block_states),
+                    final_paths=paths[:max_final_paths],
+                )
+            entry, state, choices, index = stack.pop()
+            op = op_of[entry]
+            linearized &= ~(1 << op)
+            # Put the return back, then the call (reverse order of lifting).
+            r = ret_node[op]
+            if r != -1:
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+                returns_left += 1
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            if choices is not None:
+                # Try the next untried state of a nondeterministic step.
+                new_lin = linearized | (1 << op)
+                pushed = False
+                for j in range(index + 1, len(choices)):
+                    key = (new_lin, choices[j])
+                    if key not in cache:
+                        cache_add(key)
+                        stack.append((entry, state, choices, j))
+                        state = choices[j]
+                        linearized = new_lin
+                        nxt[prv[entry]] = nxt[entry]
+                        prv[nxt[entry]] = prv[entry]
+                        if r != -1:
+                            nxt[prv[r]] = nxt[r]
+                            prv[nxt[r]] = prv[r]
+                            returns_left -= 1
+                        pushed = True
+                        break
+                if pushed:
+                    entry = nxt[head]
+                    break
+            entry = nxt[entry]
+            break
+    return SearchResult(True, cache_entries=len(cache), steps=n_steps)
