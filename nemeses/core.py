@@ -1,0 +1,199 @@
+"""The nemesis model: faults as data, scheduled from a seed, applied through node control.
+
+A *fault package* (Jepsen's word, from `jepsen.nemesis.combined`) bundles three
+things: how to schedule its faults, how to apply one, and how to heal at the end.
+Packages compose into one `Schedule`, a list of `FaultEvent`s with times,
+kinds and targets, decided entirely by the seed before the test starts. The
+runner records each event in the history *before* applying it, so a failing run
+can be replayed, and its schedule shrunk, from the data alone. Nothing here
+decides anything at random outside the seeded schedule: where a fault aims at a
+random node, the choice is fixed in the event (`pick`, a number the schedule
+drew), and resolved against the node list the same way every time.
+
+Targets name roles: `one`, `minority`, `majority`, `all`, `leader` (of the
+workload's first partition, or of `key`), `controller` (the active controller),
+`primaries` (the leaders of every partition). Roles that depend on the cluster's
+state are resolved when the fault is applied, through a `Targets` object that
+asks the cluster over the Kafka protocol; the resolved nodes are recorded in the
+completion of the nemesis op.
+
+Thread-safety: a Schedule is immutable; packages keep per-run state (what is
+currently faulted) and are driven by one nemesis thread.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Protocol
+
+from harness.control import NodeControl  # noqa: F401  (the only harness module nemeses may use)
+
+TARGETS = ("one", "minority", "majority", "all", "leader", "controller", "primaries", "minority-third")
+
+
+class Targets(Protocol):
+    """Resolves role targets against the live cluster."""
+
+    def leader(self, key: Any | None = None) -> str | None: ...
+
+    def controller(self) -> str | None: ...
+
+    def primaries(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """One scheduled nemesis operation.
+
+    `at_s` is seconds after the workload starts; `f` is the operation
+    (`start-partition`, `stop-partition`, `kill`, `start`, `pause`, `resume`,
+    ...); `target` is a role; `shape` refines a partition; `pick` fixes the
+    random choice among candidate nodes.
+    """
+
+    at_s: float
+    package: str
+    f: str
+    target: str | None = None
+    shape: str | None = None
+    pick: int = 0
+
+    def to_dict(self) -> dict:
+        d = {"at_s": round(self.at_s, 3), "package": self.package, "f": self.f}
+        if self.target is not None:
+            d["target"] = self.target
+        if self.shape is not None:
+            d["shape"] = self.shape
+        d["pick"] = self.pick
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaultEvent":
+        return cls(float(d["at_s"]), d["package"], d["f"], d.get("target"), d.get("shape"), int(d.get("pick", 0)))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    events: tuple[FaultEvent, ...]
+
+    def to_list(self) -> list[dict]:
+        return [e.to_dict() for e in self.events]
+
+    @classmethod
+    def from_list(cls, items: Iterable[dict]) -> "Schedule":
+        return cls(tuple(sorted((FaultEvent.from_dict(d) for d in items), key=_event_order)))
+
+
+def _event_order(event: FaultEvent):
+    """Time order; at the same instant, undoing a fault goes before starting one."""
+    return (event.at_s, event.f.startswith("start-") or event.f in ("kill", "pause"))
+
+
+def pick_nodes(nodes: list[str], target: str, pick: int) -> list[str]:
+    """Resolve a node-count target (`one`, `minority`, `majority`, `all`) deterministically from `pick`."""
+    ordered = sorted(nodes)
+    n = len(ordered)
+    counts = {"one": 1, "minority": max(1, (n - 1) // 2), "majority": n // 2 + 1, "all": n,
+              "minority-third": max(1, (n - 1) // 3)}
+    if target not in counts:
+        raise ValueError(f"target {target!r} is not a node-count target; expected one of {sorted(counts)}")
+    k = min(counts[target], n)
+    rng = random.Random(pick)
+    return sorted(rng.sample(ordered, k))
+
+
+class FaultPackage:
+    """Base class: subclasses give `name`, `kinds`, `schedule_window` and `apply`/`undo`."""
+
+    name: str = "none"
+    start_f: str = "start"
+    stop_f: str = "stop"
+    targets: tuple[str, ...] = ("one",)
+
+    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets: Iterable[str] | None = None):
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self.duration_s = duration_s if duration_s is not None else interval_s / 2
+        if targets is not None:
+            targets = tuple(targets)
+            unknown = [t for t in targets if t not in self.allowed_targets()]
+            if unknown:
+                raise ValueError(f"{self.name} nemesis: unknown target(s) {unknown}; accepted: {list(self.allowed_targets())}")
+            self.targets = targets
+
+    def allowed_targets(self) -> tuple[str, ...]:
+        return type(self).targets
+
+    def shapes(self) -> tuple[str | None, ...]:
+        return (None,)
+
+    def schedule(self, rng: random.Random, time_limit_s: float) -> list[FaultEvent]:
+        """Fault windows: every ~interval a start event, then its stop `duration` later, all before the limit."""
+        events = []
+        t = rng.uniform(0.2, 0.6) * self.interval_s
+        while t + self.duration_s < time_limit_s:
+            target = rng.choice(self.targets)
+            shape = rng.choice(self.shapes())
+            pick = rng.randrange(1 << 30)
+            duration = self.duration_s * rng.uniform(0.7, 1.3)
+            events.append(FaultEvent(t, self.name, self.start_f, target, shape, pick))
+            events.append(FaultEvent(min(t + duration, time_limit_s), self.name, self.stop_f, target, shape, pick))
+            t += duration + self.interval_s * rng.uniform(0.5, 1.0)
+        return events
+
+    def apply(self, event: FaultEvent, control: "NodeControl", targets: Targets) -> dict:
+        """Carry out one event; return what was done (recorded as the nemesis op's completion value)."""
+        raise AssertionError(f"{type(self).__name__} must implement apply()")
+
+    def heal(self, control: "NodeControl") -> dict:
+        """Undo every fault of this package; runs at the end, on errors and on Ctrl-C."""
+        raise AssertionError(f"{type(self).__name__} must implement heal()")
+
+    def resolve(self, control: "NodeControl", targets: Targets, target: str, pick: int) -> list[str]:
+        if target == "leader":
+            node = targets.leader()
+            return [node] if node else []
+        if target == "controller":
+            node = targets.controller()
+            return [node] if node else []
+        if target == "primaries":
+            return sorted(set(targets.primaries()))
+        return pick_nodes(control.nodes, target, pick)
+
+
+@dataclass
+class Nemesis:
+    """Several packages composed: one schedule, one heal."""
+
+    packages: list[FaultPackage] = field(default_factory=list)
+
+    def schedule(self, seed: int, time_limit_s: float) -> Schedule:
+        events: list[FaultEvent] = []
+        for i, package in enumerate(self.packages):
+            rng = random.Random(f"{seed}/{i}/{package.name}")
+            events.extend(replace(e, at_s=round(e.at_s, 3)) for e in package.schedule(rng, time_limit_s))
+        events.sort(key=_event_order)
+        return Schedule(tuple(events))
+
+    def package(self, name: str) -> FaultPackage:
+        for p in self.packages:
+            if p.name == name:
+                return p
+        raise KeyError(f"no nemesis package named {name!r}; have {[p.name for p in self.packages]}")
+
+    def apply(self, event: FaultEvent, control: "NodeControl", targets: Targets) -> dict:
+        return self.package(event.package).apply(event, control, targets)
+
+    def heal(self, control: "NodeControl", on_error: Callable[[str, BaseException], None] | None = None) -> dict:
+        """Heal every package; an error in one never stops the others."""
+        done = {}
+        for package in self.packages:
+            try:
+                done[package.name] = package.heal(control)
+            except Exception as e:  # every package must get its chance to heal
+                if on_error:
+                    on_error(package.name, e)
+                done[package.name] = {"error": f"{type(e).__name__}: {e}"}
+        return done

@@ -1,0 +1,155 @@
+"""Nemesis schedules, grudge shapes, and packages applied through node control."""
+
+import itertools
+
+import pytest
+
+import nemeses
+from harness.control import CLIENT, NodeControlError
+from nemeses.core import Schedule, pick_nodes
+from nemeses.partition import SHAPES, grudge_for
+
+NODES5 = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_schedules_are_decided_by_the_seed_alone():
+    a = nemeses.build(["partition", "kill", "pause"]).schedule(7, 120)
+    b = nemeses.build(["partition", "kill", "pause"]).schedule(7, 120)
+    c = nemeses.build(["partition", "kill", "pause"]).schedule(8, 120)
+    assert a == b
+    assert a != c
+    assert Schedule.from_list(a.to_list()) == a
+    times = [e.at_s for e in a.events]
+    assert times == sorted(times) and times[-1] <= 120
+
+
+def test_every_start_has_its_stop_in_the_schedule():
+    schedule = nemeses.build(["partition", "kill", "pause"]).schedule(3, 90)
+    opened = {}
+    for e in schedule.events:
+        key = (e.package, e.pick)
+        if e.f in ("start-partition", "kill", "pause"):
+            opened[key] = e
+        else:
+            assert key in opened, e
+            del opened[key]
+    assert not opened
+
+
+def test_unknown_nemesis_names_are_refused():
+    with pytest.raises(ValueError, match=r"unknown fault\(s\) \['kil'\]"):
+        nemeses.parse_names("partition,kil")
+    assert nemeses.parse_names("none") == []
+
+
+def _sees(grudge, node, nodes):
+    return set(nodes) - grudge.get(node, set())
+
+
+def test_majorities_ring_every_node_sees_a_distinct_majority():
+    for pick in range(20):
+        grudge = grudge_for("majorities-ring", NODES5, pick)
+        views = [frozenset(_sees(grudge, n, NODES5)) for n in NODES5]
+        assert all(len(v) >= 3 for v in views)
+        assert len(set(views)) == 5
+
+
+def test_halves_and_isolation_are_symmetric_cuts():
+    for shape in ("halves", "isolate-one"):
+        grudge = grudge_for(shape, NODES5, 11)
+        for a, b in itertools.permutations(NODES5, 2):
+            assert (b in grudge.get(a, set())) == (a in grudge.get(b, set())), (shape, a, b)
+    assert grudge_for("isolate-leader", NODES5, 1, leader="n4") == {
+        "n4": {"n1", "n2", "n3", "n5"}, **{n: {"n4"} for n in ("n1", "n2", "n3", "n5")}}
+
+
+def test_bridge_node_hears_both_sides_and_the_sides_do_not_hear_each_other():
+    grudge = grudge_for("bridge", NODES5, 5)
+    bridge = [n for n in NODES5 if not grudge[n]]
+    assert len(bridge) == 1
+    others = [n for n in NODES5 if n not in bridge]
+    assert all(len(grudge[n]) == 2 for n in others)
+
+
+def test_one_way_and_client_shapes():
+    grudge = grudge_for("one-way", NODES5, 2)
+    (victim,) = grudge
+    assert grudge[victim] == set(NODES5) - {victim}
+    assert list(grudge_for("clients", NODES5, 2).values()) == [{CLIENT}]
+    with pytest.raises(ValueError, match="unknown partition shape"):
+        grudge_for("triangle", NODES5, 0)
+    assert set(SHAPES) >= {"halves", "majorities-ring", "bridge", "one-way"}
+
+
+def test_pick_nodes_counts():
+    assert len(pick_nodes(NODES5, "one", 1)) == 1
+    assert len(pick_nodes(NODES5, "minority", 1)) == 2
+    assert len(pick_nodes(NODES5, "majority", 1)) == 3
+    assert pick_nodes(NODES5, "all", 1) == NODES5
+    assert pick_nodes(NODES5, "one", 42) == pick_nodes(list(reversed(NODES5)), "one", 42)
+
+
+class _RecordingControl:
+    """A stand-in for node control in this unit test: records calls, validates like the real one."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+        self.calls = []
+
+    def kill(self, node):
+        self.calls.append(("kill", node))
+
+    def start(self, node):
+        self.calls.append(("start", node))
+
+    def pause(self, node):
+        self.calls.append(("pause", node))
+
+    def resume(self, node):
+        self.calls.append(("resume", node))
+
+    def partition(self, grudge):
+        self.calls.append(("partition", {k: sorted(v) for k, v in grudge.items()}))
+
+    def heal(self):
+        self.calls.append(("heal",))
+
+
+class _Targets:
+    def leader(self, key=None):
+        return "n2"
+
+    def controller(self):
+        return "n3"
+
+    def primaries(self):
+        return ["n2", "n3"]
+
+
+def test_kill_package_restarts_exactly_what_it_killed_and_heals_at_the_end():
+    nemesis = nemeses.build(["kill"])
+    control = _RecordingControl(NODES5)
+    kill = nemesis.packages[0]
+    from nemeses.core import FaultEvent
+
+    assert kill.apply(FaultEvent(1, "kill", "kill", "leader"), control, _Targets()) == {"killed": ["n2"]}
+    assert kill.apply(FaultEvent(2, "kill", "kill", "controller"), control, _Targets()) == {"killed": ["n3"]}
+    assert nemesis.heal(control) == {"kill": {"started": ["n2", "n3"]}}
+    assert control.calls == [("kill", "n2"), ("kill", "n3"), ("start", "n2"), ("start", "n3")]
+
+
+def test_heal_runs_every_package_even_when_one_fails():
+    nemesis = nemeses.build(["partition", "pause"])
+    control = _RecordingControl(NODES5)
+
+    def broken_heal():
+        raise NodeControlError("proxy is gone")
+
+    control.heal = broken_heal
+    pause = nemesis.package("pause")
+    pause.paused.add("n1")
+    errors = []
+    done = nemesis.heal(control, on_error=lambda name, e: errors.append(name))
+    assert errors == ["partition"]
+    assert done["pause"] == {"resumed": ["n1"]}
+    assert ("resume", "n1") in control.calls
