@@ -24,7 +24,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from checkers.core import to_jsonable
-from checkers.linearizable.models import Model, ModelOp
+from checkers.linearizable.models import Model, ModelOp, show, thaw
 from checkers.linearizable.wgl import MAX_BLOCK_STATES
 
 # How many steps of each final path a report keeps (Knossos also shows only
@@ -82,7 +82,7 @@ def analysis(model: Model, operations: list, keys: frozenset | None, result: Any
     completion = blocked.completion
     counterexample = {
         "type": "nonlinearizable",
-        "key": sorted(keys, key=repr) if keys else None,
+        "key": [thaw(k) for k in sorted(keys, key=repr)] if keys else None,
         "process": op_data(blocked.invoke)["process"],
         "f": blocked.model_op.f,
         "value": blocked.model_op.value,
@@ -109,6 +109,10 @@ def sentence(model: Model, data: dict, states: list[Hashable]) -> str:
     op = ModelOp(data["f"], data["value"], data["outcome"], data["op_key"])
     n = data["prefix_op_count"]
     noun = "operation" if n == 1 else "operations"
+    if data["key"]:
+        # A sub-history of independent keys: only its operations were searched.
+        word = "key" if len(data["key"]) == 1 else "keys"
+        noun += f" on {word} " + ", ".join(show(k) for k in data["key"])
     return (
         f"No linearization of the {n} {noun} before index {data['index']} lets "
         f"process {data['process']}'s {model.describe_op(op)} (index {data['index']}) "

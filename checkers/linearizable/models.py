@@ -186,7 +186,7 @@ class Model:
         return "take effect"
 
     def describe_states(self, states: list[Hashable], op: ModelOp) -> str:
-        return f"the {self.noun} could only hold {join_or([show(thaw(s)) for s in states])}"
+        return f"the {self.noun} could only hold {join_or([show(s) for s in states])}"
 
     def state_data(self, state: Hashable) -> Any:
         return thaw(state)
@@ -319,7 +319,7 @@ class FifoQueue(Model):
         return "take effect"
 
     def describe_states(self, states, op):
-        words = [show(thaw(s)) if s else "nothing" for s in states]
+        words = [show(s) if s else "nothing" for s in states]
         return f"the {self.noun} could only hold {join_or(words)}"
 
 
@@ -470,7 +470,8 @@ class MultiRegister(Model):
         return tuple((k, v) for k, v in state if k in keys)
 
     def describe_op(self, op):
-        return "txn " + show(op.value)
+        mops = [m for m in op.value or () if isinstance(m, list | tuple) and len(m) == 3]
+        return "txn " + "; ".join(f"{m[0]} {show(m[1])} {show(m[2])}" for m in mops)
 
     def describe_states(self, states, op):
         words = ["{" + ", ".join(f"{show(k)} {show(v)}" for k, v in s) + "}" for s in states]
