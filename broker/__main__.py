@@ -1,0 +1,62 @@
+"""`python -m broker --config server.properties [--override key=value ...]`: run one node.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for bad arguments or
+configuration (the message names the property, its value and what is accepted).
+Logs go to stderr and to `<first log dir>/broker.log`; the process entry point
+is the one place allowed to open that file directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+EXIT_BAD_CONFIG = 2
+
+
+def _setup_logging(log_dir: str) -> None:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(formatter)
+    root.addHandler(to_stderr)
+    os.makedirs(log_dir, exist_ok=True)
+    to_file = logging.FileHandler(os.path.join(log_dir, "broker.log"))
+    to_file.setFormatter(formatter)
+    root.addHandler(to_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m broker", description="Run one logquake broker node.")
+    parser.add_argument("--config", required=True, help="a Java-properties file with Kafka broker properties")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a property, overriding the file (repeatable)")
+    args = parser.parse_args(argv)
+
+    from broker.server.config import ConfigError, load_config
+
+    try:
+        with open(args.config, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        sys.stderr.write(f"--config {args.config!r} cannot be read: {exc.strerror}; expected a readable properties file\n")
+        return EXIT_BAD_CONFIG
+    try:
+        config = load_config(text, args.config, args.override)
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return EXIT_BAD_CONFIG
+    _setup_logging(config.log_dirs[0])
+    if config.debug_log_requests:
+        logging.getLogger("broker.server").setLevel(logging.DEBUG)
+
+    from broker.server.node import run_node
+
+    return run_node(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,720 @@
+"""Request handling for one broker node: one method per Kafka API.
+
+`RequestHandlers` turns decoded requests into responses. It owns the node's
+topic table, producer id allocator and per-partition producer state, and talks
+to storage through the `LogManager` / `PartitionLog` API; handing it a
+`NullLogManager` instead yields the "null broker" (same protocol path, no log).
+
+Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
+- single node, so every partition's leader is this node, leader epoch 0, the
+  ISR is this node, and the high watermark equals the log end offset once an
+  append returns; acks=-1 therefore answers like acks=1; acks=0 gets no
+  response at all (the connection layer sends nothing back);
+- Produce v3+ must carry exactly one v2 record batch per partition (Kafka's
+  rule since KIP-98); its CRC is checked (CORRUPT_MESSAGE), its size against
+  message.max.bytes / max.message.bytes (MESSAGE_TOO_LARGE); idempotent batches
+  go through the producer state (see `producer_state`); record bytes are never
+  parsed, only the 61-byte batch header;
+- Fetch long-polls: it answers when min_bytes are available, on an error, or
+  after max_wait_ms, and is woken by every append; last_stable_offset is the
+  high watermark (no transactions yet) and aborted_transactions is an empty
+  list, never null; a fetch offset outside [log_start_offset, high_watermark]
+  gets OFFSET_OUT_OF_RANGE; topics are named up to v12 and addressed by topic
+  id from v13 (KIP-516);
+- transactions and consumer groups are later issues: InitProducerId with a
+  transactional.id and FindCoordinator for a transaction answer
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), which every client treats as a
+  fatal, non-retriable error with a clear message instead of retrying forever;
+  FindCoordinator for a group answers COORDINATOR_NOT_AVAILABLE (15), which is
+  retriable (assign-based consumers never ask for it).
+
+Thread-safety: none; everything runs on the broker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import importlib
+import logging
+import uuid
+
+from kio.schema.errors import ErrorCode
+
+from broker.io import Runtime
+from broker.log.config import LogConfig
+from broker.log.log import OffsetOutOfRangeError
+from broker.protocol import apis
+from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
+from broker.protocol.records import CorruptRecordError, iter_batches
+from broker.server.config import LONG_MAX, BrokerConfig
+from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, ProducerStateTable
+from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
+
+log = logging.getLogger("broker.server")
+
+ZERO_MS = datetime.timedelta(0)
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+LEADER_EPOCH = 0  # single node: leadership never changes
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+CONFIG_SOURCE_TOPIC = 1
+CONFIG_SOURCE_STATIC_BROKER = 4
+CONFIG_SOURCE_DEFAULT = 5
+KEY_TYPE_TRANSACTION = 1
+TRANSACTIONS_NOT_IMPLEMENTED = "transactions are not implemented yet in this broker (a later issue)"
+
+# Topic-level configs (Kafka's names) -> (LogConfig field or None, broker property giving the default).
+TOPIC_CONFIGS: dict[str, tuple[str | None, str]] = {
+    "segment.bytes": ("segment_bytes", "log.segment.bytes"),
+    "segment.ms": ("roll_ms", "log.roll.ms"),
+    "retention.ms": ("retention_ms", "log.retention.ms"),
+    "retention.bytes": ("retention_bytes", "log.retention.bytes"),
+    "flush.messages": ("flush_interval_messages", "log.flush.interval.messages"),
+    "flush.ms": ("flush_interval_ms", "log.flush.interval.ms"),
+    "index.interval.bytes": ("index_interval_bytes", "log.index.interval.bytes"),
+    "max.message.bytes": (None, "message.max.bytes"),
+    "cleanup.policy": (None, ""),
+    "min.insync.replicas": (None, ""),
+    "unclean.leader.election.enable": (None, ""),
+    "compression.type": (None, ""),
+}
+FIXED_TOPIC_CONFIG_VALUES = {
+    "cleanup.policy": ("delete",),
+    "min.insync.replicas": ("1",),
+    "unclean.leader.election.enable": ("false", "true"),
+    "compression.type": ("producer",),
+}
+FIXED_TOPIC_CONFIG_DEFAULTS = {
+    "cleanup.policy": "delete",
+    "min.insync.replicas": "1",
+    "unclean.leader.election.enable": "false",
+    "compression.type": "producer",
+}
+
+
+class TopicConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(slots=True)
+class PartitionState:
+    log: object  # PartitionLog (or NullPartitionLog)
+    producers: ProducerStateTable
+
+
+def _build(module, class_name: str, **values):
+    """Instantiate a kio entity of this version, passing only the fields it has."""
+    cls = getattr(module, class_name)
+    names = cls.__dataclass_fields__
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _response_module(api_key: int, version: int):
+    return importlib.import_module(apis.response_class(api_key, version).__module__)
+
+
+class RequestHandlers:
+    def __init__(self, config: BrokerConfig, runtime: Runtime, storage, topics: TopicStore, producer_ids: ProducerIdAllocator):
+        self.config = config
+        self.runtime = runtime
+        self.storage = storage
+        self.topics = topics
+        self.producer_ids = producer_ids
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.cluster_id = f"logquake-{config.node_id}"
+        self.advertised = config.advertised_listeners[0]
+        self.stopping = False
+        self._append_waiter: asyncio.Future | None = None
+        self.handlers = {
+            apis.PRODUCE: self.produce,
+            apis.FETCH: self.fetch,
+            apis.LIST_OFFSETS: self.list_offsets,
+            apis.METADATA: self.metadata,
+            apis.FIND_COORDINATOR: self.find_coordinator,
+            apis.API_VERSIONS: self.api_versions,
+            apis.CREATE_TOPICS: self.create_topics,
+            apis.DELETE_TOPICS: self.delete_topics,
+            apis.INIT_PRODUCER_ID: self.init_producer_id,
+            apis.DESCRIBE_CONFIGS: self.describe_configs,
+        }
+        assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def load(self) -> None:
+        """Load topics and logs, create missing partition logs, rebuild producer state from the logs."""
+        self.topics.load()
+        self.producer_ids.load()
+        loaded = self.storage.load()
+        for (topic, partition), partition_log in loaded.items():
+            if topic not in self.topics.by_name:
+                log.warning("log directory for %s-%d belongs to no known topic; it is left alone", topic, partition)
+        for info in self.topics.by_name.values():
+            log_config = self.topic_log_config(info.configs)
+            for partition in range(info.partitions):
+                partition_log = loaded.get((info.name, partition)) or self.storage.create(info.name, partition, log_config)
+                state = PartitionState(partition_log, ProducerStateTable())
+                replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
+                if replayed:
+                    log.info("rebuilt producer state of %s-%d from %d idempotent batches", info.name, partition, replayed)
+                self.partitions[(info.name, partition)] = state
+
+    def close(self) -> None:
+        self.stopping = True
+        self.wake_fetchers()
+
+    # ---- helpers -----------------------------------------------------------
+
+    def wake_fetchers(self) -> None:
+        waiter = self._append_waiter
+        if waiter is not None:
+            self._append_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_append(self, timeout_s: float) -> None:
+        if self._append_waiter is None:
+            self._append_waiter = asyncio.get_running_loop().create_future()
+        waiter = self._append_waiter
+        sleeper = asyncio.ensure_future(self.runtime.clock.sleep(timeout_s))
+        try:
+            await asyncio.wait([waiter, sleeper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+
+    def topic_log_config(self, topic_configs: dict[str, str]) -> LogConfig:
+        overrides = {}
+        for name, value in topic_configs.items():
+            field_name = TOPIC_CONFIGS[name][0]
+            if field_name is not None:
+                number = int(value)
+                # Kafka spells "never" as Long.MAX_VALUE; LogConfig spells it None.
+                if field_name in ("flush_interval_messages", "flush_interval_ms") and number == LONG_MAX:
+                    number = None
+                overrides[field_name] = number
+        return dataclasses.replace(self.config.log_config, **overrides)
+
+    def validate_topic_configs(self, configs: dict[str, str | None]) -> dict[str, str]:
+        result = {}
+        for name, value in configs.items():
+            if name not in TOPIC_CONFIGS:
+                raise TopicConfigError(f"unknown topic config {name}={value!r}; accepted: {', '.join(sorted(TOPIC_CONFIGS))}")
+            if value is None:
+                raise TopicConfigError(f"topic config {name} has a null value; expected a value")
+            fixed = FIXED_TOPIC_CONFIG_VALUES.get(name)
+            if fixed is not None:
+                if value.lower() not in fixed:
+                    raise TopicConfigError(
+                        f"topic config {name}={value!r} is not supported yet; accepted: {', '.join(fixed)}"
+                    )
+            else:
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise TopicConfigError(f"topic config {name}={value!r} is not an integer") from None
+                if number < -1:
+                    raise TopicConfigError(f"topic config {name}={value!r} is out of range; expected an integer >= -1")
+            result[name] = value
+        try:
+            self.topic_log_config(result)
+        except ValueError as exc:
+            raise TopicConfigError(f"topic configs {result} rejected: {exc}") from None
+        return result
+
+    def topic_config_value(self, info: TopicInfo | None, name: str) -> tuple[str | None, int]:
+        if info is not None and name in info.configs:
+            return info.configs[name], CONFIG_SOURCE_TOPIC
+        broker_property = TOPIC_CONFIGS[name][1]
+        if not broker_property:
+            return FIXED_TOPIC_CONFIG_DEFAULTS[name], CONFIG_SOURCE_DEFAULT
+        value, source = self.config.entries[broker_property]
+        return value, CONFIG_SOURCE_STATIC_BROKER if source == "static" else CONFIG_SOURCE_DEFAULT
+
+    def max_message_bytes(self, topic: str) -> int:
+        info = self.topics.by_name.get(topic)
+        if info is not None and "max.message.bytes" in info.configs:
+            return int(info.configs["max.message.bytes"])
+        return self.config.message_max_bytes
+
+    def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> TopicInfo:
+        info = self.topics.create(name, partitions, configs)
+        log_config = self.topic_log_config(configs)
+        for partition in range(partitions):
+            partition_log = self.storage.create(name, partition, log_config)
+            self.partitions[(name, partition)] = PartitionState(partition_log, ProducerStateTable())
+        log.info("created topic %s (id %s) with %d partitions, configs %s", name, info.topic_id, partitions, configs)
+        return info
+
+    def delete_topic(self, name: str) -> None:
+        info = self.topics.delete(name)
+        for partition in range(info.partitions):
+            self.partitions.pop((name, partition), None)
+        self.storage.delete_topic(name)
+        log.info("deleted topic %s (id %s)", name, info.topic_id)
+
+    # ---- ApiVersions -------------------------------------------------------
+
+    def api_versions(self, header, request):
+        module = _response_module(apis.API_VERSIONS, header.api_version)
+        return _build(
+            module,
+            "ApiVersionsResponse",
+            error_code=ErrorCode.none,
+            api_keys=self.api_version_entries(module),
+            throttle_time=ZERO_MS,
+        )
+
+    @staticmethod
+    def api_version_entries(module) -> tuple:
+        return tuple(
+            _build(module, "ApiVersion", api_key=key, min_version=low, max_version=high)
+            for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items())
+        )
+
+    # ---- Metadata ------------------------------------------------------------
+
+    def metadata(self, header, request):
+        version = header.api_version
+        module = _response_module(apis.METADATA, version)
+        requested = request.topics
+        allow_auto_create = getattr(request, "allow_auto_topic_creation", True)
+        if requested is None or (version == 0 and len(requested) == 0):
+            wanted = [(info.name, None) for info in sorted(self.topics.by_name.values(), key=lambda t: t.name)]
+        else:
+            wanted = [(t.name, getattr(t, "topic_id", None)) for t in requested]
+        topic_results = []
+        for name, topic_id in wanted:
+            info = None
+            error = ErrorCode.none
+            if name is None and topic_id is not None and topic_id.int != 0:
+                info = self.topics.by_id.get(topic_id)
+                if info is None:
+                    error = ErrorCode.unknown_topic_id
+            else:
+                info = self.topics.by_name.get(name)
+                if info is None:
+                    problem = topic_name_problem(name)
+                    if problem is not None:
+                        error = ErrorCode.invalid_topic_exception
+                    elif self.config.auto_create_topics_enable and allow_auto_create:
+                        info = self.create_topic(name, self.config.num_partitions, {})
+                    else:
+                        error = ErrorCode.unknown_topic_or_partition
+            partitions = ()
+            if info is not None:
+                partitions = tuple(
+                    _build(
+                        module,
+                        "MetadataResponsePartition",
+                        error_code=ErrorCode.none,
+                        partition_index=p,
+                        leader_id=self.config.node_id,
+                        leader_epoch=LEADER_EPOCH,
+                        replica_nodes=(self.config.node_id,),
+                        isr_nodes=(self.config.node_id,),
+                        offline_replicas=(),
+                    )
+                    for p in range(info.partitions)
+                )
+            topic_results.append(
+                _build(
+                    module,
+                    "MetadataResponseTopic",
+                    error_code=error,
+                    name=info.name if info is not None else name,
+                    topic_id=info.topic_id if info is not None else uuid.UUID(int=0),
+                    is_internal=False,
+                    partitions=partitions,
+                    topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                )
+            )
+        broker = _build(
+            module,
+            "MetadataResponseBroker",
+            node_id=self.config.node_id,
+            host=self.advertised.host or "localhost",
+            port=self.advertised.port,
+            rack=None,
+        )
+        return _build(
+            module,
+            "MetadataResponse",
+            throttle_time=ZERO_MS,
+            brokers=(broker,),
+            cluster_id=self.cluster_id,
+            controller_id=self.config.node_id,
+            topics=tuple(topic_results),
+            cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
+
+    # ---- Produce ---------------------------------------------------------------
+
+    def produce(self, header, request):
+        acks = request.acks
+        module = _response_module(apis.PRODUCE, header.api_version)
+        if request.transactional_id is not None:
+            error_all = (ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED)
+        elif acks not in (0, 1, -1):
+            error_all = (ErrorCode.invalid_required_acks, f"acks={acks} is not accepted; expected 0, 1 or -1")
+        else:
+            error_all = None
+        topic_results = []
+        appended = False
+        for topic_data in request.topic_data:
+            partition_results = []
+            for partition_data in topic_data.partition_data:
+                if error_all is not None:
+                    error, message, base_offset = error_all[0], error_all[1], -1
+                    start = -1
+                else:
+                    error, message, base_offset, start = self.produce_partition(topic_data.name, partition_data.index, partition_data.records)
+                    appended |= error == ErrorCode.none
+                if error != ErrorCode.none:
+                    log.info("produce to %s-%d refused: %s (%s)", topic_data.name, partition_data.index, error.name, message)
+                partition_results.append(
+                    _build(
+                        module,
+                        "PartitionProduceResponse",
+                        index=partition_data.index,
+                        error_code=error,
+                        base_offset=base_offset,
+                        log_append_time=None,
+                        log_start_offset=start,
+                        record_errors=(),
+                        error_message=message,
+                    )
+                )
+            topic_results.append(
+                _build(module, "TopicProduceResponse", name=topic_data.name, partition_responses=tuple(partition_results))
+            )
+        if appended:
+            self.wake_fetchers()
+        if acks == 0:
+            return None
+        return _build(module, "ProduceResponse", responses=tuple(topic_results), throttle_time=ZERO_MS)
+
+    def produce_partition(self, topic: str, partition: int, records) -> tuple[ErrorCode, str | None, int, int]:
+        """Append one partition's batch; return (error, error message, base offset, log start offset)."""
+        state = self.partitions.get((topic, partition))
+        if state is None:
+            return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1
+        partition_log = state.log
+        if not records:
+            return ErrorCode.invalid_record, "the produce request carries no record batch", -1, -1
+        try:
+            headers = list(iter_batches(records, validate_crc=True))
+        except CorruptRecordError as exc:
+            log.warning("corrupt record batch for %s-%d: %s", topic, partition, exc)
+            return ErrorCode.corrupt_message, str(exc), -1, -1
+        if len(headers) != 1:
+            return ErrorCode.invalid_record, f"produce v3+ must carry exactly one record batch per partition, not {len(headers)}", -1, -1
+        _, batch = headers[0]
+        limit = self.max_message_bytes(topic)
+        if batch.size > limit:
+            return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1
+        if batch.is_control:
+            return ErrorCode.invalid_record, "clients may not write control batches", -1, -1
+        if batch.is_transactional:
+            return ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED, -1, -1
+        idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0
+        if idempotent:
+            verdict, cached = state.producers.check(batch)
+            if verdict == DUPLICATE:
+                log.info(
+                    "duplicate batch for %s-%d from producer %d epoch %d sequences %d..%d: answering its original offset %d",
+                    topic, partition, batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, cached.base_offset,
+                )
+                return ErrorCode.none, None, cached.base_offset, partition_log.log_start_offset
+            if verdict == OUT_OF_ORDER:
+                return ErrorCode.out_of_order_sequence_number, (
+                    f"producer {batch.producer_id} epoch {batch.producer_epoch} sent sequence {batch.base_sequence}, "
+                    "which does not follow its last appended sequence"
+                ), -1, -1
+            if verdict == INVALID_EPOCH:
+                return ErrorCode.invalid_producer_epoch, (
+                    f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
+                ), -1, -1
+        result = partition_log.append(records, LEADER_EPOCH, headers)
+        if idempotent:
+            state.producers.record(batch, result.base_offset)
+        return ErrorCode.none, None, result.base_offset, partition_log.log_start_offset
+
+    # ---- Fetch -------------------------------------------------------------------
+
+    async def fetch(self, header, request):
+        version = header.api_version
+        if request.session_id != 0:
+            # No fetch sessions are ever handed out (KIP-227): session_id 0 in every response.
+            return encode_fetch_response(version, [], error_code=ErrorCode.fetch_session_id_not_found.value, session_id=0)
+        max_wait_s = max(request.max_wait.total_seconds(), 0.0)
+        deadline_ns = self.runtime.clock.monotonic_ns() + int(max_wait_s * 1e9)
+        while True:
+            topics, total_bytes, has_error = self.read_fetch(request, version)
+            remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
+            if total_bytes >= request.min_bytes or has_error or remaining_s <= 0 or self.stopping:
+                return encode_fetch_response(version, topics, session_id=0)
+            await self.wait_for_append(remaining_s)
+
+    def read_fetch(self, request, version: int) -> tuple[list[FetchTopicResult], int, bool]:
+        budget = request.max_bytes if request.max_bytes > 0 else 0
+        total_bytes = 0
+        has_error = False
+        results = []
+        for fetch_topic in request.topics:
+            if version >= 13:
+                info = self.topics.by_id.get(fetch_topic.topic_id)
+                name = info.name if info is not None else ""
+                missing_error = ErrorCode.unknown_topic_id
+            else:
+                name = fetch_topic.topic
+                info = self.topics.by_name.get(name)
+                missing_error = ErrorCode.unknown_topic_or_partition
+            partitions = []
+            for fetch_partition in fetch_topic.partitions:
+                index = fetch_partition.partition
+                state = self.partitions.get((name, index)) if info is not None else None
+                if state is None:
+                    has_error = True
+                    partitions.append(FetchPartitionResult(index, missing_error.value))
+                    continue
+                partition_log = state.log
+                high_watermark = partition_log.log_end_offset
+                start = partition_log.log_start_offset
+                offset = fetch_partition.fetch_offset
+                result = FetchPartitionResult(index, 0, high_watermark, high_watermark, start, b"")
+                if offset < start or offset > high_watermark:
+                    has_error = True
+                    result.error_code = ErrorCode.offset_out_of_range.value
+                elif offset < high_watermark and (budget > total_bytes or total_bytes == 0):
+                    limit = min(fetch_partition.partition_max_bytes, max(budget - total_bytes, 0))
+                    try:
+                        data = partition_log.read(offset, limit, high_watermark)
+                    except OffsetOutOfRangeError:
+                        has_error = True
+                        result.error_code = ErrorCode.offset_out_of_range.value
+                        data = b""
+                    # KIP-74: only the first partition with data may exceed the budget (one whole batch).
+                    if total_bytes and total_bytes + len(data) > budget:
+                        data = b""
+                    result.records = data
+                    total_bytes += len(data)
+                partitions.append(result)
+            results.append(FetchTopicResult(name, fetch_topic.topic_id if version >= 13 else uuid.UUID(int=0), partitions))
+        return results, total_bytes, has_error
+
+    # ---- ListOffsets ------------------------------------------------------------
+
+    def list_offsets(self, header, request):
+        module = _response_module(apis.LIST_OFFSETS, header.api_version)
+        topic_results = []
+        for topic in request.topics:
+            partition_results = []
+            for part in topic.partitions:
+                error, timestamp, offset = ErrorCode.none, -1, -1
+                state = self.partitions.get((topic.name, part.partition_index))
+                if state is None:
+                    error = ErrorCode.unknown_topic_or_partition
+                elif part.timestamp == LATEST_TIMESTAMP:
+                    offset = state.log.log_end_offset
+                elif part.timestamp == EARLIEST_TIMESTAMP:
+                    offset = state.log.log_start_offset
+                elif part.timestamp < 0:
+                    error = ErrorCode.invalid_request
+                    log.info("ListOffsets for %s-%d with unsupported timestamp %d", topic.name, part.partition_index, part.timestamp)
+                else:
+                    found = state.log.offset_for_timestamp(part.timestamp)
+                    if found is not None:
+                        offset, timestamp = found
+                partition_results.append(
+                    _build(
+                        module,
+                        "ListOffsetsPartitionResponse",
+                        partition_index=part.partition_index,
+                        error_code=error,
+                        timestamp=timestamp,
+                        offset=offset,
+                        leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+                    )
+                )
+            topic_results.append(_build(module, "ListOffsetsTopicResponse", name=topic.name, partitions=tuple(partition_results)))
+        return _build(module, "ListOffsetsResponse", throttle_time=ZERO_MS, topics=tuple(topic_results))
+
+    # ---- CreateTopics / DeleteTopics ------------------------------------------
+
+    def create_topics(self, header, request):
+        module = _response_module(apis.CREATE_TOPICS, header.api_version)
+        results = []
+        for topic in request.topics:
+            error, message, info, partitions, configs = ErrorCode.none, None, None, -1, {}
+            problem = topic_name_problem(topic.name)
+            partitions = topic.num_partitions if topic.num_partitions != -1 else self.config.num_partitions
+            replication_factor = topic.replication_factor if topic.replication_factor != -1 else self.config.default_replication_factor
+            if topic.assignments:
+                partitions = len(topic.assignments)
+            if problem is not None:
+                error, message = ErrorCode.invalid_topic_exception, problem
+            elif topic.name in self.topics.by_name:
+                error, message = ErrorCode.topic_already_exists, f"topic {topic.name!r} already exists"
+            elif partitions <= 0:
+                error, message = ErrorCode.invalid_partitions, f"num_partitions={topic.num_partitions} is invalid; expected >= 1 or -1 (the default)"
+            elif replication_factor != 1:
+                error, message = ErrorCode.invalid_replication_factor, (
+                    f"replication_factor={topic.replication_factor}: replication is not implemented yet, only 1 is accepted"
+                )
+            elif any(tuple(a.broker_ids) != (self.config.node_id,) for a in topic.assignments):
+                error, message = ErrorCode.invalid_replica_assignment, f"every partition must be assigned to node {self.config.node_id} alone"
+            else:
+                try:
+                    configs = self.validate_topic_configs({c.name: c.value for c in topic.configs})
+                except TopicConfigError as exc:
+                    error, message = ErrorCode.invalid_config, str(exc)
+            if error == ErrorCode.none and not request.validate_only:
+                info = self.create_topic(topic.name, partitions, configs)
+            elif error != ErrorCode.none:
+                log.info("CreateTopics %s refused: %s (%s)", topic.name, error.name, message)
+            config_entries = tuple(
+                _build(module, "CreatableTopicConfigs", name=name, value=value, read_only=False,
+                       config_source=source, is_sensitive=False)
+                for name in sorted(TOPIC_CONFIGS)
+                for value, source in [self.topic_config_value(info, name) if info is not None else (configs.get(name), CONFIG_SOURCE_TOPIC)]
+                if info is not None or name in configs
+            ) if error == ErrorCode.none else ()
+            results.append(
+                _build(
+                    module,
+                    "CreatableTopicResult",
+                    name=topic.name,
+                    topic_id=info.topic_id if info is not None else uuid.UUID(int=0),
+                    error_code=error,
+                    error_message=message,
+                    topic_config_error_code=0,
+                    num_partitions=partitions if error == ErrorCode.none else -1,
+                    replication_factor=1 if error == ErrorCode.none else -1,
+                    configs=config_entries,
+                )
+            )
+        return _build(module, "CreateTopicsResponse", throttle_time=ZERO_MS, topics=tuple(results))
+
+    def delete_topics(self, header, request):
+        module = _response_module(apis.DELETE_TOPICS, header.api_version)
+        if header.api_version >= 6:
+            wanted = [(t.name, t.topic_id) for t in request.topics]
+        else:
+            wanted = [(name, None) for name in request.topic_names]
+        results = []
+        for name, topic_id in wanted:
+            error, message = ErrorCode.none, None
+            if name is None and topic_id is not None:
+                info = self.topics.by_id.get(topic_id)
+                if info is None:
+                    error, message = ErrorCode.unknown_topic_id, f"no topic has id {topic_id}"
+            else:
+                info = self.topics.by_name.get(name)
+                if info is None:
+                    error, message = ErrorCode.unknown_topic_or_partition, f"no topic is named {name!r}"
+            if info is not None:
+                self.delete_topic(info.name)
+            results.append(
+                _build(
+                    module,
+                    "DeletableTopicResult",
+                    name=info.name if info is not None else name,
+                    topic_id=info.topic_id if info is not None else (topic_id or uuid.UUID(int=0)),
+                    error_code=error,
+                    error_message=message,
+                )
+            )
+        return _build(module, "DeleteTopicsResponse", throttle_time=ZERO_MS, responses=tuple(results))
+
+    # ---- DescribeConfigs --------------------------------------------------------
+
+    def describe_configs(self, header, request):
+        module = _response_module(apis.DESCRIBE_CONFIGS, header.api_version)
+        results = []
+        for resource in request.resources:
+            keys = set(resource.configuration_keys) if resource.configuration_keys is not None else None
+            error, message, entries = ErrorCode.none, None, []
+            if resource.resource_type == RESOURCE_TOPIC:
+                info = self.topics.by_name.get(resource.resource_name)
+                if info is None:
+                    error, message = ErrorCode.unknown_topic_or_partition, f"no topic is named {resource.resource_name!r}"
+                else:
+                    for name in sorted(TOPIC_CONFIGS):
+                        value, source = self.topic_config_value(info, name)
+                        entries.append((name, value, source))
+            elif resource.resource_type == RESOURCE_BROKER:
+                if resource.resource_name not in ("", str(self.config.node_id)):
+                    error, message = ErrorCode.invalid_request, (
+                        f"broker resource {resource.resource_name!r} is not this node ({self.config.node_id})"
+                    )
+                else:
+                    for name, (value, source) in sorted(self.config.effective().items()):
+                        entries.append((name, value, CONFIG_SOURCE_STATIC_BROKER if source == "static" else CONFIG_SOURCE_DEFAULT))
+            else:
+                error, message = ErrorCode.invalid_request, (
+                    f"resource type {resource.resource_type} is not served; expected 2 (topic) or 4 (broker)"
+                )
+            configs = tuple(
+                _build(
+                    module,
+                    "DescribeConfigsResourceResult",
+                    name=name,
+                    value=value,
+                    read_only=resource.resource_type == RESOURCE_BROKER,
+                    config_source=source,
+                    is_sensitive=False,
+                    synonyms=(),
+                    config_type=0,
+                    documentation=None,
+                )
+                for name, value, source in entries
+                if keys is None or name in keys
+            )
+            results.append(
+                _build(
+                    module,
+                    "DescribeConfigsResult",
+                    error_code=error,
+                    error_message=message,
+                    resource_type=resource.resource_type,
+                    resource_name=resource.resource_name,
+                    configs=configs,
+                )
+            )
+        return _build(module, "DescribeConfigsResponse", throttle_time=ZERO_MS, results=tuple(results))
+
+    # ---- InitProducerId / FindCoordinator -------------------------------------
+
+    def init_producer_id(self, header, request):
+        module = _response_module(apis.INIT_PRODUCER_ID, header.api_version)
+        if request.transactional_id is not None:
+            log.info("InitProducerId for transactional.id %r refused: %s", request.transactional_id, TRANSACTIONS_NOT_IMPLEMENTED)
+            return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
+                          error_code=ErrorCode.transactional_id_authorization_failed, producer_id=-1, producer_epoch=-1)
+        # An idempotent producer without a transactional.id always gets a fresh id
+        # (also when it asks to bump the epoch of its old one, KIP-360): a new id
+        # starts a new sequence space, which is all the bump is for.
+        producer_id = self.producer_ids.allocate()
+        return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
+                      error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)
+
+    def find_coordinator(self, header, request):
+        module = _response_module(apis.FIND_COORDINATOR, header.api_version)
+        key_type = getattr(request, "key_type", 0)
+        if key_type == KEY_TYPE_TRANSACTION:
+            error, message = ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED
+        else:
+            error, message = ErrorCode.coordinator_not_available, "consumer groups are not implemented yet in this broker (a later issue)"
+        if header.api_version >= 4:
+            coordinators = tuple(
+                _build(module, "Coordinator", key=key, node_id=-1, host="", port=-1, error_code=error, error_message=message)
+                for key in request.coordinator_keys
+            )
+            return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=coordinators)
+        return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=error,
+                      error_message=message, node_id=-1, host="", port=-1)

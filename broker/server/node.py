@@ -1,0 +1,67 @@
+"""Assembling and running one broker node: storage, handlers, listener, signals.
+
+`run_node` is what `python -m broker` runs after parsing its arguments. It
+prints `broker <node.id> listening on host:port` to stderr once the listener
+is bound (tests and the harness wait for that line), and on SIGTERM or SIGINT
+stops accepting, answers requests in flight, closes the logs cleanly (writing
+the clean-shutdown marker) and returns 0.
+
+Thread-safety: runs one asyncio event loop in the calling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from broker.io import Runtime
+from broker.server.config import BrokerConfig, Listener
+from broker.server.handlers import RequestHandlers
+from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.server import BrokerServer
+from broker.server.topics import TopicStore
+
+log = logging.getLogger("broker.server")
+
+
+def build_handlers(config: BrokerConfig, runtime: Runtime, storage, state_dir: str | None) -> RequestHandlers:
+    return RequestHandlers(config, runtime, storage, TopicStore(runtime, state_dir), ProducerIdAllocator(runtime, state_dir))
+
+
+async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers, ready_line: bool = True) -> None:
+    server = BrokerServer(config, runtime, handlers)
+    await server.start()
+    if handlers.advertised.port == 0:
+        # Listening on port 0 picks a free port; advertise the one actually bound.
+        handlers.advertised = Listener(handlers.advertised.name, handlers.advertised.host, server.port)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    listener = config.listeners[0]
+    log.info("broker %d listening on %s:%d", config.node_id, listener.host or "0.0.0.0", server.port)
+    if ready_line:
+        sys.stderr.write(f"broker {config.node_id} listening on {listener.host or '0.0.0.0'}:{server.port}\n")
+        sys.stderr.flush()
+    await stop_requested.wait()
+    log.info("broker %d stopping: no new connections, finishing requests in flight", config.node_id)
+    await server.stop()
+
+
+def run_node(config: BrokerConfig, runtime: Runtime | None = None) -> int:
+    from broker.log.manager import LogManager
+
+    runtime = runtime or Runtime.real()
+    for directory in config.log_dirs:
+        runtime.disk.makedirs(directory)
+    storage = LogManager(list(config.log_dirs), config.log_config, runtime)
+    handlers = build_handlers(config, runtime, storage, config.log_dirs[0])
+    handlers.load()
+    try:
+        asyncio.run(serve(config, runtime, handlers))
+    finally:
+        storage.close(clean=True)
+        log.info("broker %d stopped; logs closed cleanly", config.node_id)
+    return 0

@@ -1,0 +1,184 @@
+"""Connections: framing, dispatch, responses, shutdown.
+
+Each connection is served by one task that reads a size-prefixed request,
+handles it, writes its response, and only then reads the next request, so
+responses leave in request order (Kafka's per-connection ordering guarantee)
+and a slow long-poll Fetch holds back only its own connection.
+
+Robustness (the fault model is "any bytes from any peer, at any time"):
+- a size prefix that is negative, too small for a header, or larger than
+  socket.request.max.bytes closes the connection before the body is read;
+- an unknown API key, an unsupported version (except ApiVersions, which gets
+  the KIP-511 v0 answer with UNSUPPORTED_VERSION and the supported list), or a
+  body kio cannot decode, logs one line and closes the connection;
+- an exception inside a handler is logged with its traceback and closes that
+  connection only; the broker stays up;
+- a peer that vanishes mid-request just ends its task.
+
+Shutdown (`stop`): stop accepting, wake long-polling fetches, wait for
+requests in flight to be answered, close the remaining connections, then
+close storage cleanly.
+
+Thread-safety: everything runs on one asyncio event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from kio.schema.errors import ErrorCode
+
+from broker.io import Runtime
+from broker.protocol import apis
+from broker.protocol.wire import (
+    MIN_REQUEST_BYTES,
+    MalformedRequestError,
+    frame,
+    parse_request_header,
+    peek_header,
+    response_header,
+)
+from broker.server.config import BrokerConfig
+from broker.server.handlers import RequestHandlers
+
+log = logging.getLogger("broker.server")
+
+_INT32 = struct.Struct(">i")
+_API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
+MAINTENANCE_INTERVAL_S = 0.25
+SHUTDOWN_GRACE_S = 30.0
+
+
+class CloseConnection(Exception):
+    """The request cannot be answered; the message says why, and the connection is closed."""
+
+
+def api_versions_fallback(correlation_id: int) -> list:
+    """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list."""
+    body = bytearray(_INT32.pack(correlation_id))
+    body += struct.pack(">h", ErrorCode.unsupported_version.value)
+    body += _INT32.pack(len(apis.SUPPORTED_VERSIONS))
+    for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items()):
+        body += _API_VERSIONS_V0_ENTRY.pack(key, low, high)
+    return frame([body])
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers):
+        self.config = config
+        self.runtime = runtime
+        self.handlers = handlers
+        self.server: asyncio.AbstractServer | None = None
+        self.port: int | None = None
+        self.in_flight = 0
+        self.connections: set[asyncio.StreamWriter] = set()
+        self._maintenance: asyncio.Task | None = None
+        self._stopping = False
+        self._next_connection_id = 0
+
+    async def start(self) -> None:
+        listener = self.config.listeners[0]
+        self.server = await self.runtime.network.start_server(self._serve_connection, listener.host or "0.0.0.0", listener.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._maintenance = asyncio.ensure_future(self._maintain_forever())
+
+    async def _maintain_forever(self) -> None:
+        while not self._stopping:
+            await self.runtime.clock.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                self.handlers.storage.maintain()
+            except Exception:
+                log.exception("log maintenance failed; it will be retried")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.server is not None:
+            self.server.close()
+        self.handlers.close()
+        waited_s = 0.0
+        while self.in_flight and waited_s < SHUTDOWN_GRACE_S:
+            await self.runtime.clock.sleep(0.01)
+            waited_s += 0.01
+        if self.in_flight:
+            log.warning("%d requests still in flight after %.0f s; closing anyway", self.in_flight, SHUTDOWN_GRACE_S)
+        for writer in list(self.connections):
+            writer.close()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        await asyncio.sleep(0)  # let connection tasks observe their closed transports
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._next_connection_id += 1
+        peer = writer.get_extra_info("peername")
+        name = f"connection {self._next_connection_id} from {peer}"
+        self.connections.add(writer)
+        try:
+            await self._serve_requests(reader, writer, name)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            log.debug("%s went away", name)
+        except CloseConnection as exc:
+            log.warning("%s closed: %s", name, exc)
+        except Exception:
+            log.exception("%s closed after an unexpected error", name)
+        finally:
+            self.connections.discard(writer)
+            writer.close()
+
+    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        max_bytes = self.config.socket_request_max_bytes
+        while not self._stopping:
+            try:
+                prefix = await reader.readexactly(4)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise CloseConnection(f"truncated size prefix ({len(exc.partial)} of 4 bytes)") from None
+                return
+            (size,) = _INT32.unpack(prefix)
+            if size < MIN_REQUEST_BYTES or size > max_bytes:
+                raise CloseConnection(
+                    f"request size {size} is outside the accepted range {MIN_REQUEST_BYTES}..{max_bytes} "
+                    "(socket.request.max.bytes); the body was not read"
+                )
+            request_bytes = await reader.readexactly(size)
+            self.in_flight += 1
+            try:
+                response = await self.dispatch(request_bytes)
+                if response is not None:
+                    writer.writelines(response)
+                    await writer.drain()
+            finally:
+                self.in_flight -= 1
+
+    async def dispatch(self, request_bytes: bytes) -> list | None:
+        """Handle one request; return the framed response as buffers, or None when none is due."""
+        try:
+            api_key, api_version, correlation_id = peek_header(request_bytes)
+        except MalformedRequestError as exc:
+            raise CloseConnection(str(exc)) from None
+        if not apis.is_supported(api_key, api_version):
+            if api_key == apis.API_VERSIONS and api_version > apis.SUPPORTED_VERSIONS[apis.API_VERSIONS][1]:
+                log.info("ApiVersions v%d is newer than ours; answering with the KIP-511 v0 fallback", api_version)
+                return api_versions_fallback(correlation_id)
+            if api_key in apis.SUPPORTED_VERSIONS:
+                low, high = apis.SUPPORTED_VERSIONS[api_key]
+                raise CloseConnection(
+                    f"{apis.API_NAMES[api_key]} v{api_version} is not supported; this broker serves v{low}..v{high}"
+                )
+            raise CloseConnection(f"unknown or unsupported API key {api_key} (version {api_version})")
+        flexible = apis.is_flexible(api_key, api_version)
+        try:
+            header = parse_request_header(request_bytes, flexible)
+            request = apis.decode_request(api_key, api_version, request_bytes, header.size)
+        except MalformedRequestError as exc:
+            raise CloseConnection(f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc}") from None
+        if self.config.debug_log_requests:
+            log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)
+        body = self.handlers.handlers[api_key](header, request)
+        if asyncio.iscoroutine(body):
+            body = await body
+        if body is None:
+            return None
+        chunks = body if isinstance(body, list) else [apis.encode_entity(body)]
+        return frame([response_header(correlation_id, apis.response_header_flexible(api_key, api_version)), *chunks])
