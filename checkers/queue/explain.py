@@ -1,0 +1,199 @@
+"""Sentences for queue anomalies, built from each witness's data.
+
+Every witness is first a plain data map (key, values, op indexes, deltas), then
+`explain(anomaly, data)` renders one sentence from it, in the manner of
+Elle's two-step explainers (data first, prose second), so that tests assert
+exact sentences and reports can show either form.
+
+Invariants: pure functions of the data map; the sentence names every op by
+its history index (`op 17`) and every value as it appears in the history.
+
+Thread-safety: pure; safe from any thread.
+
+Sources: Elle's `DataExplainer` protocol (explain-pair-data, then
+render-explanation), jepsen.tests.kafka's error maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["explain", "fmt"]
+
+
+def fmt(value: Any) -> str:
+    """A value as the sentences show it: numbers bare, strings quoted, lists in brackets."""
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if value is None:
+        return "nil"
+    return str(value)
+
+
+def _list(values: Sequence[Any], limit: int = 8) -> str:
+    shown = ", ".join(fmt(v) for v in values[:limit])
+    if len(values) > limit:
+        shown += f", ... ({len(values) - limit} more)"
+    return shown
+
+
+def _messages(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"
+
+
+def _inconsistent_offsets(d: Mapping[str, Any]) -> str:
+    return (
+        f"Offset {d['offset']} of key {fmt(d['key'])} holds {len(d['values'])} different values: "
+        f"{_list(d['values'])}."
+    )
+
+
+def _duplicate(d: Mapping[str, Any]) -> str:
+    return (
+        f"Value {fmt(d['value'])} appears {d['count']} times in key {fmt(d['key'])}, "
+        f"at offsets {_list(d['offsets'])}."
+    )
+
+
+def _g1a(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['reader']} polled {fmt(d['value'])} from key {fmt(d['key'])}, "
+        f"but op {d['writer']}, which sent it, failed."
+    )
+
+
+def _precommitted_read(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['op']} polled {fmt(d['value'])} from key {fmt(d['key'])}, "
+        "a message it sent itself, before its transaction committed."
+    )
+
+
+def _lost_write(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['writer']} sent {fmt(d['value'])} to key {fmt(d['key'])} (log index {d['index']}), "
+        f"and no poll observed it, although op {d['max_read']} polled a message at log index "
+        f"{d['max_read_index']}, after it."
+    )
+
+
+def _unseen(d: Mapping[str, Any]) -> str:
+    return (
+        f"{_messages(d['count'])} sent to key {fmt(d['key'])} and acknowledged "
+        f"{'was' if d['count'] == 1 else 'were'} never polled: {_list(d['values'])}."
+    )
+
+
+def _poll_skip(d: Mapping[str, Any]) -> str:
+    return (
+        f"Process {fmt(d['process'])} polled {fmt(d['values'][0])} from key {fmt(d['key'])} in op "
+        f"{d['ops'][0]}, then {fmt(d['values'][1])} in op {d['ops'][1]}, skipping "
+        f"{_messages(len(d['skipped']))}: {_list(d['skipped'])}."
+    )
+
+
+def _nonmonotonic_poll(d: Mapping[str, Any]) -> str:
+    return (
+        f"Process {fmt(d['process'])} polled {fmt(d['values'][0])} from key {fmt(d['key'])} in op "
+        f"{d['ops'][0]}, then {fmt(d['values'][1])} in op {d['ops'][1]}, "
+        f"{_backwards(d['delta'])}."
+    )
+
+
+def _nonmonotonic_send(d: Mapping[str, Any]) -> str:
+    return (
+        f"Process {fmt(d['process'])} sent {fmt(d['values'][0])} to key {fmt(d['key'])} in op "
+        f"{d['ops'][0]}, then {fmt(d['values'][1])} in op {d['ops'][1]}, "
+        f"{_backwards(d['delta'])}."
+    )
+
+
+def _backwards(delta: int) -> str:
+    if delta == 0:
+        return "the same position in the log"
+    steps = -delta
+    return f"{steps} position{'s' if steps != 1 else ''} earlier in the log"
+
+
+def _int_poll_skip(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['op']} polled {fmt(d['values'][0])} then {fmt(d['values'][1])} from key "
+        f"{fmt(d['key'])}, skipping {_messages(len(d['skipped']))}: {_list(d['skipped'])}."
+    )
+
+
+def _int_nonmonotonic_poll(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['op']} polled {fmt(d['values'][0])} then {fmt(d['values'][1])} from key "
+        f"{fmt(d['key'])}, {_backwards(d['delta'])}."
+    )
+
+
+def _int_send_skip(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['op']} sent {fmt(d['values'][0])} then {fmt(d['values'][1])} to key "
+        f"{fmt(d['key'])}, but {_messages(len(d['skipped']))} lie between them in the log: "
+        f"{_list(d['skipped'])}."
+    )
+
+
+def _int_nonmonotonic_send(d: Mapping[str, Any]) -> str:
+    return (
+        f"Op {d['op']} sent {fmt(d['values'][0])} then {fmt(d['values'][1])} to key "
+        f"{fmt(d['key'])}, but the second landed {_backwards(d['delta'])}."
+    )
+
+
+def _step(step: Mapping[str, Any]) -> str:
+    a, b = f"T{step['from'] + 1}", f"T{step['to'] + 1}"
+    kind = step["type"]
+    if kind == "wr":
+        return f"{a} sent {fmt(step['value'])} to key {fmt(step['key'])}, which was polled by {b}"
+    if kind == "ww":
+        return (
+            f"{a} sent {fmt(step['value'])} to key {fmt(step['key'])} before {b} sent "
+            f"{fmt(step['value_after'])}"
+        )
+    if kind == "process":
+        return f"{a} and {b} ran in that order on process {fmt(step['process'])}"
+    if kind == "realtime":
+        return f"{a} completed (op {step['completed']}) before {b} was invoked (op {step['invoked']})"
+    raise ValueError(f"unknown dependency type {kind!r} in a cycle step; expected wr, ww, process or realtime")
+
+
+def _cycle(d: Mapping[str, Any]) -> str:
+    names = ", ".join(f"T{i + 1} = op {index}" for i, index in enumerate(d["ops"]))
+    steps = "; ".join(_step(s) for s in d["steps"])
+    return f"Let {names}. Then {steps}: a cycle."
+
+
+_EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "inconsistent-offsets": _inconsistent_offsets,
+    "duplicate": _duplicate,
+    "G1a": _g1a,
+    "precommitted-read": _precommitted_read,
+    "lost-write": _lost_write,
+    "unseen": _unseen,
+    "poll-skip": _poll_skip,
+    "nonmonotonic-poll": _nonmonotonic_poll,
+    "nonmonotonic-send": _nonmonotonic_send,
+    "int-poll-skip": _int_poll_skip,
+    "int-nonmonotonic-poll": _int_nonmonotonic_poll,
+    "int-send-skip": _int_send_skip,
+    "int-nonmonotonic-send": _int_nonmonotonic_send,
+}
+for _name in ("G0", "G1c"):
+    for _suffix in ("", "-process", "-realtime"):
+        _EXPLAINERS[_name + _suffix] = _cycle
+
+
+def explain(anomaly: str, data: Mapping[str, Any]) -> str:
+    """The sentence for one witness of `anomaly`, from its data map."""
+    try:
+        explainer = _EXPLAINERS[anomaly]
+    except KeyError:
+        raise ValueError(f"no explainer for anomaly {anomaly!r}; known: {', '.join(sorted(_EXPLAINERS))}") from None
+    return explainer(data)
