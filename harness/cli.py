@@ -2,6 +2,7 @@
 
 Subcommands:
 
+- `logquake test ...`: run fault tests (see `logquake test --help`).
 - `logquake broker ...`: run one broker node (the same as `python -m broker`).
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
 
@@ -19,6 +20,7 @@ import sys
 USAGE = """usage: logquake <command> [options]
 
 commands:
+  test      run a fault test:  logquake test [--workload queue --delivery at-least-once --nemesis partition,kill,pause ...]
   broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
 
@@ -39,7 +41,14 @@ def _run_check(argv: list[str]) -> int:
     return check_command.main(argv)
 
 
+def _run_test(argv: list[str]) -> int:
+    from harness import test_command
+
+    return test_command.main(argv)
+
+
 COMMANDS = {
+    "test": _run_test,
     "broker": _run_broker,
     "check": _run_check,
 }

@@ -1,0 +1,494 @@
+"""Run one fault test end to end.
+
+Phases, in order (each shown by the progress display):
+
+1. setup: start the cluster through its backend, create the workload's topics;
+2. run: `concurrency` worker threads drive the workload at `rate` ops/s while the
+   nemesis thread applies the seeded fault schedule; every operation and every
+   fault goes to `history.jsonl` as it happens (invoke first, then completion);
+3. heal: undo every fault (also on errors and Ctrl-C), recorded as a nemesis op;
+4. recover: wait until every node runs and every partition has a leader;
+5. final reads: one fresh client reads every key back;
+6. check and report: checkers judge the history; the store gets results.json,
+   history.edn, node logs and report.html;
+7. teardown: stop every node and remove every temp dir, always.
+
+Determinism: each worker draws its operations from its own RNG seeded by
+(seed, worker); the nemesis schedule is fixed by the seed before the run. Wall
+clock timing still varies between runs: a replay repeats the same operations
+and faults at the same offsets, not the same interleaving.
+
+Thread-safety: the Recorder is shared by all threads and serialises writes; the
+rest of the runner state belongs to the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from checkers.history import JsonlWriter
+from harness.control import NodeControl
+from harness.store import Store, write_json
+from nemeses import Nemesis
+from nemeses.core import FaultEvent, Schedule
+from workloads.core import Client, Completion, Invocation, Workload
+
+log = logging.getLogger("harness.runner")
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN, EXIT_BAD_ARGUMENTS, EXIT_CRASH = 0, 1, 2, 254, 255
+
+
+@dataclass
+class TestOptions:
+    """Every parameter of one run; written to test.json as is."""
+
+    workload: str = "queue"
+    delivery: str = "at-least-once"
+    nemesis: list[str] = field(default_factory=lambda: ["partition", "kill", "pause"])
+    nodes: int = 3
+    time_limit_s: float = 30.0
+    rate: float = 200.0
+    concurrency: int = 6
+    seed: int = 0
+    backend: str = "local"
+    client: str = "confluent"
+    store: str = "store"
+    system: str | None = None
+    broker_overrides: dict[str, str] = field(default_factory=dict)
+    nemesis_interval_s: float = 10.0
+    recovery_timeout_s: float = 60.0
+    keys: int = 4
+    replication_factor: int | None = None
+    acks: str | None = None
+    name: str | None = None
+
+    def test_name(self) -> str:
+        if self.name:
+            return self.name
+        faults = "+".join(self.nemesis) if self.nemesis else "none"
+        return f"{self.workload}-{self.delivery}-{faults}"
+
+
+class Recorder:
+    """Assigns indexes and times to ops and streams them to history.jsonl."""
+
+    def __init__(self, path: Path):
+        self.writer = JsonlWriter(path, append=False)
+        self.start_ns = time.monotonic_ns()
+        self._lock = threading.Lock()
+        self.count = 0
+        self.counts = {"ok": 0, "fail": 0, "info": 0}
+
+    def record(self, process, type_: str, f: str, value: Any, **extra) -> dict:
+        with self._lock:
+            op = {"index": self.count, "time": time.monotonic_ns() - self.start_ns, "process": process,
+                  "type": type_, "f": f, "value": value}
+            op.update({k: v for k, v in extra.items() if v is not None})
+            self.writer.write(op)
+            self.count += 1
+            if type_ in self.counts and process != "nemesis":
+                self.counts[type_] += 1
+            return op
+
+    def elapsed_s(self) -> float:
+        return (time.monotonic_ns() - self.start_ns) / 1e9
+
+    def close(self):
+        self.writer.close()
+
+
+class Progress:
+    """Shows phase, operations done, active faults and time left; quiet lines when not on a terminal."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.phase = "setup"
+        self.active_faults: dict[str, str] = {}
+        self.recorder: Recorder | None = None
+        self.run_started: float | None = None
+        self.time_limit_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live = None
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if self.enabled and self._live is None:
+            self.stream.write(f"[logquake] {phase}\n")
+            self.stream.flush()
+
+    def line(self) -> str:
+        parts = [f"phase: {self.phase}"]
+        if self.recorder is not None:
+            c = self.recorder.counts
+            parts.append(f"ops: {c['ok']} ok, {c['fail']} fail, {c['info']} info")
+        if self.run_started is not None and self.phase == "run":
+            left = max(0.0, self.time_limit_s - (time.monotonic() - self.run_started))
+            parts.append(f"time left: {left:4.0f} s")
+        parts.append("faults: " + (", ".join(f"{k} {v}" for k, v in self.active_faults.items()) or "none"))
+        return " | ".join(parts)
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self.line(), console=Console(file=self.stream), refresh_per_second=4, transient=True)
+            self._live.start()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5 if self._live else 5.0):
+            if self._live is not None:
+                self._live.update(self.line())
+            else:
+                self.stream.write(f"[logquake] {self.line()}\n")
+                self.stream.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    valid: Any
+    run_dir: Path | None
+    results: dict | None
+    message: str = ""
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def versions(client: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    out = {"logquake": v("logquake"), "python": platform.python_version(), "platform": platform.platform()}
+    if client == "confluent":
+        import confluent_kafka
+
+        out["confluent-kafka"] = confluent_kafka.version()[0]
+        out["librdkafka"] = confluent_kafka.libversion()[0]
+    else:
+        out["kafka-python"] = v("kafka-python")
+    return out
+
+
+class TestRun:
+    def __init__(self, options: TestOptions, control: NodeControl, workload: Workload, nemesis: Nemesis,
+                 targets_factory: Callable[[str], Any], progress: Progress | None = None):
+        self.o = options
+        self.control = control
+        self.workload = workload
+        self.nemesis = nemesis
+        self.targets_factory = targets_factory
+        self.progress = progress or Progress(enabled=False)
+        self.stop_workers = threading.Event()
+        self.stop_nemesis = threading.Event()
+        self.recorder: Recorder | None = None
+        self.run_dir: Path | None = None
+        self.schedule: Schedule | None = None
+        self.errors: list[str] = []
+        self._next_process = options.concurrency
+        self._process_lock = threading.Lock()
+
+    # ----- the whole run ----------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        store = Store(self.o.store)
+        self.run_dir = store.new_run(self.o.test_name())
+        self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
+        write_json(self.run_dir / "test.json", {"name": self.o.test_name(), "options": asdict(self.o),
+                                                 "workload": self.workload.describe(),
+                                                 "versions": versions(self.o.client)})
+        write_json(self.run_dir / "schedule.json", self.schedule.to_list())
+        self.recorder = Recorder(self.run_dir / "history.jsonl")
+        self.progress.recorder = self.recorder
+        previous_handler = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        interrupted = False
+        crashed: str | None = None
+        self.progress.start()
+        try:
+            self._setup()
+            self._run_phase()
+        except (KeyboardInterrupt, _Interrupted):
+            interrupted = True
+        except Exception:
+            crashed = traceback.format_exc()
+            log.error("the test crashed:\n%s", crashed)
+        finally:
+            self.stop_workers.set()
+            self.stop_nemesis.set()
+            try:
+                self._heal()
+                if not interrupted and crashed is None:
+                    self._recover_and_final_reads()
+            except (KeyboardInterrupt, _Interrupted):
+                interrupted = True
+            except Exception:
+                crashed = crashed or traceback.format_exc()
+                log.error("healing or final reads failed:\n%s", crashed)
+            finally:
+                self.progress.set_phase("teardown")
+                self._collect_and_teardown()
+                self.recorder.close()
+                self.progress.stop()
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, previous_handler)
+        if interrupted:
+            return self._finish_without_verdict("interrupted", "the test was interrupted; its history is kept")
+        if crashed is not None:
+            return self._finish_without_verdict("crashed", crashed, exit_code=EXIT_CRASH)
+        return self._check()
+
+    # ----- phases ---------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        self.progress.set_phase("setup")
+        self.control.setup()
+        self.workload.setup(self.control.bootstrap_servers())
+
+    def _run_phase(self) -> None:
+        self.progress.set_phase("run")
+        self.progress.time_limit_s = self.o.time_limit_s
+        self.progress.run_started = time.monotonic()
+        workers = [threading.Thread(target=self._worker, args=(i,), name=f"worker-{i}", daemon=True)
+                   for i in range(self.o.concurrency)]
+        nemesis_thread = threading.Thread(target=self._nemesis_loop, name="nemesis", daemon=True)
+        for t in workers:
+            t.start()
+        nemesis_thread.start()
+        deadline = time.monotonic() + self.o.time_limit_s
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        self.stop_workers.set()
+        self.stop_nemesis.set()
+        nemesis_thread.join(60)
+        for t in workers:
+            t.join(self.workload_timeout_s() + 10)
+
+    def workload_timeout_s(self) -> float:
+        return float(getattr(self.workload, "op_timeout_s", 10.0)) + 5.0
+
+    def _new_process(self) -> int:
+        with self._process_lock:
+            p = self._next_process
+            self._next_process += 1
+            return p
+
+    def _worker(self, i: int) -> None:
+        rng = random.Random(f"{self.o.seed}/worker/{i}")
+        interval_s = self.o.concurrency / self.o.rate if self.o.rate > 0 else 0.0
+        process = i
+        client: Client | None = None
+        next_at = time.monotonic() + rng.uniform(0, interval_s)
+        bootstrap = self.control.bootstrap_servers()
+        try:
+            while not self.stop_workers.is_set():
+                wait_s = next_at - time.monotonic()
+                if wait_s > 0 and self.stop_workers.wait(wait_s):
+                    break
+                next_at = max(next_at + interval_s * rng.uniform(0.5, 1.5), time.monotonic() - 1.0)
+                if client is None:
+                    try:
+                        client = self.workload.open_client(bootstrap, process)
+                    except Exception as e:  # a client that cannot be built now; try again next tick
+                        log.warning("process %s could not open a client: %s", process, e)
+                        continue
+                    for inv in self.workload.open_ops(rng):
+                        self._invoke(client, process, inv)
+                inv = self.workload.next_op(rng, process)
+                completion = self._invoke(client, process, inv)
+                if completion.type == "info":
+                    _close_quietly(client)
+                    client = None
+                    process = self._new_process()
+        finally:
+            if client is not None:
+                _close_quietly(client)
+
+    def _invoke(self, client: Client, process: int, inv: Invocation) -> Completion:
+        self.recorder.record(process, "invoke", inv.f, inv.value)
+        try:
+            completion = client.invoke(inv)
+        except Exception as e:  # an unexpected client error: the outcome is unknown
+            completion = Completion("info", inv.value, error=["exception", f"{type(e).__name__}: {e}"])
+        self.recorder.record(process, completion.type, inv.f, completion.value, error=completion.error,
+                             **completion.extra)
+        return completion
+
+    def _nemesis_loop(self) -> None:
+        targets = self.targets_factory(self.control.bootstrap_servers())
+        start = time.monotonic()
+        for event in self.schedule.events:
+            wait_s = start + event.at_s - time.monotonic()
+            if wait_s > 0 and self.stop_nemesis.wait(wait_s):
+                return
+            if self.stop_nemesis.is_set():
+                return
+            self._apply_fault(event, targets)
+
+    def _apply_fault(self, event: FaultEvent, targets) -> None:
+        self.recorder.record("nemesis", "info", event.f, event.to_dict())
+        try:
+            result = self.nemesis.apply(event, self.control, targets)
+        except Exception as e:  # a fault that could not be applied is recorded, and the run goes on
+            result = {"error": f"{type(e).__name__}: {e}"}
+            log.warning("nemesis %s failed: %s", event.f, e)
+        self.recorder.record("nemesis", "info", event.f, result)
+        if event.f in ("start-partition", "kill", "pause"):
+            self.progress.active_faults[event.package] = event.f
+        else:
+            self.progress.active_faults.pop(event.package, None)
+
+    def _heal(self) -> None:
+        self.progress.set_phase("heal")
+        self.recorder.record("nemesis", "info", "heal", None)
+        done = self.nemesis.heal(self.control, on_error=lambda name, e: self.errors.append(f"heal {name}: {e}"))
+        self.recorder.record("nemesis", "info", "heal", done)
+        self.progress.active_faults.clear()
+
+    def _recover_and_final_reads(self) -> None:
+        self.progress.set_phase("recover")
+        for node in self.control.nodes:
+            if not self.control.is_running(node):
+                self.control.start(node)
+        wait_for_cluster(self.control, getattr(self.workload, "topic", None), getattr(self.workload, "keys", 0),
+                         self.o.recovery_timeout_s)
+        self.progress.set_phase("final reads")
+        process = self._new_process()
+        client = self.workload.open_client(self.control.bootstrap_servers(), process)
+        try:
+            for inv in self.workload.final_ops():
+                completion = self._invoke(client, process, inv)
+                if completion.type == "info":
+                    self.errors.append(f"final read {inv.f} did not complete: {completion.error}")
+                    break
+        finally:
+            _close_quietly(client)
+
+    def _collect_and_teardown(self) -> None:
+        try:
+            if self.run_dir is not None:
+                self.control.collect(str(self.run_dir / "nodes"))
+        except Exception as e:  # logs are nice to have; teardown must still happen
+            self.errors.append(f"collecting node logs failed: {e}")
+        try:
+            self.control.teardown()
+        except Exception as e:
+            self.errors.append(f"teardown failed: {e}")
+            log.error("teardown failed: %s", e)
+
+    # ----- verdicts ---------------------------------------------------------------------
+
+    def _check(self) -> RunOutcome:
+        from checkers.core import merge_valid, run_checkers, to_jsonable
+        from checkers.history import History
+
+        self.progress.set_phase("check")
+        history = History.load(str(self.run_dir / "history.jsonl"), format="jsonl")
+        results = run_checkers(history, {"workload": self.workload.check})
+        results = to_jsonable(results)
+        results["valid"] = merge_valid(*(r.get("valid") for k, r in results.items() if isinstance(r, dict)))
+        if self.errors:
+            results["harness_errors"] = self.errors
+        self._write_results(results, history)
+        valid = results["valid"]
+        code = EXIT_VALID if valid is True else EXIT_INVALID if valid is False else EXIT_UNKNOWN
+        return RunOutcome(code, valid, self.run_dir, results)
+
+    def _write_results(self, results: dict, history=None) -> None:
+        write_json(self.run_dir / "results.json", results)
+        if history is not None:
+            try:
+                history.to_edn(str(self.run_dir / "history.edn"))
+            except Exception as e:
+                self.errors.append(f"writing history.edn failed: {e}")
+        try:
+            from reports import render_run
+
+            render_run(self.run_dir)
+        except Exception as e:  # the verdict stands even if the report cannot be drawn
+            log.error("writing report.html failed: %s", e)
+            self.errors.append(f"report failed: {e}")
+
+    def _finish_without_verdict(self, why: str, message: str, exit_code: int = EXIT_UNKNOWN) -> RunOutcome:
+        results = {"valid": "unknown", "reason": why, "message": message}
+        if self.errors:
+            results["harness_errors"] = self.errors
+        history = None
+        try:
+            from checkers.history import History
+
+            history = History.load(str(self.run_dir / "history.jsonl"), format="jsonl")
+        except Exception as e:
+            results["history_error"] = str(e)
+        self._write_results(results, history)
+        return RunOutcome(exit_code, "unknown", self.run_dir, results, message)
+
+
+def _raise_interrupt(signum, frame):
+    raise _Interrupted(f"signal {signum}")
+
+
+def _close_quietly(client: Client) -> None:
+    try:
+        client.close()
+    except Exception as e:  # a client of a broken cluster may not close cleanly
+        log.debug("closing a client failed: %s", e)
+
+
+def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, timeout_s: float) -> None:
+    """Poll until every node runs and (when a topic is given) every partition has a leader."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout_s
+    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers()})
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        down = [n for n in control.nodes if not control.is_running(n)]
+        if down:
+            last = f"nodes not running: {down}"
+        else:
+            try:
+                md = admin.list_topics(topic=topic, timeout=2)
+                if topic is None:
+                    return
+                parts = md.topics.get(topic).partitions if topic in md.topics else {}
+                leaderless = [p for p in range(partitions) if p not in parts or parts[p].leader < 0]
+                if not leaderless:
+                    return
+                last = f"partitions without a leader: {leaderless}"
+            except Exception as e:  # not answering yet
+                last = f"metadata request failed: {e}"
+        time.sleep(0.25)
+    raise RuntimeError(f"the cluster did not recover within {timeout_s} s after healing: {last}")

@@ -1,0 +1,148 @@
+"""`logquake test`: run fault tests end to end and print a verdict.
+
+Exit codes are Jepsen's: 0 valid, 1 invalid, 2 unknown, 254 bad arguments,
+255 harness crash. With several runs (`--test-count`), the worst one wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+
+import nemeses
+from harness.cli_args import ArgumentParser, key_value, positive_float, positive_int
+from harness.runner import (EXIT_BAD_ARGUMENTS, EXIT_CRASH, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, Progress,
+                            TestOptions, TestRun)
+from workloads.core import DELIVERY_MODES
+
+BACKENDS = ("local", "docker", "ssh")
+WORKLOADS = ("queue",)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="logquake test",
+        description="Start a cluster, drive it with real Kafka clients while faults fly, check the history "
+                    "against the delivery mode's promise, and write a report to the store.",
+        epilog="Exit status: 0 valid, 1 invalid, 2 unknown, 254 bad arguments, 255 harness crash.",
+    )
+    d = TestOptions()
+    p.add_argument("--workload", choices=WORKLOADS, default=d.workload, help="what the clients do (default %(default)s)")
+    p.add_argument("--delivery", choices=DELIVERY_MODES, default=d.delivery,
+                   help="delivery mode: client settings and the promise the checker holds the run to (default %(default)s)")
+    p.add_argument("--nemesis", default=",".join(d.nemesis),
+                   help=f"comma-separated faults from: {', '.join(nemeses.PACKAGES)}; or none (default %(default)s)")
+    p.add_argument("--nemesis-interval", type=positive_float, default=d.nemesis_interval_s, metavar="SECONDS",
+                   help="mean seconds between faults of one kind (default %(default)s)")
+    p.add_argument("--nodes", type=positive_int, default=d.nodes, help="cluster size (default %(default)s)")
+    p.add_argument("--time-limit", type=positive_float, default=d.time_limit_s, metavar="SECONDS",
+                   help="seconds of workload under faults, before healing and final reads (default %(default)s)")
+    p.add_argument("--rate", type=positive_float, default=d.rate, help="operations per second, all workers together (default %(default)s)")
+    p.add_argument("--concurrency", type=positive_int, default=d.concurrency, help="worker threads, one client each (default %(default)s)")
+    p.add_argument("--keys", type=positive_int, default=d.keys, help="keys (topic-partitions) the queue workload uses (default %(default)s)")
+    p.add_argument("--replication-factor", type=positive_int, default=None,
+                   help="replication factor of the workload topic (default: min(3, nodes))")
+    p.add_argument("--acks", choices=("0", "1", "all"), default=None,
+                   help="override the producer acks of the delivery mode (e.g. 0 for at-most-once)")
+    p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="where nodes run (default %(default)s)")
+    p.add_argument("--client", choices=("confluent", "kafka-python"), default=d.client, help="Kafka client library (default %(default)s)")
+    p.add_argument("--store", default=d.store, help="store directory (default %(default)s)")
+    p.add_argument("--system", default=None, metavar="FILE.toml", help="describe another Kafka-compatible broker to test (default: ours)")
+    p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="broker property passed to every node (repeatable; our broker only)")
+    p.add_argument("--recovery-timeout", type=positive_float, default=d.recovery_timeout_s, metavar="SECONDS",
+                   help="how long the cluster may take to recover after healing (default %(default)s)")
+    p.add_argument("--test-count", type=positive_int, default=1, help="run the test this many times (seeds seed, seed+1, ...)")
+    p.add_argument("--name", default=None, help="test name in the store (default: workload-delivery-faults)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        fault_names = nemeses.parse_names(args.nemesis)
+    except ValueError as e:
+        sys.stderr.write(f"logquake test: {e}\n")
+        return EXIT_BAD_ARGUMENTS
+    if args.backend != "local":
+        sys.stderr.write(f"logquake test: --backend {args.backend} is not available yet; only --backend local is "
+                         "built so far (the Docker and SSH backends are planned)\n")
+        return EXIT_BAD_ARGUMENTS
+    if args.system and args.broker_override:
+        sys.stderr.write("logquake test: --broker-override applies to our broker only; put another broker's "
+                         "settings in its --system file\n")
+        return EXIT_BAD_ARGUMENTS
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    worst = EXIT_VALID
+    for i in range(args.test_count):
+        options = TestOptions(
+            workload=args.workload, delivery=args.delivery, nemesis=fault_names, nodes=args.nodes,
+            time_limit_s=args.time_limit, rate=args.rate, concurrency=args.concurrency, seed=seed + i,
+            backend=args.backend, client=args.client, store=args.store, system=args.system,
+            broker_overrides=dict(args.broker_override), nemesis_interval_s=args.nemesis_interval,
+            recovery_timeout_s=args.recovery_timeout, keys=args.keys,
+            replication_factor=args.replication_factor or min(3, args.nodes), acks=args.acks, name=args.name,
+        )
+        try:
+            run = build_run(options, progress=Progress(enabled=not args.quiet))
+        except ValueError as e:
+            sys.stderr.write(f"logquake test: {e}\n")
+            return EXIT_BAD_ARGUMENTS
+        print(f"logquake test: {options.test_name()} seed {options.seed}, {options.nodes} node(s), "
+              f"{options.time_limit_s:g} s, faults: {', '.join(fault_names) or 'none'}", flush=True)
+        outcome = run.run()
+        print_summary(outcome)
+        worst = _worse(worst, outcome.exit_code)
+    return worst
+
+
+def _worse(a: int, b: int) -> int:
+    order = [EXIT_VALID, EXIT_UNKNOWN, EXIT_INVALID, EXIT_CRASH]
+    return max(a, b, key=lambda c: order.index(c) if c in order else len(order))
+
+
+def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun:
+    """Assemble the parts of a run from its options; ValueError names a bad option."""
+    from harness.backends.local import LocalCluster
+    from harness.system import SystemDescriptionError, load_system, logquake_broker
+    from harness.targets import MetadataTargets
+    from workloads.queue import QueueWorkload
+
+    if options.system:
+        try:
+            system = load_system(options.system)
+        except SystemDescriptionError as e:
+            raise ValueError(str(e)) from None
+    else:
+        system = logquake_broker(options.broker_overrides)
+    workload = QueueWorkload(delivery=options.delivery, keys=options.keys, client=options.client,
+                             replication_factor=options.replication_factor or 1, acks=options.acks)
+    control = LocalCluster(system, options.nodes, seed=options.seed)
+    nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)
+    return TestRun(options, control, workload, nemesis,
+                   targets_factory=lambda bootstrap: MetadataTargets(bootstrap, workload.topic, control.nodes),
+                   progress=progress)
+
+
+def print_summary(outcome) -> None:
+    results = outcome.results or {}
+    verdict = {True: "VALID", False: "INVALID"}.get(outcome.valid, "UNKNOWN")
+    print(f"\nverdict: {verdict}")
+    workload = results.get("workload", {}) if isinstance(results.get("workload"), dict) else {}
+    for name, witnesses in sorted((workload.get("anomalies") or {}).items()):
+        print(f"  anomaly {name}: {len(witnesses)}")
+    for name, witnesses in sorted((workload.get("allowed") or {}).items()):
+        print(f"  allowed by the delivery mode: {name}: {len(witnesses)}")
+    if outcome.message and outcome.valid == "unknown":
+        print(f"  {outcome.message.strip().splitlines()[-1]}")
+    for err in results.get("harness_errors", []):
+        print(f"  harness: {err}")
+    if outcome.run_dir is not None:
+        print(f"store: {outcome.run_dir}")
+        report = outcome.run_dir / "report.html"
+        if report.exists():
+            print(f"report: {report}")

@@ -1,0 +1,402 @@
+"""Jepsen's Kafka queue workload, on real clients.
+
+Operations (the value shapes of `jepsen.tests.kafka`):
+
+- `send`:  `[["send", key, value]]`, completed as `[["send", key, [offset, value]]]`;
+- `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`;
+- `assign`: a list of keys this process's consumer now reads (positions of keys
+  it keeps are kept, new keys start at the earliest offset);
+- `subscribe`: a list of keys, read through consumer-group membership (needs a
+  broker with consumer groups).
+
+A key names a topic-partition: key k is partition k of the workload's topic.
+Values are unique integers. After healing, one fresh client assigns every key
+and polls from the earliest offset up to each partition's high watermark (the
+final reads, which decide `unseen` and `lost-write`).
+
+Client settings follow the delivery mode (../shared/DESIGN.md):
+
+| mode | producer | consumer |
+|---|---|---|
+| at-most-once | acks=1 (or `acks` given), no retries, no idempotence | no offset commits |
+| at-least-once | acks=all, retries, no idempotence | no offset commits |
+| exactly-once | idempotent + transactional, acks=all | read_committed |
+
+Outcome rules (Jepsen's): `fail` only when the send certainly had no effect —
+the producer refused it before sending, or the broker rejected the one and only
+attempt (no retries); everything else unknown (`info`): a timeout, a lost
+connection, an error after retries (an earlier attempt may have been written).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from typing import Any
+
+from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Workload
+
+CLIENTS = ("confluent", "kafka-python")
+
+
+class QueueWorkload(Workload):
+    name = "queue"
+
+    def __init__(self, delivery: str = "at-least-once", keys: int = 4, client: str = "confluent",
+                 topic: str = "logquake-queue", replication_factor: int = 1, acks: str | None = None,
+                 op_timeout_s: float = 10.0, subscribe: bool = False, poll_max_messages: int = 100,
+                 topic_config: dict[str, str] | None = None):
+        if delivery not in DELIVERY_MODES:
+            raise ValueError(f"--delivery {delivery!r} is not a delivery mode; expected one of {', '.join(DELIVERY_MODES)}")
+        if client not in CLIENTS:
+            raise ValueError(f"--client {client!r} is not supported; expected one of {', '.join(CLIENTS)}")
+        if keys < 1:
+            raise ValueError(f"keys must be at least 1, got {keys}")
+        if acks not in (None, "0", "1", "all", "-1"):
+            raise ValueError(f"acks {acks!r} is not accepted; expected 0, 1 or all")
+        if delivery == "exactly-once":
+            raise ValueError("--delivery exactly-once needs the transactional queue workload, which is not built yet "
+                             "(it arrives with the exactly-once machinery); use at-most-once or at-least-once")
+        self.delivery = delivery
+        self.keys = keys
+        self.client = client
+        self.topic = topic
+        self.replication_factor = replication_factor
+        self.acks = acks
+        self.op_timeout_s = op_timeout_s
+        self.subscribe = subscribe
+        self.poll_max_messages = poll_max_messages
+        self.topic_config = dict(topic_config or {})
+        self._values = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "delivery": self.delivery, "keys": self.keys, "client": self.client,
+                "topic": self.topic, "replication_factor": self.replication_factor, "acks": self.effective_acks(),
+                "op_timeout_s": self.op_timeout_s, "subscribe": self.subscribe}
+
+    def effective_acks(self) -> str:
+        if self.acks is not None:
+            return "all" if self.acks == "-1" else self.acks
+        return "1" if self.delivery == "at-most-once" else "all"
+
+    # ----- setup ---------------------------------------------------------------
+
+    def setup(self, bootstrap: str) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topic = NewTopic(self.topic, num_partitions=self.keys, replication_factor=self.replication_factor,
+                         config=self.topic_config)
+        try:
+            admin.create_topics([topic], operation_timeout=30)[self.topic].result(60)
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() != err.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {self.topic!r} with {self.keys} partitions "
+                                   f"and replication factor {self.replication_factor}: {err}") from e
+
+    # ----- generator -------------------------------------------------------------
+
+    def next_op(self, rng: random.Random, process: int) -> Invocation:
+        roll = rng.random()
+        if roll < 0.5:
+            with self._lock:
+                value = next(self._values)
+            return Invocation("send", [["send", rng.randrange(self.keys), value]])
+        if roll < 0.95:
+            return Invocation("poll", [["poll"]])
+        keys = sorted(rng.sample(range(self.keys), rng.randint(1, self.keys)))
+        return Invocation("subscribe" if self.subscribe and rng.random() < 0.5 else "assign", keys)
+
+    def open_ops(self, rng: random.Random) -> list[Invocation]:
+        return [Invocation("assign", list(range(self.keys)))]
+
+    def final_ops(self) -> list[Invocation]:
+        return [Invocation("assign", list(range(self.keys))), Invocation("final-poll", [["poll"]])]
+
+    def open_client(self, bootstrap: str, process: int) -> Client:
+        if self.client == "confluent":
+            return ConfluentQueueClient(self, bootstrap, process)
+        return KafkaPythonQueueClient(self, bootstrap, process)
+
+    def check(self, history) -> dict:
+        from checkers.queue import check as check_queue
+
+        return check_queue(history, delivery=self.delivery)
+
+
+def _key_of(partition: int) -> int:
+    return partition
+
+
+class ConfluentQueueClient(Client):
+    """One process's producer and consumer, on librdkafka."""
+
+    def __init__(self, workload: QueueWorkload, bootstrap: str, process: int):
+        from confluent_kafka import Producer
+
+        self.w = workload
+        self.bootstrap = bootstrap
+        self.process = process
+        timeout_ms = int(workload.op_timeout_s * 1000)
+        config = {
+            "bootstrap.servers": bootstrap,
+            "acks": workload.effective_acks(),
+            "linger.ms": 0,
+            "enable.idempotence": False,
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": min(timeout_ms, 5000),
+            "socket.timeout.ms": min(timeout_ms, 5000),
+            "reconnect.backoff.max.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 2000,
+        }
+        self.retries = workload.delivery != "at-most-once"
+        if not self.retries:
+            config["message.send.max.retries"] = 0
+        self.producer = Producer(config)
+        self.consumer = None
+        self.positions: dict[int, int | None] = {}
+
+    # ----- operations ---------------------------------------------------------------
+
+    def invoke(self, op: Invocation) -> Completion:
+        if op.f == "send":
+            return self._send(op)
+        if op.f in ("poll", "final-poll"):
+            return self._poll(op, final=op.f == "final-poll")
+        if op.f == "assign":
+            return self._assign(op.value)
+        if op.f == "subscribe":
+            return self._subscribe(op.value)
+        raise ValueError(f"queue client: unknown operation {op.f!r}")
+
+    def _send(self, op: Invocation) -> Completion:
+        from confluent_kafka import KafkaError
+
+        (_, key, value), = op.value
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def on_delivery(err, msg):
+            outcome["err"] = err
+            if err is None:
+                outcome["offset"] = msg.offset()
+            done.set()
+
+        try:
+            self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
+        except BufferError as e:
+            return Completion("fail", op.value, error=["buffer-full", str(e)])
+        except Exception as e:  # refused by the client before anything was sent
+            return Completion("fail", op.value, error=["produce-refused", str(e)])
+        deadline_s = self.w.op_timeout_s + 5
+        self.producer.flush(deadline_s)
+        if not done.is_set():
+            return Completion("info", op.value, error=["timeout", f"no delivery report within {deadline_s} s"])
+        err = outcome["err"]
+        if err is None:
+            return Completion("ok", [["send", key, [outcome["offset"], value]]])
+        code = err.code()
+        certain = code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_TOPIC_EXCEPTION,
+                           KafkaError.TOPIC_AUTHORIZATION_FAILED)
+        broker_refused = code > 0 and code != KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        if certain or (broker_refused and not self.retries):
+            return Completion("fail", op.value, error=[err.name().lower(), err.str()])
+        return Completion("info", op.value, error=[err.name().lower(), err.str()])
+
+    def _ensure_consumer(self):
+        if self.consumer is None:
+            from confluent_kafka import Consumer
+
+            config = {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"logquake-{self.w.topic}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.queue.backoff.ms": 10,
+                "session.timeout.ms": 6000,
+                "socket.timeout.ms": 5000,
+                "topic.metadata.refresh.interval.ms": 2000,
+                "enable.partition.eof": True,
+            }
+            if self.w.delivery == "exactly-once":
+                config["isolation.level"] = "read_committed"
+            self.consumer = Consumer(config)
+        return self.consumer
+
+    def _assign(self, keys: list[int]) -> Completion:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        consumer = self._ensure_consumer()
+        self.positions = {k: self.positions.get(k) for k in keys}
+        consumer.assign([
+            TopicPartition(self.w.topic, k, OFFSET_BEGINNING if pos is None else pos)
+            for k, pos in self.positions.items()
+        ])
+        return Completion("ok", keys)
+
+    def _subscribe(self, keys: list[int]) -> Completion:
+        consumer = self._ensure_consumer()
+        consumer.subscribe([self.w.topic])
+        self.positions = {}
+        return Completion("ok", keys)
+
+    def _poll(self, op: Invocation, final: bool) -> Completion:
+        if self.consumer is None:
+            return Completion("ok", [["poll", {}]])
+        if final:
+            return self._poll_to_end()
+        return self._collect(self.consumer.consume(num_messages=self.w.poll_max_messages, timeout=0.1))
+
+    def _collect(self, messages) -> Completion:
+        from confluent_kafka import KafkaError
+
+        polled: dict[int, list] = {}
+        errors = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    errors.append(err.str())
+                continue
+            key = _key_of(msg.partition())
+            polled.setdefault(key, []).append([msg.offset(), int(msg.value())])
+            self.positions[key] = msg.offset() + 1
+        if errors and not polled:
+            return Completion("fail", [["poll"]], error=["poll-error", errors[0]])
+        return Completion("ok", [["poll", polled]])
+
+    def _poll_to_end(self) -> Completion:
+        """Read every assigned partition up to the high watermark seen at the start."""
+        from confluent_kafka import TopicPartition
+
+        targets = {}
+        for key in self.positions:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10)
+            targets[key] = high
+        polled: dict[int, list] = {}
+        idle_rounds = 0
+        while any((self.positions.get(k) or 0) < high for k, high in targets.items()) and idle_rounds < 50:
+            completion = self._collect(self.consumer.consume(num_messages=1000, timeout=0.2))
+            got = completion.value[0][1] if completion.type == "ok" else {}
+            idle_rounds = 0 if got else idle_rounds + 1
+            for key, pairs in got.items():
+                polled.setdefault(key, []).extend(pairs)
+        return Completion("ok", [["poll", polled]])
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:  # closing a consumer of a dead cluster may fail; nothing to save
+                pass
+            self.consumer = None
+        self.producer.purge()
+        self.producer.flush(0)
+
+
+class KafkaPythonQueueClient(Client):
+    """The same operations on kafka-python."""
+
+    def __init__(self, workload: QueueWorkload, bootstrap: str, process: int):
+        from kafka import KafkaProducer
+
+        self.w = workload
+        self.bootstrap = bootstrap.split(",")
+        self.retries = workload.delivery != "at-most-once"
+        acks = workload.effective_acks()
+        self.producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks={"all": "all", "1": 1, "0": 0}[acks],
+            retries=5 if self.retries else 0,
+            enable_idempotence=False,
+            request_timeout_ms=int(min(workload.op_timeout_s, 5) * 1000),
+            linger_ms=0,
+        )
+        self.consumer = None
+        self.positions: dict[int, int | None] = {}
+
+    def invoke(self, op: Invocation) -> Completion:
+        if op.f == "send":
+            return self._send(op)
+        if op.f in ("poll", "final-poll"):
+            return self._poll(op.f == "final-poll")
+        if op.f == "assign":
+            return self._assign(op.value)
+        if op.f == "subscribe":
+            raise ValueError("kafka-python queue client: subscribe is not supported yet; use the confluent client")
+        raise ValueError(f"queue client: unknown operation {op.f!r}")
+
+    def _send(self, op: Invocation) -> Completion:
+        from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+
+        (_, key, value), = op.value
+        try:
+            future = self.producer.send(self.w.topic, value=str(value).encode(), partition=key)
+        except (MessageSizeTooLargeError, AssertionError, TypeError) as e:
+            return Completion("fail", op.value, error=["produce-refused", str(e)])
+        try:
+            meta = future.get(timeout=self.w.op_timeout_s)
+        except KafkaTimeoutError as e:
+            return Completion("info", op.value, error=["timeout", str(e)])
+        except KafkaError as e:
+            certain = isinstance(e, MessageSizeTooLargeError) or (not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
+                                                                 and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
+            return Completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
+        return Completion("ok", [["send", key, [meta.offset, value]]])
+
+    def _ensure_consumer(self):
+        if self.consumer is None:
+            from kafka import KafkaConsumer
+
+            self.consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                          auto_offset_reset="earliest", group_id=None)
+        return self.consumer
+
+    def _assign(self, keys: list[int]) -> Completion:
+        from kafka import TopicPartition
+
+        consumer = self._ensure_consumer()
+        self.positions = {k: self.positions.get(k) for k in keys}
+        parts = [TopicPartition(self.w.topic, k) for k in keys]
+        consumer.assign(parts)
+        for tp in parts:
+            pos = self.positions[tp.partition]
+            if pos is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, pos)
+        return Completion("ok", keys)
+
+    def _poll(self, final: bool) -> Completion:
+        if self.consumer is None:
+            return Completion("ok", [["poll", {}]])
+        polled: dict[int, list] = {}
+        rounds = 50 if final else 1
+        idle = 0
+        ends = self.consumer.end_offsets(list(self.consumer.assignment())) if final else {}
+        while rounds:
+            rounds -= 1
+            batch = self.consumer.poll(timeout_ms=200 if final else 100, max_records=1000 if final else self.w.poll_max_messages)
+            got = False
+            for tp, records in batch.items():
+                for r in records:
+                    polled.setdefault(tp.partition, []).append([r.offset, int(r.value)])
+                    self.positions[tp.partition] = r.offset + 1
+                    got = True
+            if final:
+                if all((self.positions.get(tp.partition) or 0) >= end for tp, end in ends.items()):
+                    break
+                idle = 0 if got else idle + 1
+                if idle > 20:
+                    break
+                rounds = max(rounds, 1)
+        return Completion("ok", [["poll", polled]])
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        self.producer.close(timeout=1)
