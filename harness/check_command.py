@@ -1,0 +1,342 @@
+"""`logquake check FILE...`: check recorded histories offline and print a verdict.
+
+Reads each history (JSONL, Jepsen EDN, EDN lines or an old Jepsen log), picks
+a checker (given with `--checker`, or detected from the ops: `send`/`poll`
+micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
+register/mutex/kv ops -> linearizable with an inferred model), prints a
+summary per file and writes every result into `results.json` (or
+`results.edn` with `--edn`) in `--out` (default: the current directory).
+
+Exit codes: 0 all valid, 1 some history invalid, 2 some verdict unknown (and
+none invalid), 254 bad arguments (argparse errors included: they name the flag
+and the value). With several files or a directory the code is the worst one
+(invalid beats unknown beats valid). A directory is searched recursively: in a
+store run directory only `history.jsonl` is checked; elsewhere every
+`.jsonl`, `.edn`, `.log` and `.txt` file.
+
+Checkers are imported lazily, inside the dispatch, so that a checker that is
+missing or broken gives "checker X is not available: ..." for the files that
+need it instead of breaking the command.
+
+Thread-safety: a command-line entry point; single-threaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
+from checkers.history import FORMATS, NEMESIS, History, HistoryError
+from checkers.queue import DELIVERY_MODES
+
+EXIT_VALID = 0
+EXIT_INVALID = 1
+EXIT_UNKNOWN = 2
+EXIT_BAD_ARGUMENTS = 254
+
+CHECKERS = ("queue", "list-append", "rw-register", "linearizable")
+HISTORY_SUFFIXES = (".jsonl", ".edn", ".log", ".txt")
+_EXIT_OF = {True: EXIT_VALID, False: EXIT_INVALID, "unknown": EXIT_UNKNOWN}
+
+
+class BadArguments(Exception):
+    """A command-line mistake: reported with exit code 254."""
+
+
+class CheckerUnavailable(Exception):
+    """A checker module that cannot be imported."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse exits with 2 on errors, which we reserve for "unknown".
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadArguments(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="logquake check",
+        description="Check recorded histories and print a verdict per file.",
+        epilog="exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments; several files: the worst",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="history files or directories")
+    parser.add_argument("--checker", choices=CHECKERS, help="checker to run (default: detected from the ops)")
+    parser.add_argument("--model", help="linearizability model, e.g. cas-register, register, mutex, kv")
+    parser.add_argument("--initial", help="initial model state, as JSON or EDN (e.g. 0, nil, \"\")")
+    parser.add_argument("--consistency-models", help="comma-separated Elle consistency models, e.g. serializable")
+    parser.add_argument("--delivery", choices=DELIVERY_MODES, default="exactly-once",
+                        help="queue delivery mode the history ran under (default: exactly-once)")
+    parser.add_argument("--semantics", help="linearizable checker semantics, e.g. knossos or porcupine-etcd")
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="history format (default: auto)")
+    parser.add_argument("--out", default=".", help="directory for results.json / results.edn (default: .)")
+    parser.add_argument("--edn", action="store_true", help="write results.edn instead of results.json")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        files = _expand_files(args.files)
+        options = _checker_options(args)
+    except BadArguments as error:
+        sys.stderr.write(f"{parser.format_usage()}logquake check: error: {error}\n")
+        return EXIT_BAD_ARGUMENTS
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    results: dict[str, Any] = {}
+    for path in files:
+        try:
+            result = check_file(path, args.checker, args.format, options)
+        except BadArguments as error:
+            sys.stderr.write(f"{parser.format_usage()}logquake check: error: {error}\n")
+            return EXIT_BAD_ARGUMENTS
+        results[path] = result
+        _print_summary(console, path, result)
+    valid = merge_valid(*(r["valid"] for r in results.values()))
+    document = {"valid": valid, "files": results}
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.edn:
+            target = out_dir / "results.edn"
+            target.write_text(results_to_edn(document), encoding="utf-8")
+        else:
+            target = out_dir / "results.json"
+            target.write_text(json.dumps(to_jsonable(document), indent=1) + "\n", encoding="utf-8")
+    except OSError as error:
+        sys.stderr.write(f"logquake check: error: --out {args.out!r}: cannot write results ({error.strerror})\n")
+        return EXIT_BAD_ARGUMENTS
+    verdict = {True: "valid", False: "INVALID", "unknown": "unknown"}[valid]
+    console.print(f"{len(results)} histor{'y' if len(results) == 1 else 'ies'}: {verdict}; results in {target}")
+    return _EXIT_OF[valid]
+
+
+def _expand_files(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            files.append(raw)
+        elif path.is_dir():
+            found = []
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()
+                if "history.jsonl" in filenames:
+                    found.append(os.path.join(dirpath, "history.jsonl"))
+                    continue
+                for name in sorted(filenames):
+                    if name.endswith(HISTORY_SUFFIXES) and not name.startswith("results."):
+                        found.append(os.path.join(dirpath, name))
+            if not found:
+                raise BadArguments(
+                    f"FILE {raw!r} is a directory without history files ({', '.join(HISTORY_SUFFIXES)})"
+                )
+            files.extend(found)
+        else:
+            raise BadArguments(f"FILE {raw!r} does not exist; expected a history file or a directory")
+    return files
+
+
+def _parse_initial(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    from checkers.history import read_edn
+
+    try:
+        forms = read_edn(text)
+    except ValueError as error:
+        raise BadArguments(f"--initial {text!r} is neither JSON nor EDN ({error})") from None
+    if len(forms) != 1:
+        raise BadArguments(f"--initial {text!r}: expected one value, got {len(forms)}")
+    return forms[0][0]
+
+
+def _checker_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"delivery": args.delivery}
+    if args.initial is not None:
+        options["initial"] = _parse_initial(args.initial)
+    if args.model is not None:
+        options["model"] = args.model
+    if args.semantics is not None:
+        options["semantics"] = args.semantics
+    if args.consistency_models is not None:
+        models = [m.strip() for m in args.consistency_models.split(",") if m.strip()]
+        if not models:
+            raise BadArguments(
+                f"--consistency-models {args.consistency_models!r} names no model; expected e.g. serializable,snapshot-isolation"
+            )
+        options["consistency_models"] = models
+    _validate_names(options)
+    return options
+
+
+def _validate_names(options: dict[str, Any]) -> None:
+    """Check model and consistency-model names against the checkers that are
+    installed (a missing checker is reported per file, not here)."""
+    if "model" in options:
+        try:
+            models = _import("linearizable", "checkers.linearizable").MODELS
+        except (CheckerUnavailable, AttributeError):
+            models = None
+        if models is not None and options["model"] not in models:
+            raise BadArguments(f"--model {options['model']!r} is not known; expected one of {', '.join(sorted(models))}")
+    if "semantics" in options:
+        try:
+            semantics = _import("linearizable", "checkers.linearizable").SEMANTICS
+        except (CheckerUnavailable, AttributeError):
+            semantics = None
+        if semantics is not None and options["semantics"] not in semantics:
+            raise BadArguments(
+                f"--semantics {options['semantics']!r} is not known; expected one of {', '.join(semantics)}"
+            )
+    if "consistency_models" in options:
+        try:
+            validate = _import("list-append", "checkers.elle.consistency_models").validate_models
+        except (CheckerUnavailable, AttributeError):
+            validate = None
+        if validate is not None:
+            try:
+                validate(options["consistency_models"])
+            except ValueError as error:
+                raise BadArguments(f"--consistency-models {','.join(options['consistency_models'])!r}: {error}") from None
+
+
+def _import(checker: str, module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise CheckerUnavailable(f"checker {checker} is not available: cannot import {module} ({error})") from None
+
+
+def detect_checker(history: History) -> tuple[str | None, str | None]:
+    """(checker, model) guessed from the ops; (None, None) when nothing fits."""
+    micro_ops: set[str] = set()
+    fs: set[str] = set()
+    has_key = False
+    for op in history:
+        if op.process == NEMESIS:
+            continue
+        if op.f is not None:
+            fs.add(op.f)
+        if "key" in op.extra:
+            has_key = True
+        value = op.value
+        if isinstance(value, list):
+            for mop in value:
+                if isinstance(mop, list) and mop and isinstance(mop[0], str):
+                    micro_ops.add(mop[0])
+    if micro_ops & {"send", "poll"}:
+        return "queue", None
+    if "append" in micro_ops:
+        return "list-append", None
+    if micro_ops & {"w", "r"}:
+        return "rw-register", None
+    if fs & {"acquire", "release"}:
+        return "linearizable", "mutex"
+    if has_key and fs & {"get", "put", "append"}:
+        return "linearizable", "kv"
+    if fs & {"cas"}:
+        return "linearizable", "cas-register"
+    if fs and fs <= {"read", "write"}:
+        return "linearizable", "register"
+    return None, None
+
+
+def check_file(path: str, checker: str | None, format: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Load one history and run one checker; the result map has "checker" and "file" added."""
+    try:
+        history = History.load(path, format)
+    except HistoryError as error:
+        return {"valid": "unknown", "checker": checker, "error": f"cannot read the history: {error}"}
+    except OSError as error:
+        return {"valid": "unknown", "checker": checker, "error": f"cannot read {path}: {error.strerror}"}
+    model = options.get("model")
+    if checker is None:
+        checker, detected_model = detect_checker(history)
+        if checker is None:
+            return {
+                "valid": "unknown",
+                "checker": None,
+                "error": "cannot detect a checker from the ops; pass --checker "
+                + "|".join(CHECKERS),
+            }
+        model = model or detected_model
+    if checker == "linearizable" and model is None:
+        _, model = detect_checker(history)
+        if model is None:
+            raise BadArguments(f"{path}: cannot infer a linearizability model from the ops; pass --model")
+    try:
+        run = _dispatch(checker, model, options)
+    except CheckerUnavailable as error:
+        return {"valid": "unknown", "checker": checker, "error": str(error)}
+    merged = run_checkers(history, {checker: run})
+    result = dict(merged[checker])
+    result["checker"] = checker
+    if checker == "linearizable":
+        result.setdefault("model", model)
+    return result
+
+
+def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:
+    if checker == "queue":
+        from checkers.queue import check as queue_check
+
+        return lambda h: queue_check(h, delivery=options["delivery"])
+    if checker in ("list-append", "rw-register"):
+        module = _import(checker, "checkers.elle." + checker.replace("-", "_"))
+        check = getattr(module, "check", None)
+        if check is None:
+            raise CheckerUnavailable(f"checker {checker} is not available: {module.__name__} has no check()")
+        return lambda h: check(h, consistency_models=options.get("consistency_models"))
+    if checker == "linearizable":
+        module = _import(checker, "checkers.linearizable")
+        extra = {"semantics": options["semantics"]} if "semantics" in options else {}
+        return lambda h: module.check(h, model, initial=options.get("initial"), **extra)
+    raise BadArguments(f"--checker {checker!r} is not known; expected one of {', '.join(CHECKERS)}")
+
+
+def _print_summary(console: Any, path: str, result: dict[str, Any]) -> None:
+    valid = result.get("valid")
+    style, word = {True: ("green", "valid"), False: ("bold red", "INVALID")}.get(valid, ("yellow", "unknown"))
+    checker = result.get("checker") or "no checker"
+    extra = f", model {result['model']}" if result.get("model") else ""
+    console.print(f"[bold]{path}[/bold]  ({checker}{extra}): [{style}]{word}[/{style}]", markup=True)
+    if result.get("error"):
+        first = str(result["error"]).strip().splitlines()
+        console.print(f"  error: {first[-1] if first else ''}", markup=False)
+    anomalies = result.get("anomalies")
+    if isinstance(anomalies, dict):
+        counts = result.get("stats", {}).get("anomaly_counts", {}) if isinstance(result.get("stats"), dict) else {}
+        for name, witnesses in anomalies.items():
+            count = counts.get(name, len(witnesses) if isinstance(witnesses, list) else 1)
+            console.print(f"  {name}: {count}", markup=False)
+            if isinstance(witnesses, list):
+                for witness in witnesses[:2]:
+                    if isinstance(witness, dict) and witness.get("explanation"):
+                        console.print(f"    {witness['explanation']}", markup=False)
+    allowed = result.get("allowed")
+    if isinstance(allowed, dict) and allowed:
+        shown = ", ".join(f"{name} ({len(w)})" for name, w in allowed.items())
+        console.print(f"  allowed under {result.get('delivery', 'this mode')}: {shown}", markup=False)
+    if valid is False and not isinstance(anomalies, dict):
+        for key in ("anomaly_types", "not", "reason"):
+            if result.get(key):
+                console.print(f"  {key}: {result[key]}", markup=False)
+        explanation = (result.get("counterexample") or {}).get("explanation") if isinstance(result.get("counterexample"), dict) else None
+        if explanation:
+            console.print(f"  {explanation}", markup=False)
