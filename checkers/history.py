@@ -36,10 +36,10 @@ one a foreign history used.
 
 EDN writing rule (documented so other tools can rely on it): the op's keys are
 keywords; `type`, `f` and a `"nemesis"` process are keywords; inside `value`,
-a vector of length 2 or 3 whose first element is a micro-op name from
+a vector of one to three elements whose first element is a micro-op name from
 `MICRO_OP_NAMES` (`append`, `r`, `w`, `send`, `poll`, ...) is written with that
 name as a keyword, as Jepsen writes transactions (`[:append 3 1]`,
-`[:send 2 17]`); an `error` value (or the first element of an `error` vector)
+`[:send 2 17]`, `[:poll]`); an `error` value (or the first element of an `error` vector)
 that looks like a keyword (`[a-z][a-z0-9-]*`) is written as a keyword. Every
 other string is written as an EDN string. Because reading turns keywords back
 into strings, JSONL -> EDN -> read gives the same `History`.
@@ -359,7 +359,7 @@ def edn_dumps(x: Any) -> str:
 def _keywordize_value(x: Any) -> Any:
     """Apply the micro-op keyword rule (see module doc) inside an op value."""
     if isinstance(x, (list, tuple)):
-        if 2 <= len(x) <= 3 and isinstance(x[0], str) and x[0] in MICRO_OP_NAMES:
+        if 1 <= len(x) <= 3 and isinstance(x[0], str) and x[0] in MICRO_OP_NAMES:
             return [EdnKeyword(x[0])] + [_keywordize_value(v) for v in x[1:]]
         return [_keywordize_value(v) for v in x]
     return x
