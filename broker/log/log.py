@@ -158,6 +158,7 @@ class PartitionLog:
             recover_from = max(bisect_right(bases, recovery_point) - 1, 0) if recovery_point is not None else 0
 
         kept: list[LogSegment] = []
+        truncated = False
         for number, segment in enumerate(segments):
             if number >= recover_from:
                 truncation = segment.recover()
@@ -166,13 +167,16 @@ class PartitionLog:
                 problem = segment.load()
                 truncation = None
                 if problem is not None:
-                    logger.warning("%s: %s; rebuilding the indexes of %s from the segment", self.directory, problem, segment.log_path)
+                    logger.warning("%s; rebuilding the indexes of %s from the segment", problem, segment.log_path)
                     truncation = segment.recover()
                     segment.dirty = True
+            if truncation is None and number < len(segments) - 1:
+                segment.on_roll()  # a rebuilt inactive segment gets its final time index entry back
             kept.append(segment)
             if truncation is not None:
+                truncated = True
                 later = segments[number + 1 :]
-                self._log_truncation(segment, truncation, recovery_point, later)
+                self._log_truncation(segment, truncation, recovery_point, recover, later)
                 for dropped in later:
                     dropped.delete_files()
                 break
@@ -187,7 +191,7 @@ class PartitionLog:
             start = max(start, checkpoint.log_start_offset)
         self.log_start_offset = min(start, self.log_end_offset)
         self._delete_segments_below_log_start()
-        if recovery_point is not None and recovery_point > self.log_end_offset:
+        if not truncated and recovery_point is not None and recovery_point > self.log_end_offset:
             logger.error(
                 "%s: the recovery point checkpoint says offsets below %d were fsync'd, but the log ends at %d",
                 self.directory,
@@ -204,9 +208,16 @@ class PartitionLog:
             self._write_checkpoint()
 
     def _log_truncation(
-        self, segment: LogSegment, truncation: Truncation, recovery_point: int | None, later: list[LogSegment]
+        self,
+        segment: LogSegment,
+        truncation: Truncation,
+        recovery_point: int | None,
+        recover: bool,
+        later: list[LogSegment],
     ) -> None:
-        durable = recovery_point is None or truncation.first_dropped_offset < recovery_point
+        # After a clean shutdown nothing may be damaged; after a crash only
+        # what lies past the recovery point may be.
+        durable = not recover or recovery_point is None or truncation.first_dropped_offset < recovery_point
         claimed = ""
         if truncation.claimed_offsets is not None:
             claimed = f" (the damaged batch claims offsets {truncation.claimed_offsets[0]}..{truncation.claimed_offsets[1]})"
@@ -216,7 +227,10 @@ class PartitionLog:
                 segment_file_name(dropped.base_offset, LOG_SUFFIX) for dropped in later
             )
         if durable:
-            why = f"below the recovery point {recovery_point}: fsync'd data was lost or corrupted" if recovery_point is not None else "in a log that was shut down cleanly"
+            if recover and recovery_point is not None:
+                why = f"below the recovery point {recovery_point}: fsync'd data was lost or corrupted"
+            else:
+                why = "in a log that was shut down cleanly: it was damaged after the shutdown"
             logger.error(
                 "%s: truncating at byte %d, dropping %d bytes with offsets %d and above%s%s, because: %s. "
                 "This data is %s; it cannot be trusted and is dropped",
