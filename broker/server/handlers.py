@@ -448,7 +448,7 @@ class RequestHandlers:
 
     async def fetch(self, header, request):
         version = header.api_version
-        if request.session_id != 0:
+        if getattr(request, "session_id", 0) != 0:
             # No fetch sessions are ever handed out (KIP-227): session_id 0 in every response.
             return encode_fetch_response(version, [], error_code=ErrorCode.fetch_session_id_not_found.value, session_id=0)
         max_wait_s = max(request.max_wait.total_seconds(), 0.0)
@@ -577,13 +577,20 @@ class RequestHandlers:
                 info = self.create_topic(topic.name, partitions, configs)
             elif error != ErrorCode.none:
                 log.info("CreateTopics %s refused: %s (%s)", topic.name, error.name, message)
-            config_entries = tuple(
-                _build(module, "CreatableTopicConfigs", name=name, value=value, read_only=False,
-                       config_source=source, is_sensitive=False)
-                for name in sorted(TOPIC_CONFIGS)
-                for value, source in [self.topic_config_value(info, name) if info is not None else (configs.get(name), CONFIG_SOURCE_TOPIC)]
-                if info is not None or name in configs
-            ) if error == ErrorCode.none else ()
+            config_entries = ()
+            if error == ErrorCode.none and hasattr(module, "CreatableTopicConfigs"):
+                # v5+ echoes the topic's effective configs (KIP-525).
+                entries = []
+                for name in sorted(TOPIC_CONFIGS):
+                    if info is not None:
+                        value, source = self.topic_config_value(info, name)
+                    elif name in configs:
+                        value, source = configs[name], CONFIG_SOURCE_TOPIC
+                    else:
+                        continue
+                    entries.append(_build(module, "CreatableTopicConfigs", name=name, value=value, read_only=False,
+                                          config_source=source, is_sensitive=False))
+                config_entries = tuple(entries)
             results.append(
                 _build(
                     module,

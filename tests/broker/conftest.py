@@ -110,6 +110,8 @@ def broker_factory(tmp_path):
     finally:
         for process in started:
             process.kill()
+            # shown by pytest only when the test failed
+            print(f"---- stderr of {process.directory.name} ----\n{process.stderr_text()[-6000:]}")
 
 
 @pytest.fixture
