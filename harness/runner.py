@@ -230,6 +230,12 @@ class TestRun:
                                                  "versions": versions(self.o.client)})
         write_json(self.run_dir / "schedule.json", self.schedule.to_list())
         self.recorder = Recorder(self.run_dir / "history.jsonl")
+        log_handler = logging.FileHandler(self.run_dir / "harness.log")
+        log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        root_logger = logging.getLogger()
+        root_logger.addHandler(log_handler)
+        previous_level = root_logger.level
+        root_logger.setLevel(min(previous_level or logging.INFO, logging.INFO))
         self.progress.recorder = self.recorder
         previous_handler = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
@@ -262,6 +268,9 @@ class TestRun:
                 self._collect_and_teardown()
                 self.recorder.close()
                 self.progress.stop()
+                root_logger.removeHandler(log_handler)
+                root_logger.setLevel(previous_level)
+                log_handler.close()
                 if threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGTERM, previous_handler)
         if interrupted:
@@ -337,7 +346,7 @@ class TestRun:
                 _close_quietly(client)
 
     def _invoke(self, client: Client, process: int, inv: Invocation) -> Completion:
-        self.recorder.record(process, "invoke", inv.f, inv.value)
+        self.recorder.record(process, "invoke", inv.f, inv.value, **inv.extra)
         try:
             completion = client.invoke(inv)
         except Exception as e:  # an unexpected client error: the outcome is unknown
@@ -472,7 +481,7 @@ def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, t
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers()})
+    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
     last = "no answer yet"
     while time.monotonic() < deadline:
         down = [n for n in control.nodes if not control.is_running(n)]

@@ -25,7 +25,8 @@ class MetadataTargets:
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": int(self.timeout_s * 1000)})
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": int(self.timeout_s * 1000),
+                                       "logger": logging.getLogger("librdkafka")})
         try:
             return self._admin.list_topics(topic=self.topic, timeout=self.timeout_s)
         except Exception as e:  # a cluster under faults may not answer; the caller records "no target"

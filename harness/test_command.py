@@ -62,7 +62,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         fault_names = nemeses.parse_names(args.nemesis)
     except ValueError as e:
@@ -98,6 +98,17 @@ def main(argv: list[str]) -> int:
         print_summary(outcome)
         worst = _worse(worst, outcome.exit_code)
     return worst
+
+
+def _configure_logging() -> None:
+    """Warnings of the harness on stderr; everything, client libraries included, in the run's harness.log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: not record.name.startswith(("librdkafka", "kafka")))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def _worse(a: int, b: int) -> int:

@@ -24,6 +24,7 @@ DELIVERY_MODES = ("at-most-once", "at-least-once", "exactly-once")
 class Invocation:
     f: str
     value: Any
+    extra: dict = field(default_factory=dict)  # recorded with the invoke, e.g. {"final": True}
 
 
 @dataclass

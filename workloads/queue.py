@@ -31,6 +31,7 @@ connection, an error after retries (an earlier attempt may have been written).
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import threading
 from typing import Any
@@ -38,6 +39,9 @@ from typing import Any
 from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Workload
 
 CLIENTS = ("confluent", "kafka-python")
+
+# librdkafka logs through Python logging (into the run's harness.log), not onto the terminal
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 class QueueWorkload(Workload):
@@ -87,7 +91,7 @@ class QueueWorkload(Workload):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
         topic = NewTopic(self.topic, num_partitions=self.keys, replication_factor=self.replication_factor,
                          config=self.topic_config)
         try:
@@ -115,7 +119,7 @@ class QueueWorkload(Workload):
         return [Invocation("assign", list(range(self.keys)))]
 
     def final_ops(self) -> list[Invocation]:
-        return [Invocation("assign", list(range(self.keys))), Invocation("final-poll", [["poll"]])]
+        return [Invocation("assign", list(range(self.keys))), Invocation("poll", [["poll"]], {"final": True})]
 
     def open_client(self, bootstrap: str, process: int) -> Client:
         if self.client == "confluent":
@@ -152,6 +156,7 @@ class ConfluentQueueClient(Client):
             "socket.timeout.ms": min(timeout_ms, 5000),
             "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 2000,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         self.retries = workload.delivery != "at-most-once"
         if not self.retries:
@@ -165,8 +170,8 @@ class ConfluentQueueClient(Client):
     def invoke(self, op: Invocation) -> Completion:
         if op.f == "send":
             return self._send(op)
-        if op.f in ("poll", "final-poll"):
-            return self._poll(op, final=op.f == "final-poll")
+        if op.f == "poll":
+            return self._poll(op, final=bool(op.extra.get("final")))
         if op.f == "assign":
             return self._assign(op.value)
         if op.f == "subscribe":
@@ -221,6 +226,7 @@ class ConfluentQueueClient(Client):
                 "socket.timeout.ms": 5000,
                 "topic.metadata.refresh.interval.ms": 2000,
                 "enable.partition.eof": True,
+                "logger": LIBRDKAFKA_LOGGER,
             }
             if self.w.delivery == "exactly-once":
                 config["isolation.level"] = "read_committed"
@@ -322,8 +328,8 @@ class KafkaPythonQueueClient(Client):
     def invoke(self, op: Invocation) -> Completion:
         if op.f == "send":
             return self._send(op)
-        if op.f in ("poll", "final-poll"):
-            return self._poll(op.f == "final-poll")
+        if op.f == "poll":
+            return self._poll(bool(op.extra.get("final")))
         if op.f == "assign":
             return self._assign(op.value)
         if op.f == "subscribe":
