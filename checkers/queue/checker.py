@@ -28,7 +28,9 @@ Analysis, following the published definitions of jepsen.tests.kafka:
    of keys still assigned), `nonmonotonic-send` (a process's successive sends
    to a key go back), `int-poll-skip`, `int-nonmonotonic-poll`,
    `int-send-skip`, `int-nonmonotonic-send` (the same within one op; keys in
-   the op's `rebalance-log` are exempt for polls), and transaction cycles
+   the op's `rebalance-log` are exempt for polls; distances use the offsets
+   the ops reported where known, which keeps a duplicated value from reading
+   as a jump backwards), and transaction cycles
    `G0` (ww only), `G1c` (with a wr edge), with `-process` / `-realtime`
    variants when the cycle needs process or realtime order.
 4. What is allowed (reported under `allowed`, not as errors):
@@ -187,10 +189,11 @@ def _parse(op: Op) -> _Parsed:
 class _Order:
     """The version order of one key: dense indexes over occupied offsets."""
 
-    __slots__ = ("by_index", "by_value", "log_values", "first_index", "last_index", "offsets")
+    __slots__ = ("by_index", "by_value", "log_values", "first_index", "last_index", "offsets", "index_of_offset")
 
     def __init__(self, log: dict[int, set[Any]]) -> None:
         self.offsets: list[int] = sorted(log)
+        self.index_of_offset: dict[int, int] = {offset: i for i, offset in enumerate(self.offsets)}
         self.by_index: list[Any] = []
         self.by_value: dict[Any, int] = {}
         self.log_values: list[list[Any]] = []  # per index: the values at that offset
@@ -415,12 +418,24 @@ class _Analysis:
             )
         self.stats["unseen"] = unseen_total
 
-    def _delta(self, k: Any, v1: Any, v2: Any) -> tuple[int, int | None, int | None]:
+    def _delta(
+        self, k: Any, v1: Any, v2: Any, offset1: int | None = None, offset2: int | None = None
+    ) -> tuple[int, int | None, int | None]:
+        """Distance from v1 to v2 in the version order of k (1 = adjacent).
+
+        Uses the offsets the op itself reported when both are known (so a
+        duplicated value, which sits at several offsets, is placed where this
+        op saw it), else each value's index as Jepsen does; 1 when unknown.
+        """
         order = self.orders.get(k)
         if order is None:
             return 1, None, None
-        i1 = order.by_value.get(v1)
-        i2 = order.by_value.get(v2)
+        if offset1 is not None and offset2 is not None:
+            i1 = order.index_of_offset.get(offset1)
+            i2 = order.index_of_offset.get(offset2)
+        else:
+            i1 = order.by_value.get(v1)
+            i2 = order.by_value.get(v2)
         if i1 is None or i2 is None:
             return 1, i1, i2
         return i2 - i1, i1, i2
@@ -452,9 +467,9 @@ class _Analysis:
                         continue
                     previous = reads_table.get(k)
                     if previous is not None:
-                        v = self.parsed[previous].reads[k][-1]
+                        offset, v = self.parsed[previous].read_pairs[k][-1]
                         v2 = vs[0]
-                        delta, i1, i2 = self._delta(k, v, v2)
+                        delta, i1, i2 = self._delta(k, v, v2, offset, parsed.read_pairs[k][0][0])
                         allowed = self.subscribe_allows_skips and subscribed.get(process, False)
                         if delta > 1:
                             skipped = self.orders[k].by_index[i1 + 1 : i2]
@@ -481,7 +496,8 @@ class _Analysis:
                     previous = sends_table.get(k)
                     if previous is not None:
                         v = self.parsed[previous].writes[k][-1]
-                        delta, _, _ = self._delta(k, v, vs[0])
+                        offset = self.parsed[previous].write_offsets[k][-1]
+                        delta, _, _ = self._delta(k, v, vs[0], offset, parsed.write_offsets[k][0])
                         if delta < 1:
                             self._add(
                                 "nonmonotonic-send",
@@ -504,8 +520,13 @@ class _Analysis:
                 for k, vs in groups.items():
                     if kind == "poll" and k in rebalanced:
                         continue
-                    for v1, v2 in zip(vs, vs[1:]):
-                        delta, i1, i2 = self._delta(k, v1, v2)
+                    if kind == "poll":
+                        offsets = [offset for offset, _ in parsed.read_pairs[k]]
+                    else:
+                        offsets = parsed.write_offsets[k]
+                    for j in range(len(vs) - 1):
+                        v1, v2 = vs[j], vs[j + 1]
+                        delta, i1, i2 = self._delta(k, v1, v2, offsets[j], offsets[j + 1])
                         if delta > 1:
                             skipped = self.orders[k].by_index[i1 + 1 : i2]
                             self._add(

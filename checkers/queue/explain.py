@@ -135,7 +135,8 @@ def _int_nonmonotonic_poll(d: Mapping[str, Any]) -> str:
 def _int_send_skip(d: Mapping[str, Any]) -> str:
     return (
         f"Op {d['op']} sent {fmt(d['values'][0])} then {fmt(d['values'][1])} to key "
-        f"{fmt(d['key'])}, but {_messages(len(d['skipped']))} lie between them in the log: "
+        f"{fmt(d['key'])}, but {_messages(len(d['skipped']))} "
+        f"{'lies' if len(d['skipped']) == 1 else 'lie'} between them in the log: "
         f"{_list(d['skipped'])}."
     )
 
