@@ -18,7 +18,10 @@ linearizability checking via P-compositionality", FORTE 2015, and Porcupine):
   call after it.
 - A cache of configurations (the set of linearized operations as an int bitset,
   model state) prunes every configuration seen before (Lowe's memoisation); two
-  searches reaching the same configuration have the same future.
+  searches reaching the same configuration have the same future. The bitset is
+  kept relative to the first operation not yet linearized (every earlier one is),
+  so its size follows the concurrency of the history, not its length; without
+  this a long history costs memory quadratic in its length.
 - Operations with an unknown outcome (`info`, or never completed) have a call and
   no return: nothing forces them to be linearized, so they may take effect any time
   after their call, or never. The search succeeds when no return is left.
@@ -76,6 +79,18 @@ class SearchResult:
     final_paths: list[list[tuple[int, Hashable]]] = field(default_factory=list)
 
 
+def _path(op_of: list[int], top: tuple | None, state: Hashable) -> list[tuple[int, Hashable]]:
+    """(op, state after it) from the first linearized op to the top of a stack."""
+    path = []
+    after = state
+    while top is not None:
+        path.append((op_of[top[0]], after))
+        after = top[1]
+        top = top[7]
+    path.reverse()
+    return path
+
+
 def search(
     events: Sequence[tuple[int, bool]],
     steps: Sequence[Callable[[Hashable], Any]],
@@ -121,19 +136,51 @@ def search(
     if any(c == -1 for c in call_node):
         raise ValueError("every operation needs a call event")
     returns_left = sum(1 for r in ret_node if r != -1)
+    # Bit positions: operations with a return get ranks 0, 1, ... in call order;
+    # operations without one (info) get ranks -1, -2, ... and live in a separate
+    # bitset, so an info op that is never linearized does not pin the window below.
+    rank_of = [0] * n_ops
+    n_required = n_info = 0
+    for op, call in events:
+        if call:
+            if ret_node[op] != -1:
+                rank_of[op] = n_required
+                n_required += 1
+            else:
+                n_info += 1
+                rank_of[op] = -n_info
     # A return node nobody will ever block at again needs no bookkeeping; we keep
     # only the furthest blocking node and what we saw there.
     block_max = -1
     block_states: dict[Hashable, list[tuple[int, Hashable]] | None] = {}
 
+    # The set of linearized operations is (base, bits, info): every required op
+    # of rank < base is linearized, the one of rank base is not, bit i of `bits`
+    # says whether rank base + i is, and bit j of `info` whether info op -(j + 1)
+    # is. This form is canonical and its ints stay as wide as the window of
+    # concurrent operations, not the whole history, so cache keys stay small.
     cache: set = set()
     cache_add = cache.add
-    stack: list[tuple[int, Hashable, Any, int]] = []
+    # The stack is a linked list of tuples (entry, state before, base, bits,
+    # info, choices, choice index, parent) so that a counterexample can keep a
+    # path by keeping its top cell: copying the stack at every new blocking point
+    # would make a long valid history cost quadratic time.
+    stack: tuple | None = None
     state = initial_state
-    linearized = 0
+    base = bits = info = 0
     entry = nxt[head]
     n_steps = 0
     next_clock = _CLOCK_EVERY_STEPS
+
+    def advance(rank: int, base: int, bits: int, info: int) -> tuple[int, int, int]:
+        if rank < 0:
+            return base, bits, info | (1 << ~rank)
+        shift = rank - base
+        if shift:
+            return base, bits | (1 << shift), info
+        filled = bits | 1
+        ones = (~filled & (filled + 1)).bit_length() - 1
+        return base + ones, filled >> ones, info
 
     def unknown(reason: str) -> SearchResult:
         return SearchResult("unknown", reason=reason, cache_entries=len(cache), steps=n_steps)
@@ -148,28 +195,40 @@ def search(
             op = op_of[entry]
             new_state = steps[op](state)
             if new_state is not INCONSISTENT:
-                new_lin = linearized | (1 << op)
+                # advance(), inlined: this is the hot path.
+                rank = rank_of[op]
+                if rank < 0:
+                    new_base, new_bits, new_info = base, bits, info | (1 << ~rank)
+                else:
+                    shift = rank - base
+                    new_info = info
+                    if shift:
+                        new_base, new_bits = base, bits | (1 << shift)
+                    else:
+                        filled = bits | 1
+                        ones = (~filled & (filled + 1)).bit_length() - 1
+                        new_base, new_bits = base + ones, filled >> ones
                 choices = None
                 index = 0
                 if type(new_state) is Choices:
                     choices = new_state
                     for index, candidate in enumerate(choices):
-                        if (new_lin, candidate) not in cache:
+                        if (new_base, new_bits, new_info, candidate) not in cache:
                             new_state = candidate
                             break
                     else:
                         new_state = INCONSISTENT
                 if new_state is not INCONSISTENT:
-                    key = (new_lin, new_state)
+                    key = (new_base, new_bits, new_info, new_state)
                     if key not in cache:
                         cache_add(key)
                         if max_cache_entries is not None and len(cache) > max_cache_entries:
                             return unknown(
                                 f"memory limit reached: {max_cache_entries} cached configurations"
                             )
-                        stack.append((entry, state, choices, index))
+                        stack = (entry, state, base, bits, info, choices, index, stack)
                         state = new_state
-                        linearized = new_lin
+                        base, bits, info = new_base, new_bits, new_info
                         # Lift the call and its return out of the list.
                         nxt[prv[entry]] = nxt[entry]
                         prv[nxt[entry]] = prv[entry]
@@ -188,15 +247,10 @@ def search(
                 block_max = entry
                 block_states = {}
             if state not in block_states and len(block_states) < max_block_states:
-                path = None
-                if len(block_states) < max_final_paths:
-                    # (op, state after it): each stack entry holds the state before.
-                    after = [e[1] for e in stack[1:]] + [state]
-                    path = [(op_of[e[0]], a) for e, a in zip(stack, after)]
-                block_states[state] = path
+                block_states[state] = (stack, state) if len(block_states) < max_final_paths else None
         while True:
-            if not stack:
-                paths = [p for p in block_states.values() if p is not None]
+            if stack is None:
+                paths = [_path(op_of, *p) for p in block_states.values() if p is not None]
                 if not block_states:
                     raise AssertionError("an invalid history must block at some return")
                 return SearchResult(
@@ -207,9 +261,8 @@ def search(
                     blocked_states=list(block_states),
                     final_paths=paths[:max_final_paths],
                 )
-            entry, state, choices, index = stack.pop()
+            entry, state, base, bits, info, choices, index, stack = stack
             op = op_of[entry]
-            linearized &= ~(1 << op)
             # Put the return back, then the call (reverse order of lifting).
             r = ret_node[op]
             if r != -1:
@@ -220,15 +273,15 @@ def search(
             prv[nxt[entry]] = entry
             if choices is not None:
                 # Try the next untried state of a nondeterministic step.
-                new_lin = linearized | (1 << op)
+                new_base, new_bits, new_info = advance(rank_of[op], base, bits, info)
                 pushed = False
                 for j in range(index + 1, len(choices)):
-                    key = (new_lin, choices[j])
+                    key = (new_base, new_bits, new_info, choices[j])
                     if key not in cache:
                         cache_add(key)
-                        stack.append((entry, state, choices, j))
+                        stack = (entry, state, base, bits, info, choices, j, stack)
                         state = choices[j]
-                        linearized = new_lin
+                        base, bits, info = new_base, new_bits, new_info
                         nxt[prv[entry]] = nxt[entry]
                         prv[nxt[entry]] = prv[entry]
                         if r != -1:
