@@ -85,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
-        files = _expand_files(args.files)
         options = _checker_options(args)
+        files = _expand_files(args.files)
     except BadArguments as error:
         sys.stderr.write(f"{parser.format_usage()}logquake check: error: {error}\n")
         return EXIT_BAD_ARGUMENTS

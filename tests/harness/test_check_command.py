@@ -1,0 +1,177 @@
+"""Tests for `logquake check` (harness/check_command.py): exit codes, bad flags,
+several files, results files, checker detection and lazy dispatch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from checkers.history import History
+from harness import check_command
+from harness.cli import main as cli_main
+
+DATA = Path("/work/shared/data/histories")
+
+
+def _write_queue(path: Path, *, lose: bool = False) -> Path:
+    rows = [
+        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 1, 10]]},
+        {"process": 0, "type": "ok", "f": "send", "value": [["send", 1, [0, 10]]]},
+        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 1, 11]]},
+        {"process": 0, "type": "ok", "f": "send", "value": [["send", 1, [1, 11]]]},
+        {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+        {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"1": [[1, 11]] if lose else [[0, 10], [1, 11]]}]]},
+    ]
+    History.from_dicts(rows).to_jsonl(path)
+    return path
+
+
+def test_valid_history_exits_0_and_writes_results_json(tmp_path, capsys):
+    history = _write_queue(tmp_path / "history.jsonl")
+    code = check_command.main([str(history), "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["valid"] is True
+    assert results["files"][str(history)]["checker"] == "queue"
+    assert results["files"][str(history)]["delivery"] == "exactly-once"
+    out = capsys.readouterr().out
+    assert f"{history}  (queue): valid" in out
+    assert "1 history: valid; results in" in out
+
+
+def test_invalid_history_exits_1_and_prints_the_explanation(tmp_path, capsys):
+    history = _write_queue(tmp_path / "h.jsonl", lose=True)
+    assert check_command.main([str(history), "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "lost-write: 1" in out
+    assert "Op 1 sent 10 to key 1 (log index 0), and no poll observed it" in out
+    # The same history is valid at most once, where loss is allowed.
+    assert check_command.main([str(history), "--out", str(tmp_path), "--delivery", "at-most-once"]) == 0
+    assert "allowed under at-most-once: lost-write (1), unseen (1)" in capsys.readouterr().out
+
+
+def test_unreadable_history_is_unknown_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"process": 0, "type": "invoke"\n')
+    assert check_command.main([str(bad), "--out", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert f"error: cannot read the history: {bad} line 1: expected a JSON op map" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["valid"] == "unknown"
+
+
+def test_several_files_exit_with_the_worst_and_write_one_results_file(tmp_path):
+    good = _write_queue(tmp_path / "good.jsonl")
+    bad = _write_queue(tmp_path / "bad.jsonl", lose=True)
+    unreadable = tmp_path / "unreadable.jsonl"
+    unreadable.write_text("not json\n")
+    out = tmp_path / "out"
+    assert check_command.main([str(good), str(unreadable), "--out", str(out)]) == 2
+    assert check_command.main([str(good), str(bad), str(unreadable), "--out", str(out)]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["valid"] is False
+    assert [r["valid"] for r in results["files"].values()] == [True, False, "unknown"]
+
+
+def test_a_directory_checks_each_run_history_once(tmp_path):
+    run = tmp_path / "store" / "queue" / "20260101T000000.000"
+    run.mkdir(parents=True)
+    history = _write_queue(run / "history.jsonl")
+    History.load(history).to_edn(run / "history.edn")  # the same history: not checked twice
+    (run / "results.json").write_text("{}")
+    other = tmp_path / "store" / "loose.jsonl"
+    _write_queue(other, lose=True)
+    out = tmp_path / "out"
+    assert check_command.main([str(tmp_path / "store"), "--out", str(out)]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["files"]) == sorted([str(history), str(other)])
+
+
+def test_edn_results(tmp_path):
+    history = _write_queue(tmp_path / "h.jsonl", lose=True)
+    assert check_command.main([str(history), "--out", str(tmp_path), "--edn"]) == 1
+    text = (tmp_path / "results.edn").read_text()
+    assert text.startswith("{:valid? false, :files {")
+    assert ":lost-write [{:key 1, :value 10," in text
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checker", "bogus", "x"], "argument --checker: invalid choice: 'bogus'"),
+        (["--delivery", "twice", "x"], "argument --delivery: invalid choice: 'twice'"),
+        (["--format", "yaml", "x"], "argument --format: invalid choice: 'yaml'"),
+        ([], "the following arguments are required: FILE"),
+        (["/nonexistent/history.jsonl"], "FILE '/nonexistent/history.jsonl' does not exist"),
+        (["--no-such-flag", "x"], "unrecognized arguments: --no-such-flag"),
+        (["--consistency-models", ",", "x"], "--consistency-models ',' names no model"),
+        (["--consistency-models", "serialisable", "x"], "--consistency-models 'serialisable': "),
+    ],
+)
+def test_bad_arguments_exit_254_naming_flag_and_value(argv, message, capsys):
+    assert check_command.main(argv) == 254
+    assert message in capsys.readouterr().err
+
+
+def test_bad_model_and_initial_exit_254(tmp_path, capsys):
+    history = _write_queue(tmp_path / "h.jsonl")
+    assert check_command.main([str(history), "--model", "tree", "--out", str(tmp_path)]) == 254
+    assert "--model 'tree' is not known; expected one of" in capsys.readouterr().err
+    assert check_command.main([str(history), "--initial", "[1", "--out", str(tmp_path)]) == 254
+    assert "--initial '[1' is neither JSON nor EDN" in capsys.readouterr().err
+
+
+def test_cli_dispatches_check_and_help_exits_0(tmp_path, capsys):
+    history = _write_queue(tmp_path / "h.jsonl")
+    assert cli_main(["check", str(history), "--out", str(tmp_path)]) == 0
+    assert cli_main(["check", "--help"]) == 0
+    assert "exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments" in capsys.readouterr().out
+
+
+def test_a_missing_checker_is_reported_not_raised(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "checkers.linearizable", None)  # import now raises ImportError
+    history = tmp_path / "h.edn"
+    history.write_text("[{:process 0 :type :invoke :f :read :value nil}\n {:process 0 :type :ok :f :read :value 0}]")
+    assert check_command.main([str(history), "--out", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "error: checker linearizable is not available: cannot import checkers.linearizable" in out
+
+
+@pytest.mark.parametrize(
+    "file, expected",
+    [
+        ("elle/histories/paper-example.edn", ("list-append", None)),
+        ("knossos/data/cas-register/bad/cas-failure.edn", ("linearizable", "cas-register")),
+        ("knossos/data/mutex/bad/etcd.edn", ("linearizable", "mutex")),
+        ("porcupine/test_data/kv/c01-ok.txt", ("linearizable", "kv")),
+        ("porcupine/test_data/jepsen/etcd_000.log", ("linearizable", "cas-register")),
+    ],
+)
+def test_detect_checker_on_shared_histories(file, expected):
+    assert check_command.detect_checker(History.load(DATA / file)) == expected
+
+
+def test_detect_checker_on_small_histories():
+    def h(*values, f="txn"):
+        rows = []
+        for v in values:
+            rows += [{"process": 0, "type": "invoke", "f": f, "value": v}, {"process": 0, "type": "ok", "f": f, "value": v}]
+        return History.from_dicts(rows)
+
+    assert check_command.detect_checker(h([["send", 1, 2]])) == ("queue", None)
+    assert check_command.detect_checker(h([["w", 1, 2]], [["r", 1, None]])) == ("rw-register", None)
+    assert check_command.detect_checker(h(1, f="write")) == ("linearizable", "register")
+    assert check_command.detect_checker(h(1, f="enqueue")) == (None, None)
+
+
+def test_undetectable_history_is_unknown(tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    History.from_dicts(
+        [{"process": 0, "type": "invoke", "f": "enqueue", "value": 1}, {"process": 0, "type": "ok", "f": "enqueue", "value": 1}]
+    ).to_jsonl(path)
+    assert check_command.main([str(path), "--out", str(tmp_path)]) == 2
+    assert "cannot detect a checker from the ops; pass --checker" in capsys.readouterr().out
