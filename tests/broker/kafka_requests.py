@@ -109,3 +109,13 @@ def delete_topic(name: str, version: int = 6):
     if version >= 6:
         return m.DeleteTopicsRequest(topics=(m.DeleteTopicState(name=name, topic_id=None),), timeout=datetime.timedelta(seconds=10))
     return m.DeleteTopicsRequest(topic_names=(name,), timeout=datetime.timedelta(seconds=10))
+
+
+def batch(records, **fields) -> bytes:
+    """A v2 batch stamped with the current time (an old timestamp would be expired by time retention)."""
+    import time
+
+    from broker.protocol.records import build_batch
+
+    fields.setdefault("base_timestamp", time.time_ns() // 1_000_000)
+    return build_batch(records, **fields)

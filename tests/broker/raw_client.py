@@ -15,6 +15,14 @@ from broker.protocol.wire import RequestHeader, encode_request_header
 _INT32 = struct.Struct(">i")
 
 
+def encode_request_frame(request, correlation_id: int, client_id: str | None = "raw-client") -> bytes:
+    """Frame a kio request entity: size prefix, header v1 or v2 (by the version's flexibility), body."""
+    api_key, version = int(request.__api_key__), int(request.__version__)
+    header = RequestHeader(api_key, version, correlation_id, client_id, 0)
+    body = encode_request_header(header, apis.is_flexible(api_key, version)) + apis.encode_request(request)
+    return _INT32.pack(len(body)) + body
+
+
 class RawClient:
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
@@ -33,11 +41,8 @@ class RawClient:
         self.sock.sendall(data)
 
     def request_bytes(self, request, client_id: str | None = "raw-client") -> bytes:
-        api_key, version = int(request.__api_key__), int(request.__version__)
         self.correlation_id += 1
-        header = RequestHeader(api_key, version, self.correlation_id, client_id, 0)
-        body = encode_request_header(header, apis.is_flexible(api_key, version)) + apis.encode_request(request)
-        return _INT32.pack(len(body)) + body
+        return encode_request_frame(request, self.correlation_id, client_id)
 
     def send(self, request) -> int:
         self.send_bytes(self.request_bytes(request))

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from broker.protocol import apis
-from broker.protocol.records import build_batch, iter_batches
+from broker.protocol.records import iter_batches
 
 from . import kafka_requests as req
 from .raw_client import RawClient
@@ -102,9 +102,10 @@ def test_describe_broker_configs(broker_factory):
 
 
 def test_produce_then_fetch_at_every_fetch_version(broker):
+    now_ms = int(time.time() * 1000)
     with RawClient(broker.port) as client:
         topic_id = _create(client, "pf", 1).topic_id
-        batches = [build_batch([(b"k%d" % i, b"v%d" % j) for j in range(3)], base_timestamp=1000 + i) for i in range(4)]
+        batches = [req.batch([(b"k%d" % i, b"v%d" % j) for j in range(3)], base_timestamp=now_ms + i) for i in range(4)]
         for i, batch in enumerate(batches):
             result = _produce(client, "pf", 0, batch)
             assert result.error_code == 0 and result.base_offset == 3 * i
@@ -127,11 +128,13 @@ def test_produce_then_fetch_at_every_fetch_version(broker):
         assert unknown_id.error_code == 100
 
 
-def test_list_offsets(broker):
+def test_list_offsets(broker_factory):
+    # old timestamps (1970) on purpose: time retention is off so they stay
+    broker = broker_factory({"log.retention.ms": "-1"})
     with RawClient(broker.port) as client:
         _create(client, "lo", 1)
         for i in range(3):
-            _produce(client, "lo", 0, build_batch([(None, b"x"), (None, b"y")], base_timestamp=1000 * (i + 1)))
+            _produce(client, "lo", 0, req.batch([(None, b"x"), (None, b"y")], base_timestamp=1000 * (i + 1)))
         def offset_of(ts, version=6):
             part = client.call(req.list_offsets("lo", 0, ts, version=version)).topics[0].partitions[0]
             assert part.error_code == 0
@@ -149,7 +152,7 @@ def test_fetch_long_poll_is_woken_by_produce(broker):
         empty = client.call(req.fetch("lp", 0, 0, max_wait_ms=300))
         waited = time.monotonic() - started
         assert 0.25 <= waited < 3 and not empty.responses[0].partitions[0].records
-        threading.Timer(0.5, lambda: _produce(producer, "lp", 0, build_batch([(None, b"wake")]))).start()
+        threading.Timer(0.5, lambda: _produce(producer, "lp", 0, req.batch([(None, b"wake")]))).start()
         started = time.monotonic()
         woken = client.call(req.fetch("lp", 0, 0, max_wait_ms=10_000))
         assert time.monotonic() - started < 5
@@ -159,7 +162,7 @@ def test_fetch_long_poll_is_woken_by_produce(broker):
 def test_acks_0_gets_no_response(broker):
     with RawClient(broker.port) as client:
         _create(client, "a0", 1)
-        client.send(req.produce("a0", 0, build_batch([(None, b"fire")]), acks=0))
+        client.send(req.produce("a0", 0, req.batch([(None, b"fire")]), acks=0))
         correlation_id = client.send(req.list_offsets("a0", 0, -1))
         response = client.receive(apis.LIST_OFFSETS, 6, correlation_id)  # asserts it is the next frame
         assert response.topics[0].partitions[0].offset == 1
@@ -169,17 +172,17 @@ def test_bad_batches_get_error_codes(broker_factory):
     broker = broker_factory({"message.max.bytes": "2000"})
     with RawClient(broker.port) as client:
         _create(client, "bad", 1)
-        corrupt = bytearray(build_batch([(None, b"payload")]))
+        corrupt = bytearray(req.batch([(None, b"payload")]))
         corrupt[-2] ^= 0xFF
         assert _produce(client, "bad", 0, bytes(corrupt)).error_code == 2
-        big = build_batch([(None, b"x" * 3000)])
+        big = req.batch([(None, b"x" * 3000)])
         assert _produce(client, "bad", 0, big).error_code == 10
-        two = build_batch([(None, b"a")]) + build_batch([(None, b"b")])
+        two = req.batch([(None, b"a")]) + req.batch([(None, b"b")])
         assert _produce(client, "bad", 0, two).error_code == 87
-        assert _produce(client, "bad", 0, build_batch([(None, b"a")]), acks=2).error_code == 21
-        assert _produce(client, "nope", 0, build_batch([(None, b"a")])).error_code == 3
+        assert _produce(client, "bad", 0, req.batch([(None, b"a")]), acks=2).error_code == 21
+        assert _produce(client, "nope", 0, req.batch([(None, b"a")])).error_code == 3
         # nothing of that was appended; a good batch still is
-        assert _produce(client, "bad", 0, build_batch([(None, b"ok")])).base_offset == 0
+        assert _produce(client, "bad", 0, req.batch([(None, b"ok")])).base_offset == 0
         assert "CRC mismatch" in broker.stderr_text()
 
 
@@ -219,7 +222,7 @@ def test_clean_restart_keeps_topics_ids_data_and_producer_ids(broker):
     with RawClient(broker.port) as client:
         topic_id = _create(client, "keep", 2).topic_id
         for i in range(5):
-            _produce(client, "keep", i % 2, build_batch([(b"k", b"v%d" % i)]))
+            _produce(client, "keep", i % 2, req.batch([(b"k", b"v%d" % i)]))
         producer_id = client.call(req.init_producer_id()).producer_id
     assert broker.stop() == 0
     assert (broker.log_dir / ".kafka_cleanshutdown").exists()
