@@ -70,6 +70,7 @@ class System:
     stop_timeout_s: float = 15.0
     ready_timeout_s: float = 60.0
     max_nodes: int | None = None
+    max_nodes_reason: str = ""
     config_file: str | None = None  # for ours: server.properties written from `properties`
     properties: dict[str, str] = field(default_factory=dict)
     supports_overrides: bool = False
@@ -97,6 +98,10 @@ def logquake_broker(overrides: dict[str, str] | None = None) -> System:
         log_file="{data_dir}/logs/broker.log",
         config_file="{data_dir}/server.properties",
         properties=properties,
+        # each node is its own single-node cluster until the broker replicates (controller quorum, ISR)
+        max_nodes=1,
+        max_nodes_reason="our broker does not replicate yet, so a multi-node cluster would be independent "
+                         "single-node brokers; use --nodes 1",
         supports_overrides=True,
     )
 

@@ -11,6 +11,7 @@ import random
 import sys
 
 import nemeses
+from harness.control import NodeControlError
 from harness.cli_args import ArgumentParser, key_value, positive_float, positive_int
 from harness.runner import (EXIT_BAD_ARGUMENTS, EXIT_CRASH, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, Progress,
                             TestOptions, TestRun)
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> int:
         )
         try:
             run = build_run(options, progress=Progress(enabled=not args.quiet))
-        except ValueError as e:
+        except (ValueError, NodeControlError) as e:
             sys.stderr.write(f"logquake test: {e}\n")
             return EXIT_BAD_ARGUMENTS
         print(f"logquake test: {options.test_name()} seed {options.seed}, {options.nodes} node(s), "

@@ -94,7 +94,9 @@ class LocalCluster(NodeControl):
         if node_count < 1:
             raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
         if system.max_nodes is not None and node_count > system.max_nodes:
-            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); asked for {node_count}")
+            reason = f": {system.max_nodes_reason}" if system.max_nodes_reason else ""
+            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); "
+                                   f"asked for {node_count}{reason}")
         self.system = system
         self.host = host
         self.nodes = [f"n{i}" for i in range(1, node_count + 1)]
