@@ -545,6 +545,9 @@ class PartitionLog:
             segment.truncate_at(position, header.base_offset)
             segment.fsync()
         self.log_end_offset = segment.next_offset
+        # Dropping the batch that straddles log_start_offset leaves nothing at or
+        # above it; the start follows the end down so that start <= end holds.
+        self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._write_checkpoint()
 
