@@ -23,6 +23,7 @@ from functools import lru_cache
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
+from broker.protocol.guard import check_body
 from broker.protocol.wire import MalformedRequestError
 
 PRODUCE = 0
@@ -106,6 +107,14 @@ def _writer(cls):
 def decode_request(api_key: int, api_version: int, buf, offset: int):
     """Decode the request body at `offset`; it must fill `buf` exactly."""
     cls = request_class(api_key, api_version)
+    # kio's native reader trusts array lengths (a huge one aborts the process), so
+    # every length is checked against the bytes actually present first.
+    end = check_body(cls, buf, offset)
+    if end != len(buf):
+        raise MalformedRequestError(
+            f"{API_NAMES.get(api_key, api_key)} v{api_version} body is {end - offset} bytes but the request has "
+            f"{len(buf) - offset} bytes after the header"
+        )
     try:
         entity, size = _reader(cls)(buf, offset)
     except MalformedRequestError:
