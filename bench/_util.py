@@ -52,15 +52,16 @@ class BrokerProcess:
 
 @contextmanager
 def broker_process(module: str = "broker", extra_args: list[str] | None = None, overrides: dict | None = None,
-                   ready_timeout_s: float = 30.0):
+                   ready_timeout_s: float = 30.0, port: int | None = None, advertised_port: int | None = None):
     """Run `python -m <module>` on a free port with a temp log dir; stop it and remove the dir afterwards."""
-    port = free_port()
+    port = port or free_port()
     data_dir = tempfile.mkdtemp(prefix="logquake-bench-")
     args = [sys.executable, "-m", module]
     if module == "broker":
         props = {
             "node.id": "1",
             "listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{advertised_port or port}",
             "log.dirs": os.path.join(data_dir, "logs"),
             **(overrides or {}),
         }

@@ -24,6 +24,7 @@ rest of the runner state belongs to the main thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import random
@@ -36,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from checkers.history import JsonlWriter
+import orjson
+
 from harness.control import NodeControl
 from harness.store import Store, write_json
 from nemeses import Nemesis
@@ -80,31 +82,77 @@ class TestOptions:
 
 
 class Recorder:
-    """Assigns indexes and times to ops and streams them to history.jsonl."""
+    """Assigns indexes and times to ops and streams them to history.jsonl.
 
-    def __init__(self, path: Path):
-        self.writer = JsonlWriter(path, append=False)
+    `record` only builds the op map and queues it (about a microsecond); a
+    flusher thread serialises queued ops with orjson and appends them to the file
+    every `flush_interval_s`. A harness crash loses at most that last interval;
+    an interrupted or failed run keeps everything (close() drains the queue).
+    """
+
+    def __init__(self, path: Path, flush_interval_s: float = 0.1):
+        self.path = Path(path)
+        self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
         self.start_ns = time.monotonic_ns()
         self._lock = threading.Lock()
+        self._pending: list[dict] = []
         self.count = 0
         self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self._stop = threading.Event()
+        self._flush_interval_s = flush_interval_s
+        self._flusher = threading.Thread(target=self._flush_loop, name="history-flusher", daemon=True)
+        self._flusher.start()
 
     def record(self, process, type_: str, f: str, value: Any, **extra) -> dict:
         with self._lock:
             op = {"index": self.count, "time": time.monotonic_ns() - self.start_ns, "process": process,
                   "type": type_, "f": f, "value": value}
-            op.update({k: v for k, v in extra.items() if v is not None})
-            self.writer.write(op)
+            if extra:
+                op.update({k: v for k, v in extra.items() if v is not None})
+            self._pending.append(op)
             self.count += 1
-            if type_ in self.counts and process != "nemesis":
+            if process != "nemesis" and type_ in self.counts:
                 self.counts[type_] += 1
             return op
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._flush_interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending and not self._file.closed:
+            self._file.write(b"".join(_dump_line(op) for op in pending))
+            self._file.flush()
 
     def elapsed_s(self) -> float:
         return (time.monotonic_ns() - self.start_ns) / 1e9
 
-    def close(self):
-        self.writer.close()
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher.is_alive() and self._flusher is not threading.current_thread():
+            self._flusher.join(5)
+        self.flush()
+        self._file.close()
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
+def _dump_line(op: dict) -> bytes:
+    try:
+        return orjson.dumps(op, option=_ORJSON_OPTIONS, default=_json_fallback)
+    except TypeError:
+        return (json.dumps(op, default=repr) + "\n").encode()
+
+
+def _json_fallback(x):
+    if isinstance(x, (set, frozenset)):
+        return sorted(x, key=repr)
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    return repr(x)
 
 
 class Progress:
