@@ -44,6 +44,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from checkers.history import History
 from checkers.linearizable import explain
 from checkers.linearizable.models import MODELS, Model, ModelOp, freeze, make_model
 from checkers.linearizable.wgl import SearchResult, search
@@ -68,53 +69,52 @@ class _Operation:
     return_position: int | None
     invoke: Any
     completion: Any | None
+    step: Any
 
 
-def _get(op: Any, name: str, default: Any = None) -> Any:
+def _fields(op: Any) -> tuple:
+    """(process, type, f, value, key, index) of an Op, an op map or an op-like object."""
     if isinstance(op, dict):
-        return op.get(name, default)
-    return getattr(op, name, default)
-
-
-def _extra_get(op: Any, name: str) -> Any:
-    if isinstance(op, dict):
-        return op.get(name)
-    extra = getattr(op, "extra", None) or {}
-    return extra.get(name)
+        return (op.get("process"), op.get("type"), op.get("f"), op.get("value"), op.get("key"), op.get("index"))
+    extra = getattr(op, "extra", None)
+    key = extra.get("key") if extra else None
+    return (op.process, op.type, op.f, op.value, key, getattr(op, "index", None))
 
 
 def _pairs(history: Any) -> list[tuple[Any, Any, int, int | None]]:
     """(invoke, completion or None, invoke position, completion position or None)."""
     ops = list(history)
-    position = {id(op): i for i, op in enumerate(ops)}
-    if hasattr(history, "pairs"):
+    if isinstance(history, History):
+        # History already paired every completion with its invocation.
         out = []
-        for invoke, completion in history.pairs():
-            if completion is not None and id(completion) in position:
-                out.append((invoke, completion, position[id(invoke)], position[id(completion)]))
-            else:
-                out.append((invoke, None, position[id(invoke)], None))
+        invocation_position = history.invocation_position
+        completion_position = history.completion_position
+        for i, op in enumerate(ops):
+            if invocation_position(i) == -1:
+                j = completion_position(i)
+                out.append((op, ops[j], i, j) if j != -1 else (op, None, i, None))
         return out
     # A plain sequence of op maps or objects: pair each invoke with the next
     # completion of the same process, as Jepsen does.
     open_by_process: dict[Any, int] = {}
     out_by_invoke: dict[int, list] = {}
     for i, op in enumerate(ops):
-        kind = _get(op, "type")
-        process = _get(op, "process")
+        process, kind = _fields(op)[:2]
+        if process == "nemesis":
+            continue
         if kind == "invoke":
             if process in open_by_process:
                 raise ValueError(
                     f"history op {i}: process {process!r} invokes again before op "
-                    f"{open_by_process[process]} completed"
+                    f"{open_by_process[process]} completed; expected each process to be sequential"
                 )
             open_by_process[process] = i
             out_by_invoke[i] = [op, None, i, None]
         elif kind in ("ok", "fail", "info"):
             if process not in open_by_process:
-                if kind == "info":
-                    continue  # a nemesis or log-only info op with no invocation
-                raise ValueError(f"history op {i}: a {kind!r} completion of process {process!r} with no invocation")
+                raise ValueError(
+                    f"history op {i}: a {kind!r} completion of process {process!r} with no invocation"
+                )
             start = open_by_process.pop(process)
             out_by_invoke[start][1] = op
             out_by_invoke[start][3] = i
@@ -125,31 +125,40 @@ def _pairs(history: Any) -> list[tuple[Any, Any, int, int | None]]:
 
 def _operations(history: Any, model: Model, semantics: str) -> list[_Operation]:
     out = []
+    porcupine = semantics == "porcupine-etcd"
     for invoke, completion, call_position, return_position in _pairs(history):
-        if _get(invoke, "process") == "nemesis":
+        process, _, f, invoke_value, key, index = _fields(invoke)
+        if process == "nemesis":
             continue
-        kind = _get(completion, "type") if completion is not None else "info"
-        f = _get(invoke, "f")
-        key = _extra_get(invoke, "key")
-        if key is None and completion is not None:
-            key = _extra_get(completion, "key")
-        where = f"history op {_get(invoke, 'index', call_position)} (process {_get(invoke, 'process')!r})"
+        if completion is None:
+            kind = "info"
+        else:
+            _, kind, _, value, completion_key, _ = _fields(completion)
+            if key is None:
+                key = completion_key
         if kind == "ok":
-            model_op = ModelOp(f, _get(completion, "value"), "ok", key)
+            model_op = ModelOp(f, value, "ok", key)
+        elif kind == "info":
+            model_op = ModelOp(f, invoke_value, "info", key)
+            return_position = None
         elif kind == "fail":
-            if semantics == "porcupine-etcd" and f == "cas":
-                model_op = ModelOp(f, _get(invoke, "value"), "fail", key)
+            if porcupine and f == "cas":
+                model_op = ModelOp(f, invoke_value, "fail", key)
             else:
                 continue
-        elif kind == "info":
-            model_op = ModelOp(f, _get(invoke, "value"), "info", key)
-            return_position = None
         else:
-            raise ValueError(f"{where}: completion type {kind!r}; expected ok, fail or info")
-        model.check_op(model_op, where)
+            raise ValueError(
+                f"history op {index if index is not None else return_position}: completion type {kind!r}; "
+                "expected ok, fail or info"
+            )
+        try:
+            step = model.compile(model_op)
+        except ValueError as e:
+            where = index if index is not None else call_position
+            raise ValueError(f"history op {where} (process {process!r}): {e}") from None
         if model_op.outcome == "info" and not model.may_change_state(model_op):
             continue
-        out.append(_Operation(model_op, call_position, return_position, invoke, completion))
+        out.append(_Operation(model_op, call_position, return_position, invoke, completion, step))
     return out
 
 
@@ -213,9 +222,10 @@ def _events(operations: list[_Operation]) -> list[tuple[int, bool]]:
     return [(i, call) for _, _, i, call in points]
 
 
-def _cache_entry_bytes(n_ops: int) -> int:
-    # A set slot, a 2-tuple, a bitset int of n_ops bits, and a small state.
-    return 200 + n_ops // 8
+def _cache_entry_bytes(n_info_ops: int) -> int:
+    # A set slot, a 4-tuple, three small ints (the window bitset is as wide as
+    # the history's concurrency), one bit per info op, and a small state.
+    return 256 + n_info_ops // 8
 
 
 def check(
@@ -285,7 +295,8 @@ def check(
 
     def task(keys, ops):
         state = initial_state if keys is None else the_model.restrict(initial_state, keys)
-        max_cache = max(1, memory_limit_bytes // _cache_entry_bytes(len(ops)))
+        n_info = sum(1 for o in ops if o.return_position is None)
+        max_cache = max(1, memory_limit_bytes // _cache_entry_bytes(n_info))
         return (
             model,
             nil_read_legal,
@@ -335,7 +346,8 @@ def check(
             if left is not None and left <= 0:
                 results.append((i, SearchResult("unknown", reason="time limit reached before this sub-history")))
                 continue
-            result = _search_component(name, nil_legal, state, model_ops, events, left, max_cache, paths)
+            deadline = None if left is None else time.monotonic() + left
+            result = search(events, [o.step for o in ops], state, deadline, max_cache, paths)
             results.append((i, result))
             if result.valid is False:
                 break

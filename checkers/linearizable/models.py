@@ -145,19 +145,19 @@ class Model:
     def initial_state(self, initial: Any) -> Hashable:
         return freeze(initial)
 
-    def check_op(self, op: ModelOp, where: str) -> None:
+    def compile(self, op: ModelOp) -> Callable[[Hashable], Any]:
+        """A closure `state -> next state | INCONSISTENT | Choices` for one operation.
+
+        An operation the model cannot run raises ValueError saying what it
+        expected; the caller adds where in the history the operation is.
+        """
         if op.f not in self.fs:
             raise ValueError(
-                f"{where}: f {op.f!r} is not an operation of model {self.name!r}; "
-                f"expected one of {', '.join(self.fs)}"
+                f"f {op.f!r} is not an operation of model {self.name!r}; expected one of {', '.join(self.fs)}"
             )
+        return self._compile(op)
 
-    def compile(self, op: ModelOp, where: str = "operation") -> Callable[[Hashable], Any]:
-        """A closure `state -> next state | INCONSISTENT | Choices` for one operation."""
-        self.check_op(op, where)
-        return self._compile(op, where)
-
-    def _compile(self, op: ModelOp, where: str) -> Callable[[Hashable], Any]:
+    def _compile(self, op: ModelOp) -> Callable[[Hashable], Any]:
         raise TypeError(f"model {self.name!r} defines no steps")
 
     def step(self, state: Hashable, op: ModelOp) -> Any:
@@ -210,7 +210,7 @@ class Register(Model):
     fs = ("read", "write")
     read_fs = ("read",)
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         v = freeze(op.value)
         if op.f == "read":
             return _read_step(v, self.nil_read_legal)
@@ -233,12 +233,12 @@ class CasRegister(Register):
     name = "cas-register"
     fs = ("read", "write", "cas")
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         if op.f != "cas":
-            return super()._compile(op, where)
+            return super()._compile(op)
         value = op.value
         if not (isinstance(value, list | tuple) and len(value) == 2):
-            raise ValueError(f"{where}: a cas value must be [old, new], got {value!r}")
+            raise ValueError(f"a cas value must be [old, new], got {value!r}")
         old, new = freeze(value[0]), freeze(value[1])
         if op.outcome == "fail":
             # porcupine-etcd: the compare ran and returned false.
@@ -270,7 +270,7 @@ class Mutex(Model):
             raise ValueError(f"initial {initial!r} is not a mutex state; expected True (held), False or None")
         return initial
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         if op.f == "acquire":
             return lambda s: INCONSISTENT if s else True
         return lambda s: False if s else INCONSISTENT
@@ -297,7 +297,7 @@ class FifoQueue(Model):
             raise ValueError(f"initial {initial!r} is not a queue; expected a list (head first) or None")
         return freeze(initial)
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         v = freeze(op.value)
         if op.f == "enqueue":
             return lambda s: s + (v,)
@@ -345,7 +345,7 @@ class UnorderedQueue(FifoQueue):
     def initial_state(self, initial):
         return tuple(sorted(super().initial_state(initial), key=repr))
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         v = freeze(op.value)
         if op.f == "enqueue":
             return lambda s: _multiset_add(s, v)
@@ -377,7 +377,7 @@ class SetModel(Model):
             raise ValueError(f"initial {initial!r} is not a set; expected a list or set of elements, or None")
         return frozenset(freeze(v) for v in initial)
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         if op.f == "add":
             v = freeze(op.value)
             return lambda s: s | {v}
@@ -388,7 +388,7 @@ class SetModel(Model):
         elif isinstance(op.value, list | tuple | set | frozenset):
             expected = frozenset(freeze(v) for v in op.value)
         else:
-            raise ValueError(f"{where}: a set read must return a list or set, got {op.value!r}")
+            raise ValueError(f"a set read must return a list or set, got {op.value!r}")
         return lambda s: s if s == expected else INCONSISTENT
 
     def describe_op(self, op):
@@ -435,19 +435,19 @@ class MultiRegister(Model):
             raise ValueError(f"initial {initial!r} is not a map; expected a dict of key -> value, or None")
         return tuple(sorted(((freeze(k), freeze(v)) for k, v in initial.items()), key=lambda kv: repr(kv[0])))
 
-    def _micro_ops(self, op, where):
+    def _micro_ops(self, op):
         value = op.value
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: a txn value must be a list of [f, key, value], got {value!r}")
+            raise ValueError(f"a txn value must be a list of [f, key, value], got {value!r}")
         out = []
         for mop in value:
             if not (isinstance(mop, list | tuple) and len(mop) == 3 and mop[0] in ("read", "write")):
-                raise ValueError(f"{where}: micro-op {mop!r} is not [\"read\"|\"write\", key, value]")
+                raise ValueError(f"micro-op {mop!r} is not [\"read\"|\"write\", key, value]")
             out.append((mop[0], freeze(mop[1]), freeze(mop[2])))
         return out
 
-    def _compile(self, op, where):
-        mops = self._micro_ops(op, where)
+    def _compile(self, op):
+        mops = self._micro_ops(op)
         nil_legal = self.nil_read_legal
 
         def txn(s):
@@ -501,7 +501,7 @@ class KV(Model):
             raise ValueError(f"initial {initial!r} is not a map; expected a dict of key -> string, or None")
         return tuple(sorted(((freeze(k), v) for k, v in initial.items()), key=lambda kv: repr(kv[0])))
 
-    def _compile(self, op, where):
+    def _compile(self, op):
         k = freeze(op.key)
         v = op.value
         if op.f == "get":
@@ -509,7 +509,7 @@ class KV(Model):
                 return lambda s: s
             return lambda s: s if _map_get(s, k, "") == v else INCONSISTENT
         if not isinstance(v, str):
-            raise ValueError(f"{where}: a kv {op.f} value must be a string, got {v!r}")
+            raise ValueError(f"a kv {op.f} value must be a string, got {v!r}")
         if op.f == "put":
             return lambda s: _map_set(s, k, v)
         return lambda s: _map_set(s, k, _map_get(s, k, "") + v)
