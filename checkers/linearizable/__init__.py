@@ -201,14 +201,17 @@ def _search_component(
     initial_state: Hashable,
     model_ops: list[ModelOp],
     events: list[tuple[int, bool]],
-    time_left_s: float | None,
+    deadline: float | None,
     max_cache_entries: int,
     max_final_paths: int,
 ) -> SearchResult:
-    """One sub-history's search; a top-level function so a process pool can run it."""
+    """One sub-history's search; a top-level function so a process pool can run it.
+
+    `deadline` is a time.monotonic() value of the parent process: on Linux the
+    monotonic clock (CLOCK_MONOTONIC) is shared by all processes of the machine.
+    """
     model = make_model(model_name, nil_read_legal=nil_read_legal)
     steps = [model.compile(op) for op in model_ops]
-    deadline = None if time_left_s is None else time.monotonic() + time_left_s
     return search(events, steps, initial_state, deadline, max_cache_entries, max_final_paths)
 
 
@@ -250,8 +253,10 @@ def check(
 
     Returns {"valid": True|False|"unknown", "model", "analyzer": "wgl",
     "semantics", "op_count", "sub_history_count", "cache_entries"}, plus on
-    False "op", "configs", "final_paths", "previous_ok" and "counterexample" (with
-    its "explanation" sentence), and on "unknown" a "reason".
+    False "op" (the completion that cannot be linearized), "configs" (model
+    state and pending invocation indexes at that point), "final_paths" and
+    "counterexample" (with its "explanation" sentence; see `explain.py`), and on
+    "unknown" a "reason".
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(sorted(MODELS))}")
@@ -307,10 +312,7 @@ def check(
             max_final_paths,
         )
 
-    def time_left():
-        if time_limit_s is None:
-            return None
-        return max(0.0, time_limit_s - (time.monotonic() - start))
+    deadline = None if time_limit_s is None else start + time_limit_s
 
     results: list[tuple[int, SearchResult]] = []
     use_pool = workers > 1 and len(components) > 1 and len(operations) >= parallel_min_ops
@@ -327,7 +329,7 @@ def check(
                         state,
                         model_ops,
                         events,
-                        time_left(),
+                        deadline,
                         max(1, max_cache // workers),
                         paths,
                     )
@@ -342,11 +344,9 @@ def check(
     else:
         for i, (keys, ops) in enumerate(components):
             name, nil_legal, state, model_ops, events, max_cache, paths = task(keys, ops)
-            left = time_left()
-            if left is not None and left <= 0:
+            if deadline is not None and time.monotonic() > deadline:
                 results.append((i, SearchResult("unknown", reason="time limit reached before this sub-history")))
                 continue
-            deadline = None if left is None else time.monotonic() + left
             result = search(events, [o.step for o in ops], state, deadline, max_cache, paths)
             results.append((i, result))
             if result.valid is False:
