@@ -1,0 +1,289 @@
+"""Everything a report shows about one run, read leniently from its store directory.
+
+A report must be drawn for any run the store holds, including runs that crashed
+half-way: so every file is optional, a `history.jsonl` whose last line was cut
+off (or any malformed line) is read up to what parses, and each problem found
+is kept as a sentence in `RunData.problems` for the page to show. Nothing here
+judges the history; verdicts come from `results.json` only.
+
+Invariants
+- `ops` keeps file order; `pairs` holds one `OpPair` per client invocation
+  (completion None while pending) and one per nemesis invocation/completion pair.
+- Times are seconds since the test started (the history stores nanoseconds).
+- `windows` are nemesis fault windows: they open when a fault package starts
+  (`kill`, `pause`, `start-*`, or an unknown f that is not a known undo) and
+  close at that package's next undo (`start`, `resume`, `stop-*`, `reset-*`,
+  `heal`); a window still open at the end of the history closes there.
+
+Thread-safety: `load_run` builds a fresh `RunData`; nothing is shared.
+
+Sources: Jepsen's op model and nemesis op pairs (jepsen.history,
+jepsen.nemesis.combined); the store layout of `harness/store.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from checkers.history import NEMESIS
+
+__all__ = ["FaultWindow", "OpPair", "RunData", "fault_kind", "load_run", "RAW_FILES"]
+
+# The raw files a run may hold, in the order the report links them.
+RAW_FILES = ("history.jsonl", "history.edn", "results.json", "results.edn", "test.json", "schedule.json",
+             "harness.log")
+
+# Nemesis fs that undo a fault; everything else a nemesis does opens one.
+_UNDO_FS = frozenset({"start", "resume", "heal", "stop", "recover", "reset"})
+_UNDO_PREFIXES = ("stop-", "reset-", "heal-", "resume-", "recover-")
+# When an op carries no package name, its f tells the package (the undo fs of
+# the kill and pause packages are ambiguous otherwise).
+_PACKAGE_OF_F = {"kill": "kill", "start": "kill", "pause": "pause", "resume": "pause"}
+
+
+@dataclass(frozen=True)
+class OpPair:
+    """An invocation and its completion (None while pending)."""
+
+    invoke: dict[str, Any]
+    complete: dict[str, Any] | None
+
+    @property
+    def process(self) -> Any:
+        return self.invoke.get("process")
+
+    @property
+    def start_s(self) -> float:
+        return _seconds(self.invoke)
+
+    @property
+    def end_s(self) -> float | None:
+        return None if self.complete is None else _seconds(self.complete)
+
+    @property
+    def type(self) -> str:
+        return "pending" if self.complete is None else str(self.complete.get("type"))
+
+    @property
+    def latency_ms(self) -> float | None:
+        end = self.end_s
+        return None if end is None else max(0.0, (end - self.start_s) * 1000.0)
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """A span of time during which one nemesis package's fault was in effect."""
+
+    kind: str
+    start_s: float
+    end_s: float
+    f: str
+    detail: str
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    test: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] | None = None
+    schedule: list[Any] = field(default_factory=list)
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[OpPair] = field(default_factory=list)
+    nemesis_pairs: list[OpPair] = field(default_factory=list)
+    windows: list[FaultWindow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    op_time_s: dict[int, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        name = self.test.get("name") if isinstance(self.test, dict) else None
+        return str(name) if name else self.run_dir.parent.name
+
+    @property
+    def options(self) -> dict[str, Any]:
+        options = self.test.get("options") if isinstance(self.test, dict) else None
+        return options if isinstance(options, dict) else {}
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        workload = self.test.get("workload") if isinstance(self.test, dict) else None
+        return workload if isinstance(workload, dict) else {}
+
+    @property
+    def delivery(self) -> str | None:
+        for source in (self._checker_results(), [self.workload, self.options]):
+            for item in source:
+                if isinstance(item, dict) and isinstance(item.get("delivery"), str):
+                    return item["delivery"]
+        return None
+
+    def _checker_results(self) -> list[dict[str, Any]]:
+        return [r for _, r in self.checker_results()]
+
+    def checker_results(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, result) for every checker in results.json (the `valid` key is the merged verdict)."""
+        if not isinstance(self.results, dict):
+            return []
+        return [(k, v) for k, v in self.results.items() if isinstance(v, dict) and "valid" in v]
+
+    @property
+    def valid(self) -> Any:
+        if not isinstance(self.results, dict):
+            return "unknown"
+        return self.results.get("valid", "unknown")
+
+
+def _seconds(op: dict[str, Any]) -> float:
+    t = op.get("time")
+    return t / 1e9 if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
+
+
+def _read_json(run: RunData, name: str) -> Any:
+    path = run.run_dir / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError) as e:
+        run.problems.append(f"{name} could not be read: {e}")
+        return None
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory; missing or damaged files become `problems`, never exceptions."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist or is not a directory")
+    run = RunData(run_dir)
+    test = _read_json(run, "test.json")
+    if isinstance(test, dict):
+        run.test = test
+    elif test is None and not (run_dir / "test.json").exists():
+        run.problems.append("test.json is missing: the test parameters are unknown")
+    results = _read_json(run, "results.json")
+    if isinstance(results, dict):
+        run.results = results
+    elif results is not None:
+        run.problems.append(f"results.json holds {type(results).__name__}, not a map of results")
+    elif not (run_dir / "results.json").exists():
+        run.problems.append("results.json is missing: the run has no verdict (still running, or it crashed)")
+    schedule = _read_json(run, "schedule.json")
+    if isinstance(schedule, list):
+        run.schedule = schedule
+    _read_history(run)
+    _pair(run)
+    _fault_windows(run)
+    return run
+
+
+def _read_history(run: RunData) -> None:
+    path = run.run_dir / "history.jsonl"
+    if not path.is_file():
+        run.problems.append("history.jsonl is missing: no operations to draw")
+        return
+    bad_lines: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                op = json.loads(line)
+            except ValueError:
+                bad_lines.append(line_number)
+                continue
+            if not isinstance(op, dict) or "type" not in op:
+                bad_lines.append(line_number)
+                continue
+            if not isinstance(op.get("index"), int):
+                op["index"] = len(run.ops)
+            run.ops.append(op)
+    if bad_lines:
+        shown = ", ".join(str(n) for n in bad_lines[:10]) + (" ..." if len(bad_lines) > 10 else "")
+        run.problems.append(f"history.jsonl: {len(bad_lines)} line(s) are not op maps and were skipped (line {shown})")
+
+
+def _pair(run: RunData) -> None:
+    pending: dict[Any, dict[str, Any]] = {}
+    nemesis_pending: dict[str, Any] | None = None
+    orphans = 0
+    for op in run.ops:
+        t = _seconds(op)
+        run.op_time_s[op["index"]] = t
+        run.duration_s = max(run.duration_s, t)
+        process = op.get("process")
+        if process == NEMESIS:
+            # Nemesis ops come in pairs: the scheduled event, then what was done.
+            if nemesis_pending is None:
+                nemesis_pending = op
+            else:
+                run.nemesis_pairs.append(OpPair(nemesis_pending, op))
+                nemesis_pending = None
+            continue
+        if op.get("type") == "invoke":
+            if process in pending:
+                run.pairs.append(OpPair(pending.pop(process), None))
+            pending[process] = op
+        else:
+            invoke = pending.pop(process, None)
+            if invoke is None:
+                orphans += 1
+                continue
+            run.pairs.append(OpPair(invoke, op))
+    run.pairs.extend(OpPair(op, None) for op in pending.values())
+    if nemesis_pending is not None:
+        run.nemesis_pairs.append(OpPair(nemesis_pending, None))
+    if orphans:
+        run.problems.append(f"history.jsonl: {orphans} completion(s) had no pending invocation and are not drawn")
+    run.pairs.sort(key=lambda p: p.invoke["index"])
+
+
+def fault_kind(f: str, value: Any) -> str:
+    """The nemesis package an op belongs to: the event's `package`, else guessed from its f."""
+    if isinstance(value, dict) and isinstance(value.get("package"), str):
+        return value["package"]
+    if f in _PACKAGE_OF_F:
+        return _PACKAGE_OF_F[f]
+    for prefix in ("start-", "stop-", "reset-", "heal-", "resume-", "recover-"):
+        if f.startswith(prefix):
+            return f[len(prefix):]
+    return f
+
+
+def _is_undo(f: str) -> bool:
+    return f in _UNDO_FS or f.startswith(_UNDO_PREFIXES)
+
+
+def _fault_windows(run: RunData) -> None:
+    open_windows: dict[str, tuple[float, str, str]] = {}
+    for pair in run.nemesis_pairs:
+        f = str(pair.invoke.get("f"))
+        end_s = pair.end_s if pair.end_s is not None else pair.start_s
+        if f == "heal":
+            for kind, (start_s, start_f, detail) in open_windows.items():
+                run.windows.append(FaultWindow(kind, start_s, end_s, start_f, detail))
+            open_windows.clear()
+            continue
+        kind = fault_kind(f, pair.invoke.get("value"))
+        if _is_undo(f):
+            opened = open_windows.pop(kind, None)
+            if opened is not None:
+                run.windows.append(FaultWindow(kind, opened[0], end_s, opened[1], opened[2]))
+            continue
+        if kind in open_windows:
+            continue  # a second start of a package already in effect extends nothing new
+        done = pair.complete.get("value") if pair.complete is not None else None
+        detail = f"{f}: {_compact(done)}" if done is not None else f
+        open_windows[kind] = (pair.start_s, f, detail)
+    for kind, (start_s, start_f, detail) in open_windows.items():
+        run.windows.append(FaultWindow(kind, start_s, max(run.duration_s, start_s), start_f, detail))
+    run.windows.sort(key=lambda w: (w.start_s, w.kind))
+
+
+def _compact(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
