@@ -38,10 +38,12 @@ def test_single_node_at_least_once_under_kill_and_pause_is_valid(store):
     assert results["workload"]["stats"]["completions"]["ok"] > 100
     test = json.loads((run / "test.json").read_text())
     assert test["options"]["seed"] == 11 and test["versions"]["confluent-kafka"]
-    history = (run / "history.jsonl").read_text().splitlines()
-    nemesis_fs = {json.loads(line)["f"] for line in history if '"nemesis"' in line}
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [op["index"] for op in history] == list(range(len(history)))
+    nemesis_fs = {op["f"] for op in history if op["process"] == "nemesis"}
     assert {"kill", "start", "heal"} <= nemesis_fs
-    assert any('"final": true' in line for line in history)
+    finals = [op for op in history if op.get("final")]
+    assert finals and finals[0]["f"] == "poll"
     assert list((run / "nodes" / "n1").iterdir())
     assert leftovers_of(proc.pid) == {"processes": [], "dirs": []}
 
