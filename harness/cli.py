@@ -3,6 +3,7 @@
 Subcommands:
 
 - `logquake test ...`: run fault tests (see `logquake test --help`).
+- `logquake serve [STORE]`: browse stored runs in a web browser.
 - `logquake broker ...`: run one broker node (the same as `python -m broker`).
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
 
@@ -21,6 +22,7 @@ USAGE = """usage: logquake <command> [options]
 
 commands:
   test      run a fault test:  logquake test [--workload queue --delivery at-least-once --nemesis partition,kill,pause ...]
+  serve     browse the store:  logquake serve [STORE] [--port 8080]
   broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
 
@@ -47,8 +49,15 @@ def _run_test(argv: list[str]) -> int:
     return test_command.main(argv)
 
 
+def _run_serve(argv: list[str]) -> int:
+    from harness import serve_command
+
+    return serve_command.main(argv)
+
+
 COMMANDS = {
     "test": _run_test,
+    "serve": _run_serve,
     "broker": _run_broker,
     "check": _run_check,
 }
