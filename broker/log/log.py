@@ -15,10 +15,15 @@ expired by time, in which case a fresh empty one is rolled first.
 Durability and recovery (fault model: a process crash keeps what was handed to
 the OS with `write`; a power loss keeps only what was fsync'd, and may leave a
 torn or zero-filled tail):
-- `flush` fsyncs every segment with unflushed bytes, then writes the
-  per-partition checkpoint file `partition-checkpoint` (recovery point and log
-  start offset) atomically: write a temporary file, fsync it, rename it over
-  the old one, fsync the directory.
+- `flush` fsyncs every segment with unflushed bytes and moves the recovery
+  point to the LEO. The per-partition checkpoint file `partition-checkpoint`
+  (recovery point and log start offset) is written atomically: write a
+  temporary file, fsync it, rename it over the old one, fsync the directory.
+  A flush writes it when `flush_offset_checkpoint_interval_ms` has passed since
+  the last write (otherwise `maintain` does once it is due), so a flush per
+  append costs one fsync instead of three; a stale checkpoint only makes
+  recovery re-read more. Moves of the log start offset, truncation and close
+  write it at once.
 - `open(..., recover=True)` (no clean-shutdown marker) re-reads every segment
   from the one holding the recovery point on, checking each batch's header,
   offsets and CRC-32C, truncates at the first bad batch, deletes any later
@@ -31,9 +36,10 @@ torn or zero-filled tail):
   the sanity check, and read() never validates CRCs (clients do).
 - A missing or insane `.index`/`.timeindex` is rebuilt from its segment (with
   the same validation) on any open, logged as a WARNING.
-- Index files are written at flush, roll, truncation and close but not
-  fsync'd: an index past the recovery point is always rebuilt, and one before
-  it that a power loss damaged fails the sanity check and is rebuilt.
+- Index files are written at roll, truncation and close but not fsync'd:
+  the active segment always holds the recovery point, so after a crash its
+  index is rebuilt; an older one that a power loss damaged fails the sanity
+  check and is rebuilt (a shortened one is still a correct sparse index).
 
 Time: record timestamps are compared with `runtime.clock.wall_ms()` for
 retention; the flush interval is measured on `monotonic_ms`.
@@ -109,6 +115,7 @@ class PartitionLog:
         self._directory_dirty = False  # segment files created since the directory was last fsync'd
         self._checkpoint_written: _Checkpoint | None = None
         self._last_flush_ms = runtime.clock.monotonic_ms()
+        self._last_checkpoint_ms = self._last_flush_ms
         self._closed = False
 
     # ------------------------------------------------------------------ opening
@@ -144,6 +151,7 @@ class PartitionLog:
                     disk.remove(f"{self.directory}/{segment_file_name(base_offset, suffix)}")
         bases = sorted(base for base, suffixes in files.items() if LOG_SUFFIX in suffixes)
         checkpoint = self._read_checkpoint()
+        self._checkpoint_written = checkpoint  # rewritten only when it changes
         now_ms = self.runtime.clock.wall_ms()
         segments = [LogSegment.open_existing(self.directory, base, self.config, disk, now_ms) for base in bases]
 
@@ -202,6 +210,7 @@ class PartitionLog:
             self.recovery_point = min(recovery_point if recovery_point is not None else 0, self.log_end_offset)
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
             self.flush()
+            self._write_checkpoint()
         else:
             self.recovery_point = self.log_end_offset if recovery_point is None else min(recovery_point, self.log_end_offset)
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
@@ -300,6 +309,7 @@ class PartitionLog:
         disk.fsync_dir(self.directory)
         self._directory_dirty = False
         self._checkpoint_written = checkpoint
+        self._last_checkpoint_ms = self.runtime.clock.monotonic_ms()
 
     # ------------------------------------------------------------------ appending
 
@@ -532,6 +542,7 @@ class PartitionLog:
             self._add_segment(offset)
             self.log_start_offset = self.log_end_offset = self.recovery_point = offset
             self.flush()
+            self._write_checkpoint()
             return
         keep = bisect_right(self._base_offsets, offset) - 1
         for segment in self._segments[keep + 1 :]:
@@ -589,14 +600,17 @@ class PartitionLog:
         self._check_open()
         for segment in self._segments:
             if segment.dirty:
-                segment.persist_indexes()
                 segment.fsync()
         if self._directory_dirty:
             self.runtime.disk.fsync_dir(self.directory)
             self._directory_dirty = False
         self.recovery_point = self.log_end_offset
         self._last_flush_ms = self.runtime.clock.monotonic_ms()
-        self._write_checkpoint()
+        self._maybe_write_checkpoint()
+
+    def _maybe_write_checkpoint(self) -> None:
+        if self._last_flush_ms - self._last_checkpoint_ms >= self.config.flush_offset_checkpoint_interval_ms:
+            self._write_checkpoint()
 
     def maintain(self) -> None:
         """Time-based roll, retention by time and size, time-based flush. Call every few hundred ms."""
@@ -613,6 +627,8 @@ class PartitionLog:
             and self.runtime.clock.monotonic_ms() - self._last_flush_ms >= interval_ms
         ):
             self.flush()
+        if self.runtime.clock.monotonic_ms() - self._last_checkpoint_ms >= self.config.flush_offset_checkpoint_interval_ms:
+            self._write_checkpoint()
 
     def _apply_retention(self, now_ms: int) -> None:
         """Delete the oldest whole segments past retention.ms or beyond retention.bytes (Kafka's deleteOldSegments)."""
@@ -657,6 +673,7 @@ class PartitionLog:
             return
         if flush:
             self.flush()
+            self._write_checkpoint()
             for segment in self._segments:
                 segment.persist_indexes()
         for segment in self._segments:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from broker.log.config import LogConfig
-from broker.log.log import AppendResult, OffsetOutOfRangeError
+from broker.log.log import CHECKPOINT_FILE, AppendResult, OffsetOutOfRangeError
 from broker.protocol.records import iter_batches
 from tests.broker.test_log_support import (
     START_WALL_MS,
@@ -281,6 +281,26 @@ def test_without_a_flush_policy_appends_do_not_fsync(tmp_path):
     log.flush()
     assert disk.log_fsyncs() == 1
     assert log.recovery_point == 10
+    log.close()
+
+
+def test_a_flush_per_append_costs_one_fsync_between_checkpoints(tmp_path):
+    clock = FakeClock()
+    disk = CountingDisk()
+    config = LogConfig(flush_interval_messages=1, flush_offset_checkpoint_interval_ms=1000)
+    log = open_log(tmp_path / "t-0", config, runtime(clock, disk))
+    before = len(disk.file_fsyncs)
+    for _ in range(5):
+        log.append(make_batch(1), 0)
+    assert len(disk.file_fsyncs) - before == 5  # the five .log fsyncs, no checkpoint yet
+    assert (tmp_path / "t-0" / CHECKPOINT_FILE).read_text() == "0\nrecovery-point 0\nlog-start-offset 0\n"
+    clock.advance(1000)
+    log.maintain()  # the checkpoint is due: maintain writes it
+    assert (tmp_path / "t-0" / CHECKPOINT_FILE).read_text() == "0\nrecovery-point 5\nlog-start-offset 0\n"
+    log.append(make_batch(1), 0)
+    clock.advance(1000)
+    log.append(make_batch(1), 0)  # due again: this flush writes it
+    assert (tmp_path / "t-0" / CHECKPOINT_FILE).read_text() == "0\nrecovery-point 7\nlog-start-offset 0\n"
     log.close()
 
 

@@ -16,6 +16,11 @@ from tests.broker.test_log_support import START_WALL_MS, headers_of, make_batch,
 LOGGER = "broker.log"
 
 
+def checkpointing(**settings) -> LogConfig:
+    """A config whose every flush writes the recovery-point checkpoint, so the tests know where it is."""
+    return LogConfig(flush_offset_checkpoint_interval_ms=0, **settings)
+
+
 def write_log(path, config, batch_counts, flush_after=None):
     """Append batches of the given record counts; flush after batch number `flush_after`; close as a crash would."""
     log = open_log(path, config)
@@ -46,14 +51,14 @@ def last_segment(path):
 
 def test_a_torn_half_batch_after_the_recovery_point_is_truncated_and_logged(tmp_path, caplog):
     path = tmp_path / "t-0"
-    end, before = write_log(path, LogConfig(), [2, 2, 2], flush_after=0)
+    end, before = write_log(path, checkpointing(), [2, 2, 2], flush_after=0)
     segment = last_segment(path)
     size = os.path.getsize(segment)
     garbage = make_batch(4, tag=99)
     with open(segment, "ab") as f:
         f.write(garbage[: len(garbage) // 2])
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        log = open_log(path, recover=True)
+        log = open_log(path, checkpointing(), recover=True)
     assert log.log_end_offset == end == 6
     assert read_all(log) == before
     assert os.path.getsize(segment) == size
@@ -69,18 +74,20 @@ def test_a_torn_half_batch_after_the_recovery_point_is_truncated_and_logged(tmp_
     assert (result.base_offset, log.log_end_offset) == (6, 9)
     assert [h.base_offset for h in headers_of(log.read(0, 1 << 30))] == [0, 2, 4, 6]
     log.close()
-    assert open_log(path, recover=True).log_end_offset == 9
+    again = open_log(path, checkpointing(), recover=True)
+    assert again.log_end_offset == 9
+    again.close()
 
 
 def test_a_garbage_length_is_truncated(tmp_path, caplog):
     path = tmp_path / "t-0"
-    end, before = write_log(path, LogConfig(), [1, 1])
+    end, before = write_log(path, checkpointing(), [1, 1])
     header = bytearray(make_batch(1)[:61])
     struct.pack_into(">i", header, 8, 0x7FFFFFF0)  # batch_length far past the end of the file
     with open(last_segment(path), "ab") as f:
         f.write(header)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        log = open_log(path, recover=True)
+        log = open_log(path, checkpointing(), recover=True)
     assert read_all(log) == before
     assert "claims 2147483644 bytes but only 61 remain" in caplog.text
     log.close()
@@ -88,7 +95,7 @@ def test_a_garbage_length_is_truncated(tmp_path, caplog):
 
 def test_a_bad_crc_in_the_last_unflushed_batch_is_truncated(tmp_path, caplog):
     path = tmp_path / "t-0"
-    end, before = write_log(path, LogConfig(), [3, 3, 3])
+    end, before = write_log(path, checkpointing(), [3, 3, 3])
     segment = last_segment(path)
     size = os.path.getsize(segment)
     last_batch_size = len(make_batch(3))
@@ -96,7 +103,7 @@ def test_a_bad_crc_in_the_last_unflushed_batch_is_truncated(tmp_path, caplog):
         f.seek(size - 3)
         f.write(b"XYZ")  # inside the last record of the last batch
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        log = open_log(path, recover=True)
+        log = open_log(path, checkpointing(), recover=True)
     assert log.log_end_offset == 6
     assert read_all(log) == before[: size - last_batch_size]
     assert "CRC-32C mismatch" in caplog.text
@@ -106,11 +113,11 @@ def test_a_bad_crc_in_the_last_unflushed_batch_is_truncated(tmp_path, caplog):
 
 def test_a_zero_filled_tail_is_truncated(tmp_path, caplog):
     path = tmp_path / "t-0"
-    end, before = write_log(path, LogConfig(), [2, 2])
+    end, before = write_log(path, checkpointing(), [2, 2])
     with open(last_segment(path), "ab") as f:
         f.write(b"\x00" * 4096)  # what a power loss can leave after a size update without data
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        log = open_log(path, recover=True)
+        log = open_log(path, checkpointing(), recover=True)
     assert log.log_end_offset == end
     assert read_all(log) == before
     assert "dropping 4096 bytes with offsets 4 and above" in caplog.text
@@ -119,7 +126,7 @@ def test_a_zero_filled_tail_is_truncated(tmp_path, caplog):
 
 def test_corruption_below_the_recovery_point_is_cut_with_an_error(tmp_path, caplog):
     path = tmp_path / "t-0"
-    log = open_log(path, LogConfig())
+    log = open_log(path, checkpointing())
     positions = []
     for number in range(4):
         positions.append(log.size_bytes)
@@ -131,7 +138,7 @@ def test_corruption_below_the_recovery_point_is_cut_with_an_error(tmp_path, capl
         f.seek(positions[2] + 70)  # inside batch 2 (offsets 4-5), which was fsync'd
         f.write(b"!")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        reopened = open_log(path, recover=True)
+        reopened = open_log(path, checkpointing(), recover=True)
     assert reopened.log_end_offset == 4
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
@@ -147,7 +154,7 @@ def test_corruption_below_the_recovery_point_is_cut_with_an_error(tmp_path, capl
 def test_a_bad_batch_in_a_middle_segment_drops_the_later_segments(tmp_path, caplog):
     path = tmp_path / "t-0"
     batch_size = len(make_batch(1))
-    config = LogConfig(segment_bytes=batch_size * 3)
+    config = checkpointing(segment_bytes=batch_size * 3)
     log = open_log(path, config)
     for number in range(9):
         log.append(make_batch(1, tag=number), 0)
@@ -173,7 +180,7 @@ def test_segments_below_the_recovery_point_are_not_reread(tmp_path, caplog):
     # point are trusted; a CRC error inside one goes unnoticed by recovery.
     path = tmp_path / "t-0"
     batch_size = len(make_batch(1))
-    config = LogConfig(segment_bytes=batch_size * 2)
+    config = checkpointing(segment_bytes=batch_size * 2)
     log = open_log(path, config)
     for number in range(6):
         log.append(make_batch(1, tag=number), 0)
@@ -191,7 +198,7 @@ def test_segments_below_the_recovery_point_are_not_reread(tmp_path, caplog):
 
 def test_an_unclean_stop_without_damage_loses_nothing(tmp_path, caplog):
     path = tmp_path / "t-0"
-    config = LogConfig(segment_bytes=1000, index_interval_bytes=64)
+    config = checkpointing(segment_bytes=1000, index_interval_bytes=64)
     end, before = write_log(path, config, [(n % 7) + 1 for n in range(60)], flush_after=20)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         log = open_log(path, config, recover=True)
@@ -204,7 +211,7 @@ def test_an_unclean_stop_without_damage_loses_nothing(tmp_path, caplog):
 @pytest.mark.parametrize("suffix", [".index", ".timeindex"])
 def test_a_corrupt_index_is_rebuilt_and_reads_stay_correct(tmp_path, caplog, suffix):
     path = tmp_path / "t-0"
-    config = LogConfig(segment_bytes=4000, index_interval_bytes=100)
+    config = checkpointing(segment_bytes=4000, index_interval_bytes=100)
     log = open_log(path, config)
     bases = []
     for number in range(100):
@@ -230,7 +237,7 @@ def test_a_corrupt_index_is_rebuilt_and_reads_stay_correct(tmp_path, caplog, suf
 
 def test_a_missing_index_is_rebuilt(tmp_path, caplog):
     path = tmp_path / "t-0"
-    config = LogConfig(index_interval_bytes=50)
+    config = checkpointing(index_interval_bytes=50)
     log = open_log(path, config)
     for number in range(30):
         log.append(make_batch(2, tag=number), 0)
@@ -249,13 +256,13 @@ def test_a_missing_index_is_rebuilt(tmp_path, caplog):
 
 def test_a_damaged_tail_found_on_a_clean_open_is_cut_with_an_error(tmp_path, caplog):
     path = tmp_path / "t-0"
-    log = open_log(path)
+    log = open_log(path, checkpointing())
     log.append(make_batch(2), 0)
     log.close()
     with open(last_segment(path), "ab") as f:
         f.write(b"\x01\x02\x03")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        reopened = open_log(path)
+        reopened = open_log(path, checkpointing())
     assert reopened.log_end_offset == 2
     assert any(r.levelno == logging.ERROR and "truncating at byte" in r.getMessage() for r in caplog.records)
     reopened.close()
@@ -263,11 +270,11 @@ def test_a_damaged_tail_found_on_a_clean_open_is_cut_with_an_error(tmp_path, cap
 
 def test_a_leftover_temporary_checkpoint_is_ignored(tmp_path):
     path = tmp_path / "t-0"
-    log = open_log(path)
+    log = open_log(path, checkpointing())
     log.append(make_batch(2), 0)
     log.close()
     (path / (CHECKPOINT_FILE + ".tmp")).write_bytes(b"0\nrecovery-point 99\n")
-    reopened = open_log(path, recover=True)
+    reopened = open_log(path, checkpointing(), recover=True)
     assert (reopened.log_end_offset, reopened.recovery_point) == (2, 2)
     assert not (path / (CHECKPOINT_FILE + ".tmp")).exists()
     reopened.close()
@@ -275,12 +282,12 @@ def test_a_leftover_temporary_checkpoint_is_ignored(tmp_path):
 
 def test_an_unreadable_checkpoint_means_recovering_everything(tmp_path, caplog):
     path = tmp_path / "t-0"
-    log = open_log(path)
+    log = open_log(path, checkpointing())
     log.append(make_batch(2), 0)
     log.close()
     (path / CHECKPOINT_FILE).write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        reopened = open_log(path, recover=True)
+        reopened = open_log(path, checkpointing(), recover=True)
     assert "unreadable checkpoint" in caplog.text
     assert reopened.log_end_offset == 2
     reopened.close()
