@@ -119,7 +119,9 @@ class LogManager:
         return dict(self._logs)
 
     def maintain(self) -> None:
-        """Retention, time-based flush and time-based roll on every log."""
+        """Retention, time-based flush and time-based roll on every log (nothing once closed)."""
+        if self._closed:
+            return
         for log in list(self._logs.values()):
             log.maintain()
 

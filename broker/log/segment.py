@@ -205,7 +205,14 @@ class LogSegment:
         """Write `buf` (whole batches, offsets assigned) at the end in one write and index them."""
         assert self._file is not None
         start = self.size
-        self._file.write(buf)
+        try:
+            self._file.write(buf)
+        except OSError:
+            # A short write (disk full, I/O error) must not leave a partial
+            # batch where the next append would land after it.
+            self._file.truncate(start)
+            self._file.seek(start)
+            raise
         for position, header in batches:
             self._index_batch(start + position, header)
         self.size = start + len(buf)
@@ -352,10 +359,11 @@ class LogSegment:
         position = start_position
         chunk = b""
         chunk_start = 0
+        read_bytes = SCAN_CHUNK_BYTES
         while position < end:
             offset_in_chunk = position - chunk_start
             if offset_in_chunk < 0 or offset_in_chunk + BATCH_HEADER_SIZE > len(chunk):
-                chunk = self._file.pread(min(SCAN_CHUNK_BYTES, end - position), position)
+                chunk = self._file.pread(min(read_bytes, end - position), position)
                 chunk_start = position
                 offset_in_chunk = 0
                 if len(chunk) < BATCH_HEADER_SIZE:
@@ -373,6 +381,9 @@ class LogSegment:
                 )
             yield position, header
             position += header.size
+            # Behind a big batch the next header is far away: read just the
+            # header rather than a chunk of records nobody looks at.
+            read_bytes = BATCH_HEADER_SIZE if header.size >= SCAN_CHUNK_BYTES else SCAN_CHUNK_BYTES
 
     def position_for(self, offset: int) -> int:
         """A batch start at or before the batch holding `offset` (from the sparse index)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
+
+from broker.io import RealDisk
 
 from broker.log.config import LogConfig
 from broker.log.log import CHECKPOINT_FILE, AppendResult, OffsetOutOfRangeError
@@ -472,3 +475,47 @@ def test_delete_removes_the_directory(tmp_path):
 def test_log_config_rejects_bad_values_naming_them(field, value, message):
     with pytest.raises(ValueError, match=message):
         LogConfig(**{field: value})
+
+
+class _HalfWriteFile:
+    def __init__(self, inner, disk):
+        self._inner = inner
+        self._disk = disk
+
+    def write(self, data) -> int:
+        if self._disk.fail_next_write and self._inner.path.endswith(".log"):
+            self._disk.fail_next_write = False
+            self._inner.write(memoryview(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return self._inner.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class HalfWriteDisk(RealDisk):
+    """Writes half of the next .log write, then fails as a full disk would."""
+
+    fail_next_write = False
+
+    def open(self, path: str, mode: str):
+        return _HalfWriteFile(super().open(path, mode), self)
+
+
+def test_a_failed_write_leaves_no_partial_batch_behind(tmp_path):
+    disk = HalfWriteDisk()
+    log = open_log(tmp_path / "t-0", rt=runtime(disk=disk))
+    first = make_batch(2, tag=1)
+    log.append(first, 0)
+    disk.fail_next_write = True
+    with pytest.raises(OSError, match="No space left"):
+        log.append(make_batch(3, tag=2), 0)
+    assert log.log_end_offset == 2
+    assert os.path.getsize(tmp_path / "t-0" / segment_files(tmp_path / "t-0")[0]) == len(first)
+    third = make_batch(4, tag=3)
+    assert log.append(third, 0).base_offset == 2
+    assert log.read(0, 1 << 20) == stored_form(first, 0, 0) + stored_form(third, 2, 0)
+    log.close()
+    reopened = open_log(tmp_path / "t-0", recover=True)
+    assert reopened.log_end_offset == 6
+    reopened.close()
