@@ -168,6 +168,22 @@ class PartitionLog:
         kept: list[LogSegment] = []
         truncated = False
         for number, segment in enumerate(segments):
+            if kept and segment.base_offset < kept[-1].next_offset:
+                # Offsets must grow from segment to segment; an overlap means the
+                # later files are not what this log wrote.
+                logger.error(
+                    "%s: segment %s starts at offset %d, below the end %d of the segment before it; "
+                    "deleting it and every later segment (%s)",
+                    self.directory,
+                    segment_file_name(segment.base_offset, LOG_SUFFIX),
+                    segment.base_offset,
+                    kept[-1].next_offset,
+                    ", ".join(segment_file_name(s.base_offset, LOG_SUFFIX) for s in segments[number:]),
+                )
+                for dropped in segments[number:]:
+                    dropped.delete_files()
+                truncated = True
+                break
             if number >= recover_from:
                 truncation = segment.recover()
                 segment.dirty = True  # re-read from the page cache, not known to be on disk

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -257,3 +258,15 @@ TestLogModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+class TestLogModelLong(LogMachine.TestCase):
+    """The same machine with many more and longer runs (CI's --all)."""
+
+    pytestmark = pytest.mark.slow
+    settings = settings(
+        max_examples=500,
+        stateful_step_count=50,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )

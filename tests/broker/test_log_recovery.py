@@ -291,3 +291,22 @@ def test_an_unreadable_checkpoint_means_recovering_everything(tmp_path, caplog):
     assert "unreadable checkpoint" in caplog.text
     assert reopened.log_end_offset == 2
     reopened.close()
+
+
+def test_a_segment_overlapping_the_one_before_is_dropped(tmp_path, caplog):
+    path = tmp_path / "t-0"
+    log = open_log(path, checkpointing())
+    for number in range(3):
+        log.append(make_batch(2, tag=number), 0)
+    log.close()
+    # A stray segment claiming offsets the first one already holds.
+    stray = bytearray(make_batch(1))
+    stray[0:8] = (3).to_bytes(8, "big")
+    (path / f"{3:020d}.log").write_bytes(bytes(stray))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        reopened = open_log(path, checkpointing(), recover=True)
+    assert reopened.log_end_offset == 6
+    assert reopened.segment_base_offsets == [0]
+    assert f"segment {3:020d}.log starts at offset 3, below the end 6" in caplog.text
+    assert not (path / f"{3:020d}.log").exists()
+    reopened.close()
