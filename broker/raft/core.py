@@ -465,13 +465,17 @@ class RaftNode:
     def has_ready(self) -> bool:
         if self._outstanding_ready is not None:
             return False
-        return (
-            bool(self._messages)
-            or self._unstable_from <= len(self._entries)
-            or self.hard_state != self._persisted_hard_state
-            or self._applied_index < self._commit_index
-            or self.soft_state != self._last_soft_state
-        )
+        if self._messages or self._unstable_from <= len(self._entries) or self._applied_index < self._commit_index:
+            return True
+        persisted = self._persisted_hard_state
+        if (
+            self._term != persisted.term
+            or self._voted_for != persisted.voted_for
+            or self._commit_index != persisted.commit_index
+        ):
+            return True
+        soft = self._last_soft_state
+        return soft is None or self._role is not soft.role or self._leader_id != soft.leader_id
 
     def ready(self) -> Ready:
         """Take the pending work; the caller must `advance(ready)` when done."""
