@@ -18,7 +18,9 @@ lighter.
 
 Invariants: at most `CELL_BUDGET` cells over all keys; when a key spans more
 offsets than its share, consecutive offsets merge into one cell showing the
-worst status among them. Every user value is escaped.
+worst status among them. At most `TITLED_CELLS_MAX` cells per key carry a
+hover title (the worst ones); the others share one path per colour. Every
+user value is escaped.
 
 Thread-safety: pure functions.
 
@@ -40,6 +42,7 @@ from reports.run_data import RunData
 __all__ = ["CELL_BUDGET", "STATUSES", "STATUS_TEXT", "offset_maps_html"]
 
 CELL_BUDGET = 6000
+TITLED_CELLS_MAX = 400  # per key
 STATUSES = ("lost", "inconsistent", "duplicate", "aborted-read", "reordered", "unseen", "unread", "read-unacked",
             "ok", "empty")
 STATUS_TEXT = {
@@ -78,11 +81,16 @@ def norm_key(k: Any) -> str:
 
 
 def _vkey(v: Any) -> str:
-    return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+    # Values are almost always ints or strings: key those without a JSON round trip.
+    if type(v) is int:
+        return f"i{v}"
+    if type(v) is str:
+        return "s" + v
+    return "j" + json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _show(v: Any, limit: int = 60) -> str:
-    text = v if isinstance(v, str) else _vkey(v)
+    text = json.dumps(v, separators=(",", ":"), default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -273,6 +281,11 @@ def _key_strip(k: str, km: _KeyMap, budget: int) -> str:
     for vk in unplaced:
         status, allowed = value_status[vk]
         cells.append((status, allowed, f"no known offset: {_describe(km, vk)}"))
+    if len(cells) > TITLED_CELLS_MAX:
+        # Hover titles cost bytes: keep them for the worst cells only.
+        titled = sorted((i for i, c in enumerate(cells) if c[2]), key=lambda i: (_RANK[cells[i][0]], i))
+        keep = set(titled[:TITLED_CELLS_MAX])
+        cells = [c if i in keep else (c[0], c[1], "") for i, c in enumerate(cells)]
     summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
     heading = (f'<h3 class="key-heading">key {_e(k)}</h3><p class="key-summary">'
                + (f"offsets {lo}–{hi}" if hi >= lo else "no offsets")

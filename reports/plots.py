@@ -43,6 +43,7 @@ RIGHT = 16
 PLOT_WIDTH = WIDTH - LEFT - RIGHT
 ELEMENT_BUDGET = 6000
 EXACT_TIMELINE_MAX = 4000  # above this many ops the timeline is drawn from a grid
+GRID_CELL_BUDGET = 40000  # process rows × time columns of that grid
 OP_TYPES = ("ok", "fail", "info", "pending")
 _TYPE_RANK = {"ok": 0, "pending": 1, "fail": 2, "info": 3}
 KNOWN_FAULT_KINDS = ("partition", "kill", "pause")
@@ -165,7 +166,7 @@ def timeline_svg(run: RunData) -> str:
         out += _timeline_exact(run, frame, row_of, rows_top, row_h)
         note = "one bar per operation; hover a bar for the op"
     else:
-        columns = max(50, min(PLOT_WIDTH, ELEMENT_BUDGET * 4 // max(1, len(processes))))
+        columns = max(100, min(PLOT_WIDTH, GRID_CELL_BUDGET // max(1, len(processes))))
         out += _timeline_grid(run, frame, row_of, rows_top, row_h, columns)
         note = (f"{len(run.pairs)} operations drawn on a grid of {columns} time columns: each cell shows the worst "
                 "completion in it (info over fail over ok)")
@@ -252,11 +253,11 @@ def latency_svg(run: RunData) -> str:
         out.append(f'<text class="tick" x="{LEFT - 4}" y="{_num(y + 4)}" text-anchor="end">{10.0 ** power:g}</text>')
     out.append(f'<text class="axis-label" transform="translate(14 {_num((top + bottom) / 2)}) rotate(-90)" '
                f'text-anchor="middle">latency (ms)</text>')
+    placed = [(frame.x(t), y_of(ms), kind) for t, ms, kind in points]
     cell = 1.0
     while True:
         seen: dict[tuple[int, int, str], tuple[float, float]] = {}
-        for t, ms, kind in points:
-            x, y = frame.x(t), y_of(ms)
+        for x, y, kind in placed:
             seen.setdefault((int(x / cell), int(y / cell), kind), (x, y))
         if len(seen) <= ELEMENT_BUDGET or cell >= 16:
             break

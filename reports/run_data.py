@@ -44,33 +44,19 @@ _UNDO_PREFIXES = ("stop-", "reset-", "heal-", "resume-", "recover-")
 _PACKAGE_OF_F = {"kill": "kill", "start": "kill", "pause": "pause", "resume": "pause"}
 
 
-@dataclass(frozen=True)
 class OpPair:
-    """An invocation and its completion (None while pending)."""
+    """An invocation and its completion (None while pending), with times worked out once."""
 
-    invoke: dict[str, Any]
-    complete: dict[str, Any] | None
+    __slots__ = ("invoke", "complete", "process", "start_s", "end_s", "type", "latency_ms")
 
-    @property
-    def process(self) -> Any:
-        return self.invoke.get("process")
-
-    @property
-    def start_s(self) -> float:
-        return _seconds(self.invoke)
-
-    @property
-    def end_s(self) -> float | None:
-        return None if self.complete is None else _seconds(self.complete)
-
-    @property
-    def type(self) -> str:
-        return "pending" if self.complete is None else str(self.complete.get("type"))
-
-    @property
-    def latency_ms(self) -> float | None:
-        end = self.end_s
-        return None if end is None else max(0.0, (end - self.start_s) * 1000.0)
+    def __init__(self, invoke: dict[str, Any], complete: dict[str, Any] | None):
+        self.invoke = invoke
+        self.complete = complete
+        self.process = invoke.get("process")
+        self.start_s = _seconds(invoke)
+        self.end_s = None if complete is None else _seconds(complete)
+        self.type = "pending" if complete is None else str(complete.get("type"))
+        self.latency_ms = None if self.end_s is None else max(0.0, (self.end_s - self.start_s) * 1000.0)
 
 
 @dataclass(frozen=True)
