@@ -504,16 +504,15 @@ class RaftNode:
             raise ValueError("advance() got a Ready that is not the one last returned by ready()")
         self._outstanding_ready = None
         if ready.entries:
-            last = ready.entries[-1]
-            self._stable_last_index = last.index
-            # Inputs given since ready() may have truncated what was just made
-            # durable; by log matching, the same index and term means untouched.
-            if (
-                last.index >= self._unstable_from
-                and last.index <= len(self._entries)
-                and self._entries[last.index - 1].term == last.term
-            ):
-                self._unstable_from = last.index + 1
+            self._stable_last_index = ready.entries[-1].index
+            # Inputs given since ready() may have truncated part of what was just
+            # made durable. By log matching, an entry with the same index and term
+            # is untouched, and so is everything before it: find the last one.
+            for entry in reversed(ready.entries):
+                if entry.index <= len(self._entries) and self._entries[entry.index - 1].term == entry.term:
+                    if entry.index >= self._unstable_from:
+                        self._unstable_from = entry.index + 1
+                    break
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
         if ready.committed_entries:
