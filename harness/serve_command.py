@@ -278,10 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"logquake serve: error: cannot listen on --host {args.host!r} --port {args.port}: {e}; "
                          "choose another port (0 picks a free one) or host\n")
         return EXIT_BAD_ARGUMENTS
-    host, port = server.server_address[:2]
-    shown_host = f"[{host}]" if ":" in str(host) else host
-    sys.stdout.write(f"logquake serve: serving {server.store_root} at http://{shown_host}:{port}/ (Ctrl-C stops)\n")
-    sys.stdout.flush()
     previous_term = previous_int = None
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
@@ -289,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop the server.
         previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        # The address is printed only once the signal handlers are in place: whoever reads it may stop us at once.
+        host, port = server.server_address[:2]
+        shown_host = f"[{host}]" if ":" in str(host) else host
+        sys.stdout.write(f"logquake serve: serving {server.store_root} at http://{shown_host}:{port}/ "
+                         "(Ctrl-C stops)\n")
+        sys.stdout.flush()
         server.serve_forever(poll_interval=0.25)
     except (KeyboardInterrupt, _Stop):
         sys.stdout.write("logquake serve: stopped\n")
