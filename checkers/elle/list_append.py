@@ -204,6 +204,8 @@ def _g1a_cases(ok: list[Txn], failed: list[Txn]) -> list[dict[str, Any]]:
             if f != "r" or not v or k not in failed_writes:
                 continue
             writers = failed_writes[k]
+            if writers.keys().isdisjoint(v):
+                continue
             for element in v:
                 writer = writers.get(element)
                 if writer is not None:
@@ -288,16 +290,17 @@ def _internal_case(txn: Txn) -> dict[str, Any] | None:
 
 
 def _future_read_case(txn: Txn) -> dict[str, Any] | None:
-    reads: dict[Any, dict[Any, list[Any]]] = {}
-    for f, k, v in txn.value:
+    # Only an append after a read of the same key can be a future read, so
+    # reads are kept whole and searched only then (reads can be long).
+    reads: dict[Any, list[list[Any]]] = {}
+    for mop in txn.value:
+        f, k, v = mop
         if f == "append":
-            mop = reads.get(k, {}).get(v)
-            if mop is not None:
-                return {"op": op_to_dict(txn.op), "mop": mop, "element": v}
+            for read in reads.get(k, ()):
+                if v in read[2]:
+                    return {"op": op_to_dict(txn.op), "mop": _mop(*read), "element": v}
         elif v:
-            seen = reads.setdefault(k, {})
-            for element in v:
-                seen.setdefault(element, _mop(f, k, v))
+            reads.setdefault(k, []).append(mop)
     return None
 
 

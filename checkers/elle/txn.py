@@ -126,6 +126,9 @@ class Txn:
     value: list  # micro-ops [f, k, v]
     invoke_position: int
     complete_position: int  # -1 if it never completed
+    # Checker-specific per-transaction data (rw-register: external reads and
+    # writes), filled by the checker that owns this Txn.
+    external: Any = None
 
 
 def as_history(history: Any) -> History:
