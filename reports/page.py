@@ -515,7 +515,8 @@ window.addEventListener('error',function(ev){
 """
 
 # Clicking an op index in a witness table marks that moment on every plot
-# and outlines the op's bar on the timeline.
+# and outlines the op's bar on the timeline (a bar carries the indexes of
+# both its invocation and its completion; witnesses name either).
 REPORT_JS = """
 (function(){
   var NS='http://www.w3.org/2000/svg';
@@ -536,7 +537,9 @@ REPORT_JS = """
     for(var j=0;j<selected.length;j++){selected[j].classList.remove('selected');}
     var bars=document.querySelectorAll('rect.op');
     for(var k=0;k<bars.length;k++){
-      if(bars[k].getAttribute('data-index')===index){bars[k].classList.add('selected');}
+      if(bars[k].getAttribute('data-index')===index||bars[k].getAttribute('data-done')===index){
+        bars[k].classList.add('selected');
+      }
     }
   }
   document.addEventListener('click',function(ev){

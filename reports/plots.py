@@ -185,7 +185,8 @@ def _timeline_exact(run: RunData, frame: _Frame, row_of: dict[Any, int], rows_to
         latency = pair.latency_ms
         detail = f"{latency:.1f} ms" if latency is not None else "no completion"
         index = pair.invoke.get("index")
-        out.append(f'<rect class="op {pair.type if pair.type in OP_TYPES else "info"}" data-index="{_e(index)}" '
+        done = f' data-done="{_e(pair.complete.get("index"))}"' if pair.complete is not None else ""
+        out.append(f'<rect class="op {pair.type if pair.type in OP_TYPES else "info"}" data-index="{_e(index)}"{done} '
                    f'x="{_num(x1)}" y="{_num(y)}" width="{_num(max(x2 - x1, 1.0))}" height="{_num(bar_h)}">'
                    f'<title>op {_e(index)}: process {_e(pair.process)} {_e(pair.invoke.get("f"))} '
                    f'{_e(pair.type)}, {detail}</title></rect>')

@@ -1,0 +1,119 @@
+"""The report in a real browser: headless Chromium renders it, runs its script, and shows no script error.
+
+Needs Debian's `chromium` package (CI installs it). The failing run is built
+by running the real queue checker on a hand-written history with a lost
+write. Chromium's `--dump-dom` prints the DOM after scripts ran: the report's
+script marks `<body data-report-ready="yes">` as its last step, and the
+error catcher in `<head>` writes any script error into `#js-errors`, so both
+a crash and a silent failure show up in the dumped DOM.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reports import render_run
+from tests.reports.run_dirs import lost_write_run
+from tests.reports.test_serve import fetch, serving
+
+pytestmark = pytest.mark.slow
+
+BROWSER_TIMEOUT_S = 120
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "the browser test needs Chromium: apt-get install -y chromium (Debian package `chromium`)"
+    return path
+
+
+def _run_chromium(tmp_path: Path, url: str, *mode: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir(exist_ok=True)
+    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+            "--enable-logging=stderr", "--v=0", *mode, url]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
+    assert proc.returncode == 0, f"chromium exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _js_errors(dom: str) -> str:
+    m = re.search(r'<pre id="js-errors"[^>]*>(.*?)</pre>', dom, re.S)
+    assert m, "the dumped DOM has no #js-errors element"
+    return m.group(1)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+def test_failing_run_report_renders_in_chromium_without_script_errors(tmp_path):
+    run_dir = lost_write_run(tmp_path / "store", delivery="exactly-once")
+    results = json.loads((run_dir / "results.json").read_text())
+    report = render_run(run_dir)
+    proc = _run_chromium(tmp_path, report.as_uri(), "--dump-dom")
+    dom = proc.stdout
+    assert 'data-report-ready="yes"' in dom, "the report's script did not finish"
+    assert _js_errors(dom) == ""
+    assert _console_errors(proc.stderr) == []
+    assert '<header id="verdict" class="verdict invalid">' in dom and ">INVALID<" in dom
+    assert 'id="anomalies"' in dom and 'id="anomaly-lost-write"' in dom
+    assert html.escape(results["workload"]["anomalies"]["lost-write"][0]["explanation"]) in dom
+    # The script gave every witness op link its tooltip: it ran over the anomaly section.
+    assert 'title="show op 11 on the plots"' in dom and 'title="show op 19 on the plots"' in dom
+    # The hostile value in the history stayed text: no script of its own ran.
+    assert "<script>alert" not in dom
+
+    shot = tmp_path / "report.png"
+    _run_chromium(tmp_path, report.as_uri(), f"--screenshot={shot}", "--window-size=1200,3000")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000  # a blank page is a few KB; the drawn report is much more
+
+
+def test_a_script_error_would_be_caught(tmp_path):
+    # The detector itself: the same report with a broken script must show the error in the DOM.
+    run_dir = lost_write_run(tmp_path / "store")
+    page = render_run(run_dir).read_text()
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.replace("</body>", "<script>noSuchFunction();</script></body>"))
+    dom = _run_chromium(tmp_path, broken.as_uri(), "--dump-dom").stdout
+    assert "noSuchFunction" in _js_errors(dom)
+
+
+def test_served_report_renders_in_chromium(tmp_path):
+    store = tmp_path / "store"
+    run_dir = lost_write_run(store)
+    with serving(store) as (_, port):
+        assert fetch(port, "/")[0] == 200
+        base = f"http://127.0.0.1:{port}"
+        index_dom = _run_chromium(tmp_path, base + "/", "--dump-dom").stdout
+        assert '<tr class="run invalid"' in index_dom
+        # No report.html on disk: the server draws it on request.
+        proc = _run_chromium(tmp_path, f"{base}/queue-lost/{run_dir.name}/report.html", "--dump-dom")
+        assert 'data-report-ready="yes"' in proc.stdout
+        assert _js_errors(proc.stdout) == ""
+        assert 'id="anomaly-lost-write"' in proc.stdout
+
+
+def test_clicking_a_witness_op_marks_it_on_the_plots(tmp_path):
+    run_dir = lost_write_run(tmp_path / "store")
+    page = render_run(run_dir).read_text()
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.replace(
+        "</body>", "<script>document.querySelector('#anomaly-lost-write a.op-link').click();</script></body>"))
+    dom = _run_chromium(tmp_path, clicked.as_uri(), "--dump-dom").stdout
+    assert _js_errors(dom) == ""
+    # Op 11 was invoked at 0.25 s: one dashed marker per time plot (timeline, latency, throughput).
+    markers = re.findall(r'<line class="marker" x1="([\d.]+)"', dom)
+    assert len(markers) == 3
+    assert len(set(markers)) == 1
+    # The witness names the completion (op 11); its bar starts at the invocation (op 10).
+    assert re.findall(r'<rect class="op ok selected" data-index="(\d+)" data-done="(\d+)"', dom) == [("10", "11")]
