@@ -213,7 +213,25 @@ class PartitionLog:
         start = self._segments[0].base_offset
         if checkpoint is not None:
             start = max(start, checkpoint.log_start_offset)
-        self.log_start_offset = min(start, self.log_end_offset)
+        if start > self.log_end_offset:
+            # The log ends below its start: what a crash lost had been deleted
+            # already (DeleteRecords or retention moved the start past unflushed
+            # data). Restart empty at the start, as Kafka's LogLoader does.
+            logger.warning(
+                "%s: the log ends at offset %d, below its log start offset %d (only deleted records were lost); "
+                "restarting it empty at %d",
+                self.directory,
+                self.log_end_offset,
+                start,
+                start,
+            )
+            for segment in self._segments:
+                segment.delete_files()
+            self._segments = []
+            self._base_offsets = []
+            self._add_segment(start)
+            self.log_end_offset = start
+        self.log_start_offset = start
         self._delete_segments_below_log_start()
         if not truncated and recovery_point is not None and recovery_point > self.log_end_offset:
             logger.error(

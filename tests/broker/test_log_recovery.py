@@ -310,3 +310,20 @@ def test_a_segment_overlapping_the_one_before_is_dropped(tmp_path, caplog):
     assert f"segment {3:020d}.log starts at offset 3, below the end 6" in caplog.text
     assert not (path / f"{3:020d}.log").exists()
     reopened.close()
+
+
+def test_losing_only_deleted_records_restarts_the_log_empty_at_its_start(tmp_path, caplog):
+    path = tmp_path / "t-0"
+    log = open_log(path, checkpointing())
+    log.append(make_batch(4), 0)
+    log.delete_records_before(4)  # the checkpoint says: start at 4; the batch was never fsync'd
+    log.close(flush=False)
+    with open(last_segment(path), "r+b") as f:
+        f.truncate(0)  # a power loss took the unflushed batch
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        reopened = open_log(path, checkpointing(), recover=True)
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (4, 4)
+    assert reopened.segment_base_offsets == [4]
+    assert "below its log start offset 4 (only deleted records were lost); restarting it empty at 4" in caplog.text
+    assert reopened.append(make_batch(1), 0).base_offset == 4
+    reopened.close()
