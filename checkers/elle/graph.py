@@ -323,7 +323,8 @@ def _bfs_from(
     steps = 0
     while queue:
         steps += 1
-        if steps & 1023 == 0 and clock() > deadline:
+        # Read the clock on the first step and then every 1024 steps.
+        if steps & 1023 == 1 and clock() > deadline:
             raise SearchTimeout(spec.name)
         key = queue.popleft()
         node, state = key

@@ -326,18 +326,20 @@ def _sorted_values(possible: list[Txn]) -> dict[Any, list[tuple[Any, ...]]]:
     A key never read non-empty but appended exactly once has the one state
     ``(v,)`` (Elle's single-append inference).
     """
-    observed: dict[Any, set[tuple[Any, ...]]] = {}
+    # Dicts as ordered sets: equal-length reads stay in history order, so
+    # reports are deterministic.
+    observed: dict[Any, dict[tuple[Any, ...], None]] = {}
     appends: dict[Any, list[Any]] = {}
     for txn in possible:
         for f, k, v in txn.value:
             if f == "r":
                 if v:
-                    observed.setdefault(k, set()).add(tuple(v))
+                    observed.setdefault(k, {})[tuple(v)] = None
             else:
                 appends.setdefault(k, []).append(v)
     for k, values in appends.items():
         if k not in observed and len(values) == 1:
-            observed[k] = {(values[0],)}
+            observed[k] = {(values[0],): None}
     return {k: sorted(values, key=len) for k, values in observed.items()}
 
 
