@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from reports.run_data import FaultWindow, OpPair, RunData
+from reports.run_data import FaultWindow, RunData
 
 __all__ = ["ELEMENT_BUDGET", "KNOWN_FAULT_KINDS", "OP_TYPES", "fault_class", "latency_svg", "nice_ticks",
            "throughput_svg", "timeline_svg"]

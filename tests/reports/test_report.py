@@ -12,7 +12,7 @@ import pytest
 from reports import render_run, render_run_html
 from reports.plots import EXACT_TIMELINE_MAX, nice_ticks
 from reports.run_data import load_run
-from tests.reports.run_dirs import XSS, checked_results, empty_run, interrupted_run, lost_write_run, valid_run, write_run
+from tests.reports.run_dirs import XSS, empty_run, interrupted_run, lost_write_run, valid_run, write_run
 
 SVG_ELEMENT = re.compile(r"<(rect|path|circle|line|text|polyline|polygon)\b")
 
@@ -270,3 +270,28 @@ def test_report_is_self_contained(tmp_path):
 def test_store_path_argument_may_be_a_string(tmp_path):
     run_dir: Path = valid_run(tmp_path)
     assert render_run(str(run_dir)) == run_dir / "report.html"
+
+
+def test_a_crashed_checker_shows_its_traceback_and_no_promises(tmp_path):
+    ops = [{"index": 0, "time": 0, "process": 0, "type": "invoke", "f": "poll", "value": [["poll"]]},
+           {"index": 1, "time": 10 ** 6, "process": 0, "type": "ok", "f": "poll", "value": [["poll", {}]]}]
+    results = {"valid": "unknown",
+               "workload": {"valid": "unknown", "error": "Traceback (most recent call last):\n  <boom>"}}
+    page = render_run_html(write_run(tmp_path, "crashed-checker", ops, results))
+    assert '<header id="verdict" class="verdict unknown">' in page
+    assert "The checkers could not decide." in page
+    assert "checker workload failed, so its verdict is unknown:" in page
+    assert "  &lt;boom&gt;" in page
+    assert 'id="promises"' not in page
+    assert '<h3 class="checker unknown">checker workload: UNKNOWN</h3>' in page
+
+
+def test_pending_operations_are_drawn_to_the_end_of_the_history(tmp_path):
+    ops = [{"index": 0, "time": 0, "process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 1]]},
+           {"index": 1, "time": 10 ** 6, "process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+           {"index": 2, "time": 2 * 10 ** 9, "process": 1, "type": "ok", "f": "poll", "value": [["poll", {}]]}]
+    page = render_run_html(write_run(tmp_path, "pending", ops, None))
+    bar = re.search(r'<rect class="op pending" data-index="0" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', page)
+    assert bar, "the pending send has no bar"
+    assert float(bar.group(1)) + float(bar.group(2)) == pytest.approx(1000 - 16, abs=0.2)  # the plot's right edge
+    assert "op 0: process 0 send pending, no completion" in page

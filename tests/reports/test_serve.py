@@ -13,7 +13,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
