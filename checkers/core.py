@@ -122,7 +122,8 @@ def _edn_keyed(x: Any) -> Any:
                 # Jepsen spells the verdict :valid?, with :unknown for undecided.
                 out[EdnKeyword("valid?")] = EdnKeyword(UNKNOWN) if v == UNKNOWN else _edn_keyed(v)
             elif isinstance(k, str) and k and not any(c.isspace() or c in '()[]{}",;\\' for c in k):
-                out[EdnKeyword(k)] = _edn_keyed(v)
+                # Python's snake_case keys become Clojure's kebab-case keywords.
+                out[EdnKeyword(k.replace("_", "-"))] = _edn_keyed(v)
             else:
                 out[_edn_keyed(k)] = _edn_keyed(v)
         return out
@@ -137,6 +138,7 @@ def _edn_keyed(x: Any) -> Any:
 
 def results_to_edn(result: Mapping[str, Any]) -> str:
     """A result map as EDN with keyword keys (`"valid"` is written `:valid?`,
-    and the verdict "unknown" as `:unknown`, as Jepsen writes them); string
+    and the verdict "unknown" as `:unknown`, as Jepsen writes them; snake_case
+    keys become kebab-case keywords, `anomaly_types` -> `:anomaly-types`); string
     values stay strings, ops are written as Jepsen op maps."""
     return edn_dumps(_edn_keyed(result)) + "\n"

@@ -56,6 +56,8 @@ analysis, jepsen.io/analyses/redpanda-21.10.1); Adya, "Weak Consistency"
 
 from __future__ import annotations
 
+import bisect
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -98,16 +100,19 @@ class QueueHistoryError(ValueError):
     """A queue history whose values do not follow the kafka workload's shape."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _norm_str_key(k: str) -> Any:
+    body = k[1:] if k[:1] == "-" else k
+    return int(k) if body.isdigit() else k
+
+
 def _norm_key(k: Any) -> Any:
     # JSON map keys are strings: a poll read back from JSONL says "2" where the
     # send said 2. Treat integer-looking strings as integers so both agree.
     if isinstance(k, str):
-        body = k[1:] if k[:1] == "-" else k
-        if body.isdigit():
-            return int(k)
-        return k
+        return _norm_str_key(k)
     if isinstance(k, list):
-        return tuple(k)
+        return tuple(_hashable(x) for x in k)
     return k
 
 
@@ -119,46 +124,51 @@ def _hashable(v: Any) -> Any:
     return v
 
 
-class _Parsed:
-    """Reads and writes of one completion, grouped by key, in mop order."""
 
-    __slots__ = ("reads", "read_pairs", "writes", "write_offsets")
-
-    def __init__(self) -> None:
-        self.reads: dict[Any, list[Any]] = {}
-        self.read_pairs: dict[Any, list[tuple[int | None, Any]]] = {}
-        self.writes: dict[Any, list[Any]] = {}
-        self.write_offsets: dict[Any, list[int | None]] = {}
+_Pairs = dict  # key -> list of (offset | None, value), in micro-op order
 
 
-def _parse(op: Op) -> _Parsed:
-    parsed = _Parsed()
+def _parse(op: Op) -> tuple[_Pairs, _Pairs]:
+    """(reads, writes) of one completion: key -> [(offset, value), ...] in mop order.
+
+    Not stored: the analysis parses each op twice instead, which costs a few
+    microseconds per op and keeps memory to the history itself.
+    """
+    reads: dict[Any, list[tuple[Any, Any]]] = {}
+    writes: dict[Any, list[tuple[Any, Any]]] = {}
     value = op.value
     if value is None:
-        return parsed
+        return reads, writes
     if not isinstance(value, (list, tuple)):
-        raise QueueHistoryError(
-            f"op {op.index}: a {op.f} op's value must be a list of micro-ops, got {value!r:.100}"
-        )
+        raise QueueHistoryError(f"op {op.index}: a {op.f} op's value must be a list of micro-ops, got {value!r:.100}")
+    completed = op.type != "invoke"
     for mop in value:
         if not isinstance(mop, (list, tuple)) or not mop:
-            raise QueueHistoryError(f"op {op.index}: expected a micro-op like [\"send\", k, v] or [\"poll\", ...], got {mop!r:.100}")
+            raise QueueHistoryError(
+                f"op {op.index}: expected a micro-op like [\"send\", k, v] or [\"poll\", ...], got {mop!r:.100}"
+            )
         name = mop[0]
         if name == "send":
             if len(mop) != 3:
                 raise QueueHistoryError(f"op {op.index}: expected [\"send\", key, value], got {mop!r:.100}")
-            k = _norm_key(mop[1])
             v = mop[2]
             offset = None
-            if isinstance(v, (list, tuple)) and op.type != "invoke":
+            if completed and isinstance(v, (list, tuple)):
                 if len(v) != 2:
                     raise QueueHistoryError(
                         f"op {op.index}: a completed send is [\"send\", key, [offset, value]], got {mop!r:.100}"
                     )
                 offset, v = v[0], v[1]
-            v = _hashable(v)
-            parsed.writes.setdefault(k, []).append(v)
-            parsed.write_offsets.setdefault(k, []).append(offset)
+            if v.__class__ is list or v.__class__ is dict:
+                v = _hashable(v)
+            k = mop[1]
+            if k.__class__ is not int:
+                k = _norm_key(k)
+            entry = writes.get(k)
+            if entry is None:
+                writes[k] = [(offset, v)]
+            else:
+                entry.append((offset, v))
         elif name == "poll":
             if len(mop) < 2 or mop[1] is None:
                 continue  # an invocation's [poll], or a poll with no result
@@ -168,52 +178,72 @@ def _parse(op: Op) -> _Parsed:
                     f"op {op.index}: a completed poll is [\"poll\", {{key: [[offset, value], ...]}}], got {mop!r:.100}"
                 )
             for raw_key, pairs in results.items():
-                k = _norm_key(raw_key)
-                reads = parsed.reads.setdefault(k, [])
-                read_pairs = parsed.read_pairs.setdefault(k, [])
-                for pair in pairs or ():
+                if not pairs:
+                    continue
+                k = raw_key if raw_key.__class__ is int else _norm_key(raw_key)
+                entry = reads.get(k)
+                if entry is None:
+                    entry = reads[k] = []
+                for pair in pairs:
                     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                         raise QueueHistoryError(
                             f"op {op.index}: poll results are [offset, value] pairs, got {pair!r:.100} for key {raw_key!r}"
                         )
-                    v = _hashable(pair[1])
-                    reads.append(v)
-                    read_pairs.append((pair[0], v))
+                    v = pair[1]
+                    if v.__class__ is list or v.__class__ is dict:
+                        v = _hashable(v)
+                    entry.append((pair[0], v))
         else:
             raise QueueHistoryError(
                 f"op {op.index}: unknown micro-op {name!r} in {mop!r:.100}; expected \"send\" or \"poll\""
             )
-    return parsed
-
-
-class _Order:
-    """The version order of one key: dense indexes over occupied offsets."""
-
-    __slots__ = ("by_index", "by_value", "log_values", "first_index", "last_index", "offsets", "index_of_offset")
-
-    def __init__(self, log: dict[int, set[Any]]) -> None:
-        self.offsets: list[int] = sorted(log)
-        self.index_of_offset: dict[int, int] = {offset: i for i, offset in enumerate(self.offsets)}
-        self.by_index: list[Any] = []
-        self.by_value: dict[Any, int] = {}
-        self.log_values: list[list[Any]] = []  # per index: the values at that offset
-        self.first_index: dict[Any, int] = {}
-        self.last_index: dict[Any, int] = {}
-        for index, offset in enumerate(self.offsets):
-            values = sorted(log[offset], key=_value_sort_key)
-            self.log_values.append(values)
-            self.by_index.append(values[0])
-            for v in values:
-                self.first_index.setdefault(v, index)
-                self.last_index[v] = index
-            # A duplicated value maps to its last index, as Jepsen's index-seq does.
-            self.by_value[values[0]] = index
+    return reads, writes
 
 
 def _value_sort_key(v: Any) -> tuple[int, Any]:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return (0, v)
     return (1, repr(v))
+
+
+_MISSING = object()
+
+
+class _Order:
+    """The version order of one key: a dense index per occupied offset.
+
+    `by_index[i]` is the value at the i-th occupied offset (the least value
+    when the offset is inconsistent); `by_value[v]` the last index where v
+    appears; `duplicates[v]` every index of a value seen at several offsets;
+    `conflicts[offset]` every value of an inconsistent offset.
+    """
+
+    __slots__ = ("offsets", "index_of_offset", "by_index", "by_value", "duplicates", "conflicts")
+
+    def __init__(self, log: dict[int, Any], conflicts: dict[int, set[Any]]) -> None:
+        self.offsets: list[int] = sorted(log)
+        self.index_of_offset: dict[int, int] = {}
+        self.by_index: list[Any] = []
+        self.by_value: dict[Any, int] = {}
+        self.duplicates: dict[Any, list[int]] = {}
+        self.conflicts = conflicts
+        for index, offset in enumerate(self.offsets):
+            self.index_of_offset[offset] = index
+            values = sorted(conflicts[offset], key=_value_sort_key) if offset in conflicts else (log[offset],)
+            self.by_index.append(values[0])
+            for v in values:
+                previous = self.by_value.get(v)
+                if previous is not None:
+                    self.duplicates.setdefault(v, [previous]).append(index)
+                self.by_value[v] = index
+
+    def values_at(self, index: int) -> Iterable[Any]:
+        conflict = self.conflicts.get(self.offsets[index]) if self.conflicts else None
+        return sorted(conflict, key=_value_sort_key) if conflict else (self.by_index[index],)
+
+    def first_index(self, v: Any) -> int | None:
+        dup = self.duplicates.get(v)
+        return dup[0] if dup else self.by_value.get(v)
 
 
 def check(
@@ -243,6 +273,7 @@ def check(
     return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses)
 
 
+
 class _Analysis:
     def __init__(self, history: History, ww_deps: bool, subscribe_allows_skips: bool) -> None:
         self.history = history
@@ -251,81 +282,11 @@ class _Analysis:
         # anomaly name -> list of (data, op positions, allowed-by-rule flag)
         self.found: dict[str, list[tuple[dict[str, Any], list[int], bool]]] = defaultdict(list)
         self.stats: dict[str, Any] = {}
-        self._collect()
-        self._version_orders()
-        self._simple_anomalies()
-        self._lost_and_unseen()
-        self._process_anomalies()
-        self._internal_anomalies()
+        self._pass_one()
+        self._build_orders()
+        self._order_anomalies()
+        self._pass_two()
         self._cycles()
-
-    # -- collection ---------------------------------------------------------------
-
-    def _collect(self) -> None:
-        h = self.history
-        self.parsed: dict[int, _Parsed] = {}  # completion position -> reads/writes
-        self.writer_of: dict[tuple[Any, Any], int] = {}
-        self.ok_reads: dict[Any, set[Any]] = defaultdict(set)
-        self.readers_of: dict[tuple[Any, Any], int] = {}  # first ok reader
-        self.failed_writes: dict[Any, set[Any]] = defaultdict(set)
-        counts = {"ok": 0, "info": 0, "fail": 0}
-        for position, op in enumerate(h):
-            if op.type == "invoke" or op.process == NEMESIS or op.f not in _DATA_FS:
-                continue
-            counts[op.type] += 1
-            parsed = _parse(op)
-            if not parsed.reads and not parsed.writes:
-                continue
-            self.parsed[position] = parsed
-            for k, vs in parsed.writes.items():
-                for v in vs:
-                    self.writer_of[(k, v)] = position
-                    if op.type == "fail":
-                        self.failed_writes[k].add(v)
-            if op.type == "ok":
-                for k, vs in parsed.reads.items():
-                    reads = self.ok_reads[k]
-                    for v in vs:
-                        reads.add(v)
-                        self.readers_of.setdefault((k, v), position)
-        self.stats["completions"] = counts
-
-    def must_have_committed(self, position: int) -> bool:
-        op = self.history[position]
-        if op.type == "ok":
-            return True
-        if op.type != "info":
-            return False
-        for k, vs in self.parsed[position].writes.items():
-            reads = self.ok_reads.get(k)
-            if reads and any(v in reads for v in vs):
-                return True
-        return False
-
-    def _version_orders(self) -> None:
-        logs: dict[Any, dict[int, set[Any]]] = defaultdict(dict)
-        self.committed: set[int] = set()
-        for position, parsed in self.parsed.items():
-            if parsed.writes and self.must_have_committed(position):
-                self.committed.add(position)
-                for k, offsets in parsed.write_offsets.items():
-                    log = logs[k]
-                    for offset, v in zip(offsets, parsed.writes[k]):
-                        if offset is not None:
-                            log.setdefault(offset, set()).add(v)
-            for k, pairs in parsed.read_pairs.items():
-                log = logs[k]
-                for offset, v in pairs:
-                    if offset is not None:
-                        log.setdefault(offset, set()).add(v)
-        self.orders: dict[Any, _Order] = {k: _Order(log) for k, log in logs.items()}
-        for k, log in logs.items():
-            for offset in sorted(log):
-                if len(log[offset]) > 1:
-                    values = sorted(log[offset], key=_value_sort_key)
-                    writers = [self.writer_of[(k, v)] for v in values if (k, v) in self.writer_of]
-                    self._add("inconsistent-offsets", {"key": k, "offset": offset, "values": values}, writers)
-        self.stats["keys"] = len(self.orders)
 
     def _add(self, name: str, data: dict[str, Any], positions: Iterable[int], allowed: bool = False) -> None:
         self.found[name].append((data, list(dict.fromkeys(positions)), allowed))
@@ -333,82 +294,139 @@ class _Analysis:
     def _index(self, position: int) -> int:
         return self.history[position].index
 
-    # -- anomalies ----------------------------------------------------------------
+    def _data_positions(self) -> Iterable[tuple[int, Op]]:
+        for position, op in enumerate(self.history):
+            if op.type != "invoke" and op.f in _DATA_FS and op.process != NEMESIS:
+                yield position, op
 
-    def _simple_anomalies(self) -> None:
-        for k, order in self.orders.items():
-            seen: dict[Any, list[int]] = {}
-            for index, values in enumerate(order.log_values):
-                for v in values:
-                    seen.setdefault(v, []).append(index)
-            for v, indexes in seen.items():
-                if len(indexes) > 1:
-                    offsets = [order.offsets[i] for i in indexes]
-                    positions = [p for p in (self.writer_of.get((k, v)), self.readers_of.get((k, v))) if p is not None]
-                    self._add("duplicate", {"key": k, "value": v, "count": len(indexes), "offsets": offsets}, positions)
-        for position, parsed in self.parsed.items():
-            op = self.history[position]
-            if op.type == "ok":
-                for k, vs in parsed.reads.items():
-                    failed = self.failed_writes.get(k)
-                    if failed:
-                        for v in vs:
-                            if v in failed:
-                                writer = self.writer_of[(k, v)]
-                                self._add(
-                                    "G1a",
-                                    {"key": k, "value": v, "writer": self._index(writer), "reader": op.index},
-                                    [writer, position],
-                                )
-            if parsed.reads and parsed.writes:
-                for k, vs in parsed.writes.items():
-                    reads = parsed.reads.get(k)
-                    if reads:
-                        bad = set(vs).intersection(reads)
-                        if bad:
-                            v = min(bad, key=_value_sort_key)
-                            self._add("precommitted-read", {"key": k, "value": v, "op": op.index}, [position])
+    # -- pass one: writers, reads, logs ------------------------------------------------
 
-    def _lost_and_unseen(self) -> None:
-        unseen_total = 0
-        for k, reads in self.ok_reads.items():
+    def _pass_one(self) -> None:
+        self.writer_of: dict[Any, dict[Any, int]] = defaultdict(dict)  # key -> value -> completion position
+        self.ok_reads: dict[Any, set[Any]] = defaultdict(set)
+        self.failed_writes: dict[Any, set[Any]] = defaultdict(set)
+        self.logs: dict[Any, dict[int, Any]] = defaultdict(dict)
+        self.conflicts: dict[Any, dict[int, set[Any]]] = defaultdict(dict)
+        self.committed_info: set[int] = set()
+        info_sends: list[int] = []
+        counts = {"ok": 0, "info": 0, "fail": 0}
+        for position, op in self._data_positions():
+            counts[op.type] += 1
+            reads, writes = _parse(op)
+            for k, pairs in writes.items():
+                writers = self.writer_of[k]
+                for offset, v in pairs:
+                    writers[v] = position
+                if op.type == "ok":
+                    for offset, v in pairs:
+                        if offset is not None:
+                            self._log(k, offset, v)
+                elif op.type == "fail":
+                    self.failed_writes[k].update(v for _, v in pairs)
+            if writes and op.type == "info":
+                info_sends.append(position)
+            ok = op.type == "ok"
+            for k, pairs in reads.items():
+                for offset, v in pairs:
+                    if offset is not None:
+                        self._log(k, offset, v)
+                if ok:
+                    self.ok_reads[k].update(v for _, v in pairs)
+        # An info send committed if an ok poll read one of its values.
+        for position in info_sends:
+            _, writes = _parse(self.history[position])
+            if any(v in self.ok_reads.get(k, ()) for k, pairs in writes.items() for _, v in pairs):
+                self.committed_info.add(position)
+                for k, pairs in writes.items():
+                    for offset, v in pairs:
+                        if offset is not None:
+                            self._log(k, offset, v)
+        self.stats["completions"] = counts
+
+    def _log(self, k: Any, offset: int, v: Any) -> None:
+        log = self.logs[k]
+        current = log.get(offset, _MISSING)
+        if current is _MISSING:
+            log[offset] = v
+        elif current != v:
+            self.conflicts[k].setdefault(offset, {current}).add(v)
+
+    def committed(self, position: int) -> bool:
+        """The send at `position` must have committed: ok, or info and read."""
+        return self.history[position].type == "ok" or position in self.committed_info
+
+    def _build_orders(self) -> None:
+        self.orders: dict[Any, _Order] = {
+            k: _Order(log, self.conflicts.get(k, {})) for k, log in self.logs.items()
+        }
+        del self.logs
+        self.stats["keys"] = len(self.orders)
+        self.stats["messages"] = sum(len(o.offsets) for o in self.orders.values())
+
+    # -- anomalies of the logs themselves ------------------------------------------------
+
+    def _order_anomalies(self) -> None:
+        needed_readers: set[tuple[Any, Any]] = set()
+        duplicates = []
+        for k in sorted(self.orders, key=_value_sort_key):
+            order = self.orders[k]
+            for offset in sorted(order.conflicts):
+                values = sorted(order.conflicts[offset], key=_value_sort_key)
+                writers = [self.writer_of[k][v] for v in values if v in self.writer_of.get(k, {})]
+                self._add("inconsistent-offsets", {"key": k, "offset": offset, "values": values}, writers)
+            for v, indexes in order.duplicates.items():
+                duplicates.append((k, v, indexes))
+                needed_readers.add((k, v))
+        lost = []
+        for k in sorted(self.ok_reads, key=_value_sort_key):
+            reads = self.ok_reads[k]
             order = self.orders.get(k)
             if order is None:
                 continue
-            bound = max((order.first_index[v] for v in reads if v in order.first_index), default=-1)
+            bound = -1
+            for v in reads:
+                index = order.first_index(v)
+                if index is not None and index > bound:
+                    bound = index
             if bound < 0:
                 continue
-            max_read = next(
-                (self.readers_of[(k, v)] for v in order.log_values[bound] if (k, v) in self.readers_of), None
-            )
+            max_read_value = next((v for v in order.values_at(bound) if v in reads), order.by_index[bound])
+            writers = self.writer_of.get(k, {})
             for index in range(bound + 1):
-                for v in order.log_values[index]:
-                    if v in reads or order.last_index[v] > bound:
+                for v in order.values_at(index):
+                    if v in reads or order.by_value[v] > bound:
                         continue
-                    writer = self.writer_of.get((k, v))
-                    if writer is None or not self.must_have_committed(writer):
+                    writer = writers.get(v)
+                    if writer is None or not self.committed(writer):
                         continue
-                    data = {
-                        "key": k,
-                        "value": v,
-                        "index": order.first_index[v],
-                        "max_read_index": bound,
-                        "writer": self._index(writer),
-                        "max_read": self._index(max_read) if max_read is not None else None,
-                    }
-                    self._add("lost-write", data, [writer] + ([max_read] if max_read is not None else []))
-        # unseen: acknowledged (ok) sends never read by an ok poll.
-        unseen: dict[Any, list[tuple[Any, int]]] = defaultdict(list)
-        for position, parsed in self.parsed.items():
-            if self.history[position].type != "ok":
+                    lost.append((k, v, order.first_index(v), bound, writer, max_read_value))
+                    needed_readers.add((k, max_read_value))
+        readers = self._first_ok_readers(needed_readers)
+        for k, v, indexes in duplicates:
+            order = self.orders[k]
+            positions = [p for p in (self.writer_of.get(k, {}).get(v), readers.get((k, v))) if p is not None]
+            offsets = [order.offsets[i] for i in indexes]
+            self._add("duplicate", {"key": k, "value": v, "count": len(indexes), "offsets": offsets}, positions)
+        for k, v, index, bound, writer, max_read_value in lost:
+            max_read = readers.get((k, max_read_value))
+            data = {
+                "key": k,
+                "value": v,
+                "index": index,
+                "max_read_index": bound,
+                "writer": self._index(writer),
+                "max_read": self._index(max_read) if max_read is not None else None,
+            }
+            self._add("lost-write", data, [writer] + ([max_read] if max_read is not None else []))
+        # unseen: acknowledged (ok) sends that no ok poll read.
+        unseen_total = 0
+        h = self.history
+        for k in sorted(self.writer_of, key=_value_sort_key):
+            reads = self.ok_reads.get(k, ())
+            entries = [(v, p) for v, p in self.writer_of[k].items() if v not in reads and h[p].type == "ok"]
+            if not entries:
                 continue
-            for k, vs in parsed.writes.items():
-                reads = self.ok_reads.get(k, ())
-                for v in vs:
-                    if v not in reads:
-                        unseen[k].append((v, position))
-        for k in sorted(unseen, key=_value_sort_key):
-            entries = unseen[k]
+            entries.sort(key=lambda e: e[1])
             unseen_total += len(entries)
             values = [v for v, _ in entries]
             self._add(
@@ -418,16 +436,33 @@ class _Analysis:
             )
         self.stats["unseen"] = unseen_total
 
-    def _delta(
-        self, k: Any, v1: Any, v2: Any, offset1: int | None = None, offset2: int | None = None
-    ) -> tuple[int, int | None, int | None]:
-        """Distance from v1 to v2 in the version order of k (1 = adjacent).
+    def _first_ok_readers(self, needed: set[tuple[Any, Any]]) -> dict[tuple[Any, Any], int]:
+        found: dict[tuple[Any, Any], int] = {}
+        if not needed:
+            return found
+        keys = {k for k, _ in needed}
+        for position, op in self._data_positions():
+            if op.type != "ok":
+                continue
+            reads, _ = _parse(op)
+            for k, pairs in reads.items():
+                if k in keys:
+                    for _, v in pairs:
+                        if (k, v) in needed and (k, v) not in found:
+                            found[(k, v)] = position
+            if len(found) == len(needed):
+                break
+        return found
 
-        Uses the offsets the op itself reported when both are known (so a
-        duplicated value, which sits at several offsets, is placed where this
-        op saw it), else each value's index as Jepsen does; 1 when unknown.
+    # -- pass two: per op and per process ------------------------------------------------
+
+    def _delta(self, order: _Order | None, v1: Any, v2: Any, offset1: Any, offset2: Any) -> tuple[int, int | None, int | None]:
+        """Distance from v1 to v2 in the version order (1 = adjacent).
+
+        Uses the offsets the ops reported when both are known (so a duplicated
+        value, which sits at several offsets, is placed where this op saw it),
+        else each value's index as Jepsen does; 1 when unknown.
         """
-        order = self.orders.get(k)
         if order is None:
             return 1, None, None
         if offset1 is not None and offset2 is not None:
@@ -440,11 +475,13 @@ class _Analysis:
             return 1, i1, i2
         return i2 - i1, i1, i2
 
-    def _process_anomalies(self) -> None:
+    def _pass_two(self) -> None:
         h = self.history
-        last_reads: dict[Any, dict[Any, int]] = defaultdict(dict)  # process -> key -> position
-        last_sends: dict[Any, dict[Any, int]] = defaultdict(dict)
+        orders = self.orders
+        last_reads: dict[Any, dict[Any, tuple[int, Any, Any]]] = defaultdict(dict)  # process -> key -> (pos, offset, value)
+        last_sends: dict[Any, dict[Any, tuple[int, Any, Any]]] = defaultdict(dict)
         subscribed: dict[Any, bool] = {}
+        self.succ: dict[int, list[int]] = defaultdict(list)  # data dependency edges (wr, ww)
         for position, op in enumerate(h):
             if op.type == "invoke" or op.process == NEMESIS:
                 continue
@@ -453,85 +490,105 @@ class _Analysis:
                 if op.type in ("ok", "info"):
                     keep = {_norm_key(k) for k in (op.value or ())}
                     for table in (last_reads, last_sends):
-                        current = table[process]
-                        table[process] = {k: p for k, p in current.items() if k in keep}
+                        current = table.get(process)
+                        if current:
+                            table[process] = {k: e for k, e in current.items() if k in keep}
                     subscribed[process] = op.f == "subscribe"
                 continue
-            parsed = self.parsed.get(position)
-            if parsed is None:
+            if op.f not in _DATA_FS:
                 continue
-            if parsed.reads:
-                reads_table = last_reads[process]
-                for k, vs in parsed.reads.items():
-                    if not vs:
-                        continue
-                    previous = reads_table.get(k)
+            reads, writes = _parse(op)
+            if not reads and not writes:
+                continue
+            ok = op.type == "ok"
+            # G1a and precommitted reads
+            if ok:
+                for k, pairs in reads.items():
+                    failed = self.failed_writes.get(k)
+                    if failed:
+                        for _, v in pairs:
+                            if v in failed:
+                                writer = self.writer_of[k][v]
+                                self._add(
+                                    "G1a",
+                                    {"key": k, "value": v, "writer": self._index(writer), "reader": op.index},
+                                    [writer, position],
+                                )
+            if reads and writes:
+                for k, pairs in writes.items():
+                    read_pairs = reads.get(k)
+                    if read_pairs:
+                        bad = {v for _, v in pairs}.intersection(v for _, v in read_pairs)
+                        if bad:
+                            v = min(bad, key=_value_sort_key)
+                            self._add("precommitted-read", {"key": k, "value": v, "op": op.index}, [position])
+            # per-process order of polls and sends
+            if reads:
+                table = last_reads[process]
+                allowed = self.subscribe_allows_skips and subscribed.get(process, False)
+                for k, pairs in reads.items():
+                    previous = table.get(k)
                     if previous is not None:
-                        offset, v = self.parsed[previous].read_pairs[k][-1]
-                        v2 = vs[0]
-                        delta, i1, i2 = self._delta(k, v, v2, offset, parsed.read_pairs[k][0][0])
-                        allowed = self.subscribe_allows_skips and subscribed.get(process, False)
+                        previous_position, offset, v = previous
+                        offset2, v2 = pairs[0]
+                        order = orders.get(k)
+                        delta, i1, i2 = self._delta(order, v, v2, offset, offset2)
                         if delta > 1:
-                            skipped = self.orders[k].by_index[i1 + 1 : i2]
                             self._add(
                                 "poll-skip",
                                 {"key": k, "process": process, "values": [v, v2], "delta": delta,
-                                 "skipped": skipped, "ops": [self._index(previous), op.index]},
-                                [previous, position],
+                                 "skipped": order.by_index[i1 + 1 : i2], "ops": [self._index(previous_position), op.index]},
+                                [previous_position, position],
                                 allowed,
                             )
                         elif delta < 1:
                             self._add(
                                 "nonmonotonic-poll",
                                 {"key": k, "process": process, "values": [v, v2], "delta": delta,
-                                 "ops": [self._index(previous), op.index]},
-                                [previous, position],
+                                 "ops": [self._index(previous_position), op.index]},
+                                [previous_position, position],
                                 allowed,
                             )
-                    if op.type == "ok":
-                        reads_table[k] = position
-            if parsed.writes and op.type in ("ok", "info"):
-                sends_table = last_sends[process]
-                for k, vs in parsed.writes.items():
-                    previous = sends_table.get(k)
+                    if ok:
+                        offset, v = pairs[-1]
+                        table[k] = (position, offset, v)
+            if writes and op.type != "fail":
+                table = last_sends[process]
+                for k, pairs in writes.items():
+                    previous = table.get(k)
                     if previous is not None:
-                        v = self.parsed[previous].writes[k][-1]
-                        offset = self.parsed[previous].write_offsets[k][-1]
-                        delta, _, _ = self._delta(k, v, vs[0], offset, parsed.write_offsets[k][0])
+                        previous_position, offset, v = previous
+                        offset2, v2 = pairs[0]
+                        delta, _, _ = self._delta(orders.get(k), v, v2, offset, offset2)
                         if delta < 1:
                             self._add(
                                 "nonmonotonic-send",
-                                {"key": k, "process": process, "values": [v, vs[0]], "delta": delta,
-                                 "ops": [self._index(previous), op.index]},
-                                [previous, position],
+                                {"key": k, "process": process, "values": [v, v2], "delta": delta,
+                                 "ops": [self._index(previous_position), op.index]},
+                                [previous_position, position],
                             )
-                    sends_table[k] = position
-
-    def _internal_anomalies(self) -> None:
-        for position, parsed in self.parsed.items():
-            op = self.history[position]
+                    offset, v = pairs[-1]
+                    table[k] = (position, offset, v)
+            # within the op
             rebalanced: set[Any] = set()
             log = op.extra.get("rebalance-log") if op.extra else None
             if log:
                 for event in log:
                     if isinstance(event, Mapping):
                         rebalanced.update(_norm_key(k) for k in event.get("keys", ()) or ())
-            for kind, groups in (("poll", parsed.reads), ("send", parsed.writes)):
-                for k, vs in groups.items():
-                    if kind == "poll" and k in rebalanced:
+            for kind, groups in (("poll", reads), ("send", writes)):
+                for k, pairs in groups.items():
+                    if len(pairs) < 2 or (kind == "poll" and k in rebalanced):
                         continue
-                    if kind == "poll":
-                        offsets = [offset for offset, _ in parsed.read_pairs[k]]
-                    else:
-                        offsets = parsed.write_offsets[k]
-                    for j in range(len(vs) - 1):
-                        v1, v2 = vs[j], vs[j + 1]
-                        delta, i1, i2 = self._delta(k, v1, v2, offsets[j], offsets[j + 1])
+                    order = orders.get(k)
+                    for j in range(len(pairs) - 1):
+                        (offset1, v1), (offset2, v2) = pairs[j], pairs[j + 1]
+                        delta, i1, i2 = self._delta(order, v1, v2, offset1, offset2)
                         if delta > 1:
-                            skipped = self.orders[k].by_index[i1 + 1 : i2]
                             self._add(
                                 f"int-{kind}-skip",
-                                {"key": k, "values": [v1, v2], "delta": delta, "skipped": skipped, "op": op.index},
+                                {"key": k, "values": [v1, v2], "delta": delta,
+                                 "skipped": order.by_index[i1 + 1 : i2], "op": op.index},
                                 [position],
                                 kind == "send",
                             )
@@ -541,55 +598,101 @@ class _Analysis:
                                 {"key": k, "values": [v1, v2], "delta": delta, "op": op.index},
                                 [position],
                             )
-
-    # -- cycles -------------------------------------------------------------------
-
-    def _cycles(self) -> None:
-        h = self.history
-        graph = nx.DiGraph()
-        # wr: the writer of each value read -> each ok op that read it.
-        for position, parsed in self.parsed.items():
-            op = h[position]
-            if op.type != "ok":
-                continue
-            for k, vs in parsed.reads.items():
-                for v in vs:
-                    writer = self.writer_of.get((k, v))
-                    if writer is None or writer == position or writer not in self.committed:
-                        continue
-                    _link(graph, writer, position, "wr", k, v, None)
+            # wr dependencies: the writer of each value read -> this ok op
+            if ok and reads:
+                sources = set()
+                for k, pairs in reads.items():
+                    writers = self.writer_of.get(k)
+                    if writers:
+                        for _, v in pairs:
+                            writer = writers.get(v)
+                            if writer is not None and writer != position and self.committed(writer):
+                                sources.add(writer)
+                for writer in sources:
+                    self.succ[writer].append(position)
         if self.ww_deps:
             for k, order in self.orders.items():
+                writers = self.writer_of.get(k, {})
                 previous_writer = None
-                previous_value = None
                 for v in order.by_index:
-                    writer = self.writer_of.get((k, v))
-                    if writer is None or writer not in self.committed:
+                    writer = writers.get(v)
+                    if writer is None or not self.committed(writer):
                         previous_writer = None
                         continue
                     if previous_writer is not None and previous_writer != writer:
-                        _link(graph, previous_writer, writer, "ww", k, previous_value, v)
-                    previous_writer, previous_value = writer, v
-        self.stats["dependency_edges"] = graph.number_of_edges()
-        in_data_cycle: set[int] = set()
-        for component in nx.strongly_connected_components(graph):
-            if len(component) > 1:
-                in_data_cycle.update(component)
-                self._report_cycle(graph.subgraph(component), "")
-        if graph.number_of_nodes() == 0:
+                        self.succ[previous_writer].append(writer)
+                    previous_writer = writer
+
+    # -- cycles ----------------------------------------------------------------------------
+
+    def _cycles(self) -> None:
+        """Find G0/G1c cycles over data edges, then with process, then realtime order.
+
+        Each graph is first trimmed (Kahn's algorithm, both directions), which
+        removes every op on no cycle in linear time; networkx finds the
+        strongly connected components of what is left, usually nothing.
+        Realtime order is encoded through a chain of virtual event nodes (one
+        per completion): a -> event(a's completion) -> ... -> event(last
+        completion before b's invocation) -> b, which has exactly the
+        reachability of "a completed before b was invoked" in O(n) edges.
+        """
+        h = self.history
+        n = len(h)
+        data_edges = self.succ
+        nodes = set(data_edges)
+        for targets in data_edges.values():
+            nodes.update(targets)
+        self.stats["dependency_edges"] = sum(len(t) for t in data_edges.values())
+        if not nodes:
             return
-        nodes = sorted(graph.nodes)
-        ordered = _order_edges(h, nodes)
-        for suffix, extra_edges in ordered:
-            augmented = graph.copy()
-            for a, b, data in extra_edges:
-                if not augmented.has_edge(a, b):
-                    augmented.add_edge(a, b, deps={})
-                augmented[a][b]["deps"].setdefault(data["type"], data)
-            for component in nx.strongly_connected_components(augmented):
-                if len(component) > 1 and not component <= in_data_cycle:
-                    if self._report_cycle(augmented.subgraph(component), suffix):
-                        in_data_cycle.update(component)
+        reported: set[int] = set()
+        process_edges: dict[int, list[int]] = defaultdict(list)
+        by_process: dict[Any, list[int]] = defaultdict(list)
+        for p in sorted(nodes):
+            by_process[h[p].process].append(p)
+        for process, positions in by_process.items():
+            if process is None:
+                continue
+            for a, b in zip(positions, positions[1:]):
+                if h[a].type == "ok":
+                    process_edges[a].append(b)
+        combined = _merge(data_edges, process_edges)
+        completions = sorted(p for p in nodes if h[p].type == "ok")
+        realtime_edges: dict[int, list[int]] = defaultdict(list)
+        for a, b in zip(completions, completions[1:]):
+            realtime_edges[n + a].append(n + b)
+        for p in completions:
+            realtime_edges[p].append(n + p)
+        for p in nodes:
+            invocation = h.invocation_position(p)
+            j = bisect.bisect_left(completions, invocation if invocation >= 0 else p) - 1
+            if j >= 0:
+                realtime_edges[n + completions[j]].append(p)
+        everything = _merge(combined, realtime_edges)
+        # Every cycle of the smaller graphs is a cycle of this one: when
+        # trimming leaves nothing here (any valid history), we are done.
+        if not _trim(everything):
+            return
+        self._find_cycles(data_edges, "", reported)
+        self._find_cycles(combined, "-process", reported)
+        self._find_cycles(everything, "-realtime", reported)
+
+    def _find_cycles(self, edges: dict[int, list[int]], suffix: str, reported: set[int]) -> None:
+        remaining = _trim(edges)
+        if not remaining:
+            return
+        graph = nx.DiGraph()
+        for a in remaining:
+            for b in edges.get(a, ()):
+                if b in remaining:
+                    graph.add_edge(a, b)
+        n = len(self.history)
+        for component in nx.strongly_connected_components(graph):
+            real = {p for p in component if p < n}
+            if len(real) < 2 or real <= reported:
+                continue
+            if self._report_cycle(graph.subgraph(component), suffix):
+                reported.update(real)
 
     def _report_cycle(self, component: nx.DiGraph, suffix: str) -> bool:
         """Report the shortest cycle through the component's lowest op.
@@ -597,39 +700,59 @@ class _Analysis:
         In the process and realtime passes, a cycle that does not need the
         new kind of edge was already reported by an earlier pass: skip it.
         """
-        cycle = _shortest_cycle(component)
+        h = self.history
+        n = len(h)
+        cycle_nodes = _shortest_cycle(component, min(p for p in component.nodes if p < n))
+        real = [p for p in cycle_nodes if p < n]
+        number = {p: i for i, p in enumerate(real)}
         steps = []
         kinds = set()
-        node_positions = [a for a, _ in cycle]
-        number = {p: i for i, p in enumerate(node_positions)}
-        for a, b in cycle:
-            deps = component[a][b]["deps"]
-            for preferred in ("wr", "ww", "process", "realtime"):
-                if preferred in deps:
-                    kind = preferred
-                    break
-            d = deps[kind]
-            kinds.add(kind)
-            step = {"type": kind, "from": number[a], "to": number[b]}
-            if kind in ("wr", "ww"):
-                step["key"] = d["key"]
-                step["value"] = d["value"]
-                if kind == "ww":
-                    step["value_after"] = d["value_after"]
-            elif kind == "process":
-                step["process"] = self.history[a].process
-            else:
-                step["completed"] = self._index(a)
-                step["invoked"] = d["invoked"]
+        for i, a in enumerate(real):
+            b = real[(i + 1) % len(real)]
+            # Did the cycle go a -> b directly, or through virtual event nodes?
+            at = cycle_nodes.index(a)
+            direct = cycle_nodes[(at + 1) % len(cycle_nodes)] == b
+            step: dict[str, Any] = {"from": number[a], "to": number[b]}
+            found = self._explain_edge(a, b) if direct else None
+            if found is None and direct and suffix and h[a].process == h[b].process:
+                found = {"type": "process", "process": h[a].process}
+            if found is None:
+                invocation = h.invocation_position(b)
+                found = {"type": "realtime", "completed": h[a].index,
+                         "invoked": h[invocation].index if invocation >= 0 else h[b].index}
+            step = {"type": found.pop("type"), **step, **found}
+            kinds.add(step["type"])
             steps.append(step)
         if suffix and suffix[1:] not in kinds:
             return False
         base = "G1c" if "wr" in kinds else "G0"
         name = base + ("-realtime" if "realtime" in kinds else "-process" if "process" in kinds else "")
         allowed = base == "G0" or self.ww_deps
-        data = {"ops": [self._index(p) for p in node_positions], "steps": steps}
-        self._add(name, data, node_positions, allowed)
+        self._add(name, {"ops": [h[p].index for p in real], "steps": steps}, real, allowed)
         return True
+
+    def _explain_edge(self, a: int, b: int) -> dict[str, Any] | None:
+        """Why op a precedes op b through data: wr (b read a's value), else ww."""
+        h = self.history
+        reads, writes = _parse(h[b])
+        for k, pairs in reads.items():
+            writers = self.writer_of.get(k, {})
+            for _, v in pairs:
+                if writers.get(v) == a:
+                    return {"type": "wr", "key": k, "value": v}
+        if self.ww_deps:
+            for k, pairs in writes.items():
+                order = self.orders.get(k)
+                if order is None:
+                    continue
+                writers = self.writer_of.get(k, {})
+                for _, v2 in pairs:
+                    index = order.by_value.get(v2)
+                    if index:
+                        v1 = order.by_index[index - 1]
+                        if writers.get(v1) == a:
+                            return {"type": "ww", "key": k, "value": v1, "value_after": v2}
+        return None
 
     # -- result -------------------------------------------------------------------
 
@@ -638,13 +761,15 @@ class _Analysis:
         mode_allowed = _MODE_ALLOWED[delivery]
         anomalies: dict[str, list[dict[str, Any]]] = {}
         allowed: dict[str, list[dict[str, Any]]] = {}
-        counts: dict[str, int] = {}
+        anomaly_counts: dict[str, int] = {}
+        allowed_counts: dict[str, int] = {}
         for name in ANOMALY_NAMES:
             for data, positions, allowed_by_rule in self.found.get(name, ()):
-                target = allowed if (allowed_by_rule or name in mode_allowed) else anomalies
+                is_allowed = allowed_by_rule or name in mode_allowed
+                target = allowed if is_allowed else anomalies
+                counts = allowed_counts if is_allowed else anomaly_counts
+                counts[name] = counts.get(name, 0) + 1
                 bucket = target.setdefault(name, [])
-                key = name if target is anomalies else "allowed:" + name
-                counts[key] = counts.get(key, 0) + 1
                 if max_witnesses is not None and len(bucket) >= max_witnesses:
                     continue
                 witness = dict(data)
@@ -656,8 +781,8 @@ class _Analysis:
         judged = self.stats["completions"]["ok"] > 0
         valid: bool | str = False if anomalies else (True if judged else "unknown")
         stats = dict(self.stats)
-        stats["anomaly_counts"] = {k: v for k, v in counts.items() if not k.startswith("allowed:")}
-        stats["allowed_counts"] = {k[len("allowed:"):]: v for k, v in counts.items() if k.startswith("allowed:")}
+        stats["anomaly_counts"] = anomaly_counts
+        stats["allowed_counts"] = allowed_counts
         stats["ops"] = len(h)
         return {
             "valid": valid,
@@ -669,58 +794,55 @@ class _Analysis:
         }
 
 
-def _link(graph: nx.DiGraph, a: int, b: int, kind: str, key: Any, value: Any, value_after: Any) -> None:
-    if not graph.has_edge(a, b):
-        graph.add_edge(a, b, deps={})
-    deps = graph[a][b]["deps"]
-    if kind not in deps:
-        deps[kind] = {"type": kind, "key": key, "value": value, "value_after": value_after}
+def _merge(*graphs: dict[int, list[int]]) -> dict[int, list[int]]:
+    merged: dict[int, list[int]] = defaultdict(list)
+    for graph in graphs:
+        for a, targets in graph.items():
+            merged[a].extend(targets)
+    return merged
 
 
-def _order_edges(h: History, nodes: list[int]) -> list[tuple[str, list[tuple[int, int, dict[str, Any]]]]]:
-    """Process-order edges, then realtime edges, among the given completion positions.
-
-    Realtime edges form a transitive reduction: an op links from the
-    frontier of ops that completed (ok) before its invocation and are not
-    already implied by another frontier op, which keeps the edge count small.
-    """
-    by_process: dict[Any, list[int]] = defaultdict(list)
-    for p in nodes:
-        by_process[h[p].process].append(p)
-    process_edges = []
-    for process, positions in by_process.items():
-        if process is None:
-            continue
-        for a, b in zip(positions, positions[1:]):
-            if h[a].type == "ok":
-                process_edges.append((a, b, {"type": "process"}))
-    # Realtime: walk events in history order. An invocation links from the
-    # current frontier; a completion joins the frontier and evicts the ops it
-    # follows (they are implied through it).
-    events: list[tuple[int, int, int]] = []  # (history position, kind, node); kind 0 = invoke, 1 = complete
-    for p in nodes:
-        invocation = h.invocation_position(p)
-        events.append((invocation if invocation >= 0 else p, 0, p))
-        if h[p].type == "ok":
-            events.append((p, 1, p))
-    events.sort()
-    frontier: set[int] = set()
-    preds: dict[int, set[int]] = {}
-    realtime_edges = []
-    for position, kind, node in events:
-        if kind == 0:
-            preds[node] = set(frontier)
-            for a in frontier:
-                realtime_edges.append((a, node, {"type": "realtime", "invoked": h[position].index}))
-        else:
-            frontier -= preds.get(node, set())
-            frontier.add(node)
-    return [("-process", process_edges), ("-realtime", process_edges + realtime_edges)]
+def _trim(edges: dict[int, list[int]]) -> set[int]:
+    """Nodes that may lie on a cycle: repeatedly drop nodes without
+    predecessors, then nodes without successors (Kahn's algorithm)."""
+    indegree: dict[int, int] = defaultdict(int)
+    nodes = set(edges)
+    for targets in edges.values():
+        for b in targets:
+            indegree[b] += 1
+        nodes.update(targets)
+    stack = [p for p in nodes if indegree[p] == 0]
+    removed = set()
+    while stack:
+        a = stack.pop()
+        removed.add(a)
+        for b in edges.get(a, ()):
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                stack.append(b)
+    remaining = nodes - removed
+    if not remaining:
+        return remaining
+    outdegree: dict[int, int] = defaultdict(int)
+    predecessors: dict[int, list[int]] = defaultdict(list)
+    for a in remaining:
+        for b in edges.get(a, ()):
+            if b in remaining:
+                outdegree[a] += 1
+                predecessors[b].append(a)
+    stack = [p for p in remaining if outdegree[p] == 0]
+    while stack:
+        b = stack.pop()
+        remaining.discard(b)
+        for a in predecessors.get(b, ()):
+            outdegree[a] -= 1
+            if outdegree[a] == 0:
+                stack.append(a)
+    return remaining
 
 
-def _shortest_cycle(component: nx.DiGraph) -> list[tuple[int, int]]:
-    """A short cycle in a strongly connected component, as (a, b) edges, starting at its lowest node."""
-    start = min(component.nodes)
+def _shortest_cycle(component: nx.DiGraph, start: int) -> list[int]:
+    """The nodes of a shortest cycle through `start`, beginning with it."""
     best: list[int] | None = None
     for successor in component.successors(start):
         try:
@@ -729,6 +851,5 @@ def _shortest_cycle(component: nx.DiGraph) -> list[tuple[int, int]]:
             continue
         if best is None or len(path) < len(best):
             best = path
-    assert best is not None, "a strongly connected component with more than one node has a cycle"
-    nodes = [start] + best[:-1]
-    return [(nodes[i], nodes[(i + 1) % len(nodes)]) for i in range(len(nodes))]
+    assert best is not None, "every node of a strongly connected component lies on a cycle"
+    return [start] + best[:-1]
