@@ -78,6 +78,7 @@ logger = logging.getLogger("broker.log")
 CHECKPOINT_FILE = "partition-checkpoint"
 CHECKPOINT_TMP_FILE = CHECKPOINT_FILE + ".tmp"
 CHECKPOINT_VERSION = 0
+DELETE_DIR_SUFFIX = "-delete"  # a partition directory being deleted (Kafka's suffix)
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
 
 
@@ -715,9 +716,20 @@ class PartitionLog:
         self._closed = True
 
     def delete(self) -> None:
-        """Close the log and remove its directory."""
+        """Close the log and remove its directory.
+
+        The directory is first renamed to `<name>.<random hex>-delete` (and the
+        rename fsync'd), as Kafka does, so a crash during the removal leaves a
+        directory that `LogManager.load` finishes deleting instead of a
+        half-deleted partition that would load again.
+        """
         self.close(flush=False)
-        self.runtime.disk.rmtree(self.directory)
+        disk = self.runtime.disk
+        parent, _, name = self.directory.rstrip("/").rpartition("/")
+        doomed = f"{parent}/{name}.{self.runtime.random.getrandbits(64):016x}{DELETE_DIR_SUFFIX}"
+        disk.rename(self.directory, doomed)
+        disk.fsync_dir(parent or "/")
+        disk.rmtree(doomed)
 
     def _check_open(self) -> None:
         if self._closed:

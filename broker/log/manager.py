@@ -24,7 +24,7 @@ from typing import Callable
 
 from broker.io import Runtime
 from broker.log.config import LogConfig
-from broker.log.log import PartitionLog
+from broker.log.log import DELETE_DIR_SUFFIX, PartitionLog
 
 logger = logging.getLogger("broker.log")
 
@@ -63,6 +63,11 @@ class LogManager:
             if not clean:
                 logger.info("%s: no clean-shutdown marker; logs there will be recovered", log_dir)
             for name in disk.listdir(log_dir):
+                if name.endswith(DELETE_DIR_SUFFIX) and _PARTITION_DIR.match(name[: -len(DELETE_DIR_SUFFIX)].rpartition(".")[0]):
+                    # A partition whose deletion a crash interrupted: finish it.
+                    logger.info("%s/%s: finishing an interrupted partition deletion", log_dir, name)
+                    disk.rmtree(f"{log_dir}/{name}")
+                    continue
                 match = _PARTITION_DIR.match(name)
                 if not match:
                     continue

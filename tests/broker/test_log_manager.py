@@ -147,3 +147,13 @@ def test_create_rejects_bad_names(tmp_path, topic, partition, message):
 def test_log_dirs_must_be_given():
     with pytest.raises(ValueError, match="log_dirs must be a non-empty list"):
         LogManager([], LogConfig(), runtime())
+
+
+def test_load_finishes_an_interrupted_partition_deletion(tmp_path):
+    doomed = tmp_path / "t-0.0123456789abcdef-delete"
+    doomed.mkdir()
+    (doomed / f"{0:020d}.log").write_bytes(make_batch(1))
+    manager = LogManager([str(tmp_path)], LogConfig(), runtime())
+    assert manager.load() == {}
+    assert not doomed.exists()
+    manager.close()
