@@ -62,16 +62,8 @@ from typing import Iterator
 
 from broker.io import Runtime
 from broker.log.config import INT32_MAX, LogConfig
-from broker.log.segment import (
-    INDEX_SUFFIX,
-    LOG_SUFFIX,
-    NO_TIMESTAMP,
-    TIME_INDEX_SUFFIX,
-    LogSegment,
-    Truncation,
-    segment_file_name,
-)
-from broker.protocol.records import BatchHeader, CorruptRecordError, iter_batches, patch_base_offset, patch_partition_leader_epoch
+from broker.log.segment import LOG_SUFFIX, NO_TIMESTAMP, LogSegment, Truncation, segment_file_name
+from broker.protocol.records import BatchHeader, iter_batches, patch_base_offset, patch_partition_leader_epoch
 
 logger = logging.getLogger("broker.log")
 
@@ -742,13 +734,4 @@ class PartitionLog:
         )
 
 
-__all__ = [
-    "AppendResult",
-    "CHECKPOINT_FILE",
-    "INDEX_SUFFIX",
-    "LOG_SUFFIX",
-    "OffsetOutOfRangeError",
-    "PartitionLog",
-    "TIME_INDEX_SUFFIX",
-    "CorruptRecordError",
-]
+__all__ = ["AppendResult", "CHECKPOINT_FILE", "DELETE_DIR_SUFFIX", "OffsetOutOfRangeError", "PartitionLog"]
