@@ -212,11 +212,11 @@ MODELS: dict[str, tuple[str, ...]] = _canonical_graph(
 )
 
 #: Model -> anomalies it forbids beyond those of the models it implies.
+#: Friendly and canonical spellings of one model (serializable, PL-3) merge.
 #: ``*-cycle-exists`` anomalies are kept so the lattice matches Elle's, though
 #: this package reports concrete cycles, not bare cycle existence.
-DIRECT_PROSCRIBED: dict[str, tuple[str, ...]] = {
-    canonical_model_name(model): tuple(anomalies)
-    for model, anomalies in {
+DIRECT_PROSCRIBED: dict[str, tuple[str, ...]] = _canonical_graph(
+    {
         "causal-cerone": ["internal", "G1a"],
         "cursor-stability": ["G1", "G-cursor", "lost-update"],
         "monotonic-view": ["G1", "G-monotonic"],
@@ -269,8 +269,8 @@ DIRECT_PROSCRIBED: dict[str, tuple[str, ...]] = {
             "strong-session-serializable-cycle-exists",
         ],
         "update-serializable": ["G1", "G-update"],
-    }.items()
-}
+    }
+)
 
 #: Every model name accepted, canonical and friendly.
 ALL_MODELS: frozenset[str] = frozenset(
