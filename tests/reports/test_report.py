@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from reports import render_run, render_run_html
+from reports import find_runs, render_index, render_run, render_run_html, summarize_run
 from reports.plots import EXACT_TIMELINE_MAX, nice_ticks
 from reports.run_data import load_run
 from tests.reports.run_dirs import XSS, empty_run, interrupted_run, lost_write_run, valid_run, write_run
@@ -295,3 +297,37 @@ def test_pending_operations_are_drawn_to_the_end_of_the_history(tmp_path):
     assert bar, "the pending send has no bar"
     assert float(bar.group(1)) + float(bar.group(2)) == pytest.approx(1000 - 16, abs=0.2)  # the plot's right edge
     assert "op 0: process 0 send pending, no completion" in page
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list("ab <>&\"'/=;") + ["\u00e9", "\u2028"]), max_size=300),
+       cut=st.integers(min_value=0, max_value=300))
+def test_no_injected_markup_survives_anywhere(tmp_path_factory, text, cut):
+    # A tag hidden at any position of long user strings (values are cut at VALUE_CHARS) must never come out raw.
+    hostile = text[:cut] + "<xss-tag onload=x>" + text[cut:]
+    store = tmp_path_factory.mktemp("store")
+    ops = [
+        {"index": 0, "time": 0, "process": 0, "type": "invoke", "f": "send", "value": [["send", hostile, hostile]]},
+        {"index": 1, "time": 10 ** 6, "process": 0, "type": "ok", "f": "send",
+         "value": [["send", hostile, [0, hostile]]], "error": hostile},
+        {"index": 2, "time": 2 * 10 ** 6, "process": "nemesis", "type": "info", "f": hostile,
+         "value": {"package": hostile, "f": hostile}},
+        {"index": 3, "time": 3 * 10 ** 6, "process": "nemesis", "type": "info", "f": hostile, "value": hostile},
+    ]
+    results = {"valid": False, "reason": hostile,
+               "workload": {"valid": False, "delivery": hostile,
+                            "anomalies": {hostile: [{"key": hostile, "value": hostile, "explanation": hostile,
+                                                     "op_maps": ops[:2]}],
+                                          "lost-write": [{"key": hostile, "value": hostile, "explanation": hostile,
+                                                          "op_maps": ops[1:2]}]},
+                            "stats": {hostile: hostile}},
+               "harness_errors": [hostile]}
+    run_dir = write_run(store, "x", ops, results)
+    test = json.loads((run_dir / "test.json").read_text())
+    test["name"] = hostile
+    test["options"][hostile] = hostile
+    (run_dir / "test.json").write_text(json.dumps(test))
+    page = render_run_html(run_dir)
+    assert "<xss-tag" not in page
+    index_page = render_index(store, [(p, summarize_run(p)) for p in find_runs(store)])
+    assert "<xss-tag" not in index_page
