@@ -170,7 +170,9 @@ INDEX_CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#212529;max-width:1200px;
 margin:0 auto;padding:0 16px 40px}
 h1{font-size:22px}h2{font-size:17px;margin-top:26px}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #dee2e6;padding:4px 8px;text-align:left}
+table{border-collapse:collapse;width:100%;table-layout:fixed}
+th:nth-child(1){width:7.5em}th:nth-child(2){width:13em}th:nth-child(3){width:8.5em}th:nth-child(5){width:13em}
+th:nth-child(6){width:30%}td{overflow-wrap:anywhere}th,td{border:1px solid #dee2e6;padding:4px 8px;text-align:left}
 thead th{background:#f1f3f5}
 tr.run td.verdict{font-weight:700;color:#fff;width:7em}
 tr.run.valid td.verdict{background:#2b8a3e}tr.run.invalid td.verdict{background:#c92a2a}

@@ -157,6 +157,9 @@ def timeline_svg(run: RunData) -> str:
                 out.append(f'<rect class="lane {fault_class(kind)}" x="{_num(x1)}" y="{_num(y + 1)}" '
                            f'width="{_num(max(x2 - x1, 1.0))}" height="{_num(lane_h - 2)}">'
                            f'<title>{_e(w.detail)} ({w.start_s:.3f}–{w.end_s:.3f} s)</title></rect>')
+    if processes:
+        out.append(f'<text class="axis-label" transform="translate(12 {_num((rows_top + rows_bottom) / 2)}) '
+                   f'rotate(-90)" text-anchor="middle">process</text>')
     label_every = max(1, math.ceil(9.0 / row_h))
     for p, i in row_of.items():
         if i % label_every == 0:
