@@ -24,9 +24,12 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
 - transactions and consumer groups are later issues: InitProducerId with a
   transactional.id and FindCoordinator for a transaction answer
   TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), which every client treats as a
-  fatal, non-retriable error with a clear message instead of retrying forever;
-  FindCoordinator for a group answers COORDINATOR_NOT_AVAILABLE (15), which is
-  retriable (assign-based consumers never ask for it).
+  fatal, non-retriable error with a clear message instead of retrying forever.
+  FindCoordinator for a group names this node, but no group API is advertised:
+  assign-based consumers never need one, and librdkafka's close() (which looks
+  the coordinator up to commit) then returns at once instead of retrying
+  COORDINATOR_NOT_AVAILABLE for session.timeout.ms; a consumer that subscribes
+  gets an "unsupported" error from its client.
 
 Thread-safety: none; everything runs on the broker's event loop.
 """
@@ -715,13 +718,20 @@ class RequestHandlers:
         key_type = getattr(request, "key_type", 0)
         if key_type == KEY_TYPE_TRANSACTION:
             error, message = ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED
+            node_id, host, port = -1, "", -1
         else:
-            error, message = ErrorCode.coordinator_not_available, "consumer groups are not implemented yet in this broker (a later issue)"
+            # This node is named the group coordinator although it serves none of
+            # the group APIs (they are not advertised in ApiVersions): a client that
+            # only commits or leaves then fails fast with "unsupported" instead of
+            # retrying COORDINATOR_NOT_AVAILABLE until its session timeout (librdkafka's
+            # close() otherwise blocks for session.timeout.ms, 45 s by default).
+            error, message = ErrorCode.none, None
+            node_id, host, port = self.config.node_id, self.advertised.host or "localhost", self.advertised.port
         if header.api_version >= 4:
             coordinators = tuple(
-                _build(module, "Coordinator", key=key, node_id=-1, host="", port=-1, error_code=error, error_message=message)
+                _build(module, "Coordinator", key=key, node_id=node_id, host=host, port=port, error_code=error, error_message=message)
                 for key in request.coordinator_keys
             )
             return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=coordinators)
         return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=error,
-                      error_message=message, node_id=-1, host="", port=-1)
+                      error_message=message, node_id=node_id, host=host, port=port)

@@ -233,3 +233,18 @@ def test_clean_restart_keeps_topics_ids_data_and_producer_ids(broker):
         assert client.call(req.fetch("keep", 0, 0)).responses[0].partitions[0].high_watermark == 3
         assert client.call(req.fetch("keep", 1, 0)).responses[0].partitions[0].high_watermark == 2
         assert client.call(req.init_producer_id()).producer_id > producer_id
+
+
+def test_find_coordinator(broker):
+    from . import kafka_requests as k
+
+    with RawClient(broker.port) as client:
+        for version in (1, 3):
+            m = k.module("find_coordinator", version)
+            group = client.call(m.FindCoordinatorRequest(key="g", key_type=0))
+            assert (group.error_code, group.node_id, group.port) == (0, 1, broker.port)
+            txn = client.call(m.FindCoordinatorRequest(key="t", key_type=1))
+            assert txn.error_code == 53 and "not implemented yet" in txn.error_message
+        m = k.module("find_coordinator", 4)
+        both = client.call(m.FindCoordinatorRequest(key_type=0, coordinator_keys=("a", "b")))
+        assert [(c.key, c.error_code, c.node_id) for c in both.coordinators] == [("a", 0, 1), ("b", 0, 1)]
