@@ -106,6 +106,7 @@ class PartitionLog:
         self._segments: list[LogSegment] = []
         self._base_offsets: list[int] = []
         self._directory_dirty = False  # segment files created since the directory was last fsync'd
+        self._parent_dirty = False  # the directory itself was created and its name not yet fsync'd
         self._checkpoint_written: _Checkpoint | None = None
         self._last_flush_ms = runtime.clock.monotonic_ms()
         self._last_checkpoint_ms = self._last_flush_ms
@@ -128,7 +129,9 @@ class PartitionLog:
 
     def _load(self, recover: bool) -> None:
         disk = self.runtime.disk
-        disk.makedirs(self.directory)
+        if not disk.exists(self.directory):
+            disk.makedirs(self.directory)
+            self._parent_dirty = True
         names = disk.listdir(self.directory)
         if CHECKPOINT_TMP_FILE in names:
             disk.remove(f"{self.directory}/{CHECKPOINT_TMP_FILE}")
@@ -241,7 +244,10 @@ class PartitionLog:
         else:
             self.recovery_point = self.log_end_offset if recovery_point is None else min(recovery_point, self.log_end_offset)
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
-            self._write_checkpoint()
+            if checkpoint is not None or bases:
+                # A brand-new empty log needs none: without a checkpoint it
+                # opens the same way. Skipping it keeps topic creation fsync-free.
+                self._write_checkpoint()
 
     def _log_truncation(
         self,
@@ -334,6 +340,7 @@ class PartitionLog:
             tmp_file.close()
         disk.rename(tmp_path, f"{self.directory}/{CHECKPOINT_FILE}")
         disk.fsync_dir(self.directory)
+        self._sync_parent()
         self._directory_dirty = False
         self._checkpoint_written = checkpoint
         self._last_checkpoint_ms = self.runtime.clock.monotonic_ms()
@@ -631,9 +638,17 @@ class PartitionLog:
         if self._directory_dirty:
             self.runtime.disk.fsync_dir(self.directory)
             self._directory_dirty = False
+        self._sync_parent()
         self.recovery_point = self.log_end_offset
         self._last_flush_ms = self.runtime.clock.monotonic_ms()
         self._maybe_write_checkpoint()
+
+    def _sync_parent(self) -> None:
+        """Make the partition directory's own name durable (once, after it was created)."""
+        if self._parent_dirty:
+            parent = self.directory.rstrip("/").rpartition("/")[0] or "/"
+            self.runtime.disk.fsync_dir(parent)
+            self._parent_dirty = False
 
     def _maybe_write_checkpoint(self) -> None:
         if self._last_flush_ms - self._last_checkpoint_ms >= self.config.flush_offset_checkpoint_interval_ms:

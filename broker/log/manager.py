@@ -106,8 +106,8 @@ class LogManager:
         for log_dir in self._log_dir_of.values():
             counts[log_dir] += 1
         log_dir = min(self.log_dirs, key=lambda d: counts[d])
+        # No fsync here: the log makes its directory's name durable at its first flush.
         log = PartitionLog.open(f"{log_dir}/{topic}-{partition}", config or self.default_config, self.runtime, recover=False)
-        self.runtime.disk.fsync_dir(log_dir)
         self._logs[key] = log
         self._log_dir_of[key] = log_dir
         return log

@@ -157,3 +157,19 @@ def test_load_finishes_an_interrupted_partition_deletion(tmp_path):
     assert manager.load() == {}
     assert not doomed.exists()
     manager.close()
+
+
+def test_creating_partitions_costs_no_fsync_until_the_first_flush(tmp_path):
+    disk = CountingDisk()
+    manager = LogManager([str(tmp_path)], LogConfig(), runtime(disk=disk))
+    manager.load()
+    before = (len(disk.file_fsyncs), len(disk.dir_fsyncs))
+    for partition in range(10):
+        manager.create("t", partition)
+    assert (len(disk.file_fsyncs), len(disk.dir_fsyncs)) == before
+    log = manager.get("t", 3)
+    log.append(make_batch(1), 0)
+    log.flush()
+    assert str(tmp_path / "t-3") in disk.dir_fsyncs  # its new segment files
+    assert str(tmp_path) in disk.dir_fsyncs  # its own name in the log dir
+    manager.close()

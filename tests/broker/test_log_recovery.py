@@ -164,7 +164,7 @@ def test_a_bad_batch_in_a_middle_segment_drops_the_later_segments(tmp_path, capl
     with open(middle, "r+b") as f:
         f.seek(batch_size + 65)  # second batch of the middle segment (offset 4)
         f.write(b"?")
-    os.remove(path / CHECKPOINT_FILE)  # no checkpoint: everything is re-read
+    (path / CHECKPOINT_FILE).unlink(missing_ok=True)  # no checkpoint: everything is re-read
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         reopened = open_log(path, config, recover=True)
     assert reopened.log_end_offset == 4
