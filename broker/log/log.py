@@ -432,6 +432,10 @@ class PartitionLog:
             self._replace_empty_active(first.base_offset)
             segment = self._segments[-1]
         assert last.last_offset - segment.base_offset <= INT32_MAX, "an append's offsets must fit one segment"
+        if segment.size == 0:
+            # A segment ages from its first batch, not from its (possibly much
+            # earlier) creation by a roll.
+            segment.created_ms = self.runtime.clock.wall_ms()
         segment.append(buf, headers)
         self.log_end_offset = last.next_offset
         flush_messages = self.config.flush_interval_messages

@@ -105,6 +105,8 @@ class LogSegment:
         self.log_path = f"{directory}/{segment_file_name(base_offset, LOG_SUFFIX)}"
         self.index_path = f"{directory}/{segment_file_name(base_offset, INDEX_SUFFIX)}"
         self.time_index_path = f"{directory}/{segment_file_name(base_offset, TIME_INDEX_SUFFIX)}"
+        # Wall-clock time of the first append (or of opening, for a segment
+        # loaded from disk): what time-based rolling by the clock measures.
         self.created_ms = created_ms
         self.size = 0
         self.next_offset = base_offset  # one past the last offset stored here

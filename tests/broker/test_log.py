@@ -180,6 +180,13 @@ def test_maintain_rolls_an_old_active_segment_by_the_clock(tmp_path):
     clock.advance(120_000)
     log.maintain()  # the new active segment is empty: nothing to roll
     assert log.segment_base_offsets == [0, 2]
+    log.append(make_batch(1), 0)
+    clock.advance(60_000)
+    log.maintain()  # it ages from its first batch, not from the roll that created it
+    assert log.segment_base_offsets == [0, 2]
+    clock.advance(1)
+    log.maintain()
+    assert log.segment_base_offsets == [0, 2, 3]
     log.close()
 
 
