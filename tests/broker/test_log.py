@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 
 import pytest
 
@@ -526,3 +527,24 @@ def test_a_failed_write_leaves_no_partial_batch_behind(tmp_path):
     reopened = open_log(tmp_path / "t-0", recover=True)
     assert reopened.log_end_offset == 6
     reopened.close()
+
+
+def test_index_files_use_kafkas_layout(tmp_path):
+    # .index: (int32 last offset - base, int32 position) per indexed batch;
+    # .timeindex: (int64 max timestamp so far, int32 its offset - base) when it grew.
+    log = open_log(tmp_path / "t-0", LogConfig(index_interval_bytes=0))
+    timestamps = [START_WALL_MS + 5, START_WALL_MS + 3, START_WALL_MS + 9]
+    positions = []
+    for number, timestamp in enumerate(timestamps):
+        positions.append(log.size_bytes)
+        log.append(make_batch(2, timestamp_ms=timestamp, tag=number), 0)
+    log.close()
+    index = (tmp_path / "t-0" / f"{0:020d}.index").read_bytes()
+    time_index = (tmp_path / "t-0" / f"{0:020d}.timeindex").read_bytes()
+    # The first batch of a segment is never indexed (position 0 is implied), as in Kafka.
+    assert index == struct.pack(">ii", 3, positions[1]) + struct.pack(">ii", 5, positions[2])
+    # Entries are added at index points: after batch 1 the largest timestamp is still
+    # batch 0's (offset 1); batch 2 raises it (offset 5).
+    assert time_index == struct.pack(">qi", START_WALL_MS + 5, 1) + struct.pack(">qi", START_WALL_MS + 9, 5)
+    data = (tmp_path / "t-0" / f"{0:020d}.log").read_bytes()
+    assert [h.base_offset for h in headers_of(data)] == [0, 2, 4]
