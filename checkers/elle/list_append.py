@@ -72,6 +72,7 @@ from checkers.elle.txn import (
     collect_txns,
     cycle_anomalies,
     explain_common,
+    hashable,
     malformed_result,
     needed_order,
     result_map,
@@ -79,6 +80,20 @@ from checkers.elle.txn import (
 )
 
 MOP_NAMES = frozenset({"append", "r"})
+_ACCEPTED = "[\"append\", key, value] or [\"r\", key, list-or-nil] (hashable keys and values)"
+
+
+def _valid_mop(mop: Any) -> bool:
+    if not isinstance(mop, (list, tuple)) or len(mop) != 3:
+        return False
+    f, k, v = mop
+    if not hashable(k):
+        return False
+    if f == "append":
+        return hashable(v)
+    if f == "r":
+        return v is None or (isinstance(v, (list, tuple)) and all(hashable(e) for e in v))
+    return False
 
 
 class _Init:
@@ -117,9 +132,9 @@ def check(
         COMMON_OPTIONS,
     )
     history = as_history(history)
-    nodes, failed, malformed = collect_txns(history, MOP_NAMES)
+    nodes, failed, malformed = collect_txns(history, _valid_mop)
     if malformed:
-        return malformed_result("list_append.check", malformed, MOP_NAMES)
+        return malformed_result("list_append.check", malformed, _ACCEPTED)
     duplicate = _duplicate_append(nodes + failed)
     if duplicate is not None:
         return duplicate

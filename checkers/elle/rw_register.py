@@ -70,6 +70,7 @@ from checkers.elle.txn import (
     collect_txns,
     cycle_anomalies,
     explain_common,
+    hashable,
     malformed_result,
     needed_order,
     result_map,
@@ -77,6 +78,17 @@ from checkers.elle.txn import (
 )
 
 MOP_NAMES = frozenset({"w", "r"})
+_ACCEPTED = "[\"w\", key, value] or [\"r\", key, value-or-nil] (hashable keys and values)"
+
+
+def _valid_mop(mop: Any) -> bool:
+    return (
+        isinstance(mop, (list, tuple))
+        and len(mop) == 3
+        and mop[0] in MOP_NAMES
+        and hashable(mop[1])
+        and hashable(mop[2])
+    )
 
 OPTIONS: dict[str, Any] = {
     **COMMON_OPTIONS,
@@ -117,9 +129,9 @@ def check(
         if not isinstance(options[name], bool):
             raise TypeError(f"rw_register.check: {name} must be True or False, got {options[name]!r}")
     history = as_history(history)
-    nodes, failed, malformed = collect_txns(history, MOP_NAMES)
+    nodes, failed, malformed = collect_txns(history, _valid_mop)
     if malformed:
-        return malformed_result("rw_register.check", malformed, MOP_NAMES)
+        return malformed_result("rw_register.check", malformed, _ACCEPTED)
     for txn in nodes + failed:
         txn.external = _external(txn)
 

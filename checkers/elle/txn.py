@@ -147,12 +147,12 @@ def as_history(history: Any) -> History:
 
 
 def collect_txns(
-    history: History, mop_names: frozenset[str]
+    history: History, valid_mop: Callable[[Any], bool]
 ) -> tuple[list[Txn], list[Txn], list[Op]]:
     """(graph transactions, failed transactions, malformed ops).
 
-    A malformed op is a client op whose value is not a list of
-    ``[f, key, value]`` micro-ops with ``f`` in ``mop_names``.
+    A malformed op is a client op whose value is not a list of micro-ops
+    accepted by ``valid_mop``.
     """
     nodes: list[Txn] = []
     failed: list[Txn] = []
@@ -166,7 +166,7 @@ def collect_txns(
         else:
             completion = Op(-1, None, op.process, "info", op.f, op.value)
         value = completion.value if isinstance(completion.value, list) else op.value
-        if not _well_formed(value, mop_names):
+        if not isinstance(value, list) or not all(valid_mop(mop) for mop in value):
             malformed.append(completion if complete >= 0 else op)
             continue
         if completion.type == "fail":
@@ -178,25 +178,20 @@ def collect_txns(
     return nodes, failed, malformed
 
 
-def _well_formed(value: Any, mop_names: frozenset[str]) -> bool:
-    if not isinstance(value, list):
+def hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
         return False
-    for mop in value:
-        if not isinstance(mop, (list, tuple)) or len(mop) != 3 or mop[0] not in mop_names:
-            return False
-        try:
-            hash(mop[1])
-        except TypeError:
-            return False
     return True
 
 
-def malformed_result(checker: str, malformed: list[Op], mop_names: frozenset[str]) -> dict[str, Any]:
+def malformed_result(checker: str, malformed: list[Op], accepted: str) -> dict[str, Any]:
     """Elle's ``unexpected-txn-micro-op-types`` verdict: unknown, with examples."""
     return unknown_result(
         "unexpected-txn-micro-op-types",
         f"{checker}: history contained operations whose value is not a list of "
-        f"[f key value] micro-ops with f in {sorted(mop_names)}",
+        f"micro-ops {accepted}",
         examples=[_op_summary(op) for op in malformed[:8]],
     )
 

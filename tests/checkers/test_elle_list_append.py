@@ -423,3 +423,41 @@ def test_edn_rendering_uses_elle_keywords():
         ":strong-snapshot-isolation :update-serializable}}"
     )
     assert result_to_edn(list_append.check(serial((0, "ok", [["append", "x", 1]]), (1, "ok", [["r", "x", [1]]])))) == "{:valid? true}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [["r", "x", 5]],  # a list-append read must be a list or nil
+        [["append", "x", [1]]],  # appended values must be hashable
+        [["append", "x"]],
+        "not a transaction",
+    ],
+)
+def test_malformed_values_make_the_result_unknown(value):
+    h = History.from_dicts(
+        [
+            {"process": 0, "type": "invoke", "f": "txn", "value": value},
+            {"process": 0, "type": "ok", "f": "txn", "value": value},
+        ]
+    )
+    r = list_append.check(h)
+    assert (r["valid"], r["anomaly_types"]) == ("unknown", ["unexpected-txn-micro-op-types"])
+    assert '["r", key, list-or-nil]' in only_case(r, "unexpected-txn-micro-op-types")["message"]
+
+
+def test_results_go_through_core_json_and_edn():
+    import json
+
+    from checkers.core import merge_valid, results_to_edn, to_jsonable
+
+    h = concurrent(
+        (0, "ok", [["append", "x", 1], ["append", "y", 1]]),
+        (1, "ok", [["r", "x", [1, 1]], ["r", "y", [1]]]),
+    )
+    r = list_append.check(h)
+    assert json.loads(json.dumps(to_jsonable(r)))["anomaly_types"] == r["anomaly_types"]
+    text = results_to_edn(r)
+    assert text.startswith("{:valid? false")
+    assert ":anomaly-types" in text
+    assert merge_valid(r["valid"], True) is False
