@@ -9,8 +9,9 @@ covers aiokafka (non-flexible versions only), kafka-python 3.x and librdkafka 2.
 
 Request and response bodies are decoded and encoded with kio's generated
 entities (one class per API version, from Kafka's JSON message specs), except
-the two hot paths written by hand in `broker.protocol.fetch` (Fetch responses:
-record bytes are passed through without copying).
+the hot paths written by hand: Produce requests and responses
+(`broker.protocol.produce`) and Fetch responses (`broker.protocol.fetch`), so
+record bytes are passed through without copying or per-record work.
 
 Thread-safety: the caches are filled idempotently; safe under the GIL.
 """
@@ -24,6 +25,7 @@ from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
 from broker.protocol.guard import check_body
+from broker.protocol.produce import decode_produce_request
 from broker.protocol.wire import MalformedRequestError
 
 PRODUCE = 0
@@ -106,6 +108,9 @@ def _writer(cls):
 
 def decode_request(api_key: int, api_version: int, buf, offset: int):
     """Decode the request body at `offset`; it must fill `buf` exactly."""
+    if api_key == PRODUCE:
+        # the hot path: records come out as slices of `buf`, not copies (see broker.protocol.produce)
+        return decode_produce_request(buf, offset, api_version)
     cls = request_class(api_key, api_version)
     # kio's native reader trusts array lengths (a huge one aborts the process), so
     # every length is checked against the bytes actually present first.

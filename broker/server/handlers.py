@@ -49,6 +49,7 @@ from broker.io import Runtime
 from broker.log.config import LogConfig
 from broker.log.log import OffsetOutOfRangeError
 from broker.protocol import apis
+from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.server.config import LONG_MAX, BrokerConfig
@@ -359,7 +360,6 @@ class RequestHandlers:
 
     def produce(self, header, request):
         acks = request.acks
-        module = _response_module(apis.PRODUCE, header.api_version)
         if request.transactional_id is not None:
             error_all = (ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED)
         elif acks not in (0, 1, -1):
@@ -372,34 +372,19 @@ class RequestHandlers:
             partition_results = []
             for partition_data in topic_data.partition_data:
                 if error_all is not None:
-                    error, message, base_offset = error_all[0], error_all[1], -1
-                    start = -1
+                    error, message, base_offset, start = error_all[0], error_all[1], -1, -1
                 else:
                     error, message, base_offset, start = self.produce_partition(topic_data.name, partition_data.index, partition_data.records)
                     appended |= error == ErrorCode.none
                 if error != ErrorCode.none:
                     log.info("produce to %s-%d refused: %s (%s)", topic_data.name, partition_data.index, error.name, message)
-                partition_results.append(
-                    _build(
-                        module,
-                        "PartitionProduceResponse",
-                        index=partition_data.index,
-                        error_code=error,
-                        base_offset=base_offset,
-                        log_append_time=None,
-                        log_start_offset=start,
-                        record_errors=(),
-                        error_message=message,
-                    )
-                )
-            topic_results.append(
-                _build(module, "TopicProduceResponse", name=topic_data.name, partition_responses=tuple(partition_results))
-            )
+                partition_results.append(PartitionProduceResult(partition_data.index, error.value, base_offset, start, message))
+            topic_results.append((topic_data.name, partition_results))
         if appended:
             self.wake_fetchers()
         if acks == 0:
             return None
-        return _build(module, "ProduceResponse", responses=tuple(topic_results), throttle_time=ZERO_MS)
+        return [encode_produce_response(header.api_version, topic_results)]
 
     def produce_partition(self, topic: str, partition: int, records) -> tuple[ErrorCode, str | None, int, int]:
         """Append one partition's batch; return (error, error message, base offset, log start offset)."""

@@ -65,6 +65,29 @@ def api_versions_fallback(correlation_id: int) -> list:
     return frame([body])
 
 
+LARGE_CHUNK_BYTES = 16 * 1024
+
+
+def _write_chunks(writer: asyncio.StreamWriter, chunks: list) -> None:
+    """Write small chunks coalesced and large ones (record data) as they are.
+
+    `writelines` would join everything into one new bytes object first, copying
+    every fetched record once more; a large buffer written alone goes to the
+    socket directly and is copied only if the socket cannot take it all.
+    """
+    pending = bytearray()
+    for chunk in chunks:
+        if len(chunk) >= LARGE_CHUNK_BYTES:
+            if pending:
+                writer.write(pending)
+                pending = bytearray()
+            writer.write(chunk)
+        else:
+            pending += chunk
+    if pending:
+        writer.write(pending)
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers):
         self.config = config
@@ -146,7 +169,7 @@ class BrokerServer:
             try:
                 response = await self.dispatch(request_bytes)
                 if response is not None:
-                    writer.writelines(response)
+                    _write_chunks(writer, response)
                     await writer.drain()
             finally:
                 self.in_flight -= 1

@@ -201,3 +201,55 @@ def test_guard_walks_every_request_the_tests_build_to_its_end():
     for request in samples:
         body = apis.encode_request(request)
         assert check_body(type(request), body, 0) == len(body), request
+
+
+produce_partitions = st.lists(st.tuples(st.integers(0, 2**31 - 1), st.one_of(st.none(), batches)), max_size=3)
+produce_topics = st.lists(st.tuples(st.text(alphabet="abc._-", min_size=1, max_size=10), produce_partitions), max_size=3)
+
+
+@settings(max_examples=150)
+@given(st.integers(3, 11), produce_topics, st.sampled_from([-1, 0, 1]), st.one_of(st.none(), st.text(max_size=10)), st.integers(0, 2**31 - 1))
+def test_produce_request_decoder_matches_kio(version, topics, acks, transactional_id, timeout_ms):
+    from broker.protocol.produce import decode_produce_request
+
+    module = __import__(f"kio.schema.produce.v{version}.request", fromlist=["x"])
+    request = module.ProduceRequest(
+        transactional_id=transactional_id, acks=acks, timeout=datetime.timedelta(milliseconds=timeout_ms),
+        topic_data=tuple(
+            module.TopicProduceData(name=name, partition_data=tuple(module.PartitionProduceData(index=i, records=r) for i, r in parts))
+            for name, parts in topics
+        ),
+    )
+    body = apis.encode_request(request)
+    decoded = decode_produce_request(body, 0, version)
+    assert (decoded.transactional_id, decoded.acks, decoded.timeout_ms) == (transactional_id, acks, timeout_ms)
+    assert [(t.name, [(p.index, None if p.records is None else bytes(p.records)) for p in t.partition_data]) for t in decoded.topic_data] == topics
+    for cut in {0, len(body) // 2, len(body) - 1}:
+        with pytest.raises(MalformedRequestError):
+            decode_produce_request(body[:cut], 0, version)
+
+
+@settings(max_examples=150)
+@given(st.integers(3, 11), st.data())
+def test_produce_response_encoder_matches_kio(version, data):
+    from broker.protocol.produce import PartitionProduceResult, encode_produce_response
+
+    results = data.draw(st.lists(st.tuples(
+        st.text(alphabet="abc", min_size=1, max_size=5),
+        st.lists(st.builds(PartitionProduceResult, st.integers(0, 100), st.sampled_from([0, 2, 10, 45]),
+                           st.integers(-1, 2**40), st.integers(-1, 2**40), st.one_of(st.none(), st.text(max_size=20))), max_size=3),
+    ), max_size=3))
+    throttle_ms = data.draw(st.integers(0, 10_000))
+    body = encode_produce_response(version, results, throttle_ms)
+    decoded = apis.decode_response(apis.PRODUCE, version, body)
+    assert decoded.throttle_time == datetime.timedelta(milliseconds=throttle_ms)
+    for (name, parts), got in zip(results, decoded.responses, strict=True):
+        assert got.name == name
+        for want, part in zip(parts, got.partition_responses, strict=True):
+            assert (part.index, part.error_code, part.base_offset) == (want.index, want.error_code, want.base_offset)
+            assert part.log_append_time is None
+            if version >= 5:
+                assert part.log_start_offset == want.log_start_offset
+            if version >= 8:
+                assert part.error_message == want.error_message and part.record_errors == ()
+    assert apis.encode_entity(decoded) == body
