@@ -356,8 +356,8 @@ def result_to_edn(result: Mapping[str, Any]) -> str:
     ``{:valid? false, :anomaly-types (:G-single), :anomalies {:G-single [...]},
     :not #{:consistent-view}, :also-not #{...}}``.
 
-    Map keys inside anomalies become keywords with ``_`` turned into ``-``
-    (``scc_size`` -> ``:scc-size``). A valid result prints as Elle prints it:
+    String map keys inside anomalies become keywords with ``_`` turned into
+    ``-`` (``scc_size`` -> ``:scc-size``); other keys stay as they are. A valid result prints as Elle prints it:
     ``{:valid? true}``.
     """
     valid = result["valid"]
@@ -367,7 +367,10 @@ def result_to_edn(result: Mapping[str, Any]) -> str:
 
     def convert(x: Any) -> Any:
         if isinstance(x, Mapping):
-            return {Keyword(str(k).replace("_", "-")): convert(v) for k, v in x.items()}
+            return {
+                Keyword(k.replace("_", "-")) if isinstance(k, str) else k: convert(v)
+                for k, v in x.items()
+            }
         if isinstance(x, (list, tuple)):
             return [convert(v) for v in x]
         return x

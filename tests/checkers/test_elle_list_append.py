@@ -461,3 +461,10 @@ def test_results_go_through_core_json_and_edn():
     assert text.startswith("{:valid? false")
     assert ":anomaly-types" in text
     assert merge_valid(r["valid"], True) is False
+
+
+def test_edn_rendering_keeps_non_string_keys():
+    h = serial((0, "ok", [["append", "x", 1]]), (1, "ok", [["r", "x", [1, 1]]]))
+    text = result_to_edn(list_append.check(h))
+    assert ":duplicates {1 2}" in text
+    assert text.startswith("{:valid? false, :anomaly-types (:duplicate-elements), ")
