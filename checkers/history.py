@@ -775,7 +775,7 @@ class History(Sequence[Op]):
             position = op.index
         else:
             position = self._position_of_index.get(op.index, -1)
-        if 0 <= position < len(self._ops) and self._ops[position] == op:
+        if 0 <= position < len(self._ops) and (self._ops[position] is op or self._ops[position] == op):
             return position
         raise ValueError(f"op {_short(op)} is not in this history")
 
@@ -952,9 +952,9 @@ class History(Sequence[Op]):
         return cls._from_forms(forms, text, name)
 
     @classmethod
-    def from_edn(cls, path_or_text: str | os.PathLike[str] | Iterable[str]) -> "History":
+    def from_edn(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
         """Read an EDN vector (or list) of op maps, as Knossos stores histories."""
-        name, lines = _open_lines(path_or_text)
+        name, lines = _open_lines(path_or_lines)
         text = "".join(lines)
         try:
             forms = read_edn(text, unwrap=True)

@@ -25,7 +25,8 @@ Analysis, following the published definitions of jepsen.tests.kafka:
    sends never read by any ok poll, per key), `poll-skip` /
    `nonmonotonic-poll` (one process's successive ok polls of a key jump
    forward over messages / go back; assign or subscribe keeps the state only
-   of keys still assigned), `nonmonotonic-send` (a process's successive sends
+   of keys still assigned, and an assign with `seek-to-beginning?` forgets
+   the process's poll positions), `nonmonotonic-send` (a process's successive sends
    to a key go back), `int-poll-skip`, `int-nonmonotonic-poll`,
    `int-send-skip`, `int-nonmonotonic-send` (the same within one op; keys in
    the op's `rebalance-log` are exempt for polls; distances use the offsets
@@ -489,6 +490,10 @@ class _Analysis:
             if op.f in _ASSIGN_FS:
                 if op.type in ("ok", "info"):
                     keep = {_norm_key(k) for k in (op.value or ())}
+                    if op.extra and (op.extra.get("seek-to-beginning?") or op.extra.get("seek_to_beginning")):
+                        # The consumer rewinds to the log start on purpose:
+                        # re-reading is then no nonmonotonic poll.
+                        last_reads.pop(process, None)
                     for table in (last_reads, last_sends):
                         current = table.get(process)
                         if current:

@@ -239,6 +239,19 @@ def test_nonmonotonic_poll():
     ]
 
 
+def test_seek_to_beginning_forgets_poll_positions():
+    rewind = [
+        {"process": 1, "type": "invoke", "f": "assign", "value": [1]},
+        {"process": 1, "type": "ok", "f": "assign", "value": [1], "seek-to-beginning?": True},
+    ]
+    h = History.from_dicts(
+        [row for pair in (send(0, 1, 10, 0), assign(1, [1]), poll(1, {1: [[0, 10]]})) for row in pair]
+        + rewind
+        + poll(1, {1: [[0, 10]]})
+    )
+    assert check(h)["valid"] is True
+
+
 def test_a_repeated_poll_is_nonmonotonic():
     h = history(send(0, 1, 10, 0), poll(1, {1: [[0, 10]]}), poll(1, {1: [[0, 10]]}))
     assert sentences(check(h), "nonmonotonic-poll") == [

@@ -52,6 +52,26 @@ class _Sim:
             self._pair(process, "send", [mop], "info", [mop], error="timeout")
             self._crash(thread)
 
+    def txn(self, thread: int, key: int) -> None:
+        """A transaction that polls, then sends: its own send is invisible to its poll
+        (read_committed), and both take effect when it commits."""
+        process = self.process_of_thread[thread]
+        positions = self.assigned.get(process, {})
+        result = {}
+        for k, position in positions.items():
+            pairs = [[o, self.logs[k][o]] for o in range(position, len(self.logs[k]))]
+            positions[k] = position + len(pairs)
+            result[k] = pairs
+        value = self.next_value
+        self.next_value += 1
+        offset = len(self.logs[key])
+        self.logs[key].append(value)
+        self.acked.append((key, offset, value))
+        self._pair(
+            process, "txn", [["poll"], ["send", key, value]], "ok",
+            [["poll", result], ["send", key, [offset, value]]],
+        )
+
     def assign(self, thread: int, keys: list[int]) -> None:
         process = self.process_of_thread[thread]
         current = self.assigned.get(process, {})
@@ -105,6 +125,7 @@ _actions = st.lists(
         st.tuples(st.just("poll"), st.integers(0, 2), st.integers(1, 3)),
         st.tuples(st.just("crash"), st.integers(0, 2)),
         st.tuples(st.just("nemesis"),),
+        st.tuples(st.just("txn"), st.integers(0, 2), st.sampled_from(KEYS)),
     ),
     min_size=1,
     max_size=40,
@@ -123,6 +144,8 @@ def _simulate(actions) -> _Sim:
             sim.poll(action[1], action[2])
         elif kind == "crash":
             sim.crash_poll(action[1])
+        elif kind == "txn":
+            sim.txn(action[1], action[2])
         else:
             sim.nemesis()
     sim.final_read()
@@ -130,19 +153,47 @@ def _simulate(actions) -> _Sim:
 
 
 def _rewrite_polls(rows, fn):
+    """Apply fn(key, pairs) to the results of every completed poll micro-op."""
     out = []
     for row in rows:
-        if row["type"] == "ok" and row["f"] == "poll":
-            row = dict(row, value=[["poll", {k: fn(k, pairs) for k, pairs in row["value"][0][1].items()}]])
+        if row["type"] == "ok" and row["f"] in ("poll", "txn"):
+            value = [
+                ["poll", {k: fn(k, pairs) for k, pairs in mop[1].items()}] if mop[0] == "poll" else mop
+                for mop in row["value"]
+            ]
+            row = dict(row, value=value)
         out.append(row)
     return out
 
 
+def _stretch(rows, draws):
+    """Make ops concurrent: move each invocation to a random earlier point after
+    its process's previous op. Effects stay at the completion, inside the
+    op's interval, so the history stays one a correct queue could produce."""
+    keys = []
+    last_key_of_process: dict = {}
+    for i, row in enumerate(rows):
+        if row["type"] == "invoke":
+            low = last_key_of_process.get(row["process"], -1.0)
+            keys.append(low + (i + 1 - low) * draws[i % len(draws)])
+        else:
+            keys.append(float(i + 1))
+        last_key_of_process[row["process"]] = keys[-1] if row["type"] != "invoke" else last_key_of_process.get(row["process"], -1.0)
+    order = sorted(range(len(rows)), key=lambda i: (keys[i], i))
+    return [rows[i] for i in order]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions=_actions, delivery=st.sampled_from(["at-most-once", "at-least-once", "exactly-once"]))
-def test_a_correct_queue_is_valid(actions, delivery):
+@given(
+    actions=_actions,
+    delivery=st.sampled_from(["at-most-once", "at-least-once", "exactly-once"]),
+    draws=st.lists(st.floats(0.01, 0.99), min_size=1, max_size=20),
+    ww_deps=st.booleans(),
+)
+def test_a_correct_queue_is_valid(actions, delivery, draws, ww_deps):
     sim = _simulate(actions)
-    result = check(History.from_dicts(sim.rows), delivery=delivery)
+    rows = _stretch(sim.rows, draws)
+    result = check(History.from_dicts(rows), delivery=delivery, ww_deps=ww_deps)
     assert result["valid"] is True, result["anomalies"]
     assert result["anomalies"] == {}
 
