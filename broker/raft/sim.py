@@ -534,7 +534,8 @@ class Simulator:
         entries (probing and a pipeline of one allow no better)."""
         config = self.config
         round_trip_ticks = 2 * self.faults.delay_ticks_max + config.heartbeat_ticks + 1
-        catch_up_ticks = (len(self._committed) // config.max_entries_per_append + 2) * round_trip_ticks
+        longest_log = max(len(disk.entries) for disk in self.disks.values())
+        catch_up_ticks = (longest_log // config.max_entries_per_append + 2) * round_trip_ticks
         return 6 * config.election_timeout_ticks_max + catch_up_ticks
 
     def check_liveness(self, ticks_max: int) -> int:
