@@ -491,6 +491,8 @@ class RequestHandlers:
                         data = b""
                     result.records = data
                     total_bytes += len(data)
+                    # (unchanged for a real log; the null broker's virtual log may grow on read)
+                    result.high_watermark = result.last_stable_offset = partition_log.log_end_offset
                 partitions.append(result)
             results.append(FetchTopicResult(name, fetch_topic.topic_id if version >= 13 else uuid.UUID(int=0), partitions))
         return results, total_bytes, has_error

@@ -58,6 +58,9 @@ class NullPartitionLog:
             return b""
         batch = bytearray(self._cached_batch)
         patch_base_offset(batch, 0, offset)
+        # The cached batch may reach past what was produced; the virtual log then
+        # grows to cover what it served, so the next fetch is not out of range.
+        self.log_end_offset = max(self.log_end_offset, offset + self._cached_count)
         return batch
 
     def offset_for_timestamp(self, timestamp_ms: int):

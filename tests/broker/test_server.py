@@ -248,3 +248,17 @@ def test_find_coordinator(broker):
         m = k.module("find_coordinator", 4)
         both = client.call(m.FindCoordinatorRequest(key_type=0, coordinator_keys=("a", "b")))
         assert [(c.key, c.error_code, c.node_id) for c in both.coordinators] == [("a", 0, 1), ("b", 0, 1)]
+
+
+def test_sigterm_answers_a_long_poll_in_flight_then_exits_0(broker):
+    with RawClient(broker.port) as client:
+        _create(client, "term", 1)
+        correlation_id = client.send(req.fetch("term", 0, 0, max_wait_ms=20_000))
+        time.sleep(0.3)
+        started = time.monotonic()
+        broker.process.send_signal(15)
+        response = client.receive(apis.FETCH, 11, correlation_id)
+        assert response.responses[0].partitions[0].error_code == 0
+        assert time.monotonic() - started < 10
+    assert broker.process.wait(20) == 0
+    assert "logs closed cleanly" in broker.stderr_text()
