@@ -431,20 +431,6 @@ def _op_to_edn(op: Op) -> str:
 # explicit stack. It also reports the line of every top-level form, which
 # error messages need.
 
-_EDN_TOKEN = re.compile(
-    r"""
-    (?P<ws>[\s,]+|;[^\n]*)
-  | (?P<string>"(?:[^"\\]|\\.)*")
-  | (?P<open>\#\{|[\[({])
-  | (?P<close>[\])}])
-  | (?P<discard>\#_)
-  | (?P<special>\#\#(?:NaN|Inf|-Inf))
-  | (?P<tag>\#[A-Za-z][^\s,\[\](){}"\\;]*)
-  | (?P<char>\\(?:newline|space|tab|return|formfeed|backspace|u[0-9a-fA-F]{4}|[^\s]))
-  | (?P<atom>[^\s,\[\](){}"\\;\#][^\s,\[\](){}"\\;]*)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
 _EDN_INT = re.compile(r"^[+-]?\d+N?$")
 _EDN_FLOAT = re.compile(r"^[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?$")
 _EDN_RATIO = re.compile(r"^[+-]?\d+/\d+$")
@@ -452,7 +438,6 @@ _EDN_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formf
 _EDN_STRING_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f", "/": "/"}
 _EDN_STRING_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _EDN_CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
-_DISCARD = object()
 
 
 class _EdnSyntaxError(ValueError):
@@ -516,6 +501,28 @@ def _edn_build(opener: str, items: list[Any], position: int) -> Any:
     return frozenset(_hashable(x) for x in items)
 
 
+# One token per match, with the whitespace and comments before it; group
+# numbers are tested as integers in the hot loop below.
+_EDN_NEXT = re.compile(
+    r"""
+    (?:[\s,]+|;[^\n]*)*
+    (?:
+        ([^\s,\[\](){}"\\;\#][^\s,\[\](){}"\\;]*)            # 1 atom
+      | (\#\{|[\[({])                                          # 2 open
+      | ([\])}])                                               # 3 close
+      | ("(?:[^"\\]|\\.)*")                                    # 4 string
+      | (\#_)                                                  # 5 discard
+      | (\#\#(?:NaN|Inf|-Inf))                                 # 6 special
+      | (\#[A-Za-z][^\s,\[\](){}"\\;]*)                        # 7 tag
+      | (\\(?:newline|space|tab|return|formfeed|backspace|u[0-9a-fA-F]{4}|[^\s]))  # 8 char
+    )
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_EDN_TRAILING = re.compile(r"(?:[\s,]+|;[^\n]*)*\Z")
+_EDN_SPECIALS = {"##NaN": math.nan, "##Inf": math.inf, "##-Inf": -math.inf}
+
+
 def read_edn(text: str, *, unwrap: bool = False) -> list[tuple[Any, int]]:
     """Read every EDN form in `text`, as (value, start offset) pairs.
 
@@ -523,91 +530,118 @@ def read_edn(text: str, *, unwrap: bool = False) -> list[tuple[Any, int]]:
     returned instead. Tagged values (`#inst "..."`) read as the tagged value;
     `#_` discards the next form. Raises `_EdnSyntaxError` with an offset.
     """
-    # Each frame: [opener, items, start offset, pending tags/discards]
+    # Each frame: [opener, items, start offset]
     stack: list[list[Any]] = []
+    items: list[Any] | None = None  # the innermost open collection's items
     top: list[tuple[Any, int]] = []
-    prefixes: list[tuple[str, int]] = []  # pending tag or discard per depth, innermost last
+    prefixes: list[str] = []  # pending tag or discard, innermost last
     prefix_depth: list[int] = []
+    element_starts: list[int] = []
+    unwrapped = False
     position = 0
     n = len(text)
-    match = _EDN_TOKEN.match
-    unwrapped = False
-    element_starts: list[int] = []
-
-    def emit(value: Any, start: int) -> None:
-        nonlocal unwrapped
-        depth = len(stack)
-        while prefix_depth and prefix_depth[-1] == depth:
-            prefix, _ = prefixes.pop()
-            prefix_depth.pop()
-            if prefix == "#_":
-                return
-            # A tag keeps its value as read (#inst and #uuid strings stay strings).
-        if stack:
-            stack[-1][1].append(value)
-            if unwrap and depth == 1:
-                element_starts.append(start)
-        else:
-            top.append((value, start))
-
+    match = _EDN_NEXT.match
     while position < n:
         m = match(text, position)
         if m is None:
-            raise _EdnSyntaxError(position, f"unexpected character {text[position]!r}")
-        kind = m.lastgroup
-        start = position
+            if _EDN_TRAILING.match(text, position):
+                break
+            # Point at the offending character, past any whitespace.
+            bad = position
+            while bad < n and (text[bad].isspace() or text[bad] == ","):
+                bad += 1
+            raise _EdnSyntaxError(bad, f"unexpected character {text[bad]!r}" if bad < n else "unexpected end")
         position = m.end()
-        if kind == "ws":
-            continue
-        if kind == "open":
+        kind = m.lastindex
+        if kind == 1:
+            token = m.group(1)
+            c = token[0]
+            if c == ":":
+                if len(token) == 1:
+                    raise _EdnSyntaxError(m.start(1), "a lone ':' is not a keyword")
+                value: Any = token[1:]
+            elif "0" <= c <= "9" or c == "-" or c == "+":
+                try:
+                    value = int(token)
+                except ValueError:
+                    value = _edn_atom(token, m.start(1))
+            else:
+                value = _edn_atom(token, m.start(1))
+        elif kind == 2:
             if unwrap and not stack and top:
-                raise _EdnSyntaxError(start, "expected one vector of ops, found a second top-level form")
-            stack.append([m.group(), [], start, len(element_starts)])
+                raise _EdnSyntaxError(m.start(2), "expected one vector of ops, found a second top-level form")
+            items = []
+            stack.append([m.group(2), items, m.start(2)])
             continue
-        if kind == "close":
+        elif kind == 3:
             if not stack:
-                raise _EdnSyntaxError(start, f"unmatched {m.group()!r}")
-            opener, items, open_start, _ = stack.pop()
-            if _EDN_CLOSERS[opener] != m.group():
-                raise _EdnSyntaxError(start, f"{opener!r} closed by {m.group()!r}")
+                raise _EdnSyntaxError(m.start(3), f"unmatched {m.group(3)!r}")
+            opener, closed, open_start = stack.pop()
+            if _EDN_CLOSERS[opener] != m.group(3):
+                raise _EdnSyntaxError(m.start(3), f"{opener!r} closed by {m.group(3)!r}")
+            items = stack[-1][1] if stack else None
             if unwrap and not stack:
                 if opener not in "[(":
                     raise _EdnSyntaxError(open_start, "expected a vector or list of op maps")
-                top.append((items, open_start))
+                top.append((closed, open_start))
                 unwrapped = True
                 continue
-            emit(_edn_build(opener, items, open_start), open_start)
-            continue
-        if kind == "string":
-            emit(_edn_unescape(m.group()[1:-1]), start)
-        elif kind == "atom":
-            emit(_edn_atom(m.group(), start), start)
-        elif kind == "char":
-            body = m.group()[1:]
-            if body in _EDN_CHARS:
-                emit(_EDN_CHARS[body], start)
-            elif len(body) == 5 and body[0] == "u":
-                emit(chr(int(body[1:], 16)), start)
+            value = _edn_build(opener, closed, open_start)
+            start = open_start
+            # fall through to placing the value, with its own start offset
+            if prefix_depth and prefix_depth[-1] == len(stack):
+                if _edn_prefixed_drop(prefixes, prefix_depth, len(stack)):
+                    continue
+            if items is not None:
+                items.append(value)
+                if unwrap and len(stack) == 1:
+                    element_starts.append(start)
             else:
-                emit(body, start)
-        elif kind == "special":
-            emit({"##NaN": math.nan, "##Inf": math.inf, "##-Inf": -math.inf}[m.group()], start)
-        elif kind in ("discard", "tag"):
+                top.append((value, start))
+            continue
+        elif kind == 4:
+            body = m.group(4)[1:-1]
+            value = _edn_unescape(body) if "\\" in body else body
+        elif kind == 5 or kind == 7:
             # Both apply to the next form at this depth: `#_` drops it, a tag
             # is dropped and the form kept as read.
-            prefixes.append(("#_" if kind == "discard" else "tag", start))
+            prefixes.append("#_" if kind == 5 else "tag")
             prefix_depth.append(len(stack))
-        else:  # pragma: no cover - the regular expression has no other group
-            raise _EdnSyntaxError(start, f"unexpected token {m.group()!r}")
+            continue
+        elif kind == 6:
+            value = _EDN_SPECIALS[m.group(6)]
+        else:
+            body = m.group(8)[1:]
+            value = _EDN_CHARS.get(body) or (chr(int(body[1:], 16)) if len(body) == 5 and body[0] == "u" else body)
+        if prefix_depth and prefix_depth[-1] == len(stack):
+            if _edn_prefixed_drop(prefixes, prefix_depth, len(stack)):
+                continue
+        if items is not None:
+            items.append(value)
+            if unwrap and len(stack) == 1:
+                element_starts.append(m.start(kind))
+        else:
+            top.append((value, m.start(kind)))
     if stack:
         raise _EdnSyntaxError(stack[-1][2], f"{stack[-1][0]!r} is never closed")
+    if prefixes:
+        raise _EdnSyntaxError(n, "a tag or #_ is not followed by a form")
     if unwrap:
         if not unwrapped:
             where = top[0][1] if top else 0
             raise _EdnSyntaxError(where, "expected a vector or list of op maps")
-        items = top[0][0]
-        return list(zip(items, element_starts))
+        return list(zip(top[0][0], element_starts))
     return top
+
+
+def _edn_prefixed_drop(prefixes: list[str], prefix_depth: list[int], depth: int) -> bool:
+    """Consume the prefixes pending at `depth` for one form; True if it is discarded."""
+    while prefix_depth and prefix_depth[-1] == depth:
+        prefix = prefixes.pop()
+        prefix_depth.pop()
+        if prefix == "#_":
+            return True
+    return False
 
 
 def _line_of(text: str, offset: int) -> int:
