@@ -21,8 +21,9 @@ Budgets: `time_limit_s` and `memory_limit_bytes` bound the search; past either,
 the verdict is "unknown" with a `reason`. The time budget is measured with
 `time.monotonic()` inside the search: the one documented exception to the
 checkers' no-clock rule. It can only turn a verdict into "unknown", never change
-a true into a false. The memory budget bounds the number of cached search
-configurations, estimated from the history's size.
+a true into a false. The memory budget bounds the search cache, whose size is
+estimated as the search goes (see `wgl.py`); with a process pool each worker
+gets an equal share.
 
 Parallelism: with several independent sub-histories and at least
 `parallel_min_ops` operations, sub-histories are checked in a process pool of
@@ -202,7 +203,7 @@ def _search_component(
     model_ops: list[ModelOp],
     events: list[tuple[int, bool]],
     deadline: float | None,
-    max_cache_entries: int,
+    max_cache_bytes: int,
     max_final_paths: int,
 ) -> SearchResult:
     """One sub-history's search; a top-level function so a process pool can run it.
@@ -212,7 +213,7 @@ def _search_component(
     """
     model = make_model(model_name, nil_read_legal=nil_read_legal)
     steps = [model.compile(op) for op in model_ops]
-    return search(events, steps, initial_state, deadline, max_cache_entries, max_final_paths)
+    return search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths)
 
 
 def _events(operations: list[_Operation]) -> list[tuple[int, bool]]:
@@ -223,12 +224,6 @@ def _events(operations: list[_Operation]) -> list[tuple[int, bool]]:
             points.append((o.return_position, 1, i, False))
     points.sort()
     return [(i, call) for _, _, i, call in points]
-
-
-def _cache_entry_bytes(n_info_ops: int) -> int:
-    # A set slot, a 4-tuple, three small ints (the window bitset is as wide as
-    # the history's concurrency), one bit per info op, and a small state.
-    return 256 + n_info_ops // 8
 
 
 def check(
@@ -300,15 +295,13 @@ def check(
 
     def task(keys, ops):
         state = initial_state if keys is None else the_model.restrict(initial_state, keys)
-        n_info = sum(1 for o in ops if o.return_position is None)
-        max_cache = max(1, memory_limit_bytes // _cache_entry_bytes(n_info))
         return (
             model,
             nil_read_legal,
             state,
             [o.model_op for o in ops],
             _events(ops),
-            max_cache,
+            memory_limit_bytes,
             max_final_paths,
         )
 

@@ -36,8 +36,11 @@ there (the states the model could be in when the operation of R had to take
 effect), and for each such state one path of operations leading to it.
 
 Budgets: the search checks `time.monotonic()` every few thousand steps against a
-deadline, and stops when the cache holds `max_cache_entries` configurations; either
-way it answers "unknown" with a reason. This is the one exception to the
+deadline, and stops when the cache outgrows `max_cache_bytes`; either way it
+answers "unknown" with a reason. The cache's size is estimated at the same
+points: the number of entries times a running mean of sampled entry sizes (the
+tuple, set slot and bitset ints, plus `approx_size` of the model state), so
+models whose states grow (kv strings, queues) are measured, not guessed. This is the one exception to the
 checkers' no-clocks rule: the clock only decides whether we give up, never the
 verdict of a search that finishes.
 
@@ -48,6 +51,7 @@ searches at once in threads or processes.
 from __future__ import annotations
 
 import time
+from sys import getsizeof
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +60,8 @@ from checkers.linearizable.models import INCONSISTENT, Choices
 
 # How many loop iterations between two looks at the clock.
 _CLOCK_EVERY_STEPS = 4096
+# A cache entry besides its bitsets and state: the 4-tuple, its set slot, `base`.
+_ENTRY_OVERHEAD_BYTES = 160
 # How many distinct model states a counterexample reports at most.
 MAX_BLOCK_STATES = 1000
 
@@ -79,6 +85,14 @@ class SearchResult:
     final_paths: list[list[tuple[int, Hashable]]] = field(default_factory=list)
 
 
+def approx_size(value: Any, depth: int = 3) -> int:
+    """Bytes of a state: sys.getsizeof, plus the elements of tuples and sets down to `depth`."""
+    size = getsizeof(value)
+    if depth and isinstance(value, tuple | frozenset):
+        size += sum(approx_size(v, depth - 1) for v in value)
+    return size
+
+
 def _path(op_of: list[int], top: tuple | None, state: Hashable) -> list[tuple[int, Hashable]]:
     """(op, state after it) from the first linearized op to the top of a stack."""
     path = []
@@ -96,7 +110,7 @@ def search(
     steps: Sequence[Callable[[Hashable], Any]],
     initial_state: Hashable,
     deadline: float | None = None,
-    max_cache_entries: int | None = None,
+    max_cache_bytes: int | None = None,
     max_final_paths: int = 10,
     max_block_states: int = MAX_BLOCK_STATES,
 ) -> SearchResult:
@@ -106,7 +120,7 @@ def search(
     has exactly one call, and at most one return, after its call.
     steps: per op id, a closure state -> next state | INCONSISTENT | Choices.
     deadline: a time.monotonic() value after which the answer is "unknown".
-    max_cache_entries: after this many cached configurations the answer is "unknown".
+    max_cache_bytes: when the cache is estimated to hold more, the answer is "unknown".
     max_final_paths, max_block_states: how many paths and states to keep for a
     counterexample (the states beyond `max_block_states` are not reported).
     """
@@ -170,7 +184,10 @@ def search(
     base = bits = info = 0
     entry = nxt[head]
     n_steps = 0
-    next_clock = _CLOCK_EVERY_STEPS
+    # Few steps between looks at the clock and the cache's size at first, so a
+    # small budget is noticed early; then every _CLOCK_EVERY_STEPS.
+    next_clock = 256
+    sampled_bytes = samples = 0
 
     def advance(rank: int, base: int, bits: int, info: int) -> tuple[int, int, int]:
         if rank < 0:
@@ -191,6 +208,15 @@ def search(
             next_clock += _CLOCK_EVERY_STEPS
             if deadline is not None and time.monotonic() > deadline:
                 return unknown(f"time limit reached after {n_steps} search steps")
+            if max_cache_bytes is not None and cache:
+                sampled_bytes += _ENTRY_OVERHEAD_BYTES + getsizeof(bits) + getsizeof(info) + approx_size(state)
+                samples += 1
+                estimate_bytes = len(cache) * sampled_bytes // samples
+                if estimate_bytes > max_cache_bytes:
+                    return unknown(
+                        f"memory limit reached: about {estimate_bytes} bytes in {len(cache)} "
+                        f"cached configurations (limit {max_cache_bytes})"
+                    )
         if is_call[entry]:
             op = op_of[entry]
             new_state = steps[op](state)
@@ -222,10 +248,6 @@ def search(
                     key = (new_base, new_bits, new_info, new_state)
                     if key not in cache:
                         cache_add(key)
-                        if max_cache_entries is not None and len(cache) > max_cache_entries:
-                            return unknown(
-                                f"memory limit reached: {max_cache_entries} cached configurations"
-                            )
                         stack = (entry, state, base, bits, info, choices, index, stack)
                         state = new_state
                         base, bits, info = new_base, new_bits, new_info

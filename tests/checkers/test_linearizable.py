@@ -364,7 +364,21 @@ def test_memory_budget_gives_unknown():
     r = check(pathological(40), "register", memory_limit_bytes=1_000_000)
     assert r["valid"] == "unknown"
     assert r["reason"].startswith("memory limit reached")
-    assert r["cache_entries"] <= 1_000_000 // 200
+    # At least 160 bytes an entry, checked every few thousand steps.
+    assert r["cache_entries"] <= 1_000_000 // 160 + 4096
+
+
+def test_memory_budget_measures_growing_states():
+    # 14 concurrent appends, then a get nothing explains: all 2**14 subsets are
+    # cached, each with a string of up to 280 characters (several hundred bytes
+    # an entry), so a 2 MB budget stops the search after a few thousand entries.
+    ops = [("w%d" % p, "invoke", "append", "x" * 20, {"key": "k"}) for p in range(14)]
+    ops += [("w%d" % p, "ok", "append", "x" * 20, {"key": "k"}) for p in range(14)]
+    ops += [("r", "invoke", "get", None, {"key": "k"}), ("r", "ok", "get", "never", {"key": "k"})]
+    r = check(history(*ops), "kv", memory_limit_bytes=2_000_000)
+    assert r["valid"] == "unknown"
+    assert r["reason"].startswith("memory limit reached")
+    assert r["cache_entries"] <= 2_000_000 // 300 + 4096
 
 
 def test_small_pathological_history_finishes_invalid():
