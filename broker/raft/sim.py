@@ -167,9 +167,15 @@ class Simulator:
         seed: int,
         config: RaftConfig = SIM_CONFIG,
         faults: FaultModel | None = None,
+        initial_states: dict[int, PersistentState] | None = None,
+        hold_messages: bool = False,
     ) -> None:
         if not isinstance(node_count, int) or node_count < 1:
             raise ValueError(f"node_count is {node_count!r}; accepted: an integer >= 1")
+        initial_states = dict(initial_states or {})
+        unknown = sorted(set(initial_states) - set(range(1, node_count + 1)))
+        if unknown:
+            raise ValueError(f"initial_states names nodes {unknown}; accepted: node ids 1 to {node_count}")
         self.seed = seed
         self.config = config
         self.faults = faults if faults is not None else FaultModel()
@@ -183,6 +189,10 @@ class Simulator:
         self.applied: dict[int, list[LogEntry]] = {}
         self.blocked_links: set[tuple[int, int]] = set()
         self._in_flight: list[tuple[int, float, int, RaftMessage]] = []
+        # With hold_messages, sent messages wait in `held` until a scripted test
+        # delivers or drops them one by one (deliver_held, drop_held).
+        self.hold_messages = hold_messages
+        self.held: list[RaftMessage] = []
         self._sequence = 0
         self._trace: deque[tuple] = deque(maxlen=80)
         # Global history for the invariants.
@@ -191,6 +201,10 @@ class Simulator:
         self._committed: list[_Committed] = []
         self._seen_commit: dict[int, int] = {}
         self._was_leader: dict[int, bool] = {}
+        for node_id, state in initial_states.items():
+            disk = self.disks[node_id]
+            disk.term, disk.voted_for, disk.commit_index = state.term, state.voted_for, state.commit_index
+            self._append_to_disk(node_id, disk, state.entries)
         for node_id in self.voters:
             self._start_node(node_id)
 
@@ -360,10 +374,38 @@ class Simulator:
             raise ValueError(f"node {node_id} is not running; accepted: one of the running nodes")
         return node
 
+    def campaign(self, node_id: int) -> None:
+        """Make a node start an election now, as if its timer fired."""
+        node = self._running(node_id)
+        self._record("campaign", node_id)
+        node.campaign()
+        self._after_event(node_id)
+
+    def deliver_held(self, predicate=lambda message: True) -> int:
+        """Deliver the held messages that satisfy `predicate`, in the order sent
+        (messages they cause are held in turn); returns how many."""
+        chosen = [message for message in self.held if predicate(message)]
+        self.held = [message for message in self.held if not predicate(message)]
+        for message in chosen:
+            self.deliver(message)
+        return len(chosen)
+
+    def drop_held(self, predicate=lambda message: True) -> int:
+        """Lose the held messages that satisfy `predicate`; returns how many."""
+        chosen = [message for message in self.held if predicate(message)]
+        self.held = [message for message in self.held if not predicate(message)]
+        for message in chosen:
+            self._record("drop", message)
+        self.report.messages_dropped += len(chosen)
+        return len(chosen)
+
     def _send(self, message: RaftMessage) -> None:
         faults = self.faults
         rng = self.rng
         self.report.messages_sent += 1
+        if self.hold_messages:
+            self.held.append(message)
+            return
         if rng.random() < faults.drop_probability:
             self._record("drop", message)
             self.report.messages_dropped += 1
@@ -409,7 +451,19 @@ class Simulator:
                         )
             del disk.entries[start - 1 :]
             del disk.digests[start - 1 :]
-        for entry in ready.entries:
+        self._append_to_disk(node_id, disk, ready.entries)
+        if ready.hard_state is not None:
+            if ready.hard_state.commit_index > len(disk.entries):
+                self._fail(
+                    f"node {node_id} persists commit index {ready.hard_state.commit_index} beyond its log "
+                    f"({len(disk.entries)} entries)"
+                )
+            disk.term = ready.hard_state.term
+            disk.voted_for = ready.hard_state.voted_for
+            disk.commit_index = ready.hard_state.commit_index
+
+    def _append_to_disk(self, node_id: int, disk: _Disk, entries: tuple[LogEntry, ...]) -> None:
+        for entry in entries:
             if entry.index != len(disk.entries) + 1:
                 self._fail(
                     f"node {node_id}: Ready entry {entry.index} does not continue the persisted log "
@@ -426,15 +480,6 @@ class Simulator:
                 )
             disk.entries.append(entry)
             disk.digests.append(digest)
-        if ready.hard_state is not None:
-            if ready.hard_state.commit_index > len(disk.entries):
-                self._fail(
-                    f"node {node_id} persists commit index {ready.hard_state.commit_index} beyond its log "
-                    f"({len(disk.entries)} entries)"
-                )
-            disk.term = ready.hard_state.term
-            disk.voted_for = ready.hard_state.voted_for
-            disk.commit_index = ready.hard_state.commit_index
 
     def _observe_commit(self, node_id: int, node: RaftNode, disk: _Disk) -> None:
         seen = self._seen_commit[node_id]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 
 from broker.raft import core
+from broker.raft.core import PersistentState, RaftConfig
+from broker.raft.messages import EntryType, LogEntry
 from broker.raft.sim import (
     FaultModel,
     SimulationError,
@@ -55,7 +57,7 @@ def test_safety_under_heavy_faults_many_seeds() -> None:
         heal_probability=0.1,
         tick_skip_probability=0.1,
     )
-    for seed in range(1000):
+    for seed in range(3000):
         run_simulation(seed, 3 + 2 * (seed % 2), fault_ticks=300, faults=heavy)
 
 
@@ -151,3 +153,72 @@ def test_bad_simulator_arguments_are_named() -> None:
         simulator.crash(2)
     with pytest.raises(ValueError, match="node 1 is running; accepted: a crashed node"):
         simulator.restart(1)
+
+
+# Figure 8 of the Raft paper, scripted message by message on the simulator.
+
+FIGURE_8_CONFIG = RaftConfig(pre_vote=False, check_quorum=False, max_entries_per_append=1, max_inflight_appends=1)
+
+
+def _entries(*terms: int) -> tuple[LogEntry, ...]:
+    return tuple(LogEntry(i + 1, term, EntryType.DATA, b"t%d" % term) for i, term in enumerate(terms))
+
+
+def _figure_8() -> Simulator:
+    """S1 (log 1 2) becomes leader of term 4, gets entry 2 of term 2 onto S2 and
+    S3 but not its own term-4 entry, and crashes; S5 (log 1 3) is then elected
+    by S2, S3, S4 and overwrites entry 2 everywhere. Safe only because S1 did
+    not count replicas of entry 2 to commit it."""
+    states = {
+        1: PersistentState(term=3, commit_index=1, entries=_entries(1, 2)),
+        2: PersistentState(term=3, commit_index=1, entries=_entries(1)),
+        3: PersistentState(term=3, commit_index=1, entries=_entries(1)),
+        4: PersistentState(term=3, commit_index=1, entries=_entries(1)),
+        5: PersistentState(term=3, voted_for=5, commit_index=1, entries=_entries(1, 3)),
+    }
+    simulator = Simulator(5, 8, FIGURE_8_CONFIG, FaultModel.none(), initial_states=states, hold_messages=True)
+    simulator.campaign(1)
+    assert simulator.nodes[1].term == 4
+    simulator.deliver_held(lambda m: m.to_id in (2, 3))  # the vote requests S2 and S3 grant
+    simulator.drop_held(lambda m: m.to_id in (4, 5))
+    simulator.deliver_held()  # the grants: S1 leads term 4 and appends its NO_OP at index 3
+    assert simulator.leader() == 1
+    simulator.drop_held(lambda m: m.to_id in (4, 5))
+    simulator.deliver_held()  # S2, S3 refuse (they lack entry 2)
+    simulator.deliver_held()  # S1 probes at index 2
+    simulator.deliver_held()  # S2, S3 append entry 2 of term 2
+    simulator.deliver_held()  # S1 learns that S1, S2, S3 hold entry 2: a majority of five
+    assert [simulator.disks[n].entries[-1].term for n in (1, 2, 3)] == [4, 2, 2]
+    simulator.drop_held()  # the NO_OP of term 4 never reaches S2 or S3
+    simulator.crash(1)
+    simulator.campaign(5)  # term 4: refused, S2 and S3 voted for S1 in term 4
+    simulator.deliver_held()
+    simulator.deliver_held()
+    simulator.campaign(5)  # term 5: S2, S3, S4 grant, as S5's last term 3 beats their 2 and 1
+    simulator.deliver_held()
+    simulator.deliver_held()
+    assert simulator.leader() == 5 and simulator.nodes[5].term == 5
+    for _ in range(6):
+        simulator.deliver_held()
+    return simulator
+
+
+def test_figure_8_history_is_safe() -> None:
+    simulator = _figure_8()
+    assert simulator.disks[1].commit_index == 1  # S1 never committed entry 2
+    assert [e.term for e in simulator.disks[2].entries] == [1, 3, 5]  # entry 2 of term 2 was overwritten
+    assert simulator.nodes[5].commit_index == 3
+    simulator.hold_messages = False
+    simulator.restart(1)
+    simulator.check_liveness(200)
+    simulator.check_converged()
+
+
+def test_figure_8_history_is_caught_when_the_leader_commits_by_counting_old_replicas(monkeypatch) -> None:
+    def commit_by_counting(self):
+        matches = sorted([self.last_index] + [p.match_index for p in self._progress.values()], reverse=True)
+        self._commit_index = max(self._commit_index, matches[self._quorum - 1])
+
+    monkeypatch.setattr(core.RaftNode, "_maybe_commit", commit_by_counting)
+    with pytest.raises(SimulationError, match="leader completeness: leader 5 of term 5 lacks entry 2"):
+        _figure_8()
