@@ -31,6 +31,9 @@ torn or zero-filled tail):
   dropped and why: a WARNING for data after the recovery point (expected after
   a crash), an ERROR for data before it (it was fsync'd, so the disk lost or
   corrupted acknowledged data; it cannot be trusted, so it is cut as well).
+  A segment that is merely shorter than it was (a power loss took its
+  unflushed tail, leaving no damaged bytes) does not cut the segments after
+  it, as in Kafka: the lost offsets become a hole and are never reused.
   Segments wholly below the recovery point are not re-read (that is the point of
   the checkpoint): corruption inside them is only found if their indexes fail
   the sanity check, and read() never validates CRCs (clients do).

@@ -64,6 +64,10 @@ class ModelBatch:
     max_timestamp: int
     data: bytes
 
+    @property
+    def next_offset(self) -> int:
+        return self.last_offset + 1
+
 
 class LogMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
@@ -183,16 +187,33 @@ class LogMachine(RuleBasedStateMachine):
                 f.write(extra)
         self.log = PartitionLog.open(self.path, self.config, runtime(self.clock, self.disk), recover=True)
         assert self.log.log_end_offset >= durable_offset, "fsync'd data was lost"
-        self.batches = [b for b in self.batches if b.last_offset < self.log.log_end_offset]
-        visible = [b for b in self.batches if b.last_offset >= self.log_start_offset]
-        # Recovery cuts at a batch boundary; with nothing left at or above the
-        # start, the log restarts empty there.
-        assert self.log.log_end_offset == (visible[-1].last_offset + 1 if visible else self.log_start_offset)
+        # Like Kafka, recovery keeps a later segment behind one that merely lost
+        # its unflushed tail, so the survivors may have holes (offsets are never
+        # reused); every survivor must be intact, every fsync'd batch a survivor.
+        by_base = {b.base_offset: b for b in self.batches}
+        survivors = []
+        offset = self.log.log_start_offset
+        while offset < self.log.log_end_offset:
+            data = self.log.read(offset, 1 << 20)
+            if not data:
+                break
+            for header in headers_of(data):
+                batch = by_base[header.base_offset]
+                assert data[: len(batch.data)] == batch.data, f"batch {batch.base_offset} changed"
+                data = data[len(batch.data) :]
+                survivors.append(batch)
+                offset = header.next_offset
+        for batch in self.batches:
+            if self.log_start_offset <= batch.last_offset < durable_offset:
+                assert batch in survivors, f"fsync'd batch {batch.base_offset}..{batch.last_offset} was lost"
+        self.batches = survivors
+        assert self.log.log_start_offset == self.log_start_offset  # its checkpoint is written at once, fsync'd
         self.log_end_offset = self.log.log_end_offset
 
     @rule(data=st.data())
     def truncate_to(self, data):
         offset = data.draw(st.integers(0, self.log_end_offset + 2), label="offset")
+        self.segments_before_truncation = self.log.segment_base_offsets
         self.log.truncate_to(offset)
         if offset >= self.log_end_offset:
             return
@@ -200,9 +221,11 @@ class LogMachine(RuleBasedStateMachine):
             self.batches = []
             self.log_start_offset = self.log_end_offset = offset
             return
-        dropped = [b for b in self.batches if b.last_offset >= offset]
+        floor_base = max(base for base in self.segments_before_truncation if base <= offset)
         self.batches = [b for b in self.batches if b.last_offset < offset]
-        self.log_end_offset = dropped[0].base_offset
+        # The log ends after the last batch kept, or at the start of the segment
+        # holding `offset` if that segment keeps none.
+        self.log_end_offset = max(floor_base, self.batches[-1].next_offset if self.batches else floor_base)
         self.log_start_offset = min(self.log_start_offset, self.log_end_offset)
 
     @rule(data=st.data())
@@ -286,7 +309,10 @@ class LogMachine(RuleBasedStateMachine):
         offset = self.log_start_offset
         while offset < self.log_end_offset:
             data = self.log.read(offset, 1 << 20)
-            assert data, f"nothing read at {offset} below the end {self.log_end_offset}"
+            if not data:
+                # Only a hole left by a power loss may end the log early.
+                assert not [b for b in visible if b.last_offset >= offset], f"nothing read at {offset}"
+                break
             got.append(data)
             offset = headers_of(data)[-1].next_offset
         assert b"".join(got) == b"".join(b.data for b in visible)

@@ -327,3 +327,22 @@ def test_losing_only_deleted_records_restarts_the_log_empty_at_its_start(tmp_pat
     assert "below its log start offset 4 (only deleted records were lost); restarting it empty at 4" in caplog.text
     assert reopened.append(make_batch(1), 0).base_offset == 4
     reopened.close()
+
+
+def test_a_segment_that_lost_its_tail_leaves_a_hole_and_offsets_are_not_reused(tmp_path):
+    path = tmp_path / "t-0"
+    batch_size = len(make_batch(1))
+    config = checkpointing(segment_bytes=batch_size * 2)
+    log = open_log(path, config)
+    for number in range(4):
+        log.append(make_batch(1, tag=number), 0)
+    assert log.segment_base_offsets == [0, 2]
+    log.close(flush=False)
+    with open(path / f"{0:020d}.log", "r+b") as f:
+        f.truncate(batch_size)  # offset 1 vanished with the unflushed tail
+    reopened = open_log(path, config, recover=True)
+    assert reopened.log_end_offset == 4
+    assert [h.base_offset for h in reopened.iter_batch_headers()] == [0, 2, 3]
+    assert headers_of(reopened.read(1, 1))[0].base_offset == 2  # the hole reads as the next batch
+    assert reopened.append(make_batch(1), 0).base_offset == 4
+    reopened.close()
