@@ -16,8 +16,11 @@ caller must do comes out as a `Ready` (the structure of etcd's raft library):
         node.advance(ready)
 
 THE PERSISTENCE CONTRACT: the entries and hard state of a Ready must be durable
-before any message of the same Ready leaves the node, and before its committed
-entries are applied. A vote or an append acknowledgement that is sent and then
+(fsynced) before any message of the same Ready leaves the node, and before its
+committed entries are applied. Write them atomically (one WAL batch, as etcd
+does), or in this order, which survives a crash at any point: term and vote,
+then the truncation and the entries, then the commit index (a torn write then
+leaves a state a restart accepts, and nothing was sent that depends on it). A vote or an append acknowledgement that is sent and then
 forgotten in a crash breaks election safety and commitment. Committed entries
 may refer to entries of the same Ready, which is safe only under this order.
 Only one Ready is outstanding at a time: `ready()` again before `advance()` is

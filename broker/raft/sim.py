@@ -15,8 +15,12 @@ Fault model (stated first, TigerBeetle style):
   simulated disk (term, vote, commit index, log as of the last processed Ready)
   with an empty state machine that re-applies the log; a node may miss ticks
   (a paused process, a slow clock);
-- the disk itself is perfect: what a Ready persisted survives (disk faults
-  belong to broker/io's simulated disk, not here).
+- a crash may also strike while a Ready is being persisted: then only a
+  prefix of its writes, in the order core.py documents (term and vote,
+  truncation, entries one by one, commit index), reaches the disk, and none of
+  its messages leave;
+- otherwise the disk is perfect: what was written survives (disk corruption
+  belongs to broker/io's simulated disk, not here).
 The caller side follows `broker.raft.core`'s contract: each Ready is persisted,
 then its messages are sent, then its committed entries applied, then advanced.
 
@@ -88,6 +92,7 @@ class FaultModel:
     leader_isolation_probability: float = 0.02
     heal_probability: float = 0.08
     tick_skip_probability: float = 0.03
+    torn_write_probability: float = 0.005
     propose_probability: float = 0.5
 
     def __post_init__(self) -> None:
@@ -112,6 +117,7 @@ class FaultModel:
             leader_isolation_probability=0.0,
             heal_probability=0.0,
             tick_skip_probability=0.0,
+            torn_write_probability=0.0,
             propose_probability=propose_probability,
         )
 
@@ -270,8 +276,8 @@ class Simulator:
         order = [node_id for node_id, node in self.nodes.items() if node is not None]
         self.rng.shuffle(order)
         for node_id in order:
-            if self.rng.random() < self.faults.tick_skip_probability:
-                continue
+            if self.rng.random() < self.faults.tick_skip_probability or self.nodes[node_id] is None:
+                continue  # a missed tick, or a node that crashed during this round
             self.tick(node_id)
         self.deliver_due()
 
@@ -427,6 +433,10 @@ class Simulator:
         disk = self.disks[node_id]
         while node.has_ready():
             ready = node.ready()
+            torn = self.faults.torn_write_probability
+            if torn and ready.must_sync and self.rng.random() < torn:
+                self._persist_torn(node_id, disk, ready)
+                return
             self._persist(node_id, disk, ready)
             for message in ready.messages:
                 self._send(message)
@@ -436,31 +446,61 @@ class Simulator:
         self._check_node(node_id, node, disk)
 
     def _persist(self, node_id: int, disk: _Disk, ready: Ready) -> None:
+        # The order core.py documents for a caller that cannot write a Ready
+        # atomically: term and vote, then the log, then the commit index.
+        hard_state = ready.hard_state
+        if hard_state is not None:
+            disk.term, disk.voted_for = hard_state.term, hard_state.voted_for
         if ready.truncate_from is not None:
-            start = ready.truncate_from
-            if not (ready.entries and ready.entries[0].index == start):
+            if not (ready.entries and ready.entries[0].index == ready.truncate_from):
                 self._fail(
-                    f"node {node_id}: truncate_from {start} does not match the first entry of the Ready"
+                    f"node {node_id}: truncate_from {ready.truncate_from} does not match the first entry of the Ready"
                 )
-            for index in range(start, len(disk.entries) + 1):
-                if index <= len(self._committed):
-                    if self._committed[index - 1].digest == disk.digests[index - 1]:
-                        self._fail(
-                            f"node {node_id} truncates committed entry {index} (term {disk.entries[index - 1].term}): "
-                            "a committed entry is lost"
-                        )
-            del disk.entries[start - 1 :]
-            del disk.digests[start - 1 :]
+            self._truncate_disk(node_id, disk, ready.truncate_from)
         self._append_to_disk(node_id, disk, ready.entries)
-        if ready.hard_state is not None:
-            if ready.hard_state.commit_index > len(disk.entries):
+        if hard_state is not None:
+            if hard_state.commit_index > len(disk.entries):
                 self._fail(
-                    f"node {node_id} persists commit index {ready.hard_state.commit_index} beyond its log "
+                    f"node {node_id} persists commit index {hard_state.commit_index} beyond its log "
                     f"({len(disk.entries)} entries)"
                 )
-            disk.term = ready.hard_state.term
-            disk.voted_for = ready.hard_state.voted_for
-            disk.commit_index = ready.hard_state.commit_index
+            disk.commit_index = hard_state.commit_index
+
+    def _persist_torn(self, node_id: int, disk: _Disk, ready: Ready) -> None:
+        """Crash in the middle of persisting `ready`: only a prefix of its writes
+        (in the documented order) reaches the disk, nothing is sent or applied."""
+        writes: list[tuple[str, object]] = []
+        hard_state = ready.hard_state
+        if hard_state is not None and (hard_state.term, hard_state.voted_for) != (disk.term, disk.voted_for):
+            writes.append(("term and vote", hard_state))
+        if ready.truncate_from is not None:
+            writes.append(("truncate", ready.truncate_from))
+        writes.extend(("append", entry) for entry in ready.entries)
+        if hard_state is not None and hard_state.commit_index != disk.commit_index:
+            writes.append(("commit", hard_state.commit_index))
+        done = self.rng.randrange(len(writes))
+        for kind, value in writes[:done]:
+            if kind == "term and vote":
+                disk.term, disk.voted_for = value.term, value.voted_for
+            elif kind == "truncate":
+                self._truncate_disk(node_id, disk, value)
+            elif kind == "append":
+                self._append_to_disk(node_id, disk, (value,))
+            else:
+                disk.commit_index = value
+        self._record("crash while persisting", (node_id, f"{done} of {len(writes)} writes"))
+        self.report.crashes += 1
+        self.nodes[node_id] = None
+
+    def _truncate_disk(self, node_id: int, disk: _Disk, start: int) -> None:
+        for index in range(start, min(len(disk.entries), len(self._committed)) + 1):
+            if self._committed[index - 1].digest == disk.digests[index - 1]:
+                self._fail(
+                    f"node {node_id} truncates committed entry {index} (term {disk.entries[index - 1].term}): "
+                    "a committed entry is lost"
+                )
+        del disk.entries[start - 1 :]
+        del disk.digests[start - 1 :]
 
     def _append_to_disk(self, node_id: int, disk: _Disk, entries: tuple[LogEntry, ...]) -> None:
         for entry in entries:

@@ -56,9 +56,19 @@ def test_safety_under_heavy_faults_many_seeds() -> None:
         leader_isolation_probability=0.05,
         heal_probability=0.1,
         tick_skip_probability=0.1,
+        torn_write_probability=0.02,
     )
     for seed in range(3000):
         run_simulation(seed, 3 + 2 * (seed % 2), fault_ticks=300, faults=heavy)
+
+
+def test_crashes_while_persisting_a_ready_are_survived() -> None:
+    torn = FaultModel(torn_write_probability=0.05)
+    crashes = 0
+    for seed in range(30):
+        report = run_simulation(seed, 3, fault_ticks=100, faults=torn)
+        crashes += report.crashes
+    assert crashes > 30
 
 
 def test_single_node_cluster_under_crashes() -> None:
