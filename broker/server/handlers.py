@@ -105,6 +105,10 @@ class TopicConfigError(ValueError):
     pass
 
 
+class CloseConnection(Exception):
+    """The request cannot be answered; the message says why, and the connection is closed."""
+
+
 @dataclasses.dataclass(slots=True)
 class PartitionState:
     log: object  # PartitionLog (or NullPartitionLog)
@@ -383,6 +387,11 @@ class RequestHandlers:
         if appended:
             self.wake_fetchers()
         if acks == 0:
+            failed = [(name, p.index, p.error_code) for name, parts in topic_results for p in parts if p.error_code]
+            if failed:
+                # Kafka's way to tell an acks=0 producer that something failed: it gets no
+                # response, so the connection is closed and the client sees the disconnect.
+                raise CloseConnection(f"acks=0 produce failed for (topic, partition, error code) {failed[:5]}")
             return None
         return [encode_produce_response(header.api_version, topic_results)]
 

@@ -41,7 +41,7 @@ from broker.protocol.wire import (
     response_header,
 )
 from broker.server.config import BrokerConfig
-from broker.server.handlers import RequestHandlers
+from broker.server.handlers import CloseConnection, RequestHandlers
 
 log = logging.getLogger("broker.server")
 
@@ -49,10 +49,6 @@ _INT32 = struct.Struct(">i")
 _API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
 MAINTENANCE_INTERVAL_S = 0.25
 SHUTDOWN_GRACE_S = 30.0
-
-
-class CloseConnection(Exception):
-    """The request cannot be answered; the message says why, and the connection is closed."""
 
 
 def api_versions_fallback(correlation_id: int) -> list:

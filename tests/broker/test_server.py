@@ -262,3 +262,10 @@ def test_sigterm_answers_a_long_poll_in_flight_then_exits_0(broker):
         assert time.monotonic() - started < 10
     assert broker.process.wait(20) == 0
     assert "logs closed cleanly" in broker.stderr_text()
+
+
+def test_acks_0_failure_closes_the_connection(broker):
+    with RawClient(broker.port) as client:
+        client.send(req.produce("no-such-topic", 0, req.batch([(None, b"lost")]), acks=0))
+        assert client.is_closed_by_peer()
+    assert "acks=0 produce failed" in broker.stderr_text()
