@@ -134,6 +134,7 @@ class RequestHandlers:
         self.topics = topics
         self.producer_ids = producer_ids
         self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.orphan_topics: set[str] = set()  # logs on disk whose topic is not in the topic table
         self.cluster_id = f"logquake-{config.node_id}"
         self.advertised = config.advertised_listeners[0]
         self.stopping = False
@@ -161,11 +162,17 @@ class RequestHandlers:
         loaded = self.storage.load()
         for (topic, partition), partition_log in loaded.items():
             if topic not in self.topics.by_name:
-                log.warning("log directory for %s-%d belongs to no known topic; it is left alone", topic, partition)
+                self.orphan_topics.add(topic)
+                log.warning(
+                    "log directory for %s-%d belongs to no known topic; it is left alone unless a topic of that name is created",
+                    topic, partition,
+                )
         for info in self.topics.by_name.values():
             log_config = self.topic_log_config(info.configs)
             for partition in range(info.partitions):
-                partition_log = loaded.get((info.name, partition)) or self.storage.create(info.name, partition, log_config)
+                partition_log = loaded.get((info.name, partition))
+                if partition_log is None:
+                    partition_log = self.storage.create(info.name, partition, log_config)
                 state = PartitionState(partition_log, ProducerStateTable())
                 replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
                 if replayed:
@@ -250,6 +257,12 @@ class RequestHandlers:
         return self.config.message_max_bytes
 
     def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> TopicInfo:
+        if name in self.orphan_topics:
+            # Logs left by an earlier topic of this name (a crash between deleting its
+            # metadata and its logs): they must not leak into the new topic.
+            log.warning("removing leftover logs of a deleted topic named %s before creating it again", name)
+            self.storage.delete_topic(name)
+            self.orphan_topics.discard(name)
         info = self.topics.create(name, partitions, configs)
         log_config = self.topic_log_config(configs)
         for partition in range(partitions):

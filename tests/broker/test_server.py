@@ -269,3 +269,23 @@ def test_acks_0_failure_closes_the_connection(broker):
         client.send(req.produce("no-such-topic", 0, req.batch([(None, b"lost")]), acks=0))
         assert client.is_closed_by_peer()
     assert "acks=0 produce failed" in broker.stderr_text()
+
+
+def test_leftover_logs_of_a_deleted_topic_do_not_leak_into_a_new_one(broker):
+    import json
+
+    with RawClient(broker.port) as client:
+        _create(client, "ghost", 1)
+        _produce(client, "ghost", 0, req.batch([(None, b"old")]))
+    assert broker.stop() == 0
+    # simulate a crash between removing the topic's metadata and removing its logs
+    state_path = broker.log_dir / "__logquake_topics.json"
+    state = json.loads(state_path.read_text())
+    state["topics"] = [t for t in state["topics"] if t["name"] != "ghost"]
+    state_path.write_text(json.dumps(state))
+    broker.restart()
+    with RawClient(broker.port) as client:
+        _create(client, "ghost", 1)
+        part = client.call(req.fetch("ghost", 0, 0)).responses[0].partitions[0]
+        assert part.high_watermark == 0 and not part.records
+    assert "leftover logs of a deleted topic named ghost" in broker.stderr_text()
