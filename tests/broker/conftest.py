@@ -7,7 +7,6 @@ every fixture stops or kills its broker in a finally block.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
