@@ -135,6 +135,11 @@ class Op:
     value: Any
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
+    def __post_init__(self) -> None:
+        # Keep `extra` read-only even when a caller passes a plain dict.
+        if self.extra.__class__ is not MappingProxyType:
+            object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)) if self.extra else EMPTY)
+
     # Values are usually lists, which are unhashable; hash on the identifying
     # fields only (equal ops still have equal hashes).
     def __hash__(self) -> int:

@@ -139,6 +139,15 @@ def test_jsonl_writer_appends_flushed_lines_and_reads_back(tmp_path):
         writer.write({"index": 2})
 
 
+def test_op_extra_is_read_only():
+    op = Op(0, None, 0, "fail", "read", None, {"error": "timeout"})
+    with pytest.raises(TypeError):
+        op.extra["error"] = "changed"
+    with pytest.raises(AttributeError):
+        op.f = "write"
+    assert Op(1, None, 0, "ok", "read", 1, {}).extra is Op(2, None, 0, "ok", "read", 1).extra
+
+
 def test_op_dict_round_trip_and_get():
     d = {"index": 3, "time": 1, "process": "nemesis", "type": "info", "f": "start", "value": None, "error": "x"}
     op = op_from_dict(d)
