@@ -107,19 +107,19 @@ def _writer(cls):
 
 
 def decode_request(api_key: int, api_version: int, buf, offset: int):
-    """Decode the request body at `offset`; it must fill `buf` exactly."""
+    """Decode the request body at `offset`.
+
+    Bytes after the body are ignored, as Kafka's own parser does: librdkafka
+    2.x, for one, sends Metadata v12 requests with three bytes past the end of
+    the schema (listing all topics through its AdminClient).
+    """
     if api_key == PRODUCE:
         # the hot path: records come out as slices of `buf`, not copies (see broker.protocol.produce)
         return decode_produce_request(buf, offset, api_version)
     cls = request_class(api_key, api_version)
     # kio's native reader trusts array lengths (a huge one aborts the process), so
     # every length is checked against the bytes actually present first.
-    end = check_body(cls, buf, offset)
-    if end != len(buf):
-        raise MalformedRequestError(
-            f"{API_NAMES.get(api_key, api_key)} v{api_version} body is {end - offset} bytes but the request has "
-            f"{len(buf) - offset} bytes after the header"
-        )
+    check_body(cls, buf, offset)
     try:
         entity, size = _reader(cls)(buf, offset)
     except MalformedRequestError:
@@ -128,11 +128,6 @@ def decode_request(api_key: int, api_version: int, buf, offset: int):
         raise MalformedRequestError(
             f"cannot decode {API_NAMES.get(api_key, api_key)} v{api_version} body: {type(exc).__name__}: {exc}"
         ) from None
-    if offset + size != len(buf):
-        raise MalformedRequestError(
-            f"{API_NAMES.get(api_key, api_key)} v{api_version} body is {size} bytes but the request has "
-            f"{len(buf) - offset} bytes after the header"
-        )
     return entity
 
 

@@ -120,7 +120,7 @@ class _Reader:
 
 
 def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
-    """Decode a Produce body at `pos`; it must end exactly at the end of `buf`."""
+    """Decode a Produce body at `pos` (bytes after it are ignored)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise MalformedRequestError(f"Produce v{version} is not decodable here; expected {MIN_VERSION}..{MAX_VERSION}")
     view = memoryview(buf)
@@ -149,8 +149,7 @@ def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
         reader.tags()
         topics.append(TopicProduceData(name, partitions))
     reader.tags()
-    if reader.pos != reader.end:
-        raise MalformedRequestError(f"Produce v{version} body ends at byte {reader.pos} but the request has {reader.end} bytes")
+    # bytes after the body are ignored, as Kafka does (see apis.decode_request)
     return ProduceRequestData(transactional_id, acks, timeout_ms, topics)
 
 

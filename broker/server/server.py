@@ -191,7 +191,10 @@ class BrokerServer:
             header = parse_request_header(request_bytes, flexible)
             request = apis.decode_request(api_key, api_version, request_bytes, header.size)
         except MalformedRequestError as exc:
-            raise CloseConnection(f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc}") from None
+            raise CloseConnection(
+                f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc} "
+                f"(first bytes: {bytes(request_bytes[:64]).hex()})"
+            ) from None
         if self.config.debug_log_requests:
             log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)
         body = self.handlers.handlers[api_key](header, request)

@@ -307,3 +307,19 @@ def test_sigkill_under_load_keeps_every_acknowledged_message(broker_factory):
     for key, partition, offset in consumed:
         if key in acked:
             assert acked[key] == (partition, offset)
+
+
+def test_confluent_admin_client(shared_broker):
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+    for future in admin.create_topics([NewTopic("admin", 3, 1, config={"retention.ms": "3600000"})]).values():
+        future.result(30)
+    assert len(admin.list_topics(timeout=10).topics["admin"].partitions) == 3
+    described = {resource.restype: future.result(30) for resource, future in
+                 admin.describe_configs([ConfigResource("topic", "admin"), ConfigResource("broker", "1")]).items()}
+    assert described[ConfigResource.Type.TOPIC]["retention.ms"].value == "3600000"
+    assert described[ConfigResource.Type.BROKER]["num.partitions"].value == str(PARTITIONS)
+    for future in admin.delete_topics(["admin"]).values():
+        future.result(30)
+    assert "admin" not in admin.list_topics(timeout=10).topics

@@ -162,8 +162,16 @@ def test_produce_request_decodes_with_kio(version):
     parsed = parse_request_header(raw, apis.is_flexible(0, version))
     decoded = apis.decode_request(0, version, raw, parsed.size)
     assert decoded.topic_data[0].partition_data[0].records == batch
-    with pytest.raises(MalformedRequestError):
-        apis.decode_request(0, version, raw + b"\x00", parsed.size)
+    # trailing bytes are ignored, as Kafka does (librdkafka sends some with Metadata v12)
+    assert apis.decode_request(0, version, raw + b"\x01\x00\x00", parsed.size).topic_data[0].partition_data[0].records == batch
+
+
+def test_librdkafka_metadata_v12_with_trailing_bytes_decodes():
+    # captured from confluent-kafka 2.16's AdminClient.list_topics()
+    raw = bytes.fromhex("0003000c00000003000772646b61666b610000000000010000")
+    header = parse_request_header(raw, apis.is_flexible(3, 12))
+    request = apis.decode_request(3, 12, raw, header.size)
+    assert request.topics is None and request.allow_auto_topic_creation is False
 
 
 def test_huge_array_length_is_refused_before_kio_allocates():
