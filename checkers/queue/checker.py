@@ -661,7 +661,7 @@ class _Analysis:
             for a, b in zip(positions, positions[1:]):
                 if h[a].type == "ok":
                     process_edges[a].append(b)
-        combined = _merge(data_edges, process_edges)
+        combined = (data_edges, process_edges)
         completions = sorted(p for p in nodes if h[p].type == "ok")
         realtime_edges: dict[int, list[int]] = defaultdict(list)
         for a, b in zip(completions, completions[1:]):
@@ -673,24 +673,25 @@ class _Analysis:
             j = bisect.bisect_left(completions, invocation if invocation >= 0 else p) - 1
             if j >= 0:
                 realtime_edges[n + completions[j]].append(p)
-        everything = _merge(combined, realtime_edges)
+        everything = (*combined, realtime_edges)
         # Every cycle of the smaller graphs is a cycle of this one: when
         # trimming leaves nothing here (any valid history), we are done.
         if not _trim(everything):
             return
-        self._find_cycles(data_edges, "", reported)
+        self._find_cycles((data_edges,), "", reported)
         self._find_cycles(combined, "-process", reported)
         self._find_cycles(everything, "-realtime", reported)
 
-    def _find_cycles(self, edges: dict[int, list[int]], suffix: str, reported: set[int]) -> None:
-        remaining = _trim(edges)
+    def _find_cycles(self, graphs: _Graphs, suffix: str, reported: set[int]) -> None:
+        remaining = _trim(graphs)
         if not remaining:
             return
         graph = nx.DiGraph()
         for a in remaining:
-            for b in edges.get(a, ()):
-                if b in remaining:
-                    graph.add_edge(a, b)
+            for edges in graphs:
+                for b in edges.get(a, ()):
+                    if b in remaining:
+                        graph.add_edge(a, b)
         n = len(self.history)
         for component in nx.strongly_connected_components(graph):
             real = {p for p in component if p < n}
@@ -799,42 +800,41 @@ class _Analysis:
         }
 
 
-def _merge(*graphs: dict[int, list[int]]) -> dict[int, list[int]]:
-    merged: dict[int, list[int]] = defaultdict(list)
-    for graph in graphs:
-        for a, targets in graph.items():
-            merged[a].extend(targets)
-    return merged
+_Graphs = tuple  # of dict[int, list[int]]: adjacency lists whose union is one graph
 
 
-def _trim(edges: dict[int, list[int]]) -> set[int]:
-    """Nodes that may lie on a cycle: repeatedly drop nodes without
-    predecessors, then nodes without successors (Kahn's algorithm)."""
+def _trim(graphs: _Graphs) -> set[int]:
+    """Nodes that may lie on a cycle of the union of `graphs`: repeatedly drop
+    nodes without predecessors, then nodes without successors (Kahn's
+    algorithm). Linear in nodes and edges; the graphs are never copied."""
     indegree: dict[int, int] = defaultdict(int)
-    nodes = set(edges)
-    for targets in edges.values():
-        for b in targets:
-            indegree[b] += 1
-        nodes.update(targets)
+    nodes: set[int] = set()
+    for graph in graphs:
+        nodes.update(graph)
+        for targets in graph.values():
+            for b in targets:
+                indegree[b] += 1
+    nodes.update(indegree)  # the targets
     stack = [p for p in nodes if indegree[p] == 0]
-    removed = set()
     while stack:
         a = stack.pop()
-        removed.add(a)
-        for b in edges.get(a, ()):
-            indegree[b] -= 1
-            if indegree[b] == 0:
-                stack.append(b)
-    remaining = nodes - removed
+        for graph in graphs:
+            for b in graph.get(a, ()):
+                indegree[b] -= 1
+                if indegree[b] == 0:
+                    stack.append(b)
+    remaining = {p for p in nodes if indegree[p] > 0}
+    del indegree, nodes
     if not remaining:
         return remaining
     outdegree: dict[int, int] = defaultdict(int)
     predecessors: dict[int, list[int]] = defaultdict(list)
     for a in remaining:
-        for b in edges.get(a, ()):
-            if b in remaining:
-                outdegree[a] += 1
-                predecessors[b].append(a)
+        for graph in graphs:
+            for b in graph.get(a, ()):
+                if b in remaining:
+                    outdegree[a] += 1
+                    predecessors[b].append(a)
     stack = [p for p in remaining if outdegree[p] == 0]
     while stack:
         b = stack.pop()
