@@ -188,7 +188,8 @@ class ConfluentQueueClient(Client):
         def on_delivery(err, msg):
             outcome["err"] = err
             if err is None:
-                outcome["offset"] = msg.offset()
+                # acks=0: the producer never learns the offset (librdkafka reports -1)
+                outcome["offset"] = msg.offset() if msg.offset() >= 0 else None
             done.set()
 
         try:
@@ -352,7 +353,7 @@ class KafkaPythonQueueClient(Client):
             certain = isinstance(e, MessageSizeTooLargeError) or (not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
                                                                  and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
             return Completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
-        return Completion("ok", [["send", key, [meta.offset, value]]])
+        return Completion("ok", [["send", key, [meta.offset if meta.offset >= 0 else None, value]]])
 
     def _ensure_consumer(self):
         if self.consumer is None:
