@@ -40,9 +40,10 @@ torn or zero-filled tail):
 - A missing or insane `.index`/`.timeindex` is rebuilt from its segment (with
   the same validation) on any open, logged as a WARNING.
 - Index files are written at roll, truncation and close but not fsync'd:
-  the active segment always holds the recovery point, so after a crash its
-  index is rebuilt; an older one that a power loss damaged fails the sanity
-  check and is rebuilt (a shortened one is still a correct sparse index).
+  recovery rebuilds the indexes of every segment from the one holding the
+  recovery point on, and every older segment wrote its indexes when it rolled;
+  one that a power loss damaged fails the sanity check and is rebuilt (a
+  shortened one is still a correct sparse index).
 
 Time: record timestamps are compared with `runtime.clock.wall_ms()` for
 retention; the flush interval is measured on `monotonic_ms`.
