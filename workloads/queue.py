@@ -189,7 +189,8 @@ class ConfluentQueueClient(Client):
             outcome["err"] = err
             if err is None:
                 # acks=0: the producer never learns the offset (librdkafka reports -1)
-                outcome["offset"] = msg.offset() if msg.offset() >= 0 else None
+                offset = msg.offset()
+                outcome["offset"] = offset if offset is not None and offset >= 0 else None
             done.set()
 
         try:
@@ -353,7 +354,8 @@ class KafkaPythonQueueClient(Client):
             certain = isinstance(e, MessageSizeTooLargeError) or (not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
                                                                  and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
             return Completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
-        return Completion("ok", [["send", key, [meta.offset if meta.offset >= 0 else None, value]]])
+        offset = meta.offset if meta.offset is not None and meta.offset >= 0 else None
+        return Completion("ok", [["send", key, [offset, value]]])
 
     def _ensure_consumer(self):
         if self.consumer is None:
