@@ -199,6 +199,8 @@ class Simulator:
         # delivers or drops them one by one (deliver_held, drop_held).
         self.hold_messages = hold_messages
         self.held: list[RaftMessage] = []
+        # How to rerun this exact simulation, set by whoever scripted it.
+        self.replay_command: str | None = None
         self._sequence = 0
         self._trace: deque[tuple] = deque(maxlen=80)
         # Global history for the invariants.
@@ -510,6 +512,8 @@ class Simulator:
                     f"(last persisted {len(disk.entries)})"
                 )
             previous = disk.digests[-1] if disk.digests else 0
+            # Python's hash is salted per process; digests are only compared
+            # within one run and never steer it, so replays stay exact.
             digest = hash((previous, entry.term, entry.entry_type, entry.data))
             key = (entry.index, entry.term)
             known = self._digest_of.setdefault(key, digest)
@@ -686,10 +690,10 @@ class Simulator:
         )
 
     def replay_hint(self) -> str:
-        return (
-            f"seed {self.seed}, {len(self.voters)} nodes, {self.config}; replay with: "
-            f"python -m broker.raft.sim --seed {self.seed} --nodes {len(self.voters)}"
-        )
+        text = f"seed {self.seed}, {len(self.voters)} nodes, {self.config}"
+        if self.replay_command is not None:
+            text += f"; replay with: {self.replay_command}"
+        return text
 
 
 def config_for_seed(seed: int) -> RaftConfig:
@@ -727,6 +731,16 @@ def run_simulation(
     if config is None:
         config = config_for_seed(seed)
     simulator = Simulator(node_count, seed, config, faults)
+    if faults is None and config == config_for_seed(seed):
+        simulator.replay_command = (
+            f"python -m broker.raft.sim --seed {seed} --nodes {node_count} --fault-ticks {fault_ticks}"
+            + ("" if liveness_ticks_max is None else f" --liveness-ticks-max {liveness_ticks_max}")
+        )
+    else:
+        simulator.replay_command = (
+            "python -c 'from broker.raft.sim import *; from broker.raft.core import RaftConfig; "
+            f"print(run_simulation({seed}, {node_count}, {fault_ticks}, {liveness_ticks_max}, {config!r}, {faults!r}))'"
+        )
     try:
         for _ in range(fault_ticks):
             simulator.run_round()
