@@ -282,6 +282,7 @@ def check(
 class _Analysis:
     def __init__(self, history: History, ww_deps: bool, subscribe_allows_skips: bool) -> None:
         self.history = history
+        self.ops: list[Op] = list(history)  # plain list indexing in the hot loops
         self.ww_deps = ww_deps
         self.subscribe_allows_skips = subscribe_allows_skips
         # anomaly name -> list of (data, op positions, allowed-by-rule flag)
@@ -297,10 +298,10 @@ class _Analysis:
         self.found[name].append((data, list(dict.fromkeys(positions)), allowed))
 
     def _index(self, position: int) -> int:
-        return self.history[position].index
+        return self.ops[position].index
 
     def _data_positions(self) -> Iterable[tuple[int, Op]]:
-        for position, op in enumerate(self.history):
+        for position, op in enumerate(self.ops):
             if op.type != "invoke" and op.f in _DATA_FS and op.process != NEMESIS:
                 yield position, op
 
@@ -339,7 +340,7 @@ class _Analysis:
                     self.ok_reads[k].update(v for _, v in pairs)
         # An info send committed if an ok poll read one of its values.
         for position in info_sends:
-            _, writes = _parse(self.history[position])
+            _, writes = _parse(self.ops[position])
             if any(v in self.ok_reads.get(k, ()) for k, pairs in writes.items() for _, v in pairs):
                 self.committed_info.add(position)
                 for k, pairs in writes.items():
@@ -358,7 +359,7 @@ class _Analysis:
 
     def committed(self, position: int) -> bool:
         """The send at `position` must have committed: ok, or info and read."""
-        return self.history[position].type == "ok" or position in self.committed_info
+        return self.ops[position].type == "ok" or position in self.committed_info
 
     def _build_orders(self) -> None:
         self.orders: dict[Any, _Order] = {
@@ -425,7 +426,7 @@ class _Analysis:
             self._add("lost-write", data, [writer] + ([max_read] if max_read is not None else []))
         # unseen: acknowledged (ok) sends that no ok poll read.
         unseen_total = 0
-        h = self.history
+        h = self.ops
         for k in sorted(self.writer_of, key=_value_sort_key):
             reads = self.ok_reads.get(k, ())
             entries = [(v, p) for v, p in self.writer_of[k].items() if v not in reads and h[p].type == "ok"]
@@ -481,8 +482,9 @@ class _Analysis:
         return i2 - i1, i1, i2
 
     def _pass_two(self) -> None:
-        h = self.history
+        h = self.ops
         orders = self.orders
+        committed_info = self.committed_info
         last_reads: dict[Any, dict[Any, tuple[int, Any, Any]]] = defaultdict(dict)  # process -> key -> (pos, offset, value)
         last_sends: dict[Any, dict[Any, tuple[int, Any, Any]]] = defaultdict(dict)
         subscribed: dict[Any, bool] = {}
@@ -615,10 +617,12 @@ class _Analysis:
                     if writers:
                         for _, v in pairs:
                             writer = writers.get(v)
-                            if writer is not None and writer != position and self.committed(writer):
+                            if writer is not None:
                                 sources.add(writer)
+                sources.discard(position)
                 for writer in sources:
-                    self.succ[writer].append(position)
+                    if h[writer].type == "ok" or writer in committed_info:
+                        self.succ[writer].append(position)
         if self.ww_deps:
             for k, order in self.orders.items():
                 writers = self.writer_of.get(k, {})
@@ -645,7 +649,7 @@ class _Analysis:
         completion before b's invocation) -> b, which has exactly the
         reachability of "a completed before b was invoked" in O(n) edges.
         """
-        h = self.history
+        h = self.ops
         n = len(h)
         data_edges = self.succ
         nodes = set(data_edges)
@@ -673,7 +677,7 @@ class _Analysis:
         for p in completions:
             realtime_edges[p].append(n + p)
         for p in nodes:
-            invocation = h.invocation_position(p)
+            invocation = self.history.invocation_position(p)
             j = bisect.bisect_left(completions, invocation if invocation >= 0 else p) - 1
             if j >= 0:
                 realtime_edges[n + completions[j]].append(p)
@@ -710,7 +714,7 @@ class _Analysis:
         In the process and realtime passes, a cycle that does not need the
         new kind of edge was already reported by an earlier pass: skip it.
         """
-        h = self.history
+        h = self.ops
         n = len(h)
         cycle_nodes = _shortest_cycle(component, min(p for p in component.nodes if p < n))
         real = [p for p in cycle_nodes if p < n]
@@ -727,7 +731,7 @@ class _Analysis:
             if found is None and direct and suffix and h[a].process == h[b].process:
                 found = {"type": "process", "process": h[a].process}
             if found is None:
-                invocation = h.invocation_position(b)
+                invocation = self.history.invocation_position(b)
                 found = {"type": "realtime", "completed": h[a].index,
                          "invoked": h[invocation].index if invocation >= 0 else h[b].index}
             step = {"type": found.pop("type"), **step, **found}
@@ -743,7 +747,7 @@ class _Analysis:
 
     def _explain_edge(self, a: int, b: int) -> dict[str, Any] | None:
         """Why op a precedes op b through data: wr (b read a's value), else ww."""
-        h = self.history
+        h = self.ops
         reads, writes = _parse(h[b])
         for k, pairs in reads.items():
             writers = self.writer_of.get(k, {})
@@ -767,7 +771,7 @@ class _Analysis:
     # -- result -------------------------------------------------------------------
 
     def result(self, delivery: str, max_witnesses: int | None) -> dict[str, Any]:
-        h = self.history
+        h = self.ops
         mode_allowed = _MODE_ALLOWED[delivery]
         anomalies: dict[str, list[dict[str, Any]]] = {}
         allowed: dict[str, list[dict[str, Any]]] = {}
