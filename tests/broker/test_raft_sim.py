@@ -30,7 +30,7 @@ SLOW_SEEDS = 2000
 def test_safety_and_liveness_under_faults(node_count: int) -> None:
     liveness = []
     for seed in range(FAST_SEEDS):
-        report = run_simulation(seed, node_count, fault_ticks=120)
+        report = run_simulation(seed, node_count, fault_ticks=150)
         liveness.append(report.liveness_ticks)
         assert report.committed_entries > 0, f"seed {seed}: nothing was ever committed"
     assert all(ticks is not None for ticks in liveness)
