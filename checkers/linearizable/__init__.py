@@ -21,9 +21,10 @@ Budgets: `time_limit_s` and `memory_limit_bytes` bound the search; past either,
 the verdict is "unknown" with a `reason`. The time budget is measured with
 `time.monotonic()` inside the search: the one documented exception to the
 checkers' no-clock rule. It can only turn a verdict into "unknown", never change
-a true into a false. The memory budget bounds the search cache, whose size is
-estimated as the search goes (see `wgl.py`); with a process pool each worker
-gets an equal share.
+a true into a false. The memory budget bounds each sub-history's search cache,
+whose size is estimated as the search goes (see `wgl.py`). It is per search so
+that a verdict does not depend on how many workers ran: with a process pool, up
+to `workers` searches (so `workers` budgets) are live at once.
 
 Parallelism: with several independent sub-histories and at least
 `parallel_min_ops` operations, sub-histories are checked in a process pool of
@@ -70,7 +71,7 @@ class _Operation:
     return_position: int | None
     invoke: Any
     completion: Any | None
-    step: Any
+    where: tuple  # (index, process): names the op in error messages
 
 
 def _fields(op: Any) -> tuple:
@@ -152,15 +153,27 @@ def _operations(history: Any, model: Model, semantics: str) -> list[_Operation]:
                 f"history op {index if index is not None else return_position}: completion type {kind!r}; "
                 "expected ok, fail or info"
             )
-        try:
-            step = model.compile(model_op)
-        except ValueError as e:
-            where = index if index is not None else call_position
-            raise ValueError(f"history op {where} (process {process!r}): {e}") from None
+        where = (index if index is not None else call_position, process)
+        if f not in model.fs:
+            raise ValueError(
+                f"history op {where[0]} (process {process!r}): f {f!r} is not an operation of model "
+                f"{model.name!r}; expected one of {', '.join(model.fs)}"
+            )
         if model_op.outcome == "info" and not model.may_change_state(model_op):
             continue
-        out.append(_Operation(model_op, call_position, return_position, invoke, completion, step))
+        out.append(_Operation(model_op, call_position, return_position, invoke, completion, where))
     return out
+
+
+def _compile_steps(model: Model, model_ops: list[ModelOp], wheres: list[tuple]) -> list:
+    """Each op's step closure; an op the model cannot run raises ValueError naming it."""
+    steps = []
+    for op, (index, process) in zip(model_ops, wheres):
+        try:
+            steps.append(model.compile(op))
+        except ValueError as e:
+            raise ValueError(f"history op {index} (process {process!r}): {e}") from None
+    return steps
 
 
 def _components(model: Model, operations: list[_Operation]) -> list[tuple[frozenset | None, list[_Operation]]]:
@@ -200,7 +213,8 @@ def _search_component(
     model_name: str,
     nil_read_legal: bool,
     initial_state: Hashable,
-    model_ops: list[ModelOp],
+    model_ops: list[tuple],
+    wheres: list[tuple],
     events: list[tuple[int, bool]],
     deadline: float | None,
     max_cache_bytes: int,
@@ -210,9 +224,10 @@ def _search_component(
 
     `deadline` is a time.monotonic() value of the parent process: on Linux the
     monotonic clock (CLOCK_MONOTONIC) is shared by all processes of the machine.
+    `model_ops` are (f, value, outcome, key) tuples: cheaper to pickle than ModelOps.
     """
     model = make_model(model_name, nil_read_legal=nil_read_legal)
-    steps = [model.compile(op) for op in model_ops]
+    steps = _compile_steps(model, [ModelOp(*op) for op in model_ops], wheres)
     return search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths)
 
 
@@ -242,9 +257,9 @@ def check(
     fifo-queue, unordered-queue, set, kv). initial: the model's first state (None:
     register nil, mutex free, empty queue/set/map; kv keys start "").
     time_limit_s, memory_limit_bytes: budgets after which the verdict is "unknown"
-    (memory defaults to 1 GiB of search cache). semantics: "knossos" or
-    "porcupine-etcd" (see the module docstring). opts: workers, parallel_min_ops,
-    max_final_paths.
+    (memory defaults to 1 GiB of search cache per sub-history search, one per
+    worker). semantics: "knossos" or "porcupine-etcd" (see the module docstring).
+    opts: workers, parallel_min_ops, max_final_paths.
 
     Returns {"valid": True|False|"unknown", "model", "analyzer": "wgl",
     "semantics", "op_count", "sub_history_count", "cache_entries"}, plus on
@@ -295,15 +310,7 @@ def check(
 
     def task(keys, ops):
         state = initial_state if keys is None else the_model.restrict(initial_state, keys)
-        return (
-            model,
-            nil_read_legal,
-            state,
-            [o.model_op for o in ops],
-            _events(ops),
-            memory_limit_bytes,
-            max_final_paths,
-        )
+        return state, _events(ops)
 
     deadline = None if time_limit_s is None else start + time_limit_s
 
@@ -313,18 +320,19 @@ def check(
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
             futures = []
             for keys, ops in components:
-                name, nil_legal, state, model_ops, events, max_cache, paths = task(keys, ops)
+                state, events = task(keys, ops)
                 futures.append(
                     pool.submit(
                         _search_component,
-                        name,
-                        nil_legal,
+                        model,
+                        nil_read_legal,
                         state,
-                        model_ops,
+                        [(o.model_op.f, o.model_op.value, o.model_op.outcome, o.model_op.key) for o in ops],
+                        [o.where for o in ops],
                         events,
                         deadline,
-                        max(1, max_cache // workers),
-                        paths,
+                        memory_limit_bytes,
+                        max_final_paths,
                     )
                 )
             for i, future in enumerate(futures):
@@ -336,11 +344,12 @@ def check(
                     break
     else:
         for i, (keys, ops) in enumerate(components):
-            name, nil_legal, state, model_ops, events, max_cache, paths = task(keys, ops)
+            state, events = task(keys, ops)
             if deadline is not None and time.monotonic() > deadline:
                 results.append((i, SearchResult("unknown", reason="time limit reached before this sub-history")))
                 continue
-            result = search(events, [o.step for o in ops], state, deadline, max_cache, paths)
+            steps = _compile_steps(the_model, [o.model_op for o in ops], [o.where for o in ops])
+            result = search(events, steps, state, deadline, memory_limit_bytes, max_final_paths)
             results.append((i, result))
             if result.valid is False:
                 break

@@ -332,13 +332,21 @@ def test_unknown_semantics_and_option_are_named():
 
 def test_unknown_f_is_named_with_its_op():
     h = history(*ok(0, "cas", [1, 2]))
-    with pytest.raises(ValueError, match="history op 0 \\(process 0\\): f 'cas' is not an operation of model 'register'"):
+    message = "history op 0 \\(process 0\\): f 'cas' is not an operation of model 'register'"
+    with pytest.raises(ValueError, match=message):
         check(h, "register")
 
 
 def test_bad_cas_value_is_named():
-    with pytest.raises(ValueError, match="a cas value must be \\[old, new\\], got 3"):
+    message = "history op 0 \\(process 0\\): a cas value must be \\[old, new\\], got 3"
+    with pytest.raises(ValueError, match=message):
         check(history(*ok(0, "cas", 3)), "cas-register")
+
+
+def test_bad_value_is_named_from_a_pool_worker():
+    h = history(*kv(0, "put", "a", "x"), *kv(1, "put", "b", 7))
+    with pytest.raises(ValueError, match="history op 2 \\(process 1\\): a kv put value must be a string, got 7"):
+        check(h, "kv", workers=2, parallel_min_ops=0)
 
 
 def pathological(n_writes):
