@@ -48,7 +48,7 @@ from typing import Any
 
 from checkers.history import History
 from checkers.linearizable import explain
-from checkers.linearizable.models import MODELS, Model, ModelOp, freeze, make_model
+from checkers.linearizable.models import MODELS, Model, ModelOp, make_model
 from checkers.linearizable.wgl import SearchResult, search
 
 SEMANTICS = ("knossos", "porcupine-etcd")

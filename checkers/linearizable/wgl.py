@@ -51,9 +51,9 @@ searches at once in threads or processes.
 from __future__ import annotations
 
 import time
-from sys import getsizeof
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from sys import getsizeof
 from typing import Any
 
 from checkers.linearizable.models import INCONSISTENT, Choices
