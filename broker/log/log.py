@@ -604,6 +604,20 @@ class PartitionLog:
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self._write_checkpoint()
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empty the log and restart it at `offset` (a follower whose LEO fell below the leader's log start offset)."""
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"truncate_fully_and_start_at offset must be >= 0, not {offset}")
+        for segment in self._segments:
+            segment.delete_files()
+        self._segments = []
+        self._base_offsets = []
+        self._add_segment(offset)
+        self.log_start_offset = self.log_end_offset = self.recovery_point = offset
+        self.flush()
+        self._write_checkpoint()
+
     def delete_records_before(self, offset: int) -> None:
         """Move log_start_offset up to `offset` (DeleteRecords, KIP-107); whole segments below it go."""
         self._check_open()

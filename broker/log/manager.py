@@ -120,6 +120,15 @@ class LogManager:
             log.delete()
             self.runtime.disk.fsync_dir(log_dir)
 
+    def delete_partition(self, topic: str, partition: int) -> None:
+        """Close and remove the log of one partition (no-op if this node has none)."""
+        log = self._logs.pop((topic, partition), None)
+        if log is None:
+            return
+        log_dir = self._log_dir_of.pop((topic, partition))
+        log.delete()
+        self.runtime.disk.fsync_dir(log_dir)
+
     def logs(self) -> dict[tuple[str, int], PartitionLog]:
         return dict(self._logs)
 

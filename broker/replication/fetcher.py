@@ -1,0 +1,292 @@
+"""Follower fetch loops: one per source broker, batching every partition this node follows there.
+
+A partition added to a fetcher first needs truncation: the loop sends
+OffsetForLeaderEpoch (api key 23, v4) with the follower's latest epoch and the
+current leader epoch, and truncates by `truncation_offset` (KIP-101/KIP-279),
+repeating while the decision says so. Then it fetches (Fetch v12, replica_id =
+this node, current_leader_epoch, fetch offset = own LEO, long poll of
+replica.fetch.wait.max.ms), appends what arrives with `append_as_follower`
+(offsets and epochs preserved; new epochs go to the epoch cache) and sets its
+own HW to min(leader HW, own LEO).
+
+Errors per partition: OFFSET_OUT_OF_RANGE below the leader's log start offset
+restarts the log there; otherwise it means our log is ahead of the leader's
+(divergence): truncation runs again. NOT_LEADER_OR_FOLLOWER,
+FENCED_LEADER_EPOCH and UNKNOWN_LEADER_EPOCH mean the image has not caught up
+on one side: the partition waits replica.fetch.backoff.ms and retries (the
+metadata listener moves it when leadership changes). A lost connection backs
+the whole fetcher off for replica.fetch.backoff.ms.
+
+With the debug switch skip_truncation, a partition never truncates: it starts
+fetching at its own LEO (keeping records the new leader never had), and an
+OFFSET_OUT_OF_RANGE above the leader's log is retried after a back-off until
+the leader's log has grown past it, which is exactly the divergence KIP-101
+prevents.
+
+Thread-safety: none; asyncio tasks on the broker's event loop.
+
+Sources: Apache Kafka `AbstractFetcherThread`, `ReplicaFetcherThread`,
+`ReplicaFetcherManager`; KIP-101, KIP-279, KIP-392.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+
+from kio.schema.errors import ErrorCode
+
+from broker.protocol import apis
+from broker.protocol.client import ClientError
+from broker.protocol.records import CorruptRecordError, iter_batches
+from broker.replication.truncation import truncation_offset
+
+log = logging.getLogger("broker.replication")
+
+FETCH_VERSION = 12
+OFFSET_FOR_LEADER_EPOCH = 23
+OFFSET_FOR_LEADER_EPOCH_VERSION = 4
+
+
+def _entity(api_key: int, version: int, class_name: str, **values):
+    module = __import__(apis.request_class(api_key, version).__module__, fromlist=[class_name])
+    return getattr(module, class_name)(**values)
+
+
+class FetchedPartition:
+    def __init__(self, replica, leader_id: int):
+        self.replica = replica
+        self.leader_id = leader_id
+        self.leader_epoch = replica.leader_epoch
+        self.needs_truncation = True
+        self.delayed_until_ms = 0
+
+
+class ReplicaFetcher:
+    """The fetch loop towards one source broker."""
+
+    def __init__(self, manager, pool, source_id: int):
+        self.manager = manager
+        self.pool = pool
+        self.source_id = source_id
+        self.partitions: dict[tuple[str, int], FetchedPartition] = {}
+        self.endpoint: tuple[str, int] | None = None
+        self._task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+        self._stopped = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._changed.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def add(self, replica) -> None:
+        self.partitions[(replica.topic, replica.partition)] = FetchedPartition(replica, self.source_id)
+        self._changed.set()
+
+    def remove(self, replica) -> None:
+        self.partitions.pop((replica.topic, replica.partition), None)
+
+    async def _run(self) -> None:
+        settings = self.manager.settings
+        while not self._stopped:
+            if not self.partitions or self.endpoint is None:
+                self._changed.clear()
+                await self._wait_changed(settings.replica_fetch_backoff_ms / 1000)
+                continue
+            try:
+                progressed = await self._round()
+            except ClientError as exc:
+                log.info("fetcher for broker %d: %s; retrying in %d ms", self.source_id, exc, settings.replica_fetch_backoff_ms)
+                await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetcher for broker %d failed; retrying in %d ms", self.source_id, settings.replica_fetch_backoff_ms)
+                await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
+                continue
+            if not progressed:
+                await self._wait_changed(settings.replica_fetch_backoff_ms / 1000)
+
+    async def _wait_changed(self, timeout_s: float) -> None:
+        self._changed.clear()
+        sleeper = asyncio.ensure_future(self.manager.runtime.clock.sleep(timeout_s))
+        waiter = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait([sleeper, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waiter.cancel()
+
+    async def _round(self) -> bool:
+        """One OffsetForLeaderEpoch (if needed) and one Fetch; False if nothing could be fetched."""
+        now_ms = self.manager.runtime.clock.monotonic_ms()
+        if any(p.needs_truncation for p in self.partitions.values()):
+            await self._truncate([p for p in self.partitions.values() if p.needs_truncation])
+        ready = [p for p in self.partitions.values() if not p.needs_truncation and p.delayed_until_ms <= now_ms]
+        if not ready:
+            return False
+        await self._fetch(ready)
+        return True
+
+    # ------------------------------------------------------------------ truncation
+
+    async def _truncate(self, partitions: list[FetchedPartition]) -> None:
+        if self.manager.settings.skip_truncation:
+            for fetched in partitions:
+                fetched.needs_truncation = False
+            return
+        by_topic: dict[str, list[FetchedPartition]] = {}
+        for fetched in partitions:
+            by_topic.setdefault(fetched.replica.topic, []).append(fetched)
+        version = OFFSET_FOR_LEADER_EPOCH_VERSION
+        requested: dict[tuple[str, int], int] = {}
+        topics = []
+        for topic, members in by_topic.items():
+            parts = []
+            for fetched in members:
+                epoch = fetched.replica.epochs.latest_epoch
+                requested[(topic, fetched.replica.partition)] = epoch
+                parts.append(_entity(OFFSET_FOR_LEADER_EPOCH, version, "OffsetForLeaderPartition",
+                                     partition=fetched.replica.partition, current_leader_epoch=fetched.leader_epoch,
+                                     leader_epoch=epoch))
+            topics.append(_entity(OFFSET_FOR_LEADER_EPOCH, version, "OffsetForLeaderTopic", topic=topic, partitions=tuple(parts)))
+        request = _entity(OFFSET_FOR_LEADER_EPOCH, version, "OffsetForLeaderEpochRequest",
+                          replica_id=self.manager.node_id, topics=tuple(topics))
+        host, port = self.endpoint
+        body = await self.pool.request(host, port, OFFSET_FOR_LEADER_EPOCH, version, apis.encode_request(request),
+                                       self.manager.settings.request_timeout_ms / 1000)
+        response = apis.decode_response(OFFSET_FOR_LEADER_EPOCH, version, body)
+        now_ms = self.manager.runtime.clock.monotonic_ms()
+        for topic_result in response.topics:
+            for result in topic_result.partitions:
+                fetched = self.partitions.get((topic_result.topic, result.partition))
+                if fetched is None or not fetched.needs_truncation:
+                    continue
+                if result.error_code != ErrorCode.none:
+                    log.info("%s-%d: OffsetForLeaderEpoch from broker %d: %s; retrying", topic_result.topic,
+                             result.partition, self.source_id, result.error_code.name)
+                    fetched.delayed_until_ms = now_ms + self.manager.settings.replica_fetch_backoff_ms
+                    continue
+                replica = fetched.replica
+                decision = truncation_offset(
+                    requested[(topic_result.topic, result.partition)], result.leader_epoch, result.end_offset,
+                    replica.epochs, replica.log.log_end_offset, replica.follower_high_watermark,
+                )
+                self.manager.follower_truncate(replica, decision.offset)
+                fetched.needs_truncation = not decision.completed
+
+    # ------------------------------------------------------------------ fetching
+
+    async def _fetch(self, partitions: list[FetchedPartition]) -> None:
+        settings = self.manager.settings
+        by_topic: dict[str, list] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        for fetched in partitions:
+            replica = fetched.replica
+            offsets[(replica.topic, replica.partition)] = replica.log.log_end_offset
+            by_topic.setdefault(replica.topic, []).append(
+                _entity(apis.FETCH, FETCH_VERSION, "FetchPartition", partition=replica.partition,
+                        current_leader_epoch=fetched.leader_epoch, fetch_offset=replica.log.log_end_offset,
+                        last_fetched_epoch=replica.epochs.latest_epoch, log_start_offset=replica.log.log_start_offset,
+                        partition_max_bytes=settings.replica_fetch_max_bytes)
+            )
+        topics = tuple(_entity(apis.FETCH, FETCH_VERSION, "FetchTopic", topic=t, partitions=tuple(p)) for t, p in by_topic.items())
+        request = _entity(apis.FETCH, FETCH_VERSION, "FetchRequest", replica_id=self.manager.node_id,
+                          max_wait=datetime.timedelta(milliseconds=settings.replica_fetch_wait_max_ms), min_bytes=1,
+                          max_bytes=settings.replica_fetch_response_max_bytes, isolation_level=0, session_id=0,
+                          session_epoch=-1, topics=topics, forgotten_topics_data=(), rack_id="")
+        host, port = self.endpoint
+        timeout_s = (settings.replica_fetch_wait_max_ms + settings.request_timeout_ms) / 1000
+        body = await self.pool.request(host, port, apis.FETCH, FETCH_VERSION, apis.encode_request(request), timeout_s)
+        response = apis.decode_response(apis.FETCH, FETCH_VERSION, body)
+        if response.error_code != ErrorCode.none:
+            raise ClientError(f"Fetch answered {response.error_code.name}")
+        now_ms = self.manager.runtime.clock.monotonic_ms()
+        for topic_result in response.responses:
+            for result in topic_result.partitions:
+                key = (topic_result.topic, result.partition_index)
+                fetched = self.partitions.get(key)
+                if fetched is None or key not in offsets or fetched.replica.log.log_end_offset != offsets[key]:
+                    continue  # removed, or truncated/moved while the request was out
+                self._handle_partition(fetched, result, now_ms)
+
+    def _handle_partition(self, fetched: FetchedPartition, result, now_ms: int) -> None:
+        replica = fetched.replica
+        settings = self.manager.settings
+        error = result.error_code
+        if error == ErrorCode.none:
+            records = result.records
+            if records:
+                try:
+                    headers = list(iter_batches(records, validate_crc=True))
+                except CorruptRecordError as exc:
+                    log.warning("%s-%d: corrupt batch from leader %d: %s; fetching again", replica.topic,
+                                replica.partition, self.source_id, exc)
+                    fetched.delayed_until_ms = now_ms + settings.replica_fetch_backoff_ms
+                    return
+                if headers:
+                    replica.log.append_as_follower(records, headers)
+                    self.manager.follower_appended(replica, headers)
+            self.manager.follower_high_watermark(replica, result.high_watermark)
+            return
+        if error == ErrorCode.offset_out_of_range:
+            if replica.log.log_end_offset < result.log_start_offset:
+                self.manager.follower_truncate_fully(replica, result.log_start_offset)
+            elif settings.skip_truncation:
+                fetched.delayed_until_ms = now_ms + settings.replica_fetch_backoff_ms
+            else:
+                fetched.needs_truncation = True
+            return
+        log.info("%s-%d: fetch from broker %d answered %s; retrying in %d ms", replica.topic, replica.partition,
+                 self.source_id, error.name, settings.replica_fetch_backoff_ms)
+        fetched.delayed_until_ms = now_ms + settings.replica_fetch_backoff_ms
+
+
+class FetcherManager:
+    """The fetchers of this node, one per source broker."""
+
+    def __init__(self, manager, pool):
+        self.manager = manager
+        self.pool = pool
+        self.fetchers: dict[int, ReplicaFetcher] = {}
+
+    def add(self, replica, leader_id: int) -> None:
+        fetcher = self.fetchers.get(leader_id)
+        if fetcher is None:
+            fetcher = ReplicaFetcher(self.manager, self.pool, leader_id)
+            self.fetchers[leader_id] = fetcher
+            self._set_endpoint(fetcher, self.manager.image)
+            fetcher.start()
+        fetcher.add(replica)
+
+    def remove(self, replica) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.remove(replica)
+
+    def refresh_endpoints(self, image) -> None:
+        for fetcher in self.fetchers.values():
+            self._set_endpoint(fetcher, image)
+
+    def _set_endpoint(self, fetcher: ReplicaFetcher, image) -> None:
+        broker = image.brokers.get(fetcher.source_id)
+        endpoint = (broker.host, broker.port) if broker is not None else None
+        if endpoint != fetcher.endpoint:
+            fetcher.endpoint = endpoint
+            fetcher._changed.set()
+
+    async def stop(self) -> None:
+        for fetcher in list(self.fetchers.values()):
+            await fetcher.stop()
+        self.fetchers.clear()

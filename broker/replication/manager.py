@@ -1,0 +1,411 @@
+"""`ReplicaManager`: this node's replicas, as leader or follower, driven by the metadata image.
+
+It implements `MetadataListener`. For every partition whose `replicas` name
+this node it:
+- becomes leader (image leader == this node, new leader epoch): records the
+  epoch's start offset (the LEO) in the leader epoch cache, starts a fresh
+  `LeaderState` (follower progress unknown, ISR members taken as caught up
+  now), stops fetching the partition, and tells the server
+  (`PartitionLifecycle.on_become_leader`, where idempotent-producer state is
+  rebuilt from the log);
+- becomes follower (another leader or none, new leader epoch): stops serving
+  clients, fails acks=all waiters, and hands the partition to the fetcher of
+  the new leader, which truncates (KIP-101/279) before fetching;
+- applies a committed ISR change of the same leader epoch;
+- stops replicas no longer assigned here; the log is deleted when the topic is.
+
+Leader side: `record_follower_fetch` feeds `LeaderState` (see
+`broker.replication.partition` for the HW and ISR rules, KIP-497's maximal
+ISR), proposes ISR expansions at once and ISR shrinks from a periodic check
+(every replica.lag.time.max.ms / 2, as Kafka), through
+`ControllerChannel.alter_partition`, one change in flight per partition.
+acks=all waits in a purgatory (`wait_for_high_watermark`) woken when the HW
+moves; a role change wakes it too (the request then answers
+NOT_LEADER_OR_FOLLOWER).
+
+HW persistence: the HW is kept in memory only (Kafka checkpoints it); a node
+that restarts starts from HW = log start offset and learns the HW again from
+its leader (as a follower) or from its followers' fetches (as a leader). A
+consumer of a freshly restarted leader may therefore briefly see an empty
+fetch, never data above the true HW.
+
+Debug switches (planted bugs for the harness to find; all off by default):
+`ack_before_replication` (acks=all answers after the local append),
+`read_above_hwm` (the server lets consumers read to the LEO), `skip_truncation`
+(followers never truncate on a leader change) and `skip_dedup` (the server
+skips idempotent sequence checks).
+
+Thread-safety: none; everything runs on the broker's event loop.
+
+Sources: Apache Kafka `ReplicaManager`, `Partition`, `DelayedProduce`
+(purgatory), `ReplicaFetcherManager`; KIP-101, KIP-279, KIP-497, KIP-631.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+from broker.io import Runtime
+from broker.log.config import LogConfig
+from broker.metadata.errors import ControllerError
+from broker.metadata.image import NO_LEADER, MetadataImage, PartitionState
+from broker.replication.epochs import LeaderEpochCache
+from broker.replication.partition import LeaderState
+
+log = logging.getLogger("broker.replication")
+
+LEADER = "leader"
+FOLLOWER = "follower"
+OK = "ok"
+NOT_ENOUGH_REPLICAS_AFTER_APPEND = "not_enough_replicas_after_append"
+REQUEST_TIMED_OUT = "request_timed_out"
+NOT_LEADER = "not_leader_or_follower"
+
+
+@dataclass(frozen=True)
+class ReplicationSettings:
+    replica_lag_time_max_ms: int = 30_000
+    min_insync_replicas: int = 1
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_max_bytes: int = 1 << 20
+    replica_fetch_response_max_bytes: int = 10 << 20
+    replica_fetch_backoff_ms: int = 1000
+    request_timeout_ms: int = 30_000
+    ack_before_replication: bool = False
+    read_above_hwm: bool = False
+    skip_truncation: bool = False
+    skip_dedup: bool = False
+
+
+class PartitionLifecycle(Protocol):
+    """The server's side of role changes (it owns request handling and producer state)."""
+
+    def on_become_leader(self, topic: str, partition: int, partition_log) -> None: ...
+
+    def on_become_follower(self, topic: str, partition: int, partition_log) -> None: ...
+
+    def on_stopped(self, topic: str, partition: int) -> None: ...
+
+    def on_high_watermark(self) -> None: ...
+
+
+class Replica:
+    """One partition hosted on this node."""
+
+    def __init__(self, state: PartitionState, partition_log, epochs: LeaderEpochCache):
+        self.topic = state.topic
+        self.partition = state.partition
+        self.topic_id = state.topic_id
+        self.log = partition_log
+        self.epochs = epochs
+        self.state = state  # the latest image entry applied
+        self.role = FOLLOWER
+        self.leader_state: LeaderState | None = None
+        self.follower_high_watermark = partition_log.log_start_offset
+        self.min_insync_replicas = 1
+        self.waiters: list[tuple[int, asyncio.Future]] = []
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.state.leader_epoch
+
+    @property
+    def high_watermark(self) -> int:
+        if self.leader_state is not None:
+            return self.leader_state.high_watermark
+        return self.follower_high_watermark
+
+    @property
+    def isr(self) -> tuple[int, ...]:
+        return self.leader_state.isr if self.leader_state is not None else self.state.isr
+
+    def wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def __repr__(self) -> str:
+        return (f"Replica({self.topic}-{self.partition}, {self.role}, epoch {self.leader_epoch}, "
+                f"LEO {self.log.log_end_offset}, HW {self.high_watermark}, ISR {self.isr})")
+
+
+class ReplicaManager:
+    def __init__(
+        self,
+        node_id: int,
+        runtime: Runtime,
+        storage,
+        channel,
+        pool,
+        settings: ReplicationSettings,
+        lifecycle: PartitionLifecycle,
+        log_config_for: Callable[[Mapping[str, str]], LogConfig],
+    ):
+        from broker.replication.fetcher import FetcherManager
+
+        self.node_id = node_id
+        self.runtime = runtime
+        self.storage = storage
+        self.channel = channel
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.log_config_for = log_config_for
+        self.replicas: dict[tuple[str, int], Replica] = {}
+        self.image = MetadataImage()
+        self.fetchers = FetcherManager(self, pool)
+        self._isr_task: asyncio.Task | None = None
+        self._alter_tasks: set[asyncio.Task] = set()
+        self._stopped = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._isr_task is None:
+            self._isr_task = asyncio.ensure_future(self._isr_expiration_loop())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._isr_task is not None:
+            self._isr_task.cancel()
+        for task in list(self._alter_tasks):
+            task.cancel()
+        for replica in self.replicas.values():
+            replica.wake_waiters()
+        await self.fetchers.stop()
+
+    # ------------------------------------------------------------------ metadata
+
+    def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
+        self.image = new
+        hosted = {(s.topic, s.partition): s for s in new.partitions_of(self.node_id)}
+        for key in [key for key in self.replicas if key not in hosted]:
+            replica = self.replicas[key]
+            deleted = new.topic_by_id(replica.topic_id) is None
+            self._stop_replica(replica, delete=deleted)
+        for key, state in hosted.items():
+            topic = new.topics[state.topic]
+            min_isr = int(topic.configs.get("min.insync.replicas", self.settings.min_insync_replicas))
+            replica = self.replicas.get(key)
+            if replica is not None and replica.topic_id != state.topic_id:
+                # The topic was deleted and re-created under the same name between two images.
+                self._stop_replica(replica, delete=True)
+                replica = None
+            if replica is None:
+                replica = self._create_replica(state, topic.configs)
+                replica.min_insync_replicas = min_isr
+                self._apply_state(replica, state, first=True)
+            else:
+                replica.min_insync_replicas = min_isr
+                self._apply_state(replica, state, first=False)
+        self.fetchers.refresh_endpoints(new)
+
+    def _create_replica(self, state: PartitionState, configs) -> Replica:
+        partition_log = self.storage.get(state.topic, state.partition)
+        if partition_log is None:
+            partition_log = self.storage.create(state.topic, state.partition, self.log_config_for(configs))
+        epochs = LeaderEpochCache.load(self.runtime, partition_log.directory, partition_log.iter_batch_headers(partition_log.log_start_offset))
+        epochs.truncate_from_end(partition_log.log_end_offset)
+        replica = Replica(state, partition_log, epochs)
+        self.replicas[(state.topic, state.partition)] = replica
+        return replica
+
+    def _apply_state(self, replica: Replica, state: PartitionState, first: bool) -> None:
+        old = replica.state
+        replica.state = state
+        if state.leader == self.node_id:
+            if first or replica.role != LEADER or state.leader_epoch != old.leader_epoch:
+                self._become_leader(replica, state)
+            elif replica.leader_state is not None and state.partition_epoch >= replica.leader_state.partition_epoch:
+                replica.leader_state.commit_isr(state.isr, state.partition_epoch)
+                self._after_isr_change(replica)
+        elif first or replica.role != FOLLOWER or state.leader_epoch != old.leader_epoch or state.leader != old.leader:
+            self._become_follower(replica, state)
+
+    def _become_leader(self, replica: Replica, state: PartitionState) -> None:
+        self.fetchers.remove(replica)
+        now_ms = self.runtime.clock.monotonic_ms()
+        leo = replica.log.log_end_offset
+        replica.epochs.assign(state.leader_epoch, leo)
+        high_watermark = min(max(replica.follower_high_watermark, replica.log.log_start_offset), leo)
+        replica.leader_state = LeaderState.elect(
+            self.node_id, state.replicas, state.isr, state.leader_epoch, state.partition_epoch, leo, high_watermark, now_ms
+        )
+        replica.role = LEADER
+        replica.wake_waiters()
+        log.info("%s-%d: became leader at epoch %d (LEO %d, HW %d, ISR %s)",
+                 replica.topic, replica.partition, state.leader_epoch, leo, high_watermark, state.isr)
+        self.lifecycle.on_become_leader(replica.topic, replica.partition, replica.log)
+        self._maybe_advance_high_watermark(replica)
+
+    def _become_follower(self, replica: Replica, state: PartitionState) -> None:
+        if replica.leader_state is not None:
+            replica.follower_high_watermark = replica.leader_state.high_watermark
+        replica.leader_state = None
+        replica.role = FOLLOWER
+        replica.wake_waiters()
+        self.lifecycle.on_become_follower(replica.topic, replica.partition, replica.log)
+        self.fetchers.remove(replica)
+        if state.leader != NO_LEADER:
+            self.fetchers.add(replica, state.leader)
+        log.info("%s-%d: became follower of %s at epoch %d (LEO %d)", replica.topic, replica.partition,
+                 state.leader if state.leader != NO_LEADER else "nobody (offline)", state.leader_epoch, replica.log.log_end_offset)
+
+    def _stop_replica(self, replica: Replica, delete: bool) -> None:
+        self.fetchers.remove(replica)
+        replica.leader_state = None
+        replica.role = FOLLOWER
+        replica.wake_waiters()
+        del self.replicas[(replica.topic, replica.partition)]
+        self.lifecycle.on_stopped(replica.topic, replica.partition)
+        if delete:
+            self.storage.delete_partition(replica.topic, replica.partition)
+            log.info("%s-%d: deleted with its topic", replica.topic, replica.partition)
+        else:
+            log.info("%s-%d: no longer assigned to this node; stopped", replica.topic, replica.partition)
+
+    # ------------------------------------------------------------------ leader side
+
+    def leader_replica(self, topic: str, partition: int) -> Replica | None:
+        replica = self.replicas.get((topic, partition))
+        if replica is None or replica.role != LEADER:
+            return None
+        return replica
+
+    def hosted(self, topic: str, partition: int) -> Replica | None:
+        return self.replicas.get((topic, partition))
+
+    def after_leader_append(self, replica: Replica, first_offset: int) -> None:
+        """The leader appended records; with a one-member ISR the HW moves at once."""
+        self._maybe_advance_high_watermark(replica)
+
+    def record_follower_fetch(self, replica: Replica, follower_id: int, fetch_offset: int) -> None:
+        state = replica.leader_state
+        if state is None or follower_id not in state.followers:
+            return
+        leo = replica.log.log_end_offset
+        state.update_follower(follower_id, fetch_offset, self.runtime.clock.monotonic_ms(), leo)
+        self._maybe_advance_high_watermark(replica)
+        proposed = state.proposed_expansion(follower_id)
+        if proposed is not None:
+            log.info("%s-%d: follower %d caught up (LEO %d, HW %d); proposing ISR %s",
+                     replica.topic, replica.partition, follower_id, fetch_offset, state.high_watermark, proposed)
+            self._alter_isr(replica, state, proposed)
+
+    def _maybe_advance_high_watermark(self, replica: Replica) -> None:
+        state = replica.leader_state
+        if state is not None and state.maybe_advance_high_watermark(replica.log.log_end_offset):
+            replica.wake_waiters()
+            self.lifecycle.on_high_watermark()
+
+    def _after_isr_change(self, replica: Replica) -> None:
+        self._maybe_advance_high_watermark(replica)
+        replica.wake_waiters()  # a shrink may turn waiting acks=all into NOT_ENOUGH_REPLICAS_AFTER_APPEND
+
+    def check_isr_expiration(self) -> None:
+        now_ms = self.runtime.clock.monotonic_ms()
+        for replica in list(self.replicas.values()):
+            state = replica.leader_state
+            if state is None:
+                continue
+            proposed = state.proposed_shrink(now_ms, replica.log.log_end_offset, self.settings.replica_lag_time_max_ms)
+            if proposed is not None:
+                log.info("%s-%d: followers %s lag more than replica.lag.time.max.ms=%d; proposing ISR %s",
+                         replica.topic, replica.partition,
+                         state.out_of_sync_replicas(now_ms, replica.log.log_end_offset, self.settings.replica_lag_time_max_ms),
+                         self.settings.replica_lag_time_max_ms, proposed)
+                self._alter_isr(replica, state, proposed)
+
+    async def _isr_expiration_loop(self) -> None:
+        interval_s = self.settings.replica_lag_time_max_ms / 2000
+        while not self._stopped:
+            await self.runtime.clock.sleep(interval_s)
+            try:
+                self.check_isr_expiration()
+            except Exception:
+                log.exception("ISR expiration check failed; it runs again in %.1f s", interval_s)
+
+    def _alter_isr(self, replica: Replica, state: LeaderState, proposed: tuple[int, ...]) -> None:
+        state.begin_isr_change(proposed)
+        task = asyncio.ensure_future(self._send_alter_partition(replica, state, proposed))
+        self._alter_tasks.add(task)
+        task.add_done_callback(self._alter_tasks.discard)
+
+    async def _send_alter_partition(self, replica: Replica, state: LeaderState, proposed: tuple[int, ...]) -> None:
+        try:
+            committed = await self.channel.alter_partition(
+                replica.topic_id, replica.partition, state.leader_epoch, proposed, state.partition_epoch
+            )
+        except ControllerError as exc:
+            log.warning("%s-%d: AlterPartition to ISR %s refused: %s", replica.topic, replica.partition, proposed, exc)
+            if state.pending_isr == proposed:
+                state.abort_isr_change()
+            return
+        if replica.leader_state is not state or committed.leader_epoch != state.leader_epoch:
+            return  # leadership moved meanwhile; the image decides
+        if committed.partition_epoch >= state.partition_epoch:
+            state.commit_isr(committed.isr, committed.partition_epoch)
+            log.info("%s-%d: ISR is now %s (partition epoch %d)", replica.topic, replica.partition, committed.isr, committed.partition_epoch)
+            self._after_isr_change(replica)
+
+    async def wait_for_high_watermark(self, replica: Replica, required_offset: int, timeout_ms: int) -> str:
+        """acks=all: wait until the HW reaches `required_offset` (the batch's last offset + 1).
+
+        Returns OK, NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT or NOT_LEADER.
+        """
+        if self.settings.ack_before_replication:
+            return OK
+        deadline_ns = self.runtime.clock.monotonic_ns() + timeout_ms * 1_000_000
+        leader_epoch = replica.leader_epoch
+        while True:
+            state = replica.leader_state
+            if state is None or replica.role != LEADER or state.leader_epoch != leader_epoch or self._stopped:
+                return NOT_LEADER
+            verdict = state.acks_all_verdict(required_offset, replica.min_insync_replicas)
+            if verdict is not None:
+                return OK if verdict == "ok" else NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
+            if remaining_s <= 0:
+                return REQUEST_TIMED_OUT
+            future = asyncio.get_running_loop().create_future()
+            replica.waiters.append((required_offset, future))
+            sleeper = asyncio.ensure_future(self.runtime.clock.sleep(remaining_s))
+            try:
+                await asyncio.wait([future, sleeper], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+
+    # ------------------------------------------------------------------ follower side (called by the fetcher)
+
+    def follower_appended(self, replica: Replica, headers) -> None:
+        for _, header in headers:
+            if header.partition_leader_epoch >= 0 and header.partition_leader_epoch > replica.epochs.latest_epoch:
+                replica.epochs.assign(header.partition_leader_epoch, header.base_offset)
+
+    def follower_truncate(self, replica: Replica, offset: int) -> None:
+        if offset >= replica.log.log_end_offset:
+            return
+        log.info("%s-%d: truncating from LEO %d to %d (leader epoch %d)", replica.topic, replica.partition,
+                 replica.log.log_end_offset, offset, replica.leader_epoch)
+        replica.log.truncate_to(offset)
+        replica.epochs.truncate_from_end(replica.log.log_end_offset)
+        replica.follower_high_watermark = min(replica.follower_high_watermark, replica.log.log_end_offset)
+
+    def follower_truncate_fully(self, replica: Replica, start_offset: int) -> None:
+        log.info("%s-%d: fetch offset %d is below the leader's log start offset %d; restarting the log there",
+                 replica.topic, replica.partition, replica.log.log_end_offset, start_offset)
+        replica.log.truncate_fully_and_start_at(start_offset)
+        replica.epochs.clear()
+        replica.follower_high_watermark = start_offset
+
+    def follower_high_watermark(self, replica: Replica, leader_high_watermark: int) -> None:
+        replica.follower_high_watermark = max(replica.log.log_start_offset, min(leader_high_watermark, replica.log.log_end_offset))
+
+
+__all__ = [
+    "LEADER", "FOLLOWER", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "NOT_LEADER", "OK", "REQUEST_TIMED_OUT",
+    "PartitionLifecycle", "Replica", "ReplicaManager", "ReplicationSettings",
+]
