@@ -538,3 +538,69 @@ def test_transfer_leadership_validates_its_target() -> None:
         node.transfer_leadership(2)
     with pytest.raises(ValueError, match="target_id 7 is not a peer"):
         node.transfer_leadership(7)
+
+
+def test_advance_refuses_a_ready_it_did_not_hand_out() -> None:
+    node = make_node()
+    node.ready()
+    other = make_node().ready()
+    with pytest.raises(ValueError, match="not the one last returned by ready"):
+        node.advance(other)
+
+
+def test_a_follower_that_hears_its_leader_ignores_higher_term_votes() -> None:
+    node = make_node(node_id=2)
+    node.step(AppendEntries(1, 1, 2, 0, 0, (), 0))
+    drain(node)
+    node.step(RequestVote(2, 3, 2, 5, 1))
+    node.step(PreVote(2, 3, 2, 5, 1))
+    assert sent(node) == [] and node.term == 1  # leader stickiness: not even the term moves
+    for _ in range(CONFIG.election_timeout_ticks_min):
+        node.tick()  # no word from the leader for a minimum election timeout
+    drain(node)
+    node.step(PreVote(2, 3, 2, 5, 1))
+    assert sent(node) == [PreVoteResponse(2, 2, 3, True)]
+
+
+def test_a_leadership_transfer_vote_is_not_ignored() -> None:
+    node = make_node(node_id=2)
+    node.step(AppendEntries(1, 1, 2, 0, 0, (), 0))
+    drain(node)
+    node.step(RequestVote(2, 3, 2, 0, 0, leadership_transfer=True))
+    assert sent(node) == [RequestVoteResponse(2, 2, 3, True)]
+
+
+def test_without_check_quorum_there_is_no_leader_stickiness() -> None:
+    node = make_node(node_id=2, config=RaftConfig(check_quorum=False))
+    node.step(AppendEntries(1, 1, 2, 0, 0, (), 0))
+    drain(node)
+    node.step(RequestVote(2, 3, 2, 0, 0))
+    assert sent(node) == [RequestVoteResponse(2, 2, 3, True)]
+
+
+def test_heartbeats_are_empty_appends_carrying_the_commit_index() -> None:
+    node = make_node(voters=(1, 2))
+    elect(node)
+    drain(node)
+    node.step(AppendEntriesResponse(1, 2, 1, True, match_index=1))
+    assert node.commit_index == 1
+    drain(node)
+    for _ in range(CONFIG.heartbeat_ticks):
+        node.tick()
+    assert sent(node) == [AppendEntries(1, 1, 2, 1, 1, (), 1)]
+
+
+def test_pipelining_stops_at_max_inflight_appends() -> None:
+    config = RaftConfig(max_entries_per_append=1, max_inflight_appends=2)
+    node = make_node(voters=(1, 2), config=config)
+    elect(node)
+    drain(node)
+    node.step(AppendEntriesResponse(1, 2, 1, True, match_index=1))  # follower 2 replicates from now on
+    drain(node)
+    for i in range(5):
+        node.propose(b"p%d" % i)
+    appends = [m for m in sent(node) if isinstance(m, AppendEntries)]
+    assert [[e.index for e in m.entries] for m in appends] == [[2], [3]]
+    node.step(AppendEntriesResponse(1, 2, 1, True, match_index=2))
+    appends = [m for m in sent(node) if isinstance(m, AppendEntries)]
+    assert [[e.index for e in m.entries] for m in appends] == [[4]]
