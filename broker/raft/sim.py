@@ -58,7 +58,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from broker.raft.core import NotLeader, PersistentState, Proposed, ProposeResult, RaftConfig, RaftNode, Ready, Role
-from broker.raft.messages import EntryType, LogEntry, RaftMessage
+from broker.raft.messages import LogEntry, RaftMessage
 
 __all__ = ["FaultModel", "SimulationError", "SimulationReport", "Simulator", "config_for_seed", "run_simulation", "SIM_CONFIG"]
 
