@@ -6,6 +6,16 @@ acts on are accepted, so a typo never goes unnoticed. The `logquake.debug.*`
 namespace is reserved for this broker's own debugging switches; an unknown name
 in it is refused like any other unknown property.
 
+Cluster mode: setting `controller.quorum.voters` (`id@host:port,...`) makes
+the node a combined broker and controller (`process.roles=broker,controller`,
+the only roles implemented; `broker` or `controller` alone is refused with a
+message saying so). Deviation from Kafka: controllers do not get a listener
+of their own; `controller.listener.names` may (and by default does) name the
+PLAINTEXT listener, and the voter addresses are the nodes' broker listeners,
+so one port per node carries client, replication and controller traffic (and
+the harness's fault proxy sees all of it). Without voters the node is the
+one-node cluster of the foundation, unchanged.
+
 Invariants: a `BrokerConfig` is immutable and fully validated; every value has
 its Kafka type. `effective()` lists every known property with its value and
 source, which is what DescribeConfigs answers for the broker resource.
@@ -94,12 +104,42 @@ def _int(minimum: int | None = None, maximum: int = LONG_MAX) -> Callable[[str, 
 
 
 def _replication_factor(name: str, raw: str) -> int:
-    value = _parse_int(name, raw, 1, 32767)
-    if value > 1:
-        raise ConfigError(
-            f"property {name}={raw!r}: replication is not implemented yet, so the only accepted value is 1"
-        )
-    return value
+    # > 1 needs a cluster (controller.quorum.voters); build_config checks that.
+    return _parse_int(name, raw, 1, 32767)
+
+
+PROCESS_ROLES = ("broker", "controller")
+
+
+def _parse_roles(name: str, raw: str) -> tuple[str, ...]:
+    roles = tuple(sorted({r.strip() for r in raw.split(",") if r.strip()}))
+    if not roles or any(r not in PROCESS_ROLES for r in roles):
+        raise ConfigError(f"property {name}={raw!r} is invalid; expected broker, controller, or broker,controller")
+    return roles
+
+
+def _parse_voters(name: str, raw: str) -> dict[int, tuple[str, int]]:
+    """`id@host:port,...` (Kafka's controller.quorum.voters syntax)."""
+    voters: dict[int, tuple[str, int]] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        node, at, address = item.partition("@")
+        host, colon, port_text = address.rpartition(":")
+        if not at or not colon or not host:
+            raise ConfigError(f"property {name}={raw!r}: voter {item!r} is malformed; expected id@host:port, e.g. 1@127.0.0.1:9092")
+        node_id = _parse_int(name, node, 0, 2**31 - 1)
+        if node_id in voters:
+            raise ConfigError(f"property {name}={raw!r} names voter {node_id} twice; expected distinct ids")
+        voters[node_id] = (host.strip("[]"), _parse_int(name, port_text, 1, 65535))
+    if not voters:
+        raise ConfigError(f"property {name}={raw!r} names no voter; expected id@host:port,...")
+    return voters
+
+
+def _parse_text(name: str, raw: str) -> str:
+    return raw.strip()
 
 
 PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
@@ -124,8 +164,25 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "log.index.interval.bytes": (_int(0, 2**31 - 1), "4096", "bytes between offset index entries"),
     "message.max.bytes": (_int(0, 2**31 - 1), "1048588", "largest record batch accepted"),
     "socket.request.max.bytes": (_int(1, 2**31 - 1), "104857600", "largest request accepted"),
+    # cluster mode (KRaft-style controller quorum, combined broker+controller nodes)
+    "process.roles": (_parse_roles, None, "broker,controller (default: combined when controller.quorum.voters is set)"),
+    "controller.quorum.voters": (_parse_voters, None, "id@host:port,... of the controller quorum (unset: one-node cluster)"),
+    "controller.listener.names": (_parse_text, None, "the listener controllers use; may be the PLAINTEXT listener itself"),
+    "broker.session.timeout.ms": (_int(1, 2**31 - 1), "9000", "a broker silent this long is fenced"),
+    "broker.heartbeat.interval.ms": (_int(1, 2**31 - 1), "2000", "time between broker heartbeats to the controller"),
+    "controller.quorum.election.timeout.ms": (_int(10, 2**31 - 1), "1000", "Raft election timeout (minimum)"),
+    "controller.quorum.fetch.timeout.ms": (_int(1, 2**31 - 1), "2000", "timeout of one Raft request between controllers"),
+    "replica.lag.time.max.ms": (_int(1), "30000", "a follower not caught up for this long leaves the ISR"),
+    "min.insync.replicas": (_int(1, 2**31 - 1), "1", "ISR size below which acks=all produce fails"),
+    "unclean.leader.election.enable": (_parse_bool, "false", "elect an out-of-sync replica when no ISR member is alive"),
+    "logquake.outbound.address": (_parse_text, None, "local address every outgoing connection binds to"),
     # logquake's own debugging switches (reserved namespace)
     "logquake.debug.log.requests": (_parse_bool, "false", "log every request at DEBUG level"),
+    # planted replication bugs, for checking that the harness finds them (see broker.replication.manager)
+    "logquake.debug.ack.before.replication": (_parse_bool, "false", "acks=all answers after the local append (bug)"),
+    "logquake.debug.read.above.hwm": (_parse_bool, "false", "consumers may read up to the log end offset (bug)"),
+    "logquake.debug.skip.truncation": (_parse_bool, "false", "followers never truncate on a leader change (bug)"),
+    "logquake.debug.skip.dedup": (_parse_bool, "false", "the leader skips idempotent sequence dedup (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 
@@ -145,9 +202,32 @@ class BrokerConfig:
     debug_log_requests: bool
     # every known property: name -> (value as text or None, source: "default" / "static")
     entries: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    # cluster mode; controller_quorum_voters None is the one-node mode of the foundation
+    process_roles: tuple[str, ...] = ("broker", "controller")
+    controller_quorum_voters: dict[int, tuple[str, int]] | None = None
+    broker_session_timeout_ms: int = 9000
+    broker_heartbeat_interval_ms: int = 2000
+    controller_quorum_election_timeout_ms: int = 1000
+    controller_quorum_fetch_timeout_ms: int = 2000
+    replica_lag_time_max_ms: int = 30000
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
+    outbound_address: str | None = None
+
+    @property
+    def cluster_mode(self) -> bool:
+        return self.controller_quorum_voters is not None
 
     def effective(self) -> dict[str, tuple[str | None, str]]:
         return dict(self.entries)
+
+
+def debug_switch(config: BrokerConfig, name: str) -> bool:
+    """The value of a boolean `logquake.debug.*` property (validated at load, so only true/false remain)."""
+    if not name.startswith(DEBUG_NAMESPACE) or name not in PROPERTIES:
+        raise ValueError(f"{name!r} is not a logquake.debug.* property")
+    value = config.entries.get(name, (None, "default"))[0]
+    return value is not None and value.strip().lower() == "true"
 
 
 def parse_properties(text: str, source: str) -> dict[str, str]:
@@ -237,6 +317,42 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
     listeners = typed["listeners"]
     advertised = typed["advertised.listeners"] if typed["advertised.listeners"] is not None else listeners
     entries["advertised.listeners"] = (",".join(map(str, advertised)), entries["advertised.listeners"][1])
+    voters = typed["controller.quorum.voters"]
+    roles = typed["process.roles"] if typed["process.roles"] is not None else PROCESS_ROLES
+    entries["process.roles"] = (",".join(roles), entries["process.roles"][1])
+    if voters is None:
+        if typed["default.replication.factor"] > 1:
+            raise ConfigError(
+                f"property default.replication.factor={raw['default.replication.factor']!r}: replication is not "
+                "implemented yet on a one-node broker; set controller.quorum.voters for a cluster, or use 1"
+            )
+        if typed["process.roles"] is not None and roles != PROCESS_ROLES:
+            raise ConfigError(
+                f"property process.roles={raw['process.roles']!r} needs controller.quorum.voters; "
+                "a one-node broker is always broker,controller"
+            )
+    else:
+        if roles != PROCESS_ROLES:
+            raise ConfigError(
+                f"property process.roles={raw['process.roles']!r} is not supported yet: only combined nodes "
+                "(process.roles=broker,controller) are implemented"
+            )
+        if typed["node.id"] not in voters:
+            raise ConfigError(
+                f"property node.id={typed['node.id']} is not among controller.quorum.voters "
+                f"{raw['controller.quorum.voters']!r}; combined nodes must be voters"
+            )
+        names = typed["controller.listener.names"]
+        if names is not None and any(n.strip().upper() not in {l.name for l in listeners} for n in names.split(",")):
+            raise ConfigError(
+                f"property controller.listener.names={names!r} names a listener that is not in listeners; "
+                f"accepted: {', '.join(sorted({l.name for l in listeners}))} (controllers share the broker's listener)"
+            )
+    if typed["broker.heartbeat.interval.ms"] >= typed["broker.session.timeout.ms"]:
+        raise ConfigError(
+            f"property broker.heartbeat.interval.ms={typed['broker.heartbeat.interval.ms']} must be below "
+            f"broker.session.timeout.ms={typed['broker.session.timeout.ms']}"
+        )
     return BrokerConfig(
         node_id=typed["node.id"],
         listeners=listeners,
@@ -250,6 +366,16 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         log_config=log_config,
         debug_log_requests=typed["logquake.debug.log.requests"],
         entries=entries,
+        process_roles=roles,
+        controller_quorum_voters=voters,
+        broker_session_timeout_ms=typed["broker.session.timeout.ms"],
+        broker_heartbeat_interval_ms=typed["broker.heartbeat.interval.ms"],
+        controller_quorum_election_timeout_ms=typed["controller.quorum.election.timeout.ms"],
+        controller_quorum_fetch_timeout_ms=typed["controller.quorum.fetch.timeout.ms"],
+        replica_lag_time_max_ms=typed["replica.lag.time.max.ms"],
+        min_insync_replicas=typed["min.insync.replicas"],
+        unclean_leader_election_enable=typed["unclean.leader.election.enable"],
+        outbound_address=typed["logquake.outbound.address"] or None,
     )
 
 
