@@ -1,14 +1,13 @@
 """checkers.linearizable against a brute-force oracle on tiny random histories.
 
 The oracle enumerates every configuration (set of operations taken effect, model
-state) of every prefix of the history, so it is exact and slow; Hypothesis draws random
-cas-register and queue histories of up to seven operations, about half of
-them invalid (the unordered queue exercises nondeterministic info dequeues). The checker must agree on the verdict, on the operation blamed (the first
-completion whose prefix has no linearization), and on the set of states the model
-could have been in when that operation had to take effect.
+state) of every prefix of the history, so it is exact and slow. Hypothesis draws
+random cas-register and queue histories of up to seven operations, about half of
+them invalid (the unordered queue exercises nondeterministic info dequeues). The
+checker must agree on the verdict, on the operation blamed (the first completion
+whose prefix has no linearization), and on the set of states the model could
+have been in when that operation had to take effect.
 """
-
-import itertools
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
