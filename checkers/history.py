@@ -61,7 +61,10 @@ EDN spec (https://github.com/edn-format/edn), Porcupine's Jepsen log format
 from __future__ import annotations
 
 import array
+import contextlib
 import datetime
+import functools
+import gc
 import io
 import json
 import math
@@ -91,6 +94,7 @@ __all__ = [
     "detect_format",
     "edn_dumps",
     "edn_to_python",
+    "gc_paused",
     "read_edn",
     "op_from_dict",
     "op_to_dict",
@@ -108,6 +112,34 @@ MICRO_OP_NAMES = frozenset(
     {"append", "r", "w", "send", "poll", "read", "write", "cas", "assign", "subscribe", "add", "get", "put"}
 )
 _KEYWORDISH = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building millions of containers.
+
+    Each collection walks every tracked object, and allocating a million op
+    values triggers hundreds of them: reading a large history runs about three
+    times faster without. Reference counting still frees everything; the
+    collector's previous state is restored on exit. (Process-wide: other
+    threads also see no cyclic collection meanwhile, which only delays it.)
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _without_gc(function: Any) -> Any:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with gc_paused():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 class HistoryError(ValueError):
@@ -922,6 +954,7 @@ class History(Sequence[Op]):
     # -- reading ------------------------------------------------------------
 
     @classmethod
+    @_without_gc
     def from_dicts(cls, dicts: Iterable[Mapping[str, Any]], *, source: str | None = None) -> "History":
         """A history from Jepsen op maps with string keys (indexes assigned in
         order when absent)."""
@@ -930,6 +963,7 @@ class History(Sequence[Op]):
         return cls(ops, source=source)
 
     @classmethod
+    @_without_gc
     def from_jsonl(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
         """Read one JSON op map per line (blank lines skipped).
 
@@ -992,6 +1026,7 @@ class History(Sequence[Op]):
         return cls(ops, source=name, lines=line_numbers)
 
     @classmethod
+    @_without_gc
     def from_edn_lines(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
         """Read EDN op maps, one after another (one per line as Elle and
         Porcupine store them); `;` comments and blank lines skipped."""
@@ -1004,6 +1039,7 @@ class History(Sequence[Op]):
         return cls._from_forms(forms, text, name)
 
     @classmethod
+    @_without_gc
     def from_edn(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
         """Read an EDN vector (or list) of op maps, as Knossos stores histories."""
         name, lines = _open_lines(path_or_lines)
@@ -1028,6 +1064,7 @@ class History(Sequence[Op]):
         return cls(ops, source=name, lines=line_numbers)
 
     @classmethod
+    @_without_gc
     def from_jepsen_log(cls, path_or_lines: str | os.PathLike[str] | Iterable[str]) -> "History":
         """Read an old Jepsen console log (Porcupine's etcd data): lines
         `INFO  jepsen.util - <process>\\t:<type>\\t:<f>\\t<value>`, value in EDN.

@@ -69,7 +69,7 @@ from typing import Any
 
 import networkx as nx
 
-from checkers.history import NEMESIS, History, Op, op_to_dict
+from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.explain import explain
 
 __all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "check"]
@@ -275,7 +275,8 @@ def check(
                         "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses")
     if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
         raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
-    return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses)
+    with gc_paused():
+        return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses)
 
 
 
