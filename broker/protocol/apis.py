@@ -37,6 +37,7 @@ API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 INIT_PRODUCER_ID = 22
+OFFSET_FOR_LEADER_EPOCH = 23
 DESCRIBE_CONFIGS = 32
 
 API_NAMES = {
@@ -49,6 +50,7 @@ API_NAMES = {
     CREATE_TOPICS: "CreateTopics",
     DELETE_TOPICS: "DeleteTopics",
     INIT_PRODUCER_ID: "InitProducerId",
+    OFFSET_FOR_LEADER_EPOCH: "OffsetForLeaderEpoch",
     DESCRIBE_CONFIGS: "DescribeConfigs",
 }
 
@@ -63,6 +65,7 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     CREATE_TOPICS: (2, 7),
     DELETE_TOPICS: (1, 6),
     INIT_PRODUCER_ID: (0, 4),
+    OFFSET_FOR_LEADER_EPOCH: (2, 4),  # followers' truncation (KIP-101/279) and clients' (KIP-320)
     DESCRIBE_CONFIGS: (1, 4),
 }
 

@@ -278,7 +278,7 @@ class ReplicaManager:
     def hosted(self, topic: str, partition: int) -> Replica | None:
         return self.replicas.get((topic, partition))
 
-    def after_leader_append(self, replica: Replica, first_offset: int) -> None:
+    def after_leader_append(self, replica: Replica) -> None:
         """The leader appended records; with a one-member ISR the HW moves at once."""
         self._maybe_advance_high_watermark(replica)
 

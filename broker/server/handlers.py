@@ -52,7 +52,8 @@ from broker.protocol import apis
 from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
 from broker.protocol.records import CorruptRecordError, iter_batches
-from broker.server.config import LONG_MAX, BrokerConfig
+from broker.replication import manager as replication
+from broker.server.config import LONG_MAX, BrokerConfig, debug_switch
 from broker.server.producer_ids import ProducerIdAllocator
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
@@ -139,6 +140,9 @@ class RequestHandlers:
         self.advertised = config.advertised_listeners[0]
         self.stopping = False
         self._append_waiter: asyncio.Future | None = None
+        # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
+        self.replica_manager = None
+        self.debug_skip_dedup = debug_switch(config, "logquake.debug.skip.dedup")
         self.handlers = {
             apis.PRODUCE: self.produce,
             apis.FETCH: self.fetch,
@@ -150,6 +154,7 @@ class RequestHandlers:
             apis.DELETE_TOPICS: self.delete_topics,
             apis.INIT_PRODUCER_ID: self.init_producer_id,
             apis.DESCRIBE_CONFIGS: self.describe_configs,
+            apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
         }
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
 
@@ -385,17 +390,24 @@ class RequestHandlers:
             error_all = None
         topic_results = []
         appended = False
+        waiting = []  # (result, replica, required offset) of acks=all appends not yet replicated
         for topic_data in request.topic_data:
             partition_results = []
             for partition_data in topic_data.partition_data:
+                required = None
                 if error_all is not None:
                     error, message, base_offset, start = error_all[0], error_all[1], -1, -1
                 else:
-                    error, message, base_offset, start = self.produce_partition(topic_data.name, partition_data.index, partition_data.records)
+                    error, message, base_offset, start, required = self.append_to_partition(
+                        topic_data.name, partition_data.index, partition_data.records, acks
+                    )
                     appended |= error == ErrorCode.none
                 if error != ErrorCode.none:
                     log.info("produce to %s-%d refused: %s (%s)", topic_data.name, partition_data.index, error.name, message)
-                partition_results.append(PartitionProduceResult(partition_data.index, error.value, base_offset, start, message))
+                result = PartitionProduceResult(partition_data.index, error.value, base_offset, start, message)
+                partition_results.append(result)
+                if required is not None:
+                    waiting.append((result, *required))
             topic_results.append((topic_data.name, partition_results))
         if appended:
             self.wake_fetchers()
@@ -406,53 +418,109 @@ class RequestHandlers:
                 # response, so the connection is closed and the client sees the disconnect.
                 raise CloseConnection(f"acks=0 produce failed for (topic, partition, error code) {failed[:5]}")
             return None
+        if waiting:
+            return self.await_replication(header.api_version, topic_results, waiting, request.timeout_ms)
         return [encode_produce_response(header.api_version, topic_results)]
+
+    async def await_replication(self, version: int, topic_results, waiting, timeout_ms: int):
+        """acks=all: answer once the high watermark passed every appended batch (Kafka's DelayedProduce)."""
+        manager = self.replica_manager
+        verdicts = await asyncio.gather(
+            *(manager.wait_for_high_watermark(replica, required, max(timeout_ms, 0)) for _, replica, required in waiting)
+        )
+        for (result, replica, required), verdict in zip(waiting, verdicts):
+            if verdict == replication.OK:
+                continue
+            error = {
+                replication.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode.not_enough_replicas_after_append,
+                replication.REQUEST_TIMED_OUT: ErrorCode.request_timed_out,
+                replication.NOT_LEADER: ErrorCode.not_leader_or_follower,
+            }[verdict]
+            result.error_code = error.value
+            result.error_message = (
+                f"offsets below {required} of {replica.topic}-{replica.partition} were not replicated to the ISR "
+                f"{replica.isr} (min.insync.replicas={replica.min_insync_replicas}) within {timeout_ms} ms: {error.name}"
+            )
+            log.info("acks=all produce to %s-%d: %s", replica.topic, replica.partition, result.error_message)
+        return [encode_produce_response(version, topic_results)]
 
     def produce_partition(self, topic: str, partition: int, records) -> tuple[ErrorCode, str | None, int, int]:
         """Append one partition's batch; return (error, error message, base offset, log start offset)."""
+        return self.append_to_partition(topic, partition, records, 1)[:4]
+
+    def append_to_partition(self, topic: str, partition: int, records, acks: int):
+        """Append one partition's batch as its leader.
+
+        Returns (error, error message, base offset, log start offset, replica and
+        required offset for acks=all or None): with a replica manager and acks=-1,
+        the caller waits until the high watermark reaches the required offset.
+        """
         state = self.partitions.get((topic, partition))
+        manager = self.replica_manager
+        replica = None
+        leader_epoch = LEADER_EPOCH
+        if manager is not None:
+            replica = manager.hosted(topic, partition)
+            if replica is None:
+                return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1, None
+            if replica.role != replication.LEADER or state is None:
+                return ErrorCode.not_leader_or_follower, (
+                    f"this node ({self.config.node_id}) is not the leader of {topic}-{partition} (leader {replica.state.leader})"
+                ), -1, -1, None
+            if acks == -1 and len(replica.isr) < replica.min_insync_replicas:
+                return ErrorCode.not_enough_replicas, (
+                    f"the ISR of {topic}-{partition} is {replica.isr}, fewer than min.insync.replicas={replica.min_insync_replicas}"
+                ), -1, -1, None
+            leader_epoch = replica.leader_epoch
         if state is None:
-            return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1
+            return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1, None
         partition_log = state.log
         if not records:
-            return ErrorCode.invalid_record, "the produce request carries no record batch", -1, -1
+            return ErrorCode.invalid_record, "the produce request carries no record batch", -1, -1, None
         try:
             headers = list(iter_batches(records, validate_crc=True))
         except CorruptRecordError as exc:
             log.warning("corrupt record batch for %s-%d: %s", topic, partition, exc)
-            return ErrorCode.corrupt_message, str(exc), -1, -1
+            return ErrorCode.corrupt_message, str(exc), -1, -1, None
         if len(headers) != 1:
-            return ErrorCode.invalid_record, f"produce v3+ must carry exactly one record batch per partition, not {len(headers)}", -1, -1
+            return ErrorCode.invalid_record, f"produce v3+ must carry exactly one record batch per partition, not {len(headers)}", -1, -1, None
         _, batch = headers[0]
         limit = self.max_message_bytes(topic)
         if batch.size > limit:
-            return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1
+            return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
         if batch.is_control:
-            return ErrorCode.invalid_record, "clients may not write control batches", -1, -1
+            return ErrorCode.invalid_record, "clients may not write control batches", -1, -1, None
         if batch.is_transactional:
-            return ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED, -1, -1
+            return ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED, -1, -1, None
         idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0
-        if idempotent:
+        # logquake.debug.skip.dedup (a planted bug): the leader appends retries again.
+        if idempotent and not self.debug_skip_dedup:
             verdict, cached = state.producers.check(batch)
             if verdict == DUPLICATE:
                 log.info(
                     "duplicate batch for %s-%d from producer %d epoch %d sequences %d..%d: answering its original offset %d",
                     topic, partition, batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, cached.base_offset,
                 )
-                return ErrorCode.none, None, cached.base_offset, partition_log.log_start_offset
+                waiting = (replica, cached.last_offset + 1) if replica is not None and acks == -1 else None
+                return ErrorCode.none, None, cached.base_offset, partition_log.log_start_offset, waiting
             if verdict == OUT_OF_ORDER:
                 return ErrorCode.out_of_order_sequence_number, (
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} sent sequence {batch.base_sequence}, "
                     "which does not follow its last appended sequence"
-                ), -1, -1
+                ), -1, -1, None
             if verdict == INVALID_EPOCH:
                 return ErrorCode.invalid_producer_epoch, (
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
-                ), -1, -1
-        result = partition_log.append(records, LEADER_EPOCH, headers)
+                ), -1, -1, None
+        result = partition_log.append(records, leader_epoch, headers)
         if idempotent:
             state.producers.record(batch, result.base_offset)
-        return ErrorCode.none, None, result.base_offset, partition_log.log_start_offset
+        waiting = None
+        if replica is not None:
+            manager.after_leader_append(replica)
+            if acks == -1:
+                waiting = (replica, result.last_offset + 1)
+        return ErrorCode.none, None, result.base_offset, partition_log.log_start_offset, waiting
 
     # ---- Fetch -------------------------------------------------------------------
 
@@ -463,19 +531,42 @@ class RequestHandlers:
             return encode_fetch_response(version, [], error_code=ErrorCode.fetch_session_id_not_found.value, session_id=0)
         max_wait_s = max(request.max_wait.total_seconds(), 0.0)
         deadline_ns = self.runtime.clock.monotonic_ns() + int(max_wait_s * 1e9)
+        first_pass = True
         while True:
-            topics, total_bytes, has_error = self.read_fetch(request, version)
+            topics, total_bytes, has_error = self.read_fetch(request, version, first_pass)
+            first_pass = False
             remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
             if total_bytes >= request.min_bytes or has_error or remaining_s <= 0 or self.stopping:
                 return encode_fetch_response(version, topics, session_id=0)
             await self.wait_for_append(remaining_s)
 
-    def read_fetch(self, request, version: int) -> tuple[list[FetchTopicResult], int, bool]:
+    def read_fetch(self, request, version: int, first_pass: bool = True) -> tuple[list[FetchTopicResult], int, bool]:
         budget = request.max_bytes if request.max_bytes > 0 else 0
         total_bytes = 0
         has_error = False
         results = []
+        manager = self.replica_manager
+        if version >= 15:
+            replica_id = request.replica_state.replica_id
+        else:
+            replica_id = getattr(request, "replica_id", -1)
         for fetch_topic in request.topics:
+            if manager is not None:
+                if version >= 13:
+                    topic_state = manager.image.topic_by_id(fetch_topic.topic_id)
+                    name = topic_state.name if topic_state is not None else ""
+                else:
+                    name = fetch_topic.topic
+                partitions = []
+                for fetch_partition in fetch_topic.partitions:
+                    result = self.read_replica(manager, name, fetch_partition, replica_id, first_pass,
+                                               max(budget - total_bytes, 0) if total_bytes else None,
+                                               ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition)
+                    has_error |= result.error_code != 0
+                    total_bytes += len(result.records)
+                    partitions.append(result)
+                results.append(FetchTopicResult(name, fetch_topic.topic_id if version >= 13 else uuid.UUID(int=0), partitions))
+                continue
             if version >= 13:
                 info = self.topics.by_id.get(fetch_topic.topic_id)
                 name = info.name if info is not None else ""
@@ -519,6 +610,48 @@ class RequestHandlers:
             results.append(FetchTopicResult(name, fetch_topic.topic_id if version >= 13 else uuid.UUID(int=0), partitions))
         return results, total_bytes, has_error
 
+    def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool,
+                     budget_left: int | None, missing_error: ErrorCode) -> FetchPartitionResult:
+        """Fetch from a replicated partition this node leads.
+
+        Followers (replica_id >= 0) read up to the log end offset and report
+        their progress; consumers read up to the high watermark (the last stable
+        offset equals it: no transactions yet). A fetch offset above the HW but
+        within the log answers empty, not OFFSET_OUT_OF_RANGE (a new leader's HW
+        may trail what the old one exposed). `budget_left` None: no data was
+        taken yet, so one batch may exceed the response budget (KIP-74).
+        """
+        index = fetch_partition.partition
+        replica = manager.hosted(name, index) if name else None
+        if replica is None:
+            return FetchPartitionResult(index, missing_error.value)
+        if replica.role != replication.LEADER:
+            return FetchPartitionResult(index, ErrorCode.not_leader_or_follower.value)
+        current_leader_epoch = getattr(fetch_partition, "current_leader_epoch", -1)
+        if current_leader_epoch != -1 and current_leader_epoch != replica.leader_epoch:
+            error = ErrorCode.fenced_leader_epoch if current_leader_epoch < replica.leader_epoch else ErrorCode.unknown_leader_epoch
+            return FetchPartitionResult(index, error.value)
+        partition_log = replica.log
+        offset = fetch_partition.fetch_offset
+        if replica_id >= 0 and first_pass:
+            manager.record_follower_fetch(replica, replica_id, offset)
+        high_watermark = replica.high_watermark
+        start = partition_log.log_start_offset
+        result = FetchPartitionResult(index, 0, high_watermark, high_watermark, start, b"")
+        if offset < start or offset > partition_log.log_end_offset:
+            result.error_code = ErrorCode.offset_out_of_range.value
+            return result
+        # logquake.debug.read.above.hwm (a planted bug): consumers see records not yet replicated.
+        limit_offset = partition_log.log_end_offset if replica_id >= 0 or manager.settings.read_above_hwm else high_watermark
+        if offset >= limit_offset or budget_left == 0:
+            return result
+        limit = fetch_partition.partition_max_bytes if budget_left is None else min(fetch_partition.partition_max_bytes, budget_left)
+        data = partition_log.read(offset, limit, limit_offset)
+        if budget_left is not None and len(data) > budget_left:
+            data = b""
+        result.records = data
+        return result
+
     # ---- ListOffsets ------------------------------------------------------------
 
     def list_offsets(self, header, request):
@@ -529,10 +662,19 @@ class RequestHandlers:
             for part in topic.partitions:
                 error, timestamp, offset = ErrorCode.none, -1, -1
                 state = self.partitions.get((topic.name, part.partition_index))
-                if state is None:
+                leader_epoch = LEADER_EPOCH
+                latest = state.log.log_end_offset if state is not None else -1
+                if self.replica_manager is not None:
+                    # Only the leader answers; "latest" is the high watermark (read_uncommitted).
+                    error, replica = self.replica_error(topic.name, part.partition_index, getattr(part, "current_leader_epoch", -1))
+                    if replica is not None:
+                        leader_epoch, latest = replica.leader_epoch, replica.high_watermark
+                if error != ErrorCode.none:
+                    pass
+                elif state is None:
                     error = ErrorCode.unknown_topic_or_partition
                 elif part.timestamp == LATEST_TIMESTAMP:
-                    offset = state.log.log_end_offset
+                    offset = latest
                 elif part.timestamp == EARLIEST_TIMESTAMP:
                     offset = state.log.log_start_offset
                 elif part.timestamp < 0:
@@ -550,11 +692,67 @@ class RequestHandlers:
                         error_code=error,
                         timestamp=timestamp,
                         offset=offset,
-                        leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1,
+                        leader_epoch=leader_epoch if error == ErrorCode.none else -1,
                     )
                 )
             topic_results.append(_build(module, "ListOffsetsTopicResponse", name=topic.name, partitions=tuple(partition_results)))
         return _build(module, "ListOffsetsResponse", throttle_time=ZERO_MS, topics=tuple(topic_results))
+
+    def replica_error(self, topic: str, partition: int, current_leader_epoch: int):
+        """(error, replica) for a request that only the partition's leader may answer."""
+        replica = self.replica_manager.hosted(topic, partition)
+        if replica is None:
+            return ErrorCode.unknown_topic_or_partition, None
+        if replica.role != replication.LEADER:
+            return ErrorCode.not_leader_or_follower, None
+        if current_leader_epoch != -1 and current_leader_epoch < replica.leader_epoch:
+            return ErrorCode.fenced_leader_epoch, None
+        if current_leader_epoch > replica.leader_epoch:
+            return ErrorCode.unknown_leader_epoch, None
+        return ErrorCode.none, replica
+
+    # ---- OffsetForLeaderEpoch ----------------------------------------------------
+
+    def offset_for_leader_epoch(self, header, request):
+        """Where the requested leader epoch ends in this leader's log (KIP-101; KIP-279 names the epoch)."""
+        module = _response_module(apis.OFFSET_FOR_LEADER_EPOCH, header.api_version)
+        topic_results = []
+        for topic in request.topics:
+            partition_results = []
+            for part in topic.partitions:
+                epoch, end_offset = -1, -1
+                if self.replica_manager is not None:
+                    error, replica = self.replica_error(topic.topic, part.partition, part.current_leader_epoch)
+                    if replica is not None:
+                        epoch, end_offset = replica.epochs.end_offset_for(part.leader_epoch, replica.log.log_end_offset)
+                else:
+                    state = self.partitions.get((topic.topic, part.partition))
+                    error = ErrorCode.unknown_topic_or_partition if state is None else ErrorCode.none
+                    if state is not None and part.leader_epoch == LEADER_EPOCH:
+                        epoch, end_offset = LEADER_EPOCH, state.log.log_end_offset
+                partition_results.append(_build(module, "EpochEndOffset", error_code=error, partition=part.partition,
+                                                leader_epoch=epoch, end_offset=end_offset))
+            topic_results.append(_build(module, "OffsetForLeaderTopicResult", topic=topic.topic, partitions=tuple(partition_results)))
+        return _build(module, "OffsetForLeaderEpochResponse", throttle_time=ZERO_MS, topics=tuple(topic_results))
+
+    # ---- PartitionLifecycle (called by the ReplicaManager) -----------------------
+
+    def on_become_leader(self, topic: str, partition: int, partition_log) -> None:
+        """Serve the partition; rebuild its idempotent-producer state from the log (it moves with leadership)."""
+        state = PartitionState(partition_log, ProducerStateTable())
+        replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
+        if replayed:
+            log.info("rebuilt producer state of %s-%d from %d idempotent batches", topic, partition, replayed)
+        self.partitions[(topic, partition)] = state
+
+    def on_become_follower(self, topic: str, partition: int, partition_log) -> None:
+        self.partitions.pop((topic, partition), None)
+
+    def on_stopped(self, topic: str, partition: int) -> None:
+        self.partitions.pop((topic, partition), None)
+
+    def on_high_watermark(self) -> None:
+        self.wake_fetchers()
 
     # ---- CreateTopics / DeleteTopics ------------------------------------------
 
