@@ -26,6 +26,10 @@ whose size is estimated as the search goes (see `wgl.py`). It is per search so
 that a verdict does not depend on how many workers ran: with a process pool, up
 to `workers` searches (so `workers` budgets) are live at once.
 
+Independent keys: with `independent=True`, every op value is a jepsen.independent
+`[key, value]` tuple; each key's operations form their own history, checked
+against the model from `initial`, as Jepsen's `independent/checker` does.
+
 Parallelism: with several independent sub-histories and at least
 `parallel_min_ops` operations, sub-histories are checked in a process pool of
 `workers` processes (process start-up costs ~0.1 s, so small inputs stay
@@ -48,7 +52,7 @@ from typing import Any
 
 from checkers.history import History
 from checkers.linearizable import explain
-from checkers.linearizable.models import MODELS, Model, ModelOp, make_model
+from checkers.linearizable.models import MODELS, Model, ModelOp, freeze, make_model
 from checkers.linearizable.wgl import SearchResult, search
 
 SEMANTICS = ("knossos", "porcupine-etcd")
@@ -57,6 +61,7 @@ _OPTIONS = {
     "workers": "number of processes for independent sub-histories (default: up to 2, the CPU count)",
     "parallel_min_ops": "fewest operations for which a process pool is used (default 20000)",
     "max_final_paths": "how many final paths a counterexample keeps (default 10)",
+    "independent": "values are jepsen.independent [key, value] tuples; each key is its own history (default False)",
 }
 
 __all__ = ["check", "SEMANTICS", "MODELS"]
@@ -125,19 +130,40 @@ def _pairs(history: Any) -> list[tuple[Any, Any, int, int | None]]:
     return [tuple(v) for _, v in sorted(out_by_invoke.items())]
 
 
-def _operations(history: Any, model: Model, semantics: str) -> list[_Operation]:
+def _split_independent(value: Any, index: Any, process: Any) -> tuple[Any, Any]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return freeze(value[0]), value[1]
+    raise ValueError(
+        f"history op {index} (process {process!r}): value {value!r} is not a [key, value] tuple, "
+        "as independent=True expects (jepsen.independent)"
+    )
+
+
+def _operations(history: Any, model: Model, semantics: str, independent: bool = False) -> list[_Operation]:
     out = []
     porcupine = semantics == "porcupine-etcd"
     for invoke, completion, call_position, return_position in _pairs(history):
         process, _, f, invoke_value, key, index = _fields(invoke)
         if process == "nemesis":
             continue
+        if independent:
+            key, invoke_value = _split_independent(invoke_value, index, process)
         if completion is None:
             kind = "info"
         else:
-            _, kind, _, value, completion_key, _ = _fields(completion)
+            _, kind, _, value, completion_key, completion_index = _fields(completion)
+            if independent:
+                if kind == "ok":
+                    completion_key, value = _split_independent(value, completion_index, process)
+                else:
+                    completion_key = key
             if key is None:
                 key = completion_key
+            elif independent and completion_key != key:
+                raise ValueError(
+                    f"history op {completion_index} (process {process!r}): completion key {completion_key!r} "
+                    f"differs from its invocation's key {key!r}"
+                )
         if kind == "ok":
             model_op = ModelOp(f, value, "ok", key)
         elif kind == "info":
@@ -176,9 +202,14 @@ def _compile_steps(model: Model, model_ops: list[ModelOp], wheres: list[tuple]) 
     return steps
 
 
-def _components(model: Model, operations: list[_Operation]) -> list[tuple[frozenset | None, list[_Operation]]]:
+def _components(
+    model: Model, operations: list[_Operation], independent: bool = False
+) -> list[tuple[frozenset | None, list[_Operation]]]:
     """Split operations into groups over disjoint keys (one group if the model is not keyed)."""
-    keys = [model.keys_of(o.model_op) for o in operations]
+    if independent:
+        keys = [frozenset((o.model_op.key,)) for o in operations]
+    else:
+        keys = [model.keys_of(o.model_op) for o in operations]
     if not operations or any(k is None for k in keys):
         return [(None, operations)]
     parent: dict[Hashable, Hashable] = {}
@@ -259,7 +290,7 @@ def check(
     time_limit_s, memory_limit_bytes: budgets after which the verdict is "unknown"
     (memory defaults to 1 GiB of search cache per sub-history search, one per
     worker). semantics: "knossos" or "porcupine-etcd" (see the module docstring).
-    opts: workers, parallel_min_ops, max_final_paths.
+    opts: workers, parallel_min_ops, max_final_paths, independent.
 
     Returns {"valid": True|False|"unknown", "model", "analyzer": "wgl",
     "semantics", "op_count", "sub_history_count", "cache_entries"}, plus on
@@ -293,13 +324,21 @@ def check(
     max_final_paths = opts.get("max_final_paths", 10)
     if not (isinstance(max_final_paths, int) and max_final_paths >= 1):
         raise ValueError(f"max_final_paths {max_final_paths!r} must be an int >= 1")
+    independent = opts.get("independent", False)
+    if not isinstance(independent, bool):
+        raise ValueError(f"independent {independent!r} must be True or False")
+    if independent and model in ("kv", "multi-register"):
+        raise ValueError(
+            f"independent=True splits [key, value] values, but model {model!r} is already keyed; "
+            "expected independent=False with it"
+        )
 
     start = time.monotonic()
     nil_read_legal = semantics != "porcupine-etcd"
     the_model = make_model(model, nil_read_legal=nil_read_legal)
     initial_state = the_model.initial_state(initial)
-    operations = _operations(history, the_model, semantics)
-    components = _components(the_model, operations)
+    operations = _operations(history, the_model, semantics, independent)
+    components = _components(the_model, operations, independent)
     base = {
         "model": model,
         "analyzer": "wgl",
@@ -309,7 +348,11 @@ def check(
     }
 
     def task(keys, ops):
-        state = initial_state if keys is None else the_model.restrict(initial_state, keys)
+        if keys is None or independent:
+            # Every independent key starts from `initial`.
+            state = initial_state
+        else:
+            state = the_model.restrict(initial_state, keys)
         return state, _events(ops)
 
     deadline = None if time_limit_s is None else start + time_limit_s

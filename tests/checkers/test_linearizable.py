@@ -393,3 +393,30 @@ def test_small_pathological_history_finishes_invalid():
     r = check(pathological(8), "register")
     assert r["valid"] is False
     assert r["counterexample"]["states"] == list(range(8))
+
+
+def test_independent_keys_are_checked_apart():
+    h = history(
+        *ok(0, "write", [1, 5]),
+        *ok(1, "write", [2, 6]),
+        *ok(0, "read", [1, None], [1, 5]),
+        *ok(1, "cas", [2, [6, 7]]),
+        *ok(2, "read", [2, None], [2, 6]),
+    )
+    r = check(h, "cas-register", independent=True)
+    assert r["sub_history_count"] == 2
+    assert r["valid"] is False
+    assert explanation(r) == (
+        "No linearization of the 2 operations on key 2 before index 9 lets process 2's read of 6 (index 9) "
+        "return 6: the register could only hold 7 at that point."
+    )
+    assert check(history(*h_dicts(h)[:8]), "cas-register", independent=True)["valid"] is True
+    # Without independent the tuples are plain values of one register.
+    assert check(h, "cas-register")["valid"] is False
+
+
+def test_independent_needs_tuples_and_an_unkeyed_model():
+    with pytest.raises(ValueError, match="history op 0 \\(process 0\\): value 5 is not a \\[key, value\\] tuple"):
+        check(history(*ok(0, "write", 5)), "register", independent=True)
+    with pytest.raises(ValueError, match="model 'kv' is already keyed"):
+        check(history(), "kv", independent=True)
