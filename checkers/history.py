@@ -29,10 +29,14 @@ Value conversion from EDN: keywords and symbols become `str` without the
 colon (`:ok` -> "ok", `:append` -> "append"; a namespaced `:a/b` -> "a/b"),
 vectors and lists become `list`, maps `dict` (keys converted too; a vector
 used as a map key or set member becomes a `tuple`, to stay hashable), sets
-`frozenset`, `nil` `None`, characters `str`; strings, integers, floats,
-booleans, `#inst` and `#uuid` values are kept as they are. EDN strings and
-keywords therefore read back the same: a checker never needs to care which
-one a foreign history used.
+`frozenset`, `nil` `None`, characters `str`; strings, integers, floats and
+booleans are kept as they are; a tagged value (`#inst "..."`, `#uuid "..."`)
+reads as its tagged form (the string). EDN strings and keywords therefore
+read back the same: a checker never needs to care which one a foreign history
+used. The reader is our own (`read_edn`: one regular expression and an
+explicit stack, about 50 times faster than edn_format's PLY parser);
+`edn_to_python` converts values that edn_format produced, for callers that
+use it.
 
 EDN writing rule (documented so other tools can rely on it): the op's keys are
 keywords; `type`, `f` and a `"nemesis"` process are keywords; inside `value`,
@@ -48,6 +52,11 @@ JSON limits: JSON map keys are strings, so an EDN map with integer keys (a
 Jepsen kafka poll `{2 [[0 17]]}`) comes back from JSONL with string keys
 (`{"2": [[0, 17]]}`); checkers that compare keys normalise them. Sets are
 written to JSON as sorted lists.
+
+Scale: JSONL is decoded in chunks (one JSON array per 8,192 lines) with the
+cyclic garbage collector paused (`gc_paused`); a 1,000,000-op queue history
+(150 MB) loads in about 8 s of CPU into about 0.95 GiB; EDN takes about 2.5
+times longer.
 
 Thread-safety: `Op` and `History` are immutable after construction (do not
 mutate op values) and may be shared between threads. `JsonlWriter` is
