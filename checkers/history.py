@@ -34,7 +34,7 @@ booleans are kept as they are; a tagged value (`#inst "..."`, `#uuid "..."`)
 reads as its tagged form (the string). EDN strings and keywords therefore
 read back the same: a checker never needs to care which one a foreign history
 used. The reader is our own (`read_edn`: one regular expression and an
-explicit stack, about 50 times faster than edn_format's PLY parser);
+explicit stack, more than ten times faster than edn_format's PLY parser);
 `edn_to_python` converts values that edn_format produced, for callers that
 use it.
 
