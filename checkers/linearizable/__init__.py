@@ -43,7 +43,7 @@ output), Porcupine (anishathalye/porcupine), Lowe 2017, Horn & Kroening 2015.
 
 from __future__ import annotations
 
-import concurrent.futures
+import multiprocessing
 import os
 import time
 from collections.abc import Hashable, Iterable
@@ -360,31 +360,37 @@ def check(
     results: list[tuple[int, SearchResult]] = []
     use_pool = workers > 1 and len(components) > 1 and len(operations) >= parallel_min_ops
     if use_pool:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = []
+        # multiprocessing.Pool rather than concurrent.futures: once a key fails,
+        # terminate() stops the searches still running instead of waiting for them.
+        pool = multiprocessing.get_context().Pool(processes=workers)
+        try:
+            pending = []
             for keys, ops in components:
                 state, events = task(keys, ops)
-                futures.append(
-                    pool.submit(
+                pending.append(
+                    pool.apply_async(
                         _search_component,
-                        model,
-                        nil_read_legal,
-                        state,
-                        [(o.model_op.f, o.model_op.value, o.model_op.outcome, o.model_op.key) for o in ops],
-                        [o.where for o in ops],
-                        events,
-                        deadline,
-                        memory_limit_bytes,
-                        max_final_paths,
+                        (
+                            model,
+                            nil_read_legal,
+                            state,
+                            [(o.model_op.f, o.model_op.value, o.model_op.outcome, o.model_op.key) for o in ops],
+                            [o.where for o in ops],
+                            events,
+                            deadline,
+                            memory_limit_bytes,
+                            max_final_paths,
+                        ),
                     )
                 )
-            for i, future in enumerate(futures):
-                result = future.result()
+            for i, async_result in enumerate(pending):
+                result = async_result.get()
                 results.append((i, result))
                 if result.valid is False:
-                    for later in futures[i + 1 :]:
-                        later.cancel()
                     break
+        finally:
+            pool.terminate()
+            pool.join()
     else:
         for i, (keys, ops) in enumerate(components):
             state, events = task(keys, ops)

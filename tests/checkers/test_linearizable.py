@@ -420,3 +420,17 @@ def test_independent_needs_tuples_and_an_unkeyed_model():
         check(history(*ok(0, "write", 5)), "register", independent=True)
     with pytest.raises(ValueError, match="model 'kv' is already keyed"):
         check(history(), "kv", independent=True)
+
+
+def test_process_pool_stops_the_other_searches_once_a_key_fails():
+    ops = flat(kv(0, "put", "0", "a"), kv(0, "get", "0", None, "b"))
+    # Key "1": 40 concurrent appends, then a get that nothing explains: a
+    # search that would run for minutes.
+    ops += [(10 + p, "invoke", "append", str(p), {"key": "1"}) for p in range(40)]
+    ops += [(10 + p, "ok", "append", str(p), {"key": "1"}) for p in range(40)]
+    ops += kv(1, "get", "1", None, "never")
+    start = time.monotonic()
+    r = check(history(*ops), "kv", workers=2, parallel_min_ops=0)
+    assert r["valid"] is False
+    assert r["counterexample"]["key"] == ["0"]
+    assert time.monotonic() - start < 10
