@@ -1,0 +1,380 @@
+"""Replication between real broker nodes in one process, with a fake controller.
+
+Each node is the real server stack (LogManager, RequestHandlers, BrokerServer on
+127.0.0.1, ReplicaManager with its fetchers talking Kafka's protocol over TCP);
+only the controller is a fake: it holds the metadata image, applies
+AlterPartition as the real one would (epoch checks, partition epoch bump) and
+lets a test elect leaders. This exercises acks=all, the high watermark, ISR
+shrink/expand, OffsetForLeaderEpoch truncation and the planted-bug switches
+without the controller quorum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from kio.schema.errors import ErrorCode
+
+from broker.io import Runtime
+from broker.log.manager import LogManager
+from broker.metadata.errors import FencedLeaderEpochError, InvalidUpdateVersionError
+from broker.metadata.image import MetadataImage
+from broker.metadata.records import (
+    ConfigRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    RegisterBrokerRecord,
+    TopicRecord,
+    UnfenceBrokerRecord,
+)
+from broker.protocol import apis
+from broker.protocol.client import ConnectionPool
+from broker.protocol.records import iter_batches
+from broker.replication.manager import ReplicaManager, ReplicationSettings
+from broker.server.config import build_config
+from broker.server.node import build_handlers
+from broker.server.server import BrokerServer
+from tests.broker import kafka_requests as kr
+
+TOPIC = "replicated"
+TOPIC_ID = uuid.UUID(int=0xABCDEF)
+
+
+class FakeController:
+    def __init__(self):
+        self.image = MetadataImage()
+        self.listeners: dict[int, ReplicaManager] = {}
+        self.alter_calls: list[tuple[int, ...]] = []
+
+    def commit(self, *records) -> None:
+        old = self.image
+        self.image = old.apply_all(records, old.offset + 1)
+        for listener in list(self.listeners.values()):
+            listener.on_metadata(old, self.image)
+
+    async def alter_partition(self, topic_id, partition, leader_epoch, new_isr, partition_epoch):
+        await asyncio.sleep(0)
+        state = self.image.partition_by_id(topic_id, partition)
+        if leader_epoch != state.leader_epoch:
+            raise FencedLeaderEpochError(f"leader epoch {leader_epoch} is not {state.leader_epoch}")
+        if partition_epoch != state.partition_epoch:
+            raise InvalidUpdateVersionError(f"partition epoch {partition_epoch} is not {state.partition_epoch}")
+        self.alter_calls.append(tuple(new_isr))
+        self.commit(PartitionChangeRecord(topic_id, partition, None, tuple(new_isr), state.leader_epoch, state.partition_epoch + 1))
+        return self.image.partition_by_id(topic_id, partition)
+
+    def elect(self, leader: int, isr: tuple[int, ...]) -> None:
+        state = self.image.partition_by_id(TOPIC_ID, 0)
+        self.commit(PartitionChangeRecord(TOPIC_ID, 0, leader, isr, state.leader_epoch + 1, state.partition_epoch + 1))
+
+
+class Node:
+    def __init__(self, node_id: int, directory, controller: FakeController, debug: dict[str, str] | None = None,
+                 lag_ms: int = 30_000):
+        self.node_id = node_id
+        self.directory = str(directory)
+        self.controller = controller
+        self.debug = debug or {}
+        self.lag_ms = lag_ms
+        self.port = 0
+
+    async def start(self) -> "Node":
+        raw = {"node.id": str(self.node_id), "listeners": f"PLAINTEXT://127.0.0.1:{self.port}", "log.dirs": self.directory}
+        raw.update(self.debug)
+        config = build_config(raw)
+        runtime = Runtime.real()
+        self.storage = LogManager([self.directory], config.log_config, runtime)
+        self.handlers = build_handlers(config, runtime, self.storage, self.directory)
+        self.handlers.load()
+        self.server = BrokerServer(config, runtime, self.handlers)
+        await self.server.start()
+        self.port = self.server.port
+        self.pool = ConnectionPool(runtime, f"replica-{self.node_id}", None)
+        settings = ReplicationSettings(
+            replica_lag_time_max_ms=self.lag_ms, min_insync_replicas=1, replica_fetch_wait_max_ms=100,
+            replica_fetch_backoff_ms=100, request_timeout_ms=5000,
+            ack_before_replication=self.debug.get("logquake.debug.ack.before.replication") == "true",
+            read_above_hwm=self.debug.get("logquake.debug.read.above.hwm") == "true",
+            skip_truncation=self.debug.get("logquake.debug.skip.truncation") == "true",
+        )
+        self.manager = ReplicaManager(self.node_id, runtime, self.storage, self.controller, self.pool, settings,
+                                      self.handlers, self.handlers.topic_log_config)
+        self.handlers.replica_manager = self.manager
+        self.manager.start()
+        self.controller.listeners[self.node_id] = self.manager
+        self.manager.on_metadata(MetadataImage(), self.controller.image)
+        return self
+
+    async def stop(self) -> None:
+        self.controller.listeners.pop(self.node_id, None)
+        await self.manager.stop()
+        await self.server.stop()
+        await self.pool.close_all()
+        self.storage.close(clean=True)
+
+    @property
+    def log(self):
+        return self.storage.get(TOPIC, 0)
+
+    def batches(self) -> list[tuple[int, int, int]]:
+        """(base offset, leader epoch, crc) of every stored batch."""
+        out = []
+        offset = self.log.log_start_offset
+        while offset < self.log.log_end_offset:
+            data = self.log.read(offset, 1 << 20)
+            if not data:
+                break
+            for _, header in iter_batches(data):
+                out.append((header.base_offset, header.partition_leader_epoch, header.crc))
+                offset = header.next_offset
+        return out
+
+
+class Client:
+    def __init__(self):
+        self.pool = ConnectionPool(Runtime.real(), "test-client", None)
+
+    async def send(self, node: Node, request, timeout_s: float = 10.0):
+        api_key, version = int(request.__api_key__), int(request.__version__)
+        body = await self.pool.request("127.0.0.1", node.port, api_key, version, apis.encode_request(request), timeout_s)
+        return apis.decode_response(api_key, version, body)
+
+    async def produce(self, node: Node, values: list[bytes], acks: int = -1, timeout_ms: int = 10_000, **batch_fields):
+        request = kr.produce(TOPIC, 0, kr.batch([(None, v) for v in values], **batch_fields), acks=acks)
+        request = type(request)(transactional_id=None, acks=acks, timeout=__import__("datetime").timedelta(milliseconds=timeout_ms),
+                                topic_data=request.topic_data)
+        response = await self.send(node, request)
+        part = response.responses[0].partition_responses[0]
+        return part.error_code, part.base_offset
+
+    async def fetch(self, node: Node, offset: int):
+        response = await self.send(node, kr.fetch(TOPIC, 0, offset, version=12))
+        part = response.responses[0].partitions[0]
+        return part.error_code, part.high_watermark, [h for _, h in iter_batches(part.records or b"")]
+
+    async def close(self):
+        await self.pool.close_all()
+
+
+async def wait_until(condition, timeout_s: float = 10.0, what: str = "condition"):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def cluster(tmp_path, controller, min_isr: str = "2", debug=None, lag_ms: int = 30_000, leader: int = 1):
+    nodes = {i: Node(i, tmp_path / f"node{i}", controller, (debug or {}).get(i), lag_ms) for i in (1, 2, 3)}
+    for node in nodes.values():
+        await node.start()
+    records = []
+    for node in nodes.values():
+        records += [RegisterBrokerRecord(node.node_id, uuid.uuid4(), "127.0.0.1", node.port), UnfenceBrokerRecord(node.node_id)]
+    records += [
+        TopicRecord(TOPIC, TOPIC_ID),
+        ConfigRecord(2, TOPIC, "min.insync.replicas", min_isr),
+        PartitionRecord(TOPIC_ID, 0, (1, 2, 3), (1, 2, 3), leader, 0, 0),
+    ]
+    controller.commit(*records)
+    return nodes
+
+
+def run(coroutine):
+    asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_acks_all_replicates_to_the_isr_and_consumers_read_to_the_high_watermark(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            error, base = await client.produce(nodes[1], [b"a", b"b"])
+            assert (error, base) == (ErrorCode.none, 0)
+            # answered only once the HW passed the batch, i.e. both followers had it
+            assert nodes[1].manager.hosted(TOPIC, 0).high_watermark == 2
+            await wait_until(lambda: all(n.log.log_end_offset == 2 for n in nodes.values()), what="followers at LEO 2")
+            assert nodes[1].batches() == nodes[2].batches() == nodes[3].batches()
+            error, high_watermark, batches = await client.fetch(nodes[1], 0)
+            assert (error, high_watermark, [b.base_offset for b in batches]) == (ErrorCode.none, 2, [0])
+            # only the leader serves clients
+            assert (await client.produce(nodes[2], [b"x"]))[0] == ErrorCode.not_leader_or_follower
+            assert (await client.fetch(nodes[3], 0))[0] == ErrorCode.not_leader_or_follower
+            # followers learn the HW from the leader
+            await wait_until(lambda: nodes[2].manager.hosted(TOPIC, 0).high_watermark == 2, what="follower HW")
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
+
+
+def test_two_of_three_down_acks_all_times_out_then_not_enough_replicas(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller, lag_ms=600)
+        client = Client()
+        try:
+            assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
+            await nodes[2].stop()
+            await nodes[3].stop()
+            # the ISR still names 2 and 3 until the lag time passes: the request waits and times out
+            error, _ = await client.produce(nodes[1], [b"lost?"], timeout_ms=200)
+            assert error in (ErrorCode.request_timed_out, ErrorCode.not_enough_replicas_after_append)
+            await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1,), what="ISR shrink to (1,)")
+            error, _ = await client.produce(nodes[1], [b"refused"])
+            assert error == ErrorCode.not_enough_replicas
+            # The timed-out batch was not refused, only not confirmed (an indeterminate outcome for the
+            # client): once the ISR is (1,) alone, the HW covers it, as in Kafka. The refused one was never appended.
+            error, high_watermark, batches = await client.fetch(nodes[1], 0)
+            assert high_watermark == 2 and nodes[1].log.log_end_offset == 2
+            assert (await client.produce(nodes[1], [b"acks=1"], acks=1))[0] == ErrorCode.none
+            # a follower that comes back catches up and rejoins the ISR
+            await nodes[2].start()
+            await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2), what="ISR expansion to (1, 2)")
+            await wait_until(lambda: nodes[1].manager.hosted(TOPIC, 0).high_watermark == nodes[1].log.log_end_offset,
+                             what="HW at the LEO again")
+            assert (await client.produce(nodes[1], [b"ok again"]))[0] == ErrorCode.none
+        finally:
+            await client.close()
+            for node in nodes.values():
+                if node.controller.listeners.get(node.node_id) is not None:
+                    await node.stop()
+
+    run(scenario())
+
+
+async def diverge(tmp_path, debug=None):
+    """KIP-101 scenario 2: node 1 leads and writes records only it has; node 2 takes over and writes others."""
+    controller = FakeController()
+    nodes = await cluster(tmp_path, controller, min_isr="1", debug=debug)
+    client = Client()
+    assert (await client.produce(nodes[1], [b"common"]))[0] == ErrorCode.none
+    await wait_until(lambda: all(n.log.log_end_offset == 1 for n in nodes.values()), what="replication of the first batch")
+    await nodes[2].stop()
+    await nodes[3].stop()
+    for value in (b"only-on-1a", b"only-on-1b"):
+        assert (await client.produce(nodes[1], [value], acks=1))[0] == ErrorCode.none
+    await nodes[1].stop()
+    await nodes[2].start()
+    await nodes[3].start()
+    controller.elect(2, (2, 3))
+    for value in (b"new-leader-a", b"new-leader-b", b"new-leader-c"):
+        error, _ = await client.produce(nodes[2], [value])
+        assert error == ErrorCode.none
+    await nodes[1].start()
+    return controller, nodes, client
+
+
+def test_a_returning_old_leader_truncates_its_divergent_records(tmp_path):
+    async def scenario():
+        controller, nodes, client = await diverge(tmp_path)
+        try:
+            await wait_until(lambda: nodes[1].log.log_end_offset == 4 and nodes[1].batches() == nodes[2].batches(),
+                             what="node 1 to converge on node 2's log")
+            assert [epoch for _, epoch, _ in nodes[1].batches()] == [0, 1, 1, 1]
+            assert [(e.epoch, e.start_offset) for e in nodes[1].manager.hosted(TOPIC, 0).epochs.entries] == [(0, 0), (1, 1)]
+            await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2, 3), what="node 1 back in the ISR")
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
+
+
+def test_debug_skip_truncation_keeps_divergent_records(tmp_path):
+    async def scenario():
+        controller, nodes, client = await diverge(tmp_path, debug={1: {"logquake.debug.skip.truncation": "true"}})
+        try:
+            await wait_until(lambda: nodes[1].log.log_end_offset == 4, what="node 1 to reach offset 4")
+            mine, theirs = nodes[1].batches(), nodes[2].batches()
+            assert mine[0] == theirs[0]
+            assert mine[1:3] != theirs[1:3] and [epoch for _, epoch, _ in mine[1:3]] == [0, 0]  # the planted bug
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
+
+
+def test_debug_ack_before_replication_and_read_above_hwm(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        debug = {"logquake.debug.ack.before.replication": "true", "logquake.debug.read.above.hwm": "true"}
+        nodes = await cluster(tmp_path, controller, debug={1: debug})
+        client = Client()
+        try:
+            await nodes[2].stop()
+            await nodes[3].stop()
+            # ISR (1, 2, 3) with both followers gone: a correct leader could not acknowledge this
+            assert (await client.produce(nodes[1], [b"unreplicated"], timeout_ms=300)) == (ErrorCode.none, 0)
+            assert nodes[1].manager.hosted(TOPIC, 0).high_watermark == 0
+            error, high_watermark, batches = await client.fetch(nodes[1], 0)
+            assert (error, high_watermark, len(batches)) == (ErrorCode.none, 0, 1)  # served above the HW
+        finally:
+            await client.close()
+            await nodes[1].stop()
+
+    run(scenario())
+
+
+def test_debug_skip_dedup_appends_a_retried_idempotent_batch_twice(tmp_path):
+    async def scenario():
+        results = {}
+        for skip in (False, True):
+            controller = FakeController()
+            debug = {"logquake.debug.skip.dedup": "true"} if skip else {}
+            nodes = await cluster(tmp_path / str(skip), controller, debug={1: debug})
+            client = Client()
+            try:
+                fields = dict(producer_id=7, producer_epoch=0, base_sequence=0)
+                first = await client.produce(nodes[1], [b"once"], **fields)
+                retry = await client.produce(nodes[1], [b"once"], **fields)
+                results[skip] = (first, retry, nodes[1].log.log_end_offset)
+            finally:
+                await client.close()
+                for node in nodes.values():
+                    await node.stop()
+        assert results[False] == ((ErrorCode.none, 0), (ErrorCode.none, 0), 1)
+        assert results[True] == ((ErrorCode.none, 0), (ErrorCode.none, 1), 2)
+
+    run(scenario())
+
+
+def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
+            controller.elect(1, (1, 2, 3))  # epoch 1, same leader
+            assert (await client.produce(nodes[1], [b"b"]))[0] == ErrorCode.none
+            m = kr.module("fetch", 12)
+            for epoch, expected in ((0, ErrorCode.fenced_leader_epoch), (2, ErrorCode.unknown_leader_epoch), (1, ErrorCode.none)):
+                request = kr.fetch(TOPIC, 0, 0, version=12)
+                part = m.FetchPartition(partition=0, current_leader_epoch=epoch, fetch_offset=0, last_fetched_epoch=-1,
+                                        log_start_offset=-1, partition_max_bytes=1 << 20)
+                request = type(request)(**{**{f: getattr(request, f) for f in request.__dataclass_fields__ if not f.startswith("__")},
+                                           "topics": (m.FetchTopic(topic=TOPIC, partitions=(part,)),)})
+                response = await client.send(nodes[1], request)
+                assert response.responses[0].partitions[0].error_code == expected
+            o = kr.module("offset_for_leader_epoch", 4)
+            request = o.OffsetForLeaderEpochRequest(replica_id=-1, topics=(o.OffsetForLeaderTopic(topic=TOPIC, partitions=(
+                o.OffsetForLeaderPartition(partition=0, current_leader_epoch=1, leader_epoch=0),)),))
+            answer = (await client.send(nodes[1], request)).topics[0].partitions[0]
+            assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (ErrorCode.none, 0, 1)
+            answer = (await client.send(nodes[2], request)).topics[0].partitions[0]
+            assert answer.error_code == ErrorCode.not_leader_or_follower
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
