@@ -121,10 +121,12 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def join_or(words: list[str]) -> str:
-    """'a', 'a or b', 'a, b or c'."""
+def join_or(words: list[str], limit: int = 10) -> str:
+    """'a', 'a or b', 'a, b or c'; past `limit` words, 'a, b, ... or 7 other values'."""
     if not words:
         return "nothing"
+    if len(words) > limit:
+        words = words[:limit] + [f"{len(words) - limit} other values"]
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]

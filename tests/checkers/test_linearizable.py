@@ -434,3 +434,12 @@ def test_process_pool_stops_the_other_searches_once_a_key_fails():
     assert r["valid"] is False
     assert r["counterexample"]["key"] == ["0"]
     assert time.monotonic() - start < 10
+
+
+def test_long_state_lists_are_cut_in_the_sentence():
+    r = check(pathological(13), "register")
+    assert r["counterexample"]["states"] == list(range(13))
+    assert explanation(r) == (
+        "No linearization of the 13 operations before index 27 lets process 13's read of -1 (index 27) "
+        "return -1: the register could only hold 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 or 3 other values at that point."
+    )
