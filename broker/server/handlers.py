@@ -140,9 +140,9 @@ class RequestHandlers:
         self.advertised = config.advertised_listeners[0]
         self.stopping = False
         self._append_waiter: asyncio.Future | None = None
-        # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
-        self.replica_manager = None
         self.debug_skip_dedup = debug_switch(config, "logquake.debug.skip.dedup")
+        # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
+        self._replica_manager = None
         self.handlers = {
             apis.PRODUCE: self.produce,
             apis.FETCH: self.fetch,
@@ -157,6 +157,26 @@ class RequestHandlers:
             apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
         }
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
+
+    @property
+    def replica_manager(self):
+        return self._replica_manager
+
+    @replica_manager.setter
+    def replica_manager(self, manager) -> None:
+        """Attach the node's ReplicaManager; the planted-bug switches of this node's config are applied to it."""
+        if manager is not None:
+            switches = {
+                "ack_before_replication": "logquake.debug.ack.before.replication",
+                "read_above_hwm": "logquake.debug.read.above.hwm",
+                "skip_truncation": "logquake.debug.skip.truncation",
+                "skip_dedup": "logquake.debug.skip.dedup",
+            }
+            enabled = {field: True for field, name in switches.items() if debug_switch(self.config, name)}
+            if enabled:
+                log.warning("planted replication bugs enabled on node %d: %s", self.config.node_id, ", ".join(sorted(enabled)))
+                manager.settings = dataclasses.replace(manager.settings, **enabled)
+        self._replica_manager = manager
 
     # ---- lifecycle -------------------------------------------------------
 

@@ -95,10 +95,7 @@ class Node:
         settings = ReplicationSettings(
             replica_lag_time_max_ms=self.lag_ms, min_insync_replicas=1, replica_fetch_wait_max_ms=100,
             replica_fetch_backoff_ms=100, request_timeout_ms=5000,
-            ack_before_replication=self.debug.get("logquake.debug.ack.before.replication") == "true",
-            read_above_hwm=self.debug.get("logquake.debug.read.above.hwm") == "true",
-            skip_truncation=self.debug.get("logquake.debug.skip.truncation") == "true",
-        )
+        )  # the logquake.debug.* switches come from the node's config when the manager is attached
         self.manager = ReplicaManager(self.node_id, runtime, self.storage, self.controller, self.pool, settings,
                                       self.handlers, self.handlers.topic_log_config)
         self.handlers.replica_manager = self.manager
