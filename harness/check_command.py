@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="linearizability model, e.g. cas-register, register, mutex, kv")
     parser.add_argument("--initial", help="initial model state, as JSON or EDN (e.g. 0, nil, \"\")")
     parser.add_argument("--consistency-models", help="comma-separated Elle consistency models, e.g. serializable")
-    parser.add_argument("--delivery", choices=DELIVERY_MODES, default="exactly-once",
-                        help="queue delivery mode the history ran under (default: exactly-once)")
+    parser.add_argument("--delivery", choices=DELIVERY_MODES, default=None,
+                        help="queue delivery mode the history ran under (default: the run's test.json when "
+                             "checking a stored run, else exactly-once)")
     parser.add_argument("--semantics", help="linearizable checker semantics, e.g. knossos or porcupine-etcd")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="history format (default: auto)")
     parser.add_argument("--out", default=".", help="directory for results.json / results.edn (default: .)")
@@ -135,7 +136,9 @@ def _expand_files(paths: Sequence[str]) -> list[str]:
             for dirpath, dirnames, filenames in os.walk(path):
                 dirnames.sort()
                 if "history.jsonl" in filenames:
+                    # a stored run: its history, not its node logs or its EDN copy
                     found.append(os.path.join(dirpath, "history.jsonl"))
+                    dirnames[:] = []
                     continue
                 for name in sorted(filenames):
                     if name.endswith(HISTORY_SUFFIXES) and not name.startswith("results."):
@@ -266,6 +269,8 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
     except OSError as error:
         return {"valid": "unknown", "checker": checker, "error": f"cannot read {path}: {error.strerror}"}
     model = options.get("model")
+    if options.get("delivery") is None:
+        options = {**options, "delivery": stored_delivery(path) or "exactly-once"}
     if checker is None:
         checker, detected_model = detect_checker(history)
         if checker is None:
@@ -290,6 +295,17 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
     if checker == "linearizable":
         result.setdefault("model", model)
     return result
+
+
+def stored_delivery(history_path: str) -> str | None:
+    """The delivery mode recorded in the test.json beside a stored run's history, if any."""
+    test_json = Path(history_path).parent / "test.json"
+    try:
+        options = json.loads(test_json.read_text(encoding="utf-8")).get("options", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    delivery = options.get("delivery") if isinstance(options, dict) else None
+    return delivery if delivery in DELIVERY_MODES else None
 
 
 def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:

@@ -175,3 +175,31 @@ def test_undetectable_history_is_unknown(tmp_path, capsys):
     ).to_jsonl(path)
     assert check_command.main([str(path), "--out", str(tmp_path)]) == 2
     assert "cannot detect a checker from the ops; pass --checker" in capsys.readouterr().out
+
+
+def test_a_stored_run_is_checked_under_its_own_delivery_mode_and_its_node_logs_are_ignored(tmp_path):
+    import json as _json
+
+    from harness.check_command import main as check_main
+
+    run = tmp_path / "store" / "queue-at-least-once-kill" / "20260101T000000.000"
+    (run / "nodes" / "n1").mkdir(parents=True)
+    (run / "nodes" / "n1" / "broker.log").write_text("INFO  broker started\n")
+    (run / "test.json").write_text(_json.dumps({"options": {"delivery": "at-least-once"}}))
+    ops = [
+        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
+        {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [0, 7]]]},
+        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
+        {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [1, 7]]]},
+        {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+        {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": [[0, 7], [1, 7]]}]]},
+    ]
+    (run / "history.jsonl").write_text("".join(_json.dumps(op) + "\n" for op in ops))
+    out = tmp_path / "out"
+    # a duplicate is allowed under the run's at-least-once, so the stored run is valid
+    assert check_main([str(tmp_path / "store"), "--out", str(out)]) == 0
+    document = _json.loads((out / "results.json").read_text())
+    assert list(document["files"]) == [str(run / "history.jsonl")]
+    assert document["files"][str(run / "history.jsonl")]["allowed"]["duplicate"]
+    # the same history judged as exactly-once, when asked, is invalid
+    assert check_main([str(run), "--delivery", "exactly-once", "--out", str(out)]) == 1
