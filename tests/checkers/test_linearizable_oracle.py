@@ -2,7 +2,7 @@
 
 The oracle enumerates every configuration (set of operations taken effect, model
 state) of every prefix of the history, so it is exact and slow. Hypothesis draws
-random cas-register and queue histories of up to seven operations, about half of
+random cas-register, queue, mutex and set histories of up to seven operations, about half of
 them invalid (the unordered queue exercises nondeterministic info dequeues). The
 checker must agree on the verdict, on the operation blamed (the first completion
 whose prefix has no linearization), and on the set of states the model could
@@ -32,6 +32,13 @@ def histories(draw, model):
             else:
                 value = [draw(st.integers(0, 2)), draw(st.integers(0, 2))]
             result = draw(st.integers(0, 2)) if f == "read" else value
+        elif model == "mutex":
+            f = draw(st.sampled_from(["acquire", "release"]))
+            value = result = None
+        elif model == "set":
+            f = draw(st.sampled_from(["add", "read"]))
+            value = draw(st.integers(0, 2)) if f == "add" else None
+            result = sorted(draw(st.sets(st.integers(0, 2)))) if f == "read" else value
         else:
             f = draw(st.sampled_from(["enqueue", "dequeue"]))
             value = draw(st.integers(0, 2)) if f == "enqueue" else None
@@ -159,3 +166,15 @@ def test_fifo_queue_agrees_with_brute_force(ops):
 @given(ops=histories("fifo-queue"))
 def test_unordered_queue_agrees_with_brute_force(ops):
     agree(ops, "unordered-queue", None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=histories("mutex"))
+def test_mutex_agrees_with_brute_force(ops):
+    agree(ops, "mutex", None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=histories("set"))
+def test_set_agrees_with_brute_force(ops):
+    agree(ops, "set", None)
