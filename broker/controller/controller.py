@@ -383,9 +383,10 @@ class QuorumController:
             if result["error_code"] == 0:
                 planned.add(topic["name"])
                 records += topic_records
+        offset = self.image.offset
         if records and not request.get("validate_only", False):
-            await self.quorum.propose(records)
-        return {"topics": results}
+            offset = await self.quorum.propose(records)
+        return {"topics": results, "metadata_offset": offset}
 
     def _create_topic_records(self, topic: dict, planned: set[str]) -> tuple[dict, list[MetadataRecord]]:
         name = topic["name"]
@@ -474,9 +475,10 @@ class QuorumController:
                 log.info("deleting topic %s (id %s)", state.name, state.topic_id)
             results.append({"name": state.name if state else name, "topic_id": str(state.topic_id) if state else topic_id,
                             "error_code": error, "error_message": message})
+        offset = self.image.offset
         if records:
-            await self.quorum.propose(records)
-        return {"topics": results}
+            offset = await self.quorum.propose(records)
+        return {"topics": results, "metadata_offset": offset}
 
     # ---- producer ids -------------------------------------------------------------------
 

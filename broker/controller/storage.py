@@ -1,6 +1,7 @@
 """Crash-safe storage of one controller's Raft state: hard state and log.
 
-Layout, in `<metadata.log.dir>/__cluster_metadata-0/` (Kafka's directory name):
+Layout, in `<first log dir>/__cluster_metadata/` (Kafka says `__cluster_metadata-0`;
+without the partition suffix the log manager does not take it for a partition log):
 
 - `quorum-state`: JSON `{"version": 1, "term", "voted_for", "commit_index"}`,
   replaced atomically (write a temp file, fsync, rename, fsync the directory);
@@ -38,7 +39,7 @@ from broker.raft import EntryType, HardState, LogEntry, PersistentState, Ready
 
 log = logging.getLogger("broker.controller")
 
-DIRECTORY_NAME = "__cluster_metadata-0"
+DIRECTORY_NAME = "__cluster_metadata"
 STATE_FILE = "quorum-state"
 LOG_FILE = "metadata.log"
 _PREFIX = struct.Struct(">II")  # length, crc

@@ -4,7 +4,10 @@
 prints `broker <node.id> listening on host:port` to stderr once the listener
 is bound (tests and the harness wait for that line), and on SIGTERM or SIGINT
 stops accepting, answers requests in flight, closes the logs cleanly (writing
-the clean-shutdown marker) and returns 0.
+the clean-shutdown marker) and returns 0. In cluster mode (`controller.quorum.voters`
+set) `broker.server.cluster.ClusterNode` joins the controller quorum once the
+listener is bound, and SIGTERM first runs a controlled shutdown (leaderships
+move away, controller leadership is handed over) before the listener stops.
 
 Thread-safety: runs one asyncio event loop in the calling thread.
 """
@@ -27,7 +30,9 @@ log = logging.getLogger("broker.server")
 
 
 def build_handlers(config: BrokerConfig, runtime: Runtime, storage, state_dir: str | None) -> RequestHandlers:
-    return RequestHandlers(config, runtime, storage, TopicStore(runtime, state_dir), ProducerIdAllocator(runtime, state_dir))
+    # In cluster mode the topic table is a view of the metadata log (broker.server.cluster), never a file.
+    topics_dir = None if config.cluster_mode else state_dir
+    return RequestHandlers(config, runtime, storage, TopicStore(runtime, topics_dir), ProducerIdAllocator(runtime, topics_dir))
 
 
 async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers, ready_line: bool = True) -> None:
@@ -36,6 +41,12 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
     if handlers.advertised.port == 0:
         # Listening on port 0 picks a free port; advertise the one actually bound.
         handlers.advertised = Listener(handlers.advertised.name, handlers.advertised.host, server.port)
+    cluster = None
+    if config.cluster_mode:
+        from broker.server.cluster import ClusterNode
+
+        cluster = ClusterNode(config, runtime, handlers)
+        cluster.start(server)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -46,8 +57,13 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
         sys.stderr.write(f"broker {config.node_id} listening on {listener.host or '0.0.0.0'}:{server.port}\n")
         sys.stderr.flush()
     await stop_requested.wait()
+    if cluster is not None:
+        log.info("broker %d: controlled shutdown", config.node_id)
+        await cluster.shutdown()
     log.info("broker %d stopping: no new connections, finishing requests in flight", config.node_id)
     await server.stop()
+    if cluster is not None:
+        await cluster.close()
 
 
 def run_node(config: BrokerConfig, runtime: Runtime | None = None) -> int:

@@ -96,6 +96,9 @@ class BrokerServer:
         self._maintenance: asyncio.Task | None = None
         self._stopping = False
         self._next_connection_id = 0
+        # Internal APIs (api key >= 30000: Raft, controller RPCs) in cluster mode:
+        # api_key -> handler(body) returning the response body (or a coroutine of it).
+        self.internal_handlers: dict = {}
 
     async def start(self) -> None:
         listener = self.config.listeners[0]
@@ -170,12 +173,27 @@ class BrokerServer:
             finally:
                 self.in_flight -= 1
 
+    async def _dispatch_internal(self, handler, request_bytes: bytes, api_key: int, correlation_id: int) -> list:
+        """An internal request: header v1, the handler's own body codec, response header v0."""
+        try:
+            header = parse_request_header(request_bytes, False)
+            body = handler(memoryview(request_bytes)[header.size :])
+            if asyncio.iscoroutine(body):
+                body = await body
+        except (MalformedRequestError, ValueError) as exc:
+            # ValueError: the internal codecs' decode errors (Raft messages, metadata RPC JSON)
+            raise CloseConnection(f"malformed internal request (api key {api_key}): {exc}") from None
+        return frame([response_header(correlation_id, False), body])
+
     async def dispatch(self, request_bytes: bytes) -> list | None:
         """Handle one request; return the framed response as buffers, or None when none is due."""
         try:
             api_key, api_version, correlation_id = peek_header(request_bytes)
         except MalformedRequestError as exc:
             raise CloseConnection(str(exc)) from None
+        internal = self.internal_handlers.get(api_key)
+        if internal is not None:
+            return await self._dispatch_internal(internal, request_bytes, api_key, correlation_id)
         if not apis.is_supported(api_key, api_version):
             if api_key == apis.API_VERSIONS and api_version > apis.SUPPORTED_VERSIONS[apis.API_VERSIONS][1]:
                 log.info("ApiVersions v%d is newer than ours; answering with the KIP-511 v0 fallback", api_version)
