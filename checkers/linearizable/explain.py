@@ -54,7 +54,11 @@ def _sorted_states(states: list[Hashable]) -> list[Hashable]:
 
 
 def analysis(model: Model, operations: list, keys: frozenset | None, result: Any, initial_state: Hashable) -> dict:
-    """Data for a failed search over `operations` (a list of `_Operation`)."""
+    """Data for a failed search over `operations` (a list of `_Operation`).
+
+    `model` and `initial_state` are those the search ran with (for a keyed
+    sub-history, the model specialised to its `keys`).
+    """
     blocked = operations[result.blocked_op]
     return_position = blocked.return_position
     completed_before = [
@@ -71,7 +75,7 @@ def analysis(model: Model, operations: list, keys: frozenset | None, result: Any
                 for op_id, s in path[-FINAL_PATH_STEPS:]
             ]
         )
-        state = path[-1][1] if path else model.restrict(initial_state, keys) if keys is not None else initial_state
+        state = path[-1][1] if path else initial_state
         pending = [
             _index(o.invoke, o.call_position)
             for i, o in enumerate(operations)

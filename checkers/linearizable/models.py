@@ -176,6 +176,14 @@ class Model:
         """The part of a keyed state over `keys` (for one independent sub-history)."""
         return state
 
+    def specialize(self, keys: frozenset, state: Hashable) -> tuple["Model", Hashable]:
+        """A model and first state for a sub-history touching only `keys`.
+
+        By default this model over the part of `state` on `keys`; a keyed model
+        may return a cheaper one (kv over one key keeps just that key's string).
+        """
+        return self, self.restrict(state, keys)
+
     # -- explanations ------------------------------------------------------
     def describe_op(self, op: ModelOp) -> str:
         """'read of 4', 'write of 3', 'cas from 1 to 2': what the op was."""
@@ -539,6 +547,51 @@ class KV(Model):
 
     def state_data(self, state):
         return {str(k): v for k, v in state}
+
+    def specialize(self, keys, state):
+        if len(keys) != 1:
+            return super().specialize(keys, state)
+        (key,) = keys
+        return KVKey(key, nil_read_legal=self.nil_read_legal), _map_get(state, key, "")
+
+
+class KVKey(KV):
+    """kv over a single key: the state is that key's string, which saves
+    rebuilding a map at every step of the search (kv histories split by key)."""
+
+    def __init__(self, key: Any, nil_read_legal: bool = True) -> None:
+        super().__init__(nil_read_legal=nil_read_legal)
+        self.key = key
+
+    def _compile(self, op):
+        if freeze(op.key) != self.key:
+            raise ValueError(f"key {op.key!r} is not this sub-history's key {self.key!r}")
+        v = op.value
+        if op.f == "get":
+            if v is None:
+                return lambda s: s
+            return lambda s: s if s == v else INCONSISTENT
+        if not isinstance(v, str):
+            raise ValueError(f"a kv {op.f} value must be a string, got {v!r}")
+        if op.f == "put":
+            return lambda s: v
+        return lambda s: s + v
+
+    def keys_of(self, op):
+        return frozenset((self.key,))
+
+    def restrict(self, state, keys):
+        return state
+
+    def specialize(self, keys, state):
+        return self, state
+
+    def describe_states(self, states, op):
+        values = list(dict.fromkeys(states))
+        return f"key {show(op.key)} could only hold {join_or([show(v) for v in values])}"
+
+    def state_data(self, state):
+        return {str(self.key): state}
 
 
 MODELS: dict[str, type[Model]] = {
