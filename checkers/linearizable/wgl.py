@@ -58,7 +58,7 @@ from typing import Any
 
 from checkers.linearizable.models import INCONSISTENT, Choices
 
-# How many loop iterations between two looks at the clock.
+# How many search steps (configurations pushed) between two looks at the clock.
 _CLOCK_EVERY_STEPS = 4096
 # A cache entry besides its bitsets and state: the 4-tuple, its set slot, `base`.
 _ENTRY_OVERHEAD_BYTES = 160
@@ -184,8 +184,9 @@ def search(
     base = bits = info = 0
     entry = nxt[head]
     n_steps = 0
-    # Few steps between looks at the clock and the cache's size at first, so a
-    # small budget is noticed early; then every _CLOCK_EVERY_STEPS.
+    # A step is a configuration pushed (every scan between two is bounded by the
+    # list's length). Few steps between looks at the clock and the cache's size
+    # at first, so a small budget is noticed early; then every _CLOCK_EVERY_STEPS.
     next_clock = 256
     sampled_bytes = samples = 0
 
@@ -202,27 +203,25 @@ def search(
     def unknown(reason: str) -> SearchResult:
         return SearchResult("unknown", reason=reason, cache_entries=len(cache), steps=n_steps)
 
+    # Per node, so the hot loop does one lookup: the step closure of a call
+    # node's op (None marks a return node), the op's rank and its return node.
+    node_step: list = [None] * (n_events + 2)
+    node_rank = [0] * (n_events + 2)
+    node_ret = [-1] * (n_events + 2)
+    for node in range(1, n_events + 1):
+        if is_call[node]:
+            op = op_of[node]
+            node_step[node] = steps[op]
+            node_rank[node] = rank_of[op]
+            node_ret[node] = ret_node[op]
+
     while returns_left:
-        n_steps += 1
-        if n_steps >= next_clock:
-            next_clock += _CLOCK_EVERY_STEPS
-            if deadline is not None and time.monotonic() > deadline:
-                return unknown(f"time limit reached after {n_steps} search steps")
-            if max_cache_bytes is not None and cache:
-                sampled_bytes += _ENTRY_OVERHEAD_BYTES + getsizeof(bits) + getsizeof(info) + approx_size(state)
-                samples += 1
-                estimate_bytes = len(cache) * sampled_bytes // samples
-                if estimate_bytes > max_cache_bytes:
-                    return unknown(
-                        f"memory limit reached: about {estimate_bytes} bytes in {len(cache)} "
-                        f"cached configurations (limit {max_cache_bytes})"
-                    )
-        if is_call[entry]:
-            op = op_of[entry]
-            new_state = steps[op](state)
+        step = node_step[entry]
+        if step is not None:
+            new_state = step(state)
             if new_state is not INCONSISTENT:
                 # advance(), inlined: this is the hot path.
-                rank = rank_of[op]
+                rank = node_rank[entry]
                 if rank < 0:
                     new_base, new_bits, new_info = base, bits, info | (1 << ~rank)
                 else:
@@ -245,16 +244,34 @@ def search(
                     else:
                         new_state = INCONSISTENT
                 if new_state is not INCONSISTENT:
-                    key = (new_base, new_bits, new_info, new_state)
-                    if key not in cache:
-                        cache_add(key)
+                    # add() and compare sizes: one hash of the key, not two.
+                    size = len(cache)
+                    cache_add((new_base, new_bits, new_info, new_state))
+                    if len(cache) != size:
+                        n_steps += 1
+                        if n_steps >= next_clock:
+                            next_clock += _CLOCK_EVERY_STEPS
+                            if deadline is not None and time.monotonic() > deadline:
+                                return unknown(f"time limit reached after {n_steps} search steps")
+                            if max_cache_bytes is not None:
+                                sampled_bytes += (
+                                    _ENTRY_OVERHEAD_BYTES + getsizeof(new_bits) + getsizeof(new_info)
+                                    + approx_size(new_state)
+                                )
+                                samples += 1
+                                estimate_bytes = len(cache) * sampled_bytes // samples
+                                if estimate_bytes > max_cache_bytes:
+                                    return unknown(
+                                        f"memory limit reached: about {estimate_bytes} bytes in {len(cache)} "
+                                        f"cached configurations (limit {max_cache_bytes})"
+                                    )
                         stack = (entry, state, base, bits, info, choices, index, stack)
                         state = new_state
                         base, bits, info = new_base, new_bits, new_info
                         # Lift the call and its return out of the list.
                         nxt[prv[entry]] = nxt[entry]
                         prv[nxt[entry]] = prv[entry]
-                        r = ret_node[op]
+                        r = node_ret[entry]
                         if r != -1:
                             nxt[prv[r]] = nxt[r]
                             prv[nxt[r]] = prv[r]
