@@ -40,9 +40,9 @@ deadline, and stops when the cache outgrows `max_cache_bytes`; either way it
 answers "unknown" with a reason. The cache's size is estimated at the same
 points: the number of entries times a running mean of sampled entry sizes (the
 tuple, set slot and bitset ints, plus `approx_size` of the model state), so
-models whose states grow (kv strings, queues) are measured, not guessed. This is the one exception to the
-checkers' no-clocks rule: the clock only decides whether we give up, never the
-verdict of a search that finishes.
+models whose states grow (kv strings, queues) are measured, not guessed. The
+clock is the one exception to the checkers' no-clocks rule: it only decides
+whether we give up, never the verdict of a search that finishes.
 
 Thread-safety: `search` keeps all its state in locals; it is safe to run several
 searches at once in threads or processes.
