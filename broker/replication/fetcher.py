@@ -275,6 +275,10 @@ class FetcherManager:
         for fetcher in self.fetchers.values():
             fetcher.remove(replica)
 
+    def is_fetching(self, replica) -> bool:
+        key = (replica.topic, replica.partition)
+        return any(key in fetcher.partitions for fetcher in self.fetchers.values())
+
     def refresh_endpoints(self, image) -> None:
         for fetcher in self.fetchers.values():
             self._set_endpoint(fetcher, image)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Protocol
 
 from broker.io import Runtime
@@ -216,13 +216,23 @@ class ReplicaManager:
     def _apply_state(self, replica: Replica, state: PartitionState, first: bool) -> None:
         old = replica.state
         replica.state = state
+        if state.leader_epoch < replica.epochs.latest_epoch:
+            # The image is older than this log (a restarted node replaying its metadata log):
+            # acting on it would make this node lead, or follow, at an epoch long gone, and
+            # assigning that epoch would wipe newer epoch boundaries. Wait for a current image.
+            if first or replica.role == LEADER or self.fetchers.is_fetching(replica):
+                log.info("%s-%d: metadata names leader epoch %d, older than this log's epoch %d; waiting for newer metadata",
+                         replica.topic, replica.partition, state.leader_epoch, replica.epochs.latest_epoch)
+                self._become_follower(replica, replace(state, leader=NO_LEADER))
+            return
         if state.leader == self.node_id:
             if first or replica.role != LEADER or state.leader_epoch != old.leader_epoch:
                 self._become_leader(replica, state)
             elif replica.leader_state is not None and state.partition_epoch >= replica.leader_state.partition_epoch:
                 replica.leader_state.commit_isr(state.isr, state.partition_epoch)
                 self._after_isr_change(replica)
-        elif first or replica.role != FOLLOWER or state.leader_epoch != old.leader_epoch or state.leader != old.leader:
+        elif (first or replica.role != FOLLOWER or state.leader_epoch != old.leader_epoch or state.leader != old.leader
+              or (state.leader != NO_LEADER and not self.fetchers.is_fetching(replica))):
             self._become_follower(replica, state)
 
     def _become_leader(self, replica: Replica, state: PartitionState) -> None:

@@ -351,8 +351,16 @@ def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
         client = Client()
         try:
             assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
+            stale_image = controller.image
             controller.elect(1, (1, 2, 3))  # epoch 1, same leader
             assert (await client.produce(nodes[1], [b"b"]))[0] == ErrorCode.none
+            # An image older than the log (a restarted node replaying metadata) is not acted on:
+            # the node stops serving instead of leading at epoch 0, and its epoch boundaries survive.
+            current_image = controller.image
+            nodes[1].manager.on_metadata(current_image, stale_image)
+            assert (await client.produce(nodes[1], [b"stale"]))[0] == ErrorCode.not_leader_or_follower
+            nodes[1].manager.on_metadata(stale_image, current_image)
+            assert [(e.epoch, e.start_offset) for e in nodes[1].manager.hosted(TOPIC, 0).epochs.entries] == [(0, 0), (1, 1)]
             m = kr.module("fetch", 12)
             for epoch, expected in ((0, ErrorCode.fenced_leader_epoch), (2, ErrorCode.unknown_leader_epoch), (1, ErrorCode.none)):
                 request = kr.fetch(TOPIC, 0, 0, version=12)
