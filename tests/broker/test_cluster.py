@@ -1,0 +1,245 @@
+"""Process-level tests of a 3-node combined-mode cluster on 127.0.0.1 (slow).
+
+Each node is a `python -m broker` process with `controller.quorum.voters`
+naming all three; the tests talk to them only through the Kafka protocol
+(confluent-kafka's AdminClient). Every process is killed in a finally block.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from tests.broker.conftest import ROOT, BrokerProcess
+
+pytestmark = pytest.mark.slow
+
+FAILOVER_BOUND_S = 10.0
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base..base+count-1 are free now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no block of free ports found")
+
+
+def node_properties(node_id: int, base: int, directory, nodes: int = 3) -> str:
+    voters = ",".join(f"{i}@127.0.0.1:{base + i - 1}" for i in range(1, nodes + 1))
+    return (
+        f"node.id={node_id}\nlisteners=PLAINTEXT://127.0.0.1:{base + node_id - 1}\nlog.dirs={directory / 'logs'}\n"
+        f"controller.quorum.voters={voters}\ndefault.replication.factor=3\n"
+        "broker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n"
+    )
+
+
+class Cluster:
+    def __init__(self, tmp_path, nodes: int = 3):
+        self.base = free_port_block(nodes)
+        self.nodes = {
+            i: BrokerProcess(tmp_path / f"node-{i}", properties=node_properties(i, self.base, tmp_path / f"node-{i}", nodes))
+            for i in range(1, nodes + 1)
+        }
+
+    def address(self, node_id: int) -> str:
+        return f"127.0.0.1:{self.base + node_id - 1}"
+
+    def start(self) -> "Cluster":
+        for node in self.nodes.values():
+            node.start()
+        return self
+
+    def admin(self, node_id: int) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.address(node_id), "log_level": 0})
+
+    def metadata(self, node_id: int, timeout_s: float = 5.0):
+        return self.admin(node_id).list_topics(timeout=timeout_s)
+
+    def wait_for(self, what: str, predicate, timeout_s: float = 30.0):
+        deadline = time.monotonic() + timeout_s
+        last_error = None
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception as exc:  # a node not answering yet: keep polling until the deadline
+                last_error = exc
+            time.sleep(0.05)
+        raise AssertionError(f"{what}: not within {timeout_s} s (last error: {last_error})")
+
+    def registered(self, node_id: int, expected: set[int]) -> bool:
+        return set(self.metadata(node_id).brokers) == expected
+
+    def controller(self, node_id: int) -> int:
+        return self.metadata(node_id, 2.0).controller_id
+
+    def kill_all(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+
+    def dump(self) -> None:
+        for node_id, node in self.nodes.items():
+            print(f"---- node {node_id} ----\n{node.stderr_text()[-5000:]}")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    made = Cluster(tmp_path)
+    try:
+        yield made.start()
+    finally:
+        made.kill_all()
+        made.dump()
+
+
+def create(admin: AdminClient, *topics: NewTopic) -> None:
+    for future in admin.create_topics(list(topics), request_timeout=15).values():
+        future.result(timeout=20)
+
+
+def test_all_register_and_a_killed_controller_is_replaced(cluster):
+    for node_id in (1, 2, 3):
+        cluster.wait_for(f"all brokers registered as seen by node {node_id}", lambda n=node_id: cluster.registered(n, {1, 2, 3}))
+    create(cluster.admin(1), NewTopic("before", 3, 3), NewTopic("small", 1, 1))
+    # node 2 learns of the topics once it has applied the records (metadata propagation is asynchronous, as in Kafka)
+    def seen_at_node_2():
+        metadata = cluster.metadata(2)
+        return metadata if "before" in metadata.topics else None
+
+    before = cluster.wait_for("the topics at node 2", seen_at_node_2, 10)
+    assert {p.leader for p in before.topics["before"].partitions.values()} == {1, 2, 3}
+    assert all(sorted(p.isrs) == [1, 2, 3] for p in before.topics["before"].partitions.values())
+    controller = cluster.wait_for("a controller", lambda: cluster.controller(1) if cluster.controller(1) > 0 else None)
+    survivors = [n for n in (1, 2, 3) if n != controller]
+
+    killed_at = time.monotonic()
+    cluster.nodes[controller].kill()
+    new_controller = cluster.wait_for(
+        "a new active controller",
+        lambda: next((c for c in [cluster.controller(survivors[0])] if c not in (-1, controller)), None),
+        FAILOVER_BOUND_S,
+    )
+    failover_s = time.monotonic() - killed_at
+    print(f"MEASURED: controller {controller} SIGKILLed; node {new_controller} became controller after {failover_s:.2f} s")
+    assert new_controller in survivors
+    assert failover_s < FAILOVER_BOUND_S
+
+    # metadata committed before the kill is kept; the new controller serves changes
+    after = cluster.metadata(survivors[1])
+    assert {"before", "small"} <= set(after.topics), "topics committed before the kill are kept"
+    create(cluster.admin(survivors[0]), NewTopic("after", 2, 2))
+    # the dead broker is fenced: it leaves the broker list and the ISRs, leaders move to survivors
+    cluster.wait_for("the killed broker fenced", lambda: cluster.registered(survivors[0], set(survivors)), 15)
+    moved = cluster.metadata(survivors[0])
+    for partition in moved.topics["before"].partitions.values():
+        assert partition.leader in survivors and controller not in partition.isrs
+
+    # the restarted node rejoins: registered, and back in the ISR of every replicated partition
+    cluster.nodes[controller].restart()
+    cluster.wait_for("the restarted broker registered", lambda: cluster.registered(survivors[0], {1, 2, 3}), 30)
+    cluster.wait_for(
+        "the restarted broker back in every ISR",
+        lambda: all(sorted(p.isrs) == [1, 2, 3] for p in cluster.metadata(controller).topics["before"].partitions.values()),
+        45,
+    )
+    assert "after" in cluster.metadata(controller).topics
+
+
+def test_metadata_survives_a_restart_of_every_node(cluster):
+    for node_id in (1, 2, 3):
+        cluster.wait_for(f"brokers registered at node {node_id}", lambda n=node_id: cluster.registered(n, {1, 2, 3}))
+    create(cluster.admin(3), NewTopic("kept", 2, 3, config={"min.insync.replicas": "2", "retention.ms": "60000"}))
+    first = cluster.metadata(1).topics["kept"]
+    for node in cluster.nodes.values():
+        assert node.stop() == 0
+    for node in cluster.nodes.values():
+        node.restart()
+    cluster.wait_for("brokers registered after the restart", lambda: cluster.registered(1, {1, 2, 3}), 30)
+    again = cluster.wait_for("the topic at node 2", lambda: cluster.metadata(2).topics.get("kept"), 10)
+    assert sorted(again.partitions) == sorted(first.partitions)
+    assert [p.replicas for _, p in sorted(again.partitions.items())] == [p.replicas for _, p in sorted(first.partitions.items())]
+    admin = cluster.admin(1)  # kept referenced: the futures die with their client
+    entries = list(admin.describe_configs([ConfigResource("topic", "kept")]).values())[0].result(timeout=10)
+    assert entries["min.insync.replicas"].value == "2" and entries["retention.ms"].value == "60000"
+
+
+def test_cluster_up_and_status_commands(tmp_path):
+    base = free_port_block(3)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "harness.cluster_command", "up", "--nodes", "3", "--data-dir", str(tmp_path),
+         "--base-port", str(base), "--override", "broker.session.timeout.ms=3000",
+         "--override", "broker.heartbeat.interval.ms=500"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    pids = []
+    lines = []
+    try:
+        first = up.stdout.readline()
+        assert first == f"bootstrap: 127.0.0.1:{base},127.0.0.1:{base + 1},127.0.0.1:{base + 2}\n"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            lines.append(line)
+            match = re.search(r"\(pid (\d+),", line)
+            if match:
+                pids.append(int(match.group(1)))
+            if line.startswith("cluster up"):
+                break
+        assert len(pids) == 3, lines
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{base}", "log_level": 0})
+        deadline = time.monotonic() + 30
+        while len(admin.list_topics(timeout=5).brokers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        create(admin, NewTopic("status-topic", 2, 3))
+        status = subprocess.run(
+            [sys.executable, "-m", "harness.cluster_command", "status", "--bootstrap", f"127.0.0.1:{base + 1}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        out = status.stdout.splitlines()
+        assert re.fullmatch(r"active controller: [123]", out[0])
+        assert out[1] == f"brokers: 1 (127.0.0.1:{base}), 2 (127.0.0.1:{base + 1}), 3 (127.0.0.1:{base + 2})"
+        partition_lines = [line for line in out if line.startswith("status-topic-")]
+        assert len(partition_lines) == 2
+        for line in partition_lines:
+            assert re.fullmatch(r"status-topic-\d: leader [123] epoch 0 replicas \[\d, \d, \d\] isr \[\d, \d, \d\]", line), line
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            code = up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            code = None
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                leftover = True
+            except ProcessLookupError:
+                leftover = False
+            assert not leftover, f"node process {pid} outlived `cluster up`"
+    assert code == 0
