@@ -84,8 +84,8 @@ TOPIC_CONFIGS: dict[str, tuple[str | None, str]] = {
     "index.interval.bytes": ("index_interval_bytes", "log.index.interval.bytes"),
     "max.message.bytes": (None, "message.max.bytes"),
     "cleanup.policy": (None, ""),
-    "min.insync.replicas": (None, ""),
-    "unclean.leader.election.enable": (None, ""),
+    "min.insync.replicas": (None, "min.insync.replicas"),
+    "unclean.leader.election.enable": (None, "unclean.leader.election.enable"),
     "compression.type": (None, ""),
 }
 FIXED_TOPIC_CONFIG_VALUES = {
