@@ -30,6 +30,12 @@ Proposals: `propose(records)` appends one batch if this node is the leader and
 waits until it is committed and applied (the future resolves with the entry's
 index), or fails with NotControllerError when leadership is lost before.
 
+Fault model: a failed write or fsync of the Raft state (OSError) is fatal: the
+Ready cannot be retried half-done, and the node must not send messages that
+promise what is not durable. `on_fatal` is called (default: log and halt the
+process at once, as Kafka halts on a metadata log I/O error); a restart then
+recovers from what is on disk.
+
 Thread-safety: none; everything runs on the broker's event loop.
 
 Sources: KIP-595 (KRaft), Ongaro's thesis (the Raft core's docstring has the rest).
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 
 from broker.controller import rpc
@@ -53,6 +60,13 @@ log = logging.getLogger("broker.controller")
 
 MAX_QUEUED_MESSAGES = 2000
 SEND_BACKOFF_S = 0.05
+EXIT_STORAGE_FAILURE = 70
+
+
+def halt_on_storage_failure(error: OSError) -> None:
+    log.critical("controller quorum storage failed (%s); halting so that a restart recovers from disk", error)
+    logging.shutdown()
+    os._exit(EXIT_STORAGE_FAILURE)
 
 
 class MetadataQuorum:
@@ -65,6 +79,7 @@ class MetadataQuorum:
         pool: ConnectionPool,
         election_timeout_ms: int = 1000,
         request_timeout_ms: int = 2000,
+        on_fatal=halt_on_storage_failure,
     ):
         if node_id not in voters:
             raise ValueError(f"node.id {node_id} is not among controller.quorum.voters {sorted(voters)}")
@@ -88,6 +103,7 @@ class MetadataQuorum:
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
         self.leader_changes = 0
+        self.on_fatal = on_fatal
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -196,7 +212,11 @@ class MetadataQuorum:
         while node.has_ready():
             ready = node.ready()
             if ready.must_sync:
-                self.storage.persist(ready)
+                try:
+                    self.storage.persist(ready)
+                except OSError as exc:
+                    self.on_fatal(exc)
+                    raise
             self._observe_role(ready.soft_state.role)
             for message in ready.messages:
                 self._enqueue(message)
