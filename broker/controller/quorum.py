@@ -197,10 +197,12 @@ class MetadataQuorum:
             self._proposals.pop(result.index, None)
 
     def transfer_leadership(self) -> int | None:
-        """Hand Raft leadership to the most caught-up peer (before a controlled shutdown)."""
+        """Hand Raft leadership to a live peer (before a controlled shutdown); return it, or None."""
         if not self.is_leader or not self._outbox:
             return None
-        target = sorted(self._outbox)[0]
+        # A peer whose broker is registered and unfenced is alive as far as the metadata knows.
+        live = [peer for peer in sorted(self._outbox) if self.image.is_live(peer)]
+        target = (live or sorted(self._outbox))[0]
         self.node.transfer_leadership(target)
         self._process()
         return target
