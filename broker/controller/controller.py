@@ -4,7 +4,9 @@ Runs on every controller node but acts only while its `MetadataQuorum` says it
 is the active controller (the Raft leader with a complete image). Every
 decision reads the committed `MetadataImage`, produces metadata records, and
 commits them through the quorum before answering; operations are serialised
-(one at a time), so each starts from the image its predecessor committed.
+(one at a time), and each starts only once every entry of the leader's log is
+applied (`MetadataQuorum.wait_caught_up`), so a decision never contradicts an
+earlier one whose commit was merely slow.
 The decisions themselves are pure functions of the image (module level, tested
 with fake clocks), as KIP-631's QuorumController separates its replay of
 records from the logic that emits them.
@@ -278,6 +280,7 @@ class QuorumController:
             async with self._lock:
                 if not self.quorum.active:
                     raise NotControllerError(f"node {self.quorum.node_id} is not the active controller")
+                await self.quorum.wait_caught_up()
                 result = await handler(request)
         except ControllerError as exc:
             return {"error_code": exc.error_code, "error_message": str(exc), "leader_id": self.quorum.leader_id}
@@ -342,7 +345,10 @@ class QuorumController:
             for broker_id in self.expired_brokers(now_ns, timeout_ns):
                 try:
                     async with self._lock:
-                        if not self.quorum.active or not self.image.is_live(broker_id):
+                        if not self.quorum.active:
+                            continue
+                        await self.quorum.wait_caught_up()
+                        if not self.image.is_live(broker_id):
                             continue
                         log.warning("broker %d missed heartbeats for %d ms: fencing it", broker_id, self.settings.session_timeout_ms)
                         await self.quorum.propose(fence_records(self.image, broker_id, self.settings))

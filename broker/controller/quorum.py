@@ -196,6 +196,24 @@ class MetadataQuorum:
         finally:
             self._proposals.pop(result.index, None)
 
+    async def wait_caught_up(self, timeout_s: float = 10.0) -> None:
+        """Wait until every entry of this leader's log is applied to the image.
+
+        A proposal that timed out may still commit; deciding on an image without
+        it could contradict it (a topic created twice). The active controller
+        therefore decides only on an image that includes its whole log.
+        """
+        deadline_ns = self.runtime.clock.monotonic_ns() + int(timeout_s * 1e9)
+        while self.active and self.image.offset < self.node.last_index:
+            if self.runtime.clock.monotonic_ns() >= deadline_ns:
+                raise ControllerUnavailableError(
+                    f"metadata log entries up to {self.node.last_index} not committed within {timeout_s} s "
+                    f"(applied: {self.image.offset})"
+                )
+            await self.runtime.clock.sleep(0.005)
+        if not self.active:
+            raise NotControllerError(f"node {self.node_id} is not the active controller")
+
     def transfer_leadership(self) -> int | None:
         """Hand Raft leadership to a live peer (before a controlled shutdown); return it, or None."""
         if not self.is_leader or not self._outbox:

@@ -178,6 +178,9 @@ class FakeQuorum:
         self.on_resign = []
         self.proposals = []
 
+    async def wait_caught_up(self, timeout_s=10.0):
+        return None
+
     async def propose(self, records, timeout_s=10.0):
         self.proposals.append(list(records))
         self.image = self.image.apply_all(records, self.image.offset + 1)
