@@ -141,3 +141,46 @@ def test_election_commit_failover_and_recovery(tmp_path):
                 await member.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_cut_off_leader_steps_down_and_the_majority_elects_another(tmp_path):
+    from broker.protocol.client import ConnectionLost
+
+    async def scenario():
+        ports = free_ports(3)
+        voters = {i + 1: ("127.0.0.1", ports[i]) for i in range(3)}
+        members = {i: Member(i, voters, str(tmp_path / f"m{i}")) for i in voters}
+        try:
+            for member in members.values():
+                await member.start()
+            leader = await wait_until("an active controller", lambda: next((m for m in members.values() if m.quorum.active), None))
+            await leader.quorum.propose([TopicRecord("before", uuid.UUID(int=1))])
+            # cut the leader off both ways: nothing in (server closed), nothing out (every send fails)
+            leader.server.close()
+            await leader.server.wait_closed()
+            leader.server = None
+            await leader.pool.close_all()
+            real_request = leader.pool.request
+
+            async def unreachable(*args, **kwargs):
+                raise ConnectionLost("cut off by the test")
+
+            leader.pool.request = unreachable
+            others = [m for m in members.values() if m is not leader]
+            new_leader = await wait_until("another active controller", lambda: next((m for m in others if m.quorum.active), None))
+            await wait_until("the cut-off leader resigns (check-quorum)", lambda: not leader.quorum.active)
+            await new_leader.quorum.propose([TopicRecord("during", uuid.UUID(int=2))])
+            assert "during" not in leader.quorum.image.topics
+            # heal: the old leader follows the new term and catches up
+            leader.pool.request = real_request
+            leader.pool._closed = False
+            host, port = voters[leader.node_id]
+            leader.server = await asyncio.start_server(leader._serve, host, port, reuse_address=True)
+            await wait_until("the old leader catches up", lambda: "during" in leader.quorum.image.topics)
+            await wait_until("the old leader follows the new one", lambda: leader.quorum.leader_id == new_leader.node_id)
+            assert not leader.quorum.active
+        finally:
+            for member in members.values():
+                await member.stop()
+
+    asyncio.run(scenario())
