@@ -101,7 +101,7 @@ class Cluster:
 
     def create_topic(self, topic: str, replicas: list[int] | None = None, configs: dict[str, str] | None = None) -> None:
         if replicas is not None:
-            new = NewTopic(topic, replica_assignment=[replicas], config=configs or {})
+            new = NewTopic(topic, num_partitions=1, replica_assignment=[replicas], config=configs or {})
         else:
             new = NewTopic(topic, num_partitions=1, replication_factor=3, config=configs or {})
         deadline = time.monotonic() + 60
@@ -191,7 +191,7 @@ def produce_kafka_python(bootstrap: str, topic: str, values: list[bytes], acked:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", retries=1000, retry_backoff_ms=100,
-                             max_in_flight_requests_per_connection=1, request_timeout_ms=10000, api_version_auto_timeout_ms=10000)
+                             max_in_flight_requests_per_connection=1, request_timeout_ms=10000)
     try:
         for value in values:
             future = producer.send(topic, value, partition=0)
