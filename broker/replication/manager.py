@@ -318,6 +318,9 @@ class ReplicaManager:
     def check_isr_expiration(self) -> None:
         now_ms = self.runtime.clock.monotonic_ms()
         for replica in list(self.replicas.values()):
+            # Retention and DeleteRecords move the log start offset without telling us;
+            # the epoch covering the new start now starts there (Kafka's truncateFromStart).
+            replica.epochs.truncate_from_start(replica.log.log_start_offset)
             state = replica.leader_state
             if state is None:
                 continue

@@ -12,6 +12,7 @@ without the controller quorum.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
@@ -377,6 +378,29 @@ def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
             assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (ErrorCode.none, 0, 1)
             answer = (await client.send(nodes[2], request)).topics[0].partitions[0]
             assert answer.error_code == ErrorCode.not_leader_or_follower
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
+
+
+def test_topic_deletion_stops_and_deletes_every_replica(tmp_path):
+    async def scenario():
+        from broker.metadata.records import RemoveTopicRecord
+
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            assert (await client.produce(nodes[1], [b"doomed"]))[0] == ErrorCode.none
+            directories = [n.log.directory for n in nodes.values()]
+            assert all(os.path.isdir(d) for d in directories)
+            controller.commit(RemoveTopicRecord(TOPIC_ID))
+            assert all(n.manager.hosted(TOPIC, 0) is None and n.log is None for n in nodes.values())
+            assert not any(os.path.exists(d) for d in directories)
+            assert (await client.produce(nodes[1], [b"late"]))[0] == ErrorCode.unknown_topic_or_partition
         finally:
             await client.close()
             for node in nodes.values():
