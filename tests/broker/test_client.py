@@ -128,3 +128,31 @@ def test_internal_api_round_trip_uses_v1_header():
             await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_outgoing_connections_bind_the_outbound_address():
+    """logquake.outbound.address: a fault proxy attributes connections by their source address."""
+
+    async def scenario():
+        peers = []
+
+        async def note_peer(reader, writer):
+            peers.append(writer.get_extra_info("peername")[0])
+            writer.close()
+
+        server = await asyncio.start_server(note_peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(Runtime.real(seed=4), "node-2", "127.0.0.2")
+        try:
+            await pool.connection("127.0.0.1", port)
+            for _ in range(100):
+                if peers:
+                    break
+                await asyncio.sleep(0.01)
+            assert peers == ["127.0.0.2"]
+        finally:
+            await pool.close_all()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
