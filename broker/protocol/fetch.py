@@ -27,6 +27,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 
+from broker.protocol.produce import write_current_leader_tag, write_node_endpoints_tag
 from broker.protocol.wire import write_unsigned_varint
 
 _I32 = struct.Struct(">i")
@@ -47,6 +48,7 @@ class FetchPartitionResult:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     records: object = b""  # bytes-like: whole batches, passed through untouched
+    current_leader: tuple[int, int] | None = None  # (leader id, leader epoch): v12+ hint with NOT_LEADER_OR_FOLLOWER
 
 
 @dataclass(slots=True)
@@ -63,8 +65,13 @@ def encode_fetch_response(
     throttle_time_ms: int = 0,
     error_code: int = 0,
     session_id: int = 0,
+    node_endpoints: list[tuple[int, str, int, str | None]] | None = None,
 ) -> list:
-    """Return the response body as a list of buffers (the records are the log's own buffers)."""
+    """Return the response body as a list of buffers (the records are the log's own buffers).
+
+    From v12 a partition's `current_leader` goes in as tagged field 1 (KIP-595),
+    and from v16 `node_endpoints` as the response's tagged field 0 (KIP-951).
+    """
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise ValueError(f"Fetch response version {version} is not encodable here; expected {MIN_VERSION}..{MAX_VERSION}")
     flexible = version >= 12
@@ -110,11 +117,15 @@ def encode_fetch_response(
                 chunks.append(head)
                 chunks.append(records)
                 head = bytearray()
-            if flexible:
+            if flexible and part.current_leader is not None:
+                write_current_leader_tag(1, part.current_leader, head)
+            elif flexible:
                 head.append(0)  # partition tagged fields
         if flexible:
             head.append(0)  # topic tagged fields
-    if flexible:
+    if version >= 16 and node_endpoints:
+        write_node_endpoints_tag(0, node_endpoints, head)
+    elif flexible:
         head.append(0)  # response tagged fields
     chunks.append(head)
     return chunks

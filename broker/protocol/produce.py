@@ -66,6 +66,7 @@ class PartitionProduceResult:
     base_offset: int = -1
     log_start_offset: int = -1
     error_message: str | None = None
+    current_leader: tuple[int, int] | None = None  # (leader id, leader epoch): v10+ hint with NOT_LEADER_OR_FOLLOWER (KIP-951)
 
 
 class _Reader:
@@ -154,8 +155,13 @@ def decode_produce_request(buf, pos: int, version: int) -> ProduceRequestData:
 
 
 def encode_produce_response(
-    version: int, topics: list[tuple[str, list[PartitionProduceResult]]], throttle_time_ms: int = 0
+    version: int,
+    topics: list[tuple[str, list[PartitionProduceResult]]],
+    throttle_time_ms: int = 0,
+    node_endpoints: list[tuple[int, str, int, str | None]] | None = None,
 ) -> bytes:
+    """Encode a Produce response; from v10 `current_leader` hints and `node_endpoints` (node id, host,
+    port, rack) of the leaders they name go in as tagged fields (KIP-951)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise ValueError(f"Produce response version {version} is not encodable here; expected {MIN_VERSION}..{MAX_VERSION}")
     flexible = version >= FLEXIBLE_FROM
@@ -172,14 +178,46 @@ def encode_produce_response(
             if version >= 8:
                 _count(0, flexible, out)  # record_errors
                 _string(part.error_message, flexible, out)
-            if flexible:
+            if version >= 10 and part.current_leader is not None:
+                write_current_leader_tag(0, part.current_leader, out)
+            elif flexible:
                 out.append(0)
         if flexible:
             out.append(0)
     out += _I32.pack(throttle_time_ms)
-    if flexible:
+    if version >= 10 and node_endpoints:
+        write_node_endpoints_tag(0, node_endpoints, out)
+    elif flexible:
         out.append(0)
     return bytes(out)
+
+
+_LEADER_ID_AND_EPOCH = struct.Struct(">ii")
+
+
+def write_current_leader_tag(tag: int, current_leader: tuple[int, int], out: bytearray) -> None:
+    """A tagged-field section holding one LeaderIdAndEpoch struct (leader id, leader epoch, no tags)."""
+    out.append(1)  # one tagged field
+    write_unsigned_varint(tag, out)
+    write_unsigned_varint(_LEADER_ID_AND_EPOCH.size + 1, out)
+    out += _LEADER_ID_AND_EPOCH.pack(*current_leader)
+    out.append(0)
+
+
+def write_node_endpoints_tag(tag: int, node_endpoints: list[tuple[int, str, int, str | None]], out: bytearray) -> None:
+    """A tagged-field section holding one compact array of NodeEndpoint (node id, host, port, rack)."""
+    body = bytearray()
+    write_unsigned_varint(len(node_endpoints) + 1, body)
+    for node_id, host, port, rack in node_endpoints:
+        body += _I32.pack(node_id)
+        _string(host, True, body)
+        body += _I32.pack(port)
+        _string(rack, True, body)
+        body.append(0)
+    out.append(1)
+    write_unsigned_varint(tag, out)
+    write_unsigned_varint(len(body), out)
+    out += body
 
 
 def _count(count: int, flexible: bool, out: bytearray) -> None:

@@ -183,11 +183,6 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.debug.read.above.hwm": (_parse_bool, "false", "consumers may read up to the log end offset (bug)"),
     "logquake.debug.skip.truncation": (_parse_bool, "false", "followers never truncate on a leader change (bug)"),
     "logquake.debug.skip.dedup": (_parse_bool, "false", "the leader skips idempotent sequence dedup (bug)"),
-    # planted replication bugs, for checking that the harness finds them (see broker.replication.manager)
-    "logquake.debug.ack.before.replication": (_parse_bool, "false", "acks=all answers after the local append (bug)"),
-    "logquake.debug.read.above.hwm": (_parse_bool, "false", "consumers may read up to the log end offset (bug)"),
-    "logquake.debug.skip.truncation": (_parse_bool, "false", "followers never truncate on a leader change (bug)"),
-    "logquake.debug.skip.dedup": (_parse_bool, "false", "the leader skips idempotent sequence dedup (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 
@@ -225,14 +220,6 @@ class BrokerConfig:
 
     def effective(self) -> dict[str, tuple[str | None, str]]:
         return dict(self.entries)
-
-
-def debug_switch(config: BrokerConfig, name: str) -> bool:
-    """The value of a boolean `logquake.debug.*` property (validated at load, so only true/false remain)."""
-    if not name.startswith(DEBUG_NAMESPACE) or name not in PROPERTIES:
-        raise ValueError(f"{name!r} is not a logquake.debug.* property")
-    value = config.entries.get(name, (None, "default"))[0]
-    return value is not None and value.strip().lower() == "true"
 
 
 def debug_switch(config: BrokerConfig, name: str) -> bool:

@@ -425,6 +425,8 @@ class RequestHandlers:
                 if error != ErrorCode.none:
                     log.info("produce to %s-%d refused: %s (%s)", topic_data.name, partition_data.index, error.name, message)
                 result = PartitionProduceResult(partition_data.index, error.value, base_offset, start, message)
+                if error == ErrorCode.not_leader_or_follower:
+                    result.current_leader = self.leader_hint(topic_data.name, partition_data.index)
                 partition_results.append(result)
                 if required is not None:
                     waiting.append((result, *required))
@@ -440,7 +442,23 @@ class RequestHandlers:
             return None
         if waiting:
             return self.await_replication(header.api_version, topic_results, waiting, request.timeout_ms)
-        return [encode_produce_response(header.api_version, topic_results)]
+        return [encode_produce_response(header.api_version, topic_results, node_endpoints=self.leader_endpoints(
+            p.current_leader for _, parts in topic_results for p in parts))]
+
+    def leader_hint(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(leader id, leader epoch) of a partition this node hosts but does not lead (KIP-951's CurrentLeader)."""
+        replica = self.replica_manager.hosted(topic, partition) if self.replica_manager is not None else None
+        if replica is None or replica.state.leader < 0 or replica.state.leader == self.config.node_id:
+            return None
+        return replica.state.leader, replica.state.leader_epoch
+
+    def leader_endpoints(self, hints) -> list[tuple[int, str, int, str | None]] | None:
+        """NodeEndpoints for the leaders named in current-leader hints, so a client can reach them at once."""
+        if self.replica_manager is None:
+            return None
+        brokers = self.replica_manager.image.brokers
+        ids = sorted({hint[0] for hint in hints if hint is not None and hint[0] in brokers})
+        return [(i, brokers[i].host, brokers[i].port, brokers[i].rack) for i in ids] or None
 
     async def await_replication(self, version: int, topic_results, waiting, timeout_ms: int):
         """acks=all: answer once the high watermark passed every appended batch (Kafka's DelayedProduce)."""
@@ -462,7 +480,8 @@ class RequestHandlers:
                 f"{replica.isr} (min.insync.replicas={replica.min_insync_replicas}) within {timeout_ms} ms: {error.name}"
             )
             log.info("acks=all produce to %s-%d: %s", replica.topic, replica.partition, result.error_message)
-        return [encode_produce_response(version, topic_results)]
+        return [encode_produce_response(version, topic_results, node_endpoints=self.leader_endpoints(
+            p.current_leader for _, parts in topic_results for p in parts))]
 
     def produce_partition(self, topic: str, partition: int, records) -> tuple[ErrorCode, str | None, int, int]:
         """Append one partition's batch; return (error, error message, base offset, log start offset)."""
@@ -557,7 +576,8 @@ class RequestHandlers:
             first_pass = False
             remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
             if total_bytes >= request.min_bytes or has_error or remaining_s <= 0 or self.stopping:
-                return encode_fetch_response(version, topics, session_id=0)
+                endpoints = self.leader_endpoints(p.current_leader for t in topics for p in t.partitions)
+                return encode_fetch_response(version, topics, session_id=0, node_endpoints=endpoints)
             await self.wait_for_append(remaining_s)
 
     def read_fetch(self, request, version: int, first_pass: bool = True) -> tuple[list[FetchTopicResult], int, bool]:
@@ -646,11 +666,16 @@ class RequestHandlers:
         if replica is None:
             return FetchPartitionResult(index, missing_error.value)
         if replica.role != replication.LEADER:
-            return FetchPartitionResult(index, ErrorCode.not_leader_or_follower.value)
+            result = FetchPartitionResult(index, ErrorCode.not_leader_or_follower.value)
+            result.current_leader = self.leader_hint(name, index)
+            return result
         current_leader_epoch = getattr(fetch_partition, "current_leader_epoch", -1)
         if current_leader_epoch != -1 and current_leader_epoch != replica.leader_epoch:
             error = ErrorCode.fenced_leader_epoch if current_leader_epoch < replica.leader_epoch else ErrorCode.unknown_leader_epoch
-            return FetchPartitionResult(index, error.value)
+            result = FetchPartitionResult(index, error.value)
+            if error == ErrorCode.fenced_leader_epoch:
+                result.current_leader = (self.config.node_id, replica.leader_epoch)
+            return result
         partition_log = replica.log
         offset = fetch_partition.fetch_offset
         if replica_id >= 0 and first_pass:

@@ -407,3 +407,28 @@ def test_topic_deletion_stops_and_deletes_every_replica(tmp_path):
                 await node.stop()
 
     run(scenario())
+
+
+def test_not_leader_answers_carry_the_current_leader_and_its_endpoint(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            request = kr.produce(TOPIC, 0, kr.batch([(None, b"x")]), acks=1, version=10)
+            response = await client.send(nodes[2], request)
+            part = response.responses[0].partition_responses[0]
+            assert part.error_code == ErrorCode.not_leader_or_follower
+            assert (part.current_leader.leader_id, part.current_leader.leader_epoch) == (1, 0)
+            assert [(e.node_id, e.port) for e in response.node_endpoints] == [(1, nodes[1].port)]
+            response = await client.send(nodes[3], kr.fetch(TOPIC, 0, 0, version=16, topic_id=TOPIC_ID))
+            part = response.responses[0].partitions[0]
+            assert part.error_code == ErrorCode.not_leader_or_follower
+            assert (part.current_leader.leader_id, part.current_leader.leader_epoch) == (1, 0)
+            assert [(e.node_id, e.port) for e in response.node_endpoints] == [(1, nodes[1].port)]
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
