@@ -432,3 +432,29 @@ def test_not_leader_answers_carry_the_current_leader_and_its_endpoint(tmp_path):
                 await node.stop()
 
     run(scenario())
+
+
+def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller, min_isr="1")
+        client = Client()
+        try:
+            assert (await client.produce(nodes[1], [b"0"]))[0] == ErrorCode.none
+            await wait_until(lambda: nodes[3].log.log_end_offset == 1, what="node 3 at LEO 1")
+            await nodes[3].stop()
+            for value in (b"1", b"2", b"3", b"4"):
+                assert (await client.produce(nodes[1], [value], acks=1))[0] == ErrorCode.none
+            await wait_until(lambda: nodes[2].log.log_end_offset == 5, what="node 2 at LEO 5")
+            nodes[1].log.roll()
+            nodes[1].log.delete_records_before(4)  # as retention or DeleteRecords would
+            await nodes[3].start()
+            await wait_until(lambda: nodes[3].log.log_end_offset == 5, what="node 3 to catch up")
+            assert nodes[3].log.log_start_offset == 4
+            assert nodes[3].batches() == nodes[1].batches()
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
+
+    run(scenario())
