@@ -12,7 +12,7 @@ InitProducerId from controller blocks, and a restart replays the metadata log.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import datetime
 
 from broker.io import Runtime
 from broker.log.manager import LogManager
@@ -99,6 +99,20 @@ def test_metadata_and_admin_requests_go_through_the_controller(tmp_path):
                 (1, 0, (1,), (1,), 0)
             ] * 3
             assert by_name["auto"].error_code == 0 and len(by_name["auto"].partitions) == 2, "auto-created with num.partitions"
+
+            m = kr.module("create_topics", 7)
+            assigned = m.CreateTopicsRequest(topics=(
+                m.CreatableTopic(name="placed", num_partitions=-1, replication_factor=-1, configs=(), assignments=(
+                    m.CreatableReplicaAssignment(partition_index=0, broker_ids=(1,)),
+                    m.CreatableReplicaAssignment(partition_index=1, broker_ids=(1,)),
+                )),
+                m.CreatableTopic(name="misplaced", num_partitions=-1, replication_factor=-1, configs=(), assignments=(
+                    m.CreatableReplicaAssignment(partition_index=0, broker_ids=(2,)),
+                )),
+            ), timeout=datetime.timedelta(seconds=5), validate_only=False)
+            answer = {t.name: t for t in (await node.request(assigned)).topics}
+            assert (answer["placed"].error_code, answer["placed"].num_partitions) == (0, 2)
+            assert answer["misplaced"].error_code == 39 and "registered brokers" in answer["misplaced"].error_message
 
             first = await node.request(kr.init_producer_id())
             second = await node.request(kr.init_producer_id())
