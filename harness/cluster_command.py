@@ -9,7 +9,8 @@ every node gets `controller.quorum.voters` naming all N, and
 (after the generated properties). The first line printed is
 `bootstrap: host:port,...`; then one line per node once it listens, and a line
 when a node exits on its own. Ctrl-C or SIGTERM stops every node (SIGTERM,
-then SIGKILL after a grace period) and waits for them: no process is left.
+then SIGKILL after a grace period) and waits for them: no process is left;
+on Linux a node also gets SIGTERM if `cluster up` itself is killed.
 Without --data-dir a fresh temporary directory is used and kept (its path is
 printed) so the logs can be read afterwards.
 
@@ -95,6 +96,18 @@ def cluster_properties(node_id: int, nodes: int, host: str, base_port: int, data
     return "\n".join(lines) + "\n"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when `cluster up` dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C and SIGTERM still stop the nodes; a SIGKILL of `cluster up` may leave them
+
+
 class _Node:
     def __init__(self, node_id: int, directory: Path, properties: str):
         self.node_id = node_id
@@ -113,6 +126,7 @@ class _Node:
                 [sys.executable, "-m", "broker", "--config", str(config)],
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop the nodes in order
+                preexec_fn=_die_with_parent,
             )
 
     def ready(self) -> bool:
