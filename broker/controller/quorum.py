@@ -180,7 +180,7 @@ class MetadataQuorum:
     async def propose(self, records: list[MetadataRecord], timeout_s: float = 10.0) -> int:
         """Commit one batch of records; return its log index once applied here."""
         if not self.active:
-            raise NotControllerError(f"node {self.node_id} is not the active controller", )
+            raise NotControllerError(f"node {self.node_id} is not the active controller")
         result = self.node.propose(encode_batch(records))
         if isinstance(result, NotLeader):
             raise NotControllerError(f"node {self.node_id} is not the active controller (leader: {result.leader_id})")
