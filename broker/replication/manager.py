@@ -23,11 +23,15 @@ acks=all waits in a purgatory (`wait_for_high_watermark`) woken when the HW
 moves; a role change wakes it too (the request then answers
 NOT_LEADER_OR_FOLLOWER).
 
-HW persistence: the HW is kept in memory only (Kafka checkpoints it); a node
-that restarts starts from HW = log start offset and learns the HW again from
-its leader (as a follower) or from its followers' fetches (as a leader). A
-consumer of a freshly restarted leader may therefore briefly see an empty
-fetch, never data above the true HW.
+HW persistence: every replica's HW is written every
+replica.high.watermark.checkpoint.interval.ms (5 s) and at stop to
+`replication-offset-checkpoint` in its log directory (Kafka's text format:
+version 0, count, then "topic partition hw" lines; replaced atomically), and
+read back when the replica is created, capped by the log end offset. A
+restarted node that becomes leader thus exposes what was committed before
+instead of hiding everything until its followers fetched again. A stale
+checkpoint only makes the HW lower, never higher than the true one, since the
+HW only grows while the log holds it.
 
 Debug switches (planted bugs for the harness to find; all off by default):
 `ack_before_replication` (acks=all answers after the local append),
@@ -74,6 +78,7 @@ class ReplicationSettings:
     replica_fetch_response_max_bytes: int = 10 << 20
     replica_fetch_backoff_ms: int = 1000
     request_timeout_ms: int = 30_000
+    high_watermark_checkpoint_interval_ms: int = 5000
     ack_before_replication: bool = False
     read_above_hwm: bool = False
     skip_truncation: bool = False
@@ -158,6 +163,8 @@ class ReplicaManager:
         self.image = MetadataImage()
         self.fetchers = FetcherManager(self, pool)
         self._isr_task: asyncio.Task | None = None
+        self._checkpoint_task: asyncio.Task | None = None
+        self._checkpointed: dict[str, dict[tuple[str, int], int]] = {}  # log dir -> HWs read at start
         self._alter_tasks: set[asyncio.Task] = set()
         self._stopped = False
 
@@ -166,11 +173,17 @@ class ReplicaManager:
     def start(self) -> None:
         if self._isr_task is None:
             self._isr_task = asyncio.ensure_future(self._isr_expiration_loop())
+            self._checkpoint_task = asyncio.ensure_future(self._checkpoint_loop())
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._isr_task is not None:
-            self._isr_task.cancel()
+        for task in (self._isr_task, self._checkpoint_task):
+            if task is not None:
+                task.cancel()
+        try:
+            self.checkpoint_high_watermarks()
+        except OSError as exc:
+            log.warning("could not checkpoint high watermarks at stop: %s", exc)
         for task in list(self._alter_tasks):
             task.cancel()
         for replica in self.replicas.values():
@@ -210,6 +223,12 @@ class ReplicaManager:
         epochs = LeaderEpochCache.load(self.runtime, partition_log.directory, partition_log.iter_batch_headers(partition_log.log_start_offset))
         epochs.truncate_from_end(partition_log.log_end_offset)
         replica = Replica(state, partition_log, epochs)
+        log_dir = _log_dir_of(partition_log.directory)
+        if log_dir not in self._checkpointed:
+            self._checkpointed[log_dir] = read_high_watermarks(self.runtime, log_dir)
+        checkpointed = self._checkpointed[log_dir].get((state.topic, state.partition))
+        if checkpointed is not None:
+            replica.follower_high_watermark = max(partition_log.log_start_offset, min(checkpointed, partition_log.log_end_offset))
         self.replicas[(state.topic, state.partition)] = replica
         return replica
 
@@ -391,6 +410,24 @@ class ReplicaManager:
             finally:
                 sleeper.cancel()
 
+    # ------------------------------------------------------------------ HW checkpoint
+
+    def checkpoint_high_watermarks(self) -> None:
+        by_dir: dict[str, dict[tuple[str, int], int]] = {}
+        for (topic, partition), replica in self.replicas.items():
+            by_dir.setdefault(_log_dir_of(replica.log.directory), {})[(topic, partition)] = replica.high_watermark
+        for log_dir, marks in by_dir.items():
+            write_high_watermarks(self.runtime, log_dir, marks)
+
+    async def _checkpoint_loop(self) -> None:
+        interval_s = self.settings.high_watermark_checkpoint_interval_ms / 1000
+        while not self._stopped:
+            await self.runtime.clock.sleep(interval_s)
+            try:
+                self.checkpoint_high_watermarks()
+            except OSError:
+                log.exception("high watermark checkpoint failed; retrying in %.1f s", interval_s)
+
     # ------------------------------------------------------------------ follower side (called by the fetcher)
 
     def follower_appended(self, replica: Replica, headers) -> None:
@@ -418,7 +455,56 @@ class ReplicaManager:
         replica.follower_high_watermark = max(replica.log.log_start_offset, min(leader_high_watermark, replica.log.log_end_offset))
 
 
+HIGH_WATERMARK_CHECKPOINT_FILE = "replication-offset-checkpoint"
+
+
+def _log_dir_of(partition_directory: str) -> str:
+    return partition_directory.rstrip("/").rpartition("/")[0] or "/"
+
+
+def write_high_watermarks(runtime: Runtime, log_dir: str, marks: dict[tuple[str, int], int]) -> None:
+    lines = ["0", str(len(marks))] + [f"{topic} {partition} {hw}" for (topic, partition), hw in sorted(marks.items())]
+    disk = runtime.disk
+    tmp_path = f"{log_dir}/{HIGH_WATERMARK_CHECKPOINT_FILE}.tmp"
+    handle = disk.open(tmp_path, "wb")
+    try:
+        handle.write(("\n".join(lines) + "\n").encode("ascii"))
+        handle.fsync()
+    finally:
+        handle.close()
+    disk.rename(tmp_path, f"{log_dir}/{HIGH_WATERMARK_CHECKPOINT_FILE}")
+    disk.fsync_dir(log_dir)
+
+
+def read_high_watermarks(runtime: Runtime, log_dir: str) -> dict[tuple[str, int], int]:
+    """The checkpointed HWs of `log_dir` ({} if none, or unreadable: the HWs are then relearnt)."""
+    path = f"{log_dir}/{HIGH_WATERMARK_CHECKPOINT_FILE}"
+    disk = runtime.disk
+    if not disk.exists(path):
+        return {}
+    handle = disk.open(path, "rb")
+    try:
+        raw = handle.read()
+    finally:
+        handle.close()
+    try:
+        if not raw.endswith(b"\n"):
+            raise ValueError("no final newline (a torn write)")
+        lines = raw.decode("ascii").split("\n")[:-1]
+        if lines[0] != "0" or int(lines[1]) != len(lines) - 2:
+            raise ValueError(f"bad header {lines[:2]}")
+        marks = {}
+        for line in lines[2:]:
+            topic, partition, hw = line.split(" ")
+            marks[(topic, int(partition))] = int(hw)
+        return marks
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        log.warning("%s is unreadable (%s); high watermarks will be relearnt from the leaders", path, exc)
+        return {}
+
+
 __all__ = [
+    "HIGH_WATERMARK_CHECKPOINT_FILE", "read_high_watermarks", "write_high_watermarks",
     "LEADER", "FOLLOWER", "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "NOT_LEADER", "OK", "REQUEST_TIMED_OUT",
     "PartitionLifecycle", "Replica", "ReplicaManager", "ReplicationSettings",
 ]

@@ -458,3 +458,25 @@ def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(tmp_path
                 await node.stop()
 
     run(scenario())
+
+
+def test_a_restarted_leader_starts_from_its_checkpointed_high_watermark(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            for value in (b"a", b"b", b"c"):
+                assert (await client.produce(nodes[1], [value]))[0] == ErrorCode.none
+            await nodes[2].stop()
+            await nodes[3].stop()
+            await nodes[1].stop()
+            await nodes[1].start()  # leader again, with its followers still down
+            assert nodes[1].manager.hosted(TOPIC, 0).high_watermark == 3
+            error, high_watermark, batches = await client.fetch(nodes[1], 0)
+            assert (error, high_watermark, len(batches)) == (ErrorCode.none, 3, 3)
+        finally:
+            await client.close()
+            await nodes[1].stop()
+
+    run(scenario())

@@ -264,3 +264,15 @@ def test_acks_all_verdict():
 def test_leader_must_be_a_replica():
     with pytest.raises(ValueError, match="do not include it"):
         LeaderState.elect(9, (1, 2), (1, 2), 0, 0, 0, 0, 0)
+
+
+def test_high_watermark_checkpoint_round_trip_and_torn_file(tmp_path):
+    from broker.replication.manager import HIGH_WATERMARK_CHECKPOINT_FILE, read_high_watermarks, write_high_watermarks
+
+    runtime = Runtime.real()
+    write_high_watermarks(runtime, str(tmp_path), {("a", 0): 5, ("b.c", 3): 17})
+    assert (tmp_path / HIGH_WATERMARK_CHECKPOINT_FILE).read_text() == "0\n2\na 0 5\nb.c 3 17\n"
+    assert read_high_watermarks(runtime, str(tmp_path)) == {("a", 0): 5, ("b.c", 3): 17}
+    (tmp_path / HIGH_WATERMARK_CHECKPOINT_FILE).write_text("0\n2\na 0 5\nb.c 3 1")
+    assert read_high_watermarks(runtime, str(tmp_path)) == {}
+    assert read_high_watermarks(runtime, str(tmp_path / "missing")) == {}
