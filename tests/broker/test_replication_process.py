@@ -229,14 +229,20 @@ def test_leader_kills_under_acks_all_lose_nothing_acknowledged(make_cluster, cli
         leader = cluster.partition(topic)[0]
         assert leader >= 0, f"no leader: {cluster.partition(topic)}"
         kills.append(leader)
+        killed_at = time.monotonic()
         cluster.nodes[leader].kill()
         cluster.wait(lambda: (p := cluster.partition(topic)) is not None and p[0] not in (-1, leader), 30, "a new leader")
+        failover_s = time.monotonic() - killed_at
         cluster.nodes[leader].start(timeout_s=30)
+        restarted_at = time.monotonic()
         cluster.wait(lambda: leader in cluster.partition(topic)[2], 60, f"node {leader} to rejoin the ISR")
+        print(f"killed leader {leader}: new leader after {failover_s:.1f} s; back in the ISR {time.monotonic() - restarted_at:.1f} s after restart")
     worker.join(180)
     assert not worker.is_alive(), "the producer did not finish"
     end = max(acked.values()) + 1 if acked else 0
     consumed = consume_all(cluster.bootstrap, topic, end)
+    print(f"{client}: {len(acked)} acknowledged, {len(errors)} failed, {len(consumed)} offsets consumed "
+          f"({len(consumed) - len(acked)} unacknowledged or duplicate records)")
     check_acknowledged(consumed, acked)
     assert len(set(kills)) >= 1 and len(acked) + len(errors) == len(values)
 
