@@ -132,8 +132,9 @@ class ReplicaFetcher:
     async def _round(self) -> bool:
         """One OffsetForLeaderEpoch (if needed) and one Fetch; False if nothing could be fetched."""
         now_ms = self.manager.runtime.clock.monotonic_ms()
-        if any(p.needs_truncation for p in self.partitions.values()):
-            await self._truncate([p for p in self.partitions.values() if p.needs_truncation])
+        to_truncate = [p for p in self.partitions.values() if p.needs_truncation and p.delayed_until_ms <= now_ms]
+        if to_truncate:
+            await self._truncate(to_truncate)
         ready = [p for p in self.partitions.values() if not p.needs_truncation and p.delayed_until_ms <= now_ms]
         if not ready:
             return False

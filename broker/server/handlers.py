@@ -6,10 +6,23 @@ to storage through the `LogManager` / `PartitionLog` API; handing it a
 `NullLogManager` instead yields the "null broker" (same protocol path, no log).
 
 Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
-- single node, so every partition's leader is this node, leader epoch 0, the
-  ISR is this node, and the high watermark equals the log end offset once an
-  append returns; acks=-1 therefore answers like acks=1; acks=0 gets no
-  response at all (the connection layer sends nothing back);
+- single node (no `replica_manager`): every partition's leader is this node,
+  leader epoch 0, the ISR is this node, and the high watermark equals the log
+  end offset once an append returns; acks=-1 therefore answers like acks=1;
+  acks=0 gets no response at all (the connection layer sends nothing back);
+- cluster mode (a `ReplicaManager` attached, see broker.replication): only a
+  partition's leader serves Produce, Fetch, ListOffsets and
+  OffsetForLeaderEpoch (others answer NOT_LEADER_OR_FOLLOWER with the current
+  leader and its endpoint where the version carries them, KIP-951); a request
+  naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
+  UNKNOWN_LEADER_EPOCH; acks=-1 is refused with NOT_ENOUGH_REPLICAS when the
+  ISR is smaller than min.insync.replicas, otherwise it answers once the high
+  watermark passed the batch (a retried duplicate waits for its original), or
+  with NOT_ENOUGH_REPLICAS_AFTER_APPEND / REQUEST_TIMED_OUT /
+  NOT_LEADER_OR_FOLLOWER; followers (replica_id >= 0) read to the log end and
+  report their progress, consumers read to the high watermark, and a fetch
+  offset between the two answers empty rather than OFFSET_OUT_OF_RANGE;
+  ListOffsets "latest" is the high watermark;
 - Produce v3+ must carry exactly one v2 record batch per partition (Kafka's
   rule since KIP-98); its CRC is checked (CORRUPT_MESSAGE), its size against
   message.max.bytes / max.message.bytes (MESSAGE_TOO_LARGE); idempotent batches
