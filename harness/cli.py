@@ -3,6 +3,7 @@
 Subcommands:
 
 - `logquake test ...`: run fault tests (see `logquake test --help`).
+- `logquake cluster up|status`: a local cluster in the foreground, and its state.
 - `logquake serve [STORE]`: browse stored runs in a web browser.
 - `logquake broker ...`: run one broker node (the same as `python -m broker`).
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
@@ -22,6 +23,7 @@ USAGE = """usage: logquake <command> [options]
 
 commands:
   test      run a fault test:  logquake test [--workload queue --delivery at-least-once --nemesis partition,kill,pause ...]
+  cluster   run a local cluster:  logquake cluster up --nodes 3  |  logquake cluster status --bootstrap host:port
   serve     browse the store:  logquake serve [STORE] [--port 8080]
   broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
@@ -55,8 +57,15 @@ def _run_serve(argv: list[str]) -> int:
     return serve_command.main(argv)
 
 
+def _run_cluster(argv: list[str]) -> int:
+    from harness import cluster_command
+
+    return cluster_command.main(argv)
+
+
 COMMANDS = {
     "test": _run_test,
+    "cluster": _run_cluster,
     "serve": _run_serve,
     "broker": _run_broker,
     "check": _run_check,
