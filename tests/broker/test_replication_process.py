@@ -296,3 +296,51 @@ def test_unclean_leader_election(make_cluster, unclean):
     # exist on no surviving replica; the elected stale replica never had them.
     lost = [v for v, offset in only_on_leader.items() if consumed.get(offset) != v]
     assert sorted(lost) == sorted(only_on_leader), f"expected every 'after' record lost, lost {lost}"
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_planted_bug_ack_before_replication_loses_acknowledged_writes(make_cluster, planted):
+    """With the followers paused, a correct leader acknowledges nothing; the planted bug acknowledges
+    writes only the leader has, and killing the leader loses them (what the harness must find)."""
+    import signal
+
+    overrides = {"logquake.debug.ack.before.replication": "true"} if planted else {}
+    cluster = make_cluster(3, **{k.replace(".", "_"): v for k, v in overrides.items()})
+    topic = "planted"
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    base: dict[bytes, int] = {}
+    produce_confluent(cluster.bootstrap, topic, [f"base{i}".encode() for i in range(10)], base, [])
+    leader, replicas, _ = cluster.partition(topic)
+    followers = [r for r in replicas if r != leader]
+    watcher = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "watch"})
+    try:
+        # the HW reaches 10 only once both followers hold the base records (with the bug too)
+        cluster.wait(lambda: watcher.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1] == 10, 30,
+                     "the base records to be replicated")
+    finally:
+        watcher.close()
+    time.sleep(1)  # and the followers to learn that HW on their next fetch
+    for follower in followers:
+        cluster.nodes[follower].process.send_signal(signal.SIGSTOP)
+    try:
+        acked: dict[bytes, int] = {}
+        errors: list[str] = []
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{cluster.ports[leader]}", "acks": "all",
+                             "message.timeout.ms": 3000, "retries": 0})
+        for i in range(10):
+            producer.produce(topic, f"paused{i}".encode(), partition=0,
+                             on_delivery=lambda e, m: errors.append(e.name()) if e else acked.__setitem__(m.value(), m.offset()))
+        producer.flush(20)
+        cluster.nodes[leader].kill()
+    finally:
+        for follower in followers:
+            cluster.nodes[follower].process.send_signal(signal.SIGCONT)
+    if not planted:
+        assert acked == {}, "a correct leader acknowledged writes its paused followers never had"
+        return
+    assert len(acked) == 10
+    cluster.wait(lambda: cluster.partition(topic)[0] in followers, 60, "a follower to take over")
+    consumed = consume_all(cluster.bootstrap, topic, len(base), timeout_s=20)
+    check_acknowledged(consumed, base)
+    lost = [value for value, offset in acked.items() if consumed.get(offset) != value]
+    assert sorted(lost) == sorted(acked), f"the planted bug should lose every write acknowledged while followers were paused; lost {lost}"
