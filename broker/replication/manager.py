@@ -193,6 +193,8 @@ class ReplicaManager:
     # ------------------------------------------------------------------ metadata
 
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
+        if self._stopped:
+            return  # shutting down: no new fetchers, no new leaderships
         self.image = new
         hosted = {(s.topic, s.partition): s for s in new.partitions_of(self.node_id)}
         for key in [key for key in self.replicas if key not in hosted]:
