@@ -332,6 +332,7 @@ class TestRun:
     def _setup(self) -> None:
         self.progress.set_phase("setup")
         self.control.setup()
+        wait_for_brokers(self.control, self.o.recovery_timeout_s)
         self.workload.setup(self.control.bootstrap_servers())
 
     def _run_phase(self) -> None:
@@ -522,6 +523,25 @@ def _close_quietly(client: Client) -> None:
         client.close()
     except Exception as e:  # a client of a broken cluster may not close cleanly
         log.debug("closing a client failed: %s", e)
+
+
+def wait_for_brokers(control: NodeControl, timeout_s: float) -> None:
+    """Poll the Metadata API until every node is listed as a broker (a cluster that has formed)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            md = admin.list_topics(timeout=2)
+            if len(md.brokers) >= len(control.nodes):
+                return
+            last = f"{len(md.brokers)} of {len(control.nodes)} brokers listed: {sorted(md.brokers)}"
+        except Exception as e:  # not answering yet
+            last = f"metadata request failed: {e}"
+        time.sleep(0.2)
+    raise RuntimeError(f"the cluster did not form within {timeout_s} s of starting: {last}")
 
 
 def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, timeout_s: float) -> None:

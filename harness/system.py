@@ -83,13 +83,26 @@ class System:
         return self.log_file.format(**node.substitutions()) if self.log_file else None
 
 
-def logquake_broker(overrides: dict[str, str] | None = None) -> System:
-    """Our own broker: `python -m broker --config {data_dir}/server.properties`."""
+def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1) -> System:
+    """Our own broker: `python -m broker --config {data_dir}/server.properties`.
+
+    Every node is a combined broker and controller; the quorum voters are the
+    nodes' proxied addresses, so controller traffic crosses the fault proxy like
+    replication and client traffic, and each node's outgoing connections leave
+    from its own `{bind_host}` so the proxy can tell the nodes apart.
+    """
     properties = {
         "node.id": "{node_id}",
         "listeners": "PLAINTEXT://{host}:{port}",
         "advertised.listeners": "PLAINTEXT://{host}:{advertised_port}",
         "log.dirs": "{data_dir}/logs",
+        "controller.quorum.voters": "{peers}",
+        "logquake.outbound.address": "{bind_host}",
+        "default.replication.factor": str(min(3, node_count)),
+        # fail over within a few seconds, so faults of a short test are felt and healed
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "500",
+        "replica.lag.time.max.ms": "5000",
     }
     properties.update(overrides or {})
     return System(
@@ -98,10 +111,6 @@ def logquake_broker(overrides: dict[str, str] | None = None) -> System:
         log_file="{data_dir}/logs/broker.log",
         config_file="{data_dir}/server.properties",
         properties=properties,
-        # each node is its own single-node cluster until the broker replicates (controller quorum, ISR)
-        max_nodes=1,
-        max_nodes_reason="our broker does not replicate yet, so a multi-node cluster would be independent "
-                         "single-node brokers; use --nodes 1",
         supports_overrides=True,
     )
 

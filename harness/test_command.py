@@ -130,7 +130,7 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
         except SystemDescriptionError as e:
             raise ValueError(str(e)) from None
     else:
-        system = logquake_broker(options.broker_overrides)
+        system = logquake_broker(options.broker_overrides, options.nodes)
     workload = QueueWorkload(delivery=options.delivery, keys=options.keys, client=options.client,
                              replication_factor=options.replication_factor or 1, acks=options.acks)
     control = LocalCluster(system, options.nodes, seed=options.seed)

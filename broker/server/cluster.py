@@ -10,7 +10,8 @@ and it swaps the request handlers whose answers come from the cluster metadata:
 - Metadata: brokers are the registered, unfenced brokers; each partition
   reports its leader, leader epoch, replicas, ISR and fenced replicas as
   offline; a partition without a leader gets LEADER_NOT_AVAILABLE;
-  controller_id is the active controller (the Raft leader); topic ids come
+  controller_id is the active controller (the Raft leader) when it is a
+  listed broker, else this node (which forwards admin requests); topic ids come
   from the metadata log, so every node reports the same ones; a missing topic
   is auto-created through the controller (the first answer may be
   LEADER_NOT_AVAILABLE while it is being created, as in Kafka);
@@ -259,14 +260,20 @@ class ClusterNode:
             # Before any broker is unfenced, name this node so that clients keep asking it.
             broker_entries = (_build(module, "MetadataResponseBroker", node_id=self.config.node_id,
                                      host=self.handlers.advertised.host or "localhost", port=self.handlers.advertised.port, rack=None),)
+        # Every node forwards admin requests to the active controller, so naming this node
+        # is always safe; naming -1 would make librdkafka's AdminClient wait for a
+        # controller until its metadata refresh (minutes), as it did right after start-up.
+        listed = {entry.node_id for entry in broker_entries}
         controller_id = self.quorum.leader_id
+        if controller_id is None or controller_id not in listed:
+            controller_id = self.config.node_id
         return _build(
             module,
             "MetadataResponse",
             throttle_time=ZERO_MS,
             brokers=broker_entries,
             cluster_id=self.cluster_id,
-            controller_id=controller_id if controller_id is not None else -1,
+            controller_id=controller_id,
             topics=tuple(topic_results),
             cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         )
