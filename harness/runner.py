@@ -72,13 +72,15 @@ class TestOptions:
     keys: int = 4
     replication_factor: int | None = None
     acks: str | None = None
+    idempotent: bool = False
     name: str | None = None
 
     def test_name(self) -> str:
         if self.name:
             return self.name
         faults = "+".join(self.nemesis) if self.nemesis else "none"
-        return f"{self.workload}-{self.delivery}-{faults}"
+        delivery = f"{self.delivery}-idempotent" if self.idempotent else self.delivery
+        return f"{self.workload}-{delivery}-{faults}"
 
 
 class Recorder:

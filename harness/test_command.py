@@ -46,6 +46,9 @@ def build_parser() -> ArgumentParser:
                    help="replication factor of the workload topic (default: min(3, nodes))")
     p.add_argument("--acks", choices=("0", "1", "all"), default=None,
                    help="override the producer acks of the delivery mode (e.g. 0 for at-most-once)")
+    p.add_argument("--idempotent", action="store_true",
+                   help="at-least-once with the idempotent producer: retries must not duplicate, and the checker "
+                        "says so")
     p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="where nodes run (default %(default)s)")
     p.add_argument("--client", choices=("confluent", "kafka-python"), default=d.client, help="Kafka client library (default %(default)s)")
@@ -86,7 +89,8 @@ def main(argv: list[str]) -> int:
             backend=args.backend, client=args.client, store=args.store, system=args.system,
             broker_overrides=dict(args.broker_override), nemesis_interval_s=args.nemesis_interval,
             recovery_timeout_s=args.recovery_timeout, keys=args.keys,
-            replication_factor=args.replication_factor or min(3, args.nodes), acks=args.acks, name=args.name,
+            replication_factor=args.replication_factor or min(3, args.nodes), acks=args.acks,
+            idempotent=args.idempotent, name=args.name,
         )
         try:
             run = build_run(options, progress=Progress(enabled=not args.quiet))
@@ -132,7 +136,8 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
     else:
         system = logquake_broker(options.broker_overrides, options.nodes)
     workload = QueueWorkload(delivery=options.delivery, keys=options.keys, client=options.client,
-                             replication_factor=options.replication_factor or 1, acks=options.acks)
+                             replication_factor=options.replication_factor or 1, acks=options.acks,
+                             idempotent=options.idempotent)
     control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)
     return TestRun(options, control, workload, nemesis,

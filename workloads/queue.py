@@ -22,6 +22,11 @@ Client settings follow the delivery mode (../shared/DESIGN.md):
 | at-least-once | acks=all, retries, no idempotence | no offset commits |
 | exactly-once | idempotent + transactional, acks=all | read_committed |
 
+`idempotent=True` (at-least-once only) turns on the idempotent producer: its
+retries must then never duplicate a message, so the checker holds the run to
+no duplicates either (judged as exactly-once, which for a queue without
+transactions differs from at-least-once only in not allowing duplicates).
+
 Outcome rules (Jepsen's): `fail` only when the send certainly had no effect —
 the producer refused it before sending, or the broker rejected the one and only
 attempt (no retries); everything else unknown (`info`): a timeout, a lost
@@ -50,7 +55,7 @@ class QueueWorkload(Workload):
     def __init__(self, delivery: str = "at-least-once", keys: int = 4, client: str = "confluent",
                  topic: str = "logquake-queue", replication_factor: int = 1, acks: str | None = None,
                  op_timeout_s: float = 10.0, subscribe: bool = False, poll_max_messages: int = 100,
-                 topic_config: dict[str, str] | None = None):
+                 topic_config: dict[str, str] | None = None, idempotent: bool = False):
         if delivery not in DELIVERY_MODES:
             raise ValueError(f"--delivery {delivery!r} is not a delivery mode; expected one of {', '.join(DELIVERY_MODES)}")
         if client not in CLIENTS:
@@ -62,6 +67,9 @@ class QueueWorkload(Workload):
         if delivery == "exactly-once":
             raise ValueError("--delivery exactly-once needs the transactional queue workload, which is not built yet "
                              "(it arrives with the exactly-once machinery); use at-most-once or at-least-once")
+        if idempotent and delivery != "at-least-once":
+            raise ValueError(f"--idempotent goes with --delivery at-least-once, not {delivery}")
+        self.idempotent = idempotent
         self.delivery = delivery
         self.keys = keys
         self.client = client
@@ -78,7 +86,7 @@ class QueueWorkload(Workload):
     def describe(self) -> dict:
         return {"name": self.name, "delivery": self.delivery, "keys": self.keys, "client": self.client,
                 "topic": self.topic, "replication_factor": self.replication_factor, "acks": self.effective_acks(),
-                "op_timeout_s": self.op_timeout_s, "subscribe": self.subscribe}
+                "op_timeout_s": self.op_timeout_s, "subscribe": self.subscribe, "idempotent": self.idempotent}
 
     def effective_acks(self) -> str:
         if self.acks is not None:
@@ -129,7 +137,10 @@ class QueueWorkload(Workload):
     def check(self, history) -> dict:
         from checkers.queue import check as check_queue
 
-        return check_queue(history, delivery=self.delivery)
+        result = check_queue(history, delivery="exactly-once" if self.idempotent else self.delivery)
+        if self.idempotent:
+            result["promise"] = "at-least-once with an idempotent producer: nothing lost, nothing duplicated"
+        return result
 
 
 def _key_of(partition: int) -> int:
@@ -150,7 +161,7 @@ class ConfluentQueueClient(Client):
             "bootstrap.servers": bootstrap,
             "acks": workload.effective_acks(),
             "linger.ms": 0,
-            "enable.idempotence": False,
+            "enable.idempotence": workload.idempotent,
             "message.timeout.ms": timeout_ms,
             "request.timeout.ms": min(timeout_ms, 5000),
             "socket.timeout.ms": min(timeout_ms, 5000),
@@ -320,7 +331,7 @@ class KafkaPythonQueueClient(Client):
             bootstrap_servers=self.bootstrap,
             acks={"all": "all", "1": 1, "0": 0}[acks],
             retries=5 if self.retries else 0,
-            enable_idempotence=False,
+            enable_idempotence=workload.idempotent,
             request_timeout_ms=int(min(workload.op_timeout_s, 5) * 1000),
             linger_ms=0,
         )
