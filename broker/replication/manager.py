@@ -139,6 +139,20 @@ class Replica:
 
 
 class ReplicaManager:
+    """This node's replicas (see the module docstring).
+
+    Restart safety: a restarted node replays its metadata log from the start,
+    so its first images are old: acting on them would make it lead at a dead
+    epoch (accepting writes a newer leader never sees) or follow a dead
+    leader. With `incarnation_id` set (the id this process registers with),
+    images are only recorded until one contains this process's own
+    registration: that record was committed after everything the node may
+    have missed, so from then on the image is current (Kafka's brokers
+    likewise wait to catch up with the metadata log before serving). Without
+    it (tests, a fake controller) every image is acted on; images older than
+    the log's latest leader epoch are ignored in any case.
+    """
+
     def __init__(
         self,
         node_id: int,
@@ -167,6 +181,10 @@ class ReplicaManager:
         self._checkpointed: dict[str, dict[tuple[str, int], int]] = {}  # log dir -> HWs read at start
         self._alter_tasks: set[asyncio.Task] = set()
         self._stopped = False
+        # Set by the node before it registers: images are acted on only once they include
+        # this process's own registration (see the class docstring).
+        self.incarnation_id = None
+        self._caught_up = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,6 +214,12 @@ class ReplicaManager:
         if self._stopped:
             return  # shutting down: no new fetchers, no new leaderships
         self.image = new
+        if self.incarnation_id is not None and not self._caught_up:
+            broker = new.brokers.get(self.node_id)
+            if broker is None or broker.incarnation_id != self.incarnation_id:
+                return  # still replaying metadata older than this process (see the class docstring)
+            self._caught_up = True
+            log.info("metadata reached this process's registration (offset %d); acting on partition assignments", new.offset)
         hosted = {(s.topic, s.partition): s for s in new.partitions_of(self.node_id)}
         for key in [key for key in self.replicas if key not in hosted]:
             replica = self.replicas[key]

@@ -73,8 +73,9 @@ class FakeController:
 
 class Node:
     def __init__(self, node_id: int, directory, controller: FakeController, debug: dict[str, str] | None = None,
-                 lag_ms: int = 30_000):
+                 lag_ms: int = 30_000, incarnation_id: uuid.UUID | None = None):
         self.node_id = node_id
+        self.incarnation_id = incarnation_id
         self.directory = str(directory)
         self.controller = controller
         self.debug = debug or {}
@@ -100,6 +101,7 @@ class Node:
         self.manager = ReplicaManager(self.node_id, runtime, self.storage, self.controller, self.pool, settings,
                                       self.handlers, self.handlers.topic_log_config)
         self.handlers.replica_manager = self.manager
+        self.manager.incarnation_id = self.incarnation_id
         self.manager.start()
         self.controller.listeners[self.node_id] = self.manager
         self.manager.on_metadata(MetadataImage(), self.controller.image)
@@ -478,5 +480,36 @@ def test_a_restarted_leader_starts_from_its_checkpointed_high_watermark(tmp_path
         finally:
             await client.close()
             await nodes[1].stop()
+
+    run(scenario())
+
+
+def test_images_older_than_this_process_registration_are_not_acted_on(tmp_path):
+    async def scenario():
+        controller = FakeController()
+        nodes = await cluster(tmp_path, controller)
+        client = Client()
+        try:
+            assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
+            await nodes[1].stop()
+            incarnation = uuid.uuid4()
+            restarted = Node(1, tmp_path / "node1", controller, incarnation_id=incarnation)
+            restarted.port = nodes[1].port
+            nodes[1] = restarted
+            # start() replays the current image (still naming node 1 leader at epoch 0), as a
+            # restarted node replaying its metadata log would; with the incarnation set it must wait
+            await restarted.start()
+            assert restarted.manager.hosted(TOPIC, 0) is None
+            assert (await client.produce(restarted, [b"stale"]))[0] == ErrorCode.unknown_topic_or_partition
+            controller.elect(2, (2, 3))
+            assert restarted.manager.hosted(TOPIC, 0) is None
+            controller.commit(RegisterBrokerRecord(1, incarnation, "127.0.0.1", restarted.port), UnfenceBrokerRecord(1))
+            replica = restarted.manager.hosted(TOPIC, 0)
+            assert replica is not None and replica.role == "follower" and replica.state.leader == 2
+            await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2, 3), what="node 1 back in the ISR")
+        finally:
+            await client.close()
+            for node in nodes.values():
+                await node.stop()
 
     run(scenario())
