@@ -109,14 +109,19 @@ class ClusterNode:
         server.internal_handlers[RAFT] = self.quorum.handle_raft_request
         server.internal_handlers[CONTROLLER] = self.channel.handle_request
         self.replica_manager = self._build_replica_manager()
-        self.quorum.start()
-        if self.replica_manager is not None:
-            self.replica_manager.start()
         advertised = self.handlers.advertised
         self.lifecycle = BrokerLifecycle(
             self.channel, self.quorum, self.runtime, advertised.host or "localhost", advertised.port,
             self.config.broker_heartbeat_interval_ms,
         )
+        if self.replica_manager is not None:
+            # A restarted node replays its metadata log from the start: until the image holds
+            # this process's own registration, its leaderships there are stale, and acting on
+            # them could acknowledge writes at an old epoch that are later truncated.
+            self.replica_manager.incarnation_id = self.lifecycle.incarnation_id
+        self.quorum.start()
+        if self.replica_manager is not None:
+            self.replica_manager.start()
         self.lifecycle.start()
 
     def _build_replica_manager(self):
