@@ -209,11 +209,12 @@ def check_acknowledged(consumed: dict[int, bytes], acked: dict[bytes, int]) -> N
     assert not lost, f"{len(lost)} acknowledged messages are missing or elsewhere, e.g. {sorted(lost.items(), key=lambda kv: kv[1])[:5]}"
 
 
+@pytest.mark.parametrize("nodes", [3, 5])
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
-def test_leader_kills_under_acks_all_lose_nothing_acknowledged(make_cluster, client):
+def test_leader_kills_under_acks_all_lose_nothing_acknowledged(make_cluster, client, nodes):
     import threading
 
-    cluster = make_cluster(3)
+    cluster = make_cluster(nodes)
     topic = "kills"
     cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
     acked: dict[bytes, int] = {}
