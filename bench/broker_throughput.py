@@ -40,12 +40,12 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     futures[topic].result(30)
 
 
-def produce(bootstrap: str, topic: str, messages: int, partitions: int) -> float:
+def produce(bootstrap: str, topic: str, messages: int, partitions: int, acks: str = "1") -> float:
     producer = Producer({
         "bootstrap.servers": bootstrap,
         "linger.ms": 5,
         "batch.size": 1048576,
-        "acks": 1,
+        "acks": acks,
         "queue.buffering.max.messages": 2_000_000,
         "queue.buffering.max.kbytes": 2_097_151,
     })
@@ -66,7 +66,7 @@ def produce(bootstrap: str, topic: str, messages: int, partitions: int) -> float
                 producer.poll(0.001)
         if i % 10_000 == 0:
             producer.poll(0)
-    remaining = producer.flush(120)
+    remaining = producer.flush(300)
     elapsed = time.perf_counter() - start
     if remaining or errors:
         raise RuntimeError(f"produce failed: {remaining} undelivered, errors {errors[:3]}")
