@@ -73,6 +73,7 @@ class TestOptions:
     replication_factor: int | None = None
     acks: str | None = None
     idempotent: bool = False
+    subscribe: bool = False
     name: str | None = None
 
     def test_name(self) -> str:

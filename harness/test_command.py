@@ -49,6 +49,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--idempotent", action="store_true",
                    help="at-least-once with the idempotent producer: retries must not duplicate, and the checker "
                         "says so")
+    p.add_argument("--subscribe", action="store_true",
+                   help="mix subscribe ops (consumer-group membership) into the queue workload; needs a broker "
+                        "with consumer groups (ours has none yet)")
     p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="where nodes run (default %(default)s)")
     p.add_argument("--client", choices=("confluent", "kafka-python"), default=d.client, help="Kafka client library (default %(default)s)")
@@ -90,7 +93,7 @@ def main(argv: list[str]) -> int:
             broker_overrides=dict(args.broker_override), nemesis_interval_s=args.nemesis_interval,
             recovery_timeout_s=args.recovery_timeout, keys=args.keys,
             replication_factor=args.replication_factor or min(3, args.nodes), acks=args.acks,
-            idempotent=args.idempotent, name=args.name,
+            idempotent=args.idempotent, subscribe=args.subscribe, name=args.name,
         )
         try:
             run = build_run(options, progress=Progress(enabled=not args.quiet))
@@ -137,7 +140,7 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
         system = logquake_broker(options.broker_overrides, options.nodes)
     workload = QueueWorkload(delivery=options.delivery, keys=options.keys, client=options.client,
                              replication_factor=options.replication_factor or 1, acks=options.acks,
-                             idempotent=options.idempotent)
+                             idempotent=options.idempotent, subscribe=options.subscribe)
     control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)
     return TestRun(options, control, workload, nemesis,
