@@ -49,7 +49,7 @@ def test_acking_before_replication_loses_acknowledged_writes(tmp_path):
 
 
 def test_reading_above_the_high_watermark_shows_reads_that_later_vanish(tmp_path):
-    caught(tmp_path, ["--time-limit", "60", "--broker-override", "logquake.debug.read.above.hwm=true"],
+    caught(tmp_path, ["--time-limit", "60", "--nemesis-interval", "5", "--broker-override", "logquake.debug.read.above.hwm=true"],
            {"inconsistent-offsets", "nonmonotonic-poll", "poll-skip", "G1a", "lost-write"}, seeds=[9, 32])
 
 
