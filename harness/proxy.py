@@ -62,24 +62,191 @@ class NetShape:
 
 
 class _Gate:
-    """An open/closed condition a pump waits on; opening wakes every waiter."""
+    """Whether one directed link is open, and the directions waiting for it to reopen."""
 
     def __init__(self):
-        self._event = asyncio.Event()
-        self._event.set()
+        self.is_open = True
+        self.waiters: set = set()  # _Direction objects and futures of held connection attempts
 
     def close(self):
-        self._event.clear()
+        self.is_open = False
 
     def open(self):
-        self._event.set()
+        self.is_open = True
+        waiters, self.waiters = self.waiters, set()
+        for waiter in waiters:
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiter.kick()
 
-    @property
-    def is_open(self) -> bool:
-        return self._event.is_set()
 
-    async def wait_open(self):
-        await self._event.wait()
+class _Direction:
+    """One direction of one proxied connection: bytes from `source` to `target` on `link`.
+
+    Clean and open, a chunk is written as soon as it arrives (no task, no copy).
+    Otherwise chunks queue with their release times; while the link is cut the
+    source stops being read, so bytes back up in the kernel and in the sender,
+    as on a real partitioned link, and nothing is lost.
+    """
+
+    def __init__(self, proxy: "FaultProxy", link: tuple[str, str]):
+        self.proxy = proxy
+        self.link = link
+        self.gate = proxy._gate(link)
+        self.source: asyncio.Transport | None = None
+        self.target: asyncio.Transport | None = None
+        self.queue: collections.deque = collections.deque()  # (release_time, data)
+        self.eof = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.target_blocked = False
+        self.source_paused = False
+        self.last_release = 0.0
+
+    def feed(self, data: bytes) -> None:
+        shape = self.proxy._shape
+        if not self.queue and self.gate.is_open and shape.is_clean and self.target is not None:
+            self._write(data)
+            return
+        release = 0.0
+        if not shape.is_clean:
+            loop = self.proxy._loop
+            delay_ms = shape.latency_ms + self.proxy._random.uniform(-shape.jitter_ms, shape.jitter_ms)
+            if shape.loss and self.proxy._random.random() < shape.loss:
+                delay_ms += RETRANSMIT_DELAY_MS
+            release = max(loop.time() + max(delay_ms, 0.0) / 1000, self.last_release)
+            self.last_release = release
+        self.queue.append((release, data))
+        if not self.gate.is_open or self.target is None:
+            self._pause_source()
+        self.kick()
+
+    def feed_eof(self) -> None:
+        self.eof = True
+        self.kick()
+
+    def kick(self) -> None:
+        """Write whatever is due; wait for time, the gate or the target, as needed."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.target is None or self.target.is_closing():
+            return
+        loop = self.proxy._loop
+        while self.queue:
+            if not self.gate.is_open:
+                self.gate.waiters.add(self)
+                self._pause_source()
+                return
+            release, data = self.queue[0]
+            wait_s = release - loop.time()
+            if wait_s > 0:
+                self.timer = loop.call_later(wait_s, self.kick)
+                return
+            self.queue.popleft()
+            self._write(data)
+        if self.gate.is_open:
+            self._resume_source()
+            if self.eof:
+                self.eof = False
+                if self.target.can_write_eof():
+                    self.target.write_eof()
+                else:
+                    self.target.close()
+
+    def _write(self, data: bytes) -> None:
+        self.target.write(data)
+        self.proxy.bytes_forwarded[self.link] += len(data)
+
+    def _pause_source(self) -> None:
+        if not self.source_paused and self.source is not None and not self.source.is_closing():
+            self.source.pause_reading()
+            self.source_paused = True
+
+    def _resume_source(self) -> None:
+        if self.source_paused and not self.target_blocked and self.source is not None and not self.source.is_closing():
+            self.source.resume_reading()
+            self.source_paused = False
+
+    # flow control from the target's transport
+    def target_paused(self) -> None:
+        self.target_blocked = True
+        self._pause_source()
+
+    def target_resumed(self) -> None:
+        self.target_blocked = False
+        if not self.queue and self.gate.is_open:
+            self._resume_source()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.gate.waiters.discard(self)
+
+
+class _Side(asyncio.Protocol):
+    """One TCP connection of a proxied pair: what it receives feeds `outgoing`;
+    its write-buffer pressure pauses `incoming`'s source."""
+
+    def __init__(self, pair: "_Pair", outgoing: _Direction, incoming: _Direction):
+        self.pair = pair
+        self.outgoing = outgoing
+        self.incoming = incoming
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.outgoing.source = transport
+        self.incoming.target = transport
+        self.incoming.kick()
+
+    def data_received(self, data):
+        self.outgoing.feed(data)
+
+    def eof_received(self):
+        self.outgoing.feed_eof()
+        return True  # keep the other direction open (half-close)
+
+    def pause_writing(self):
+        self.incoming.target_paused()
+
+    def resume_writing(self):
+        self.incoming.target_resumed()
+
+    def connection_lost(self, exc):
+        if self.pair is not None:
+            self.pair.lost(self)
+
+
+class _Pair:
+    """A client connection and its upstream connection."""
+
+    def __init__(self, proxy: "FaultProxy", src: str, dst: str):
+        self.proxy = proxy
+        self.forward = _Direction(proxy, (src, dst))
+        self.backward = _Direction(proxy, (dst, src))
+        self.client = _Side(self, self.forward, self.backward)
+        self.upstream = _Side(self, self.backward, self.forward)
+        self.closed = False
+
+    def transports(self):
+        return [side.transport for side in (self.client, self.upstream) if side.transport is not None]
+
+    def lost(self, side: _Side) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.forward.close()
+        self.backward.close()
+        for transport in self.transports():
+            transport.close()
+        self.proxy._pairs.discard(self)
+
+    def close(self) -> None:
+        for transport in self.transports():
+            transport.close()
+        self.lost(self.client)
 
 
 class FaultProxy:
@@ -100,7 +267,7 @@ class FaultProxy:
         self._gates: dict[tuple[str, str], _Gate] = {}
         self._reset_links: set[tuple[str, str]] = set()
         self._shape = NetShape()
-        self._connections: dict[tuple[str, str], set[asyncio.StreamWriter]] = collections.defaultdict(set)
+        self._pairs: set[_Pair] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -216,22 +383,25 @@ class FaultProxy:
         self._gate(link).close()
         if reset:
             self._reset_links.add(link)
-            for writer in list(self._connections.get(link, ())) + list(self._connections.get((dst, src), ())):
-                writer.close()
+            for pair in list(self._pairs):
+                if link in (pair.forward.link, pair.backward.link):
+                    pair.close()
         log.info("cut %s -> %s%s", src, dst, " (reset)" if reset else "")
 
     def _heal(self) -> None:
-        for gate in self._gates.values():
-            gate.open()
         self._reset_links.clear()
         self._shape = NetShape()
+        for gate in self._gates.values():
+            gate.open()
+        for pair in list(self._pairs):  # chunks queued for latency go out now
+            pair.forward.kick()
+            pair.backward.kick()
         log.info("healed all links")
 
     async def _listen(self, ports: dict[str, int]) -> None:
         for node, (host, port) in self.upstreams.items():
-            server = await asyncio.start_server(
-                lambda r, w, node=node: self._spawn(self._serve(node, r, w)),
-                self.listen_host, ports.get(node, 0), reuse_address=True,
+            server = await self._loop.create_server(
+                lambda node=node: _Accepted(self, node), self.listen_host, ports.get(node, 0), reuse_address=True,
             )
             self._servers.append(server)
             self.ports[node] = server.sockets[0].getsockname()[1]
@@ -239,9 +409,12 @@ class FaultProxy:
     async def _shutdown(self) -> None:
         for server in self._servers:
             server.close()
-        for writers in self._connections.values():
-            for writer in writers:
-                writer.close()
+        for pair in list(self._pairs):
+            pair.close()
+        for gate in self._gates.values():
+            for waiter in gate.waiters:
+                if isinstance(waiter, asyncio.Future) and not waiter.done():
+                    waiter.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -256,97 +429,48 @@ class FaultProxy:
     def source_of(self, peer_ip: str) -> str:
         return self.sources.get(str(ipaddress.ip_address(peer_ip)), CLIENT)
 
-    async def _serve(self, dst: str, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter):
-        peer = client_writer.get_extra_info("peername")
-        src = self.source_of(peer[0]) if peer else CLIENT
-        forward, backward = (src, dst), (dst, src)
-        if forward in self._reset_links or backward in self._reset_links:
-            client_writer.close()
-            return
-        # a connection attempt on a cut link hangs, as a dropped SYN does
-        await self._gate(forward).wait_open()
-        await self._gate(backward).wait_open()
-        host, port = self.upstreams[dst]
+    async def _connect_upstream(self, pair: _Pair, client: asyncio.Transport, dst: str) -> None:
+        """Open the upstream side of an accepted connection, once its links are open."""
+        forward, backward = pair.forward.link, pair.backward.link
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+            # a connection attempt on a cut link hangs, as a dropped SYN does
+            for link in (forward, backward):
+                gate = self._gate(link)
+                if not gate.is_open:
+                    waiter = self._loop.create_future()
+                    gate.waiters.add(waiter)
+                    await waiter
+            if pair.closed:
+                return
+            host, port = self.upstreams[dst]
+            await self._loop.create_connection(lambda: pair.upstream, host, port)
         except OSError as e:
-            log.debug("upstream %s (%s:%s) refused a connection from %s: %s", dst, host, port, src, e)
-            client_writer.close()
+            log.debug("upstream %s refused a connection from %s: %s", dst, forward[0], e)
+            pair.close()
+        except asyncio.CancelledError:
+            pair.close()
+            raise
+
+
+class _Accepted(_Side):
+    """The client side of a new connection: attributes it to a source and opens the upstream side."""
+
+    def __init__(self, proxy: FaultProxy, dst: str):
+        self.proxy = proxy
+        self.dst = dst
+        self.pair = None
+
+    def connection_made(self, transport):
+        peer = transport.get_extra_info("peername")
+        src = self.proxy.source_of(peer[0]) if peer else CLIENT
+        pair = _Pair(self.proxy, src, self.dst)
+        if pair.forward.link in self.proxy._reset_links or pair.backward.link in self.proxy._reset_links:
+            transport.close()
             return
-        self._connections[forward].add(client_writer)
-        self._connections[forward].add(upstream_writer)
-        try:
-            await asyncio.gather(
-                self._pump(forward, client_reader, upstream_writer),
-                self._pump(backward, upstream_reader, client_writer),
-            )
-        finally:
-            self._connections[forward].discard(client_writer)
-            self._connections[forward].discard(upstream_writer)
-            for writer in (client_writer, upstream_writer):
-                writer.close()
+        _Side.__init__(self, pair, pair.forward, pair.backward)
+        pair.client = self
+        self.proxy._pairs.add(pair)
+        # until the upstream side exists, what the client sends waits in its direction's queue
+        super().connection_made(transport)
+        self.proxy._spawn(self.proxy._connect_upstream(pair, transport, self.dst))
 
-    async def _pump(self, link: tuple[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        """Forward one direction of a connection: a reader stamps each chunk with its release
-        time (now + the link's delay, never earlier than the previous chunk's, so order holds),
-        a writer sends it when that time comes and the link is open."""
-        gate = self._gate(link)
-        queue: asyncio.Queue = asyncio.Queue(maxsize=16)
-        loop = asyncio.get_running_loop()
-
-        async def read_side():
-            last_release = 0.0
-            try:
-                while True:
-                    # wait before reading: while cut, bytes back up in the kernel buffers and
-                    # the sender's TCP window fills, as on a real partitioned link
-                    await gate.wait_open()
-                    data = await reader.read(CHUNK_BYTES)
-                    if not data:
-                        break
-                    release = 0.0
-                    shape = self._shape
-                    if not shape.is_clean:
-                        delay_ms = shape.latency_ms + self._random.uniform(-shape.jitter_ms, shape.jitter_ms)
-                        if shape.loss and self._random.random() < shape.loss:
-                            delay_ms += RETRANSMIT_DELAY_MS
-                        release = max(loop.time() + max(delay_ms, 0.0) / 1000, last_release)
-                        last_release = release
-                    await queue.put(data if release == 0.0 else (release, data))
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                await queue.put(None)
-
-        async def write_side():
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        break
-                    if isinstance(item, tuple):
-                        release, data = item
-                        wait_s = release - loop.time()
-                        if wait_s > 0:
-                            await asyncio.sleep(wait_s)
-                    else:
-                        data = item
-                    await gate.wait_open()
-                    writer.write(data)
-                    self.bytes_forwarded[link] += len(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                try:
-                    if writer.can_write_eof() and not writer.is_closing():
-                        writer.write_eof()
-                except (OSError, RuntimeError):
-                    writer.close()
-
-        reader_task = asyncio.ensure_future(read_side())
-        try:
-            await write_side()
-        finally:
-            reader_task.cancel()
-            await asyncio.gather(reader_task, return_exceptions=True)
