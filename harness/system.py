@@ -103,6 +103,7 @@ def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1
         "broker.session.timeout.ms": "4000",
         "broker.heartbeat.interval.ms": "500",
         "replica.lag.time.max.ms": "5000",
+        "replica.fetch.backoff.ms": "100",
     }
     properties.update(overrides or {})
     return System(

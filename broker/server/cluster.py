@@ -132,6 +132,7 @@ class ClusterNode:
 
         settings = ReplicationSettings(
             replica_lag_time_max_ms=self.config.replica_lag_time_max_ms,
+            replica_fetch_backoff_ms=self.config.replica_fetch_backoff_ms,
             min_insync_replicas=self.config.min_insync_replicas,
         )
         manager = ReplicaManager(

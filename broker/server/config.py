@@ -173,6 +173,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "controller.quorum.election.timeout.ms": (_int(10, 2**31 - 1), "1000", "Raft election timeout (minimum)"),
     "controller.quorum.fetch.timeout.ms": (_int(1, 2**31 - 1), "2000", "timeout of one Raft request between controllers"),
     "replica.lag.time.max.ms": (_int(1), "30000", "a follower not caught up for this long leaves the ISR"),
+    "replica.fetch.backoff.ms": (_int(0), "1000", "how long a follower waits before fetching again after an error"),
     "min.insync.replicas": (_int(1, 2**31 - 1), "1", "ISR size below which acks=all produce fails"),
     "unclean.leader.election.enable": (_parse_bool, "false", "elect an out-of-sync replica when no ISR member is alive"),
     "logquake.outbound.address": (_parse_text, None, "local address every outgoing connection binds to"),
@@ -210,6 +211,7 @@ class BrokerConfig:
     controller_quorum_election_timeout_ms: int = 1000
     controller_quorum_fetch_timeout_ms: int = 2000
     replica_lag_time_max_ms: int = 30000
+    replica_fetch_backoff_ms: int = 1000
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
     outbound_address: str | None = None
@@ -373,6 +375,7 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         controller_quorum_election_timeout_ms=typed["controller.quorum.election.timeout.ms"],
         controller_quorum_fetch_timeout_ms=typed["controller.quorum.fetch.timeout.ms"],
         replica_lag_time_max_ms=typed["replica.lag.time.max.ms"],
+        replica_fetch_backoff_ms=typed["replica.fetch.backoff.ms"],
         min_insync_replicas=typed["min.insync.replicas"],
         unclean_leader_election_enable=typed["unclean.leader.election.enable"],
         outbound_address=typed["logquake.outbound.address"] or None,
