@@ -211,6 +211,10 @@ class RequestHandlers:
                 partition_log = loaded.get((info.name, partition))
                 if partition_log is None:
                     partition_log = self.storage.create(info.name, partition, log_config)
+                else:
+                    # logs are opened with the broker's defaults; the topic's own settings
+                    # (retention, segment size, flush policy) apply again after a restart
+                    partition_log.set_config(log_config)
                 state = PartitionState(partition_log, ProducerStateTable())
                 replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
                 if replayed:
