@@ -71,6 +71,7 @@ class TestOptions:
     recovery_timeout_s: float = 60.0
     keys: int = 4
     replication_factor: int | None = None
+    min_insync_replicas: int | None = None
     acks: str | None = None
     idempotent: bool = False
     subscribe: bool = False

@@ -44,6 +44,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--keys", type=positive_int, default=d.keys, help="keys (topic-partitions) the queue workload uses (default %(default)s)")
     p.add_argument("--replication-factor", type=positive_int, default=None,
                    help="replication factor of the workload topic (default: min(3, nodes))")
+    p.add_argument("--min-insync-replicas", type=positive_int, default=None,
+                   help="min.insync.replicas of the workload topic (default: 2 when the replication factor is at "
+                        "least 3, else 1)")
     p.add_argument("--acks", choices=("0", "1", "all"), default=None,
                    help="override the producer acks of the delivery mode (e.g. 0 for at-most-once)")
     p.add_argument("--idempotent", action="store_true",
@@ -92,7 +95,8 @@ def main(argv: list[str]) -> int:
             backend=args.backend, client=args.client, store=args.store, system=args.system,
             broker_overrides=dict(args.broker_override), nemesis_interval_s=args.nemesis_interval,
             recovery_timeout_s=args.recovery_timeout, keys=args.keys,
-            replication_factor=args.replication_factor or min(3, args.nodes), acks=args.acks,
+            replication_factor=args.replication_factor or min(3, args.nodes),
+            min_insync_replicas=args.min_insync_replicas, acks=args.acks,
             idempotent=args.idempotent, subscribe=args.subscribe, name=args.name,
         )
         try:
@@ -138,8 +142,14 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
             raise ValueError(str(e)) from None
     else:
         system = logquake_broker(options.broker_overrides, options.nodes)
+    replication_factor = options.replication_factor or 1
+    min_insync = options.min_insync_replicas or (2 if replication_factor >= 3 else 1)
+    if min_insync > replication_factor:
+        raise ValueError(f"--min-insync-replicas {min_insync} is larger than the replication factor "
+                         f"{replication_factor}: every acks=all write would fail")
     workload = QueueWorkload(delivery=options.delivery, keys=options.keys, client=options.client,
-                             replication_factor=options.replication_factor or 1, acks=options.acks,
+                             replication_factor=replication_factor, acks=options.acks,
+                             topic_config={"min.insync.replicas": str(min_insync)},
                              idempotent=options.idempotent, subscribe=options.subscribe)
     control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)

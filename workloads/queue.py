@@ -86,7 +86,8 @@ class QueueWorkload(Workload):
     def describe(self) -> dict:
         return {"name": self.name, "delivery": self.delivery, "keys": self.keys, "client": self.client,
                 "topic": self.topic, "replication_factor": self.replication_factor, "acks": self.effective_acks(),
-                "op_timeout_s": self.op_timeout_s, "subscribe": self.subscribe, "idempotent": self.idempotent}
+                "op_timeout_s": self.op_timeout_s, "subscribe": self.subscribe, "idempotent": self.idempotent,
+                "topic_config": self.topic_config}
 
     def effective_acks(self) -> str:
         if self.acks is not None:
