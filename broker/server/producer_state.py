@@ -13,25 +13,40 @@ requests an idempotent client may have). Checking a new batch:
   OUT_OF_ORDER_SEQUENCE_NUMBER;
 - an unknown producer must start at sequence 0.
 
-The state is not persisted on its own: it is rebuilt at start by replaying the
-batch headers of the log (`rebuild`), so it survives restarts exactly as far as
-the log does.
+The state is rebuilt at start by replaying the batch headers of the log
+(`rebuild`), so it survives restarts exactly as far as the log does. A
+snapshot (`write_snapshot`, `<offset>.snapshot` in the partition directory,
+JSON: version, the offset it covers up to, producers with epoch and cached
+batches, ongoing transactions, aborted transactions) lets a rebuild start at
+that offset instead of the log start (`load_latest_snapshot`); a snapshot past
+the log end (after truncation) is ignored.
+
+Transactions (KIP-98): the first offset of each producer's open transaction is
+kept (`ongoing`); a commit or abort marker (`apply_marker`) closes it, and an
+abort is remembered as (producer id, first offset, last offset) in `aborted`,
+the in-memory transaction index. The last stable offset is the smallest first
+offset of an open transaction, else the high watermark; `aborted_overlapping`
+answers Fetch's `aborted_transactions`.
 
 Thread-safety: none; the event loop is the only caller.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 
 from broker.protocol.records import BatchHeader
+from broker.server.persist import read_file, write_atomically
 
 CACHED_BATCHES = 5
 DUPLICATE = "duplicate"
 OK = "ok"
 OUT_OF_ORDER = "out_of_order_sequence_number"
 INVALID_EPOCH = "invalid_producer_epoch"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_SUFFIX = ".snapshot"
 
 
 @dataclass(slots=True)
@@ -48,9 +63,18 @@ class ProducerEntry:
     batches: deque = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
 
 
+@dataclass(frozen=True, slots=True)
+class AbortedTxn:
+    producer_id: int
+    first_offset: int
+    last_offset: int
+
+
 class ProducerStateTable:
     def __init__(self) -> None:
         self.producers: dict[int, ProducerEntry] = {}
+        self.ongoing: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        self.aborted: list[AbortedTxn] = []  # by last_offset, ascending (markers arrive in log order)
 
     def check(self, header: BatchHeader) -> tuple[str, BatchMetadata | None]:
         """Classify an incoming idempotent batch; for a duplicate, also return its original metadata."""
@@ -78,12 +102,103 @@ class ProducerStateTable:
         entry.batches.append(
             BatchMetadata(header.base_sequence, header.last_sequence, base_offset, base_offset + header.last_offset_delta)
         )
+        if header.is_transactional:
+            self.ongoing.setdefault(header.producer_id, base_offset)
 
-    def rebuild(self, headers) -> int:
-        """Replay stored batch headers (oldest first); return how many idempotent batches were seen."""
+    def apply_marker(self, producer_id: int, producer_epoch: int, offset: int, commit: bool) -> None:
+        """A commit/abort control batch at `offset` ends the producer's open transaction (if any)."""
+        entry = self.producers.get(producer_id)
+        if entry is None or producer_epoch > entry.epoch:
+            # The coordinator bumped the epoch (fencing); sequences start again at 0.
+            self.producers[producer_id] = ProducerEntry(producer_epoch)
+        first_offset = self.ongoing.pop(producer_id, None)
+        if not commit and first_offset is not None:
+            self.aborted.append(AbortedTxn(producer_id, first_offset, offset))
+
+    def first_unstable_offset(self) -> int | None:
+        return min(self.ongoing.values(), default=None)
+
+    def last_stable_offset(self, high_watermark: int) -> int:
+        first = self.first_unstable_offset()
+        return high_watermark if first is None else min(first, high_watermark)
+
+    def aborted_overlapping(self, fetch_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
+        """Aborted transactions with records in [fetch_offset, upper_bound_offset), as Fetch reports them."""
+        return [txn for txn in self.aborted if txn.last_offset >= fetch_offset and txn.first_offset < upper_bound_offset]
+
+    def rebuild(self, headers, control_commit=None) -> int:
+        """Replay stored batch headers (oldest first); return how many idempotent batches were seen.
+
+        `control_commit(header)` tells a control batch's kind (True commit, False abort,
+        None neither); without it control batches are skipped.
+        """
         count = 0
         for header in headers:
-            if header.producer_id >= 0 and header.base_sequence >= 0 and not header.is_control:
+            if header.is_control:
+                commit = None if control_commit is None else control_commit(header)
+                if commit is not None and header.producer_id >= 0:
+                    self.apply_marker(header.producer_id, header.producer_epoch, header.base_offset, commit)
+            elif header.producer_id >= 0 and header.base_sequence >= 0:
                 self.record(header, header.base_offset)
                 count += 1
         return count
+
+    # -- snapshots ---------------------------------------------------------------------------------------
+
+    def snapshot_bytes(self, next_offset: int) -> bytes:
+        """The state after every batch below `next_offset`, as a snapshot file's contents."""
+        value = {
+            "version": SNAPSHOT_VERSION,
+            "next_offset": next_offset,
+            "producers": [
+                {"producer_id": pid, "epoch": entry.epoch,
+                 "batches": [[b.first_sequence, b.last_sequence, b.base_offset, b.last_offset] for b in entry.batches]}
+                for pid, entry in sorted(self.producers.items())
+            ],
+            "ongoing": sorted([pid, first] for pid, first in self.ongoing.items()),
+            "aborted": [[t.producer_id, t.first_offset, t.last_offset] for t in self.aborted],
+        }
+        return json.dumps(value, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_snapshot_bytes(cls, raw: bytes) -> tuple[ProducerStateTable, int]:
+        """Parse a snapshot; return the table and the offset replay continues from."""
+        value = json.loads(raw.decode("utf-8"))
+        if value.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"producer state snapshot version {value.get('version')!r} unknown; "
+                             f"this broker reads version {SNAPSHOT_VERSION}")
+        table = cls()
+        for producer in value["producers"]:
+            entry = ProducerEntry(producer["epoch"])
+            for first, last, base, last_offset in producer["batches"]:
+                entry.batches.append(BatchMetadata(first, last, base, last_offset))
+            table.producers[producer["producer_id"]] = entry
+        table.ongoing = {pid: first for pid, first in value["ongoing"]}
+        table.aborted = [AbortedTxn(*triple) for triple in value["aborted"]]
+        return table, value["next_offset"]
+
+    def write_snapshot(self, disk, directory: str, next_offset: int) -> str:
+        """Write `<next_offset>.snapshot` atomically into the partition directory; return its name."""
+        name = f"{next_offset:020d}{SNAPSHOT_SUFFIX}"
+        write_atomically(disk, directory, name, self.snapshot_bytes(next_offset))
+        return name
+
+    @classmethod
+    def load_latest_snapshot(cls, disk, directory: str, log_end_offset: int) -> tuple[ProducerStateTable, int]:
+        """The newest readable snapshot at or below `log_end_offset`, else an empty table from offset 0."""
+        offsets = sorted(
+            (int(name[: -len(SNAPSHOT_SUFFIX)]) for name in disk.listdir(directory)
+             if name.endswith(SNAPSHOT_SUFFIX) and name[: -len(SNAPSHOT_SUFFIX)].isdigit()),
+            reverse=True,
+        )
+        for offset in offsets:
+            if offset > log_end_offset:
+                continue  # written before a truncation: describes records the log no longer holds
+            raw = read_file(disk, f"{directory}/{offset:020d}{SNAPSHOT_SUFFIX}")
+            if raw is None:
+                continue
+            try:
+                return cls.from_snapshot_bytes(raw)
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged snapshot only costs a longer replay
+        return cls(), 0
