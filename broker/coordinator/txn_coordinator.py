@@ -1,0 +1,189 @@
+"""The transaction coordinator service: the state machine of `txn_state` plus its log and its markers (KIP-98).
+
+For each `__transaction_state` partition this broker leads it keeps a
+`TransactionStateMachine`, rebuilt from the partition's records in
+`on_become_leader` (which also re-sends the markers of every transaction left in
+PrepareCommit/PrepareAbort). Every request runs the state machine, appends the
+records it emitted through `TxnStateLog.append` (acks=all) and only then answers;
+if the append fails, the transaction's in-memory entry is put back as it was and
+the client gets COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR, so memory never runs
+ahead of the log. Marker jobs run as tasks that call `MarkerSender.write_markers`
+(WriteTxnMarkers to each partition leader) until every partition answered, with
+`retry_backoff_ms` between rounds, then log the Complete state. `expire_once`
+aborts transactions older than their `transaction.timeout.ms`.
+
+Invariants: a request for a transactional id whose partition this node does
+not lead gets NOT_COORDINATOR; one marker task per transaction at a time;
+tasks of a partition this node resigned stop at their next round.
+
+Thread-safety: none; the event loop is the only caller.
+Sources: KIP-98, KIP-447, KIP-588; Kafka's TransactionCoordinator and
+TransactionMarkerChannelManager (behaviour, not code).
+
+The server does not route requests here yet (see the handlers' docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Protocol
+
+from kio.schema.errors import ErrorCode
+
+from broker.coordinator.txn_state import MarkerJob, Outcome, TransactionStateMachine, TxnRecord, partition_for
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+
+
+class TxnStateLogError(Exception):
+    """The state records could not be appended (not leader any more, not enough replicas, timeout)."""
+
+    def __init__(self, error: ErrorCode, message: str):
+        super().__init__(message)
+        self.error = error
+
+
+class TxnStateLog(Protocol):
+    async def append(self, partition: int, records: list[TxnRecord]) -> None:
+        """Append with acks=all; raise TxnStateLogError when the records are not committed."""
+
+
+class MarkerSender(Protocol):
+    async def write_markers(self, job: MarkerJob, coordinator_epoch: int) -> dict[tuple[str, int], ErrorCode]:
+        """Write the job's control batch into each partition; the error per partition (NONE when written)."""
+
+
+class TransactionCoordinator:
+    def __init__(self, wall_ms, state_log: TxnStateLog, marker_sender: MarkerSender, allocate_producer_id,
+                 partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100) -> None:
+        if partition_count <= 0:
+            raise ValueError(f"transaction.state.log.num.partitions={partition_count!r}: must be a positive integer")
+        self.wall_ms = wall_ms
+        self.state_log = state_log
+        self.marker_sender = marker_sender
+        self.allocate_producer_id = allocate_producer_id
+        self.partition_count = partition_count
+        self.max_timeout_ms = max_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
+        self.marker_tasks: dict[str, asyncio.Task] = {}
+
+    # -- leadership ---------------------------------------------------------------------------------------
+
+    def on_become_leader(self, partition: int, coordinator_epoch: int, records) -> None:
+        """Take over a `__transaction_state` partition: replay its records, finish what was being prepared."""
+        machine = TransactionStateMachine(self.allocate_producer_id, self.max_timeout_ms)
+        machine.load(records)
+        self.owned[partition] = (coordinator_epoch, machine)
+        for job in machine.pending_markers():
+            self._start_markers(partition, job)
+
+    def on_resign(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+
+    def _machine(self, transactional_id: str):
+        partition = partition_for(transactional_id, self.partition_count)
+        owned = self.owned.get(partition)
+        return partition, (None if owned is None else owned[1])
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    async def _run(self, transactional_id: str, step) -> Outcome:
+        partition, machine = self._machine(transactional_id)
+        if machine is None:
+            return Outcome(ErrorCode.not_coordinator)
+        saved = copy.deepcopy(machine.transactions.get(transactional_id))
+        outcome = step(machine)
+        if outcome.records:
+            try:
+                await self.state_log.append(partition, outcome.records)
+            except TxnStateLogError as exc:
+                log.warning("transaction state for %r not logged (%s): %s", transactional_id, exc.error.name, exc)
+                if saved is None:
+                    machine.transactions.pop(transactional_id, None)
+                else:
+                    machine.transactions[transactional_id] = saved
+                return Outcome(exc.error)
+        for job in outcome.markers:
+            self._start_markers(partition, job)
+        return outcome
+
+    async def init_producer_id(self, transactional_id: str, timeout_ms: int) -> Outcome:
+        return await self._run(transactional_id, lambda m: m.init_producer_id(transactional_id, timeout_ms, self.wall_ms()))
+
+    async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int, partitions) -> Outcome:
+        return await self._run(transactional_id, lambda m: m.add_partitions(
+            transactional_id, producer_id, producer_epoch, list(partitions), self.wall_ms()))
+
+    async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                          offsets_topic: str, offsets_partition: int) -> Outcome:
+        """AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction."""
+        return await self.add_partitions(transactional_id, producer_id, producer_epoch, [(offsets_topic, offsets_partition)])
+
+    async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> Outcome:
+        return await self._run(transactional_id, lambda m: m.end_txn(
+            transactional_id, producer_id, producer_epoch, commit, self.wall_ms()))
+
+    async def expire_once(self) -> int:
+        """Abort timed-out transactions on every owned partition; return how many were aborted."""
+        aborted = 0
+        for partition, (_, machine) in list(self.owned.items()):
+            saved = copy.deepcopy(machine.transactions)
+            outcome = machine.expire(self.wall_ms())
+            if not outcome.records:
+                continue
+            try:
+                await self.state_log.append(partition, outcome.records)
+            except TxnStateLogError as exc:
+                log.warning("timeout aborts on %s-%d not logged: %s", TRANSACTION_STATE_TOPIC, partition, exc)
+                machine.transactions = saved
+                continue
+            for job in outcome.markers:
+                self._start_markers(partition, job)
+            aborted += len(outcome.markers)
+        return aborted
+
+    # -- markers ------------------------------------------------------------------------------------------
+
+    def _start_markers(self, partition: int, job: MarkerJob) -> None:
+        previous = self.marker_tasks.get(job.transactional_id)
+        assert previous is None or previous.done(), f"two marker jobs at once for {job.transactional_id!r}"
+        self.marker_tasks[job.transactional_id] = asyncio.get_running_loop().create_task(self._send_markers(partition, job))
+
+    async def _send_markers(self, partition: int, job: MarkerJob) -> None:
+        remaining = set(job.partitions)
+        while remaining:
+            owned = self.owned.get(partition)
+            if owned is None:
+                return  # resigned: the next coordinator re-sends from the log
+            coordinator_epoch = owned[0]
+            pending = MarkerJob(job.transactional_id, job.producer_id, job.producer_epoch, job.commit, tuple(sorted(remaining)))
+            results = await self.marker_sender.write_markers(pending, coordinator_epoch)
+            remaining -= {tp for tp, error in results.items() if error == ErrorCode.none}
+            if remaining:
+                await asyncio.sleep(self.retry_backoff_ms / 1000)
+        while True:
+            owned = self.owned.get(partition)
+            if owned is None:
+                return
+            machine = owned[1]
+            saved = copy.deepcopy(machine.transactions.get(job.transactional_id))
+            outcome = machine.markers_written(job.transactional_id, job.producer_id, job.producer_epoch, self.wall_ms())
+            try:
+                await self.state_log.append(partition, outcome.records)
+                return
+            except TxnStateLogError as exc:
+                # Back to the Prepare state (memory never runs ahead of the log), and try again.
+                log.warning("completion of %r not logged: %s", job.transactional_id, exc)
+                machine.transactions[job.transactional_id] = saved
+                await asyncio.sleep(self.retry_backoff_ms / 1000)
+
+    async def close(self) -> None:
+        tasks = [task for task in self.marker_tasks.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""The transaction coordinator service with a fake state log, fake marker sender and fake wall clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from kio.schema.errors import ErrorCode
+
+from broker.coordinator.txn_coordinator import TransactionCoordinator, TxnStateLogError
+from broker.coordinator.txn_state import TxnState, partition_for
+
+PARTITIONS = 3
+
+
+class FakeStateLog:
+    def __init__(self):
+        self.records = {p: [] for p in range(PARTITIONS)}
+        self.failures = 0
+
+    async def append(self, partition, records):
+        if self.failures:
+            self.failures -= 1
+            raise TxnStateLogError(ErrorCode.not_enough_replicas, "ISR too small")
+        self.records[partition].extend(records)
+
+
+class FakeSender:
+    def __init__(self):
+        self.calls = []
+        self.failing = {}  # (topic, partition) -> rounds still failing
+
+    async def write_markers(self, job, coordinator_epoch):
+        self.calls.append((job, coordinator_epoch))
+        results = {}
+        for tp in job.partitions:
+            if self.failing.get(tp, 0) > 0:
+                self.failing[tp] -= 1
+                results[tp] = ErrorCode.not_leader_or_follower
+            else:
+                results[tp] = ErrorCode.none
+        return results
+
+
+class Clock:
+    def __init__(self):
+        self.now_ms = 0
+
+    def __call__(self):
+        return self.now_ms
+
+
+def coordinator():
+    ids = itertools.count(1)
+    state_log, sender, clock = FakeStateLog(), FakeSender(), Clock()
+    coord = TransactionCoordinator(clock, state_log, sender, lambda: next(ids), PARTITIONS, retry_backoff_ms=1)
+    for p in range(PARTITIONS):
+        coord.on_become_leader(p, coordinator_epoch=7, records=[])
+    return coord, state_log, sender, clock
+
+
+async def settle(coord):
+    await asyncio.gather(*coord.marker_tasks.values())
+
+
+def test_commit_writes_markers_then_completes_and_logs_everything():
+    async def scenario():
+        coord, state_log, sender, _ = coordinator()
+        init = await coord.init_producer_id("t", 10_000)
+        assert init.error == ErrorCode.none
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0), ("out", 1)])
+        sender.failing[("out", 1)] = 2  # its leader is moving: retried until written
+        end = await coord.end_txn("t", init.producer_id, 0, commit=True)
+        assert end.error == ErrorCode.none
+        await settle(coord)
+        assert [len(job.partitions) for job, _ in sender.calls] == [2, 1, 1]
+        assert {epoch for _, epoch in sender.calls} == {7}
+        states = [r.state for r in state_log.records[partition_for("t", PARTITIONS)]]
+        assert states == [TxnState.EMPTY, TxnState.ONGOING, TxnState.PREPARE_COMMIT, TxnState.COMPLETE_COMMIT]
+        await coord.close()
+
+    asyncio.run(scenario())
+
+
+def test_failed_append_changes_nothing():
+    async def scenario():
+        coord, state_log, _, _ = coordinator()
+        init = await coord.init_producer_id("t", 10_000)
+        state_log.failures = 1
+        failed = await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        assert failed.error == ErrorCode.not_enough_replicas
+        _, machine = coord._machine("t")
+        assert machine.transactions["t"].state == TxnState.EMPTY and not machine.transactions["t"].partitions
+        state_log.failures = 1
+        assert (await coord.init_producer_id("u", 10_000)).error == ErrorCode.not_enough_replicas
+        assert "u" not in coord._machine("u")[1].transactions
+
+    asyncio.run(scenario())
+
+
+def test_not_coordinator_after_resign_and_replay_completes_prepared():
+    async def scenario():
+        coord, state_log, sender, _ = coordinator()
+        partition = partition_for("t", PARTITIONS)
+        init = await coord.init_producer_id("t", 10_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        sender.failing[("out", 0)] = 10**9  # never written before the failover
+        await coord.end_txn("t", init.producer_id, 0, commit=False)
+        coord.on_resign(partition)
+        await settle(coord)
+        assert (await coord.end_txn("t", init.producer_id, 0, commit=False)).error == ErrorCode.not_coordinator
+        # A new coordinator replays the log and finishes the abort.
+        successor, _, successor_sender, _ = coordinator()
+        successor.on_resign(partition)
+        successor_log = successor.state_log
+        successor.on_become_leader(partition, coordinator_epoch=8, records=list(state_log.records[partition]))
+        await settle(successor)
+        (job, epoch), = successor_sender.calls
+        assert (job.commit, job.partitions, epoch) == (False, (("out", 0),), 8)
+        assert successor_log.records[partition][-1].state == TxnState.COMPLETE_ABORT
+        await coord.close()
+
+    asyncio.run(scenario())
+
+
+def test_timeout_abort_fences_and_sends_abort_markers():
+    async def scenario():
+        coord, _, sender, clock = coordinator()
+        init = await coord.init_producer_id("t", 1_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        clock.now_ms = 500
+        assert await coord.expire_once() == 0
+        clock.now_ms = 1_001
+        assert await coord.expire_once() == 1
+        await settle(coord)
+        (job, _), = sender.calls
+        assert (job.commit, job.producer_epoch) == (False, 1)
+        fenced = await coord.end_txn("t", init.producer_id, 0, commit=True)
+        assert fenced.error == ErrorCode.producer_fenced
+
+    asyncio.run(scenario())
