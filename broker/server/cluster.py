@@ -18,7 +18,11 @@ and it swaps the request handlers whose answers come from the cluster metadata:
 - CreateTopics / DeleteTopics are validated here and forwarded to the active
   controller; the answer waits until this node has applied the change, so a
   client's next request to this node sees it. Clients never see NOT_CONTROLLER;
-- InitProducerId draws ids from controller-allocated blocks.
+- InitProducerId draws ids from controller-allocated blocks;
+- consumer groups: the internal `__consumer_offsets` topic is created through
+  the controller (`create_internal_topic`), and the ReplicaManager's partition
+  lifecycle also tells the group coordinator which of its partitions this node
+  leads (`GroupAwareLifecycle`, broker.coordinator.group_handlers).
 
 The in-memory `TopicStore` of the handlers is kept equal to the image's topics
 (a listener), so the handlers that read it (Produce, Fetch, ListOffsets,
@@ -43,6 +47,7 @@ from broker.controller.channel import BrokerLifecycle, ClusterProducerIds, Quoru
 from broker.controller.controller import ControllerSettings, QuorumController
 from broker.controller.quorum import MetadataQuorum
 from broker.controller.rpc import CONTROLLER, RAFT
+from broker.coordinator.group_handlers import GroupAwareLifecycle
 from broker.controller.storage import DIRECTORY_NAME, QuorumStorage
 from broker.metadata.errors import ControllerError
 from broker.metadata.image import NO_LEADER, MetadataImage
@@ -101,6 +106,7 @@ class ClusterNode:
         handlers.handlers[apis.CREATE_TOPICS] = self.create_topics
         handlers.handlers[apis.DELETE_TOPICS] = self.delete_topics
         handlers.handlers[apis.INIT_PRODUCER_ID] = self.init_producer_id
+        handlers.group_apis.create_topic = self.create_internal_topic
         self.quorum.listeners.append(self)
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -137,7 +143,7 @@ class ClusterNode:
         )
         manager = ReplicaManager(
             self.config.node_id, self.runtime, self.handlers.storage, self.channel, self.replication_pool, settings,
-            self.handlers, self.handlers.topic_log_config,
+            GroupAwareLifecycle(self.handlers, self.handlers.group_apis), self.handlers.topic_log_config,
         )
         self.handlers.replica_manager = manager
         self.quorum.listeners.append(manager)
@@ -155,6 +161,7 @@ class ClusterNode:
                 await self.runtime.clock.sleep(0.02)
 
     async def close(self) -> None:
+        await self.handlers.group_apis.stop()
         if self.replica_manager is not None:
             await self.replica_manager.stop()
         await self.controller.stop()
@@ -298,6 +305,21 @@ class ClusterNode:
         for result in answer.get("topics", []):
             if result["error_code"] not in (0, 36):  # 36: created meanwhile by someone else
                 log.info("auto-creating topic %s refused: %s", result["name"], result["error_message"])
+        await self.wait_applied(int(answer.get("metadata_offset", 0)))
+
+    async def create_internal_topic(self, name: str, partitions: int, replication_factor: int) -> None:
+        """Create an internal topic (e.g. __consumer_offsets) through the controller; "already exists" is fine."""
+        request = {"op": "create_topics", "validate_only": False, "topics": [
+            {"name": name, "num_partitions": partitions, "replication_factor": replication_factor,
+             "assignments": None, "configs": {}}]}
+        try:
+            answer = await self.channel.call(request, CONTROLLER_TIMEOUT_S)
+        except ControllerError as exc:
+            log.info("creating internal topic %s failed: %s", name, exc)
+            return
+        for result in answer.get("topics", []):
+            if result["error_code"] not in (0, 36):  # 36: created meanwhile by another node
+                log.warning("creating internal topic %s refused: %s", name, result["error_message"])
         await self.wait_applied(int(answer.get("metadata_offset", 0)))
 
     # ---- CreateTopics / DeleteTopics ------------------------------------------------------------

@@ -176,6 +176,12 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "replica.fetch.backoff.ms": (_int(0), "1000", "how long a follower waits before fetching again after an error"),
     "min.insync.replicas": (_int(1, 2**31 - 1), "1", "ISR size below which acks=all produce fails"),
     "unclean.leader.election.enable": (_parse_bool, "false", "elect an out-of-sync replica when no ISR member is alive"),
+    # consumer groups (broker.coordinator.group)
+    "offsets.topic.num.partitions": (_int(1, 2**31 - 1), "50", "partitions of the internal __consumer_offsets topic"),
+    "offsets.topic.replication.factor": (_int(1, 2**15 - 1), "3", "replicas of __consumer_offsets (at most the live brokers)"),
+    "group.initial.rebalance.delay.ms": (_int(0, 2**31 - 1), "3000", "wait for more members before the first rebalance of an empty group"),
+    "group.min.session.timeout.ms": (_int(0, 2**31 - 1), "6000", "smallest session.timeout.ms a member may ask for"),
+    "group.max.session.timeout.ms": (_int(0, 2**31 - 1), "1800000", "largest session.timeout.ms a member may ask for"),
     "logquake.outbound.address": (_parse_text, None, "local address every outgoing connection binds to"),
     # logquake's own debugging switches (reserved namespace)
     "logquake.debug.log.requests": (_parse_bool, "false", "log every request at DEBUG level"),

@@ -38,11 +38,8 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   transactional.id and FindCoordinator for a transaction answer
   TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), which every client treats as a
   fatal, non-retriable error with a clear message instead of retrying forever.
-  FindCoordinator for a group names this node, but no group API is advertised:
-  assign-based consumers never need one, and librdkafka's close() (which looks
-  the coordinator up to commit) then returns at once instead of retrying
-  COORDINATOR_NOT_AVAILABLE for session.timeout.ms; a consumer that subscribes
-  gets an "unsupported" error from its client.
+  Consumer groups (FindCoordinator for groups and the group APIs) are served by
+  `broker.coordinator.group_handlers.GroupApis`, which installs its handlers here.
 
 Thread-safety: none; everything runs on the broker's event loop.
 """
@@ -58,6 +55,7 @@ import uuid
 
 from kio.schema.errors import ErrorCode
 
+from broker.coordinator.group_handlers import GroupApis
 from broker.io import Runtime
 from broker.log.config import LogConfig
 from broker.log.log import OffsetOutOfRangeError
@@ -169,6 +167,7 @@ class RequestHandlers:
             apis.DESCRIBE_CONFIGS: self.describe_configs,
             apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
         }
+        self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
 
     @property
