@@ -179,6 +179,7 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = {}
         self.owned: set[int] = set()
         self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
 
     # ---- placement and ownership ------------------------------------------------------
 
@@ -276,15 +277,18 @@ class GroupCoordinator:
     def tick(self, now_ms: int) -> None:
         """Expire sessions and finish rebalances whose timeout or initial delay has passed."""
         for group in list(self.groups.values()):
-            if group.state == PREPARING_REBALANCE:
-                self._maybe_complete_join(group, now_ms)
-                continue
+            # a member that neither heartbeats nor rejoins expires in every state (as in Kafka), so a
+            # rebalance never waits a whole rebalance timeout for a member that is gone
             for member in list(group.members.values()):
+                if group.members.get(member.member_id) is not member:
+                    continue  # already removed by this tick (a completed rebalance drops laggards)
                 waiting = member.join_future is not None and not member.join_future.done()
                 if not waiting and now_ms - member.last_heard_ms > member.session_timeout_ms:
                     log.info("group %s: member %s session expired (%d ms)", group.group_id, member.member_id,
                              member.session_timeout_ms)
                     self._remove_member(group, member, "session timeout", now_ms)
+            if group.state == PREPARING_REBALANCE:
+                self._maybe_complete_join(group, now_ms)
 
     # ---- JoinGroup -----------------------------------------------------------------------
 
@@ -424,6 +428,8 @@ class GroupCoordinator:
             group.protocol_name = None
             group.leader_id = None
             log.info("group %s: empty at generation %d", group.group_id, group.generation_id)
+            # stored, so that a coordinator replaying the log does not wait for members that left
+            self._store_in_background(group)
             return
         group.protocol_name = self._select_protocol(group)
         if group.leader_id not in group.members:
@@ -440,6 +446,12 @@ class GroupCoordinator:
                 ErrorCode.none, group.generation_id, group.protocol_type, group.protocol_name, group.leader_id,
                 member.member_id, member_list if is_leader else []))
             member.join_future = None
+
+    def _store_in_background(self, group: Group) -> None:
+        task = asyncio.ensure_future(self.group_log.append(
+            group.partition, [(records.group_key(group.group_id), records.encode_value(group.to_record()))]))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @staticmethod
     def _select_protocol(group: Group) -> str:

@@ -317,3 +317,34 @@ def test_bad_input_errors():
         with pytest.raises(ValueError, match="b'O'"):
             records.decode_key(b"Zxx")
     asyncio.run(scenario())
+
+
+def test_replayed_members_that_never_return_expire_during_a_rebalance():
+    async def scenario():
+        clock, store, coordinator = make()
+        await stable_group(coordinator)
+        partition = coordinator.partition_for("g")
+        successor = GroupCoordinator(clock, store, 4, initial_rebalance_delay_ms=0)
+        successor.load_partition(partition, store.batches[partition])
+        newcomer = await join_new(successor)
+        await asyncio.sleep(0)
+        assert not newcomer.done()  # waits for the two replayed members
+        clock.now_ms += SESSION_MS + 1
+        successor.tick(clock.now_ms)
+        result = await newcomer
+        assert result.error == ErrorCode.none and result.generation_id == 2
+        assert list(successor.groups["g"].members) == [result.member_id]
+    asyncio.run(scenario())
+
+
+def test_group_that_became_empty_is_stored_empty():
+    async def scenario():
+        clock, store, coordinator = make()
+        a, b = await stable_group(coordinator)
+        coordinator.leave_group("g", [(a.member_id, None), (b.member_id, None)])
+        await asyncio.sleep(0)
+        partition = coordinator.partition_for("g")
+        successor = GroupCoordinator(clock, store, 4)
+        successor.load_partition(partition, store.batches[partition])
+        assert successor.groups["g"].state == EMPTY and not successor.groups["g"].members
+    asyncio.run(scenario())

@@ -93,3 +93,140 @@ def test_raw_group_lifecycle_and_stale_generation_commit(broker_factory):
     with RawClient(broker.port) as client:
         assert _find(client, "grp").error_code == 0
         assert _fetch(client, "grp") == 42
+
+
+# ---- slow: real clients on a 3-node cluster ------------------------------------------------------
+
+CLUSTER_GROUP_OVERRIDES = {
+    "group_initial_rebalance_delay_ms": "0",
+    "offsets_topic_num_partitions": "3",
+    "group_min_session_timeout_ms": "1000",
+}
+PARTITIONS = 6
+
+MEMBER_SCRIPT = r"""
+import sys
+from confluent_kafka import Consumer
+consumer = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "session.timeout.ms": 3000,
+                     "heartbeat.interval.ms": 300, "enable.auto.commit": False})
+consumer.subscribe([sys.argv[3]])
+while True:
+    consumer.poll(0.1)
+    print(sorted(tp.partition for tp in consumer.assignment()), flush=True)
+"""
+
+
+def _six_partition_topic(cluster, topic):
+    from confluent_kafka.admin import NewTopic
+
+    import time
+
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + 60
+    while True:
+        futures = cluster.admin().create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=3)],
+                                                operation_timeout=10, request_timeout=20)
+        try:
+            futures[topic].result(timeout=30)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # not every broker is registered yet
+    cluster.wait(lambda: (p := cluster.partition(topic, PARTITIONS - 1)) is not None and p[0] >= 0, 60, "topic leaders")
+
+
+def _consumer(bootstrap, group, topic, **extra):
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": 3000,
+                         "heartbeat.interval.ms": 300, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         **extra})
+    consumer.subscribe([topic])
+    return consumer
+
+
+def _wait_balanced(consumers, member_count, timeout_s=60.0, external=None):
+    """Poll every consumer until their assignments are disjoint and cover all partitions."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        owned = []
+        for consumer in consumers:
+            consumer.poll(0.05)
+            owned.append(sorted(tp.partition for tp in consumer.assignment()))
+        if external is not None:
+            owned.append(external())
+        flat = [p for parts in owned for p in parts]
+        if sorted(flat) == list(range(PARTITIONS)) and sum(1 for parts in owned if parts) == member_count:
+            # stable for a moment: no partition owned twice
+            return owned
+    raise AssertionError(f"the group did not balance over {member_count} members within {timeout_s} s: {owned}")
+
+
+@pytest.mark.slow
+def test_confluent_group_rebalances_on_join_leave_and_kill_and_offsets_survive_coordinator_kill(tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    from confluent_kafka import Producer, TopicPartition
+
+    from .test_replication_process import Cluster
+
+    cluster = Cluster(tmp_path, 3, {k.replace("_", "."): v for k, v in CLUSTER_GROUP_OVERRIDES.items()}).start()
+    consumers, member = [], None
+    try:
+        _six_partition_topic(cluster, "gt")
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for i in range(60):
+            producer.produce("gt", value=b"%d" % i, partition=i % PARTITIONS)
+        assert producer.flush(30) == 0
+        consumers.append(_consumer(cluster.bootstrap, "g1", "gt"))
+        assert _wait_balanced(consumers, 1) == [list(range(PARTITIONS))]
+        consumers.append(_consumer(cluster.bootstrap, "g1", "gt"))
+        # the third member is a process of its own, so that it can be killed without leaving
+        member = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, cluster.bootstrap, "g1", "gt"],
+                                  stdout=subprocess.PIPE, text=True)
+        last_line = [""]
+
+        def read_member():
+            for line in member.stdout:
+                last_line[0] = line
+
+        threading.Thread(target=read_member, daemon=True).start()
+        external = lambda: eval(last_line[0]) if last_line[0] else []  # noqa: E731 - the member prints a list
+        _wait_balanced(consumers, 3, external=external)
+        member.kill()
+        member.wait()
+        last_line[0] = ""
+        _wait_balanced(consumers, 2)  # after the killed member's session expired
+        consumers.pop().close()  # leaves the group
+        assert _wait_balanced(consumers, 1) == [list(range(PARTITIONS))]
+        # commit offsets, then kill the coordinator's broker
+        survivor = consumers[0]
+        committed = [TopicPartition("gt", p, 5 + p) for p in range(PARTITIONS)]
+        survivor.commit(offsets=committed, asynchronous=False)
+        with RawClient(cluster.ports[1]) as client:
+            coordinator = _find(client, "g1").node_id
+        survivor.close()
+        consumers.clear()
+        cluster.nodes[coordinator].kill()
+        fresh = _consumer(cluster.bootstrap, "g1", "gt")
+        consumers.append(fresh)
+        _wait_balanced(consumers, 1, timeout_s=90)
+        resumed = fresh.committed([TopicPartition("gt", p) for p in range(PARTITIONS)], timeout=30)
+        assert [(tp.partition, tp.offset) for tp in resumed] == [(p, 5 + p) for p in range(PARTITIONS)]
+        message = fresh.poll(10)
+        while message is not None and message.error() is not None:
+            message = fresh.poll(10)
+        assert message is not None and message.offset() == 5 + message.partition()
+    finally:
+        if member is not None and member.poll() is None:
+            member.kill()
+            member.wait()
+        for consumer in consumers:
+            consumer.close()
+        cluster.stop()
