@@ -230,3 +230,90 @@ def test_confluent_group_rebalances_on_join_leave_and_kill_and_offsets_survive_c
         for consumer in consumers:
             consumer.close()
         cluster.stop()
+
+
+def _single_node_topic(broker, topic, messages=60):
+    from confluent_kafka import Producer
+
+    with RawClient(broker.port) as client:
+        assert client.call(k.create_topic(topic, PARTITIONS)).topics[0].error_code == 0
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(messages):
+        producer.produce(topic, value=b"%d" % i, partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.slow
+def test_confluent_cooperative_sticky_group(broker_factory):
+    broker = broker_factory({**GROUP_OVERRIDES, "group.min.session.timeout.ms": "1000"})
+    _single_node_topic(broker, "coop")
+    extra = {"partition.assignment.strategy": "cooperative-sticky"}
+    consumers = [_consumer(broker.bootstrap, "coop-group", "coop", **extra)]
+    try:
+        assert _wait_balanced(consumers, 1) == [list(range(PARTITIONS))]
+        consumers.append(_consumer(broker.bootstrap, "coop-group", "coop", **extra))
+        owned = _wait_balanced(consumers, 2)
+        assert sorted(len(parts) for parts in owned) == [3, 3]
+        consumers.pop(0).close()
+        assert _wait_balanced(consumers, 1) == [list(range(PARTITIONS))]
+    finally:
+        for consumer in consumers:
+            consumer.close()
+
+
+@pytest.mark.slow
+def test_aiokafka_consumer_group(broker_factory):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    broker = broker_factory({**GROUP_OVERRIDES, "group.min.session.timeout.ms": "1000"})
+    _single_node_topic(broker, "aio")
+
+    async def run():
+        consumers = [AIOKafkaConsumer("aio", bootstrap_servers=broker.bootstrap, group_id="aio-group",
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      session_timeout_ms=6000, heartbeat_interval_ms=300) for _ in range(2)]
+        for consumer in consumers:
+            await consumer.start()
+        try:
+            seen = set()
+            deadline = asyncio.get_running_loop().time() + 60
+            while len(seen) < 60 and asyncio.get_running_loop().time() < deadline:
+                for consumer in consumers:
+                    batches = await consumer.getmany(timeout_ms=200)
+                    for records in batches.values():
+                        seen.update(r.value for r in records)
+            assert seen == {b"%d" % i for i in range(60)}
+            owned = [consumer.assignment() for consumer in consumers]
+            assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == PARTITIONS
+            for consumer in consumers:
+                await consumer.commit({tp: 10 for tp in consumer.assignment()})
+            assert await consumers[0].committed(TopicPartition("aio", 0)) == 10
+        finally:
+            for consumer in consumers:
+                await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(run(), 120))
+
+
+@pytest.mark.slow
+def test_kafka_python_consumer_group(broker_factory):
+    from kafka import KafkaConsumer, TopicPartition
+
+    broker = broker_factory({**GROUP_OVERRIDES, "group.min.session.timeout.ms": "1000"})
+    _single_node_topic(broker, "kp")
+    consumer = KafkaConsumer("kp", bootstrap_servers=broker.bootstrap, group_id="kp-group",
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=10_000)
+    try:
+        values = set()
+        for message in consumer:
+            values.add(message.value)
+            if len(values) == 60:
+                break
+        assert values == {b"%d" % i for i in range(60)}
+        assert consumer.assignment() == {TopicPartition("kp", p) for p in range(PARTITIONS)}
+        consumer.commit()
+        assert consumer.committed(TopicPartition("kp", 0)) == 10
+    finally:
+        consumer.close()
