@@ -259,7 +259,7 @@ class ClusterNode:
                     error_code=error,
                     name=state.name if state is not None else name,
                     topic_id=state.topic_id if state is not None else uuid.UUID(int=0),
-                    is_internal=False,
+                    is_internal=(state.name if state is not None else name) == "__consumer_offsets",  # Kafka marks it internal
                     partitions=partitions,
                     topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
                 )

@@ -390,7 +390,7 @@ class RequestHandlers:
                     error_code=error,
                     name=info.name if info is not None else name,
                     topic_id=info.topic_id if info is not None else uuid.UUID(int=0),
-                    is_internal=False,
+                    is_internal=(info.name if info is not None else name) == "__consumer_offsets",  # Kafka marks it internal
                     partitions=partitions,
                     topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
                 )

@@ -67,6 +67,8 @@ def test_raw_group_lifecycle_and_stale_generation_commit(broker_factory):
     with RawClient(broker.port) as client:
         found = _find(client, "grp")
         assert (found.error_code, found.node_id, found.port) == (0, 1, broker.port)
+        offsets_topic = client.call(k.metadata(["__consumer_offsets"], allow_auto_topic_creation=False)).topics[0]
+        assert offsets_topic.is_internal and len(offsets_topic.partitions) == 3
         first = _join(client, "grp")
         assert first.error_code == 79 and first.member_id  # MEMBER_ID_REQUIRED
         joined = _join(client, "grp", first.member_id)
