@@ -319,7 +319,8 @@ class GroupCoordinator:
                 old_id = group.static_members.get(group_instance_id)
                 new_id = f"{group_instance_id}-{uuid.uuid4()}"
                 if old_id is not None and old_id in group.members:
-                    return self._replace_static_member(group, old_id, new_id, protocols, now_ms)
+                    replaced = self._replace_static_member(group, old_id, new_id, protocols, now_ms)
+                    return replaced if isinstance(replaced, JoinResult) else await replaced
                 member_id = new_id
             else:
                 member_id = f"{client_id}-{uuid.uuid4()}"
@@ -357,8 +358,12 @@ class GroupCoordinator:
         self._maybe_complete_join(group, now_ms)
         return await future
 
-    def _replace_static_member(self, group: Group, old_id: str, new_id: str, protocols, now_ms: int) -> JoinResult:
-        """A static member restarted: it takes over the old member id's place and assignment (KIP-345)."""
+    def _replace_static_member(self, group: Group, old_id: str, new_id: str, protocols, now_ms: int):
+        """A static member restarted: it takes over the old member id's place and assignment (KIP-345).
+
+        Returns the JoinResult at once when the group is Stable (no rebalance), else the
+        future of the member's place in the rebalance under way.
+        """
         member = group.members.pop(old_id)
         _finish(member.join_future, JoinResult(ErrorCode.fenced_instance_id, member_id=old_id))
         _finish(member.sync_future, SyncResult(ErrorCode.fenced_instance_id))
@@ -379,8 +384,9 @@ class GroupCoordinator:
         member.join_future = loop.create_future()
         if group.state != PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"static member {member.group_instance_id} rejoined", now_ms)
+        future = member.join_future
         self._maybe_complete_join(group, now_ms)
-        return JoinResult(ErrorCode.rebalance_in_progress, member_id=new_id)
+        return future
 
     @staticmethod
     def _supported_by_all(group: Group, protocols, exclude: str) -> bool:
@@ -609,8 +615,8 @@ class GroupCoordinator:
             return {tp: error for tp in offsets}
         if group is None:
             group = self.groups[group_id] = Group(group_id, self.partition_for(group_id))
-        else:
-            group.members.get(member_id) and setattr(group.members[member_id], "last_heard_ms", self.clock.monotonic_ms())
+        elif member_id in group.members:
+            group.members[member_id].last_heard_ms = self.clock.monotonic_ms()  # a commit is a sign of life
         entries = [(records.offset_key(group_id, topic, part), records.encode_value(
             {"offset": o, "leader_epoch": e, "metadata": md})) for (topic, part), (o, e, md) in offsets.items()]
         error = await self.group_log.append(group.partition, entries)

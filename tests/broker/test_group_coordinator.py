@@ -348,3 +348,21 @@ def test_group_that_became_empty_is_stored_empty():
         successor.load_partition(partition, store.batches[partition])
         assert successor.groups["g"].state == EMPTY and not successor.groups["g"].members
     asyncio.run(scenario())
+
+
+def test_static_member_rejoining_during_a_rebalance_takes_part_in_it():
+    async def scenario():
+        clock, store, coordinator = make()
+        static = join(coordinator, "", "instance-1")
+        await asyncio.sleep(0)
+        clock.now_ms += 101
+        coordinator.tick(clock.now_ms)
+        first = await static
+        await coordinator.sync_group("g", 1, first.member_id, "instance-1", {first.member_id: b"p0"})
+        newcomer = await join_new(coordinator)  # PreparingRebalance, waiting for instance-1
+        restarted = join(coordinator, "", "instance-1")
+        a, b = await newcomer, await restarted
+        assert a.error == b.error == ErrorCode.none and a.generation_id == b.generation_id == 2
+        assert b.member_id != first.member_id and set(coordinator.groups["g"].members) == {a.member_id, b.member_id}
+        assert coordinator.heartbeat("g", 2, first.member_id, "instance-1") == ErrorCode.fenced_instance_id
+    asyncio.run(scenario())
