@@ -174,7 +174,8 @@ def test_metadata_survives_a_restart_of_every_node(cluster):
     for node_id in (1, 2, 3):
         cluster.wait_for(f"brokers registered at node {node_id}", lambda n=node_id: cluster.registered(n, {1, 2, 3}))
     create(cluster.admin(3), NewTopic("kept", 2, 3, config={"min.insync.replicas": "2", "retention.ms": "60000"}))
-    first = cluster.metadata(1).topics["kept"]
+    # CreateTopics answers once the controller has committed; other nodes apply the record just after
+    first = cluster.wait_for("the topic at node 1", lambda: cluster.metadata(1).topics.get("kept"), 10)
     for node in cluster.nodes.values():
         assert node.stop() == 0
     for node in cluster.nodes.values():
