@@ -149,15 +149,20 @@ def _consumer(bootstrap, group, topic, **extra):
     return consumer
 
 
-def _wait_balanced(consumers, member_count, timeout_s=60.0, external=None):
-    """Poll every consumer until their assignments are disjoint and cover all partitions."""
+def _wait_balanced(consumers, member_count, timeout_s=60.0, external=None, first_offsets=None):
+    """Poll every consumer until their assignments are disjoint and cover all partitions.
+
+    `first_offsets` (a dict) collects the offset of the first message polled from each partition.
+    """
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         owned = []
         for consumer in consumers:
-            consumer.poll(0.05)
+            message = consumer.poll(0.05)
+            if first_offsets is not None and message is not None and message.error() is None:
+                first_offsets.setdefault(message.partition(), message.offset())
             owned.append(sorted(tp.partition for tp in consumer.assignment()))
         if external is not None:
             owned.append(external())
@@ -173,6 +178,7 @@ def test_confluent_group_rebalances_on_join_leave_and_kill_and_offsets_survive_c
     import subprocess
     import sys
     import threading
+    import time
 
     from confluent_kafka import Producer, TopicPartition
 
@@ -209,7 +215,7 @@ def test_confluent_group_rebalances_on_join_leave_and_kill_and_offsets_survive_c
         assert _wait_balanced(consumers, 1) == [list(range(PARTITIONS))]
         # commit offsets, then kill the coordinator's broker
         survivor = consumers[0]
-        committed = [TopicPartition("gt", p, 5 + p) for p in range(PARTITIONS)]
+        committed = [TopicPartition("gt", p, 3 + p) for p in range(PARTITIONS)]
         survivor.commit(offsets=committed, asynchronous=False)
         with RawClient(cluster.ports[1]) as client:
             coordinator = _find(client, "g1").node_id
@@ -218,13 +224,17 @@ def test_confluent_group_rebalances_on_join_leave_and_kill_and_offsets_survive_c
         cluster.nodes[coordinator].kill()
         fresh = _consumer(cluster.bootstrap, "g1", "gt")
         consumers.append(fresh)
-        _wait_balanced(consumers, 1, timeout_s=90)
+        first_offsets = {}
+        _wait_balanced(consumers, 1, timeout_s=90, first_offsets=first_offsets)
         resumed = fresh.committed([TopicPartition("gt", p) for p in range(PARTITIONS)], timeout=30)
-        assert [(tp.partition, tp.offset) for tp in resumed] == [(p, 5 + p) for p in range(PARTITIONS)]
-        message = fresh.poll(10)
-        while message is not None and message.error() is not None:
-            message = fresh.poll(10)
-        assert message is not None and message.offset() == 5 + message.partition()
+        assert [(tp.partition, tp.offset) for tp in resumed] == [(p, 3 + p) for p in range(PARTITIONS)]
+        deadline = time.monotonic() + 30
+        while len(first_offsets) < PARTITIONS and time.monotonic() < deadline:
+            message = fresh.poll(0.2)
+            if message is not None and message.error() is None:
+                first_offsets.setdefault(message.partition(), message.offset())
+        # the new member starts every partition at the offset committed before the kill
+        assert first_offsets == {p: 3 + p for p in range(PARTITIONS)}
     finally:
         if member is not None and member.poll() is None:
             member.kill()
