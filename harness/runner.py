@@ -246,7 +246,8 @@ def versions(client: str) -> dict:
     if client == "confluent":
         import confluent_kafka
 
-        out["confluent-kafka"] = confluent_kafka.version()[0]
+        client_version = confluent_kafka.version()
+        out["confluent-kafka"] = client_version[0] if isinstance(client_version, tuple) else client_version
         out["librdkafka"] = confluent_kafka.libversion()[0]
     else:
         out["kafka-python"] = v("kafka-python")

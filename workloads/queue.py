@@ -144,6 +144,25 @@ class QueueWorkload(Workload):
         return result
 
 
+def confluent_send_outcome(code: int, retries: bool) -> str:
+    """`fail` or `info` for a send whose delivery report carries librdkafka error `code`.
+
+    Certain failure: the message can never be written (too large, invalid topic,
+    not authorised), or the broker refused the one and only attempt (no retries).
+    Anything else is unknown: a local timeout or transport error (the request may
+    have arrived), an error after retries (an earlier attempt may have been
+    written), or NOT_ENOUGH_REPLICAS_AFTER_APPEND (written on the leader).
+    """
+    from confluent_kafka import KafkaError
+
+    never_written = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.TOPIC_EXCEPTION,
+                     KafkaError.TOPIC_AUTHORIZATION_FAILED}
+    if code in never_written:
+        return "fail"
+    broker_refused = code > 0 and code != KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    return "fail" if broker_refused and not retries else "info"
+
+
 def _key_of(partition: int) -> int:
     return partition
 
@@ -191,8 +210,6 @@ class ConfluentQueueClient(Client):
         raise ValueError(f"queue client: unknown operation {op.f!r}")
 
     def _send(self, op: Invocation) -> Completion:
-        from confluent_kafka import KafkaError
-
         (_, key, value), = op.value
         outcome: dict[str, Any] = {}
         done = threading.Event()
@@ -218,13 +235,7 @@ class ConfluentQueueClient(Client):
         err = outcome["err"]
         if err is None:
             return Completion("ok", [["send", key, [outcome["offset"], value]]])
-        code = err.code()
-        certain = code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_TOPIC_EXCEPTION,
-                           KafkaError.TOPIC_AUTHORIZATION_FAILED)
-        broker_refused = code > 0 and code != KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-        if certain or (broker_refused and not self.retries):
-            return Completion("fail", op.value, error=[err.name().lower(), err.str()])
-        return Completion("info", op.value, error=[err.name().lower(), err.str()])
+        return Completion(confluent_send_outcome(err.code(), self.retries), op.value, error=[err.name().lower(), err.str()])
 
     def _ensure_consumer(self):
         if self.consumer is None:

@@ -1,0 +1,55 @@
+"""The queue workload's argument checks, generator and outcome rules (no broker needed)."""
+
+import random
+
+import pytest
+from confluent_kafka import KafkaError
+
+from workloads.queue import QueueWorkload, confluent_send_outcome
+
+
+def test_bad_arguments_name_the_option_and_value():
+    with pytest.raises(ValueError, match="--delivery 'twice'"):
+        QueueWorkload(delivery="twice")
+    with pytest.raises(ValueError, match="--client 'java'"):
+        QueueWorkload(client="java")
+    with pytest.raises(ValueError, match="acks '2'"):
+        QueueWorkload(acks="2")
+    with pytest.raises(ValueError, match="--idempotent goes with --delivery at-least-once"):
+        QueueWorkload(delivery="at-most-once", idempotent=True)
+    with pytest.raises(ValueError, match="transactional queue workload, which is not built yet"):
+        QueueWorkload(delivery="exactly-once")
+
+
+def test_the_generator_is_decided_by_the_seed_and_values_are_unique():
+    def ops(seed):
+        w = QueueWorkload(keys=3)
+        rng = random.Random(seed)
+        return [(op.f, op.value) for op in (w.next_op(rng, 0) for _ in range(300))]
+
+    assert ops(1) == ops(1)
+    assert ops(1) != ops(2)
+    sent = [value[0][2] for f, value in ops(3) if f == "send"]
+    assert len(sent) == len(set(sent)) and sent
+    assert {f for f, _ in ops(3)} <= {"send", "poll", "assign"}
+
+
+def test_send_errors_are_fail_only_when_the_message_cannot_have_been_written():
+    assert confluent_send_outcome(KafkaError.MSG_SIZE_TOO_LARGE, retries=True) == "fail"
+    assert confluent_send_outcome(KafkaError.TOPIC_AUTHORIZATION_FAILED, retries=True) == "fail"
+    # the broker refused the only attempt
+    assert confluent_send_outcome(KafkaError.NOT_LEADER_FOR_PARTITION, retries=False) == "fail"
+    assert confluent_send_outcome(KafkaError.NOT_ENOUGH_REPLICAS, retries=False) == "fail"
+    # an earlier attempt may have been written, or this one was written on the leader
+    assert confluent_send_outcome(KafkaError.NOT_LEADER_FOR_PARTITION, retries=True) == "info"
+    assert confluent_send_outcome(KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, retries=False) == "info"
+    # local timeouts and transport errors: the request may have arrived
+    assert confluent_send_outcome(KafkaError._MSG_TIMED_OUT, retries=False) == "info"
+    assert confluent_send_outcome(KafkaError._TRANSPORT, retries=False) == "info"
+
+
+def test_the_mode_decides_acks_and_the_promise():
+    assert QueueWorkload(delivery="at-most-once").effective_acks() == "1"
+    assert QueueWorkload(delivery="at-most-once", acks="0").effective_acks() == "0"
+    assert QueueWorkload(delivery="at-least-once").effective_acks() == "all"
+    assert QueueWorkload(idempotent=True).describe()["idempotent"] is True
