@@ -33,6 +33,7 @@ from kio.schema.errors import ErrorCode
 from broker.coordinator.group import GroupCoordinator
 from broker.protocol import apis
 from broker.protocol.records import build_batch, iter_batches
+from broker.replication import manager as replication
 
 log = logging.getLogger("broker.coordinator.group")
 
@@ -96,7 +97,6 @@ class HandlerGroupLog:
         self.handlers.wake_fetchers()
         if waiting is None:
             return ErrorCode.none
-        from broker.replication import manager as replication
         replica, required = waiting
         verdict = await self.handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
         if verdict == replication.OK:
@@ -228,6 +228,7 @@ class GroupApis:
 
     # ---- helpers ----------------------------------------------------------------------------
 
+    # broker.server.handlers imports this module, so its helpers are imported on use
     @staticmethod
     def handlers_module(api_key: int, version: int):
         from broker.server.handlers import _response_module
