@@ -98,3 +98,13 @@ def test_bad_arguments_exit_254_and_name_the_flag():
     out = run_logquake(["test", "--system", "/nonexistent.toml"])
     assert out.returncode == 254
     assert "no such file" in out.stderr
+
+
+def test_kafka_python_clients_on_three_nodes_under_faults_are_valid(store):
+    out = run_logquake(["test", "--client", "kafka-python", "--time-limit", "15", "--seed", "4", "--store", str(store),
+                        "--quiet"], timeout_s=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    run = _run_dir(store)
+    test = json.loads((run / "test.json").read_text())
+    assert test["workload"]["client"] == "kafka-python" and test["versions"]["kafka-python"]
+    assert json.loads((run / "results.json").read_text())["workload"]["stats"]["completions"]["ok"] > 100
