@@ -26,8 +26,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
 - Produce v3+ must carry exactly one v2 record batch per partition (Kafka's
   rule since KIP-98); its CRC is checked (CORRUPT_MESSAGE), its size against
   message.max.bytes / max.message.bytes (MESSAGE_TOO_LARGE); idempotent batches
-  go through the producer state (see `producer_state`); record bytes are never
-  parsed, only the 61-byte batch header;
+  go through the producer state (see `producer_state`), rebuilt on becoming
+  leader and at start from the newest `<offset>.snapshot` plus the log after it
+  (snapshots written at a clean stop and after a rebuild, deleted on becoming a
+  follower); record bytes are never parsed, only the 61-byte batch header (and a
+  control batch's first record key when replaying markers);
 - Fetch long-polls: it answers when min_bytes are available, on an error, or
   after max_wait_ms, and is woken by every append; last_stable_offset is the
   high watermark (no transactions yet) and aborted_transactions is an empty
@@ -66,7 +69,8 @@ from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch
 from broker.server.producer_ids import ProducerIdAllocator
-from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, ProducerStateTable
+from broker.coordinator.txn_markers import marker_commit
+from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
 
 log = logging.getLogger("broker.server")
@@ -214,15 +218,63 @@ class RequestHandlers:
                     # logs are opened with the broker's defaults; the topic's own settings
                     # (retention, segment size, flush policy) apply again after a restart
                     partition_log.set_config(log_config)
-                state = PartitionState(partition_log, ProducerStateTable())
-                replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
-                if replayed:
-                    log.info("rebuilt producer state of %s-%d from %d idempotent batches", info.name, partition, replayed)
-                self.partitions[(info.name, partition)] = state
+                self.partitions[(info.name, partition)] = self.rebuild_partition_state(info.name, partition, partition_log)
 
     def close(self) -> None:
         self.stopping = True
         self.wake_fetchers()
+        self.snapshot_producer_states()
+
+    def rebuild_partition_state(self, topic: str, partition: int, partition_log) -> PartitionState:
+        """Producer state from the newest usable `<offset>.snapshot` plus the log after it (markers included)."""
+        directory = getattr(partition_log, "directory", None)
+        producers, start_offset = ProducerStateTable(), partition_log.log_start_offset
+        if directory is not None:
+            producers, snapshot_offset = ProducerStateTable.load_latest_snapshot(
+                self.runtime.disk, directory, partition_log.log_end_offset)
+            start_offset = max(snapshot_offset, partition_log.log_start_offset)
+
+        def control_commit(header):
+            return marker_commit(partition_log.read(header.base_offset, header.size))
+
+        replayed = producers.rebuild(partition_log.iter_batch_headers(start_offset), control_commit)
+        if replayed:
+            log.info("rebuilt producer state of %s-%d from %d idempotent batches after offset %d",
+                     topic, partition, replayed, start_offset)
+        if directory is not None and start_offset < partition_log.log_end_offset and (producers.producers or producers.aborted):
+            self.write_producer_snapshot(producers, partition_log)
+        return PartitionState(partition_log, producers)
+
+    def write_producer_snapshot(self, producers: ProducerStateTable, partition_log) -> None:
+        """Snapshot the producer state at the log end, keeping only the newest two snapshot files.
+
+        A snapshot past the log end after a crash (unflushed tail) is ignored when loading;
+        followers delete theirs (their log may be truncated and rewritten below it).
+        """
+        directory = partition_log.directory
+        producers.write_snapshot(self.runtime.disk, directory, partition_log.log_end_offset)
+        names = sorted(name for name in self.runtime.disk.listdir(directory) if name.endswith(PRODUCER_SNAPSHOT_SUFFIX))
+        for name in names[:-2]:
+            self.runtime.disk.remove(f"{directory}/{name}")
+
+    def delete_producer_snapshots(self, partition_log) -> None:
+        directory = getattr(partition_log, "directory", None)
+        if directory is None or not self.runtime.disk.exists(directory):
+            return
+        for name in self.runtime.disk.listdir(directory):
+            if name.endswith(PRODUCER_SNAPSHOT_SUFFIX):
+                self.runtime.disk.remove(f"{directory}/{name}")
+
+    def snapshot_producer_states(self) -> None:
+        """At a clean stop: a snapshot per served partition, so the next start replays little of the log."""
+        for (topic, partition), state in list(self.partitions.items()):
+            directory = getattr(state.log, "directory", None)
+            if directory is None or not state.producers.producers or not self.runtime.disk.exists(directory):
+                continue
+            try:
+                self.write_producer_snapshot(state.producers, state.log)
+            except OSError as exc:
+                log.warning("producer state snapshot of %s-%d not written: %s", topic, partition, exc)
 
     # ---- helpers -----------------------------------------------------------
 
@@ -800,14 +852,12 @@ class RequestHandlers:
 
     def on_become_leader(self, topic: str, partition: int, partition_log) -> None:
         """Serve the partition; rebuild its idempotent-producer state from the log (it moves with leadership)."""
-        state = PartitionState(partition_log, ProducerStateTable())
-        replayed = state.producers.rebuild(partition_log.iter_batch_headers(partition_log.log_start_offset))
-        if replayed:
-            log.info("rebuilt producer state of %s-%d from %d idempotent batches", topic, partition, replayed)
-        self.partitions[(topic, partition)] = state
+        self.partitions[(topic, partition)] = self.rebuild_partition_state(topic, partition, partition_log)
 
     def on_become_follower(self, topic: str, partition: int, partition_log) -> None:
         self.partitions.pop((topic, partition), None)
+        # A follower's log may be truncated and rewritten below a snapshot's offset.
+        self.delete_producer_snapshots(partition_log)
 
     def on_stopped(self, topic: str, partition: int) -> None:
         self.partitions.pop((topic, partition), None)
