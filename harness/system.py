@@ -104,6 +104,10 @@ def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1
         "broker.heartbeat.interval.ms": "500",
         "replica.lag.time.max.ms": "5000",
         "replica.fetch.backoff.ms": "100",
+        # consumer groups of a short test: no initial rebalance delay, short sessions allowed
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        "offsets.topic.num.partitions": "10",
     }
     properties.update(overrides or {})
     return System(

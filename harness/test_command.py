@@ -54,7 +54,7 @@ def build_parser() -> ArgumentParser:
                         "says so")
     p.add_argument("--subscribe", action="store_true",
                    help="mix subscribe ops (consumer-group membership) into the queue workload; needs a broker "
-                        "with consumer groups (ours has none yet)")
+                        "with consumer groups")
     p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="where nodes run (default %(default)s)")
     p.add_argument("--client", choices=("confluent", "kafka-python"), default=d.client, help="Kafka client library (default %(default)s)")
