@@ -39,6 +39,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Workload
@@ -64,9 +65,9 @@ class QueueWorkload(Workload):
             raise ValueError(f"keys must be at least 1, got {keys}")
         if acks not in (None, "0", "1", "all", "-1"):
             raise ValueError(f"acks {acks!r} is not accepted; expected 0, 1 or all")
-        if delivery == "exactly-once":
-            raise ValueError("--delivery exactly-once needs the transactional queue workload, which is not built yet "
-                             "(it arrives with the exactly-once machinery); use at-most-once or at-least-once")
+        if delivery == "exactly-once" and client != "confluent":
+            raise ValueError(f"--delivery exactly-once runs on --client confluent only; the {client} queue client "
+                             "has no transactional operations yet")
         if idempotent and delivery != "at-least-once":
             raise ValueError(f"--idempotent goes with --delivery at-least-once, not {delivery}")
         self.idempotent = idempotent
@@ -115,6 +116,8 @@ class QueueWorkload(Workload):
 
     def next_op(self, rng: random.Random, process: int) -> Invocation:
         roll = rng.random()
+        if roll < 0.5 and self.delivery == "exactly-once":
+            return Invocation("txn", self._txn_mops(rng))
         if roll < 0.5:
             with self._lock:
                 value = next(self._values)
@@ -123,6 +126,14 @@ class QueueWorkload(Workload):
             return Invocation("poll", [["poll"]])
         keys = sorted(rng.sample(range(self.keys), rng.randint(1, self.keys)))
         return Invocation("subscribe" if self.subscribe and rng.random() < 0.5 else "assign", keys)
+
+    def _txn_mops(self, rng: random.Random) -> list[list]:
+        """One to three sends, sometimes followed by a poll: Jepsen's mixed `txn` operation."""
+        with self._lock:
+            mops: list[list] = [["send", rng.randrange(self.keys), next(self._values)] for _ in range(rng.randint(1, 3))]
+        if rng.random() < 0.3:
+            mops.append(["poll"])
+        return mops
 
     def open_ops(self, rng: random.Random) -> list[Invocation]:
         return [Invocation("assign", list(range(self.keys)))]
@@ -192,7 +203,16 @@ class ConfluentQueueClient(Client):
         self.retries = workload.delivery != "at-most-once"
         if not self.retries:
             config["message.send.max.retries"] = 0
+        self.transactional = workload.delivery == "exactly-once"
+        if self.transactional:
+            # One transactional.id per process: a process replaced after an
+            # indeterminate operation gets a new id, and its predecessor's open
+            # transaction is aborted by the coordinator after transaction.timeout.ms.
+            config["transactional.id"] = f"logquake-{workload.topic}-{process}"
+            config["transaction.timeout.ms"] = max(timeout_ms, 10_000)
         self.producer = Producer(config)
+        if self.transactional:
+            self.producer.init_transactions(workload.op_timeout_s)
         self.consumer = None
         self.positions: dict[int, int | None] = {}
 
@@ -201,6 +221,8 @@ class ConfluentQueueClient(Client):
     def invoke(self, op: Invocation) -> Completion:
         if op.f == "send":
             return self._send(op)
+        if op.f == "txn":
+            return self._txn(op)
         if op.f == "poll":
             return self._poll(op, final=bool(op.extra.get("final")))
         if op.f == "assign":
@@ -208,6 +230,84 @@ class ConfluentQueueClient(Client):
         if op.f == "subscribe":
             return self._subscribe(op.value)
         raise ValueError(f"queue client: unknown operation {op.f!r}")
+
+    def _txn(self, op: Invocation) -> Completion:
+        """Run the sends (and polls) of `op` in one transaction (KIP-98).
+
+        ok: commit_transaction returned. fail: the transaction was aborted (an
+        abortable error, then abort_transaction returned), so read_committed
+        readers never see its sends. info: anything else (a commit that timed
+        out, a fenced or fatally failed producer): it may or may not have
+        committed.
+        """
+        from confluent_kafka import KafkaException
+
+        if not self.transactional:
+            raise ValueError("queue client: txn operations need --delivery exactly-once")
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as e:
+            return Completion("fail", op.value, error=["begin-transaction", e.args[0].str()])
+        done: list[list] = []
+        outcomes: list[dict] = []
+        try:
+            for mop in op.value:
+                if mop[0] == "send":
+                    _, key, value = mop
+                    outcome: dict[str, Any] = {}
+
+                    def on_delivery(err, msg, outcome=outcome):
+                        outcome["err"] = err
+                        outcome["offset"] = msg.offset() if err is None else None
+
+                    self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
+                    outcomes.append(outcome)
+                    done.append(["send", key, outcome, value])
+                else:
+                    polled = self._collect(self._ensure_consumer().consume(num_messages=self.w.poll_max_messages, timeout=0.1))
+                    done.append(polled.value[0] if polled.type == "ok" else ["poll", {}])
+        except (BufferError, KafkaException) as e:
+            return self._abort(op, ["produce-refused", str(e)])
+        verdict, error = self._commit()
+        if verdict == "abort":
+            return self._abort(op, error)
+        if verdict == "unknown":
+            return Completion("info", op.value, error=error)
+        value = []
+        for mop in done:
+            if mop[0] == "send":
+                _, key, outcome, v = mop
+                offset = outcome.get("offset")
+                value.append(["send", key, [offset if offset is not None and offset >= 0 else None, v]])
+            else:
+                value.append(mop)
+        return Completion("ok", value)
+
+    def _commit(self) -> tuple[str, list | None]:
+        """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self.w.op_timeout_s
+        while True:
+            try:
+                self.producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                return "committed", None
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    return "abort", ["commit-abortable", err.str()]
+                if err.retriable() and time.monotonic() < deadline:
+                    continue
+                return "unknown", ["commit-unknown", err.str()]
+
+    def _abort(self, op: Invocation, error: list) -> Completion:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.producer.abort_transaction(self.w.op_timeout_s)
+        except KafkaException as e:
+            return Completion("info", op.value, error=error + ["abort-failed", e.args[0].str()])
+        return Completion("fail", op.value, error=error)
 
     def _send(self, op: Invocation) -> Completion:
         (_, key, value), = op.value
@@ -292,6 +392,11 @@ class ConfluentQueueClient(Client):
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     errors.append(err.str())
+                elif msg.offset() is not None and msg.offset() >= 0:
+                    # The end of the partition as this consumer may read it: past
+                    # the last transaction marker, which no message reports.
+                    key = _key_of(msg.partition())
+                    self.positions[key] = max(self.positions.get(key) or 0, msg.offset())
                 continue
             key = _key_of(msg.partition())
             polled.setdefault(key, []).append([msg.offset(), int(msg.value())])

@@ -17,8 +17,8 @@ def test_bad_arguments_name_the_option_and_value():
         QueueWorkload(acks="2")
     with pytest.raises(ValueError, match="--idempotent goes with --delivery at-least-once"):
         QueueWorkload(delivery="at-most-once", idempotent=True)
-    with pytest.raises(ValueError, match="transactional queue workload, which is not built yet"):
-        QueueWorkload(delivery="exactly-once")
+    with pytest.raises(ValueError, match="exactly-once runs on --client confluent only"):
+        QueueWorkload(delivery="exactly-once", client="kafka-python")
 
 
 def test_the_generator_is_decided_by_the_seed_and_values_are_unique():
@@ -32,6 +32,21 @@ def test_the_generator_is_decided_by_the_seed_and_values_are_unique():
     sent = [value[0][2] for f, value in ops(3) if f == "send"]
     assert len(sent) == len(set(sent)) and sent
     assert {f for f, _ in ops(3)} <= {"send", "poll", "assign"}
+
+
+def test_exactly_once_writes_in_transactions_of_one_to_three_sends():
+    w = QueueWorkload(delivery="exactly-once", keys=3)
+    rng = random.Random(7)
+    ops = [w.next_op(rng, 0) for _ in range(400)]
+    txns = [op.value for op in ops if op.f == "txn"]
+    assert txns and not [op for op in ops if op.f == "send"]
+    for mops in txns:
+        sends = [m for m in mops if m[0] == "send"]
+        assert 1 <= len(sends) <= 3 and all(0 <= m[1] < 3 for m in sends)
+        assert [m for m in mops if m[0] != "send"] in ([], [["poll"]])
+    assert any(m == ["poll"] for mops in txns for m in mops)
+    values = [m[2] for mops in txns for m in mops if m[0] == "send"]
+    assert len(values) == len(set(values))
 
 
 def test_send_errors_are_fail_only_when_the_message_cannot_have_been_written():

@@ -1,0 +1,128 @@
+"""Transactional throughput against non-transactional acks=all throughput, in the same run.
+
+On a combined-mode cluster started with `logquake cluster up` (3 nodes by
+default), a topic with `--partitions` partitions (replication factor
+min(3, nodes), min.insync.replicas=2 when there are 3 replicas):
+
+1. a confluent-kafka producer with acks=all (linger.ms=5, batch.size=1048576)
+   sends N messages of 100 bytes, timed until flush() returns;
+2. a transactional producer (transactional.id set, so idempotent and acks=all)
+   runs T transactions of `--per-txn` messages each (begin, produce round-robin
+   over the partitions, commit), timed from the first begin to the last
+   commit; init_transactions is outside the timing.
+
+It prints transactions per second, messages per second of both, and the ratio
+of transactional to non-transactional messages per second (target of issue 5:
+>= 0.3 at 100 messages per transaction). Every commit waits for the markers of
+the previous one to be acknowledged by the coordinator, so the rate is bounded
+by a round trip to the coordinator plus the replicated append of its state
+record and of the markers, per transaction.
+
+    python bench/transactions.py [--nodes 3] [--messages 200000] [--transactions 500] [--per-txn 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from broker_throughput import produce  # noqa: E402
+from cluster import _port_busy, create_topic, wait_brokers  # noqa: E402
+from _util import free_port  # noqa: E402
+
+MESSAGE_BYTES = 100
+
+
+def transactional(bootstrap: str, topic: str, partitions: int, transactions: int, per_txn: int) -> float:
+    """Run `transactions` committed transactions; return the seconds they took."""
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "transactional.id": f"bench-{os.getpid()}",
+        "linger.ms": 5,
+        "batch.size": 1048576,
+        "queue.buffering.max.messages": 2_000_000,
+    })
+    producer.init_transactions(60)
+    payload = b"x" * MESSAGE_BYTES
+    start = time.perf_counter()
+    for t in range(transactions):
+        producer.begin_transaction()
+        for i in range(per_txn):
+            while True:
+                try:
+                    producer.produce(topic, payload, partition=(t * per_txn + i) % partitions)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.commit_transaction(60)
+    elapsed = time.perf_counter() - start
+    producer.flush(30)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic (default 6)")
+    parser.add_argument("--messages", type=int, default=200_000, help="messages of the acks=all run (default 200000)")
+    parser.add_argument("--transactions", type=int, default=500, help="transactions of the transactional run (default 500)")
+    parser.add_argument("--per-txn", type=int, default=100, help="messages per transaction (default 100)")
+    args = parser.parse_args()
+    for name in ("nodes", "partitions", "messages", "transactions", "per_txn"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid; expected >= 1")
+
+    base_port = free_port()
+    while any(_port_busy(base_port + i) for i in range(args.nodes)):
+        base_port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="logquake-bench-txn-")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "cluster", "up", "--nodes", str(args.nodes),
+                             "--base-port", str(base_port), "--data-dir", data_dir],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "bootstrap:" not in line:
+            raise RuntimeError(f"logquake cluster up did not print its bootstrap line; it printed {line!r}")
+        bootstrap = line.split("bootstrap:", 1)[1].strip()
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        wait_brokers(bootstrap, args.nodes)
+        replicas = min(3, args.nodes)
+        config = {"min.insync.replicas": "2"} if replicas == 3 else {}
+        create_topic(bootstrap, "plain", args.partitions, replicas, config)
+        create_topic(bootstrap, "txn", args.partitions, replicas, config)
+        print(f"{args.nodes}-node cluster, {args.partitions} partitions, replication factor {replicas}", flush=True)
+        plain_s = produce(bootstrap, "plain", args.messages, args.partitions, acks="all")
+        plain_rate = args.messages / plain_s
+        print(f"  acks=all, not transactional: {plain_rate:>10,.0f} msgs/s ({args.messages:,} messages in {plain_s:.2f} s)",
+              flush=True)
+        txn_s = transactional(bootstrap, "txn", args.partitions, args.transactions, args.per_txn)
+        txn_msgs = args.transactions * args.per_txn
+        txn_rate = txn_msgs / txn_s
+        print(f"  transactional, {args.per_txn} msgs each: {args.transactions / txn_s:>8,.1f} tx/s, {txn_rate:>10,.0f} msgs/s "
+              f"({args.transactions:,} transactions in {txn_s:.2f} s)", flush=True)
+        print(f"  ratio transactional/acks=all msgs/s {txn_rate / plain_rate:.2f} (target >= 0.3)", flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["rm", "-rf", data_dir], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
