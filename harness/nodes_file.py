@@ -6,7 +6,7 @@ over SSH, and the addresses the brokers use::
     user = "root"                       # defaults for every node
     key_file = "~/.ssh/id_ed25519"      # omit to use an SSH agent (or ~/.ssh/id_* keys)
     known_hosts = "~/.ssh/known_hosts"  # host keys are checked against this file
-    run_dir = "/opt/logquake"           # where the project is installed and nodes keep their data
+    run_dir = "/srv/logquake"           # where the project is installed and nodes keep their data
 
     [[node]]
     name = "n1"
@@ -40,7 +40,7 @@ TOP_LEVEL_KEYS = ("user", "key_file", "known_hosts", "run_dir", "python", "conne
 NODE_KEYS = ("name", "ssh", "address", "client", "client_listen", "internal_port", "user", "key_file")
 DEFAULT_CLIENT_PORT = 9092
 DEFAULT_INTERNAL_PORT = 9093
-DEFAULT_RUN_DIR = "/opt/logquake"
+DEFAULT_RUN_DIR = "/srv/logquake"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = ("client", "nemesis")
 
@@ -136,7 +136,7 @@ def parse_nodes_file(text: str, path: str = "<nodes file>") -> NodesFile:
     run_dir = _text(raw, "run_dir", path, "", where, None, default=DEFAULT_RUN_DIR)
     if not run_dir.startswith("/") or run_dir.rstrip("/") in ("", "/"):
         raise NodesFileError(f"{path}{where('run_dir', None)}: run_dir {run_dir!r} must be an absolute path "
-                             "other than /, e.g. /opt/logquake (teardown removes the run's directory under it)")
+                             "other than /, e.g. /srv/logquake (teardown removes the run's directory under it)")
     python = _text(raw, "python", path, "", where, None, default="python3")
     timeout = raw.get("connect_timeout_s", 10)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

@@ -38,7 +38,7 @@ def test_defaults_and_overrides(key):
     n1, n2 = nodes_file.nodes
     assert nodes_file.names == ["n1", "n2"]
     assert nodes_file.known_hosts == "/tmp/kh"
-    assert nodes_file.run_dir == "/opt/logquake"
+    assert nodes_file.run_dir == "/srv/logquake"
     assert (n1.ssh_host, n1.ssh_port, n1.user, n1.key_file) == ("127.0.0.1", 2201, "root", key)
     assert (n1.client_bootstrap, n1.client_listen_host, n1.client_listen_port) == ("127.0.0.1:19092", "0.0.0.0", 9092)
     assert n1.internal_port == 9093
