@@ -4,7 +4,16 @@ Every backend (local processes, Docker, SSH) implements `NodeControl`; a
 nemesis holds only this interface, never a process handle, a Docker client or an
 SSH session. The verbs come in pairs that undo each other: `start`/`stop`
 (SIGTERM) or `kill` (SIGKILL), `pause` (SIGSTOP)/`resume`, `partition`/`heal`,
-`slow_net`/`heal`.
+`slow_net`/`heal`, `disk(node, fault)`/`disk(node, "heal")`, `clock(node, s)`/`clock(node, 0)`.
+
+Disk and clock faults need the node to be started differently (under
+`harness.node_launch`, with `nemeses.faultfs` mounted as its `log.dirs` and
+libfaketime preloaded), so a backend must know before `setup()` that the run
+wants them: whoever builds the run calls `control.enable_faults({"disk",
+"clock"})` (only the kinds it needs; `nemeses.Nemesis.fault_kinds()` says which)
+before `setup()`. A backend started without them refuses `disk`/`clock` with a
+NodeControlError that says so. A backend that cannot do them at all (the base
+class) refuses with an error naming the backend.
 
 A *grudge* (Jepsen's word) maps a node to the parties whose traffic it drops:
 `{"n1": {"n2", "n3"}}` means n1 receives nothing from n2 and n3. A party is a
@@ -38,10 +47,27 @@ class NodeControlError(RuntimeError):
     """A control action that could not be carried out; the message names the node and the action."""
 
 
+# faults that change how a node is started; see enable_faults
+PREPARED_FAULT_KINDS = ("disk", "clock")
+# the verbs of `disk(node, fault)`: those of `python3 -m nemeses.faultfs ctl`
+DISK_FAULTS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "heal", "status")
+
+
 class NodeControl(abc.ABC):
     """What every backend provides."""
 
     nodes: list[str]
+    fault_kinds: frozenset[str] = frozenset()
+
+    # --- fault preparation (before setup) ---------------------------------------------
+    def enable_faults(self, kinds) -> None:
+        """Say, before `setup()`, which prepared fault kinds (`disk`, `clock`) the run will use."""
+        kinds = frozenset(kinds)
+        unknown = sorted(kinds - set(PREPARED_FAULT_KINDS))
+        if unknown:
+            raise NodeControlError(f"enable_faults: unknown fault kind(s) {unknown}; accepted: "
+                                   f"{', '.join(PREPARED_FAULT_KINDS)}")
+        self.fault_kinds = kinds
 
     # --- cluster lifecycle ---------------------------------------------------
     @abc.abstractmethod
@@ -94,9 +120,38 @@ class NodeControl(abc.ABC):
         """Undo every partition and slow_net."""
 
     @abc.abstractmethod
-    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0) -> None: ...
+    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0, duplicate: float = 0.0,
+                 reorder: float = 0.0) -> None:
+        """Delay (latency_ms +- jitter_ms), drop (loss), duplicate or reorder packets between every party;
+        loss, duplicate and reorder are fractions in [0, 1]. `heal` undoes it."""
+
+    # --- disk and clock (need enable_faults before setup) ----------------------------
+    def disk(self, node: str, fault: str) -> dict:
+        """Fault `node`'s disk: one of DISK_FAULTS (`heal` ends every disk fault); returns the faultfs status."""
+        raise NodeControlError(f"the {type(self).__name__} backend cannot fault disks (disk {fault!r} on {node})")
+
+    def clock(self, node: str, offset_s: float) -> None:
+        """Set `node`'s wall clock to the true time + offset_s (0 resets it)."""
+        raise NodeControlError(f"the {type(self).__name__} backend cannot skew clocks (clock {offset_s:+} s on {node})")
 
     # --- helpers shared by backends ----------------------------------------------
+    def check_prepared(self, kind: str, node: str) -> None:
+        if kind not in self.fault_kinds:
+            raise NodeControlError(f"{kind} faults on {node}: this cluster was set up without them; call "
+                                   f"enable_faults({{{kind!r}}}) before setup() (logquake test does so for "
+                                   f"--nemesis {kind})")
+
+    @staticmethod
+    def check_disk_fault(fault: str) -> None:
+        if fault not in DISK_FAULTS:
+            raise NodeControlError(f"disk fault {fault!r} is not known; accepted: {', '.join(DISK_FAULTS)}")
+
+    @staticmethod
+    def check_net_fractions(**fractions: float) -> None:
+        for name, value in fractions.items():
+            if not 0.0 <= value <= 1.0:
+                raise NodeControlError(f"slow_net {name}={value!r}: must be a fraction between 0 and 1")
+
     def check_node(self, node: str) -> None:
         if node not in self.nodes:
             raise NodeControlError(f"no node {node!r} in this cluster; nodes are {self.nodes}")

@@ -33,7 +33,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--delivery", choices=DELIVERY_MODES, default=d.delivery,
                    help="delivery mode: client settings and the promise the checker holds the run to (default %(default)s)")
     p.add_argument("--nemesis", default=",".join(d.nemesis),
-                   help=f"comma-separated faults from: {', '.join(nemeses.PACKAGES)}; or none (default %(default)s)")
+                   help=f"comma-separated faults from: {', '.join(nemeses.PACKAGES)}; or none (default %(default)s). "
+                        "partition: network partitions; kill: SIGKILL and restart; pause: SIGSTOP/SIGCONT; "
+                        "disk: a FUSE disk under log.dirs that stalls (pause-disk), fails with EIO (fail-disk) or "
+                        "loses un-fsynced writes at a kill (lose-unfsynced), needs fuse3 (docker: /dev/fuse, "
+                        "SYS_ADMIN); clock: wall-clock skew and strobe through libfaketime (the monotonic clock "
+                        "is left true); packet: latency+jitter and loss on every link (duplicate/reorder need "
+                        "--backend docker)")
     p.add_argument("--nemesis-interval", type=positive_float, default=d.nemesis_interval_s, metavar="SECONDS",
                    help="mean seconds between faults of one kind (default %(default)s)")
     p.add_argument("--nodes", type=positive_int, default=d.nodes, help="cluster size (default %(default)s)")
@@ -153,6 +159,7 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
                              idempotent=options.idempotent, subscribe=options.subscribe)
     control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)
+    control.enable_faults(nemeses.prepared_fault_kinds(nemesis))  # disk/clock change how nodes start
     return TestRun(options, control, workload, nemesis,
                    targets_factory=lambda bootstrap: MetadataTargets(bootstrap, workload.topic, control.nodes),
                    progress=progress)

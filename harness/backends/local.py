@@ -17,6 +17,19 @@ traffic looks like client traffic to the proxy.
 Process control: each node runs in its own session (process group), so kill and
 pause reach every process it started.
 
+Disk and clock faults (`enable_faults({"disk", "clock"})` before `setup()`):
+each node then runs under `harness.node_launch`, whose pid is `node.pid` (the
+process group). With `disk`, `nemeses.faultfs` is mounted over the node's
+`log.dirs` directory itself (backing and mount are the same path, so the data
+is readable there after an unmount) and controlled through `<node>/faultfs.sock`;
+the system must say where its data lives with a `log.dirs` property (ours
+does). With `clock`, the broker's wall clock follows `<node>/faketime` (an
+offset such as `+2.500`). A graceful stop signals the launcher only, which
+stops the broker before unmounting; `kill` kills the whole group, FUSE process
+included (so data held by the lazy mode is lost), then removes the dead mount.
+`teardown` and `reap_stale_runs` unmount every FUSE mount under the run
+directory before removing it.
+
 Thread-safety: one lock serialises control actions.
 """
 
@@ -36,6 +49,7 @@ import time
 from pathlib import Path
 
 from harness.control import ExecResult, Grudge, NodeControl, NodeControlError, run_command
+from harness.node_launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
 
@@ -82,6 +96,8 @@ def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
                 os.killpg(pgid, signal.SIGKILL)
             except (OSError, ValueError):
                 pass
+        for mount in unmount_under(str(run_dir)):
+            log.warning("removed the FUSE mount of a crashed run: %s", mount)
         shutil.rmtree(run_dir, ignore_errors=True)
         reaped.append(str(run_dir))
         log.warning("removed leftovers of a crashed run: %s", run_dir)
@@ -151,6 +167,7 @@ class LocalCluster(NodeControl):
                 self.proxy.stop()
                 self.proxy = None
             if self.run_dir is not None:
+                unmount_under(str(self.run_dir))
                 shutil.rmtree(self.run_dir, ignore_errors=True)
                 self.run_dir = None
 
@@ -190,17 +207,46 @@ class LocalCluster(NodeControl):
             spec = self._specs[node]
             self._write_config(spec)
             stdout = open(Path(spec.data_dir) / "stdout.log", "ab")  # noqa: SIM115 (owned by the child)
+            command = self._launch_command(spec)
             try:
-                proc = subprocess.Popen(self.system.command(spec), cwd=spec.data_dir, stdout=stdout,
+                proc = subprocess.Popen(command, cwd=spec.data_dir, stdout=stdout,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as e:
-                raise NodeControlError(f"could not start {node} with {self.system.command(spec)}: {e}") from e
+                raise NodeControlError(f"could not start {node} with {command}: {e}") from e
             finally:
                 stdout.close()
             (Path(spec.data_dir) / "node.pid").write_text(str(proc.pid))
             self._procs[node] = proc
             self._paused.discard(node)
             log.info("started %s (pid %d)", node, proc.pid)
+
+    def _launch_command(self, spec: NodeSpec) -> list[str]:
+        """The system's command, under harness.node_launch when disk or clock faults are enabled."""
+        command = self.system.command(spec)
+        if not self.fault_kinds:
+            return command
+        launcher = [sys.executable, "-m", "harness.node_launch", "--pid-file", str(Path(spec.data_dir) / "broker.pid")]
+        if "disk" in self.fault_kinds:
+            log_dir = self._log_dir(spec)
+            launcher += ["--faultfs", f"{log_dir}:{log_dir}:{self._faultfs_socket(spec.name)}"]
+        if "clock" in self.fault_kinds:
+            launcher += ["--faketime", str(self._faketime_file(spec.name))]
+        return launcher + ["--"] + command
+
+    def _log_dir(self, spec: NodeSpec) -> str:
+        raw = self.system.properties.get("log.dirs") or self.extra_properties.get("log.dirs")
+        if not raw:
+            raise NodeControlError(f"disk faults need to know where {self.system.name!r} keeps its data: its system "
+                                   "description has no log.dirs property")
+        if "," in raw:
+            raise NodeControlError(f"disk faults support one log directory; log.dirs is {raw!r}")
+        return os.path.abspath(os.path.join(spec.data_dir, raw.format(**spec.substitutions())))
+
+    def _faultfs_socket(self, node: str) -> Path:
+        return Path(self._specs[node].data_dir) / "faultfs.sock"
+
+    def _faketime_file(self, node: str) -> Path:
+        return Path(self._specs[node].data_dir) / "faketime"
 
     def _write_config(self, spec: NodeSpec) -> None:
         if not self.system.config_file:
@@ -254,7 +300,15 @@ class LocalCluster(NodeControl):
             if proc is None:
                 return
             self._signal(node, signal.SIGCONT)
-            self._signal(node, self.system.stop_signal)
+            if self.fault_kinds:
+                # the launcher stops the broker, then unmounts; a group-wide signal would reach the
+                # FUSE process too and could take the disk away from a broker that is still closing
+                try:
+                    proc.send_signal(self.system.stop_signal)
+                except ProcessLookupError:
+                    pass
+            else:
+                self._signal(node, self.system.stop_signal)
             try:
                 proc.wait(self.system.stop_timeout_s)
             except subprocess.TimeoutExpired:
@@ -273,6 +327,9 @@ class LocalCluster(NodeControl):
             pass
         proc.wait()
         self._paused.discard(node)
+        if "disk" in self.fault_kinds and node in self._specs:
+            # the FUSE process died with the group: remove its dead mount now, not at the next start
+            unmount_under(self._log_dir(self._specs[node]))
 
     def kill(self, node: str) -> None:
         self.check_node(node)
@@ -315,6 +372,42 @@ class LocalCluster(NodeControl):
         if self.proxy is not None:
             self.proxy.heal()
 
-    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0) -> None:
+    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0, duplicate: float = 0.0,
+                 reorder: float = 0.0) -> None:
+        self.check_net_fractions(loss=loss, duplicate=duplicate, reorder=reorder)
+        if duplicate or reorder:
+            raise NodeControlError(f"slow_net duplicate={duplicate}, reorder={reorder}: the local backend's TCP "
+                                   "proxies cannot duplicate or reorder packets (TCP hides both); use --backend docker")
+        if loss >= 1.0:
+            raise NodeControlError(f"slow_net loss={loss}: the local proxy accepts a loss fraction below 1 "
+                                   "(use partition to drop everything)")
         assert self.proxy is not None
         self.proxy.slow(latency_ms, jitter_ms, loss)
+
+    # ----- disk and clock ----------------------------------------------------------------
+
+    def disk(self, node: str, fault: str) -> dict:
+        self.check_node(node)
+        self.check_disk_fault(fault)
+        self.check_prepared("disk", node)
+        from nemeses.faultfs import FaultFsError, ctl
+
+        if not self.is_running(node):
+            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+        try:
+            return ctl(str(self._faultfs_socket(node)), fault)
+        except FaultFsError as e:
+            raise NodeControlError(f"disk {fault!r} on {node}: {e}") from None
+
+    def clock(self, node: str, offset_s: float) -> None:
+        self.check_node(node)
+        self.check_prepared("clock", node)
+        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
+            raise NodeControlError(f"clock offset_s={offset_s!r} on {node}: expected a number of seconds within "
+                                   "ten years either way")
+        path = self._faketime_file(node)
+        tmp = path.with_name(path.name + ".tmp")
+        # libfaketime rereads the file on every call (FAKETIME_NO_CACHE): replace it whole, never half-written
+        tmp.write_text(f"{offset_s:+.3f}\n")
+        os.replace(tmp, path)
+        log.info("clock of %s set to %+.3f s", node, offset_s)

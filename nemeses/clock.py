@@ -1,0 +1,114 @@
+"""Clock faults, through node control's `clock(node, offset_s)` (libfaketime under each broker).
+
+Shapes of a fault window (the event's `shape`):
+
+- `skew`: the target nodes' wall clocks jump by +-N seconds (N and the sign
+  drawn from the event's `pick`, at most `max_skew_s`) until `stop-clock` sets
+  them back.
+- `strobe`: the target nodes' wall clocks flip between +N and -N seconds every
+  `strobe_period_s` (Jepsen's `strobe-time`), from a background thread, until
+  `stop-clock`.
+
+Which clocks move: the wall clock only (`CLOCK_REALTIME`); the monotonic clock
+is left true on purpose (see harness.node_launch). So record timestamps
+(`CreateTime` / `LogAppendTime`), time indexes, time-based retention and
+anything a broker measures with the wall clock feel the fault; timeouts
+measured with the monotonic clock do not.
+
+Needs `enable_faults({"clock"})` before the cluster starts (`prepares`). The
+final heal stops every strobe and resets every clock it touched to 0.
+Thread-safety: apply/heal run on the nemesis thread; each strobe runs on its own
+thread, stopped (and joined) by `stop-clock` and by the heal.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from harness.control import NodeControl, NodeControlError
+from nemeses.core import FaultEvent, FaultPackage, Targets
+
+log = logging.getLogger("nemeses.clock")
+
+SHAPES = ("skew", "strobe")
+
+
+def skew_for(pick: int, max_skew_s: float) -> float:
+    """The offset an event's `pick` stands for: +-[1, max_skew_s] seconds, to the millisecond."""
+    rng = random.Random(pick)
+    magnitude = rng.uniform(min(1.0, max_skew_s), max_skew_s)
+    return round(magnitude if rng.random() < 0.5 else -magnitude, 3)
+
+
+class ClockPackage(FaultPackage):
+    name = "clock"
+    start_f = "start-clock"
+    stop_f = "stop-clock"
+    targets = ("one", "minority", "majority", "all", "leader", "controller")
+    prepares = ("clock",)
+
+    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets=None, shapes=None,
+                 max_skew_s: float = 60.0, strobe_period_s: float = 0.05):
+        super().__init__(interval_s, duration_s, targets or ("one", "minority", "leader", "controller"))
+        if shapes is not None:
+            unknown = [s for s in shapes if s not in SHAPES]
+            if unknown:
+                raise ValueError(f"clock nemesis: unknown shape(s) {unknown}; accepted: {list(SHAPES)}")
+        if max_skew_s <= 0:
+            raise ValueError(f"clock nemesis: max_skew_s must be positive, got {max_skew_s}")
+        if strobe_period_s <= 0:
+            raise ValueError(f"clock nemesis: strobe_period_s must be positive, got {strobe_period_s}")
+        self._shapes = tuple(shapes or SHAPES)
+        self.max_skew_s = max_skew_s
+        self.strobe_period_s = strobe_period_s
+        self.skewed: set[str] = set()
+        self._strobes: list[tuple[threading.Thread, threading.Event]] = []
+
+    def shapes(self):
+        return self._shapes
+
+    def apply(self, event: FaultEvent, control: NodeControl, targets: Targets) -> dict:
+        if event.f != self.start_f:
+            return self.heal(control)
+        if event.shape not in SHAPES:
+            raise ValueError(f"clock event {event.to_dict()}: shape {event.shape!r} is not one of {list(SHAPES)}")
+        nodes = self.resolve(control, targets, event.target, event.pick)
+        offset_s = skew_for(event.pick, self.max_skew_s)
+        if event.shape == "skew":
+            for node in nodes:
+                control.clock(node, offset_s)
+                self.skewed.add(node)
+            return {"fault": "skew", "nodes": nodes, "offset_s": offset_s, "clocks": "wall"}
+        self.skewed.update(nodes)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._strobe, args=(control, nodes, abs(offset_s), stop),
+                                  name="clock-strobe", daemon=True)
+        self._strobes.append((thread, stop))
+        thread.start()
+        return {"fault": "strobe", "nodes": nodes, "offset_s": [abs(offset_s), -abs(offset_s)],
+                "period_s": self.strobe_period_s, "clocks": "wall"}
+
+    def _strobe(self, control: NodeControl, nodes: list[str], magnitude_s: float, stop: threading.Event) -> None:
+        sign = 1
+        while not stop.is_set():
+            for node in nodes:
+                try:
+                    control.clock(node, sign * magnitude_s)
+                except NodeControlError as e:
+                    log.warning("clock strobe on %s: %s", node, e)
+            sign = -sign
+            stop.wait(self.strobe_period_s)
+
+    def heal(self, control: NodeControl) -> dict:
+        for thread, stop in self._strobes:
+            stop.set()
+        for thread, _ in self._strobes:
+            thread.join(10)
+        self._strobes.clear()
+        reset = sorted(self.skewed)
+        for node in reset:
+            control.clock(node, 0.0)
+        self.skewed.clear()
+        return {"reset": reset}

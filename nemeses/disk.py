@@ -1,0 +1,106 @@
+"""Disk faults, through node control's `disk(node, fault)` (nemeses.faultfs under each node's log.dirs).
+
+Shapes of a fault window (the event's `shape`):
+
+- `pause-disk`: every file-system call of the target nodes blocks from
+  `start-disk` to `stop-disk`: a stalled disk (a dying SSD, a saturated EBS
+  volume). The broker sees no error, only time passing.
+- `fail-disk`: writes, namespace changes and fsyncs fail with EIO until
+  `stop-disk`; reads still work. Kafka answers a failed log write by taking the
+  log directory offline (KIP-112); a broker must at least not acknowledge what it
+  could not write.
+- `lose-unfsynced`: from `start-disk` on, data written but not fsync'd stays in
+  the file system's memory (LazyFS-style lazy mode); at `stop-disk` the target
+  nodes are killed, which loses it, as a power loss would, and started again.
+  A broker that acknowledges writes before fsyncing them (Kafka's default,
+  `log.flush.interval.messages` unset) relies on replication instead: losing
+  the un-fsynced tail on every replica at once can lose acknowledged writes.
+
+Targets: `one`, `minority`, `majority`, `all`, `leader`, `primaries`. The final
+heal ends every disk fault (`heal`: lazy data is written out, not lost) and
+starts nodes a `lose-unfsynced` crash left down.
+
+Needs `enable_faults({"disk"})` before the cluster starts (`prepares`).
+Thread-safety: driven by the one nemesis thread.
+"""
+
+from __future__ import annotations
+
+from harness.control import NodeControl, NodeControlError
+from nemeses.core import FaultEvent, FaultPackage, Targets
+
+SHAPES = ("pause-disk", "fail-disk", "lose-unfsynced")
+_START_FAULT = {"pause-disk": "pause", "fail-disk": "fail-writes", "lose-unfsynced": "lazy"}
+
+
+class DiskPackage(FaultPackage):
+    name = "disk"
+    start_f = "start-disk"
+    stop_f = "stop-disk"
+    targets = ("one", "minority", "majority", "all", "leader", "primaries")
+    prepares = ("disk",)
+
+    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets=None, shapes=None):
+        super().__init__(interval_s, duration_s, targets or ("one", "minority", "all", "leader"))
+        if shapes is not None:
+            unknown = [s for s in shapes if s not in SHAPES]
+            if unknown:
+                raise ValueError(f"disk nemesis: unknown shape(s) {unknown}; accepted: {list(SHAPES)}")
+        self._shapes = tuple(shapes or SHAPES)
+        self.faulted: dict[str, str] = {}  # node -> shape in force
+        self.down: set[str] = set()
+
+    def shapes(self):
+        return self._shapes
+
+    def apply(self, event: FaultEvent, control: NodeControl, targets: Targets) -> dict:
+        if event.shape not in SHAPES:
+            raise ValueError(f"disk event {event.to_dict()}: shape {event.shape!r} is not one of {list(SHAPES)}")
+        if event.f == self.start_f:
+            nodes = [n for n in self.resolve(control, targets, event.target, event.pick) if control.is_running(n)]
+            for node in nodes:
+                control.disk(node, _START_FAULT[event.shape])
+                self.faulted[node] = event.shape
+            return {"fault": event.shape, "nodes": nodes}
+        if event.shape == "lose-unfsynced":
+            return self._crash(control)
+        healed = self._heal_disks(control, lambda shape: shape != "lose-unfsynced")
+        return {"fault": event.shape, "healed": healed}
+
+    def _crash(self, control: NodeControl) -> dict:
+        """Kill every node in lazy mode (their un-fsynced data dies with the FUSE process), then start them."""
+        victims = sorted(n for n, shape in self.faulted.items() if shape == "lose-unfsynced")
+        status = {}
+        for node in victims:
+            if control.is_running(node):
+                try:
+                    status[node] = control.disk(node, "status").get("pending_bytes")
+                except NodeControlError as e:
+                    status[node] = f"unknown: {e}"
+        for node in victims:
+            control.kill(node)
+            self.down.add(node)
+            self.faulted.pop(node, None)
+        for node in victims:
+            control.start(node)
+            self.down.discard(node)
+        return {"fault": "lose-unfsynced", "killed": victims, "unfsynced_bytes_lost": status, "started": victims}
+
+    def _heal_disks(self, control: NodeControl, which) -> list[str]:
+        healed = []
+        for node, shape in sorted(self.faulted.items()):
+            if which(shape) and control.is_running(node):
+                control.disk(node, "heal")
+                healed.append(node)
+        for node in healed:
+            self.faulted.pop(node, None)
+        return healed
+
+    def heal(self, control: NodeControl) -> dict:
+        healed = self._heal_disks(control, lambda shape: True)
+        self.faulted.clear()  # a node that is down has no mount to heal; it starts healthy
+        started = sorted(self.down)
+        for node in started:
+            control.start(node)
+        self.down.clear()
+        return {"healed": healed, "started": started}
