@@ -63,6 +63,12 @@ def build_parser() -> ArgumentParser:
                         "with consumer groups")
     p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="where nodes run (default %(default)s)")
+    p.add_argument("--nodes-file", default=None, metavar="FILE.toml",
+                   help="--backend ssh: the hosts to run on, how to reach them and their addresses (TOML; see "
+                        "harness/nodes_file.py); the cluster size is its number of nodes")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="--backend ssh: accept hosts whose key is not in known_hosts, save their keys and log the "
+                        "fingerprints (default: refuse them)")
     p.add_argument("--client", choices=("confluent", "kafka-python"), default=d.client, help="Kafka client library (default %(default)s)")
     p.add_argument("--store", default=d.store, help="store directory (default %(default)s)")
     p.add_argument("--system", default=None, metavar="FILE.toml", help="describe another Kafka-compatible broker to test (default: ours)")
@@ -84,7 +90,21 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         sys.stderr.write(f"logquake test: {e}\n")
         return EXIT_BAD_ARGUMENTS
-    if args.backend != "local":
+    nodes_file = None
+    if args.backend == "ssh" or args.nodes_file:
+        from harness.nodes_file import NodesFileError, load_nodes_file
+
+        if args.backend != "ssh" or not args.nodes_file:
+            sys.stderr.write("logquake test: --backend ssh and --nodes-file FILE go together (the nodes file names "
+                             f"the SSH hosts); got --backend {args.backend} and --nodes-file {args.nodes_file}\n")
+            return EXIT_BAD_ARGUMENTS
+        try:
+            nodes_file = load_nodes_file(args.nodes_file)
+        except NodesFileError as e:
+            sys.stderr.write(f"logquake test: {e}\n")
+            return EXIT_BAD_ARGUMENTS
+        args.nodes = len(nodes_file.nodes)
+    if args.backend not in ("local", "ssh"):
         sys.stderr.write(f"logquake test: --backend {args.backend} is not available yet; only --backend local is "
                          "built so far (the Docker and SSH backends are planned)\n")
         return EXIT_BAD_ARGUMENTS
@@ -106,7 +126,8 @@ def main(argv: list[str]) -> int:
             idempotent=args.idempotent, subscribe=args.subscribe, name=args.name,
         )
         try:
-            run = build_run(options, progress=Progress(enabled=not args.quiet))
+            run = build_run(options, progress=Progress(enabled=not args.quiet), nodes_file=nodes_file,
+                            accept_new_host_keys=args.accept_new_host_keys)
         except (ValueError, NodeControlError) as e:
             sys.stderr.write(f"logquake test: {e}\n")
             return EXIT_BAD_ARGUMENTS
@@ -134,8 +155,13 @@ def _worse(a: int, b: int) -> int:
     return max(a, b, key=lambda c: order.index(c) if c in order else len(order))
 
 
-def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun:
-    """Assemble the parts of a run from its options; ValueError names a bad option."""
+def build_run(options: TestOptions, progress: Progress | None = None, nodes_file=None,
+              accept_new_host_keys: bool = False) -> TestRun:
+    """Assemble the parts of a run from its options; ValueError names a bad option.
+
+    For --backend ssh, `nodes_file` (harness.nodes_file.NodesFile) names the hosts, and every host is
+    reached and checked here, so a bad host, key or host key fails before any node starts.
+    """
     from harness.backends.local import LocalCluster
     from harness.system import SystemDescriptionError, load_system, logquake_broker
     from harness.targets import MetadataTargets
@@ -157,12 +183,25 @@ def build_run(options: TestOptions, progress: Progress | None = None) -> TestRun
                              replication_factor=replication_factor, acks=options.acks,
                              topic_config={"min.insync.replicas": str(min_insync)},
                              idempotent=options.idempotent, subscribe=options.subscribe)
-    control = LocalCluster(system, options.nodes, seed=options.seed)
+    if options.backend == "ssh":
+        control = _ssh_cluster(system, options, nodes_file, accept_new_host_keys)
+    else:
+        control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)
     control.enable_faults(nemeses.prepared_fault_kinds(nemesis))  # disk/clock change how nodes start
     return TestRun(options, control, workload, nemesis,
                    targets_factory=lambda bootstrap: MetadataTargets(bootstrap, workload.topic, control.nodes),
                    progress=progress)
+
+
+def _ssh_cluster(system, options: TestOptions, nodes_file, accept_new_host_keys: bool):
+    from harness.backends.ssh import SshCluster
+
+    if nodes_file is None:
+        raise ValueError("--backend ssh needs --nodes-file FILE naming the hosts")
+    control = SshCluster(system, nodes_file, accept_new_host_keys=accept_new_host_keys, seed=options.seed)
+    control.check_access()
+    return control
 
 
 def print_summary(outcome) -> None:
