@@ -20,7 +20,7 @@ Thread-safety: none; the event loop is the only caller.
 Sources: KIP-98, KIP-447, KIP-588; Kafka's TransactionCoordinator and
 TransactionMarkerChannelManager (behaviour, not code).
 
-The server does not route requests here yet (see the handlers' docstring).
+`broker.coordinator.txn_handlers` routes the transaction APIs here.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ class TransactionCoordinator:
         partition = partition_for(transactional_id, self.partition_count)
         owned = self.owned.get(partition)
         return partition, (None if owned is None else owned[1])
+
+    def lookup(self, transactional_id: str):
+        """The current `TxnMetadata` of an id this node coordinates, else None (read only)."""
+        _, machine = self._machine(transactional_id)
+        return None if machine is None else machine.transactions.get(transactional_id)
 
     # -- requests -----------------------------------------------------------------------------------------
 

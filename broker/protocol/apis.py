@@ -46,6 +46,11 @@ CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 INIT_PRODUCER_ID = 22
 OFFSET_FOR_LEADER_EPOCH = 23
+ADD_PARTITIONS_TO_TXN = 24
+ADD_OFFSETS_TO_TXN = 25
+END_TXN = 26
+WRITE_TXN_MARKERS = 27
+TXN_OFFSET_COMMIT = 28
 DESCRIBE_CONFIGS = 32
 DELETE_GROUPS = 42
 
@@ -69,6 +74,11 @@ API_NAMES = {
     DELETE_TOPICS: "DeleteTopics",
     INIT_PRODUCER_ID: "InitProducerId",
     OFFSET_FOR_LEADER_EPOCH: "OffsetForLeaderEpoch",
+    ADD_PARTITIONS_TO_TXN: "AddPartitionsToTxn",
+    ADD_OFFSETS_TO_TXN: "AddOffsetsToTxn",
+    END_TXN: "EndTxn",
+    WRITE_TXN_MARKERS: "WriteTxnMarkers",
+    TXN_OFFSET_COMMIT: "TxnOffsetCommit",
     DESCRIBE_CONFIGS: "DescribeConfigs",
 }
 
@@ -93,6 +103,12 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     DELETE_TOPICS: (1, 6),
     INIT_PRODUCER_ID: (0, 4),
     OFFSET_FOR_LEADER_EPOCH: (2, 4),  # followers' truncation (KIP-101/279) and clients' (KIP-320)
+    # transactions (KIP-98, KIP-447); the next versions belong to KIP-890 (server-side verification, TV2)
+    ADD_PARTITIONS_TO_TXN: (0, 3),  # v4+ is the brokers' batched verification form
+    ADD_OFFSETS_TO_TXN: (0, 3),
+    END_TXN: (0, 3),
+    WRITE_TXN_MARKERS: (1, 1),  # broker to broker; v2 carries the transaction version (KIP-890)
+    TXN_OFFSET_COMMIT: (0, 3),
     DESCRIBE_CONFIGS: (1, 4),
 }
 

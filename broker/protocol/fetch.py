@@ -35,6 +35,7 @@ _TOP_V7 = struct.Struct(">ihi")
 _PARTITION_V4 = struct.Struct(">ihqq")  # partition_index, error_code, high_watermark, last_stable_offset
 _PARTITION_V5 = struct.Struct(">ihqqq")  # ... + log_start_offset
 _I16 = struct.Struct(">h")
+_ABORTED = struct.Struct(">qq")  # producer_id, first_offset
 
 MIN_VERSION = 4
 MAX_VERSION = 16
@@ -49,6 +50,8 @@ class FetchPartitionResult:
     log_start_offset: int = -1
     records: object = b""  # bytes-like: whole batches, passed through untouched
     current_leader: tuple[int, int] | None = None  # (leader id, leader epoch): v12+ hint with NOT_LEADER_OR_FOLLOWER
+    # (producer id, first offset) of aborted transactions overlapping the records (read_committed, KIP-98)
+    aborted_transactions: list[tuple[int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -104,7 +107,13 @@ def encode_fetch_response(
                 head += _PARTITION_V4.pack(
                     part.partition_index, part.error_code, part.high_watermark, part.last_stable_offset
                 )
-            _array_length(0, flexible, head)  # aborted_transactions: empty, never null (no transactions yet)
+            # aborted_transactions: empty rather than null when there are none (clients accept both)
+            aborted = part.aborted_transactions or ()
+            _array_length(len(aborted), flexible, head)
+            for producer_id, first_offset in aborted:
+                head += _ABORTED.pack(producer_id, first_offset)
+                if flexible:
+                    head.append(0)  # aborted transaction tagged fields
             if version >= 11:
                 head += _I32.pack(-1)  # preferred_read_replica: none
             records = part.records

@@ -19,10 +19,13 @@ and it swaps the request handlers whose answers come from the cluster metadata:
   controller; the answer waits until this node has applied the change, so a
   client's next request to this node sees it. Clients never see NOT_CONTROLLER;
 - InitProducerId draws ids from controller-allocated blocks;
-- consumer groups: the internal `__consumer_offsets` topic is created through
-  the controller (`create_internal_topic`), and the ReplicaManager's partition
-  lifecycle also tells the group coordinator which of its partitions this node
-  leads (`GroupAwareLifecycle`, broker.coordinator.group_handlers).
+- consumer groups and transactions: the internal `__consumer_offsets` and
+  `__transaction_state` topics are created through the controller
+  (`create_internal_topic`), and the ReplicaManager's partition lifecycle also
+  tells the group and transaction coordinators which of their partitions this
+  node leads (`GroupAwareLifecycle` in broker.coordinator.group_handlers,
+  `TxnAwareLifecycle` in broker.coordinator.txn_handlers); InitProducerId with a
+  transactional.id goes to the transaction coordinator.
 
 The in-memory `TopicStore` of the handlers is kept equal to the image's topics
 (a listener), so the handlers that read it (Produce, Fetch, ListOffsets,
@@ -48,6 +51,7 @@ from broker.controller.controller import ControllerSettings, QuorumController
 from broker.controller.quorum import MetadataQuorum
 from broker.controller.rpc import CONTROLLER, RAFT
 from broker.coordinator.group_handlers import GroupAwareLifecycle
+from broker.coordinator.txn_handlers import TxnAwareLifecycle
 from broker.controller.storage import DIRECTORY_NAME, QuorumStorage
 from broker.metadata.errors import ControllerError
 from broker.metadata.image import NO_LEADER, MetadataImage
@@ -107,6 +111,7 @@ class ClusterNode:
         handlers.handlers[apis.DELETE_TOPICS] = self.delete_topics
         handlers.handlers[apis.INIT_PRODUCER_ID] = self.init_producer_id
         handlers.group_apis.create_topic = self.create_internal_topic
+        handlers.txn_apis.create_topic = self.create_internal_topic
         self.quorum.listeners.append(self)
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -143,7 +148,8 @@ class ClusterNode:
         )
         manager = ReplicaManager(
             self.config.node_id, self.runtime, self.handlers.storage, self.channel, self.replication_pool, settings,
-            GroupAwareLifecycle(self.handlers, self.handlers.group_apis), self.handlers.topic_log_config,
+            TxnAwareLifecycle(GroupAwareLifecycle(self.handlers, self.handlers.group_apis), self.handlers.txn_apis),
+            self.handlers.topic_log_config,
         )
         self.handlers.replica_manager = manager
         self.quorum.listeners.append(manager)
@@ -161,6 +167,7 @@ class ClusterNode:
                 await self.runtime.clock.sleep(0.02)
 
     async def close(self) -> None:
+        await self.handlers.txn_apis.stop()
         await self.handlers.group_apis.stop()
         if self.replica_manager is not None:
             await self.replica_manager.stop()
@@ -259,7 +266,7 @@ class ClusterNode:
                     error_code=error,
                     name=state.name if state is not None else name,
                     topic_id=state.topic_id if state is not None else uuid.UUID(int=0),
-                    is_internal=(state.name if state is not None else name) == "__consumer_offsets",  # Kafka marks it internal
+                    is_internal=(state.name if state is not None else name) in ("__consumer_offsets", "__transaction_state"),  # Kafka marks them internal
                     partitions=partitions,
                     topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
                 )
@@ -455,7 +462,7 @@ class ClusterNode:
     async def init_producer_id(self, header, request):
         module = _response_module(apis.INIT_PRODUCER_ID, header.api_version)
         if request.transactional_id is not None:
-            return self.handlers.init_producer_id(header, request)  # the "not implemented" answer
+            return await self.handlers.txn_apis.init_producer_id(header, request)
         try:
             producer_id = await self.handlers.producer_ids.allocate()
             error = ErrorCode.none

@@ -182,6 +182,11 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "group.initial.rebalance.delay.ms": (_int(0, 2**31 - 1), "3000", "wait for more members before the first rebalance of an empty group"),
     "group.min.session.timeout.ms": (_int(0, 2**31 - 1), "6000", "smallest session.timeout.ms a member may ask for"),
     "group.max.session.timeout.ms": (_int(0, 2**31 - 1), "1800000", "largest session.timeout.ms a member may ask for"),
+    # transactions (broker.coordinator.txn_handlers; KIP-98)
+    "transaction.state.log.num.partitions": (_int(1, 2**31 - 1), "50", "partitions of the internal __transaction_state topic"),
+    "transaction.state.log.replication.factor": (_int(1, 2**15 - 1), "3", "replicas of __transaction_state (at most the live brokers)"),
+    "transaction.max.timeout.ms": (_int(1, 2**31 - 1), "900000", "largest transaction.timeout.ms a producer may ask for"),
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": (_int(1, 2**31 - 1), "10000", "how often transactions past their timeout are aborted"),
     "logquake.outbound.address": (_parse_text, None, "local address every outgoing connection binds to"),
     # logquake's own debugging switches (reserved namespace)
     "logquake.debug.log.requests": (_parse_bool, "false", "log every request at DEBUG level"),

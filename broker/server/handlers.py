@@ -32,15 +32,21 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   follower); record bytes are never parsed, only the 61-byte batch header (and a
   control batch's first record key when replaying markers);
 - Fetch long-polls: it answers when min_bytes are available, on an error, or
-  after max_wait_ms, and is woken by every append; last_stable_offset is the
-  high watermark (no transactions yet) and aborted_transactions is an empty
-  list, never null; a fetch offset outside [log_start_offset, high_watermark]
-  gets OFFSET_OUT_OF_RANGE; topics are named up to v12 and addressed by topic
-  id from v13 (KIP-516);
-- transactions and consumer groups are later issues: InitProducerId with a
-  transactional.id and FindCoordinator for a transaction answer
-  TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), which every client treats as a
-  fatal, non-retriable error with a clear message instead of retrying forever.
+  after max_wait_ms, and is woken by every append; every partition reports its
+  last_stable_offset (the first offset of the oldest open transaction, never
+  above the high watermark, KIP-98); isolation_level=1 (read_committed) reads
+  up to it and gets the aborted transactions overlapping the records, level 0
+  reads up to the high watermark; aborted_transactions is a list, never null;
+  control batches are returned (clients skip them); a fetch offset outside
+  [log_start_offset, high_watermark] gets OFFSET_OUT_OF_RANGE; topics are named
+  up to v12 and addressed by topic id from v13 (KIP-516); ListOffsets "latest"
+  is the last stable offset for isolation_level=1;
+- transactions (KIP-98, KIP-447): Produce accepts transactional batches (the
+  producer state remembers the first offset of each open transaction, whether
+  or not the coordinator added the partition, as Kafka before KIP-890 did);
+  control batches come only from WriteTxnMarkers (`append_marker`); the
+  transaction APIs themselves are served by
+  `broker.coordinator.txn_handlers.TxnApis`, which installs its handlers here.
   Consumer groups (FindCoordinator for groups and the group APIs) are served by
   `broker.coordinator.group_handlers.GroupApis`, which installs its handlers here.
 
@@ -59,6 +65,7 @@ import uuid
 from kio.schema.errors import ErrorCode
 
 from broker.coordinator.group_handlers import GroupApis
+from broker.coordinator.txn_handlers import TxnApis
 from broker.io import Runtime
 from broker.log.config import LogConfig
 from broker.log.log import OffsetOutOfRangeError
@@ -85,8 +92,7 @@ RESOURCE_BROKER = 4
 CONFIG_SOURCE_TOPIC = 1
 CONFIG_SOURCE_STATIC_BROKER = 4
 CONFIG_SOURCE_DEFAULT = 5
-KEY_TYPE_TRANSACTION = 1
-TRANSACTIONS_NOT_IMPLEMENTED = "transactions are not implemented yet in this broker (a later issue)"
+READ_COMMITTED = 1
 
 # Topic-level configs (Kafka's names) -> (LogConfig field or None, broker property giving the default).
 TOPIC_CONFIGS: dict[str, tuple[str | None, str]] = {
@@ -172,6 +178,7 @@ class RequestHandlers:
             apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
         }
         self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
+        self.txn_apis = TxnApis(self)  # installs FindCoordinator (transactions) and the transaction APIs
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
 
     @property
@@ -222,6 +229,7 @@ class RequestHandlers:
 
     def close(self) -> None:
         self.stopping = True
+        self.txn_apis.stop_nowait()
         self.wake_fetchers()
         self.snapshot_producer_states()
 
@@ -442,7 +450,7 @@ class RequestHandlers:
                     error_code=error,
                     name=info.name if info is not None else name,
                     topic_id=info.topic_id if info is not None else uuid.UUID(int=0),
-                    is_internal=(info.name if info is not None else name) == "__consumer_offsets",  # Kafka marks it internal
+                    is_internal=(info.name if info is not None else name) in ("__consumer_offsets", "__transaction_state"),  # Kafka marks them internal
                     partitions=partitions,
                     topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
                 )
@@ -470,9 +478,7 @@ class RequestHandlers:
 
     def produce(self, header, request):
         acks = request.acks
-        if request.transactional_id is not None:
-            error_all = (ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED)
-        elif acks not in (0, 1, -1):
+        if acks not in (0, 1, -1):
             error_all = (ErrorCode.invalid_required_acks, f"acks={acks} is not accepted; expected 0, 1 or -1")
         else:
             error_all = None
@@ -555,12 +561,13 @@ class RequestHandlers:
         """Append one partition's batch; return (error, error message, base offset, log start offset)."""
         return self.append_to_partition(topic, partition, records, 1)[:4]
 
-    def append_to_partition(self, topic: str, partition: int, records, acks: int):
+    def append_to_partition(self, topic: str, partition: int, records, acks: int, control: bool = False):
         """Append one partition's batch as its leader.
 
         Returns (error, error message, base offset, log start offset, replica and
         required offset for acks=all or None): with a replica manager and acks=-1,
         the caller waits until the high watermark reaches the required offset.
+        `control` True admits a commit/abort marker (WriteTxnMarkers only).
         """
         state = self.partitions.get((topic, partition))
         manager = self.replica_manager
@@ -595,11 +602,18 @@ class RequestHandlers:
         limit = self.max_message_bytes(topic)
         if batch.size > limit:
             return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
+        marker = None
         if batch.is_control:
-            return ErrorCode.invalid_record, "clients may not write control batches", -1, -1, None
-        if batch.is_transactional:
-            return ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED, -1, -1, None
-        idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0
+            if not control:
+                return ErrorCode.invalid_record, "clients may not write control batches", -1, -1, None
+            marker = marker_commit(bytes(records))
+            assert marker is not None, "append_marker passes only commit/abort control batches"
+        if batch.is_transactional and batch.producer_id >= 0 and state.producers.epoch_error(batch.producer_id, batch.producer_epoch):
+            # a marker or TxnOffsetCommit batch of a fenced epoch (sequenced batches are checked below)
+            return ErrorCode.invalid_producer_epoch, (
+                f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
+            ), -1, -1, None
+        idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0 and marker is None
         # logquake.debug.skip.dedup (a planted bug): the leader appends retries again.
         if idempotent and not self.debug_skip_dedup:
             verdict, cached = state.producers.check(batch)
@@ -620,8 +634,13 @@ class RequestHandlers:
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
                 ), -1, -1, None
         result = partition_log.append(records, leader_epoch, headers)
-        if idempotent:
+        if marker is not None:
+            state.producers.apply_marker(batch.producer_id, batch.producer_epoch, result.base_offset, marker,
+                                         replicated=replica is None)
+        elif idempotent:
             state.producers.record(batch, result.base_offset)
+        elif batch.is_transactional and batch.producer_id >= 0:
+            state.producers.begin_unsequenced(batch.producer_id, batch.producer_epoch, result.base_offset)
         waiting = None
         if replica is not None:
             manager.after_leader_append(replica)
@@ -658,6 +677,7 @@ class RequestHandlers:
             replica_id = request.replica_state.replica_id
         else:
             replica_id = getattr(request, "replica_id", -1)
+        read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED and replica_id < 0
         for fetch_topic in request.topics:
             if manager is not None:
                 if version >= 13:
@@ -669,7 +689,8 @@ class RequestHandlers:
                 for fetch_partition in fetch_topic.partitions:
                     result = self.read_replica(manager, name, fetch_partition, replica_id, first_pass,
                                                max(budget - total_bytes, 0) if total_bytes else None,
-                                               ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition)
+                                               ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition,
+                                               read_committed)
                     has_error |= result.error_code != 0
                     total_bytes += len(result.records)
                     partitions.append(result)
@@ -693,16 +714,18 @@ class RequestHandlers:
                     continue
                 partition_log = state.log
                 high_watermark = partition_log.log_end_offset
+                stable = state.producers.last_stable_offset(high_watermark)
+                upper = stable if read_committed else high_watermark
                 start = partition_log.log_start_offset
                 offset = fetch_partition.fetch_offset
-                result = FetchPartitionResult(index, 0, high_watermark, high_watermark, start, b"")
+                result = FetchPartitionResult(index, 0, high_watermark, stable, start, b"")
                 if offset < start or offset > high_watermark:
                     has_error = True
                     result.error_code = ErrorCode.offset_out_of_range.value
-                elif offset < high_watermark and (budget > total_bytes or total_bytes == 0):
+                elif offset < upper and (budget > total_bytes or total_bytes == 0):
                     limit = min(fetch_partition.partition_max_bytes, max(budget - total_bytes, 0))
                     try:
-                        data = partition_log.read(offset, limit, high_watermark)
+                        data = partition_log.read(offset, limit, upper)
                     except OffsetOutOfRangeError:
                         has_error = True
                         result.error_code = ErrorCode.offset_out_of_range.value
@@ -712,19 +735,26 @@ class RequestHandlers:
                         data = b""
                     result.records = data
                     total_bytes += len(data)
-                    # (unchanged for a real log; the null broker's virtual log may grow on read)
-                    result.high_watermark = result.last_stable_offset = partition_log.log_end_offset
+                    if read_committed and data:
+                        result.aborted_transactions = self.aborted_in(state.producers, offset, upper)
+                    if not state.producers.ongoing and not state.producers.unreplicated:
+                        # (unchanged for a real log; the null broker's virtual log may grow on read)
+                        result.high_watermark = result.last_stable_offset = partition_log.log_end_offset
                 partitions.append(result)
             results.append(FetchTopicResult(name, fetch_topic.topic_id if version >= 13 else uuid.UUID(int=0), partitions))
         return results, total_bytes, has_error
 
+    @staticmethod
+    def aborted_in(producers: ProducerStateTable, fetch_offset: int, upper_offset: int) -> list[tuple[int, int]]:
+        return [(txn.producer_id, txn.first_offset) for txn in producers.aborted_overlapping(fetch_offset, upper_offset)]
+
     def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool,
-                     budget_left: int | None, missing_error: ErrorCode) -> FetchPartitionResult:
+                     budget_left: int | None, missing_error: ErrorCode, read_committed: bool = False) -> FetchPartitionResult:
         """Fetch from a replicated partition this node leads.
 
         Followers (replica_id >= 0) read up to the log end offset and report
-        their progress; consumers read up to the high watermark (the last stable
-        offset equals it: no transactions yet). A fetch offset above the HW but
+        their progress; consumers read up to the high watermark, read_committed
+        consumers up to the last stable offset. A fetch offset above the HW but
         within the log answers empty, not OFFSET_OUT_OF_RANGE (a new leader's HW
         may trail what the old one exposed). `budget_left` None: no data was
         taken yet, so one batch may exceed the response budget (KIP-74).
@@ -749,13 +779,17 @@ class RequestHandlers:
         if replica_id >= 0 and first_pass:
             manager.record_follower_fetch(replica, replica_id, offset)
         high_watermark = replica.high_watermark
+        state = self.partitions.get((name, index))
+        stable = state.producers.last_stable_offset(high_watermark) if state is not None else high_watermark
         start = partition_log.log_start_offset
-        result = FetchPartitionResult(index, 0, high_watermark, high_watermark, start, b"")
+        result = FetchPartitionResult(index, 0, high_watermark, stable, start, b"")
         if offset < start or offset > partition_log.log_end_offset:
             result.error_code = ErrorCode.offset_out_of_range.value
             return result
         # logquake.debug.read.above.hwm (a planted bug): consumers see records not yet replicated.
         limit_offset = partition_log.log_end_offset if replica_id >= 0 or manager.settings.read_above_hwm else high_watermark
+        if read_committed:
+            limit_offset = min(limit_offset, stable)
         if offset >= limit_offset or budget_left == 0:
             return result
         limit = fetch_partition.partition_max_bytes if budget_left is None else min(fetch_partition.partition_max_bytes, budget_left)
@@ -763,12 +797,15 @@ class RequestHandlers:
         if budget_left is not None and len(data) > budget_left:
             data = b""
         result.records = data
+        if read_committed and data and state is not None:
+            result.aborted_transactions = self.aborted_in(state.producers, offset, limit_offset)
         return result
 
     # ---- ListOffsets ------------------------------------------------------------
 
     def list_offsets(self, header, request):
         module = _response_module(apis.LIST_OFFSETS, header.api_version)
+        read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
         topic_results = []
         for topic in request.topics:
             partition_results = []
@@ -782,6 +819,8 @@ class RequestHandlers:
                     error, replica = self.replica_error(topic.name, part.partition_index, getattr(part, "current_leader_epoch", -1))
                     if replica is not None:
                         leader_epoch, latest = replica.leader_epoch, replica.high_watermark
+                if state is not None and read_committed:
+                    latest = state.producers.last_stable_offset(latest)
                 if error != ErrorCode.none:
                     pass
                 elif state is None:
@@ -1021,9 +1060,7 @@ class RequestHandlers:
     def init_producer_id(self, header, request):
         module = _response_module(apis.INIT_PRODUCER_ID, header.api_version)
         if request.transactional_id is not None:
-            log.info("InitProducerId for transactional.id %r refused: %s", request.transactional_id, TRANSACTIONS_NOT_IMPLEMENTED)
-            return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
-                          error_code=ErrorCode.transactional_id_authorization_failed, producer_id=-1, producer_epoch=-1)
+            return self.txn_apis.init_producer_id(header, request)  # a coroutine; the server awaits it
         # An idempotent producer without a transactional.id always gets a fresh id
         # (also when it asks to bump the epoch of its old one, KIP-360): a new id
         # starts a new sequence space, which is all the bump is for.
@@ -1032,24 +1069,17 @@ class RequestHandlers:
                       error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)
 
     def find_coordinator(self, header, request):
+        """FindCoordinator for a key type no coordinator serves (groups and transactions install their own)."""
         module = _response_module(apis.FIND_COORDINATOR, header.api_version)
         key_type = getattr(request, "key_type", 0)
-        if key_type == KEY_TYPE_TRANSACTION:
-            error, message = ErrorCode.transactional_id_authorization_failed, TRANSACTIONS_NOT_IMPLEMENTED
-            node_id, host, port = -1, "", -1
-        else:
-            # This node is named the group coordinator although it serves none of
-            # the group APIs (they are not advertised in ApiVersions): a client that
-            # only commits or leaves then fails fast with "unsupported" instead of
-            # retrying COORDINATOR_NOT_AVAILABLE until its session timeout (librdkafka's
-            # close() otherwise blocks for session.timeout.ms, 45 s by default).
-            error, message = ErrorCode.none, None
-            node_id, host, port = self.config.node_id, self.advertised.host or "localhost", self.advertised.port
+        error = ErrorCode.invalid_request
+        message = f"FindCoordinator key_type={key_type} is not served; expected 0 (group) or 1 (transaction)"
+        log.info("FindCoordinator refused: %s", message)
         if header.api_version >= 4:
             coordinators = tuple(
-                _build(module, "Coordinator", key=key, node_id=node_id, host=host, port=port, error_code=error, error_message=message)
+                _build(module, "Coordinator", key=key, node_id=-1, host="", port=-1, error_code=error, error_message=message)
                 for key in request.coordinator_keys
             )
             return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=coordinators)
         return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=error,
-                      error_message=message, node_id=node_id, host=host, port=port)
+                      error_message=message, node_id=-1, host="", port=-1)

@@ -24,9 +24,15 @@ the log end (after truncation) is ignored.
 Transactions (KIP-98): the first offset of each producer's open transaction is
 kept (`ongoing`); a commit or abort marker (`apply_marker`) closes it, and an
 abort is remembered as (producer id, first offset, last offset) in `aborted`,
-the in-memory transaction index. The last stable offset is the smallest first
-offset of an open transaction, else the high watermark; `aborted_overlapping`
-answers Fetch's `aborted_transactions`.
+the in-memory transaction index. A transaction whose marker the leader appended
+stays unstable (`unreplicated`) until the high watermark passes the marker, as
+in Kafka's ProducerStateManager: a read_committed consumer never reads past a
+decision that a leader failover could still lose. The last stable offset is the
+smallest first offset of an open or unreplicated transaction, never above the
+high watermark; `aborted_overlapping` answers Fetch's `aborted_transactions`.
+Transactional batches without sequence numbers (TxnOffsetCommit's batches,
+written by the group coordinator into `__consumer_offsets`) open a transaction
+too (`begin_unsequenced`) and are fenced by epoch only (`epoch_error`).
 
 Thread-safety: none; the event loop is the only caller.
 """
@@ -75,6 +81,8 @@ class ProducerStateTable:
         self.producers: dict[int, ProducerEntry] = {}
         self.ongoing: dict[int, int] = {}  # producer id -> first offset of its open transaction
         self.aborted: list[AbortedTxn] = []  # by last_offset, ascending (markers arrive in log order)
+        # (first offset, marker offset) of transactions decided on this leader but not yet below the HW
+        self.unreplicated: list[tuple[int, int]] = []
 
     def check(self, header: BatchHeader) -> tuple[str, BatchMetadata | None]:
         """Classify an incoming idempotent batch; for a duplicate, also return its original metadata."""
@@ -105,21 +113,43 @@ class ProducerStateTable:
         if header.is_transactional:
             self.ongoing.setdefault(header.producer_id, base_offset)
 
-    def apply_marker(self, producer_id: int, producer_epoch: int, offset: int, commit: bool) -> None:
-        """A commit/abort control batch at `offset` ends the producer's open transaction (if any)."""
+    def epoch_error(self, producer_id: int, producer_epoch: int) -> bool:
+        """True when `producer_epoch` is older than the epoch this partition knows for the producer (fenced)."""
+        entry = self.producers.get(producer_id)
+        return entry is not None and producer_epoch < entry.epoch
+
+    def begin_unsequenced(self, producer_id: int, producer_epoch: int, base_offset: int) -> None:
+        """A transactional batch without sequence numbers (the group coordinator's TxnOffsetCommit) at `base_offset`."""
+        entry = self.producers.get(producer_id)
+        if entry is None or producer_epoch > entry.epoch:
+            self.producers[producer_id] = ProducerEntry(producer_epoch)
+        self.ongoing.setdefault(producer_id, base_offset)
+
+    def apply_marker(self, producer_id: int, producer_epoch: int, offset: int, commit: bool,
+                     replicated: bool = True) -> None:
+        """A commit/abort control batch at `offset` ends the producer's open transaction (if any).
+
+        `replicated` False (a leader's own append): the transaction stays unstable until
+        the high watermark passes `offset` (see `last_stable_offset`).
+        """
         entry = self.producers.get(producer_id)
         if entry is None or producer_epoch > entry.epoch:
             # The coordinator bumped the epoch (fencing); sequences start again at 0.
             self.producers[producer_id] = ProducerEntry(producer_epoch)
         first_offset = self.ongoing.pop(producer_id, None)
+        if first_offset is not None and not replicated:
+            self.unreplicated.append((first_offset, offset))
         if not commit and first_offset is not None:
             self.aborted.append(AbortedTxn(producer_id, first_offset, offset))
 
-    def first_unstable_offset(self) -> int | None:
-        return min(self.ongoing.values(), default=None)
+    def first_unstable_offset(self, high_watermark: int | None = None) -> int | None:
+        if high_watermark is not None and self.unreplicated:
+            self.unreplicated = [(first, marker) for first, marker in self.unreplicated if marker >= high_watermark]
+        firsts = [first for first, _ in self.unreplicated]
+        return min([*self.ongoing.values(), *firsts], default=None)
 
     def last_stable_offset(self, high_watermark: int) -> int:
-        first = self.first_unstable_offset()
+        first = self.first_unstable_offset(high_watermark)
         return high_watermark if first is None else min(first, high_watermark)
 
     def aborted_overlapping(self, fetch_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
@@ -141,6 +171,8 @@ class ProducerStateTable:
             elif header.producer_id >= 0 and header.base_sequence >= 0:
                 self.record(header, header.base_offset)
                 count += 1
+            elif header.producer_id >= 0 and header.is_transactional:
+                self.begin_unsequenced(header.producer_id, header.producer_epoch, header.base_offset)
         return count
 
     # -- snapshots ---------------------------------------------------------------------------------------

@@ -1,0 +1,586 @@
+"""The transaction APIs of one broker node, wired to its `TransactionCoordinator` and `__transaction_state` (KIP-98).
+
+`TxnApis` installs the handlers of AddPartitionsToTxn (v0-3), AddOffsetsToTxn,
+EndTxn, TxnOffsetCommit and WriteTxnMarkers into a `RequestHandlers`, answers
+InitProducerId with a transactional.id and FindCoordinator with key_type 1
+(transactions; groups stay with `GroupApis`), and follows the node's leadership
+of `__transaction_state` partitions (`TxnAwareLifecycle`): becoming leader
+replays the partition into the coordinator (which re-sends the markers of
+transactions left in PrepareCommit/PrepareAbort), losing it unloads them.
+
+The internal topic `__transaction_state` (transaction.state.log.num.partitions
+partitions, replication factor min(transaction.state.log.replication.factor,
+live brokers)) is created on the first FindCoordinator for a transaction: through
+the controller in cluster mode (`create_topic`, set by `broker.server.cluster`),
+locally on a one-node broker. Until its partition has a leader, FindCoordinator
+answers COORDINATOR_NOT_AVAILABLE (clients retry).
+
+Parts:
+- `HandlerTxnStateLog` appends state records (key: the transactional id, value:
+  `TxnRecord.encode_value`) through the leader append path with acks=all, so a
+  client is answered only once its transaction's state survives a failover;
+- `PoolMarkerSender` writes each marker job's control batches: to partitions this
+  node leads directly (`write_marker`), to the others as WriteTxnMarkers v1 over
+  a `ConnectionPool`; a partition of a deleted topic counts as written;
+- `write_marker` (the WriteTxnMarkers handler's work on a partition leader)
+  appends the control batch as the producer's id and epoch (an older epoch gets
+  INVALID_PRODUCER_EPOCH), waits until the high watermark passed it, then, for
+  `__consumer_offsets`, lets the group coordinator commit or drop the
+  transaction's offsets (`complete_txn`);
+- timed-out transactions are aborted every
+  transaction.abort.timed.out.transaction.cleanup.interval.ms (`expire_once`).
+
+Errors clients see: NOT_COORDINATOR (this node does not lead the id's
+partition), CONCURRENT_TRANSACTIONS (markers of the previous transaction still
+being written), PRODUCER_FENCED (INVALID_PRODUCER_EPOCH for versions before
+KIP-588's: InitProducerId < 4, AddPartitionsToTxn / AddOffsetsToTxn / EndTxn < 2),
+INVALID_PRODUCER_ID_MAPPING (unknown transactional id or producer id),
+INVALID_TXN_STATE, INVALID_TRANSACTION_TIMEOUT (above transaction.max.timeout.ms).
+Not served: AddPartitionsToTxn v4+ (the batched broker-to-broker verification of
+KIP-890) and transaction version 2; Produce does not verify that a partition was
+added to the transaction (as Kafka before KIP-890).
+
+Thread-safety: none; everything runs on the broker's event loop.
+Sources: KIP-98, KIP-447, KIP-360, KIP-588, KIP-699 (FindCoordinator batching),
+the Kafka protocol guide (behaviour, not code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib
+import inspect
+import logging
+
+from kio.schema.errors import ErrorCode
+
+from broker.coordinator import group_records
+from broker.coordinator.group_handlers import OFFSETS_TOPIC, read_partition
+from broker.coordinator.txn_coordinator import (
+    TRANSACTION_STATE_TOPIC,
+    TransactionCoordinator,
+    TxnStateLogError,
+)
+from broker.coordinator.txn_markers import build_marker_batch
+from broker.coordinator.txn_state import MarkerJob, TxnRecord, fenced_error, partition_for
+from broker.metadata.errors import ControllerError
+from broker.protocol import apis
+from broker.protocol.client import ClientError, ConnectionPool
+from broker.protocol.records import build_batch
+from broker.replication import manager as replication
+
+log = logging.getLogger("broker.coordinator.txn")
+
+KEY_TYPE_TRANSACTION = 1
+APPEND_TIMEOUT_MS = 5000
+MARKER_REQUEST_TIMEOUT_S = 10.0
+WRITE_TXN_MARKERS_VERSION = 1
+ZERO_MS = datetime.timedelta(0)
+
+
+def _ms(value) -> int:
+    return int(value.total_seconds() * 1000) if isinstance(value, datetime.timedelta) else int(value)
+
+
+def _property_int(config, name: str) -> int:
+    value = config.entries.get(name, (None, "default"))[0]
+    if value is None:
+        raise ValueError(f"broker property {name} has no value; expected an integer")
+    return int(value)
+
+
+def _not_replicated_error(verdict) -> ErrorCode:
+    # Kafka's mapping for coordinator log appends: the client looks the coordinator up again and retries
+    return ErrorCode.not_coordinator if verdict == replication.NOT_LEADER else ErrorCode.coordinator_not_available
+
+
+class HandlerTxnStateLog:
+    """`TxnStateLog` over the node's leader append path (acks=all)."""
+
+    def __init__(self, handlers):
+        self.handlers = handlers
+
+    async def append(self, partition: int, records: list[TxnRecord]) -> None:
+        handlers = self.handlers
+        entries = [(record.transactional_id.encode("utf-8"), record.encode_value()) for record in records]
+        batch = bytearray(build_batch(entries, base_timestamp=handlers.runtime.clock.wall_ms()))
+        error, message, _base, _start, waiting = handlers.append_to_partition(TRANSACTION_STATE_TOPIC, partition, batch, -1)
+        if error != ErrorCode.none:
+            mapped = (ErrorCode.not_coordinator if error in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)
+                      else ErrorCode.coordinator_not_available)
+            raise TxnStateLogError(mapped, f"append to {TRANSACTION_STATE_TOPIC}-{partition} refused: {error.name} ({message})")
+        handlers.wake_fetchers()
+        if waiting is None:
+            return
+        replica, required = waiting
+        verdict = await handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
+        if verdict != replication.OK:
+            raise TxnStateLogError(_not_replicated_error(verdict),
+                                   f"append to {TRANSACTION_STATE_TOPIC}-{partition} not replicated: {verdict}")
+
+
+class PoolMarkerSender:
+    """`MarkerSender`: local partitions directly, the others' leaders by WriteTxnMarkers v1."""
+
+    def __init__(self, txn_apis: "TxnApis"):
+        self.txn_apis = txn_apis
+        self.pool: ConnectionPool | None = None
+
+    def _pool(self) -> ConnectionPool:
+        if self.pool is None:
+            handlers = self.txn_apis.handlers
+            self.pool = ConnectionPool(handlers.runtime, f"logquake-txn-markers-{handlers.config.node_id}",
+                                       handlers.config.outbound_address)
+        return self.pool
+
+    async def write_markers(self, job: MarkerJob, coordinator_epoch: int) -> dict[tuple[str, int], ErrorCode]:
+        handlers = self.txn_apis.handlers
+        manager = handlers.replica_manager
+        results: dict[tuple[str, int], ErrorCode] = {}
+        remote: dict[int, list[tuple[str, int]]] = {}
+        local: list[tuple[str, int]] = []
+        for topic, partition in job.partitions:
+            if manager is None:
+                local.append((topic, partition))
+                continue
+            topic_state = manager.image.topics.get(topic)
+            if topic_state is None:
+                log.info("marker for deleted topic %s dropped (transaction %r)", topic, job.transactional_id)
+                results[(topic, partition)] = ErrorCode.none
+                continue
+            state = topic_state.partitions.get(partition)
+            if state is None or state.leader < 0 or state.leader not in manager.image.brokers:
+                results[(topic, partition)] = ErrorCode.leader_not_available
+            elif state.leader == handlers.config.node_id:
+                local.append((topic, partition))
+            else:
+                remote.setdefault(state.leader, []).append((topic, partition))
+        jobs = [self._local(job, tp, coordinator_epoch) for tp in local]
+        jobs += [self._remote(job, leader, tps, coordinator_epoch) for leader, tps in remote.items()]
+        for answer in await asyncio.gather(*jobs):
+            results.update(answer)
+        failed = {tp: e.name for tp, e in results.items() if e != ErrorCode.none}
+        if failed:
+            log.info("markers of %r (producer %d epoch %d) not yet written: %s", job.transactional_id, job.producer_id,
+                     job.producer_epoch, failed)
+        return results
+
+    async def _local(self, job: MarkerJob, tp: tuple[str, int], coordinator_epoch: int):
+        error = await self.txn_apis.write_marker(tp[0], tp[1], job.producer_id, job.producer_epoch, job.commit,
+                                                 coordinator_epoch)
+        return {tp: error}
+
+    async def _remote(self, job: MarkerJob, leader: int, tps: list[tuple[str, int]], coordinator_epoch: int):
+        handlers = self.txn_apis.handlers
+        broker = handlers.replica_manager.image.brokers[leader]
+        module = _request_module(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION)
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in tps:
+            by_topic.setdefault(topic, []).append(partition)
+        request = module.WriteTxnMarkersRequest(markers=(module.WritableTxnMarker(
+            producer_id=job.producer_id, producer_epoch=job.producer_epoch, transaction_result=job.commit,
+            topics=tuple(module.WritableTxnMarkerTopic(name=t, partition_indexes=tuple(ps)) for t, ps in by_topic.items()),
+            coordinator_epoch=coordinator_epoch),))
+        try:
+            body = await self._pool().request(broker.host, broker.port, apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION,
+                                              apis.encode_request(request), MARKER_REQUEST_TIMEOUT_S)
+            response = apis.decode_response(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, body)
+        except ClientError as exc:
+            log.info("WriteTxnMarkers to node %d failed: %s", leader, exc)
+            return {tp: ErrorCode.coordinator_not_available for tp in tps}
+        answer = {tp: ErrorCode.unknown_server_error for tp in tps}
+        for marker in response.markers:
+            for topic in marker.topics:
+                for part in topic.partitions:
+                    answer[(topic.name, part.partition_index)] = ErrorCode(part.error_code)
+        return answer
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close_all()
+
+
+def _request_module(api_key: int, version: int):
+    return importlib.import_module(apis.request_class(api_key, version).__module__)
+
+
+class TxnApis:
+    def __init__(self, handlers):
+        self.handlers = handlers
+        config = handlers.config
+        self.num_partitions = _property_int(config, "transaction.state.log.num.partitions")
+        self.replication_factor = _property_int(config, "transaction.state.log.replication.factor")
+        self.cleanup_interval_ms = _property_int(config, "transaction.abort.timed.out.transaction.cleanup.interval.ms")
+        self.marker_sender = PoolMarkerSender(self)
+        self.coordinator = TransactionCoordinator(
+            handlers.runtime.clock.wall_ms, HandlerTxnStateLog(handlers), self.marker_sender, self._take_producer_id,
+            self.num_partitions, max_timeout_ms=_property_int(config, "transaction.max.timeout.ms"))
+        self._producer_ids: list[int] = []  # allocated ahead: the state machine allocates synchronously
+        # set by broker.server.cluster: async (name, partitions, replication factor) -> None
+        self.create_topic = None
+        self._creating: asyncio.Future | None = None
+        self._expiry_task: asyncio.Task | None = None
+        self._stopped = False
+        group_apis = handlers.group_apis
+        self.find_coordinator_fallback = group_apis.find_coordinator_fallback
+        group_apis.find_coordinator_fallback = self.find_coordinator  # key types other than groups come here
+        handlers.handlers.update({
+            apis.ADD_PARTITIONS_TO_TXN: self.add_partitions_to_txn,
+            apis.ADD_OFFSETS_TO_TXN: self.add_offsets_to_txn,
+            apis.END_TXN: self.end_txn,
+            apis.WRITE_TXN_MARKERS: self.write_txn_markers,
+            apis.TXN_OFFSET_COMMIT: self.txn_offset_commit,
+        })
+
+    # ---- producer ids ---------------------------------------------------------------------
+
+    def _take_producer_id(self) -> int:
+        assert self._producer_ids, "a producer id is allocated before every state machine step that may need one"
+        return self._producer_ids.pop()
+
+    async def _reserve_producer_id(self) -> ErrorCode:
+        if self._producer_ids:
+            return ErrorCode.none
+        try:
+            value = self.handlers.producer_ids.allocate()
+            if inspect.isawaitable(value):
+                value = await value
+        except ControllerError as exc:
+            log.info("no producer id for a transaction: %s", exc)
+            return ErrorCode.coordinator_not_available
+        self._producer_ids.append(value)
+        return ErrorCode.none
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._expiry_task is None and not self._stopped:
+            self._expiry_task = asyncio.get_running_loop().create_task(self._expire_loop())
+            if self.handlers.replica_manager is None:
+                self.loaded_locally()
+
+    async def _expire_loop(self) -> None:
+        clock = self.handlers.runtime.clock
+        while True:
+            await clock.sleep(self.cleanup_interval_ms / 1000)
+            if await self._reserve_producer_id() != ErrorCode.none:
+                continue
+            aborted = await self.coordinator.expire_once()
+            if aborted:
+                log.info("aborted %d transactions past their transaction.timeout.ms", aborted)
+
+    def loaded_locally(self) -> None:
+        """One-node mode: this node leads every partition of __transaction_state that exists."""
+        for (topic, partition), state in list(self.handlers.partitions.items()):
+            if topic == TRANSACTION_STATE_TOPIC and partition not in self.coordinator.owned:
+                self.on_become_leader(topic, partition, state.log)
+
+    def on_become_leader(self, topic: str, partition: int, partition_log) -> None:
+        if topic != TRANSACTION_STATE_TOPIC:
+            return
+        manager = self.handlers.replica_manager
+        replica = manager.hosted(topic, partition) if manager is not None else None
+        coordinator_epoch = replica.leader_epoch if replica is not None else 0
+        records = []
+        for chunk in read_partition(partition_log):
+            for header, entries in group_records.iter_records(chunk):
+                if header.is_control:
+                    continue
+                for key, value in entries:
+                    if key is None or value is None:
+                        continue
+                    try:
+                        records.append(TxnRecord.decode(key, value))
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        log.warning("unreadable record in %s-%d at batch %d skipped: %s", topic, partition,
+                                    header.base_offset, exc)
+        self.coordinator.on_become_leader(partition, coordinator_epoch, records)
+        log.info("leading %s-%d (coordinator epoch %d): %d transactional ids loaded", topic, partition, coordinator_epoch,
+                 len(self.coordinator.owned[partition][1].transactions))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ensure_started()
+
+    def on_not_leader(self, topic: str, partition: int) -> None:
+        if topic == TRANSACTION_STATE_TOPIC:
+            self.coordinator.on_resign(partition)
+
+    def stop_nowait(self) -> None:
+        """Stop the expiry loop and the marker tasks (a clean stop; a new leader re-sends unfinished markers)."""
+        self._stopped = True
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        for task in self.coordinator.marker_tasks.values():
+            task.cancel()
+
+    async def stop(self) -> None:
+        self.stop_nowait()
+        await self.coordinator.close()
+        if self._expiry_task is not None:
+            await asyncio.gather(self._expiry_task, return_exceptions=True)
+        await self.marker_sender.close()
+
+    # ---- FindCoordinator ------------------------------------------------------------------
+
+    async def _ensure_topic(self) -> None:
+        handlers = self.handlers
+        if TRANSACTION_STATE_TOPIC in handlers.topics.by_name:
+            return
+        if self._creating is not None:
+            await asyncio.shield(self._creating)
+            return
+        self._creating = asyncio.get_running_loop().create_future()
+        try:
+            if self.create_topic is not None:
+                live = len(handlers.replica_manager.image.unfenced_broker_ids()) if handlers.replica_manager else 1
+                factor = max(1, min(self.replication_factor, live))
+                await self.create_topic(TRANSACTION_STATE_TOPIC, self.num_partitions, factor)
+            elif handlers.replica_manager is None:
+                handlers.create_topic(TRANSACTION_STATE_TOPIC, self.num_partitions, {})
+                self.loaded_locally()
+        finally:
+            self._creating.set_result(None)
+            self._creating = None
+
+    def _locate(self, transactional_id: str):
+        """(error, message, node id, host, port) of the coordinator of `transactional_id`."""
+        handlers = self.handlers
+        partition = partition_for(transactional_id, self.num_partitions)
+        manager = handlers.replica_manager
+        if manager is None:
+            if TRANSACTION_STATE_TOPIC not in handlers.topics.by_name:
+                return ErrorCode.coordinator_not_available, f"{TRANSACTION_STATE_TOPIC} is being created", -1, "", -1
+            return (ErrorCode.none, None, handlers.config.node_id, handlers.advertised.host or "localhost",
+                    handlers.advertised.port)
+        image = manager.image
+        topic = image.topics.get(TRANSACTION_STATE_TOPIC)
+        state = topic.partitions.get(partition) if topic is not None else None
+        if state is None or state.leader < 0 or state.leader not in image.brokers:
+            return (ErrorCode.coordinator_not_available,
+                    f"{TRANSACTION_STATE_TOPIC}-{partition} (the partition of transactional id {transactional_id!r}) "
+                    "has no leader yet", -1, "", -1)
+        broker = image.brokers[state.leader]
+        return ErrorCode.none, None, broker.broker_id, broker.host, broker.port
+
+    async def find_coordinator(self, header, request):
+        key_type = getattr(request, "key_type", 0)
+        if key_type != KEY_TYPE_TRANSACTION:
+            answer = self.find_coordinator_fallback(header, request)
+            return await answer if inspect.isawaitable(answer) else answer
+        self._ensure_started()
+        module = _response_module(apis.FIND_COORDINATOR, header.api_version)
+        await self._ensure_topic()
+        keys = list(request.coordinator_keys) if header.api_version >= 4 else [request.key]
+        located = {}
+        for key in keys:
+            if not key:
+                located[key] = (ErrorCode.invalid_request, "the transactional id is empty; expected a non-empty transactional.id",
+                                -1, "", -1)
+            else:
+                located[key] = self._locate(key)
+        if header.api_version >= 4:
+            return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=tuple(
+                _build(module, "Coordinator", key=key, node_id=n, host=h, port=p, error_code=e, error_message=m)
+                for key, (e, m, n, h, p) in located.items()))
+        e, m, n, h, p = located[keys[0]]
+        return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=e, error_message=m,
+                      node_id=n, host=h, port=p)
+
+    # ---- InitProducerId ---------------------------------------------------------------------
+
+    async def init_producer_id(self, header, request):
+        self._ensure_started()
+        version = header.api_version
+        module = _response_module(apis.INIT_PRODUCER_ID, version)
+        transactional_id = request.transactional_id
+        timeout_ms = _ms(request.transaction_timeout)
+        error = ErrorCode.none
+        if not transactional_id:
+            error = ErrorCode.invalid_request
+            log.info("InitProducerId with an empty transactional.id refused")
+        expected = (getattr(request, "producer_id", -1), getattr(request, "producer_epoch", -1))
+        if error == ErrorCode.none and expected[0] >= 0:
+            # KIP-360: a producer asking to bump its own epoch must still hold it
+            current = self.coordinator.lookup(transactional_id)
+            if current is not None and (current.producer_id, current.producer_epoch) != expected:
+                error = ErrorCode.producer_fenced
+        if error == ErrorCode.none:
+            error = await self._reserve_producer_id()
+        producer_id, producer_epoch = -1, -1
+        if error == ErrorCode.none:
+            outcome = await self.coordinator.init_producer_id(transactional_id, timeout_ms)
+            error, producer_id, producer_epoch = outcome.error, outcome.producer_id, outcome.producer_epoch
+        if error == ErrorCode.producer_fenced:
+            error = fenced_error(version >= 4)
+        if error != ErrorCode.none:
+            log.info("InitProducerId for transactional.id %r: %s", transactional_id, error.name)
+            producer_id, producer_epoch = -1, -1
+        return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS, error_code=error,
+                      producer_id=producer_id, producer_epoch=producer_epoch)
+
+    # ---- AddPartitionsToTxn / AddOffsetsToTxn / EndTxn ------------------------------------------
+
+    def _topic_error(self, topic: str, partition: int) -> ErrorCode:
+        info = self.handlers.topics.by_name.get(topic)
+        if info is None or not 0 <= partition < info.partitions:
+            return ErrorCode.unknown_topic_or_partition
+        return ErrorCode.none
+
+    async def add_partitions_to_txn(self, header, request):
+        self._ensure_started()
+        version = header.api_version
+        module = _response_module(apis.ADD_PARTITIONS_TO_TXN, version)
+        transactional_id = request.v3_and_below_transactional_id
+        wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
+        errors = {tp: self._topic_error(*tp) for tp in wanted}
+        if any(e != ErrorCode.none for e in errors.values()):
+            # Kafka's rule: nothing is added when one partition is unknown; the rest were not attempted
+            errors = {tp: (e if e != ErrorCode.none else ErrorCode.operation_not_attempted) for tp, e in errors.items()}
+        else:
+            outcome = await self.coordinator.add_partitions(transactional_id, request.v3_and_below_producer_id,
+                                                            request.v3_and_below_producer_epoch, wanted)
+            error = fenced_error(version >= 2) if outcome.error == ErrorCode.producer_fenced else outcome.error
+            errors = {tp: error for tp in wanted}
+        if any(e != ErrorCode.none for e in errors.values()):
+            log.info("AddPartitionsToTxn for %r: %s", transactional_id,
+                     {f"{t}-{p}": e.name for (t, p), e in errors.items() if e != ErrorCode.none})
+        by_topic: dict[str, list] = {}
+        for (topic, partition), error in errors.items():
+            by_topic.setdefault(topic, []).append(_build(module, "AddPartitionsToTxnPartitionResult",
+                                                         partition_index=partition, partition_error_code=error))
+        return _build(module, "AddPartitionsToTxnResponse", throttle_time=ZERO_MS, results_by_topic_v3_and_below=tuple(
+            _build(module, "AddPartitionsToTxnTopicResult", name=topic, results_by_partition=tuple(results))
+            for topic, results in by_topic.items()))
+
+    async def add_offsets_to_txn(self, header, request):
+        self._ensure_started()
+        version = header.api_version
+        module = _response_module(apis.ADD_OFFSETS_TO_TXN, version)
+        group_apis = self.handlers.group_apis
+        group_apis._ensure_started()
+        await group_apis._ensure_topic()
+        offsets_partition = group_apis.coordinator.partition_for(request.group_id)
+        outcome = await self.coordinator.add_offsets(request.transactional_id, request.producer_id, request.producer_epoch,
+                                                     OFFSETS_TOPIC, offsets_partition)
+        error = fenced_error(version >= 2) if outcome.error == ErrorCode.producer_fenced else outcome.error
+        if error != ErrorCode.none:
+            log.info("AddOffsetsToTxn for %r (group %r): %s", request.transactional_id, request.group_id, error.name)
+        return _build(module, "AddOffsetsToTxnResponse", throttle_time=ZERO_MS, error_code=error)
+
+    async def end_txn(self, header, request):
+        self._ensure_started()
+        version = header.api_version
+        module = _response_module(apis.END_TXN, version)
+        outcome = await self.coordinator.end_txn(request.transactional_id, request.producer_id, request.producer_epoch,
+                                                 bool(request.committed))
+        error = fenced_error(version >= 2) if outcome.error == ErrorCode.producer_fenced else outcome.error
+        if error != ErrorCode.none:
+            log.info("EndTxn(%s) for %r: %s", "commit" if request.committed else "abort", request.transactional_id, error.name)
+        return _build(module, "EndTxnResponse", throttle_time=ZERO_MS, error_code=error)
+
+    # ---- TxnOffsetCommit --------------------------------------------------------------------
+
+    async def txn_offset_commit(self, header, request):
+        group_apis = self.handlers.group_apis
+        group_apis._ensure_started()
+        module = _response_module(apis.TXN_OFFSET_COMMIT, header.api_version)
+        offsets = {}
+        for topic in request.topics:
+            for part in topic.partitions:
+                offsets[(topic.name, part.partition_index)] = (
+                    part.committed_offset, getattr(part, "committed_leader_epoch", -1), part.committed_metadata)
+        results = await group_apis.coordinator.prepare_txn_offsets(
+            request.group_id, request.producer_id, request.producer_epoch, getattr(request, "generation_id", -1),
+            getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), offsets)
+        failed = {f"{t}-{p}": e.name for (t, p), e in results.items() if e != ErrorCode.none}
+        if failed:
+            log.info("TxnOffsetCommit of %r for group %r (producer %d epoch %d): %s", request.transactional_id,
+                     request.group_id, request.producer_id, request.producer_epoch, failed)
+        topics = tuple(
+            _build(module, "TxnOffsetCommitResponseTopic", name=topic.name, partitions=tuple(
+                _build(module, "TxnOffsetCommitResponsePartition", partition_index=p.partition_index,
+                       error_code=results[(topic.name, p.partition_index)])
+                for p in topic.partitions))
+            for topic in request.topics)
+        return _build(module, "TxnOffsetCommitResponse", throttle_time=ZERO_MS, topics=topics)
+
+    # ---- WriteTxnMarkers (on partition leaders) ---------------------------------------------------
+
+    async def write_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int, commit: bool,
+                           coordinator_epoch: int) -> ErrorCode:
+        """Append a commit/abort marker as this partition's leader and wait until it is replicated."""
+        handlers = self.handlers
+        batch = bytearray(build_marker_batch(producer_id, producer_epoch, commit, coordinator_epoch,
+                                             handlers.runtime.clock.wall_ms()))
+        error, message, _base, _start, waiting = handlers.append_to_partition(topic, partition, batch, -1, control=True)
+        if error != ErrorCode.none:
+            log.info("%s marker for producer %d epoch %d on %s-%d refused: %s (%s)", "commit" if commit else "abort",
+                     producer_id, producer_epoch, topic, partition, error.name, message)
+            return error
+        handlers.wake_fetchers()
+        if waiting is not None:
+            replica, required = waiting
+            verdict = await handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
+            if verdict != replication.OK:
+                log.info("marker on %s-%d not replicated: %s", topic, partition, verdict)
+                return {replication.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode.not_enough_replicas_after_append,
+                        replication.NOT_LEADER: ErrorCode.not_leader_or_follower}.get(verdict, ErrorCode.request_timed_out)
+        if topic == OFFSETS_TOPIC:
+            handlers.group_apis.coordinator.complete_txn(producer_id, commit, partition)
+        handlers.wake_fetchers()  # the last stable offset moved
+        return ErrorCode.none
+
+    async def write_txn_markers(self, header, request):
+        module = _response_module(apis.WRITE_TXN_MARKERS, header.api_version)
+        results = []
+        for marker in request.markers:
+            wanted = [(t.name, p) for t in marker.topics for p in t.partition_indexes]
+            errors = await asyncio.gather(*(
+                self.write_marker(topic, partition, marker.producer_id, marker.producer_epoch,
+                                  bool(marker.transaction_result), marker.coordinator_epoch)
+                for topic, partition in wanted))
+            by_topic: dict[str, list] = {}
+            for (topic, partition), error in zip(wanted, errors):
+                by_topic.setdefault(topic, []).append(_build(module, "WritableTxnMarkerPartitionResult",
+                                                             partition_index=partition, error_code=error))
+            results.append(_build(module, "WritableTxnMarkerResult", producer_id=marker.producer_id, topics=tuple(
+                _build(module, "WritableTxnMarkerTopicResult", name=topic, partitions=tuple(parts))
+                for topic, parts in by_topic.items())))
+        return _build(module, "WriteTxnMarkersResponse", markers=tuple(results))
+
+
+class TxnAwareLifecycle:
+    """The `PartitionLifecycle` given to the ReplicaManager: the inner one (handlers, groups), then transactions'."""
+
+    def __init__(self, inner, txn_apis: TxnApis):
+        self.inner = inner
+        self.txn_apis = txn_apis
+
+    def on_become_leader(self, topic: str, partition: int, partition_log) -> None:
+        self.inner.on_become_leader(topic, partition, partition_log)
+        self.txn_apis.on_become_leader(topic, partition, partition_log)
+
+    def on_become_follower(self, topic: str, partition: int, partition_log) -> None:
+        self.txn_apis.on_not_leader(topic, partition)
+        self.inner.on_become_follower(topic, partition, partition_log)
+
+    def on_stopped(self, topic: str, partition: int) -> None:
+        self.txn_apis.on_not_leader(topic, partition)
+        self.inner.on_stopped(topic, partition)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+# broker.server.handlers imports this module, so its helpers are imported on use
+def _response_module(api_key: int, version: int):
+    from broker.server.handlers import _response_module as response_module
+    return response_module(api_key, version)
+
+
+def _build(module, class_name: str, **values):
+    from broker.server.handlers import _build as build
+    return build(module, class_name, **values)
