@@ -25,7 +25,17 @@ so record timestamps, time indexes and time-based retention).
 jumps on a real machine (NTP slews and steps `CLOCK_REALTIME` only), and a
 broker that measures timeouts with it, as Kafka and ours do, is right to trust
 it. A broker that measures timeouts with the wall clock feels the skew in its
-timeouts too, which is the bug this fault exists to find.
+timeouts too, which is the bug this fault exists to find. Faking the monotonic
+clock as well is not offered: with libfaketime 0.9.10 (Debian 12) it makes
+`CLOCK_MONOTONIC` read like the epoch and hangs timed condition waits (Python's
+`threading.Event.wait`), measured here.
+
+Known limit (libfaketime 0.9.10, upstream issue wolfcw/libfaketime#426): with
+the monotonic clock left true, `clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)`
+fails with EINVAL, which is what Python 3.11's `time.sleep` calls. Our broker
+never calls `time.sleep` (it sleeps through asyncio, i.e. epoll timeouts, and
+waits on conditions, both unaffected); a broker that does cannot run under
+`--faketime` with this libfaketime.
 
 Crash semantics: the launcher, the FUSE process and the broker share one process
 group. Killing the group (the local backend's `kill`, `docker kill`) kills the
