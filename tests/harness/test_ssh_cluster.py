@@ -1,0 +1,219 @@
+"""The SSH backend against sshd in the project's own containers, reached through ports published on 127.0.0.1.
+
+`ssh_nodes` starts three containers of the node base image on a dedicated,
+labelled network, each running `sshd -D` with fresh host keys, a generated
+ed25519 key in root's authorized_keys, NET_ADMIN (iptables), and ports 22 and
+9092 published on 127.0.0.1; it writes a known_hosts and a nodes file, and
+removes the containers and the network in its finally block. The tests then
+drive `SshCluster` through a whole life cycle and check that teardown leaves
+no broker, iptables rule, qdisc or run dir on the hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.control import NodeControlError
+
+BASE_IMAGE = "logquake-base:bookworm"
+LABEL = "logquake.ssh-test"
+CLIENT_PORT = 9092
+
+SSHD_COMMAND = (
+    "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && mkdir -p /run/sshd /root/.ssh && "
+    "printf '%s\\n' \"$AUTHORIZED_KEY\" > /root/.ssh/authorized_keys && chmod 700 /root/.ssh && "
+    "chmod 600 /root/.ssh/authorized_keys && exec /usr/sbin/sshd -D -e -o PasswordAuthentication=no"
+)
+
+
+def _image(client) -> str:
+    """The node image if `logquake docker build` made one, else the base image (sshd and python3 are in both)."""
+    import docker.errors
+
+    try:
+        from harness.docker_command import node_image_tag
+
+        tag = node_image_tag()
+        client.images.get(tag)
+        return tag
+    except (ImportError, docker.errors.ImageNotFound, AttributeError):
+        pass
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["logquake", "docker", "base"], check=True)
+    return BASE_IMAGE
+
+
+def _wait_for_sshd(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1) as s:
+                s.settimeout(1)
+                if s.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd on 127.0.0.1:{port} did not answer within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def start_ssh_containers(tmp_path: Path, count: int = 3, run_dir: str = "/srv/logquake"):
+    """Start `count` sshd containers; returns (nodes file path, known_hosts path, cleanup callable, info)."""
+    import docker
+
+    client = docker.from_env()
+    image = _image(client)
+    tag = uuid.uuid4().hex[:8]
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "logquake-test", "-f", str(key)],
+                   check=True)
+    labels = {LABEL: f"{os.getpid()}-{tag}"}
+    network = client.networks.create(f"logquake-ssh-{tag}", driver="bridge", labels=labels)
+    containers = []
+
+    def cleanup() -> None:
+        for c in containers:
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                pass
+        try:
+            network.remove()
+        except docker.errors.APIError:
+            pass
+        client.close()
+
+    try:
+        for i in range(1, count + 1):
+            containers.append(client.containers.run(
+                image, ["sh", "-c", SSHD_COMMAND], name=f"logquake-ssh-{tag}-n{i}", hostname=f"n{i}",
+                detach=True, init=True, cap_add=["NET_ADMIN"], network=network.name, labels=labels,
+                environment={"AUTHORIZED_KEY": (tmp_path / "id_ed25519.pub").read_text().strip()},
+                ports={"22/tcp": ("127.0.0.1", None), f"{CLIENT_PORT}/tcp": ("127.0.0.1", None)}))
+        known_hosts, nodes = [], []
+        for i, c in enumerate(containers, 1):
+            c.reload()
+            ports = c.attrs["NetworkSettings"]["Ports"]
+            ssh_port = int(ports["22/tcp"][0]["HostPort"])
+            client_port = int(ports[f"{CLIENT_PORT}/tcp"][0]["HostPort"])
+            address = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+            _wait_for_sshd(ssh_port)
+            host_key = c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode().split()
+            known_hosts.append(f"[127.0.0.1]:{ssh_port} {host_key[0]} {host_key[1]}\n")
+            nodes.append(f'[[node]]\nname = "n{i}"\nssh = "127.0.0.1:{ssh_port}"\naddress = "{address}"\n'
+                         f'client = "127.0.0.1:{client_port}"\nclient_listen = "0.0.0.0:{CLIENT_PORT}"\n')
+        kh = tmp_path / "known_hosts"
+        kh.write_text("".join(known_hosts))
+        nodes_file = tmp_path / "nodes.toml"
+        nodes_file.write_text(f'user = "root"\nkey_file = "{key}"\nknown_hosts = "{kh}"\nrun_dir = "{run_dir}"\n\n'
+                              + "\n".join(nodes))
+        return nodes_file, kh, cleanup, {"containers": containers, "key": key, "image": image}
+    except BaseException:
+        cleanup()
+        raise
+
+
+@pytest.fixture(scope="module")
+def ssh_nodes(tmp_path_factory):
+    nodes_file, kh, cleanup, info = start_ssh_containers(tmp_path_factory.mktemp("ssh-nodes"))
+    try:
+        yield nodes_file, kh, info
+    finally:
+        cleanup()
+
+
+def host_state(container) -> dict[str, str]:
+    """What a run may leave on a host: broker processes, our iptables chains, a netem qdisc, run dirs."""
+    def sh(script: str) -> str:
+        return container.exec_run(["sh", "-c", script]).output.decode()
+
+    return {
+        "processes": sh("ps -eo args | grep -E '[b]roker --config' || true").strip(),
+        "iptables": sh("iptables -w -S | grep -i logquake || true").strip(),
+        "qdisc": sh("tc qdisc show | grep -i netem || true").strip(),
+        "runs": sh("ls /srv/logquake/runs 2>/dev/null || true").strip(),
+    }
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_cluster_life_cycle_leaves_nothing_behind(ssh_nodes, tmp_path):
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+    from harness.system import logquake_broker
+
+    nodes_file_path, _, info = ssh_nodes
+    nodes_file = load_nodes_file(str(nodes_file_path))
+    cluster = SshCluster(logquake_broker(node_count=3), nodes_file)
+    try:
+        cluster.setup()
+        assert all(cluster.is_running(n) for n in cluster.nodes)
+        # a client on this host reaches every broker through its published port
+        for node in cluster.nodes:
+            host, port = cluster.node_bootstrap(node).rsplit(":", 1)
+            socket.create_connection((host, int(port)), 2).close()
+        n1, n2, n3 = info["containers"]
+        cluster.partition({"n1": {"n2", "client"}})
+        rules = n1.exec_run(["iptables", "-w", "-S", "LOGQUAKE"]).output.decode()
+        n2_address = nodes_file.nodes[1].address
+        assert f"-A LOGQUAKE -s {n2_address}/32 -j DROP" in rules
+        assert f"-A LOGQUAKE -p tcp -m tcp --dport {CLIENT_PORT} -j DROP" in rules
+        def connects(container, address: str) -> bool:
+            probe = f"import socket; socket.create_connection(('{address}', 22), 1)"
+            return container.exec_run(["python3", "-c", probe]).exit_code == 0
+
+        n1_address, n3_address = nodes_file.nodes[0].address, nodes_file.nodes[2].address
+        # dropping n2's packets on n1 cuts TCP both ways (the SYN-ACK or the SYN is lost); n3 is untouched
+        assert not connects(n2, n1_address) and not connects(n1, n2_address)
+        assert connects(n3, n1_address) and connects(n1, n3_address)
+        cluster.heal()
+        assert "-A LOGQUAKE" not in n1.exec_run(["iptables", "-w", "-S", "LOGQUAKE"]).output.decode()
+        assert connects(n2, n1_address)
+        cluster.pause("n2")
+        assert cluster.is_paused("n2") and cluster.is_running("n2")
+        cluster.resume("n2")
+        cluster.kill("n3")
+        assert not cluster.is_running("n3")
+        cluster.start("n3")
+        cluster.wait_ready(["n3"])
+        assert cluster.is_running("n3")
+        result = cluster.exec("n1", ["sh", "-c", "echo hello; exit 4"])
+        assert (result.exit_status, result.stdout) == (4, "hello\n")
+        collected = cluster.collect(str(tmp_path / "nodes"))
+        assert sorted(Path(p).relative_to(tmp_path / "nodes").as_posix() for p in collected if
+                      p.endswith("stdout.log")) == ["n1/stdout.log", "n2/stdout.log", "n3/stdout.log"]
+    finally:
+        cluster.teardown()
+    for container in info["containers"]:
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": ""}
+    # the installed version stays for the next run
+    assert info["containers"][0].exec_run(["sh", "-c", "ls /srv/logquake/*/installed"]).exit_code == 0
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_missing_tool_is_named(ssh_nodes):
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+    from harness.system import logquake_broker
+
+    nodes_file_path, _, info = ssh_nodes
+    container = info["containers"][0]
+    container.exec_run(["mv", "/usr/sbin/tc", "/usr/sbin/tc.hidden"])
+    try:
+        cluster = SshCluster(logquake_broker(node_count=3), load_nodes_file(str(nodes_file_path)))
+        with pytest.raises(NodeControlError, match=r"n1 \(root@127.0.0.1:\d+\) lacks tc; node control needs"):
+            cluster.check_access()
+        cluster.teardown()
+    finally:
+        container.exec_run(["mv", "/usr/sbin/tc.hidden", "/usr/sbin/tc"])
