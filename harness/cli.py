@@ -7,6 +7,7 @@ Subcommands:
 - `logquake serve [STORE]`: browse stored runs in a web browser.
 - `logquake broker ...`: run one broker node (the same as `python -m broker`).
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
+- `logquake docker base|build`: the images of the Docker backend (see `logquake docker --help`).
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -27,6 +28,7 @@ commands:
   serve     browse the store:  logquake serve [STORE] [--port 8080]
   broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
+  docker    build the Docker backend's images:  logquake docker base [--force]  |  logquake docker build
 
 Run `logquake <command> --help` for the options of one command.
 """
@@ -63,12 +65,19 @@ def _run_cluster(argv: list[str]) -> int:
     return cluster_command.main(argv)
 
 
+def _run_docker(argv: list[str]) -> int:
+    from harness import docker_command
+
+    return docker_command.main(argv)
+
+
 COMMANDS = {
     "test": _run_test,
     "cluster": _run_cluster,
     "serve": _run_serve,
     "broker": _run_broker,
     "check": _run_check,
+    "docker": _run_docker,
 }
 
 

@@ -27,6 +27,16 @@ and it swaps the request handlers whose answers come from the cluster metadata:
   `TxnAwareLifecycle` in broker.coordinator.txn_handlers); InitProducerId with a
   transactional.id goes to the transaction coordinator.
 
+Two listeners (broker.server.config): a broker registers one endpoint, the
+advertised address of its client listener, so every answer that names brokers
+(Metadata, FindCoordinator, KIP-951 leader hints) gives clients addresses they
+can reach. Brokers reach each other on the inter-broker listener, whose
+address is the broker's controller.quorum.voters entry: this node's outgoing
+connections to a registered client endpoint are routed to that broker's voter
+address (`InterBrokerRoutes`). Metadata asked on the inter-broker listener
+answers with the voter addresses. With one listener both are the same address
+and nothing is routed.
+
 The in-memory `TopicStore` of the handlers is kept equal to the image's topics
 (a listener), so the handlers that read it (Produce, Fetch, ListOffsets,
 DescribeConfigs) need no cluster-specific code of their own.
@@ -43,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 
 from kio.schema.errors import ErrorCode
 
@@ -66,6 +77,7 @@ from broker.server.handlers import (
     _build,
     _response_module,
 )
+from broker.server.server import CONNECTION_LISTENER
 from broker.server.topics import TopicInfo, topic_name_problem
 
 log = logging.getLogger("broker.server")
@@ -82,6 +94,10 @@ class ClusterNode:
         self.handlers = handlers
         voters = config.controller_quorum_voters
         self.cluster_id = "logquake-" + "-".join(str(v) for v in sorted(voters))
+        self.two_listeners = config.client_listener_name != config.inter_broker_listener_name
+        if self.two_listeners:
+            handlers.advertised = config.advertised_listener(config.client_listener_name)
+            runtime.network = InterBrokerRoutes(runtime.network, lambda: self.quorum.image, voters)
         handlers.cluster_id = self.cluster_id
         # One pool per traffic kind: a connection serves its requests one at a time,
         # so a controller request waiting for a commit (or a long-poll replica fetch)
@@ -272,6 +288,12 @@ class ClusterNode:
                 )
             )
         brokers = [b for b in sorted(image.brokers.values(), key=lambda b: b.broker_id) if not b.fenced]
+        own = self.handlers.advertised
+        if self.two_listeners and CONNECTION_LISTENER.get() == self.config.inter_broker_listener_name:
+            voters = self.config.controller_quorum_voters
+            brokers = [replace(b, host=voters[b.broker_id][0], port=voters[b.broker_id][1]) for b in brokers
+                       if b.broker_id in voters]
+            own = self.config.advertised_listener(self.config.inter_broker_listener_name)
         broker_entries = tuple(
             _build(module, "MetadataResponseBroker", node_id=b.broker_id, host=b.host, port=b.port, rack=b.rack)
             for b in brokers
@@ -279,7 +301,7 @@ class ClusterNode:
         if not broker_entries:
             # Before any broker is unfenced, name this node so that clients keep asking it.
             broker_entries = (_build(module, "MetadataResponseBroker", node_id=self.config.node_id,
-                                     host=self.handlers.advertised.host or "localhost", port=self.handlers.advertised.port, rack=None),)
+                                     host=own.host or "localhost", port=own.port, rack=None),)
         # Every node forwards admin requests to the active controller, so naming this node
         # is always safe; naming -1 would make librdkafka's AdminClient wait for a
         # controller until its metadata refresh (minutes), as it did right after start-up.
@@ -471,3 +493,31 @@ class ClusterNode:
             producer_id, error = -1, ErrorCode.coordinator_not_available
         return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
                       error_code=error, producer_id=producer_id, producer_epoch=0 if producer_id >= 0 else -1)
+
+
+class InterBrokerRoutes:
+    """This node's network, with connections to a broker's registered (client) endpoint sent to its voter address.
+
+    Brokers register the address clients reach them by; replication, transaction
+    markers and controller RPCs must use the inter-broker listener instead, which
+    for a combined node is its controller.quorum.voters address. Routing here,
+    below every connection pool, keeps those layers unaware of listeners.
+    """
+
+    def __init__(self, network, image_of, voters: dict[int, tuple[str, int]]):
+        self.network = network
+        self.image_of = image_of
+        self.voters = voters
+
+    async def start_server(self, handler, host: str, port: int):
+        return await self.network.start_server(handler, host, port)
+
+    def route(self, host: str, port: int) -> tuple[str, int]:
+        for broker in self.image_of().brokers.values():
+            if broker.host == host and broker.port == port and broker.broker_id in self.voters:
+                return self.voters[broker.broker_id]
+        return host, port
+
+    async def open_connection(self, host: str, port: int, local_host: str | None = None):
+        host, port = self.route(host, port)
+        return await self.network.open_connection(host, port, local_host=local_host)

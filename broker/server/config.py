@@ -16,6 +16,16 @@ so one port per node carries client, replication and controller traffic (and
 the harness's fault proxy sees all of it). Without voters the node is the
 one-node cluster of the foundation, unchanged.
 
+Listeners (Kafka's `listeners`, `advertised.listeners`,
+`listener.security.protocol.map`, `inter.broker.listener.name`): a listener
+has a name (e.g. INTERNAL, EXTERNAL) that the protocol map maps to a security
+protocol; only PLAINTEXT is implemented. A cluster node may have two
+listeners, as in a Docker network: the inter-broker one, whose advertised
+address must be this node's controller.quorum.voters entry, and one for
+clients. Deviations from Kafka, from registering one endpoint per broker
+(broker.server.cluster): at most two listeners, and the second needs cluster
+mode; see broker.server.cluster for how each is answered.
+
 Invariants: a `BrokerConfig` is immutable and fully validated; every value has
 its Kafka type. `effective()` lists every known property with its value and
 source, which is what DescribeConfigs answers for the broker resource.
@@ -79,16 +89,33 @@ def _parse_listeners(name: str, raw: str) -> tuple[Listener, ...]:
                 f"property {name}={raw!r}: listener {item!r} is malformed; expected NAME://host:port, "
                 "e.g. PLAINTEXT://127.0.0.1:9092"
             )
-        if scheme.upper() != "PLAINTEXT":
-            raise ConfigError(
-                f"property {name}={raw!r}: listener {item!r} uses security protocol {scheme!r}; only PLAINTEXT "
-                "is implemented yet (TLS and SASL come later)"
-            )
         port = _parse_int(name, port_text, 0, 65535)
-        listeners.append(Listener(scheme.upper(), host.strip("[]"), port))
+        listener_name = scheme.strip().upper()
+        if any(l.name == listener_name for l in listeners):
+            raise ConfigError(f"property {name}={raw!r} names listener {listener_name} twice; expected distinct names")
+        listeners.append(Listener(listener_name, host.strip("[]"), port))
     if not listeners:
         raise ConfigError(f"property {name}={raw!r} names no listener; expected NAME://host:port")
     return tuple(listeners)
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _parse_protocol_map(name: str, raw: str) -> dict[str, str]:
+    """`NAME:PROTOCOL,...` (Kafka's listener.security.protocol.map)."""
+    mapping: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        listener_name, colon, protocol = item.partition(":")
+        protocol = protocol.strip().upper()
+        if not colon or not listener_name.strip() or protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"property {name}={raw!r}: entry {item!r} is malformed; expected NAME:PROTOCOL with "
+                              f"PROTOCOL one of {', '.join(SECURITY_PROTOCOLS)}, e.g. INTERNAL:PLAINTEXT")
+        mapping[listener_name.strip().upper()] = protocol
+    return mapping
 
 
 def _parse_dirs(name: str, raw: str) -> tuple[str, ...]:
@@ -147,6 +174,9 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "node.id": (_int(0, 2**31 - 1), None, "this node's id (required)"),
     "listeners": (_parse_listeners, "PLAINTEXT://:9092", "addresses to listen on"),
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
+    "listener.security.protocol.map": (_parse_protocol_map, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+                                       "security protocol of each listener name"),
+    "inter.broker.listener.name": (_parse_text, None, "the listener brokers replicate over (default: the only listener, or PLAINTEXT)"),
     "log.dirs": (_parse_dirs, None, "partition log directories (default: log.dir)"),
     "log.dir": (_parse_dirs, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
     "num.partitions": (_int(1, 2**31 - 1), "1", "partitions of an auto-created topic"),
@@ -226,10 +256,21 @@ class BrokerConfig:
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
     outbound_address: str | None = None
+    inter_broker_listener_name: str = "PLAINTEXT"
 
     @property
     def cluster_mode(self) -> bool:
         return self.controller_quorum_voters is not None
+
+    def advertised_listener(self, name: str) -> Listener:
+        """The advertised address of listener `name` (validated to exist)."""
+        return next(l for l in self.advertised_listeners if l.name == name)
+
+    @property
+    def client_listener_name(self) -> str:
+        """The listener whose advertised addresses brokers register: the one that is not inter-broker, if any."""
+        others = [l.name for l in self.listeners if l.name != self.inter_broker_listener_name]
+        return others[0] if others else self.inter_broker_listener_name
 
     def effective(self) -> dict[str, tuple[str | None, str]]:
         return dict(self.entries)
@@ -328,8 +369,10 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
     log_dirs = typed["log.dirs"] if typed["log.dirs"] is not None else typed["log.dir"]
     entries["log.dirs"] = (",".join(log_dirs), entries["log.dirs"][1])
     listeners = typed["listeners"]
-    advertised = typed["advertised.listeners"] if typed["advertised.listeners"] is not None else listeners
+    advertised = _advertised(listeners, typed["advertised.listeners"], raw.get("advertised.listeners"))
     entries["advertised.listeners"] = (",".join(map(str, advertised)), entries["advertised.listeners"][1])
+    inter_broker = _inter_broker_listener(listeners, typed, raw)
+    entries["inter.broker.listener.name"] = (inter_broker, entries["inter.broker.listener.name"][1])
     voters = typed["controller.quorum.voters"]
     roles = typed["process.roles"] if typed["process.roles"] is not None else PROCESS_ROLES
     entries["process.roles"] = (",".join(roles), entries["process.roles"][1])
@@ -343,6 +386,11 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
             raise ConfigError(
                 f"property process.roles={raw['process.roles']!r} needs controller.quorum.voters; "
                 "a one-node broker is always broker,controller"
+            )
+        if len(listeners) > 1:
+            raise ConfigError(
+                f"property listeners={raw['listeners']!r}: several listeners need cluster mode "
+                "(controller.quorum.voters); a one-node broker has one listener"
             )
     else:
         if roles != PROCESS_ROLES:
@@ -360,6 +408,14 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
             raise ConfigError(
                 f"property controller.listener.names={names!r} names a listener that is not in listeners; "
                 f"accepted: {', '.join(sorted({l.name for l in listeners}))} (controllers share the broker's listener)"
+            )
+        if len(listeners) > 1 and voters[typed["node.id"]] != _address(advertised, inter_broker):
+            host, port = voters[typed["node.id"]]
+            raise ConfigError(
+                f"property controller.quorum.voters names {host}:{port} for node {typed['node.id']}, but its "
+                f"inter-broker listener {inter_broker} advertises {_address(advertised, inter_broker)[0]}:"
+                f"{_address(advertised, inter_broker)[1]}; with several listeners a voter's address must be its "
+                "inter-broker listener"
             )
     if typed["broker.heartbeat.interval.ms"] >= typed["broker.session.timeout.ms"]:
         raise ConfigError(
@@ -390,7 +446,57 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         min_insync_replicas=typed["min.insync.replicas"],
         unclean_leader_election_enable=typed["unclean.leader.election.enable"],
         outbound_address=typed["logquake.outbound.address"] or None,
+        inter_broker_listener_name=inter_broker,
     )
+
+
+def _advertised(listeners: tuple[Listener, ...], given: tuple[Listener, ...] | None, raw: str | None) -> tuple[Listener, ...]:
+    """Each listener's advertised address: the advertised.listeners entry of the same name, else its own."""
+    given = given or ()
+    names = {l.name for l in listeners}
+    unknown = [l.name for l in given if l.name not in names]
+    if unknown:
+        raise ConfigError(f"property advertised.listeners={raw!r} names {', '.join(unknown)}, which is not in "
+                          f"listeners; accepted names: {', '.join(sorted(names))}")
+    by_name = {l.name: l for l in given}
+    return tuple(by_name.get(l.name, l) for l in listeners)
+
+
+def _inter_broker_listener(listeners: tuple[Listener, ...], typed: dict, raw: dict[str, str]) -> str:
+    protocols = typed["listener.security.protocol.map"]
+    for listener in listeners:
+        protocol = protocols.get(listener.name)
+        if protocol is None:
+            raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} is not in "
+                              f"listener.security.protocol.map; add {listener.name}:PLAINTEXT to it")
+        if protocol != "PLAINTEXT":
+            raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} uses "
+                              f"security protocol {protocol}; only PLAINTEXT is implemented yet (TLS and SASL come later)")
+    if len(listeners) > 1 and any(l.port == 0 for l in listeners):
+        raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: port 0 (any free port) is accepted "
+                          "only with a single listener; give every listener its port")
+    if len(listeners) > 2:
+        raise ConfigError(f"property listeners={raw.get('listeners', '')!r} names {len(listeners)} listeners; at "
+                          "most two are supported: the inter-broker one and one for clients")
+    names = [l.name for l in listeners]
+    name = typed["inter.broker.listener.name"]
+    if name is None:
+        if len(names) == 1:
+            return names[0]
+        if "PLAINTEXT" in names:
+            return "PLAINTEXT"
+        raise ConfigError(f"property inter.broker.listener.name is missing; with listeners {', '.join(names)} "
+                          "it must name the one brokers replicate over")
+    name = name.upper()
+    if name not in names:
+        raise ConfigError(f"property inter.broker.listener.name={raw['inter.broker.listener.name']!r} is not in "
+                          f"listeners; accepted: {', '.join(names)}")
+    return name
+
+
+def _address(listeners: tuple[Listener, ...], name: str) -> tuple[str, int]:
+    listener = next(l for l in listeners if l.name == name)
+    return listener.host, listener.port
 
 
 def load_config(properties_text: str, source: str, overrides: list[str]) -> BrokerConfig:

@@ -15,6 +15,11 @@ Robustness (the fault model is "any bytes from any peer, at any time"):
   connection only; the broker stays up;
 - a peer that vanishes mid-request just ends its task.
 
+Listeners: one server socket per configured listener (Kafka's `listeners`);
+every connection's task sets `CONNECTION_LISTENER` to the name of the listener
+it arrived on, so a handler can answer with the addresses of that listener
+(Metadata does, in broker.server.cluster) without a parameter of its own.
+
 Shutdown (`stop`): stop accepting, wake long-polling fetches, wait for
 requests in flight to be answered, close the remaining connections, then
 close storage cleanly.
@@ -25,6 +30,7 @@ Thread-safety: everything runs on one asyncio event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import struct
 
@@ -49,6 +55,9 @@ _INT32 = struct.Struct(">i")
 _API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
 MAINTENANCE_INTERVAL_S = 0.25
 SHUTDOWN_GRACE_S = 30.0
+
+# The name of the listener the current connection arrived on (set per connection task).
+CONNECTION_LISTENER: contextvars.ContextVar[str | None] = contextvars.ContextVar("connection_listener", default=None)
 
 
 def api_versions_fallback(correlation_id: int) -> list:
@@ -89,8 +98,9 @@ class BrokerServer:
         self.config = config
         self.runtime = runtime
         self.handlers = handlers
-        self.server: asyncio.AbstractServer | None = None
-        self.port: int | None = None
+        self.server: asyncio.AbstractServer | None = None  # the first listener's
+        self.servers: list[asyncio.AbstractServer] = []
+        self.port: int | None = None  # the first listener's bound port
         self.in_flight = 0
         self.connections: set[asyncio.StreamWriter] = set()
         self._maintenance: asyncio.Task | None = None
@@ -101,8 +111,10 @@ class BrokerServer:
         self.internal_handlers: dict = {}
 
     async def start(self) -> None:
-        listener = self.config.listeners[0]
-        self.server = await self.runtime.network.start_server(self._serve_connection, listener.host or "0.0.0.0", listener.port)
+        for listener in self.config.listeners:
+            self.servers.append(await self.runtime.network.start_server(
+                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port))
+        self.server = self.servers[0]
         self.port = self.server.sockets[0].getsockname()[1]
         self._maintenance = asyncio.ensure_future(self._maintain_forever())
 
@@ -114,10 +126,17 @@ class BrokerServer:
             except Exception:
                 log.exception("log maintenance failed; it will be retried")
 
+    def _connection_handler(self, listener_name: str):
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            CONNECTION_LISTENER.set(listener_name)  # this task's own context: other connections are unaffected
+            await self._serve_connection(reader, writer)
+
+        return handle
+
     async def stop(self) -> None:
         self._stopping = True
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         self.handlers.close()
         waited_s = 0.0
         while self.in_flight and waited_s < SHUTDOWN_GRACE_S:
