@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reports.offsets import offset_maps_html
+from reports.faults import fault_notes
 from reports.plots import KNOWN_FAULT_KINDS, fault_class, latency_svg, throughput_svg, timeline_svg
 from reports.run_data import RAW_FILES, RunData, load_run
 
@@ -113,6 +114,7 @@ def render_run_html(run_dir: str | os.PathLike[str]) -> str:
         _header(run, css, word),
         _promises(run),
         _problems(run),
+        _fault_notes(run),
         _parameters(run),
         _anomalies(run),
         _section("timeline", "Timeline of operations", _op_legend() + _fault_legend(run) + timeline_svg(run)),
@@ -247,6 +249,13 @@ def _problems(run: RunData) -> str:
         return ""
     return _section("problems", "Problems", "<ul class=\"problems\">" + "".join(f"<li>{i}</li>" for i in items)
                     + "</ul>")
+
+
+def _fault_notes(run: RunData) -> str:
+    notes = fault_notes(run)
+    if not notes:
+        return ""
+    return _section("faults", "What the faults did", "".join(f'<p class="fault-note">{_e(n)}</p>' for n in notes))
 
 
 def _kv_table(data: Mapping[str, Any], css: str) -> str:
@@ -429,7 +438,7 @@ def _size(path: Path) -> str:
 
 CSS = """
 :root{--ok:#2f9e44;--fail:#e03131;--info:#f08c00;--pending:#adb5bd;--valid:#2b8a3e;--invalid:#c92a2a;
---unknown:#e67700;--partition:#1c7ed6;--kill:#9c36b5;--pause:#0ca678;--other:#868e96;--ink:#212529;--muted:#6c757d}
+--unknown:#e67700;--partition:#1c7ed6;--kill:#9c36b5;--pause:#0ca678;--disk:#a05a2c;--clock:#d6336c;--packet:#74b816;--other:#868e96;--ink:#212529;--muted:#6c757d}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--ink);
 margin:0 auto;max-width:1200px;padding:0 16px 40px}
@@ -470,13 +479,13 @@ tr.op-row.ok td.type{color:var(--ok)}tr.op-row.fail td.type{color:var(--fail)}tr
 .swatch.op-ok{background:var(--ok)}.swatch.op-fail{background:var(--fail)}.swatch.op-info{background:var(--info)}
 .swatch.op-pending{background:var(--pending)}
 .swatch.band.fk-partition{background:var(--partition)}.swatch.band.fk-kill{background:var(--kill)}
-.swatch.band.fk-pause{background:var(--pause)}.swatch.band.fk-other{background:var(--other)}
+.swatch.band.fk-pause{background:var(--pause)}.swatch.band.fk-disk{background:var(--disk)}.swatch.band.fk-clock{background:var(--clock)}.swatch.band.fk-packet{background:var(--packet)}.swatch.band.fk-other{background:var(--other)}
 svg.plot{display:block;max-width:1000px;background:#fff}
 svg .axis{stroke:#495057}svg .grid{stroke:#e9ecef}
 svg text{font:11px system-ui,sans-serif;fill:#495057}svg .axis-label{font-size:12px}
 svg .empty{fill:var(--muted);font-size:13px}
 svg rect.band{opacity:.13}svg rect.lane{opacity:.85}
-svg .fk-partition{fill:var(--partition)}svg .fk-kill{fill:var(--kill)}svg .fk-pause{fill:var(--pause)}
+svg .fk-partition{fill:var(--partition)}svg .fk-kill{fill:var(--kill)}svg .fk-pause{fill:var(--pause)}svg .fk-disk{fill:var(--disk)}svg .fk-clock{fill:var(--clock)}svg .fk-packet{fill:var(--packet)}
 svg .fk-other{fill:var(--other)}
 svg rect.op.ok{fill:var(--ok)}svg rect.op.fail{fill:var(--fail)}svg rect.op.info{fill:var(--info)}
 svg rect.op.pending{fill:var(--pending);opacity:.6}svg rect.op.selected{stroke:#000;stroke-width:2}

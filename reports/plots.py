@@ -46,7 +46,7 @@ EXACT_TIMELINE_MAX = 4000  # above this many ops the timeline is drawn from a gr
 GRID_CELL_BUDGET = 40000  # process rows × time columns of that grid
 OP_TYPES = ("ok", "fail", "info", "pending")
 _TYPE_RANK = {"ok": 0, "pending": 1, "fail": 2, "info": 3}
-KNOWN_FAULT_KINDS = ("partition", "kill", "pause")
+KNOWN_FAULT_KINDS = ("partition", "kill", "pause", "disk", "clock", "packet")
 
 
 def fault_class(kind: str) -> str:

@@ -1,0 +1,94 @@
+"""Fault colours for disk/clock/packet, and the note that explains a loss after a lose-unfsynced crash."""
+
+import json
+
+from reports.faults import explain_disk_loss, fault_notes, fault_notes_data
+from reports.page import render_run_html
+from reports.plots import fault_class
+from reports.run_data import load_run
+from tests.reports.run_dirs import write_run
+
+MS = 1_000_000
+
+
+def _nemesis(i, time_ms, f, value):
+    return {"index": i, "time": time_ms * MS, "process": "nemesis", "type": "info", "f": f, "value": value}
+
+
+def _ops():
+    crash = {"fault": "lose-unfsynced", "killed": ["n1", "n2", "n3"],
+             "unfsynced_bytes_lost": {"n1": 4000, "n2": 3000, "n3": "unknown: timeout"}, "started": ["n1", "n2", "n3"]}
+    return [
+        _nemesis(0, 100, "start-disk", {"at_s": 0.1, "package": "disk", "f": "start-disk", "target": "all",
+                                        "shape": "lose-unfsynced", "pick": 1}),
+        _nemesis(1, 110, "start-disk", {"fault": "lose-unfsynced", "nodes": ["n1", "n2", "n3"]}),
+        _nemesis(2, 2000, "stop-disk", {"at_s": 2.0, "package": "disk", "f": "stop-disk", "target": "all",
+                                        "shape": "lose-unfsynced", "pick": 1}),
+        _nemesis(3, 2500, "stop-disk", crash),
+        _nemesis(4, 3000, "start-clock", {"at_s": 3.0, "package": "clock", "f": "start-clock", "target": "one",
+                                          "shape": "skew", "pick": 2}),
+        _nemesis(5, 3010, "start-clock", {"fault": "skew", "nodes": ["n2"], "offset_s": -12.5, "clocks": "wall"}),
+        _nemesis(6, 3500, "start-packet", {"at_s": 3.5, "package": "packet", "f": "start-packet", "shape": "latency",
+                                           "pick": 3}),
+        _nemesis(7, 3510, "start-packet", {"fault": "latency", "latency_ms": 100.0, "jitter_ms": 50.0}),
+        _nemesis(8, 4000, "heal", None),
+        _nemesis(9, 4100, "heal", {}),
+    ]
+
+
+def _results(anomalies):
+    return {"valid": False, "workload": {"valid": False, "anomalies": anomalies}}
+
+
+def _run(tmp_path, anomalies, flush=None):
+    run_dir = write_run(tmp_path, "disk", _ops(), _results(anomalies), delivery="at-least-once")
+    test = json.loads((run_dir / "test.json").read_text())
+    test["options"]["broker_overrides"] = {} if flush is None else {"log.flush.interval.messages": flush}
+    (run_dir / "test.json").write_text(json.dumps(test))
+    return run_dir
+
+
+INCONSISTENT = {"inconsistent-offsets": [{"explanation": "Offset 75 of key 0 holds 2 different values: 355, 581."}]}
+
+
+def test_each_new_fault_kind_has_its_own_colour(tmp_path):
+    assert {fault_class(k) for k in ("disk", "clock", "packet")} == {"fk-disk", "fk-clock", "fk-packet"}
+    page = render_run_html(_run(tmp_path, INCONSISTENT))
+    for kind in ("disk", "clock", "packet"):
+        assert f'class="band fk-{kind}"' in page and f'class="lane fk-{kind}"' in page
+        assert f"svg .fk-{kind}{{fill:var(--{kind})}}" in page
+    assert sorted(w.kind for w in load_run(_run(tmp_path / "again", INCONSISTENT)).windows) == ["clock", "disk",
+                                                                                                  "packet"]
+
+
+def test_a_loss_after_a_lose_unfsynced_crash_with_no_fsync_is_explained_as_the_fault(tmp_path):
+    run = load_run(_run(tmp_path, INCONSISTENT))
+    data = fault_notes_data(run)
+    assert data[0] == {"type": "disk-loss", "crashes": [{"at_s": 2.0, "nodes": ["n1", "n2", "n3"],
+                                                         "unfsynced_bytes": 7000}],
+                       "anomalies": ["inconsistent-offsets"], "flush_interval_messages": None}
+    assert fault_notes(run)[0] == (
+        "The disk nemesis crashed n1, n2, n3 at 2.0 s while their file systems held 7000 un-fsynced bytes in "
+        "memory, as a power loss would; inconsistent-offsets is how the lost "
+        "data shows (an offset read with one value before the crash and another after it is an acknowledged write "
+        "lost, and its offset reused). log.flush.interval.messages was unset (Kafka's default: no fsync, "
+        "durability rests on replication), so when every replica of a partition loses its un-fsynced tail at once, "
+        "acknowledged writes are gone: this is the fault doing what it models, not a broker bug.")
+    page = render_run_html(run.run_dir)
+    assert 'id="faults"' in page and "un-fsynced" in page
+
+
+def test_with_a_flush_on_every_message_the_loss_is_laid_at_the_broker(tmp_path):
+    note = fault_notes_data(load_run(_run(tmp_path, {"lost-write": [{"key": 0}]}, flush="1")))[0]
+    assert note["anomalies"] == ["lost-write"]
+    assert explain_disk_loss(note).endswith(
+        "log.flush.interval.messages was 1, so the broker should have fsynced what it acknowledged: a loss here "
+        "points at the broker (or at fsyncs the disk did not honour).")
+
+
+def test_no_loss_note_without_a_loss_and_the_clock_note_names_the_wall_clock(tmp_path):
+    run = load_run(_run(tmp_path, {"duplicate": [{"key": 0}]}))
+    assert [n["type"] for n in fault_notes_data(run)] == ["clock"]
+    assert fault_notes(run) == ["Clock faults moved each target's wall clock only (CLOCK_REALTIME: record "
+                                "timestamps, time indexes, time-based retention); the monotonic clock, which "
+                                "timeouts should use, was left true."]
