@@ -1,0 +1,615 @@
+"""The Docker backend: every node is a container of the node image, on a network of its own.
+
+`--backend docker`. For each run the backend (docker SDK for Python):
+
+1. checks that a Docker daemon answers (`DockerUnavailable` names DOCKER_HOST or
+   the socket) when it is built, before anything starts;
+2. removes the leftovers of crashed runs: containers and networks labelled
+   `org.logquake.owner=<host>:<pid>` whose harness process on this host is gone;
+3. builds the node image when missing (harness/docker_command.py);
+4. creates a bridge network labelled with the run, with a subnet of its own so
+   that node `n<i>` keeps its address `<subnet>.<10+i>` across restarts (the
+   partition rules name addresses);
+5. creates one container per node (hostname `n<i>`, capability NET_ADMIN, and
+   SYS_ADMIN with /dev/fuse when disk faults are enabled), writes the broker's
+   configuration into it, and starts it. The broker gets two listeners, as the
+   textbook compose file does: INTERNAL on the container network (replication and
+   the controller quorum) and EXTERNAL, published on 127.0.0.1 only, for the
+   clients, which run on this host.
+
+Node control:
+- kill is `docker kill`, pause/resume `docker pause`/`unpause`, stop `docker stop`
+  (SIGTERM through the image's init, SIGKILL after the system's stop timeout),
+  start `docker start` (same container, same data, same address);
+- partitions: iptables DROP rules in each container's LOGQUAKE chain
+  (harness/netshell.py); the party "client" is cut at the EXTERNAL port;
+- slow_net: tc netem on each container's eth0. On a kernel without sch_netem
+  (CONFIG_NET_SCH_NETEM unset) loss alone falls back to iptables' `statistic`
+  match, and delay, duplication or reordering raise a NodeControlError that says so;
+- a restarted container gets a fresh network namespace, so the backend re-applies
+  the current grudge and netem to it;
+- disk and clock faults: the node runs under `harness.node_launch` inside its
+  container, and `disk`/`clock` act through `exec`.
+
+Nothing is left after teardown: containers (with their data) and the network are
+removed; the iptables rules and qdiscs lived in the containers' namespaces.
+Teardown also runs when the runner is interrupted (SIGINT, SIGTERM).
+
+Thread-safety: one lock serialises control actions.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import logging
+import os
+import shlex
+import socket
+import struct
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from harness import netshell
+from harness.control import ExecResult, Grudge, NodeControl, NodeControlError
+from harness.system import NodeSpec, System
+
+log = logging.getLogger("harness.docker")
+
+LABEL_RUN = "org.logquake.run"
+LABEL_OWNER = "org.logquake.owner"
+LABEL_NODE = "org.logquake.node"
+INTERNAL_PORT = 9092
+CLIENT_PORT = 9093
+DATA_DIR = "/var/lib/logquake"
+DEVICE = "eth0"
+_ADDRESS_OFFSET = 10
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's run: not ours to judge
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale_runs(client) -> list[str]:
+    """Remove the containers and networks of runs whose harness process on this host is gone."""
+    from docker.errors import APIError, NotFound
+
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
+        if not _owner_alive(container.labels.get(LABEL_OWNER, "")):
+            try:
+                container.remove(force=True, v=True)
+                removed.append(f"container {container.name}")
+            except NotFound:
+                pass
+            except APIError as e:
+                log.warning("could not remove leftover container %s: %s", container.name, e)
+    for network in client.networks.list(filters={"label": LABEL_OWNER}):
+        if not _owner_alive(network.attrs.get("Labels", {}).get(LABEL_OWNER, "")):
+            try:
+                network.remove()
+                removed.append(f"network {network.name}")
+            except NotFound:
+                pass
+            except APIError as e:
+                log.warning("could not remove leftover network %s: %s", network.name, e)
+    for item in removed:
+        log.warning("removed leftovers of a crashed run: %s", item)
+    return removed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api_versions_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True when a Kafka ApiVersions v0 request on host:port gets a response (the broker is serving).
+
+    A TCP connect alone proves nothing here: Docker's port proxy accepts
+    connections before the container listens.
+    """
+    client_id = b"logquake-ready"
+    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
+            s.sendall(struct.pack(">i", len(body)) + body)
+            head = s.recv(8)
+            return len(head) >= 8 and struct.unpack(">i", head[4:8])[0] == 1
+    except OSError:
+        return False
+
+
+class DockerCluster(NodeControl):
+    def __init__(self, system: System, node_count: int, seed: int = 0, image: str | None = None,
+                 extra_properties: dict[str, str] | None = None):
+        from harness.docker_command import DockerUnavailable, docker_client
+
+        if node_count < 1:
+            raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
+        if system.max_nodes is not None and node_count > system.max_nodes:
+            reason = f": {system.max_nodes_reason}" if system.max_nodes_reason else ""
+            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); "
+                                   f"asked for {node_count}{reason}")
+        if not system.config_file or "listeners" not in system.properties:
+            raise NodeControlError(f"--backend docker runs our broker only so far: it needs a broker that takes "
+                                   f"Kafka's listener properties from a config file; system {system.name!r} does "
+                                   "not (use --backend local or ssh for it)")
+        try:
+            self.client = docker_client()
+        except DockerUnavailable as e:
+            raise NodeControlError(f"--backend docker: {e}") from None
+        self.system = system
+        self.nodes = [f"n{i}" for i in range(1, node_count + 1)]
+        self.seed = seed
+        self.image = image
+        self.extra_properties = dict(extra_properties or {})
+        self.run_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.labels = {LABEL_RUN: self.run_id, LABEL_OWNER: owner_label()}
+        self._lock = threading.RLock()
+        self.network = None
+        self.addresses: dict[str, str] = {}
+        self.gateway: str | None = None
+        self.client_ports: dict[str, int] = {}
+        self._containers: dict = {}
+        self._grudge: dict[str, set[str]] = {}
+        self._netem: list[str] | None = None  # the netem argv in force, re-applied to restarted nodes
+        self._loss_rules: list[list[str]] | None = None
+        self._netem_supported: bool | None = None
+
+    # ----- lifecycle -------------------------------------------------------------
+
+    def setup(self) -> None:
+        from harness.docker_command import ensure_node_image
+
+        reap_stale_runs(self.client)
+        if self.image is None:
+            self.image = ensure_node_image(self.client)
+        self._create_network()
+        for i, node in enumerate(self.nodes, 1):
+            self._create_container(i, node)
+        for node in self.nodes:
+            self.start(node)
+        self.wait_ready(self.nodes)
+
+    def _create_network(self) -> None:
+        """A bridge network with an explicit subnet, so containers can keep fixed addresses.
+
+        Docker gives fixed addresses only on a network created with a subnet; we let
+        Docker pick a free one first, then create the run's network with it.
+        """
+        from docker.types import IPAMConfig, IPAMPool
+
+        name = f"logquake-{self.run_id}"
+        probe = self.client.networks.create(name, driver="bridge", labels=self.labels)
+        try:
+            config = probe.attrs["IPAM"]["Config"][0]
+            subnet, gateway = config["Subnet"], config.get("Gateway")
+        finally:
+            probe.remove()
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
+        self.network = self.client.networks.create(name, driver="bridge", ipam=ipam, labels=self.labels)
+        net = ipaddress.ip_network(subnet)
+        self.gateway = gateway or str(net.network_address + 1)
+        self.addresses = {node: str(net.network_address + _ADDRESS_OFFSET + i) for i, node in enumerate(self.nodes, 1)}
+
+    def _spec(self, i: int, node: str) -> NodeSpec:
+        peers = ",".join(f"{j}@{self.addresses[n]}:{INTERNAL_PORT}" for j, n in enumerate(self.nodes, 1))
+        return NodeSpec(node, i, self.addresses[node], INTERNAL_PORT, INTERNAL_PORT, DATA_DIR, self.addresses[node],
+                        peers)
+
+    def properties(self, i: int, node: str) -> dict[str, str]:
+        """The broker's properties in the container: the system's, with two listeners."""
+        subs = self._spec(i, node).substitutions()
+        subs["python"] = "python3"
+        props = {k: v.format(**subs) for k, v in self.system.properties.items()}
+        props.update({k: v.format(**subs) for k, v in self.extra_properties.items()})
+        props.pop("logquake.outbound.address", None)  # each container has one address; nothing to choose
+        address = self.addresses[node]
+        props.update({
+            "listeners": f"INTERNAL://0.0.0.0:{INTERNAL_PORT},EXTERNAL://0.0.0.0:{CLIENT_PORT}",
+            "advertised.listeners": f"INTERNAL://{address}:{INTERNAL_PORT},"
+                                    f"EXTERNAL://127.0.0.1:{self.client_ports[node]}",
+            "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            "inter.broker.listener.name": "INTERNAL",
+            "controller.listener.names": "INTERNAL",
+        })
+        return props
+
+    def _command(self, spec: NodeSpec) -> list[str]:
+        subs = spec.substitutions()
+        subs["python"] = "python3"
+        command = [part.format(**subs) for part in self.system.start]
+        if not self.fault_kinds:
+            return command
+        launcher = ["python3", "-m", "harness.node_launch", "--pid-file", f"{DATA_DIR}/broker.pid"]
+        if "disk" in self.fault_kinds:
+            log_dir = self.system.properties.get("log.dirs", "{data_dir}/logs").format(**subs).split(",")[0]
+            launcher += ["--faultfs", f"{log_dir}:{log_dir}:{DATA_DIR}/faultfs.sock"]
+        if "clock" in self.fault_kinds:
+            launcher += ["--faketime", f"{DATA_DIR}/faketime"]
+        return launcher + ["--"] + command
+
+    def _create_container(self, i: int, node: str) -> None:
+        self.client_ports[node] = _free_port()
+        spec = self._spec(i, node)
+        api = self.client.api
+        cap_add = ["NET_ADMIN"]
+        devices = []
+        security_opt = []
+        if "disk" in self.fault_kinds:
+            cap_add.append("SYS_ADMIN")
+            devices.append("/dev/fuse:/dev/fuse:rwm")
+            security_opt.append("apparmor:unconfined")
+        host_config = api.create_host_config(
+            port_bindings={CLIENT_PORT: ("127.0.0.1", self.client_ports[node])},
+            cap_add=cap_add, devices=devices or None, security_opt=security_opt or None, init=True,
+        )
+        networking = api.create_networking_config({
+            self.network.name: api.create_endpoint_config(ipv4_address=self.addresses[node], aliases=[node]),
+        })
+        created = api.create_container(
+            self.image, command=self._command(spec), hostname=node, name=f"logquake-{self.run_id}-{node}",
+            labels={**self.labels, LABEL_NODE: node}, host_config=host_config, networking_config=networking,
+            ports=[CLIENT_PORT], working_dir=DATA_DIR, stop_signal=_signal_name(self.system.stop_signal),
+        )
+        container = self.client.containers.get(created["Id"])
+        self._containers[node] = container
+        config_path = self.system.config_file.format(**spec.substitutions())
+        files = {config_path: "".join(f"{k}={v}\n" for k, v in self.properties(i, node).items())}
+        if "clock" in self.fault_kinds:
+            files[f"{DATA_DIR}/faketime"] = "+0.000\n"
+        _put_files(container, files)
+
+    def teardown(self) -> None:
+        from docker.errors import APIError, NotFound
+
+        with self._lock:
+            errors = []
+            for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={self.run_id}"}):
+                try:
+                    container.remove(force=True, v=True)
+                except NotFound:
+                    pass
+                except APIError as e:
+                    errors.append(f"container {container.name}: {e}")
+            for network in self.client.networks.list(filters={"label": f"{LABEL_RUN}={self.run_id}"}):
+                try:
+                    network.remove()
+                except NotFound:
+                    pass
+                except APIError as e:
+                    errors.append(f"network {network.name}: {e}")
+            self._containers.clear()
+            self.network = None
+            self._grudge.clear()
+            self._netem = None
+            self._loss_rules = None
+            if errors:
+                raise NodeControlError("teardown could not remove: " + "; ".join(errors))
+
+    def bootstrap_servers(self) -> str:
+        assert self.client_ports, "bootstrap_servers() before setup()"
+        return ",".join(f"127.0.0.1:{self.client_ports[node]}" for node in self.nodes)
+
+    def node_bootstrap(self, node: str) -> str:
+        self.check_node(node)
+        return f"127.0.0.1:{self.client_ports[node]}"
+
+    def collect(self, dest_dir: str) -> list[str]:
+        from docker.errors import APIError, NotFound
+
+        written = []
+        for i, node in enumerate(self.nodes, 1):
+            container = self._containers.get(node)
+            if container is None:
+                continue
+            out = Path(dest_dir) / node
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                (out / "stdout.log").write_bytes(container.logs(stdout=True, stderr=True))
+                written.append(str(out / "stdout.log"))
+                log_path = self.system.log_path(self._spec(i, node))
+                if log_path:
+                    data, _ = container.get_archive(log_path)
+                    with tarfile.open(fileobj=io.BytesIO(b"".join(data))) as tar:
+                        for member in tar.getmembers():
+                            if member.isfile():
+                                target = out / Path(member.name).name
+                                target.write_bytes(tar.extractfile(member).read())
+                                written.append(str(target))
+            except (NotFound, APIError) as e:
+                log.warning("collecting the logs of %s: %s", node, e)
+        return written
+
+    # ----- process control -----------------------------------------------------------
+
+    def _container(self, node: str):
+        self.check_node(node)
+        container = self._containers.get(node)
+        if container is None:
+            raise NodeControlError(f"{node}: no container (setup has not run, or teardown has)")
+        return container
+
+    def _status(self, node: str) -> str:
+        container = self._container(node)
+        container.reload()
+        return container.status
+
+    def start(self, node: str) -> None:
+        from docker.errors import APIError
+
+        with self._lock:
+            container = self._container(node)
+            status = self._status(node)
+            if status in ("running", "paused"):
+                return
+            try:
+                container.start()
+            except APIError as e:
+                raise NodeControlError(f"could not start {node}: {e}") from None
+            # a new network namespace: our chains, the grudge and netem must be set up again
+            self._exec_shell(node, netshell.chain_setup_shell(), "preparing iptables")
+            self._apply_grudge(node, self._grudge.get(node, set()))
+            self._apply_slow(node)
+            log.info("started %s", node)
+
+    def wait_ready(self, nodes: list[str], timeout_s: float | None = None) -> None:
+        """Poll each node's client port with ApiVersions until the broker answers."""
+        timeout_s = timeout_s or self.system.ready_timeout_s
+        deadline = time.monotonic() + timeout_s
+        for node in nodes:
+            while not _api_versions_answers("127.0.0.1", self.client_ports[node]):
+                if self._status(node) not in ("running", "created", "restarting"):
+                    raise NodeControlError(f"{node} exited while starting; last lines of its output:\n"
+                                           f"{self._tail(node)}")
+                if time.monotonic() > deadline:
+                    raise NodeControlError(f"{node} did not answer on 127.0.0.1:{self.client_ports[node]} within "
+                                           f"{timeout_s} s; last lines of its output:\n{self._tail(node)}")
+                time.sleep(0.1)
+
+    def _tail(self, node: str, lines: int = 20) -> str:
+        try:
+            return self._container(node).logs(tail=lines).decode(errors="replace")
+        except Exception as e:  # the tail only decorates an error message
+            return f"(no output: {e})"
+
+    def stop(self, node: str) -> None:
+        with self._lock:
+            container = self._container(node)
+            if self._status(node) == "paused":
+                container.unpause()
+            if self._status(node) == "running":
+                container.stop(timeout=int(self.system.stop_timeout_s))
+
+    def kill(self, node: str) -> None:
+        from docker.errors import APIError
+
+        with self._lock:
+            container = self._container(node)
+            status = self._status(node)
+            if status not in ("running", "paused"):
+                return
+            try:
+                container.kill()
+            except APIError:
+                # an older engine refuses to kill a paused container: thaw it, then kill
+                container.unpause()
+                container.kill()
+            container.wait(timeout=30)
+            log.info("killed %s", node)
+
+    def pause(self, node: str) -> None:
+        with self._lock:
+            if self._status(node) == "running":
+                self._container(node).pause()
+
+    def resume(self, node: str) -> None:
+        with self._lock:
+            if self._status(node) == "paused":
+                self._container(node).unpause()
+
+    def is_running(self, node: str) -> bool:
+        return self._status(node) in ("running", "paused")
+
+    def is_paused(self, node: str) -> bool:
+        return self._status(node) == "paused"
+
+    def exec(self, node: str, command: list[str], timeout_s: float = 60.0) -> ExecResult:
+        container = self._container(node)
+        result: dict = {}
+
+        def run():
+            try:
+                result["value"] = container.exec_run(command, demux=True)
+            except Exception as e:  # reported to the caller below
+                result["error"] = e
+
+        worker = threading.Thread(target=run, name=f"exec-{node}", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            raise NodeControlError(f"exec {command} on {node} timed out after {timeout_s} s")
+        if "error" in result:
+            raise NodeControlError(f"exec {command} on {node} failed: {result['error']}")
+        exit_code, (stdout, stderr) = result["value"]
+        return ExecResult(exit_code, (stdout or b"").decode(errors="replace"), (stderr or b"").decode(errors="replace"))
+
+    def _exec_shell(self, node: str, script: str, what: str) -> ExecResult:
+        result = self.exec(node, ["sh", "-c", script], timeout_s=30)
+        if result.exit_status != 0:
+            raise NodeControlError(f"{what} on {node} failed (exit status {result.exit_status}): "
+                                   f"{(result.stderr or result.stdout).strip()}")
+        return result
+
+    # ----- network -----------------------------------------------------------------------
+
+    def partition(self, grudge: Grudge) -> None:
+        self.check_grudge(grudge)
+        with self._lock:
+            for node in self.nodes:
+                new = {src for src in grudge.get(node, ()) if src != node} - self._grudge.get(node, set())
+                if not new:
+                    continue
+                self._grudge.setdefault(node, set()).update(new)
+                if self.is_running(node):
+                    self._apply_grudge(node, new)
+
+    def _apply_grudge(self, node: str, sources: set[str]) -> None:
+        if not sources:
+            return
+        try:
+            commands = netshell.drop_rules_argv({node: sources}, node, self.addresses, client_port=CLIENT_PORT)
+        except netshell.NetShellError as e:
+            raise NodeControlError(f"partition of {node}: {e}") from None
+        self._exec_shell(node, "; ".join(shlex.join(c) for c in commands) or "true", "adding iptables rules")
+
+    def heal(self) -> None:
+        with self._lock:
+            self._grudge.clear()
+            self._netem = None
+            self._loss_rules = None
+            errors = []
+            for node in self.nodes:
+                if node not in self._containers:
+                    continue
+                status = self._status(node)
+                if status == "running":
+                    self._exec_shell(node, netshell.heal_shell(DEVICE), "healing the network")
+                elif status == "paused":
+                    # a paused container cannot exec; thaw it for the heal, then freeze it again
+                    container = self._containers[node]
+                    container.unpause()
+                    try:
+                        self._exec_shell(node, netshell.heal_shell(DEVICE), "healing the network")
+                    except NodeControlError as e:
+                        errors.append(str(e))
+                    finally:
+                        container.pause()
+            if errors:
+                raise NodeControlError("; ".join(errors))
+
+    def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0, duplicate: float = 0.0,
+                 reorder: float = 0.0) -> None:
+        self.check_net_fractions(loss=loss, duplicate=duplicate, reorder=reorder)
+        try:
+            argv = netshell.netem_argv(DEVICE, latency_ms, jitter_ms, loss, duplicate, reorder)
+        except netshell.NetShellError as e:
+            raise NodeControlError(f"slow_net: {e}") from None
+        with self._lock:
+            if self._netem_supported is None:
+                self._netem_supported = self._probe_netem()
+            if self._netem_supported:
+                self._netem, self._loss_rules = argv, None
+            elif latency_ms or jitter_ms or duplicate or reorder:
+                raise NodeControlError(
+                    f"slow_net(latency_ms={latency_ms}, jitter_ms={jitter_ms}, duplicate={duplicate}, reorder="
+                    f"{reorder}): this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set; tc says "
+                    "'Specified qdisc kind is unknown'), so the Docker backend can only drop packets (loss) here")
+            else:
+                self._netem, self._loss_rules = None, netshell.loss_rules_argv(loss)
+            for node in self.nodes:
+                if self._status(node) == "running":
+                    self._apply_slow(node)
+
+    def _probe_netem(self) -> bool:
+        """Whether the kernel has netem: try it on a running container's loopback."""
+        for node in self.nodes:
+            if self._status(node) == "running":
+                result = self.exec(node, ["sh", "-c", "tc qdisc add dev lo root netem delay 0ms && "
+                                                      "tc qdisc del dev lo root"], timeout_s=30)
+                return result.exit_status == 0
+        raise NodeControlError("slow_net: no node is running to apply it to")
+
+    def _apply_slow(self, node: str) -> None:
+        if self._netem is not None:
+            self._exec_shell(node, shlex.join(self._netem), "tc netem")
+        elif self._loss_rules is not None:
+            self._exec_shell(node, "; ".join(shlex.join(c) for c in self._loss_rules), "iptables loss rules")
+
+    # ----- disk and clock ------------------------------------------------------------------
+
+    def disk(self, node: str, fault: str) -> dict:
+        import json
+
+        self.check_node(node)
+        self.check_disk_fault(fault)
+        self.check_prepared("disk", node)
+        if self._status(node) != "running":
+            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+        result = self.exec(node, ["python3", "-m", "nemeses.faultfs", "ctl", f"{DATA_DIR}/faultfs.sock", fault])
+        if result.exit_status != 0:
+            raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return {"output": result.stdout.strip()}
+
+    def clock(self, node: str, offset_s: float) -> None:
+        self.check_node(node)
+        self.check_prepared("clock", node)
+        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
+            raise NodeControlError(f"clock offset for {node} must be a number of seconds within ten years, "
+                                   f"got {offset_s!r}")
+        if self._status(node) != "running":
+            raise NodeControlError(f"clock {offset_s:+} s on {node}: the node is not running")
+        path = f"{DATA_DIR}/faketime"
+        # libfaketime rereads the file on every call: replace it whole, never half-written
+        self._exec_shell(node, f"printf '%s\\n' {offset_s:+.3f} > {path}.tmp && mv {path}.tmp {path}",
+                         "setting the clock")
+        log.info("clock of %s set to %+.3f s", node, offset_s)
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _put_files(container, files: dict[str, str]) -> None:
+    """Write text files into a (created, not yet started) container, making their directories."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directories = set()
+        for path in files:
+            parent = Path(path.lstrip("/")).parent
+            while str(parent) not in ("", "."):
+                directories.add(str(parent))
+                parent = parent.parent
+        for directory in sorted(directories):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive("/", buffer.getvalue()):
+        raise NodeControlError(f"could not write {sorted(files)} into container {container.name}")
