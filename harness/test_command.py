@@ -104,10 +104,6 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"logquake test: {e}\n")
             return EXIT_BAD_ARGUMENTS
         args.nodes = len(nodes_file.nodes)
-    if args.backend not in ("local", "ssh"):
-        sys.stderr.write(f"logquake test: --backend {args.backend} is not available yet; only --backend local is "
-                         "built so far (the Docker and SSH backends are planned)\n")
-        return EXIT_BAD_ARGUMENTS
     if args.system and args.broker_override:
         sys.stderr.write("logquake test: --broker-override applies to our broker only; put another broker's "
                          "settings in its --system file\n")
@@ -185,6 +181,12 @@ def build_run(options: TestOptions, progress: Progress | None = None, nodes_file
                              idempotent=options.idempotent, subscribe=options.subscribe)
     if options.backend == "ssh":
         control = _ssh_cluster(system, options, nodes_file, accept_new_host_keys)
+    elif options.backend == "docker":
+        from harness.backends.docker import DockerCluster
+
+        # a missing daemon or an image that cannot be built fails here, before any node starts
+        control = DockerCluster(system, options.nodes, seed=options.seed)
+        control.prepare_image()
     else:
         control = LocalCluster(system, options.nodes, seed=options.seed)
     nemesis = nemeses.build(options.nemesis, interval_s=options.nemesis_interval_s)

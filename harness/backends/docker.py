@@ -183,12 +183,20 @@ class DockerCluster(NodeControl):
 
     # ----- lifecycle -------------------------------------------------------------
 
-    def setup(self) -> None:
-        from harness.docker_command import ensure_node_image
+    def prepare_image(self) -> str:
+        """Build the base and node images when missing (minutes the first time); returns the node image."""
+        from harness.docker_command import ImageBuildError, ensure_node_image
 
-        reap_stale_runs(self.client)
         if self.image is None:
-            self.image = ensure_node_image(self.client)
+            try:
+                self.image = ensure_node_image(self.client)
+            except ImageBuildError as e:
+                raise NodeControlError(f"--backend docker: {e}") from None
+        return self.image
+
+    def setup(self) -> None:
+        reap_stale_runs(self.client)
+        self.prepare_image()
         self._create_network()
         for i, node in enumerate(self.nodes, 1):
             self._create_container(i, node)
