@@ -529,6 +529,14 @@ class DockerCluster(NodeControl):
         except netshell.NetShellError as e:
             raise NodeControlError(f"slow_net: {e}") from None
         with self._lock:
+            if not (latency_ms or jitter_ms or loss or duplicate or reorder):
+                # nothing to shape: remove the qdisc and the loss rules rather than install an idle netem
+                self._netem, self._loss_rules = None, None
+                clear = f"{netshell.netem_delete_shell(DEVICE)}; {shlex.join(netshell.loss_rules_argv(0.0)[0])}"
+                for node in self.nodes:
+                    if self._status(node) == "running":
+                        self._exec_shell(node, clear, "clearing netem and loss rules")
+                return
             if self._netem_supported is None:
                 self._netem_supported = self._probe_netem()
             if self._netem_supported:

@@ -9,11 +9,11 @@ from tests.e2e.conftest import run_logquake
 pytestmark = pytest.mark.e2e
 
 
-def test_acks_zero_under_leader_kills_loses_writes_as_allowed(tmp_path):
+def test_acks_zero_under_leader_kills_loses_writes_as_allowed(tmp_path, backend):
     tried = []
     for seed in (41, 42):
         store = tmp_path / f"store-{seed}"
-        out = run_logquake(["test", "--nodes", "3", "--delivery", "at-most-once", "--acks", "0", "--nemesis", "kill",
+        out = run_logquake(["test", "--backend", backend, "--nodes", "3", "--delivery", "at-most-once", "--acks", "0", "--nemesis", "kill",
                             "--nemesis-interval", "5", "--time-limit", "45", "--rate", "300", "--seed", str(seed),
                             "--store", str(store), "--quiet"], timeout_s=400)
         assert out.returncode == 0, out.stdout + out.stderr[-3000:]

@@ -22,8 +22,9 @@ def _run_dir(store: Path) -> Path:
     return latest.resolve()
 
 
-def test_single_node_at_least_once_under_kill_and_pause_is_valid(store):
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--nodes", "1", "--nemesis", "kill,pause",
+def test_single_node_at_least_once_under_kill_and_pause_is_valid(store, backend):
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--backend", backend, "--nodes", "1",
+                             "--nemesis", "kill,pause",
                              "--nemesis-interval", "5", "--time-limit", "15", "--rate", "100", "--concurrency", "3",
                              "--seed", "11", "--store", str(store), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -45,12 +46,17 @@ def test_single_node_at_least_once_under_kill_and_pause_is_valid(store):
     finals = [op for op in history if op.get("final")]
     assert finals and finals[0]["f"] == "poll"
     assert list((run / "nodes" / "n1").iterdir())
-    assert leftovers_of(proc.pid) == {"processes": [], "dirs": []}
+    assert leftovers_of(proc.pid, backend) == _nothing(backend)
 
 
-def test_sigint_at_a_random_moment_leaves_nothing_behind(store):
+def _nothing(backend: str) -> dict:
+    return {"processes": [], "dirs": [], **({"docker": []} if backend == "docker" else {})}
+
+
+def test_sigint_at_a_random_moment_leaves_nothing_behind(store, backend):
     rng = random.Random()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--nodes", "1", "--nemesis", "kill,pause,partition",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--backend", backend, "--nodes", "1",
+                             "--nemesis", "kill,pause,partition",
                              "--nemesis-interval", "3", "--time-limit", "30", "--rate", "50", "--concurrency", "2",
                              "--replication-factor", "1", "--store", str(store), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -58,7 +64,7 @@ def test_sigint_at_a_random_moment_leaves_nothing_behind(store):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 1, 2), out + err
-    assert leftovers_of(proc.pid) == {"processes": [], "dirs": []}, out + err
+    assert leftovers_of(proc.pid, backend) == _nothing(backend), out + err
     run = _run_dir(store)
     assert (run / "history.jsonl").is_file()
     results = json.loads((run / "results.json").read_text())
@@ -100,8 +106,8 @@ def test_bad_arguments_exit_254_and_name_the_flag():
     assert "no such file" in out.stderr
 
 
-def test_kafka_python_clients_on_three_nodes_under_faults_are_valid(store):
-    out = run_logquake(["test", "--client", "kafka-python", "--time-limit", "15", "--seed", "4", "--store", str(store),
+def test_kafka_python_clients_on_three_nodes_under_faults_are_valid(store, backend):
+    out = run_logquake(["test", "--backend", backend, "--client", "kafka-python", "--time-limit", "15", "--seed", "4", "--store", str(store),
                         "--quiet"], timeout_s=300)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     run = _run_dir(store)
