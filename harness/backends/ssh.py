@@ -19,6 +19,15 @@ For each run the backend:
    the chains, deletes the qdisc and removes the run's directory. The installed
    venv stays, to be reused by the next run.
 
+Disk and clock faults (`enable_faults` before setup): the broker runs under
+`harness.node_launch` on its host, with `nemeses.faultfs` mounted over its
+log.dirs (controlled through `<node>/faultfs.sock`, with `python -m
+nemeses.faultfs ctl` over SSH) and libfaketime following `<node>/faketime`;
+the host then needs /dev/fuse, fuse3 and libfaketime, which `check_access`
+verifies. A graceful stop signals the launcher only; kill kills the group and
+removes the dead mount. On a kernel without sch_netem, `slow_net` can only drop
+packets (iptables `statistic`), and says so for delay, duplication or reordering.
+
 Host keys are checked against the nodes file's known_hosts with paramiko's
 RejectPolicy; `accept_new_host_keys` (the `--accept-new-host-keys` flag)
 instead adds a new key, saves it to known_hosts and logs its SHA256
@@ -298,8 +307,24 @@ class SshCluster(NodeControl):
                 raise NodeControlError(f"{node} ({host.node.ssh_target}): user {host.node.user!r} is not root; "
                                        "iptables, tc and the run dir need root (user = \"root\")")
 
+            if "disk" in self.fault_kinds and host.run("test -c /dev/fuse && command -v fusermount3", check=False,
+                                                       what="checking FUSE").exit_status != 0:
+                raise NodeControlError(f"{node} ({host.node.ssh_target}): disk faults need /dev/fuse and fuse3 "
+                                       "(fusermount3) on the host")
+            if "clock" in self.fault_kinds and host.run("ls /usr/lib/*/faketime/libfaketimeMT.so.1 "
+                                                        "/usr/lib/faketime/libfaketimeMT.so.1 2>/dev/null | grep -q .",
+                                                        check=False, what="checking libfaketime").exit_status != 0:
+                raise NodeControlError(f"{node} ({host.node.ssh_target}): clock faults need libfaketime "
+                                       "(Debian's libfaketime package) on the host")
+
         self._fan_out(check, self.nodes)
         self._accessed = True
+
+    def enable_faults(self, kinds) -> None:
+        """As NodeControl's; hosts already checked are checked again for what the new kinds need."""
+        super().enable_faults(kinds)
+        if self._accessed and self.fault_kinds:
+            self.check_access()
 
     def setup(self) -> None:
         if not self._accessed:
@@ -324,6 +349,8 @@ class SshCluster(NodeControl):
                      f"{shlex.quote(posixpath.join(self.run_path, 'owner'))}", what="making the run dir")
             self._set_up_nodes.add(node)
             host.run(netshell.chain_setup_shell() + "; " + netshell.heal_shell(device), what="preparing iptables")
+            if "clock" in self.fault_kinds:
+                self._write_offset(node, 0.0)
             self._write_config(node)
 
         self._fan_out(prepare, self.nodes)
@@ -344,7 +371,7 @@ class SshCluster(NodeControl):
                           f"{netshell.signal_pid_file_shell(self._pid_file(node), 'KILL')}; "
                           f"{netshell.chain_teardown_shell()}; "
                           + (f"{netshell.netem_delete_shell(device)}; " if device else "")
-                          + f"rm -rf {shlex.quote(self.node_dir(node))}; rmdir {shlex.quote(self.run_path)} "
+                          + f"{self._unmount_shell(node)}; rm -rf {shlex.quote(self.node_dir(node))}; rmdir {shlex.quote(self.run_path)} "
                           f"2>/dev/null; rm -f {shlex.quote(posixpath.join(self.run_path, 'owner'))} 2>/dev/null; "
                           f"rmdir {shlex.quote(self.run_path)} 2>/dev/null; true")
                 host.run(script, what="teardown")
@@ -472,9 +499,38 @@ class SshCluster(NodeControl):
             sftp.close()
 
     def _command(self, node: str) -> list[str]:
+        """The broker's argv, under harness.node_launch when disk or clock faults are enabled."""
         subs = self._spec(node).substitutions()
         subs["python"] = self._python()
-        return [part.format(**subs) for part in self.system.start]
+        command = [part.format(**subs) for part in self.system.start]
+        if not self.fault_kinds:
+            return command
+        d = self.node_dir(node)
+        launcher = [self._python(), "-m", "harness.node_launch", "--pid-file", posixpath.join(d, "broker.pid")]
+        if "disk" in self.fault_kinds:
+            log_dir = self._log_dir(node)
+            launcher += ["--faultfs", f"{log_dir}:{log_dir}:{self._faultfs_socket(node)}"]
+        if "clock" in self.fault_kinds:
+            launcher += ["--faketime", self._faketime_file(node)]
+        return launcher + ["--"] + command
+
+    def _log_dir(self, node: str) -> str:
+        raw = self.properties(node).get("log.dirs", "")
+        if not raw or "," in raw:
+            raise NodeControlError(f"disk faults need exactly one log directory; log.dirs is {raw!r}")
+        return posixpath.normpath(posixpath.join(self.node_dir(node), raw))
+
+    def _faultfs_socket(self, node: str) -> str:
+        return posixpath.join(self.node_dir(node), "faultfs.sock")
+
+    def _faketime_file(self, node: str) -> str:
+        return posixpath.join(self.node_dir(node), "faketime")
+
+    def _unmount_shell(self, node: str) -> str:
+        """Lazily unmount every FUSE mount under the node's dir (a killed launcher leaves a dead one)."""
+        d = self.node_dir(node)
+        return (f"awk -v d={shlex.quote(d + '/')} 'index($2, d) == 1 {{print $2}}' /proc/mounts | "
+                f"while read -r m; do fusermount3 -u -z \"$m\" 2>/dev/null || umount -l \"$m\" 2>/dev/null; done; true")
 
     # ----- process control ---------------------------------------------------------------------
 
@@ -550,7 +606,15 @@ class SshCluster(NodeControl):
         self.check_node(node)
         with self._lock:
             self._signal(node, "CONT")
-            if self._signal(node, "TERM") and not self._wait_gone(node, self.system.stop_timeout_s):
+            if self.fault_kinds:
+                # the launcher stops the broker, then unmounts; a group-wide signal would reach the FUSE
+                # process too and could take the disk away from a broker that is still closing
+                pid = shlex.quote(self._pid_file(node))
+                sent = self._hosts[node].run(f'[ -s {pid} ] && kill -s TERM "$(cat {pid})" 2>/dev/null',
+                                             check=False, what=f"SIGTERM to {node}").exit_status == 0
+            else:
+                sent = self._signal(node, "TERM")
+            if sent and not self._wait_gone(node, self.system.stop_timeout_s):
                 log.warning("%s did not stop within %.0f s of SIGTERM; killing it", node, self.system.stop_timeout_s)
                 self._hard_kill(node)
             self._paused.discard(node)
@@ -560,6 +624,9 @@ class SshCluster(NodeControl):
         self._signal(node, "KILL")
         if not self._wait_gone(node, 10):
             raise NodeControlError(f"{node} still runs 10 s after SIGKILL")
+        if "disk" in self.fault_kinds:
+            # the FUSE process died with the group: remove its dead mount now, not at the next start
+            self._hosts[node].run(self._unmount_shell(node), check=False, what=f"unmounting {node}'s disk")
 
     def kill(self, node: str) -> None:
         self.check_node(node)
@@ -626,15 +693,64 @@ class SshCluster(NodeControl):
 
     def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0, duplicate: float = 0.0,
                  reorder: float = 0.0) -> None:
+        """tc netem on each host's interface to the other nodes; without sch_netem, loss alone via iptables."""
+        self.check_net_fractions(loss=loss, duplicate=duplicate, reorder=reorder)
         with self._lock:
             def slow(node: str) -> None:
                 try:
                     argv = netshell.netem_argv(self._devices[node], latency_ms, jitter_ms, loss, duplicate, reorder)
                 except netshell.NetShellError as e:
                     raise NodeControlError(f"slow_net: {e}") from None
-                self._hosts[node].run(shlex.join(argv), what=f"tc netem on {node}")
+                result = self._hosts[node].run(shlex.join(argv), check=False, what=f"tc netem on {node}")
+                if result.exit_status == 0:
+                    return
+                if "qdisc kind is unknown" not in result.stderr:
+                    raise NodeControlError(f"tc netem on {node} exited with status {result.exit_status}: "
+                                           f"{result.stderr.strip()}\ncommand: {shlex.join(argv)}")
+                if latency_ms or jitter_ms or duplicate or reorder:
+                    raise NodeControlError(
+                        f"slow_net(latency_ms={latency_ms}, jitter_ms={jitter_ms}, duplicate={duplicate}, reorder="
+                        f"{reorder}) on {node}: its kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set; tc "
+                        "says 'Specified qdisc kind is unknown'), so only packet loss can be injected there")
+                self._hosts[node].run(" && ".join(shlex.join(c) for c in netshell.loss_rules_argv(loss)),
+                                      what=f"iptables loss rules on {node}")
 
-            self._fan_out(slow, self.nodes)
+            self._fan_out(slow, [n for n in self.nodes if n in self._devices])
+
+    # ----- disk and clock ---------------------------------------------------------------------------
+
+    def disk(self, node: str, fault: str) -> dict:
+        import json
+
+        self.check_node(node)
+        self.check_disk_fault(fault)
+        self.check_prepared("disk", node)
+        if not self.is_running(node):
+            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+        result = self._hosts[node].run(shlex.join([self._python(), "-m", "nemeses.faultfs", "ctl",
+                                                   self._faultfs_socket(node), fault]),
+                                       check=False, what=f"disk {fault} on {node}")
+        if result.exit_status != 0:
+            raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return {"output": result.stdout.strip()}
+
+    def clock(self, node: str, offset_s: float) -> None:
+        self.check_node(node)
+        self.check_prepared("clock", node)
+        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
+            raise NodeControlError(f"clock offset_s={offset_s!r} on {node}: expected a number of seconds within "
+                                   "ten years either way")
+        self._write_offset(node, float(offset_s))
+        log.info("clock of %s set to %+.3f s", node, offset_s)
+
+    def _write_offset(self, node: str, offset_s: float) -> None:
+        path = shlex.quote(self._faketime_file(node))
+        # libfaketime rereads the file on every call (FAKETIME_NO_CACHE): replace it whole, never half-written
+        self._hosts[node].run(f"printf '%s\\n' {offset_s:+.3f} > {path}.tmp && mv {path}.tmp {path}",
+                              what=f"setting the clock of {node}")
 
     # ----- crash leftovers -------------------------------------------------------------------------
 
@@ -657,6 +773,8 @@ class SshCluster(NodeControl):
                 quoted = shlex.quote(run_path)
                 host.run(f"for p in {quoted}/*/node.pid; do [ -s \"$p\" ] && kill -s CONT -- -\"$(cat \"$p\")\" "
                          f"2>/dev/null; [ -s \"$p\" ] && kill -s KILL -- -\"$(cat \"$p\")\" 2>/dev/null; done; "
+                         f"awk -v d={shlex.quote(run_path + '/')} 'index($2, d) == 1 {{print $2}}' /proc/mounts | "
+                         f"while read -r m; do fusermount3 -u -z \"$m\" 2>/dev/null || umount -l \"$m\"; done; "
                          f"rm -rf {quoted}", what="removing a crashed run")
                 log.warning("removed leftovers of a crashed run on %s: %s", node, run_path)
 

@@ -97,7 +97,8 @@ def start_ssh_containers(tmp_path: Path, count: int = 3, run_dir: str = "/srv/lo
         for i in range(1, count + 1):
             containers.append(client.containers.run(
                 image, ["sh", "-c", SSHD_COMMAND], name=f"logquake-ssh-{tag}-n{i}", hostname=f"n{i}",
-                detach=True, init=True, cap_add=["NET_ADMIN"], network=network.name, labels=labels,
+                detach=True, init=True, cap_add=["NET_ADMIN", "SYS_ADMIN"], devices=["/dev/fuse"],
+                network=network.name, labels=labels,
                 environment={"AUTHORIZED_KEY": (tmp_path / "id_ed25519.pub").read_text().strip()},
                 ports={"22/tcp": ("127.0.0.1", None), f"{CLIENT_PORT}/tcp": ("127.0.0.1", None)}))
         known_hosts, nodes = [], []
@@ -138,10 +139,11 @@ def host_state(container) -> dict[str, str]:
         return container.exec_run(["sh", "-c", script]).output.decode()
 
     return {
-        "processes": sh("ps -eo args | grep -E '[b]roker --config' || true").strip(),
+        "processes": sh("ps -eo args | grep -E '[b]roker --config|[n]ode_launch|[f]aultfs' || true").strip(),
         "iptables": sh("iptables -w -S | grep -i logquake || true").strip(),
         "qdisc": sh("tc qdisc show | grep -i netem || true").strip(),
         "runs": sh("ls /srv/logquake/runs 2>/dev/null || true").strip(),
+        "mounts": sh("grep -i fuse /proc/mounts | grep -v fusectl || true").strip(),
     }
 
 
@@ -195,7 +197,7 @@ def test_a_cluster_life_cycle_leaves_nothing_behind(ssh_nodes, tmp_path):
     finally:
         cluster.teardown()
     for container in info["containers"]:
-        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": ""}
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
     # the installed version stays for the next run
     assert info["containers"][0].exec_run(["sh", "-c", "ls /srv/logquake/*/installed"]).exit_code == 0
 
@@ -217,3 +219,54 @@ def test_a_missing_tool_is_named(ssh_nodes):
         cluster.teardown()
     finally:
         container.exec_run(["mv", "/usr/sbin/tc.hidden", "/usr/sbin/tc"])
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_disk_and_clock_faults_and_loss_without_netem(ssh_nodes):
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+    from harness.system import logquake_broker
+
+    nodes_file_path, _, info = ssh_nodes
+    cluster = SshCluster(logquake_broker(node_count=3), load_nodes_file(str(nodes_file_path)))
+    cluster.enable_faults({"disk", "clock"})
+    n1 = info["containers"][0]
+    try:
+        cluster.setup()
+        log_dir = f"{cluster.node_dir('n1')}/logs"
+        assert f" {log_dir} fuse" in n1.exec_run(["cat", "/proc/mounts"]).output.decode()
+        status = cluster.disk("n1", "lazy")
+        assert status["modes"] == ["lazy"], status
+        assert cluster.disk("n1", "heal")["modes"] == []
+        cluster.clock("n1", 3600.0)
+        assert n1.exec_run(["cat", f"{cluster.node_dir('n1')}/faketime"]).output.decode() == "+3600.000\n"
+        broker_pid = n1.exec_run(["cat", f"{cluster.node_dir('n1')}/broker.pid"]).output.decode().strip()
+        environ = n1.exec_run(["cat", f"/proc/{broker_pid}/environ"]).output.decode()
+        assert "FAKETIME_TIMESTAMP_FILE=" in environ and "libfaketime" in environ
+        cluster.kill("n1")
+        assert f" {log_dir} fuse" not in n1.exec_run(["cat", "/proc/mounts"]).output.decode()
+        cluster.start("n1")
+        cluster.wait_ready(["n1"])
+        cluster.stop("n2")
+        assert not cluster.is_running("n2")
+        with pytest.raises(NodeControlError, match="disk 'pause' on n2: the node is not running"):
+            cluster.disk("n2", "pause")
+        cluster.start("n2")
+        netem_works = n1.exec_run(["sh", "-c", "tc qdisc add dev lo root netem delay 0ms && "
+                                                 "tc qdisc del dev lo root"]).exit_code == 0
+        if netem_works:
+            cluster.slow_net(50, 10, 0.1)
+            assert "netem" in n1.exec_run(["tc", "qdisc", "show"]).output.decode()
+        else:
+            with pytest.raises(NodeControlError, match="its kernel has no netem qdisc"):
+                cluster.slow_net(50)
+            cluster.slow_net(0, loss=0.25)
+            rules = n1.exec_run(["iptables", "-w", "-S", "LOGQUAKE-LOSS"]).output.decode()
+            assert "--probability 0.25" in rules, rules
+        cluster.heal()
+        assert "-A LOGQUAKE" not in n1.exec_run(["iptables", "-w", "-S"]).output.decode()
+    finally:
+        cluster.teardown()
+    for container in info["containers"]:
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
