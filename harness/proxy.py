@@ -150,9 +150,13 @@ class _Direction:
             self._resume_source()
             if self.eof:
                 self.eof = False
-                if self.target.can_write_eof():
-                    self.target.write_eof()
-                else:
+                try:
+                    if self.target.can_write_eof():
+                        self.target.write_eof()
+                    else:
+                        self.target.close()
+                except OSError:
+                    # under latency the EOF is passed on late, and the peer may have gone meanwhile
                     self.target.close()
 
     def _write(self, data: bytes) -> None:
