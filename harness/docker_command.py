@@ -9,7 +9,8 @@
   Python packages come from a wheelhouse built on this host (`pip wheel`), so
   the image build needs no network. The tag is `logquake-node:<source hash>`,
   a hash of the project's Python sources, pyproject.toml and the Dockerfile:
-  an unchanged project is not rebuilt, a changed one gets a new tag.
+  an unchanged project is not rebuilt, a changed one gets a new tag. The
+  command also tags it `logquake-node:latest`, which docker/compose.yml runs.
 
 `ensure_node_image()` is what the Docker backend and the test fixtures call:
 it builds whatever is missing and returns the node image's tag.
@@ -325,6 +326,8 @@ def main(argv: list[str]) -> int:
                 build_base(client)
             tag = build_node(client, base=args.base, force=args.force)
             print(tag)
+            # docker/compose.yml runs logquake-node:latest: the image of the sources built last
+            client.images.get(tag).tag(NODE_REPOSITORY, "latest")
             if args.prune:
                 for removed in remove_old_node_images(client, tag):
                     _say(f"removed {removed}")
