@@ -127,6 +127,10 @@ def main(argv: list[str]) -> int:
         except (ValueError, NodeControlError) as e:
             sys.stderr.write(f"logquake test: {e}\n")
             return EXIT_BAD_ARGUMENTS
+        except KeyboardInterrupt:
+            # e.g. while the Docker image builds: nothing has started, nothing is left to clean
+            sys.stderr.write("logquake test: interrupted before the test started; nothing ran\n")
+            return EXIT_UNKNOWN
         print(f"logquake test: {options.test_name()} seed {options.seed}, {options.nodes} node(s), "
               f"{options.time_limit_s:g} s, faults: {', '.join(fault_names) or 'none'}", flush=True)
         outcome = run.run()

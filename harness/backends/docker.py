@@ -203,6 +203,33 @@ class DockerCluster(NodeControl):
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
+        self.wait_formed()
+
+    def wait_formed(self, timeout_s: float | None = None) -> None:
+        """Poll until the controller accepts a topic replicated on every node (CreateTopics, validate_only).
+
+        Answering requests is not yet being a member: a broker lists itself in
+        Metadata while the controller still counts it fenced, and a topic
+        created then is refused. Kafka's controller checks the replication
+        factor against the registered, unfenced brokers in validate_only mode
+        too, so this asks exactly "can every node hold a replica now?".
+        """
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        timeout_s = timeout_s or self.system.ready_timeout_s
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
+        probe = NewTopic("logquake-formation-probe", num_partitions=1, replication_factor=len(self.nodes))
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                admin.create_topics([probe], validate_only=True, request_timeout=5)[probe.topic].result(10)
+                return
+            except Exception as e:  # not formed yet: fenced brokers, no controller, no answer
+                last = str(e)
+            time.sleep(0.2)
+        raise NodeControlError(f"the cluster did not accept a topic with replication factor {len(self.nodes)} "
+                               f"within {timeout_s} s of starting: {last}")
 
     def _create_network(self) -> None:
         """A bridge network with an explicit subnet, so containers can keep fixed addresses.
