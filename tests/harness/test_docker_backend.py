@@ -226,3 +226,33 @@ def test_other_systems_are_refused_clearly(tmp_path):
     toml.write_text('start = "/opt/ob/bin/ob --port {port}"\n')
     with pytest.raises(NodeControlError, match="runs our broker only so far"):
         DockerCluster(load_system(str(toml)), 1)
+
+
+def test_disk_and_clock_faults_run_through_node_launch(client):
+    control = DockerCluster(logquake_broker(None, 1), 1)
+    control.enable_faults({"disk", "clock"})
+    try:
+        control.setup()
+        assert "faultfs on /var/lib/logquake/logs type fuse" in control.exec("n1", ["mount"]).stdout
+        assert control.disk("n1", "fail-fsync")["modes"] == ["fail-fsync"]
+        assert control.disk("n1", "heal")["modes"] == []
+        with pytest.raises(NodeControlError, match="disk fault 'melt' is not known"):
+            control.disk("n1", "melt")
+        control.clock("n1", 30)
+        assert control.exec("n1", ["cat", "/var/lib/logquake/faketime"]).stdout == "+30.000\n"
+        broker_pid = control.exec("n1", ["cat", "/var/lib/logquake/broker.pid"]).stdout.strip()
+        environ = control.exec("n1", ["cat", f"/proc/{broker_pid}/environ"]).stdout.split("\0")
+        assert "FAKETIME_TIMESTAMP_FILE=/var/lib/logquake/faketime" in environ
+        control.kill("n1")
+        control.start("n1")
+        control.wait_ready(["n1"])
+        assert control.disk("n1", "status")["modes"] == []  # the remounted disk after a kill
+    finally:
+        control.teardown()
+
+
+def test_disk_faults_need_enable_faults(cluster):
+    with pytest.raises(NodeControlError, match="set up without them"):
+        cluster.disk("n1", "status")
+    with pytest.raises(NodeControlError, match="set up without them"):
+        cluster.clock("n1", 5)
