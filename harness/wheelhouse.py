@@ -86,7 +86,21 @@ def build_wheelhouse(root: Path | None = None, cache_root: Path = CACHE_ROOT) ->
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        prune(cache_root, keep=KEEP_VERSIONS)
     return version, target
+
+
+KEEP_VERSIONS = 3
+
+
+def prune(cache_root: Path = CACHE_ROOT, keep: int = KEEP_VERSIONS) -> list[Path]:
+    """Remove all but the `keep` most recently built wheelhouses (each is tens of MB)."""
+    built = sorted((p for p in cache_root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = built[keep:]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _pip(args: list[str]) -> None:

@@ -77,6 +77,7 @@ log = logging.getLogger("harness.ssh")
 
 T = TypeVar("T")
 _known_hosts_lock = threading.Lock()
+KEEP_VERSIONS = 3  # installed versions kept on each host
 
 
 class HostKeyUnknown(paramiko.SSHException):
@@ -453,6 +454,10 @@ class SshCluster(NodeControl):
                      f"--no-index --find-links {shlex.quote(remote_wheels)} logquake && "
                      f"touch {shlex.quote(marker)}", timeout_s=600, what=f"installing logquake {version}")
             log.info("installed logquake %s on %s", version, node)
+            # keep the newest few versions (each a venv of ~100 MB); other harnesses may still use them
+            base = shlex.quote(self.nodes_file.run_dir)
+            host.run(f"ls -1dt {base}/*/installed 2>/dev/null | tail -n +{KEEP_VERSIONS + 1} | "
+                     f"while read -r m; do rm -rf \"$(dirname \"$m\")\"; done; true", what="pruning old versions")
 
         self._fan_out(install, self.nodes)
 
@@ -540,9 +545,12 @@ class SshCluster(NodeControl):
             if self.is_running(node):
                 return
             d = self.node_dir(node)
+            # `cd` as a command of its own: with `cd X && setsid ... &` the shell would fork a subshell for the
+            # whole list, which lingers as the broker's parent; a lone `setsid ... &` is exec'd by the fork
             self._hosts[node].run(
-                f"rm -f {shlex.quote(self._pid_file(node))}; " + netshell.start_in_background_shell(
-                    self._command(node), self._pid_file(node), posixpath.join(d, "stdout.log"), cwd=d),
+                f"rm -f {shlex.quote(self._pid_file(node))}; cd {shlex.quote(d)} || exit 1; "
+                + netshell.start_in_background_shell(self._command(node), self._pid_file(node),
+                                                     posixpath.join(d, "stdout.log")),
                 timeout_s=30, what=f"starting {node}")
             self._paused.discard(node)
             log.info("started %s", node)

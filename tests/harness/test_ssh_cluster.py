@@ -270,3 +270,45 @@ def test_disk_and_clock_faults_and_loss_without_netem(ssh_nodes):
         cluster.teardown()
     for container in info["containers"]:
         assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
+
+
+CRASHING_HARNESS = """
+import os, sys
+from harness.backends.ssh import SshCluster
+from harness.nodes_file import load_nodes_file
+from harness.system import logquake_broker
+
+cluster = SshCluster(logquake_broker(node_count=3), load_nodes_file(sys.argv[1]))
+cluster.setup()
+print(cluster.run_path, flush=True)
+os.kill(os.getpid(), 9)  # a harness that dies without teardown
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_next_setup_removes_what_a_crashed_harness_left(ssh_nodes, tmp_path):
+    import sys
+
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+    from harness.system import logquake_broker
+
+    nodes_file_path, _, info = ssh_nodes
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_HARNESS, str(nodes_file_path)], capture_output=True,
+                             text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert crashed.returncode == -9, crashed.stderr
+    stale_run = crashed.stdout.strip().splitlines()[-1]
+    n1 = info["containers"][0]
+    assert host_state(n1)["processes"] and host_state(n1)["runs"] == stale_run.rsplit("/", 1)[1]
+    cluster = SshCluster(logquake_broker(node_count=3), load_nodes_file(str(nodes_file_path)))
+    try:
+        cluster.setup()
+        for container in info["containers"]:
+            state = host_state(container)
+            assert state["runs"] == cluster.run_id, state
+            assert len(state["processes"].splitlines()) == 1, state
+    finally:
+        cluster.teardown()
+    for container in info["containers"]:
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
