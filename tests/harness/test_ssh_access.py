@@ -6,6 +6,7 @@ commands: nothing here changes the host's firewall or processes.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -153,3 +154,33 @@ def test_unreachable_host(sshd, tmp_path):
     host, _ = _host(sshd, tmp_path, known_hosts=sshd["known_line"], port=_free_port())
     with pytest.raises(NodeControlError, match=r"cannot reach n1 \(.*@127.0.0.1:\d+\) over SSH: "):
         host.connect()
+
+
+def _nodes_toml(sshd, tmp_path, known_hosts: str) -> str:
+    kh = tmp_path / "known_hosts"
+    kh.write_text(known_hosts)
+    path = tmp_path / "nodes.toml"
+    path.write_text(f'user = "{os.environ.get("USER") or "root"}"\nkey_file = "{sshd["client_key"]}"\n'
+                    f'known_hosts = "{kh}"\n[[node]]\nname = "n1"\nssh = "127.0.0.1:{sshd["port"]}"\n'
+                    'address = "127.0.0.2"\n')
+    return str(path)
+
+
+def test_logquake_test_refuses_an_unknown_host_key_before_anything_runs(sshd, tmp_path, capsys):
+    from harness.test_command import main
+
+    store = tmp_path / "store"
+    code = main(["test", "--backend", "ssh", "--nodes-file", _nodes_toml(sshd, tmp_path, ""), "--nemesis",
+                 "partition,kill", "--store", str(store), "--quiet"][1:])
+    err = capsys.readouterr().err
+    assert code == 254, err
+    assert re.search(r"logquake test: the host key of n1 \(.*@127.0.0.1:\d+\) is not in known_hosts .* or pass "
+                     r"--accept-new-host-keys", err), err
+    assert not store.exists()
+
+
+def test_logquake_test_needs_the_nodes_file_with_ssh(capsys):
+    from harness.test_command import main
+
+    assert main(["--backend", "ssh"]) == 254
+    assert "--backend ssh and --nodes-file FILE go together" in capsys.readouterr().err
