@@ -108,6 +108,10 @@ def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1
         "group.initial.rebalance.delay.ms": "0",
         "group.min.session.timeout.ms": "1000",
         "offsets.topic.num.partitions": "10",
+        # transactions of a short test: few state partitions, and a transaction
+        # left open by a replaced client is aborted within a second of its timeout
+        "transaction.state.log.num.partitions": "10",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
     }
     properties.update(overrides or {})
     return System(

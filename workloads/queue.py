@@ -117,7 +117,10 @@ class QueueWorkload(Workload):
     def next_op(self, rng: random.Random, process: int) -> Invocation:
         roll = rng.random()
         if roll < 0.5 and self.delivery == "exactly-once":
-            return Invocation("txn", self._txn_mops(rng))
+            # A tenth of the transactions are aborted on purpose, so every run
+            # checks that aborted sends stay invisible to read_committed (G1a).
+            extra = {"abort": True} if rng.random() < 0.1 else {}
+            return Invocation("txn", self._txn_mops(rng), extra)
         if roll < 0.5:
             with self._lock:
                 value = next(self._values)
@@ -209,6 +212,7 @@ class ConfluentQueueClient(Client):
             # indeterminate operation gets a new id, and its predecessor's open
             # transaction is aborted by the coordinator after transaction.timeout.ms.
             config["transactional.id"] = f"logquake-{workload.topic}-{process}"
+            config["enable.idempotence"] = True
             config["transaction.timeout.ms"] = max(timeout_ms, 10_000)
         self.producer = Producer(config)
         if self.transactional:
@@ -234,8 +238,9 @@ class ConfluentQueueClient(Client):
     def _txn(self, op: Invocation) -> Completion:
         """Run the sends (and polls) of `op` in one transaction (KIP-98).
 
-        ok: commit_transaction returned. fail: the transaction was aborted (an
-        abortable error, then abort_transaction returned), so read_committed
+        ok: commit_transaction returned. fail: the transaction was aborted (on
+        purpose when `op.extra["abort"]`, or after an abortable error), and
+        abort_transaction returned, so read_committed
         readers never see its sends. info: anything else (a commit that timed
         out, a fenced or fatally failed producer): it may or may not have
         committed.
@@ -250,6 +255,10 @@ class ConfluentQueueClient(Client):
             return Completion("fail", op.value, error=["begin-transaction", e.args[0].str()])
         done: list[list] = []
         outcomes: list[dict] = []
+        # An aborted transaction's polls did not happen: its record is the
+        # invocation's value. The consumer is rewound to where it stood, or the
+        # next poll would look like it skipped the messages this one read.
+        positions_before = dict(self.positions)
         try:
             for mop in op.value:
                 if mop[0] == "send":
@@ -267,10 +276,12 @@ class ConfluentQueueClient(Client):
                     polled = self._collect(self._ensure_consumer().consume(num_messages=self.w.poll_max_messages, timeout=0.1))
                     done.append(polled.value[0] if polled.type == "ok" else ["poll", {}])
         except (BufferError, KafkaException) as e:
-            return self._abort(op, ["produce-refused", str(e)])
+            return self._abort(op, ["produce-refused", str(e)], positions_before)
+        if op.extra.get("abort"):
+            return self._abort(op, ["aborted", "the workload aborts a tenth of its transactions on purpose"], positions_before)
         verdict, error = self._commit()
         if verdict == "abort":
-            return self._abort(op, error)
+            return self._abort(op, error, positions_before)
         if verdict == "unknown":
             return Completion("info", op.value, error=error)
         value = []
@@ -300,13 +311,16 @@ class ConfluentQueueClient(Client):
                     continue
                 return "unknown", ["commit-unknown", err.str()]
 
-    def _abort(self, op: Invocation, error: list) -> Completion:
+    def _abort(self, op: Invocation, error: list, positions_before: dict[int, int | None]) -> Completion:
         from confluent_kafka import KafkaException
 
         try:
             self.producer.abort_transaction(self.w.op_timeout_s)
         except KafkaException as e:
             return Completion("info", op.value, error=error + ["abort-failed", e.args[0].str()])
+        if self.consumer is not None and positions_before != self.positions:
+            self.positions = positions_before
+            self._assign(list(positions_before))
         return Completion("fail", op.value, error=error)
 
     def _send(self, op: Invocation) -> Completion:

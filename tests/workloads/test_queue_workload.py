@@ -47,6 +47,8 @@ def test_exactly_once_writes_in_transactions_of_one_to_three_sends():
     assert any(m == ["poll"] for mops in txns for m in mops)
     values = [m[2] for mops in txns for m in mops if m[0] == "send"]
     assert len(values) == len(set(values))
+    aborted = [op for op in ops if op.f == "txn" and op.extra.get("abort")]
+    assert 0 < len(aborted) < len(txns) / 4
 
 
 def test_send_errors_are_fail_only_when_the_message_cannot_have_been_written():
