@@ -225,6 +225,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.debug.read.above.hwm": (_parse_bool, "false", "consumers may read up to the log end offset (bug)"),
     "logquake.debug.skip.truncation": (_parse_bool, "false", "followers never truncate on a leader change (bug)"),
     "logquake.debug.skip.dedup": (_parse_bool, "false", "the leader skips idempotent sequence dedup (bug)"),
+    "logquake.debug.read.uncommitted": (_parse_bool, "false", "read_committed fetches see aborted and open transactions (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 

@@ -151,6 +151,7 @@ def _response_module(api_key: int, version: int):
 class RequestHandlers:
     def __init__(self, config: BrokerConfig, runtime: Runtime, storage, topics: TopicStore, producer_ids: ProducerIdAllocator):
         self.config = config
+        self.read_uncommitted_bug = debug_switch(config, "logquake.debug.read.uncommitted")
         self.runtime = runtime
         self.storage = storage
         self.topics = topics
@@ -677,7 +678,10 @@ class RequestHandlers:
             replica_id = request.replica_state.replica_id
         else:
             replica_id = getattr(request, "replica_id", -1)
-        read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED and replica_id < 0
+        # logquake.debug.read.uncommitted (a planted bug): read_committed is served as
+        # read_uncommitted, so aborted and still-open transactions are visible.
+        read_committed = (getattr(request, "isolation_level", 0) == READ_COMMITTED and replica_id < 0
+                          and not self.read_uncommitted_bug)
         for fetch_topic in request.topics:
             if manager is not None:
                 if version >= 13:
