@@ -24,8 +24,9 @@ Node control:
 - partitions: iptables DROP rules in each container's LOGQUAKE chain
   (harness/netshell.py); the party "client" is cut at the EXTERNAL port;
 - slow_net: tc netem on each container's eth0. On a kernel without sch_netem
-  (CONFIG_NET_SCH_NETEM unset) loss alone falls back to iptables' `statistic`
-  match, and delay, duplication or reordering raise a NodeControlError that says so;
+  (CONFIG_NET_SCH_NETEM unset) loss falls back to iptables' `statistic` match,
+  and delay, duplication or reordering raise a NodeControlError that says what
+  was not applied (and that the loss, if any, was);
 - a restarted container gets a fresh network namespace, so the backend re-applies
   the current grudge and netem to it;
 - disk and clock faults: the node runs under `harness.node_launch` inside its
@@ -566,18 +567,25 @@ class DockerCluster(NodeControl):
                 return
             if self._netem_supported is None:
                 self._netem_supported = self._probe_netem()
+            unsupported = ""
             if self._netem_supported:
                 self._netem, self._loss_rules = argv, None
-            elif latency_ms or jitter_ms or duplicate or reorder:
-                raise NodeControlError(
-                    f"slow_net(latency_ms={latency_ms}, jitter_ms={jitter_ms}, duplicate={duplicate}, reorder="
-                    f"{reorder}): this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set; tc says "
-                    "'Specified qdisc kind is unknown'), so the Docker backend can only drop packets (loss) here")
             else:
+                shaped = {k: v for k, v in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms),
+                                            ("duplicate", duplicate), ("reorder", reorder)) if v}
+                if shaped:
+                    unsupported = (f"slow_net: this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set; tc "
+                                   f"says 'Specified qdisc kind is unknown'), so {shaped} cannot be applied here"
+                                   + (f"; only loss={loss} was applied, by iptables' statistic match" if loss else ""))
+                    if not loss:
+                        raise NodeControlError(unsupported)
                 self._netem, self._loss_rules = None, netshell.loss_rules_argv(loss)
             for node in self.nodes:
                 if self._status(node) == "running":
                     self._apply_slow(node)
+            if unsupported:
+                # the loss is in force (heal or slow_net(0) removes it); the caller learns what is missing
+                raise NodeControlError(unsupported)
 
     def _probe_netem(self) -> bool:
         """Whether the kernel has netem: try it on a running container's loopback."""

@@ -137,9 +137,13 @@ def test_slow_net_netem_or_loss_fallback(cluster):
         assert "Specified qdisc kind is unknown" in netem.stderr
         with pytest.raises(NodeControlError, match="CONFIG_NET_SCH_NETEM"):
             cluster.slow_net(20, 5)
+        assert "DROP" not in cluster.exec("n2", ["iptables", "-S", "LOGQUAKE-LOSS"]).stdout
+        with pytest.raises(NodeControlError, match=r"only loss=0.2 was applied"):
+            cluster.slow_net(10, loss=0.2)
+        assert "--probability 0.2" in cluster.exec("n2", ["iptables", "-S", "LOGQUAKE-LOSS"]).stdout
         cluster.slow_net(0, loss=0.1)
         rules = cluster.exec("n2", ["iptables", "-S", "LOGQUAKE-LOSS"]).stdout
-        assert "--probability 0.1" in rules and "-j DROP" in rules
+        assert "--probability 0.1" in rules and "-j DROP" in rules and "0.2" not in rules
     cluster.slow_net(0)
     assert "netem" not in cluster.exec("n2", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
     assert "DROP" not in cluster.exec("n2", ["iptables", "-S", "LOGQUAKE-LOSS"]).stdout
