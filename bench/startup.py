@@ -1,6 +1,6 @@
 """Cluster start-up time per backend, and the fixed cost of one `logquake test` run.
 
-For each backend (local, docker; the SSH backend adds itself to BACKENDS):
+For each backend (local, docker, ssh: SSH into sshd containers reached on 127.0.0.1):
 
 1. start-up: `setup()` of a fresh N-node cluster of our broker (until every node
    answers), then until the controller accepts a topic replicated on every node
@@ -50,10 +50,40 @@ def _docker(nodes: int) -> NodeControl:
     return control
 
 
+_ssh_args = ["--backend", "ssh"]  # --nodes-file is added once the containers run
+_ssh_containers: dict[int, str] = {}  # nodes -> nodes file of running sshd containers
+
+
+def _ssh(nodes: int) -> NodeControl:
+    """SSH into N sshd containers on 127.0.0.1 (tests/harness/test_ssh_cluster.py starts them, once per run of
+    this script, and they are removed at exit); the project is installed on them before the clock starts."""
+    import atexit
+
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+
+    if nodes not in _ssh_containers:
+        from tests.harness.test_ssh_cluster import start_ssh_containers
+
+        started = time.monotonic()
+        nodes_file, _, cleanup, _ = start_ssh_containers(Path(tempfile.mkdtemp(prefix="bench-ssh-")), count=nodes)
+        atexit.register(cleanup)
+        _ssh_containers[nodes] = str(nodes_file)
+        _ssh_args[2:] = ["--nodes-file", str(nodes_file)]
+        sys.stderr.write(f"ssh: {nodes} sshd containers up in {time.monotonic() - started:.1f} s (not counted)\n")
+    control = SshCluster(logquake_broker(None, nodes), load_nodes_file(_ssh_containers[nodes]))
+    started = time.monotonic()
+    control.prepare()  # connect, upload and install before the clock starts, as images are built for docker
+    sys.stderr.write(f"ssh: hosts checked and project installed (or found) in {time.monotonic() - started:.1f} s "
+                     "(not counted)\n")
+    return control
+
+
 # name -> (a fresh, not yet set up cluster of N nodes; extra `logquake test` arguments)
 BACKENDS: dict[str, tuple[Callable[[int], NodeControl], list[str]]] = {
     "local": (_local, ["--backend", "local"]),
     "docker": (_docker, ["--backend", "docker"]),
+    "ssh": (_ssh, _ssh_args),
 }
 
 

@@ -327,12 +327,20 @@ class SshCluster(NodeControl):
         if self._accessed and self.fault_kinds:
             self.check_access()
 
-    def setup(self) -> None:
+    def prepare(self) -> None:
+        """Check the hosts and install the project on them, without starting anything (setup does it too)."""
         if not self._accessed:
             self.check_access()
+        if self.version is None:
+            self._install()
+
+    def setup(self) -> None:
         started = time.monotonic()
+        if not self._accessed:
+            self.check_access()
         self._reap_stale_runs()
-        self._install()
+        if self.version is None:
+            self._install()
         installed = time.monotonic()
         addresses = {n.name: n.address for n in self.nodes_file.nodes}
 
