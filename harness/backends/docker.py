@@ -28,7 +28,9 @@ Node control:
   and delay, duplication or reordering raise a NodeControlError that says what
   was not applied (and that the loss, if any, was);
 - a restarted container gets a fresh network namespace, so the backend re-applies
-  the current grudge and netem to it;
+  the current grudge and netem to it; a paused container cannot run commands, so
+  a partition, heal or slow_net that reaches it while paused is applied by
+  `resume`, before it runs again (apart from the moment between unpause and exec);
 - disk and clock faults: the node runs under `harness.node_launch` inside its
   container, and `disk`/`clock` act through `exec`.
 
@@ -181,6 +183,9 @@ class DockerCluster(NodeControl):
         self._netem: list[str] | None = None  # the netem argv in force, re-applied to restarted nodes
         self._loss_rules: list[list[str]] | None = None
         self._netem_supported: bool | None = None
+        # paused nodes whose rules lag behind the state above: a frozen container cannot exec, and
+        # thawing it for a moment would let it run; resume() brings them up to date before they run on
+        self._stale: set[str] = set()
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -345,6 +350,7 @@ class DockerCluster(NodeControl):
             self._grudge.clear()
             self._netem = None
             self._loss_rules = None
+            self._stale.clear()
             if errors:
                 raise NodeControlError("teardown could not remove: " + "; ".join(errors))
 
@@ -412,6 +418,7 @@ class DockerCluster(NodeControl):
             self._exec_shell(node, netshell.chain_setup_shell(), "preparing iptables")
             self._apply_grudge(node, self._grudge.get(node, set()))
             self._apply_slow(node)
+            self._stale.discard(node)
             log.info("started %s", node)
 
     def wait_ready(self, nodes: list[str], timeout_s: float | None = None) -> None:
@@ -468,6 +475,11 @@ class DockerCluster(NodeControl):
         with self._lock:
             if self._status(node) == "paused":
                 self._container(node).unpause()
+            if node in self._stale:
+                self._stale.discard(node)
+                self._exec_shell(node, netshell.heal_shell(DEVICE), "healing the network")
+                self._apply_grudge(node, self._grudge.get(node, set()))
+                self._apply_slow(node)
 
     def is_running(self, node: str) -> bool:
         return self._status(node) in ("running", "paused")
@@ -512,8 +524,11 @@ class DockerCluster(NodeControl):
                 if not new:
                     continue
                 self._grudge.setdefault(node, set()).update(new)
-                if self.is_running(node):
+                status = self._status(node)
+                if status == "running":
                     self._apply_grudge(node, new)
+                elif status == "paused":
+                    self._stale.add(node)
 
     def _apply_grudge(self, node: str, sources: set[str]) -> None:
         if not sources:
@@ -529,7 +544,6 @@ class DockerCluster(NodeControl):
             self._grudge.clear()
             self._netem = None
             self._loss_rules = None
-            errors = []
             for node in self.nodes:
                 if node not in self._containers:
                     continue
@@ -537,17 +551,7 @@ class DockerCluster(NodeControl):
                 if status == "running":
                     self._exec_shell(node, netshell.heal_shell(DEVICE), "healing the network")
                 elif status == "paused":
-                    # a paused container cannot exec; thaw it for the heal, then freeze it again
-                    container = self._containers[node]
-                    container.unpause()
-                    try:
-                        self._exec_shell(node, netshell.heal_shell(DEVICE), "healing the network")
-                    except NodeControlError as e:
-                        errors.append(str(e))
-                    finally:
-                        container.pause()
-            if errors:
-                raise NodeControlError("; ".join(errors))
+                    self._stale.add(node)
 
     def slow_net(self, latency_ms: float, jitter_ms: float = 0.0, loss: float = 0.0, duplicate: float = 0.0,
                  reorder: float = 0.0) -> None:
@@ -562,8 +566,11 @@ class DockerCluster(NodeControl):
                 self._netem, self._loss_rules = None, None
                 clear = f"{netshell.netem_delete_shell(DEVICE)}; {shlex.join(netshell.loss_rules_argv(0.0)[0])}"
                 for node in self.nodes:
-                    if self._status(node) == "running":
+                    status = self._status(node)
+                    if status == "running":
                         self._exec_shell(node, clear, "clearing netem and loss rules")
+                    elif status == "paused":
+                        self._stale.add(node)
                 return
             if self._netem_supported is None:
                 self._netem_supported = self._probe_netem()
@@ -581,8 +588,11 @@ class DockerCluster(NodeControl):
                         raise NodeControlError(unsupported)
                 self._netem, self._loss_rules = None, netshell.loss_rules_argv(loss)
             for node in self.nodes:
-                if self._status(node) == "running":
+                status = self._status(node)
+                if status == "running":
                     self._apply_slow(node)
+                elif status == "paused":
+                    self._stale.add(node)
             if unsupported:
                 # the loss is in force (heal or slow_net(0) removes it); the caller learns what is missing
                 raise NodeControlError(unsupported)

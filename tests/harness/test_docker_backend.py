@@ -108,11 +108,20 @@ def test_pause_freezes_and_resume_thaws(cluster):
     cluster.pause("n2")
     assert cluster.is_paused("n2") and cluster.is_running("n2")
     assert not _client_answers(cluster, "n2")
-    cluster.heal()  # heal works on a paused node and leaves it paused
-    assert cluster.is_paused("n2")
     cluster.resume("n2")
     assert not cluster.is_paused("n2")
     assert _client_answers(cluster, "n2")
+
+
+def test_network_changes_reach_a_paused_node_when_it_resumes(cluster):
+    cluster.partition({"n2": {"n1"}})
+    cluster.pause("n2")
+    cluster.heal()  # a frozen container cannot exec: the heal waits for resume, and the node stays frozen
+    cluster.partition({"n2": {"n3"}})
+    assert cluster.is_paused("n2")
+    cluster.resume("n2")
+    rules = cluster.exec("n2", ["iptables", "-S", "LOGQUAKE"]).stdout
+    assert cluster.addresses["n3"] in rules and cluster.addresses["n1"] not in rules
 
 
 def test_kill_of_a_paused_node(cluster):
