@@ -110,3 +110,34 @@ def test_an_unreachable_host(ssh_nodes, tmp_path):
     bad.write_text(text.replace(first_ssh, f'ssh = "127.0.0.1:{closed_port}"'))
     _assert_refused(_bad_run(bad, tmp_path), tmp_path,
                     rf"cannot reach n1 \(root@127.0.0.1:{closed_port}\) over SSH")
+
+
+def test_sigint_tears_the_hosts_down(ssh_nodes, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nodes_file, _, info = ssh_nodes
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--backend", "ssh", "--nodes-file",
+                             str(nodes_file), "--nemesis", "partition", "--nemesis-interval", "1", "--time-limit",
+                             "120", "--rate", "20", "--concurrency", "2", "--store", str(tmp_path / "store"),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # wait until the run is under way: brokers on every host and a partition rule in place at least once
+        while not all(host_state(c)["processes"] for c in info["containers"]) or \
+                not (tmp_path / "store" / "latest" / "history.jsonl").exists() or \
+                '"start-partition"' not in (tmp_path / "store" / "latest" / "history.jsonl").read_text():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not get under way"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out + err  # unknown: interrupted, the history is kept
+    for container in info["containers"]:
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
