@@ -45,7 +45,7 @@ def test_partition_and_kill_at_least_once_is_valid_and_leaves_nothing(ssh_nodes,
     for node in ("n1", "n2", "n3"):
         assert (run / "nodes" / node / "stdout.log").is_file()
     for container in info["containers"]:
-        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": ""}
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
     # credentials never reach the store: no private key material in any file written
     key_body = info["key"].read_text().splitlines()[1]
     for path in run.rglob("*"):
