@@ -132,7 +132,7 @@ def watchdog():
     while True:
         time.sleep(0.5)
         started = busy[0]
-        if started is not None and time.monotonic() - started[0] > 20:
+        if started is not None and time.monotonic() - started[0] > 12:
             print(f"STUCK {started[1]}", flush=True)
             os._exit(4)
 
