@@ -42,6 +42,9 @@ Brokers get two listeners (Kafka's names): INTERNAL on the node's `address`
 for replication and the controller quorum, CLIENT on `client_listen`,
 advertised as `client`, which is what the harness and its clients use.
 
+One run at a time per host: the LOGQUAKE chains and the qdisc are the host's,
+so setup flushes them and teardown removes them.
+
 Thread-safety: one lock per host serialises commands on it; a cluster-wide
 lock makes each control verb atomic with respect to the others.
 Sources: Jepsen's `jepsen.control` (SSH control of real hosts) and `jepsen.net`.
@@ -318,7 +321,12 @@ class SshCluster(NodeControl):
                 raise NodeControlError(f"{node} ({host.node.ssh_target}): clock faults need libfaketime "
                                        "(Debian's libfaketime package) on the host")
 
-        self._fan_out(check, self.nodes)
+        try:
+            self._fan_out(check, self.nodes)
+        except BaseException:
+            for host in self._hosts.values():
+                host.close()
+            raise
         self._accessed = True
 
     def enable_faults(self, kinds) -> None:
@@ -376,14 +384,18 @@ class SshCluster(NodeControl):
                 if node not in self._set_up_nodes:
                     return
                 device = self._devices.get(node)
-                script = (f"{netshell.signal_pid_file_shell(self._pid_file(node), 'CONT')}; "
-                          f"{netshell.signal_pid_file_shell(self._pid_file(node), 'KILL')}; "
-                          f"{netshell.chain_teardown_shell()}; "
-                          + (f"{netshell.netem_delete_shell(device)}; " if device else "")
-                          + f"{self._unmount_shell(node)}; rm -rf {shlex.quote(self.node_dir(node))}; rmdir {shlex.quote(self.run_path)} "
-                          f"2>/dev/null; rm -f {shlex.quote(posixpath.join(self.run_path, 'owner'))} 2>/dev/null; "
-                          f"rmdir {shlex.quote(self.run_path)} 2>/dev/null; true")
-                host.run(script, what="teardown")
+                run_path = shlex.quote(self.run_path)
+                steps = [netshell.signal_pid_file_shell(self._pid_file(node), "CONT"),
+                         netshell.signal_pid_file_shell(self._pid_file(node), "KILL"),
+                         netshell.chain_teardown_shell(),
+                         netshell.netem_delete_shell(device) if device else "true",
+                         self._unmount_shell(node),
+                         f"rm -rf {shlex.quote(self.node_dir(node))}",
+                         # the owner file goes with the last node dir of the run on this host
+                         f"rmdir {run_path} 2>/dev/null || {{ ls -d {run_path}/*/ >/dev/null 2>&1 || "
+                         f"rm -rf {run_path}; }}",
+                         "true"]
+                host.run("; ".join(steps), what="teardown")
                 self._set_up_nodes.discard(node)
 
             errors = []
