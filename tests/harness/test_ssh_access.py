@@ -5,6 +5,7 @@ config, on a free port of 127.0.0.1) and only connect and run harmless
 commands: nothing here changes the host's firewall or processes.
 """
 
+import getpass
 import os
 import re
 import shutil
@@ -46,7 +47,10 @@ def sshd(tmp_path_factory):
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
         f"PidFile {d / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "StrictModes no\nPermitRootLogin prohibit-password\n")
-    os.makedirs("/run/sshd", exist_ok=True)
+    try:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+    except PermissionError:
+        pass  # not root: sshd then runs without privilege separation
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -68,7 +72,7 @@ def sshd(tmp_path_factory):
 
 
 def _host(sshd, tmp_path, known_hosts=None, key=None, port=None, accept=False, timeout_s=5):
-    user = os.environ.get("USER") or "root"
+    user = getpass.getuser()
     kh = tmp_path / "known_hosts"
     if known_hosts is not None:
         kh.write_text(known_hosts)
@@ -100,7 +104,7 @@ def test_unknown_host_key_is_refused_without_the_flag(sshd, tmp_path):
         host.connect()
     key = paramiko.PKey.from_path(str(sshd["dir"] / "host_key"))
     assert str(e.value) == (
-        f"the host key of n1 ({os.environ.get('USER') or 'root'}@127.0.0.1:{sshd['port']}) is not in known_hosts {kh}"
+        f"the host key of n1 ({getpass.getuser()}@127.0.0.1:{sshd['port']}) is not in known_hosts {kh}"
         f" (it offered {fingerprint(key)}); check it and add it (ssh-keyscan -p {sshd['port']} 127.0.0.1 >> {kh}),"
         " or pass --accept-new-host-keys to accept and save new keys")
     assert kh.read_text() == ""
@@ -160,7 +164,7 @@ def _nodes_toml(sshd, tmp_path, known_hosts: str) -> str:
     kh = tmp_path / "known_hosts"
     kh.write_text(known_hosts)
     path = tmp_path / "nodes.toml"
-    path.write_text(f'user = "{os.environ.get("USER") or "root"}"\nkey_file = "{sshd["client_key"]}"\n'
+    path.write_text(f'user = "{getpass.getuser()}"\nkey_file = "{sshd["client_key"]}"\n'
                     f'known_hosts = "{kh}"\n[[node]]\nname = "n1"\nssh = "127.0.0.1:{sshd["port"]}"\n'
                     'address = "127.0.0.2"\n')
     return str(path)
