@@ -492,9 +492,24 @@ class TxnApis:
             for part in topic.partitions:
                 offsets[(topic.name, part.partition_index)] = (
                     part.committed_offset, getattr(part, "committed_leader_epoch", -1), part.committed_metadata)
-        results = await group_apis.coordinator.prepare_txn_offsets(
-            request.group_id, request.producer_id, request.producer_epoch, getattr(request, "generation_id", -1),
-            getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), offsets)
+        coordinator = group_apis.coordinator
+        generation_id = getattr(request, "generation_id", -1)
+        member_id = getattr(request, "member_id", "")
+        group_instance_id = getattr(request, "group_instance_id", None)
+        error = coordinator.check_group(request.group_id)
+        if error == ErrorCode.none and (generation_id >= 0 or member_id or group_instance_id is not None):
+            # KIP-447: a transactional commit names its member and generation, which must be current; unlike
+            # OffsetCommit it is not refused while the group completes a rebalance (REBALANCE_IN_PROGRESS), as
+            # in Kafka: the producer may be blocked in send_offsets_to_transaction while its own consumer
+            # would have to poll to finish that rebalance.
+            error = coordinator._member_error(coordinator.groups.get(request.group_id), member_id, group_instance_id,
+                                              generation_id)
+        if error != ErrorCode.none:
+            results = {tp: error for tp in offsets}
+        else:
+            # validated above: the group coordinator takes it as a commit without membership
+            results = await coordinator.prepare_txn_offsets(request.group_id, request.producer_id,
+                                                            request.producer_epoch, -1, "", None, offsets)
         failed = {f"{t}-{p}": e.name for (t, p), e in results.items() if e != ErrorCode.none}
         if failed:
             log.info("TxnOffsetCommit of %r for group %r (producer %d epoch %d): %s", request.transactional_id,

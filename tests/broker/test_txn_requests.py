@@ -290,3 +290,33 @@ def test_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(broker_
             _fetch(client, "t", isolation_level=1)), "timed-out transaction aborted", timeout_s=5)
         assert [(a.producer_id, a.first_offset) for a in aborted.aborted_transactions] == [(producer_id, 0)]
         assert _end(client, "slow", producer_id, epoch, True) == 90
+
+
+def test_txn_offset_commit_checks_member_and_generation_but_not_a_rebalance_in_progress(broker_factory):
+    from .test_group_process import _commit, _join
+
+    broker = broker_factory(TXN_OVERRIDES)
+    with RawClient(broker.port) as client:
+        client.call(k.create_topic("t", 1))
+        producer_id, epoch = _begin(client, "member-tx")
+        assert _add_offsets(client, "member-tx", producer_id, epoch, "grp") == 0
+        member_id = _join(client, "grp").member_id
+        joined = _join(client, "grp", member_id)
+        assert joined.error_code == 0 and joined.generation_id == 1
+        # no SyncGroup yet: the group completes its rebalance, a plain OffsetCommit is refused
+        assert _commit(client, "grp", 1, member_id, 3) == 27  # REBALANCE_IN_PROGRESS
+
+        def commit(generation, member, offset):
+            m = k.module("txn_offset_commit", 3)
+            response = client.call(m.TxnOffsetCommitRequest(
+                transactional_id="member-tx", group_id="grp", producer_id=producer_id, producer_epoch=epoch,
+                generation_id=generation, member_id=member, group_instance_id=None,
+                topics=(m.TxnOffsetCommitRequestTopic(name="t", partitions=(m.TxnOffsetCommitRequestPartition(
+                    partition_index=0, committed_offset=offset, committed_leader_epoch=-1, committed_metadata=""),)),)))
+            return response.topics[0].partitions[0].error_code
+
+        assert commit(2, member_id, 4) == 22  # ILLEGAL_GENERATION
+        assert commit(1, "someone-else", 4) == 25  # UNKNOWN_MEMBER_ID
+        assert commit(1, member_id, 5) == 0
+        assert _end(client, "member-tx", producer_id, epoch, True) == 0
+        _wait_for(lambda: _offset_fetch(client, "grp", "t") == 5, "transactional offset committed")
