@@ -103,6 +103,12 @@ def main(argv: list[str]) -> int:
         except NodesFileError as e:
             sys.stderr.write(f"logquake test: {e}\n")
             return EXIT_BAD_ARGUMENTS
+        explicit_nodes = any(a == "--nodes" or a.startswith("--nodes=") for a in argv)
+        if explicit_nodes and args.nodes != len(nodes_file.nodes):
+            sys.stderr.write(f"logquake test: --nodes {args.nodes} but the nodes file {args.nodes_file} names "
+                             f"{len(nodes_file.nodes)} node(s); with --backend ssh the nodes file sets the cluster "
+                             "size (drop --nodes)\n")
+            return EXIT_BAD_ARGUMENTS
         args.nodes = len(nodes_file.nodes)
     if args.system and args.broker_override:
         sys.stderr.write("logquake test: --broker-override applies to our broker only; put another broker's "

@@ -73,3 +73,12 @@ def test_other_brokers_are_refused_for_now():
     other = System(name="other", start=["/opt/other/bin/broker"])
     with pytest.raises(NodeControlError, match=r"--backend ssh runs our broker only for now; system 'other'"):
         SshCluster(other, parse_nodes_file(NODES, "nodes.toml"))
+
+
+def test_logquake_test_refuses_a_node_count_the_nodes_file_contradicts(tmp_path, capsys):
+    from harness.test_command import main
+
+    path = tmp_path / "nodes.toml"
+    path.write_text(NODES)
+    assert main(["--backend", "ssh", "--nodes-file", str(path), "--nodes", "5"]) == 254
+    assert f"--nodes 5 but the nodes file {path} names 2 node(s)" in capsys.readouterr().err
