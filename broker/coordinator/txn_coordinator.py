@@ -14,7 +14,8 @@ aborts transactions older than their `transaction.timeout.ms`.
 
 Invariants: a request for a transactional id whose partition this node does
 not lead gets NOT_COORDINATOR; one marker task per transaction at a time;
-tasks of a partition this node resigned stop at their next round.
+tasks of a partition this node resigned are cancelled (a leadership that
+comes back replays the log and starts them again).
 
 Thread-safety: none; the event loop is the only caller.
 Sources: KIP-98, KIP-447, KIP-588; Kafka's TransactionCoordinator and
@@ -84,6 +85,9 @@ class TransactionCoordinator:
 
     def on_resign(self, partition: int) -> None:
         self.owned.pop(partition, None)
+        # Marker tasks of this partition stop now: a later leadership of it starts its own from the log.
+        for transactional_id in [t for t in self.marker_tasks if partition_for(t, self.partition_count) == partition]:
+            self.marker_tasks.pop(transactional_id).cancel()
 
     def _machine(self, transactional_id: str):
         partition = partition_for(transactional_id, self.partition_count)

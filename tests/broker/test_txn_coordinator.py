@@ -139,3 +139,23 @@ def test_timeout_abort_fences_and_sends_abort_markers():
         assert fenced.error == ErrorCode.producer_fenced
 
     asyncio.run(scenario())
+
+
+def test_leadership_bounce_with_markers_in_flight_restarts_them_once():
+    async def scenario():
+        coord, state_log, sender, _ = coordinator()
+        partition = partition_for("t", PARTITIONS)
+        init = await coord.init_producer_id("t", 10_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        sender.failing[("out", 0)] = 3  # still being retried when leadership moves away and back
+        await coord.end_txn("t", init.producer_id, 0, commit=True)
+        await asyncio.sleep(0)
+        coord.on_resign(partition)
+        assert "t" not in coord.marker_tasks  # cancelled with the leadership
+        coord.on_become_leader(partition, coordinator_epoch=8, records=list(state_log.records[partition]))
+        await settle(coord)
+        assert state_log.records[partition][-1].state == TxnState.COMPLETE_COMMIT
+        assert sender.calls[-1][1] == 8
+        await coord.close()
+
+    asyncio.run(scenario())

@@ -103,3 +103,29 @@ def test_snapshot_round_trip_and_latest_choice(tmp_path):
 def test_snapshot_rejects_unknown_version():
     with pytest.raises(ValueError, match="version 99"):
         ProducerStateTable.from_snapshot_bytes(b'{"version": 99}')
+
+
+def test_a_decided_transaction_stays_unstable_until_the_high_watermark_passes_its_marker():
+    table = ProducerStateTable()
+    table.record(header(0, 7, 0, 0, count=2), 0)
+    table.apply_marker(7, 0, 2, commit=True, replicated=False)
+    assert not table.ongoing
+    assert table.last_stable_offset(2) == 0  # the marker at 2 is not below the HW yet
+    assert table.last_stable_offset(3) == 3
+    assert table.unreplicated == []  # forgotten once replicated
+
+
+def test_unsequenced_transactional_batches_open_a_transaction_and_are_fenced_by_epoch():
+    table = ProducerStateTable()
+    table.begin_unsequenced(9, 2, 10)
+    assert table.ongoing == {9: 10} and table.last_stable_offset(20) == 10
+    assert table.epoch_error(9, 1) and not table.epoch_error(9, 2) and not table.epoch_error(8, 0)
+    table.apply_marker(9, 3, 12, commit=False)
+    assert table.epoch_error(9, 2)  # the abort marker's bumped epoch fences the old producer
+    assert table.aborted == [AbortedTxn(9, 10, 12)]
+    # a rebuild from headers gives the same state
+    unsequenced = parse_header(build_batch([(None, b"o")], base_offset=10, producer_id=9, producer_epoch=2,
+                                           attributes=0x10), 0)
+    rebuilt = ProducerStateTable()
+    rebuilt.rebuild([unsequenced, parse_header(marker(12, 9, 3, False), 0)], lambda h: False)
+    assert rebuilt.aborted == table.aborted and rebuilt.epoch_error(9, 2)
