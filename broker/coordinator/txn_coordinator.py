@@ -161,7 +161,9 @@ class TransactionCoordinator:
     def _start_markers(self, partition: int, job: MarkerJob) -> None:
         previous = self.marker_tasks.get(job.transactional_id)
         assert previous is None or previous.done(), f"two marker jobs at once for {job.transactional_id!r}"
-        self.marker_tasks[job.transactional_id] = asyncio.get_running_loop().create_task(self._send_markers(partition, job))
+        task = asyncio.get_running_loop().create_task(self._send_markers(partition, job))
+        task.add_done_callback(_report_failure)
+        self.marker_tasks[job.transactional_id] = task
 
     async def _send_markers(self, partition: int, job: MarkerJob) -> None:
         remaining = set(job.partitions)
@@ -196,3 +198,10 @@ class TransactionCoordinator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_failure(task: asyncio.Task) -> None:
+    """A marker task that died of an exception leaves its transaction prepared until the next leadership: say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("transaction marker task failed; the transaction completes after the next coordinator failover",
+                  exc_info=task.exception())

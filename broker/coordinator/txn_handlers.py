@@ -185,10 +185,14 @@ class PoolMarkerSender:
         try:
             body = await self._pool().request(broker.host, broker.port, apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION,
                                               apis.encode_request(request), MARKER_REQUEST_TIMEOUT_S)
-            response = apis.decode_response(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, body)
         except ClientError as exc:
             log.info("WriteTxnMarkers to node %d failed: %s", leader, exc)
             return {tp: ErrorCode.coordinator_not_available for tp in tps}
+        try:
+            response = apis.decode_response(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, body)
+        except Exception as exc:  # kio raises assorted errors on bad bytes; the markers are simply sent again
+            log.warning("undecodable WriteTxnMarkers response from node %d: %s: %s", leader, type(exc).__name__, exc)
+            return {tp: ErrorCode.unknown_server_error for tp in tps}
         answer = {tp: ErrorCode.unknown_server_error for tp in tps}
         for marker in response.markers:
             for topic in marker.topics:
