@@ -6,10 +6,13 @@ min(3, nodes), min.insync.replicas=2 when there are 3 replicas):
 
 1. a confluent-kafka producer with acks=all (linger.ms=5, batch.size=1048576)
    sends N messages of 100 bytes, timed until flush() returns;
-2. a transactional producer (transactional.id set, so idempotent and acks=all)
-   runs T transactions of `--per-txn` messages each (begin, produce round-robin
-   over the partitions, commit), timed from the first begin to the last
-   commit; init_transactions is outside the timing.
+2. `--producers` transactional producers (default 4, each with its own
+   transactional.id, so idempotent and acks=all, each on its own thread) run T
+   transactions between them, of `--per-txn` messages each (begin, produce
+   round-robin over the partitions, commit), timed from the first begin to
+   the last commit; init_transactions is outside the timing. One producer
+   alone measures the latency of a transaction rather than the broker's
+   throughput: it waits for each commit before it begins the next.
 
 It prints transactions per second, messages per second of both, and the ratio
 of transactional to non-transactional messages per second (target of issue 5:
@@ -18,7 +21,7 @@ the previous one to be acknowledged by the coordinator, so the rate is bounded
 by a round trip to the coordinator plus the replicated append of its state
 record and of the markers, per transaction.
 
-    python bench/transactions.py [--nodes 3] [--messages 200000] [--transactions 500] [--per-txn 100]
+    python bench/transactions.py [--nodes 3] [--messages 200000] [--transactions 500] [--per-txn 100] [--producers 4]
 """
 
 from __future__ import annotations
@@ -45,30 +48,49 @@ from _util import free_port  # noqa: E402
 MESSAGE_BYTES = 100
 
 
-def transactional(bootstrap: str, topic: str, partitions: int, transactions: int, per_txn: int) -> float:
-    """Run `transactions` committed transactions; return the seconds they took."""
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "transactional.id": f"bench-{os.getpid()}",
-        "linger.ms": 5,
-        "batch.size": 1048576,
-        "queue.buffering.max.messages": 2_000_000,
-    })
-    producer.init_transactions(60)
+def transactional(bootstrap: str, topic: str, partitions: int, transactions: int, per_txn: int, producers: int) -> float:
+    """Run `transactions` committed transactions split over `producers` concurrent producers; return the seconds taken."""
+    clients = []
+    for n in range(producers):
+        producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"bench-{os.getpid()}-{n}",
+            "linger.ms": 5,
+            "batch.size": 1048576,
+            "queue.buffering.max.messages": 2_000_000,
+        })
+        producer.init_transactions(60)
+        clients.append(producer)
     payload = b"x" * MESSAGE_BYTES
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        producer = clients[n]
+        try:
+            for t in range(n, transactions, producers):
+                producer.begin_transaction()
+                for i in range(per_txn):
+                    while True:
+                        try:
+                            producer.produce(topic, payload, partition=(t * per_txn + i) % partitions)
+                            break
+                        except BufferError:
+                            producer.poll(0.01)
+                producer.commit_transaction(60)
+        except BaseException as e:  # reported after the threads end
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(producers)]
     start = time.perf_counter()
-    for t in range(transactions):
-        producer.begin_transaction()
-        for i in range(per_txn):
-            while True:
-                try:
-                    producer.produce(topic, payload, partition=(t * per_txn + i) % partitions)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-        producer.commit_transaction(60)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed = time.perf_counter() - start
-    producer.flush(30)
+    for producer in clients:
+        producer.flush(30)
+    if errors:
+        raise RuntimeError(f"{len(errors)} producer(s) failed; the first: {errors[0]!r}")
     return elapsed
 
 
@@ -79,8 +101,10 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000, help="messages of the acks=all run (default 200000)")
     parser.add_argument("--transactions", type=int, default=500, help="transactions of the transactional run (default 500)")
     parser.add_argument("--per-txn", type=int, default=100, help="messages per transaction (default 100)")
+    parser.add_argument("--producers", type=int, default=4,
+                        help="concurrent transactional producers, each with its own transactional.id (default 4)")
     args = parser.parse_args()
-    for name in ("nodes", "partitions", "messages", "transactions", "per_txn"):
+    for name in ("nodes", "partitions", "messages", "transactions", "per_txn", "producers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid; expected >= 1")
 
@@ -107,10 +131,10 @@ def main() -> int:
         plain_rate = args.messages / plain_s
         print(f"  acks=all, not transactional: {plain_rate:>10,.0f} msgs/s ({args.messages:,} messages in {plain_s:.2f} s)",
               flush=True)
-        txn_s = transactional(bootstrap, "txn", args.partitions, args.transactions, args.per_txn)
+        txn_s = transactional(bootstrap, "txn", args.partitions, args.transactions, args.per_txn, args.producers)
         txn_msgs = args.transactions * args.per_txn
         txn_rate = txn_msgs / txn_s
-        print(f"  transactional, {args.per_txn} msgs each: {args.transactions / txn_s:>8,.1f} tx/s, {txn_rate:>10,.0f} msgs/s "
+        print(f"  transactional, {args.producers} producer(s), {args.per_txn} msgs each: {args.transactions / txn_s:>8,.1f} tx/s, {txn_rate:>10,.0f} msgs/s "
               f"({args.transactions:,} transactions in {txn_s:.2f} s)", flush=True)
         print(f"  ratio transactional/acks=all msgs/s {txn_rate / plain_rate:.2f} (target >= 0.3)", flush=True)
     finally:
