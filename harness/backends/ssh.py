@@ -38,9 +38,14 @@ Crash leftovers: each run dir holds `owner` ("<harness host> <pid>"). Setup
 kills the brokers of, and removes, run dirs on its hosts whose owner is this
 machine and whose harness process is gone.
 
-Brokers get two listeners (Kafka's names): INTERNAL on the node's `address`
-for replication and the controller quorum, CLIENT on `client_listen`,
-advertised as `client`, which is what the harness and its clients use.
+Our broker gets two listeners (Kafka's names): INTERNAL on the node's
+`address` for replication and the controller quorum, CLIENT on
+`client_listen`, advertised as `client`, which is what the harness and its
+clients use. Another broker (`--system FILE.toml`) must already be installed
+on the hosts; its start command gets {host} = address, {port} = the
+client_listen port, {advertised_port} = the client port, {peers} =
+id@address:internal_port, {python} = the uploaded venv's python, and its
+clients must reach it on its address (one listener).
 
 One run at a time per host: the LOGQUAKE chains and the qdisc are the host's,
 so setup flushes them and teardown removes them.
@@ -60,6 +65,7 @@ import logging
 import os
 import posixpath
 import shlex
+import signal
 import socket
 import stat
 import sys
@@ -241,14 +247,20 @@ class SshHost:
 
 
 class SshCluster(NodeControl):
-    """Our broker on the hosts of a nodes file; see the module docstring."""
+    """A Kafka-compatible broker on the hosts of a nodes file; see the module docstring."""
 
     def __init__(self, system: System, nodes_file: NodesFile, accept_new_host_keys: bool = False, seed: int = 0,
                  extra_properties: dict[str, str] | None = None,
                  wheelhouse: Callable[[], tuple[str, Path]] | None = None):
-        if system.config_file is None or system.name != "logquake":
-            raise NodeControlError(f"--backend ssh runs our broker only for now; system {system.name!r} (--system) "
-                                   "is not supported on it yet: use --backend local for other brokers")
+        if system.config_file is None:
+            # a described broker has one listener: {host}:{port}, advertised as {host}:{advertised_port}
+            for n in nodes_file.nodes:
+                if n.client_host != n.address:
+                    raise NodeControlError(
+                        f"{nodes_file.path}: node {n.name!r}: client {n.client_bootstrap} is not on its address "
+                        f"{n.address!r}; a --system broker ({system.name!r}) gets one listener, advertised as "
+                        f"{{host}}:{{advertised_port}} with host = address, so clients must reach it there: set "
+                        f"client = \"{_host(n.address)}:<port>\" (only our broker has a second, client listener)")
         self.system = system
         self.nodes_file = nodes_file
         self.nodes = nodes_file.names
@@ -422,8 +434,10 @@ class SshCluster(NodeControl):
                 continue
             out = Path(dest_dir) / node
             out.mkdir(parents=True, exist_ok=True)
-            sources = [posixpath.join(self.node_dir(node), "stdout.log"),
-                       posixpath.join(self.node_dir(node), "logs", "broker.log")]
+            sources = [posixpath.join(self.node_dir(node), "stdout.log")]
+            log_path = self.system.log_path(self._spec(node))
+            if log_path:
+                sources.append(posixpath.join(self.node_dir(node), log_path))  # relative paths: in the node dir
             sftp = self._hosts[node].sftp()
             try:
                 for src in sources:
@@ -482,7 +496,10 @@ class SshCluster(NodeControl):
         self._fan_out(install, self.nodes)
 
     def properties(self, node: str) -> dict[str, str]:
-        """The broker's properties on `node`: the system's, with the two listeners of a multi-host cluster."""
+        """Our broker's properties on `node`: the system's, with the two listeners of a multi-host cluster
+        (empty for a described broker, which is configured by its own start command)."""
+        if self.system.config_file is None:
+            return {}
         spec = self._spec(node)
         subs = spec.substitutions()
         subs["python"] = self._python()
@@ -504,16 +521,19 @@ class SshCluster(NodeControl):
         return props
 
     def _spec(self, node: str) -> NodeSpec:
+        """The placeholders of a system description on this host: {host} is the node's address, {port} its
+        client listener's port, {advertised_port} the port of `client`, {peers} id@address:internal_port."""
         me = self._by_name[node]
         node_id = self.nodes.index(node) + 1
         peers = ",".join(f"{i}@{_host(n.address)}:{n.internal_port}" for i, n in enumerate(self.nodes_file.nodes, 1))
-        return NodeSpec(node, node_id, me.address, me.internal_port, me.internal_port, self.node_dir(node),
+        return NodeSpec(node, node_id, me.address, me.client_listen_port, me.client_port, self.node_dir(node),
                         me.address, peers)
 
     def _write_config(self, node: str) -> None:
+        if self.system.config_file is None:
+            return
         spec = self._spec(node)
         subs = spec.substitutions()
-        assert self.system.config_file is not None
         path = self.system.config_file.format(**subs)
         text = "".join(f"{k}={v}\n" for k, v in self.properties(node).items())
         sftp = self._hosts[node].sftp()
@@ -541,7 +561,10 @@ class SshCluster(NodeControl):
 
     def _log_dir(self, node: str) -> str:
         raw = self.properties(node).get("log.dirs", "")
-        if not raw or "," in raw:
+        if not raw:
+            raise NodeControlError(f"disk faults need to know where {self.system.name!r} keeps its data; only our "
+                                   "broker's log.dirs is known to the SSH backend")
+        if "," in raw:
             raise NodeControlError(f"disk faults need exactly one log directory; log.dirs is {raw!r}")
         return posixpath.normpath(posixpath.join(self.node_dir(node), raw))
 
@@ -581,7 +604,10 @@ class SshCluster(NodeControl):
 
         def wait(node: str) -> None:
             me = self._by_name[node]
-            probe_host = "127.0.0.1" if me.client_listen_host in ("0.0.0.0", "::", "") else me.client_listen_host
+            if self.system.config_file is None:  # a described broker listens on {host}, the node's address
+                probe_host = me.address
+            else:
+                probe_host = "127.0.0.1" if me.client_listen_host in ("0.0.0.0", "::", "") else me.client_listen_host
             script = ("import socket, sys, time, os\n"
                       f"deadline = time.monotonic() + {timeout_s!r}\n"
                       "while time.monotonic() < deadline:\n"
@@ -632,18 +658,20 @@ class SshCluster(NodeControl):
 
     def stop(self, node: str) -> None:
         self.check_node(node)
+        stop_name = signal.Signals(self.system.stop_signal).name.removeprefix("SIG")
         with self._lock:
             self._signal(node, "CONT")
             if self.fault_kinds:
                 # the launcher stops the broker, then unmounts; a group-wide signal would reach the FUSE
                 # process too and could take the disk away from a broker that is still closing
                 pid = shlex.quote(self._pid_file(node))
-                sent = self._hosts[node].run(f'[ -s {pid} ] && kill -s TERM "$(cat {pid})" 2>/dev/null',
-                                             check=False, what=f"SIGTERM to {node}").exit_status == 0
+                sent = self._hosts[node].run(f'[ -s {pid} ] && kill -s {stop_name} "$(cat {pid})" 2>/dev/null',
+                                             check=False, what=f"SIG{stop_name} to {node}").exit_status == 0
             else:
-                sent = self._signal(node, "TERM")
+                sent = self._signal(node, stop_name)
             if sent and not self._wait_gone(node, self.system.stop_timeout_s):
-                log.warning("%s did not stop within %.0f s of SIGTERM; killing it", node, self.system.stop_timeout_s)
+                log.warning("%s did not stop within %.0f s of SIG%s; killing it", node, self.system.stop_timeout_s,
+                            stop_name)
                 self._hard_kill(node)
             self._paused.discard(node)
 

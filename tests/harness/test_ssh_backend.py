@@ -69,10 +69,25 @@ def test_verbs_check_their_input(cluster):
         cluster.partition({"n7": {"n1"}})
 
 
-def test_other_brokers_are_refused_for_now():
-    other = System(name="other", start=["/opt/other/bin/broker"])
-    with pytest.raises(NodeControlError, match=r"--backend ssh runs our broker only for now; system 'other'"):
+def test_a_described_broker_gets_the_system_placeholders(tmp_path):
+    other = System(name="other", start=["{python}", "/opt/other/run", "--id", "{node_id}", "--listen",
+                                        "{host}:{port}", "--advertise", "{host}:{advertised_port}", "--voters",
+                                        "{peers}", "--data", "{data_dir}"], log_file="{data_dir}/other.log")
+    with pytest.raises(NodeControlError, match=r"nodes.toml: node 'n1': client 127.0.0.1:19092 is not on its "
+                                               r"address '172.30.0.11'; a --system broker \('other'\) gets one "
+                                               r"listener.*set client = \"172.30.0.11:<port>\""):
         SshCluster(other, parse_nodes_file(NODES, "nodes.toml"))
+    cluster = SshCluster(other, parse_nodes_file(NODES.replace("127.0.0.1:19092", "172.30.0.11:19092"),
+                                                 "nodes.toml"))
+    cluster.version = "v"
+    d = cluster.node_dir("n1")
+    assert cluster._command("n1") == ["/srv/lq/v/venv/bin/python", "/opt/other/run", "--id", "1", "--listen",
+                                      "172.30.0.11:9092", "--advertise", "172.30.0.11:19092", "--voters",
+                                      "1@172.30.0.11:9093,2@10.0.0.2:9094", "--data", d]
+    assert cluster.properties("n1") == {}
+    cluster.enable_faults({"disk"})
+    with pytest.raises(NodeControlError, match="disk faults need to know where 'other' keeps its data"):
+        cluster._command("n1")
 
 
 def test_logquake_test_refuses_a_node_count_the_nodes_file_contradicts(tmp_path, capsys):

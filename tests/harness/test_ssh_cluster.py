@@ -312,3 +312,65 @@ def test_the_next_setup_removes_what_a_crashed_harness_left(ssh_nodes, tmp_path)
         cluster.teardown()
     for container in info["containers"]:
         assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
+
+
+# A stand-in for another broker: a TCP echo server (no braces: the start command is a format string)
+ECHO_NODE = (
+    "import socket, sys, threading\n"
+    "host, port, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+    "open(log_path, 'a').write('echo node on %s:%d\\n' % (host, port))\n"
+    "server = socket.create_server((host, port))\n"
+    "def serve(conn):\n"
+    "    with conn:\n"
+    "        while True:\n"
+    "            data = conn.recv(65536)\n"
+    "            if not data:\n"
+    "                return\n"
+    "            conn.sendall(data)\n"
+    "while True:\n"
+    "    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()\n"
+)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_described_broker_runs_on_the_hosts(ssh_nodes, tmp_path):
+    import json
+    import re
+
+    from harness.backends.ssh import SshCluster
+    from harness.nodes_file import load_nodes_file
+    from harness.system import load_system
+
+    nodes_file_path, _, info = ssh_nodes
+    description = tmp_path / "echo.toml"
+    description.write_text('name = "echo"\n'
+                           f'start = ["{{python}}", "-c", {json.dumps(ECHO_NODE)}, "{{host}}", "{{port}}", '
+                           '"{data_dir}/echo.log"]\nlog_file = "{data_dir}/echo.log"\nstop_timeout_s = 5\n'
+                           "ready_timeout_s = 20\n")
+    # the echo node has one listener, on the node's address, which this host reaches over the bridge
+    text = nodes_file_path.read_text()
+    text = re.sub(r'address = "([^"]+)"\nclient = "[^"]+"\nclient_listen = "[^"]+"',
+                  lambda m: f'address = "{m.group(1)}"\nclient = "{m.group(1)}:{CLIENT_PORT}"', text)
+    nodes = tmp_path / "nodes.toml"
+    nodes.write_text(text)
+    cluster = SshCluster(load_system(str(description)), load_nodes_file(str(nodes)))
+    try:
+        cluster.setup()
+        for node in cluster.nodes:
+            host, port = cluster.node_bootstrap(node).rsplit(":", 1)
+            with socket.create_connection((host, int(port)), 2) as s:
+                s.sendall(b"hi")
+                assert s.recv(10) == b"hi"
+        cluster.stop("n2")
+        assert not cluster.is_running("n2")
+        cluster.start("n2")
+        cluster.wait_ready(["n2"])
+        collected = cluster.collect(str(tmp_path / "nodes"))
+        assert (tmp_path / "nodes" / "n2" / "echo.log").read_text().count("echo node on") == 2
+        assert len([p for p in collected if p.endswith("echo.log")]) == 3
+    finally:
+        cluster.teardown()
+    for container in info["containers"]:
+        assert host_state(container)["runs"] == ""
+        assert "-c import socket" not in container.exec_run(["ps", "-eo", "args"]).output.decode()
