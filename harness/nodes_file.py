@@ -7,6 +7,8 @@ over SSH, and the addresses the brokers use::
     key_file = "~/.ssh/id_ed25519"      # omit to use an SSH agent (or ~/.ssh/id_* keys)
     known_hosts = "~/.ssh/known_hosts"  # host keys are checked against this file
     run_dir = "/srv/logquake"           # where the project is installed and nodes keep their data
+    python = "python3"                  # the hosts' Python, the same minor version as the harness's
+    connect_timeout_s = 10              # for connecting, the SSH banner and authentication
 
     [[node]]
     name = "n1"
