@@ -1,11 +1,12 @@
 """Exactly-once read-process-write on a 3-node cluster while brokers and processors die (slow; KIP-98, KIP-447).
 
 A processor (a subprocess, so it can be SIGKILLed) consumes `in` with
-read_committed in group `rpw`, writes `out-<value>` to `out`, sends its offsets
+read_committed in a consumer group, writes `out-<value>` to `out`, sends its offsets
 to the transaction and commits; every fourth transaction writes
 `aborted-<value>` instead and aborts (then rewinds). Meanwhile the test
-SIGKILLs and restarts the broker of the transaction coordinator and the one of
-the group coordinator, freezes the processor mid-transaction (SIGSTOP) and
+SIGKILLs and restarts the broker of the transaction coordinator (the group id is
+chosen so that it also coordinates the group) and then the group coordinator's
+broker, freezes the processor mid-transaction (SIGSTOP) and
 starts a second processor with the same transactional.id (the first is fenced
 when it wakes), then SIGKILLs that one mid-transaction and starts a third,
 which finishes the input. Checked: `out` read with read_committed holds every
@@ -41,15 +42,15 @@ CLUSTER_OVERRIDES = {
     "min.insync.replicas": "2",
 }
 
-# argv: bootstrap transactional.id input-count. Prints COMMITTED <next offset>, IN_TXN, ABORTED, FENCED, DONE.
+# argv: bootstrap transactional.id input-count group.id. Prints COMMITTED <next offset>, IN_TXN, ABORTED, FENCED, DONE.
 CONFLUENT_PROCESSOR = r"""
 import sys, time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-bootstrap, txn_id, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rpw", "isolation.level": "read_committed",
+bootstrap, txn_id, total, group_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "isolation.level": "read_committed",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
-producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, "transaction.timeout.ms": 20000, "debug": "eos"})
+producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, "transaction.timeout.ms": 20000, "debug": "eos,protocol,broker"})
 FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 def fatal(exc):
@@ -124,7 +125,7 @@ KAFKA_PYTHON_PROCESSOR = r"""
 import os, sys, threading, time
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, ProducerFencedError, InvalidProducerEpochError
-bootstrap, txn_id, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bootstrap, txn_id, total, group_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 tp = TopicPartition("in", 0)
 busy = [None]
 
@@ -145,7 +146,7 @@ def call(name, function, *args):
     finally:
         busy[0] = None
 
-consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id="rpw", isolation_level="read_committed",
+consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id, isolation_level="read_committed",
                          enable_auto_commit=False, auto_offset_reset="earliest",
                          session_timeout_ms=6000, heartbeat_interval_ms=500)
 producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), transactional_id=txn_id, transaction_timeout_ms=20000)
@@ -179,7 +180,7 @@ while True:
         for m in messages:
             producer.send("out", (b"aborted-" if deliberate_abort else b"out-") + m.value)
         call("send_offsets_to_transaction", producer.send_offsets_to_transaction,
-             {tp: OffsetAndMetadata(last + 1, "", -1)}, "rpw")
+             {tp: OffsetAndMetadata(last + 1, "", -1)}, group_id)
         print("IN_TXN", flush=True)
         time.sleep(0.2)
         if deliberate_abort:
@@ -207,11 +208,11 @@ while True:
 class Processor:
     """One processor subprocess; its stdout lines go to a queue read by a thread."""
 
-    def __init__(self, script: str, bootstrap: str, name: str, directory):
+    def __init__(self, script: str, bootstrap: str, name: str, directory, group_id: str):
         self.name = name
         self.stderr_path = directory / f"processor-{name}.stderr"
         with open(self.stderr_path, "w") as stderr:
-            self.process = subprocess.Popen([sys.executable, "-c", script, bootstrap, "rpw-tx", str(INPUT_COUNT)],
+            self.process = subprocess.Popen([sys.executable, "-c", script, bootstrap, "rpw-tx", str(INPUT_COUNT), group_id],
                                             stdout=subprocess.PIPE, stderr=stderr, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -243,15 +244,15 @@ class Processor:
 class Pipeline:
     """The processors of one run: one active at a time; a processor that reports STUCK is replaced."""
 
-    def __init__(self, script: str, bootstrap: str, directory):
-        self.script, self.bootstrap, self.directory = script, bootstrap, directory
+    def __init__(self, script: str, bootstrap: str, directory, group_id: str):
+        self.script, self.bootstrap, self.directory, self.group_id = script, bootstrap, directory, group_id
         self.processors: list[Processor] = []
         self.active: Processor | None = None
         self.committed = 0  # the highest input offset committed so far
         self.replaced_stuck: list[str] = []
 
     def start(self) -> Processor:
-        self.active = Processor(self.script, self.bootstrap, str(len(self.processors) + 1), self.directory)
+        self.active = Processor(self.script, self.bootstrap, str(len(self.processors) + 1), self.directory, self.group_id)
         self.processors.append(self.active)
         return self.active
 
@@ -286,19 +287,35 @@ class Pipeline:
             processor.kill()
 
 
-def _coordinator(cluster: Cluster, key: str, key_type: int) -> int:
+def _coordinator(cluster: Cluster, key: str, key_type: int, timeout_s: float = 30.0) -> int:
+    """The node id FindCoordinator names for `key` (retried while the internal topic is being created)."""
     m = k.module("find_coordinator", 3)
-    for node_id, node in cluster.nodes.items():
-        if not node.alive():
-            continue
-        try:
-            with RawClient(node.port) as client:
-                found = client.call(m.FindCoordinatorRequest(key=key, key_type=key_type))
-        except OSError:
-            continue
-        if found.error_code == 0:
-            return found.node_id
-    raise AssertionError(f"no coordinator for {key!r} (key_type {key_type}): {cluster.describe()}")
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        for node in cluster.nodes.values():
+            if not node.alive():
+                continue
+            try:
+                with RawClient(node.port) as client:
+                    found = client.call(m.FindCoordinatorRequest(key=key, key_type=key_type))
+            except OSError as exc:
+                last = exc
+                continue
+            if found.error_code == 0:
+                return found.node_id
+            last = found
+        time.sleep(0.2)
+    raise AssertionError(f"no coordinator for {key!r} (key_type {key_type}) within {timeout_s} s: {last}; {cluster.describe()}")
+
+
+def _group_next_to(cluster: Cluster, node_id: int) -> str:
+    """A group id whose coordinator is `node_id`: one SIGKILL then takes both coordinators at once."""
+    for index in range(60):
+        group_id = f"rpw-{index}"
+        if _coordinator(cluster, group_id, 0) == node_id:
+            return group_id
+    raise AssertionError(f"no group id among rpw-0..rpw-59 is coordinated by node {node_id}")
 
 
 def _kill_and_restart(cluster: Cluster, node_id: int) -> None:
@@ -339,22 +356,26 @@ def test_read_process_write_is_exactly_once_through_kills_and_fencing(tmp_path, 
     script = CONFLUENT_PROCESSOR if client == "confluent-kafka" else KAFKA_PYTHON_PROCESSOR
     started = time.monotonic()
     cluster = Cluster(tmp_path, 3, CLUSTER_OVERRIDES).start()
-    pipeline = Pipeline(script, cluster.bootstrap, tmp_path)
+    pipeline = None
     try:
         cluster.create_topic("in")
         cluster.create_topic("out")
+        # the group's coordinator is the transaction coordinator's broker: the first kill takes both
+        txn_node = _coordinator(cluster, "rpw-tx", 1)
+        group_id = _group_next_to(cluster, txn_node)
+        pipeline = Pipeline(script, cluster.bootstrap, tmp_path, group_id)
         seed = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
         for i in range(INPUT_COUNT):
             seed.produce("in", value=b"%d" % i)
         assert seed.flush(30) == 0
         pipeline.start()
         pipeline.wait_committed(30)
-        # the transaction coordinator's broker dies and comes back
+        # the broker of both coordinators dies and comes back
         txn_node = _coordinator(cluster, "rpw-tx", 1)
         _kill_and_restart(cluster, txn_node)
         pipeline.wait_committed(pipeline.committed + 10)
         # the group coordinator's broker dies and comes back
-        group_node = _coordinator(cluster, "rpw", 0)
+        group_node = _coordinator(cluster, group_id, 0)
         _kill_and_restart(cluster, group_node)
         pipeline.wait_committed(pipeline.committed + 10)
         # freeze the processor mid-transaction, start another with the same transactional.id
@@ -379,7 +400,8 @@ def test_read_process_write_is_exactly_once_through_kills_and_fencing(tmp_path, 
         committed_values = _read_out(cluster.bootstrap, "read_committed")
         uncommitted_values = _read_out(cluster.bootstrap, "read_uncommitted")
     finally:
-        pipeline.kill_all()
+        if pipeline is not None:
+            pipeline.kill_all()
         cluster.stop()
     expected = sorted(b"out-%d" % i for i in range(INPUT_COUNT))
     duplicates = sorted({v for v in committed_values if committed_values.count(v) > 1})
@@ -390,5 +412,5 @@ def test_read_process_write_is_exactly_once_through_kills_and_fencing(tmp_path, 
     aborted_seen = [v for v in uncommitted_values if v.startswith(b"aborted-")]
     assert aborted_seen, "no aborted record reached the log (the deliberate aborts wrote nothing)"
     print(f"{client}: {len(committed_values)} committed, {len(uncommitted_values) - len(committed_values)} aborted "
-          f"records; brokers killed: {txn_node} (transactions), {group_node} (groups); processors "
+          f"records; group {group_id}; brokers killed: {txn_node} (both coordinators), {group_node} (groups); processors "
           f"{len(pipeline.processors)}, replaced when stuck: {pipeline.replaced_stuck}; {time.monotonic() - started:.1f} s")
