@@ -190,15 +190,26 @@ def _labelled(client, run_id: str) -> list[str]:
             + [n.name for n in client.networks.list(filters={"label": label})])
 
 
+def _host_rules() -> str:
+    """The host's iptables rules, filter and nat tables (Docker's own rules for networks and published ports)."""
+    return "".join(subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True,
+                                  check=True).stdout for table in ("filter", "nat"))
+
+
 def test_teardown_removes_everything_and_is_idempotent(client):
     control = DockerCluster(logquake_broker(None, 1), 1)
     try:
         control.setup()
         control.partition({"n1": {"client"}})
+        control.slow_net(0, loss=0.1)
         assert _labelled(client, control.run_id)
+        bridge = f"br-{control.network.id[:12]}"
+        port = str(control.client_ports["n1"])
+        assert bridge in _host_rules() and port in _host_rules()
     finally:
         control.teardown()
     assert _labelled(client, control.run_id) == []
+    assert bridge not in _host_rules() and f"--dport {port}" not in _host_rules()
     control.teardown()
 
 
