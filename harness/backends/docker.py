@@ -22,7 +22,9 @@ Node control:
   (SIGTERM through the image's init, SIGKILL after the system's stop timeout),
   start `docker start` (same container, same data, same address);
 - partitions: iptables DROP rules in each container's LOGQUAKE chain
-  (harness/netshell.py); the party "client" is cut at the EXTERNAL port;
+  (harness/netshell.py); the party "client" is cut at the EXTERNAL port (its
+  packets come from Docker's port proxy, never from a peer, so the port alone
+  names them, whatever the daemon's proxy settings);
 - slow_net: tc netem on each container's eth0. On a kernel without sch_netem
   (CONFIG_NET_SCH_NETEM unset) loss falls back to iptables' `statistic` match,
   and delay, duplication or reordering raise a NodeControlError that says what
@@ -176,7 +178,6 @@ class DockerCluster(NodeControl):
         self._lock = threading.RLock()
         self.network = None
         self.addresses: dict[str, str] = {}
-        self.gateway: str | None = None
         self.client_ports: dict[str, int] = {}
         self._containers: dict = {}
         self._grudge: dict[str, set[str]] = {}
@@ -255,7 +256,6 @@ class DockerCluster(NodeControl):
         ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
         self.network = self.client.networks.create(name, driver="bridge", ipam=ipam, labels=self.labels)
         net = ipaddress.ip_network(subnet)
-        self.gateway = gateway or str(net.network_address + 1)
         self.addresses = {node: str(net.network_address + _ADDRESS_OFFSET + i) for i, node in enumerate(self.nodes, 1)}
 
     def _spec(self, i: int, node: str) -> NodeSpec:
