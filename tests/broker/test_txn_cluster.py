@@ -42,16 +42,40 @@ CLUSTER_OVERRIDES = {
     "min.insync.replicas": "2",
 }
 
-# argv: bootstrap transactional.id input-count group.id. Prints COMMITTED <next offset>, IN_TXN, ABORTED, FENCED, DONE.
+# argv: bootstrap transactional.id input-count group.id. Prints COMMITTED <next offset>, IN_TXN, ABORTED, FENCED,
+# STUCK, DONE. librdkafka 2.16 can block in send_offsets_to_transaction past its timeout when the group
+# coordinator's broker left the Metadata response while it was fenced (confluentinc/librdkafka#5511: the
+# decommissioned broker stays cached as coordinator); a watchdog then reports STUCK and exits, and the test
+# starts a new processor, as an operator would restart a hung application.
 CONFLUENT_PROCESSOR = r"""
-import sys, time
+import os, sys, threading, time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 bootstrap, txn_id, total, group_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "isolation.level": "read_committed",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
-producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, "transaction.timeout.ms": 20000, "debug": "eos,protocol,broker"})
+producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, "transaction.timeout.ms": 20000,
+                     "debug": "eos"})
 FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+API_TIMEOUT_S = 10
+busy = [None]
+
+def watchdog():
+    while True:
+        time.sleep(0.5)
+        started = busy[0]
+        if started is not None and time.monotonic() - started[0] > API_TIMEOUT_S + 5:
+            print(f"STUCK {started[1]}", flush=True)
+            os._exit(4)
+
+threading.Thread(target=watchdog, daemon=True).start()
+
+def call(name, function, *args):
+    busy[0] = (time.monotonic(), name)
+    try:
+        return function(*args)
+    finally:
+        busy[0] = None
 
 def fatal(exc):
     error = exc.args[0]
@@ -61,14 +85,14 @@ def fatal(exc):
 def abort():
     while True:
         try:
-            producer.abort_transaction(30)
+            call("abort_transaction", producer.abort_transaction, API_TIMEOUT_S)
             return
         except KafkaException as exc:
             if exc.args[0].fatal() or not exc.args[0].retriable():
                 fatal(exc)
 
 try:
-    producer.init_transactions(60)
+    call("init_transactions", producer.init_transactions, 60)
 except KafkaException as exc:
     fatal(exc)
 consumer.subscribe(["in"])
@@ -89,18 +113,19 @@ while True:
         producer.begin_transaction()
         for m in messages:
             producer.produce("out", value=(b"aborted-" if deliberate_abort else b"out-") + m.value())
-        producer.send_offsets_to_transaction([TopicPartition("in", 0, last + 1)], consumer.consumer_group_metadata(), 30)
+        call("send_offsets_to_transaction", producer.send_offsets_to_transaction,
+             [TopicPartition("in", 0, last + 1)], consumer.consumer_group_metadata(), API_TIMEOUT_S)
         print("IN_TXN", flush=True)
         time.sleep(0.2)
         if deliberate_abort:
-            producer.flush(30)
+            call("flush", producer.flush, API_TIMEOUT_S)
             abort()
             print("ABORTED", flush=True)
             consumer.seek(TopicPartition("in", 0, first))
             continue
         while True:
             try:
-                producer.commit_transaction(30)
+                call("commit_transaction", producer.commit_transaction, API_TIMEOUT_S)
                 break
             except KafkaException as exc:
                 if exc.args[0].retriable() and not exc.args[0].txn_requires_abort() and not exc.args[0].fatal():
