@@ -258,6 +258,17 @@ class TxnApis:
 
     # ---- lifecycle --------------------------------------------------------------------------
 
+    def on_request(self) -> None:
+        """Any request on a one-node broker: start the coordinator if `__transaction_state` exists.
+
+        Nothing else runs inside the event loop before the first request after a
+        (re)start, and transactions left open or prepared must be timed out or
+        completed even if no transactional client comes back.
+        """
+        if (self._expiry_task is None and not self._stopped and self.handlers.replica_manager is None
+                and TRANSACTION_STATE_TOPIC in self.handlers.topics.by_name):
+            self._ensure_started()
+
     def _ensure_started(self) -> None:
         if self._expiry_task is None and not self._stopped:
             self._expiry_task = asyncio.get_running_loop().create_task(self._expire_loop())

@@ -383,6 +383,7 @@ class RequestHandlers:
     # ---- ApiVersions -------------------------------------------------------
 
     def api_versions(self, header, request):
+        self.txn_apis.on_request()
         module = _response_module(apis.API_VERSIONS, header.api_version)
         return _build(
             module,
@@ -652,6 +653,7 @@ class RequestHandlers:
     # ---- Fetch -------------------------------------------------------------------
 
     async def fetch(self, header, request):
+        self.txn_apis.on_request()
         version = header.api_version
         if getattr(request, "session_id", 0) != 0:
             # No fetch sessions are ever handed out (KIP-227): session_id 0 in every response.

@@ -320,3 +320,23 @@ def test_txn_offset_commit_checks_member_and_generation_but_not_a_rebalance_in_p
         assert commit(1, member_id, 5) == 0
         assert _end(client, "member-tx", producer_id, epoch, True) == 0
         _wait_for(lambda: _offset_fetch(client, "grp", "t") == 5, "transactional offset committed")
+
+
+def test_transaction_open_at_a_crash_is_aborted_after_restart_without_any_transactional_client(broker_factory):
+    broker = broker_factory({**TXN_OVERRIDES, "transaction.abort.timed.out.transaction.cleanup.interval.ms": "100",
+                             "log.flush.interval.messages": "1"})
+    with RawClient(broker.port) as client:
+        client.call(k.create_topic("t", 1))
+        assert _find_txn(client, "crash").error_code == 0
+        init = _init(client, "crash", timeout_ms=500)
+        producer_id, epoch = init.producer_id, init.producer_epoch
+        assert _add_partitions(client, "crash", producer_id, epoch, "t") == {("t", 0): 0}
+        assert _produce(client, "t", _txn_batch(producer_id, epoch, 0, [b"v"]), "crash").error_code == 0
+    broker.kill()
+    broker.restart()
+    with RawClient(broker.port) as client:
+        # only a read_committed consumer comes back: the open transaction still ends (timeout abort)
+        assert _fetch(client, "t", isolation_level=1).last_stable_offset == 0
+        aborted = _wait_for(lambda: (lambda r: r if r.last_stable_offset == 2 else None)(
+            _fetch(client, "t", isolation_level=1)), "the open transaction aborted after restart", timeout_s=5)
+        assert [(a.producer_id, a.first_offset) for a in aborted.aborted_transactions] == [(producer_id, 0)]
