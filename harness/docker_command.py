@@ -277,7 +277,7 @@ def ensure_node_image(client, base: str = BASE_IMAGE) -> str:
 
 
 def remove_old_node_images(client, keep: str) -> list[str]:
-    """Remove node images of earlier sources that no container uses; returns the removed tags."""
+    """Remove node images of earlier sources that no container uses; returns the removed tags and image ids."""
     from docker.errors import APIError
 
     removed = []
@@ -291,6 +291,9 @@ def remove_old_node_images(client, keep: str) -> list[str]:
                 removed.append(t)
             except APIError:
                 pass  # in use by a container of another run; it goes next time
+    # images a rebuild untagged (same tag, newer sources), ours by their label
+    pruned = client.images.prune(filters={"dangling": True, "label": "org.logquake.source-hash"})
+    removed += [entry.get("Deleted", "") for entry in pruned.get("ImagesDeleted") or [] if entry.get("Deleted")]
     return removed
 
 
