@@ -786,14 +786,17 @@ class RequestHandlers:
             manager.record_follower_fetch(replica, replica_id, offset)
         high_watermark = replica.high_watermark
         state = self.partitions.get((name, index))
-        stable = state.producers.last_stable_offset(high_watermark) if state is not None else high_watermark
+        # logquake.debug.read.above.hwm (a planted bug): consumers see records not yet
+        # replicated, read_committed ones too (their stable offset is then taken
+        # against the log end offset, not the high watermark).
+        consumer_limit = partition_log.log_end_offset if manager.settings.read_above_hwm else high_watermark
+        stable = state.producers.last_stable_offset(consumer_limit) if state is not None else consumer_limit
+        limit_offset = partition_log.log_end_offset if replica_id >= 0 else consumer_limit
         start = partition_log.log_start_offset
         result = FetchPartitionResult(index, 0, high_watermark, stable, start, b"")
         if offset < start or offset > partition_log.log_end_offset:
             result.error_code = ErrorCode.offset_out_of_range.value
             return result
-        # logquake.debug.read.above.hwm (a planted bug): consumers see records not yet replicated.
-        limit_offset = partition_log.log_end_offset if replica_id >= 0 or manager.settings.read_above_hwm else high_watermark
         if read_committed:
             limit_offset = min(limit_offset, stable)
         if offset >= limit_offset or budget_left == 0:
