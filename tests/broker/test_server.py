@@ -186,14 +186,29 @@ def test_bad_batches_get_error_codes(broker_factory):
         assert "CRC mismatch" in broker.stderr_text()
 
 
-def test_transactions_are_refused_clearly(broker):
+def test_init_producer_id_plain_and_transactional(broker):
+    import time
+
+    from . import kafka_requests as k
+
     with RawClient(broker.port) as client:
-        response = client.call(req.init_producer_id("txn-1"))
-        assert response.error_code == 53
         plain = [client.call(req.init_producer_id(None)) for _ in range(3)]
         assert [r.error_code for r in plain] == [0, 0, 0]
         ids = [r.producer_id for r in plain]
         assert ids == sorted(set(ids))
+        # A transactional id is served once its coordinator (a __transaction_state
+        # partition, created on the first FindCoordinator for a transaction) is up.
+        m = k.module("find_coordinator", 3)
+        deadline = time.monotonic() + 30
+        while True:
+            found = client.call(m.FindCoordinatorRequest(key="txn-1", key_type=1))
+            response = client.call(req.init_producer_id("txn-1"))
+            if response.error_code == 0 or time.monotonic() > deadline:
+                break
+            assert response.error_code in (15, 16), response  # COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+            time.sleep(0.1)
+        assert (found.error_code, response.error_code) == (0, 0)
+        assert response.producer_id >= 0 and response.producer_id not in ids and response.producer_epoch == 0
 
 
 def test_oversized_request_closes_connection_before_body(broker_factory):
@@ -244,7 +259,9 @@ def test_find_coordinator(broker):
             group = client.call(m.FindCoordinatorRequest(key="g", key_type=0))
             assert (group.error_code, group.node_id, group.port) == (0, 1, broker.port)
             txn = client.call(m.FindCoordinatorRequest(key="t", key_type=1))
-            assert txn.error_code == 53 and "not implemented yet" in txn.error_message
+            assert (txn.error_code, txn.node_id, txn.port) == (0, 1, broker.port)
+            other = client.call(m.FindCoordinatorRequest(key="t", key_type=2))
+            assert other.error_code == 42 and "key_type=2 is not served" in other.error_message  # INVALID_REQUEST
         m = k.module("find_coordinator", 4)
         both = client.call(m.FindCoordinatorRequest(key_type=0, coordinator_keys=("a", "b")))
         assert [(c.key, c.error_code, c.node_id) for c in both.coordinators] == [("a", 0, 1), ("b", 0, 1)]
