@@ -60,7 +60,8 @@ class MarkerSender(Protocol):
 
 class TransactionCoordinator:
     def __init__(self, wall_ms, state_log: TxnStateLog, marker_sender: MarkerSender, allocate_producer_id,
-                 partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100) -> None:
+                 partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100,
+                 end_txn_wait_ms: int = 5_000) -> None:
         if partition_count <= 0:
             raise ValueError(f"transaction.state.log.num.partitions={partition_count!r}: must be a positive integer")
         self.wall_ms = wall_ms
@@ -70,6 +71,7 @@ class TransactionCoordinator:
         self.partition_count = partition_count
         self.max_timeout_ms = max_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
+        self.end_txn_wait_ms = end_txn_wait_ms
         self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
         self.marker_tasks: dict[str, asyncio.Task] = {}
 
@@ -134,8 +136,22 @@ class TransactionCoordinator:
         return await self.add_partitions(transactional_id, producer_id, producer_epoch, [(offsets_topic, offsets_partition)])
 
     async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> Outcome:
-        return await self._run(transactional_id, lambda m: m.end_txn(
+        """EndTxn: log PrepareCommit/PrepareAbort, start the markers, answer when they are done.
+
+        Kafka answers as soon as the Prepare record is logged, which already
+        decides the outcome. We also wait for the markers and the Complete
+        record, up to `end_txn_wait_ms`: a producer's next AddPartitionsToTxn
+        would otherwise meet CONCURRENT_TRANSACTIONS and back off (librdkafka
+        waits 20 ms), which dominates the latency of short transactions. After
+        the wait the answer is the same; the markers go on in the background.
+        """
+        outcome = await self._run(transactional_id, lambda m: m.end_txn(
             transactional_id, producer_id, producer_epoch, commit, self.wall_ms()))
+        task = self.marker_tasks.get(transactional_id) if outcome.markers else None
+        if task is not None and not task.done() and self.end_txn_wait_ms > 0:
+            # shield: a timed-out wait must not cancel the marker task itself
+            await asyncio.wait([asyncio.shield(task)], timeout=self.end_txn_wait_ms / 1000)
+        return outcome
 
     async def expire_once(self) -> int:
         """Abort timed-out transactions on every owned partition; return how many were aborted."""

@@ -50,10 +50,11 @@ class Clock:
         return self.now_ms
 
 
-def coordinator():
+def coordinator(end_txn_wait_ms: int = 5_000):
     ids = itertools.count(1)
     state_log, sender, clock = FakeStateLog(), FakeSender(), Clock()
-    coord = TransactionCoordinator(clock, state_log, sender, lambda: next(ids), PARTITIONS, retry_backoff_ms=1)
+    coord = TransactionCoordinator(clock, state_log, sender, lambda: next(ids), PARTITIONS, retry_backoff_ms=1,
+                                   end_txn_wait_ms=end_txn_wait_ms)
     for p in range(PARTITIONS):
         coord.on_become_leader(p, coordinator_epoch=7, records=[])
     return coord, state_log, sender, clock
@@ -143,7 +144,7 @@ def test_timeout_abort_fences_and_sends_abort_markers():
 
 def test_leadership_bounce_with_markers_in_flight_restarts_them_once():
     async def scenario():
-        coord, state_log, sender, _ = coordinator()
+        coord, state_log, sender, _ = coordinator(end_txn_wait_ms=0)  # EndTxn answers with markers in flight
         partition = partition_for("t", PARTITIONS)
         init = await coord.init_producer_id("t", 10_000)
         await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
@@ -156,6 +157,32 @@ def test_leadership_bounce_with_markers_in_flight_restarts_them_once():
         await settle(coord)
         assert state_log.records[partition][-1].state == TxnState.COMPLETE_COMMIT
         assert sender.calls[-1][1] == 8
+        await coord.close()
+
+    asyncio.run(scenario())
+
+
+def test_end_txn_answers_after_the_markers_or_after_its_wait():
+    async def scenario():
+        coord, state_log, sender, _ = coordinator(end_txn_wait_ms=5_000)
+        partition = partition_for("t", PARTITIONS)
+        init = await coord.init_producer_id("t", 10_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        sender.failing[("out", 0)] = 2
+        outcome = await coord.end_txn("t", init.producer_id, 0, commit=True)
+        assert outcome.error == ErrorCode.none
+        # answered only once the markers were written and Complete logged
+        assert state_log.records[partition][-1].state == TxnState.COMPLETE_COMMIT
+        # a marker that cannot be written holds the answer no longer than the wait
+        short, state_log, sender, _ = coordinator(end_txn_wait_ms=50)
+        init = await short.init_producer_id("t", 10_000)
+        await short.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        sender.failing[("out", 0)] = 10**9
+        outcome = await short.end_txn("t", init.producer_id, 0, commit=True)
+        assert outcome.error == ErrorCode.none
+        assert state_log.records[partition][-1].state == TxnState.PREPARE_COMMIT
+        assert not short.marker_tasks["t"].done()  # still retrying in the background
+        await short.close()
         await coord.close()
 
     asyncio.run(scenario())
