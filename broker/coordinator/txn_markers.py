@@ -32,6 +32,15 @@ def build_marker_batch(producer_id: int, producer_epoch: int, commit: bool, coor
 
 def marker_commit(batch: bytes) -> bool | None:
     """True for a commit marker, False for an abort marker, None for any other batch (or an unknown control type)."""
+    info = marker_info(batch)
+    return None if info is None else info[0]
+
+
+def marker_info(batch: bytes) -> tuple[bool, int] | None:
+    """(commit, coordinator epoch) of a commit/abort marker batch; None for any other batch.
+
+    The coordinator epoch is -1 when the marker's value is too short to hold one.
+    """
     header = parse_header(batch, 0)
     if not header.is_control or header.compression != 0 or header.records_count < 1:
         return None
@@ -44,7 +53,13 @@ def marker_commit(batch: bytes) -> bool | None:
     if key_length < 4:
         return None
     _, control_type = struct.unpack_from(">hh", batch, position)
-    return {COMMIT: True, ABORT: False}.get(control_type)
+    commit = {COMMIT: True, ABORT: False}.get(control_type)
+    if commit is None:
+        return None
+    position += key_length
+    value_length, position = _read_varint(batch, position)
+    coordinator_epoch = struct.unpack_from(">i", batch, position + 2)[0] if value_length >= 6 else -1
+    return commit, coordinator_epoch
 
 
 def _read_varint(buf: bytes, position: int) -> tuple[int, int]:

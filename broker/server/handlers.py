@@ -76,7 +76,7 @@ from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch
 from broker.server.producer_ids import ProducerIdAllocator
-from broker.coordinator.txn_markers import marker_commit
+from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
 
@@ -244,7 +244,7 @@ class RequestHandlers:
             start_offset = max(snapshot_offset, partition_log.log_start_offset)
 
         def control_commit(header):
-            return marker_commit(partition_log.read(header.base_offset, header.size))
+            return marker_info(partition_log.read(header.base_offset, header.size))
 
         replayed = producers.rebuild(partition_log.iter_batch_headers(start_offset), control_commit)
         if replayed:
@@ -608,8 +608,14 @@ class RequestHandlers:
         if batch.is_control:
             if not control:
                 return ErrorCode.invalid_record, "clients may not write control batches", -1, -1, None
-            marker = marker_commit(bytes(records))
-            assert marker is not None, "append_marker passes only commit/abort control batches"
+            info = marker_info(bytes(records))
+            assert info is not None, "append_marker passes only commit/abort control batches"
+            marker, coordinator_epoch = info
+            if state.producers.marker_fenced(batch.producer_id, coordinator_epoch):
+                return ErrorCode.transaction_coordinator_fenced, (
+                    f"marker for producer {batch.producer_id} from coordinator epoch {coordinator_epoch}, older than "
+                    f"epoch {state.producers.coordinator_epochs[batch.producer_id]} already seen"
+                ), -1, -1, None
         if batch.is_transactional and batch.producer_id >= 0 and state.producers.epoch_error(batch.producer_id, batch.producer_epoch):
             # a marker or TxnOffsetCommit batch of a fenced epoch (sequenced batches are checked below)
             return ErrorCode.invalid_producer_epoch, (
@@ -638,7 +644,7 @@ class RequestHandlers:
         result = partition_log.append(records, leader_epoch, headers)
         if marker is not None:
             state.producers.apply_marker(batch.producer_id, batch.producer_epoch, result.base_offset, marker,
-                                         replicated=replica is None)
+                                         replicated=replica is None, coordinator_epoch=coordinator_epoch)
         elif idempotent:
             state.producers.record(batch, result.base_offset)
         elif batch.is_transactional and batch.producer_id >= 0:

@@ -83,6 +83,8 @@ class ProducerStateTable:
         self.aborted: list[AbortedTxn] = []  # by last_offset, ascending (markers arrive in log order)
         # (first offset, marker offset) of transactions decided on this leader but not yet below the HW
         self.unreplicated: list[tuple[int, int]] = []
+        # producer id -> the newest transaction coordinator epoch seen in its markers
+        self.coordinator_epochs: dict[int, int] = {}
 
     def check(self, header: BatchHeader) -> tuple[str, BatchMetadata | None]:
         """Classify an incoming idempotent batch; for a duplicate, also return its original metadata."""
@@ -125,13 +127,25 @@ class ProducerStateTable:
             self.producers[producer_id] = ProducerEntry(producer_epoch)
         self.ongoing.setdefault(producer_id, base_offset)
 
+    def marker_fenced(self, producer_id: int, coordinator_epoch: int) -> bool:
+        """True when a marker from `coordinator_epoch` comes from a coordinator older than one already heard.
+
+        A coordinator that lost its partition (killed, or cut off and still
+        retrying) may deliver a marker late, after its successor finished the
+        transaction and the producer began the next: appending it would end
+        the wrong transaction. Kafka refuses it (TRANSACTION_COORDINATOR_FENCED).
+        """
+        return coordinator_epoch < self.coordinator_epochs.get(producer_id, -1)
+
     def apply_marker(self, producer_id: int, producer_epoch: int, offset: int, commit: bool,
-                     replicated: bool = True) -> None:
+                     replicated: bool = True, coordinator_epoch: int = -1) -> None:
         """A commit/abort control batch at `offset` ends the producer's open transaction (if any).
 
         `replicated` False (a leader's own append): the transaction stays unstable until
         the high watermark passes `offset` (see `last_stable_offset`).
         """
+        if coordinator_epoch > self.coordinator_epochs.get(producer_id, -1):
+            self.coordinator_epochs[producer_id] = coordinator_epoch
         entry = self.producers.get(producer_id)
         if entry is None or producer_epoch > entry.epoch:
             # The coordinator bumped the epoch (fencing); sequences start again at 0.
@@ -165,9 +179,12 @@ class ProducerStateTable:
         count = 0
         for header in headers:
             if header.is_control:
-                commit = None if control_commit is None else control_commit(header)
+                kind = None if control_commit is None else control_commit(header)
+                # control_commit may tell the coordinator epoch too: (commit, coordinator_epoch)
+                commit, coordinator_epoch = kind if isinstance(kind, tuple) else (kind, -1)
                 if commit is not None and header.producer_id >= 0:
-                    self.apply_marker(header.producer_id, header.producer_epoch, header.base_offset, commit)
+                    self.apply_marker(header.producer_id, header.producer_epoch, header.base_offset, commit,
+                                      coordinator_epoch=coordinator_epoch)
             elif header.producer_id >= 0 and header.base_sequence >= 0:
                 self.record(header, header.base_offset)
                 count += 1
@@ -189,6 +206,7 @@ class ProducerStateTable:
             ],
             "ongoing": sorted([pid, first] for pid, first in self.ongoing.items()),
             "aborted": [[t.producer_id, t.first_offset, t.last_offset] for t in self.aborted],
+            "coordinator_epochs": sorted([pid, epoch] for pid, epoch in self.coordinator_epochs.items()),
         }
         return json.dumps(value, sort_keys=True).encode("utf-8")
 
@@ -207,6 +225,8 @@ class ProducerStateTable:
             table.producers[producer["producer_id"]] = entry
         table.ongoing = {pid: first for pid, first in value["ongoing"]}
         table.aborted = [AbortedTxn(*triple) for triple in value["aborted"]]
+        # absent from snapshots written before markers were fenced by coordinator epoch
+        table.coordinator_epochs = {pid: epoch for pid, epoch in value.get("coordinator_epochs", [])}
         return table, value["next_offset"]
 
     def write_snapshot(self, disk, directory: str, next_offset: int) -> str:

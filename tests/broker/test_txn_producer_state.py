@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.coordinator.txn_markers import build_marker_batch, marker_commit
+from broker.coordinator.txn_markers import build_marker_batch, marker_commit, marker_info
 from broker.io import RealDisk
 from broker.protocol.records import build_batch, parse_header
 from broker.server.producer_state import DUPLICATE, OK, AbortedTxn, ProducerStateTable
@@ -129,3 +129,16 @@ def test_unsequenced_transactional_batches_open_a_transaction_and_are_fenced_by_
     rebuilt = ProducerStateTable()
     rebuilt.rebuild([unsequenced, parse_header(marker(12, 9, 3, False), 0)], lambda h: False)
     assert rebuilt.aborted == table.aborted and rebuilt.epoch_error(9, 2)
+
+
+def test_markers_carry_the_coordinator_epoch_and_older_epochs_are_fenced():
+    assert marker_info(build_marker_batch(7, 2, True, 13, 1000)) == (True, 13)
+    assert marker_info(build_marker_batch(7, 2, False, 0, 1000)) == (False, 0)
+    table = ProducerStateTable()
+    assert not table.marker_fenced(7, 0)
+    table.apply_marker(7, 2, 10, commit=False, coordinator_epoch=4)
+    assert table.marker_fenced(7, 3) and not table.marker_fenced(7, 4) and not table.marker_fenced(7, 5)
+    assert not table.marker_fenced(8, 0)  # another producer
+    restored, _ = ProducerStateTable.from_snapshot_bytes(table.snapshot_bytes(11))
+    assert restored.coordinator_epochs == {7: 4}
+

@@ -274,6 +274,23 @@ def test_bad_transaction_input_gets_kafka_errors(broker_factory):
         control = k.batch([(b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00")], producer_id=producer_id,
                           producer_epoch=epoch + 3, attributes=0x30)
         assert _produce(client, "t", control, "x").error_code == 87  # INVALID_RECORD
+        # a marker from a coordinator epoch older than one the partition has seen (a
+        # coordinator that lost its partition, delivering late) is fenced and changes nothing
+        def marker(commit, coordinator_epoch):
+            answer = client.call(w.WriteTxnMarkersRequest(markers=(w.WritableTxnMarker(
+                producer_id=producer_id, producer_epoch=epoch + 3, transaction_result=commit,
+                topics=(w.WritableTxnMarkerTopic(name="t", partition_indexes=(0,)),),
+                coordinator_epoch=coordinator_epoch),)))
+            return answer.markers[0].topics[0].partitions[0].error_code
+
+        assert marker(False, 5) == 0  # aborts the open transaction
+        end_before = _fetch(client, "t").high_watermark
+        assert _produce(client, "t", _txn_batch(producer_id, epoch + 3, 1, [b"w"]), "x").error_code == 0
+        assert marker(False, 4) == 52  # TRANSACTION_COORDINATOR_FENCED
+        fetched = _fetch(client, "t", isolation_level=1)
+        assert fetched.last_stable_offset == end_before  # the new transaction is still open, not aborted
+        assert marker(True, 5) == 0
+        assert _fetch(client, "t", isolation_level=1).last_stable_offset == end_before + 2
     assert broker.alive()
 
 
