@@ -98,17 +98,30 @@ class QueueWorkload(Workload):
     # ----- setup ---------------------------------------------------------------
 
     def setup(self, bootstrap: str) -> None:
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
         topic = NewTopic(self.topic, num_partitions=self.keys, replication_factor=self.replication_factor,
                          config=self.topic_config)
-        try:
-            admin.create_topics([topic], operation_timeout=30)[self.topic].result(60)
-        except KafkaException as e:
-            err = e.args[0]
-            if err.code() != err.TOPIC_ALREADY_EXISTS:
+        # A broker answers Metadata before the controller has admitted it, so
+        # a cluster that has just started may still have too few brokers for
+        # the replication factor: that, and a controller still being elected,
+        # are retried for a while.
+        forming = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT,
+                   KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                admin.create_topics([topic], operation_timeout=30)[self.topic].result(60)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if err.code() == err.TOPIC_ALREADY_EXISTS:
+                    return
+                if err.code() in forming and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
                 raise RuntimeError(f"could not create topic {self.topic!r} with {self.keys} partitions "
                                    f"and replication factor {self.replication_factor}: {err}") from e
 
@@ -213,7 +226,7 @@ class ConfluentQueueClient(Client):
             # transaction is aborted by the coordinator after transaction.timeout.ms.
             config["transactional.id"] = f"logquake-{workload.topic}-{process}"
             config["enable.idempotence"] = True
-            config["transaction.timeout.ms"] = max(timeout_ms, 10_000)
+            config["transaction.timeout.ms"] = int(self._transaction_timeout_s() * 1000)
         self.producer = Producer(config)
         if self.transactional:
             self.producer.init_transactions(workload.op_timeout_s)
@@ -420,22 +433,45 @@ class ConfluentQueueClient(Client):
         return Completion("ok", [["poll", polled]])
 
     def _poll_to_end(self) -> Completion:
-        """Read every assigned partition up to the high watermark seen at the start."""
-        from confluent_kafka import TopicPartition
+        """Read every assigned partition up to the high watermark seen at the start.
 
-        targets = {}
-        for key in self.positions:
-            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10)
-            targets[key] = high
+        Under exactly-once the consumer reads read_committed, which stops at the
+        last stable offset, and so do its watermark queries: the high watermark
+        is asked of a read_uncommitted consumer instead, and the read waits for
+        transactions still open (a replaced client's) to be aborted by their
+        timeout, so it allows a longer stretch without progress.
+        """
+        from confluent_kafka import Consumer, TopicPartition
+
+        watermarks = self.consumer
+        if self.transactional:
+            watermarks = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
+                                   "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER})
+        try:
+            targets = {}
+            for key in self.positions:
+                _low, high = watermarks.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10)
+                targets[key] = high
+        finally:
+            if watermarks is not self.consumer:
+                watermarks.close()
+        idle_limit_s = 10.0 + (self._transaction_timeout_s() + 5.0 if self.transactional else 0.0)
         polled: dict[int, list] = {}
-        idle_rounds = 0
-        while any((self.positions.get(k) or 0) < high for k, high in targets.items()) and idle_rounds < 50:
+        last_progress = time.monotonic()
+        while any((self.positions.get(k) or 0) < high for k, high in targets.items()):
+            if time.monotonic() - last_progress > idle_limit_s:
+                break
+            before = dict(self.positions)
             completion = self._collect(self.consumer.consume(num_messages=1000, timeout=0.2))
             got = completion.value[0][1] if completion.type == "ok" else {}
-            idle_rounds = 0 if got else idle_rounds + 1
+            if got or self.positions != before:
+                last_progress = time.monotonic()
             for key, pairs in got.items():
                 polled.setdefault(key, []).extend(pairs)
         return Completion("ok", [["poll", polled]])
+
+    def _transaction_timeout_s(self) -> float:
+        return max(self.w.op_timeout_s, 10.0)
 
     def close(self) -> None:
         if self.consumer is not None:

@@ -126,9 +126,9 @@ def reap_stale_runs(client) -> list[str]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from harness.backends.local import free_port
+
+    return free_port()  # below the ephemeral range: still free when a stopped container starts again
 
 
 def _api_versions_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:

@@ -39,6 +39,7 @@ import errno
 import logging
 import os
 import shutil
+import random
 import signal
 import socket
 import subprocess
@@ -60,10 +61,38 @@ _run_counter = 0
 _counter_lock = threading.Lock()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now on `host`, below the kernel's ephemeral range.
+
+    A node's port is given up while the node is down (killed, its container
+    stopped) and taken again when it restarts. A port from the ephemeral range
+    could meanwhile become the source port of some outgoing connection, and
+    the restart would fail with "address already in use"; ports below the
+    range are never handed out that way.
+    """
+    low, _high = _ephemeral_range()
+    if low <= 12000:
+        with socket.socket() as s:  # an unusual range: fall back to the kernel's choice
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in 10000..{low - 1} after 200 tries")
 
 
 def _pid_alive(pid: int) -> bool:
