@@ -17,7 +17,9 @@ imports broker internals.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 
 USAGE = """usage: logquake <command> [options]
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     command, rest = args[0], args[1:]
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a
+    # stuck run is stuck (the e2e tests do it before killing a run that overstays).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     runner = COMMANDS.get(command)
     if runner is None:
         sys.stderr.write(f"logquake: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}\n\n{USAGE}")

@@ -6,6 +6,7 @@ per session when missing).
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +38,22 @@ def backend(request):
 
 
 def run_logquake(args, timeout_s=600, **kwargs):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, **kwargs)
+    """Run `logquake ARGS` to its end; one that overstays `timeout_s` fails the test with every thread's stack."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # harness.cli registers faulthandler on it
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
+        proc.kill()
+        more_out, more_err = proc.communicate()
+        pytest.fail(f"logquake {' '.join(args)} did not end within {timeout_s} s; its stacks and output:\n"
+                    f"{(err + more_err)[-20000:]}\n{(out + more_out)[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def leftovers_of(pid: int, backend: str = "local") -> dict:
