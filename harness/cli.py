@@ -18,6 +18,7 @@ imports broker internals.
 from __future__ import annotations
 
 import faulthandler
+import io
 import os
 import signal
 import sys
@@ -91,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a
     # stuck run is stuck (the e2e tests do it before killing a run that overstays).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (io.UnsupportedOperation, AttributeError, ValueError):
+        pass  # stderr is no file (called in-process with captured output): no stack dumps then
     runner = COMMANDS.get(command)
     if runner is None:
         sys.stderr.write(f"logquake: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}\n\n{USAGE}")
