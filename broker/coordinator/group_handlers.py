@@ -31,6 +31,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from broker.coordinator.group import GroupCoordinator
+from broker.coordinator.internal_topic import ensure_internal_topic, find_coordinator_response, locate_coordinator
 from broker.protocol import apis
 from broker.protocol.records import build_batch, iter_batches
 from broker.replication import manager as replication
@@ -165,43 +166,12 @@ class GroupApis:
     # ---- FindCoordinator ------------------------------------------------------------------
 
     async def _ensure_topic(self) -> None:
-        handlers = self.handlers
-        if OFFSETS_TOPIC in handlers.topics.by_name:
-            return
-        if self._creating is not None:
-            await asyncio.shield(self._creating)
-            return
-        self._creating = asyncio.get_running_loop().create_future()
-        try:
-            if self.create_topic is not None:
-                live = len(handlers.replica_manager.image.unfenced_broker_ids()) if handlers.replica_manager else 1
-                factor = max(1, min(self.replication_factor, live))
-                await self.create_topic(OFFSETS_TOPIC, self.num_partitions, factor)
-            elif handlers.replica_manager is None:
-                handlers.create_topic(OFFSETS_TOPIC, self.num_partitions, {})
-                self.loaded_locally()
-        finally:
-            self._creating.set_result(None)
-            self._creating = None
+        await ensure_internal_topic(self, OFFSETS_TOPIC)
 
     def _locate(self, group_id: str):
         """(error, message, node id, host, port) of the coordinator of `group_id`."""
-        handlers = self.handlers
-        partition = self.coordinator.partition_for(group_id)
-        manager = handlers.replica_manager
-        if manager is None:
-            if OFFSETS_TOPIC not in handlers.topics.by_name:
-                return ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC} is being created", -1, "", -1
-            return (ErrorCode.none, None, handlers.config.node_id, handlers.advertised.host or "localhost",
-                    handlers.advertised.port)
-        image = manager.image
-        topic = image.topics.get(OFFSETS_TOPIC)
-        state = topic.partitions.get(partition) if topic is not None else None
-        if state is None or state.leader < 0 or state.leader not in image.brokers:
-            return (ErrorCode.coordinator_not_available,
-                    f"{OFFSETS_TOPIC}-{partition} (the partition of group {group_id!r}) has no leader yet", -1, "", -1)
-        broker = image.brokers[state.leader]
-        return ErrorCode.none, None, broker.broker_id, broker.host, broker.port
+        return locate_coordinator(self.handlers, OFFSETS_TOPIC, self.coordinator.partition_for(group_id),
+                                  f"group {group_id!r}")
 
     async def find_coordinator(self, header, request):
         self._ensure_started()
@@ -211,20 +181,8 @@ class GroupApis:
             return await answer if asyncio.iscoroutine(answer) else answer
         module = self.handlers_module(apis.FIND_COORDINATOR, header.api_version)
         await self._ensure_topic()
-        keys = list(request.coordinator_keys) if header.api_version >= 4 else [request.key]
-        located = {}
-        for key in keys:
-            if not key:
-                located[key] = (ErrorCode.invalid_request, "the group id is empty; expected a non-empty group.id", -1, "", -1)
-            else:
-                located[key] = self._locate(key)
-        if header.api_version >= 4:
-            return self.build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=tuple(
-                self.build(module, "Coordinator", key=key, node_id=n, host=h, port=p, error_code=e, error_message=m)
-                for key, (e, m, n, h, p) in located.items()))
-        e, m, n, h, p = located[keys[0]]
-        return self.build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=e, error_message=m,
-                          node_id=n, host=h, port=p)
+        return find_coordinator_response(self.build, module, header.api_version, request, self._locate,
+                                         "the group id is empty; expected a non-empty group.id", ZERO_MS)
 
     # ---- helpers ----------------------------------------------------------------------------
 

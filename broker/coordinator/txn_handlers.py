@@ -57,6 +57,7 @@ from kio.schema.errors import ErrorCode
 
 from broker.coordinator import group_records
 from broker.coordinator.group_handlers import OFFSETS_TOPIC, read_partition
+from broker.coordinator.internal_topic import ensure_internal_topic, find_coordinator_response, locate_coordinator
 from broker.coordinator.txn_coordinator import (
     TRANSACTION_STATE_TOPIC,
     TransactionCoordinator,
@@ -341,44 +342,13 @@ class TxnApis:
     # ---- FindCoordinator ------------------------------------------------------------------
 
     async def _ensure_topic(self) -> None:
-        handlers = self.handlers
-        if TRANSACTION_STATE_TOPIC in handlers.topics.by_name:
-            return
-        if self._creating is not None:
-            await asyncio.shield(self._creating)
-            return
-        self._creating = asyncio.get_running_loop().create_future()
-        try:
-            if self.create_topic is not None:
-                live = len(handlers.replica_manager.image.unfenced_broker_ids()) if handlers.replica_manager else 1
-                factor = max(1, min(self.replication_factor, live))
-                await self.create_topic(TRANSACTION_STATE_TOPIC, self.num_partitions, factor)
-            elif handlers.replica_manager is None:
-                handlers.create_topic(TRANSACTION_STATE_TOPIC, self.num_partitions, {})
-                self.loaded_locally()
-        finally:
-            self._creating.set_result(None)
-            self._creating = None
+        await ensure_internal_topic(self, TRANSACTION_STATE_TOPIC)
 
     def _locate(self, transactional_id: str):
         """(error, message, node id, host, port) of the coordinator of `transactional_id`."""
-        handlers = self.handlers
-        partition = partition_for(transactional_id, self.num_partitions)
-        manager = handlers.replica_manager
-        if manager is None:
-            if TRANSACTION_STATE_TOPIC not in handlers.topics.by_name:
-                return ErrorCode.coordinator_not_available, f"{TRANSACTION_STATE_TOPIC} is being created", -1, "", -1
-            return (ErrorCode.none, None, handlers.config.node_id, handlers.advertised.host or "localhost",
-                    handlers.advertised.port)
-        image = manager.image
-        topic = image.topics.get(TRANSACTION_STATE_TOPIC)
-        state = topic.partitions.get(partition) if topic is not None else None
-        if state is None or state.leader < 0 or state.leader not in image.brokers:
-            return (ErrorCode.coordinator_not_available,
-                    f"{TRANSACTION_STATE_TOPIC}-{partition} (the partition of transactional id {transactional_id!r}) "
-                    "has no leader yet", -1, "", -1)
-        broker = image.brokers[state.leader]
-        return ErrorCode.none, None, broker.broker_id, broker.host, broker.port
+        return locate_coordinator(self.handlers, TRANSACTION_STATE_TOPIC,
+                                  partition_for(transactional_id, self.num_partitions),
+                                  f"transactional id {transactional_id!r}")
 
     async def find_coordinator(self, header, request):
         key_type = getattr(request, "key_type", 0)
@@ -388,21 +358,8 @@ class TxnApis:
         self._ensure_started()
         module = _response_module(apis.FIND_COORDINATOR, header.api_version)
         await self._ensure_topic()
-        keys = list(request.coordinator_keys) if header.api_version >= 4 else [request.key]
-        located = {}
-        for key in keys:
-            if not key:
-                located[key] = (ErrorCode.invalid_request, "the transactional id is empty; expected a non-empty transactional.id",
-                                -1, "", -1)
-            else:
-                located[key] = self._locate(key)
-        if header.api_version >= 4:
-            return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=tuple(
-                _build(module, "Coordinator", key=key, node_id=n, host=h, port=p, error_code=e, error_message=m)
-                for key, (e, m, n, h, p) in located.items()))
-        e, m, n, h, p = located[keys[0]]
-        return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=e, error_message=m,
-                      node_id=n, host=h, port=p)
+        return find_coordinator_response(_build, module, header.api_version, request, self._locate,
+                                         "the transactional id is empty; expected a non-empty transactional.id", ZERO_MS)
 
     # ---- InitProducerId ---------------------------------------------------------------------
 
