@@ -52,6 +52,7 @@ Thread-safety: a single-threaded program; signal handlers only forward signals.
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import ctypes
 import glob
@@ -111,10 +112,8 @@ def unmount(mount_dir: str, lazy: bool = False) -> bool:
     if path not in fuse_mounts():
         return True
     command = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [path]
-    try:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(command, capture_output=True, timeout=UNMOUNT_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     return path not in fuse_mounts()
 
 
@@ -135,7 +134,7 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
-        pass
+        pass  # no prctl here: the launcher's own signal handling still stops the child
 
 
 def start_faultfs(backing_dir: str, mount_dir: str, control_socket: str) -> subprocess.Popen:
@@ -145,10 +144,8 @@ def start_faultfs(backing_dir: str, mount_dir: str, control_socket: str) -> subp
     Path(backing_dir).mkdir(parents=True, exist_ok=True)
     Path(mount_dir).mkdir(parents=True, exist_ok=True)
     Path(control_socket).parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(control_socket)
-    except FileNotFoundError:
-        pass
     proc = subprocess.Popen([sys.executable, "-m", "nemeses.faultfs", "serve", backing_dir, mount_dir, control_socket],
                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + MOUNT_TIMEOUT_S

@@ -41,6 +41,7 @@ happens on a condition variable outside any I/O.
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import errno
 import json
@@ -357,10 +358,8 @@ class FaultFs:
 
 def serve_control(fs: FaultFs, socket_path: str) -> socket.socket:
     """Answer one JSON line per connection on a Unix socket, from a daemon thread."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
-    except FileNotFoundError:
-        pass
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(8)
@@ -377,10 +376,8 @@ def serve_control(fs: FaultFs, socket_path: str) -> socket.socket:
                     reply = {"ok": True, "status": fs.control(verb)}
                 except (FaultFsError, OSError) as e:
                     reply = {"ok": False, "error": str(e)}
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall((json.dumps(reply) + "\n").encode())
-                except OSError:
-                    pass
 
     threading.Thread(target=loop, name="faultfs-control", daemon=True).start()
     return server
@@ -422,10 +419,8 @@ def mount(backing_dir: str, mount_dir: str, socket_path: str) -> None:
         mf.FUSE(fs, mount_dir, foreground=True, nothreads=False, default_permissions=True, fsname="faultfs")
     finally:
         server.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

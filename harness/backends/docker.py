@@ -108,7 +108,7 @@ def reap_stale_runs(client) -> list[str]:
                 container.remove(force=True, v=True)
                 removed.append(f"container {container.name}")
             except NotFound:
-                pass
+                pass  # already removed
             except APIError as e:
                 log.warning("could not remove leftover container %s: %s", container.name, e)
     for network in client.networks.list(filters={"label": LABEL_OWNER}):
@@ -117,7 +117,7 @@ def reap_stale_runs(client) -> list[str]:
                 network.remove()
                 removed.append(f"network {network.name}")
             except NotFound:
-                pass
+                pass  # already removed
             except APIError as e:
                 log.warning("could not remove leftover network %s: %s", network.name, e)
     for item in removed:
@@ -335,14 +335,14 @@ class DockerCluster(NodeControl):
                 try:
                     container.remove(force=True, v=True)
                 except NotFound:
-                    pass
+                    pass  # already removed
                 except APIError as e:
                     errors.append(f"container {container.name}: {e}")
             for network in self.client.networks.list(filters={"label": f"{LABEL_RUN}={self.run_id}"}):
                 try:
                     network.remove()
                 except NotFound:
-                    pass
+                    pass  # already removed
                 except APIError as e:
                     errors.append(f"network {network.name}: {e}")
             self._containers.clear()

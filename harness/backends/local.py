@@ -35,6 +35,7 @@ Thread-safety: one lock serialises control actions.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -124,7 +125,7 @@ def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
                 os.killpg(pgid, signal.SIGCONT)
                 os.killpg(pgid, signal.SIGKILL)
             except (OSError, ValueError):
-                pass
+                pass  # that run's node is gone already, or its pid file was cut short
         for mount in unmount_under(str(run_dir)):
             log.warning("removed the FUSE mount of a crashed run: %s", mount)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -299,7 +300,7 @@ class LocalCluster(NodeControl):
                     with socket.create_connection((spec.host, spec.port), timeout=0.5):
                         break
                 except OSError:
-                    pass
+                    pass  # not listening yet
                 if time.monotonic() > deadline:
                     raise NodeControlError(f"{node} did not accept connections on {spec.host}:{spec.port} within "
                                            f"{timeout_s or self.system.ready_timeout_s} s; last lines of its output:\n{self._tail(node)}")
@@ -332,10 +333,8 @@ class LocalCluster(NodeControl):
             if self.fault_kinds:
                 # the launcher stops the broker, then unmounts; a group-wide signal would reach the
                 # FUSE process too and could take the disk away from a broker that is still closing
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(self.system.stop_signal)
-                except ProcessLookupError:
-                    pass
             else:
                 self._signal(node, self.system.stop_signal)
             try:
@@ -353,7 +352,7 @@ class LocalCluster(NodeControl):
             os.killpg(proc.pid, signal.SIGCONT)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            pass  # already exited
         proc.wait()
         self._paused.discard(node)
         if "disk" in self.fault_kinds and node in self._specs:

@@ -1,6 +1,7 @@
 """Disk and clock faults leave nothing behind: not after SIGINT, and not after the harness is SIGKILLed
 (the next local cluster's start reaps the dead run's FUSE mounts, processes and directory)."""
 
+import contextlib
 import json
 import os
 import random
@@ -79,8 +80,6 @@ def test_a_killed_harness_leaves_mounts_that_the_next_start_removes(tmp_path):
             proc.wait()
         for run_dir in RUN_ROOT.glob(f"run-{proc.pid}-*"):
             for pid_file in run_dir.glob("*/node.pid"):
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
         reap_stale_runs()

@@ -1,5 +1,6 @@
 """harness.node_launch: faketime for the broker only, faultfs mounted and removed, signals forwarded, stale mounts."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,10 +119,8 @@ def test_a_killed_launcher_leaves_a_dead_mount_that_the_next_start_removes(tmp_p
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "[]"
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         unmount_under(str(tmp_path))
     assert str(data) not in fuse_mounts()
 

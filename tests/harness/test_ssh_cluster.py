@@ -11,6 +11,7 @@ no broker, iptables rule, qdisc or run dir on the hosts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -44,7 +45,7 @@ def _image(client) -> str:
         client.images.get(tag)
         return tag
     except (ImportError, docker.errors.ImageNotFound, AttributeError):
-        pass
+        pass  # no node image yet: the base image has sshd too
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
@@ -61,7 +62,7 @@ def _wait_for_sshd(port: int, timeout_s: float = 30.0) -> None:
                 if s.recv(4).startswith(b"SSH-"):
                     return
         except OSError:
-            pass
+            pass  # sshd not answering yet
         if time.monotonic() > deadline:
             raise RuntimeError(f"sshd on 127.0.0.1:{port} did not answer within {timeout_s} s")
         time.sleep(0.1)
@@ -83,14 +84,10 @@ def start_ssh_containers(tmp_path: Path, count: int = 3, run_dir: str = "/srv/lo
 
     def cleanup() -> None:
         for c in containers:
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 c.remove(force=True)
-            except docker.errors.APIError:
-                pass
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             network.remove()
-        except docker.errors.APIError:
-            pass
         client.close()
 
     try:

@@ -1,5 +1,6 @@
 """faultfs against a real FUSE mount: pass-through, pause, EIO, and lazy writes lost at a SIGKILL."""
 
+import contextlib
 import errno
 import os
 import signal
@@ -28,10 +29,8 @@ def fs(tmp_path):
         yield mount, backing, sock, proc
     finally:
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(FaultFsError):
                 ctl(str(sock), "heal", timeout_s=2)
-            except FaultFsError:
-                pass
         if not unmount(str(mount)):
             unmount(str(mount), lazy=True)
         try:
