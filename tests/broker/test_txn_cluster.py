@@ -146,6 +146,10 @@ while True:
 # request (sender.py, the `except` branch of the transactional send loop leaves it unqueued), and
 # send_offsets_to_transaction / commit_transaction wait without a timeout. A watchdog reports STUCK
 # and exits, as an operator would restart a hung application; the test then starts a new processor.
+# kafka-python 3.0.12 also answers INVALID_PRODUCER_EPOCH on a transactional Produce with a KIP-360
+# epoch bump (Java treats it as abortable, KIP-588), and while that bump is in flight every
+# commit/abort raises "Invalid transition attempted from state BUMPING_PRODUCER_EPOCH". A fenced
+# processor's bump ends in PRODUCER_FENCED, so the abort is retried until the client settles.
 KAFKA_PYTHON_PROCESSOR = r"""
 import os, sys, threading, time
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -221,11 +225,16 @@ while True:
             print("FENCED " + repr(exc), flush=True)
             sys.exit(3)
         print(f"RETRY {exc!r}", flush=True)
-        try:
-            call("abort_transaction", producer.abort_transaction)
-        except KafkaError as again:
-            print(("FENCED " if is_fenced(again) else "FATAL ") + repr(again), flush=True)
-            sys.exit(3)
+        for tries in range(20):
+            try:
+                call("abort_transaction", producer.abort_transaction)
+                break
+            except KafkaError as again:
+                if "BUMPING_PRODUCER_EPOCH" in str(again) and tries < 19:
+                    time.sleep(0.5)
+                    continue
+                print(("FENCED " if is_fenced(again) else "FATAL ") + repr(again), flush=True)
+                sys.exit(3)
         consumer.seek(tp, first)
 """
 
