@@ -63,6 +63,9 @@ class TestOptions:
     concurrency: int = 6
     seed: int = 0
     backend: str = "local"
+    # --backend ssh: the nodes file the hosts came from (its path only; it holds no secrets, and
+    # credentials stay in the user's ssh agent or key files)
+    nodes_file: str | None = None
     client: str = "confluent"
     store: str = "store"
     system: str | None = None

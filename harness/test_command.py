@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from pathlib import Path
 
 import nemeses
 from harness.control import NodeControlError
@@ -120,7 +121,8 @@ def main(argv: list[str]) -> int:
         options = TestOptions(
             workload=args.workload, delivery=args.delivery, nemesis=fault_names, nodes=args.nodes,
             time_limit_s=args.time_limit, rate=args.rate, concurrency=args.concurrency, seed=seed + i,
-            backend=args.backend, client=args.client, store=args.store, system=args.system,
+            backend=args.backend, nodes_file=str(Path(args.nodes_file).resolve()) if args.nodes_file else None,
+            client=args.client, store=args.store, system=args.system,
             broker_overrides=dict(args.broker_override), nemesis_interval_s=args.nemesis_interval,
             recovery_timeout_s=args.recovery_timeout, keys=args.keys,
             replication_factor=args.replication_factor or min(3, args.nodes),

@@ -36,6 +36,12 @@ def build_handlers(config: BrokerConfig, runtime: Runtime, storage, state_dir: s
 
 
 async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers, ready_line: bool = True) -> None:
+    # Signal handlers go in before the port opens, so a SIGTERM that arrives as soon as clients can
+    # connect still takes the clean path instead of Python's default (die without the marker).
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
     server = BrokerServer(config, runtime, handlers)
     await server.start()
     if handlers.advertised.port == 0:
@@ -47,10 +53,6 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
 
         cluster = ClusterNode(config, runtime, handlers)
         cluster.start(server)
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
     listener = config.listeners[0]
     log.info("broker %d listening on %s:%d", config.node_id, listener.host or "0.0.0.0", server.port)
     if ready_line:

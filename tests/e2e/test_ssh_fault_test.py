@@ -38,6 +38,8 @@ def test_partition_and_kill_at_least_once_is_valid_and_leaves_nothing(ssh_nodes,
     results = json.loads((run / "results.json").read_text())
     assert results["valid"] is True
     assert results["workload"]["stats"]["completions"]["ok"] > 100
+    options = json.loads((run / "test.json").read_text())["options"]
+    assert options["backend"] == "ssh" and options["nodes_file"] == str(nodes_file.resolve())
     nemesis_ops = [op for op in map(json.loads, (run / "history.jsonl").read_text().splitlines())
                    if op["process"] == "nemesis"]
     assert any(op["f"] == "start-partition" and "grudge" in op["value"] for op in nemesis_ops), nemesis_ops
