@@ -27,9 +27,13 @@ the same node.
 from __future__ import annotations
 
 import abc
+import json
+import logging
 import subprocess
 from dataclasses import dataclass
 from typing import Mapping
+
+log = logging.getLogger("harness.control")
 
 CLIENT = "client"
 
@@ -127,14 +131,63 @@ class NodeControl(abc.ABC):
 
     # --- disk and clock (need enable_faults before setup) ----------------------------
     def disk(self, node: str, fault: str) -> dict:
-        """Fault `node`'s disk: one of DISK_FAULTS (`heal` ends every disk fault); returns the faultfs status."""
+        """Fault `node`'s disk: one of DISK_FAULTS (`heal` ends every disk fault); returns the faultfs status.
+
+        Checks the node, the fault and the preparation, then hands over to the backend's `_disk_ctl`."""
+        if type(self)._disk_ctl is NodeControl._disk_ctl:
+            return self._disk_ctl(node, fault)  # refuses, naming the backend, before any other check
+        self.check_node(node)
+        self.check_disk_fault(fault)
+        self.check_prepared("disk", node)
+        if not self.is_running(node):
+            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+        return self._disk_ctl(node, fault)
+
+    def _disk_ctl(self, node: str, fault: str) -> dict:
+        """Send `fault` to the faultfs control socket of `node` (a running node); return its status.
+        Backends that mount faultfs override this; here it refuses."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot fault disks (disk {fault!r} on {node})")
 
+    @staticmethod
+    def disk_ctl_status(node: str, fault: str, result: ExecResult) -> dict:
+        """The status printed by `python3 -m nemeses.faultfs ctl` run on a node, or the error it printed."""
+        if result.exit_status != 0:
+            raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return {"output": result.stdout.strip()}
+
     def clock(self, node: str, offset_s: float) -> None:
-        """Set `node`'s wall clock to the true time + offset_s (0 resets it)."""
+        """Set `node`'s wall clock to the true time + offset_s (0 resets it).
+
+        Checks the node, the preparation and the offset, then hands over to the backend's `_set_clock`."""
+        if type(self)._set_clock is NodeControl._set_clock:
+            return self._set_clock(node, offset_s)  # refuses, naming the backend, before any other check
+        self.check_node(node)
+        self.check_prepared("clock", node)
+        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
+            raise NodeControlError(f"clock offset_s={offset_s!r} on {node}: expected a number of seconds within "
+                                   "ten years either way")
+        self._set_clock(node, float(offset_s))
+        log.info("clock of %s set to %+.3f s", node, offset_s)
+
+    def _set_clock(self, node: str, offset_s: float) -> None:
+        """Rewrite `node`'s faketime offset file whole (libfaketime rereads it on every call).
+        Backends that start nodes under libfaketime override this; here it refuses."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot skew clocks (clock {offset_s:+} s on {node})")
 
     # --- helpers shared by backends ----------------------------------------------
+    @staticmethod
+    def check_cluster_size(system, node_count: int) -> None:
+        """Refuse a cluster size below one or above what the system description supports."""
+        if node_count < 1:
+            raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
+        if system.max_nodes is not None and node_count > system.max_nodes:
+            reason = f": {system.max_nodes_reason}" if system.max_nodes_reason else ""
+            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); "
+                                   f"asked for {node_count}{reason}")
+
     def check_prepared(self, kind: str, node: str) -> None:
         if kind not in self.fault_kinds:
             raise NodeControlError(f"{kind} faults on {node}: this cluster was set up without them; call "

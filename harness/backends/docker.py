@@ -154,12 +154,7 @@ class DockerCluster(NodeControl):
                  extra_properties: dict[str, str] | None = None):
         from harness.docker_command import DockerUnavailable, docker_client
 
-        if node_count < 1:
-            raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
-        if system.max_nodes is not None and node_count > system.max_nodes:
-            reason = f": {system.max_nodes_reason}" if system.max_nodes_reason else ""
-            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); "
-                                   f"asked for {node_count}{reason}")
+        self.check_cluster_size(system, node_count)
         if not system.config_file or "listeners" not in system.properties:
             raise NodeControlError(f"--backend docker runs our broker only so far: it needs a broker that takes "
                                    f"Kafka's listener properties from a config file; system {system.name!r} does "
@@ -614,35 +609,19 @@ class DockerCluster(NodeControl):
 
     # ----- disk and clock ------------------------------------------------------------------
 
-    def disk(self, node: str, fault: str) -> dict:
-        import json
-
-        self.check_node(node)
-        self.check_disk_fault(fault)
-        self.check_prepared("disk", node)
+    def _disk_ctl(self, node: str, fault: str) -> dict:
         if self._status(node) != "running":
-            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+            raise NodeControlError(f"disk {fault!r} on {node}: the container is paused, so nothing can run in it")
         result = self.exec(node, ["python3", "-m", "nemeses.faultfs", "ctl", f"{DATA_DIR}/faultfs.sock", fault])
-        if result.exit_status != 0:
-            raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
-        try:
-            return json.loads(result.stdout)
-        except ValueError:
-            return {"output": result.stdout.strip()}
+        return self.disk_ctl_status(node, fault, result)
 
-    def clock(self, node: str, offset_s: float) -> None:
-        self.check_node(node)
-        self.check_prepared("clock", node)
-        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
-            raise NodeControlError(f"clock offset for {node} must be a number of seconds within ten years, "
-                                   f"got {offset_s!r}")
+    def _set_clock(self, node: str, offset_s: float) -> None:
         if self._status(node) != "running":
-            raise NodeControlError(f"clock {offset_s:+} s on {node}: the node is not running")
+            raise NodeControlError(f"clock {offset_s:+} s on {node}: the container is paused, so nothing can run in it")
         path = f"{DATA_DIR}/faketime"
         # libfaketime rereads the file on every call: replace it whole, never half-written
         self._exec_shell(node, f"printf '%s\\n' {offset_s:+.3f} > {path}.tmp && mv {path}.tmp {path}",
                          "setting the clock")
-        log.info("clock of %s set to %+.3f s", node, offset_s)
 
 
 def _signal_name(signum: int) -> str:

@@ -137,12 +137,7 @@ def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
 class LocalCluster(NodeControl):
     def __init__(self, system: System, node_count: int, host: str = "127.0.0.1", seed: int = 0,
                  extra_properties: dict[str, str] | None = None):
-        if node_count < 1:
-            raise NodeControlError(f"--nodes must be at least 1, got {node_count}")
-        if system.max_nodes is not None and node_count > system.max_nodes:
-            reason = f": {system.max_nodes_reason}" if system.max_nodes_reason else ""
-            raise NodeControlError(f"system {system.name!r} supports at most {system.max_nodes} node(s); "
-                                   f"asked for {node_count}{reason}")
+        self.check_cluster_size(system, node_count)
         self.system = system
         self.host = host
         self.nodes = [f"n{i}" for i in range(1, node_count + 1)]
@@ -414,28 +409,17 @@ class LocalCluster(NodeControl):
 
     # ----- disk and clock ----------------------------------------------------------------
 
-    def disk(self, node: str, fault: str) -> dict:
-        self.check_node(node)
-        self.check_disk_fault(fault)
-        self.check_prepared("disk", node)
+    def _disk_ctl(self, node: str, fault: str) -> dict:
         from nemeses.faultfs import FaultFsError, ctl
 
-        if not self.is_running(node):
-            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
         try:
             return ctl(str(self._faultfs_socket(node)), fault)
         except FaultFsError as e:
             raise NodeControlError(f"disk {fault!r} on {node}: {e}") from None
 
-    def clock(self, node: str, offset_s: float) -> None:
-        self.check_node(node)
-        self.check_prepared("clock", node)
-        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
-            raise NodeControlError(f"clock offset_s={offset_s!r} on {node}: expected a number of seconds within "
-                                   "ten years either way")
+    def _set_clock(self, node: str, offset_s: float) -> None:
         path = self._faketime_file(node)
         tmp = path.with_name(path.name + ".tmp")
         # libfaketime rereads the file on every call (FAKETIME_NO_CACHE): replace it whole, never half-written
         tmp.write_text(f"{offset_s:+.3f}\n")
         os.replace(tmp, path)
-        log.info("clock of %s set to %+.3f s", node, offset_s)

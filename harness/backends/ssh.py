@@ -379,7 +379,7 @@ class SshCluster(NodeControl):
             self._set_up_nodes.add(node)
             host.run(netshell.chain_setup_shell() + "; " + netshell.heal_shell(device), what="preparing iptables")
             if "clock" in self.fault_kinds:
-                self._write_offset(node, 0.0)
+                self._set_clock(node, 0.0)
             self._write_config(node)
 
         self._fan_out(prepare, self.nodes)
@@ -775,34 +775,13 @@ class SshCluster(NodeControl):
 
     # ----- disk and clock ---------------------------------------------------------------------------
 
-    def disk(self, node: str, fault: str) -> dict:
-        import json
-
-        self.check_node(node)
-        self.check_disk_fault(fault)
-        self.check_prepared("disk", node)
-        if not self.is_running(node):
-            raise NodeControlError(f"disk {fault!r} on {node}: the node is not running, so its disk is not mounted")
+    def _disk_ctl(self, node: str, fault: str) -> dict:
         result = self._hosts[node].run(shlex.join([self._python(), "-m", "nemeses.faultfs", "ctl",
                                                    self._faultfs_socket(node), fault]),
                                        check=False, what=f"disk {fault} on {node}")
-        if result.exit_status != 0:
-            raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
-        try:
-            return json.loads(result.stdout)
-        except ValueError:
-            return {"output": result.stdout.strip()}
+        return self.disk_ctl_status(node, fault, result)
 
-    def clock(self, node: str, offset_s: float) -> None:
-        self.check_node(node)
-        self.check_prepared("clock", node)
-        if not isinstance(offset_s, (int, float)) or offset_s != offset_s or abs(offset_s) > 10 * 365 * 86400:
-            raise NodeControlError(f"clock offset_s={offset_s!r} on {node}: expected a number of seconds within "
-                                   "ten years either way")
-        self._write_offset(node, float(offset_s))
-        log.info("clock of %s set to %+.3f s", node, offset_s)
-
-    def _write_offset(self, node: str, offset_s: float) -> None:
+    def _set_clock(self, node: str, offset_s: float) -> None:
         path = shlex.quote(self._faketime_file(node))
         # libfaketime rereads the file on every call (FAKETIME_NO_CACHE): replace it whole, never half-written
         self._hosts[node].run(f"printf '%s\\n' {offset_s:+.3f} > {path}.tmp && mv {path}.tmp {path}",
