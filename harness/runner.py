@@ -7,7 +7,8 @@ Phases, in order (each shown by the progress display):
    nemesis thread applies the seeded fault schedule; every operation and every
    fault goes to `history.jsonl` as it happens (invoke first, then completion);
 3. heal: undo every fault (also on errors and Ctrl-C), recorded as a nemesis op;
-4. recover: wait until every node runs and every partition has a leader;
+4. recover: wait until every node runs and every partition's leader serves it
+   (answers ListOffsets, not only named in Metadata);
 5. final reads: one fresh client reads every key back;
 6. check and report: checkers judge the history; the store gets results.json,
    history.edn, node logs and report.html;
@@ -552,12 +553,21 @@ def wait_for_brokers(control: NodeControl, timeout_s: float) -> None:
     raise RuntimeError(f"the cluster did not form within {timeout_s} s of starting: {last}")
 
 
-def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, timeout_s: float) -> None:
-    """Poll until every node runs and (when a topic is given) every partition has a leader."""
-    from confluent_kafka.admin import AdminClient
+def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, timeout_s: float, admin=None) -> None:
+    """Poll until every node runs and (when a topic is given) every partition is served.
 
+    Served: Metadata names a leader, and that leader answers ListOffsets for
+    the partition. A leader in Metadata alone is not enough: a broker restarted
+    just now may answer Metadata from the metadata it recovered from disk,
+    naming leaders that do not serve yet (after every node of our broker was
+    killed, the final reads then met UNKNOWN_TOPIC_OR_PARTITION). `admin` is an
+    AdminClient (one is made for the cluster when None).
+    """
+    if admin is None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
     last = "no answer yet"
     while time.monotonic() < deadline:
         down = [n for n in control.nodes if not control.is_running(n)]
@@ -571,9 +581,30 @@ def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, t
                 parts = md.topics.get(topic).partitions if topic in md.topics else {}
                 leaderless = [p for p in range(partitions) if p not in parts or parts[p].leader < 0]
                 if not leaderless:
-                    return
-                last = f"partitions without a leader: {leaderless}"
+                    unserved = partitions_not_served(admin, topic, partitions)
+                    if not unserved:
+                        return
+                    last = "partitions whose leader does not answer ListOffsets yet: " + ", ".join(
+                        f"{p} ({error})" for p, error in sorted(unserved.items()))
+                else:
+                    last = f"partitions without a leader: {leaderless}"
             except Exception as e:  # not answering yet
                 last = f"metadata request failed: {e}"
         time.sleep(0.25)
     raise RuntimeError(f"the cluster did not recover within {timeout_s} s after healing: {last}")
+
+
+def partitions_not_served(admin, topic: str, partitions: int, timeout_s: float = 5.0) -> dict[int, str]:
+    """partition -> error, for each partition of `topic` whose latest offset cannot be listed now."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
+                                 request_timeout=timeout_s)
+    unserved = {}
+    for tp, future in futures.items():
+        try:
+            future.result(timeout=timeout_s + 1)
+        except Exception as e:  # any failure means: not served yet; the caller asks again
+            unserved[tp.partition] = str(e)
+    return unserved

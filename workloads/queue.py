@@ -12,7 +12,9 @@ Operations (the value shapes of `jepsen.tests.kafka`):
 A key names a topic-partition: key k is partition k of the workload's topic.
 Values are unique integers. After healing, one fresh client assigns every key
 and polls from the earliest offset up to each partition's high watermark (the
-final reads, which decide `unseen` and `lost-write`).
+final reads, which decide `unseen` and `lost-write`); a high watermark query
+that meets a transient error (a restarted broker still catching up, a leader
+moving) is asked again for up to `WATERMARK_RETRY_S`.
 
 Client settings follow the delivery mode (../shared/DESIGN.md):
 
@@ -192,6 +194,49 @@ def confluent_send_outcome(code: int, retries: bool) -> str:
 
 def _key_of(partition: int) -> int:
     return partition
+
+
+# How long the final reads keep asking for a partition's high watermark while the
+# cluster settles: a broker restarted just before the final reads answers
+# NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION until its metadata has
+# caught up, and librdkafka's get_watermark_offsets reports either at once.
+WATERMARK_RETRY_S = 30.0
+
+
+def transient_watermark_error(error) -> bool:
+    """Whether a watermark query that failed with librdkafka `error` (a KafkaError) may succeed if asked again."""
+    from confluent_kafka import KafkaError
+
+    settling = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE,
+                KafkaError.REQUEST_TIMED_OUT, KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT,
+                KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
+    return error.code() in settling or error.retriable()
+
+
+def query_high_watermarks(query, keys: list[int], timeout_s: float, sleep=time.sleep, clock=time.monotonic) -> dict[int, int]:
+    """key -> high watermark, through `query(key)` -> (low, high), which raises KafkaException on failure.
+
+    A transient error (`transient_watermark_error`) is asked again every 0.5 s
+    until `timeout_s` has passed; any other error, or the last one, is raised.
+    The workload created its topic, so UNKNOWN_TOPIC_OR_PARTITION in the final
+    reads means a broker that has not caught up yet, not a missing topic.
+    """
+    from confluent_kafka import KafkaException
+
+    deadline = clock() + timeout_s
+    highs = {}
+    for key in keys:
+        while True:
+            try:
+                _low, highs[key] = query(key)
+                break
+            except KafkaException as e:
+                if not transient_watermark_error(e.args[0]) or clock() >= deadline:
+                    raise
+                LIBRDKAFKA_LOGGER.info("high watermark of key %s not available yet (%s); asking again", key, e.args[0])
+                sleep(0.5)
+    return highs
 
 
 class ConfluentQueueClient(Client):
@@ -448,10 +493,9 @@ class ConfluentQueueClient(Client):
             watermarks = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
                                    "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER})
         try:
-            targets = {}
-            for key in self.positions:
-                _low, high = watermarks.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10)
-                targets[key] = high
+            targets = query_high_watermarks(
+                lambda key: watermarks.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10),
+                list(self.positions), WATERMARK_RETRY_S)
         finally:
             if watermarks is not self.consumer:
                 watermarks.close()

@@ -13,7 +13,9 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
 - cluster mode (a `ReplicaManager` attached, see broker.replication): only a
   partition's leader serves Produce, Fetch, ListOffsets and
   OffsetForLeaderEpoch (others answer NOT_LEADER_OR_FOLLOWER with the current
-  leader and its endpoint where the version carries them, KIP-951); a request
+  leader and its endpoint where the version carries them, KIP-951; so does a
+  node that does not host a partition the metadata knows, while one the
+  metadata does not know gets UNKNOWN_TOPIC_OR_PARTITION); a request
   naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
   UNKNOWN_LEADER_EPOCH; acks=-1 is refused with NOT_ENOUGH_REPLICAS when the
   ISR is smaller than min.insync.replicas, otherwise it answers once the high
@@ -578,7 +580,8 @@ class RequestHandlers:
         if manager is not None:
             replica = manager.hosted(topic, partition)
             if replica is None:
-                return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1, None
+                return self.unhosted_error(topic, partition, ErrorCode.unknown_topic_or_partition), (
+                    f"this node hosts no partition {topic}-{partition}"), -1, -1, None
             if replica.role != replication.LEADER or state is None:
                 return ErrorCode.not_leader_or_follower, (
                     f"this node ({self.config.node_id}) is not the leader of {topic}-{partition} (leader {replica.state.leader})"
@@ -774,7 +777,7 @@ class RequestHandlers:
         index = fetch_partition.partition
         replica = manager.hosted(name, index) if name else None
         if replica is None:
-            return FetchPartitionResult(index, missing_error.value)
+            return FetchPartitionResult(index, self.unhosted_error(name, index, missing_error).value)
         if replica.role != replication.LEADER:
             result = FetchPartitionResult(index, ErrorCode.not_leader_or_follower.value)
             result.current_leader = self.leader_hint(name, index)
@@ -865,11 +868,28 @@ class RequestHandlers:
             topic_results.append(_build(module, "ListOffsetsTopicResponse", name=topic.name, partitions=tuple(partition_results)))
         return _build(module, "ListOffsetsResponse", throttle_time=ZERO_MS, topics=tuple(topic_results))
 
+    def unhosted_error(self, topic: str, partition: int, missing_error: ErrorCode) -> ErrorCode:
+        """The error for a request about a partition this node does not host (cluster mode).
+
+        Kafka's ReplicaManager.getPartitionOrError: a partition the metadata
+        knows is NOT_LEADER_OR_FOLLOWER, which clients retry after refreshing
+        their metadata; only a partition the metadata does not know gets
+        `missing_error` (UNKNOWN_TOPIC_OR_PARTITION, or UNKNOWN_TOPIC_ID by id).
+        A restarted node hosts nothing until its metadata reaches its own
+        registration, while its recovered image still lists every topic:
+        answering UNKNOWN_TOPIC_OR_PARTITION then made librdkafka's ListOffsets
+        (get_watermark_offsets) fail at once instead of retrying, so a run's
+        final reads failed right after a restart of every node.
+        """
+        if self.replica_manager.image.partition(topic, partition) is not None:
+            return ErrorCode.not_leader_or_follower
+        return missing_error
+
     def replica_error(self, topic: str, partition: int, current_leader_epoch: int):
         """(error, replica) for a request that only the partition's leader may answer."""
         replica = self.replica_manager.hosted(topic, partition)
         if replica is None:
-            return ErrorCode.unknown_topic_or_partition, None
+            return self.unhosted_error(topic, partition, ErrorCode.unknown_topic_or_partition), None
         if replica.role != replication.LEADER:
             return ErrorCode.not_leader_or_follower, None
         if current_leader_epoch != -1 and current_leader_epoch < replica.leader_epoch:

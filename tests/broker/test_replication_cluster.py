@@ -500,7 +500,19 @@ def test_images_older_than_this_process_registration_are_not_acted_on(tmp_path):
             # restarted node replaying its metadata log would; with the incarnation set it must wait
             await restarted.start()
             assert restarted.manager.hosted(TOPIC, 0) is None
-            assert (await client.produce(restarted, [b"stale"]))[0] == ErrorCode.unknown_topic_or_partition
+            # The topic is known but not (yet) hosted here: NOT_LEADER_OR_FOLLOWER, which clients
+            # retry, as Kafka answers; UNKNOWN_TOPIC_OR_PARTITION made librdkafka's ListOffsets fail at once.
+            assert (await client.produce(restarted, [b"stale"]))[0] == ErrorCode.not_leader_or_follower
+            assert (await client.fetch(restarted, 0))[0] == ErrorCode.not_leader_or_follower
+            offsets = await client.send(restarted, kr.list_offsets(TOPIC, 0, -1))
+            assert offsets.topics[0].partitions[0].error_code == ErrorCode.not_leader_or_follower
+            o = kr.module("offset_for_leader_epoch", 4)
+            answer = (await client.send(restarted, o.OffsetForLeaderEpochRequest(replica_id=-1, topics=(o.OffsetForLeaderTopic(
+                topic=TOPIC, partitions=(o.OffsetForLeaderPartition(partition=0, current_leader_epoch=-1, leader_epoch=0),)),)))
+                      ).topics[0].partitions[0]
+            assert answer.error_code == ErrorCode.not_leader_or_follower
+            unknown = await client.send(restarted, kr.list_offsets("no-such-topic", 0, -1))
+            assert unknown.topics[0].partitions[0].error_code == ErrorCode.unknown_topic_or_partition
             controller.elect(2, (2, 3))
             assert restarted.manager.hosted(TOPIC, 0) is None
             controller.commit(RegisterBrokerRecord(1, incarnation, "127.0.0.1", restarted.port), UnfenceBrokerRecord(1))

@@ -1,0 +1,62 @@
+"""The runner's recovery wait (harness.runner.wait_for_cluster) against a fake cluster: no broker needed."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from types import SimpleNamespace
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from harness.runner import wait_for_cluster
+
+
+class FakeControl:
+    nodes = ["n1", "n2", "n3"]
+
+    def is_running(self, node) -> bool:
+        return True
+
+    def bootstrap_servers(self) -> str:
+        return "127.0.0.1:1"
+
+
+class FakeAdmin:
+    """Metadata always names leaders (as a broker restarted from stale metadata does); ListOffsets
+    fails for the partitions in each round's `unserved` set, then succeeds."""
+
+    def __init__(self, rounds: list[set[int]]):
+        self.rounds = rounds
+        self.list_offsets_calls = 0
+
+    def list_topics(self, topic=None, timeout=None):
+        partitions = {p: SimpleNamespace(leader=1) for p in range(3)}
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=partitions)})
+
+    def list_offsets(self, requests, request_timeout=None):
+        unserved = self.rounds[min(self.list_offsets_calls, len(self.rounds) - 1)]
+        self.list_offsets_calls += 1
+        futures = {}
+        for tp in requests:
+            future = Future()
+            if tp.partition in unserved:
+                future.set_exception(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
+            else:
+                future.set_result(SimpleNamespace(offset=10))
+            futures[tp] = future
+        return futures
+
+
+def test_recovery_waits_until_every_leader_answers_list_offsets():
+    # After a kill of every node, Metadata named leaders at once while no broker served a
+    # partition yet; the final reads then failed (UNKNOWN_TOPIC_OR_PARTITION, seed 41).
+    admin = FakeAdmin([{0, 2}, {2}, set()])
+    wait_for_cluster(FakeControl(), "queue", 3, timeout_s=10, admin=admin)
+    assert admin.list_offsets_calls == 3
+
+
+def test_recovery_that_never_serves_a_partition_names_it():
+    admin = FakeAdmin([{1}])
+    with pytest.raises(RuntimeError, match=r"did not recover within 0.6 s after healing: partitions whose leader "
+                                           r"does not answer ListOffsets yet: 1 \(.*NOT_LEADER_FOR_PARTITION"):
+        wait_for_cluster(FakeControl(), "queue", 3, timeout_s=0.6, admin=admin)
