@@ -5,7 +5,9 @@ Operations (the value shapes of `jepsen.tests.kafka`):
 - `send`:  `[["send", key, value]]`, completed as `[["send", key, [offset, value]]]`;
 - `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`;
 - `assign`: a list of keys this process's consumer now reads (positions of keys
-  it keeps are kept, new keys start at the earliest offset);
+  it keeps are kept, new keys start at the earliest offset, asked for as the
+  low watermark: the confluent client hands librdkafka absolute offsets only,
+  see `ConfluentQueueClient._assign`);
 - `subscribe`: a list of keys, read through consumer-group membership (needs a
   broker with consumer groups).
 
@@ -157,7 +159,7 @@ class QueueWorkload(Workload):
         return [Invocation("assign", list(range(self.keys)))]
 
     def final_ops(self) -> list[Invocation]:
-        return [Invocation("assign", list(range(self.keys))), Invocation("poll", [["poll"]], {"final": True})]
+        return [Invocation("assign", list(range(self.keys)), {"final": True}), Invocation("poll", [["poll"]], {"final": True})]
 
     def open_client(self, bootstrap: str, process: int) -> Client:
         if self.client == "confluent":
@@ -214,29 +216,30 @@ def transient_watermark_error(error) -> bool:
     return error.code() in settling or error.retriable()
 
 
-def query_high_watermarks(query, keys: list[int], timeout_s: float, sleep=time.sleep, clock=time.monotonic) -> dict[int, int]:
-    """key -> high watermark, through `query(key)` -> (low, high), which raises KafkaException on failure.
+def query_watermarks(query, keys: list[int], timeout_s: float, sleep=time.sleep,
+                     clock=time.monotonic) -> dict[int, tuple[int, int]]:
+    """key -> (low, high) watermarks, through `query(key)` -> (low, high), which raises KafkaException on failure.
 
     A transient error (`transient_watermark_error`) is asked again every 0.5 s
     until `timeout_s` has passed; any other error, or the last one, is raised.
-    The workload created its topic, so UNKNOWN_TOPIC_OR_PARTITION in the final
-    reads means a broker that has not caught up yet, not a missing topic.
+    The workload created its topic, so UNKNOWN_TOPIC_OR_PARTITION means a
+    broker that has not caught up yet, not a missing topic.
     """
     from confluent_kafka import KafkaException
 
     deadline = clock() + timeout_s
-    highs = {}
+    marks = {}
     for key in keys:
         while True:
             try:
-                _low, highs[key] = query(key)
+                marks[key] = tuple(query(key))
                 break
             except KafkaException as e:
                 if not transient_watermark_error(e.args[0]) or clock() >= deadline:
                     raise
-                LIBRDKAFKA_LOGGER.info("high watermark of key %s not available yet (%s); asking again", key, e.args[0])
+                LIBRDKAFKA_LOGGER.info("watermarks of key %s not available yet (%s); asking again", key, e.args[0])
                 sleep(0.5)
-    return highs
+    return marks
 
 
 class ConfluentQueueClient(Client):
@@ -288,7 +291,7 @@ class ConfluentQueueClient(Client):
         if op.f == "poll":
             return self._poll(op, final=bool(op.extra.get("final")))
         if op.f == "assign":
-            return self._assign(op.value)
+            return self._assign(op.value, retry_s=WATERMARK_RETRY_S if op.extra.get("final") else None)
         if op.f == "subscribe":
             return self._subscribe(op.value)
         raise ValueError(f"queue client: unknown operation {op.f!r}")
@@ -378,7 +381,10 @@ class ConfluentQueueClient(Client):
             return Completion("info", op.value, error=error + ["abort-failed", e.args[0].str()])
         if self.consumer is not None and positions_before != self.positions:
             self.positions = positions_before
-            self._assign(list(positions_before))
+            if self._assign(list(positions_before)).type != "ok":
+                # The consumer stands past what this aborted transaction read and cannot be
+                # rewound now: drop it, so the next poll reads nothing until the next assign.
+                self._close_consumer()
         return Completion("fail", op.value, error=error)
 
     def _send(self, op: Invocation) -> Completion:
@@ -430,16 +436,50 @@ class ConfluentQueueClient(Client):
             self.consumer = Consumer(config)
         return self.consumer
 
-    def _assign(self, keys: list[int]) -> Completion:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+    def _assign(self, keys: list[int], retry_s: float | None = None) -> Completion:
+        """Assign `keys`: kept keys at their positions, new keys at their low watermark.
+
+        Only absolute offsets are handed to librdkafka, never OFFSET_BEGINNING.
+        A logical start offset makes librdkafka send ListOffsets for the
+        partition; if the partition is assigned again before the answer arrives
+        (this workload re-assigns every few polls, and a Fetch long-poll ahead on
+        the same connection delays the answer), librdkafka 2.16 takes the late
+        answer as outdated and (re)starts an offset query for the stale logical
+        offset, moving a partition that now fetches from an explicit position
+        back to the beginning ("outdated offset response: (re)starting offset
+        query timer for offset BEGINNING"; no warning is logged). An
+        at-most-once run on Docker showed it as a nonmonotonic-poll from 350 to
+        0 with no leader change and no truncation (seed 41). The low watermark
+        is asked for here instead (ListOffsets outside the partition's fetch
+        state); when it cannot be had within `retry_s` (default op_timeout_s)
+        the assign fails and nothing changes.
+        """
+        from confluent_kafka import KafkaException, TopicPartition
 
         consumer = self._ensure_consumer()
-        self.positions = {k: self.positions.get(k) for k in keys}
-        consumer.assign([
-            TopicPartition(self.w.topic, k, OFFSET_BEGINNING if pos is None else pos)
-            for k, pos in self.positions.items()
-        ])
+        positions = {k: self.positions.get(k) for k in keys}
+        new_keys = [k for k, pos in positions.items() if pos is None]
+        try:
+            marks = query_watermarks(self._watermark_query(consumer), new_keys,
+                                     self.w.op_timeout_s if retry_s is None else retry_s)
+        except KafkaException as e:
+            return Completion("fail", keys, error=["low-watermark", e.args[0].str()])
+        positions.update({k: low for k, (low, _high) in marks.items()})
+        self.positions = positions
+        consumer.assign([TopicPartition(self.w.topic, k, pos) for k, pos in positions.items()])
         return Completion("ok", keys)
+
+    def _watermark_query(self, consumer):
+        """key -> (low, high) of the workload topic's partition `key`, asked of its leader; raises KafkaException."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        def query(key: int) -> tuple[int, int]:
+            marks = consumer.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=min(self.w.op_timeout_s, 5.0))
+            if marks is None:  # confluent-kafka's answer to a timeout
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no watermarks for key {key} in time"))
+            return marks
+
+        return query
 
     def _subscribe(self, keys: list[int]) -> Completion:
         consumer = self._ensure_consumer()
@@ -493,9 +533,8 @@ class ConfluentQueueClient(Client):
             watermarks = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
                                    "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER})
         try:
-            targets = query_high_watermarks(
-                lambda key: watermarks.get_watermark_offsets(TopicPartition(self.w.topic, key), timeout=10),
-                list(self.positions), WATERMARK_RETRY_S)
+            marks = query_watermarks(self._watermark_query(watermarks), list(self.positions), WATERMARK_RETRY_S)
+            targets = {key: high for key, (_low, high) in marks.items()}
         finally:
             if watermarks is not self.consumer:
                 watermarks.close()
@@ -517,13 +556,17 @@ class ConfluentQueueClient(Client):
     def _transaction_timeout_s(self) -> float:
         return max(self.w.op_timeout_s, 10.0)
 
-    def close(self) -> None:
+    def _close_consumer(self) -> None:
         if self.consumer is not None:
             try:
                 self.consumer.close()
             except Exception:  # closing a consumer of a dead cluster may fail; nothing to save
                 pass
             self.consumer = None
+        self.positions = {}
+
+    def close(self) -> None:
+        self._close_consumer()
         self.producer.purge()
         self.producer.flush(0)
 

@@ -5,6 +5,7 @@ import random
 import pytest
 from confluent_kafka import KafkaError
 
+from workloads.core import Invocation
 from workloads.queue import QueueWorkload, confluent_send_outcome
 
 
@@ -89,7 +90,7 @@ def test_final_reads_ask_again_for_a_high_watermark_while_the_cluster_settles():
     # reads failed at the first such answer (an at-most-once run with kills, seed 41).
     from confluent_kafka import KafkaException
 
-    from workloads.queue import query_high_watermarks
+    from workloads.queue import query_watermarks
 
     answers = {0: [KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_LEADER_FOR_PARTITION, (0, 17)], 1: [(3, 9)]}
     asked = []
@@ -102,7 +103,7 @@ def test_final_reads_ask_again_for_a_high_watermark_while_the_cluster_settles():
         raise KafkaException(KafkaError(answer))
 
     clock = FakeClock()
-    assert query_high_watermarks(query, [0, 1], 30.0, sleep=clock.sleep, clock=clock) == {0: 17, 1: 9}
+    assert query_watermarks(query, [0, 1], 30.0, sleep=clock.sleep, clock=clock) == {0: (0, 17), 1: (3, 9)}
     assert asked == [0, 0, 0, 1]
     assert clock.now_s == 1.0
 
@@ -110,14 +111,14 @@ def test_final_reads_ask_again_for_a_high_watermark_while_the_cluster_settles():
 def test_final_reads_give_up_on_a_lasting_or_permanent_watermark_error():
     from confluent_kafka import KafkaException
 
-    from workloads.queue import query_high_watermarks
+    from workloads.queue import query_watermarks
 
     def lasting(key):
         raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
 
     clock = FakeClock()
     with pytest.raises(KafkaException, match="NOT_LEADER_FOR_PARTITION"):
-        query_high_watermarks(lasting, [0], 5.0, sleep=clock.sleep, clock=clock)
+        query_watermarks(lasting, [0], 5.0, sleep=clock.sleep, clock=clock)
     assert clock.now_s == 5.0
 
     def denied(key):
@@ -125,5 +126,69 @@ def test_final_reads_give_up_on_a_lasting_or_permanent_watermark_error():
 
     clock = FakeClock()
     with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED"):
-        query_high_watermarks(denied, [0], 5.0, sleep=clock.sleep, clock=clock)
+        query_watermarks(denied, [0], 5.0, sleep=clock.sleep, clock=clock)
     assert clock.now_s == 0.0
+
+
+class FakeConsumer:
+    """Records assign() calls; get_watermark_offsets answers from `lows` or raises the scripted errors."""
+
+    def __init__(self, lows: dict[int, int], errors: dict[int, list[int]] | None = None):
+        self.lows = lows
+        self.errors = errors or {}
+        self.assigned: list[dict[int, int]] = []
+        self.asked: list[int] = []
+
+    def get_watermark_offsets(self, tp, timeout=None):
+        from confluent_kafka import KafkaException
+
+        self.asked.append(tp.partition)
+        if self.errors.get(tp.partition):
+            raise KafkaException(KafkaError(self.errors[tp.partition].pop(0)))
+        return self.lows[tp.partition], 100
+
+    def assign(self, partitions):
+        self.assigned.append({tp.partition: tp.offset for tp in partitions})
+
+
+def confluent_client(consumer: FakeConsumer, op_timeout_s: float = 10.0):
+    from workloads.queue import ConfluentQueueClient
+
+    workload = QueueWorkload(delivery="at-most-once", keys=4, op_timeout_s=op_timeout_s)
+    client = ConfluentQueueClient(workload, "127.0.0.1:1", 0)  # never connects: the consumer is a fake
+    client.consumer = consumer
+    return client
+
+
+def test_assign_hands_librdkafka_absolute_offsets_only():
+    # A logical OFFSET_BEGINNING let a late ListOffsets answer move a partition that was
+    # re-assigned at offset 351 back to 0 (librdkafka's "outdated offset response"), which
+    # the checker reported as nonmonotonic-poll (an at-most-once run on Docker, seed 41).
+    consumer = FakeConsumer({0: 3, 1: 0, 2: 7})
+    client = confluent_client(consumer)
+    try:
+        assert client.invoke(Invocation("assign", [0, 1])).type == "ok"
+        assert consumer.assigned == [{0: 3, 1: 0}]
+        client.positions[0] = 42  # as a poll that read up to offset 41 leaves it
+        assert client.invoke(Invocation("assign", [0, 2])).type == "ok"
+        assert consumer.assigned[-1] == {0: 42, 2: 7}
+        assert consumer.asked == [0, 1, 2]  # a kept key is not asked again
+    finally:
+        client.close()
+
+
+def test_assign_fails_and_changes_nothing_without_a_low_watermark():
+    consumer = FakeConsumer({0: 0, 1: 0}, errors={1: [KafkaError.TOPIC_AUTHORIZATION_FAILED]})
+    client = confluent_client(consumer)
+    try:
+        client.positions = {0: 5}
+        completion = client.invoke(Invocation("assign", [0, 1]))
+        assert (completion.type, completion.error[0]) == ("fail", "low-watermark")
+        assert completion.error[1] == "Broker: Topic authorization failed"
+        assert consumer.assigned == [] and client.positions == {0: 5}
+        # transient errors are asked again within the op's time
+        consumer.errors = {1: [KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE]}
+        assert client.invoke(Invocation("assign", [0, 1])).type == "ok"
+        assert consumer.assigned == [{0: 5, 1: 0}]
+    finally:
+        client.close()
