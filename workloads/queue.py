@@ -14,7 +14,7 @@ Operations (the value shapes of `jepsen.tests.kafka`):
 A key names a topic-partition: key k is partition k of the workload's topic.
 Values are unique integers. After healing, one fresh client assigns every key
 and polls from the earliest offset up to each partition's high watermark (the
-final reads, which decide `unseen` and `lost-write`); a high watermark query
+final reads, which decide `unseen` and `lost-write`); a watermark query
 that meets a transient error (a restarted broker still catching up, a leader
 moving) is asked again for up to `WATERMARK_RETRY_S`.
 
@@ -198,7 +198,7 @@ def _key_of(partition: int) -> int:
     return partition
 
 
-# How long the final reads keep asking for a partition's high watermark while the
+# How long the final reads keep asking for a partition's watermarks while the
 # cluster settles: a broker restarted just before the final reads answers
 # NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION until its metadata has
 # caught up, and librdkafka's get_watermark_offsets reports either at once.
