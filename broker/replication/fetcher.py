@@ -49,9 +49,36 @@ OFFSET_FOR_LEADER_EPOCH = 23
 OFFSET_FOR_LEADER_EPOCH_VERSION = 4
 
 
+_ENTITY_CLASSES: dict[tuple[int, int, str], type] = {}
+
+
 def _entity(api_key: int, version: int, class_name: str, **values):
-    module = __import__(apis.request_class(api_key, version).__module__, fromlist=[class_name])
-    return getattr(module, class_name)(**values)
+    cls = _ENTITY_CLASSES.get((api_key, version, class_name))
+    if cls is None:
+        module = __import__(apis.request_class(api_key, version).__module__, fromlist=[class_name])
+        cls = _ENTITY_CLASSES[(api_key, version, class_name)] = getattr(module, class_name)
+    return cls(**values)
+
+
+class FetchSessionState:
+    """The follower's half of a KIP-227 fetch session with one leader.
+
+    `session_id` 0 means none: the next fetch is full and asks for one (epoch 0).
+    `sent` is the fetch state (fetch offset, leader epoch, last fetched epoch,
+    log start offset) the leader holds for each session partition; an
+    incremental fetch names only the partitions whose state differs and
+    forgets those no longer fetched. Any failed round drops the session, since
+    the leader's view of it is then unknown."""
+
+    def __init__(self) -> None:
+        self.session_id = 0
+        self.epoch = 0
+        self.sent: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+
+    def reset(self) -> None:
+        self.session_id = 0
+        self.epoch = 0
+        self.sent = {}
 
 
 class FetchedPartition:
@@ -75,6 +102,7 @@ class ReplicaFetcher:
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._stopped = False
+        self.session = FetchSessionState()
 
     def start(self) -> None:
         if self._task is None:
@@ -107,12 +135,14 @@ class ReplicaFetcher:
             try:
                 progressed = await self._round()
             except ClientError as exc:
+                self.session.reset()
                 log.info("fetcher for broker %d: %s; retrying in %d ms", self.source_id, exc, settings.replica_fetch_backoff_ms)
                 await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.session.reset()
                 log.exception("fetcher for broker %d failed; retrying in %d ms", self.source_id, settings.replica_fetch_backoff_ms)
                 await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
                 continue
@@ -192,28 +222,54 @@ class ReplicaFetcher:
 
     async def _fetch(self, partitions: list[FetchedPartition]) -> None:
         settings = self.manager.settings
+        session = self.session
+        incremental = session.session_id != 0
         by_topic: dict[str, list] = {}
         offsets: dict[tuple[str, int], int] = {}
+        state: dict[tuple[str, int], tuple[int, int, int, int]] = {}
         for fetched in partitions:
             replica = fetched.replica
-            offsets[(replica.topic, replica.partition)] = replica.log.log_end_offset
+            key = (replica.topic, replica.partition)
+            offsets[key] = replica.log.log_end_offset
+            state[key] = (replica.log.log_end_offset, fetched.leader_epoch, replica.epochs.latest_epoch,
+                          replica.log.log_start_offset)
+            if incremental and session.sent.get(key) == state[key]:
+                continue  # the leader's session already holds this partition's fetch state
             by_topic.setdefault(replica.topic, []).append(
                 _entity(apis.FETCH, FETCH_VERSION, "FetchPartition", partition=replica.partition,
                         current_leader_epoch=fetched.leader_epoch, fetch_offset=replica.log.log_end_offset,
                         last_fetched_epoch=replica.epochs.latest_epoch, log_start_offset=replica.log.log_start_offset,
                         partition_max_bytes=settings.replica_fetch_max_bytes)
             )
+        forgotten: dict[str, list[int]] = {}
+        if incremental:
+            for topic, partition in session.sent.keys() - state.keys():
+                forgotten.setdefault(topic, []).append(partition)
         topics = tuple(_entity(apis.FETCH, FETCH_VERSION, "FetchTopic", topic=t, partitions=tuple(p)) for t, p in by_topic.items())
+        forgotten_topics = tuple(_entity(apis.FETCH, FETCH_VERSION, "ForgottenTopic", topic=t, partitions=tuple(p))
+                                 for t, p in forgotten.items())
         request = _entity(apis.FETCH, FETCH_VERSION, "FetchRequest", replica_id=self.manager.node_id,
                           max_wait=datetime.timedelta(milliseconds=settings.replica_fetch_wait_max_ms), min_bytes=1,
-                          max_bytes=settings.replica_fetch_response_max_bytes, isolation_level=0, session_id=0,
-                          session_epoch=-1, topics=topics, forgotten_topics_data=(), rack_id="")
+                          max_bytes=settings.replica_fetch_response_max_bytes, isolation_level=0,
+                          session_id=session.session_id, session_epoch=session.epoch, topics=topics,
+                          forgotten_topics_data=forgotten_topics, rack_id="")
         host, port = self.endpoint
         timeout_s = (settings.replica_fetch_wait_max_ms + settings.request_timeout_ms) / 1000
+        # A round that fails (an exception out of here) resets the session in _run: the leader's view is unknown.
         body = await self.pool.request(host, port, apis.FETCH, FETCH_VERSION, apis.encode_request(request), timeout_s)
         response = apis.decode_response(apis.FETCH, FETCH_VERSION, body)
+        if response.error_code in (ErrorCode.fetch_session_id_not_found, ErrorCode.invalid_fetch_session_epoch):
+            log.info("fetcher for broker %d: %s; starting a new fetch session", self.source_id, response.error_code.name)
+            session.reset()
+            return
         if response.error_code != ErrorCode.none:
             raise ClientError(f"Fetch answered {response.error_code.name}")
+        if response.session_id != 0:
+            session.session_id = response.session_id
+            session.epoch = request.session_epoch + 1
+            session.sent = state
+        else:
+            session.reset()
         now_ms = self.manager.runtime.clock.monotonic_ms()
         for topic_result in response.responses:
             for result in topic_result.partitions:

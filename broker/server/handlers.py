@@ -77,6 +77,7 @@ from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch
+from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator
 from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
@@ -150,6 +151,26 @@ def _response_module(api_key: int, version: int):
     return importlib.import_module(apis.response_class(api_key, version).__module__)
 
 
+def _fetch_replica_id(request, version: int) -> int:
+    """The fetching replica's node id (-1 for a consumer); from v15 it sits in replica_state (KIP-903)."""
+    if version >= 15:
+        return request.replica_state.replica_id
+    return getattr(request, "replica_id", -1)
+
+
+def _by_topic_id(fetch_topic):
+    return fetch_topic.topic_id
+
+
+def _by_topic_name(fetch_topic):
+    return fetch_topic.topic
+
+
+def _topic_key_of(version: int):
+    """How a Fetch request of this version names topics: by id from v13, by name before."""
+    return _by_topic_id if version >= 13 else _by_topic_name
+
+
 class RequestHandlers:
     def __init__(self, config: BrokerConfig, runtime: Runtime, storage, topics: TopicStore, producer_ids: ProducerIdAllocator):
         self.config = config
@@ -182,6 +203,7 @@ class RequestHandlers:
         }
         self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
         self.txn_apis = TxnApis(self)  # installs FindCoordinator (transactions) and the transaction APIs
+        self.fetch_sessions = FetchSessionCache(runtime.random)  # followers' incremental fetches (KIP-227)
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
 
     @property
@@ -664,9 +686,13 @@ class RequestHandlers:
     async def fetch(self, header, request):
         self.txn_apis.on_request()
         version = header.api_version
-        if getattr(request, "session_id", 0) != 0:
-            # No fetch sessions are ever handed out (KIP-227): session_id 0 in every response.
-            return encode_fetch_response(version, [], error_code=ErrorCode.fetch_session_id_not_found.value, session_id=0)
+        replica_id = _fetch_replica_id(request, version)
+        session, full, error = self.fetch_sessions.resolve(request, replica_id if self.replica_manager else -1,
+                                                           _topic_key_of(version))
+        if error:
+            return encode_fetch_response(version, [], error_code=error, session_id=0)
+        if session is not None:
+            return await self.fetch_in_session(request, version, replica_id, session, full)
         max_wait_s = max(request.max_wait.total_seconds(), 0.0)
         deadline_ns = self.runtime.clock.monotonic_ns() + int(max_wait_s * 1e9)
         first_pass = True
@@ -679,16 +705,70 @@ class RequestHandlers:
                 return encode_fetch_response(version, topics, session_id=0, node_endpoints=endpoints)
             await self.wait_for_append(remaining_s)
 
+    async def fetch_in_session(self, request, version: int, replica_id: int, session, full: bool):
+        """A follower's fetch within its session (KIP-227; broker.server.fetch_sessions): the answer names
+        every session partition when `full`, else only those with records, an error, or a new high
+        watermark or log start offset."""
+        max_wait_s = max(request.max_wait.total_seconds(), 0.0)
+        deadline_ns = self.runtime.clock.monotonic_ns() + int(max_wait_s * 1e9)
+        first_pass = True
+        while True:
+            topics, answered, total_bytes, has_error = self.read_session(session, request, version, replica_id,
+                                                                         first_pass, full)
+            first_pass = False
+            remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
+            if total_bytes >= request.min_bytes or has_error or remaining_s <= 0 or self.stopping:
+                for session_partition, result in answered:
+                    session_partition.sent_high_watermark = result.high_watermark if not result.error_code else UNKNOWN
+                    session_partition.sent_log_start_offset = result.log_start_offset
+                endpoints = self.leader_endpoints(p.current_leader for t in topics for p in t.partitions)
+                return encode_fetch_response(version, topics, session_id=session.session_id, node_endpoints=endpoints)
+            await self.wait_for_append(remaining_s)
+
+    def read_session(self, session, request, version: int, replica_id: int, first_pass: bool, full: bool):
+        """One pass over a session's partitions: (topics, [(session partition, result)], bytes, any error)."""
+        manager = self.replica_manager
+        budget = request.max_bytes if request.max_bytes > 0 else 0
+        missing_error = ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition
+        total_bytes = 0
+        has_error = False
+        by_topic: dict[object, FetchTopicResult] = {}
+        answered = []
+        for session_partition in session.partitions.values():
+            key = session_partition.topic_key
+            if version >= 13:
+                topic_state = manager.image.topic_by_id(key)
+                name = topic_state.name if topic_state is not None else ""
+            else:
+                name = key
+            if not full:
+                replica = manager.hosted(name, session_partition.partition) if name else None
+                if (replica is not None and replica.role == replication.LEADER
+                        and session_partition.current_leader_epoch in (-1, replica.leader_epoch)
+                        and session_partition.fetch_offset == replica.log.log_end_offset
+                        and not session_partition.must_answer(replica.high_watermark, replica.log.log_start_offset)):
+                    # nothing new for this follower here; it still counts as fetched (ISR, high watermark)
+                    if first_pass:
+                        manager.record_follower_fetch(replica, replica_id, session_partition.fetch_offset)
+                    continue
+            result = self.read_replica(manager, name, session_partition, replica_id, first_pass,
+                                       max(budget - total_bytes, 0) if total_bytes else None, missing_error)
+            has_error |= result.error_code != 0
+            total_bytes += len(result.records)
+            answered.append((session_partition, result))
+            topic = by_topic.get(key)
+            if topic is None:
+                topic = by_topic[key] = FetchTopicResult(name, key if version >= 13 else uuid.UUID(int=0), [])
+            topic.partitions.append(result)
+        return list(by_topic.values()), answered, total_bytes, has_error
+
     def read_fetch(self, request, version: int, first_pass: bool = True) -> tuple[list[FetchTopicResult], int, bool]:
         budget = request.max_bytes if request.max_bytes > 0 else 0
         total_bytes = 0
         has_error = False
         results = []
         manager = self.replica_manager
-        if version >= 15:
-            replica_id = request.replica_state.replica_id
-        else:
-            replica_id = getattr(request, "replica_id", -1)
+        replica_id = _fetch_replica_id(request, version)
         # logquake.debug.read.uncommitted (a planted bug): read_committed is served as
         # read_uncommitted, so aborted and still-open transactions are visible.
         read_committed = (getattr(request, "isolation_level", 0) == READ_COMMITTED and replica_id < 0
