@@ -273,6 +273,7 @@ class TestRun:
         self.run_dir: Path | None = None
         self.schedule: Schedule | None = None
         self.errors: list[str] = []
+        self.final_reads_incomplete: str | None = None
         self._next_process = options.concurrency
         self._process_lock = threading.Lock()
 
@@ -458,7 +459,8 @@ class TestRun:
             for inv in self.workload.final_ops():
                 completion = self._invoke(client, process, inv)
                 if completion.type == "info":
-                    self.errors.append(f"final read {inv.f} did not complete: {completion.error}")
+                    self.final_reads_incomplete = f"final read {inv.f} did not complete: {completion.error}"
+                    self.errors.append(self.final_reads_incomplete)
                     break
         finally:
             _close_quietly(client)
@@ -486,12 +488,13 @@ class TestRun:
         results = run_checkers(history, {"workload": self.workload.check})
         results = to_jsonable(results)
         results["valid"] = merge_valid(*(r.get("valid") for k, r in results.items() if isinstance(r, dict)))
+        judge_without_final_reads(results, self.final_reads_incomplete)
         if self.errors:
             results["harness_errors"] = self.errors
         self._write_results(results, history)
         valid = results["valid"]
         code = EXIT_VALID if valid is True else EXIT_INVALID if valid is False else EXIT_UNKNOWN
-        return RunOutcome(code, valid, self.run_dir, results)
+        return RunOutcome(code, valid, self.run_dir, results, results.get("message", ""))
 
     def _write_results(self, results: dict, history=None) -> None:
         write_json(self.run_dir / "results.json", results)
@@ -521,6 +524,26 @@ class TestRun:
             results["history_error"] = str(e)
         self._write_results(results, history)
         return RunOutcome(exit_code, "unknown", self.run_dir, results, message)
+
+
+# Anomalies that only the final reads can rule out: without them an acknowledged send no read returned
+# may be lost or merely unread.
+NEEDS_FINAL_READS = frozenset({"unseen"})
+
+
+def judge_without_final_reads(results: dict, incomplete: str | None) -> None:
+    """Turn a verdict the final reads were needed for into "unknown" (in place) when they did not complete.
+
+    VALID needs them (a lost write shows up only when a read goes past it), and so does INVALID when
+    its only anomalies are ones the final reads would have settled; any other anomaly stands."""
+    if incomplete is None:
+        return
+    anomaly_types = set(results.get("workload", {}).get("anomaly_types", ()))
+    if results.get("valid") is True or (results.get("valid") is False and anomaly_types <= NEEDS_FINAL_READS):
+        results["valid"] = "unknown"
+        results["reason"] = "final-reads-incomplete"
+        results["message"] = (f"{incomplete}; without the final reads an acknowledged send that no read returned "
+                              "cannot be told lost or merely unread, so there is no verdict")
 
 
 def _raise_interrupt(signum, frame):
