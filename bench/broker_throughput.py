@@ -98,32 +98,39 @@ def consume(bootstrap: str, topic: str, messages: int, partitions: int) -> float
     return elapsed
 
 
-def run_one(kind: str, messages: int, partitions: int, passes: int) -> dict:
-    """Start one broker; `passes` times produce N messages into a fresh topic and read them back.
+def run_pair(messages: int, partitions: int, passes: int) -> dict[str, dict]:
+    """Start the null broker and ours side by side; `passes` times, each produces N messages into a fresh
+    topic and reads them back, the two brokers taking turns.
 
     Each figure is the median over the passes: one pass of a million messages
     lasts about a second, so a single pass is at the mercy of one scheduler
     hiccup on a 2-core machine (runs of one pass swung by 0.3 in ratio).
+    Alternating the brokers pass by pass spreads slow drifts of the machine
+    over both instead of charging them to whichever ran second.
     """
-    module = "broker" if kind == "logquake" else "broker.server.null_broker"
-    samples: dict[str, list[float]] = {key: [] for key in (
-        "produce_msgs_per_s", "consume_msgs_per_s", "produce_cpu_s_per_million", "consume_cpu_s_per_million")}
-    with broker_process(module) as broker:
+    keys = ("produce_msgs_per_s", "consume_msgs_per_s", "produce_cpu_s_per_million", "consume_cpu_s_per_million")
+    samples = {kind: {key: [] for key in keys} for kind in ("null", "logquake")}
+    with broker_process("broker.server.null_broker") as null, broker_process("broker") as ours:
+        brokers = {"null": null, "logquake": ours}
         for n in range(passes):
-            topic = f"bench-{partitions}-{n}"
-            create_topic(broker.bootstrap, topic, partitions)
-            cpu0 = broker.cpu_s()
-            produce_s = produce(broker.bootstrap, topic, messages, partitions)
-            cpu1 = broker.cpu_s()
-            consume_s = consume(broker.bootstrap, topic, messages, partitions)
-            cpu2 = broker.cpu_s()
-            samples["produce_msgs_per_s"].append(messages / produce_s)
-            samples["consume_msgs_per_s"].append(messages / consume_s)
-            samples["produce_cpu_s_per_million"].append((cpu1 - cpu0) / messages * 1e6)
-            samples["consume_cpu_s_per_million"].append((cpu2 - cpu1) / messages * 1e6)
-        result = {key: statistics.median(values) for key, values in samples.items()}
-        result.update(kind=kind, partitions=partitions, peak_rss_mib=broker.peak_rss_mib(), samples=samples)
-        return result
+            for kind, broker in brokers.items():
+                topic = f"bench-{partitions}-{n}"
+                create_topic(broker.bootstrap, topic, partitions)
+                cpu0 = broker.cpu_s()
+                produce_s = produce(broker.bootstrap, topic, messages, partitions)
+                cpu1 = broker.cpu_s()
+                consume_s = consume(broker.bootstrap, topic, messages, partitions)
+                cpu2 = broker.cpu_s()
+                samples[kind]["produce_msgs_per_s"].append(messages / produce_s)
+                samples[kind]["consume_msgs_per_s"].append(messages / consume_s)
+                samples[kind]["produce_cpu_s_per_million"].append((cpu1 - cpu0) / messages * 1e6)
+                samples[kind]["consume_cpu_s_per_million"].append((cpu2 - cpu1) / messages * 1e6)
+        results = {}
+        for kind, broker in brokers.items():
+            result = {key: statistics.median(values) for key, values in samples[kind].items()}
+            result.update(kind=kind, partitions=partitions, peak_rss_mib=broker.peak_rss_mib(), samples=samples[kind])
+            results[kind] = result
+        return results
 
 
 def main() -> int:
@@ -140,10 +147,9 @@ def main() -> int:
     header = f"{'broker':<10}{'parts':>6}{'produce msg/s':>15}{'MB/s':>8}{'consume msg/s':>15}{'MB/s':>8}{'cpu s/M prod':>14}{'cpu s/M cons':>14}{'peak RSS MiB':>14}"
     print(header)
     for partitions in partition_counts:
-        results = {}
+        results = run_pair(args.messages, partitions, args.passes)
         for kind in ("null", "logquake"):
-            r = run_one(kind, args.messages, partitions, args.passes)
-            results[kind] = r
+            r = results[kind]
             print(f"{kind:<10}{partitions:>6}{r['produce_msgs_per_s']:>15,.0f}{r['produce_msgs_per_s'] * mb:>8.1f}"
                   f"{r['consume_msgs_per_s']:>15,.0f}{r['consume_msgs_per_s'] * mb:>8.1f}"
                   f"{r['produce_cpu_s_per_million']:>14.3f}{r['consume_cpu_s_per_million']:>14.3f}{r['peak_rss_mib']:>14.1f}",
