@@ -101,6 +101,15 @@ class TransactionCoordinator:
         _, machine = self._machine(transactional_id)
         return None if machine is None else machine.transactions.get(transactional_id)
 
+    def owns(self, transactional_id: str) -> bool:
+        """Whether this node leads the `__transaction_state` partition of `transactional_id`."""
+        return self._machine(transactional_id)[1] is not None
+
+    def coordinated(self):
+        """Every `TxnMetadata` of the `__transaction_state` partitions this node leads (read only)."""
+        for _, machine in self.owned.values():
+            yield from machine.transactions.values()
+
     # -- requests -----------------------------------------------------------------------------------------
 
     async def _run(self, transactional_id: str, step) -> Outcome:

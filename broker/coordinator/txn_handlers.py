@@ -1,7 +1,8 @@
 """The transaction APIs of one broker node, wired to its `TransactionCoordinator` and `__transaction_state` (KIP-98).
 
 `TxnApis` installs the handlers of AddPartitionsToTxn (v0-3), AddOffsetsToTxn,
-EndTxn, TxnOffsetCommit and WriteTxnMarkers into a `RequestHandlers`, answers
+EndTxn, TxnOffsetCommit, WriteTxnMarkers, ListTransactions and
+DescribeTransactions (KIP-664's tooling) into a `RequestHandlers`, answers
 InitProducerId with a transactional.id and FindCoordinator with key_type 1
 (transactions; groups stay with `GroupApis`), and follows the node's leadership
 of `__transaction_state` partitions (`TxnAwareLifecycle`): becoming leader
@@ -64,7 +65,8 @@ from broker.coordinator.txn_coordinator import (
     TxnStateLogError,
 )
 from broker.coordinator.txn_markers import build_marker_batch
-from broker.coordinator.txn_state import MarkerJob, TxnRecord, fenced_error, partition_for
+from broker.coordinator.txn_state import (OTHER_STATE_NAMES, STATE_NAMES, MarkerJob, TxnRecord, fenced_error,
+                                          partition_for)
 from broker.metadata.errors import ControllerError
 from broker.protocol import apis
 from broker.protocol.client import ClientError, ConnectionPool
@@ -236,6 +238,8 @@ class TxnApis:
             apis.END_TXN: self.end_txn,
             apis.WRITE_TXN_MARKERS: self.write_txn_markers,
             apis.TXN_OFFSET_COMMIT: self.txn_offset_commit,
+            apis.LIST_TRANSACTIONS: self.list_transactions,
+            apis.DESCRIBE_TRANSACTIONS: self.describe_transactions,
         })
 
     # ---- producer ids ---------------------------------------------------------------------
@@ -392,6 +396,53 @@ class TxnApis:
             producer_id, producer_epoch = -1, -1
         return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS, error_code=error,
                       producer_id=producer_id, producer_epoch=producer_epoch)
+
+    # ---- ListTransactions / DescribeTransactions (KIP-664) ----------------------------------------
+
+    def list_transactions(self, header, request):
+        """The transactional ids this node coordinates, filtered by state, producer id and, from v1, by
+        how long their transaction has been open (`duration_filter` ms; negative: no filter)."""
+        module = _response_module(apis.LIST_TRANSACTIONS, header.api_version)
+        known = set(STATE_NAMES.values()) | set(OTHER_STATE_NAMES)
+        states = set(request.state_filters)
+        producer_ids = set(request.producer_id_filters)
+        min_duration_ms = getattr(request, "duration_filter", -1)
+        now_ms = self.handlers.runtime.clock.wall_ms()
+        listed = []
+        for txn in sorted(self.coordinator.coordinated(), key=lambda t: t.transactional_id):
+            name = STATE_NAMES[txn.state]
+            if states and name not in states or producer_ids and txn.producer_id not in producer_ids:
+                continue
+            if min_duration_ms >= 0 and (txn.start_ms < 0 or now_ms - txn.start_ms <= min_duration_ms):
+                continue
+            listed.append(_build(module, "TransactionState", transactional_id=txn.transactional_id,
+                                 producer_id=txn.producer_id, transaction_state=name))
+        return _build(module, "ListTransactionsResponse", throttle_time=ZERO_MS, error_code=ErrorCode.none,
+                      unknown_state_filters=tuple(sorted(states - known)), transaction_states=tuple(listed))
+
+    def describe_transactions(self, header, request):
+        """Each id's state, producer, timeout, start time and partitions; NOT_COORDINATOR where this node
+        does not coordinate it, TRANSACTIONAL_ID_NOT_FOUND where it knows no such id."""
+        module = _response_module(apis.DESCRIBE_TRANSACTIONS, header.api_version)
+        described = []
+        for transactional_id in request.transactional_ids:
+            txn = self.coordinator.lookup(transactional_id)
+            if txn is None:
+                error = (ErrorCode.transactional_id_not_found if self.coordinator.owns(transactional_id)
+                         else ErrorCode.not_coordinator)
+                described.append(_build(module, "TransactionState", error_code=error, transactional_id=transactional_id,
+                                        transaction_state="", transaction_timeout=ZERO_MS, transaction_start_time=_wall(-1),
+                                        producer_id=-1, producer_epoch=-1, topics=()))
+                continue
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in sorted(txn.partitions):
+                by_topic.setdefault(topic, []).append(partition)
+            described.append(_build(
+                module, "TransactionState", error_code=ErrorCode.none, transactional_id=transactional_id,
+                transaction_state=STATE_NAMES[txn.state], transaction_timeout=datetime.timedelta(milliseconds=txn.timeout_ms),
+                transaction_start_time=_wall(txn.start_ms), producer_id=txn.producer_id, producer_epoch=txn.producer_epoch,
+                topics=tuple(_build(module, "TopicData", topic=topic, partitions=tuple(parts)) for topic, parts in by_topic.items())))
+        return _build(module, "DescribeTransactionsResponse", throttle_time=ZERO_MS, transaction_states=tuple(described))
 
     # ---- AddPartitionsToTxn / AddOffsetsToTxn / EndTxn ------------------------------------------
 
@@ -563,6 +614,11 @@ class TxnAwareLifecycle:
 
 
 # broker.server.handlers imports this module, so its helpers are imported on use
+def _wall(ms: int) -> datetime.datetime:
+    """A wall-clock time in ms since the epoch as kio's datetime (-1, "none", is a millisecond before it)."""
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+
+
 def _response_module(api_key: int, version: int):
     from broker.server.handlers import _response_module as response_module
     return response_module(api_key, version)

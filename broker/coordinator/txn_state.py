@@ -60,6 +60,18 @@ class TxnState(enum.IntEnum):
     COMPLETE_ABORT = 5
 
 
+# The names ListTransactions and DescribeTransactions report (Kafka's TransactionState.name).
+STATE_NAMES = {
+    TxnState.EMPTY: "Empty",
+    TxnState.ONGOING: "Ongoing",
+    TxnState.PREPARE_COMMIT: "PrepareCommit",
+    TxnState.PREPARE_ABORT: "PrepareAbort",
+    TxnState.COMPLETE_COMMIT: "CompleteCommit",
+    TxnState.COMPLETE_ABORT: "CompleteAbort",
+}
+# Kafka's other states, accepted in ListTransactions filters though no transaction here is ever in them
+OTHER_STATE_NAMES = ("Dead", "PrepareEpochFence")
+
 PREPARING = (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)
 COMPLETE = (TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT, TxnState.EMPTY)
 

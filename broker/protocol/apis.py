@@ -53,6 +53,9 @@ WRITE_TXN_MARKERS = 27
 TXN_OFFSET_COMMIT = 28
 DESCRIBE_CONFIGS = 32
 DELETE_GROUPS = 42
+DESCRIBE_PRODUCERS = 61
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
 
 API_NAMES = {
     PRODUCE: "Produce",
@@ -80,6 +83,9 @@ API_NAMES = {
     WRITE_TXN_MARKERS: "WriteTxnMarkers",
     TXN_OFFSET_COMMIT: "TxnOffsetCommit",
     DESCRIBE_CONFIGS: "DescribeConfigs",
+    DESCRIBE_PRODUCERS: "DescribeProducers",
+    DESCRIBE_TRANSACTIONS: "DescribeTransactions",
+    LIST_TRANSACTIONS: "ListTransactions",
 }
 
 # api_key -> (min_version, max_version), inclusive.
@@ -110,6 +116,11 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     WRITE_TXN_MARKERS: (1, 1),  # broker to broker; v2 carries the transaction version (KIP-890)
     TXN_OFFSET_COMMIT: (0, 3),
     DESCRIBE_CONFIGS: (1, 4),
+    # the hanging-transaction tooling (KIP-664); ListTransactions v1 adds the duration filter (KIP-994),
+    # v2 the transactional-id pattern (KIP-1152, not served)
+    DESCRIBE_PRODUCERS: (0, 0),
+    DESCRIBE_TRANSACTIONS: (0, 0),
+    LIST_TRANSACTIONS: (0, 1),
 }
 
 

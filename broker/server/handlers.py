@@ -200,6 +200,7 @@ class RequestHandlers:
             apis.INIT_PRODUCER_ID: self.init_producer_id,
             apis.DESCRIBE_CONFIGS: self.describe_configs,
             apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
+            apis.DESCRIBE_PRODUCERS: self.describe_producers,
         }
         self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
         self.txn_apis = TxnApis(self)  # installs FindCoordinator (transactions) and the transaction APIs
@@ -977,6 +978,39 @@ class RequestHandlers:
         if current_leader_epoch > replica.leader_epoch:
             return ErrorCode.unknown_leader_epoch, None
         return ErrorCode.none, replica
+
+    # ---- DescribeProducers (KIP-664) ---------------------------------------------
+
+    def describe_producers(self, header, request):
+        """The producers a partition's leader tracks: id, epoch, last sequence, the coordinator epoch of
+        their last marker and the first offset of their open transaction (-1: none). No batch timestamps
+        are kept, so last_timestamp is -1."""
+        module = _response_module(apis.DESCRIBE_PRODUCERS, header.api_version)
+        topics = []
+        for topic in request.topics:
+            partitions = []
+            for index in topic.partition_indexes:
+                if self.replica_manager is not None:
+                    error = self.replica_error(topic.name, index, -1)[0]
+                else:
+                    error = ErrorCode.none if (topic.name, index) in self.partitions else ErrorCode.unknown_topic_or_partition
+                state = self.partitions.get((topic.name, index)) if error == ErrorCode.none else None
+                if state is None:
+                    error = error if error != ErrorCode.none else ErrorCode.not_leader_or_follower
+                    partitions.append(_build(module, "PartitionResponse", partition_index=index, error_code=error,
+                                             error_message=error.name, active_producers=()))
+                    continue
+                table = state.producers
+                producers = tuple(
+                    _build(module, "ProducerState", producer_id=producer_id, producer_epoch=entry.epoch,
+                           last_sequence=entry.batches[-1].last_sequence if entry.batches else -1, last_timestamp=-1,
+                           coordinator_epoch=table.coordinator_epochs.get(producer_id, -1),
+                           current_txn_start_offset=table.ongoing.get(producer_id, -1))
+                    for producer_id, entry in sorted(table.producers.items()))
+                partitions.append(_build(module, "PartitionResponse", partition_index=index, error_code=ErrorCode.none,
+                                         error_message=None, active_producers=producers))
+            topics.append(_build(module, "TopicResponse", name=topic.name, partitions=tuple(partitions)))
+        return _build(module, "DescribeProducersResponse", throttle_time=ZERO_MS, topics=tuple(topics))
 
     # ---- OffsetForLeaderEpoch ----------------------------------------------------
 
