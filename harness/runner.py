@@ -367,6 +367,18 @@ class TestRun:
     def workload_timeout_s(self) -> float:
         return float(getattr(self.workload, "op_timeout_s", 10.0)) + 5.0
 
+    def _open_client(self, bootstrap: str, process: int) -> Client:
+        """The workload's client for `process`: in a child process when the workload asks for it."""
+        if not getattr(self.workload, "isolated_clients", False):
+            return self.workload.open_client(bootstrap, process)
+        from workloads.isolated import IsolatedClient
+
+        # an operation's own timeouts end well before this; a final read may read everything back
+        answer_timeout_s = 4 * self.workload_timeout_s()
+        log_path = str(self.run_dir / "harness.log") if self.run_dir is not None else None
+        return IsolatedClient(self.workload, bootstrap, process, answer_timeout_s,
+                              final_timeout_s=max(300.0, answer_timeout_s), log_path=log_path)
+
     def _new_process(self) -> int:
         with self._process_lock:
             p = self._next_process
@@ -388,7 +400,7 @@ class TestRun:
                 next_at = max(next_at + interval_s * rng.uniform(0.5, 1.5), time.monotonic() - 1.0)
                 if client is None:
                     try:
-                        client = self.workload.open_client(bootstrap, process)
+                        client = self._open_client(bootstrap, process)
                     except Exception as e:  # a client that cannot be built now; try again next tick
                         log.warning("process %s could not open a client: %s", process, e)
                         continue
@@ -454,7 +466,7 @@ class TestRun:
                          self.o.recovery_timeout_s)
         self.progress.set_phase("final reads")
         process = self._new_process()
-        client = self.workload.open_client(self.control.bootstrap_servers(), process)
+        client = self._open_client(self.control.bootstrap_servers(), process)
         try:
             for inv in self.workload.final_ops():
                 completion = self._invoke(client, process, inv)

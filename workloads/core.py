@@ -48,6 +48,9 @@ class Client(abc.ABC):
 
 class Workload(abc.ABC):
     name: str
+    # True: the harness runs each client in a child process (workloads.isolated), so a client library
+    # that blocks while holding the GIL cannot freeze the harness; the workload must then pickle.
+    isolated_clients: bool = False
 
     @abc.abstractmethod
     def setup(self, bootstrap: str) -> None:

@@ -129,6 +129,21 @@ class QueueWorkload(Workload):
                 raise RuntimeError(f"could not create topic {self.topic!r} with {self.keys} partitions "
                                    f"and replication factor {self.replication_factor}: {err}") from e
 
+    # Clients run in child processes (workloads.isolated), which get a copy of the workload: everything
+    # but the op generator's lock and counter, which only the harness uses.
+    isolated_clients = True
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state.pop("_values", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._values = itertools.count(1)
+
     # ----- generator -------------------------------------------------------------
 
     def next_op(self, rng: random.Random, process: int) -> Invocation:
