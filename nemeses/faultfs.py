@@ -50,6 +50,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,6 +384,20 @@ def serve_control(fs: FaultFs, socket_path: str) -> socket.socket:
     return server
 
 
+def _connect(sock: socket.socket, socket_path: str, timeout_s: float) -> None:
+    """Connect, asking again while the socket refuses: a faultfs that just started may have bound its
+    socket (the path exists) but not yet be listening."""
+    deadline = time.monotonic() + min(timeout_s, 2.0)
+    while True:
+        try:
+            sock.connect(socket_path)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def ctl(socket_path: str, verb: str, timeout_s: float = CTL_TIMEOUT_S) -> dict:
     """Send one verb to a running faultfs; return its status; FaultFsError says what went wrong."""
     if verb not in VERBS:
@@ -390,7 +405,7 @@ def ctl(socket_path: str, verb: str, timeout_s: float = CTL_TIMEOUT_S) -> dict:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout_s)
-            s.connect(socket_path)
+            _connect(s, socket_path, timeout_s)
             s.sendall(verb.encode() + b"\n")
             line = s.makefile("r").readline()
     except FileNotFoundError:
