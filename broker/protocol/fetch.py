@@ -39,6 +39,13 @@ _ABORTED = struct.Struct(">qq")  # producer_id, first_offset
 
 MIN_VERSION = 4
 MAX_VERSION = 16
+MAX_SESSION_EPOCH = 2**31 - 1
+
+
+def next_session_epoch(epoch: int) -> int:
+    """The fetch session epoch after `epoch` (KIP-227): it wraps from int32's maximum to 1, never to 0 or -1,
+    which mean "new session" and "no session"."""
+    return 1 if epoch < 0 or epoch >= MAX_SESSION_EPOCH else epoch + 1
 
 
 @dataclass(slots=True)

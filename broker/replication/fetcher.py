@@ -39,6 +39,7 @@ from kio.schema.errors import ErrorCode
 
 from broker.protocol import apis
 from broker.protocol.client import ClientError
+from broker.protocol.fetch import next_session_epoch
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication.truncation import truncation_offset
 
@@ -266,7 +267,7 @@ class ReplicaFetcher:
             raise ClientError(f"Fetch answered {response.error_code.name}")
         if response.session_id != 0:
             session.session_id = response.session_id
-            session.epoch = request.session_epoch + 1
+            session.epoch = next_session_epoch(request.session_epoch)
             session.sent = state
         else:
             session.reset()

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 from kio.schema.errors import ErrorCode
 
+from broker.protocol.fetch import next_session_epoch
+
 NEW_SESSION_EPOCH = 0
 FINAL_EPOCH = -1
 MAX_SESSIONS = 1000
@@ -123,7 +125,7 @@ class FetchSessionCache:
             return None, True, ErrorCode.none.value
         if epoch != session.epoch:
             return None, True, ErrorCode.invalid_fetch_session_epoch.value
-        session.epoch += 1
+        session.epoch = next_session_epoch(session.epoch)
         session.apply(request.topics, getattr(request, "forgotten_topics_data", ()), topic_key)
         return session, False, ErrorCode.none.value
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from kio.schema.errors import ErrorCode
 
+from broker.protocol.fetch import MAX_SESSION_EPOCH, next_session_epoch
 from broker.server.fetch_sessions import MAX_SESSIONS, FetchSessionCache
 from tests.broker import kafka_requests as kr
 from tests.broker.test_replication_cluster import TOPIC, Client, FakeController, cluster, run, wait_until
@@ -48,6 +49,16 @@ def test_a_follower_gets_a_session_that_tracks_its_partitions_and_epochs():
     # epoch -1 closes the session; the request itself is served without one
     assert cache.resolve(_request(session.session_id, -1), 2, _by_name) == (None, True, 0)
     assert len(cache) == 0
+
+
+def test_the_session_epoch_wraps_to_one():
+    assert [next_session_epoch(e) for e in (0, 1, 41, MAX_SESSION_EPOCH - 1, MAX_SESSION_EPOCH)] == [
+        1, 2, 42, MAX_SESSION_EPOCH, 1]
+    cache = FetchSessionCache(random.Random(4))
+    session = cache.resolve(_request(0, 0, [(0, 0)]), 2, _by_name)[0]
+    session.epoch = MAX_SESSION_EPOCH
+    assert cache.resolve(_request(session.session_id, MAX_SESSION_EPOCH), 2, _by_name)[2] == 0
+    assert session.epoch == 1
 
 
 def test_consumers_get_no_session_and_a_replica_holds_one_at_most():
