@@ -134,6 +134,25 @@ def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
     return reaped
 
 
+# How long a kill waits for every process of the node's group to be gone. The launcher's own exit is not
+# enough: a broker dying with its disk paused keeps its listening socket open a little longer, and a
+# restart's wait_ready then took that old socket for the new node.
+GROUP_EXIT_TIMEOUT_S = 10.0
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return  # the group id was reused by someone else's processes: ours are gone
+        time.sleep(0.02)
+    log.warning("processes of group %d still exist %.0f s after SIGKILL", pgid, timeout_s)
+
+
 class LocalCluster(NodeControl):
     def __init__(self, system: System, node_count: int, host: str = "127.0.0.1", seed: int = 0,
                  extra_properties: dict[str, str] | None = None):
@@ -349,6 +368,7 @@ class LocalCluster(NodeControl):
         except ProcessLookupError:
             pass  # already exited
         proc.wait()
+        _wait_group_gone(proc.pid, GROUP_EXIT_TIMEOUT_S)
         self._paused.discard(node)
         if "disk" in self.fault_kinds and node in self._specs:
             # the FUSE process died with the group: remove its dead mount now, not at the next start
