@@ -17,7 +17,7 @@ from kio.schema.errors import ErrorCode
 from broker.protocol.fetch import MAX_SESSION_EPOCH, next_session_epoch
 from broker.server.fetch_sessions import MAX_SESSIONS, FetchSessionCache
 from tests.broker import kafka_requests as kr
-from tests.broker.test_replication_cluster import TOPIC, Client, FakeController, cluster, run, wait_until
+from tests.broker.test_replication_cluster import TOPIC, run, running_cluster, wait_until
 
 
 def _request(session_id, epoch, partitions=(), forgotten=(), topic="t"):
@@ -76,10 +76,7 @@ def test_consumers_get_no_session_and_a_replica_holds_one_at_most():
 
 def test_followers_replicate_through_sessions_and_recover_when_the_leader_forgets_them(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path) as (nodes, client):
             assert (await client.produce(nodes[1], [b"a", b"b"]))[0] == ErrorCode.none
             await wait_until(lambda: all(n.manager.hosted(TOPIC, 0).high_watermark == 2 for n in nodes.values()),
                              what="every replica at HW 2")
@@ -117,20 +114,13 @@ def test_followers_replicate_through_sessions_and_recover_when_the_leader_forget
             consumer = dataclasses.replace(kr.fetch(TOPIC, 0, 0, version=12), session_epoch=0)
             response = await client.send(nodes[1], consumer)
             assert response.session_id == 0 and response.responses[0].partitions[0].high_watermark == 7
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_an_incremental_fetch_answers_only_what_changed(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path) as (nodes, client):
             assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
             await wait_until(lambda: nodes[1].manager.hosted(TOPIC, 0).high_watermark == 1, what="HW 1")
             # a session at the log end, told the current HW: the next fetch has nothing to say
@@ -145,9 +135,5 @@ def test_an_incremental_fetch_answers_only_what_changed(tmp_path):
             after = await client.send(nodes[1], dataclasses.replace(quiet, session_epoch=2))
             parts = [p for t in after.responses for p in t.partitions]
             assert [p.partition_index for p in parts] == [0] and parts[0].records
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())

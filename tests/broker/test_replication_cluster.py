@@ -12,6 +12,7 @@ without the controller quorum.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 
@@ -180,6 +181,19 @@ async def cluster(tmp_path, controller, min_isr: str = "2", debug=None, lag_ms: 
     ]
     controller.commit(*records)
     return nodes
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(tmp_path, **options):
+    """(nodes, client) of a 3-node cluster with a fake controller; everything is stopped afterwards."""
+    nodes = await cluster(tmp_path, FakeController(), **options)
+    client = Client()
+    try:
+        yield nodes, client
+    finally:
+        await client.close()
+        for node in nodes.values():
+            await node.stop()
 
 
 def run(coroutine):
