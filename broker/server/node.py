@@ -59,13 +59,28 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
         sys.stderr.write(f"broker {config.node_id} listening on {listener.host or '0.0.0.0'}:{server.port}\n")
         sys.stderr.flush()
     await stop_requested.wait()
+    clock = runtime.clock
+    phases: list[str] = []
+    started_ns = phase_ns = clock.monotonic_ns()
+
+    def phase_done(name: str) -> None:
+        nonlocal phase_ns
+        now_ns = clock.monotonic_ns()
+        phases.append(f"{name} {(now_ns - phase_ns) / 1e9:.1f} s")
+        phase_ns = now_ns
+
     if cluster is not None:
         log.info("broker %d: controlled shutdown", config.node_id)
         await cluster.shutdown()
+        phase_done("controlled shutdown")
     log.info("broker %d stopping: no new connections, finishing requests in flight", config.node_id)
     await server.stop()
+    phase_done("requests in flight")
     if cluster is not None:
         await cluster.close()
+        phase_done("replication and quorum")
+    # a supervisor kills a broker that takes too long (the harness after stop_timeout_s): say where the time went
+    log.info("broker %d: shutdown took %.1f s (%s)", config.node_id, (clock.monotonic_ns() - started_ns) / 1e9, ", ".join(phases))
 
 
 def run_node(config: BrokerConfig, runtime: Runtime | None = None) -> int:

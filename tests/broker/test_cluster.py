@@ -154,10 +154,15 @@ def test_all_register_and_a_killed_controller_is_replaced(cluster):
     assert {"before", "small"} <= set(after.topics), "topics committed before the kill are kept"
     create(cluster.admin(survivors[0]), NewTopic("after", 2, 2))
     # the dead broker is fenced: it leaves the broker list and the ISRs, leaders move to survivors
-    cluster.wait_for("the killed broker fenced", lambda: cluster.registered(survivors[0], set(survivors)), 15)
-    moved = cluster.metadata(survivors[0])
-    for partition in moved.topics["before"].partitions.values():
-        assert partition.leader in survivors and controller not in partition.isrs
+    # One Metadata answer must show both: fencing is one metadata batch, applied atomically by each broker.
+    # (Two separate list_topics calls may reach different brokers, which apply it at different moments.)
+    def fenced_and_moved():
+        metadata = cluster.metadata(survivors[0])
+        partitions = metadata.topics["before"].partitions.values()
+        return set(metadata.brokers) == set(survivors) and all(
+            p.leader in survivors and controller not in p.isrs for p in partitions)
+
+    cluster.wait_for("the killed broker fenced, out of every ISR, and no longer a leader", fenced_and_moved, 15)
 
     # the restarted node rejoins: registered, and back in the ISR of every replicated partition
     cluster.nodes[controller].restart()
