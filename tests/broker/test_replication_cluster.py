@@ -82,6 +82,7 @@ class Node:
         self.debug = debug or {}
         self.lag_ms = lag_ms
         self.port = 0
+        self.running = False
 
     async def start(self) -> "Node":
         raw = {"node.id": str(self.node_id), "listeners": f"PLAINTEXT://127.0.0.1:{self.port}", "log.dirs": self.directory}
@@ -106,9 +107,14 @@ class Node:
         self.manager.start()
         self.controller.listeners[self.node_id] = self.manager
         self.manager.on_metadata(MetadataImage(), self.controller.image)
+        self.running = True
         return self
 
     async def stop(self) -> None:
+        """Stop the node; a node already stopped is left alone."""
+        if not self.running:
+            return
+        self.running = False
         self.controller.listeners.pop(self.node_id, None)
         await self.manager.stop()
         await self.server.stop()
@@ -184,9 +190,10 @@ async def cluster(tmp_path, controller, min_isr: str = "2", debug=None, lag_ms: 
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(tmp_path, **options):
-    """(nodes, client) of a 3-node cluster with a fake controller; everything is stopped afterwards."""
-    nodes = await cluster(tmp_path, FakeController(), **options)
+async def running_cluster(tmp_path, controller: FakeController | None = None, **options):
+    """(nodes, client) of a 3-node cluster with `controller` (a new fake one by default); every node still
+    running, and the client, are stopped afterwards, also the nodes a test put into `nodes` itself."""
+    nodes = await cluster(tmp_path, controller or FakeController(), **options)
     client = Client()
     try:
         yield nodes, client
@@ -202,10 +209,7 @@ def run(coroutine):
 
 def test_acks_all_replicates_to_the_isr_and_consumers_read_to_the_high_watermark(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path) as (nodes, client):
             error, base = await client.produce(nodes[1], [b"a", b"b"])
             assert (error, base) == (ErrorCode.none, 0)
             # answered only once the HW passed the batch, i.e. both followers had it
@@ -219,10 +223,6 @@ def test_acks_all_replicates_to_the_isr_and_consumers_read_to_the_high_watermark
             assert (await client.fetch(nodes[3], 0))[0] == ErrorCode.not_leader_or_follower
             # followers learn the HW from the leader
             await wait_until(lambda: nodes[2].manager.hosted(TOPIC, 0).high_watermark == 2, what="follower HW")
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
@@ -230,9 +230,7 @@ def test_acks_all_replicates_to_the_isr_and_consumers_read_to_the_high_watermark
 def test_two_of_three_down_acks_all_times_out_then_not_enough_replicas(tmp_path):
     async def scenario():
         controller = FakeController()
-        nodes = await cluster(tmp_path, controller, lag_ms=600)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, controller, lag_ms=600) as (nodes, client):
             assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
             await nodes[2].stop()
             await nodes[3].stop()
@@ -253,20 +251,12 @@ def test_two_of_three_down_acks_all_times_out_then_not_enough_replicas(tmp_path)
             await wait_until(lambda: nodes[1].manager.hosted(TOPIC, 0).high_watermark == nodes[1].log.log_end_offset,
                              what="HW at the LEO again")
             assert (await client.produce(nodes[1], [b"ok again"]))[0] == ErrorCode.none
-        finally:
-            await client.close()
-            for node in nodes.values():
-                if node.controller.listeners.get(node.node_id) is not None:
-                    await node.stop()
 
     run(scenario())
 
 
-async def diverge(tmp_path, debug=None):
+async def diverge(controller, nodes, client):
     """KIP-101 scenario 2: node 1 leads and writes records only it has; node 2 takes over and writes others."""
-    controller = FakeController()
-    nodes = await cluster(tmp_path, controller, min_isr="1", debug=debug)
-    client = Client()
     assert (await client.produce(nodes[1], [b"common"]))[0] == ErrorCode.none
     await wait_until(lambda: all(n.log.log_end_offset == 1 for n in nodes.values()), what="replication of the first batch")
     await nodes[2].stop()
@@ -281,49 +271,40 @@ async def diverge(tmp_path, debug=None):
         error, _ = await client.produce(nodes[2], [value])
         assert error == ErrorCode.none
     await nodes[1].start()
-    return controller, nodes, client
 
 
 def test_a_returning_old_leader_truncates_its_divergent_records(tmp_path):
     async def scenario():
-        controller, nodes, client = await diverge(tmp_path)
-        try:
+        controller = FakeController()
+        async with running_cluster(tmp_path, controller, min_isr="1") as (nodes, client):
+            await diverge(controller, nodes, client)
             await wait_until(lambda: nodes[1].log.log_end_offset == 4 and nodes[1].batches() == nodes[2].batches(),
                              what="node 1 to converge on node 2's log")
             assert [epoch for _, epoch, _ in nodes[1].batches()] == [0, 1, 1, 1]
             assert [(e.epoch, e.start_offset) for e in nodes[1].manager.hosted(TOPIC, 0).epochs.entries] == [(0, 0), (1, 1)]
             await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2, 3), what="node 1 back in the ISR")
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_debug_skip_truncation_keeps_divergent_records(tmp_path):
     async def scenario():
-        controller, nodes, client = await diverge(tmp_path, debug={1: {"logquake.debug.skip.truncation": "true"}})
-        try:
+        controller = FakeController()
+        debug = {1: {"logquake.debug.skip.truncation": "true"}}
+        async with running_cluster(tmp_path, controller, min_isr="1", debug=debug) as (nodes, client):
+            await diverge(controller, nodes, client)
             await wait_until(lambda: nodes[1].log.log_end_offset == 4, what="node 1 to reach offset 4")
             mine, theirs = nodes[1].batches(), nodes[2].batches()
             assert mine[0] == theirs[0]
             assert mine[1:3] != theirs[1:3] and [epoch for _, epoch, _ in mine[1:3]] == [0, 0]  # the planted bug
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_debug_ack_before_replication_and_read_above_hwm(tmp_path):
     async def scenario():
-        controller = FakeController()
         debug = {"logquake.debug.ack.before.replication": "true", "logquake.debug.read.above.hwm": "true"}
-        nodes = await cluster(tmp_path, controller, debug={1: debug})
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, debug={1: debug}) as (nodes, client):
             await nodes[2].stop()
             await nodes[3].stop()
             # ISR (1, 2, 3) with both followers gone: a correct leader could not acknowledge this
@@ -331,9 +312,6 @@ def test_debug_ack_before_replication_and_read_above_hwm(tmp_path):
             assert nodes[1].manager.hosted(TOPIC, 0).high_watermark == 0
             error, high_watermark, batches = await client.fetch(nodes[1], 0)
             assert (error, high_watermark, len(batches)) == (ErrorCode.none, 0, 1)  # served above the HW
-        finally:
-            await client.close()
-            await nodes[1].stop()
 
     run(scenario())
 
@@ -342,19 +320,12 @@ def test_debug_skip_dedup_appends_a_retried_idempotent_batch_twice(tmp_path):
     async def scenario():
         results = {}
         for skip in (False, True):
-            controller = FakeController()
             debug = {"logquake.debug.skip.dedup": "true"} if skip else {}
-            nodes = await cluster(tmp_path / str(skip), controller, debug={1: debug})
-            client = Client()
-            try:
+            async with running_cluster(tmp_path / str(skip), debug={1: debug}) as (nodes, client):
                 fields = dict(producer_id=7, producer_epoch=0, base_sequence=0)
                 first = await client.produce(nodes[1], [b"once"], **fields)
                 retry = await client.produce(nodes[1], [b"once"], **fields)
                 results[skip] = (first, retry, nodes[1].log.log_end_offset)
-            finally:
-                await client.close()
-                for node in nodes.values():
-                    await node.stop()
         assert results[False] == ((ErrorCode.none, 0), (ErrorCode.none, 0), 1)
         assert results[True] == ((ErrorCode.none, 0), (ErrorCode.none, 1), 2)
 
@@ -364,9 +335,7 @@ def test_debug_skip_dedup_appends_a_retried_idempotent_batch_twice(tmp_path):
 def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
     async def scenario():
         controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, controller) as (nodes, client):
             assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
             stale_image = controller.image
             controller.elect(1, (1, 2, 3))  # epoch 1, same leader
@@ -394,10 +363,6 @@ def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
             assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (ErrorCode.none, 0, 1)
             answer = (await client.send(nodes[2], request)).topics[0].partitions[0]
             assert answer.error_code == ErrorCode.not_leader_or_follower
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
@@ -407,9 +372,7 @@ def test_topic_deletion_stops_and_deletes_every_replica(tmp_path):
         from broker.metadata.records import RemoveTopicRecord
 
         controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, controller) as (nodes, client):
             assert (await client.produce(nodes[1], [b"doomed"]))[0] == ErrorCode.none
             directories = [n.log.directory for n in nodes.values()]
             assert all(os.path.isdir(d) for d in directories)
@@ -417,20 +380,13 @@ def test_topic_deletion_stops_and_deletes_every_replica(tmp_path):
             assert all(n.manager.hosted(TOPIC, 0) is None and n.log is None for n in nodes.values())
             assert not any(os.path.exists(d) for d in directories)
             assert (await client.produce(nodes[1], [b"late"]))[0] == ErrorCode.unknown_topic_or_partition
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_not_leader_answers_carry_the_current_leader_and_its_endpoint(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path) as (nodes, client):
             request = kr.produce(TOPIC, 0, kr.batch([(None, b"x")]), acks=1, version=10)
             response = await client.send(nodes[2], request)
             part = response.responses[0].partition_responses[0]
@@ -442,20 +398,13 @@ def test_not_leader_answers_carry_the_current_leader_and_its_endpoint(tmp_path):
             assert part.error_code == ErrorCode.not_leader_or_follower
             assert (part.current_leader.leader_id, part.current_leader.leader_epoch) == (1, 0)
             assert [(e.node_id, e.port) for e in response.node_endpoints] == [(1, nodes[1].port)]
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller, min_isr="1")
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, min_isr="1") as (nodes, client):
             assert (await client.produce(nodes[1], [b"0"]))[0] == ErrorCode.none
             await wait_until(lambda: nodes[3].log.log_end_offset == 1, what="node 3 at LEO 1")
             await nodes[3].stop()
@@ -468,20 +417,13 @@ def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(tmp_path
             await wait_until(lambda: nodes[3].log.log_end_offset == 5, what="node 3 to catch up")
             assert nodes[3].log.log_start_offset == 4
             assert nodes[3].batches() == nodes[1].batches()
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
 
 
 def test_a_restarted_leader_starts_from_its_checkpointed_high_watermark(tmp_path):
     async def scenario():
-        controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path) as (nodes, client):
             for value in (b"a", b"b", b"c"):
                 assert (await client.produce(nodes[1], [value]))[0] == ErrorCode.none
             await nodes[2].stop()
@@ -491,9 +433,6 @@ def test_a_restarted_leader_starts_from_its_checkpointed_high_watermark(tmp_path
             assert nodes[1].manager.hosted(TOPIC, 0).high_watermark == 3
             error, high_watermark, batches = await client.fetch(nodes[1], 0)
             assert (error, high_watermark, len(batches)) == (ErrorCode.none, 3, 3)
-        finally:
-            await client.close()
-            await nodes[1].stop()
 
     run(scenario())
 
@@ -501,9 +440,7 @@ def test_a_restarted_leader_starts_from_its_checkpointed_high_watermark(tmp_path
 def test_images_older_than_this_process_registration_are_not_acted_on(tmp_path):
     async def scenario():
         controller = FakeController()
-        nodes = await cluster(tmp_path, controller)
-        client = Client()
-        try:
+        async with running_cluster(tmp_path, controller) as (nodes, client):
             assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
             await nodes[1].stop()
             incarnation = uuid.uuid4()
@@ -533,9 +470,5 @@ def test_images_older_than_this_process_registration_are_not_acted_on(tmp_path):
             replica = restarted.manager.hosted(TOPIC, 0)
             assert replica is not None and replica.role == "follower" and replica.state.leader == 2
             await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2, 3), what="node 1 back in the ISR")
-        finally:
-            await client.close()
-            for node in nodes.values():
-                await node.stop()
 
     run(scenario())
