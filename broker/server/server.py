@@ -145,7 +145,8 @@ class BrokerServer:
         while self.in_flight and clock.monotonic_ns() < deadline_ns:
             await clock.sleep(0.01)
         if self.in_flight:
-            log.warning("%d requests still in flight after %.0f s; closing anyway: %s", len(self.in_flight),
+            count = len(self.in_flight)
+            log.warning("%d request%s still in flight after %.0f s; closing anyway: %s", count, "" if count == 1 else "s",
                         SHUTDOWN_GRACE_S, self.describe_in_flight())
         for writer in list(self.connections):
             writer.close()

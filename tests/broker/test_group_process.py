@@ -4,7 +4,8 @@ Fast: one node, raw requests — FindCoordinator creates `__consumer_offsets`,
 JoinGroup v5 asks for a member id (MEMBER_ID_REQUIRED), a second member forms
 generation 2, and an OffsetCommit naming generation 1 gets ILLEGAL_GENERATION
 and changes nothing; the committed offsets survive a broker restart (replayed
-from the log).
+from the log). A JoinGroup that cannot complete does not hold up a SIGTERM past
+the broker's 5 s grace.
 
 Slow: three confluent-kafka consumers subscribe to a 6-partition topic on a
 3-node cluster while members join, leave and are killed (closed without
@@ -16,6 +17,8 @@ coordinator's broker; cooperative-sticky, aiokafka and kafka-python groups.
 from __future__ import annotations
 
 import datetime
+import signal
+import time
 
 import pytest
 
@@ -95,6 +98,35 @@ def test_raw_group_lifecycle_and_stale_generation_commit(broker_factory):
     with RawClient(broker.port) as client:
         assert _find(client, "grp").error_code == 0
         assert _fetch(client, "grp") == 42
+
+
+def test_sigterm_gives_a_join_group_that_cannot_complete_its_grace_then_names_it_and_exits_0(broker_factory):
+    """A JoinGroup may wait a whole rebalance timeout (here 60 s) for members that never rejoin: at SIGTERM
+    the broker waits 5 s for requests in flight, then names the one it gives up on and still exits cleanly."""
+    broker = broker_factory(GROUP_OVERRIDES)
+    m = k.module("join_group", 5)
+
+    def join(member_id):
+        return m.JoinGroupRequest(
+            group_id="stuck", session_timeout=datetime.timedelta(seconds=60), rebalance_timeout=datetime.timedelta(seconds=60),
+            member_id=member_id, group_instance_id=None, protocol_type="consumer",
+            protocols=(m.JoinGroupRequestProtocol(name="range", metadata=b"\x00"),))
+
+    with RawClient(broker.port) as client, RawClient(broker.port) as other:
+        assert _find(client, "stuck").error_code == 0
+        first_id = client.call(join("")).member_id
+        assert client.call(join(first_id)).generation_id == 1
+        second_id = other.call(join("")).member_id
+        other.send(join(second_id))  # waits until the first member rejoins: it never does
+        time.sleep(0.5)
+        started = time.monotonic()
+        broker.process.send_signal(signal.SIGTERM)
+        assert broker.process.wait(30) == 0
+        took_s = time.monotonic() - started
+    assert 4.5 < took_s < 15, took_s
+    stderr = broker.stderr_text()
+    assert "1 request still in flight after 5 s; closing anyway: JoinGroup (" in stderr
+    assert "shutdown took" in stderr and "logs closed cleanly" in stderr
 
 
 # ---- slow: real clients on a 3-node cluster ------------------------------------------------------
