@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def _ssh(nodes: int) -> NodeControl:
         from tests.harness.test_ssh_cluster import start_ssh_containers
 
         started = time.monotonic()
-        nodes_file, _, cleanup, _ = start_ssh_containers(Path(tempfile.mkdtemp(prefix="bench-ssh-")), count=nodes)
+        key_dir = Path(tempfile.mkdtemp(prefix="bench-ssh-"))  # the containers' key pair and nodes file
+        atexit.register(shutil.rmtree, key_dir, True)
+        nodes_file, _, cleanup, _ = start_ssh_containers(key_dir, count=nodes)
         atexit.register(cleanup)
         _ssh_containers[nodes] = str(nodes_file)
         _ssh_args[2:] = ["--nodes-file", str(nodes_file)]
