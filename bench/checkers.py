@@ -10,7 +10,7 @@ Each case runs in a fresh child process, so its peak RSS (ru_maxrss) is its own:
   as Elle's generator does), strict-serializable. Target: under 60 s.
 - linearizable kv: 50 concurrent clients, 2,000 operations over 10 keys (get,
   put, append), once valid and once with one stale read. Target: under 60 s each.
-- shared: every history of ../shared/data/histories with its checker.
+- shared: every history of tests/data/histories with its checker.
 
 The generated histories come from simulating a correct system (effects applied
 atomically at a random point inside each operation), so the valid ones are
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data" / "histories"
+SHARED = ROOT / "tests" / "data" / "histories"
 
 
 # ----- generators ----------------------------------------------------------------------

@@ -107,6 +107,9 @@ __all__ = [
     "read_edn",
     "op_from_dict",
     "op_to_dict",
+    "OpCounter",
+    "describe_op_counts",
+    "op_counts",
 ]
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -121,6 +124,67 @@ MICRO_OP_NAMES = frozenset(
     {"append", "r", "w", "send", "poll", "read", "write", "cas", "assign", "subscribe", "add", "get", "put"}
 )
 _KEYWORDISH = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+class OpCounter:
+    """The one count of operations every output shows: client operations by completion type.
+
+    A client operation is an invocation by a process other than the nemesis
+    (assigns, subscribes and final reads included); `total` counts
+    invocations, `ok` / `fail` / `info` their completions, and `pending` the
+    invocations without a completion yet (after a run: none, or those cut
+    off by a crash). The harness's live progress line and the run's
+    `results.json` count with this class, and the report shows the latter, so
+    one run has one set of figures everywhere.
+    """
+
+    __slots__ = ("total", "ok", "fail", "info")
+
+    def __init__(self) -> None:
+        self.total = self.ok = self.fail = self.info = 0
+
+    def add(self, process: Any, type_: str) -> None:
+        """Count one op (an invocation or a completion) of `process`."""
+        if process == NEMESIS:
+            return
+        if type_ == "invoke":
+            self.total += 1
+        elif type_ == "ok":
+            self.ok += 1
+        elif type_ == "fail":
+            self.fail += 1
+        elif type_ == "info":
+            self.info += 1
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.ok - self.fail - self.info)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, "ok": self.ok, "fail": self.fail, "info": self.info, "pending": self.pending}
+
+    def __str__(self) -> str:
+        return describe_op_counts(self.as_dict())
+
+
+def describe_op_counts(counts: Mapping[str, int]) -> str:
+    """"579 operations: 560 ok, 1 fail, 18 info" (pending only when there are any)."""
+    total = counts.get("total", 0)
+    parts = [f"{counts.get('ok', 0)} ok", f"{counts.get('fail', 0)} fail", f"{counts.get('info', 0)} info"]
+    if counts.get("pending"):
+        parts.append(f"{counts['pending']} pending")
+    return f"{total} operation{'' if total == 1 else 's'}: " + ", ".join(parts)
+
+
+def op_counts(ops: Iterable[Any]) -> dict[str, int]:
+    """`OpCounter.as_dict()` over a history's ops (`Op`s or op maps)."""
+    counter = OpCounter()
+    for op in ops:
+        if isinstance(op, Op):
+            counter.add(op.process, op.type)
+        else:
+            counter.add(op.get("process"), op.get("type"))
+    return counter.as_dict()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,15 @@ a checker (given with `--checker`, or detected from the ops: `send`/`poll`
 micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
 register/mutex/kv ops -> linearizable with an inferred model), prints a
 summary per file and writes every result into `results.json` (or
-`results.edn` with `--edn`) in `--out` (default: the current directory).
+`results.edn` with `--edn`) in `--out` (default: a new folder
+`check-<UTC time>` in the current directory, so that a check never replaces
+the results a run wrote; an `--out` that is a run's own folder is refused).
+
+A queue history is judged under a delivery mode: `--delivery` when given,
+else the one the run's `test.json` beside the history records (read with
+`checkers.queue.delivery.delivery_of`, the same function the run used), else
+exactly-once, the strictest; the line before a file's verdict says which mode
+was used and where it came from, and how to change it when it was assumed.
 
 Exit codes: 0 all valid, 1 some history invalid, 2 some verdict unknown (and
 none invalid), 254 bad arguments (argparse errors included: they name the flag
@@ -35,6 +43,7 @@ from typing import Any
 from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
 from checkers.history import FORMATS, NEMESIS, History, HistoryError
 from checkers.queue import DELIVERY_MODES
+from checkers.queue.delivery import delivery_of
 
 EXIT_VALID = 0
 EXIT_INVALID = 1
@@ -73,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--consistency-models", help="comma-separated Elle consistency models, e.g. serializable")
     parser.add_argument("--delivery", choices=DELIVERY_MODES, default=None,
                         help="queue delivery mode the history ran under (default: the run's test.json when "
-                             "checking a stored run, else exactly-once)")
+                             "checking a stored run, else exactly-once, the strictest, and the output says so)")
     parser.add_argument("--semantics", help="linearizable checker semantics, e.g. knossos or porcupine-etcd")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="history format (default: auto)")
-    parser.add_argument("--out", default=".", help="directory for results.json / results.edn (default: .)")
+    parser.add_argument("--out", default=None,
+                        help="directory for results.json / results.edn (default: a new folder check-<UTC time> in "
+                             "the current directory; never a run's own folder)")
     parser.add_argument("--edn", action="store_true", help="write results.edn instead of results.json")
     return parser
 
@@ -88,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
         options = _checker_options(args)
         files = _expand_files(args.files)
+        out_dir = _out_dir(args.out)
     except BadArguments as error:
         sys.stderr.write(f"{parser.format_usage()}logquake check: error: {error}\n")
         return EXIT_BAD_ARGUMENTS
@@ -105,10 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{parser.format_usage()}logquake check: error: {error}\n")
             return EXIT_BAD_ARGUMENTS
         results[path] = result
+        if result.get("delivery_source"):
+            console.print(f"{path}: judged as {result['delivery']} ({result['delivery_source']})", markup=False)
         _print_summary(console, path, result)
     valid = merge_valid(*(r["valid"] for r in results.values()))
     document = {"valid": valid, "files": results}
-    out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if args.edn:
@@ -118,11 +131,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = out_dir / "results.json"
             target.write_text(json.dumps(to_jsonable(document), indent=1) + "\n", encoding="utf-8")
     except OSError as error:
-        sys.stderr.write(f"logquake check: error: --out {args.out!r}: cannot write results ({error.strerror})\n")
+        sys.stderr.write(f"logquake check: error: --out {str(out_dir)!r}: cannot write results ({error.strerror})\n")
         return EXIT_BAD_ARGUMENTS
     verdict = {True: "valid", False: "INVALID", "unknown": "unknown"}[valid]
     console.print(f"{len(results)} histor{'y' if len(results) == 1 else 'ies'}: {verdict}; results in {target}")
     return _EXIT_OF[valid]
+
+
+def _out_dir(out: str | None) -> Path:
+    """Where results go: `out`, unless it is a stored run's folder; by default a new check-<UTC time> folder."""
+    if out is not None:
+        path = Path(out)
+        if (path / "test.json").is_file() or (path / "history.jsonl").is_file():
+            raise BadArguments(f"--out {out!r} is a run's folder: its results.json is the run's own verdict; "
+                               "choose another folder (or leave --out out for a new one)")
+        return path
+    import datetime
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path, n = Path(f"check-{stamp}"), 1
+    while path.exists():
+        n += 1
+        path = Path(f"check-{stamp}-{n}")
+    return path
 
 
 def _expand_files(paths: Sequence[str]) -> list[str]:
@@ -269,8 +300,15 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
     except OSError as error:
         return {"valid": "unknown", "checker": checker, "error": f"cannot read {path}: {error.strerror}"}
     model = options.get("model")
+    source = "--delivery"
     if options.get("delivery") is None:
-        options = {**options, "delivery": stored_delivery(path) or "exactly-once"}
+        stored = stored_delivery(path)
+        if stored is not None:
+            source = f"from {Path(path).parent / 'test.json'}"
+        else:
+            source = ("assumed: no test.json beside the history, so the strictest mode; pass --delivery "
+                      f"{'|'.join(DELIVERY_MODES)} to judge it under another")
+        options = {**options, "delivery": stored or "exactly-once"}
     if checker is None:
         checker, detected_model = detect_checker(history)
         if checker is None:
@@ -292,20 +330,22 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
     merged = run_checkers(history, {checker: run})
     result = dict(merged[checker])
     result["checker"] = checker
+    if checker == "queue":
+        result["delivery"] = options["delivery"]
+        result["delivery_source"] = source
     if checker == "linearizable":
         result.setdefault("model", model)
     return result
 
 
 def stored_delivery(history_path: str) -> str | None:
-    """The delivery mode recorded in the test.json beside a stored run's history, if any."""
+    """The delivery (a name of `DELIVERY_MODES`) of the run whose test.json is beside the history, if any."""
     test_json = Path(history_path).parent / "test.json"
     try:
         options = json.loads(test_json.read_text(encoding="utf-8")).get("options", {})
+        return delivery_of(options).name
     except (OSError, ValueError, AttributeError):
         return None
-    delivery = options.get("delivery") if isinstance(options, dict) else None
-    return delivery if delivery in DELIVERY_MODES else None
 
 
 def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:

@@ -44,6 +44,8 @@ from harness.control import NodeControl
 from harness.store import Store, write_json
 from nemeses import Nemesis
 from nemeses.core import FaultEvent, Schedule
+from checkers.history import OpCounter, op_counts
+from checkers.queue.delivery import Delivery, delivery_of
 from workloads.core import Client, Completion, Invocation, Workload
 
 log = logging.getLogger("harness.runner")
@@ -85,8 +87,12 @@ class TestOptions:
         if self.name:
             return self.name
         faults = "+".join(self.nemesis) if self.nemesis else "none"
-        delivery = f"{self.delivery}-idempotent" if self.idempotent else self.delivery
-        return f"{self.workload}-{delivery}-{faults}"
+        return f"{self.workload}-{self.delivery_mode().name}-{faults}"
+
+    def delivery_mode(self) -> Delivery:
+        """The run's delivery mode and promise: the one decision every output names (test name, test.json,
+        results.json, report, serve, check)."""
+        return delivery_of({"delivery": self.delivery, "idempotent": self.idempotent})
 
 
 class Recorder:
@@ -105,7 +111,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._pending: list[dict] = []
         self.count = 0
-        self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.counts = OpCounter()  # the same count results.json and the report show
         self._stop = threading.Event()
         self._flush_interval_s = flush_interval_s
         self._flusher = threading.Thread(target=self._flush_loop, name="history-flusher", daemon=True)
@@ -119,8 +125,7 @@ class Recorder:
                 op.update({k: v for k, v in extra.items() if v is not None})
             self._pending.append(op)
             self.count += 1
-            if process != "nemesis" and type_ in self.counts:
-                self.counts[type_] += 1
+            self.counts.add(process, type_)
             return op
 
     def _flush_loop(self) -> None:
@@ -187,12 +192,11 @@ class Progress:
     def line(self) -> str:
         parts = [f"phase: {self.phase}"]
         if self.recorder is not None:
-            c = self.recorder.counts
-            parts.append(f"ops: {c['ok']} ok, {c['fail']} fail, {c['info']} info")
+            parts.append(str(self.recorder.counts))
         if self.run_started is not None and self.phase == "run":
             left = max(0.0, self.time_limit_s - (time.monotonic() - self.run_started))
             parts.append(f"time left: {left:4.0f} s")
-        parts.append("faults: " + (", ".join(f"{k} {v}" for k, v in self.active_faults.items()) or "none"))
+        parts.append("faults: " + (", ".join(self.active_faults.values()) or "none"))
         return " | ".join(parts)
 
     def start(self) -> None:
@@ -284,6 +288,7 @@ class TestRun:
         self.run_dir = store.new_run(self.o.test_name())
         self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
         write_json(self.run_dir / "test.json", {"name": self.o.test_name(), "options": asdict(self.o),
+                                                 "delivery": self.o.delivery_mode().to_dict(),
                                                  "workload": self.workload.describe(),
                                                  "versions": versions(self.o.client)})
         write_json(self.run_dir / "schedule.json", self.schedule.to_list())
@@ -445,8 +450,8 @@ class TestRun:
             result = {"error": f"{type(e).__name__}: {e}"}
             log.warning("nemesis %s failed: %s", event.f, e)
         self.recorder.record("nemesis", "info", event.f, result)
-        if event.f in ("start-partition", "kill", "pause"):
-            self.progress.active_faults[event.package] = event.f
+        if event.opens:
+            self.progress.active_faults[event.package] = event.label()
         else:
             self.progress.active_faults.pop(event.package, None)
 
@@ -492,21 +497,33 @@ class TestRun:
     # ----- verdicts ---------------------------------------------------------------------
 
     def _check(self) -> RunOutcome:
-        from checkers.core import merge_valid, run_checkers, to_jsonable
+        from checkers.core import run_checkers, to_jsonable
         from checkers.history import History
 
         self.progress.set_phase("check")
         history = History.load(str(self.run_dir / "history.jsonl"), format="jsonl")
-        results = run_checkers(history, {"workload": self.workload.check})
-        results = to_jsonable(results)
-        results["valid"] = merge_valid(*(r.get("valid") for k, r in results.items() if isinstance(r, dict)))
-        judge_without_final_reads(results, self.final_reads_incomplete)
-        if self.errors:
-            results["harness_errors"] = self.errors
+        incomplete = self.final_reads_incomplete
+        # run_checkers merges the checkers' verdicts (Jepsen's merge-valid: invalid beats unknown beats valid);
+        # the runner adds no judgement of its own
+        results = to_jsonable(run_checkers(
+            history, {"workload": lambda h: self.workload.check(h, final_reads_incomplete=incomplete)}))
+        for name, result in results.items():
+            if isinstance(result, dict) and result.get("valid") == "unknown" and result.get("message"):
+                results.setdefault("reason", result.get("reason", f"{name}-undecided"))
+                results.setdefault("message", result["message"])
+        self._add_run_facts(results, history)
         self._write_results(results, history)
         valid = results["valid"]
         code = EXIT_VALID if valid is True else EXIT_INVALID if valid is False else EXIT_UNKNOWN
         return RunOutcome(code, valid, self.run_dir, results, results.get("message", ""))
+
+    def _add_run_facts(self, results: dict, history=None) -> None:
+        """What every output of a run shows beside the verdict: its delivery mode and its op counts."""
+        results["delivery"] = self.o.delivery_mode().to_dict()
+        if history is not None:
+            results["counts"] = op_counts(history)
+        if self.errors:
+            results["harness_errors"] = self.errors
 
     def _write_results(self, results: dict, history=None) -> None:
         write_json(self.run_dir / "results.json", results)
@@ -525,8 +542,6 @@ class TestRun:
 
     def _finish_without_verdict(self, why: str, message: str, exit_code: int = EXIT_UNKNOWN) -> RunOutcome:
         results = {"valid": "unknown", "reason": why, "message": message}
-        if self.errors:
-            results["harness_errors"] = self.errors
         history = None
         try:
             from checkers.history import History
@@ -534,28 +549,9 @@ class TestRun:
             history = History.load(str(self.run_dir / "history.jsonl"), format="jsonl")
         except Exception as e:
             results["history_error"] = str(e)
+        self._add_run_facts(results, history)
         self._write_results(results, history)
         return RunOutcome(exit_code, "unknown", self.run_dir, results, message)
-
-
-# Anomalies that only the final reads can rule out: without them an acknowledged send no read returned
-# may be lost or merely unread.
-NEEDS_FINAL_READS = frozenset({"unseen"})
-
-
-def judge_without_final_reads(results: dict, incomplete: str | None) -> None:
-    """Turn a verdict the final reads were needed for into "unknown" (in place) when they did not complete.
-
-    VALID needs them (a lost write shows up only when a read goes past it), and so does INVALID when
-    its only anomalies are ones the final reads would have settled; any other anomaly stands."""
-    if incomplete is None:
-        return
-    anomaly_types = set(results.get("workload", {}).get("anomaly_types", ()))
-    if results.get("valid") is True or (results.get("valid") is False and anomaly_types <= NEEDS_FINAL_READS):
-        results["valid"] = "unknown"
-        results["reason"] = "final-reads-incomplete"
-        results["message"] = (f"{incomplete}; without the final reads an acknowledged send that no read returned "
-                              "cannot be told lost or merely unread, so there is no verdict")
 
 
 def _raise_interrupt(signum, frame):

@@ -219,14 +219,26 @@ def _ssh_cluster(system, options: TestOptions, nodes_file, accept_new_host_keys:
 
 
 def print_summary(outcome) -> None:
+    from checkers.history import describe_op_counts
+    from checkers.queue.delivery import ANOMALY_ORDER
+
     results = outcome.results or {}
     verdict = {True: "VALID", False: "INVALID"}.get(outcome.valid, "UNKNOWN")
-    print(f"\nverdict: {verdict}")
+    delivery = results.get("delivery") if isinstance(results.get("delivery"), dict) else {}
+    print(f"\nverdict: {verdict}" + (f" under {delivery['label']}" if delivery.get("label") else ""))
+    if isinstance(results.get("counts"), dict):
+        print(f"  {describe_op_counts(results['counts'])}")
     workload = results.get("workload", {}) if isinstance(results.get("workload"), dict) else {}
-    for name, witnesses in sorted((workload.get("anomalies") or {}).items()):
-        print(f"  anomaly {name}: {len(witnesses)}")
-    for name, witnesses in sorted((workload.get("allowed") or {}).items()):
-        print(f"  allowed by the delivery mode: {name}: {len(witnesses)}")
+    stats = workload.get("stats") if isinstance(workload.get("stats"), dict) else {}
+    summaries = stats.get("anomaly_summaries") or {}
+
+    def ordered(names):
+        return sorted(names, key=lambda n: (ANOMALY_ORDER.index(n) if n in ANOMALY_ORDER else len(ANOMALY_ORDER), n))
+
+    for bucket, prefix in (("anomalies", "anomaly"), ("allowed", "allowed by the delivery mode:")):
+        group = workload.get(bucket) or {}
+        for name in ordered(group):
+            print(f"  {prefix} {name}: {summaries.get(name) or len(group[name])}")
     if outcome.message and outcome.valid == "unknown":
         print(f"  {outcome.message.strip().splitlines()[-1]}")
     for err in results.get("harness_errors", []):

@@ -59,6 +59,16 @@ class FaultEvent:
     shape: str | None = None
     pick: int = 0
 
+    @property
+    def opens(self) -> bool:
+        """True for an event that starts a fault (`start-*`, `kill`, `pause`), False for one that undoes it."""
+        return self.f.startswith("start-") or self.f in ("kill", "pause")
+
+    def label(self) -> str:
+        """The fault in a few words for progress lines: its package, and its shape or target ("partition: bridge")."""
+        detail = self.shape or self.target
+        return f"{self.package}: {detail}" if detail else self.package
+
     def to_dict(self) -> dict:
         d = {"at_s": round(self.at_s, 3), "package": self.package, "f": self.f}
         if self.target is not None:
@@ -87,7 +97,7 @@ class Schedule:
 
 def _event_order(event: FaultEvent):
     """Time order; at the same instant, undoing a fault goes before starting one."""
-    return (event.at_s, event.f.startswith("start-") or event.f in ("kill", "pause"))
+    return (event.at_s, event.opens)
 
 
 def pick_nodes(nodes: list[str], target: str, pick: int) -> list[str]:

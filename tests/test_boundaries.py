@@ -1,4 +1,4 @@
-"""The module boundaries of ../shared/STYLE.md, enforced by import-linter contracts in pyproject.toml."""
+"""The module boundaries of docs/STYLE.md, enforced by import-linter contracts in pyproject.toml."""
 
 import shutil
 import subprocess

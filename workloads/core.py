@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-DELIVERY_MODES = ("at-most-once", "at-least-once", "exactly-once")
+from checkers.queue.delivery import MODES as DELIVERY_MODES  # the one table of delivery modes
 
 
 @dataclass
@@ -71,7 +71,9 @@ class Workload(abc.ABC):
         """Operations one fresh client runs after healing, to read everything back."""
 
     @abc.abstractmethod
-    def check(self, history) -> dict: ...
+    def check(self, history, final_reads_incomplete: str | None = None) -> dict:
+        """Judge the history; `final_reads_incomplete` says why the final reads did not complete, if they did not
+        (the checker then decides which verdicts still stand)."""
 
     def describe(self) -> dict:
         return {"name": self.name}

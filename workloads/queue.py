@@ -18,7 +18,8 @@ final reads, which decide `unseen` and `lost-write`); a watermark query
 that meets a transient error (a restarted broker still catching up, a leader
 moving) is asked again for up to `WATERMARK_RETRY_S`.
 
-Client settings follow the delivery mode (../shared/DESIGN.md):
+Client settings follow the delivery mode (docs/DESIGN.md; the promise each mode makes
+is `checkers.queue.delivery`'s table, the only one):
 
 | mode | producer | consumer |
 |---|---|---|
@@ -28,8 +29,7 @@ Client settings follow the delivery mode (../shared/DESIGN.md):
 
 `idempotent=True` (at-least-once only) turns on the idempotent producer: its
 retries must then never duplicate a message, so the checker holds the run to
-no duplicates either (judged as exactly-once, which for a queue without
-transactions differs from at-least-once only in not allowing duplicates).
+no duplicates either (delivery `at-least-once-idempotent`).
 
 Outcome rules (Jepsen's): `fail` only when the send certainly had no effect —
 the producer refused it before sending, or the broker rejected the one and only
@@ -46,6 +46,7 @@ import threading
 import time
 from typing import Any
 
+from checkers.queue.delivery import Delivery
 from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Workload
 
 CLIENTS = ("confluent", "kafka-python")
@@ -72,8 +73,7 @@ class QueueWorkload(Workload):
         if delivery == "exactly-once" and client != "confluent":
             raise ValueError(f"--delivery exactly-once runs on --client confluent only; the {client} queue client "
                              "has no transactional operations yet")
-        if idempotent and delivery != "at-least-once":
-            raise ValueError(f"--idempotent goes with --delivery at-least-once, not {delivery}")
+        self.delivery_mode = Delivery(delivery, idempotent)  # ValueError for --idempotent with another mode
         self.idempotent = idempotent
         self.delivery = delivery
         self.keys = keys
@@ -181,13 +181,10 @@ class QueueWorkload(Workload):
             return ConfluentQueueClient(self, bootstrap, process)
         return KafkaPythonQueueClient(self, bootstrap, process)
 
-    def check(self, history) -> dict:
+    def check(self, history, final_reads_incomplete: str | None = None) -> dict:
         from checkers.queue import check as check_queue
 
-        result = check_queue(history, delivery="exactly-once" if self.idempotent else self.delivery)
-        if self.idempotent:
-            result["promise"] = "at-least-once with an idempotent producer: nothing lost, nothing duplicated"
-        return result
+        return check_queue(history, delivery=self.delivery_mode, final_reads_incomplete=final_reads_incomplete)
 
 
 def confluent_send_outcome(code: int, retries: bool) -> str:

@@ -70,11 +70,12 @@ from typing import Any
 import networkx as nx
 
 from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
-from checkers.queue.explain import explain
+from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
+from checkers.queue.explain import explain, summarize
 
-__all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "check"]
+__all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "NEEDS_FINAL_READS", "check"]
 
-DELIVERY_MODES = ("at-most-once", "at-least-once", "exactly-once")
+DELIVERY_MODES = DELIVERY_NAMES
 CYCLE_NAMES = tuple(f"{base}{suffix}" for base in ("G0", "G1c") for suffix in ("", "-process", "-realtime"))
 ANOMALY_NAMES = (
     "inconsistent-offsets",
@@ -94,11 +95,9 @@ ANOMALY_NAMES = (
 )
 _DATA_FS = frozenset({"send", "poll", "txn"})
 _ASSIGN_FS = frozenset({"assign", "subscribe"})
-_MODE_ALLOWED = {
-    "at-most-once": frozenset({"lost-write", "unseen"}),
-    "at-least-once": frozenset({"duplicate"}),
-    "exactly-once": frozenset(),
-}
+# Anomalies that only complete final reads can establish: without them an acknowledged send that no
+# read returned may be lost or merely unread.
+NEEDS_FINAL_READS = frozenset({"unseen"})
 
 
 class QueueHistoryError(ValueError):
@@ -253,30 +252,40 @@ class _Order:
 
 def check(
     history: History,
-    delivery: str = "exactly-once",
+    delivery: str | Delivery = "exactly-once",
     *,
     ww_deps: bool = False,
     subscribe_allows_skips: bool = True,
     max_witnesses: int | None = None,
+    final_reads_incomplete: str | None = None,
     **opts: Any,
 ) -> dict[str, Any]:
     """Check a queue history; see the module doc for what is checked.
 
-    `delivery`: one of `DELIVERY_MODES`. `ww_deps`: infer write-write
-    dependencies from log order for cycle search. `max_witnesses`: keep at
-    most this many witnesses per anomaly (None keeps all; counts stay exact).
-    Returns `{"valid", "delivery", "anomaly_types", "anomalies", "allowed",
-    "stats"}`.
+    `delivery`: a `Delivery` or one of `DELIVERY_MODES` (`checkers.queue.delivery`).
+    `ww_deps`: infer write-write dependencies from log order for cycle search.
+    `max_witnesses`: keep at most this many witnesses per anomaly (None keeps
+    all; counts stay exact). `final_reads_incomplete`: why the run's final reads
+    did not complete, if they did not: then nothing can be called unseen, so a
+    verdict that rests on that (VALID, or INVALID by `unseen` alone) is
+    "unknown" and the "nothing lost" promise is unknown unless a lost write
+    broke it. Returns `{"valid", "delivery", "anomaly_types", "anomalies",
+    "allowed", "promises", "stats"}` (+ `reason`, `message` when unknown for
+    that reason); `stats["anomaly_summaries"]` says in one sentence what each
+    anomaly's count counts.
     """
-    if delivery not in DELIVERY_MODES:
-        raise ValueError(f"delivery {delivery!r} is not known; expected one of {', '.join(DELIVERY_MODES)}")
+    if isinstance(delivery, str):
+        delivery = parse_delivery(delivery)
+    elif not isinstance(delivery, Delivery):
+        raise ValueError(f"delivery must be a Delivery or one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
     if opts:
         raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the queue checker; "
-                        "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses")
+                        "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses, final_reads_incomplete")
     if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
         raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
     with gc_paused():
-        return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses)
+        return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses,
+                                                                           final_reads_incomplete)
 
 
 
@@ -348,7 +357,7 @@ class _Analysis:
                     for offset, v in pairs:
                         if offset is not None:
                             self._log(k, offset, v)
-        self.stats["completions"] = counts
+        self.stats["data_ops"] = counts  # completions of the send, poll and txn ops judged here
 
     def _log(self, k: Any, offset: int, v: Any) -> None:
         log = self.logs[k]
@@ -771,15 +780,23 @@ class _Analysis:
 
     # -- result -------------------------------------------------------------------
 
-    def result(self, delivery: str, max_witnesses: int | None) -> dict[str, Any]:
+    def result(self, delivery: Delivery, max_witnesses: int | None,
+               final_reads_incomplete: str | None = None) -> dict[str, Any]:
         h = self.ops
-        mode_allowed = _MODE_ALLOWED[delivery]
+        mode_allowed = delivery.allowed
         anomalies: dict[str, list[dict[str, Any]]] = {}
         allowed: dict[str, list[dict[str, Any]]] = {}
         anomaly_counts: dict[str, int] = {}
         allowed_counts: dict[str, int] = {}
+        summaries: dict[str, str] = {}
         for name in ANOMALY_NAMES:
-            for data, positions, allowed_by_rule in self.found.get(name, ()):
+            found = self.found.get(name, ())
+            for is_allowed in (False, True):
+                datas = [data for data, _, by_rule in found if (by_rule or name in mode_allowed) == is_allowed]
+                if datas:
+                    # an anomaly both reported and allowed (by rule) keeps the sentence of the reported ones
+                    summaries.setdefault(name, summarize(name, datas))
+            for data, positions, allowed_by_rule in found:
                 is_allowed = allowed_by_rule or name in mode_allowed
                 target = allowed if is_allowed else anomalies
                 counts = allowed_counts if is_allowed else anomaly_counts
@@ -793,20 +810,42 @@ class _Analysis:
                 witness["op_maps"] = [op_to_dict(h[p]) for p in positions]
                 witness["explanation"] = explain(name, data)
                 bucket.append(witness)
-        judged = self.stats["completions"]["ok"] > 0
+        judged = self.stats["data_ops"]["ok"] > 0
         valid: bool | str = False if anomalies else (True if judged else "unknown")
         stats = dict(self.stats)
         stats["anomaly_counts"] = anomaly_counts
         stats["allowed_counts"] = allowed_counts
+        stats["anomaly_summaries"] = summaries
         stats["ops"] = len(h)
-        return {
+        result: dict[str, Any] = {
             "valid": valid,
-            "delivery": delivery,
+            "delivery": delivery.name,
             "anomaly_types": sorted(anomalies),
             "anomalies": anomalies,
             "allowed": allowed,
             "stats": stats,
         }
+        undecided: dict[str, str] = {}
+        if not judged:
+            result["reason"] = "no-completed-ops"
+            result["message"] = "no send, poll or transaction completed ok, so there is nothing to judge"
+        if final_reads_incomplete is not None:
+            needs = NEEDS_FINAL_READS - mode_allowed
+            if needs and (valid is True or (valid is False and set(anomalies) <= needs)):
+                result["valid"] = "unknown"
+                result["reason"] = "final-reads-incomplete"
+                result["message"] = (f"{final_reads_incomplete}; without the final reads an acknowledged send that no "
+                                     "read returned cannot be told lost or merely unread, so there is no verdict")
+            if needs:
+                # promises are judged without the anomalies the final reads were needed for
+                result_for_promises = {**result, "anomalies": {n: w for n, w in anomalies.items() if n not in needs},
+                                       "stats": {**stats, "anomaly_counts": {n: c for n, c in anomaly_counts.items()
+                                                                             if n not in needs}}}
+                undecided["lost"] = ("the final reads did not complete, so an acknowledged message that no read "
+                                     "returned may be lost or merely unread")
+                result["promises"] = judge_promises(result_for_promises, delivery, undecided)
+        result.setdefault("promises", judge_promises(result, delivery, undecided))
+        return result
 
 
 _Graphs = tuple  # of dict[int, list[int]]: adjacency lists whose union is one graph

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["explain", "fmt"]
+__all__ = ["explain", "fmt", "summarize"]
 
 
 def fmt(value: Any) -> str:
@@ -198,3 +198,98 @@ def explain(anomaly: str, data: Mapping[str, Any]) -> str:
     except KeyError:
         raise ValueError(f"no explainer for anomaly {anomaly!r}; known: {', '.join(sorted(_EXPLAINERS))}") from None
     return explainer(data)
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def _keys(datas: Sequence[Mapping[str, Any]]) -> str:
+    keys = {repr(d.get("key")) for d in datas if "key" in d}
+    return f", on {_n(len(keys), 'key')}" if keys else ""
+
+
+def _distinct(datas: Sequence[Mapping[str, Any]], field: str = "value") -> int:
+    return len({(repr(d.get("key")), repr(d.get(field))) for d in datas})
+
+
+def _summary_lost_write(ds: Sequence[Mapping[str, Any]]) -> str:
+    return f"{_n(len(ds), 'acknowledged message')} lost (later messages of the same key were read){_keys(ds)}"
+
+
+def _summary_unseen(ds: Sequence[Mapping[str, Any]]) -> str:
+    total = sum(int(d.get("count", 0)) for d in ds)
+    return f"{_n(total, 'acknowledged message')} never read{_keys(ds)}"
+
+
+def _summary_g1a(ds: Sequence[Mapping[str, Any]]) -> str:
+    return (f"{_n(len(ds), 'read')} of {_n(_distinct(ds), 'message')} whose send failed or was aborted"
+            f"{_keys(ds)}")
+
+
+def _summary_precommitted(ds: Sequence[Mapping[str, Any]]) -> str:
+    ops = len({d.get("op") for d in ds})
+    return f"{_n(ops, 'transaction')} read {_n(len(ds), 'message')} of their own before committing{_keys(ds)}"
+
+
+def _summary_duplicate(ds: Sequence[Mapping[str, Any]]) -> str:
+    extra = sum(max(0, int(d.get("count", 2)) - 1) for d in ds)
+    return f"{_n(len(ds), 'message')} stored more than once ({_n(extra, 'extra copy', 'extra copies')}){_keys(ds)}"
+
+
+def _summary_inconsistent(ds: Sequence[Mapping[str, Any]]) -> str:
+    return f"{_n(len(ds), 'offset')} holding more than one value{_keys(ds)}"
+
+
+def _summary_poll_skip(ds: Sequence[Mapping[str, Any]]) -> str:
+    skipped = sum(len(d.get("skipped") or ()) for d in ds)
+    return f"{_n(len(ds), 'poll')} that skipped past {_n(skipped, 'message')} in all{_keys(ds)}"
+
+
+def _summary_nonmonotonic(what: str) -> Callable[[Sequence[Mapping[str, Any]]], str]:
+    def summary(ds: Sequence[Mapping[str, Any]]) -> str:
+        processes = len({repr(d.get("process")) for d in ds})
+        return f"{_n(len(ds), what)} that went back in the log, by {_n(processes, 'process', 'processes')}{_keys(ds)}"
+    return summary
+
+
+def _summary_internal(what: str) -> Callable[[Sequence[Mapping[str, Any]]], str]:
+    def summary(ds: Sequence[Mapping[str, Any]]) -> str:
+        return f"{_n(len({d.get('op') for d in ds}), 'op')} {what}{_keys(ds)}"
+    return summary
+
+
+def _summary_cycle(ds: Sequence[Mapping[str, Any]]) -> str:
+    ops = len({o for d in ds for o in d.get("ops", ())})
+    return f"{_n(len(ds), 'dependency cycle')} through {_n(ops, 'transaction')}"
+
+
+_SUMMARIES: dict[str, Callable[[Sequence[Mapping[str, Any]]], str]] = {
+    "lost-write": _summary_lost_write,
+    "unseen": _summary_unseen,
+    "G1a": _summary_g1a,
+    "precommitted-read": _summary_precommitted,
+    "duplicate": _summary_duplicate,
+    "inconsistent-offsets": _summary_inconsistent,
+    "poll-skip": _summary_poll_skip,
+    "nonmonotonic-poll": _summary_nonmonotonic("poll"),
+    "nonmonotonic-send": _summary_nonmonotonic("send"),
+    "int-poll-skip": _summary_internal("whose polls skipped within the op"),
+    "int-nonmonotonic-poll": _summary_internal("whose polls went back within the op"),
+    "int-send-skip": _summary_internal("whose sends were interleaved with other messages"),
+    "int-nonmonotonic-send": _summary_internal("whose sends landed out of order within the op"),
+}
+
+
+def summarize(anomaly: str, datas: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence that says what the count of `anomaly` counts, from all its witnesses' data maps.
+
+    A witness of `unseen` is a key with many messages and one of G1a is one read, so "× N" alone
+    misleads; the sentence names the unit ("297 reads of 27 messages whose send failed or was
+    aborted, on 4 keys")."""
+    summary = _SUMMARIES.get(anomaly)
+    if summary is None:
+        if anomaly.startswith(("G0", "G1c")):
+            return _summary_cycle(datas)
+        return _n(len(datas), "witness", "witnesses")
+    return summary(datas)

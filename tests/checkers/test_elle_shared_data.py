@@ -1,4 +1,4 @@
-"""Elle's own histories from ../shared/data, with the verdicts Elle asserts."""
+"""Elle's own histories from tests/data/histories, with the verdicts Elle asserts."""
 
 import json
 import os
@@ -7,8 +7,9 @@ import pytest
 
 from checkers.elle import list_append
 from checkers.history import History
+from tests.data import HISTORIES
 
-DATA = "/work/shared/data/histories"
+DATA = str(HISTORIES)
 MANIFEST = os.path.join(DATA, "manifest.json")
 
 

@@ -20,10 +20,9 @@ from checkers.history import (
     op_to_dict,
     read_edn,
 )
+from tests.data import HISTORIES
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "histories"
-if not DATA.exists():
-    DATA = Path("/work/shared/data/histories")
+DATA = HISTORIES
 MANIFEST = json.loads((DATA / "manifest.json").read_text())
 
 # Op counts per shared file, counted independently of the reader: op lines in

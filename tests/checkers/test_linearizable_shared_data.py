@@ -1,5 +1,5 @@
 """checkers.linearizable on the public Knossos and Porcupine histories in
-../shared/data/histories, each against the verdict its own project asserts.
+tests/data/histories, each against the verdict its own project asserts.
 
 The whole sweep (110 histories) takes about a second, so it runs by default.
 Semantics come from each manifest entry's `semantics` field: Knossos's registers
@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 
 from checkers.history import History
+from tests.data import HISTORIES
 from checkers.linearizable import check
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "histories"
+DATA = HISTORIES
 MANIFEST = DATA / "manifest.json"
 
 
 def entries():
     if not MANIFEST.exists():
-        raise FileNotFoundError(f"shared histories manifest {MANIFEST} is missing")
+        raise FileNotFoundError(f"histories manifest {MANIFEST} is missing")
     return [e for e in json.loads(MANIFEST.read_text()) if e["source"] in ("knossos", "porcupine")]
 
 

@@ -60,7 +60,7 @@ def test_nothing_completed_is_unknown():
 
 def test_bad_arguments_name_the_value():
     h = history(send(0, 1, 10, 0))
-    with pytest.raises(ValueError, match="delivery 'twice' is not known; expected one of at-most-once, at-least-once, exactly-once"):
+    with pytest.raises(ValueError, match="delivery 'twice' is not known; expected one of at-most-once, at-least-once, at-least-once-idempotent, exactly-once"):
         check(h, delivery="twice")
     with pytest.raises(TypeError, match="unknown option.*colour"):
         check(h, colour=1)

@@ -40,7 +40,7 @@ def caught(tmp_path, args, expected, seeds, backend="local"):
 def test_at_least_once_on_a_correct_broker_is_valid(tmp_path, seed, backend):
     code, workload = fault_test(tmp_path, "--time-limit", "30", seed=seed, backend=backend)
     assert code == 0, workload["anomaly_types"]
-    assert workload["stats"]["completions"]["ok"] > 200
+    assert workload["stats"]["data_ops"]["ok"] > 200
 
 
 def test_acking_before_replication_loses_acknowledged_writes(tmp_path, backend):
@@ -63,7 +63,7 @@ def test_skipping_idempotent_dedup_duplicates_retried_sends(tmp_path, backend):
     workload = caught(tmp_path, ["--idempotent", "--time-limit", "60",
                                  "--broker-override", "logquake.debug.skip.dedup=true"],
                       {"duplicate"}, seeds=[8, 33], backend=backend)
-    assert workload["promise"].startswith("at-least-once with an idempotent producer")
+    assert workload["delivery"] == "at-least-once-idempotent"
 
 
 def test_an_idempotent_producer_on_a_correct_broker_writes_no_duplicates(tmp_path, backend):

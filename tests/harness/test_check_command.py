@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from checkers.history import History
+from tests.data import HISTORIES
 from harness import check_command
 from harness.cli import main as cli_main
 
-DATA = Path("/work/shared/data/histories")
+DATA = HISTORIES
 
 
 def _write_queue(path: Path, *, lose: bool = False) -> Path:
@@ -186,15 +187,7 @@ def test_a_stored_run_is_checked_under_its_own_delivery_mode_and_its_node_logs_a
     (run / "nodes" / "n1").mkdir(parents=True)
     (run / "nodes" / "n1" / "broker.log").write_text("INFO  broker started\n")
     (run / "test.json").write_text(_json.dumps({"options": {"delivery": "at-least-once"}}))
-    ops = [
-        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
-        {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [0, 7]]]},
-        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
-        {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [1, 7]]]},
-        {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
-        {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": [[0, 7], [1, 7]]}]]},
-    ]
-    (run / "history.jsonl").write_text("".join(_json.dumps(op) + "\n" for op in ops))
+    (run / "history.jsonl").write_text("".join(_json.dumps(op) + "\n" for op in _DUPLICATED))
     out = tmp_path / "out"
     # a duplicate is allowed under the run's at-least-once, so the stored run is valid
     assert check_main([str(tmp_path / "store"), "--out", str(out)]) == 0
@@ -203,3 +196,57 @@ def test_a_stored_run_is_checked_under_its_own_delivery_mode_and_its_node_logs_a
     assert document["files"][str(run / "history.jsonl")]["allowed"]["duplicate"]
     # the same history judged as exactly-once, when asked, is invalid
     assert check_main([str(run), "--delivery", "exactly-once", "--out", str(out)]) == 1
+
+
+def _stored_run(root, options, ops):
+    run = root / "store" / "queue-run" / "20260101T000000.000"
+    run.mkdir(parents=True)
+    (run / "test.json").write_text(json.dumps({"options": options}))
+    (run / "results.json").write_text('{"valid": true, "mine": "the run\'s own verdict"}\n')
+    (run / "history.jsonl").write_text("".join(json.dumps(op) + "\n" for op in ops))
+    return run
+
+
+_DUPLICATED = [
+    {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
+    {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [0, 7]]]},
+    {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
+    {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [1, 7]]]},
+    {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+    {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": [[0, 7], [1, 7]]}]]},
+]
+
+
+def test_an_idempotent_run_is_checked_as_at_least_once_idempotent(tmp_path, capsys):
+    run = _stored_run(tmp_path, {"delivery": "at-least-once", "idempotent": True}, _DUPLICATED)
+    assert check_command.main([str(run), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert f"judged as at-least-once-idempotent (from {run / 'test.json'})" in out
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert document["files"][str(run / "history.jsonl")]["delivery"] == "at-least-once-idempotent"
+
+
+def test_a_bare_history_says_first_which_mode_it_assumed(tmp_path, capsys):
+    path = tmp_path / "copied.jsonl"
+    path.write_text("".join(json.dumps(op) + "\n" for op in _DUPLICATED))
+    assert check_command.main([str(path), "--out", str(tmp_path / "out")]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{path}: judged as exactly-once (assumed: no test.json beside the history")
+    assert "pass --delivery at-most-once|at-least-once|at-least-once-idempotent|exactly-once" in first
+    assert check_command.main([str(path), "--delivery", "at-least-once", "--out", str(tmp_path / "out")]) == 0
+    assert "judged as at-least-once (--delivery)" in capsys.readouterr().out
+
+
+def test_checking_inside_a_run_folder_leaves_the_runs_results_alone(tmp_path, capsys, monkeypatch):
+    run = _stored_run(tmp_path, {"delivery": "at-least-once"}, _DUPLICATED)
+    before = (run / "results.json").read_text()
+    monkeypatch.chdir(run)
+    assert check_command.main(["."]) == 0
+    assert (run / "results.json").read_text() == before
+    made = sorted(run.glob("check-*/results.json"))
+    assert len(made) == 1, made
+    assert f"results in {made[0].relative_to(run)}" in capsys.readouterr().out
+    # naming the run's folder as --out is refused before anything is checked
+    assert check_command.main([".", "--out", "."]) == 254
+    assert "is a run's folder" in capsys.readouterr().err
+    assert (run / "results.json").read_text() == before

@@ -1,5 +1,5 @@
-"""The runner's recovery wait (harness.runner.wait_for_cluster) against a fake cluster, and its verdict
-when the final reads did not complete: no broker needed."""
+"""The runner's recovery wait (harness.runner.wait_for_cluster) against a fake cluster: no broker needed.
+(The verdict of a run whose final reads did not complete is the queue checker's: tests/checkers/test_queue_promises.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from harness.runner import judge_without_final_reads, wait_for_cluster
+from harness.runner import wait_for_cluster
 
 
 class FakeControl:
@@ -61,21 +61,3 @@ def test_recovery_that_never_serves_a_partition_names_it():
     with pytest.raises(RuntimeError, match=r"did not recover within 0.6 s after healing: partitions whose leader "
                                            r"does not answer ListOffsets yet: 1 \(.*NOT_LEADER_FOR_PARTITION"):
         wait_for_cluster(FakeControl(), "queue", 3, timeout_s=0.6, admin=admin)
-
-
-def _results(valid, *anomaly_types):
-    return {"valid": valid, "workload": {"valid": valid, "anomaly_types": list(anomaly_types)}}
-
-
-def test_without_final_reads_a_verdict_they_were_needed_for_is_unknown():
-    incomplete = "final read assign did not complete: timed out"
-    for results in (_results(True), _results(False, "unseen")):
-        judge_without_final_reads(results, incomplete)
-        assert results["valid"] == "unknown" and results["reason"] == "final-reads-incomplete"
-        assert results["message"].startswith(incomplete)
-    # an anomaly the final reads cannot undo stands, and complete final reads change nothing
-    for results, incomplete in ((_results(False, "duplicate", "unseen"), incomplete), (_results(True), None),
-                                (_results(False, "unseen"), None)):
-        before = dict(results)
-        judge_without_final_reads(results, incomplete)
-        assert results == before

@@ -1,0 +1,117 @@
+"""Delivery modes, the promise table and the count sentences of the queue checker.
+
+One function (`checkers.queue.delivery.delivery_of`) decides a run's delivery, and the
+checker, not the report, decides which promise held or broke.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from checkers.history import History, OpCounter, describe_op_counts, op_counts
+from checkers.queue import check
+from checkers.queue.delivery import ANOMALY_ORDER, DELIVERY_NAMES, Delivery, delivery_of, parse_delivery
+from tests.checkers.test_queue import assign, history, poll, send
+
+
+def statuses(result):
+    return {row["id"]: row["status"] for row in result["promises"]}
+
+
+def test_an_idempotent_run_is_at_least_once_idempotent_everywhere():
+    # the label bug: an --idempotent run was labelled exactly-once in results.json and the report
+    d = delivery_of({"delivery": "at-least-once", "idempotent": True})
+    assert (d.name, d.mode, d.idempotent) == ("at-least-once-idempotent", "at-least-once", True)
+    assert d.label == "at-least-once with an idempotent producer"
+    assert "exactly-once" not in d.label and "exactly-once" not in d.name
+    assert d.allowed == frozenset() and d.not_promised == frozenset()
+    assert parse_delivery(d.name) == d
+    assert delivery_of({"delivery": d.name}) == d
+
+
+def test_every_name_parses_and_round_trips():
+    for name in DELIVERY_NAMES:
+        assert parse_delivery(name).name == name
+        assert delivery_of(parse_delivery(name).to_dict() | {"delivery": parse_delivery(name).mode,
+                                                            "idempotent": parse_delivery(name).idempotent}).name == name
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"delivery": "exactly-once", "idempotent": True}, "--idempotent goes with --delivery at-least-once"),
+    ({"delivery": "at-most-once", "idempotent": True}, "--idempotent goes with --delivery at-least-once"),
+    ({"delivery": "sometimes"}, "delivery 'sometimes' is not known"),
+    ({}, "name no delivery mode"),
+])
+def test_impossible_deliveries_are_refused_with_a_sentence(options, message):
+    with pytest.raises(ValueError, match=message):
+        delivery_of(options)
+
+
+def test_the_checker_judges_an_idempotent_run_without_duplicates_allowed():
+    h = history(send(0, 1, 10, 0), send(0, 1, 10, 1), assign(1, [1]), poll(1, {1: [[0, 10], [1, 10]]}))
+    plain = check(h, delivery="at-least-once")
+    idem = check(h, delivery=Delivery("at-least-once", idempotent=True))
+    assert plain["valid"] is True and "duplicate" in plain["allowed"]
+    assert statuses(plain)["duplicated"] == "not-promised"
+    assert idem["valid"] is False and idem["anomaly_types"] == ["duplicate"]
+    assert idem["delivery"] == "at-least-once-idempotent"
+    assert statuses(idem)["duplicated"] == "broken" and statuses(idem)["lost"] == "held"
+
+
+def test_promises_come_most_severe_first_and_name_their_anomalies():
+    h = history(send(0, 1, 10, 0), send(0, 1, 11, 1), send(0, 1, 12, 2, type="fail"),
+                assign(1, [1]), poll(1, {1: [[1, 11], [2, 12]]}))
+    result = check(h, delivery="exactly-once")
+    ids = [row["id"] for row in result["promises"]]
+    assert ids[:4] == ["lost", "aborted-visible", "duplicated", "reordered"]
+    rows = {row["id"]: row for row in result["promises"]}
+    assert rows["lost"]["status"] == "broken" and rows["lost"]["anomalies"]["lost-write"] == 1
+    assert rows["aborted-visible"]["anomalies"] == {"G1a": 1}
+    assert rows["duplicated"]["status"] == "held"
+    assert ANOMALY_ORDER.index("lost-write") < ANOMALY_ORDER.index("G1a") < ANOMALY_ORDER.index("duplicate")
+
+
+def test_count_sentences_say_what_they_count():
+    # 3 reads of 1 failed send, and 2 unseen messages on one key (one witness): "× 1" would mislead
+    h = history(send(0, 1, 10, 0, type="fail"), assign(1, [1]),
+                poll(1, {1: [[0, 10]]}), poll(1, {1: [[0, 10]]}), poll(1, {1: [[0, 10]]}),
+                send(0, 2, 20, 0), send(0, 2, 21, 1))
+    result = check(h, delivery="exactly-once")
+    summaries = result["stats"]["anomaly_summaries"]
+    assert result["stats"]["anomaly_counts"]["G1a"] == 3
+    assert summaries["G1a"] == "3 reads of 1 message whose send failed or was aborted, on 1 key"
+    assert result["stats"]["anomaly_counts"]["unseen"] == 1
+    assert summaries["unseen"] == "2 acknowledged messages never read, on 1 key"
+
+
+def test_without_final_reads_a_verdict_resting_on_them_is_unknown():
+    incomplete = "final read assign did not complete: timed out"
+    unseen_only = history(send(0, 1, 10, 0), assign(1, [1]))
+    clean = history(send(0, 1, 10, 0), assign(1, [1]), poll(1, {1: [[0, 10]]}))
+    for h in (unseen_only, clean):
+        result = check(h, delivery="at-least-once", final_reads_incomplete=incomplete)
+        assert result["valid"] == "unknown" and result["reason"] == "final-reads-incomplete"
+        assert result["message"].startswith(incomplete)
+        assert statuses(result)["lost"] == "unknown"
+    # an anomaly the final reads cannot undo stands; complete final reads change nothing
+    dup = history(send(0, 1, 10, 0), send(0, 1, 10, 1), send(0, 2, 5, 0), assign(1, [1]),
+                  poll(1, {1: [[0, 10], [1, 10]]}))
+    result = check(dup, delivery="exactly-once", final_reads_incomplete=incomplete)
+    assert result["valid"] is False and statuses(result)["duplicated"] == "broken"
+    assert statuses(result)["lost"] == "unknown"  # unseen key 2 is not evidence without final reads
+    assert check(unseen_only, delivery="at-least-once")["valid"] is False
+    # under at-most-once losing is allowed, so missing final reads decide nothing
+    assert check(clean, delivery="at-most-once", final_reads_incomplete=incomplete)["valid"] is True
+
+
+def test_one_op_count_for_progress_results_and_report():
+    h = history(send(0, 1, 10, 0), send(0, 1, 11, 1, type="fail"), assign(1, [1]), poll(1, {1: [[0, 10]]}))
+    rows = [{"process": "nemesis", "type": "info", "f": "kill", "value": None}] + [
+        {"process": op.process, "type": op.type} for op in h]
+    counts = op_counts(h)
+    assert counts == {"total": 4, "ok": 3, "fail": 1, "info": 0, "pending": 0}
+    live = OpCounter()
+    for row in rows:
+        live.add(row["process"], row["type"])
+    assert live.as_dict() == counts == op_counts(History.from_dicts(rows[1:]))
+    assert str(live) == describe_op_counts(counts) == "4 operations: 3 ok, 1 fail, 0 info"
