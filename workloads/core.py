@@ -13,11 +13,17 @@ runner's lock.
 from __future__ import annotations
 
 import abc
+import importlib
+import itertools
+import pkgutil
 import random
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from checkers.queue.delivery import MODES as DELIVERY_MODES  # the one table of delivery modes
+from checkers.queue.delivery import Delivery
 
 
 @dataclass
@@ -77,3 +83,145 @@ class Workload(abc.ABC):
 
     def describe(self) -> dict:
         return {"name": self.name}
+
+    # How long one operation may take before the client gives up; the runner waits a little longer.
+    op_timeout_s: float = 10.0
+
+    def topics(self) -> dict[str, int]:
+        """topic -> partitions the workload uses: the runner waits for them to be served after healing,
+        and role targets (`leader-of`) resolve against the first one."""
+        return {}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of an option name: `time_limit_s` -> `--time-limit` (a `_s` suffix says seconds)."""
+    return "--" + name.removesuffix("_s").replace("_", "-")
+
+
+class UniqueValues:
+    """A workload mixin: `unique_value()` hands out 1, 2, 3, ... to the generator, under a lock.
+
+    The counter belongs to the harness's generator: a copy of the workload sent to a client process
+    (pickled, see workloads.isolated) gets a fresh counter and lock, which it never uses."""
+
+    def _init_values(self) -> None:
+        self._values = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def unique_value(self) -> int:
+        with self._lock:
+            return next(self._values)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state.pop("_values", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_values()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a part declares: the CLI flag, test.json field and validation all come from it."""
+
+    name: str  # a Python identifier; the flag is `flag_of(name)`
+    kind: type  # int, float, str or bool (bool options are flags)
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return flag_of(self.name)
+
+    def check(self, value: Any) -> Any:
+        """`value` as the option's kind; ValueError in a sentence that names the flag."""
+        if value is None and self.default is None:
+            return None  # an optional setting left unset
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError(f"{self.flag} is a flag (true or false), got {value!r}")
+        try:
+            converted = self.kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.flag} takes {'a number' if self.kind in (int, float) else 'a ' + self.kind.__name__}"
+                             f", got {value!r}") from None
+        if self.choices is not None and converted not in self.choices:
+            raise ValueError(f"{self.flag} {converted!r} is not one of {', '.join(map(str, self.choices))}")
+        return converted
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """What the test decided for a workload: the delivery, client, cluster size, topic settings and its own options."""
+
+    delivery: Delivery
+    client: str
+    nodes: int
+    replication_factor: int
+    min_insync_replicas: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkloadKind:
+    """A registered workload: how to build it, the options it declares, and what it can run under.
+
+    `deliveries` and `clients` list what the workload supports, the first delivery being its default; a
+    test that asks for anything else is refused before it starts, with a sentence naming what is missing."""
+
+    name: str
+    summary: str
+    build: Callable[[WorkloadSettings], Workload]
+    options: tuple[Option, ...] = ()
+    deliveries: tuple[Delivery, ...] = (Delivery("at-least-once"),)
+    clients: tuple[str, ...] = ("confluent", "kafka-python")
+
+    def defaults(self) -> dict[str, Any]:
+        return {o.name: o.default for o in self.options}
+
+    def settle(self, delivery: Delivery, client: str, given: dict[str, Any]) -> dict[str, Any]:
+        """The workload's options: defaults overlaid with `given`, checked; ValueError names the problem."""
+        if delivery not in self.deliveries:
+            raise ValueError(f"workload {self.name} runs under {', '.join(d.name for d in self.deliveries)}, "
+                             f"not {delivery.name}")
+        if client not in self.clients:
+            raise ValueError(f"workload {self.name} runs on --client {' or '.join(self.clients)}, not {client}")
+        declared = {o.name: o for o in self.options}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            flags = ", ".join(flag_of(n) for n in unknown)
+            raise ValueError(f"{flags} {'is not an option' if len(unknown) == 1 else 'are not options'} of "
+                             f"workload {self.name} (its options: "
+                             f"{', '.join(o.flag for o in self.options) or 'none'})")
+        return {name: option.check(given.get(name, option.default)) for name, option in declared.items()}
+
+
+_REGISTRY: dict[str, WorkloadKind] = {}
+# modules of this package that hold no workload
+_NOT_WORKLOADS = frozenset({"core", "isolated", "kafka_admin"})
+
+
+def register_workload(kind: WorkloadKind) -> WorkloadKind:
+    """Add a workload to the registry (a workload module calls this when imported)."""
+    existing = _REGISTRY.get(kind.name)
+    if existing is not None and existing.build is not kind.build:
+        raise ValueError(f"two workloads are named {kind.name!r}")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def workload_kinds() -> dict[str, WorkloadKind]:
+    """Every registered workload by name: each module of the `workloads` package is imported, and registers itself.
+
+    Adding a workload is adding a module that calls `register_workload`; nothing else names it."""
+    import workloads
+
+    for module in pkgutil.iter_modules(workloads.__path__):
+        if module.name not in _NOT_WORKLOADS and not module.name.startswith("_"):
+            importlib.import_module(f"workloads.{module.name}")
+    return dict(sorted(_REGISTRY.items()))

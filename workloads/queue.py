@@ -39,23 +39,21 @@ connection, an error after retries (an earlier attempt may have been written).
 
 from __future__ import annotations
 
-import itertools
-import logging
 import random
 import threading
 import time
 from typing import Any
 
 from checkers.queue.delivery import Delivery
-from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Workload
+from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Option, UniqueValues, Workload, WorkloadKind, register_workload
+from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
 
 CLIENTS = ("confluent", "kafka-python")
 
 # librdkafka logs through Python logging (into the run's harness.log), not onto the terminal
-LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
-class QueueWorkload(Workload):
+class QueueWorkload(UniqueValues, Workload):
     name = "queue"
 
     def __init__(self, delivery: str = "at-least-once", keys: int = 4, client: str = "confluent",
@@ -85,8 +83,7 @@ class QueueWorkload(Workload):
         self.subscribe = subscribe
         self.poll_max_messages = poll_max_messages
         self.topic_config = dict(topic_config or {})
-        self._values = itertools.count(1)
-        self._lock = threading.Lock()
+        self._init_values()
 
     def describe(self) -> dict:
         return {"name": self.name, "delivery": self.delivery, "keys": self.keys, "client": self.client,
@@ -102,47 +99,15 @@ class QueueWorkload(Workload):
     # ----- setup ---------------------------------------------------------------
 
     def setup(self, bootstrap: str) -> None:
-        from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
+        create_topic(bootstrap, self.topic, self.keys, self.replication_factor, self.topic_config)
 
-        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
-        topic = NewTopic(self.topic, num_partitions=self.keys, replication_factor=self.replication_factor,
-                         config=self.topic_config)
-        # A broker answers Metadata before the controller has admitted it, so
-        # a cluster that has just started may still have too few brokers for
-        # the replication factor: that, and a controller still being elected,
-        # are retried for a while.
-        forming = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT,
-                   KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                admin.create_topics([topic], operation_timeout=30)[self.topic].result(60)
-                return
-            except KafkaException as e:
-                err = e.args[0]
-                if err.code() == err.TOPIC_ALREADY_EXISTS:
-                    return
-                if err.code() in forming and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    continue
-                raise RuntimeError(f"could not create topic {self.topic!r} with {self.keys} partitions "
-                                   f"and replication factor {self.replication_factor}: {err}") from e
+    def topics(self) -> dict[str, int]:
+        return {self.topic: self.keys}
 
     # Clients run in child processes (workloads.isolated), which get a copy of the workload: everything
     # but the op generator's lock and counter, which only the harness uses.
     isolated_clients = True
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_lock", None)
-        state.pop("_values", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._values = itertools.count(1)
 
     # ----- generator -------------------------------------------------------------
 
@@ -154,8 +119,7 @@ class QueueWorkload(Workload):
             extra = {"abort": True} if rng.random() < 0.1 else {}
             return Invocation("txn", self._txn_mops(rng), extra)
         if roll < 0.5:
-            with self._lock:
-                value = next(self._values)
+            value = self.unique_value()
             return Invocation("send", [["send", rng.randrange(self.keys), value]])
         if roll < 0.95:
             return Invocation("poll", [["poll"]])
@@ -164,8 +128,7 @@ class QueueWorkload(Workload):
 
     def _txn_mops(self, rng: random.Random) -> list[list]:
         """One to three sends, sometimes followed by a poll: Jepsen's mixed `txn` operation."""
-        with self._lock:
-            mops: list[list] = [["send", rng.randrange(self.keys), next(self._values)] for _ in range(rng.randint(1, 3))]
+        mops: list[list] = [["send", rng.randrange(self.keys), self.unique_value()] for _ in range(rng.randint(1, 3))]
         if rng.random() < 0.3:
             mops.append(["poll"])
         return mops
@@ -185,25 +148,6 @@ class QueueWorkload(Workload):
         from checkers.queue import check as check_queue
 
         return check_queue(history, delivery=self.delivery_mode, final_reads_incomplete=final_reads_incomplete)
-
-
-def confluent_send_outcome(code: int, retries: bool) -> str:
-    """`fail` or `info` for a send whose delivery report carries librdkafka error `code`.
-
-    Certain failure: the message can never be written (too large, invalid topic,
-    not authorised), or the broker refused the one and only attempt (no retries).
-    Anything else is unknown: a local timeout or transport error (the request may
-    have arrived), an error after retries (an earlier attempt may have been
-    written), or NOT_ENOUGH_REPLICAS_AFTER_APPEND (written on the leader).
-    """
-    from confluent_kafka import KafkaError
-
-    never_written = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.TOPIC_EXCEPTION,
-                     KafkaError.TOPIC_AUTHORIZATION_FAILED}
-    if code in never_written:
-        return "fail"
-    broker_refused = code > 0 and code != KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-    return "fail" if broker_refused and not retries else "info"
 
 
 def _key_of(partition: int) -> int:
@@ -686,3 +630,27 @@ class KafkaPythonQueueClient(Client):
         if self.consumer is not None:
             self.consumer.close()
         self.producer.close(timeout=1)
+
+
+def _build(settings) -> QueueWorkload:
+    o = settings.options
+    return QueueWorkload(delivery=settings.delivery.mode, idempotent=settings.delivery.idempotent, keys=o["keys"],
+                         client=settings.client, replication_factor=settings.replication_factor, acks=o["acks"],
+                         subscribe=o["subscribe"],
+                         topic_config={"min.insync.replicas": str(settings.min_insync_replicas)})
+
+
+register_workload(WorkloadKind(
+    name="queue",
+    summary="Jepsen's Kafka queue: sends, polls and transactions over several keys (topic-partitions)",
+    build=_build,
+    options=(
+        Option("keys", int, 4, "keys (topic-partitions) the queue workload uses"),
+        Option("acks", str, None, "override the producer acks of the delivery mode (e.g. 0 for at-most-once)",
+               choices=("0", "1", "all")),
+        Option("subscribe", bool, False, "mix subscribe ops (consumer-group membership) into the polls; needs a broker "
+                                         "with consumer groups"),
+    ),
+    deliveries=(Delivery("at-least-once"), Delivery("at-most-once"), Delivery("at-least-once", idempotent=True),
+                Delivery("exactly-once")),
+))
