@@ -51,9 +51,9 @@ def _run_check(argv: list[str]) -> int:
 
 
 def _run_test(argv: list[str]) -> int:
-    from harness import test_command
+    from harness import run_command
 
-    return test_command.main(argv)
+    return run_command.main(argv)
 
 
 def _run_serve(argv: list[str]) -> int:

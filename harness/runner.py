@@ -34,65 +34,23 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 
 from harness.control import NodeControl
+from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 from nemeses import Nemesis
 from nemeses.core import FaultEvent, Schedule
 from checkers.history import OpCounter, op_counts
-from checkers.queue.delivery import Delivery, delivery_of
 from workloads.core import Client, Completion, Invocation, Workload
 
 log = logging.getLogger("harness.runner")
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN, EXIT_BAD_ARGUMENTS, EXIT_CRASH = 0, 1, 2, 254, 255
-
-
-@dataclass
-class TestOptions:
-    """Every parameter of one run; written to test.json as is."""
-
-    workload: str = "queue"
-    delivery: str = "at-least-once"
-    nemesis: list[str] = field(default_factory=lambda: ["partition", "kill", "pause"])
-    nodes: int = 3
-    time_limit_s: float = 30.0
-    rate: float = 200.0
-    concurrency: int = 6
-    seed: int = 0
-    backend: str = "local"
-    # --backend ssh: the nodes file the hosts came from (its path only; it holds no secrets, and
-    # credentials stay in the user's ssh agent or key files)
-    nodes_file: str | None = None
-    client: str = "confluent"
-    store: str = "store"
-    system: str | None = None
-    broker_overrides: dict[str, str] = field(default_factory=dict)
-    nemesis_interval_s: float = 10.0
-    recovery_timeout_s: float = 60.0
-    keys: int = 4
-    replication_factor: int | None = None
-    min_insync_replicas: int | None = None
-    acks: str | None = None
-    idempotent: bool = False
-    subscribe: bool = False
-    name: str | None = None
-
-    def test_name(self) -> str:
-        if self.name:
-            return self.name
-        faults = "+".join(self.nemesis) if self.nemesis else "none"
-        return f"{self.workload}-{self.delivery_mode().name}-{faults}"
-
-    def delivery_mode(self) -> Delivery:
-        """The run's delivery mode and promise: the one decision every output names (test name, test.json,
-        results.json, report, serve, check)."""
-        return delivery_of({"delivery": self.delivery, "idempotent": self.idempotent})
 
 
 class Recorder:
@@ -262,10 +220,12 @@ def versions(client: str) -> dict:
     return out
 
 
-class TestRun:
-    def __init__(self, options: TestOptions, control: NodeControl, workload: Workload, nemesis: Nemesis,
+class FaultRun:
+    """One fault test: built from a resolved `RunSpec` and its parts (`harness.run_command.build_run`)."""
+
+    def __init__(self, spec: RunSpec, control: NodeControl, workload: Workload, nemesis: Nemesis,
                  targets_factory: Callable[[str], Any], progress: Progress | None = None):
-        self.o = options
+        self.o = spec
         self.control = control
         self.workload = workload
         self.nemesis = nemesis
@@ -278,19 +238,23 @@ class TestRun:
         self.schedule: Schedule | None = None
         self.errors: list[str] = []
         self.final_reads_incomplete: str | None = None
-        self._next_process = options.concurrency
+        self._next_process = spec.concurrency
         self._process_lock = threading.Lock()
 
     # ----- the whole run ----------------------------------------------------------
+
+    def description(self) -> dict:
+        """test.json: the spec the run was built from (`RunSpec.from_test_json` rebuilds it), the delivery it
+        decided, the workload as built, and the versions of what ran."""
+        return {"format": FORMAT, "name": self.o.test_name(), "options": self.o.to_json(),
+                "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
+                "versions": versions(self.o.client)}
 
     def run(self) -> RunOutcome:
         store = Store(self.o.store)
         self.run_dir = store.new_run(self.o.test_name())
         self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
-        write_json(self.run_dir / "test.json", {"name": self.o.test_name(), "options": asdict(self.o),
-                                                 "delivery": self.o.delivery_mode().to_dict(),
-                                                 "workload": self.workload.describe(),
-                                                 "versions": versions(self.o.client)})
+        write_json(self.run_dir / "test.json", self.description())
         write_json(self.run_dir / "schedule.json", self.schedule.to_list())
         self.recorder = Recorder(self.run_dir / "history.jsonl")
         log_handler = logging.FileHandler(self.run_dir / "harness.log")
@@ -370,7 +334,7 @@ class TestRun:
             t.join(self.workload_timeout_s() + 10)
 
     def workload_timeout_s(self) -> float:
-        return float(getattr(self.workload, "op_timeout_s", 10.0)) + 5.0
+        return float(self.workload.op_timeout_s) + 5.0
 
     def _open_client(self, bootstrap: str, process: int) -> Client:
         """The workload's client for `process`: in a child process when the workload asks for it."""
@@ -467,8 +431,9 @@ class TestRun:
         for node in self.control.nodes:
             if not self.control.is_running(node):
                 self.control.start(node)
-        wait_for_cluster(self.control, getattr(self.workload, "topic", None), getattr(self.workload, "keys", 0),
-                         self.o.recovery_timeout_s)
+        topics = self.workload.topics() or {None: 0}
+        for topic, partitions in topics.items():
+            wait_for_cluster(self.control, topic, partitions, self.o.recovery_timeout_s)
         self.progress.set_phase("final reads")
         process = self._new_process()
         client = self._open_client(self.control.bootstrap_servers(), process)

@@ -14,10 +14,11 @@ workload's own in its registration (`workloads.core.WorkloadKind.options`);
 the CLI of `logquake test` is generated from both, and a test asserts that
 every field of the spec has its flag.
 
-Format: `test.json` holds `{"format": FORMAT, "spec": {...}, ...}`. Runs
-stored before format 2 hold a flat `options` map instead, which
-`from_test_json` still reads; a newer or unknown format is refused with a
-sentence naming it.
+Format: `test.json` holds `{"format": FORMAT, "options": {every field of the
+spec}, ...}`. Runs stored before format 2 have no `format` and keep the queue
+workload's options (`keys`, `acks`, `subscribe`) among the others, which
+`from_test_json` still reads; an unknown format is refused with a sentence
+naming it.
 
 Thread-safety: immutable values.
 """
@@ -184,6 +185,8 @@ class RunSpec:
         unknown = sorted(set(data) - names)
         if unknown:
             raise SpecError(f"the test description has unknown field(s) {', '.join(unknown)}")
+        if data.get("workload_options") is not None and not isinstance(data["workload_options"], dict):
+            raise SpecError("the test description's workload_options is not a map")
         values = dict(data)
         if "nemesis" in values:
             values["nemesis"] = tuple(values["nemesis"] or ())
@@ -195,14 +198,14 @@ class RunSpec:
         if not isinstance(document, dict):
             raise SpecError("test.json does not hold a JSON object")
         version = document.get("format", 1)
-        if version == FORMAT:
-            return cls.from_json(document["spec"])
-        if version != 1:
+        if version not in (1, FORMAT):
             raise SpecError(f"test.json has format {version!r}; this logquake reads formats 1 and {FORMAT} "
                             "(a newer logquake wrote it?)")
         old = document.get("options")
         if not isinstance(old, dict):
-            raise SpecError("test.json (format 1) has no options map")
+            raise SpecError(f"test.json (format {version}) has no options map")
+        if version == FORMAT:
+            return cls.from_json(old)
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in old.items() if k in names}
         values["workload_options"] = {k: old[k] for k in _FORMAT1_QUEUE_OPTIONS if k in old}

@@ -181,7 +181,9 @@ class RegisterClient(Client):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"consumed up to offset {self.next_offset - 1}, marker at {marker}")
-            for msg in self.consumer.consume(num_messages=500, timeout=min(left, 0.5)):
+            # poll returns as soon as a message is there (consume(n) would wait for n or the timeout)
+            msg = self.consumer.poll(min(left, 0.5))
+            for msg in () if msg is None else (msg,):
                 if msg.error() is not None:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         LIBRDKAFKA_LOGGER.info("register read: %s", msg.error())

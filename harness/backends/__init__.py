@@ -1,1 +1,42 @@
-"""Cluster backends: each implements harness.control.NodeControl."""
+"""Cluster backends, each an implementation of `harness.control.NodeControl`, found by name.
+
+`BACKENDS[name](system, spec, nodes_file=..., accept_new_host_keys=...)` builds a backend's
+cluster for a resolved `harness.spec.RunSpec`, ready to `setup()`: whatever can fail before a node
+starts (no Docker daemon, an image that does not build, an SSH host that refuses us) fails here, as
+a ValueError or NodeControlError with a sentence. A new backend is a module here and one entry.
+Backends are imported when built, so a missing optional library breaks only its own backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["BACKENDS"]
+
+
+def _local(system, spec, **_: Any):
+    from harness.backends.local import LocalCluster
+
+    return LocalCluster(system, spec.nodes, seed=spec.seed)
+
+
+def _docker(system, spec, **_: Any):
+    from harness.backends.docker import DockerCluster
+
+    control = DockerCluster(system, spec.nodes, seed=spec.seed)
+    control.prepare_image()  # a missing daemon or an image that cannot be built fails here
+    return control
+
+
+def _ssh(system, spec, nodes_file=None, accept_new_host_keys: bool = False, **_: Any):
+    from harness.backends.ssh import SshCluster
+
+    if nodes_file is None:
+        raise ValueError("--backend ssh needs --nodes-file FILE naming the hosts")
+    control = SshCluster(system, nodes_file, accept_new_host_keys=accept_new_host_keys, seed=spec.seed)
+    control.check_access()  # every host is reached and checked before any node starts
+    return control
+
+
+BACKENDS: dict[str, Callable[..., Any]] = {"local": _local, "docker": _docker, "ssh": _ssh}

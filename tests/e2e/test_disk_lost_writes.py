@@ -14,18 +14,17 @@ import pytest
 import nemeses
 from harness.backends.local import RUN_ROOT
 from harness.node_launch import fuse_mounts
-from harness.runner import TestOptions
-from harness.test_command import build_run
+from harness.run_command import build_run
+from harness.spec import RunSpec
 from nemeses.disk import DiskPackage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _run(store, overrides: dict[str, str], seed: int):
-    options = TestOptions(nemesis=["disk"], nodes=3, time_limit_s=20.0, rate=150.0, concurrency=4, seed=seed,
-                          store=str(store), broker_overrides=overrides, nemesis_interval_s=14.0,
-                          replication_factor=3)
-    run = build_run(options)
+    spec = RunSpec(nemesis=("disk",), nodes=3, time_limit_s=20.0, rate=150.0, concurrency=4, seed=seed,
+                   store=str(store), broker_overrides=overrides, nemesis_interval_s=14.0, replication_factor=3)
+    run = build_run(spec)
     # every fault window: lazy disks on all three nodes, then a kill of all three (the crash loses the tail)
     run.nemesis = nemeses.Nemesis([DiskPackage(interval_s=14.0, duration_s=6.0, targets=["all"],
                                                shapes=["lose-unfsynced"])])

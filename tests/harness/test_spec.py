@@ -24,7 +24,7 @@ def test_a_spec_survives_json_field_by_field():
     spec = RunSpec(workload="queue", workload_options={"keys": 6, "subscribe": True}, delivery="at-least-once",
                    idempotent=True, nemesis=("kill", "clock"), seed=99, broker_overrides={"a.b": "1"},
                    time_limit_s=12.5).resolve()
-    again = RunSpec.from_test_json(json.loads(json.dumps({"format": FORMAT, "spec": spec.to_json()})))
+    again = RunSpec.from_test_json(json.loads(json.dumps({"format": FORMAT, "options": spec.to_json()})))
     for f in dataclasses.fields(RunSpec):
         assert getattr(again, f.name) == getattr(spec, f.name), f.name
     assert again.test_name() == spec.test_name() == "queue-at-least-once-idempotent-kill+clock"
@@ -45,7 +45,7 @@ def test_a_format_1_test_json_still_reads():
 
 def test_an_unknown_format_is_refused_with_its_version():
     with pytest.raises(SpecError, match="test.json has format 9; this logquake reads formats 1 and 2"):
-        RunSpec.from_test_json({"format": 9, "spec": {}})
+        RunSpec.from_test_json({"format": 9, "options": {}})
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -171,7 +171,7 @@ def _nodes_toml(sshd, tmp_path, known_hosts: str) -> str:
 
 
 def test_logquake_test_refuses_an_unknown_host_key_before_anything_runs(sshd, tmp_path, capsys):
-    from harness.test_command import main
+    from harness.run_command import main
 
     store = tmp_path / "store"
     code = main(["test", "--backend", "ssh", "--nodes-file", _nodes_toml(sshd, tmp_path, ""), "--nemesis",
@@ -184,7 +184,7 @@ def test_logquake_test_refuses_an_unknown_host_key_before_anything_runs(sshd, tm
 
 
 def test_logquake_test_needs_the_nodes_file_with_ssh(capsys):
-    from harness.test_command import main
+    from harness.run_command import main
 
     assert main(["--backend", "ssh"]) == 254
     assert "--backend ssh and --nodes-file FILE go together" in capsys.readouterr().err

@@ -91,7 +91,7 @@ def test_a_described_broker_gets_the_system_placeholders(tmp_path):
 
 
 def test_logquake_test_refuses_a_node_count_the_nodes_file_contradicts(tmp_path, capsys):
-    from harness.test_command import main
+    from harness.run_command import main
 
     path = tmp_path / "nodes.toml"
     path.write_text(NODES)

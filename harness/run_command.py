@@ -1,0 +1,257 @@
+"""`logquake test`: run fault tests end to end and print a verdict.
+
+The flags are generated from the declarations: the common options of
+`harness.spec.COMMON_OPTIONS` and every registered workload's own options
+(`workloads.core.WorkloadKind.options`), so an option cannot exist in one
+place only. The flags become a `RunSpec`; `RunSpec.resolve()` checks it whole
+(exit 254 with a sentence, before anything starts or is stored), and
+`build_run(spec)` builds the run from the spec alone, which is what a replay
+of a stored `test.json` does too.
+
+Exit codes are Jepsen's: 0 valid, 1 invalid, 2 unknown, 254 bad arguments,
+255 harness crash. With several runs (`--test-count`), the worst one wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import nemeses
+from harness.cli_args import ArgumentParser, key_value, positive_float, positive_int
+from harness.control import NodeControlError
+from harness.runner import EXIT_BAD_ARGUMENTS, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, EXIT_CRASH, FaultRun, Progress
+from harness.spec import COMMON_OPTIONS, RunSpec, SpecError
+from workloads.core import Option, workload_kinds
+
+__all__ = ["build_parser", "build_run", "main", "print_summary", "spec_from_args"]
+
+_WORKLOAD_DEST = "workload_option_"
+
+
+def _argparse_type(option: Option):
+    if option.kind is int:
+        return positive_int
+    if option.kind is float:
+        return positive_float if option.name.endswith("_s") or option.name == "rate" else _number
+    return str
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _add_option(p: ArgumentParser, option: Option, dest: str, default: Any, owner: str = "") -> None:
+    help_text = option.help + (f" ({owner})" if owner else "")
+    if option.kind is bool:
+        p.add_argument(option.flag, dest=dest, action="store_true", default=default, help=help_text)
+        return
+    if default is not None:
+        help_text += " (default %(default)s)"
+    p.add_argument(option.flag, dest=dest, type=_argparse_type(option), choices=option.choices, default=default,
+                   metavar="SECONDS" if option.name.endswith("_s") else option.name.upper(), help=help_text)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="logquake test",
+        description="Start a cluster, drive it with real Kafka clients while faults fly, check the history "
+                    "against the workload's promise, and write a report to the store.",
+        epilog="Exit status: 0 valid, 1 invalid, 2 unknown, 254 bad arguments, 255 harness crash.",
+    )
+    kinds = workload_kinds()
+    d = RunSpec()
+    p.add_argument("--workload", choices=list(kinds), default=d.workload,
+                   help="what the clients do (default %(default)s): "
+                        + "; ".join(f"{name}: {kind.summary}" for name, kind in kinds.items()))
+    for option in COMMON_OPTIONS:
+        _add_option(p, option, option.name, getattr(d, option.name))
+    owners: dict[str, list[str]] = {}
+    declared: dict[str, Option] = {}
+    for name, kind in kinds.items():
+        for option in kind.options:
+            owners.setdefault(option.name, []).append(name)
+            declared[option.name] = option
+    for name, option in declared.items():
+        # None: not given (the workload's own default applies, and a flag of another workload is refused)
+        _add_option(p, option, _WORKLOAD_DEST + name, None,
+                    owner=f"workload {', '.join(owners[name])}; default {option.default}")
+    p.add_argument("--nemesis", default=",".join(d.nemesis),
+                   help=f"comma-separated faults from: {', '.join(nemeses.PACKAGES)}; or none (default %(default)s). "
+                        "partition: network partitions; kill: SIGKILL and restart; pause: SIGSTOP/SIGCONT; "
+                        "disk: a FUSE disk under log.dirs that stalls (pause-disk), fails with EIO (fail-disk) or "
+                        "loses un-fsynced writes at a kill (lose-unfsynced), needs fuse3 (docker: /dev/fuse, "
+                        "SYS_ADMIN); clock: wall-clock skew and strobe through libfaketime (the monotonic clock "
+                        "is left true); packet: latency+jitter and loss on every link (duplicate/reorder need "
+                        "--backend docker)")
+    p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
+    p.add_argument("--nodes-file", default=None, metavar="FILE.toml",
+                   help="--backend ssh: the hosts to run on, how to reach them and their addresses (TOML; see "
+                        "harness/nodes_file.py); the cluster size is its number of nodes")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="--backend ssh: accept hosts whose key is not in known_hosts, save their keys and log the "
+                        "fingerprints (default: refuse them)")
+    p.add_argument("--store", default=d.store, help="store directory (default %(default)s)")
+    p.add_argument("--system", default=None, metavar="FILE.toml", help="describe another Kafka-compatible broker to test (default: ours)")
+    p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="broker property passed to every node (repeatable; our broker only)")
+    p.add_argument("--test-count", type=positive_int, default=1, help="run the test this many times (seeds seed, seed+1, ...)")
+    p.add_argument("--name", default=None, help="test name in the store (default: workload-delivery-faults)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace, seed: int) -> RunSpec:
+    """The run the flags describe (not resolved yet)."""
+    workload_options = {name[len(_WORKLOAD_DEST):]: value for name, value in vars(args).items()
+                        if name.startswith(_WORKLOAD_DEST) and value is not None}
+    common = {option.name: getattr(args, option.name) for option in COMMON_OPTIONS}
+    return RunSpec(workload=args.workload, workload_options=workload_options,
+                   nemesis=tuple(nemeses.parse_names(args.nemesis)), seed=seed,
+                   nodes_file=str(Path(args.nodes_file).resolve()) if args.nodes_file else None,
+                   system=args.system, broker_overrides=dict(args.broker_override), store=args.store, name=args.name,
+                   **common)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    nodes_file = None
+    if args.backend == "ssh" and args.nodes_file:
+        from harness.nodes_file import NodesFileError, load_nodes_file
+
+        try:
+            nodes_file = load_nodes_file(args.nodes_file)
+        except NodesFileError as e:
+            return _bad(str(e))
+        explicit_nodes = any(a == "--nodes" or a.startswith("--nodes=") for a in argv)
+        if explicit_nodes and args.nodes != len(nodes_file.nodes):
+            return _bad(f"--nodes {args.nodes} but the nodes file {args.nodes_file} names {len(nodes_file.nodes)} "
+                        "node(s); with --backend ssh the nodes file sets the cluster size (drop --nodes)")
+        args.nodes = len(nodes_file.nodes)
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    try:  # everything is checked before anything starts or is stored
+        spec = spec_from_args(args, seed).resolve()
+    except (SpecError, ValueError) as e:
+        return _bad(str(e))
+    worst = EXIT_VALID
+    for i in range(args.test_count):
+        this = dataclasses.replace(spec, seed=seed + i)
+        try:
+            run = build_run(this, progress=Progress(enabled=not args.quiet), nodes_file=nodes_file,
+                            accept_new_host_keys=args.accept_new_host_keys)
+        except (ValueError, NodeControlError) as e:
+            return _bad(str(e))
+        except KeyboardInterrupt:
+            # e.g. while the Docker image builds: nothing has started, nothing is left to clean
+            sys.stderr.write("logquake test: interrupted before the test started; nothing ran\n")
+            return EXIT_UNKNOWN
+        print(f"logquake test: {this.test_name()} seed {this.seed}, {this.nodes} node(s), "
+              f"{this.time_limit_s:g} s, faults: {', '.join(this.nemesis) or 'none'}", flush=True)
+        outcome = run.run()
+        print_summary(outcome)
+        worst = _worse(worst, outcome.exit_code)
+    return worst
+
+
+def _bad(message: str) -> int:
+    sys.stderr.write(f"logquake test: {message}\n")
+    return EXIT_BAD_ARGUMENTS
+
+
+def _configure_logging() -> None:
+    """Warnings of the harness on stderr; everything, client libraries included, in the run's harness.log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: not record.name.startswith(("librdkafka", "kafka")))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def _worse(a: int, b: int) -> int:
+    order = [EXIT_VALID, EXIT_UNKNOWN, EXIT_INVALID, EXIT_CRASH]
+    return max(a, b, key=lambda c: order.index(c) if c in order else len(order))
+
+
+def build_run(spec: RunSpec, progress: Progress | None = None, nodes_file=None,
+              accept_new_host_keys: bool = False) -> FaultRun:
+    """Assemble a run from its spec (resolved here if it is not); ValueError or NodeControlError name a problem.
+
+    Every part comes from a registry by name: the workload (`workloads.core.workload_kinds`), the backend
+    (`harness.backends.BACKENDS`), the nemeses (`nemeses.PACKAGES`) and the system (ours, or a TOML file).
+    For --backend ssh, `nodes_file` (harness.nodes_file.NodesFile) names the hosts; when not given it is
+    read from `spec.nodes_file`.
+    """
+    from harness.backends import BACKENDS
+    from harness.system import SystemDescriptionError, load_system, logquake_broker
+    from harness.targets import MetadataTargets
+
+    spec = spec.resolve()
+    if spec.system:
+        try:
+            system = load_system(spec.system)
+        except SystemDescriptionError as e:
+            raise ValueError(str(e)) from None
+    else:
+        system = logquake_broker(spec.broker_overrides, spec.nodes)
+    workload = spec.workload_kind().build(spec.workload_settings())
+    if spec.backend == "ssh" and nodes_file is None:
+        from harness.nodes_file import NodesFileError, load_nodes_file
+
+        try:
+            nodes_file = load_nodes_file(spec.nodes_file)
+        except NodesFileError as e:
+            raise ValueError(str(e)) from None
+    control = BACKENDS[spec.backend](system, spec, nodes_file=nodes_file, accept_new_host_keys=accept_new_host_keys)
+    nemesis = nemeses.build(list(spec.nemesis), interval_s=spec.nemesis_interval_s)
+    control.enable_faults(nemeses.prepared_fault_kinds(nemesis))  # disk/clock change how nodes start
+    topic = next(iter(workload.topics()), None)
+    return FaultRun(spec, control, workload, nemesis,
+                    targets_factory=lambda bootstrap: MetadataTargets(bootstrap, topic, control.nodes),
+                    progress=progress)
+
+
+def print_summary(outcome) -> None:
+    from checkers.history import describe_op_counts
+    from checkers.queue.delivery import ANOMALY_ORDER
+
+    results = outcome.results or {}
+    verdict = {True: "VALID", False: "INVALID"}.get(outcome.valid, "UNKNOWN")
+    delivery = results.get("delivery") if isinstance(results.get("delivery"), dict) else {}
+    print(f"\nverdict: {verdict}" + (f" under {delivery['label']}" if delivery.get("label") else ""))
+    if isinstance(results.get("counts"), dict):
+        print(f"  {describe_op_counts(results['counts'])}")
+    workload = results.get("workload", {}) if isinstance(results.get("workload"), dict) else {}
+    stats = workload.get("stats") if isinstance(workload.get("stats"), dict) else {}
+    summaries = stats.get("anomaly_summaries") or {}
+
+    def ordered(names):
+        return sorted(names, key=lambda n: (ANOMALY_ORDER.index(n) if n in ANOMALY_ORDER else len(ANOMALY_ORDER), n))
+
+    for bucket, prefix in (("anomalies", "anomaly"), ("allowed", "allowed by the delivery mode:")):
+        group = workload.get(bucket) or {}
+        for name in ordered(group):
+            print(f"  {prefix} {name}: {summaries.get(name) or len(group[name])}")
+    if not isinstance(workload.get("anomalies"), dict):  # a checker that names no anomalies, e.g. linearizability
+        for promise in workload.get("promises") or ():
+            if promise.get("status") == "broken":
+                print(f"  broken promise: {promise.get('promise')}: {promise.get('reason')}")
+    if outcome.message and outcome.valid == "unknown":
+        print(f"  {outcome.message.strip().splitlines()[-1]}")
+    for err in results.get("harness_errors", []):
+        print(f"  harness: {err}")
+    if outcome.run_dir is not None:
+        print(f"store: {outcome.run_dir}")
+        report = outcome.run_dir / "report.html"
+        if report.exists():
+            print(f"report: {report}")

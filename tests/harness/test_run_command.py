@@ -1,0 +1,48 @@
+"""`logquake test`'s flags come from the declarations, and a stored test.json rebuilds the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from harness.run_command import build_parser, build_run, spec_from_args
+from harness.spec import COMMON_OPTIONS, RunSpec
+from workloads.core import workload_kinds
+
+
+def test_every_declared_option_has_its_flag():
+    text = build_parser().format_help()
+    for option in COMMON_OPTIONS:
+        assert option.flag in text, option.flag
+    for kind in workload_kinds().values():
+        for option in kind.options:
+            assert option.flag in text, f"{kind.name}: {option.flag}"
+        assert f"{kind.name}: {kind.summary}" in " ".join(text.split())
+
+
+def test_flags_become_a_spec_with_the_workload_options_given_only():
+    args = build_parser().parse_args(["--keys", "3", "--subscribe", "--nemesis", "kill,pause", "--time-limit", "12"])
+    spec = spec_from_args(args, seed=5)
+    assert spec.workload_options == {"keys": 3, "subscribe": True}
+    assert (spec.nemesis, spec.time_limit_s, spec.seed, spec.delivery) == (("kill", "pause"), 12.0, 5, None)
+    assert spec.resolve().workload_options == {"keys": 3, "acks": None, "subscribe": True}
+
+
+@pytest.mark.parametrize("spec", [
+    RunSpec(seed=11, nemesis=("partition", "clock"), workload_options={"keys": 6}, idempotent=True),
+    RunSpec(workload="register", seed=12, nodes=5, nemesis=("kill",), workload_options={"read_fraction": 0.2}),
+    RunSpec(seed=13, delivery="exactly-once", broker_overrides={"logquake.debug.read.uncommitted": "true"}),
+], ids=["queue", "register", "exactly-once"])
+def test_a_stored_test_json_rebuilds_the_same_run(spec):
+    run = build_run(spec)
+    stored = json.loads(json.dumps(run.description()))  # as test.json holds it
+    again = build_run(RunSpec.from_test_json(stored))
+    for field in dataclasses.fields(RunSpec):
+        assert getattr(again.o, field.name) == getattr(run.o, field.name), field.name
+    assert again.workload.describe() == run.workload.describe() == stored["workload"]
+    assert again.o.test_name() == stored["name"]
+    assert again.nemesis.schedule(again.o.seed, again.o.time_limit_s) == run.nemesis.schedule(spec.seed,
+                                                                                             spec.time_limit_s)
+    assert type(again.control) is type(run.control) and again.control.nodes == run.control.nodes
