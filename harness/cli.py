@@ -8,6 +8,7 @@ Subcommands:
 - `logquake broker ...`: run one broker node (the same as `python -m broker`).
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
 - `logquake docker base|build`: the images of the Docker backend (see `logquake docker --help`).
+- `logquake campaign run|trends`: a matrix of fault tests from a TOML file, and trends across nights.
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -32,6 +33,7 @@ commands:
   broker    run one broker node:  logquake broker --config server.properties [--override key=value ...]
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
   docker    build the Docker backend's images:  logquake docker base [--force]  |  logquake docker build
+  campaign  run a matrix of fault tests:  logquake campaign run campaigns/smoke.toml  |  logquake campaign trends
 
 Run `logquake <command> --help` for the options of one command.
 """
@@ -68,6 +70,12 @@ def _run_cluster(argv: list[str]) -> int:
     return cluster_command.main(argv)
 
 
+def _run_campaign(argv: list[str]) -> int:
+    from harness import campaign_command
+
+    return campaign_command.main(argv)
+
+
 def _run_docker(argv: list[str]) -> int:
     from harness import docker_command
 
@@ -81,6 +89,7 @@ COMMANDS = {
     "broker": _run_broker,
     "check": _run_check,
     "docker": _run_docker,
+    "campaign": _run_campaign,
 }
 
 

@@ -106,7 +106,41 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--test-count", type=positive_int, default=1, help="run the test this many times (seeds seed, seed+1, ...)")
     p.add_argument("--name", default=None, help="test name in the store (default: workload-delivery-faults)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--spec", default=None, metavar="FILE.json",
+                   help="run the test a JSON file describes: a stored run's test.json or a RunSpec's fields "
+                        "(harness/spec.py); only --store, --seed, --quiet and --test-count may go with it")
     return p
+
+
+# the flags that may go with --spec (everything else is in the spec)
+_WITH_SPEC = ("--spec", "--store", "--seed", "--quiet", "--test-count")
+
+
+def spec_from_file(path: str, argv: list[str], args: argparse.Namespace) -> RunSpec:
+    """The spec in `path`, with --store and --seed applied when given; SpecError names what is wrong."""
+    import json
+
+    extra = sorted({a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in _WITH_SPEC})
+    if extra:
+        raise SpecError(f"--spec {path} describes the whole run; {', '.join(extra)} cannot go with it")
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpecError(f"--spec {path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:
+        raise SpecError(f"--spec {path} is not JSON: {e}") from None
+    if isinstance(document, dict) and "options" in document:
+        spec = RunSpec.from_test_json(document)
+    elif isinstance(document, dict):
+        spec = RunSpec.from_json(document)
+    else:
+        raise SpecError(f"--spec {path} does not hold a JSON object")
+    changes: dict[str, Any] = {}
+    if any(a.split("=")[0] == "--store" for a in argv):
+        changes["store"] = args.store
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    return dataclasses.replace(spec, **changes)
 
 
 def spec_from_args(args: argparse.Namespace, seed: int) -> RunSpec:
@@ -137,11 +171,14 @@ def main(argv: list[str]) -> int:
             return _bad(f"--nodes {args.nodes} but the nodes file {args.nodes_file} names {len(nodes_file.nodes)} "
                         "node(s); with --backend ssh the nodes file sets the cluster size (drop --nodes)")
         args.nodes = len(nodes_file.nodes)
-    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     try:  # everything is checked before anything starts or is stored
-        spec = spec_from_args(args, seed).resolve()
+        if args.spec:
+            spec = spec_from_file(args.spec, argv, args).resolve()
+        else:
+            spec = spec_from_args(args, args.seed if args.seed is not None else random.randrange(1 << 31)).resolve()
     except (SpecError, ValueError) as e:
         return _bad(str(e))
+    seed = spec.seed
     worst = EXIT_VALID
     for i in range(args.test_count):
         this = dataclasses.replace(spec, seed=seed + i)

@@ -168,9 +168,14 @@ class RunSpec:
         if (self.backend == "ssh") != bool(self.nodes_file):
             raise SpecError("--backend ssh and --nodes-file FILE go together (the nodes file names the SSH hosts); "
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")
-        return dataclasses.replace(self, workload_options=options, nemesis=tuple(dict.fromkeys(self.nemesis)),
-                                   delivery=delivery.mode, idempotent=delivery.idempotent,
-                                   replication_factor=replication_factor, min_insync_replicas=min_insync)
+        resolved = dataclasses.replace(self, workload_options=options, nemesis=tuple(dict.fromkeys(self.nemesis)),
+                                       delivery=delivery.mode, idempotent=delivery.idempotent,
+                                       replication_factor=replication_factor, min_insync_replicas=min_insync)
+        try:  # the workload's own checks of its settings (building it touches no cluster)
+            kind.build(resolved.workload_settings())
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+        return resolved
 
     # ----- test.json -------------------------------------------------------------------------------
 

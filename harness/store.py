@@ -30,7 +30,16 @@ class Store:
         now = now or datetime.datetime.now()
         stamp = now.strftime("%Y%m%dT%H%M%S.%f")[:-3]
         run_dir = self.root / test_name / stamp
-        run_dir.mkdir(parents=True, exist_ok=False)
+        (self.root / test_name).mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:  # two runs of one test that start in the same millisecond (a campaign's --parallel)
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                stamp = now.strftime("%Y%m%dT%H%M%S.%f")[:-3] + f"-{n}"
+                run_dir = self.root / test_name / stamp
         self._point(self.root / test_name / "latest", Path(stamp))
         self._point(self.root / "latest", Path(test_name) / stamp)
         return run_dir
