@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
             # e.g. while the Docker image builds: nothing has started, nothing is left to clean
             sys.stderr.write("logquake test: interrupted before the test started; nothing ran\n")
             return EXIT_UNKNOWN
-        print(f"logquake test: {this.test_name()} seed {this.seed}, {this.nodes} node(s), "
+        print(f"logquake test: {this.store_name()} seed {this.seed}, {this.nodes} node(s), "
               f"{this.time_limit_s:g} s, faults: {', '.join(this.nemesis) or 'none'}", flush=True)
         outcome = run.run()
         print_summary(outcome)

@@ -246,13 +246,13 @@ class FaultRun:
     def description(self) -> dict:
         """test.json: the spec the run was built from (`RunSpec.from_test_json` rebuilds it), the delivery it
         decided, the workload as built, and the versions of what ran."""
-        return {"format": FORMAT, "name": self.o.test_name(), "options": self.o.to_json(),
+        return {"format": FORMAT, "name": self.o.store_name(), "options": self.o.to_json(),
                 "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
                 "versions": versions(self.o.client)}
 
     def run(self) -> RunOutcome:
         store = Store(self.o.store)
-        self.run_dir = store.new_run(self.o.test_name())
+        self.run_dir = store.new_run(self.o.store_name())
         self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
         write_json(self.run_dir / "test.json", self.description())
         write_json(self.run_dir / "schedule.json", self.schedule.to_list())

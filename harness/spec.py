@@ -111,7 +111,8 @@ class RunSpec:
             raise SpecError(f"--workload {self.workload!r} is not known; expected one of {', '.join(kinds)}")
         return kinds[self.workload]
 
-    def test_name(self) -> str:
+    def store_name(self) -> str:
+        """The test name: the folder of its runs in the store (`--name`, or workload-delivery-faults)."""
         if self.name:
             return self.name
         faults = "+".join(self.nemesis) if self.nemesis else "none"

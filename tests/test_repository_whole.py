@@ -79,3 +79,20 @@ def test_the_documents_a_contributor_needs_are_here():
     for name in ("docs/DESIGN.md", "docs/STYLE.md", "tests/data/histories/README.md",
                  "tests/data/histories/manifest.json"):
         assert (ROOT / name).is_file(), name
+
+
+PRODUCT = ("broker", "harness", "nemeses", "checkers", "workloads", "reports", "bench")
+
+
+def test_nothing_in_the_product_is_named_like_a_test():
+    # pytest collects test_* files and Test* classes, and warns about product names that look like them
+    found = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if path.name.startswith("test_"):
+                found.append(f"{rel}: a module named test_*")
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if re.match(r"\s*(class Test|def test_)", line):
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    assert not found, "product names that look like tests:\n" + "\n".join(found)

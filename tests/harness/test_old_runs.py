@@ -40,7 +40,7 @@ def test_an_old_test_json_rebuilds_its_run():
     document = json.loads((OLD_RUN / "test.json").read_text())
     assert "format" not in document
     run = build_run(RunSpec.from_test_json(document))
-    assert run.o.test_name() == document["name"]
+    assert run.o.store_name() == document["name"]
     assert run.o.delivery_mode().name == "at-least-once-idempotent"
     assert run.workload.describe() == document["workload"]
     assert (run.o.seed, run.o.nemesis, run.o.time_limit_s) == (4242, ("kill",), 6.0)

@@ -42,7 +42,7 @@ def test_a_stored_test_json_rebuilds_the_same_run(spec):
     for field in dataclasses.fields(RunSpec):
         assert getattr(again.o, field.name) == getattr(run.o, field.name), field.name
     assert again.workload.describe() == run.workload.describe() == stored["workload"]
-    assert again.o.test_name() == stored["name"]
+    assert again.o.store_name() == stored["name"]
     assert again.nemesis.schedule(again.o.seed, again.o.time_limit_s) == run.nemesis.schedule(spec.seed,
                                                                                              spec.time_limit_s)
     assert type(again.control) is type(run.control) and again.control.nodes == run.control.nodes

@@ -27,7 +27,7 @@ def test_a_spec_survives_json_field_by_field():
     again = RunSpec.from_test_json(json.loads(json.dumps({"format": FORMAT, "options": spec.to_json()})))
     for f in dataclasses.fields(RunSpec):
         assert getattr(again, f.name) == getattr(spec, f.name), f.name
-    assert again.test_name() == spec.test_name() == "queue-at-least-once-idempotent-kill+clock"
+    assert again.store_name() == spec.store_name() == "queue-at-least-once-idempotent-kill+clock"
 
 
 def test_a_format_1_test_json_still_reads():
@@ -40,7 +40,7 @@ def test_a_format_1_test_json_still_reads():
     spec = RunSpec.from_test_json(old).resolve()
     assert spec.workload_options == {"keys": 4, "acks": None, "subscribe": False}
     assert spec.delivery_mode().name == "at-least-once-idempotent"
-    assert spec.test_name() == old["name"]
+    assert spec.store_name() == old["name"]
 
 
 def test_an_unknown_format_is_refused_with_its_version():
