@@ -419,11 +419,13 @@ def run_campaign(campaign: Campaign, store: str, directory: Path | None = None, 
         seeds = {c.id: list(campaign.seeds) if campaign.seeds else [rng.randrange(1 << 31) for _ in range(campaign.repeat)]
                  for c in campaign.cells}
         jobs = campaign.jobs(seeds)
-        plan = {"name": campaign.name, "campaign_file": str(campaign.path.resolve()), "started_at": _now(),
+        source = str(campaign.path.resolve()) if campaign.text else str(campaign.path)  # a file, or who built it
+        plan = {"name": campaign.name, "campaign_file": source, "started_at": _now(),
                 **project_version(), "budget_s": campaign.budget_s, "rerun_unknown": rerun_unknown,
                 "cells": [{"id": c.id, "params": c.params, "spec": c.spec.to_json()} for c in campaign.cells],
                 "jobs": [{"job": j.key, "cell": j.cell.id, "seed": j.seed} for j in jobs]}
-        (directory / "campaign.toml").write_text(campaign.text, encoding="utf-8")
+        if campaign.text:
+            (directory / "campaign.toml").write_text(campaign.text, encoding="utf-8")
         (directory / "plan.json").write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
         out(f"campaign {campaign.name}: {len(campaign.cells)} cell(s), {len(jobs)} run(s); in {directory}")
     else:

@@ -9,6 +9,7 @@ Subcommands:
 - `logquake check FILE...`: check recorded histories (see `logquake check --help`).
 - `logquake docker base|build`: the images of the Docker backend (see `logquake docker --help`).
 - `logquake campaign run|trends`: a matrix of fault tests from a TOML file, and trends across nights.
+- `logquake scorecard`: the detection rate of every planted bug under the default fault mix.
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -34,6 +35,7 @@ commands:
   check     check recorded histories:  logquake check FILE [FILE ...] [--checker ...]
   docker    build the Docker backend's images:  logquake docker base [--force]  |  logquake docker build
   campaign  run a matrix of fault tests:  logquake campaign run campaigns/smoke.toml  |  logquake campaign trends
+  scorecard how often the default faults catch each planted bug:  logquake scorecard [--seeds 10]
 
 Run `logquake <command> --help` for the options of one command.
 """
@@ -76,6 +78,12 @@ def _run_campaign(argv: list[str]) -> int:
     return campaign_command.main(argv)
 
 
+def _run_scorecard(argv: list[str]) -> int:
+    from harness import scorecard_command
+
+    return scorecard_command.main(argv)
+
+
 def _run_docker(argv: list[str]) -> int:
     from harness import docker_command
 
@@ -90,6 +98,7 @@ COMMANDS = {
     "check": _run_check,
     "docker": _run_docker,
     "campaign": _run_campaign,
+    "scorecard": _run_scorecard,
 }
 
 

@@ -217,3 +217,40 @@ def trends_html(analysis: dict[str, Any]) -> str:
              + _rate_svg(analysis["rate_by_delivery"], len(nights), "share of invalid runs per delivery mode"))
     return _page(f"trends {analysis['name']}", head + table + "<h2>Anomaly rates</h2>" + plots,
                  "document.body.setAttribute('data-ready','yes');")
+
+
+def scorecard_html(card: dict[str, Any]) -> str:
+    """The planted-bug scorecard: per bug, the detection rate, anomalies and time to the first one; the control."""
+    directory = card.get("directory") or "."
+
+    def links(runs: list[dict[str, Any]]) -> str:
+        return " ".join(
+            (f"<a href=\"{_e(os.path.relpath(r['report'], directory))}\" " if r.get("report") else "<span ")
+            + f"class=\"badge\" style=\"background:{_COLOURS.get(r['verdict'], '#777')}\" "
+            f"title=\"seed {_e(r['seed'])}: {_e(r['verdict'])}\">{_e(r['verdict'][:1].upper())}"
+            + ("</a>" if r.get("report") else "</span>") for r in runs)
+
+    rows = []
+    for row in card["bugs"]:
+        rate = "no verdict" if row["rate"] is None else f"{row['detected']} of {row['decided']} ({row['rate']:.0%})"
+        settings = row["settings"]
+        setting = f"{settings['workload']}, {settings['delivery']}" + (", idempotent" if settings["idempotent"] else "")
+        first = "" if row["median_first_anomaly_s"] is None else f"{row['median_first_anomaly_s']} s"
+        rows.append(f"<tr data-bug=\"{_e(row['bug'])}\"><td><code>{_e(row['property'])}</code><br>{_e(row['what'])}</td>"
+                    f"<td>{_e(setting)}</td><td class=\"rate\">{_e(rate)}"
+                    + (f"<br>{row['unknown']} unknown" if row["unknown"] else "")
+                    + f"</td><td>{_e(', '.join(row['anomaly_types']) or '—')}</td><td>{_e(first)}</td>"
+                    f"<td>{links(row['runs_detail'])}</td></tr>")
+    control = card["control"]
+    alarms = control["false_alarms"]
+    control_text = (f"<p class=\"control\" data-false-alarms=\"{len(alarms)}\">Control (the correct broker, same "
+                    f"settings and seeds): {control['valid']} of {control['runs']} runs valid, {len(alarms)} false "
+                    f"alarm(s), {control['unknown']} unknown. "
+                    + links([{"seed": v["seed"], "verdict": v["verdict"], "report": v["report"]} for v in control["verdicts"]])
+                    + "</p>")
+    table = ("<table class=\"scorecard\"><thead><tr><th>planted bug</th><th>settings</th><th>detected</th>"
+             "<th>anomalies found</th><th>first anomaly (median)</th><th>runs</th></tr></thead><tbody>"
+             + "".join(rows) + "</tbody></table>")
+    head = (f"<h1>Planted-bug scorecard</h1><p class=\"meta\">started {_e(card['started_at'])} · commit "
+            f"{_e((card.get('commit') or '?')[:12])} · seeds {_e(', '.join(map(str, card['seeds'])))}</p>")
+    return _page("logquake scorecard", head + table + control_text, "document.body.setAttribute('data-ready','yes');")
