@@ -15,16 +15,30 @@ what the faults should produce (or not).
 - Clock: which clock the clock faults moved (the wall clock only; see
   harness.node_launch).
 
+And the faults around a moment: `fault_context(windows, start_s, end_s)`
+finds the fault windows in effect at some time of [start_s, end_s] (a
+witness's ops, from the first invocation to the last completion) and those
+that ended at most `LOOKBACK_S` seconds before it began (a fault often shows
+just after it is undone: a restarted node truncating its log, a healed
+partition's leader stepping down); `explain_fault_context` says it in one
+sentence that names which of the two each fault is.
+
 Thread-safety: pure functions over a loaded RunData.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from reports.run_data import RunData
+from reports.run_data import FaultWindow, RunData
 
-__all__ = ["LOSS_ANOMALIES", "explain_clock", "explain_disk_loss", "fault_notes", "fault_notes_data"]
+__all__ = ["LOOKBACK_S", "LOSS_ANOMALIES", "FaultContext", "explain_clock", "explain_disk_loss",
+           "explain_fault_context", "fault_context", "fault_notes", "fault_notes_data", "window_text"]
+
+LOOKBACK_S = 5.0
+_LISTED = 4  # faults named per group; the rest are counted
 
 LOSS_ANOMALIES = ("lost-write", "inconsistent-offsets", "unseen")
 
@@ -88,3 +102,58 @@ def fault_notes(run: RunData) -> list[str]:
     """The sentences, in the order of fault_notes_data."""
     explain = {"disk-loss": explain_disk_loss, "clock": explain_clock}
     return [explain[note["type"]](note) for note in fault_notes_data(run)]
+
+
+@dataclass(frozen=True)
+class FaultContext:
+    """The faults around a span of time: in effect during it, or ended shortly before it began."""
+
+    start_s: float
+    end_s: float
+    during: tuple[FaultWindow, ...]
+    before: tuple[FaultWindow, ...]
+    last_before: FaultWindow | None  # the latest window that ended earlier still, for the "none" sentence
+    lookback_s: float = LOOKBACK_S
+
+
+def fault_context(windows: Sequence[FaultWindow], start_s: float, end_s: float,
+                  lookback_s: float = LOOKBACK_S) -> FaultContext:
+    """Windows overlapping [start_s, end_s], and windows that ended in [start_s - lookback_s, start_s)."""
+    end_s = max(end_s, start_s)
+    during = tuple(w for w in windows if w.start_s <= end_s and w.end_s >= start_s)
+    ended = [w for w in windows if w.end_s < start_s]
+    before = tuple(w for w in ended if w.end_s >= start_s - lookback_s)
+    earlier = [w for w in ended if w.end_s < start_s - lookback_s]
+    last = max(earlier, key=lambda w: w.end_s) if earlier else None
+    return FaultContext(start_s, end_s, during, before, last, lookback_s)
+
+
+def window_text(w: FaultWindow) -> str:
+    """"kill n2 (the leader), 0.10–0.42 s"."""
+    return f"{w.detail}, {w.start_s:.2f}–{w.end_s:.2f} s"
+
+
+def _listed(windows: Sequence[FaultWindow], show: Callable[[FaultWindow], str]) -> str:
+    shown = "; ".join(show(w) for w in windows[:_LISTED])
+    return shown + (f"; and {len(windows) - _LISTED} more" if len(windows) > _LISTED else "")
+
+
+def explain_fault_context(ctx: FaultContext, show: Callable[[FaultWindow], str] = window_text,
+                          esc: Callable[[str], str] = str) -> str:
+    """One sentence: "During it: X. Just before it (ended within 5 s): Y." or why there is none.
+
+    `show` renders one window and `esc` the words around it (the page passes HTML versions of both)."""
+    parts = []
+    if ctx.during:
+        parts.append(esc("In effect during it: ") + _listed(ctx.during, show) + ".")
+    if ctx.before:
+        def show_gap(w: FaultWindow) -> str:
+            return show(w) + esc(f" ({ctx.start_s - w.end_s:.2f} s before)")
+        parts.append(esc(f"Ended within {ctx.lookback_s:g} s before it began: ") + _listed(ctx.before, show_gap) + ".")
+    if parts:
+        return " ".join(parts)
+    text = esc(f"No fault was in effect during it, nor in the {ctx.lookback_s:g} s before it")
+    if ctx.last_before is not None:
+        gap = ctx.start_s - ctx.last_before.end_s
+        return text + esc(f"; the last one ended {gap:.2f} s before: ") + show(ctx.last_before) + "."
+    return text + esc(".")

@@ -1,25 +1,32 @@
 """The run report: one self-contained HTML page per run (`report.html`).
 
-What a reader sees, top to bottom: the verdict and, per promise of the
-delivery mode (nothing lost, nothing duplicated, order kept, nothing aborted
-visible), whether it held, broke, or is not promised by the mode; the test's
-parameters; every anomaly as the checker's sentence with a table of its
-witness operations; a timeline of operations per process; latency and
-throughput plots; per-key offset maps; the nemesis events; links to the raw
-files.
+It answers, first, what broke, when, and during which fault. Top to bottom:
+the verdict with the run's delivery (in words) and its operation counts (as
+results.json counted them); the broken promises, most severe first, each
+with its anomalies (one sentence each, a few witnesses shown, the rest
+folded), every witness placed in time and named with the faults in effect
+then or just before (`reports.anomalies`); then the promises that held or
+are not promised; notes on what the faults did; the timeline, latency and
+throughput plots, which mark every witness in an anomaly lane above the
+fault lanes; per-key offset maps with an offset axis; the test's parameters
+and the checker's statistics, folded; the nemesis operations in words; links
+to the raw files.
 
 Invariants
-- Renders, never judges: every verdict and anomaly comes from results.json.
-  The only knowledge of its own is which promises each delivery mode makes
-  (the table of DESIGN.md), used to label a promise "not promised".
+- Renders, never judges: every verdict, promise status and anomaly comes
+  from results.json (for runs stored before results.json recorded the
+  promise table, `checkers.queue.delivery.judge_promises` gives it: the
+  checker's own function, not a second judgement).
 - Self-contained and offline: inline CSS, inline SVG, one small inline
   script; no network fetches, no external fonts.
 - Escaped: every string from the run goes through `html.escape`.
 - Always renders: missing or damaged files, runs without a verdict and empty
   histories give a page that says what is missing.
 - Bounded: plots and maps cap their element counts (see `reports.plots`,
-  `reports.offsets`), witness tables show at most `WITNESSES_SHOWN` witnesses
-  per anomaly and values are cut at `VALUE_CHARS` characters.
+  `reports.offsets`), at most `WITNESSES_SHOWN` witnesses per anomaly and
+  `NEMESIS_ROWS_SHOWN` nemesis rows, values cut at `VALUE_CHARS` characters.
+- One time base: every time on the page is seconds since the test started,
+  as the history records it.
 
 Thread-safety: pure functions of the run directory's contents.
 
@@ -31,7 +38,6 @@ names.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from collections.abc import Mapping
 from html import escape
@@ -39,35 +45,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from reports.offsets import offset_maps_html
+from checkers.history import describe_op_counts
+from reports.anomalies import VALUE_CHARS, WITNESSES_SHOWN, compact, cut, marks, promises_html, witnesses
+from reports.fault_words import describe_nemesis
 from reports.faults import fault_notes
-from reports.plots import KNOWN_FAULT_KINDS, fault_class, latency_svg, throughput_svg, timeline_svg
-from reports.run_data import RAW_FILES, RunData, load_run
+from reports.offsets import OFFSET_CSS, offset_maps_html
+from reports.plots import (ANOMALY_COLOUR, FAULT_SHADE, KNOWN_FAULT_KINDS, OP_COLOURS, OTHER_FAULT, Mark,
+                           fault_class, fault_kind_of, lane_kinds, latency_svg, throughput_svg, timeline_svg)
+from reports.run_data import RAW_FILES, RunData, fault_kind, load_run
 
-__all__ = ["PROMISES", "render_run", "render_run_html", "verdict_word"]
+__all__ = ["NEMESIS_ROWS_SHOWN", "VALUE_CHARS", "WITNESSES_SHOWN", "render_run", "render_run_html", "verdict_word"]
 
-WITNESSES_SHOWN = 20
-VALUE_CHARS = 240
 NEMESIS_ROWS_SHOWN = 400
-
-# (promise id, the promise in words, the anomalies that break it)
-PROMISES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("lost", "nothing acknowledged is lost", ("lost-write", "unseen")),
-    ("duplicated", "nothing is delivered twice", ("duplicate",)),
-    ("reordered", "messages keep their log order",
-     ("inconsistent-offsets", "poll-skip", "nonmonotonic-poll", "nonmonotonic-send", "int-poll-skip",
-      "int-nonmonotonic-poll", "int-send-skip", "int-nonmonotonic-send")),
-    ("aborted-visible", "nothing aborted or uncommitted is visible", ("G1a", "precommitted-read")),
-    ("isolation", "transactions are isolated (no G0/G1c cycle)",
-     ("G0", "G0-process", "G0-realtime", "G1c", "G1c-process", "G1c-realtime")),
-)
-# What each delivery mode does not promise (DESIGN.md, "Delivery modes").
-MODE_DOES_NOT_PROMISE = {
-    "at-most-once": frozenset({"lost"}),
-    "at-least-once": frozenset({"duplicated"}),
-    "exactly-once": frozenset(),
-}
-_ALWAYS_SHOWN = ("lost", "duplicated", "reordered", "aborted-visible")
 
 
 def _e(x: Any) -> str:
@@ -81,17 +70,6 @@ def verdict_word(valid: Any) -> tuple[str, str]:
     if valid is False:
         return "invalid", "INVALID"
     return "unknown", "UNKNOWN"
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(", ", ": "), sort_keys=False, default=str)
-
-
-def _cut(text: str, limit: int = VALUE_CHARS) -> str:
-    """The text cut to `limit` characters, escaped; the cut text keeps a longer version as a tooltip."""
-    if len(text) <= limit:
-        return _e(text)
-    return f'<span title="{_e(text[:4000])}">{_e(text[: limit - 1])}…</span>'
 
 
 def render_run(run_dir: str | os.PathLike[str]) -> Path:
@@ -110,17 +88,19 @@ def render_run_html(run_dir: str | os.PathLike[str]) -> str:
     run = load_run(run_dir)
     css, word = verdict_word(run.valid)
     title = f"{run.name} · {run.run_dir.name} · {word}"
+    found = witnesses(run)
+    plot_marks = marks(found)
+    legend = _op_legend() + _fault_legend(run, plot_marks)
     body = [
         _header(run, css, word),
-        _promises(run),
         _problems(run),
+        promises_html(run, found) or _no_promises(run),
         _fault_notes(run),
+        _section("timeline", "Timeline of operations", legend + timeline_svg(run, plot_marks)),
+        _section("latency", "Latency", legend + latency_svg(run, plot_marks)),
+        _section("throughput", "Throughput", legend + throughput_svg(run, plot_marks)),
+        _section("offsets", "Offset maps per key", offset_maps_html(run)),
         _parameters(run),
-        _anomalies(run),
-        _section("timeline", "Timeline of operations", _op_legend() + _fault_legend(run) + timeline_svg(run)),
-        _section("latency", "Latency", _op_legend(pending=False) + _fault_legend(run) + latency_svg(run)),
-        _section("throughput", "Throughput", _op_legend(pending=False) + _fault_legend(run) + throughput_svg(run)),
-        _section("offsets", "Offset maps per partition", offset_maps_html(run)),
         _nemesis(run),
         _files(run),
     ]
@@ -161,77 +141,29 @@ def _header(run: RunData, css: str, word: str) -> str:
         if message:
             parts.append(f'<pre class="message">{_e(message)}</pre>')
         extra = "".join(parts)
-    delivery = run.delivery
-    mode = f' · delivery <b>{_e(delivery)}</b>' if delivery else ""
+    label = run.delivery_label
+    mode = f' · delivery <b>{_e(label)}</b>' if label else ""
+    counts = run.counts
     nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in (
-        ("anomalies", "anomalies"), ("timeline", "timeline"), ("latency", "latency"), ("throughput", "throughput"),
-        ("offsets", "offset maps"), ("nemesis", "nemesis"), ("files", "raw files")))
+        ("promises", "promises and anomalies"), ("timeline", "timeline"), ("latency", "latency"),
+        ("throughput", "throughput"), ("offsets", "offset maps"), ("parameters", "parameters"),
+        ("nemesis", "nemesis"), ("files", "raw files")))
     return (
         f'<header id="verdict" class="verdict {css}"><div class="verdict-word" data-valid="{_e(css)}">{word}</div>'
         f'<div class="verdict-text"><h1>{_e(run.name)}</h1><p class="run-id">run {_e(run.run_dir.name)}{mode}'
-        f' · {len(run.pairs)} operations · {run.duration_s:.1f} s</p>{extra}</div></header>'
-        f'<nav>{nav}</nav>'
+        f' · <span class="counts">{_e(describe_op_counts(counts))}</span> · {run.duration_s:.1f} s</p>{extra}'
+        f'</div></header><nav>{nav}</nav>'
     )
 
 
-def _count(result: Mapping[str, Any], bucket: str, name: str) -> int:
-    stats = result.get("stats")
-    counts_key = "anomaly_counts" if bucket == "anomalies" else "allowed_counts"
-    if isinstance(stats, Mapping) and isinstance(stats.get(counts_key), Mapping) and name in stats[counts_key]:
-        count = stats[counts_key][name]
-        if isinstance(count, int):
-            return count
-    group = result.get(bucket)
-    if isinstance(group, Mapping) and isinstance(group.get(name), list):
-        return len(group[name])
-    return 0
-
-
-def _promises(run: RunData) -> str:
-    checkers = run.checker_results()
-    judged = [(n, r) for n, r in checkers if isinstance(r.get("anomalies"), Mapping) or r.get("valid") is True]
-    if not judged:
-        return ""
-    delivery = run.delivery
-    not_promised = MODE_DOES_NOT_PROMISE.get(delivery or "", frozenset())
-    known = {name for _, _, names in PROMISES for name in names}
-    rows = []
-    seen_names: set[str] = set()
-    for _, result in judged:
-        for bucket in ("anomalies", "allowed"):
-            if isinstance(result.get(bucket), Mapping):
-                seen_names.update(str(k) for k in result[bucket])
-    promises = list(PROMISES)
-    other = sorted(seen_names - known)
-    if other:
-        promises.append(("other", "no other anomaly", tuple(other)))
-    for pid, words, names in promises:
-        broken = {n: sum(_count(r, "anomalies", n) for _, r in judged) for n in names}
-        allowed = {n: sum(_count(r, "allowed", n) for _, r in judged) for n in names}
-        broken = {n: c for n, c in broken.items() if c}
-        allowed = {n: c for n, c in allowed.items() if c}
-        if pid not in _ALWAYS_SHOWN and not broken and not allowed:
-            continue
-        undecided = all(r.get("valid") not in (True, False) for _, r in judged)
-        if broken:
-            status, label = "broken", "BROKEN"
-        elif pid in not_promised:
-            status, label = "allowed", f"not promised by {delivery}"
-        elif undecided:
-            status, label = "unknown", "not judged"
-        else:
-            status, label = "held", "HELD"
-        detail = []
-        for n, c in broken.items():
-            detail.append(f'<a class="anomaly-count bad" href="#anomaly-{_e(n)}">{_e(n)} × {c}</a>')
-        for n, c in allowed.items():
-            detail.append(f'<a class="anomaly-count allowed" href="#allowed-{_e(n)}">{_e(n)} × {c} (allowed)</a>')
-        rows.append(f'<tr class="promise {status}" data-promise="{_e(pid)}"><th>{_e(pid)}</th><td>{_e(words)}</td>'
-                    f'<td class="promise-status">{_e(label)}</td><td>{" ".join(detail) or "none seen"}</td></tr>')
-    mode = f"under <b>{_e(delivery)}</b>" if delivery else "(delivery mode unknown)"
-    return (f'<section id="promises"><h2>Promises {mode}</h2><table class="promises">'
-            '<thead><tr><th>promise</th><th>meaning</th><th>status</th><th>anomalies seen</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></section>')
+def _no_promises(run: RunData) -> str:
+    if run.results is None:
+        reason = "no results.json"
+    elif run.checker_results():
+        reason = "no checker reported anomalies or promises (see Problems above)"
+    else:
+        reason = "no checker results in results.json"
+    return _section("anomalies", "Anomalies", f'<p class="empty">No anomalies to show: {_e(reason)}.</p>')
 
 
 def _problems(run: RunData) -> str:
@@ -261,15 +193,15 @@ def _fault_notes(run: RunData) -> str:
 def _kv_table(data: Mapping[str, Any], css: str) -> str:
     rows = []
     for k, v in data.items():
-        shown = v if isinstance(v, str) else _compact(v)
-        rows.append(f"<tr><th>{_e(k)}</th><td>{_cut(shown)}</td></tr>")
+        shown = v if isinstance(v, str) else compact(v)
+        rows.append(f"<tr><th>{_e(k)}</th><td>{cut(shown)}</td></tr>")
     return f'<table class="kv {css}">{"".join(rows)}</table>'
 
 
 def _parameters(run: RunData) -> str:
-    if not run.test:
-        return _section("parameters", "Test parameters", '<p class="empty">test.json is missing or unreadable.</p>')
     parts = []
+    if not run.test:
+        parts.append('<p class="empty">test.json is missing or unreadable.</p>')
     if run.options:
         parts.append('<div class="kv-block"><h3>options</h3>' + _kv_table(run.options, "options") + "</div>")
     if run.workload:
@@ -280,123 +212,61 @@ def _parameters(run: RunData) -> str:
     rest = {k: v for k, v in run.test.items() if k not in ("options", "workload", "versions", "name")}
     if rest:
         parts.append('<div class="kv-block"><h3>other</h3>' + _kv_table(rest, "other") + "</div>")
-    return _section("parameters", "Test parameters", '<div class="kv-blocks">' + "".join(parts) + "</div>")
+    for name, result in run.checker_results():
+        if isinstance(result.get("stats"), Mapping):
+            parts.append(f'<div class="kv-block"><h3>checker {_e(name)} statistics</h3>'
+                         + _kv_table(result["stats"], "stats") + "</div>")
+    seed = run.options.get("seed")
+    summary = "Test parameters, versions and checker statistics" + (f" (seed {_e(seed)})" if seed is not None else "")
+    return (f'<section id="parameters"><details class="parameters"><summary><h2>{summary}</h2></summary>'
+            f'<div class="kv-blocks">{"".join(parts)}</div></details></section>')
 
 
-def _anomalies(run: RunData) -> str:
-    checkers = run.checker_results()
-    parts = []
-    for name, result in checkers:
-        anomalies = result.get("anomalies") if isinstance(result.get("anomalies"), Mapping) else {}
-        allowed = result.get("allowed") if isinstance(result.get("allowed"), Mapping) else {}
-        css, word = verdict_word(result.get("valid"))
-        head = f'<h3 class="checker {css}">checker {_e(name)}: {word}</h3>'
-        body = []
-        if not anomalies:
-            body.append('<p class="none">No anomalies reported.</p>' if result.get("valid") is True else
-                        '<p class="none">No anomalies reported, but the verdict is not "valid".</p>')
-        for anomaly, witnesses in anomalies.items():
-            body.append(_anomaly_block(str(anomaly), witnesses, _count(result, "anomalies", str(anomaly)), False,
-                                       run))
-        if allowed:
-            inner = "".join(_anomaly_block(str(a), w, _count(result, "allowed", str(a)), True, run)
-                            for a, w in allowed.items())
-            body.append(f'<details class="allowed-block"><summary>Allowed here ({len(allowed)} kind(s)): seen, '
-                        f'but not a broken promise under this mode or by rule</summary>{inner}</details>')
-        stats = result.get("stats")
-        if isinstance(stats, Mapping):
-            body.append('<details class="stats"><summary>checker statistics</summary>'
-                        + _kv_table(stats, "stats") + "</details>")
-        parts.append(head + "".join(body))
-    if not parts:
-        reason = "no results.json" if run.results is None else "no checker results in results.json"
-        parts.append(f'<p class="empty">No anomalies to show: {_e(reason)}.</p>')
-    return _section("anomalies", "Anomalies", "".join(parts))
-
-
-def _anomaly_block(name: str, witnesses: Any, count: int, allowed: bool, run: RunData) -> str:
-    anchor = ("allowed-" if allowed else "anomaly-") + name
-    witnesses = witnesses if isinstance(witnesses, list) else []
-    css = "allowed" if allowed else "bad"
-    out = [f'<div class="anomaly {css}" id="{_e(anchor)}" data-anomaly="{_e(name)}">'
-           f'<h4><span class="anomaly-name">{_e(name)}</span> <span class="count">× {count}</span></h4>']
-    for w in witnesses[:WITNESSES_SHOWN]:
-        if not isinstance(w, Mapping):
-            out.append(f'<div class="witness"><p class="explanation">{_cut(_compact(w))}</p></div>')
-            continue
-        explanation = w.get("explanation")
-        if not explanation:
-            data = {k: v for k, v in w.items() if k not in ("op_maps", "op_indexes", "processes")}
-            explanation = _compact(data)
-        out.append(f'<div class="witness"><p class="explanation">{_e(explanation)}</p>'
-                   f'{_ops_table(w.get("op_maps"), run)}</div>')
-    hidden = max(len(witnesses), count) - min(len(witnesses), WITNESSES_SHOWN)
-    if hidden > 0:
-        out.append(f'<p class="more">{hidden} more witness(es) not shown: see results.json.</p>')
-    out.append("</div>")
-    return "".join(out)
-
-
-def _ops_table(op_maps: Any, run: RunData) -> str:
-    if not isinstance(op_maps, list) or not op_maps:
-        return ""
-    rows = []
-    for op in op_maps:
-        if not isinstance(op, Mapping):
-            continue
-        index = op.get("index")
-        t = op.get("time")
-        t_s = t / 1e9 if isinstance(t, (int, float)) and not isinstance(t, bool) else run.op_time_s.get(index, 0.0)
-        error = op.get("error")
-        rows.append(
-            f'<tr class="op-row {_e(op.get("type"))}">'
-            f'<td><a class="op-link" href="#timeline" data-index="{_e(index)}" data-t="{t_s:.6f}">{_e(index)}</a></td>'
-            f'<td>{t_s:.3f}</td><td>{_e(op.get("process"))}</td><td class="type">{_e(op.get("type"))}</td>'
-            f'<td>{_e(op.get("f"))}</td><td class="value">{_cut(_compact(op.get("value")))}</td>'
-            f'<td>{_cut(_compact(error)) if error is not None else ""}</td></tr>'
-        )
-    return ('<table class="ops"><thead><tr><th>index</th><th>time (s)</th><th>process</th><th>type</th><th>f</th>'
-            f'<th>value</th><th>error</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-
-
-def _op_legend(pending: bool = True) -> str:
+def _op_legend() -> str:
     items = [("ok", "ok: it happened"), ("fail", "fail: it certainly did not happen"),
-             ("info", "info: unknown (timeout, crash)")]
-    if pending:
-        items.append(("pending", "no completion"))
-    return '<div class="legend">' + "".join(
+             ("info", "info: unknown (timeout, crash)"), ("pending", "no completion")]
+    return '<div class="legend">operations: ' + "".join(
         f'<span class="legend-item"><span class="swatch op-{k}"></span>{_e(t)}</span>' for k, t in items) + "</div>"
 
 
-def _fault_legend(run: RunData) -> str:
-    kinds = list(KNOWN_FAULT_KINDS) + sorted({w.kind for w in run.windows} - set(KNOWN_FAULT_KINDS))
+def _fault_legend(run: RunData, plot_marks: list[Mark]) -> str:
+    present = set(lane_kinds(run.windows))
     items = []
-    for kind in kinds:
-        present = any(w.kind == kind for w in run.windows)
-        items.append(f'<span class="legend-item{"" if present else " absent"}"><span class="swatch band '
-                     f'{fault_class(kind)}"></span>{_e(kind)}{"" if present else " (none)"}</span>')
-    return '<div class="legend faults">nemesis: ' + "".join(items) + "</div>"
+    for kind in KNOWN_FAULT_KINDS:
+        here = kind.kind in present
+        items.append(f'<span class="legend-item{"" if here else " absent"}"><span class="swatch {fault_class(kind.kind)}">'
+                     f'</span>{_e(kind.kind)}: {_e(kind.words)}{"" if here else " (none)"}</span>')
+    unknown = sorted(present - {k.kind for k in KNOWN_FAULT_KINDS})
+    if unknown:
+        items.append(f'<span class="legend-item"><span class="swatch fk-other"></span>{_e(", ".join(unknown))}: '
+                     f'{_e(OTHER_FAULT.words)}</span>')
+    items.append('<span class="legend-item"><span class="swatch shade"></span>shaded: at least one fault in effect '
+                 '(the lanes say which)</span>')
+    if plot_marks:
+        items.append('<span class="legend-item"><span class="swatch mark"></span>anomaly witness, from its first op '
+                     'to its last (hover: which; click: read it)</span>')
+    return '<div class="legend faults">faults: ' + "".join(items) + "</div>"
 
 
 def _nemesis(run: RunData) -> str:
-    if not run.nemesis_pairs and not run.schedule:
-        return _section("nemesis", "Nemesis", '<p class="empty">No nemesis operations in the history.</p>')
+    if not run.nemesis_pairs:
+        note = " (schedule.json lists what was planned)" if run.schedule else ""
+        return _section("nemesis", "Nemesis", f'<p class="empty">No nemesis operations in the history{note}.</p>')
     rows = []
     for pair in run.nemesis_pairs[:NEMESIS_ROWS_SHOWN]:
+        f = str(pair.invoke.get("f"))
+        scheduled = pair.invoke.get("value")
         done = pair.complete.get("value") if pair.complete is not None else None
-        rows.append(f'<tr><td>{pair.start_s:.3f}</td><td>{"" if pair.end_s is None else f"{pair.end_s:.3f}"}</td>'
-                    f'<td>{_e(pair.invoke.get("f"))}</td><td>{_cut(_compact(pair.invoke.get("value")))}</td>'
-                    f'<td>{_cut(_compact(done)) if pair.complete is not None else "no completion"}</td></tr>')
+        kind = "heal" if f == "heal" else fault_kind(f, scheduled)
+        swatch = "" if f == "heal" else f'<span class="swatch {fault_class(kind)}"></span>'
+        rows.append(f'<tr><td>{pair.start_s:.2f}</td><td>{"" if pair.end_s is None else f"{pair.end_s:.2f}"}</td>'
+                    f'<td>{swatch}{_e(kind)}</td><td>{_e(describe_nemesis(f, scheduled, done))}</td></tr>')
     more = len(run.nemesis_pairs) - NEMESIS_ROWS_SHOWN
     note = f'<p class="more">{more} more nemesis operation(s): see history.jsonl.</p>' if more > 0 else ""
-    table = ('<table class="ops nemesis"><thead><tr><th>invoked (s)</th><th>done (s)</th><th>f</th><th>scheduled</th>'
-             f'<th>what was done</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{note}') if rows else \
-        '<p class="empty">No nemesis operation was carried out.</p>'
-    schedule = ""
-    if run.schedule:
-        schedule = (f'<details><summary>the seeded schedule ({len(run.schedule)} events, decided before the run)'
-                    f'</summary><pre class="message">{_e(json.dumps(run.schedule, indent=1, default=str))}</pre></details>')
-    return _section("nemesis", "Nemesis", table + schedule)
+    table = ('<p class="plot-note">Times are seconds since the test started, as on the plots.</p>'
+             '<table class="ops nemesis"><thead><tr><th>began (s)</th><th>done (s)</th><th>fault</th>'
+             f'<th>what was done</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
+    return _section("nemesis", "Nemesis", table)
 
 
 def _files(run: RunData) -> str:
@@ -436,39 +306,59 @@ def _size(path: Path) -> str:
 
 # ----- style and script ----------------------------------------------------------------------------------
 
-CSS = """
-:root{--ok:#2f9e44;--fail:#e03131;--info:#f08c00;--pending:#adb5bd;--valid:#2b8a3e;--invalid:#c92a2a;
---unknown:#e67700;--partition:#1c7ed6;--kill:#9c36b5;--pause:#0ca678;--disk:#a05a2c;--clock:#d6336c;--packet:#74b816;--other:#868e96;--ink:#212529;--muted:#6c757d}
+def _colour_css() -> str:
+    """The colour rules, built from the one list of op colours and fault kinds in reports.plots."""
+    kinds = (*KNOWN_FAULT_KINDS, OTHER_FAULT)
+    variables = "".join(f"--{k}:{c};" for k, c in OP_COLOURS.items())
+    variables += "".join(f"--{k.kind}:{k.colour};" for k in kinds)
+    rules = [":root{" + variables + f"--shade:{FAULT_SHADE};--mark:{ANOMALY_COLOUR}" + "}"]
+    for k in kinds:
+        rules.append(f"svg .fk-{k.kind}{{fill:var(--{k.kind})}}.swatch.fk-{k.kind}{{background:var(--{k.kind})}}")
+    for k in OP_COLOURS:
+        rules.append(f".swatch.op-{k}{{background:var(--{k})}}svg rect.op.{k}{{fill:var(--{k})}}"
+                     f"svg path.op-path.{k}{{stroke:var(--{k})}}")
+    return "\n".join(rules) + "\n"
+
+
+CSS = _colour_css() + """
+:root{--valid:#2b8a3e;--invalid:#c92a2a;--unknown:#e67700;--ink:#212529;--muted:#6c757d}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--ink);
 margin:0 auto;max-width:1200px;padding:0 16px 40px}
-h1{margin:0;font-size:22px}h2{font-size:18px;border-bottom:1px solid #dee2e6;padding-bottom:4px;margin-top:28px}
-h3{font-size:15px;margin:16px 0 6px}h4{margin:12px 0 4px;font-size:14px}
+h1{margin:0;font-size:22px}h2{font-size:18px;border-bottom:1px solid #dee2e6;padding-bottom:4px;margin-top:24px}
+h3{font-size:15px;margin:14px 0 6px}h4{margin:10px 0 4px;font-size:14px;font-weight:600}
 a{color:#1864ab}
-.verdict{display:flex;gap:20px;align-items:center;padding:16px 20px;margin-top:16px;border-radius:8px;color:#fff}
+.verdict{display:flex;gap:20px;align-items:center;padding:10px 20px;margin-top:12px;border-radius:8px;color:#fff}
 .verdict.valid{background:var(--valid)}.verdict.invalid{background:var(--invalid)}
 .verdict.unknown{background:var(--unknown)}
-.verdict-word{font-size:44px;font-weight:800;letter-spacing:1px}
-.verdict .run-id{margin:2px 0 0;opacity:.9}.verdict-detail{margin:6px 0 0}
+.verdict-word{font-size:38px;font-weight:800;letter-spacing:1px}
+.verdict .run-id{margin:2px 0 0;opacity:.92}.verdict-detail{margin:6px 0 0}
 .verdict pre.message{background:rgba(0,0,0,.25);color:#fff;max-height:240px}
-nav{margin:8px 0;display:flex;gap:14px;flex-wrap:wrap}
+nav{margin:6px 0;display:flex;gap:14px;flex-wrap:wrap;font-size:13px}
+#promises h2{margin-top:14px}
 table{border-collapse:collapse;margin:6px 0}th,td{border:1px solid #dee2e6;padding:3px 7px;text-align:left;
 vertical-align:top}thead th{background:#f1f3f5}
-table.promises{font-size:16px;width:100%}table.promises th{width:11em}
-tr.promise.broken td.promise-status{background:var(--invalid);color:#fff;font-weight:700}
-tr.promise.held td.promise-status{background:var(--valid);color:#fff;font-weight:700}
-tr.promise.allowed td.promise-status{background:#e9ecef;color:#495057}
-tr.promise.unknown td.promise-status{background:var(--unknown);color:#fff}
-.anomaly-count{display:inline-block;margin-right:8px;font-family:ui-monospace,Menlo,Consolas,monospace}
-.anomaly-count.bad{color:var(--invalid);font-weight:600}.anomaly-count.allowed{color:var(--muted)}
+table.promises{width:100%}table.promises td.promise-status{width:9em}
+.status{display:inline-block;padding:0 7px;border-radius:3px;font-weight:700;font-size:13px}
+.status.broken{background:var(--invalid);color:#fff}.status.held{background:var(--valid);color:#fff}
+.status.not-promised{background:#e9ecef;color:#495057;font-weight:400}
+.status.unknown{background:var(--unknown);color:#fff}
+.promise.broken{border-left:4px solid var(--invalid);padding:0 0 4px 12px;margin:8px 0 14px}
+.promise.broken>h3{margin:6px 0 2px;font-size:16px}.reason{margin:0 0 4px;color:var(--muted);font-size:12px}
+.anomaly-count{display:inline-block;margin-right:8px}.anomaly-count.allowed{color:var(--muted)}
 .kv-blocks{display:flex;flex-wrap:wrap;gap:16px}.kv-block table{font-size:13px}
 .kv th{background:#f8f9fa;font-weight:600}
+details.parameters>summary{cursor:pointer}details.parameters>summary h2{display:inline-block;border:0;margin:8px 0}
 pre.message{white-space:pre-wrap;background:#f8f9fa;padding:8px;overflow:auto;max-height:400px;font-size:12px}
-.checker.valid{color:var(--valid)}.checker.invalid{color:var(--invalid)}.checker.unknown{color:var(--unknown)}
-.anomaly{border-left:4px solid var(--invalid);padding:2px 0 6px 12px;margin:10px 0}
-.anomaly.allowed{border-left-color:var(--pending)}
-.anomaly-name{font-family:ui-monospace,Menlo,Consolas,monospace}.count{color:var(--muted);font-weight:400}
-.witness{margin:6px 0 12px}.explanation{margin:4px 0;font-size:15px}
+.anomaly{padding:0 0 2px;margin:6px 0}
+.anomaly.allowed{border-left:4px solid var(--pending);padding-left:12px}
+.anomaly-name{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--invalid)}
+.anomaly.allowed .anomaly-name{color:var(--muted)}.summary{font-weight:400}
+.witness{margin:4px 0 10px;padding-left:10px;border-left:2px solid #dee2e6}
+.witness:target{background:#fff9db}.explanation{margin:2px 0;font-size:14px}
+.when,.faults-at{margin:1px 0;font-size:13px}.when{color:var(--muted)}.span-s{font-weight:600;color:var(--ink)}
+.fault{font-weight:600}.fault .swatch{margin-right:3px;vertical-align:-1px}
+details.witness-ops summary,details.more-witnesses summary{cursor:pointer;font-size:12px;color:#1864ab}
 table.ops{font-size:12px;font-family:ui-monospace,Menlo,Consolas,monospace}
 table.ops td.value{max-width:560px;word-break:break-all}
 tr.op-row.ok td.type{color:var(--ok)}tr.op-row.fail td.type{color:var(--fail)}tr.op-row.info td.type{color:var(--info)}
@@ -476,37 +366,24 @@ tr.op-row.ok td.type{color:var(--ok)}tr.op-row.fail td.type{color:var(--fail)}tr
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin:4px 0}
 .legend-item{display:inline-flex;align-items:center;gap:5px}.legend-item.absent{opacity:.45}
 .swatch{display:inline-block;width:14px;height:10px;border:1px solid rgba(0,0,0,.15)}
-.swatch.op-ok{background:var(--ok)}.swatch.op-fail{background:var(--fail)}.swatch.op-info{background:var(--info)}
-.swatch.op-pending{background:var(--pending)}
-.swatch.band.fk-partition{background:var(--partition)}.swatch.band.fk-kill{background:var(--kill)}
-.swatch.band.fk-pause{background:var(--pause)}.swatch.band.fk-disk{background:var(--disk)}.swatch.band.fk-clock{background:var(--clock)}.swatch.band.fk-packet{background:var(--packet)}.swatch.band.fk-other{background:var(--other)}
+.swatch.shade{background:var(--shade)}.swatch.mark{background:var(--mark);clip-path:polygon(0 0,100% 0,50% 100%)}
 svg.plot{display:block;max-width:1000px;background:#fff}
 svg .axis{stroke:#495057}svg .grid{stroke:#e9ecef}
 svg text{font:11px system-ui,sans-serif;fill:#495057}svg .axis-label{font-size:12px}
 svg .empty{fill:var(--muted);font-size:13px}
-svg rect.band{opacity:.13}svg rect.lane{opacity:.85}
-svg .fk-partition{fill:var(--partition)}svg .fk-kill{fill:var(--kill)}svg .fk-pause{fill:var(--pause)}svg .fk-disk{fill:var(--disk)}svg .fk-clock{fill:var(--clock)}svg .fk-packet{fill:var(--packet)}
-svg .fk-other{fill:var(--other)}
-svg rect.op.ok{fill:var(--ok)}svg rect.op.fail{fill:var(--fail)}svg rect.op.info{fill:var(--info)}
-svg rect.op.pending{fill:var(--pending);opacity:.6}svg rect.op.selected{stroke:#000;stroke-width:2}
-svg path.op-path{fill:none}svg path.op-path.ok{stroke:var(--ok)}svg path.op-path.fail{stroke:var(--fail)}
-svg path.op-path.info{stroke:var(--info)}svg path.op-path.pending{stroke:var(--pending)}
+svg rect.shade{fill:var(--shade)}svg rect.lane{opacity:1}
+svg .row-label.anomalies{fill:var(--mark);font-weight:600}
+svg path.mark{fill:var(--mark);stroke:#fff;stroke-width:.6}svg line.mark-span{stroke:var(--mark);stroke-width:2}
+svg a.anomaly-mark:hover path.mark{stroke:#000;stroke-width:1.2}
+svg path.mark-guide{stroke:var(--mark);stroke-width:.8;stroke-dasharray:2 3;opacity:.7;pointer-events:none}
+svg rect.op.pending{opacity:.6}svg rect.op.selected{stroke:#000;stroke-width:2}
+svg path.op-path{fill:none}
 svg path.dots{fill:none;stroke-width:5;stroke-linecap:round}svg path.dots.ok{stroke:var(--ok);opacity:.55}
 svg path.dots.fail{stroke:var(--fail)}svg path.dots.info{stroke:var(--info)}
 svg polyline.line{fill:none;stroke-width:1.6}svg polyline.ok{stroke:var(--ok)}svg polyline.fail{stroke:var(--fail)}
 svg polyline.info{stroke:var(--info)}
 svg line.marker{stroke:#000;stroke-width:1.5;stroke-dasharray:4 3}
-svg.offset-map{display:block;max-width:1002px}
-.om-lost{fill:#c92a2a;background:#c92a2a;stroke:#c92a2a}.om-inconsistent{fill:#862e9c;background:#862e9c;stroke:#862e9c}
-.om-duplicate{fill:#e64980;background:#e64980;stroke:#e64980}
-.om-aborted-read{fill:#5f3dc4;background:#5f3dc4;stroke:#5f3dc4}
-.om-reordered{fill:#f59f00;background:#f59f00;stroke:#f59f00}.om-unseen{fill:#ff922b;background:#ff922b;stroke:#ff922b}
-.om-unread{fill:#ffd8a8;background:#ffd8a8;stroke:#ffd8a8}
-.om-read-unacked{fill:#74c0fc;background:#74c0fc;stroke:#74c0fc}.om-ok{fill:#8ce99a;background:#8ce99a;stroke:#8ce99a}
-.om-empty{fill:#f1f3f5;background:#f1f3f5;stroke:#f1f3f5}
-.allowed.om-lost,.allowed.om-duplicate,.allowed.om-unseen,.allowed.om-reordered,.allowed.om-inconsistent,
-.allowed.om-aborted-read{opacity:.45}
-path.cells{fill:none}
+""" + OFFSET_CSS + """
 ul.files li.missing,ul.problems{color:#862e2e}.size{color:var(--muted);font-size:12px}
 .js-errors{background:#fff3bf;border:1px solid #f08c00;padding:8px}
 footer{margin-top:32px;color:var(--muted);font-size:12px}

@@ -1,8 +1,14 @@
 """Hand-drawn SVG plots of a run: the op timeline, latencies and throughput.
 
 Every plot shares one horizontal geometry (same width, margins and time axis),
-so the nemesis bands line up from one plot to the next, and every plot shades
-the nemesis fault windows in the colour of their fault kind.
+so faults and anomalies line up from one plot to the next. Above its plot
+area every plot draws the same lanes: one lane of anomaly marks (a triangle
+at each witness's first op, a line to its last; hover names the anomaly,
+click opens the witness) and one lane per fault kind present, in the fixed
+order of `KNOWN_FAULT_KINDS`, each in its kind's colour. The plot area below
+is shaded in one neutral colour wherever at least one fault is in effect
+(the union of the windows), so overlapping faults never blend into colours
+the legend does not have; the lanes above say which faults they were.
 
 Invariants
 - Bounded size: a plot never emits more than about `ELEMENT_BUDGET` SVG
@@ -28,30 +34,82 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 from reports.run_data import FaultWindow, RunData
 
-__all__ = ["ELEMENT_BUDGET", "KNOWN_FAULT_KINDS", "OP_TYPES", "fault_class", "latency_svg", "nice_ticks",
-           "throughput_svg", "timeline_svg"]
+__all__ = ["ANOMALY_COLOUR", "ELEMENT_BUDGET", "FAULT_SHADE", "FaultKind", "KNOWN_FAULT_KINDS", "MARKS_MAX", "Mark",
+           "OP_COLOURS", "OP_TYPES", "OTHER_FAULT", "fault_class", "fault_kind_of", "lane_kinds", "latency_svg",
+           "nice_ticks", "throughput_svg", "timeline_svg"]
 
 WIDTH = 1000
 LEFT = 84
 RIGHT = 16
 PLOT_WIDTH = WIDTH - LEFT - RIGHT
+LANE_H = 9.0
+MARK_LANE_H = 12.0
 ELEMENT_BUDGET = 6000
 EXACT_TIMELINE_MAX = 4000  # above this many ops the timeline is drawn from a grid
 GRID_CELL_BUDGET = 40000  # process rows × time columns of that grid
 OP_TYPES = ("ok", "fail", "info", "pending")
 _TYPE_RANK = {"ok": 0, "pending": 1, "fail": 2, "info": 3}
-KNOWN_FAULT_KINDS = ("partition", "kill", "pause", "disk", "clock", "packet")
+MARKS_MAX = 200  # anomaly marks per plot; more are merged by position
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """A nemesis package as the report draws it: its lane's name, its legend words and its colour."""
+
+    kind: str
+    words: str
+    colour: str
+
+
+# The one list of fault kinds: lane order, legend and colours (page.py builds its CSS from it). The
+# colours are far from each other and from the op colours (CIELAB distance, see the tests).
+KNOWN_FAULT_KINDS: tuple[FaultKind, ...] = (
+    FaultKind("partition", "network partition", "#1c7ed6"),
+    FaultKind("kill", "process killed (SIGKILL) until restarted", "#5f3dc4"),
+    FaultKind("pause", "process paused (SIGSTOP) until resumed", "#66d9e8"),
+    FaultKind("disk", "disk fault", "#7c4a21"),
+    FaultKind("clock", "wall clock skewed", "#f783ac"),
+    FaultKind("packet", "packet latency, loss or reordering", "#343a40"),
+)
+OTHER_FAULT = FaultKind("other", "any other fault", "#ffe066")
+OP_COLOURS = {"ok": "#2f9e44", "fail": "#e03131", "info": "#f08c00", "pending": "#adb5bd"}
+FAULT_SHADE = "#e9ecef"  # the plot area while at least one fault is in effect
+ANOMALY_COLOUR = "#a61e4d"
+_KIND_NAMES = tuple(k.kind for k in KNOWN_FAULT_KINDS)
+
+
+def fault_kind_of(kind: str) -> FaultKind:
+    """The FaultKind of a kind name; kinds not known yet share OTHER_FAULT's colour."""
+    return KNOWN_FAULT_KINDS[_KIND_NAMES.index(kind)] if kind in _KIND_NAMES else OTHER_FAULT
 
 
 def fault_class(kind: str) -> str:
     """The CSS class of a fault kind; every kind not known yet shares the fallback colour."""
-    return f"fk-{kind}" if kind in KNOWN_FAULT_KINDS else "fk-other"
+    return f"fk-{fault_kind_of(kind).kind}"
+
+
+def lane_kinds(windows: Iterable[FaultWindow]) -> list[str]:
+    """The fault kinds present, in the fixed order of KNOWN_FAULT_KINDS, then unknown kinds by name."""
+    present = {w.kind for w in windows}
+    return [k for k in _KIND_NAMES if k in present] + sorted(present - set(_KIND_NAMES))
+
+
+@dataclass(frozen=True)
+class Mark:
+    """An anomaly witness on the time axis: from its first op's invocation to its last op's completion."""
+
+    start_s: float
+    end_s: float
+    anomaly: str
+    title: str
+    href: str
 
 
 def _e(x: Any) -> str:
@@ -104,14 +162,78 @@ class _Frame:
                    f'text-anchor="middle">time since the test started (s)</text>')
         return out
 
-    def bands(self, windows: Iterable[FaultWindow], top: float, bottom: float) -> list[str]:
+    def shade(self, windows: Iterable[FaultWindow], top: float, bottom: float) -> list[str]:
+        """One neutral band per stretch of time with at least one fault in effect (the union of windows)."""
+        spans = sorted((w.start_s, w.end_s) for w in windows)
+        merged: list[list[float]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
         out = []
-        for w in windows:
-            x1, x2 = self.x(w.start_s), self.x(w.end_s)
-            out.append(f'<rect class="band {fault_class(w.kind)}" x="{_num(x1)}" y="{_num(top)}" '
-                       f'width="{_num(max(x2 - x1, 1.0))}" height="{_num(bottom - top)}">'
-                       f'<title>{_e(w.kind)} {w.start_s:.3f}–{w.end_s:.3f} s: {_e(w.detail)}</title></rect>')
+        for a, b in merged:
+            x1, x2 = self.x(a), self.x(b)
+            out.append(f'<rect class="shade" x="{_num(x1)}" y="{_num(top)}" width="{_num(max(x2 - x1, 1.0))}" '
+                       f'height="{_num(bottom - top)}"><title>faults in effect {a:.2f}–{b:.2f} s</title></rect>')
         return out
+
+    def lanes(self, windows: Sequence[FaultWindow], marks: Sequence[Mark], top: float) -> tuple[list[str], float]:
+        """The anomaly lane (when there are marks) and one lane per fault kind, from `top` down; returns the
+        elements and the y where they end."""
+        out: list[str] = []
+        y = top
+        if marks:
+            out.append(f'<text class="row-label anomalies" x="{LEFT - 4}" y="{_num(y + MARK_LANE_H - 2)}" '
+                       f'text-anchor="end">anomalies</text>')
+            out += self.marks(marks, y)
+            y += MARK_LANE_H
+        for kind in lane_kinds(windows):
+            out.append(f'<text class="row-label" x="{LEFT - 4}" y="{_num(y + LANE_H - 1.5)}" '
+                       f'text-anchor="end">{_e(kind)}</text>')
+            for w in windows:
+                if w.kind == kind:
+                    x1, x2 = self.x(w.start_s), self.x(w.end_s)
+                    out.append(f'<rect class="lane {fault_class(kind)}" x="{_num(x1)}" y="{_num(y + 1)}" '
+                               f'width="{_num(max(x2 - x1, 1.0))}" height="{_num(LANE_H - 2)}">'
+                               f'<title>{_e(w.detail)} ({w.start_s:.2f}–{w.end_s:.2f} s since the test started)'
+                               f'</title></rect>')
+            y += LANE_H
+        return out, (y + 4 if y > top else y)
+
+    def _merged(self, marks: Sequence[Mark]) -> list[tuple[Mark, int]]:
+        """Marks merged by pixel column when there are more than MARKS_MAX: (first mark, how many)."""
+        if len(marks) <= MARKS_MAX:
+            return [(m, 1) for m in marks]
+        width = 1.0
+        while True:
+            columns: dict[int, list[Mark]] = defaultdict(list)
+            for m in marks:
+                columns[int(self.x(m.start_s) / width)].append(m)
+            if len(columns) <= MARKS_MAX:
+                return [(ms[0], len(ms)) for _, ms in sorted(columns.items())]
+            width *= 2
+
+    def marks(self, marks: Sequence[Mark], top: float) -> list[str]:
+        out = []
+        for m, n in self._merged(marks):
+            x1, x2 = self.x(m.start_s), self.x(m.end_s)
+            more = f" (and {n - 1} more witnesses near this time)" if n > 1 else ""
+            y = top + MARK_LANE_H / 2
+            span = (f'<line class="mark-span" x1="{_num(x1)}" y1="{_num(y)}" x2="{_num(x2)}" y2="{_num(y)}"/>'
+                    if x2 - x1 >= 2 else "")
+            out.append(f'<a class="anomaly-mark" href="{_e(m.href)}" data-anomaly="{_e(m.anomaly)}" '
+                       f'data-t="{m.start_s:.6f}"><title>{_e(m.title + more)}</title>{span}'
+                       f'<path class="mark" d="M{_num(x1 - 4)} {_num(top + 1)}h8l-4 {_num(MARK_LANE_H - 3)}z"/></a>')
+        return out
+
+    def guides(self, marks: Sequence[Mark], top: float, bottom: float) -> list[str]:
+        """A thin line through the plot area at each mark's start: one path for all of them."""
+        if not marks:
+            return []
+        xs = sorted({round(self.x(m.start_s), 1) for m, _ in self._merged(marks)})
+        d = "".join(f"M{_num(x)} {_num(top)}V{_num(bottom)}" for x in xs)
+        return [f'<path class="mark-guide" d="{d}"/>']
 
 
 def _tick_label(t: float) -> str:
@@ -129,34 +251,22 @@ def _process_sort_key(p: Any) -> tuple[int, Any]:
     return (1, str(p))
 
 
-def timeline_svg(run: RunData) -> str:
+def timeline_svg(run: RunData, marks: Sequence[Mark] = ()) -> str:
     """One row per process, each op a bar from invocation to completion, coloured by completion type."""
     if not run.pairs and not run.windows:
         return _empty_plot("no operations recorded", "timeline")
     frame = _Frame(run.duration_s)
     processes = sorted({p.process for p in run.pairs}, key=_process_sort_key)
-    kinds = list(dict.fromkeys(w.kind for w in run.windows))
-    lane_h = 9.0
     top = 8.0
-    lanes_bottom = top + lane_h * len(kinds) + (4 if kinds else 0)
+    lanes, rows_top = frame.lanes(run.windows, marks, top)
     row_h = max(1.0, min(14.0, 640.0 / max(1, len(processes))))
-    rows_top = lanes_bottom
     rows_bottom = rows_top + row_h * len(processes)
     height = rows_bottom + 40
     row_of = {p: i for i, p in enumerate(processes)}
     out = [frame.svg_open(height, "timeline of operations per process", top, rows_bottom, "timeline")]
-    out += frame.bands(run.windows, rows_top, rows_bottom)
+    out += frame.shade(run.windows, rows_top, rows_bottom)
     out += frame.time_axis(rows_bottom, top)
-    # One lane per fault kind: solid bars, so overlapping faults stay visible.
-    for lane, kind in enumerate(kinds):
-        y = top + lane * lane_h
-        out.append(f'<text class="row-label" x="{LEFT - 4}" y="{_num(y + lane_h - 1.5)}" text-anchor="end">{_e(kind)}</text>')
-        for w in run.windows:
-            if w.kind == kind:
-                x1, x2 = frame.x(w.start_s), frame.x(w.end_s)
-                out.append(f'<rect class="lane {fault_class(kind)}" x="{_num(x1)}" y="{_num(y + 1)}" '
-                           f'width="{_num(max(x2 - x1, 1.0))}" height="{_num(lane_h - 2)}">'
-                           f'<title>{_e(w.detail)} ({w.start_s:.3f}–{w.end_s:.3f} s)</title></rect>')
+    out += lanes
     if processes:
         out.append(f'<text class="axis-label" transform="translate(12 {_num((rows_top + rows_bottom) / 2)}) '
                    f'rotate(-90)" text-anchor="middle">process</text>')
@@ -173,6 +283,7 @@ def timeline_svg(run: RunData) -> str:
         out += _timeline_grid(run, frame, row_of, rows_top, row_h, columns)
         note = (f"{len(run.pairs)} operations drawn on a grid of {columns} time columns: each cell shows the worst "
                 "completion in it (info over fail over ok)")
+    out += frame.guides(marks, rows_top, rows_bottom)
     out.append("</svg>")
     return "".join(out) + f'<p class="plot-note">{_e(note)}</p>'
 
@@ -231,7 +342,7 @@ def _timeline_grid(run: RunData, frame: _Frame, row_of: dict[Any, int], rows_top
             for kind, segments in sorted(paths.items(), key=lambda kv: _TYPE_RANK[kv[0]])]
 
 
-def latency_svg(run: RunData) -> str:
+def latency_svg(run: RunData, marks: Sequence[Mark] = ()) -> str:
     """Latency of every completed op (ms, log scale) at its invocation time."""
     points = [(p.start_s, p.latency_ms, p.type) for p in run.pairs if p.latency_ms is not None]
     if not points:
@@ -241,7 +352,8 @@ def latency_svg(run: RunData) -> str:
     hi_ms = max(ms for _, ms, _ in points)
     log_lo = math.floor(math.log10(lo_ms))
     log_hi = max(log_lo + 1, math.ceil(math.log10(max(hi_ms, lo_ms))))
-    top, plot_h = 10.0, 260.0
+    lanes, top = frame.lanes(run.windows, marks, 8.0)
+    plot_h = 260.0
     bottom = top + plot_h
 
     def y_of(ms: float) -> float:
@@ -249,8 +361,9 @@ def latency_svg(run: RunData) -> str:
         return bottom - (v - log_lo) / (log_hi - log_lo) * plot_h
 
     out = [frame.svg_open(bottom + 40, "latency of each operation in milliseconds", top, bottom, "latency")]
-    out += frame.bands(run.windows, top, bottom)
+    out += frame.shade(run.windows, top, bottom)
     out += frame.time_axis(bottom, top)
+    out += lanes
     for power in range(log_lo, log_hi + 1):
         y = y_of(10.0 ** power)
         out.append(f'<line class="grid" x1="{LEFT}" y1="{_num(y)}" x2="{LEFT + PLOT_WIDTH}" y2="{_num(y)}"/>')
@@ -272,6 +385,7 @@ def latency_svg(run: RunData) -> str:
     for kind in ("ok", "fail", "info"):
         if paths.get(kind):
             out.append(f'<path class="dots {kind}" d="{"".join(paths[kind])}"/>')
+    out += frame.guides(marks, top, bottom)
     out.append("</svg>")
     note = f"{len(points)} completed operations"
     if cell > 1:
@@ -279,7 +393,7 @@ def latency_svg(run: RunData) -> str:
     return "".join(out) + f'<p class="plot-note">{_e(note)}</p>'
 
 
-def throughput_svg(run: RunData) -> str:
+def throughput_svg(run: RunData, marks: Sequence[Mark] = ()) -> str:
     """Completions per second over time, one line per completion type."""
     completed = [p for p in run.pairs if p.end_s is not None]
     if not completed:
@@ -292,7 +406,8 @@ def throughput_svg(run: RunData) -> str:
         kind = p.type if p.type in counts else "info"
         counts[kind][min(buckets - 1, int(p.end_s / bucket_s))] += 1
     peak = max(max(v) for v in counts.values()) / bucket_s
-    top, plot_h = 10.0, 200.0
+    lanes, top = frame.lanes(run.windows, marks, 8.0)
+    plot_h = 200.0
     bottom = top + plot_h
     y_ticks = nice_ticks(0.0, max(peak, 1.0), 5)
     y_max = max(y_ticks[-1], peak, 1.0)
@@ -302,8 +417,9 @@ def throughput_svg(run: RunData) -> str:
 
     out = [frame.svg_open(bottom + 40, "throughput in operations per second by completion type", top, bottom,
                           "throughput")]
-    out += frame.bands(run.windows, top, bottom)
+    out += frame.shade(run.windows, top, bottom)
     out += frame.time_axis(bottom, top)
+    out += lanes
     for v in y_ticks:
         y = y_of(v)
         out.append(f'<line class="grid" x1="{LEFT}" y1="{_num(y)}" x2="{LEFT + PLOT_WIDTH}" y2="{_num(y)}"/>')
@@ -316,6 +432,7 @@ def throughput_svg(run: RunData) -> str:
             continue
         pts = " ".join(f"{_num(frame.x((i + 0.5) * bucket_s))},{_num(y_of(n / bucket_s))}" for i, n in enumerate(values))
         out.append(f'<polyline class="line {kind}" points="{pts}"><title>{kind} completions per second</title></polyline>')
+    out += frame.guides(marks, top, bottom)
     out.append("</svg>")
     return "".join(out) + f'<p class="plot-note">{_e(f"completions per {bucket_s * 1000:.0f} ms bucket, as ops/s")}</p>'
 

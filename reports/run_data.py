@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checkers.history import NEMESIS
+from checkers.history import NEMESIS, op_counts
+from checkers.queue.delivery import delivery_of, parse_delivery
+from reports.fault_words import describe_nemesis
 
 __all__ = ["FaultWindow", "OpPair", "RunData", "fault_kind", "load_run", "RAW_FILES"]
 
@@ -61,7 +63,7 @@ class OpPair:
 
 @dataclass(frozen=True)
 class FaultWindow:
-    """A span of time during which one nemesis package's fault was in effect."""
+    """A span of time during which one nemesis package's fault was in effect; `detail` says what was done."""
 
     kind: str
     start_s: float
@@ -106,6 +108,44 @@ class RunData:
                 if isinstance(item, dict) and isinstance(item.get("delivery"), str):
                     return item["delivery"]
         return None
+
+    @property
+    def delivery_label(self) -> str | None:
+        """The delivery in words ("at-least-once with an idempotent producer"): results.json's `delivery`
+        when the run recorded it, else decided from test.json's options by `checkers.queue.delivery`, else
+        the bare name the checker recorded (old runs)."""
+        results = self.results if isinstance(self.results, dict) else {}
+        recorded = results.get("delivery")
+        if isinstance(recorded, dict) and isinstance(recorded.get("label"), str):
+            return recorded["label"]
+        for decide, arg in ((delivery_of, self.options), (parse_delivery, self.delivery)):
+            try:
+                return decide(arg).label  # type: ignore[arg-type]
+            except (ValueError, TypeError, AttributeError):
+                continue
+        return self.delivery
+
+    @property
+    def delivery_name(self) -> str | None:
+        """The delivery's short name (`at-least-once-idempotent`), as `judge_promises` takes it."""
+        results = self.results if isinstance(self.results, dict) else {}
+        recorded = results.get("delivery")
+        if isinstance(recorded, dict) and isinstance(recorded.get("name"), str):
+            return recorded["name"]
+        try:
+            return delivery_of(self.options).name
+        except (ValueError, TypeError):
+            return self.delivery
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Client operations by completion type: results.json's `counts`, else counted from the history the
+        same way (`checkers.history.op_counts`), for runs stored before results.json had them."""
+        results = self.results if isinstance(self.results, dict) else {}
+        recorded = results.get("counts")
+        if isinstance(recorded, dict) and all(isinstance(recorded.get(k), int) for k in ("total", "ok")):
+            return dict(recorded)
+        return op_counts(self.ops)
 
     def _checker_results(self) -> list[dict[str, Any]]:
         return [r for _, r in self.checker_results()]
@@ -263,13 +303,8 @@ def _fault_windows(run: RunData) -> None:
         if kind in open_windows:
             continue  # a second start of a package already in effect extends nothing new
         done = pair.complete.get("value") if pair.complete is not None else None
-        detail = f"{f}: {_compact(done)}" if done is not None else f
-        open_windows[kind] = (pair.start_s, f, detail)
+        open_windows[kind] = (pair.start_s, f, describe_nemesis(f, pair.invoke.get("value"), done))
     for kind, (start_s, start_f, detail) in open_windows.items():
         run.windows.append(FaultWindow(kind, start_s, max(run.duration_s, start_s), start_f, detail))
     run.windows.sort(key=lambda w: (w.start_s, w.kind))
 
-
-def _compact(value: Any, limit: int = 200) -> str:
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from checkers.core import merge_valid, to_jsonable
-from checkers.history import History
+from checkers.history import History, op_counts
 from checkers.queue import check
+from checkers.queue.delivery import parse_delivery
 
 XSS = "<script>alert('x')</script>"
 MS = 1_000_000  # nanoseconds per millisecond
@@ -65,10 +66,13 @@ def _history_ops(with_xss: bool = True) -> list[dict]:
 
 
 def _test_json(name: str, delivery: str) -> dict:
+    # as logquake test writes it: the client mode, plus the idempotent flag (at-least-once-idempotent)
+    mode = delivery.removesuffix("-idempotent")
     return {"name": name,
-            "options": {"workload": "queue", "delivery": delivery, "nemesis": ["partition", "kill"], "nodes": 3,
-                        "time_limit_s": 0.6, "seed": 42, "client": "confluent"},
-            "workload": {"name": "queue", "delivery": delivery, "keys": 2, "acks": "all"},
+            "options": {"workload": "queue", "delivery": mode, "idempotent": mode != delivery,
+                        "nemesis": ["partition", "kill"], "nodes": 3, "time_limit_s": 0.6, "seed": 42,
+                        "client": "confluent"},
+            "workload": {"name": "queue", "delivery": mode, "keys": 2, "acks": "all"},
             "versions": {"logquake": "0.1", "python": "3.11"}}
 
 
@@ -94,10 +98,13 @@ def write_run(store: Path, name: str, ops: list[dict], results: dict | None, del
 
 
 def checked_results(ops: list[dict], delivery: str) -> dict:
-    """results.json as the runner writes it: the real queue checker's result under "workload"."""
+    """results.json as the runner writes it: the real queue checker's result under "workload", the run's
+    delivery and its op counts."""
     history = History.from_dicts(ops)
     results = to_jsonable({"workload": check(history, delivery=delivery)})
     results["valid"] = merge_valid(results["workload"]["valid"])
+    results["delivery"] = parse_delivery(delivery).to_dict()
+    results["counts"] = op_counts(ops)
     return results
 
 

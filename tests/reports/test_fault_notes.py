@@ -55,7 +55,7 @@ def test_each_new_fault_kind_has_its_own_colour(tmp_path):
     assert {fault_class(k) for k in ("disk", "clock", "packet")} == {"fk-disk", "fk-clock", "fk-packet"}
     page = render_run_html(_run(tmp_path, INCONSISTENT))
     for kind in ("disk", "clock", "packet"):
-        assert f'class="band fk-{kind}"' in page and f'class="lane fk-{kind}"' in page
+        assert f'class="lane fk-{kind}"' in page and f'class="swatch fk-{kind}"' in page
         assert f"svg .fk-{kind}{{fill:var(--{kind})}}" in page
     assert sorted(w.kind for w in load_run(_run(tmp_path / "again", INCONSISTENT)).windows) == ["clock", "disk",
                                                                                                   "packet"]
