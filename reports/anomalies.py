@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from checkers.queue.delivery import ANOMALY_ORDER, judge_promises
+from checkers.queue.delivery import ANOMALY_ORDER, PROMISES, judge_promises
 from reports.faults import explain_fault_context, fault_context, window_text
 from reports.plots import Mark, fault_class
 from reports.run_data import FaultWindow, OpPair, RunData
@@ -90,6 +90,13 @@ class Witness:
         prefix = "wa" if self.allowed else "w"
         return f"{prefix}-{self.checker}-{self.anomaly}-{self.number}"
 
+    @property
+    def href(self) -> str:
+        """Where a mark of this witness links: the witness when the page shows it, else its anomaly."""
+        if self.number <= WITNESSES_SHOWN:
+            return "#" + self.anchor
+        return "#" + ("allowed-" if self.allowed else "anomaly-") + self.anomaly
+
 
 def _pair_index(run: RunData) -> dict[Any, OpPair]:
     by_index: dict[Any, OpPair] = {}
@@ -106,7 +113,8 @@ def _op_seconds(op: Mapping[str, Any]) -> float | None:
 
 
 def witnesses(run: RunData) -> list[Witness]:
-    """Every witness the report shows (at most WITNESSES_SHOWN per anomaly), with its span in time."""
+    """Every witness in results.json, with its span in time (the page shows WITNESSES_SHOWN per anomaly and
+    marks them all on the plots)."""
     by_index = _pair_index(run)
     out = []
     for checker, result in run.checker_results():
@@ -117,7 +125,7 @@ def witnesses(run: RunData) -> list[Witness]:
             for name, items in group.items():
                 if not isinstance(items, list):
                     continue
-                for number, w in enumerate(items[:WITNESSES_SHOWN], 1):
+                for number, w in enumerate(items, 1):
                     op_maps = w.get("op_maps") if isinstance(w, Mapping) else None
                     ops = tuple((op, by_index.get(op.get("index"))) for op in (op_maps or ())
                                 if isinstance(op, Mapping))
@@ -142,9 +150,10 @@ def marks(found: list[Witness]) -> list[Mark]:
         if w.allowed or w.start_s is None or w.end_s is None:
             continue
         ops = ", ".join(str(op.get("index")) for op, _ in w.ops)
+        shown = "click to read it" if w.number <= WITNESSES_SHOWN else "not shown on this page: see results.json"
         out.append(Mark(w.start_s, w.end_s, w.anomaly,
-                        f"{w.anomaly}, witness {w.number}: ops {ops}, {w.start_s:.2f}–{w.end_s:.2f} s "
-                        "(click to read it)", "#" + w.anchor))
+                        f"{w.anomaly}, witness {w.number}: ops {ops}, {w.start_s:.2f}–{w.end_s:.2f} s ({shown})",
+                        w.href))
     return sorted(out, key=lambda m: (m.start_s, _rank(m.anomaly)))
 
 
@@ -256,7 +265,8 @@ def anomaly_html(checker: str, result: Mapping[str, Any], name: str, allowed: bo
                  run: RunData) -> str:
     """One anomaly: its summary sentence, the first witnesses, the rest folded."""
     bucket = "allowed" if allowed else "anomalies"
-    mine = [w for w in found if w.checker == checker and w.anomaly == name and w.allowed == allowed]
+    mine = [w for w in found if w.checker == checker and w.anomaly == name and w.allowed == allowed
+            and w.number <= WITNESSES_SHOWN]
     anchor = ("allowed-" if allowed else "anomaly-") + name
     css = "allowed" if allowed else "bad"
     out = [f'<div class="anomaly {css}" id="{_e(anchor)}" data-anomaly="{_e(name)}">'
@@ -288,25 +298,32 @@ def _checker_html(checker: str, result: Mapping[str, Any], found: list[Witness],
     allowed = result.get("allowed") if isinstance(result.get("allowed"), Mapping) else {}
     head = f'<h3 class="checker">checker {_e(checker)}</h3>' if several else ""
     parts = [head]
-    shown: set[str] = set()
     if rows is None:
         parts.append('<p class="empty">This run did not record which promises held.</p>')
         rows = []
-    broken = [r for r in rows if r.get("status") == "broken"]
-    for row in broken:
+    # Each anomaly sits under the promise it breaks: the row that counts it, else the row of its promise in
+    # the checker's table (an anomaly the checker could not judge, e.g. without final reads), else apart.
+    attached: dict[str, list[str]] = {str(r.get("id")): [] for r in rows}
+    promise_of = {n: pid for pid, _, names in PROMISES for n in names}
+    for name in sorted((str(n) for n in anomalies), key=_rank):
+        pid = next((str(r.get("id")) for r in rows if name in (r.get("anomalies") or {})), promise_of.get(name))
+        attached.setdefault(pid if pid in attached else "", []).append(name)
+    with_anomalies = [r for r in rows if attached.get(str(r.get("id")))]
+    with_anomalies.sort(key=lambda r: r.get("status") != "broken")
+    for row in with_anomalies:
         pid = str(row.get("id"))
-        names = sorted((str(n) for n in (row.get("anomalies") or {}) if n in anomalies), key=_rank)
-        shown.update(names)
+        status = str(row.get("status"))
         reason = row.get("reason")
-        parts.append(f'<div class="promise broken" data-promise="{_e(pid)}" id="promise-{_e(pid)}">'
-                     f'<h3>{_status_badge("broken")} {_e(row.get("promise", pid))}</h3>'
+        parts.append(f'<div class="promise {_e(status)} with-anomalies" data-promise="{_e(pid)}" id="promise-{_e(pid)}">'
+                     f'<h3>{_status_badge(status)} {_e(row.get("promise", pid))}</h3>'
                      + (f'<p class="reason">{_e(reason)}</p>' if reason else "")
-                     + "".join(anomaly_html(checker, result, n, False, found, run) for n in names) + "</div>")
-    leftover = sorted((str(n) for n in anomalies if str(n) not in shown), key=_rank)
+                     + "".join(anomaly_html(checker, result, n, False, found, run) for n in attached[pid]) + "</div>")
+    leftover = attached.get("", [])
     if leftover:
-        parts.append('<div class="promise broken" data-promise="unsorted"><h3>Anomalies no promise names</h3>'
+        parts.append('<div class="promise unsorted with-anomalies" data-promise="unsorted">'
+                     '<h3>Anomalies no promise names</h3>'
                      + "".join(anomaly_html(checker, result, n, False, found, run) for n in leftover) + "</div>")
-    others = [r for r in rows if r.get("status") != "broken"]
+    others = [r for r in rows if r not in with_anomalies]
     if others:
         trs = []
         for row in others:
@@ -317,7 +334,7 @@ def _checker_html(checker: str, result: Mapping[str, Any], found: list[Witness],
             trs.append(f'<tr class="promise {_e(status)}" data-promise="{_e(row.get("id"))}">'
                        f'<td class="promise-status">{_status_badge(status)}</td><td>{_e(row.get("promise"))}</td>'
                        f'<td>{_e(row.get("reason", ""))}{" · " + links if links else ""}</td></tr>')
-        title = "The other promises" if broken or leftover else "Every promise"
+        title = "The other promises" if with_anomalies or leftover else "Every promise"
         parts.append(f'<h3 class="other-promises">{title}</h3><table class="promises">'
                      f'<tbody>{"".join(trs)}</tbody></table>')
     if allowed:

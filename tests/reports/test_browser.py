@@ -65,7 +65,7 @@ def test_failing_run_report_renders_in_chromium_without_script_errors(tmp_path):
     assert _js_errors(dom) == ""
     assert _console_errors(proc.stderr) == []
     assert '<header id="verdict" class="verdict invalid">' in dom and ">INVALID<" in dom
-    assert 'id="anomalies"' in dom and 'id="anomaly-lost-write"' in dom
+    assert 'id="promises"' in dom and 'id="anomaly-lost-write"' in dom
     assert html.escape(results["workload"]["anomalies"]["lost-write"][0]["explanation"]) in dom
     # The script gave every witness op link its tooltip: it ran over the anomaly section.
     assert 'title="show op 11 on the plots"' in dom and 'title="show op 19 on the plots"' in dom
@@ -76,6 +76,58 @@ def test_failing_run_report_renders_in_chromium_without_script_errors(tmp_path):
     _run_chromium(tmp_path, report.as_uri(), f"--screenshot={shot}", "--window-size=1200,3000")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a blank page is a few KB; the drawn report is much more
+
+
+# Measures, after the report's own script ran, where the first broken promise, its first witness and the
+# first fault named beside that witness are, and writes it into <body data-layout>.
+MEASURE_JS = """<script>(function(){
+  function box(el){if(!el){return null;}var b=el.getBoundingClientRect();
+    return {top:b.top,bottom:b.bottom,left:b.left,right:b.right,text:el.textContent};}
+  var promise=document.querySelector('#promises .promise.broken');
+  var witness=promise&&promise.querySelector('.witness');
+  document.body.setAttribute('data-layout',JSON.stringify({
+    width:window.innerWidth,height:window.innerHeight,
+    promise:box(promise&&promise.querySelector('h3')),
+    anomaly:box(promise&&promise.querySelector('.anomaly h4')),
+    explanation:box(witness&&witness.querySelector('.explanation')),
+    fault:box(witness&&witness.querySelector('.faults-at .fault')),
+    marks:document.querySelectorAll('svg.timeline a.anomaly-mark path.mark').length,
+    markTitles:Array.prototype.map.call(document.querySelectorAll('svg.timeline a.anomaly-mark title'),
+      function(t){return t.textContent;})}));
+})();</script></body>"""
+
+
+def test_the_first_screen_of_a_failing_report_shows_what_broke_and_under_which_fault(tmp_path):
+    run_dir = lost_write_run(tmp_path / "store", delivery="exactly-once")
+    results = json.loads((run_dir / "results.json").read_text())
+    first_witness = results["workload"]["anomalies"]["lost-write"][0]
+    page = render_run(run_dir).read_text()
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", MEASURE_JS))
+    proc = _run_chromium(tmp_path, measured.as_uri(), "--dump-dom", "--window-size=1400,900")
+    dom = proc.stdout
+    assert _js_errors(dom) == "" and _console_errors(proc.stderr) == []
+    layout = json.loads(html.unescape(re.search(r'data-layout="([^"]*)"', dom).group(1)))
+    assert layout["width"] == 1400 and layout["height"] <= 900
+    screen = layout["height"]
+    assert layout["promise"]["text"] == "BROKEN nothing acknowledged is lost"
+    assert layout["anomaly"]["text"].startswith("lost-write: 1 acknowledged message lost")
+    assert layout["explanation"]["text"] == first_witness["explanation"]
+    assert layout["fault"]["text"] == "kill n2 (the leader)"  # in effect when op 11 sent the lost message
+    for part in ("promise", "anomaly", "explanation", "fault"):
+        assert 0 <= layout[part]["top"] and layout[part]["bottom"] <= screen, (part, layout[part], screen)
+        assert 0 <= layout[part]["left"] and layout[part]["right"] <= layout["width"], (part, layout[part])
+    # the timeline marks every witness of the three anomalies; each mark names its anomaly
+    assert layout["marks"] == 3
+    assert sorted(t.split(",")[0] for t in layout["markTitles"]) == ["int-poll-skip", "lost-write", "unseen"]
+
+    shot = tmp_path / "first-screen.png"
+    _run_chromium(tmp_path, report_uri(run_dir), f"--screenshot={shot}", "--window-size=1400,900")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def report_uri(run_dir: Path) -> str:
+    return (run_dir / "report.html").as_uri()
 
 
 def test_a_script_error_would_be_caught(tmp_path):
