@@ -10,6 +10,7 @@ Subcommands:
 - `logquake docker base|build`: the images of the Docker backend (see `logquake docker --help`).
 - `logquake campaign run|trends`: a matrix of fault tests from a TOML file, and trends across nights.
 - `logquake scorecard`: the detection rate of every planted bug under the default fault mix.
+- `logquake replay RUN_DIR`: a stored run again, with its seed and fault schedule (by role or by node).
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -36,6 +37,7 @@ commands:
   docker    build the Docker backend's images:  logquake docker base [--force]  |  logquake docker build
   campaign  run a matrix of fault tests:  logquake campaign run campaigns/smoke.toml  |  logquake campaign trends
   scorecard how often the default faults catch each planted bug:  logquake scorecard [--seeds 10]
+  replay    run a stored test again, same seed and faults:  logquake replay store/latest [--times 3] [--by node]
 
 Run `logquake <command> --help` for the options of one command.
 """
@@ -84,6 +86,12 @@ def _run_scorecard(argv: list[str]) -> int:
     return scorecard_command.main(argv)
 
 
+def _run_replay(argv: list[str]) -> int:
+    from harness import replay_command
+
+    return replay_command.main(argv)
+
+
 def _run_docker(argv: list[str]) -> int:
     from harness import docker_command
 
@@ -99,6 +107,7 @@ COMMANDS = {
     "docker": _run_docker,
     "campaign": _run_campaign,
     "scorecard": _run_scorecard,
+    "replay": _run_replay,
 }
 
 

@@ -106,6 +106,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--test-count", type=positive_int, default=1, help="run the test this many times (seeds seed, seed+1, ...)")
     p.add_argument("--name", default=None, help="test name in the store (default: workload-delivery-faults)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--schedule", default=None, metavar="FILE.json|FILE.toml",
+                   help="run this fault schedule instead of one decided by the seed: a JSON list of events (the "
+                        "format of a run's schedule.json) or TOML [[event]] tables, each with at_s, package, f and "
+                        "optionally target (a role, leader-of:KEY, a node n2 or nodes:n1,n3), shape and pick; the "
+                        "fault kinds are the packages it uses")
     p.add_argument("--spec", default=None, metavar="FILE.json",
                    help="run the test a JSON file describes: a stored run's test.json or a RunSpec's fields "
                         "(harness/spec.py); only --store, --seed, --quiet and --test-count may go with it")
@@ -114,6 +119,27 @@ def build_parser() -> ArgumentParser:
 
 # the flags that may go with --spec (everything else is in the spec)
 _WITH_SPEC = ("--spec", "--store", "--seed", "--quiet", "--test-count")
+
+
+def load_schedule(path: str) -> tuple[dict[str, Any], ...]:
+    """The events of a schedule file (JSON list, or TOML with [[event]] tables); SpecError names the problem."""
+    import json
+    import tomllib
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"--schedule {path}: cannot read it ({e.strerror})") from None
+    try:
+        if path.endswith(".toml"):
+            events = tomllib.loads(text).get("event")
+        else:
+            events = json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise SpecError(f"--schedule {path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {e}") from None
+    if not isinstance(events, list):
+        raise SpecError(f"--schedule {path}: expected a list of events ({'[[event]] tables' if path.endswith('.toml') else 'a JSON array'})")
+    return tuple(events)
 
 
 def spec_from_file(path: str, argv: list[str], args: argparse.Namespace) -> RunSpec:
@@ -150,6 +176,7 @@ def spec_from_args(args: argparse.Namespace, seed: int) -> RunSpec:
     common = {option.name: getattr(args, option.name) for option in COMMON_OPTIONS}
     return RunSpec(workload=args.workload, workload_options=workload_options,
                    nemesis=tuple(nemeses.parse_names(args.nemesis)), seed=seed,
+                   schedule=load_schedule(args.schedule) if args.schedule else None,
                    nodes_file=str(Path(args.nodes_file).resolve()) if args.nodes_file else None,
                    system=args.system, broker_overrides=dict(args.broker_override), store=args.store, name=args.name,
                    **common)

@@ -43,6 +43,7 @@ import orjson
 from harness.control import NodeControl
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
+import nemeses
 from nemeses import Nemesis
 from nemeses.core import FaultEvent, Schedule
 from checkers.history import OpCounter, op_counts
@@ -253,7 +254,13 @@ class FaultRun:
     def run(self) -> RunOutcome:
         store = Store(self.o.store)
         self.run_dir = store.new_run(self.o.store_name())
-        self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
+        if self.o.schedule is not None:  # written by hand, or a replay's
+            from nemeses.core import check_events
+
+            self.schedule = Schedule(tuple(check_events(list(self.o.schedule), nemeses.PACKAGES, self.o.nodes,
+                                                        self.o.time_limit_s)))
+        else:
+            self.schedule = self.nemesis.schedule(self.o.seed, self.o.time_limit_s)
         write_json(self.run_dir / "test.json", self.description())
         write_json(self.run_dir / "schedule.json", self.schedule.to_list())
         self.recorder = Recorder(self.run_dir / "history.jsonl")

@@ -92,6 +92,10 @@ class RunSpec:
     recovery_timeout_s: float = 60.0
     store: str = "store"
     name: str | None = None
+    # a fault schedule written by hand or taken from a run (schedule.json's events); None: decided by the seed
+    schedule: tuple[dict[str, Any], ...] | None = None
+    # the run this one replays (its directory), if any
+    replay_of: str | None = None
 
     # ----- derived ---------------------------------------------------------------------------------
 
@@ -151,7 +155,16 @@ class RunSpec:
             options = kind.settle(delivery, self.client, self.workload_options)
         except ValueError as e:
             raise SpecError(str(e)) from None
-        unknown_faults = [n for n in self.nemesis if n not in nemeses.PACKAGES]
+        nemesis = self.nemesis
+        if self.schedule is not None:
+            from nemeses.core import check_events
+
+            try:
+                events = check_events(list(self.schedule), nemeses.PACKAGES, self.nodes, self.time_limit_s)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
+            nemesis = tuple(dict.fromkeys(e.package for e in events))  # the packages the schedule uses
+        unknown_faults = [n for n in nemesis if n not in nemeses.PACKAGES]
         if unknown_faults:
             raise SpecError(f"--nemesis: unknown fault(s) {unknown_faults}; accepted: {', '.join(nemeses.PACKAGES)} "
                             "or none")
@@ -169,7 +182,7 @@ class RunSpec:
         if (self.backend == "ssh") != bool(self.nodes_file):
             raise SpecError("--backend ssh and --nodes-file FILE go together (the nodes file names the SSH hosts); "
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")
-        resolved = dataclasses.replace(self, workload_options=options, nemesis=tuple(dict.fromkeys(self.nemesis)),
+        resolved = dataclasses.replace(self, workload_options=options, nemesis=tuple(dict.fromkeys(nemesis)),
                                        delivery=delivery.mode, idempotent=delivery.idempotent,
                                        replication_factor=replication_factor, min_insync_replicas=min_insync)
         try:  # the workload's own checks of its settings (building it touches no cluster)
@@ -183,6 +196,8 @@ class RunSpec:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["nemesis"] = list(self.nemesis)
+        if self.schedule is not None:
+            data["schedule"] = [dict(e) for e in self.schedule]
         return data
 
     @classmethod
@@ -196,6 +211,8 @@ class RunSpec:
         values = dict(data)
         if "nemesis" in values:
             values["nemesis"] = tuple(values["nemesis"] or ())
+        if values.get("schedule") is not None:
+            values["schedule"] = tuple(values["schedule"])
         return cls(**values)
 
     @classmethod

@@ -11,11 +11,19 @@ random node, the choice is fixed in the event (`pick`, a number the schedule
 drew), and resolved against the node list the same way every time.
 
 Targets name roles: `one`, `minority`, `majority`, `all`, `leader` (of the
-workload's first partition, or of `key`), `controller` (the active controller),
-`primaries` (the leaders of every partition). Roles that depend on the cluster's
-state are resolved when the fault is applied, through a `Targets` object that
-asks the cluster over the Kafka protocol; the resolved nodes are recorded in the
-completion of the nemesis op.
+workload's first partition), `leader-of:<key>` (of that key's partition),
+`controller` (the active controller), `primaries` (the leaders of every
+partition); or nodes: `n2`, `nodes:n1,n3`, or `as-event:K`, the nodes the
+K-th event of the schedule (in time order, from 1) hit, so a hand-written
+schedule can say "isolate the leader, then kill that node". Roles that depend on the
+cluster's state are resolved when the fault is applied, through a `Targets`
+object that asks the cluster over the Kafka protocol; the resolved nodes are
+recorded in the completion of the nemesis op, beside the event that asked.
+
+A schedule can also be written by hand (`logquake test --schedule FILE`, in
+the format `schedule.json` is written in: a list of events with `at_s`,
+`package`, `f` and optionally `target`, `shape` and `pick`); `check_events`
+refuses one that cannot run, naming the event.
 
 Thread-safety: a Schedule is immutable; packages keep per-run state (what is
 currently faulted) and are driven by one nemesis thread.
@@ -24,6 +32,7 @@ currently faulted) and are driven by one nemesis thread.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol
 
@@ -162,8 +171,11 @@ class FaultPackage:
         raise AssertionError(f"{type(self).__name__} must implement heal()")
 
     def resolve(self, control: "NodeControl", targets: Targets, target: str, pick: int) -> list[str]:
-        if target == "leader":
-            node = targets.leader()
+        named = node_target(target)
+        if named is not None:
+            return [n for n in named if n in control.nodes]
+        if target == "leader" or target.startswith("leader-of:"):
+            node = targets.leader(target.partition(":")[2] or None)
             return [node] if node else []
         if target == "controller":
             node = targets.controller()
@@ -173,11 +185,89 @@ class FaultPackage:
         return pick_nodes(control.nodes, target, pick)
 
 
+def nodes_hit(result: Any) -> list[str] | None:
+    """The nodes a fault hit, from the result its package returned (None when it names none).
+
+    Killed, paused, disk- or clock-faulted nodes are listed as such; of a partition, the node a one-node
+    shape cut off (the only one with a grudge, or the one cut from everybody else)."""
+    if not isinstance(result, dict):
+        return None
+    for key in ("killed", "paused", "nodes"):
+        if isinstance(result.get(key), list):
+            return list(result[key])
+    grudge = result.get("grudge")
+    if isinstance(grudge, dict) and grudge:
+        if len(grudge) == 1:
+            return [next(iter(grudge))]
+        everyone = set(grudge) | {n for cut in grudge.values() for n in cut if n != "client"}
+        victim = next((n for n, cut in grudge.items() if set(cut) == everyone - {n}), None)
+        return [victim] if victim else None
+    return None
+
+
+def node_target(target: str | None) -> list[str] | None:
+    """The nodes a target names directly (`n2`, `nodes:n1,n3`), or None for a role."""
+    if target is None:
+        return None
+    if target.startswith("nodes:"):
+        return [n.strip() for n in target[len("nodes:"):].split(",") if n.strip()]
+    if re.fullmatch(r"n\d+", target):
+        return [target]
+    return None
+
+
+def check_events(events: list[dict], packages: dict[str, type["FaultPackage"]], nodes: int,
+                 time_limit_s: float) -> list["FaultEvent"]:
+    """A hand-written schedule as events, or ValueError naming the event (by its position) and the problem."""
+    if not isinstance(events, list) or not events:
+        raise ValueError("a schedule is a non-empty list of events")
+    out = []
+    names = {f"n{i}" for i in range(1, nodes + 1)}
+    for i, d in enumerate(events, 1):
+        where = f"schedule event {i}"
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is not a table of at_s, package, f, target, shape")
+        unknown = sorted(set(d) - {"at_s", "package", "f", "target", "shape", "pick"})
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        package = packages.get(d.get("package"))
+        if package is None:
+            raise ValueError(f"{where}: package {d.get('package')!r} is not one of {', '.join(packages)}")
+        if d.get("f") not in (package.start_f, package.stop_f):
+            raise ValueError(f"{where}: {d.get('package')} events are {package.start_f!r} or {package.stop_f!r}, "
+                             f"not {d.get('f')!r}")
+        at_s = d.get("at_s")
+        if not isinstance(at_s, (int, float)) or isinstance(at_s, bool) or not 0 <= at_s <= time_limit_s:
+            raise ValueError(f"{where}: at_s {at_s!r} must be a number of seconds from 0 to the time limit "
+                             f"{time_limit_s:g}")
+        target = d.get("target")
+        named = node_target(target)
+        if named is not None and (not named or set(named) - names):
+            raise ValueError(f"{where}: target {target!r} names nodes outside n1..n{nodes}")
+        allowed = [t for t in getattr(package, "script_targets", package.targets) if t]
+        if target is not None and target.startswith("as-event:"):
+            k = target[len("as-event:"):]
+            if not k.isdigit() or not 1 <= int(k) < i:
+                raise ValueError(f"{where}: target {target!r} must name an earlier event (as-event:1 to "
+                                 f"as-event:{i - 1}, in time order)")
+        elif named is None and target is not None and target not in allowed \
+                and not (target.startswith("leader-of:") and "leader" in allowed):
+            raise ValueError(f"{where}: target {target!r} is not one of {', '.join(allowed)}, leader-of:<key>, "
+                             "a node (n1) or nodes:n1,n2")
+        shape = d.get("shape")
+        if shape is not None and hasattr(package, "SHAPES") and shape not in package.SHAPES:
+            raise ValueError(f"{where}: shape {shape!r} is not one of {', '.join(package.SHAPES)}")
+        out.append(FaultEvent(float(at_s), d["package"], d["f"], target, shape, int(d.get("pick", 0))))
+    return sorted(out, key=_event_order)
+
+
 @dataclass
 class Nemesis:
     """Several packages composed: one schedule, one heal."""
 
     packages: list[FaultPackage] = field(default_factory=list)
+    # the nodes each applied event hit, in the order they were applied (for `as-event:K` targets)
+    applied: list[list[str]] = field(default_factory=list)
 
     def schedule(self, seed: int, time_limit_s: float) -> Schedule:
         events: list[FaultEvent] = []
@@ -194,7 +284,17 @@ class Nemesis:
         raise KeyError(f"no nemesis package named {name!r}; have {[p.name for p in self.packages]}")
 
     def apply(self, event: FaultEvent, control: "NodeControl", targets: Targets) -> dict:
-        return self.package(event.package).apply(event, control, targets)
+        if event.target and event.target.startswith("as-event:"):
+            k = int(event.target[len("as-event:"):])
+            earlier = self.applied[k - 1] if k <= len(self.applied) else []
+            event = replace(event, target="nodes:" + ",".join(earlier))
+        try:
+            result = self.package(event.package).apply(event, control, targets)
+        except Exception:
+            self.applied.append([])
+            raise
+        self.applied.append(nodes_hit(result) or [])
+        return result
 
     def heal(self, control: "NodeControl", on_error: Callable[[str, BaseException], None] | None = None) -> dict:
         """Heal every package; an error in one never stops the others."""

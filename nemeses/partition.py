@@ -31,11 +31,16 @@ def complete_grudge(components: list[list[str]]) -> dict[str, set[str]]:
     return {n: everyone - set(c) for c in components for n in c}
 
 
-def grudge_for(shape: str, nodes: list[str], pick: int, leader: str | None = None) -> dict[str, set[str]]:
+def grudge_for(shape: str, nodes: list[str], pick: int, leader: str | None = None,
+               victim: str | None = None) -> dict[str, set[str]]:
+    """The grudge of a shape; `victim` fixes the node a one-node shape (isolate-one, one-way, clients) cuts off."""
     ordered = sorted(nodes)
     rng = random.Random(pick)
     shuffled = ordered[:]
     rng.shuffle(shuffled)
+    if victim is not None and victim in ordered:
+        shuffled.remove(victim)
+        shuffled.insert(0, victim)
     n = len(ordered)
     if shape == "halves":
         half = n // 2
@@ -74,6 +79,9 @@ class PartitionPackage(FaultPackage):
     start_f = "start-partition"
     stop_f = "stop-partition"
     targets = (None,)
+    # in a hand-written schedule, the node a one-node shape (isolate-one, one-way, clients) cuts off
+    script_targets = ("leader", "controller", "one")
+    SHAPES = SHAPES
 
     def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, shapes=None):
         super().__init__(interval_s, duration_s)
@@ -89,7 +97,9 @@ class PartitionPackage(FaultPackage):
     def apply(self, event: FaultEvent, control: NodeControl, targets: Targets) -> dict:
         if event.f == self.start_f:
             leader = targets.leader() if event.shape == "isolate-leader" else None
-            grudge = grudge_for(event.shape, control.nodes, event.pick, leader)
+            # a hand-written schedule may name the node a one-node shape cuts off ("isolate-one", target "n2")
+            victim = self.resolve(control, targets, event.target, event.pick) if event.target else [None]
+            grudge = grudge_for(event.shape or "halves", control.nodes, event.pick, leader, victim[0] if victim else None)
             control.partition(grudge)
             return {"grudge": {k: sorted(v) for k, v in sorted(grudge.items()) if v}}
         control.heal()
