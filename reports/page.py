@@ -163,7 +163,7 @@ def _no_promises(run: RunData) -> str:
         reason = "no checker reported anomalies or promises (see Problems above)"
     else:
         reason = "no checker results in results.json"
-    return _section("anomalies", "Anomalies", f'<p class="empty">No anomalies to show: {_e(reason)}.</p>')
+    return _section("promises", "Promises and anomalies", f'<p class="empty">No anomalies to show: {_e(reason)}.</p>')
 
 
 def _problems(run: RunData) -> str:
@@ -400,9 +400,12 @@ window.addEventListener('error',function(ev){
 });
 """
 
-# Clicking an op index in a witness table marks that moment on every plot
-# and outlines the op's bar on the timeline (a bar carries the indexes of
-# both its invocation and its completion; witnesses name either).
+# Clicking an op index in a witness marks that moment on every plot and
+# outlines the op's bar on the timeline (a bar carries the indexes of both
+# its invocation and its completion; witnesses name either). Clicking an
+# anomaly mark on a plot marks its moment and opens and shows its witness
+# (unfolding the <details> it may sit in), as does a page opened at
+# `report.html#w-...`.
 REPORT_JS = """
 (function(){
   var NS='http://www.w3.org/2000/svg';
@@ -422,20 +425,38 @@ REPORT_JS = """
     var selected=document.querySelectorAll('rect.op.selected');
     for(var j=0;j<selected.length;j++){selected[j].classList.remove('selected');}
     var bars=document.querySelectorAll('rect.op');
-    for(var k=0;k<bars.length;k++){
+    for(var k=0;index!==null&&k<bars.length;k++){
       if(bars[k].getAttribute('data-index')===index||bars[k].getAttribute('data-done')===index){
         bars[k].classList.add('selected');
       }
     }
   }
+  // Show an element even inside folded <details> (witnesses past the first few are folded).
+  function reveal(id){
+    var el=document.getElementById(id);
+    if(!el){return;}
+    for(var p=el.parentElement;p;p=p.parentElement){if(p.tagName==='DETAILS'){p.open=true;}}
+    if(location.hash!=='#'+id){location.hash=id;}
+    el.scrollIntoView();
+  }
   document.addEventListener('click',function(ev){
-    var a=ev.target.closest?ev.target.closest('a.op-link'):null;
-    if(!a){return;}
-    ev.preventDefault();
-    mark(parseFloat(a.getAttribute('data-t'))||0,a.getAttribute('data-index'));
-    var timeline=document.getElementById('timeline');
-    if(timeline){timeline.scrollIntoView();}
+    if(!ev.target.closest){return;}
+    var a=ev.target.closest('a.op-link');
+    if(a){
+      ev.preventDefault();
+      mark(parseFloat(a.getAttribute('data-t'))||0,a.getAttribute('data-index'));
+      var timeline=document.getElementById('timeline');
+      if(timeline){timeline.scrollIntoView();}
+      return;
+    }
+    var m=ev.target.closest('a.anomaly-mark');
+    if(m){
+      ev.preventDefault();
+      mark(parseFloat(m.getAttribute('data-t'))||0,null);
+      reveal((m.getAttribute('href')||'#').slice(1));
+    }
   });
+  if(location.hash){reveal(decodeURIComponent(location.hash.slice(1)));}
   var links=document.querySelectorAll('a.op-link');
   for(var i=0;i<links.length;i++){links[i].title='show op '+links[i].getAttribute('data-index')+' on the plots';}
   document.body.setAttribute('data-report-ready','yes');

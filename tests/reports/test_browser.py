@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reports import render_run
-from tests.reports.run_dirs import lost_write_run
+from tests.reports.run_dirs import _history_ops, lost_write_run, write_run
 from tests.reports.test_serve import fetch, serving
 
 pytestmark = pytest.mark.slow
@@ -169,3 +169,30 @@ def test_clicking_a_witness_op_marks_it_on_the_plots(tmp_path):
     assert len(set(markers)) == 1
     # The witness names the completion (op 11); its bar starts at the invocation (op 10).
     assert re.findall(r'<rect class="op ok selected" data-index="(\d+)" data-done="(\d+)"', dom) == [("10", "11")]
+
+
+def test_clicking_an_anomaly_mark_unfolds_and_shows_its_witness(tmp_path):
+    # six witnesses of one lost write: the first three are open, witness 5 sits in a folded <details>
+    ops = _history_ops()
+    witness = {"key": 0, "value": 2, "op_maps": [ops[11], ops[19]]}
+    results = {"valid": False, "workload": {
+        "valid": False, "anomalies": {"lost-write": [dict(witness, explanation=f"witness {i}") for i in range(1, 7)]},
+        "promises": [{"id": "lost", "promise": "nothing acknowledged is lost", "status": "broken",
+                      "anomalies": {"lost-write": 6}, "allowed": {}, "reason": "broken by lost-write (6)"}]}}
+    page = render_run(write_run(tmp_path / "store", "marks", ops, results)).read_text()
+    clicked = tmp_path / "clicked-mark.html"
+    clicked.write_text(page.replace("</body>", """<script>
+      var mark=document.querySelector('svg.latency a.anomaly-mark[href="#w-workload-lost-write-5"] path.mark');
+      mark.dispatchEvent(new MouseEvent('click',{bubbles:true,cancelable:true}));
+      var w=document.getElementById('w-workload-lost-write-5'), b=w.getBoundingClientRect();
+      document.body.setAttribute('data-shown',JSON.stringify({hash:location.hash,
+        open:w.closest('details').open,top:b.top,height:window.innerHeight,visible:b.height>0}));
+    </script></body>"""))
+    dom = _run_chromium(tmp_path, clicked.as_uri(), "--dump-dom", "--window-size=1400,900").stdout
+    assert _js_errors(dom) == ""
+    shown = json.loads(html.unescape(re.search(r'data-shown="([^"]*)"', dom).group(1)))
+    assert shown["hash"] == "#w-workload-lost-write-5" and shown["open"] is True and shown["visible"] is True
+    assert -1 <= shown["top"] < shown["height"]  # scrolled to it (to a fraction of a pixel)
+    # the mark's moment (op 11's invocation, 0.25 s) is marked on every time plot, and no op bar is selected
+    assert len(re.findall(r'<line class="marker"', dom)) == 3
+    assert not re.search(r'<rect class="op [a-z]+ selected"', dom)
