@@ -40,7 +40,7 @@ from html import escape
 from typing import Any
 
 from checkers.queue.delivery import ANOMALY_ORDER, PROMISES, judge_promises
-from reports.faults import explain_fault_context, fault_context, window_text
+from reports.faults import explain_fault_context, fault_context, listed, window_text
 from reports.plots import Mark, fault_class
 from reports.run_data import FaultWindow, OpPair, RunData
 
@@ -81,9 +81,11 @@ class Witness:
     number: int  # 1-based, in results.json's order
     allowed: bool
     data: Any
-    start_s: float | None
-    end_s: float | None
+    start_s: float | None  # the first op's invocation
+    end_s: float | None  # the last op's completion
     ops: tuple[tuple[Mapping[str, Any], OpPair | None], ...]
+    first: int | None = None  # which of `ops` was invoked first
+    first_span: tuple[float, float] | None = None  # its invocation and completion
 
     @property
     def anchor(self) -> str:
@@ -112,6 +114,14 @@ def _op_seconds(op: Mapping[str, Any]) -> float | None:
     return t / 1e9 if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
 
+def _interval(op: Mapping[str, Any], pair: OpPair | None) -> tuple[float, float] | None:
+    """An op's time from invocation to completion (an op the history lacks: its own time, if any)."""
+    if pair is not None:
+        return pair.start_s, pair.end_s if pair.end_s is not None else pair.start_s
+    t = _op_seconds(op)
+    return None if t is None else (t, t)
+
+
 def witnesses(run: RunData) -> list[Witness]:
     """Every witness in results.json, with its span in time (the page shows WITNESSES_SHOWN per anomaly and
     marks them all on the plots)."""
@@ -129,17 +139,13 @@ def witnesses(run: RunData) -> list[Witness]:
                     op_maps = w.get("op_maps") if isinstance(w, Mapping) else None
                     ops = tuple((op, by_index.get(op.get("index"))) for op in (op_maps or ())
                                 if isinstance(op, Mapping))
-                    starts, ends = [], []
-                    for op, pair in ops:
-                        t = _op_seconds(op)
-                        if pair is not None:
-                            starts.append(pair.start_s)
-                            ends.append(pair.end_s if pair.end_s is not None else pair.start_s)
-                        if t is not None:
-                            starts.append(t)
-                            ends.append(t)
+                    spans = [_interval(op, pair) for op, pair in ops]
+                    timed = [(span, i) for i, span in enumerate(spans) if span is not None]
+                    first = min(timed)[1] if timed else None
                     out.append(Witness(str(checker), str(name), number, allowed, w,
-                                       min(starts) if starts else None, max(ends) if ends else None, ops))
+                                       min(a for (a, _), _ in timed) if timed else None,
+                                       max(b for (_, b), _ in timed) if timed else None, ops,
+                                       first, spans[first] if first is not None else None))
     return out
 
 
@@ -182,6 +188,11 @@ def _window_html(w: FaultWindow) -> str:
             f'{_e(w.detail)}</span>, {w.start_s:.2f}–{w.end_s:.2f} s')
 
 
+def _window_start_html(w: FaultWindow) -> str:
+    return (f'<span class="fault" data-kind="{_e(w.kind)}"><span class="swatch {fault_class(w.kind)}"></span>'
+            f'{_e(w.detail)}</span> at {w.start_s:.2f} s')
+
+
 def _op_link(op: Mapping[str, Any], pair: OpPair | None, run: RunData) -> str:
     index = op.get("index")
     t = _op_seconds(op)
@@ -193,15 +204,30 @@ def _op_link(op: Mapping[str, Any], pair: OpPair | None, run: RunData) -> str:
             f'<span class="op-when">({_e(what)}, {when})</span>')
 
 
+def _seconds_text(a: float, b: float) -> str:
+    return f"{a:.2f} s" if b - a < 0.005 else f"{a:.2f}–{b:.2f} s"
+
+
 def _when_html(w: Witness, run: RunData) -> str:
-    if w.start_s is None or w.end_s is None:
+    """When the witness happened (its ops) and the faults in effect at its first op or just before it; then
+    the faults that began after that op and before its last op ended, by name."""
+    if w.first is None or w.first_span is None or w.start_s is None or w.end_s is None:
         return '<p class="when">This witness names no op with a time: its faults are unknown.</p>'
     links = ", ".join(_op_link(op, pair, run) for op, pair in w.ops)
-    ctx = fault_context(run.windows, w.start_s, w.end_s)
-    faults = explain_fault_context(ctx, _window_html, _e) if run.windows or run.nemesis_pairs else \
-        _e("No fault was injected in this run.")
-    return (f'<p class="when"><span class="span-s">{w.start_s:.2f}–{w.end_s:.2f} s</span> · {links}</p>'
-            f'<p class="faults-at">{faults}</p>')
+    when = (f'<p class="when"><span class="span-s">{_seconds_text(w.start_s, w.end_s)}</span> · {links}</p>')
+    if not (run.windows or run.nemesis_pairs):
+        return when + f'<p class="faults-at">{_e("No fault was injected in this run.")}</p>'
+    a, b = w.first_span
+    head = ""
+    if len(w.ops) > 1:
+        head = _e(f"At its first op, op {w.ops[w.first][0].get('index')} ({_seconds_text(a, b)}): ")
+    faults = head + explain_fault_context(fault_context(run.windows, a, b), _window_html, _e)
+    later = [x for x in run.windows if b < x.start_s <= w.end_s]
+    if later:
+        faults += (f'</p><p class="faults-later">'
+                   + _e(f"Began after it, before its last op ended at {w.end_s:.2f} s: ")
+                   + listed(later, _window_start_html) + ".")
+    return when + f'<p class="faults-at">{faults}</p>'
 
 
 def _ops_table(w: Witness, run: RunData) -> str:

@@ -181,7 +181,9 @@ def describe_nemesis(f: str, scheduled: Any, done: Any) -> str:
     if "paused" in done:
         return f"pause {nodes_text(done['paused'])}{target}"
     if "grudge" in done:
-        return f"partition{target}: {describe_grudge(done['grudge'])}"
+        bridged = " (the other nodes hear both sides)" if isinstance(scheduled, Mapping) and scheduled.get(
+            "shape") == "bridge" and done["grudge"] else ""
+        return f"partition{target}: {describe_grudge(done['grudge'])}{bridged}"
     if package == "clock" or "clocks" in done:
         if "reset" in done:
             return _undo("clock", done) or "reset clocks: none was skewed"

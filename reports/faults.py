@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from reports.run_data import FaultWindow, RunData
 
 __all__ = ["LOOKBACK_S", "LOSS_ANOMALIES", "FaultContext", "explain_clock", "explain_disk_loss",
-           "explain_fault_context", "fault_context", "fault_notes", "fault_notes_data", "window_text"]
+           "explain_fault_context", "fault_context", "listed", "fault_notes", "fault_notes_data", "window_text"]
 
 LOOKBACK_S = 5.0
 _LISTED = 4  # faults named per group; the rest are counted
@@ -133,7 +133,8 @@ def window_text(w: FaultWindow) -> str:
     return f"{w.detail}, {w.start_s:.2f}–{w.end_s:.2f} s"
 
 
-def _listed(windows: Sequence[FaultWindow], show: Callable[[FaultWindow], str]) -> str:
+def listed(windows: Sequence[FaultWindow], show: Callable[[FaultWindow], str]) -> str:
+    """The first few windows, shown and joined by "; ", then how many more."""
     shown = "; ".join(show(w) for w in windows[:_LISTED])
     return shown + (f"; and {len(windows) - _LISTED} more" if len(windows) > _LISTED else "")
 
@@ -145,11 +146,11 @@ def explain_fault_context(ctx: FaultContext, show: Callable[[FaultWindow], str] 
     `show` renders one window and `esc` the words around it (the page passes HTML versions of both)."""
     parts = []
     if ctx.during:
-        parts.append(esc("In effect during it: ") + _listed(ctx.during, show) + ".")
+        parts.append(esc("In effect during it: ") + listed(ctx.during, show) + ".")
     if ctx.before:
         def show_gap(w: FaultWindow) -> str:
             return show(w) + esc(f" ({ctx.start_s - w.end_s:.2f} s before)")
-        parts.append(esc(f"Ended within {ctx.lookback_s:g} s before it began: ") + _listed(ctx.before, show_gap) + ".")
+        parts.append(esc(f"Ended within {ctx.lookback_s:g} s before it began: ") + listed(ctx.before, show_gap) + ".")
     if parts:
         return " ".join(parts)
     text = esc(f"No fault was in effect during it, nor in the {ctx.lookback_s:g} s before it")

@@ -6,9 +6,10 @@ results.json counted them); the broken promises, most severe first, each
 with its anomalies (one sentence each, a few witnesses shown, the rest
 folded), every witness placed in time and named with the faults in effect
 then or just before (`reports.anomalies`); then the promises that held or
-are not promised; notes on what the faults did; the timeline, latency and
-throughput plots, which mark every witness in an anomaly lane above the
-fault lanes; per-key offset maps with an offset axis; the test's parameters
+are not promised; the problems met reading the run (missing or damaged
+files, harness and checker errors); notes on what the faults did; the
+timeline, latency and throughput plots, which mark every witness in an
+anomaly lane above the fault lanes; per-key offset maps with an offset axis; the test's parameters
 and the checker's statistics, folded; the nemesis operations in words; links
 to the raw files.
 
@@ -93,8 +94,8 @@ def render_run_html(run_dir: str | os.PathLike[str]) -> str:
     legend = _op_legend() + _fault_legend(run, plot_marks)
     body = [
         _header(run, css, word),
-        _problems(run),
         promises_html(run, found) or _no_promises(run),
+        _problems(run),
         _fault_notes(run),
         _section("timeline", "Timeline of operations", legend + timeline_svg(run, plot_marks)),
         _section("latency", "Latency", legend + latency_svg(run, plot_marks)),
@@ -160,7 +161,7 @@ def _no_promises(run: RunData) -> str:
     if run.results is None:
         reason = "no results.json"
     elif run.checker_results():
-        reason = "no checker reported anomalies or promises (see Problems above)"
+        reason = "no checker reported anomalies or promises (see Problems below)"
     else:
         reason = "no checker results in results.json"
     return _section("promises", "Promises and anomalies", f'<p class="empty">No anomalies to show: {_e(reason)}.</p>')
@@ -356,11 +357,13 @@ pre.message{white-space:pre-wrap;background:#f8f9fa;padding:8px;overflow:auto;ma
 .anomaly.allowed .anomaly-name{color:var(--muted)}.summary{font-weight:400}
 .witness{margin:4px 0 10px;padding-left:10px;border-left:2px solid #dee2e6}
 .witness:target{background:#fff9db}.explanation{margin:2px 0;font-size:14px}
-.when,.faults-at{margin:1px 0;font-size:13px}.when{color:var(--muted)}.span-s{font-weight:600;color:var(--ink)}
+.when,.faults-at,.faults-later{margin:1px 0;font-size:13px}.faults-later{color:var(--muted);font-size:12px}
+.faults-later .fault{font-weight:400}.when{color:var(--muted)}.span-s{font-weight:600;color:var(--ink)}
 .fault{font-weight:600}.fault .swatch{margin-right:3px;vertical-align:-1px}
 details.witness-ops summary,details.more-witnesses summary{cursor:pointer;font-size:12px;color:#1864ab}
 table.ops{font-size:12px;font-family:ui-monospace,Menlo,Consolas,monospace}
 table.ops td.value{max-width:560px;word-break:break-all}
+table.nemesis .swatch{margin-right:5px;vertical-align:-1px}
 tr.op-row.ok td.type{color:var(--ok)}tr.op-row.fail td.type{color:var(--fail)}tr.op-row.info td.type{color:var(--info)}
 .more,.plot-note,.key-summary,.none,.empty{color:var(--muted);font-size:12px;margin:2px 0 8px}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin:4px 0}

@@ -46,6 +46,9 @@ def test_nemesis_ops_in_words_name_the_nodes_hit():
 
 
 def test_grudges_read_as_components_or_as_who_drops_whom():
+    assert describe_nemesis("start-partition", {"package": "partition", "shape": "bridge"},
+                            {"grudge": {"n1": ["n3"], "n3": ["n1"]}}) == \
+        "partition (bridge): n1 | n3 (the other nodes hear both sides)"
     assert describe_grudge({"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}) == "n1 | n2, n3"
     assert describe_grudge({"n1": ["n2", "n3"]}) == "n1 drops traffic from n2, n3"
     assert describe_grudge({"n3": ["client"]}) == "n3 cut off from the clients"

@@ -60,7 +60,7 @@ def test_invalid_run_shows_verdict_promises_sentences_and_witness_ops(tmp_path):
     # the witness names the faults in effect between its first op and its last
     faults = re.search(r'<p class="faults-at">(.*?)</p>', block).group(1)
     assert re.sub(r"<[^>]+>", "", faults) == (
-        "In effect during it: kill n2 (the leader), 0.10–0.42 s; partition (halves, a majority): n1 drops traffic "
+        "At its first op, op 11 (0.25–0.30 s): In effect during it: kill n2 (the leader), 0.10–0.42 s; partition (halves, a majority): n1 drops traffic "
         "from n2, n3, 0.20–0.51 s.")
     for name in ("unseen", "int-poll-skip"):
         assert f'id="anomaly-{name}"' in page
@@ -299,7 +299,7 @@ def test_a_crashed_checker_shows_its_traceback_and_no_promises(tmp_path):
     assert "checker workload failed, so its verdict is unknown:" in page
     assert "  &lt;boom&gt;" in page
     assert 'class="promise ' not in page and 'class="status ' not in page  # no promise is shown
-    assert "No anomalies to show: no checker reported anomalies or promises (see Problems above)." in page
+    assert "No anomalies to show: no checker reported anomalies or promises (see Problems below)." in page
 
 
 def test_pending_operations_are_drawn_to_the_end_of_the_history(tmp_path):

@@ -155,6 +155,21 @@ def test_each_witness_names_the_faults_around_it(tmp_path):
            "0.20–0.51 s</td>" in page
 
 
+def test_faults_that_began_after_a_witness_s_first_op_are_named_apart(tmp_path):
+    ops = _history_ops()
+    # op 1 acknowledged value 1 at 5 ms, before any fault; op 19 read it at 0.56 s, after both faults began
+    witness = {"key": 0, "explanation": "a witness from before the faults", "op_maps": [ops[1], ops[19]]}
+    results = _hand_results({"duplicate": [witness]})
+    page = render_run_html(write_run(tmp_path, "later", ops, results))
+    block = page[page.index('id="w-workload-duplicate-1"'):]
+    block = block[:block.index("</div>")]
+    assert _text(re.search(r'<p class="faults-at">(.*?)</p>', block).group(1)) == (
+        "At its first op, op 1 (0.00–0.01 s): No fault was in effect during it, nor in the 5 s before it.")
+    assert _text(re.search(r'<p class="faults-later">(.*?)</p>', block).group(1)) == (
+        "Began after it, before its last op ended at 0.56 s: kill n2 (the leader) at 0.10 s; partition (halves, "
+        "a majority): n1 drops traffic from n2, n3 at 0.20 s.")
+
+
 def test_anomaly_marks_on_every_time_plot_name_the_anomaly_and_link_to_the_witness(tmp_path):
     page = render_run_html(lost_write_run(tmp_path))
     for plot in ("timeline", "latency", "throughput"):
