@@ -340,7 +340,8 @@ def _checker_html(checker: str, result: Mapping[str, Any], found: list[Witness],
         pid = str(row.get("id"))
         status = str(row.get("status"))
         reason = row.get("reason")
-        parts.append(f'<div class="promise {_e(status)} with-anomalies" data-promise="{_e(pid)}" id="promise-{_e(pid)}">'
+        parts.append(f'<div class="promise {_e(status)} with-anomalies" data-promise="{_e(pid)}" '
+                     f'id="promise-{_e(pid)}">'
                      f'<h3>{_status_badge(status)} {_e(row.get("promise", pid))}</h3>'
                      + (f'<p class="reason">{_e(reason)}</p>' if reason else "")
                      + "".join(anomaly_html(checker, result, n, False, found, run) for n in attached[pid]) + "</div>")

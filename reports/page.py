@@ -235,7 +235,8 @@ def _fault_legend(run: RunData, plot_marks: list[Mark]) -> str:
     items = []
     for kind in KNOWN_FAULT_KINDS:
         here = kind.kind in present
-        items.append(f'<span class="legend-item{"" if here else " absent"}"><span class="swatch {fault_class(kind.kind)}">'
+        items.append(f'<span class="legend-item{"" if here else " absent"}">'
+                     f'<span class="swatch {fault_class(kind.kind)}">'
                      f'</span>{_e(kind.kind)}: {_e(kind.words)}{"" if here else " (none)"}</span>')
     unknown = sorted(present - {k.kind for k in KNOWN_FAULT_KINDS})
     if unknown:
@@ -345,7 +346,8 @@ table.promises{width:100%}table.promises td.promise-status{width:9em}
 .status.not-promised{background:#e9ecef;color:#495057;font-weight:400}
 .status.unknown{background:var(--unknown);color:#fff}
 .promise.with-anomalies{border-left:4px solid var(--unknown);padding:0 0 4px 12px;margin:8px 0 14px}
-.promise.broken{border-left-color:var(--invalid)}.promise.with-anomalies>h3{margin:6px 0 2px;font-size:16px}.reason{margin:0 0 4px;color:var(--muted);font-size:12px}
+.promise.broken{border-left-color:var(--invalid)}.promise.with-anomalies>h3{margin:6px 0 2px;font-size:16px}
+.reason{margin:0 0 4px;color:var(--muted);font-size:12px}
 .anomaly-count{display:inline-block;margin-right:8px}.anomaly-count.allowed{color:var(--muted)}
 .kv-blocks{display:flex;flex-wrap:wrap;gap:16px}.kv-block table{font-size:13px}
 .kv th{background:#f8f9fa;font-weight:600}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from reports import find_runs, render_index, render_run, render_run_html, summarize_run
 from reports.plots import EXACT_TIMELINE_MAX, nice_ticks
 from reports.run_data import load_run
-from tests.reports.run_dirs import XSS, empty_run, interrupted_run, lost_write_run, valid_run, write_run
+from tests.reports.run_dirs import XSS, _history_ops, empty_run, interrupted_run, lost_write_run, valid_run, write_run
 
 SVG_ELEMENT = re.compile(r"<(rect|path|circle|line|text|polyline|polygon)\b")
 
@@ -60,7 +60,8 @@ def test_invalid_run_shows_verdict_promises_sentences_and_witness_ops(tmp_path):
     # the witness names the faults in effect between its first op and its last
     faults = re.search(r'<p class="faults-at">(.*?)</p>', block).group(1)
     assert re.sub(r"<[^>]+>", "", faults) == (
-        "At its first op, op 11 (0.25–0.30 s): In effect during it: kill n2 (the leader), 0.10–0.42 s; partition (halves, a majority): n1 drops traffic "
+        "At its first op, op 11 (0.25–0.30 s): In effect during it: kill n2 (the leader), 0.10–0.42 s; "
+        "partition (halves, a majority): n1 drops traffic "
         "from n2, n3, 0.20–0.51 s.")
     for name in ("unseen", "int-poll-skip"):
         assert f'id="anomaly-{name}"' in page
@@ -345,3 +346,19 @@ def test_no_injected_markup_survives_anywhere(tmp_path_factory, text, cut):
     assert "<xss-tag" not in page
     index_page = render_index(store, [(p, summarize_run(p)) for p in find_runs(store)])
     assert "<xss-tag" not in index_page
+
+
+@pytest.mark.parametrize("results", [
+    {"valid": False, "workload": {"valid": False, "promises": [{"id": 5, "status": None, "anomalies": "x"}],
+                                  "anomalies": {"lost-write": "not a list",
+                                                "x": [1, None, {"op_maps": "bad"}, {"op_maps": [{"time": "z"}]}]},
+                                  "allowed": [], "stats": {"anomaly_counts": {"x": "many"},
+                                                           "anomaly_summaries": {"x": 7}}}},
+    {"valid": False, "workload": {"valid": False, "promises": "nope",
+                                  "anomalies": {"G1a": [{"op_maps": [{"index": 11, "time": 10 ** 20}]}]}},
+     "counts": {"total": "x"}, "delivery": "weird"},
+])
+def test_damaged_promises_and_witnesses_still_render(tmp_path, results):
+    page = render_run_html(write_run(tmp_path, "damaged", _history_ops(), results))
+    assert '<header id="verdict" class="verdict invalid">' in page
+    assert 'class="anomaly bad"' in page and 'data-report-ready' in page
