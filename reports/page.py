@@ -52,7 +52,7 @@ from reports.fault_words import describe_nemesis
 from reports.faults import fault_notes
 from reports.offsets import OFFSET_CSS, offset_maps_html
 from reports.plots import (ANOMALY_COLOUR, FAULT_SHADE, KNOWN_FAULT_KINDS, OP_COLOURS, OTHER_FAULT, Mark,
-                           fault_class, fault_kind_of, lane_kinds, latency_svg, throughput_svg, timeline_svg)
+                           fault_class, lane_kinds, latency_svg, throughput_svg, timeline_svg)
 from reports.run_data import RAW_FILES, RunData, fault_kind, load_run
 
 __all__ = ["NEMESIS_ROWS_SHOWN", "VALUE_CHARS", "WITNESSES_SHOWN", "render_run", "render_run_html", "verdict_word"]
