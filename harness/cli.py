@@ -11,6 +11,7 @@ Subcommands:
 - `logquake campaign run|trends`: a matrix of fault tests from a TOML file, and trends across nights.
 - `logquake scorecard`: the detection rate of every planted bug under the default fault mix.
 - `logquake replay RUN_DIR`: a stored run again, with its seed and fault schedule (by role or by node).
+- `logquake shrink RUN_DIR`: delta debugging over a failing run's faults and settings.
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -38,6 +39,7 @@ commands:
   campaign  run a matrix of fault tests:  logquake campaign run campaigns/smoke.toml  |  logquake campaign trends
   scorecard how often the default faults catch each planted bug:  logquake scorecard [--seeds 10]
   replay    run a stored test again, same seed and faults:  logquake replay store/latest [--times 3] [--by node]
+  shrink    the smallest schedule that still fails:  logquake shrink store/latest [--budget 30m] [--tries 3]
 
 Run `logquake <command> --help` for the options of one command.
 """
@@ -92,6 +94,12 @@ def _run_replay(argv: list[str]) -> int:
     return replay_command.main(argv)
 
 
+def _run_shrink(argv: list[str]) -> int:
+    from harness import shrink_command
+
+    return shrink_command.main(argv)
+
+
 def _run_docker(argv: list[str]) -> int:
     from harness import docker_command
 
@@ -108,6 +116,7 @@ COMMANDS = {
     "campaign": _run_campaign,
     "scorecard": _run_scorecard,
     "replay": _run_replay,
+    "shrink": _run_shrink,
 }
 
 

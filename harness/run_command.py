@@ -182,6 +182,43 @@ def spec_from_args(args: argparse.Namespace, seed: int) -> RunSpec:
                    **common)
 
 
+def spec_to_argv(spec: RunSpec, schedule_path: str | None = None) -> list[str]:
+    """The `logquake test` flags that describe `spec` (a resolved one): `spec_from_args` of them gives it back.
+
+    A schedule is passed as `schedule_path`, a file holding `spec.schedule` (flags cannot hold events)."""
+    argv = ["--workload", spec.workload]
+    defaults = RunSpec()
+    for option in COMMON_OPTIONS:
+        value = getattr(spec, option.name)
+        if option.kind is bool:
+            if value:
+                argv.append(option.flag)
+        elif value is not None and (value != getattr(defaults, option.name) or option.name == "delivery"):
+            argv += [option.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    for name, value in spec.workload_options.items():
+        option = next(o for o in spec.workload_kind().options if o.name == name)
+        if option.kind is bool:
+            if value:
+                argv.append(option.flag)
+        elif value is not None:
+            argv += [option.flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if spec.schedule is not None:
+        if schedule_path is None:
+            raise ValueError("a spec with a schedule needs the schedule's file to be described as flags")
+        argv += ["--schedule", schedule_path]
+    else:
+        argv += ["--nemesis", ",".join(spec.nemesis) or "none"]
+    argv += ["--seed", str(spec.seed)]
+    for key, value in spec.broker_overrides.items():
+        argv += ["--broker-override", f"{key}={value}"]
+    for flag, value in (("--system", spec.system), ("--nodes-file", spec.nodes_file), ("--name", spec.name)):
+        if value is not None:
+            argv += [flag, value]
+    if spec.store != defaults.store:
+        argv += ["--store", spec.store]
+    return argv
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()

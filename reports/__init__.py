@@ -6,9 +6,11 @@
 - `render_run_html(run_dir) -> str`: the same page as a string.
 - `find_runs`, `summarize_run`, `render_index`: the store's run list, used by
   `logquake serve`.
+- `reports.campaign`: a campaign's junit.xml, index.html, trends and scorecard pages.
 
-Boundaries: imports only `checkers.history` of the repo (import-linter
-contract in pyproject.toml). Thread-safety: every function is pure over the
+Boundaries: imports only the checkers of the repo, for the history model and the
+delivery table (`checkers.queue.delivery`), never the harness, nemeses or
+workloads (import-linter contract in pyproject.toml). Thread-safety: every function is pure over the
 files it reads.
 """
 

@@ -46,3 +46,18 @@ def test_a_stored_test_json_rebuilds_the_same_run(spec):
     assert again.nemesis.schedule(again.o.seed, again.o.time_limit_s) == run.nemesis.schedule(spec.seed,
                                                                                              spec.time_limit_s)
     assert type(again.control) is type(run.control) and again.control.nodes == run.control.nodes
+
+
+@pytest.mark.parametrize("spec", [
+    RunSpec(seed=3, nemesis=("kill",), workload_options={"keys": 6, "subscribe": True}, idempotent=True,
+            broker_overrides={"logquake.debug.skip.dedup": "true"}, time_limit_s=12.5, rate=90.0),
+    RunSpec(workload="register", seed=4, nodes=5, workload_options={"read_fraction": 0.25}, nemesis=()),
+    RunSpec(seed=5, delivery="exactly-once", concurrency=3, name="mine", store="elsewhere"),
+], ids=["queue", "register", "exactly-once"])
+def test_flags_of_a_spec_give_the_spec_back(spec):
+    from harness.run_command import spec_to_argv
+
+    spec = spec.resolve()
+    argv = spec_to_argv(spec)
+    again = spec_from_args(build_parser().parse_args(argv), seed=spec.seed).resolve()
+    assert again == spec, argv
