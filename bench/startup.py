@@ -33,7 +33,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.control import NodeControl  # noqa: E402
+from nodecontrol.control import NodeControl  # noqa: E402
 from harness.system import logquake_broker  # noqa: E402
 
 

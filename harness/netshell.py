@@ -12,7 +12,7 @@ INPUT; heal flushes that chain and teardown deletes it, so we never touch a
 rule we did not write. Dropping inbound packets cuts TCP both ways in practice
 (the SYN-ACK or the ACK of the other side is dropped), as in Jepsen.
 
-The party `"client"` (harness/control.py) has no address of its own: clients
+The party `"client"` (nodecontrol/control.py) has no address of its own: clients
 reach a node's client listener through a published port, so its packets come
 from the Docker gateway (or from anywhere, over SSH). A client cut therefore
 drops TCP packets to the client listener's port, from the client address when
@@ -40,7 +40,7 @@ from typing import Iterable, Mapping
 
 CHAIN = "LOGQUAKE"
 LOSS_CHAIN = "LOGQUAKE-LOSS"  # random drops standing in for netem loss on kernels without sch_netem
-CLIENT = "client"  # the party name of every workload client, as in harness/control.py
+CLIENT = "client"  # the party name of every workload client, as in nodecontrol/control.py
 SIGNALS = ("TERM", "KILL", "STOP", "CONT", "INT")
 NETEM_VERBS = ("add", "change", "replace")
 

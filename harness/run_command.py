@@ -24,7 +24,7 @@ from typing import Any
 
 import nemeses
 from harness.cli_args import ArgumentParser, key_value, positive_float, positive_int
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from harness.runner import EXIT_BAD_ARGUMENTS, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, EXIT_CRASH, FaultRun, Progress
 from harness.spec import COMMON_OPTIONS, RunSpec, SpecError
 from workloads.core import Option, workload_kinds

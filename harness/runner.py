@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import orjson
 
-from harness.control import NodeControl
+from nodecontrol.control import NodeControl
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 import nemeses

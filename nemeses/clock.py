@@ -10,7 +10,7 @@ Shapes of a fault window (the event's `shape`):
   `stop-clock`.
 
 Which clocks move: the wall clock only (`CLOCK_REALTIME`); the monotonic clock
-is left true on purpose (see harness.node_launch). So record timestamps
+is left true on purpose (see nodecontrol.launch). So record timestamps
 (`CreateTime` / `LogAppendTime`), time indexes, time-based retention and
 anything a broker measures with the wall clock feel the fault; timeouts
 measured with the monotonic clock do not.
@@ -27,7 +27,7 @@ import logging
 import random
 import threading
 
-from harness.control import NodeControl, NodeControlError
+from nodecontrol.control import NodeControl, NodeControlError
 from nemeses.core import FaultEvent, FaultPackage, Targets
 
 log = logging.getLogger("nemeses.clock")

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol
 
-from harness.control import NodeControl  # noqa: F401  (the only harness module nemeses may use)
+from nodecontrol.control import NodeControl  # noqa: F401  (the only harness module nemeses may use)
 
 TARGETS = ("one", "minority", "majority", "all", "leader", "controller", "primaries", "minority-third")
 

@@ -1,4 +1,4 @@
-"""Disk faults, through node control's `disk(node, fault)` (nemeses.faultfs under each node's log.dirs).
+"""Disk faults, through node control's `disk(node, fault)` (nodecontrol.faultfs under each node's log.dirs).
 
 Shapes of a fault window (the event's `shape`):
 
@@ -26,7 +26,7 @@ Thread-safety: driven by the one nemesis thread.
 
 from __future__ import annotations
 
-from harness.control import NodeControl, NodeControlError
+from nodecontrol.control import NodeControl, NodeControlError
 from nemeses.core import FaultEvent, FaultPackage, Targets
 
 SHAPES = ("pause-disk", "fail-disk", "lose-unfsynced")

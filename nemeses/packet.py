@@ -16,7 +16,7 @@ Thread-safety: driven by the one nemesis thread.
 
 from __future__ import annotations
 
-from harness.control import NodeControl
+from nodecontrol.control import NodeControl
 from nemeses.core import FaultEvent, FaultPackage, Targets
 
 SHAPES = ("latency", "loss", "duplicate", "reorder")

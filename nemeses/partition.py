@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 
 from nemeses.core import FaultEvent, FaultPackage, Targets
-from harness.control import CLIENT, NodeControl
+from nodecontrol.control import CLIENT, NodeControl
 
 SHAPES = ("halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "one-way", "clients")
 

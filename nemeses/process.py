@@ -9,7 +9,7 @@ final heal) restarts or resumes exactly those, plus anything else still down.
 from __future__ import annotations
 
 from nemeses.core import FaultEvent, FaultPackage, Targets
-from harness.control import NodeControl
+from nodecontrol.control import NodeControl
 
 
 class KillPackage(FaultPackage):

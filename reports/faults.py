@@ -13,7 +13,7 @@ what the faults should produce (or not).
   fsync) the loss is what the fault does when every replica crashes at once;
   set, the loss is the broker's.
 - Clock: which clock the clock faults moved (the wall clock only; see
-  harness.node_launch).
+  nodecontrol.launch).
 
 And the faults around a moment: `fault_context(windows, start_s, end_s)`
 finds the fault windows in effect at some time of [start_s, end_s] (a

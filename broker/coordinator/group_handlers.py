@@ -33,6 +33,7 @@ from kio.schema.errors import ErrorCode
 from broker.coordinator.group import GroupCoordinator
 from broker.coordinator.internal_topic import ensure_internal_topic, find_coordinator_response, locate_coordinator
 from broker.protocol import apis
+from broker.protocol.apis import build_entity, response_module
 from broker.protocol.records import build_batch, iter_batches
 from broker.replication import manager as replication
 
@@ -186,16 +187,8 @@ class GroupApis:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    # broker.server.handlers imports this module, so its helpers are imported on use
-    @staticmethod
-    def handlers_module(api_key: int, version: int):
-        from broker.server.handlers import _response_module
-        return _response_module(api_key, version)
-
-    @staticmethod
-    def build(module, class_name: str, **values):
-        from broker.server.handlers import _build
-        return _build(module, class_name, **values)
+    handlers_module = staticmethod(response_module)
+    build = staticmethod(build_entity)
 
     # ---- JoinGroup / SyncGroup / Heartbeat / LeaveGroup ----------------------------------------
 

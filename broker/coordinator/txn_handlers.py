@@ -68,6 +68,7 @@ from broker.coordinator.txn_markers import build_marker_batch
 from broker.coordinator.txn_state import (OTHER_STATE_NAMES, STATE_NAMES, MarkerJob, TxnRecord, fenced_error,
                                           partition_for)
 from broker.metadata.errors import ControllerError
+from broker.protocol.apis import build_entity, response_module
 from broker.protocol import apis
 from broker.protocol.client import ClientError, ConnectionPool
 from broker.protocol.records import build_batch
@@ -613,17 +614,10 @@ class TxnAwareLifecycle:
         return getattr(self.inner, name)
 
 
-# broker.server.handlers imports this module, so its helpers are imported on use
 def _wall(ms: int) -> datetime.datetime:
     """A wall-clock time in ms since the epoch as kio's datetime (-1, "none", is a millisecond before it)."""
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
 
 
-def _response_module(api_key: int, version: int):
-    from broker.server.handlers import _response_module as response_module
-    return response_module(api_key, version)
-
-
-def _build(module, class_name: str, **values):
-    from broker.server.handlers import _build as build
-    return build(module, class_name, **values)
+_response_module = response_module
+_build = build_entity

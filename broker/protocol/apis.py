@@ -18,6 +18,7 @@ Thread-safety: the caches are filled idempotently; safe under the GIL.
 
 from __future__ import annotations
 
+import importlib
 import io
 from functools import lru_cache
 
@@ -137,6 +138,18 @@ def request_class(api_key: int, api_version: int):
 @lru_cache(maxsize=None)
 def response_class(api_key: int, api_version: int):
     return load_response_schema(api_key, api_version)
+
+
+def response_module(api_key: int, api_version: int):
+    """The kio module of a response's schema version (its entity classes: the response and its parts)."""
+    return importlib.import_module(response_class(api_key, api_version).__module__)
+
+
+def build_entity(module, class_name: str, **values):
+    """Instantiate a kio entity of `module`'s version, passing only the fields that version has."""
+    cls = getattr(module, class_name)
+    names = cls.__dataclass_fields__
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 @lru_cache(maxsize=None)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import importlib
 import logging
 import uuid
 
@@ -140,15 +139,8 @@ class PartitionState:
     producers: ProducerStateTable
 
 
-def _build(module, class_name: str, **values):
-    """Instantiate a kio entity of this version, passing only the fields it has."""
-    cls = getattr(module, class_name)
-    names = cls.__dataclass_fields__
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-
-def _response_module(api_key: int, version: int):
-    return importlib.import_module(apis.response_class(api_key, version).__module__)
+_build = apis.build_entity
+_response_module = apis.response_module
 
 
 def _fetch_replica_id(request, version: int) -> int:

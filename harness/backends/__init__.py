@@ -1,4 +1,4 @@
-"""Cluster backends, each an implementation of `harness.control.NodeControl`, found by name.
+"""Cluster backends, each an implementation of `nodecontrol.control.NodeControl`, found by name.
 
 `BACKENDS[name](system, spec, nodes_file=..., accept_new_host_keys=...)` builds a backend's
 cluster for a resolved `harness.spec.RunSpec`, ready to `setup()`: whatever can fail before a node

@@ -33,7 +33,7 @@ Node control:
   the current grudge and netem to it; a paused container cannot run commands, so
   a partition, heal or slow_net that reaches it while paused is applied by
   `resume`, before it runs again (apart from the moment between unpause and exec);
-- disk and clock faults: the node runs under `harness.node_launch` inside its
+- disk and clock faults: the node runs under `nodecontrol.launch` inside its
   container, and `disk`/`clock` act through `exec`.
 
 Nothing is left after teardown: containers (with their data) and the network are
@@ -59,7 +59,7 @@ import uuid
 from pathlib import Path
 
 from harness import netshell
-from harness.control import ExecResult, Grudge, NodeControl, NodeControlError
+from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
 from harness.system import NodeSpec, System
 
 log = logging.getLogger("harness.docker")
@@ -282,7 +282,7 @@ class DockerCluster(NodeControl):
         command = [part.format(**subs) for part in self.system.start]
         if not self.fault_kinds:
             return command
-        launcher = ["python3", "-m", "harness.node_launch", "--pid-file", f"{DATA_DIR}/broker.pid"]
+        launcher = ["python3", "-m", "nodecontrol.launch", "--pid-file", f"{DATA_DIR}/broker.pid"]
         if "disk" in self.fault_kinds:
             log_dir = self.system.properties.get("log.dirs", "{data_dir}/logs").format(**subs).split(",")[0]
             launcher += ["--faultfs", f"{log_dir}:{log_dir}:{DATA_DIR}/faultfs.sock"]
@@ -612,7 +612,7 @@ class DockerCluster(NodeControl):
     def _disk_ctl(self, node: str, fault: str) -> dict:
         if self._status(node) != "running":
             raise NodeControlError(f"disk {fault!r} on {node}: the container is paused, so nothing can run in it")
-        result = self.exec(node, ["python3", "-m", "nemeses.faultfs", "ctl", f"{DATA_DIR}/faultfs.sock", fault])
+        result = self.exec(node, ["python3", "-m", "nodecontrol.faultfs", "ctl", f"{DATA_DIR}/faultfs.sock", fault])
         return self.disk_ctl_status(node, fault, result)
 
     def _set_clock(self, node: str, offset_s: float) -> None:

@@ -18,8 +18,8 @@ Process control: each node runs in its own session (process group), so kill and
 pause reach every process it started.
 
 Disk and clock faults (`enable_faults({"disk", "clock"})` before `setup()`):
-each node then runs under `harness.node_launch`, whose pid is `node.pid` (the
-process group). With `disk`, `nemeses.faultfs` is mounted over the node's
+each node then runs under `nodecontrol.launch`, whose pid is `node.pid` (the
+process group). With `disk`, `nodecontrol.faultfs` is mounted over the node's
 `log.dirs` directory itself (backing and mount are the same path, so the data
 is readable there after an unmount) and controlled through `<node>/faultfs.sock`;
 the system must say where its data lives with a `log.dirs` property (ours
@@ -50,8 +50,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness.control import ExecResult, Grudge, NodeControl, NodeControlError, run_command
-from harness.node_launch import unmount_under
+from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError, run_command
+from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
 
@@ -265,11 +265,11 @@ class LocalCluster(NodeControl):
             log.info("started %s (pid %d)", node, proc.pid)
 
     def _launch_command(self, spec: NodeSpec) -> list[str]:
-        """The system's command, under harness.node_launch when disk or clock faults are enabled."""
+        """The system's command, under nodecontrol.launch when disk or clock faults are enabled."""
         command = self.system.command(spec)
         if not self.fault_kinds:
             return command
-        launcher = [sys.executable, "-m", "harness.node_launch", "--pid-file", str(Path(spec.data_dir) / "broker.pid")]
+        launcher = [sys.executable, "-m", "nodecontrol.launch", "--pid-file", str(Path(spec.data_dir) / "broker.pid")]
         if "disk" in self.fault_kinds:
             log_dir = self._log_dir(spec)
             launcher += ["--faultfs", f"{log_dir}:{log_dir}:{self._faultfs_socket(spec.name)}"]
@@ -430,7 +430,7 @@ class LocalCluster(NodeControl):
     # ----- disk and clock ----------------------------------------------------------------
 
     def _disk_ctl(self, node: str, fault: str) -> dict:
-        from nemeses.faultfs import FaultFsError, ctl
+        from nodecontrol.faultfs import FaultFsError, ctl
 
         try:
             return ctl(str(self._faultfs_socket(node)), fault)

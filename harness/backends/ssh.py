@@ -20,9 +20,9 @@ For each run the backend:
    venv stays, to be reused by the next run.
 
 Disk and clock faults (`enable_faults` before setup): the broker runs under
-`harness.node_launch` on its host, with `nemeses.faultfs` mounted over its
+`nodecontrol.launch` on its host, with `nodecontrol.faultfs` mounted over its
 log.dirs (controlled through `<node>/faultfs.sock`, with `python -m
-nemeses.faultfs ctl` over SSH) and libfaketime following `<node>/faketime`;
+nodecontrol.faultfs ctl` over SSH) and libfaketime following `<node>/faketime`;
 the host then needs /dev/fuse, fuse3 and libfaketime, which `check_access`
 verifies. A graceful stop signals the launcher only; kill kills the group and
 removes the dead mount. On a kernel without sch_netem, `slow_net` can only drop
@@ -78,7 +78,7 @@ from typing import Callable, Iterable, TypeVar
 import paramiko
 
 from harness import netshell
-from harness.control import ExecResult, Grudge, NodeControl, NodeControlError
+from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
 from harness.nodes_file import NodesFile, SshNode
 from harness.system import NodeSpec, System
 
@@ -544,14 +544,14 @@ class SshCluster(NodeControl):
             sftp.close()
 
     def _command(self, node: str) -> list[str]:
-        """The broker's argv, under harness.node_launch when disk or clock faults are enabled."""
+        """The broker's argv, under nodecontrol.launch when disk or clock faults are enabled."""
         subs = self._spec(node).substitutions()
         subs["python"] = self._python()
         command = [part.format(**subs) for part in self.system.start]
         if not self.fault_kinds:
             return command
         d = self.node_dir(node)
-        launcher = [self._python(), "-m", "harness.node_launch", "--pid-file", posixpath.join(d, "broker.pid")]
+        launcher = [self._python(), "-m", "nodecontrol.launch", "--pid-file", posixpath.join(d, "broker.pid")]
         if "disk" in self.fault_kinds:
             log_dir = self._log_dir(node)
             launcher += ["--faultfs", f"{log_dir}:{log_dir}:{self._faultfs_socket(node)}"]
@@ -776,7 +776,7 @@ class SshCluster(NodeControl):
     # ----- disk and clock ---------------------------------------------------------------------------
 
     def _disk_ctl(self, node: str, fault: str) -> dict:
-        result = self._hosts[node].run(shlex.join([self._python(), "-m", "nemeses.faultfs", "ctl",
+        result = self._hosts[node].run(shlex.join([self._python(), "-m", "nodecontrol.faultfs", "ctl",
                                                    self._faultfs_socket(node), fault]),
                                        check=False, what=f"disk {fault} on {node}")
         return self.disk_ctl_status(node, fault, result)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness.backends.local import RUN_ROOT, reap_stale_runs
-from harness.node_launch import fuse_mounts
+from nodecontrol.launch import fuse_mounts
 from tests.e2e.conftest import leftovers_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

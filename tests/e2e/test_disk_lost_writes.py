@@ -13,7 +13,7 @@ import pytest
 
 import nemeses
 from harness.backends.local import RUN_ROOT
-from harness.node_launch import fuse_mounts
+from nodecontrol.launch import fuse_mounts
 from harness.run_command import build_run
 from harness.spec import RunSpec
 from nemeses.disk import DiskPackage

@@ -14,7 +14,7 @@ import pytest
 
 from harness.backends.docker import (CLIENT_PORT, INTERNAL_PORT, LABEL_OWNER, LABEL_RUN, DockerCluster,
                                      _api_versions_answers, reap_stale_runs)
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from harness.docker_command import docker_client, ensure_node_image
 from harness.runner import wait_for_brokers
 from harness.system import logquake_broker

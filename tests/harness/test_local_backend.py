@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends.local import RUN_ROOT, LocalCluster, reap_stale_runs
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from harness.system import SystemDescriptionError, load_system
 
 ECHO = Path(__file__).parent / "fixtures" / "echo_node.py"

@@ -17,7 +17,7 @@ import paramiko
 import pytest
 
 from harness.backends.ssh import SshHost, fingerprint
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from harness.nodes_file import parse_nodes_file
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

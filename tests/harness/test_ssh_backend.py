@@ -3,7 +3,7 @@
 import pytest
 
 from harness.backends.ssh import SshCluster
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from harness.nodes_file import parse_nodes_file
 from harness.system import System, logquake_broker
 
@@ -55,7 +55,7 @@ def test_disk_and_clock_start_the_broker_under_the_launcher(cluster):
     cluster.enable_faults({"disk", "clock"})  # not connected yet: nothing to check
     d = cluster.node_dir("n1")
     assert cluster._command("n1") == [
-        "/srv/lq/0.1.0-abc/venv/bin/python", "-m", "harness.node_launch", "--pid-file", f"{d}/broker.pid",
+        "/srv/lq/0.1.0-abc/venv/bin/python", "-m", "nodecontrol.launch", "--pid-file", f"{d}/broker.pid",
         "--faultfs", f"{d}/logs:{d}/logs:{d}/faultfs.sock", "--faketime", f"{d}/faketime", "--",
         "/srv/lq/0.1.0-abc/venv/bin/python", "-m", "broker", "--config", f"{d}/server.properties"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 
 BASE_IMAGE = "logquake-base:bookworm"
 LABEL = "logquake.ssh-test"

@@ -3,7 +3,7 @@
 import pytest
 
 import nemeses
-from harness.control import NodeControlError
+from nodecontrol.control import NodeControlError
 from nemeses.core import FaultEvent
 from nemeses.disk import SHAPES, DiskPackage
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 import nemeses
-from harness.control import CLIENT, NodeControlError
+from nodecontrol.control import CLIENT, NodeControlError
 from nemeses.core import Schedule, pick_nodes
 from nemeses.partition import SHAPES, grudge_for
 

@@ -1,6 +1,6 @@
 """The node launcher: runs one broker under a faulty disk and a fakeable clock.
 
-    python3 -m harness.node_launch [--faultfs BACKING_DIR:MOUNT_DIR:CONTROL_SOCKET]
+    python3 -m nodecontrol.launch [--faultfs BACKING_DIR:MOUNT_DIR:CONTROL_SOCKET]
                                    [--faketime OFFSET_FILE] [--pid-file PATH] -- BROKER_ARGV...
 
 Every backend starts a node through this launcher when the run wants disk or
@@ -8,8 +8,8 @@ clock faults (the local backend runs it on this machine, Docker inside the
 container, SSH on the host). It:
 
 1. removes a stale FUSE mount at MOUNT_DIR (`fusermount3 -u -z`) left by a
-   launcher that was SIGKILLed, then mounts `nemeses.faultfs` there (as a child
-   process: `python3 -m nemeses.faultfs serve ...`) and waits for the mount;
+   launcher that was SIGKILLed, then mounts `nodecontrol.faultfs` there (as a child
+   process: `python3 -m nodecontrol.faultfs serve ...`) and waits for the mount;
 2. with `--faketime`, starts the broker with libfaketime preloaded
    (`LD_PRELOAD`, `FAKETIME_TIMESTAMP_FILE=OFFSET_FILE`, `FAKETIME_NO_CACHE=1`),
    so rewriting OFFSET_FILE (e.g. `+2.5`, `-10`) moves the broker's clock at
@@ -146,7 +146,7 @@ def start_faultfs(backing_dir: str, mount_dir: str, control_socket: str) -> subp
     Path(control_socket).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(control_socket)
-    proc = subprocess.Popen([sys.executable, "-m", "nemeses.faultfs", "serve", backing_dir, mount_dir, control_socket],
+    proc = subprocess.Popen([sys.executable, "-m", "nodecontrol.faultfs", "serve", backing_dir, mount_dir, control_socket],
                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + MOUNT_TIMEOUT_S
     target = os.path.realpath(mount_dir)
@@ -238,19 +238,19 @@ def launch(broker_argv: list[str], faultfs: str | None = None, faketime: str | N
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("node_launch: expected `-- BROKER_ARGV...` after the options", file=sys.stderr)
+        print("nodecontrol.launch: expected `-- BROKER_ARGV...` after the options", file=sys.stderr)
         return 2
     split = argv.index("--")
-    p = argparse.ArgumentParser(prog="python3 -m harness.node_launch", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m nodecontrol.launch", description=__doc__.split("\n\n")[0])
     p.add_argument("--faultfs", metavar="BACKING_DIR:MOUNT_DIR:CONTROL_SOCKET",
-                   help="mount nemeses.faultfs at MOUNT_DIR (the broker's log.dirs), data in BACKING_DIR")
+                   help="mount nodecontrol.faultfs at MOUNT_DIR (the broker's log.dirs), data in BACKING_DIR")
     p.add_argument("--faketime", metavar="OFFSET_FILE", help="libfaketime offset file (created as +0 if missing)")
     p.add_argument("--pid-file", metavar="PATH", help="where to write the broker's pid")
     args = p.parse_args(argv[:split])
     try:
         return launch(argv[split + 1:], args.faultfs, args.faketime, args.pid_file)
     except LaunchError as e:
-        print(f"node_launch: {e}", file=sys.stderr)
+        print(f"nodecontrol.launch: {e}", file=sys.stderr)
         return 2
 
 

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from harness.node_launch import fuse_mounts, unmount
-from nemeses.faultfs import FaultFsError, _Pending, ctl
+from nodecontrol.launch import fuse_mounts, unmount
+from nodecontrol.faultfs import FaultFsError, _Pending, ctl
 
 @pytest.fixture
 def fs(tmp_path):
     """A mounted faultfs: (mount dir, backing dir, control socket, process); unmounted and reaped afterwards."""
     backing, mount, sock = tmp_path / "backing", tmp_path / "mnt", tmp_path / "ctl.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "nemeses.faultfs", "serve", str(backing), str(mount), str(sock)],
+    proc = subprocess.Popen([sys.executable, "-m", "nodecontrol.faultfs", "serve", str(backing), str(mount), str(sock)],
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
@@ -144,7 +144,7 @@ def test_leaving_lazy_mode_writes_pending_data_out(fs):
 
 
 def test_ctl_names_a_missing_socket(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "nemeses.faultfs", "ctl", str(tmp_path / "none.sock"), "pause"],
+    out = subprocess.run([sys.executable, "-m", "nodecontrol.faultfs", "ctl", str(tmp_path / "none.sock"), "pause"],
                          capture_output=True, text=True)
     assert out.returncode == 1
     assert f"no faultfs control socket at {tmp_path / 'none.sock'}" in out.stderr

@@ -1,4 +1,4 @@
-"""The local backend with disk and clock faults: real broker nodes under harness.node_launch."""
+"""The local backend with disk and clock faults: real broker nodes under nodecontrol.launch."""
 
 import datetime
 import re
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.backends.local import LocalCluster
-from harness.control import NodeControl, NodeControlError
-from harness.node_launch import fuse_mounts
+from nodecontrol.control import NodeControl, NodeControlError
+from nodecontrol.launch import fuse_mounts
 from harness.system import logquake_broker
 
 pytestmark = pytest.mark.slow

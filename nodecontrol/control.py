@@ -7,7 +7,7 @@ SSH session. The verbs come in pairs that undo each other: `start`/`stop`
 `slow_net`/`heal`, `disk(node, fault)`/`disk(node, "heal")`, `clock(node, s)`/`clock(node, 0)`.
 
 Disk and clock faults need the node to be started differently (under
-`harness.node_launch`, with `nemeses.faultfs` mounted as its `log.dirs` and
+`nodecontrol.launch`, with `nodecontrol.faultfs` mounted as its `log.dirs` and
 libfaketime preloaded), so a backend must know before `setup()` that the run
 wants them: whoever builds the run calls `control.enable_faults({"disk",
 "clock"})` (only the kinds it needs; `nemeses.Nemesis.fault_kinds()` says which)
@@ -33,7 +33,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping
 
-log = logging.getLogger("harness.control")
+log = logging.getLogger("nodecontrol.control")
 
 CLIENT = "client"
 
@@ -53,7 +53,7 @@ class NodeControlError(RuntimeError):
 
 # faults that change how a node is started; see enable_faults
 PREPARED_FAULT_KINDS = ("disk", "clock")
-# the verbs of `disk(node, fault)`: those of `python3 -m nemeses.faultfs ctl`
+# the verbs of `disk(node, fault)`: those of `python3 -m nodecontrol.faultfs ctl`
 DISK_FAULTS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "heal", "status")
 
 
@@ -150,7 +150,7 @@ class NodeControl(abc.ABC):
 
     @staticmethod
     def disk_ctl_status(node: str, fault: str, result: ExecResult) -> dict:
-        """The status printed by `python3 -m nemeses.faultfs ctl` run on a node, or the error it printed."""
+        """The status printed by `python3 -m nodecontrol.faultfs ctl` run on a node, or the error it printed."""
         if result.exit_status != 0:
             raise NodeControlError(f"disk {fault!r} on {node}: {(result.stderr or result.stdout).strip()}")
         try:

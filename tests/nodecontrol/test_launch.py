@@ -1,4 +1,4 @@
-"""harness.node_launch: faketime for the broker only, faultfs mounted and removed, signals forwarded, stale mounts."""
+"""nodecontrol.launch: faketime for the broker only, faultfs mounted and removed, signals forwarded, stale mounts."""
 
 import contextlib
 import os
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from harness.node_launch import LaunchError, fuse_mounts, parse_faultfs, unmount_under
+from nodecontrol.launch import LaunchError, fuse_mounts, parse_faultfs, unmount_under
 
-LAUNCH = [sys.executable, "-m", "harness.node_launch"]
+LAUNCH = [sys.executable, "-m", "nodecontrol.launch"]
 
 
 def _wait_for(predicate, timeout_s, what):

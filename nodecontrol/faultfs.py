@@ -1,11 +1,11 @@
 """faultfs: a pass-through FUSE file system that can stall, fail, and forget un-fsynced writes.
 
-It is mounted as a node's `log.dirs` by `harness.node_launch`, and controlled at
+It is mounted as a node's `log.dirs` by `nodecontrol.launch`, and controlled at
 run time over a Unix socket, so the disk nemesis can fault a node's disk
 without knowing anything about the broker:
 
-    python3 -m nemeses.faultfs serve BACKING_DIR MOUNT_DIR CONTROL_SOCKET
-    python3 -m nemeses.faultfs ctl CONTROL_SOCKET {pause,resume,fail-writes,fail-fsync,lazy,heal,status}
+    python3 -m nodecontrol.faultfs serve BACKING_DIR MOUNT_DIR CONTROL_SOCKET
+    python3 -m nodecontrol.faultfs ctl CONTROL_SOCKET {pause,resume,fail-writes,fail-fsync,lazy,heal,status}
 
 Fault model (modes combine; `heal` ends them all):
 
@@ -410,7 +410,7 @@ def ctl(socket_path: str, verb: str, timeout_s: float = CTL_TIMEOUT_S) -> dict:
             line = s.makefile("r").readline()
     except FileNotFoundError:
         raise FaultFsError(f"no faultfs control socket at {socket_path} (is the node running under "
-                           "harness.node_launch --faultfs?)") from None
+                           "nodecontrol.launch --faultfs?)") from None
     except OSError as e:
         raise FaultFsError(f"faultfs control socket {socket_path}: {e}") from None
     if not line:
@@ -439,7 +439,7 @@ def mount(backing_dir: str, mount_dir: str, socket_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m nemeses.faultfs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m nodecontrol.faultfs", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="mount BACKING_DIR at MOUNT_DIR in the foreground")
     s.add_argument("backing_dir")
