@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from _util import broker_process, free_port  # noqa: E402
 from harness.proxy import FaultProxy  # noqa: E402
+from checkers.history import Op  # noqa: E402
 from harness.runner import Recorder  # noqa: E402
 
 
@@ -55,10 +56,10 @@ def produce(bootstrap: str, topic: str, messages: int, recorder: Recorder | None
     start = time.perf_counter()
     for i in range(messages):
         if recorder is not None:
-            recorder.record(0, "invoke", "send", [["send", 0, i]])
+            recorder.record(Op(-1, None, 0, "invoke", "send", [["send", 0, i]]))
 
             def cb(err, msg, i=i):
-                recorder.record(0, "ok" if err is None else "info", "send", [["send", 0, [msg.offset(), i]]])
+                recorder.record(Op(-1, None, 0, "ok" if err is None else "info", "send", [["send", 0, [msg.offset(), i]]]))
         else:
             cb = on_delivery
         while True:

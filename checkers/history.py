@@ -108,7 +108,9 @@ __all__ = [
     "op_from_dict",
     "op_to_dict",
     "OpCounter",
+    "completion",
     "describe_op_counts",
+    "invocation",
     "op_counts",
 ]
 
@@ -282,6 +284,60 @@ class Op:
         if "extra" in changes and not isinstance(changes["extra"], MappingProxyType):
             changes["extra"] = MappingProxyType(dict(changes["extra"])) if changes["extra"] else EMPTY
         return replace(self, **changes)
+
+    @property
+    def error(self) -> Any:
+        """The completion's error (Jepsen's `:error`), None when it has none."""
+        return self.extra.get("error")
+
+    def __reduce__(self) -> tuple:
+        # `extra` is a read-only view, which pickle cannot copy: rebuild from a plain dict (client processes
+        # send ops over a pipe, see workloads.isolated)
+        return (Op, (self.index, self.time, self.process, self.type, self.f, self.value, dict(self.extra)))
+
+
+def read_op_maps(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The op maps of a JSONL history read leniently, and the numbers of the lines that are not op maps.
+
+    For a history that may be damaged (a crashed run's last line cut off): what parses is kept, in file
+    order, with an `index` filled in where a line has none. `History.from_jsonl` is the strict reader
+    of the same format; reports draw damaged runs through this one."""
+    ops: list[dict[str, Any]] = []
+    bad_lines: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                op = json.loads(line)
+            except ValueError:
+                bad_lines.append(line_number)
+                continue
+            if not isinstance(op, dict) or "type" not in op:
+                bad_lines.append(line_number)
+                continue
+            if not isinstance(op.get("index"), int):
+                op["index"] = len(ops)
+            ops.append(op)
+    return ops, bad_lines
+
+
+def invocation(f: str, value: Any, extra: Mapping[str, Any] | None = None) -> Op:
+    """An operation a generator asks for: an `invoke` op without index, time or process yet.
+
+    The harness gives it its process, and the recorder its index and time, when it is invoked."""
+    return Op(-1, None, None, "invoke", f, value, extra or EMPTY)
+
+
+def completion(type_: str, value: Any, error: Any = None, extra: Mapping[str, Any] | None = None) -> Op:
+    """What a client answers: an `ok`, `fail` or `info` op (the harness adds the process and f)."""
+    if type_ not in ("ok", "fail", "info"):
+        raise ValueError(f"a completion is ok, fail or info, not {type_!r}")
+    fields = dict(extra or ())
+    if error is not None:
+        fields["error"] = error
+    return Op(-1, None, None, type_, None, value, fields)
 
 
 # ---------------------------------------------------------------------------

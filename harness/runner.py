@@ -46,8 +46,8 @@ from harness.store import Store, write_json
 import nemeses
 from nemeses import Nemesis
 from nemeses.core import FaultEvent, Schedule
-from checkers.history import OpCounter, op_counts
-from workloads.core import Client, Completion, Invocation, Workload
+from checkers.history import Op, OpCounter, completion, op_counts
+from workloads.core import Client, Workload
 
 log = logging.getLogger("harness.runner")
 
@@ -76,16 +76,17 @@ class Recorder:
         self._flusher = threading.Thread(target=self._flush_loop, name="history-flusher", daemon=True)
         self._flusher.start()
 
-    def record(self, process, type_: str, f: str, value: Any, **extra) -> dict:
+    def record(self, op: Op) -> dict:
+        """Give `op` the next index and the time since the start, and queue it for the file; returns its map."""
         with self._lock:
-            op = {"index": self.count, "time": time.monotonic_ns() - self.start_ns, "process": process,
-                  "type": type_, "f": f, "value": value}
-            if extra:
-                op.update({k: v for k, v in extra.items() if v is not None})
-            self._pending.append(op)
+            line = {"index": self.count, "time": time.monotonic_ns() - self.start_ns, "process": op.process,
+                    "type": op.type, "f": op.f, "value": op.value}
+            if op.extra:
+                line.update({k: v for k, v in op.extra.items() if v is not None})
+            self._pending.append(line)
             self.count += 1
-            self.counts.add(process, type_)
-            return op
+            self.counts.add(op.process, op.type)
+            return line
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self._flush_interval_s):
@@ -383,8 +384,8 @@ class FaultRun:
                     for inv in self.workload.open_ops(rng):
                         self._invoke(client, process, inv)
                 inv = self.workload.next_op(rng, process)
-                completion = self._invoke(client, process, inv)
-                if completion.type == "info":
+                done = self._invoke(client, process, inv)
+                if done.type == "info":
                     _close_quietly(client)
                     client = None
                     process = self._new_process()
@@ -392,15 +393,17 @@ class FaultRun:
             if client is not None:
                 _close_quietly(client)
 
-    def _invoke(self, client: Client, process: int, inv: Invocation) -> Completion:
-        self.recorder.record(process, "invoke", inv.f, inv.value, **inv.extra)
+    def _invoke(self, client: Client, process: int, inv: Op) -> Op:
+        """Record `inv` for `process`, perform it, record and return its completion (the same Op type throughout)."""
+        inv = inv.with_(process=process)
+        self.recorder.record(inv)
         try:
-            completion = client.invoke(inv)
+            done = client.invoke(inv)
         except Exception as e:  # an unexpected client error: the outcome is unknown
-            completion = Completion("info", inv.value, error=["exception", f"{type(e).__name__}: {e}"])
-        self.recorder.record(process, completion.type, inv.f, completion.value, error=completion.error,
-                             **completion.extra)
-        return completion
+            done = completion("info", inv.value, error=["exception", f"{type(e).__name__}: {e}"])
+        done = done.with_(process=process, f=inv.f)  # the harness, not the client, names both
+        self.recorder.record(done)
+        return done
 
     def _nemesis_loop(self) -> None:
         targets = self.targets_factory(self.control.bootstrap_servers())
@@ -414,13 +417,13 @@ class FaultRun:
             self._apply_fault(event, targets)
 
     def _apply_fault(self, event: FaultEvent, targets) -> None:
-        self.recorder.record("nemesis", "info", event.f, event.to_dict())
+        self.recorder.record(nemesis_op(event.f, event.to_dict()))
         try:
             result = self.nemesis.apply(event, self.control, targets)
         except Exception as e:  # a fault that could not be applied is recorded, and the run goes on
             result = {"error": f"{type(e).__name__}: {e}"}
             log.warning("nemesis %s failed: %s", event.f, e)
-        self.recorder.record("nemesis", "info", event.f, result)
+        self.recorder.record(nemesis_op(event.f, result))
         if event.opens:
             self.progress.active_faults[event.package] = event.label()
         else:
@@ -428,9 +431,9 @@ class FaultRun:
 
     def _heal(self) -> None:
         self.progress.set_phase("heal")
-        self.recorder.record("nemesis", "info", "heal", None)
+        self.recorder.record(nemesis_op("heal", None))
         done = self.nemesis.heal(self.control, on_error=lambda name, e: self.errors.append(f"heal {name}: {e}"))
-        self.recorder.record("nemesis", "info", "heal", done)
+        self.recorder.record(nemesis_op("heal", done))
         self.progress.active_faults.clear()
 
     def _recover_and_final_reads(self) -> None:
@@ -446,9 +449,9 @@ class FaultRun:
         client = self._open_client(self.control.bootstrap_servers(), process)
         try:
             for inv in self.workload.final_ops():
-                completion = self._invoke(client, process, inv)
-                if completion.type == "info":
-                    self.final_reads_incomplete = f"final read {inv.f} did not complete: {completion.error}"
+                done = self._invoke(client, process, inv)
+                if done.type == "info":
+                    self.final_reads_incomplete = f"final read {inv.f} did not complete: {done.error}"
                     self.errors.append(self.final_reads_incomplete)
                     break
         finally:
@@ -524,6 +527,11 @@ class FaultRun:
         self._add_run_facts(results, history)
         self._write_results(results, history)
         return RunOutcome(exit_code, "unknown", self.run_dir, results, message)
+
+
+def nemesis_op(f: str, value: Any) -> Op:
+    """A nemesis op: the event before a fault is applied, or what it did (Jepsen's `:info` ops of `:nemesis`)."""
+    return Op(-1, None, "nemesis", "info", f, value)
 
 
 def _raise_interrupt(signum, frame):

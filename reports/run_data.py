@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checkers.history import NEMESIS, op_counts
+from checkers.history import NEMESIS, op_counts, read_op_maps
 from checkers.queue.delivery import delivery_of, parse_delivery
 from reports.fault_words import describe_nemesis
 
@@ -211,23 +211,8 @@ def _read_history(run: RunData) -> None:
     if not path.is_file():
         run.problems.append("history.jsonl is missing: no operations to draw")
         return
-    bad_lines: list[int] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                op = json.loads(line)
-            except ValueError:
-                bad_lines.append(line_number)
-                continue
-            if not isinstance(op, dict) or "type" not in op:
-                bad_lines.append(line_number)
-                continue
-            if not isinstance(op.get("index"), int):
-                op["index"] = len(run.ops)
-            run.ops.append(op)
+    ops, bad_lines = read_op_maps(path)
+    run.ops.extend(ops)
     if bad_lines:
         shown = ", ".join(str(n) for n in bad_lines[:10]) + (" ..." if len(bad_lines) > 10 else "")
         run.problems.append(f"history.jsonl: {len(bad_lines)} line(s) are not op maps and were skipped (line {shown})")

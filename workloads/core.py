@@ -1,8 +1,9 @@
 """What a workload is: a generator of operations, a client that performs them, and a checker.
 
 The runner owns processes and time; a workload only says what to do next and how
-to do it against a bootstrap address. A client maps every outcome to Jepsen's
-completion types: `ok` (it happened), `fail` (it certainly did not happen), or
+to do it against a bootstrap address. Operations are `checkers.history.Op`s
+throughout (`invocation(...)` and `completion(...)` build them). A client maps
+every outcome to Jepsen's completion types: `ok` (it happened), `fail` (it certainly did not happen), or
 `info` (unknown: a timeout, a lost connection). After `info` the runner retires
 the client's process and opens a new client under a new process number.
 
@@ -23,30 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checkers.queue.delivery import MODES as DELIVERY_MODES  # the one table of delivery modes
+from checkers.history import Op, completion, invocation
 from checkers.queue.delivery import Delivery
 
 
-@dataclass
-class Invocation:
-    f: str
-    value: Any
-    extra: dict = field(default_factory=dict)  # recorded with the invoke, e.g. {"final": True}
-
-
-@dataclass
-class Completion:
-    type: str  # ok | fail | info
-    value: Any
-    error: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        assert self.type in ("ok", "fail", "info"), self.type
-
-
 class Client(abc.ABC):
+    """Performs operations: `invoke(op)` takes an invocation (`checkers.history.invocation`, with its process)
+    and answers its completion (`checkers.history.completion`): one operation type, `checkers.history.Op`,
+    from the generator through the client, the recorder and the history file to the checkers and the report."""
+
     @abc.abstractmethod
-    def invoke(self, op: Invocation) -> Completion: ...
+    def invoke(self, op: Op) -> Op: ...
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -63,17 +51,17 @@ class Workload(abc.ABC):
         """Create topics and anything else the run needs, before the first operation."""
 
     @abc.abstractmethod
-    def next_op(self, rng: random.Random, process: int) -> Invocation: ...
+    def next_op(self, rng: random.Random, process: int) -> Op: ...
 
     @abc.abstractmethod
     def open_client(self, bootstrap: str, process: int) -> Client: ...
 
-    def open_ops(self, rng: random.Random) -> list[Invocation]:
+    def open_ops(self, rng: random.Random) -> list[Op]:
         """Operations a freshly opened client runs first (e.g. an assign)."""
         return []
 
     @abc.abstractmethod
-    def final_ops(self) -> list[Invocation]:
+    def final_ops(self) -> list[Op]:
         """Operations one fresh client runs after healing, to read everything back."""
 
     @abc.abstractmethod

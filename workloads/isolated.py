@@ -34,7 +34,7 @@ import multiprocessing
 import signal
 import threading
 
-from workloads.core import Client, Completion, Invocation
+from workloads.core import Client, Op, completion
 
 log = logging.getLogger("workloads.isolated")
 
@@ -86,10 +86,10 @@ def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None) -
                     conn.send(("closed", None))
             return
         try:
-            completion = client.invoke(payload)
+            done = client.invoke(payload)
         except Exception as e:  # an unexpected client error: the outcome is unknown
-            completion = Completion("info", payload.value, error=["exception", f"{type(e).__name__}: {e}"])
-        conn.send(("completion", completion))
+            done = completion("info", payload.value, error=["exception", f"{type(e).__name__}: {e}"])
+        conn.send(("completion", done))
 
 
 class IsolatedClient(Client):
@@ -126,7 +126,7 @@ class IsolatedClient(Client):
         raise ClientProcessError(f"client process {self.process_id} did not answer within {timeout_s:.0f} s while "
                                  f"{what}; it was killed (a client library stuck inside a call, e.g. librdkafka#5476)")
 
-    def invoke(self, op: Invocation) -> Completion:
+    def invoke(self, op: Op) -> Op:
         timeout_s = self.final_timeout_s if op.extra.get("final") else self.answer_timeout_s
         try:
             self._conn.send(("invoke", op))
@@ -134,7 +134,7 @@ class IsolatedClient(Client):
         except (ClientProcessError, OSError) as e:
             log.warning("%s", e)
             self._kill()
-            return Completion("info", op.value, error=["client-process", str(e)])
+            return completion("info", op.value, error=["client-process", str(e)])
         return payload
 
     def close(self) -> None:

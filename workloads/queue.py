@@ -45,7 +45,8 @@ import time
 from typing import Any
 
 from checkers.queue.delivery import Delivery
-from workloads.core import DELIVERY_MODES, Client, Completion, Invocation, Option, UniqueValues, Workload, WorkloadKind, register_workload
+from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
+                            invocation, register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
 
 CLIENTS = ("confluent", "kafka-python")
@@ -111,20 +112,20 @@ class QueueWorkload(UniqueValues, Workload):
 
     # ----- generator -------------------------------------------------------------
 
-    def next_op(self, rng: random.Random, process: int) -> Invocation:
+    def next_op(self, rng: random.Random, process: int) -> Op:
         roll = rng.random()
         if roll < 0.5 and self.delivery == "exactly-once":
             # A tenth of the transactions are aborted on purpose, so every run
             # checks that aborted sends stay invisible to read_committed (G1a).
             extra = {"abort": True} if rng.random() < 0.1 else {}
-            return Invocation("txn", self._txn_mops(rng), extra)
+            return invocation("txn", self._txn_mops(rng), extra)
         if roll < 0.5:
             value = self.unique_value()
-            return Invocation("send", [["send", rng.randrange(self.keys), value]])
+            return invocation("send", [["send", rng.randrange(self.keys), value]])
         if roll < 0.95:
-            return Invocation("poll", [["poll"]])
+            return invocation("poll", [["poll"]])
         keys = sorted(rng.sample(range(self.keys), rng.randint(1, self.keys)))
-        return Invocation("subscribe" if self.subscribe and rng.random() < 0.5 else "assign", keys)
+        return invocation("subscribe" if self.subscribe and rng.random() < 0.5 else "assign", keys)
 
     def _txn_mops(self, rng: random.Random) -> list[list]:
         """One to three sends, sometimes followed by a poll: Jepsen's mixed `txn` operation."""
@@ -133,11 +134,11 @@ class QueueWorkload(UniqueValues, Workload):
             mops.append(["poll"])
         return mops
 
-    def open_ops(self, rng: random.Random) -> list[Invocation]:
-        return [Invocation("assign", list(range(self.keys)))]
+    def open_ops(self, rng: random.Random) -> list[Op]:
+        return [invocation("assign", list(range(self.keys)))]
 
-    def final_ops(self) -> list[Invocation]:
-        return [Invocation("assign", list(range(self.keys)), {"final": True}), Invocation("poll", [["poll"]], {"final": True})]
+    def final_ops(self) -> list[Op]:
+        return [invocation("assign", list(range(self.keys)), {"final": True}), invocation("poll", [["poll"]], {"final": True})]
 
     def open_client(self, bootstrap: str, process: int) -> Client:
         if self.client == "confluent":
@@ -239,7 +240,7 @@ class ConfluentQueueClient(Client):
 
     # ----- operations ---------------------------------------------------------------
 
-    def invoke(self, op: Invocation) -> Completion:
+    def invoke(self, op: Op) -> Op:
         if op.f == "send":
             return self._send(op)
         if op.f == "txn":
@@ -252,7 +253,7 @@ class ConfluentQueueClient(Client):
             return self._subscribe(op.value)
         raise ValueError(f"queue client: unknown operation {op.f!r}")
 
-    def _txn(self, op: Invocation) -> Completion:
+    def _txn(self, op: Op) -> Op:
         """Run the sends (and polls) of `op` in one transaction (KIP-98).
 
         ok: commit_transaction returned. fail: the transaction was aborted (on
@@ -269,7 +270,7 @@ class ConfluentQueueClient(Client):
         try:
             self.producer.begin_transaction()
         except KafkaException as e:
-            return Completion("fail", op.value, error=["begin-transaction", e.args[0].str()])
+            return completion("fail", op.value, error=["begin-transaction", e.args[0].str()])
         done: list[list] = []
         outcomes: list[dict] = []
         # An aborted transaction's polls did not happen: its record is the
@@ -300,7 +301,7 @@ class ConfluentQueueClient(Client):
         if verdict == "abort":
             return self._abort(op, error, positions_before)
         if verdict == "unknown":
-            return Completion("info", op.value, error=error)
+            return completion("info", op.value, error=error)
         value = []
         for mop in done:
             if mop[0] == "send":
@@ -309,7 +310,7 @@ class ConfluentQueueClient(Client):
                 value.append(["send", key, [offset if offset is not None and offset >= 0 else None, v]])
             else:
                 value.append(mop)
-        return Completion("ok", value)
+        return completion("ok", value)
 
     def _commit(self) -> tuple[str, list | None]:
         """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
@@ -328,22 +329,22 @@ class ConfluentQueueClient(Client):
                     continue
                 return "unknown", ["commit-unknown", err.str()]
 
-    def _abort(self, op: Invocation, error: list, positions_before: dict[int, int | None]) -> Completion:
+    def _abort(self, op: Op, error: list, positions_before: dict[int, int | None]) -> Op:
         from confluent_kafka import KafkaException
 
         try:
             self.producer.abort_transaction(self.w.op_timeout_s)
         except KafkaException as e:
-            return Completion("info", op.value, error=error + ["abort-failed", e.args[0].str()])
+            return completion("info", op.value, error=error + ["abort-failed", e.args[0].str()])
         if self.consumer is not None and positions_before != self.positions:
             self.positions = positions_before
             if self._assign(list(positions_before)).type != "ok":
                 # The consumer stands past what this aborted transaction read and cannot be
                 # rewound now: drop it, so the next poll reads nothing until the next assign.
                 self._close_consumer()
-        return Completion("fail", op.value, error=error)
+        return completion("fail", op.value, error=error)
 
-    def _send(self, op: Invocation) -> Completion:
+    def _send(self, op: Op) -> Op:
         (_, key, value), = op.value
         outcome: dict[str, Any] = {}
         done = threading.Event()
@@ -359,17 +360,17 @@ class ConfluentQueueClient(Client):
         try:
             self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
         except BufferError as e:
-            return Completion("fail", op.value, error=["buffer-full", str(e)])
+            return completion("fail", op.value, error=["buffer-full", str(e)])
         except Exception as e:  # refused by the client before anything was sent
-            return Completion("fail", op.value, error=["produce-refused", str(e)])
+            return completion("fail", op.value, error=["produce-refused", str(e)])
         deadline_s = self.w.op_timeout_s + 5
         self.producer.flush(deadline_s)
         if not done.is_set():
-            return Completion("info", op.value, error=["timeout", f"no delivery report within {deadline_s} s"])
+            return completion("info", op.value, error=["timeout", f"no delivery report within {deadline_s} s"])
         err = outcome["err"]
         if err is None:
-            return Completion("ok", [["send", key, [outcome["offset"], value]]])
-        return Completion(confluent_send_outcome(err.code(), self.retries), op.value, error=[err.name().lower(), err.str()])
+            return completion("ok", [["send", key, [outcome["offset"], value]]])
+        return completion(confluent_send_outcome(err.code(), self.retries), op.value, error=[err.name().lower(), err.str()])
 
     def _ensure_consumer(self):
         if self.consumer is None:
@@ -392,7 +393,7 @@ class ConfluentQueueClient(Client):
             self.consumer = Consumer(config)
         return self.consumer
 
-    def _assign(self, keys: list[int], retry_s: float | None = None) -> Completion:
+    def _assign(self, keys: list[int], retry_s: float | None = None) -> Op:
         """Assign `keys`: kept keys at their positions, new keys at their low watermark.
 
         Only absolute offsets are handed to librdkafka, never OFFSET_BEGINNING.
@@ -419,11 +420,11 @@ class ConfluentQueueClient(Client):
             marks = query_watermarks(self._watermark_query(consumer), new_keys,
                                      self.w.op_timeout_s if retry_s is None else retry_s)
         except KafkaException as e:
-            return Completion("fail", keys, error=["low-watermark", e.args[0].str()])
+            return completion("fail", keys, error=["low-watermark", e.args[0].str()])
         positions.update({k: low for k, (low, _high) in marks.items()})
         self.positions = positions
         consumer.assign([TopicPartition(self.w.topic, k, pos) for k, pos in positions.items()])
-        return Completion("ok", keys)
+        return completion("ok", keys)
 
     def _watermark_query(self, consumer):
         """key -> (low, high) of the workload topic's partition `key`, asked of its leader; raises KafkaException."""
@@ -437,20 +438,20 @@ class ConfluentQueueClient(Client):
 
         return query
 
-    def _subscribe(self, keys: list[int]) -> Completion:
+    def _subscribe(self, keys: list[int]) -> Op:
         consumer = self._ensure_consumer()
         consumer.subscribe([self.w.topic])
         self.positions = {}
-        return Completion("ok", keys)
+        return completion("ok", keys)
 
-    def _poll(self, op: Invocation, final: bool) -> Completion:
+    def _poll(self, op: Op, final: bool) -> Op:
         if self.consumer is None:
-            return Completion("ok", [["poll", {}]])
+            return completion("ok", [["poll", {}]])
         if final:
             return self._poll_to_end()
         return self._collect(self.consumer.consume(num_messages=self.w.poll_max_messages, timeout=0.1))
 
-    def _collect(self, messages) -> Completion:
+    def _collect(self, messages) -> Op:
         from confluent_kafka import KafkaError
 
         polled: dict[int, list] = {}
@@ -470,10 +471,10 @@ class ConfluentQueueClient(Client):
             polled.setdefault(key, []).append([msg.offset(), int(msg.value())])
             self.positions[key] = msg.offset() + 1
         if errors and not polled:
-            return Completion("fail", [["poll"]], error=["poll-error", errors[0]])
-        return Completion("ok", [["poll", polled]])
+            return completion("fail", [["poll"]], error=["poll-error", errors[0]])
+        return completion("ok", [["poll", polled]])
 
-    def _poll_to_end(self) -> Completion:
+    def _poll_to_end(self) -> Op:
         """Read every assigned partition up to the high watermark seen at the start.
 
         Under exactly-once the consumer reads read_committed, which stops at the
@@ -501,13 +502,13 @@ class ConfluentQueueClient(Client):
             if time.monotonic() - last_progress > idle_limit_s:
                 break
             before = dict(self.positions)
-            completion = self._collect(self.consumer.consume(num_messages=1000, timeout=0.2))
-            got = completion.value[0][1] if completion.type == "ok" else {}
+            done = self._collect(self.consumer.consume(num_messages=1000, timeout=0.2))
+            got = done.value[0][1] if done.type == "ok" else {}
             if got or self.positions != before:
                 last_progress = time.monotonic()
             for key, pairs in got.items():
                 polled.setdefault(key, []).extend(pairs)
-        return Completion("ok", [["poll", polled]])
+        return completion("ok", [["poll", polled]])
 
     def _transaction_timeout_s(self) -> float:
         return max(self.w.op_timeout_s, 10.0)
@@ -548,7 +549,7 @@ class KafkaPythonQueueClient(Client):
         self.consumer = None
         self.positions: dict[int, int | None] = {}
 
-    def invoke(self, op: Invocation) -> Completion:
+    def invoke(self, op: Op) -> Op:
         if op.f == "send":
             return self._send(op)
         if op.f == "poll":
@@ -559,24 +560,24 @@ class KafkaPythonQueueClient(Client):
             raise ValueError("kafka-python queue client: subscribe is not supported yet; use the confluent client")
         raise ValueError(f"queue client: unknown operation {op.f!r}")
 
-    def _send(self, op: Invocation) -> Completion:
+    def _send(self, op: Op) -> Op:
         from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
         (_, key, value), = op.value
         try:
             future = self.producer.send(self.w.topic, value=str(value).encode(), partition=key)
         except (MessageSizeTooLargeError, AssertionError, TypeError) as e:
-            return Completion("fail", op.value, error=["produce-refused", str(e)])
+            return completion("fail", op.value, error=["produce-refused", str(e)])
         try:
             meta = future.get(timeout=self.w.op_timeout_s)
         except KafkaTimeoutError as e:
-            return Completion("info", op.value, error=["timeout", str(e)])
+            return completion("info", op.value, error=["timeout", str(e)])
         except KafkaError as e:
             certain = isinstance(e, MessageSizeTooLargeError) or (not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
                                                                  and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
-            return Completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
+            return completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
         offset = meta.offset if meta.offset is not None and meta.offset >= 0 else None
-        return Completion("ok", [["send", key, [offset, value]]])
+        return completion("ok", [["send", key, [offset, value]]])
 
     def _ensure_consumer(self):
         if self.consumer is None:
@@ -586,7 +587,7 @@ class KafkaPythonQueueClient(Client):
                                           auto_offset_reset="earliest", group_id=None)
         return self.consumer
 
-    def _assign(self, keys: list[int]) -> Completion:
+    def _assign(self, keys: list[int]) -> Op:
         from kafka import TopicPartition
 
         consumer = self._ensure_consumer()
@@ -599,11 +600,11 @@ class KafkaPythonQueueClient(Client):
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, pos)
-        return Completion("ok", keys)
+        return completion("ok", keys)
 
-    def _poll(self, final: bool) -> Completion:
+    def _poll(self, final: bool) -> Op:
         if self.consumer is None:
-            return Completion("ok", [["poll", {}]])
+            return completion("ok", [["poll", {}]])
         polled: dict[int, list] = {}
         rounds = 50 if final else 1
         idle = 0
@@ -624,7 +625,7 @@ class KafkaPythonQueueClient(Client):
                 if idle > 20:
                     break
                 rounds = max(rounds, 1)
-        return Completion("ok", [["poll", polled]])
+        return completion("ok", [["poll", polled]])
 
     def close(self) -> None:
         if self.consumer is not None:

@@ -43,7 +43,8 @@ import time
 from typing import Any
 
 from checkers.queue.delivery import Delivery
-from workloads.core import Client, Completion, Invocation, Option, UniqueValues, Workload, WorkloadKind, register_workload
+from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
+                            register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
 
 TOPIC = "logquake-register"
@@ -77,13 +78,13 @@ class RegisterWorkload(UniqueValues, Workload):
         create_topic(bootstrap, self.topic, 1, self.replication_factor,
                      {"min.insync.replicas": str(self.min_insync_replicas)})
 
-    def next_op(self, rng: random.Random, process: int) -> Invocation:
+    def next_op(self, rng: random.Random, process: int) -> Op:
         if rng.random() < self.read_fraction:
-            return Invocation("read", None)
-        return Invocation("write", self.unique_value())
+            return invocation("read", None)
+        return invocation("write", self.unique_value())
 
-    def final_ops(self) -> list[Invocation]:
-        return [Invocation("read", None, {"final": True})]
+    def final_ops(self) -> list[Op]:
+        return [invocation("read", None, {"final": True})]
 
     def open_client(self, bootstrap: str, process: int) -> Client:
         return RegisterClient(self, bootstrap, process)
@@ -128,24 +129,24 @@ class RegisterClient(Client):
         self.write_values: list[Any] = []
         self.markers = itertools.count(1)
 
-    def invoke(self, op: Invocation) -> Completion:
+    def invoke(self, op: Op) -> Op:
         if op.f == "write":
             outcome = self._append(f"w:{op.value}")
             if outcome[0] == "ok":
-                return Completion("ok", op.value, extra={"offset": outcome[1]})
-            return Completion(outcome[0], op.value, error=outcome[1])
+                return completion("ok", op.value, extra={"offset": outcome[1]})
+            return completion(outcome[0], op.value, error=outcome[1])
         if op.f == "read":
             outcome = self._append(f"r:{self.process}:{next(self.markers)}")
             if outcome[0] != "ok":
-                return Completion(outcome[0], None, error=outcome[1])
+                return completion(outcome[0], None, error=outcome[1])
             marker = outcome[1]
             try:
                 self._consume_until(marker, deadline=time.monotonic() + self.w.op_timeout_s)
             except TimeoutError as e:
-                return Completion("info", None, error=["read-timeout", str(e)])
+                return completion("info", None, error=["read-timeout", str(e)])
             i = bisect.bisect_left(self.write_offsets, marker)
             value = self.write_values[i - 1] if i else None
-            return Completion("ok", value, extra={"offset": marker})
+            return completion("ok", value, extra={"offset": marker})
         raise ValueError(f"register client: unknown operation {op.f!r}")
 
     def _append(self, payload: str) -> tuple[str, Any]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workloads.core import Client, Completion, Invocation, Workload
+from workloads.core import Client, Workload, completion, invocation
 from workloads.isolated import ClientProcessError, IsolatedClient
 from workloads.queue import QueueWorkload
 
@@ -18,14 +18,14 @@ class EchoClient(Client):
     def __init__(self, process: int):
         self.process = process
 
-    def invoke(self, op: Invocation) -> Completion:
+    def invoke(self, op: Op) -> Op:
         if op.f == "hang":
             time.sleep(3600)
         if op.f == "crash":
             os._exit(3)
         if op.f == "raise":
             raise ValueError("client bug")
-        return Completion("ok", {"echo": op.value, "pid": os.getpid(), "process": self.process})
+        return completion("ok", {"echo": op.value, "pid": os.getpid(), "process": self.process})
 
     def close(self) -> None:
         pass  # nothing to release
@@ -42,7 +42,7 @@ class EchoWorkload(Workload):
         pass  # nothing to create
 
     def next_op(self, rng, process):
-        return Invocation("echo", 1)
+        return invocation("echo", 1)
 
     def open_client(self, bootstrap, process):
         if self.refuse:
@@ -61,19 +61,19 @@ def test_operations_run_in_another_process_and_a_stuck_one_becomes_info(tmp_path
     client = IsolatedClient(EchoWorkload(), "127.0.0.1:1", 7, answer_timeout_s=1.0, final_timeout_s=2.0,
                             log_path=str(log_path))
     try:
-        done = client.invoke(Invocation("echo", [1, 2]))
+        done = client.invoke(invocation("echo", [1, 2]))
         assert done.type == "ok" and done.value["echo"] == [1, 2] and done.value["process"] == 7
         assert done.value["pid"] != os.getpid()
-        raised = client.invoke(Invocation("raise", "x"))
+        raised = client.invoke(invocation("raise", "x"))
         assert (raised.type, raised.error) == ("info", ["exception", "ValueError: client bug"])
         started = time.monotonic()
-        stuck = client.invoke(Invocation("hang", "y"))
+        stuck = client.invoke(invocation("hang", "y"))
         assert stuck.type == "info" and stuck.error[0] == "client-process"
         assert "did not answer within 1 s while running hang" in stuck.error[1]
         assert time.monotonic() - started < 10
         assert not client._proc.is_alive()
         # a dead client answers every later operation with info, at once
-        assert client.invoke(Invocation("echo", 3)).type == "info"
+        assert client.invoke(invocation("echo", 3)).type == "info"
     finally:
         client.close()
 
@@ -81,8 +81,8 @@ def test_operations_run_in_another_process_and_a_stuck_one_becomes_info(tmp_path
 def test_a_final_operation_gets_the_longer_timeout_and_a_crash_is_info():
     client = IsolatedClient(EchoWorkload(), "127.0.0.1:1", 1, answer_timeout_s=0.5, final_timeout_s=30.0)
     try:
-        assert client.invoke(Invocation("echo", 1, {"final": True})).type == "ok"
-        crashed = client.invoke(Invocation("crash", 2))
+        assert client.invoke(invocation("echo", 1, {"final": True})).type == "ok"
+        crashed = client.invoke(invocation("crash", 2))
         assert crashed.type == "info" and "died while running crash (exit status" in crashed.error[1]
     finally:
         client.close()

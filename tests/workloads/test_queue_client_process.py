@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.broker.conftest import BrokerProcess
-from workloads.core import Invocation
+from workloads.core import invocation
 from workloads.queue import QueueWorkload
 
 pytestmark = pytest.mark.slow
@@ -47,18 +47,18 @@ def test_reassigning_while_offset_answers_are_late_never_moves_a_key_backwards(t
         resume.start()
         # Two assigns while the broker holds every answer back, then one at the position the
         # first poll leaves; the old client started the key at OFFSET_BEGINNING in the first two.
-        assert client.invoke(Invocation("assign", [0])).type == "ok"
-        assert client.invoke(Invocation("assign", [0])).type == "ok"
+        assert client.invoke(invocation("assign", [0])).type == "ok"
+        assert client.invoke(invocation("assign", [0])).type == "ok"
         resume.join()
         polled: list[int] = []
         reassigned = False
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:
-            completion = client.invoke(Invocation("poll", [["poll"]]))
+            completion = client.invoke(invocation("poll", [["poll"]]))
             assert completion.type == "ok", completion.error
             polled += [offset for offset, _value in completion.value[0][1].get(0, [])]
             if polled and not reassigned:
-                assert client.invoke(Invocation("assign", [0])).type == "ok"
+                assert client.invoke(invocation("assign", [0])).type == "ok"
                 reassigned = True
             time.sleep(0.05)
         assert polled == list(range(10)), f"key 0 was polled at offsets {polled}"

@@ -5,7 +5,7 @@ import random
 import pytest
 from confluent_kafka import KafkaError
 
-from workloads.core import Invocation
+from workloads.core import invocation
 from workloads.queue import QueueWorkload, confluent_send_outcome
 
 
@@ -163,10 +163,10 @@ def test_assign_hands_librdkafka_absolute_offsets_only():
     consumer = FakeConsumer({0: 3, 1: 0, 2: 7})
     client = confluent_client(consumer)
     try:
-        assert client.invoke(Invocation("assign", [0, 1])).type == "ok"
+        assert client.invoke(invocation("assign", [0, 1])).type == "ok"
         assert consumer.assigned == [{0: 3, 1: 0}]
         client.positions[0] = 42  # as a poll that read up to offset 41 leaves it
-        assert client.invoke(Invocation("assign", [0, 2])).type == "ok"
+        assert client.invoke(invocation("assign", [0, 2])).type == "ok"
         assert consumer.assigned[-1] == {0: 42, 2: 7}
         assert consumer.asked == [0, 1, 2]  # a kept key is not asked again
     finally:
@@ -178,13 +178,13 @@ def test_assign_fails_and_changes_nothing_without_a_low_watermark():
     client = confluent_client(consumer)
     try:
         client.positions = {0: 5}
-        completion = client.invoke(Invocation("assign", [0, 1]))
+        completion = client.invoke(invocation("assign", [0, 1]))
         assert (completion.type, completion.error[0]) == ("fail", "low-watermark")
         assert completion.error[1] == "Broker: Topic authorization failed"
         assert consumer.assigned == [] and client.positions == {0: 5}
         # transient errors are asked again within the op's time
         consumer.errors = {1: [KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE]}
-        assert client.invoke(Invocation("assign", [0, 1])).type == "ok"
+        assert client.invoke(invocation("assign", [0, 1])).type == "ok"
         assert consumer.assigned == [{0: 5, 1: 0}]
     finally:
         client.close()

@@ -8,7 +8,7 @@ import pytest
 
 from checkers.history import History
 from tests.broker.conftest import BrokerProcess
-from workloads.core import Invocation, workload_kinds
+from workloads.core import invocation, workload_kinds
 from workloads.register import RegisterWorkload
 
 
@@ -54,15 +54,15 @@ def test_reads_through_the_log_see_every_acknowledged_write(tmp_path):
         workload.setup(broker.bootstrap)
         a, b = (workload.open_client(broker.bootstrap, p) for p in (0, 1))
         clients += [a, b]
-        assert a.invoke(Invocation("read", None)).value is None  # nothing written yet
+        assert a.invoke(invocation("read", None)).value is None  # nothing written yet
         for value in range(1, 6):
-            done = a.invoke(Invocation("write", value))
+            done = a.invoke(invocation("write", value))
             assert done.type == "ok", done
             # the other client, whose consumer is behind, still reads the latest write
-            seen = b.invoke(Invocation("read", None))
+            seen = b.invoke(invocation("read", None))
             assert (seen.type, seen.value) == ("ok", value)
-        assert b.invoke(Invocation("write", 9)).type == "ok"
-        assert a.invoke(Invocation("read", None)).value == 9
+        assert b.invoke(invocation("write", 9)).type == "ok"
+        assert a.invoke(invocation("read", None)).value == 9
     finally:
         for client in clients:
             client.close()
