@@ -207,3 +207,19 @@ def test_a_long_key_labels_each_row_with_its_first_offset(tmp_path):
     svg = svg[:svg.index("</svg>")]
     rows = re.findall(r'<text class="tick" x="52" y="[\d.]+" text-anchor="end">([^<]*)</text>', svg)
     assert rows == ["0", "100", "200"]
+
+
+def test_the_report_knows_exactly_the_fault_kinds_the_nemeses_have_and_when_each_opens_and_closes():
+    # reports may not import nemeses (they render histories of any harness), so the two lists are
+    # checked against each other here: one set of names, one order, and the same opening/undo rule
+    import nemeses
+    from nemeses.core import FaultEvent
+    from reports.plots import KNOWN_FAULT_KINDS
+    from reports.run_data import _is_undo, fault_kind
+
+    assert [k.kind for k in KNOWN_FAULT_KINDS] == list(nemeses.PACKAGES)
+    for name, package in nemeses.PACKAGES.items():
+        for f, opens in ((package.start_f, True), (package.stop_f, False)):
+            event = FaultEvent(1.0, name, f)
+            assert event.opens is opens and _is_undo(f) is not opens, (name, f)
+            assert fault_kind(f, event.to_dict()) == name
