@@ -1,5 +1,10 @@
 """`python -m broker --config server.properties [--override key=value ...]`: run one node.
 
+`python -m broker --check --override key=value ...` only checks the names and
+values of the given properties (with a "did you mean" for a misspelt name)
+and exits 0, or 2 with the sentence; the harness runs it before it starts a
+cluster, so a typo never gets as far as a node.
+
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for bad arguments or
 configuration (the message names the property, its value and what is accepted).
 Logs go to stderr and to `<first log dir>/broker.log`; the process entry point
@@ -31,12 +36,24 @@ def _setup_logging(log_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m broker", description="Run one logquake broker node.")
-    parser.add_argument("--config", required=True, help="a Java-properties file with Kafka broker properties")
+    parser.add_argument("--config", help="a Java-properties file with Kafka broker properties (required to run)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="set a property, overriding the file (repeatable)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the names and values of the --override properties, then exit (0 or 2)")
     args = parser.parse_args(argv)
 
-    from broker.server.config import ConfigError, load_config
+    from broker.server.config import ConfigError, check_properties, load_config, parse_override
+
+    if args.check:
+        try:
+            check_properties(dict(parse_override(text) for text in args.override))
+        except ConfigError as exc:
+            sys.stderr.write(f"configuration error: {exc}\n")
+            return EXIT_BAD_CONFIG
+        return 0
+    if not args.config:
+        parser.error("--config is required (a properties file), unless --check")
 
     try:
         with open(args.config, encoding="utf-8") as handle:

@@ -179,6 +179,13 @@ class RunSpec:
         if self.system and self.broker_overrides:
             raise SpecError("--broker-override applies to our broker only; put another broker's settings in its "
                             "--system file")
+        if self.broker_overrides:
+            from harness.system import check_broker_overrides
+
+            try:
+                check_broker_overrides(self.broker_overrides)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
         if (self.backend == "ssh") != bool(self.nodes_file):
             raise SpecError("--backend ssh and --nodes-file FILE go together (the nodes file names the SSH hosts); "
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")

@@ -21,8 +21,10 @@ protocol) and process control; nothing here knows our broker's internals.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import signal
+import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -81,6 +83,27 @@ class System:
 
     def log_path(self, node: NodeSpec) -> str | None:
         return self.log_file.format(**node.substitutions()) if self.log_file else None
+
+
+@functools.lru_cache(maxsize=64)
+def _check_overrides(items: tuple[tuple[str, str], ...]) -> str | None:
+    proc = subprocess.run([sys.executable, "-m", "broker", "--check",
+                           *(a for key, value in items for a in ("--override", f"{key}={value}"))],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode == 0:
+        return None
+    message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+    return message.removeprefix("configuration error: ")
+
+
+def check_broker_overrides(overrides: dict[str, str]) -> None:
+    """Refuse (ValueError) a property our broker does not know or a value of the wrong type, before any node starts.
+
+    The broker's own table decides (`python -m broker --check`): the harness never imports broker internals."""
+    if overrides:
+        problem = _check_overrides(tuple(sorted(overrides.items())))
+        if problem:
+            raise ValueError(f"--broker-override: {problem}")
 
 
 def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1) -> System:

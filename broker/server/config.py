@@ -35,6 +35,8 @@ Thread-safety: immutable after `load_config` returns.
 
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -315,18 +317,32 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _unknown(name: str, value: str) -> ConfigError:
+    """The error for a property name the broker does not know, with the closest known names."""
+    close = difflib.get_close_matches(name, list(PROPERTIES), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    if name.startswith(DEBUG_NAMESPACE):
+        known = sorted(k for k in PROPERTIES if k.startswith(DEBUG_NAMESPACE))
+        return ConfigError(f"unknown debug property {name}={value!r}{hint} (the logquake.debug.* namespace accepts: "
+                           f"{', '.join(known)})")
+    return ConfigError(f"unknown property {name}={value!r}{hint}" if close else
+                       f"unknown property {name}={value!r}; accepted properties are: {', '.join(sorted(PROPERTIES))}")
+
+
+def check_properties(raw: dict[str, str]) -> None:
+    """Check names and values of some properties alone (no node.id needed); raise ConfigError naming the first wrong
+    one. This is what `python -m broker --check` runs, so that a harness can refuse a typo before a node starts."""
+    for name, value in raw.items():
+        if name not in PROPERTIES:
+            raise _unknown(name, value)
+        PROPERTIES[name][0](name, value)
+
+
 def build_config(raw: dict[str, str]) -> BrokerConfig:
     """Validate raw properties and derive the typed config; raise ConfigError naming the culprit."""
     for name, value in raw.items():
         if name not in PROPERTIES:
-            if name.startswith(DEBUG_NAMESPACE):
-                known = sorted(k for k in PROPERTIES if k.startswith(DEBUG_NAMESPACE))
-                raise ConfigError(
-                    f"unknown debug property {name}={value!r}; the logquake.debug.* namespace accepts: {', '.join(known)}"
-                )
-            raise ConfigError(
-                f"unknown property {name}={value!r}; accepted properties are: {', '.join(sorted(PROPERTIES))}"
-            )
+            raise _unknown(name, value)
     typed: dict[str, object] = {}
     entries: dict[str, tuple[str | None, str]] = {}
     for name, (parser, default, _) in PROPERTIES.items():

@@ -56,7 +56,8 @@ def test_ms_wins_over_hours_and_minutes():
 @pytest.mark.parametrize(
     "raw, expected_fragments",
     [
-        ({"node.id": "1", "log.segmnt.bytes": "5"}, ["log.segmnt.bytes", "'5'", "accepted properties"]),
+        ({"node.id": "1", "log.segmnt.bytes": "5"}, ["log.segmnt.bytes", "'5'", "did you mean log.segment.bytes?"]),
+        ({"node.id": "1", "completely.different": "5"}, ["completely.different", "accepted properties"]),
         ({"node.id": "1", "num.partitions": "six"}, ["num.partitions", "'six'", "integer"]),
         ({"node.id": "1", "num.partitions": "0"}, ["num.partitions", "'0'", ">= 1"]),
         ({"node.id": "1", "auto.create.topics.enable": "yes"}, ["auto.create.topics.enable", "'yes'", "true or false"]),
@@ -108,3 +109,13 @@ def test_process_exits_2_on_a_missing_config_file(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "absent.properties" in proc.stderr
+
+
+def test_check_properties_names_the_closest_property_and_types_values():
+    from broker.server.config import ConfigError, check_properties
+
+    check_properties({"log.flush.interval.messages": "3", "logquake.debug.skip.dedup": "true"})
+    with pytest.raises(ConfigError, match=r"did you mean log\.segment\.bytes\?"):
+        check_properties({"log.segmnet.bytes": "100"})
+    with pytest.raises(ConfigError, match="is not an integer"):
+        check_properties({"log.segment.bytes": "big"})

@@ -61,3 +61,38 @@ def test_flags_of_a_spec_give_the_spec_back(spec):
     argv = spec_to_argv(spec)
     again = spec_from_args(build_parser().parse_args(argv), seed=spec.seed).resolve()
     assert again == spec, argv
+
+
+@pytest.mark.parametrize("override, message", [
+    ("logquake.debug.ack.before.replicaton=true", "did you mean logquake.debug.ack.before.replication?"),
+    ("log.flush.interval.mesages=1", "did you mean log.flush.interval.messages"),
+    ("log.flush.interval.messages=abc", "log.flush.interval.messages='abc' is not an integer"),
+    ("logquake.debug.skip.dedup=maybe", "is not a boolean; expected true or false"),
+])
+def test_a_wrong_broker_property_exits_254_before_anything_starts(tmp_path, override, message):
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "test", "--broker-override", override, "--store",
+                           str(store)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 254, proc.stdout + proc.stderr
+    assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not store.exists()  # no run saved
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--delivery", "exactly-once", "--client", "kafka-python"], "exactly-once runs on --client confluent only"),
+    (["--idempotent", "--delivery", "at-most-once"], "--idempotent goes with --delivery at-least-once"),
+    (["--min-insync-replicas", "3", "--replication-factor", "2"], "larger than the replication factor"),
+    (["--workload", "register", "--keys", "3"], "--keys is not an option of workload register"),
+])
+def test_impossible_combinations_exit_254_before_anything_starts(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "test", *flags, "--store", str(store)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 254 and message in proc.stderr, proc.stdout + proc.stderr
+    assert not store.exists()
