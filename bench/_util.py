@@ -102,3 +102,17 @@ def broker_process(module: str = "broker", extra_args: list[str] | None = None, 
                 proc.kill()
                 proc.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def read_bootstrap(proc: subprocess.Popen, timeout_s: float = 90.0) -> str:
+    """The addresses of `logquake cluster up`'s `bootstrap:` line, printed once every broker is registered."""
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("bootstrap:"):
+            return line.split("bootstrap:", 1)[1].strip()
+    raise RuntimeError(f"logquake cluster up printed no bootstrap line; it printed {''.join(seen)!r}")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from _util import broker_process, free_port  # noqa: E402
+from _util import broker_process, free_port, read_bootstrap  # noqa: E402
 from broker_throughput import produce  # noqa: E402
 
 PROFILE = {"broker.session.timeout.ms": "2000", "broker.heartbeat.interval.ms": "250", "replica.lag.time.max.ms": "3000",
@@ -82,7 +82,7 @@ def throughput(messages: int, partitions: int) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "cluster", "up", "--nodes", "3", "--base-port", str(base_port),
                              "--data-dir", data_dir], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        bootstrap = proc.stdout.readline().split("bootstrap:", 1)[1].strip()
+        bootstrap = read_bootstrap(proc)
         threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         wait_brokers(bootstrap, 3)
         create_topic(bootstrap, "replicated", partitions, 3, {"min.insync.replicas": "2"})

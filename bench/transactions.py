@@ -53,7 +53,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from broker_throughput import produce  # noqa: E402
 from cluster import _port_busy, create_topic, wait_brokers  # noqa: E402
-from _util import free_port  # noqa: E402
+from _util import free_port, read_bootstrap  # noqa: E402
 
 MESSAGE_BYTES = 100
 
@@ -127,10 +127,7 @@ def main() -> int:
                              "--base-port", str(base_port), "--data-dir", data_dir],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        if "bootstrap:" not in line:
-            raise RuntimeError(f"logquake cluster up did not print its bootstrap line; it printed {line!r}")
-        bootstrap = line.split("bootstrap:", 1)[1].strip()
+        bootstrap = read_bootstrap(proc)
         threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         wait_brokers(bootstrap, args.nodes)
         replicas = min(3, args.nodes)

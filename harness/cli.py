@@ -41,7 +41,7 @@ commands:
   replay    run a stored test again, same seed and faults:  logquake replay store/latest [--times 3] [--by node]
   shrink    the smallest schedule that still fails:  logquake shrink store/latest [--budget 30m] [--tries 3]
 
-Run `logquake <command> --help` for the options of one command.
+Run `logquake <command> --help` for the options of one command; `logquake --version` for the version.
 """
 
 EXIT_BAD_ARGUMENTS = 254
@@ -124,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
+        return 0
+    if args[0] in ("--version", "version"):
+        from harness.campaign import project_version
+
+        v = project_version()
+        sys.stdout.write(f"logquake {v['version'] or '(not installed)'}"
+                         + (f" (git {v['commit'][:12]})" if v["commit"] else "") + "\n")
         return 0
     command, rest = args[0], args[1:]
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a

@@ -6,13 +6,16 @@ controller) in the foreground. Node i (1..N) listens on H:P+i-1, keeps its
 logs and metadata log in D/node-i/logs, and its output in D/node-i/broker.out;
 every node gets `controller.quorum.voters` naming all N, and
 `default.replication.factor` min(3, N). `--override` applies to every node
-(after the generated properties). The first line printed is
-`bootstrap: host:port,...`; then one line per node once it listens, and a line
-when a node exits on its own. Ctrl-C or SIGTERM stops every node (SIGTERM,
-then SIGKILL after a grace period) and waits for them: no process is left;
-on Linux a node also gets SIGTERM if `cluster up` itself is killed.
-Without --data-dir a fresh temporary directory is used and kept (its path is
-printed) so the logs can be read afterwards.
+(after the generated properties), and is checked by the broker before any
+node starts (exit 254 for a misspelt or mistyped property). The first line
+printed names the data directory and whether it is kept; then one line per
+node once it listens; then `bootstrap: host:port,...`, only once a Metadata
+request lists every broker, so a client started after that line sees the
+whole cluster; and a line when a node exits on its own. Ctrl-C or SIGTERM
+stops every node (SIGTERM, then SIGKILL after a grace period) and waits for
+them: no process is left; on Linux a node also gets SIGTERM if `cluster up`
+itself is killed. Without --data-dir a fresh temporary directory is used and
+removed at the end (kept with --keep-data); a --data-dir is always kept.
 
 `logquake cluster status --bootstrap host:port` prints the active controller,
 the live brokers and, per partition, leader, leader epoch, replicas and ISR,
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
+import shutil
 import signal
 import socket
 import struct
@@ -143,15 +148,37 @@ class _Node:
             self.process.kill()
 
 
+def _brokers_seen(bootstrap: str) -> int:
+    """How many brokers one Metadata request to the cluster lists (0 when it does not answer)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
+                         "logger": logging.getLogger("librdkafka")})
+    try:
+        return len(admin.list_topics(timeout=2).brokers)
+    except Exception:  # not answering yet: the caller asks again
+        return 0
+
+
 def _up(args) -> int:
-    if args.data_dir is None:
+    from harness.system import check_broker_overrides
+
+    try:  # a misspelt or mistyped property is refused before any node starts
+        check_broker_overrides(dict(args.override))
+    except ValueError as e:
+        print(f"logquake cluster up: {e}", file=sys.stderr, flush=True)
+        return 254
+    temporary = args.data_dir is None
+    if temporary:
         data_dir = Path(tempfile.mkdtemp(prefix="logquake-cluster-"))
     else:
         data_dir = Path(args.data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+    keep = args.keep_data or not temporary
     addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
-    print(f"bootstrap: {','.join(addresses)}", flush=True)
-    print(f"data directory: {data_dir}", flush=True)
+    print(f"data directory: {data_dir} ("
+          + ("kept when the cluster stops" if keep else "removed when the cluster stops; --keep-data keeps it") + ")",
+          flush=True)
     nodes = [
         _Node(i, data_dir / f"node-{i}", cluster_properties(i, args.nodes, args.host, args.base_port, data_dir, args.override))
         for i in range(1, args.nodes + 1)
@@ -182,8 +209,21 @@ def _up(args) -> int:
                 print(f"nodes {[n.node_id for n in waiting]} not listening within {START_TIMEOUT_S:.0f} s", file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.05)
+        # listening is not formed: the bootstrap line comes once a Metadata request lists every broker
+        bootstrap = ",".join(addresses)
+        seen = 0
+        while not stop["requested"]:
+            seen = _brokers_seen(bootstrap)
+            if seen >= args.nodes:
+                break
+            if time.monotonic() > deadline:
+                print(f"the cluster did not form within {START_TIMEOUT_S:.0f} s: Metadata lists {seen} of "
+                      f"{args.nodes} brokers", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
         if not stop["requested"]:
-            print("cluster up; Ctrl-C stops every node", flush=True)
+            print(f"bootstrap: {bootstrap}", flush=True)
+            print(f"cluster up: Metadata lists all {args.nodes} broker(s); Ctrl-C stops every node", flush=True)
         while not stop["requested"]:
             for node in nodes:
                 if not node.reported_exit and node.process.poll() is not None:
@@ -206,7 +246,11 @@ def _up(args) -> int:
                 node.process.wait()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        print("cluster stopped", flush=True)
+        if keep:
+            print(f"cluster stopped; its data is in {data_dir}", flush=True)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            print(f"cluster stopped; removed {data_dir}", flush=True)
 
 
 # ---- status ------------------------------------------------------------------------------
@@ -294,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     up = commands.add_parser("up", help="run a local combined-mode cluster in the foreground")
     up.add_argument("--nodes", type=_node_count, default=3, help="number of nodes (1-15, default 3)")
-    up.add_argument("--data-dir", default=None, help="directory for the nodes' data (default: a new temporary one)")
+    up.add_argument("--data-dir", default=None, help="directory for the nodes' data, kept at the end (default: a new "
+                                                     "temporary one, removed when the cluster stops)")
+    up.add_argument("--keep-data", action="store_true", help="keep the temporary data directory when the cluster stops")
     up.add_argument("--base-port", type=_base_port, default=9092, help="port of node 1; node i gets base+i-1 (default 9092)")
     up.add_argument("--host", default="127.0.0.1", help="address every node listens on (default 127.0.0.1)")
     up.add_argument("--override", type=key_value, action="append", default=[], metavar="KEY=VALUE",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -206,7 +208,7 @@ def test_cluster_up_and_status_commands(tmp_path):
     lines = []
     try:
         first = up.stdout.readline()
-        assert first == f"bootstrap: 127.0.0.1:{base},127.0.0.1:{base + 1},127.0.0.1:{base + 2}\n"
+        assert first == f"data directory: {tmp_path} (kept when the cluster stops)\n"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = up.stdout.readline()
@@ -214,13 +216,14 @@ def test_cluster_up_and_status_commands(tmp_path):
             match = re.search(r"\(pid (\d+),", line)
             if match:
                 pids.append(int(match.group(1)))
-            if line.startswith("cluster up"):
+            if line.startswith("bootstrap:"):
                 break
         assert len(pids) == 3, lines
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{base}", "log_level": 0})
-        deadline = time.monotonic() + 30
-        while len(admin.list_topics(timeout=5).brokers) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert lines[-1] == f"bootstrap: 127.0.0.1:{base},127.0.0.1:{base + 1},127.0.0.1:{base + 2}\n"
+        # once the bootstrap line is out, one Metadata request sees the whole cluster (no waiting)
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{base + 2}", "log_level": 0})
+        assert len(admin.list_topics(timeout=5).brokers) == 3
+        assert up.stdout.readline().startswith("cluster up: Metadata lists all 3 broker(s)")
         create(admin, NewTopic("status-topic", 2, 3))
         status = subprocess.run(
             [sys.executable, "-m", "harness.cluster_command", "status", "--bootstrap", f"127.0.0.1:{base + 1}"],
@@ -249,6 +252,43 @@ def test_cluster_up_and_status_commands(tmp_path):
                 leftover = False
             assert not leftover, f"node process {pid} outlived `cluster up`"
     assert code == 0
+    assert tmp_path.is_dir() and list(tmp_path.glob("node-*"))  # a --data-dir is kept
+
+
+def test_cluster_up_removes_its_temporary_data_unless_kept(tmp_path):
+    for keep in (False, True):
+        base = free_port_block(1)
+        up = subprocess.Popen(
+            [sys.executable, "-m", "harness.cluster_command", "up", "--nodes", "1", "--base-port", str(base),
+             *(["--keep-data"] if keep else [])],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            first = up.stdout.readline()
+            match = re.fullmatch(r"data directory: (\S+) \((.*)\)\n", first)
+            assert match, first
+            data_dir = Path(match.group(1))
+            assert match.group(2) == ("kept when the cluster stops" if keep else
+                                      "removed when the cluster stops; --keep-data keeps it")
+            while not up.stdout.readline().startswith("cluster up"):
+                assert up.poll() is None
+        finally:
+            up.send_signal(signal.SIGINT)
+            rest = up.communicate(timeout=60)[0]
+        assert up.returncode == 0, rest
+        assert data_dir.is_dir() is keep, (keep, rest)
+        if keep:
+            assert f"cluster stopped; its data is in {data_dir}" in rest
+            shutil.rmtree(data_dir)
+        else:
+            assert f"cluster stopped; removed {data_dir}" in rest
+
+
+def test_cluster_up_refuses_a_misspelt_override_before_starting(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cluster_command", "up", "--data-dir", str(tmp_path / "d"),
+                           "--override", "min.insync.replica=2"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 254 and "did you mean min.insync.replicas?" in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_sigterm_is_a_controlled_shutdown(cluster):

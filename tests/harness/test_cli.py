@@ -1,0 +1,24 @@
+"""The `logquake` entry point: --version, usage."""
+
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_version_names_the_package_version_and_the_commit():
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "--version"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert out.startswith(f"logquake {version('logquake')}")
+    if commit:
+        assert f"(git {commit[:12]})" in out
+
+
+def test_usage_lists_every_command():
+    from harness.cli import COMMANDS, USAGE
+
+    for name in COMMANDS:
+        assert f"\n  {name}" in USAGE, name
