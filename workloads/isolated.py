@@ -59,7 +59,11 @@ class ClientProcessError(RuntimeError):
 
 
 def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None) -> None:
-    """The child: open the client, then answer ("invoke", op) and ("close", None) until told to close."""
+    """The child: open the client, then answer ("invoke", op) and ("close", None) until told to close.
+
+    Whatever goes wrong in here is logged to the run's harness.log and ends the child quietly: an
+    exception let out would make multiprocessing print "Process logquake-client-N:" and a traceback on
+    the terminal, cut short when the harness kills the child a moment later."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle; it closes us
     if log_path:
         handler = logging.FileHandler(log_path)
@@ -67,6 +71,13 @@ def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None) -
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+    try:
+        _answer(conn, workload, bootstrap, process)
+    except BaseException as e:  # noqa: BLE001 (the child's last words belong in the log, not on the terminal)
+        log.warning("client process %s stopped on %s: %s", process, type(e).__name__, e, exc_info=True)
+
+
+def _answer(conn, workload, bootstrap: str, process: int) -> None:
     try:
         client = workload.open_client(bootstrap, process)
     except Exception as e:  # reported to the parent, which retries later
@@ -81,6 +92,8 @@ def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None) -
         if kind == "close":
             try:
                 client.close()
+            except Exception as e:  # a client of a broken cluster may not close cleanly; the harness goes on
+                log.info("client %s did not close cleanly: %s: %s", process, type(e).__name__, e)
             finally:
                 with contextlib.suppress(OSError):  # nobody left to tell
                     conn.send(("closed", None))

@@ -9,14 +9,15 @@ import time
 
 import pytest
 
-from workloads.core import Client, Workload, completion, invocation
+from workloads.core import Client, Op, Workload, completion, invocation
 from workloads.isolated import ClientProcessError, IsolatedClient
 from workloads.queue import QueueWorkload
 
 
 class EchoClient(Client):
-    def __init__(self, process: int):
+    def __init__(self, process: int, close_fails: bool = False):
         self.process = process
+        self.close_fails = close_fails
 
     def invoke(self, op: Op) -> Op:
         if op.f == "hang":
@@ -28,15 +29,17 @@ class EchoClient(Client):
         return completion("ok", {"echo": op.value, "pid": os.getpid(), "process": self.process})
 
     def close(self) -> None:
-        pass  # nothing to release
+        if self.close_fails:
+            raise RuntimeError("the transaction could not be aborted")
 
 
 class EchoWorkload(Workload):
     name = "echo"
     isolated_clients = True
 
-    def __init__(self, refuse: bool = False):
+    def __init__(self, refuse: bool = False, close_fails: bool = False):
         self.refuse = refuse
+        self.close_fails = close_fails
 
     def setup(self, bootstrap):
         pass  # nothing to create
@@ -47,7 +50,7 @@ class EchoWorkload(Workload):
     def open_client(self, bootstrap, process):
         if self.refuse:
             raise ConnectionError(f"no broker at {bootstrap}")
-        return EchoClient(process)
+        return EchoClient(process, self.close_fails)
 
     def final_ops(self):
         return []
@@ -99,3 +102,29 @@ def test_the_queue_workload_is_copied_without_its_generator_state():
     assert (copy.delivery, copy.keys, copy.op_timeout_s, copy.topic) == ("exactly-once", 3, 4.0, workload.topic)
     with copy._lock:
         assert next(copy._values) == 1
+
+
+def test_a_client_that_fails_to_close_leaves_no_line_on_the_terminal(tmp_path):
+    # exactly-once runs printed a lone "Process logquake-client-2:" on stderr: the child's close raised after
+    # it had answered, and the harness killed it while multiprocessing was printing the traceback
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log_path = tmp_path / "harness.log"
+    script = f"""
+import time
+from tests.workloads.test_isolated import EchoWorkload
+from workloads.core import invocation
+from workloads.isolated import IsolatedClient
+client = IsolatedClient(EchoWorkload(close_fails=True), "x", 7, 10, 10, log_path={str(log_path)!r})
+assert client.invoke(invocation("echo", 1)).type == "ok"
+client.close()
+time.sleep(1)
+print("done")
+"""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "done\n", proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert "client 7 did not close cleanly: RuntimeError: the transaction could not be aborted" in log_path.read_text()
