@@ -44,7 +44,7 @@ def test_summaries_come_from_results_json(tmp_path):
 def test_index_groups_by_test_newest_first_coloured_by_verdict(tmp_path):
     store, _ = _store(tmp_path)
     page = render_index(store, [(p, summarize_run(p)) for p in find_runs(store)])
-    headings = re.findall(r'<section class="test"><h2>([^<]*)</h2>', page)
+    headings = re.findall(r'<section class="test" data-planted="[^"]*"><h2>([^<]*)</h2>', page)
     assert headings == ["queue-empty", "queue-interrupted", "queue-lost", "queue-valid"]
     lost_section = page[page.index("<h2>queue-lost</h2>"):]
     lost_section = lost_section[: lost_section.index("</section>")]
@@ -68,3 +68,29 @@ def test_index_escapes_names_and_encodes_links(tmp_path):
 def test_empty_store(tmp_path):
     page = render_index(tmp_path, [])
     assert "No runs in this store yet" in page
+
+
+def test_each_run_shows_seed_client_overrides_duration_and_planted_bug_runs_group_apart(tmp_path):
+    import json
+    import os
+
+    store = tmp_path / "store"
+    plain = valid_run(store, name="queue-at-least-once-idempotent-kill", stamp="20261127T010000.000")
+    planted = valid_run(store, name="queue-at-least-once-idempotent-kill", stamp="20261127T020000.000")
+    for run, overrides in ((plain, {}), (planted, {"logquake.debug.skip.dedup": "true"})):
+        test = json.loads((run / "test.json").read_text())
+        test["options"] = {**test.get("options", {}), "delivery": "at-least-once", "idempotent": True, "seed": 4242,
+                           "client": "confluent", "broker_overrides": overrides}
+        (run / "test.json").write_text(json.dumps(test))
+        os.utime(run / "test.json", (1000, 1000))
+        os.utime(run / "results.json", (1037, 1037))
+    summary = summarize_run(planted)
+    assert (summary.seed, summary.client, summary.duration_s) == (4242, "confluent", 37)
+    assert summary.delivery == "at-least-once with an idempotent producer"  # not exactly-once
+    assert summary.planted_bugs == ("logquake.debug.skip.dedup",)
+    page = render_index(store, [(p, summarize_run(p)) for p in find_runs(store)])
+    assert page.count('<section class="test"') == 2
+    assert '<section class="test" data-planted="logquake.debug.skip.dedup">' in page
+    assert "planted bug: skip.dedup" in page and "logquake.debug.skip.dedup=true" in page
+    assert '<td class="seed">4242</td>' in page and "37 s" in page
+    assert "exactly-once" not in page
