@@ -1,7 +1,9 @@
 """`logquake serve [STORE] [--port 8080] [--host 127.0.0.1]`: browse a store over HTTP.
 
 Serves the store directory read-only: `/` is the run list (newest first,
-grouped by test name, coloured by verdict; rendered by `reports.index`), every
+grouped by test name, coloured by verdict; rendered by `reports.index`) with
+links to each campaign's trends, `/campaigns/NAME/trends.html` is drawn on
+request from every campaign of that name (`harness.campaign`), every
 run's report and raw files are served as they are, a directory gets a plain
 listing, and a run without `report.html` (it crashed before reporting, or was
 stopped) gets its report drawn on request, in memory. Text files (history,
@@ -140,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(resolved, head)
         elif segments[-1] == "report.html" and _is_run_dir(resolved.parent):
             self._send_live_report(resolved.parent, head)
+        elif len(segments) == 3 and segments[0] == "campaigns" and segments[2] == "trends.html" \
+                and resolved.parent.is_dir():
+            self._send_trends(segments[1], head)
         else:
             self._error(HTTPStatus.NOT_FOUND, f"{path!r} is not in the store", head)
 
@@ -171,7 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         root = self.server.store_root
         runs = [(run_dir, self.server.run_summary(run_dir)) for run_dir in find_runs(root)]
-        self._send_bytes(render_index(root, runs).encode("utf-8"), "text/html; charset=utf-8", head)
+        campaigns = sorted(p.name for p in (root / "campaigns").glob("*") if p.is_dir()) \
+            if (root / "campaigns").is_dir() else []
+        self._send_bytes(render_index(root, runs, campaigns).encode("utf-8"), "text/html; charset=utf-8", head)
 
     def _send_live_report(self, run_dir: Path, head: bool) -> None:
         from reports import render_run_html
@@ -180,6 +187,21 @@ class _Handler(BaseHTTPRequestHandler):
             page = render_run_html(run_dir)
         except Exception as e:  # a report that cannot be drawn must not take the server down
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"drawing the report of {run_dir.name} failed: {e}", head)
+            return
+        self._send_bytes(page.encode("utf-8"), "text/html; charset=utf-8", head)
+
+    def _send_trends(self, name: str, head: bool) -> None:
+        from harness.campaign import analyze_trends, load_summaries
+        from reports.campaign import trends_html
+
+        try:
+            summaries = load_summaries(self.server.store_root, name)
+            page = trends_html(analyze_trends(summaries, name)) if summaries else None
+        except Exception as e:  # a campaign that cannot be read must not take the server down
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"reading the campaigns named {name} failed: {e}", head)
+            return
+        if page is None:
+            self._error(HTTPStatus.NOT_FOUND, f"no campaign named {name!r} in the store", head)
             return
         self._send_bytes(page.encode("utf-8"), "text/html; charset=utf-8", head)
 

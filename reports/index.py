@@ -136,8 +136,10 @@ def _href(*parts: str) -> str:
     return "/".join(quote(p, safe="") for p in parts)
 
 
-def render_index(store_root: str | os.PathLike[str], runs: Iterable[tuple[Path, RunSummary]]) -> str:
-    """The run-list page for a store; `runs` are (run_dir, summary) pairs, newest first."""
+def render_index(store_root: str | os.PathLike[str], runs: Iterable[tuple[Path, RunSummary]],
+                 campaigns: Iterable[str] = ()) -> str:
+    """The run-list page for a store; `runs` are (run_dir, summary) pairs, newest first; `campaigns` the names of
+    the store's campaigns, linked to their trends and their directories."""
     root = Path(store_root)
     groups: dict[str, list[tuple[Path, RunSummary]]] = defaultdict(list)
     order: list[str] = []
@@ -181,6 +183,11 @@ def render_index(store_root: str | os.PathLike[str], runs: Iterable[tuple[Path, 
         )
     if not sections:
         sections.append('<p class="empty">No runs in this store yet: run <code>logquake test</code> first.</p>')
+    campaign_links = "".join(
+        f'<li><a href="campaigns/{_href(name)}/trends.html">{_e(name)}: trends</a> · '
+        f'<a href="campaigns/{_href(name)}/">every night</a></li>' for name in campaigns)
+    if campaign_links:
+        sections.insert(0, f'<section class="campaigns"><h2>Campaigns</h2><ul>{campaign_links}</ul></section>')
     summary = (f'{total["valid"]} valid, {total["invalid"]} invalid, {total["unknown"]} unknown')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

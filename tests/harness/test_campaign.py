@@ -155,3 +155,16 @@ def test_the_campaign_pages_render_in_chromium_without_script_errors(tmp_path):
         shot = tmp_path / f"{page.stem}.png"
         _run_chromium(tmp_path, page.as_uri(), "--window-size=1400,900", f"--screenshot={shot}")
         assert shot.stat().st_size > 5000
+
+
+def test_serve_links_every_campaign_and_draws_its_trends_on_request(tmp_path):
+    from tests.reports.test_serve import fetch, serving
+
+    _fake_campaign(tmp_path, ["valid", "valid"], started="2026-12-01T02:00:00.000000Z")
+    _fake_campaign(tmp_path, ["valid", "invalid"], commit="b" * 40, started="2026-12-02T02:00:00.000000Z")
+    with serving(tmp_path / "store") as (_, port):
+        status, _, body = fetch(port, "/")
+        assert status == 200 and b'href="campaigns/nightly/trends.html"' in body
+        status, _, body = fetch(port, "/campaigns/nightly/trends.html")
+        assert status == 200 and b'data-cell="nemesis=kill" data-status="regressed"' in body
+        assert fetch(port, "/campaigns/nothing/trends.html")[0] == 404
