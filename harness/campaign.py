@@ -365,8 +365,10 @@ class _Child:
         self.job, self.attempt = job, attempt
         self.started = time.monotonic()
         self.log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+        # a session of its own: a Ctrl-C at the terminal reaches the campaign only, which passes one SIGINT on
+        # (two would cut the run's own clean-up short); a campaign killed outright leaves the run to --resume
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--spec", str(spec_path), "--quiet"],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, start_new_session=True)
         journal.append({"event": "start", "job": job.key, "cell": job.cell.id, "seed": job.seed, "attempt": attempt,
                         "pid": self.proc.pid, "at": _now()})
 
@@ -494,7 +496,7 @@ def run_campaign(campaign: Campaign, store: str, directory: Path | None = None, 
                       f"{attempt.cell} seed {attempt.seed}: {attempt.verdict.upper()} in {attempt.duration_s:.0f} s")
     except KeyboardInterrupt:
         interrupted = True
-        for child in running:  # the children got the same SIGINT from the terminal; SIGTERM reaches them anyway
+        for child in running:  # each run stops as after its own Ctrl-C: healed, torn down, its history kept
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGINT)
         for child in running:
