@@ -459,12 +459,7 @@ def run_campaign(campaign: Campaign, store: str, directory: Path | None = None, 
         return [a for a in ended if a.job == key]
 
     def needs_run(job: Job) -> bool:
-        mine = attempts_of(job.key)
-        final = [a for a in mine if a.verdict in VERDICTS]
-        if not final:
-            return True
-        unknowns = [a for a in final if a.verdict == "unknown"]
-        return final[-1].verdict == "unknown" and len(unknowns) <= rerun_unknown
+        return needs_another_run(attempts_of(job.key), rerun_unknown)
 
     write_outputs(directory)
     running: list[_Child] = []
@@ -520,6 +515,16 @@ def run_campaign(campaign: Campaign, store: str, directory: Path | None = None, 
     if totals["invalid"]:
         return EXIT_INVALID, directory
     return (EXIT_UNKNOWN if totals["unknown"] or totals["not_run"] else EXIT_VALID), directory
+
+
+def needs_another_run(attempts: list[Attempt], rerun_unknown: int) -> bool:
+    """Whether a job runs (again): it has no verdict yet (never run, or only interrupted), or its last verdict is
+    unknown and it has had at most `rerun_unknown` reruns for that."""
+    final = [a for a in attempts if a.verdict in VERDICTS]
+    if not final:
+        return True
+    unknowns = [a for a in final if a.verdict == "unknown"]
+    return final[-1].verdict == "unknown" and len(unknowns) <= rerun_unknown
 
 
 def _raise_keyboard_interrupt(signum, frame):

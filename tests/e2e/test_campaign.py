@@ -35,12 +35,11 @@ def _campaign_dir(store: Path, name: str) -> Path:
     return found[0]
 
 
-def test_a_campaign_writes_summary_junit_and_index_that_agree_with_its_runs(tmp_path):
-    path = tmp_path / "matrix.toml"
-    path.write_text(MATRIX.format(name="matrix", time_limit=4))
+def test_the_smoke_campaign_writes_summary_junit_and_index_that_agree_with_its_runs(tmp_path):
+    path = Path(__file__).resolve().parents[2] / "campaigns" / "smoke.toml"
     store = tmp_path / "store"
-    out = run_logquake(["campaign", "run", str(path), "--store", str(store)], timeout_s=600)
-    directory = _campaign_dir(store, "matrix")
+    out = run_logquake(["campaign", "run", str(path), "--store", str(store)], timeout_s=900)
+    directory = _campaign_dir(store, "smoke")
     summary = json.loads((directory / "summary.json").read_text())
     assert len(summary["jobs"]) == 4 and summary["finished"], out.stdout
     worst = 1 if summary["totals"]["invalid"] else 2 if summary["totals"]["unknown"] else 0
@@ -56,7 +55,9 @@ def test_a_campaign_writes_summary_junit_and_index_that_agree_with_its_runs(tmp_
         assert [type(r).__name__ for r in case.result] == {"valid": [], "invalid": ["Failure"]}.get(expected, ["Error"])
         assert os.path.relpath(job["report"], directory) in page
         assert Path(job["report"]).is_file()
-    assert "campaign matrix: " in out.stdout and "[4/4 done, 0 running]" in out.stdout
+    assert {j["params"]["delivery"] for j in summary["jobs"]} == {"at-least-once", "exactly-once"}
+    assert len({j["params"]["nemesis"] for j in summary["jobs"]}) == 2
+    assert "campaign smoke: " in out.stdout and "[4/4 done, 0 running]" in out.stdout
 
 
 def _events(directory: Path) -> list[dict]:

@@ -168,3 +168,17 @@ def test_serve_links_every_campaign_and_draws_its_trends_on_request(tmp_path):
         status, _, body = fetch(port, "/campaigns/nightly/trends.html")
         assert status == 200 and b'data-cell="nemesis=kill" data-status="regressed"' in body
         assert fetch(port, "/campaigns/nothing/trends.html")[0] == 404
+
+
+def test_unknown_is_run_again_up_to_rerun_unknown_times_and_interrupted_runs_always_again():
+    from harness.campaign import Attempt, needs_another_run
+
+    def attempts(*verdicts):
+        return [Attempt("j", "c", 1, i + 1, v, 1.0, None, None) for i, v in enumerate(verdicts)]
+
+    assert needs_another_run(attempts(), 0) and needs_another_run(attempts("interrupted"), 0)
+    assert not needs_another_run(attempts("valid"), 3) and not needs_another_run(attempts("invalid"), 3)
+    assert not needs_another_run(attempts("unknown"), 0)
+    assert needs_another_run(attempts("unknown"), 1) and not needs_another_run(attempts("unknown", "unknown"), 1)
+    assert needs_another_run(attempts("interrupted", "unknown", "unknown"), 2)
+    assert not needs_another_run(attempts("unknown", "valid"), 5)
