@@ -22,7 +22,8 @@ def test_resolve_fills_every_default_and_is_idempotent():
 
 def test_a_spec_survives_json_field_by_field():
     spec = RunSpec(workload="queue", workload_options={"keys": 6, "subscribe": True}, delivery="at-least-once",
-                   idempotent=True, nemesis=("kill", "clock"), seed=99, broker_overrides={"a.b": "1"},
+                   idempotent=True, nemesis=("kill", "clock"), seed=99,
+                   broker_overrides={"log.flush.interval.messages": "1"},
                    time_limit_s=12.5).resolve()
     again = RunSpec.from_test_json(json.loads(json.dumps({"format": FORMAT, "options": spec.to_json()})))
     for f in dataclasses.fields(RunSpec):
