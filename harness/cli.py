@@ -52,71 +52,26 @@ def _run_broker(argv: list[str]) -> int:
     return 255  # not reached
 
 
-def _run_check(argv: list[str]) -> int:
-    from harness import check_command
+def _command(module: str):
+    """The entry point `main(argv)` of `harness.<module>`, imported only when its command runs."""
+    def run(argv: list[str]) -> int:
+        import importlib
 
-    return check_command.main(argv)
-
-
-def _run_test(argv: list[str]) -> int:
-    from harness import run_command
-
-    return run_command.main(argv)
-
-
-def _run_serve(argv: list[str]) -> int:
-    from harness import serve_command
-
-    return serve_command.main(argv)
-
-
-def _run_cluster(argv: list[str]) -> int:
-    from harness import cluster_command
-
-    return cluster_command.main(argv)
-
-
-def _run_campaign(argv: list[str]) -> int:
-    from harness import campaign_command
-
-    return campaign_command.main(argv)
-
-
-def _run_scorecard(argv: list[str]) -> int:
-    from harness import scorecard_command
-
-    return scorecard_command.main(argv)
-
-
-def _run_replay(argv: list[str]) -> int:
-    from harness import replay_command
-
-    return replay_command.main(argv)
-
-
-def _run_shrink(argv: list[str]) -> int:
-    from harness import shrink_command
-
-    return shrink_command.main(argv)
-
-
-def _run_docker(argv: list[str]) -> int:
-    from harness import docker_command
-
-    return docker_command.main(argv)
+        return importlib.import_module(f"harness.{module}").main(argv)
+    return run
 
 
 COMMANDS = {
-    "test": _run_test,
-    "cluster": _run_cluster,
-    "serve": _run_serve,
+    "test": _command("run_command"),
+    "cluster": _command("cluster_command"),
+    "serve": _command("serve_command"),
     "broker": _run_broker,
-    "check": _run_check,
-    "docker": _run_docker,
-    "campaign": _run_campaign,
-    "scorecard": _run_scorecard,
-    "replay": _run_replay,
-    "shrink": _run_shrink,
+    "check": _command("check_command"),
+    "docker": _command("docker_command"),
+    "campaign": _command("campaign_command"),
+    "scorecard": _command("scorecard_command"),
+    "replay": _command("replay_command"),
+    "shrink": _command("shrink_command"),
 }
 
 
