@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from harness.cli_args import ArgumentParser
+from harness.wheelhouse import product_packages
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 254
 
@@ -45,7 +46,6 @@ BASE_PACKAGES = ("python3", "python3-venv", "iptables", "iproute2", "fuse3", "li
                  "faketime", "openssh-server", "procps", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("broker", "harness", "nemeses", "checkers", "workloads", "reports")
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "logquake" / "wheels"
 
 
@@ -175,7 +175,7 @@ def _run_with_progress(command: list[str], what: str) -> None:
 
 def _source_files(root: Path = PROJECT_ROOT) -> list[Path]:
     files = [root / "pyproject.toml", root / "docker" / "Dockerfile"]
-    for package in PACKAGES:
+    for package in product_packages(root):
         files += sorted(p for p in (root / package).rglob("*")
                         if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
     return files

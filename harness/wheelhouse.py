@@ -32,7 +32,6 @@ from pathlib import Path
 
 log = logging.getLogger("harness.wheelhouse")
 
-PACKAGES = ("broker", "harness", "nemeses", "checkers", "workloads", "reports")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "logquake" / "wheelhouse"
 _build_lock = threading.Lock()
 
@@ -50,12 +49,21 @@ def project_root() -> Path:
     return root
 
 
+def product_packages(root: Path | None = None) -> tuple[str, ...]:
+    """The project's top-level packages, read from pyproject.toml's `[tool.setuptools.packages.find] include`:
+    the one list of what a wheel, the node image and the source hashes hold."""
+    root = root or project_root()
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    return tuple(dict.fromkeys(pattern.rstrip("*").rstrip(".") for pattern in include))
+
+
 def project_version(root: Path | None = None) -> str:
     """`<version>-<hash>`: the pyproject version and the first 12 hex digits of a hash of every source file."""
     root = root or project_root()
     digest = hashlib.sha256()
     files = [root / "pyproject.toml"]
-    for package in PACKAGES:
+    for package in product_packages(root):
         files.extend(p for p in sorted((root / package).rglob("*"))
                      if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
     for path in files:

@@ -12,6 +12,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from harness.wheelhouse import product_packages
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".cfg", ".ini", ".sh", ".txt", ".yml", ".yaml", ".json", ".html", ".css", ""}
 
@@ -81,7 +83,7 @@ def test_the_documents_a_contributor_needs_are_here():
         assert (ROOT / name).is_file(), name
 
 
-PRODUCT = ("broker", "harness", "nemeses", "checkers", "workloads", "reports", "bench")
+PRODUCT = (*product_packages(ROOT), "bench")
 
 
 def test_nothing_in_the_product_is_named_like_a_test():

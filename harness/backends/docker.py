@@ -72,6 +72,13 @@ CLIENT_PORT = 9093
 DATA_DIR = "/var/lib/logquake"
 DEVICE = "eth0"
 _ADDRESS_OFFSET = 10
+_EXEC_START_FAILURES = ("OCI runtime exec failed", "write init-p", "error executing setns process")
+
+
+def _exec_never_started(result: ExecResult) -> bool:
+    """Whether an exec failed in the container runtime before the command started (exit 126)."""
+    text = f"{result.stdout}\n{result.stderr}"
+    return result.exit_status == 126 and any(marker in text for marker in _EXEC_START_FAILURES)
 
 
 def owner_label() -> str:
@@ -483,6 +490,20 @@ class DockerCluster(NodeControl):
         return self._status(node) == "paused"
 
     def exec(self, node: str, command: list[str], timeout_s: float = 60.0) -> ExecResult:
+        """Run ``command`` in ``node``'s container.
+
+        When the container runtime could not start the command (exit status 126 with an OCI runtime
+        message) because the container has exited, that is said, with the last lines of its output,
+        instead of the runtime's "write init-p: broken pipe". The node image once lacked a package and its
+        broker exited at once; this is how that read in CI.
+        """
+        result = self._exec_once(node, command, timeout_s)
+        if _exec_never_started(result) and not self.is_running(node):
+            raise NodeControlError(f"exec {command} on {node}: the container has exited; last lines of its "
+                                   f"output:\n{self._tail(node)}")
+        return result
+
+    def _exec_once(self, node: str, command: list[str], timeout_s: float) -> ExecResult:
         container = self._container(node)
         result: dict = {}
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from harness import docker_command
+from harness.wheelhouse import product_packages
 from harness.docker_command import debian_mirror, source_hash
 
 
@@ -37,8 +38,9 @@ def test_mirror_falls_back_to_deb_debian_org(tmp_path):
 def _tree(root):
     (root / "docker").mkdir(parents=True)
     (root / "docker" / "Dockerfile").write_text("FROM scratch\n")
-    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    for package in docker_command.PACKAGES:
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n[tool.setuptools.packages.find]\n"
+                                         "include = ['alpha*', 'beta*']\n")
+    for package in ("alpha", "beta"):
         (root / package).mkdir()
         (root / package / "__init__.py").write_text(f"# {package}\n")
         (root / package / "__pycache__").mkdir()
@@ -49,10 +51,10 @@ def test_source_hash_follows_the_sources_only(tmp_path):
     _tree(tmp_path)
     first = source_hash(tmp_path)
     assert source_hash(tmp_path) == first
-    (tmp_path / "harness" / "__pycache__" / "x.pyc").write_bytes(b"recompiled")
+    (tmp_path / "beta" / "__pycache__" / "x.pyc").write_bytes(b"recompiled")
     (tmp_path / "README.md").write_text("docs change nothing in the image")
     assert source_hash(tmp_path) == first
-    (tmp_path / "broker" / "__init__.py").write_text("# changed\n")
+    (tmp_path / "alpha" / "__init__.py").write_text("# changed\n")
     assert source_hash(tmp_path) != first
     changed = source_hash(tmp_path)
     (tmp_path / "docker" / "Dockerfile").write_text("FROM scratch\nRUN true\n")
@@ -96,3 +98,13 @@ def test_test_backend_docker_without_a_daemon_fails_before_any_node(no_daemon_en
         f"(DOCKER_HOST=unix:///nonexistent/docker.sock): {out.stderr.split('): ', 1)[1].strip()}"]
     assert "start dockerd or set DOCKER_HOST" in out.stderr
     assert not store.exists()  # nothing ran: no run directory, no history, no fault
+
+
+def test_the_image_holds_every_package_setuptools_packages():
+    """The node image once missed `nodecontrol` (a list of its own went stale): its sources are now
+    the packages pyproject.toml names, every one of them."""
+    root = docker_command.PROJECT_ROOT
+    packaged = {path.relative_to(root).parts[0] for path in docker_command._source_files(root)}
+    assert {"broker", "harness", "nemeses", "nodecontrol", "checkers", "workloads", "reports"} <= packaged
+    for package in product_packages(root):
+        assert (root / package / "__init__.py").is_file(), package

@@ -9,7 +9,8 @@ from harness.wheelhouse import project_root, project_version, prune
 def test_version_changes_with_the_sources(tmp_path):
     root = tmp_path / "project"
     (root / "broker").mkdir(parents=True)
-    (root / "pyproject.toml").write_text('[project]\nname = "logquake"\nversion = "1.2.3"\n')
+    (root / "pyproject.toml").write_text('[project]\nname = "logquake"\nversion = "1.2.3"\n'
+                                        '[tool.setuptools.packages.find]\ninclude = ["broker*"]\n')
     (root / "broker" / "a.py").write_text("x = 1\n")
     first = project_version(root)
     assert first.startswith("1.2.3-") and len(first) == len("1.2.3-") + 12
