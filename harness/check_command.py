@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
+from checkers.faults import check_faults_landed
 from checkers.history import FORMATS, NEMESIS, History, HistoryError
 from checkers.queue import DELIVERY_MODES
 from checkers.queue.delivery import delivery_of
@@ -327,8 +328,13 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
         run = _dispatch(checker, model, options)
     except CheckerUnavailable as error:
         return {"valid": "unknown", "checker": checker, "error": str(error)}
-    merged = run_checkers(history, {checker: run})
+    merged = run_checkers(history, {checker: run, "faults": check_faults_landed})
     result = dict(merged[checker])
+    if merged["faults"].get("probed"):  # the nemesis measured its faults: the same rule as a run's verdict
+        result["faults"] = merged["faults"]
+        if merged["faults"]["valid"] != result["valid"] and result["valid"] is True:
+            result["valid"] = merged["faults"]["valid"]
+            result.setdefault("message", merged["faults"].get("message"))
     result["checker"] = checker
     if checker == "queue":
         result["delivery"] = options["delivery"]

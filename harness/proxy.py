@@ -17,6 +17,11 @@ Faults, all reversible by `heal`:
   jitter, keeping order; a fraction `loss` of chunks waits an extra
   retransmission timeout (200 ms), which is what packet loss does to TCP.
 
+A planted harness bug, for testing the nemeses' probes: a proxy made with
+`ignore_cuts=True` (the local backend does so when the environment variable
+`LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS` is `true`) records every cut as asked and logs
+it, but keeps forwarding: the partition is asked for and never lands.
+
 Invariants: bytes on one connection are forwarded in order and never dropped
 while the connection is open; a healed link forwards everything it held.
 Counters (`bytes_forwarded[(src, dst)]`) let tests show that a cut link carries
@@ -261,8 +266,11 @@ class FaultProxy:
     """
 
     def __init__(self, upstreams: dict[str, tuple[str, int]], sources: dict[str, str] | None = None,
-                 listen_host: str = "127.0.0.1", seed: int = 0):
+                 listen_host: str = "127.0.0.1", seed: int = 0, ignore_cuts: bool = False):
         self.upstreams = dict(upstreams)
+        self.ignore_cuts = ignore_cuts
+        if ignore_cuts:
+            log.warning("planted harness bug: this fault proxy ignores cuts (LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS)")
         self.sources = {str(ipaddress.ip_address(ip)): name for ip, name in (sources or {}).items()}
         self.listen_host = listen_host
         self.ports: dict[str, int] = {}
@@ -384,6 +392,9 @@ class FaultProxy:
 
     def _cut(self, src: str, dst: str, reset: bool) -> None:
         link = (src, dst)
+        if self.ignore_cuts:
+            log.info("cut %s -> %s asked for and ignored (planted harness bug)", src, dst)
+            return
         self._gate(link).close()
         if reset:
             self._reset_links.add(link)

@@ -473,6 +473,7 @@ class FaultRun:
 
     def _check(self) -> RunOutcome:
         from checkers.core import run_checkers, to_jsonable
+        from checkers.faults import check_faults_landed
         from checkers.history import History
 
         self.progress.set_phase("check")
@@ -480,9 +481,11 @@ class FaultRun:
         incomplete = self.final_reads_incomplete
         # run_checkers merges the checkers' verdicts (Jepsen's merge-valid: invalid beats unknown beats valid);
         # the runner adds no judgement of its own
+        # a run whose faults of a kind were measured and never landed is unknown (checkers.faults)
         results = to_jsonable(run_checkers(
-            history, {"workload": lambda h: self.workload.check(h, final_reads_incomplete=incomplete)}))
-        for name, result in results.items():
+            history, {"workload": lambda h: self.workload.check(h, final_reads_incomplete=incomplete),
+                      "faults": check_faults_landed}))
+        for name, result in list(results.items()):
             if isinstance(result, dict) and result.get("valid") == "unknown" and result.get("message"):
                 results.setdefault("reason", result.get("reason", f"{name}-undecided"))
                 results.setdefault("message", result["message"])

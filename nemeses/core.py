@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol
 
 from nodecontrol.control import NodeControl  # noqa: F401  (the only harness module nemeses may use)
+from nemeses.probe import Probe, run_probe
 
 TARGETS = ("one", "minority", "majority", "all", "leader", "controller", "primaries", "minority-third")
 
@@ -170,6 +171,11 @@ class FaultPackage:
         """Undo every fault of this package; runs at the end, on errors and on Ctrl-C."""
         raise AssertionError(f"{type(self).__name__} must implement heal()")
 
+    def probe(self, event: FaultEvent, result: dict, control: "NodeControl") -> "Probe | None":
+        """Check, right after `apply` started a fault, that it is in effect (see nemeses.probe); None when
+        this package has no probe."""
+        return None
+
     def resolve(self, control: "NodeControl", targets: Targets, target: str, pick: int) -> list[str]:
         named = node_target(target)
         if named is not None:
@@ -268,6 +274,8 @@ class Nemesis:
     packages: list[FaultPackage] = field(default_factory=list)
     # the nodes each applied event hit, in the order they were applied (for `as-event:K` targets)
     applied: list[list[str]] = field(default_factory=list)
+    # check each fault right after starting it, and record the probe with its result (nemeses.probe)
+    probes: bool = True
 
     def schedule(self, seed: int, time_limit_s: float) -> Schedule:
         events: list[FaultEvent] = []
@@ -288,12 +296,15 @@ class Nemesis:
             k = int(event.target[len("as-event:"):])
             earlier = self.applied[k - 1] if k <= len(self.applied) else []
             event = replace(event, target="nodes:" + ",".join(earlier))
+        package = self.package(event.package)
         try:
-            result = self.package(event.package).apply(event, control, targets)
+            result = package.apply(event, control, targets)
         except Exception:
             self.applied.append([])
             raise
         self.applied.append(nodes_hit(result) or [])
+        if self.probes and event.opens and isinstance(result, dict):
+            result = {**result, "probe": run_probe(package, event, result, control)}
         return result
 
     def heal(self, control: "NodeControl", on_error: Callable[[str, BaseException], None] | None = None) -> dict:

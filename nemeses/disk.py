@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from nodecontrol.control import NodeControl, NodeControlError
 from nemeses.core import FaultEvent, FaultPackage, Targets
+from nemeses.probe import Probe
 
 SHAPES = ("pause-disk", "fail-disk", "lose-unfsynced")
 _START_FAULT = {"pause-disk": "pause", "fail-disk": "fail-writes", "lose-unfsynced": "lazy"}
@@ -66,6 +67,16 @@ class DiskPackage(FaultPackage):
             return self._crash(control)
         healed = self._heal_disks(control, lambda shape: shape != "lose-unfsynced")
         return {"fault": event.shape, "healed": healed}
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        """The faultfs of each faulted node reports the mode that was asked for."""
+        nodes = result.get("nodes") or []
+        if not nodes:
+            return Probe(None, ("the fault hit no running node",))
+        want = _START_FAULT[event.shape]
+        modes = {node: control.disk(node, "status").get("modes", []) for node in nodes}
+        checks = tuple(f"{node}: faultfs modes {', '.join(m) or 'none'}" for node, m in modes.items())
+        return Probe(all(want in m for m in modes.values()), checks)
 
     def _crash(self, control: NodeControl) -> dict:
         """Kill every node in lazy mode (their un-fsynced data dies with the FUSE process), then start them."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 
 from nemeses.core import FaultEvent, FaultPackage, Targets
+from nemeses.probe import Probe, probe_partition
 from nodecontrol.control import CLIENT, NodeControl
 
 SHAPES = ("halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "one-way", "clients")
@@ -104,6 +105,9 @@ class PartitionPackage(FaultPackage):
             return {"grudge": {k: sorted(v) for k, v in sorted(grudge.items()) if v}}
         control.heal()
         return {"healed": True}
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        return probe_partition(result.get("grudge") or {}, control)
 
     def heal(self, control: NodeControl) -> dict:
         control.heal()

@@ -9,6 +9,7 @@ final heal) restarts or resumes exactly those, plus anything else still down.
 from __future__ import annotations
 
 from nemeses.core import FaultEvent, FaultPackage, Targets
+from nemeses.probe import Probe, probe_processes
 from nodecontrol.control import NodeControl
 
 
@@ -30,6 +31,9 @@ class KillPackage(FaultPackage):
                 self.down.add(node)
             return {"killed": nodes}
         return self.heal(control)
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        return probe_processes(result.get("killed") or [], control, "gone")
 
     def heal(self, control: NodeControl) -> dict:
         started = sorted(self.down)
@@ -57,6 +61,9 @@ class PausePackage(FaultPackage):
                 self.paused.add(node)
             return {"paused": nodes}
         return self.heal(control)
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        return probe_processes(result.get("paused") or [], control, "paused")
 
     def heal(self, control: NodeControl) -> dict:
         resumed = sorted(self.paused)

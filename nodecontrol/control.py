@@ -27,11 +27,12 @@ the same node.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import json
 import logging
 import subprocess
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 log = logging.getLogger("nodecontrol.control")
 
@@ -176,6 +177,53 @@ class NodeControl(abc.ABC):
         """Rewrite `node`'s faketime offset file whole (libfaketime rereads it on every call).
         Backends that start nodes under libfaketime override this; here it refuses."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot skew clocks (clock {offset_s:+} s on {node})")
+
+    # --- probes: is a fault really in effect? (nemeses.probe) ---------------------------
+    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+        """For each directed link (source, destination), whether a Kafka request sent now from the source
+        (a node, or `client`) gets an answer from the destination within timeout_s. Measured over the
+        network the fault acts on, never read from the backend's own bookkeeping; the links are probed at
+        once. A backend that cannot probe refuses with NodeControlError (the probe is then recorded as
+        not made, never as confirmed)."""
+        raise NodeControlError(f"the {type(self).__name__} backend cannot probe links")
+
+    def reaches_by_source(self, links: list[tuple[str, str]], timeout_s: float,
+                          client_address: Callable[[str], tuple[str, int]],
+                          run_on: Callable[[str, list[str]], ExecResult], peer_address: Callable[[str], str],
+                          python: str = "python3") -> dict[tuple[str, str], bool]:
+        """`reaches` for backends whose nodes are hosts or containers: client links are probed from this
+        machine to `client_address(node)`; a node's links by running `python -m nodecontrol.probe` on it
+        (`run_on(node, argv)`) against `peer_address(dst)`, one command per source node, all at once."""
+        from nodecontrol.probe import answers_all
+
+        by_source: dict[str, list[str]] = {}
+        for src, dst in links:
+            self.check_node(dst)
+            by_source.setdefault(src, []).append(dst)
+
+        def probe(src: str) -> list[bool]:
+            dsts = by_source[src]
+            if src == CLIENT:
+                return answers_all([client_address(d) for d in dsts], timeout_s)
+            self.check_node(src)
+            result = run_on(src, [python, "-m", "nodecontrol.probe", "--timeout", f"{timeout_s:g}",
+                                  *(peer_address(d) for d in dsts)])
+            try:
+                return [bool(a) for a in json.loads(result.stdout)]
+            except ValueError:
+                raise NodeControlError(f"probing links from {src} failed (exit status {result.exit_status}): "
+                                       f"{(result.stderr or result.stdout).strip()[:300]}") from None
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(by_source)),
+                                                   thread_name_prefix="probe") as pool:
+            found = {src: pool.submit(probe, src) for src in by_source}
+            answers = {(src, dst): a for src, future in found.items() for dst, a in zip(by_source[src], future.result())}
+        return {link: answers[link] for link in links}
+
+    def observed_state(self, node: str) -> str:
+        """`running`, `paused` or `gone`: what the operating system (or container engine) says of the node's
+        processes now, not what this backend last did to them."""
+        raise NodeControlError(f"the {type(self).__name__} backend cannot observe process states")
 
     # --- helpers shared by backends ----------------------------------------------
     @staticmethod

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["describe_grudge", "describe_nemesis", "nodes_text"]
+__all__ = ["describe_grudge", "describe_nemesis", "describe_probe", "nodes_text"]
 
 _TARGET_WORDS = {"leader": "the leader", "controller": "the controller", "one": "one node",
                  "minority": "a minority", "majority": "a majority", "all": "every node",
@@ -162,8 +162,29 @@ def _clock(done: Mapping[str, Any]) -> str:
     return f"clock {done.get('fault', 'fault')} on {nodes}"
 
 
-def describe_nemesis(f: str, scheduled: Any, done: Any) -> str:
-    """One sentence for a nemesis op pair: its invocation's value (`scheduled`) and its completion's (`done`)."""
+def describe_nemesis(f: str, scheduled: Any, done: Any, probe_detail: bool = True) -> str:
+    """One sentence for a nemesis op pair: its invocation's value (`scheduled`) and its completion's (`done`),
+    followed by what the fault's probe measured (nemeses.probe). With `probe_detail` False (fault bands and
+    anomaly context), the probe is named only when the fault did not land."""
+    sentence = _describe_fault(f, scheduled, done)
+    probe = done.get("probe") if isinstance(done, Mapping) else None
+    if not isinstance(probe, Mapping) or not probe_detail and probe.get("confirmed") is not False:
+        return sentence
+    return f"{sentence}. {describe_probe(probe)}"
+
+
+def describe_probe(probe: Mapping) -> str:
+    """The probe's outcome in words: landed, did NOT land, or not measured, with what was measured."""
+    checks = "; ".join(str(c) for c in probe.get("checks") or ())
+    took = probe.get("took_s")
+    took_text = f" in {took:g} s" if isinstance(took, (int, float)) else ""
+    confirmed = probe.get("confirmed")
+    head = ("Probe: landed" if confirmed is True else "Probe: did NOT land" if confirmed is False
+            else "Probe: not measured")
+    return f"{head}{took_text} ({checks})" if checks else f"{head}{took_text}"
+
+
+def _describe_fault(f: str, scheduled: Any, done: Any) -> str:
     target = _target(scheduled)
     package = scheduled.get("package") if isinstance(scheduled, Mapping) else None
     if f == "heal":

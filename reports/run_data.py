@@ -288,7 +288,7 @@ def _fault_windows(run: RunData) -> None:
         if kind in open_windows:
             continue  # a second start of a package already in effect extends nothing new
         done = pair.complete.get("value") if pair.complete is not None else None
-        open_windows[kind] = (pair.start_s, f, describe_nemesis(f, pair.invoke.get("value"), done))
+        open_windows[kind] = (pair.start_s, f, describe_nemesis(f, pair.invoke.get("value"), done, probe_detail=False))
     for kind, (start_s, start_f, detail) in open_windows.items():
         run.windows.append(FaultWindow(kind, start_s, max(run.duration_s, start_s), start_f, detail))
     run.windows.sort(key=lambda w: (w.start_s, w.kind))

@@ -51,7 +51,6 @@ import logging
 import os
 import shlex
 import socket
-import struct
 import tarfile
 import threading
 import time
@@ -60,6 +59,7 @@ from pathlib import Path
 
 from harness import netshell
 from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
+from nodecontrol.probe import kafka_answers
 from harness.system import NodeSpec, System
 
 log = logging.getLogger("harness.docker")
@@ -136,24 +136,6 @@ def _free_port() -> int:
     from harness.backends.local import free_port
 
     return free_port()  # below the ephemeral range: still free when a stopped container starts again
-
-
-def _api_versions_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True when a Kafka ApiVersions v0 request on host:port gets a response (the broker is serving).
-
-    A TCP connect alone proves nothing here: Docker's port proxy accepts
-    connections before the container listens.
-    """
-    client_id = b"logquake-ready"
-    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as s:
-            s.settimeout(timeout_s)
-            s.sendall(struct.pack(">i", len(body)) + body)
-            head = s.recv(8)
-            return len(head) >= 8 and struct.unpack(">i", head[4:8])[0] == 1
-    except OSError:
-        return False
 
 
 class DockerCluster(NodeControl):
@@ -428,7 +410,7 @@ class DockerCluster(NodeControl):
         timeout_s = timeout_s or self.system.ready_timeout_s
         deadline = time.monotonic() + timeout_s
         for node in nodes:
-            while not _api_versions_answers("127.0.0.1", self.client_ports[node]):
+            while not kafka_answers("127.0.0.1", self.client_ports[node]):
                 if self._status(node) not in ("running", "created", "restarting"):
                     raise NodeControlError(f"{node} exited while starting; last lines of its output:\n"
                                            f"{self._tail(node)}")
@@ -502,6 +484,20 @@ class DockerCluster(NodeControl):
             raise NodeControlError(f"exec {command} on {node}: the container has exited; last lines of its "
                                    f"output:\n{self._tail(node)}")
         return result
+
+    # ----- probes ------------------------------------------------------------------------
+
+    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+        """Client links are probed from this host through the node's published port; a node's links from
+        inside its container."""
+        return self.reaches_by_source(
+            links, timeout_s, client_address=lambda dst: ("127.0.0.1", self.client_ports[dst]),
+            run_on=lambda src, argv: self.exec(src, argv, timeout_s=timeout_s + 10),
+            peer_address=lambda dst: f"{self.addresses[dst]}:{INTERNAL_PORT}")
+
+    def observed_state(self, node: str) -> str:
+        status = self._status(node)
+        return status if status in ("running", "paused") else "gone"
 
     def _exec_once(self, node: str, command: list[str], timeout_s: float) -> ExecResult:
         container = self._container(node)

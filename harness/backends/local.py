@@ -35,6 +35,7 @@ Thread-safety: one lock serialises control actions.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -50,7 +51,8 @@ import threading
 import time
 from pathlib import Path
 
-from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError, run_command
+from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeControlError, run_command
+from nodecontrol.probe import group_state, kafka_answers
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
@@ -58,6 +60,8 @@ from harness.system import NodeSpec, System
 log = logging.getLogger("harness.local")
 
 RUN_ROOT = Path(tempfile.gettempdir()) / "logquake"
+# a planted harness bug for testing the probes: the fault proxy logs cuts and ignores them (harness/proxy.py)
+IGNORE_CUTS_VARIABLE = "LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS"
 _run_counter = 0
 _counter_lock = threading.Lock()
 
@@ -186,6 +190,7 @@ class LocalCluster(NodeControl):
             sources={self._bind_host(i): node for i, node in enumerate(self.nodes, 1) if self._bind_host(i) != self.host},
             listen_host=self.host,
             seed=self.seed,
+            ignore_cuts=os.environ.get(IGNORE_CUTS_VARIABLE, "").lower() == "true",
         )
         proxy_ports = self.proxy.start()
         peers = ",".join(f"{i}@{self.host}:{proxy_ports[node]}" for i, node in enumerate(self.nodes, 1))
@@ -403,6 +408,33 @@ class LocalCluster(NodeControl):
     def exec(self, node: str, command: list[str], timeout_s: float = 60.0) -> ExecResult:
         self.check_node(node)
         return run_command(command, timeout_s)
+
+    # ----- probes ------------------------------------------------------------------------
+
+    def _source_address(self, party: str) -> str:
+        """The address a party's traffic comes from, as the proxy tells parties apart."""
+        return self.host if party == CLIENT else self._bind_host(self.nodes.index(party) + 1)
+
+    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+        assert self.proxy is not None, "reaches() before setup()"
+        for src, dst in links:
+            self.check_node(dst)
+            if src != CLIENT:
+                self.check_node(src)
+        if not links:
+            return {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(links), thread_name_prefix="probe") as pool:
+            answers = pool.map(lambda link: kafka_answers(self.host, self.proxy.ports[link[1]], timeout_s,
+                                                          self._source_address(link[0])), links)
+            return dict(zip(links, answers))
+
+    def observed_state(self, node: str) -> str:
+        self.check_node(node)
+        try:
+            pgid = int((Path(self._specs[node].data_dir) / "node.pid").read_text())
+        except (KeyError, OSError, ValueError):
+            return "gone"  # never started here
+        return group_state(pgid)
 
     # ----- network -----------------------------------------------------------------------
 

@@ -714,6 +714,28 @@ class SshCluster(NodeControl):
     def is_paused(self, node: str) -> bool:
         return node in self._paused
 
+    # ----- probes ------------------------------------------------------------------------------------
+
+    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+        """Client links are probed from this machine to each node's client address; a node's links from its
+        host, with the uploaded venv's python."""
+        nodes = {n.name: n for n in self.nodes_file.nodes}
+        return self.reaches_by_source(
+            links, timeout_s, client_address=lambda dst: (nodes[dst].client_host, nodes[dst].client_port),
+            run_on=lambda src, argv: self._hosts[src].run(shlex.join(argv), check=False, timeout_s=timeout_s + 10,
+                                                          what=f"probing links from {src}"),
+            peer_address=lambda dst: f"{_host(nodes[dst].address)}:{nodes[dst].internal_port}", python=self._python())
+
+    def observed_state(self, node: str) -> str:
+        self.check_node(node)
+        pid = shlex.quote(self._pid_file(node))
+        states = self._hosts[node].run(f"[ -s {pid} ] && ps -o stat= -g \"$(cat {pid})\"; true", check=False,
+                                       what=f"observing {node}").stdout.split()
+        live = [s for s in states if not s.startswith("Z")]
+        if not live:
+            return "gone"
+        return "paused" if all(s.startswith("T") for s in live) else "running"
+
     def exec(self, node: str, command: list[str], timeout_s: float = 60.0) -> ExecResult:
         self.check_node(node)
         if not command:

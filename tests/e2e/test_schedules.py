@@ -50,8 +50,11 @@ def test_isolate_the_leader_kill_it_and_heal(tmp_path, backend):
     isolated = next(n for n, cut in grudge.items() if len(cut) == 2)
     assert next(r["killed"] for r in results if "killed" in r) == [isolated]  # "it": the isolated leader
     assert next(r["started"] for r in results if r.get("started")) == [isolated]
+    probes = [r["probe"] for r in results if "probe" in r]  # each fault measured as landed, on either backend
+    assert [p["package"] for p in probes] == ["partition", "kill"], probes
+    assert all(p["confirmed"] is True and p["took_s"] < 1.5 for p in probes), probes
     report = (run / "report.html").read_text()
-    assert isolated in report
+    assert isolated in report and "Probe: landed" in report
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from harness.backends.docker import (CLIENT_PORT, INTERNAL_PORT, LABEL_OWNER, LABEL_RUN, DockerCluster,
-                                     _api_versions_answers, reap_stale_runs)
+                                     reap_stale_runs)
+from nodecontrol.probe import kafka_answers
 from nodecontrol.control import NodeControlError
 from harness.docker_command import docker_client, ensure_node_image
 from harness.runner import wait_for_brokers
@@ -58,7 +59,7 @@ def _connects(control, src: str, dst: str) -> bool:
 
 
 def _client_answers(control, node: str) -> bool:
-    return _api_versions_answers("127.0.0.1", control.client_ports[node], timeout_s=2)
+    return kafka_answers("127.0.0.1", control.client_ports[node], timeout_s=2)
 
 
 def test_partition_cuts_exactly_the_grudge_and_heal_restores(cluster):
@@ -83,6 +84,21 @@ def test_client_cut_hides_one_node_from_clients_only(cluster):
     assert _connects(cluster, "n2", "n1")  # peers still reach n1's internal listener
     cluster.heal()
     assert _client_answers(cluster, "n1")
+
+
+def test_probes_measure_cuts_and_process_states(cluster):
+    links = [("n1", "n2"), ("n3", "n2"), ("client", "n2"), ("client", "n1")]
+    assert set(cluster.reaches(links, 0.5).values()) == {True}
+    cluster.partition({"n2": {"n1", "client"}})
+    try:
+        assert cluster.reaches(links, 0.5) == {("n1", "n2"): False, ("n3", "n2"): True, ("client", "n2"): False,
+                                               ("client", "n1"): True}
+    finally:
+        cluster.heal()
+    cluster.pause("n3")
+    assert cluster.observed_state("n3") == "paused"
+    cluster.resume("n3")
+    assert cluster.observed_state("n3") == "running"
 
 
 def test_bad_grudge_is_named(cluster):

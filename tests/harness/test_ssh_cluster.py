@@ -175,14 +175,18 @@ def test_a_cluster_life_cycle_leaves_nothing_behind(ssh_nodes, tmp_path):
         # dropping n2's packets on n1 cuts TCP both ways (the SYN-ACK or the SYN is lost); n3 is untouched
         assert not connects(n2, n1_address) and not connects(n1, n2_address)
         assert connects(n3, n1_address) and connects(n1, n3_address)
+        # the probes measure the same: n2 -> n1 and client -> n1 silent, n3 -> n1 answering
+        assert cluster.reaches([("n2", "n1"), ("client", "n1"), ("n3", "n1"), ("client", "n2")], 0.5) == {
+            ("n2", "n1"): False, ("client", "n1"): False, ("n3", "n1"): True, ("client", "n2"): True}
         cluster.heal()
         assert "-A LOGQUAKE" not in n1.exec_run(["iptables", "-w", "-S", "LOGQUAKE"]).output.decode()
         assert connects(n2, n1_address)
         cluster.pause("n2")
-        assert cluster.is_paused("n2") and cluster.is_running("n2")
+        assert cluster.is_paused("n2") and cluster.is_running("n2") and cluster.observed_state("n2") == "paused"
         cluster.resume("n2")
+        assert cluster.observed_state("n2") == "running"
         cluster.kill("n3")
-        assert not cluster.is_running("n3")
+        assert not cluster.is_running("n3") and cluster.observed_state("n3") == "gone"
         cluster.start("n3")
         cluster.wait_ready(["n3"])
         assert cluster.is_running("n3")

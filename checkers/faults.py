@@ -1,0 +1,78 @@
+"""Did the faults land? A checker of the nemesis's probes.
+
+Right after starting a fault the harness measures that it is in effect
+(`nemeses.probe`) and records the outcome in the completion of the nemesis op:
+`{"probe": {"package", "confirmed", "checks", "took_s"}}`, where `confirmed` is
+True (in effect), False (measured not in effect) or None (no measurement).
+
+A run in which the faults of a kind never landed tested nothing of that kind, so
+it cannot pass: when a kind (a fault package) has unconfirmed faults and not a
+single confirmed one, the verdict is "unknown" and the message names the faults
+that did not land. Faults that were not measured (confirmed None) count neither
+way. Some unconfirmed faults beside confirmed ones of the same kind are listed,
+without changing the verdict. A history without probes (older runs, other
+tools' histories) is valid here: this checker judges only what was measured.
+
+Pure: history in, result map out; safe from any thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checkers.core import UNKNOWN
+from checkers.history import History
+
+__all__ = ["check_faults_landed", "fault_probes"]
+
+
+def _get(value: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        return None
+    for k, v in value.items():
+        if str(k).lstrip(":") == key:
+            return v
+    return None
+
+
+def fault_probes(history: History) -> list[dict]:
+    """The probes the nemesis recorded, in history order, each with the time (s) and the op's `f`."""
+    probes = []
+    for op in history:
+        if op.process != "nemesis" or op.type != "info":
+            continue
+        probe = _get(op.value, "probe")
+        if not isinstance(probe, dict):
+            continue
+        probes.append({"f": op.f, "at_s": None if op.time is None else round(op.time / 1e9, 3),
+                       "package": _get(probe, "package"), "confirmed": _get(probe, "confirmed"),
+                       "checks": list(_get(probe, "checks") or []), "took_s": _get(probe, "took_s")})
+    return probes
+
+
+def check_faults_landed(history: History) -> dict[str, Any]:
+    """Valid unless the faults of some kind were measured and none of them landed (then unknown)."""
+    probes = fault_probes(history)
+    by_kind: dict[str, dict[str, int]] = {}
+    for probe in probes:
+        counts = by_kind.setdefault(str(probe["package"]), {"confirmed": 0, "unconfirmed": 0, "not_measured": 0})
+        key = {True: "confirmed", False: "unconfirmed"}.get(probe["confirmed"], "not_measured")
+        counts[key] += 1
+    unconfirmed = [p for p in probes if p["confirmed"] is False]
+    never = sorted(kind for kind, c in by_kind.items() if c["unconfirmed"] and not c["confirmed"])
+    took = [p["took_s"] for p in probes if isinstance(p["took_s"], (int, float))]
+    result: dict[str, Any] = {
+        "valid": UNKNOWN if never else True,
+        "probed": len(probes),
+        "by_kind": by_kind,
+        "unconfirmed": unconfirmed,
+        "never_landed": never,
+        "max_probe_s": max(took) if took else None,
+    }
+    if never:
+        listed = "; ".join(f"{p['f']} at {p['at_s']} s ({'; '.join(p['checks'])})" for p in unconfirmed
+                           if p["package"] in never)
+        result["reason"] = "faults-not-landed"
+        result["message"] = (f"faults of kind {', '.join(never)} never landed, so the run tested nothing of "
+                             f"{'that kind' if len(never) == 1 else 'those kinds'}: {listed}")
+    return result

@@ -1,0 +1,107 @@
+"""Probes: small measurements that tell whether a fault really is in effect.
+
+A fault that was asked for is not a fault that landed: a proxy can ignore a cut, a
+node can be restarted by a supervisor right after a kill, a container runtime can
+fail a freeze. The nemeses check each fault right after applying it
+(`nemeses.probe`); these are the measurements they use, through the backends:
+
+- `kafka_answers(host, port, timeout_s, source)`: whether a Kafka ApiVersions v0
+  request, sent from `source` (an address to bind, or any), gets a response within
+  the timeout. A TCP connect alone proves nothing: the local fault proxy and
+  Docker's port proxy accept connections that go nowhere.
+- `group_state(pgid)`: what the operating system says of a process group:
+  `gone` (no process left), `paused` (every process stopped) or `running`.
+
+`python3 -m nodecontrol.probe [--timeout S] HOST:PORT ...` runs `kafka_answers`
+on every address at once and prints a JSON list of booleans in the same order;
+the Docker and SSH backends run it on a node to probe that node's links.
+
+Thread-safety: every function is pure apart from its own sockets and /proc reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import socket
+import struct
+import sys
+
+__all__ = ["kafka_answers", "group_state", "answers_all"]
+
+CLIENT_ID = b"logquake-probe"
+
+
+def kafka_answers(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> bool:
+    """True when an ApiVersions v0 request to host:port gets a response within timeout_s (bound to `source`)."""
+    body = struct.pack(">hhih", 18, 0, 1, len(CLIENT_ID)) + CLIENT_ID
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s,
+                                      source_address=(source, 0) if source else None) as s:
+            s.settimeout(timeout_s)
+            s.sendall(struct.pack(">i", len(body)) + body)
+            head = b""
+            while len(head) < 8:
+                chunk = s.recv(8 - len(head))
+                if not chunk:
+                    return False
+                head += chunk
+            return struct.unpack(">i", head[4:8])[0] == 1
+    except OSError:
+        return False
+
+
+def answers_all(addresses: list[tuple[str, int]], timeout_s: float, source: str | None = None) -> list[bool]:
+    """kafka_answers on every address at once (so the probe takes one timeout, not one per address)."""
+    if not addresses:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(addresses), thread_name_prefix="probe") as pool:
+        return list(pool.map(lambda a: kafka_answers(a[0], a[1], timeout_s, source), addresses))
+
+
+def group_state(pgid: int, proc: str = "/proc") -> str:
+    """`gone`, `paused` or `running`: the state of the processes of group `pgid`, read from /proc."""
+    states = []
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return "running"  # no /proc to read: say nothing that would confirm a fault
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "stat"), encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the process ended while we looked
+        # the command name is in parentheses and may hold spaces: fields follow the last ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            states.append(fields[0])
+    if not states:
+        return "gone"
+    return "paused" if all(s in ("T", "t") for s in states) else "running"
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m nodecontrol.probe",
+                                     description="Whether each HOST:PORT answers a Kafka ApiVersions request in time; "
+                                                 "prints a JSON list of booleans.")
+    parser.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each answer (default 0.5)")
+    parser.add_argument("addresses", nargs="+", type=_address, metavar="HOST:PORT")
+    args = parser.parse_args(argv)
+    print(json.dumps(answers_all(args.addresses, args.timeout)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Probes measure that a fault is in effect, through the backend, never through its bookkeeping.
+
+The first tests drive the probe rules with a scripted NodeControl (what is under test is the rule around
+it). The others run three real broker processes behind the real fault proxy: a partition is measured as
+landed, the same partition through a proxy that ignores cuts (the planted harness bug) is measured as not
+landed, and a kill undone at once by "someone else" (a node restarted right after it) is caught."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backends.local import LocalCluster
+from harness.runner import wait_for_brokers
+from harness.system import logquake_broker
+from nemeses.core import FaultEvent, Nemesis
+from nemeses.probe import CUT_SILENCE_S, probe_partition, probe_processes
+from nemeses.process import KillPackage, PausePackage
+from nemeses.partition import PartitionPackage
+from nodecontrol.control import NodeControlError
+
+
+class Scripted:
+    """Answers `reaches` from a set of open links and `observed_state` from a table."""
+
+    def __init__(self, open_links, states=None):
+        self.nodes = ["n1", "n2", "n3"]
+        self.open_links = set(open_links)
+        self.states = states or {}
+        self.asked = []
+
+    def reaches(self, links, timeout_s):
+        self.asked.append((sorted(links), timeout_s))
+        return {link: link in self.open_links for link in links}
+
+    def observed_state(self, node):
+        return self.states.get(node, "running")
+
+
+ISOLATE_N1 = {"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}
+EVERY_LINK = {(a, b) for a in ("n1", "n2", "n3") for b in ("n1", "n2", "n3") if a != b}
+
+
+def test_a_partition_lands_when_the_cut_is_silent_and_a_link_inside_a_side_answers():
+    probe = probe_partition(ISOLATE_N1, Scripted(open_links={("n2", "n3"), ("n3", "n2")}))
+    assert probe.confirmed is True
+    assert "silent for 0.4 s across the cut: n1->n2, n1->n3, n2->n1, n3->n1" in probe.checks[0]
+
+
+def test_a_partition_that_still_answers_across_the_cut_did_not_land():
+    probe = probe_partition(ISOLATE_N1, Scripted(open_links=EVERY_LINK))
+    assert probe.confirmed is False and probe.checks[0].startswith("answered across the cut: n1->n2")
+
+
+def test_a_probe_that_reaches_nothing_confirms_nothing():
+    assert probe_partition(ISOLATE_N1, Scripted(open_links=set())).confirmed is None
+
+
+def test_links_with_a_node_down_at_one_end_are_not_measured():
+    control = Scripted(open_links={("n2", "n3"), ("n3", "n2")}, states={"n1": "gone"})
+    probe = probe_partition(ISOLATE_N1, control)
+    assert probe.confirmed is None and "nothing to measure" in probe.checks[0]
+    assert control.asked == []
+
+
+def test_kill_and_pause_probes_read_the_observed_state():
+    assert probe_processes(["n2"], Scripted(set(), {"n2": "gone"}), "gone").confirmed is True
+    restarted = probe_processes(["n2"], Scripted({("client", "n2")}, {"n2": "running"}), "gone")
+    assert restarted.confirmed is False and "still answering on its port: n2" in restarted.checks
+    assert probe_processes(["n1"], Scripted(set(), {"n1": "paused"}), "paused").confirmed is True
+    assert probe_processes(["n1"], Scripted(set(), {"n1": "running"}), "paused").confirmed is False
+
+
+def test_a_backend_that_cannot_probe_records_the_probe_as_not_made():
+    class NoProbes(Scripted):
+        def reaches(self, links, timeout_s):
+            raise NodeControlError("the NoProbes backend cannot probe links")
+
+        def partition(self, grudge):
+            pass
+
+    result = Nemesis([PartitionPackage()]).apply(FaultEvent(1.0, "partition", "start-partition", None, "isolate-one"),
+                                                 NoProbes(set()), None)
+    assert result["probe"]["confirmed"] is None
+    assert result["probe"]["checks"] == ["no probe made: the NoProbes backend cannot probe links"]
+
+
+# ----- three real brokers behind the real fault proxy -------------------------------------------------
+
+
+def _cluster(monkeypatch, ignore_cuts: bool, cls=LocalCluster):
+    monkeypatch.setenv("LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS", "true" if ignore_cuts else "false")
+    cluster = cls(logquake_broker({}, 3), 3)
+    cluster.setup()
+    wait_for_brokers(cluster, 60)
+    return cluster
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ignore_cuts", [False, True])
+def test_a_partition_through_the_real_proxy_is_measured(monkeypatch, ignore_cuts):
+    cluster = _cluster(monkeypatch, ignore_cuts)
+    try:
+        result = Nemesis([PartitionPackage()]).apply(
+            FaultEvent(1.0, "partition", "start-partition", "n1", "isolate-one"), cluster, None)
+        probe = result["probe"]
+        assert probe["confirmed"] is (not ignore_cuts), probe
+        assert CUT_SILENCE_S <= probe["took_s"] < 1.0 if not ignore_cuts else probe["took_s"] < 1.0
+    finally:
+        cluster.teardown()
+
+
+class RestartedBySomeoneElse(LocalCluster):
+    """A node under a supervisor that restarts it the moment it dies: the kill never holds."""
+
+    def kill(self, node):
+        super().kill(node)
+        self.start(node)
+        self.wait_ready([node])
+
+
+@pytest.mark.slow
+def test_a_kill_undone_at_once_and_a_pause_are_measured_on_real_processes(monkeypatch):
+    cluster = _cluster(monkeypatch, False, RestartedBySomeoneElse)
+    try:
+        nemesis = Nemesis([KillPackage(), PausePackage()])
+        killed = nemesis.apply(FaultEvent(1.0, "kill", "kill", "n2"), cluster, None)
+        assert killed["probe"]["confirmed"] is False, killed["probe"]
+        assert "n2: running" in killed["probe"]["checks"][0]
+        paused = nemesis.apply(FaultEvent(2.0, "pause", "pause", "n3"), cluster, None)
+        assert paused["probe"]["confirmed"] is True and paused["probe"]["checks"] == ["n3: paused"]
+        LocalCluster.kill(cluster, "n3")
+        assert cluster.observed_state("n3") == "gone"
+    finally:
+        cluster.teardown()
+
+
+def test_a_disk_fault_lands_when_the_node_s_faultfs_reports_its_mode():
+    from nemeses.disk import DiskPackage
+
+    class Disks(Scripted):
+        def __init__(self, modes):
+            super().__init__(set())
+            self.modes = modes
+
+        def disk(self, node, fault):
+            assert fault == "status"
+            return {"modes": self.modes}
+
+    event = FaultEvent(1.0, "disk", "start-disk", "n1", "fail-disk")
+    result = {"fault": "fail-disk", "nodes": ["n1"]}
+    assert DiskPackage().probe(event, result, Disks(["fail-writes"])).confirmed is True
+    missed = DiskPackage().probe(event, result, Disks([]))
+    assert missed.confirmed is False and missed.checks == ("n1: faultfs modes none",)
