@@ -12,6 +12,7 @@ Subcommands:
 - `logquake scorecard`: the detection rate of every planted bug under the default fault mix.
 - `logquake replay RUN_DIR`: a stored run again, with its seed and fault schedule (by role or by node).
 - `logquake shrink RUN_DIR`: delta debugging over a failing run's faults and settings.
+- `logquake heal [STORE]`: undo what harnesses that died left in effect.
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -40,6 +41,7 @@ commands:
   scorecard how often the default faults catch each planted bug:  logquake scorecard [--seeds 10]
   replay    run a stored test again, same seed and faults:  logquake replay store/latest [--times 3] [--by node]
   shrink    the smallest schedule that still fails:  logquake shrink store/latest [--budget 30m] [--tries 3]
+  heal      undo what a killed harness left in effect (rules, paused nodes, mounts):  logquake heal [STORE]
 
 Run `logquake <command> --help` for the options of one command; `logquake --version` for the version.
 """
@@ -72,6 +74,7 @@ COMMANDS = {
     "scorecard": _command("scorecard_command"),
     "replay": _command("replay_command"),
     "shrink": _command("shrink_command"),
+    "heal": _command("heal_command"),
 }
 
 

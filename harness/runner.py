@@ -41,11 +41,13 @@ from typing import Any, Callable
 import orjson
 
 from nodecontrol.control import NodeControl
+from harness.backends import HEALERS
+from harness.ledger import LEDGER_NAME, FaultLedger, heal_store, stale_ledgers
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 import nemeses
 from nemeses import Nemesis
-from nemeses.core import FaultEvent, Schedule
+from nemeses.core import FaultEvent, Schedule, nodes_hit
 from checkers.history import Op, OpCounter, completion, op_counts
 from workloads.core import Client, Workload
 
@@ -137,6 +139,7 @@ class Progress:
         self.phase = "setup"
         self.active_faults: dict[str, str] = {}
         self.recorder: Recorder | None = None
+        self.ledger: FaultLedger | None = None
         self.run_started: float | None = None
         self.time_limit_s = 0.0
         self._stop = threading.Event()
@@ -279,7 +282,9 @@ class FaultRun:
         crashed: str | None = None
         self.progress.start()
         try:
+            self._heal_dead_runs(store)
             self._setup()
+            self.ledger = FaultLedger(self.run_dir / LEDGER_NAME, store.root, self.o.backend, self.control.leftovers())
             self._run_phase()
         except (KeyboardInterrupt, _Interrupted):
             interrupted = True
@@ -301,6 +306,8 @@ class FaultRun:
             finally:
                 self.progress.set_phase("teardown")
                 self._collect_and_teardown()
+                if self.ledger is not None:
+                    self.ledger.close("teardown")
                 self.recorder.close()
                 self.progress.stop()
                 root_logger.removeHandler(log_handler)
@@ -315,6 +322,13 @@ class FaultRun:
         return self._check()
 
     # ----- phases ---------------------------------------------------------------------
+
+    def _heal_dead_runs(self, store: Store) -> None:
+        """Undo what harnesses that died left in effect, for the backends their open ledgers name (this run's
+        own backend also reaps its dead runs in setup)."""
+        backends = {state.backend for state in stale_ledgers(store.root)}
+        if backends:
+            heal_store(store.root, {name: HEALERS[name] for name in backends if name in HEALERS}, say=log.warning)
 
     def _setup(self) -> None:
         self.progress.set_phase("setup")
@@ -418,11 +432,17 @@ class FaultRun:
 
     def _apply_fault(self, event: FaultEvent, targets) -> None:
         self.recorder.record(nemesis_op(event.f, event.to_dict()))
+        number = self.ledger.opened(event.to_dict()) if self.ledger is not None and event.opens else None
         try:
             result = self.nemesis.apply(event, self.control, targets)
         except Exception as e:  # a fault that could not be applied is recorded, and the run goes on
             result = {"error": f"{type(e).__name__}: {e}"}
             log.warning("nemesis %s failed: %s", event.f, e)
+        if self.ledger is not None:
+            if number is not None:
+                self.ledger.applied(number, nodes_hit(result) or [])
+            else:
+                self.ledger.struck(event.package)
         self.recorder.record(nemesis_op(event.f, result))
         if event.opens:
             self.progress.active_faults[event.package] = event.label()
@@ -433,6 +453,8 @@ class FaultRun:
         self.progress.set_phase("heal")
         self.recorder.record(nemesis_op("heal", None))
         done = self.nemesis.heal(self.control, on_error=lambda name, e: self.errors.append(f"heal {name}: {e}"))
+        if self.ledger is not None and not any(isinstance(v, dict) and "error" in v for v in done.values()):
+            self.ledger.struck("all")
         self.recorder.record(nemesis_op("heal", done))
         self.progress.active_faults.clear()
 

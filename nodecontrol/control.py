@@ -178,6 +178,11 @@ class NodeControl(abc.ABC):
         Backends that start nodes under libfaketime override this; here it refuses."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot skew clocks (clock {offset_s:+} s on {node})")
 
+    def leftovers(self) -> dict:
+        """What this backend knows of the cluster a run set up, for the fault ledger (harness.ledger) and for
+        a person reading it: where its processes, containers or directories are."""
+        return {}
+
     # --- probes: is a fault really in effect? (nemeses.probe) ---------------------------
     def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
         """For each directed link (source, destination), whether a Kafka request sent now from the source

@@ -10,7 +10,8 @@ fail a freeze. The nemeses check each fault right after applying it
   the timeout. A TCP connect alone proves nothing: the local fault proxy and
   Docker's port proxy accept connections that go nowhere.
 - `group_state(pgid)`: what the operating system says of a process group:
-  `gone` (no process left), `paused` (every process stopped) or `running`.
+  `gone` (no process left), `paused` (every process stopped) or `running`;
+  `pid_alive(pid)`: whether a process exists (the owners of crashed runs).
 
 `python3 -m nodecontrol.probe [--timeout S] HOST:PORT ...` runs `kafka_answers`
 on every address at once and prints a JSON list of booleans in the same order;
@@ -29,7 +30,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["kafka_answers", "group_state", "answers_all"]
+__all__ = ["kafka_answers", "group_state", "answers_all", "pid_alive"]
 
 CLIENT_ID = b"logquake-probe"
 
@@ -83,6 +84,17 @@ def group_state(pgid: int, proc: str = "/proc") -> str:
     if not states:
         return "gone"
     return "paused" if all(s in ("T", "t") for s in states) else "running"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _address(text: str) -> tuple[str, int]:

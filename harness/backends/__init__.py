@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BACKENDS"]
+__all__ = ["BACKENDS", "HEALERS"]
 
 
 def _local(system, spec, **_: Any):
@@ -40,3 +40,25 @@ def _ssh(system, spec, nodes_file=None, accept_new_host_keys: bool = False, **_:
 
 
 BACKENDS: dict[str, Callable[..., Any]] = {"local": _local, "docker": _docker, "ssh": _ssh}
+
+
+def _heal_local() -> list[str]:
+    from harness.backends.local import reap_stale_runs
+
+    return [f"run directory {d} and its processes and mounts" for d in reap_stale_runs()]
+
+
+def _heal_docker() -> list[str]:
+    from harness.backends.docker import reap_stale_runs
+    from harness.docker_command import DockerUnavailable, docker_client
+
+    try:
+        client = docker_client()
+    except DockerUnavailable:
+        return []  # no Docker engine here: nothing of ours can be running in it
+    return reap_stale_runs(client)
+
+
+# What `logquake heal` (and the start of every run) calls to remove the clusters of harnesses that died; each
+# returns what it removed. SSH hosts are healed by the next run's setup on them (it needs the nodes file).
+HEALERS: dict[str, Callable[[], list[str]]] = {"local": _heal_local, "docker": _heal_docker}

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from harness import netshell
 from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
-from nodecontrol.probe import kafka_answers
+from nodecontrol.probe import kafka_answers, pid_alive
 from harness.system import NodeSpec, System
 
 log = logging.getLogger("harness.docker")
@@ -93,15 +93,7 @@ def _owner_alive(owner: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or pid_alive(pid)
 
 
 def reap_stale_runs(client) -> list[str]:
@@ -221,6 +213,9 @@ class DockerCluster(NodeControl):
             time.sleep(0.2)
         raise NodeControlError(f"the cluster did not accept a topic with replication factor {len(self.nodes)} "
                                f"within {timeout_s} s of starting: {last}")
+
+    def leftovers(self) -> dict:
+        return {"run_id": self.run_id, "labels": dict(self.labels)}
 
     def _create_network(self) -> None:
         """A bridge network with an explicit subnet, so containers can keep fixed addresses.

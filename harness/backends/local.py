@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -52,7 +51,7 @@ import time
 from pathlib import Path
 
 from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeControlError, run_command
-from nodecontrol.probe import group_state, kafka_answers
+from nodecontrol.probe import group_state, kafka_answers, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
@@ -100,14 +99,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port on {host} in 10000..{low - 1} after 200 tries")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
-
-
 def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
     """Kill the node processes and remove the directories of runs whose harness died."""
     reaped = []
@@ -119,7 +110,7 @@ def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
             owner = int(owner_file.read_text())
         except (OSError, ValueError):
             owner = None
-        if owner is not None and _pid_alive(owner) and owner != os.getpid():
+        if owner is not None and pid_alive(owner) and owner != os.getpid():
             continue
         if owner == os.getpid():
             continue
@@ -202,6 +193,9 @@ class LocalCluster(NodeControl):
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
+
+    def leftovers(self) -> dict:
+        return {"run_dir": str(self.run_dir) if self.run_dir else None}
 
     def _bind_host(self, i: int) -> str:
         return f"127.0.0.{10 + i}" if sys.platform.startswith("linux") and self.host == "127.0.0.1" else self.host

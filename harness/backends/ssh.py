@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import errno
 import hashlib
 import logging
 import os
@@ -79,6 +78,7 @@ import paramiko
 
 from harness import netshell
 from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
+from nodecontrol.probe import pid_alive
 from harness.nodes_file import NodesFile, SshNode
 from harness.system import NodeSpec, System
 
@@ -277,6 +277,10 @@ class SshCluster(NodeControl):
         self.version: str | None = None
         self._set_up_nodes: set[str] = set()
         self._accessed = False
+
+    def leftovers(self) -> dict:
+        return {"nodes_file": self.nodes_file.path, "run_path": self.run_path,
+                "hosts": [f"{n.ssh_host}:{n.ssh_port}" for n in self.nodes_file.nodes]}
 
     # ----- paths on the hosts ------------------------------------------------------------
 
@@ -822,7 +826,7 @@ class SshCluster(NodeControl):
                                what="listing old runs").stdout
             for line in listing.splitlines():
                 parts = line.split()
-                if len(parts) != 3 or parts[1] != me or not parts[2].isdigit() or _pid_alive(int(parts[2])):
+                if len(parts) != 3 or parts[1] != me or not parts[2].isdigit() or pid_alive(int(parts[2])):
                     continue
                 run_path = posixpath.dirname(parts[0])
                 if run_path == self.run_path:
@@ -856,12 +860,4 @@ class SshCluster(NodeControl):
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
 
