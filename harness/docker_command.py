@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from harness.cli_args import ArgumentParser
-from harness.wheelhouse import product_packages
+from harness.wheelhouse import clean_copy, digest_of, source_files
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 254
 
@@ -174,20 +174,12 @@ def _run_with_progress(command: list[str], what: str) -> None:
 
 
 def _source_files(root: Path = PROJECT_ROOT) -> list[Path]:
-    files = [root / "pyproject.toml", root / "docker" / "Dockerfile"]
-    for package in product_packages(root):
-        files += sorted(p for p in (root / package).rglob("*")
-                        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
-    return files
+    return [*source_files(root), root / "docker" / "Dockerfile"]
 
 
 def source_hash(root: Path = PROJECT_ROOT) -> str:
     """A hash of everything that goes into the node image, so the tag changes exactly when the image must."""
-    digest = hashlib.sha256()
-    for path in _source_files(root):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return digest_of(_source_files(root), root)[:16]
 
 
 def node_image_tag(base: str = BASE_IMAGE, root: Path = PROJECT_ROOT) -> str:
@@ -203,7 +195,7 @@ def _dependency_wheels(root: Path) -> Path:
         return out
     out.mkdir(parents=True, exist_ok=True)
     _say(f"pip wheel: the dependencies' wheels into {out} (once per pyproject.toml)")
-    source = _copy_sources(root)
+    source = clean_copy(root)
     try:
         _run_with_progress([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out),
                             str(source)], "pip wheel (dependencies)")
@@ -213,21 +205,6 @@ def _dependency_wheels(root: Path) -> Path:
         wheel.unlink()  # the project's own wheel is rebuilt for every source hash
     (out / ".complete").write_text("")
     return out
-
-
-def _copy_sources(root: Path) -> Path:
-    """A clean copy of what setuptools packages, so a build leaves nothing in the work tree."""
-    dest = Path(tempfile.mkdtemp(prefix="logquake-src-"))
-    for path in _source_files(root):
-        rel = path.relative_to(root)
-        if rel.parts[0] == "docker":
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, dest / rel)
-    readme = root / "README.md"
-    if readme.exists():
-        shutil.copyfile(readme, dest / "README.md")
-    return dest
 
 
 def build_node(client, base: str = BASE_IMAGE, force: bool = False, root: Path = PROJECT_ROOT) -> str:
@@ -246,7 +223,7 @@ def build_node(client, base: str = BASE_IMAGE, force: bool = False, root: Path =
         wheelhouse.mkdir()
         for wheel in deps.glob("*.whl"):
             shutil.copyfile(wheel, wheelhouse / wheel.name)
-        source = _copy_sources(root)
+        source = clean_copy(root)
         _run_with_progress([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                             str(context / "project"), str(source)], "pip wheel (logquake)")
         shutil.copyfile(root / "docker" / "Dockerfile", context / "Dockerfile")

@@ -58,19 +58,43 @@ def product_packages(root: Path | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(pattern.rstrip("*").rstrip(".") for pattern in include))
 
 
-def project_version(root: Path | None = None) -> str:
-    """`<version>-<hash>`: the pyproject version and the first 12 hex digits of a hash of every source file."""
+def source_files(root: Path | None = None) -> list[Path]:
+    """What a wheel of the project is built from: pyproject.toml and every file of its packages (no byte code)."""
     root = root or project_root()
-    digest = hashlib.sha256()
     files = [root / "pyproject.toml"]
     for package in product_packages(root):
         files.extend(p for p in sorted((root / package).rglob("*"))
                      if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+    return files
+
+
+def clean_copy(root: Path | None = None) -> Path:
+    """A temporary copy of the sources (and README.md) to build a wheel from: a build in the work tree would
+    leave `build/` behind, whose stale modules a later wheel could pick up. The caller removes it."""
+    root = root or project_root()
+    dest = Path(tempfile.mkdtemp(prefix="logquake-src-"))
+    for path in source_files(root) + [root / "README.md"]:
+        if path.is_file():
+            rel = path.relative_to(root)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / rel)
+    return dest
+
+
+def digest_of(files: list[Path], root: Path) -> str:
+    """A SHA-256 (hex) of the files' paths below root and their contents, in the order given."""
+    digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def project_version(root: Path | None = None) -> str:
+    """`<version>-<hash>`: the pyproject version and the first 12 hex digits of a hash of every source file."""
+    root = root or project_root()
     version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
-    return f"{version}-{digest.hexdigest()[:12]}"
+    return f"{version}-{digest_of(source_files(root), root)[:12]}"
 
 
 def build_wheelhouse(root: Path | None = None, cache_root: Path = CACHE_ROOT) -> tuple[str, Path]:
@@ -85,7 +109,11 @@ def build_wheelhouse(root: Path | None = None, cache_root: Path = CACHE_ROOT) ->
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=cache_root))
         try:
             log.info("building the wheelhouse of %s in %s", version, target)
-            _pip(["wheel", "--quiet", str(root), "-w", str(tmp)])
+            source = clean_copy(root)
+            try:
+                _pip(["wheel", "--quiet", str(source), "-w", str(tmp)])
+            finally:
+                shutil.rmtree(source, ignore_errors=True)
             _pip(["wheel", "--quiet", "--no-deps", "pip", "-w", str(tmp)])
             try:
                 tmp.rename(target)
