@@ -1,0 +1,37 @@
+"""A run whose kills never hold is UNKNOWN: three real brokers, and a node supervisor that restarts a node
+the moment it is killed ("someone else" restarting it). The kill's probe finds the node running and its
+port answering; the run's verdict says which kill did not land."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backends.local import LocalCluster
+from harness.run_command import build_run
+from harness.spec import RunSpec
+from harness.system import logquake_broker
+
+pytestmark = pytest.mark.slow
+
+KILL_N2 = [{"at_s": 2, "package": "kill", "f": "kill", "target": "n2"},
+           {"at_s": 5, "package": "kill", "f": "start"}]
+
+
+class RestartedBySomeoneElse(LocalCluster):
+    def kill(self, node):
+        super().kill(node)
+        self.start(node)
+        self.wait_ready([node])
+
+
+def test_a_run_whose_kill_never_holds_is_unknown_and_names_it(tmp_path):
+    spec = RunSpec(nodes=3, nemesis=("kill",), schedule=tuple(KILL_N2), time_limit_s=7, store=str(tmp_path),
+                   rate=50, concurrency=2)
+    run = build_run(spec)
+    run.control = RestartedBySomeoneElse(logquake_broker({}, 3), 3)
+    outcome = run.run()
+    assert outcome.valid == "unknown", outcome.message
+    faults = outcome.results["faults"]
+    assert faults["never_landed"] == ["kill"] and faults["unconfirmed"][0]["f"] == "kill"
+    assert "n2: running" in faults["unconfirmed"][0]["checks"][0]
+    assert "faults of kind kill never landed" in outcome.message
