@@ -44,6 +44,8 @@ __all__ = ["Probe", "run_probe", "probe_partition", "probe_processes", "CUT_SILE
 CUT_SILENCE_S = 0.4
 # how long a link that should be open may take to answer (a busy broker can be slow)
 ANSWER_TIMEOUT_S = 1.5
+# how long a killed or paused node's processes may take to be gone or stopped
+STATE_SETTLE_S = 0.5
 # links inside a side probed to show the probe itself reaches the cluster
 INSIDE_LINKS = 2
 
@@ -117,7 +119,13 @@ def probe_processes(nodes: list[str], control: NodeControl, want: str) -> Probe:
     node's port must not answer either."""
     if not nodes:
         return Probe(None, ("the fault hit no node",))
-    states = {node: control.observed_state(node) for node in nodes}
+    # a signal is delivered asynchronously: give the processes a moment to reach the state
+    deadline = time.monotonic() + STATE_SETTLE_S
+    while True:
+        states = {node: control.observed_state(node) for node in nodes}
+        if all(state == want for state in states.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     answering = []
     if want == "gone":
         answers = control.reaches([(CLIENT, node) for node in nodes], CUT_SILENCE_S)
