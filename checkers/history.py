@@ -217,6 +217,15 @@ def _without_gc(function: Any) -> Any:
     return wrapper
 
 
+def _json_problem(error: BaseException) -> str:
+    """Why a JSON text did not decode, in words (nesting and number limits included)."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at column {error.colno}"
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read (arrays or maps inside one another hundreds of levels deep)"
+    return str(error).split(";")[0]  # e.g. "Exceeds the limit (4300 digits) for integer string conversion..."
+
+
 class HistoryError(ValueError):
     """A history that cannot be read or does not follow the op model.
 
@@ -639,6 +648,10 @@ def _edn_atom(text: str, position: int) -> Any:
     c = text[0]
     if c.isdigit() or (c in "+-" and len(text) > 1 and text[1].isdigit()):
         if _EDN_INT.match(text):
+            digits = text.rstrip("N").lstrip("+-")
+            if len(digits) > sys.get_int_max_str_digits() > 0:
+                raise _EdnSyntaxError(position, f"an integer of {len(digits)} digits is longer than the "
+                                                f"{sys.get_int_max_str_digits()} digits a history may hold")
             return int(text.rstrip("N"))
         if _EDN_FLOAT.match(text):
             return float(text.rstrip("M"))
@@ -1124,18 +1137,16 @@ class History(Sequence[Op]):
             decoded: Any = None
             try:
                 decoded = json.loads("[" + ",".join(chunk) + "]")
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # the line-by-line pass below names the bad line
                 pass
             if decoded is None or len(decoded) != len(chunk):
                 decoded = []
                 for number, text in zip(chunk_lines, chunk):
                     try:
                         decoded.append(json.loads(text))
-                    except json.JSONDecodeError as error:
-                        raise HistoryError(
-                            f"{name} line {number}: expected a JSON op map, got {_short(text)} "
-                            f"({error.msg} at column {error.colno})"
-                        ) from None
+                    except (ValueError, RecursionError) as error:
+                        raise HistoryError(f"{name} line {number}: expected a JSON op map, got {_short(text)} "
+                                           f"({_json_problem(error)})") from None
             for number, d in zip(chunk_lines, decoded):
                 ops.append(_op_from_mapping(d, None, len(ops)) or _op_from_mapping(d, f"{name} line {number}", len(ops)))
             line_numbers.extend(chunk_lines)

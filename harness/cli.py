@@ -47,6 +47,8 @@ Run `logquake <command> --help` for the options of one command; `logquake --vers
 """
 
 EXIT_BAD_ARGUMENTS = 254
+EXIT_INTERRUPTED = 130
+EXIT_CRASH = 255  # the exit status of a crash of logquake itself, for every command (1 means INVALID)
 
 
 def _run_broker(argv: list[str]) -> int:
@@ -101,7 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     if runner is None:
         sys.stderr.write(f"logquake: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}\n\n{USAGE}")
         return EXIT_BAD_ARGUMENTS
-    return runner(rest)
+    try:
+        return runner(rest)
+    except KeyboardInterrupt:
+        sys.stderr.write("logquake: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug of ours: never let Python's exit status 1 pass for an INVALID verdict
+        import traceback
+
+        sys.stderr.write(f"logquake {command}: internal error (a bug of logquake; please report it with this "
+                         f"trace):\n{traceback.format_exc()}")
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

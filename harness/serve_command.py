@@ -97,13 +97,18 @@ class StoreServer(ThreadingHTTPServer):
         return cached
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a request line may carry terminal escape sequences)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StoreServer
     server_version = "logquake-serve"
 
     def log_message(self, format: str, *args: Any) -> None:  # http.server's hook; keep its signature
         if not self.server.quiet:
-            sys.stderr.write(f"[logquake serve] {self.address_string()} {format % args}\n")
+            sys.stderr.write(f"[logquake serve] {self.address_string()} {printable(format % args)}\n")
 
     def do_HEAD(self) -> None:
         self._respond(head=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -334,3 +333,19 @@ def test_read_edn_values():
     assert values[7:10] == [1.5, -3, 7]
     assert values[10] != values[10]  # NaN
     assert values[11:] == [None, True, [1], 0.5]
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("deep.jsonl", '{"index": 0, "type": "invoke", "f": "send", "process": 0, "value": ' + "[" * 5000 + "]" * 5000
+     + "}\n", "nested too deeply"),
+    ("big.jsonl", '{"index": 0, "type": "invoke", "f": "send", "process": 0, "value": ' + "9" * 100_000 + "}\n",
+     "Exceeds the limit (4300 digits)"),
+    ("big.edn", "{:index 0, :type :invoke, :f :send, :process 0, :value " + "9" * 100_000 + "}\n",
+     "an integer of 100000 digits"),
+], ids=["deep-json", "long-int-json", "long-int-edn"])
+def test_hostile_histories_are_refused_with_a_sentence_not_a_traceback(tmp_path, name, text, problem):
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(HistoryError, match=re.escape(problem)):
+        History.load(str(path))

@@ -22,3 +22,15 @@ def test_usage_lists_every_command():
 
     for name in COMMANDS:
         assert f"\n  {name}" in USAGE, name
+
+
+def test_a_crash_of_a_command_exits_255_never_1_the_invalid_code(monkeypatch, capsys):
+    from harness import cli
+
+    def broken(argv):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "check", broken)
+    assert cli.main(["check", "x"]) == 255
+    err = capsys.readouterr().err
+    assert "logquake check: internal error" in err and "RuntimeError: boom" in err

@@ -165,3 +165,10 @@ def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "logquake serve" in capsys.readouterr().out
 
+
+
+def test_request_lines_reach_the_terminal_with_control_characters_escaped():
+    from harness.serve_command import printable
+
+    assert printable('"GET /\x1b[2J\x07x HTTP/1.1" 404 -') == '"GET /\\x1b[2J\\x07x HTTP/1.1" 404 -'
+    assert printable("ok é") == "ok é"
