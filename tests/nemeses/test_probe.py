@@ -68,6 +68,10 @@ def test_kill_and_pause_probes_read_the_observed_state():
     assert restarted.confirmed is False and "still answering on its port: n2" in restarted.checks
     assert probe_processes(["n1"], Scripted(set(), {"n1": "paused"}), "paused").confirmed is True
     assert probe_processes(["n1"], Scripted(set(), {"n1": "running"}), "paused").confirmed is False
+    # a pause of a node another fault killed measures nothing (seen in a default run: kill all, then pause n3)
+    dead = probe_processes(["n3"], Scripted(set(), {"n3": "gone"}), "paused")
+    assert dead.confirmed is None and "nothing to pause" in dead.checks[0]
+    assert probe_processes(["n1", "n3"], Scripted(set(), {"n1": "paused", "n3": "gone"}), "paused").confirmed is True
 
 
 def test_a_backend_that_cannot_probe_records_the_probe_as_not_made():
