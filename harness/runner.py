@@ -139,7 +139,6 @@ class Progress:
         self.phase = "setup"
         self.active_faults: dict[str, str] = {}
         self.recorder: Recorder | None = None
-        self.ledger: FaultLedger | None = None
         self.run_started: float | None = None
         self.time_limit_s = 0.0
         self._stop = threading.Event()
@@ -239,6 +238,7 @@ class FaultRun:
         self.stop_workers = threading.Event()
         self.stop_nemesis = threading.Event()
         self.recorder: Recorder | None = None
+        self.ledger: FaultLedger | None = None  # written once the cluster is set up (harness.ledger)
         self.run_dir: Path | None = None
         self.schedule: Schedule | None = None
         self.errors: list[str] = []

@@ -35,3 +35,14 @@ def test_a_run_whose_kill_never_holds_is_unknown_and_names_it(tmp_path):
     assert faults["never_landed"] == ["kill"] and faults["unconfirmed"][0]["f"] == "kill"
     assert "n2: running" in faults["unconfirmed"][0]["checks"][0]
     assert "faults of kind kill never landed" in outcome.message
+
+
+def test_a_run_whose_cluster_never_starts_ends_as_a_crash_with_its_reason(tmp_path):
+    # no ledger is written before the cluster is up: teardown and the verdict must not trip over its absence
+    system = tmp_path / "dead.toml"
+    system.write_text('name = "dead"\nstart = "{python} -c \\"raise SystemExit(3)\\""\nready_timeout_s = 10\n')
+    run = build_run(RunSpec(system=str(system), nodes=1, nemesis=(), time_limit_s=2, store=str(tmp_path / "s")))
+    outcome = run.run()
+    assert outcome.exit_code == 255 and outcome.results["reason"] == "crashed", outcome.message
+    assert "AttributeError" not in outcome.message and "n1 exited with status 3 while starting" in outcome.message
+    assert run.ledger is None
