@@ -5,7 +5,7 @@ The default run (`pytest`) is the fast one. Tests marked `slow`, `e2e` or
 test command pass `--all`, so every test runs there.
 """
 
-import pytest
+import signal
 
 _LONG_MARKERS = ("slow", "e2e", "docker")
 
@@ -17,6 +17,15 @@ def pytest_addoption(parser):
         default=False,
         help="also run the tests marked slow, e2e and docker (CI does)",
     )
+
+
+def pytest_configure(config):
+    # A shell without job control starts background commands with SIGINT ignored, and every process they start
+    # inherits that: the harnesses the tests start would then shrug off the Ctrl-C (SIGINT) that the interruption
+    # tests send them, and those tests would test nothing. A handler (unlike "ignored") is not inherited across
+    # exec, so each harness starts with Python's own KeyboardInterrupt on SIGINT, as under a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
