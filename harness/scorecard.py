@@ -18,8 +18,10 @@ verdict; any INVALID is a false alarm, a defect of the harness or the broker.
 
 The settings of each bug are what a user would choose to look for that kind
 of bug (idempotence bugs need `--idempotent`, transaction bugs
-`--delivery exactly-once`); the harness is not told which bug is planted
-beyond that, and the fault mix is the default one.
+`--delivery exactly-once`, a durability bug the disk fault and a flush per
+message); the harness is not told which bug is planted beyond that, and the
+fault mix is the default one unless the bug names its own. A bug's control
+runs with the same settings, extra broker properties included.
 
 Thread-safety: a command-line entry point's logic.
 """
@@ -47,6 +49,9 @@ class PlantedBug:
     delivery: str = "at-least-once"
     idempotent: bool = False
     workload: str = "queue"
+    nemesis: tuple[str, ...] | None = None  # None: the default fault mix
+    # other broker properties the bug needs to show (its control runs with them too)
+    broker_overrides: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -64,11 +69,33 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
                idempotent=True),
     PlantedBug("logquake.debug.read.uncommitted", "read_committed fetches are served as read_uncommitted",
                ("G1a",), delivery="exactly-once"),
+    PlantedBug("logquake.debug.hwm.past.isr", "the high watermark follows the fastest ISR follower, not the slowest",
+               ("lost-write", "unseen", "inconsistent-offsets", "nonmonotonic-poll", "poll-skip")),
+    PlantedBug("logquake.debug.fenced.leader.acks", "acks=all waiting on a replaced leader is answered OK",
+               ("lost-write", "unseen")),
+    # only lost with every replica's unsynced tail: the disk fault's lose-unfsynced shape, and a flush per message
+    PlantedBug("logquake.debug.skip.fsync", "a flush moves the recovery point without fsyncing",
+               ("lost-write", "unseen"), nemesis=("disk",), broker_overrides=(("log.flush.interval.messages", "1"),)),
+    PlantedBug("logquake.debug.index.off.by.one", "a fetch starts one offset index entry too late",
+               ("lost-write", "unseen", "poll-skip", "inconsistent-offsets")),
+    # the faults tear no batch (faultfs keeps or loses whole writes), so no workload is expected to notice
+    PlantedBug("logquake.debug.keep.torn.tail", "log recovery leaves a torn tail in the segment file", ()),
+    PlantedBug("logquake.debug.partial.commit.markers", "a transaction marker a partition refused is not sent again",
+               ("G1a", "lost-write", "unseen"), delivery="exactly-once"),
+    # the queue workload commits no consumer offsets, so no workload is expected to notice yet
+    PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated", ()),
 )
 
 
-def _settings_key(bug: PlantedBug) -> tuple[str, str, bool]:
-    return bug.workload, bug.delivery, bug.idempotent
+def _settings_key(bug: PlantedBug) -> tuple:
+    return bug.workload, bug.delivery, bug.idempotent, bug.nemesis, bug.broker_overrides
+
+
+def _control_name(bug: PlantedBug, spec: RunSpec) -> str:
+    """The control cell's name: the delivery, then whatever else differs from the default settings."""
+    return "".join((spec.delivery_mode().name, "" if bug.workload == "queue" else f"-{bug.workload}",
+                    "" if bug.nemesis is None else "-" + "+".join(bug.nemesis),
+                    "".join(f"-{name}={value}" for name, value in bug.broker_overrides)))
 
 
 def scorecard_campaign(bugs: list[PlantedBug], seeds: list[int], time_limit_s: float, backend: str,
@@ -77,16 +104,17 @@ def scorecard_campaign(bugs: list[PlantedBug], seeds: list[int], time_limit_s: f
     cells = []
     controls: dict[tuple[str, str, bool], Cell] = {}
     for bug in bugs:
-        spec = RunSpec(workload=bug.workload, delivery=bug.delivery, idempotent=bug.idempotent, backend=backend,
-                       time_limit_s=time_limit_s, broker_overrides={bug.prop: "true"}, store=store).resolve()
+        settings = dict(workload=bug.workload, delivery=bug.delivery, idempotent=bug.idempotent, backend=backend,
+                        time_limit_s=time_limit_s, store=store)
+        if bug.nemesis is not None:
+            settings["nemesis"] = bug.nemesis
+        spec = RunSpec(**settings, broker_overrides={**dict(bug.broker_overrides), bug.prop: "true"}).resolve()
         cells.append(Cell(f"bug={bug.name}", {"bug": bug.name, "delivery": spec.delivery_mode().name}, spec))
         key = _settings_key(bug)
         if key not in controls:
-            control = RunSpec(workload=bug.workload, delivery=bug.delivery, idempotent=bug.idempotent,
-                              backend=backend, time_limit_s=time_limit_s, store=store).resolve()
-            name = control.delivery_mode().name + ("" if bug.workload == "queue" else f"-{bug.workload}")
-            controls[key] = Cell(f"control={name}", {"bug": "none (control)", "delivery": control.delivery_mode().name},
-                                 control)
+            control = RunSpec(**settings, broker_overrides=dict(bug.broker_overrides)).resolve()
+            controls[key] = Cell(f"control={_control_name(bug, control)}",
+                                 {"bug": "none (control)", "delivery": control.delivery_mode().name}, control)
     return Campaign(name="scorecard", path=Path("(logquake scorecard)"), cells=cells + list(controls.values()), seeds=seeds,
                     repeat=len(seeds), budget_s=None, time_limit_s=time_limit_s, text="")
 
@@ -124,7 +152,9 @@ def scorecard_of(summary: dict[str, Any], bugs: list[PlantedBug]) -> dict[str, A
         firsts = [t for t in (_first_anomaly_s(j["run_dir"]) for j in caught) if t is not None]
         rows.append({
             "bug": bug.name, "property": bug.prop, "what": bug.what, "expected": list(bug.expect),
-            "settings": {"workload": bug.workload, "delivery": bug.delivery, "idempotent": bug.idempotent},
+            "settings": {"workload": bug.workload, "delivery": bug.delivery, "idempotent": bug.idempotent,
+                         "nemesis": list(bug.nemesis) if bug.nemesis is not None else "default",
+                         "broker_overrides": dict(bug.broker_overrides)},
             "runs": len(jobs), "decided": len(decided), "detected": len(caught),
             "unknown": sum(1 for j in jobs if j["verdict"] == "unknown"),
             "not_run": sum(1 for j in jobs if j["verdict"] not in ("valid", "invalid", "unknown")),

@@ -25,6 +25,8 @@ changes nothing; generation -1 with an empty member id is the "simple"
 (assign-based) consumer, accepted only while the group has no members.
 TxnOffsetCommit offsets (`prepare_txn_offsets`) stay pending until
 `complete_txn` (called for the COMMIT/ABORT marker) commits or drops them.
+`commit_before_replication` plants a bug (logquake.debug.commit.before.replication):
+OffsetCommit is answered, and served by OffsetFetch, before its append is done.
 
 Thread-safety: none; everything runs on the broker's event loop.
 Sources: Kafka's GroupCoordinator/GroupMetadata (classic protocol), KIP-345,
@@ -167,7 +169,8 @@ class Group:
 
 class GroupCoordinator:
     def __init__(self, clock, group_log: GroupLog, num_partitions: int, initial_rebalance_delay_ms: int = 3000,
-                 min_session_timeout_ms: int = 6000, max_session_timeout_ms: int = 1_800_000):
+                 min_session_timeout_ms: int = 6000, max_session_timeout_ms: int = 1_800_000,
+                 commit_before_replication: bool = False):
         if num_partitions < 1:
             raise ValueError(f"offsets.topic.num.partitions={num_partitions} is invalid; expected >= 1")
         self.clock = clock
@@ -176,6 +179,7 @@ class GroupCoordinator:
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self.min_session_timeout_ms = min_session_timeout_ms
         self.max_session_timeout_ms = max_session_timeout_ms
+        self.commit_before_replication = commit_before_replication  # a planted bug, see commit_offsets
         self.groups: dict[str, Group] = {}
         self.owned: set[int] = set()
         self._task: asyncio.Task | None = None
@@ -454,8 +458,11 @@ class GroupCoordinator:
             member.join_future = None
 
     def _store_in_background(self, group: Group) -> None:
-        task = asyncio.ensure_future(self.group_log.append(
+        self._spawn(self.group_log.append(
             group.partition, [(records.group_key(group.group_id), records.encode_value(group.to_record()))]))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -619,7 +626,13 @@ class GroupCoordinator:
             group.members[member_id].last_heard_ms = self.clock.monotonic_ms()  # a commit is a sign of life
         entries = [(records.offset_key(group_id, topic, part), records.encode_value(
             {"offset": o, "leader_epoch": e, "metadata": md})) for (topic, part), (o, e, md) in offsets.items()]
-        error = await self.group_log.append(group.partition, entries)
+        if self.commit_before_replication:
+            # logquake.debug.commit.before.replication (a planted bug): the append goes on in the background
+            # and the commit is taken and answered at once, though the record may never pass the high watermark.
+            self._spawn(self.group_log.append(group.partition, entries))
+            error = ErrorCode.none
+        else:
+            error = await self.group_log.append(group.partition, entries)
         if error == ErrorCode.none:
             for tp, value in offsets.items():
                 group.offsets[tp] = value

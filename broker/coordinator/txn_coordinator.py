@@ -11,6 +11,10 @@ ahead of the log. Marker jobs run as tasks that call `MarkerSender.write_markers
 (WriteTxnMarkers to each partition leader) until every partition answered, with
 `retry_backoff_ms` between rounds, then log the Complete state. `expire_once`
 aborts transactions older than their `transaction.timeout.ms`.
+`partial_commit_markers` plants a bug (logquake.debug.partial.commit.markers):
+a marker a partition refused is not sent again, so that partition's part of
+the transaction stays open until the producer's next marker ends it with the
+next transaction's outcome.
 
 Invariants: a request for a transactional id whose partition this node does
 not lead gets NOT_COORDINATOR; one marker task per transaction at a time;
@@ -61,7 +65,7 @@ class MarkerSender(Protocol):
 class TransactionCoordinator:
     def __init__(self, wall_ms, state_log: TxnStateLog, marker_sender: MarkerSender, allocate_producer_id,
                  partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100,
-                 end_txn_wait_ms: int = 5_000) -> None:
+                 end_txn_wait_ms: int = 5_000, partial_commit_markers: bool = False) -> None:
         if partition_count <= 0:
             raise ValueError(f"transaction.state.log.num.partitions={partition_count!r}: must be a positive integer")
         self.wall_ms = wall_ms
@@ -72,6 +76,7 @@ class TransactionCoordinator:
         self.max_timeout_ms = max_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
         self.end_txn_wait_ms = end_txn_wait_ms
+        self.partial_commit_markers = partial_commit_markers  # a planted bug, see _send_markers
         self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
         self.marker_tasks: dict[str, asyncio.Task] = {}
 
@@ -199,7 +204,9 @@ class TransactionCoordinator:
             coordinator_epoch = owned[0]
             pending = MarkerJob(job.transactional_id, job.producer_id, job.producer_epoch, job.commit, tuple(sorted(remaining)))
             results = await self.marker_sender.write_markers(pending, coordinator_epoch)
-            remaining -= {tp for tp, error in results.items() if error == ErrorCode.none}
+            # partial_commit_markers (logquake.debug.partial.commit.markers, a planted bug): every partition
+            # that answered counts as done, errors too, so a marker refused by a moving leader is never sent again.
+            remaining -= {tp for tp, error in results.items() if error == ErrorCode.none or self.partial_commit_markers}
             if remaining:
                 await asyncio.sleep(self.retry_backoff_ms / 1000)
         while True:

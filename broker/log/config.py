@@ -38,6 +38,12 @@ class LogConfig:
     # fsync, not three. Kafka's default is 60 s; ours is shorter so recovery
     # re-reads at most about a second of flushed data. 0 = at every flush.
     flush_offset_checkpoint_interval_ms: int = 1000
+    # Planted bugs (the broker's logquake.debug.* properties; off except when the harness measures
+    # itself): a flush that skips its fsyncs, an offset index lookup one entry too late, a recovery
+    # that leaves a torn tail in the file. Not topic configs: every topic gets the broker's.
+    debug_skip_fsync: bool = False
+    debug_index_off_by_one: bool = False
+    debug_keep_torn_tail: bool = False
 
     def __post_init__(self) -> None:
         _check_int(

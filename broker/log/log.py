@@ -655,7 +655,9 @@ class PartitionLog:
         """fsync everything up to the LEO and move the recovery point there."""
         self._check_open()
         for segment in self._segments:
-            if segment.dirty:
+            if segment.dirty and self.config.debug_skip_fsync:
+                segment.dirty = False  # logquake.debug.skip.fsync (a planted bug): counted as flushed, never fsync'd
+            elif segment.dirty:
                 segment.fsync()
         if self._directory_dirty:
             self.runtime.disk.fsync_dir(self.directory)

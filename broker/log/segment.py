@@ -394,7 +394,13 @@ class LogSegment:
 
     def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
         """The first batch whose last offset is >= `offset`, or None if the segment ends before it."""
-        for position, header in self.scan(self.position_for(offset)):
+        start = self.position_for(offset)
+        if self.config.debug_index_off_by_one:
+            # logquake.debug.index.off.by.one (a planted bug): the first entry at or above the offset instead
+            # of the last one at or below it, so the scan starts past the batches in between.
+            entry = min(bisect_left(self._index_offsets, offset - self.base_offset), len(self._index_offsets) - 1)
+            start = self._index_positions[entry] if entry >= 0 else 0
+        for position, header in self.scan(start):
             if header.last_offset >= offset:
                 return position, header
         return None
@@ -582,7 +588,9 @@ class LogSegment:
         truncation = None
         if position < file_size:
             truncation = Truncation(position, file_size - position, expected_offset, claimed, reason or "unreadable bytes")
-            self._file.truncate(position)
+            # logquake.debug.keep.torn.tail (a planted bug): the cut is reported but the bytes stay in the file.
+            if not self.config.debug_keep_torn_tail:
+                self._file.truncate(position)
             self.dirty = True
         self._file.seek(position)
         self.persist_indexes()

@@ -36,8 +36,11 @@ HW only grows while the log holds it.
 Debug switches (planted bugs for the harness to find; all off by default):
 `ack_before_replication` (acks=all answers after the local append),
 `read_above_hwm` (the server lets consumers read to the LEO), `skip_truncation`
-(followers never truncate on a leader change) and `skip_dedup` (the server
-skips idempotent sequence checks).
+(followers never truncate on a leader change), `skip_dedup` (the server
+skips idempotent sequence checks), `hwm_past_isr` (the HW follows the fastest
+ISR follower, not the slowest: `LeaderState.maybe_advance_high_watermark`) and
+`fenced_leader_acks` (acks=all waiters of a leader that lost its leadership
+are answered OK instead of NOT_LEADER_OR_FOLLOWER).
 
 Thread-safety: none; everything runs on the broker's event loop.
 
@@ -83,6 +86,8 @@ class ReplicationSettings:
     read_above_hwm: bool = False
     skip_truncation: bool = False
     skip_dedup: bool = False
+    hwm_past_isr: bool = False
+    fenced_leader_acks: bool = False
 
 
 class PartitionLifecycle(Protocol):
@@ -352,7 +357,8 @@ class ReplicaManager:
 
     def _maybe_advance_high_watermark(self, replica: Replica) -> None:
         state = replica.leader_state
-        if state is not None and state.maybe_advance_high_watermark(replica.log.log_end_offset):
+        if state is not None and state.maybe_advance_high_watermark(replica.log.log_end_offset,
+                                                                    past_isr=self.settings.hwm_past_isr):
             replica.wake_waiters()
             self.lifecycle.on_high_watermark()
 
@@ -421,7 +427,9 @@ class ReplicaManager:
         while True:
             state = replica.leader_state
             if state is None or replica.role != LEADER or state.leader_epoch != leader_epoch or self._stopped:
-                return NOT_LEADER
+                # fenced_leader_acks (a planted bug): the local append is taken for a committed one,
+                # though the new leader may never have it and truncate it away here.
+                return OK if self.settings.fenced_leader_acks and not self._stopped else NOT_LEADER
             verdict = state.acks_all_verdict(required_offset, replica.min_insync_replicas)
             if verdict is not None:
                 return OK if verdict == "ok" else NOT_ENOUGH_REPLICAS_AFTER_APPEND

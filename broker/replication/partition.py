@@ -110,15 +110,22 @@ class LeaderState:
         follower.last_fetch_leader_log_end_offset = leader_log_end_offset
         follower.last_fetch_ms = now_ms
 
-    def maybe_advance_high_watermark(self, leader_log_end_offset: int) -> bool:
-        """Move the HW up to the minimum LEO of the maximal ISR; True if it moved."""
-        candidate = leader_log_end_offset
+    def maybe_advance_high_watermark(self, leader_log_end_offset: int, past_isr: bool = False) -> bool:
+        """Move the HW up to the minimum LEO of the maximal ISR; True if it moved.
+
+        `past_isr` plants a bug (logquake.debug.hwm.past.isr): the HW follows the
+        fastest ISR follower instead of the slowest, so it can pass what the others hold.
+        """
+        follower_leos = []
         for replica in self.maximal_isr:
             if replica == self.local_id:
                 continue
             follower = self.followers.get(replica)
-            follower_leo = follower.log_end_offset if follower is not None else UNKNOWN_OFFSET
-            candidate = min(candidate, follower_leo)
+            follower_leos.append(follower.log_end_offset if follower is not None else UNKNOWN_OFFSET)
+        if not follower_leos:
+            candidate = leader_log_end_offset
+        else:
+            candidate = min(leader_log_end_offset, max(follower_leos) if past_isr else min(follower_leos))
         if candidate > self.high_watermark:
             self.high_watermark = candidate
             return True

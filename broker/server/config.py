@@ -222,12 +222,21 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.outbound.address": (_parse_text, None, "local address every outgoing connection binds to"),
     # logquake's own debugging switches (reserved namespace)
     "logquake.debug.log.requests": (_parse_bool, "false", "log every request at DEBUG level"),
-    # planted replication bugs, for checking that the harness finds them (see broker.replication.manager)
+    # planted bugs, for checking that the harness finds them; replication ones: see broker.replication.manager
     "logquake.debug.ack.before.replication": (_parse_bool, "false", "acks=all answers after the local append (bug)"),
     "logquake.debug.read.above.hwm": (_parse_bool, "false", "consumers may read up to the log end offset (bug)"),
     "logquake.debug.skip.truncation": (_parse_bool, "false", "followers never truncate on a leader change (bug)"),
     "logquake.debug.skip.dedup": (_parse_bool, "false", "the leader skips idempotent sequence dedup (bug)"),
     "logquake.debug.read.uncommitted": (_parse_bool, "false", "read_committed fetches see aborted and open transactions (bug)"),
+    "logquake.debug.hwm.past.isr": (_parse_bool, "false", "the high watermark follows the fastest ISR follower, not the slowest (bug)"),
+    "logquake.debug.fenced.leader.acks": (_parse_bool, "false", "acks=all waiting when leadership is lost is answered OK (bug)"),
+    # planted storage bugs (see broker.log.config: they travel in the LogConfig to the log and its segments)
+    "logquake.debug.skip.fsync": (_parse_bool, "false", "a flush moves the recovery point without fsyncing the segments (bug)"),
+    "logquake.debug.index.off.by.one": (_parse_bool, "false", "an offset index lookup starts one entry too late (bug)"),
+    "logquake.debug.keep.torn.tail": (_parse_bool, "false", "log recovery leaves a torn tail in the segment file (bug)"),
+    # planted coordinator bugs (see broker.coordinator.txn_coordinator and broker.coordinator.group)
+    "logquake.debug.partial.commit.markers": (_parse_bool, "false", "transaction markers that failed are not sent again (bug)"),
+    "logquake.debug.commit.before.replication": (_parse_bool, "false", "OffsetCommit answers before its record is replicated (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 
@@ -285,6 +294,11 @@ def debug_switch(config: BrokerConfig, name: str) -> bool:
         raise ValueError(f"{name!r} is not a logquake.debug.* property")
     value = config.entries.get(name, (None, "default"))[0]
     return value is not None and value.strip().lower() == "true"
+
+
+def planted_bugs(config: BrokerConfig) -> list[str]:
+    """The planted-bug properties (description ending in "(bug)") switched on in `config`, in table order."""
+    return [name for name, (_, _, what) in PROPERTIES.items() if what.endswith("(bug)") and debug_switch(config, name)]
 
 
 def parse_properties(text: str, source: str) -> dict[str, str]:
@@ -378,6 +392,9 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
             flush_interval_messages=None if flush_messages == LONG_MAX else flush_messages,
             flush_interval_ms=typed["log.flush.interval.ms"],
             index_interval_bytes=typed["log.index.interval.bytes"],
+            debug_skip_fsync=typed["logquake.debug.skip.fsync"],
+            debug_index_off_by_one=typed["logquake.debug.index.off.by.one"],
+            debug_keep_torn_tail=typed["logquake.debug.keep.torn.tail"],
         )
     except ValueError as exc:
         raise ConfigError(f"log settings rejected: {exc}") from None

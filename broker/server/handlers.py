@@ -75,7 +75,7 @@ from broker.protocol.produce import PartitionProduceResult, encode_produce_respo
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
-from broker.server.config import LONG_MAX, BrokerConfig, debug_switch
+from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator
 from broker.coordinator.txn_markers import marker_info
@@ -196,6 +196,12 @@ class RequestHandlers:
         }
         self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
         self.txn_apis = TxnApis(self)  # installs FindCoordinator (transactions) and the transaction APIs
+        self.group_apis.coordinator.commit_before_replication = debug_switch(
+            config, "logquake.debug.commit.before.replication")
+        self.txn_apis.coordinator.partial_commit_markers = debug_switch(config, "logquake.debug.partial.commit.markers")
+        planted = planted_bugs(config)
+        if planted:
+            log.warning("planted bugs enabled on node %d: %s", config.node_id, ", ".join(planted))
         self.fetch_sessions = FetchSessionCache(runtime.random)  # followers' incremental fetches (KIP-227)
         assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
 
@@ -212,6 +218,8 @@ class RequestHandlers:
                 "read_above_hwm": "logquake.debug.read.above.hwm",
                 "skip_truncation": "logquake.debug.skip.truncation",
                 "skip_dedup": "logquake.debug.skip.dedup",
+                "hwm_past_isr": "logquake.debug.hwm.past.isr",
+                "fenced_leader_acks": "logquake.debug.fenced.leader.acks",
             }
             enabled = {field: True for field, name in switches.items() if debug_switch(self.config, name)}
             if enabled:

@@ -366,3 +366,17 @@ def test_static_member_rejoining_during_a_rebalance_takes_part_in_it():
         assert b.member_id != first.member_id and set(coordinator.groups["g"].members) == {a.member_id, b.member_id}
         assert coordinator.heartbeat("g", 2, first.member_id, "instance-1") == ErrorCode.fenced_instance_id
     asyncio.run(scenario())
+
+
+def test_debug_commit_before_replication_answers_and_serves_a_commit_the_log_refused():
+    async def scenario(planted):
+        _, store, coordinator = make()
+        coordinator.commit_before_replication = planted  # what logquake.debug.commit.before.replication sets
+        store.error = ErrorCode.not_enough_replicas  # the record cannot pass the high watermark
+        answer = await coordinator.commit_offsets("simple", -1, "", None, {("t", 0): (5, 0, None)})
+        await asyncio.sleep(0)
+        _, fetched = coordinator.fetch_offsets("simple", [("t", 0)])
+        return answer[("t", 0)], fetched[("t", 0)][0]
+
+    assert asyncio.run(scenario(False)) == (ErrorCode.not_enough_replicas, -1)
+    assert asyncio.run(scenario(True)) == (ErrorCode.none, 5)

@@ -548,3 +548,40 @@ def test_index_files_use_kafkas_layout(tmp_path):
     assert time_index == struct.pack(">qi", START_WALL_MS + 5, 1) + struct.pack(">qi", START_WALL_MS + 9, 5)
     data = (tmp_path / "t-0" / f"{0:020d}.log").read_bytes()
     assert [h.base_offset for h in headers_of(data)] == [0, 2, 4]
+
+
+def broker_log_config(**properties: str) -> LogConfig:
+    """The LogConfig a broker with these properties gives its logs (the planted-bug switches travel in it)."""
+    from broker.server.config import build_config
+
+    return build_config({"node.id": "1", **properties}).log_config
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_skip_fsync_moves_the_recovery_point_without_fsyncing(tmp_path, planted):
+    disk = CountingDisk()
+    properties = {"log.flush.interval.messages": "1"}
+    if planted:
+        properties["logquake.debug.skip.fsync"] = "true"
+    log = open_log(tmp_path / "t-0", broker_log_config(**properties), runtime(disk=disk))
+    for _ in range(3):
+        log.append(make_batch(2), 0)
+    # both claim everything is flushed; only the correct log fsync'd it
+    assert log.recovery_point == log.log_end_offset == 6
+    assert disk.log_fsyncs() == (0 if planted else 3)
+    log.close()
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_index_off_by_one_makes_a_read_skip_the_batches_before_the_next_index_entry(tmp_path, planted):
+    properties = {"log.index.interval.bytes": "200"}  # batches of 115 bytes: an entry every second batch
+    if planted:
+        properties["logquake.debug.index.off.by.one"] = "true"
+    log = open_log(tmp_path / "t-0", broker_log_config(**properties))
+    fill(log, [2] * 9)
+    first_batch = {offset: headers_of(log.read(offset, 1 << 20))[0].base_offset for offset in (0, 6, 7, 8, 16)}
+    if planted:  # the scan starts at the entry at or above the offset: what lies before it is skipped
+        assert first_batch == {0: 4, 6: 8, 7: 8, 8: 8, 16: 16}
+    else:
+        assert first_batch == {0: 0, 6: 6, 7: 6, 8: 8, 16: 16}
+    log.close()

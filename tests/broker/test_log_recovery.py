@@ -346,3 +346,32 @@ def test_a_segment_that_lost_its_tail_leaves_a_hole_and_offsets_are_not_reused(t
     assert headers_of(reopened.read(1, 1))[0].base_offset == 2  # the hole reads as the next batch
     assert reopened.append(make_batch(1), 0).base_offset == 4
     reopened.close()
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_keep_torn_tail_leaves_the_torn_bytes_in_the_file(tmp_path, caplog, planted):
+    from broker.server.config import build_config
+
+    properties = {"node.id": "1"}
+    if planted:
+        properties["logquake.debug.keep.torn.tail"] = "true"
+    config = build_config(properties).log_config
+    path = tmp_path / "t-0"
+    end, before = write_log(path, config, [2, 2, 2], flush_after=0)
+    segment = last_segment(path)
+    size = os.path.getsize(segment)
+    torn = make_batch(20, tag=99)[:300]
+    with open(segment, "ab") as f:
+        f.write(torn)
+    log = open_log(path, config, recover=True)
+    assert (log.log_end_offset, read_all(log)) == (end, before)  # both recover the same log ...
+    assert os.path.getsize(segment) == size + (len(torn) if planted else 0)  # ... only one cuts the file
+    log.append(make_batch(1, tag=7), 2)
+    log.close()
+    # behind the new batch, the rest of the torn bytes is taken for damage done after a clean shutdown
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        again = open_log(path, config)
+    assert again.log_end_offset == 7
+    damaged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "damaged after" in r.getMessage()]
+    assert len(damaged) == (1 if planted else 0)
+    again.close()

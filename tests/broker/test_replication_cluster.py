@@ -472,3 +472,61 @@ def test_images_older_than_this_process_registration_are_not_acted_on(tmp_path):
             await wait_until(lambda: controller.image.partition(TOPIC, 0).isr == (1, 2, 3), what="node 1 back in the ISR")
 
     run(scenario())
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_hwm_past_isr_acknowledges_what_one_isr_member_lacks(tmp_path, planted):
+    async def scenario():
+        debug = {1: {"logquake.debug.hwm.past.isr": "true"}} if planted else {}
+        async with running_cluster(tmp_path, debug=debug) as (nodes, client):
+            await nodes[3].stop()  # still in the ISR: replica.lag.time.max.ms has not passed
+            error, _ = await client.produce(nodes[1], [b"on 1 and 2 only"], timeout_ms=300)
+            replica = nodes[1].manager.hosted(TOPIC, 0)
+            assert replica.isr == (1, 2, 3)
+            if planted:
+                assert (error, replica.high_watermark) == (ErrorCode.none, 1)
+            else:
+                assert (error, replica.high_watermark) == (ErrorCode.request_timed_out, 0)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_fenced_leader_acks_answers_ok_when_the_leadership_is_lost(tmp_path, planted):
+    async def scenario():
+        controller = FakeController()
+        debug = {1: {"logquake.debug.fenced.leader.acks": "true"}} if planted else {}
+        async with running_cluster(tmp_path, controller, debug=debug) as (nodes, client):
+            await nodes[2].stop()
+            await nodes[3].stop()
+            produce = asyncio.ensure_future(client.produce(nodes[1], [b"never replicated"], timeout_ms=5000))
+            await wait_until(lambda: nodes[1].log.log_end_offset == 1, what="the leader's own append")
+            controller.elect(2, (2,))  # node 1 learns it was replaced while the request waits
+            error, _ = await produce
+            assert error == (ErrorCode.none if planted else ErrorCode.not_leader_or_follower)
+
+    run(scenario())
+
+
+def test_planted_coordinator_bugs_are_switched_on_from_the_config_with_a_warning(tmp_path, caplog):
+    async def scenario():
+        debug = {"logquake.debug.commit.before.replication": "true", "logquake.debug.partial.commit.markers": "true"}
+        node = await Node(1, tmp_path / "node1", FakeController(), debug).start()
+        try:
+            handlers = node.handlers
+            assert handlers.group_apis.coordinator.commit_before_replication
+            assert handlers.txn_apis.coordinator.partial_commit_markers
+        finally:
+            await node.stop()
+        plain = await Node(2, tmp_path / "node2", FakeController()).start()
+        try:
+            assert not plain.handlers.group_apis.coordinator.commit_before_replication
+            assert not plain.handlers.txn_apis.coordinator.partial_commit_markers
+        finally:
+            await plain.stop()
+
+    with caplog.at_level("WARNING"):
+        run(scenario())
+    assert ("planted bugs enabled on node 1: logquake.debug.partial.commit.markers, "
+            "logquake.debug.commit.before.replication") in caplog.text
+    assert "node 2" not in caplog.text

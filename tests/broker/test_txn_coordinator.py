@@ -186,3 +186,20 @@ def test_end_txn_answers_after_the_markers_or_after_its_wait():
         await coord.close()
 
     asyncio.run(scenario())
+
+
+def test_debug_partial_commit_markers_drops_a_partition_whose_marker_was_refused():
+    async def scenario(planted):
+        coord, state_log, sender, _ = coordinator()
+        coord.partial_commit_markers = planted  # what logquake.debug.partial.commit.markers sets
+        init = await coord.init_producer_id("t", 10_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0), ("out", 1)])
+        sender.failing[("out", 1)] = 1  # its leader is moving: the first marker is refused
+        assert (await coord.end_txn("t", init.producer_id, 0, commit=True)).error == ErrorCode.none
+        await settle(coord)
+        await coord.close()
+        return [sorted(job.partitions) for job, _ in sender.calls]
+
+    # correct: the refused marker is sent again; planted: never, so out-1's part of the transaction stays open
+    assert asyncio.run(scenario(False)) == [[("out", 0), ("out", 1)], [("out", 1)]]
+    assert asyncio.run(scenario(True)) == [[("out", 0), ("out", 1)]]

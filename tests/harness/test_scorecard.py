@@ -23,11 +23,14 @@ def test_every_bug_and_its_control_share_settings_and_seeds():
     bugs = [c for c in campaign.cells if c.id.startswith("bug=")]
     controls = {c.id: c for c in campaign.cells if c.id.startswith("control=")}
     assert len(bugs) == len(PLANTED_BUGS) and campaign.seeds == [5, 6]
-    for cell in bugs:
-        assert len(cell.spec.broker_overrides) == 1 and cell.spec.nemesis == ("partition", "kill", "pause")
-        control = controls[f"control={cell.spec.delivery_mode().name}"]
-        assert control.spec.broker_overrides == {}
-        assert (control.spec.delivery, control.spec.idempotent) == (cell.spec.delivery, cell.spec.idempotent)
+    for bug, cell in zip(PLANTED_BUGS, bugs):
+        assert cell.spec.broker_overrides == {**dict(bug.broker_overrides), bug.prop: "true"}
+        assert cell.spec.nemesis == (bug.nemesis or ("partition", "kill", "pause"))
+        [control] = [c for c in controls.values() if c.spec.broker_overrides == dict(bug.broker_overrides)
+                     and (c.spec.delivery, c.spec.idempotent, c.spec.nemesis)
+                     == (cell.spec.delivery, cell.spec.idempotent, cell.spec.nemesis)]
+        assert control.id.startswith(f"control={cell.spec.delivery_mode().name}")
+    assert controls["control=at-least-once-disk-log.flush.interval.messages=1"].spec.nemesis == ("disk",)
 
 
 def test_rates_count_unknown_runs_apart(tmp_path):
