@@ -10,7 +10,9 @@ Shapes of a fault window (the event's `shape`), applied to every link from
   local backend's TCP proxies refuse them, so they are not in the default shapes.
 
 The stop event and the final heal clear the shaping with `slow_net(0)`, not
-with `heal()`, so a partition of another package stays in force.
+with `heal()`, so a partition of another package stays in force. The probe
+(`nemeses.probe.probe_delay`) measures that the delay every shape carries is in
+effect.
 Thread-safety: driven by the one nemesis thread.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from nodecontrol.control import NodeControl
 from nemeses.core import FaultEvent, FaultPackage, Targets
+from nemeses.probe import Probe, probe_delay
 
 SHAPES = ("latency", "loss", "duplicate", "reorder")
 DEFAULT_SHAPES = ("latency", "loss")
@@ -69,6 +72,10 @@ class PacketPackage(FaultPackage):
             self.active = True
             return {"fault": event.shape, **args}
         return self.heal(control)
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        latency, jitter = float(result.get("latency_ms") or 0.0), float(result.get("jitter_ms") or 0.0)
+        return probe_delay(control, max(0.0, latency - jitter), latency + jitter)
 
     def heal(self, control: NodeControl) -> dict:
         control.slow_net(0.0)

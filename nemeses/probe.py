@@ -11,10 +11,18 @@ the backend's record of what it did:
   cut);
 - kill: the node's processes are gone and its port does not answer;
 - pause: every process of the node is stopped;
-- disk: the node's faultfs reports the mode that was asked for.
+- disk: the node's faultfs reports the mode that was asked for;
+- packet: Kafka requests from the client to every running node, and across two
+  links between nodes, take at least half the smallest delay asked for
+  (latency - jitter; every shape carries one). Loss, duplication and reordering
+  themselves are not measured: a fraction needs many samples, and a probe must
+  stay under a second. netem's reorder lets a share of packets through without
+  delay, so each link's slowest of `ROUND_TRIP_TRIES` round trips (made at once,
+  on connections of their own) is compared.
 
-Clock and packet faults have no probe yet; their probes say so (confirmed
-None), which never counts as landed or as not landed.
+Clock faults have no probe yet (the time a broker reads would have to come
+back in a response, e.g. a LogAppendTime produce); their probes say so
+(confirmed None), which never counts as landed or as not landed.
 
 The outcome is recorded with the fault, in the completion of its nemesis op
 (`"probe": {"package", "confirmed", "checks", "took_s"}`): `confirmed` is True
@@ -38,7 +46,8 @@ from nodecontrol.control import CLIENT, NodeControl, NodeControlError
 if TYPE_CHECKING:
     from nemeses.core import FaultEvent, FaultPackage
 
-__all__ = ["Probe", "run_probe", "probe_partition", "probe_processes", "CUT_SILENCE_S", "ANSWER_TIMEOUT_S"]
+__all__ = ["Probe", "run_probe", "probe_partition", "probe_processes", "probe_delay", "CUT_SILENCE_S",
+           "ANSWER_TIMEOUT_S"]
 
 # how long a cut link must stay silent; a healthy link on this machine answers within milliseconds
 CUT_SILENCE_S = 0.4
@@ -48,6 +57,14 @@ ANSWER_TIMEOUT_S = 1.5
 STATE_SETTLE_S = 0.5
 # links inside a side probed to show the probe itself reaches the cluster
 INSIDE_LINKS = 2
+# a delayed link must show at least this share of the smallest one-way delay asked for in a round trip (which
+# crosses the shaped path at least once); an unshaped link on this machine answers within a few milliseconds
+DELAY_SHARE = 0.5
+# below this (in ms), a busy broker's own answer time could pass for the delay: no verdict
+MIN_MEASURABLE_DELAY_MS = 4.0
+ROUND_TRIP_TRIES = 2
+# beyond three times the largest delay asked for, how long a delayed link may take to answer
+DELAY_ANSWER_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -141,3 +158,38 @@ def probe_processes(nodes: list[str], control: NodeControl, want: str) -> Probe:
     elif want == "gone":
         checks.append(f"port silent: {', '.join(nodes)}")
     return Probe(not wrong and not answering, tuple(checks))
+
+
+def probe_delay(control: NodeControl, least_ms: float, most_ms: float) -> Probe:
+    """Links are slowed: the slowest of `ROUND_TRIP_TRIES` round trips on each measured link (client to every
+    running node, and up to `INSIDE_LINKS` links between nodes) is at least `DELAY_SHARE` of `least_ms`, the
+    smallest one-way delay the shaping adds; `most_ms` is the largest, for the timeout."""
+    if least_ms < MIN_MEASURABLE_DELAY_MS:
+        return Probe(None, (f"a delay of at least {least_ms:g} ms is too small to tell from a broker's own "
+                            "answer time",))
+    running = [node for node in control.nodes if control.observed_state(node) == "running"]
+    links = [(CLIENT, node) for node in running] + \
+        [(a, b) for a in running for b in running if a != b][:INSIDE_LINKS]
+    if not links:
+        return Probe(None, ("no node is running: nothing to measure",))
+    # a link another fault cuts never answers: the tries run at once, so it costs one timeout, not one per try
+    timeout_s = DELAY_ANSWER_S + 3 * most_ms / 1000
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ROUND_TRIP_TRIES, thread_name_prefix="probe") as pool:
+        tries = list(pool.map(lambda _: control.round_trips(links, timeout_s), range(ROUND_TRIP_TRIES)))
+    slowest: dict[tuple[str, str], float] = {}
+    for found in tries:
+        for link, seconds in found.items():
+            if seconds is not None:
+                slowest[link] = max(seconds, slowest.get(link, 0.0))
+    threshold_ms = DELAY_SHARE * least_ms
+    if not slowest:
+        return Probe(None, (f"no answer on any link ({', '.join(map(_link, links))}): nothing measured",))
+    checks = [f"slowest of {ROUND_TRIP_TRIES} round trips (at least {threshold_ms:g} ms expected): "
+              + ", ".join(f"{_link(link)} {seconds * 1000:.0f} ms" for link, seconds in slowest.items())]
+    silent = [link for link in links if link not in slowest]
+    if silent:
+        checks.append(f"no answer: {', '.join(map(_link, silent))}")
+    fast = [link for link, seconds in slowest.items() if seconds * 1000 < threshold_ms]
+    if fast:
+        checks.append(f"not slowed: {', '.join(map(_link, fast))}")
+    return Probe(not fast, tuple(checks))

@@ -186,35 +186,44 @@ class NodeControl(abc.ABC):
     # --- probes: is a fault really in effect? (nemeses.probe) ---------------------------
     def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
         """For each directed link (source, destination), whether a Kafka request sent now from the source
-        (a node, or `client`) gets an answer from the destination within timeout_s. Measured over the
-        network the fault acts on, never read from the backend's own bookkeeping; the links are probed at
-        once. A backend that cannot probe refuses with NodeControlError (the probe is then recorded as
-        not made, never as confirmed)."""
+        (a node, or `client`) gets an answer from the destination within timeout_s (see `round_trips`)."""
+        return {link: seconds is not None for link, seconds in self.round_trips(links, timeout_s).items()}
+
+    def round_trips(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], float | None]:
+        """For each directed link (source, destination), the seconds a Kafka request sent now from the source
+        (a node, or `client`) over a new connection takes to be answered by the destination, or None when no
+        answer came within timeout_s. Measured over the network the fault acts on, never read from the
+        backend's own bookkeeping; the links are probed at once. A backend that cannot probe refuses with
+        NodeControlError (the probe is then recorded as not made, never as confirmed)."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot probe links")
 
-    def reaches_by_source(self, links: list[tuple[str, str]], timeout_s: float,
-                          client_address: Callable[[str], tuple[str, int]],
-                          run_on: Callable[[str, list[str]], ExecResult], peer_address: Callable[[str], str],
-                          python: str = "python3") -> dict[tuple[str, str], bool]:
-        """`reaches` for backends whose nodes are hosts or containers: client links are probed from this
+    def round_trips_by_source(self, links: list[tuple[str, str]], timeout_s: float,
+                              client_address: Callable[[str], tuple[str, int]],
+                              run_on: Callable[[str, list[str]], ExecResult], peer_address: Callable[[str], str],
+                              python: str = "python3") -> dict[tuple[str, str], float | None]:
+        """`round_trips` for backends whose nodes are hosts or containers: client links are probed from this
         machine to `client_address(node)`; a node's links by running `python -m nodecontrol.probe` on it
         (`run_on(node, argv)`) against `peer_address(dst)`, one command per source node, all at once."""
-        from nodecontrol.probe import answers_all
+        from nodecontrol.probe import round_trips_all
 
         by_source: dict[str, list[str]] = {}
         for src, dst in links:
             self.check_node(dst)
             by_source.setdefault(src, []).append(dst)
 
-        def probe(src: str) -> list[bool]:
+        def probe(src: str) -> list[float | None]:
             dsts = by_source[src]
             if src == CLIENT:
-                return answers_all([client_address(d) for d in dsts], timeout_s)
+                return round_trips_all([client_address(d) for d in dsts], timeout_s)
             self.check_node(src)
             result = run_on(src, [python, "-m", "nodecontrol.probe", "--timeout", f"{timeout_s:g}",
                                   *(peer_address(d) for d in dsts)])
             try:
-                return [bool(a) for a in json.loads(result.stdout)]
+                found = json.loads(result.stdout)
+                if not isinstance(found, list) or len(found) != len(dsts) or \
+                        not all(a is None or type(a) in (int, float) for a in found):
+                    raise ValueError(found)
+                return [None if a is None else float(a) for a in found]
             except ValueError:
                 raise NodeControlError(f"probing links from {src} failed (exit status {result.exit_status}): "
                                        f"{(result.stderr or result.stdout).strip()[:300]}") from None

@@ -5,17 +5,20 @@ node can be restarted by a supervisor right after a kill, a container runtime ca
 fail a freeze. The nemeses check each fault right after applying it
 (`nemeses.probe`); these are the measurements they use, through the backends:
 
-- `kafka_answers(host, port, timeout_s, source)`: whether a Kafka ApiVersions v0
-  request, sent from `source` (an address to bind, or any), gets a response within
-  the timeout. A TCP connect alone proves nothing: the local fault proxy and
-  Docker's port proxy accept connections that go nowhere.
+- `kafka_round_trip(host, port, timeout_s, source)`: how long a Kafka ApiVersions
+  v0 request, sent from `source` (an address to bind, or any) over a new
+  connection, takes to get its response (connect included), or None when no
+  response came within the timeout; `kafka_answers` is whether one came. A TCP
+  connect alone proves nothing: the local fault proxy and Docker's port proxy
+  accept connections that go nowhere.
 - `group_state(pgid)`: what the operating system says of a process group:
   `gone` (no process left), `paused` (every process stopped) or `running`;
   `pid_alive(pid)`: whether a process exists (the owners of crashed runs).
 
-`python3 -m nodecontrol.probe [--timeout S] HOST:PORT ...` runs `kafka_answers`
-on every address at once and prints a JSON list of booleans in the same order;
-the Docker and SSH backends run it on a node to probe that node's links.
+`python3 -m nodecontrol.probe [--timeout S] HOST:PORT ...` runs `kafka_round_trip`
+on every address at once and prints a JSON list in the same order: seconds, or
+null for no answer; the Docker and SSH backends run it on a node to probe that
+node's links.
 
 Thread-safety: every function is pure apart from its own sockets and /proc reads.
 """
@@ -29,15 +32,18 @@ import os
 import socket
 import struct
 import sys
+import time
 
-__all__ = ["kafka_answers", "group_state", "answers_all", "pid_alive"]
+__all__ = ["kafka_answers", "kafka_round_trip", "group_state", "round_trips_all", "pid_alive"]
 
 CLIENT_ID = b"logquake-probe"
 
 
-def kafka_answers(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> bool:
-    """True when an ApiVersions v0 request to host:port gets a response within timeout_s (bound to `source`)."""
+def kafka_round_trip(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> float | None:
+    """Seconds from connecting to host:port (bound to `source`) to the response of an ApiVersions v0 request
+    sent at once, or None when no response came within timeout_s."""
     body = struct.pack(">hhih", 18, 0, 1, len(CLIENT_ID)) + CLIENT_ID
+    started = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout_s,
                                       source_address=(source, 0) if source else None) as s:
@@ -47,19 +53,24 @@ def kafka_answers(host: str, port: int, timeout_s: float = 1.0, source: str | No
             while len(head) < 8:
                 chunk = s.recv(8 - len(head))
                 if not chunk:
-                    return False
+                    return None
                 head += chunk
-            return struct.unpack(">i", head[4:8])[0] == 1
+            return time.monotonic() - started if struct.unpack(">i", head[4:8])[0] == 1 else None
     except OSError:
-        return False
+        return None
 
 
-def answers_all(addresses: list[tuple[str, int]], timeout_s: float, source: str | None = None) -> list[bool]:
-    """kafka_answers on every address at once (so the probe takes one timeout, not one per address)."""
+def kafka_answers(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> bool:
+    """True when an ApiVersions v0 request to host:port gets a response within timeout_s (bound to `source`)."""
+    return kafka_round_trip(host, port, timeout_s, source) is not None
+
+
+def round_trips_all(addresses: list[tuple[str, int]], timeout_s: float, source: str | None = None) -> list[float | None]:
+    """kafka_round_trip on every address at once (so the probe takes one timeout, not one per address)."""
     if not addresses:
         return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(addresses), thread_name_prefix="probe") as pool:
-        return list(pool.map(lambda a: kafka_answers(a[0], a[1], timeout_s, source), addresses))
+        return list(pool.map(lambda a: kafka_round_trip(a[0], a[1], timeout_s, source), addresses))
 
 
 def group_state(pgid: int, proc: str = "/proc") -> str:
@@ -106,12 +117,13 @@ def _address(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m nodecontrol.probe",
-                                     description="Whether each HOST:PORT answers a Kafka ApiVersions request in time; "
-                                                 "prints a JSON list of booleans.")
+                                     description="How long each HOST:PORT takes to answer a Kafka ApiVersions request "
+                                                 "over a new connection; prints a JSON list of seconds (null: no "
+                                                 "answer in time).")
     parser.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each answer (default 0.5)")
     parser.add_argument("addresses", nargs="+", type=_address, metavar="HOST:PORT")
     args = parser.parse_args(argv)
-    print(json.dumps(answers_all(args.addresses, args.timeout)))
+    print(json.dumps(round_trips_all(args.addresses, args.timeout)))
     return 0
 
 

@@ -482,10 +482,10 @@ class DockerCluster(NodeControl):
 
     # ----- probes ------------------------------------------------------------------------
 
-    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+    def round_trips(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], float | None]:
         """Client links are probed from this host through the node's published port; a node's links from
         inside its container."""
-        return self.reaches_by_source(
+        return self.round_trips_by_source(
             links, timeout_s, client_address=lambda dst: ("127.0.0.1", self.client_ports[dst]),
             run_on=lambda src, argv: self.exec(src, argv, timeout_s=timeout_s + 10),
             peer_address=lambda dst: f"{self.addresses[dst]}:{INTERNAL_PORT}")

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeControlError, run_command
-from nodecontrol.probe import group_state, kafka_answers, pid_alive
+from nodecontrol.probe import group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
@@ -409,8 +409,8 @@ class LocalCluster(NodeControl):
         """The address a party's traffic comes from, as the proxy tells parties apart."""
         return self.host if party == CLIENT else self._bind_host(self.nodes.index(party) + 1)
 
-    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
-        assert self.proxy is not None, "reaches() before setup()"
+    def round_trips(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], float | None]:
+        assert self.proxy is not None, "round_trips() before setup()"
         for src, dst in links:
             self.check_node(dst)
             if src != CLIENT:
@@ -418,8 +418,8 @@ class LocalCluster(NodeControl):
         if not links:
             return {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(links), thread_name_prefix="probe") as pool:
-            answers = pool.map(lambda link: kafka_answers(self.host, self.proxy.ports[link[1]], timeout_s,
-                                                          self._source_address(link[0])), links)
+            answers = pool.map(lambda link: kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s,
+                                                             self._source_address(link[0])), links)
             return dict(zip(links, answers))
 
     def observed_state(self, node: str) -> str:

@@ -720,11 +720,11 @@ class SshCluster(NodeControl):
 
     # ----- probes ------------------------------------------------------------------------------------
 
-    def reaches(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], bool]:
+    def round_trips(self, links: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], float | None]:
         """Client links are probed from this machine to each node's client address; a node's links from its
         host, with the uploaded venv's python."""
         nodes = {n.name: n for n in self.nodes_file.nodes}
-        return self.reaches_by_source(
+        return self.round_trips_by_source(
             links, timeout_s, client_address=lambda dst: (nodes[dst].client_host, nodes[dst].client_port),
             run_on=lambda src, argv: self._hosts[src].run(shlex.join(argv), check=False, timeout_s=timeout_s + 10,
                                                           what=f"probing links from {src}"),

@@ -3,7 +3,8 @@
 The first tests drive the probe rules with a scripted NodeControl (what is under test is the rule around
 it). The others run three real broker processes behind the real fault proxy: a partition is measured as
 landed, the same partition through a proxy that ignores cuts (the planted harness bug) is measured as not
-landed, and a kill undone at once by "someone else" (a node restarted right after it) is caught."""
+landed, a kill undone at once by "someone else" (a node restarted right after it) is caught, and a packet
+delay is measured where it was applied and missed where it was not."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from harness.backends.local import LocalCluster
 from harness.runner import wait_for_brokers
 from harness.system import logquake_broker
 from nemeses.core import FaultEvent, Nemesis
-from nemeses.probe import CUT_SILENCE_S, probe_partition, probe_processes
+from nemeses.packet import PacketPackage
+from nemeses.probe import CUT_SILENCE_S, probe_delay, probe_partition, probe_processes
 from nemeses.process import KillPackage, PausePackage
 from nemeses.partition import PartitionPackage
 from nodecontrol.control import NodeControlError
@@ -155,3 +157,54 @@ def test_a_disk_fault_lands_when_the_node_s_faultfs_reports_its_mode():
     assert DiskPackage().probe(event, result, Disks(["fail-writes"])).confirmed is True
     missed = DiskPackage().probe(event, result, Disks([]))
     assert missed.confirmed is False and missed.checks == ("n1: faultfs modes none",)
+
+
+class RoundTrips(Scripted):
+    """Answers `round_trips` from a list of tables, one per call (seconds or None per link)."""
+
+    def __init__(self, *tables, states=None):
+        super().__init__(set(), states)
+        self.tables = list(tables)
+
+    def round_trips(self, links, timeout_s):
+        table = self.tables.pop(0)
+        return {link: table.get(link, table.get("*")) for link in links}
+
+
+def test_a_delay_lands_when_every_link_is_slow_in_its_slowest_round_trip():
+    # the second try of client->n2 is quick (netem's reorder lets some packets through undelayed): still slowed
+    probe = probe_delay(RoundTrips({"*": 0.120}, {"*": 0.110, ("client", "n2"): 0.001}), 50.0, 150.0)
+    assert probe.confirmed is True, probe
+    assert probe.checks[0].startswith("slowest of 2 round trips (at least 25 ms expected): client->n1 120 ms")
+    assert "n1->n2 120 ms, n1->n3 120 ms" in probe.checks[0]
+
+
+def test_a_link_that_stays_fast_means_the_delay_did_not_land():
+    fast = {"*": 0.080, ("client", "n3"): 0.002}
+    probe = probe_delay(RoundTrips(fast, fast), 50.0, 150.0)
+    assert probe.confirmed is False and probe.checks[-1] == "not slowed: client->n3"
+
+
+def test_delays_too_small_to_measure_and_links_that_never_answer_say_nothing():
+    assert probe_delay(RoundTrips(), 2.0, 2.0).confirmed is None
+    silent = probe_delay(RoundTrips({"*": None}, {"*": None}), 10.0, 10.0)
+    assert silent.confirmed is None and silent.checks[0].startswith("no answer on any link")
+    down = probe_delay(RoundTrips({"*": 0.030}, {"*": 0.030}, states={"n1": "gone", "n2": "gone"}), 10.0, 10.0)
+    assert down.confirmed is True and "n1" not in down.checks[0]
+
+
+@pytest.mark.slow
+def test_a_packet_delay_is_measured_on_the_real_proxy_and_missed_where_none_was_applied(monkeypatch):
+    cluster = _cluster(monkeypatch, False)
+    try:
+        package = PacketPackage()
+        asked = {"fault": "latency", "latency_ms": 100.0, "jitter_ms": 50.0}
+        before = package.probe(FaultEvent(1.0, "packet", "start-packet", None, "latency"), asked, cluster)
+        assert before.confirmed is False, before  # nothing was applied: the links answer at once
+        for shape in ("latency", "loss"):
+            result = Nemesis([package]).apply(FaultEvent(1.0, "packet", "start-packet", None, shape), cluster, None)
+            probe = result["probe"]
+            assert probe["confirmed"] is True and probe["took_s"] < 1.0, (shape, probe)
+            package.heal(cluster)
+    finally:
+        cluster.teardown()
