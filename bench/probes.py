@@ -2,7 +2,8 @@
 started without probes, on one 3-node local cluster of our broker, in the same run.
 
 Each round starts and undoes a partition (one node isolated), a kill (then a restart), a pause (then a
-resume) and packet delays (the latency shape, 100 +- 50 ms, and the loss shape, 20% with 10 ms), first with probes off (the baseline) and then with probes on, on a random node each time. Printed
+resume), packet delays (the latency shape, 100 +- 50 ms, and the loss shape, 20% with 10 ms) and a clock
+skew (then a reset), first with probes off (the baseline) and then with probes on, on a random node each time. Printed
 per fault kind: the median and largest time to start the fault, without and with its probe, the probe's
 own cost (the difference of the medians), and whether every probe confirmed its fault. With `--backend
 docker` the nodes are containers and a node's links are probed from inside it (`docker exec`). The target is under
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from harness.backends.local import LocalCluster  # noqa: E402
 from harness.runner import wait_for_brokers  # noqa: E402
 from harness.system import logquake_broker  # noqa: E402
+from nemeses.clock import ClockPackage  # noqa: E402
 from nemeses.core import FaultEvent, Nemesis  # noqa: E402
 from nemeses.packet import PacketPackage  # noqa: E402
 from nemeses.partition import PartitionPackage  # noqa: E402
@@ -38,11 +40,13 @@ FAULTS = {  # kind: (start event, undo event)
     "pause": (("pause", "pause", None), ("pause", "resume", None)),
     "packet latency": (("packet", "start-packet", "latency"), ("packet", "stop-packet", "latency")),
     "packet loss": (("packet", "start-packet", "loss"), ("packet", "stop-packet", "loss")),
+    "clock skew": (("clock", "start-clock", "skew"), ("clock", "stop-clock", "skew")),
 }
 
 
 def measure(cluster: LocalCluster, rounds: int, rng: random.Random, probes: bool) -> dict[str, list]:
-    nemesis = Nemesis([PartitionPackage(), KillPackage(), PausePackage(), PacketPackage()], probes=probes)
+    nemesis = Nemesis([PartitionPackage(), KillPackage(), PausePackage(), PacketPackage(), ClockPackage()],
+                      probes=probes)
     times: dict[str, list] = {kind: [] for kind in FAULTS}
     confirmed: dict[str, list] = {kind: [] for kind in FAULTS}
     for _ in range(rounds):
@@ -83,6 +87,7 @@ def main() -> int:
         cluster.prepare_image()
     else:
         cluster = LocalCluster(logquake_broker({}, 3), 3)
+    cluster.enable_faults({"clock"})  # brokers under libfaketime
     cluster.setup()
     try:
         wait_for_brokers(cluster, 60)

@@ -15,6 +15,12 @@ is left true on purpose (see nodecontrol.launch). So record timestamps
 anything a broker measures with the wall clock feel the fault; timeouts
 measured with the monotonic clock do not.
 
+The probe reads, for each target node, the clock its broker process sees
+(`NodeControl.clock_offset`: libfaketime mapped into the broker, and the offset
+its faketime variables give now) and compares it with the offset asked for
+(either sign for a strobe), within `CLOCK_TOLERANCE_S` plus the measurement's
+own uncertainty.
+
 Needs `enable_faults({"clock"})` before the cluster starts (`prepares`). The
 final heal stops every strobe and resets every clock it touched to 0.
 Thread-safety: apply/heal run on the nemesis thread; each strobe runs on its own
@@ -26,13 +32,17 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 from nodecontrol.control import NodeControl, NodeControlError
 from nemeses.core import FaultEvent, FaultPackage, Targets
+from nemeses.probe import STATE_SETTLE_S, Probe
 
 log = logging.getLogger("nemeses.clock")
 
 SHAPES = ("skew", "strobe")
+# how far a measured clock offset may be from the one asked for, beyond the measurement's own uncertainty
+CLOCK_TOLERANCE_S = 0.25
 
 
 def skew_for(pick: int, max_skew_s: float) -> float:
@@ -89,6 +99,39 @@ class ClockPackage(FaultPackage):
         thread.start()
         return {"fault": "strobe", "nodes": nodes, "offset_s": [abs(offset_s), -abs(offset_s)],
                 "period_s": self.strobe_period_s, "clocks": "wall"}
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        nodes = result.get("nodes") or []
+        if not nodes:
+            return Probe(None, ("the fault hit no node",))
+        asked = result.get("offset_s")
+        strobe = isinstance(asked, list)
+        want = abs(float(asked[0])) if strobe else float(asked)
+        checks, verdicts = [], []
+        for node in nodes:
+            state = control.observed_state(node)
+            if state == "gone":
+                checks.append(f"{node}: down, not measured")
+                continue
+            # a strobe's thread may not have written its first offset yet: measure again for a moment
+            deadline = time.monotonic() + STATE_SETTLE_S
+            while True:
+                found = control.clock_offset(node)
+                offset = found.get("offset_s")
+                ok = offset is not None and abs((abs(offset) if strobe else offset) - want) <= \
+                    CLOCK_TOLERANCE_S + float(found.get("uncertainty_s") or 0.0)
+                if ok or "error" in found or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            if "error" in found:
+                checks.append(f"{node}: not measured ({found['error']})")
+                continue
+            if not found.get("preloaded"):
+                checks.append(f"{node}: libfaketime is not loaded in its broker (pid {found.get('pid')})")
+            else:
+                checks.append(f"{node}: reads {offset:+.3f} s (asked {f'+-{want:.3f}' if strobe else f'{want:+.3f}'} s)")
+            verdicts.append(ok)
+        return Probe(all(verdicts) if verdicts else None, tuple(checks))
 
     def _strobe(self, control: NodeControl, nodes: list[str], magnitude_s: float, stop: threading.Event) -> None:
         sign = 1

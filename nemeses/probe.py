@@ -20,9 +20,12 @@ the backend's record of what it did:
   delay, so each link's slowest of `ROUND_TRIP_TRIES` round trips (made at once,
   on connections of their own) is compared.
 
-Clock faults have no probe yet (the time a broker reads would have to come
-back in a response, e.g. a LogAppendTime produce); their probes say so
-(confirmed None), which never counts as landed or as not landed.
+- clock: the clock each target node's broker reads (libfaketime loaded in the
+  broker process, and the offset its faketime variables give now) is the one
+  asked for (`nemeses.clock`).
+
+A package without a probe says so (confirmed None), which never counts as
+landed or as not landed.
 
 The outcome is recorded with the fault, in the completion of its nemesis op
 (`"probe": {"package", "confirmed", "checks", "took_s"}`): `confirmed` is True

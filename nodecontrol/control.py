@@ -234,6 +234,25 @@ class NodeControl(abc.ABC):
             answers = {(src, dst): a for src, future in found.items() for dst, a in zip(by_source[src], future.result())}
         return {link: answers[link] for link in links}
 
+    def clock_offset(self, node: str) -> dict:
+        """The wall clock `node`'s broker process reads, measured where it runs (`nodecontrol.probe.clock_offset`:
+        libfaketime mapped into the process, and the offset its faketime variables give now). A backend that
+        cannot measure refuses with NodeControlError."""
+        raise NodeControlError(f"the {type(self).__name__} backend cannot measure clocks")
+
+    def clock_offset_by_exec(self, node: str, pid_file: str, python: str = "python3") -> dict:
+        """`clock_offset` for backends whose nodes are hosts or containers: `python -m nodecontrol.probe
+        --clock-of PID_FILE` run on the node."""
+        result = self.exec(node, [python, "-m", "nodecontrol.probe", "--clock-of", pid_file], timeout_s=30)
+        try:
+            found = json.loads(result.stdout)
+            if not isinstance(found, dict):
+                raise ValueError(found)
+            return found
+        except ValueError:
+            raise NodeControlError(f"measuring the clock of {node} failed (exit status {result.exit_status}): "
+                                   f"{(result.stderr or result.stdout).strip()[:300]}") from None
+
     def observed_state(self, node: str) -> str:
         """`running`, `paused` or `gone`: what the operating system (or container engine) says of the node's
         processes now, not what this backend last did to them."""

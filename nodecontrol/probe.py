@@ -11,6 +11,10 @@ fail a freeze. The nemeses check each fault right after applying it
   response came within the timeout; `kafka_answers` is whether one came. A TCP
   connect alone proves nothing: the local fault proxy and Docker's port proxy
   accept connections that go nowhere.
+- `clock_offset(pid)`: the wall clock process `pid` reads, against this
+  machine's: whether libfaketime is mapped into the process (its
+  /proc/PID/maps), and the offset a process started with the same faketime
+  variables (from /proc/PID/environ) reads now.
 - `group_state(pgid)`: what the operating system says of a process group:
   `gone` (no process left), `paused` (every process stopped) or `running`;
   `pid_alive(pid)`: whether a process exists (the owners of crashed runs).
@@ -18,7 +22,8 @@ fail a freeze. The nemeses check each fault right after applying it
 `python3 -m nodecontrol.probe [--timeout S] HOST:PORT ...` runs `kafka_round_trip`
 on every address at once and prints a JSON list in the same order: seconds, or
 null for no answer; the Docker and SSH backends run it on a node to probe that
-node's links.
+node's links. `python3 -m nodecontrol.probe --clock-of PID_FILE` prints
+`clock_offset` of the process whose pid the file holds, as JSON.
 
 Thread-safety: every function is pure apart from its own sockets and /proc reads.
 """
@@ -31,10 +36,12 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 
-__all__ = ["kafka_answers", "kafka_round_trip", "group_state", "round_trips_all", "pid_alive"]
+__all__ = ["kafka_answers", "kafka_round_trip", "group_state", "round_trips_all", "pid_alive", "clock_offset",
+           "clock_offset_of_pid_file"]
 
 CLIENT_ID = b"logquake-probe"
 
@@ -108,6 +115,45 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def clock_offset(pid: int, proc: str = "/proc") -> dict:
+    """`{"pid", "preloaded", "offset_s", "uncertainty_s"}`: whether libfaketime is mapped into process `pid`,
+    and the offset from this machine's wall clock that a process started with `pid`'s faketime variables reads
+    (None without them), give or take `uncertainty_s` (half the time the reading process took); or
+    `{"pid", "error"}` when the process cannot be read."""
+    try:
+        with open(os.path.join(proc, str(pid), "maps"), encoding="ascii", errors="replace") as f:
+            preloaded = "libfaketime" in f.read()
+        with open(os.path.join(proc, str(pid), "environ"), "rb") as f:
+            environ = f.read().decode(errors="replace")
+    except OSError as e:
+        return {"pid": pid, "error": f"cannot read process {pid}: {e.strerror or e}"}
+    env = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
+    fake = {k: v for k, v in env.items() if k == "LD_PRELOAD" or k.startswith("FAKETIME")}
+    if not preloaded or "LD_PRELOAD" not in fake:
+        return {"pid": pid, "preloaded": preloaded, "offset_s": None, "uncertainty_s": None}
+    before = time.time()
+    read = subprocess.run([sys.executable, "-c", "import time; print(repr(time.time()))"], capture_output=True,
+                          text=True, timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **fake})
+    after = time.time()
+    try:
+        seen = float(read.stdout.strip())
+    except ValueError:
+        return {"pid": pid, "error": f"reading the clock under process {pid}'s faketime variables failed "
+                                     f"(exit status {read.returncode}): {read.stderr.strip()[:200]}"}
+    return {"pid": pid, "preloaded": True, "offset_s": round(seen - (before + after) / 2, 3),
+            "uncertainty_s": round((after - before) / 2, 3)}
+
+
+def clock_offset_of_pid_file(path: str) -> dict:
+    """`clock_offset` of the process whose pid file `path` holds (`{"error"}` when there is none)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        return {"error": f"no process id in {path}: {getattr(e, 'strerror', None) or e}"}
+    return clock_offset(pid)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -121,8 +167,15 @@ def main(argv: list[str] | None = None) -> int:
                                                  "over a new connection; prints a JSON list of seconds (null: no "
                                                  "answer in time).")
     parser.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each answer (default 0.5)")
-    parser.add_argument("addresses", nargs="+", type=_address, metavar="HOST:PORT")
+    parser.add_argument("--clock-of", metavar="PID_FILE",
+                        help="instead: the wall clock offset the process of this pid file reads, as JSON")
+    parser.add_argument("addresses", nargs="*", type=_address, metavar="HOST:PORT")
     args = parser.parse_args(argv)
+    if args.clock_of:
+        print(json.dumps(clock_offset_of_pid_file(args.clock_of)))
+        return 0
+    if not args.addresses:
+        parser.error("name at least one HOST:PORT, or --clock-of PID_FILE")
     print(json.dumps(round_trips_all(args.addresses, args.timeout)))
     return 0
 

@@ -490,6 +490,9 @@ class DockerCluster(NodeControl):
             run_on=lambda src, argv: self.exec(src, argv, timeout_s=timeout_s + 10),
             peer_address=lambda dst: f"{self.addresses[dst]}:{INTERNAL_PORT}")
 
+    def clock_offset(self, node: str) -> dict:
+        return self.clock_offset_by_exec(node, f"{DATA_DIR}/broker.pid")
+
     def observed_state(self, node: str) -> str:
         status = self._status(node)
         return status if status in ("running", "paused") else "gone"

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeControlError, run_command
-from nodecontrol.probe import group_state, kafka_round_trip, pid_alive
+from nodecontrol.probe import clock_offset_of_pid_file, group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
 from harness.system import NodeSpec, System
@@ -421,6 +421,10 @@ class LocalCluster(NodeControl):
             answers = pool.map(lambda link: kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s,
                                                              self._source_address(link[0])), links)
             return dict(zip(links, answers))
+
+    def clock_offset(self, node: str) -> dict:
+        self.check_node(node)
+        return clock_offset_of_pid_file(str(Path(self._specs[node].data_dir) / "broker.pid"))
 
     def observed_state(self, node: str) -> str:
         self.check_node(node)

@@ -730,6 +730,9 @@ class SshCluster(NodeControl):
                                                           what=f"probing links from {src}"),
             peer_address=lambda dst: f"{_host(nodes[dst].address)}:{nodes[dst].internal_port}", python=self._python())
 
+    def clock_offset(self, node: str) -> dict:
+        return self.clock_offset_by_exec(node, posixpath.join(self.node_dir(node), "broker.pid"), self._python())
+
     def observed_state(self, node: str) -> str:
         self.check_node(node)
         pid = shlex.quote(self._pid_file(node))

@@ -289,6 +289,8 @@ def test_disk_and_clock_faults_run_through_node_launch(client):
         broker_pid = control.exec("n1", ["cat", "/var/lib/logquake/broker.pid"]).stdout.strip()
         environ = control.exec("n1", ["cat", f"/proc/{broker_pid}/environ"]).stdout.split("\0")
         assert "FAKETIME_TIMESTAMP_FILE=/var/lib/logquake/faketime" in environ
+        measured = control.clock_offset("n1")  # the clock probe's measurement, made inside the container
+        assert measured["preloaded"] is True and abs(measured["offset_s"] - 30) < 0.5, measured
         control.kill("n1")
         control.start("n1")
         control.wait_ready(["n1"])

@@ -245,6 +245,8 @@ def test_disk_and_clock_faults_and_loss_without_netem(ssh_nodes):
         broker_pid = n1.exec_run(["cat", f"{cluster.node_dir('n1')}/broker.pid"]).output.decode().strip()
         environ = n1.exec_run(["cat", f"/proc/{broker_pid}/environ"]).output.decode()
         assert "FAKETIME_TIMESTAMP_FILE=" in environ and "libfaketime" in environ
+        measured = cluster.clock_offset("n1")  # the clock probe's measurement, made on the host
+        assert measured["preloaded"] is True and abs(measured["offset_s"] - 3600) < 0.5, measured
         cluster.kill("n1")
         assert f" {log_dir} fuse" not in n1.exec_run(["cat", "/proc/mounts"]).output.decode()
         cluster.start("n1")

@@ -4,7 +4,7 @@ The first tests drive the probe rules with a scripted NodeControl (what is under
 it). The others run three real broker processes behind the real fault proxy: a partition is measured as
 landed, the same partition through a proxy that ignores cuts (the planted harness bug) is measured as not
 landed, a kill undone at once by "someone else" (a node restarted right after it) is caught, and a packet
-delay is measured where it was applied and missed where it was not."""
+delay and a clock skew are measured where they were applied and missed where they were not."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from harness.backends.local import LocalCluster
 from harness.runner import wait_for_brokers
 from harness.system import logquake_broker
+from nemeses.clock import ClockPackage
 from nemeses.core import FaultEvent, Nemesis
 from nemeses.packet import PacketPackage
 from nemeses.probe import CUT_SILENCE_S, probe_delay, probe_partition, probe_processes
@@ -93,9 +94,11 @@ def test_a_backend_that_cannot_probe_records_the_probe_as_not_made():
 # ----- three real brokers behind the real fault proxy -------------------------------------------------
 
 
-def _cluster(monkeypatch, ignore_cuts: bool, cls=LocalCluster):
+def _cluster(monkeypatch, ignore_cuts: bool, cls=LocalCluster, faults=()):
     monkeypatch.setenv("LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS", "true" if ignore_cuts else "false")
     cluster = cls(logquake_broker({}, 3), 3)
+    if faults:
+        cluster.enable_faults(set(faults))
     cluster.setup()
     wait_for_brokers(cluster, 60)
     return cluster
@@ -206,5 +209,65 @@ def test_a_packet_delay_is_measured_on_the_real_proxy_and_missed_where_none_was_
             probe = result["probe"]
             assert probe["confirmed"] is True and probe["took_s"] < 1.0, (shape, probe)
             package.heal(cluster)
+    finally:
+        cluster.teardown()
+
+
+class Clocks(Scripted):
+    """Answers `clock_offset` from a table of readings per node, one reading per call."""
+
+    def __init__(self, readings, states=None):
+        super().__init__(set(), states)
+        self.readings = {node: list(values) for node, values in readings.items()}
+
+    def clock_offset(self, node):
+        values = self.readings[node]
+        return values.pop(0) if len(values) > 1 else values[0]
+
+
+def _read(offset, preloaded=True):
+    return {"pid": 7, "preloaded": preloaded, "offset_s": offset, "uncertainty_s": 0.02}
+
+
+def test_a_skew_lands_when_each_broker_reads_the_offset_asked_for():
+    event = FaultEvent(1.0, "clock", "start-clock", "minority", "skew")
+    result = {"fault": "skew", "nodes": ["n1", "n2"], "offset_s": -12.5, "clocks": "wall"}
+    probe = ClockPackage().probe(event, result, Clocks({"n1": [_read(-12.41)], "n2": [_read(-12.6)]}))
+    assert probe.confirmed is True and probe.checks == ("n1: reads -12.410 s (asked -12.500 s)",
+                                                        "n2: reads -12.600 s (asked -12.500 s)")
+    missed = ClockPackage().probe(event, result, Clocks({"n1": [_read(-12.5)], "n2": [_read(0.001)]}))
+    assert missed.confirmed is False and missed.checks[1] == "n2: reads +0.001 s (asked -12.500 s)"
+    unloaded = ClockPackage().probe(event, result, Clocks({"n1": [_read(None, False)], "n2": [_read(-12.5)]}))
+    assert unloaded.confirmed is False and unloaded.checks[0] == "n1: libfaketime is not loaded in its broker (pid 7)"
+
+
+def test_a_strobe_counts_either_sign_and_a_down_node_is_not_measured():
+    event = FaultEvent(1.0, "clock", "start-clock", "minority", "strobe")
+    result = {"fault": "strobe", "nodes": ["n1", "n2"], "offset_s": [30.0, -30.0], "period_s": 0.05}
+    # n1's strobe thread has not written its first offset at the first reading
+    probe = ClockPackage().probe(event, result, Clocks({"n1": [_read(0.0), _read(-29.9)]}, states={"n2": "gone"}))
+    assert probe.confirmed is True and probe.checks == ("n1: reads -29.900 s (asked +-30.000 s)",
+                                                        "n2: down, not measured")
+
+
+class ClockWritesGoNowhere(LocalCluster):
+    """A harness bug: the clock fault is reported applied, but the offset file is never written."""
+
+    def _set_clock(self, node, offset_s):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [LocalCluster, ClockWritesGoNowhere])
+def test_a_clock_skew_is_measured_in_the_real_broker_process(monkeypatch, cls):
+    cluster = _cluster(monkeypatch, False, cls, faults=("clock",))
+    try:
+        result = Nemesis([ClockPackage()]).apply(FaultEvent(1.0, "clock", "start-clock", "n2", "skew", pick=5),
+                                                 cluster, None)
+        probe = result["probe"]
+        assert probe["confirmed"] is (cls is LocalCluster), probe
+        assert probe["took_s"] < 1.0 if cls is LocalCluster else True, probe
+        assert probe["checks"][0].startswith("n2: reads ") and f"(asked {result['offset_s']:+.3f} s)" in \
+            probe["checks"][0], probe
     finally:
         cluster.teardown()
