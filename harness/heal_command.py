@@ -7,11 +7,12 @@ its faults: brokers stay paused, partitions cut, FUSE mounts mounted. Every run
 writes its faults down in a ledger before applying them (`harness/ledger.py`);
 this command reads the open ledgers of STORE whose harness is gone, prints the
 faults each left in effect, then removes the clusters of dead harnesses on every
-backend it can reach on this machine (local processes and mounts, Docker
-containers and networks), which undoes every fault with them, and closes the
-ledgers. Runs of harnesses that are still alive are never touched. The start of
-every `logquake test` does the same for the backends that dead runs used.
-SSH hosts are healed by the next run's setup on them (it needs the nodes file).
+backend (local processes and mounts, Docker containers and networks, and on the
+SSH hosts of the nodes files the dead runs named: their brokers, mounts and run
+dirs, and the iptables chains and netem of a host no run uses any more), which
+undoes every fault with them, and closes the ledgers. Runs of harnesses that
+are still alive are never touched. The start of every `logquake test` does the
+same for the backends that dead runs used (SSH hosts only for an SSH run).
 
 Exit status: 0 when everything found was healed (or nothing was found), 1 when
 some backend could not be healed, 254 for bad arguments.

@@ -163,7 +163,7 @@ def describe_fault(fault: dict) -> str:
     return f"{event.get('f', '?')} ({event.get('package', '?')}) at {event.get('at_s', '?')} s{hit}"
 
 
-def heal_store(store: Path, healers: dict[str, Callable[[], list[str]]],
+def heal_store(store: Path, healers: dict[str, Callable[[list["LedgerState"]], list[str]]],
                say: Callable[[str], None] = print) -> dict[str, Any]:
     """Undo what dead harnesses left in effect (see the module doc): {"runs": [...], "removed": [...]}."""
     stale = stale_ledgers(Path(store))
@@ -176,7 +176,7 @@ def heal_store(store: Path, healers: dict[str, Callable[[], list[str]]],
     removed, errors = [], []
     for name, healer in healers.items():
         try:
-            removed += healer()
+            removed += healer([state for state in stale if state.backend == name])
         except Exception as e:  # one backend's failure must not stop the others' healing
             errors.append(f"{name}: {e}")
     for item in removed:

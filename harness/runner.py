@@ -325,8 +325,11 @@ class FaultRun:
 
     def _heal_dead_runs(self, store: Store) -> None:
         """Undo what harnesses that died left in effect, for the backends their open ledgers name (this run's
-        own backend also reaps its dead runs in setup)."""
+        own backend also reaps its dead runs in setup). Remote hosts only for an SSH run: a local run must not
+        wait on hosts that may be gone (`logquake heal` reaches them)."""
         backends = {state.backend for state in stale_ledgers(store.root)}
+        if self.o.backend != "ssh":
+            backends.discard("ssh")
         if backends:
             heal_store(store.root, {name: HEALERS[name] for name in backends if name in HEALERS}, say=log.warning)
 

@@ -42,13 +42,13 @@ def _ssh(system, spec, nodes_file=None, accept_new_host_keys: bool = False, **_:
 BACKENDS: dict[str, Callable[..., Any]] = {"local": _local, "docker": _docker, "ssh": _ssh}
 
 
-def _heal_local() -> list[str]:
+def _heal_local(stale: list) -> list[str]:
     from harness.backends.local import reap_stale_runs
 
     return [f"run directory {d} and its processes and mounts" for d in reap_stale_runs()]
 
 
-def _heal_docker() -> list[str]:
+def _heal_docker(stale: list) -> list[str]:
     from harness.backends.docker import reap_stale_runs
     from harness.docker_command import DockerUnavailable, docker_client
 
@@ -59,6 +59,18 @@ def _heal_docker() -> list[str]:
     return reap_stale_runs(client)
 
 
-# What `logquake heal` (and the start of every run) calls to remove the clusters of harnesses that died; each
-# returns what it removed. SSH hosts are healed by the next run's setup on them (it needs the nodes file).
-HEALERS: dict[str, Callable[[], list[str]]] = {"local": _heal_local, "docker": _heal_docker}
+def _heal_ssh(stale: list) -> list[str]:
+    """The hosts of every nodes file a dead run of this backend named in its ledger."""
+    from harness.backends.ssh import heal_hosts
+
+    removed: list[str] = []
+    for path in sorted({str(state.leftovers["nodes_file"]) for state in stale if state.leftovers.get("nodes_file")}):
+        removed += heal_hosts(path)
+    return removed
+
+
+# What `logquake heal` (and the start of every run) calls to remove the clusters of harnesses that died: each
+# gets the open ledgers of its backend's dead runs (harness.ledger.LedgerState) and returns what it removed.
+# Local processes and Docker containers are found on this machine whatever the ledgers say; SSH hosts are the
+# ones the ledgers' nodes files name.
+HEALERS: dict[str, Callable[[list], list[str]]] = {"local": _heal_local, "docker": _heal_docker, "ssh": _heal_ssh}

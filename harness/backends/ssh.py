@@ -366,17 +366,10 @@ class SshCluster(NodeControl):
         if self.version is None:
             self._install()
         installed = time.monotonic()
-        addresses = {n.name: n.address for n in self.nodes_file.nodes}
 
         def prepare(node: str) -> None:
             host = self._hosts[node]
-            others = [a for name, a in addresses.items() if name != node]
-            route_to = others[0] if others else "1.1.1.1"
-            device = host.run(f"ip -o route get {shlex.quote(route_to)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'",
-                              what="finding the network interface").stdout.strip().split("\n")[0]
-            if not device:
-                raise NodeControlError(f"{node}: cannot tell which interface reaches {route_to} (ip route get)")
-            self._devices[node] = device
+            device = self._devices[node] = self._device_of(node)
             host.run(f"mkdir -p {shlex.quote(posixpath.join(self.node_dir(node), 'logs'))} && echo "
                      f"{shlex.quote(f'{socket.gethostname()} {os.getpid()}')} > "
                      f"{shlex.quote(posixpath.join(self.run_path, 'owner'))}", what="making the run dir")
@@ -818,10 +811,47 @@ class SshCluster(NodeControl):
 
     # ----- crash leftovers -------------------------------------------------------------------------
 
-    def _reap_stale_runs(self) -> None:
-        """Kill the brokers of, and remove, run dirs left on these hosts by a harness of this machine that died."""
+    def _device_of(self, node: str) -> str:
+        """The interface `node`'s host reaches the other nodes through (where partitions and netem act)."""
+        others = [n.address for n in self.nodes_file.nodes if n.name != node]
+        route_to = others[0] if others else "1.1.1.1"
+        device = self._hosts[node].run(f"ip -o route get {shlex.quote(route_to)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'",
+                                       what="finding the network interface").stdout.strip().split("\n")[0]
+        if not device:
+            raise NodeControlError(f"{node}: cannot tell which interface reaches {route_to} (ip route get)")
+        return device
+
+    def heal_dead_runs(self) -> list[str]:
+        """`logquake heal` on these hosts: connect, remove the runs of dead harnesses of this machine (brokers
+        resumed and killed, mounts, run dirs), and, on a host that no run uses any more, the partition and loss
+        chains and the netem qdisc they may have left; what was removed, a line each."""
+        removed: list[str] = []
+        try:
+            self._fan_out(lambda node: self._hosts[node].connected or self._hosts[node].connect(), self.nodes)
+            removed += self._reap_stale_runs()
+            runs = shlex.quote(posixpath.join(self.nodes_file.run_dir, "runs"))
+
+            def release(node: str) -> None:
+                device = self._device_of(node)
+                left = self._hosts[node].run(
+                    f"if ls {runs}/*/owner >/dev/null 2>&1; then echo in-use; else {netshell.chain_teardown_shell()}; "
+                    f"{netshell.netem_delete_shell(device)}; echo released; fi", check=False,
+                    what="releasing the network").stdout.split()
+                if left[-1:] == ["released"]:
+                    removed.append(f"{node}: iptables chains and netem on {device} (no run uses the host)")
+
+            self._fan_out(release, self.nodes)
+        finally:
+            for host in self._hosts.values():
+                host.close()
+        return removed
+
+    def _reap_stale_runs(self) -> list[str]:
+        """Kill the brokers of, and remove, run dirs left on these hosts by a harness of this machine that died;
+        what was removed."""
         runs = shlex.quote(posixpath.join(self.nodes_file.run_dir, "runs"))
         me = socket.gethostname()
+        removed: list[str] = []
 
         def reap(node: str) -> None:
             host = self._hosts[node]
@@ -841,8 +871,10 @@ class SshCluster(NodeControl):
                          f"while read -r m; do fusermount3 -u -z \"$m\" 2>/dev/null || umount -l \"$m\"; done; "
                          f"rm -rf {quoted}", what="removing a crashed run")
                 log.warning("removed leftovers of a crashed run on %s: %s", node, run_path)
+                removed.append(f"{node}: run directory {run_path} and its processes and mounts")
 
         self._fan_out(reap, self.nodes)
+        return removed
 
     # ----- helpers -----------------------------------------------------------------------------------
 
@@ -864,3 +896,13 @@ class SshCluster(NodeControl):
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
+
+
+def heal_hosts(nodes_file_path: str) -> list[str]:
+    """`logquake heal` for the hosts of a nodes file that runs of dead harnesses used (see
+    `SshCluster.heal_dead_runs`); the host keys must be known (as the run knew them)."""
+    from harness.nodes_file import load_nodes_file
+    from harness.system import logquake_broker
+
+    nodes_file = load_nodes_file(nodes_file_path)
+    return SshCluster(logquake_broker({}, len(nodes_file.nodes)), nodes_file).heal_dead_runs()

@@ -38,11 +38,13 @@ f = "stop-partition"
 """
 
 
-def _kill_harness_with_faults_in_effect(tmp_path, backend):
+def kill_harness_with_faults_in_effect(tmp_path, backend, *extra):
+    """Start a run whose schedule partitions n1 away and pauses n2, SIGKILL the harness once both are in
+    effect; (pid, store, ledger) of that run."""
     schedule = tmp_path / "schedule.toml"
     schedule.write_text(PARTITION_AND_PAUSE)
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--backend", backend, "--schedule",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--backend", backend, *extra, "--schedule",
                              str(schedule), "--time-limit", "60", "--store", str(store), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -61,13 +63,18 @@ def _kill_harness_with_faults_in_effect(tmp_path, backend):
     ledger = ledgers[0]
     state = read_ledger(ledger)
     assert state.closed is None and [f["event"]["f"] for f in state.in_effect] == ["start-partition", "pause"]
-    left = leftovers_of(proc.pid, backend)
+    return proc.pid, store, ledger
+
+
+def _kill_harness_with_faults_in_effect(tmp_path, backend):
+    pid, store, ledger = kill_harness_with_faults_in_effect(tmp_path, backend)
+    left = leftovers_of(pid, backend)
     if backend == "docker":
         assert left["docker"], "the killed harness's containers should still be there"
     else:
         assert left["processes"] and left["dirs"], "the killed harness's nodes should still be there"
         assert _paused_pids(left["processes"]), "n2 should still be paused"
-    return proc.pid, store, ledger
+    return pid, store, ledger
 
 
 def _paused_pids(processes) -> list[int]:

@@ -3,7 +3,9 @@
 A short at-least-once run with partition and kill faults must be valid and
 leave no broker, iptables rule, qdisc or run dir on the hosts; bad input (a
 typo in the nodes file, an unknown host key without the flag, a wrong key, an
-unreachable host) must fail with exit 254 before any node starts.
+unreachable host) must fail with exit 254 before any node starts; a harness
+killed with SIGKILL while a partition and a pause are in effect leaves them on
+the hosts until `logquake heal` removes them.
 """
 
 import json
@@ -11,7 +13,9 @@ import re
 
 import pytest
 
+from harness.ledger import read_ledger
 from tests.e2e.conftest import run_logquake
+from tests.e2e.test_heal import kill_harness_with_faults_in_effect
 from tests.harness.test_ssh_cluster import host_state, start_ssh_containers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
@@ -143,3 +147,21 @@ def test_sigint_tears_the_hosts_down(ssh_nodes, tmp_path):
     assert proc.returncode == 2, out + err  # unknown: interrupted, the history is kept
     for container in info["containers"]:
         assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
+
+
+def test_logquake_heal_undoes_what_a_killed_harness_left_on_the_hosts(ssh_nodes, tmp_path):
+    nodes_file, _, info = ssh_nodes
+    pid, store, ledger = kill_harness_with_faults_in_effect(tmp_path, "ssh", "--nodes-file", str(nodes_file))
+    left = [host_state(c) for c in info["containers"]]
+    assert all(state["processes"] and state["runs"] for state in left), left
+    assert any(state["iptables"] for state in left), left  # n1's partition rules
+    out = run_logquake(["heal", str(store), "--json"], timeout_s=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    outcome = json.loads(out.stdout)
+    assert [r["backend"] for r in outcome["runs"]] == ["ssh"], outcome
+    assert outcome["runs"][0]["faults"][1].startswith("pause (pause) at 2.0 s on n2"), outcome
+    for container in info["containers"]:
+        assert host_state(container) == {"processes": "", "iptables": "", "qdisc": "", "runs": "", "mounts": ""}
+    assert read_ledger(ledger).closed == "logquake heal"
+    again = run_logquake(["heal", str(store)], timeout_s=120)
+    assert again.returncode == 0 and "nothing to heal" in again.stdout, again.stdout + again.stderr

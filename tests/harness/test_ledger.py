@@ -55,7 +55,7 @@ def test_only_the_ledgers_of_dead_harnesses_are_healed_and_then_closed(tmp_path)
     dead.applied(dead.opened({"at_s": 2.5, "package": "pause", "f": "pause"}), ["n3"])
     assert [s.path for s in stale_ledgers(tmp_path)] == [dead.path]
     said, calls = [], []
-    outcome = heal_store(tmp_path, {"local": lambda: calls.append(1) or ["run directory /tmp/logquake/run-x"]},
+    outcome = heal_store(tmp_path, {"local": lambda stale: calls.append(len(stale)) or ["run directory /tmp/logquake/run-x"]},
                          say=said.append)
     assert calls == [1] and outcome["removed"] == ["run directory /tmp/logquake/run-x"]
     assert outcome["runs"][0]["faults"] == ["pause (pause) at 2.5 s on n3"]
@@ -68,7 +68,7 @@ def test_only_the_ledgers_of_dead_harnesses_are_healed_and_then_closed(tmp_path)
 def test_a_backend_that_cannot_heal_leaves_its_ledgers_open_and_says_why(tmp_path):
     dead = _ledger(tmp_path, "dead", owner_pid=_dead_pid())
 
-    def broken():
+    def broken(stale):
         raise RuntimeError("no Docker daemon answers")
 
     outcome = heal_store(tmp_path, {"local": broken}, say=lambda _: None)
@@ -88,13 +88,13 @@ def test_a_line_torn_by_the_crash_is_ignored_and_heal_closes_the_ledger_after_it
     with open(ledger.path, "a") as f:
         f.write('{"struck": "al')  # the harness died in the middle of this line
     assert len(read_ledger(ledger.path).in_effect) == 1
-    heal_store(tmp_path, {"local": lambda: []}, say=lambda _: None)
+    heal_store(tmp_path, {"local": lambda stale: []}, say=lambda _: None)
     assert read_ledger(ledger.path).closed == "logquake heal"
 
 
 def test_heal_appends_exactly_one_line_to_a_whole_ledger(tmp_path):
     ledger = _ledger(tmp_path, "whole", owner_pid=_dead_pid())
     before = ledger.path.read_text().splitlines()
-    heal_store(tmp_path, {"local": lambda: []}, say=lambda _: None)
+    heal_store(tmp_path, {"local": lambda stale: []}, say=lambda _: None)
     after = ledger.path.read_text().splitlines()
     assert after[:-1] == before and json.loads(after[-1]) == {"closed": "logquake heal"}
