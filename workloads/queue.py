@@ -2,8 +2,18 @@
 
 Operations (the value shapes of `jepsen.tests.kafka`):
 
-- `send`:  `[["send", key, value]]`, completed as `[["send", key, [offset, value]]]`;
-- `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`;
+- `send`:  `[["send", key, value]]`, completed as `[["send", key, [offset, value]]]`; a fifth
+  of them (`MULTI_SEND_SHARE`) carry 2 to 4 such micro-ops to one key, produced back to back and
+  flushed once, so the producer sends multi-record batches (ok when every message was acknowledged,
+  fail when none can have been written, else info);
+- `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`, with
+  `"high-watermarks": {key: offset}` for the keys it read: the high watermark of the last fetch
+  response the client had for the partition when the poll returned (confluent-kafka:
+  `get_watermark_offsets(tp, cached=True)`, no request; kafka-python: `KafkaConsumer.highwater`).
+  Neither client hands out the last stable offset of a fetch response (librdkafka caches it but
+  shows it only in its periodic statistics), so none is recorded. A `txn` with polls carries the
+  same field; the final reads add `"listed-high-watermarks": {key: offset}`, the high watermarks
+  ListOffsets answered after healing, which they read up to;
 - `assign`: a list of keys this process's consumer now reads (positions of keys
   it keeps are kept, new keys start at the earliest offset, asked for as the
   low watermark: the confluent client hands librdkafka absolute offsets only,
@@ -40,7 +50,6 @@ connection, an error after retries (an earlier attempt may have been written).
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import Any
 
@@ -120,8 +129,12 @@ class QueueWorkload(UniqueValues, Workload):
             extra = {"abort": True} if rng.random() < 0.1 else {}
             return invocation("txn", self._txn_mops(rng), extra)
         if roll < 0.5:
-            value = self.unique_value()
-            return invocation("send", [["send", rng.randrange(self.keys), value]])
+            key = rng.randrange(self.keys)
+            # A fifth of the sends carry several messages to one key, produced back to back and flushed
+            # once, so the producer packs them into multi-record batches (the same count of ops then
+            # carries more messages: the throughput does not drop).
+            count = rng.randint(2, MULTI_SEND_MAX) if rng.random() < MULTI_SEND_SHARE else 1
+            return invocation("send", [["send", key, self.unique_value()] for _ in range(count)])
         if roll < 0.95:
             return invocation("poll", [["poll"]])
         keys = sorted(rng.sample(range(self.keys), rng.randint(1, self.keys)))
@@ -148,11 +161,45 @@ class QueueWorkload(UniqueValues, Workload):
     def check(self, history, final_reads_incomplete: str | None = None) -> dict:
         from checkers.queue import check as check_queue
 
-        return check_queue(history, delivery=self.delivery_mode, final_reads_incomplete=final_reads_incomplete)
+        return check_queue(history, delivery=self.delivery_mode, final_reads_incomplete=final_reads_incomplete,
+                           acks=self.effective_acks())
 
 
 def _key_of(partition: int) -> int:
     return partition
+
+
+# The share of send ops that carry several messages (2 to MULTI_SEND_MAX) to one key.
+MULTI_SEND_SHARE = 0.2
+MULTI_SEND_MAX = 4
+
+# Extra fields of completions (docs/DESIGN.md, "The history"): what the client saw of each partition's
+# watermarks, key -> offset. FETCH: the high watermark of the last fetch response, read back after
+# the poll without a request; LISTED: the high watermark a ListOffsets request answered (final reads).
+FETCH_HIGH_WATERMARKS = "high-watermarks"
+LISTED_HIGH_WATERMARKS = "listed-high-watermarks"
+
+
+def watermark_extra(fetched: dict[int, int], listed: dict[int, int] | None = None) -> dict[str, dict[int, int]]:
+    """The completion fields for the watermarks a client saw: only known ones (>= 0), only non-empty maps."""
+    extra = {}
+    for name, marks in ((FETCH_HIGH_WATERMARKS, fetched), (LISTED_HIGH_WATERMARKS, listed or {})):
+        known = {k: int(h) for k, h in marks.items() if h is not None and h >= 0}
+        if known:
+            extra[name] = known
+    return extra
+
+
+def combine_send_outcomes(outcomes: list[tuple[str, list | None]]) -> tuple[str, list | None]:
+    """The type and error of a send op from each message's (type, error): ok when every message is ok,
+    fail when every one certainly failed, else info (some may have been written); the first error."""
+    types = {t for t, _ in outcomes}
+    error = next((e for t, e in outcomes if e is not None), None)
+    if types == {"ok"}:
+        return "ok", None
+    if types == {"fail"}:
+        return "fail", error
+    return "info", error
 
 
 # How long the final reads keep asking for a partition's watermarks while the
@@ -224,6 +271,11 @@ class ConfluentQueueClient(Client):
         self.retries = workload.delivery != "at-most-once"
         if not self.retries:
             config["message.send.max.retries"] = 0
+        elif not workload.idempotent and workload.delivery != "exactly-once":
+            # One request in flight, so a retried batch cannot land after the next one: the messages of
+            # a multi-send op keep their order (the idempotent producer keeps it by sequence numbers).
+            # Ops are flushed one at a time, so this costs single sends nothing.
+            config["max.in.flight.requests.per.connection"] = 1
         self.transactional = workload.delivery == "exactly-once"
         if self.transactional:
             # One transactional.id per process: a process replaced after an
@@ -273,6 +325,7 @@ class ConfluentQueueClient(Client):
             return completion("fail", op.value, error=["begin-transaction", e.args[0].str()])
         done: list[list] = []
         outcomes: list[dict] = []
+        fetched: dict[int, int] = {}
         # An aborted transaction's polls did not happen: its record is the
         # invocation's value. The consumer is rewound to where it stood, or the
         # next poll would look like it skipped the messages this one read.
@@ -293,6 +346,7 @@ class ConfluentQueueClient(Client):
                 else:
                     polled = self._collect(self._ensure_consumer().consume(num_messages=self.w.poll_max_messages, timeout=0.1))
                     done.append(polled.value[0] if polled.type == "ok" else ["poll", {}])
+                    fetched.update(polled.extra.get(FETCH_HIGH_WATERMARKS, {}))
         except (BufferError, KafkaException) as e:
             return self._abort(op, ["produce-refused", str(e)], positions_before)
         if op.extra.get("abort"):
@@ -310,7 +364,7 @@ class ConfluentQueueClient(Client):
                 value.append(["send", key, [offset if offset is not None and offset >= 0 else None, v]])
             else:
                 value.append(mop)
-        return completion("ok", value)
+        return completion("ok", value, extra=watermark_extra(fetched))
 
     def _commit(self) -> tuple[str, list | None]:
         """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
@@ -345,32 +399,43 @@ class ConfluentQueueClient(Client):
         return completion("fail", op.value, error=error)
 
     def _send(self, op: Op) -> Op:
-        (_, key, value), = op.value
-        outcome: dict[str, Any] = {}
-        done = threading.Event()
+        """Produce every message of the op (one, or several to one key), then flush once."""
+        outcomes: list[dict[str, Any]] = []
+        for _, key, value in op.value:
+            outcome: dict[str, Any] = {}
 
-        def on_delivery(err, msg):
-            outcome["err"] = err
-            if err is None:
-                # acks=0: the producer never learns the offset (librdkafka reports -1)
-                offset = msg.offset()
-                outcome["offset"] = offset if offset is not None and offset >= 0 else None
-            done.set()
+            def on_delivery(err, msg, outcome=outcome):
+                outcome["err"] = err
+                if err is None:
+                    # acks=0: the producer never learns the offset (librdkafka reports -1)
+                    offset = msg.offset()
+                    outcome["offset"] = offset if offset is not None and offset >= 0 else None
 
-        try:
-            self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
-        except BufferError as e:
-            return completion("fail", op.value, error=["buffer-full", str(e)])
-        except Exception as e:  # refused by the client before anything was sent
-            return completion("fail", op.value, error=["produce-refused", str(e)])
+            try:
+                self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
+            except BufferError as e:
+                outcome["refused"] = ["buffer-full", str(e)]
+            except Exception as e:  # refused by the client before anything was sent
+                outcome["refused"] = ["produce-refused", str(e)]
+            outcomes.append(outcome)
         deadline_s = self.w.op_timeout_s + 5
-        self.producer.flush(deadline_s)
-        if not done.is_set():
-            return completion("info", op.value, error=["timeout", f"no delivery report within {deadline_s} s"])
-        err = outcome["err"]
-        if err is None:
-            return completion("ok", [["send", key, [outcome["offset"], value]]])
-        return completion(confluent_send_outcome(err.code(), self.retries), op.value, error=[err.name().lower(), err.str()])
+        if any("refused" not in o for o in outcomes):
+            self.producer.flush(deadline_s)
+        each = []
+        for outcome in outcomes:
+            if "refused" in outcome:
+                each.append(("fail", outcome["refused"]))
+            elif "err" not in outcome:
+                each.append(("info", ["timeout", f"no delivery report within {deadline_s} s"]))
+            elif outcome["err"] is None:
+                each.append(("ok", None))
+            else:
+                err = outcome["err"]
+                each.append((confluent_send_outcome(err.code(), self.retries), [err.name().lower(), err.str()]))
+        verdict, error = combine_send_outcomes(each)
+        if verdict == "ok":
+            return completion("ok", [["send", key, [o["offset"], value]] for (_, key, value), o in zip(op.value, outcomes)])
+        return completion(verdict, op.value, error=error)
 
     def _ensure_consumer(self):
         if self.consumer is None:
@@ -472,7 +537,30 @@ class ConfluentQueueClient(Client):
             self.positions[key] = msg.offset() + 1
         if errors and not polled:
             return completion("fail", [["poll"]], error=["poll-error", errors[0]])
-        return completion("ok", [["poll", polled]])
+        return completion("ok", [["poll", polled]], extra=watermark_extra(self._fetched_high_watermarks(polled)))
+
+    def _fetched_high_watermarks(self, keys) -> dict[int, int]:
+        """key -> the high watermark of the last fetch response for each of `keys`, as librdkafka cached it.
+
+        `get_watermark_offsets(cached=True)` sends no request: librdkafka stores
+        the HighwaterMarkOffset of every fetch response for the partition
+        (rd_kafka_fetch_reply_handle_partition), so the value read after a poll
+        comes from the response that delivered its messages or a later one.
+        The last stable offset of the same response is cached too, but no
+        Python call returns it (only the periodic statistics JSON does), so it
+        is not recorded. Unknown values (none fetched yet, -1001; an error
+        response, -1) are left out.
+        """
+        from confluent_kafka import KafkaException, TopicPartition
+
+        marks = {}
+        for key in keys:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.w.topic, key), cached=True)
+            except KafkaException:
+                continue
+            marks[key] = high
+        return marks
 
     def _poll_to_end(self) -> Op:
         """Read every assigned partition up to the high watermark seen at the start.
@@ -483,7 +571,7 @@ class ConfluentQueueClient(Client):
         transactions still open (a replaced client's) to be aborted by their
         timeout, so it allows a longer stretch without progress.
         """
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer
 
         watermarks = self.consumer
         if self.transactional:
@@ -508,7 +596,8 @@ class ConfluentQueueClient(Client):
                 last_progress = time.monotonic()
             for key, pairs in got.items():
                 polled.setdefault(key, []).extend(pairs)
-        return completion("ok", [["poll", polled]])
+        return completion("ok", [["poll", polled]],
+                          extra=watermark_extra(self._fetched_high_watermarks(polled), targets))
 
     def _transaction_timeout_s(self) -> float:
         return max(self.w.op_timeout_s, 10.0)
@@ -545,6 +634,8 @@ class KafkaPythonQueueClient(Client):
             enable_idempotence=workload.idempotent,
             request_timeout_ms=int(min(workload.op_timeout_s, 5) * 1000),
             linger_ms=0,
+            # one request in flight while retrying: a multi-send op's messages keep their order
+            **({"max_in_flight_requests_per_connection": 1} if self.retries and not workload.idempotent else {}),
         )
         self.consumer = None
         self.positions: dict[int, int | None] = {}
@@ -561,23 +652,39 @@ class KafkaPythonQueueClient(Client):
         raise ValueError(f"queue client: unknown operation {op.f!r}")
 
     def _send(self, op: Op) -> Op:
+        """Send every message of the op (one, or several to one key), then wait for each."""
         from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
-        (_, key, value), = op.value
-        try:
-            future = self.producer.send(self.w.topic, value=str(value).encode(), partition=key)
-        except (MessageSizeTooLargeError, AssertionError, TypeError) as e:
-            return completion("fail", op.value, error=["produce-refused", str(e)])
-        try:
-            meta = future.get(timeout=self.w.op_timeout_s)
-        except KafkaTimeoutError as e:
-            return completion("info", op.value, error=["timeout", str(e)])
-        except KafkaError as e:
-            certain = isinstance(e, MessageSizeTooLargeError) or (not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
-                                                                 and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
-            return completion("fail" if certain else "info", op.value, error=[type(e).__name__, str(e)])
-        offset = meta.offset if meta.offset is not None and meta.offset >= 0 else None
-        return completion("ok", [["send", key, [offset, value]]])
+        futures = []
+        for _, key, value in op.value:
+            try:
+                futures.append(self.producer.send(self.w.topic, value=str(value).encode(), partition=key))
+            except (MessageSizeTooLargeError, AssertionError, TypeError) as e:
+                futures.append(["produce-refused", str(e)])
+        each: list[tuple[str, list | None]] = []
+        offsets = []
+        for future in futures:
+            offsets.append(None)
+            if isinstance(future, list):
+                each.append(("fail", future))
+                continue
+            try:
+                meta = future.get(timeout=self.w.op_timeout_s)
+            except KafkaTimeoutError as e:
+                each.append(("info", ["timeout", str(e)]))
+                continue
+            except KafkaError as e:
+                certain = isinstance(e, MessageSizeTooLargeError) or (
+                    not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
+                    and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
+                each.append(("fail" if certain else "info", [type(e).__name__, str(e)]))
+                continue
+            offsets[-1] = meta.offset if meta.offset is not None and meta.offset >= 0 else None
+            each.append(("ok", None))
+        verdict, error = combine_send_outcomes(each)
+        if verdict == "ok":
+            return completion("ok", [["send", key, [offset, value]] for (_, key, value), offset in zip(op.value, offsets)])
+        return completion(verdict, op.value, error=error)
 
     def _ensure_consumer(self):
         if self.consumer is None:
@@ -603,6 +710,8 @@ class KafkaPythonQueueClient(Client):
         return completion("ok", keys)
 
     def _poll(self, final: bool) -> Op:
+        from kafka import TopicPartition
+
         if self.consumer is None:
             return completion("ok", [["poll", {}]])
         polled: dict[int, list] = {}
@@ -625,7 +734,11 @@ class KafkaPythonQueueClient(Client):
                 if idle > 20:
                     break
                 rounds = max(rounds, 1)
-        return completion("ok", [["poll", polled]])
+        # kafka-python keeps the high watermark of the last fetch response it parsed (in this thread,
+        # inside poll) and no last stable offset; `end_offsets` asks ListOffsets.
+        fetched = {key: self.consumer.highwater(TopicPartition(self.w.topic, key)) for key in polled}
+        listed = {tp.partition: end for tp, end in ends.items()}
+        return completion("ok", [["poll", polled]], extra=watermark_extra(fetched, listed))
 
     def close(self) -> None:
         if self.consumer is not None:

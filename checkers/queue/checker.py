@@ -33,7 +33,14 @@ Analysis, following the published definitions of jepsen.tests.kafka:
    the ops reported where known, which keeps a duplicated value from reading
    as a jump backwards), and transaction cycles
    `G0` (ww only), `G1c` (with a wr edge), with `-process` / `-realtime`
-   variants when the cycle needs process or realtime order.
+   variants when the cycle needs process or realtime order; and, from the
+   watermarks the clients recorded (completion fields `high-watermarks` and
+   `listed-high-watermarks`, absent from older histories, which then check as
+   before), `read-above-watermark` (an op read an offset at or above the high
+   watermark its client saw with that op) and `watermark-regression` (the high
+   watermark ListOffsets gave the final reads lies at or below an offset
+   already read or acknowledged under acks=all); `_Analysis._watermarks` gives
+   the exact rules and why a new leader's lagging watermark (KIP-207) is neither.
 4. What is allowed (reported under `allowed`, not as errors):
    always `int-send-skip` and `G0`/`G0-process`/`G0-realtime` (Kafka does not
    isolate writes: transactions interleave their sends); `G1c*` when ww
@@ -54,7 +61,8 @@ history itself.
 Thread-safety: pure functions; safe from any thread.
 
 Sources: Jepsen `jepsen.tests.kafka` (Kingsbury, 2022; the Redpanda 21.10.1
-analysis, jepsen.io/analyses/redpanda-21.10.1); Adya, "Weak Consistency"
+analysis, jepsen.io/analyses/redpanda-21.10.1); Kafka's KIP-101, KIP-207 and
+KIP-279 for the watermark rules; Adya, "Weak Consistency"
 (MIT PhD thesis, 1999) for G0, G1a, G1c; Elle (Kingsbury & Alvaro, VLDB
 2020) for cycle classification with process and realtime edges.
 """
@@ -91,10 +99,15 @@ ANOMALY_NAMES = (
     "int-nonmonotonic-poll",
     "int-send-skip",
     "int-nonmonotonic-send",
+    "read-above-watermark",
+    "watermark-regression",
     *CYCLE_NAMES,
 )
 _DATA_FS = frozenset({"send", "poll", "txn"})
 _ASSIGN_FS = frozenset({"assign", "subscribe"})
+# Completion fields with the watermarks a client saw (workloads.queue): key -> offset.
+FETCHED_WATERMARKS = "high-watermarks"  # of the last fetch response, read back after the poll
+LISTED_WATERMARKS = "listed-high-watermarks"  # ListOffsets answers of the final reads, after healing
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -258,6 +271,7 @@ def check(
     subscribe_allows_skips: bool = True,
     max_witnesses: int | None = None,
     final_reads_incomplete: str | None = None,
+    acks: str | None = None,
     **opts: Any,
 ) -> dict[str, Any]:
     """Check a queue history; see the module doc for what is checked.
@@ -269,7 +283,9 @@ def check(
     did not complete, if they did not: then nothing can be called unseen, so a
     verdict that rests on that (VALID, or INVALID by `unseen` alone) is
     "unknown" and the "nothing lost" promise is unknown unless a lost write
-    broke it. Returns `{"valid", "delivery", "anomaly_types", "anomalies",
+    broke it. `acks`: the producers' acks ("0", "1" or "all"); None takes the
+    delivery's ("1" for at-most-once, else "all"). Only sends acknowledged under
+    acks=all count as committed for `watermark-regression`. Returns `{"valid", "delivery", "anomaly_types", "anomalies",
     "allowed", "promises", "stats"}` (+ `reason`, `message` when unknown for
     that reason); `stats["anomaly_summaries"]` says in one sentence what each
     anomaly's count counts.
@@ -280,17 +296,23 @@ def check(
         raise ValueError(f"delivery must be a Delivery or one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
     if opts:
         raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the queue checker; "
-                        "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses, final_reads_incomplete")
+                        "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses, final_reads_incomplete, "
+                        "acks")
     if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
         raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
+    if acks is None:
+        acks = "1" if delivery.mode == "at-most-once" else "all"
+    if acks not in ("0", "1", "all", "-1"):
+        raise ValueError(f"acks {acks!r} is not accepted; expected 0, 1 or all")
     with gc_paused():
-        return _Analysis(history, ww_deps, subscribe_allows_skips).result(delivery, max_witnesses,
-                                                                           final_reads_incomplete)
+        return _Analysis(history, ww_deps, subscribe_allows_skips, acks in ("all", "-1")).result(
+            delivery, max_witnesses, final_reads_incomplete)
 
 
 
 class _Analysis:
-    def __init__(self, history: History, ww_deps: bool, subscribe_allows_skips: bool) -> None:
+    def __init__(self, history: History, ww_deps: bool, subscribe_allows_skips: bool,
+                 acks_commit: bool = True) -> None:
         self.history = history
         self.ops: list[Op] = list(history)  # plain list indexing in the hot loops
         self.ww_deps = ww_deps
@@ -303,6 +325,7 @@ class _Analysis:
         self._order_anomalies()
         self._pass_two()
         self._cycles()
+        self._watermarks(acks_commit)
 
     def _add(self, name: str, data: dict[str, Any], positions: Iterable[int], allowed: bool = False) -> None:
         self.found[name].append((data, list(dict.fromkeys(positions)), allowed))
@@ -646,6 +669,88 @@ class _Analysis:
                         self.succ[previous_writer].append(writer)
                     previous_writer = writer
 
+    # -- watermarks ------------------------------------------------------------------------
+
+    def _watermarks(self, acks_commit: bool) -> None:
+        """`read-above-watermark` and `watermark-regression`, from the watermarks the clients recorded.
+
+        Nothing happens for a history without watermark fields (one written
+        before they were recorded, or by another harness).
+
+        `read-above-watermark`: an ok op read offset o of key k, and the high
+        watermark its client recorded for k with that same op (FETCHED_WATERMARKS)
+        is h <= o. A broker serves consumers only below the high watermark, so
+        o was not committed when it was served. Only the op's own observation
+        counts: it is taken when the poll returns, from the fetch response that
+        delivered its messages or a later one, and one leader's high watermark
+        never decreases; a later observation may come from a new leader whose
+        high watermark still lags the old one's (KIP-207 describes that lag), so
+        it could be lower without anything being wrong. The same lag could reach
+        the op's own observation if the leader changed while the poll ran: a read
+        is therefore not reported when o was already shown committed before the
+        op was invoked (an ok op had read an offset >= o of k, a high watermark
+        > o had been recorded for k, or, under acks=all, a send to k had been
+        acknowledged at an offset >= o).
+
+        `watermark-regression`: the high watermark ListOffsets gave the final
+        reads for k (LISTED_WATERMARKS) is h <= o, where o is an offset of k that
+        an ok op had already read, or (acks=all) a send had been acknowledged at,
+        before those reads were invoked. Committed records stay committed (Kafka's
+        replication protocol; KIP-101 and KIP-279 keep truncation above the high
+        watermark), so offsets below it may never drop out of it. The high
+        watermarks of fetch responses are not judged this way: a new leader's may
+        lag below offsets already read or acknowledged for a moment (KIP-207),
+        which is legal. ListOffsets is different: under KIP-207 a new leader
+        answers OFFSET_NOT_AVAILABLE until its high watermark has reached the
+        start of its epoch, and the final reads run after healing, once the
+        cluster has settled (a broker that ignores KIP-207 is then past any lag
+        too).
+        """
+        watched = [(position, op) for position, op in self._data_positions()
+                   if op.type == "ok" and op.extra
+                   and (op.extra.get(FETCHED_WATERMARKS) or op.extra.get(LISTED_WATERMARKS))]
+        if not watched:
+            return
+        # key -> (completion position, offset shown committed, kind, op position) of every proof
+        proofs: dict[Any, list[tuple[int, int, str, int]]] = defaultdict(list)
+        for position, op in self._data_positions():
+            if op.type != "ok":
+                continue
+            reads, writes = _parse(op)
+            for groups, kind in ((reads, "read"), (writes if acks_commit else {}, "acknowledged")):
+                for k, pairs in groups.items():
+                    offsets = [o for o, _ in pairs if isinstance(o, int)]
+                    if offsets:
+                        proofs[k].append((position, max(offsets), kind, position))
+            for k, high in _offset_map(op.extra.get(FETCHED_WATERMARKS) if op.extra else None).items():
+                if high > 0:
+                    proofs[k].append((position, high - 1, "watermark", position))
+        data_proofs = _ProofIndex({k: [p for p in ps if p[2] != "watermark"] for k, ps in proofs.items()})
+        all_proofs = _ProofIndex(proofs)
+        for position, op in watched:
+            invoked = self.history.invocation_position(position)
+            invoked = position if invoked < 0 else invoked
+            reads, _ = _parse(op)
+            for k, high in _offset_map(op.extra.get(FETCHED_WATERMARKS)).items():
+                pairs = [(o, v) for o, v in reads.get(k, ()) if isinstance(o, int) and o >= high]
+                proof = all_proofs.before(k, invoked)
+                if proof is not None:
+                    pairs = [(o, v) for o, v in pairs if o > proof[1]]
+                if pairs:
+                    self._add("read-above-watermark",
+                              {"key": k, "process": op.process, "op": op.index, "watermark": high,
+                               "offsets": [o for o, _ in pairs], "values": [v for _, v in pairs]},
+                              [position])
+            for k, high in _offset_map(op.extra.get(LISTED_WATERMARKS)).items():
+                proof = data_proofs.before(k, invoked)
+                if proof is None or proof[1] < high:
+                    continue
+                _, offset, kind, proof_position = proof
+                self._add("watermark-regression",
+                          {"key": k, "op": op.index, "watermark": high, "offset": offset, "kind": kind,
+                           "witness": self._index(proof_position)},
+                          [proof_position, position])
+
     # -- cycles ----------------------------------------------------------------------------
 
     def _cycles(self) -> None:
@@ -846,6 +951,37 @@ class _Analysis:
                 result["promises"] = judge_promises(result_for_promises, delivery, undecided)
         result.setdefault("promises", judge_promises(result, delivery, undecided))
         return result
+
+
+def _offset_map(raw: Any) -> dict[Any, int]:
+    """A recorded key -> offset map with keys as the sends name them (JSON made them strings); other
+    entries (not an integer offset) are dropped."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {_norm_key(k): o for k, o in raw.items() if o.__class__ is int}
+
+
+class _ProofIndex:
+    """Per key, the highest offset shown committed by completions before a history position."""
+
+    def __init__(self, proofs: Mapping[Any, list[tuple[int, int, str, int]]]) -> None:
+        self.positions: dict[Any, list[int]] = {}
+        self.best: dict[Any, list[tuple[int, int, str, int]]] = {}
+        for k, entries in proofs.items():
+            entries = sorted(entries)
+            best: list[tuple[int, int, str, int]] = []
+            for entry in entries:
+                best.append(entry if not best or entry[1] > best[-1][1] else best[-1])
+            self.positions[k] = [e[0] for e in entries]
+            self.best[k] = best
+
+    def before(self, k: Any, position: int) -> tuple[int, int, str, int] | None:
+        """The proof of the highest offset among completions at positions < `position`, or None."""
+        positions = self.positions.get(k)
+        if not positions:
+            return None
+        i = bisect.bisect_left(positions, position)
+        return self.best[k][i - 1] if i else None
 
 
 _Graphs = tuple  # of dict[int, list[int]]: adjacency lists whose union is one graph

@@ -14,6 +14,11 @@ promises.
 | at-least-once-idempotent   | at-least-once + idempotent producer   | nothing                     |
 | exactly-once               | idempotent + transactional, read_committed | nothing                |
 
+`read-above-watermark` (a read above the committed point) and
+`watermark-regression` (the committed point fell below what was read or
+acknowledged) break "nothing aborted or uncommitted is visible" in every mode:
+no mode lets a broker serve or withdraw uncommitted data.
+
 `judge_promises` turns a queue checker result into the promise table: for
 each promise (nothing lost, nothing aborted visible, nothing duplicated, order
 kept, transactions isolated), whether it held, broke, is not promised by the
@@ -47,7 +52,8 @@ _ORDERING = ("inconsistent-offsets", "nonmonotonic-poll", "poll-skip", "nonmonot
 # (promise id, the promise in words, the anomalies that break it), most severe first.
 PROMISES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("lost", "nothing acknowledged is lost", ("lost-write", "unseen")),
-    ("aborted-visible", "nothing aborted or uncommitted is visible", ("G1a", "precommitted-read")),
+    ("aborted-visible", "nothing aborted or uncommitted is visible",
+     ("G1a", "precommitted-read", "read-above-watermark", "watermark-regression")),
     ("duplicated", "nothing is delivered twice", ("duplicate",)),
     ("reordered", "messages keep their log order", _ORDERING),
     ("isolation", "transactions are isolated (no G0/G1c cycle)", _CYCLES),

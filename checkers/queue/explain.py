@@ -148,6 +148,25 @@ def _int_nonmonotonic_send(d: Mapping[str, Any]) -> str:
     )
 
 
+def _read_above_watermark(d: Mapping[str, Any]) -> str:
+    offsets = d["offsets"]
+    where = f"offset {offsets[0]}" if len(offsets) == 1 else f"offsets {_list(offsets)}"
+    return (
+        f"Op {d['op']} (process {fmt(d['process'])}) polled {_list(d['values'])} from key {fmt(d['key'])} at "
+        f"{where}, but the high watermark its client saw with that poll was {d['watermark']}: the broker "
+        "served records it had not yet committed."
+    )
+
+
+def _watermark_regression(d: Mapping[str, Any]) -> str:
+    how = "polled a message at" if d["kind"] == "read" else "been acknowledged (acks=all) for a message at"
+    return (
+        f"The final reads of op {d['op']} were given a high watermark of {d['watermark']} for key "
+        f"{fmt(d['key'])}, but op {d['witness']} had already {how} offset {d['offset']} of it: the "
+        "committed part of the log went backwards."
+    )
+
+
 def _step(step: Mapping[str, Any]) -> str:
     a, b = f"T{step['from'] + 1}", f"T{step['to'] + 1}"
     kind = step["type"]
@@ -185,6 +204,8 @@ _EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "int-nonmonotonic-poll": _int_nonmonotonic_poll,
     "int-send-skip": _int_send_skip,
     "int-nonmonotonic-send": _int_nonmonotonic_send,
+    "read-above-watermark": _read_above_watermark,
+    "watermark-regression": _watermark_regression,
 }
 for _name in ("G0", "G1c"):
     for _suffix in ("", "-process", "-realtime"):
@@ -259,6 +280,15 @@ def _summary_internal(what: str) -> Callable[[Sequence[Mapping[str, Any]]], str]
     return summary
 
 
+def _summary_read_above_watermark(ds: Sequence[Mapping[str, Any]]) -> str:
+    messages = sum(len(d.get("offsets") or ()) for d in ds)
+    return f"{_n(len(ds), 'poll')} that returned {_n(messages, 'message')} above the high watermark{_keys(ds)}"
+
+
+def _summary_watermark_regression(ds: Sequence[Mapping[str, Any]]) -> str:
+    return f"{_n(len(ds), 'high watermark')} below an offset already read or acknowledged{_keys(ds)}"
+
+
 def _summary_cycle(ds: Sequence[Mapping[str, Any]]) -> str:
     ops = len({o for d in ds for o in d.get("ops", ())})
     return f"{_n(len(ds), 'dependency cycle')} through {_n(ops, 'transaction')}"
@@ -278,6 +308,8 @@ _SUMMARIES: dict[str, Callable[[Sequence[Mapping[str, Any]]], str]] = {
     "int-nonmonotonic-poll": _summary_internal("whose polls went back within the op"),
     "int-send-skip": _summary_internal("whose sends were interleaved with other messages"),
     "int-nonmonotonic-send": _summary_internal("whose sends landed out of order within the op"),
+    "read-above-watermark": _summary_read_above_watermark,
+    "watermark-regression": _summary_watermark_regression,
 }
 
 
