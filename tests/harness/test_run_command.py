@@ -64,7 +64,7 @@ def test_flags_of_a_spec_give_the_spec_back(spec):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("logquake.debug.ack.before.replicaton=true", "did you mean logquake.debug.ack.before.replication?"),
+    ("logquake.debug.ack.before.replicaton=true", "did you mean logquake.debug.ack.before.replication"),
     ("log.flush.interval.mesages=1", "did you mean log.flush.interval.messages"),
     ("log.flush.interval.messages=abc", "log.flush.interval.messages='abc' is not an integer"),
     ("logquake.debug.skip.dedup=maybe", "is not a boolean; expected true or false"),
