@@ -62,7 +62,7 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     PlantedBug("logquake.debug.ack.before.replication", "acks=all is answered after the leader's own append",
                ("lost-write", "unseen")),
     PlantedBug("logquake.debug.read.above.hwm", "consumers may read above the high watermark",
-               ("inconsistent-offsets", "nonmonotonic-poll", "poll-skip", "lost-write", "G1a")),
+               ("read-above-watermark", "inconsistent-offsets", "nonmonotonic-poll", "poll-skip", "lost-write", "G1a")),
     PlantedBug("logquake.debug.skip.truncation", "followers keep a divergent tail after a leader change",
                ("inconsistent-offsets",)),
     PlantedBug("logquake.debug.skip.dedup", "the leader skips idempotent-producer deduplication", ("duplicate",),
