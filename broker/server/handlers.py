@@ -913,17 +913,25 @@ class RequestHandlers:
                 state = self.partitions.get((topic.name, part.partition_index))
                 leader_epoch = LEADER_EPOCH
                 latest = state.log.log_end_offset if state is not None else -1
+                lagging = False
                 if self.replica_manager is not None:
                     # Only the leader answers; "latest" is the high watermark (read_uncommitted).
                     error, replica = self.replica_error(topic.name, part.partition_index, getattr(part, "current_leader_epoch", -1))
                     if replica is not None:
                         leader_epoch, latest = replica.leader_epoch, replica.high_watermark
+                        # KIP-207: a new leader whose high watermark has not reached the start of its epoch may
+                        # still be behind what the previous leader had committed: OFFSET_NOT_AVAILABLE (retriable)
+                        # until it has, rather than a latest offset that goes backwards.
+                        leader = replica.leader_state
+                        lagging = leader is not None and leader.high_watermark < leader.epoch_start_offset
                 if state is not None and read_committed:
                     latest = state.producers.last_stable_offset(latest)
                 if error != ErrorCode.none:
                     pass
                 elif state is None:
                     error = ErrorCode.unknown_topic_or_partition
+                elif part.timestamp == LATEST_TIMESTAMP and lagging:
+                    error = ErrorCode.offset_not_available
                 elif part.timestamp == LATEST_TIMESTAMP:
                     offset = latest
                 elif part.timestamp == EARLIEST_TIMESTAMP:

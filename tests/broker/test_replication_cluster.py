@@ -530,3 +530,29 @@ def test_planted_coordinator_bugs_are_switched_on_from_the_config_with_a_warning
     assert ("planted bugs enabled on node 1: logquake.debug.partial.commit.markers, "
             "logquake.debug.commit.before.replication") in caplog.text
     assert "node 2" not in caplog.text
+
+
+def test_a_new_leader_whose_high_watermark_lags_its_epoch_start_answers_offset_not_available(tmp_path):
+    """KIP-207: ListOffsets(latest) on a new leader is OFFSET_NOT_AVAILABLE until its high watermark reaches the
+    start offset of its epoch, and the high watermark after that."""
+    async def scenario():
+        controller = FakeController()
+        async with running_cluster(tmp_path, controller, min_isr="1") as (nodes, client):
+            assert (await client.produce(nodes[1], [b"committed"]))[0] == ErrorCode.none
+            await wait_until(lambda: nodes[2].manager.hosted(TOPIC, 0).high_watermark == 1, what="node 2 at HW 1")
+            await nodes[3].stop()  # still in the ISR: nothing more is committed while it is away
+            assert (await client.produce(nodes[1], [b"uncommitted"], acks=1))[0] == ErrorCode.none
+            await wait_until(lambda: nodes[2].log.log_end_offset == 2, what="node 2 to fetch the second record")
+            await nodes[1].stop()
+            controller.elect(2, (2, 3))
+            await wait_until(lambda: nodes[2].manager.hosted(TOPIC, 0).leader_state is not None, what="node 2 leads")
+            replica = nodes[2].manager.hosted(TOPIC, 0)
+            assert (replica.high_watermark, replica.leader_state.epoch_start_offset) == (1, 2)
+            part = (await client.send(nodes[2], kr.list_offsets(TOPIC, 0, -1))).topics[0].partitions[0]
+            assert part.error_code == ErrorCode.offset_not_available, part
+            await nodes[3].start()  # catches up: the HW reaches the epoch start
+            await wait_until(lambda: nodes[2].manager.hosted(TOPIC, 0).high_watermark == 2, what="HW 2 on node 2")
+            part = (await client.send(nodes[2], kr.list_offsets(TOPIC, 0, -1))).topics[0].partitions[0]
+            assert (part.error_code, part.offset) == (ErrorCode.none, 2), part
+
+    run(scenario())
