@@ -746,11 +746,17 @@ class KafkaPythonQueueClient(Client):
         self.producer.close(timeout=1)
 
 
+def _positive(flag: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{flag} must be a positive number of seconds, got {value!r}")
+    return value
+
+
 def _build(settings) -> QueueWorkload:
     o = settings.options
     return QueueWorkload(delivery=settings.delivery.mode, idempotent=settings.delivery.idempotent, keys=o["keys"],
                          client=settings.client, replication_factor=settings.replication_factor, acks=o["acks"],
-                         subscribe=o["subscribe"],
+                         subscribe=o["subscribe"], op_timeout_s=_positive("--op-timeout", o["op_timeout"]),
                          topic_config={"min.insync.replicas": str(settings.min_insync_replicas)})
 
 
@@ -762,6 +768,8 @@ register_workload(WorkloadKind(
         Option("keys", int, 4, "keys (topic-partitions) the queue workload uses"),
         Option("acks", str, None, "override the producer acks of the delivery mode (e.g. 0 for at-most-once)",
                choices=("0", "1", "all")),
+        Option("op_timeout", float, 10.0, "seconds a send or poll may take before its outcome is unknown (info) "
+                                          "and its client is replaced"),
         Option("subscribe", bool, False, "mix subscribe ops (consumer-group membership) into the polls; needs a broker "
                                          "with consumer groups"),
     ),

@@ -23,11 +23,12 @@ def test_every_declared_option_has_its_flag():
 
 
 def test_flags_become_a_spec_with_the_workload_options_given_only():
-    args = build_parser().parse_args(["--keys", "3", "--subscribe", "--nemesis", "kill,pause", "--time-limit", "12"])
+    args = build_parser().parse_args(["--keys", "3", "--subscribe", "--op-timeout", "2.5", "--nemesis", "kill,pause",
+                                      "--time-limit", "12"])
     spec = spec_from_args(args, seed=5)
-    assert spec.workload_options == {"keys": 3, "subscribe": True}
+    assert spec.workload_options == {"keys": 3, "subscribe": True, "op_timeout": 2.5}
     assert (spec.nemesis, spec.time_limit_s, spec.seed, spec.delivery) == (("kill", "pause"), 12.0, 5, None)
-    assert spec.resolve().workload_options == {"keys": 3, "acks": None, "subscribe": True}
+    assert spec.resolve().workload_options == {"keys": 3, "acks": None, "op_timeout": 2.5, "subscribe": True}
 
 
 @pytest.mark.parametrize("spec", [
@@ -86,6 +87,7 @@ def test_a_wrong_broker_property_exits_254_before_anything_starts(tmp_path, over
     (["--idempotent", "--delivery", "at-most-once"], "--idempotent goes with --delivery at-least-once"),
     (["--min-insync-replicas", "3", "--replication-factor", "2"], "larger than the replication factor"),
     (["--workload", "register", "--keys", "3"], "--keys is not an option of workload register"),
+    (["--op-timeout", "-1"], "--op-timeout must be a positive number of seconds"),
 ])
 def test_impossible_combinations_exit_254_before_anything_starts(tmp_path, flags, message):
     import subprocess

@@ -15,7 +15,7 @@ def test_resolve_fills_every_default_and_is_idempotent():
     spec = RunSpec(nodes=5, seed=7).resolve()
     assert (spec.delivery, spec.idempotent, spec.replication_factor, spec.min_insync_replicas) == (
         "at-least-once", False, 3, 2)
-    assert spec.workload_options == {"keys": 4, "acks": None, "subscribe": False}
+    assert spec.workload_options == {"keys": 4, "acks": None, "op_timeout": 10.0, "subscribe": False}
     assert spec.resolve() == spec
     assert RunSpec(nodes=1).resolve().min_insync_replicas == 1
 
@@ -39,7 +39,7 @@ def test_a_format_1_test_json_still_reads():
         "recovery_timeout_s": 60.0, "keys": 4, "replication_factor": 3, "min_insync_replicas": None, "acks": None,
         "idempotent": True, "subscribe": False, "name": None}}
     spec = RunSpec.from_test_json(old).resolve()
-    assert spec.workload_options == {"keys": 4, "acks": None, "subscribe": False}
+    assert spec.workload_options == {"keys": 4, "acks": None, "op_timeout": 10.0, "subscribe": False}
     assert spec.delivery_mode().name == "at-least-once-idempotent"
     assert spec.store_name() == old["name"]
 
