@@ -6,9 +6,11 @@ nothing. For each run (default settings: queue workload, the default fault mix, 
 
 - outside faults: operations completed (ok or fail) while no fault was in effect, over `--rate` times
   that time (issue 13's target: at least 70%);
-- through faults: of the whole seconds inside windows of faults that leave a majority of nodes working
-  (a kill or pause of a minority; a partition that cuts off a minority or keeps a majority connected),
-  the share in which at least one worker completed an operation (target: every second, 100%).
+- through faults: of the whole seconds inside fault windows in which the faults in effect, together, leave
+  a majority of the nodes working (the nodes killed, paused, or cut off from their peers or from the
+  clients by every fault overlapping that second form a minority), the share in which at least one worker
+  completed an operation (target: every second, 100%). Faults of different packages overlap: a pause of
+  one node and a kill of another leave no majority of three, and such seconds are not counted.
 
     python3 bench/observation.py [--runs 10] [--time-limit 30] [--seed N] [-- extra logquake test flags]
     python3 bench/observation.py --analyze RUN_DIR [RUN_DIR ...]
@@ -49,15 +51,16 @@ def _inside(t: float, spans: list[tuple[float, float]]) -> bool:
     return any(start <= t < end for start, end in spans)
 
 
-def _leaves_majority(pair, nodes: int) -> bool:
-    """Whether the fault a nemesis op pair started leaves a majority of the nodes up and connected."""
+def _affected(pair, nodes: int) -> set[str] | None:
+    """The nodes a fault took out of service for clients: killed or paused ones, and with a partition, those cut
+    off from the rest (from at least nodes - 1 peers) or from the clients; None when the op says nothing."""
     value = pair.complete.get("value") if pair.complete else None
-    hit = nodes_hit(value)
     if isinstance(value, dict) and "grudge" in value:
         grudge = value["grudge"]
-        cut_off = [n for n, cut in grudge.items() if isinstance(cut, list) and len(set(cut) - {"client"}) >= nodes - 1]
-        return len(cut_off) <= (nodes - 1) // 2  # a one-node isolation, halves, a ring or a bridge: a majority remains
-    return hit is not None and len(hit) <= (nodes - 1) // 2
+        return {n for n, cut in grudge.items() if isinstance(cut, list)
+                and ("client" in cut or len(set(cut) - {"client"}) >= nodes - 1)}
+    hit = nodes_hit(value)
+    return set(hit) if hit is not None else None
 
 
 def observe(run_dir: Path) -> dict:
@@ -76,10 +79,16 @@ def observe(run_dir: Path) -> dict:
     outside_s = max(0.0, limit - fault_s)
     outside_done = sum(1 for t in done if not _inside(t, faults))
     starts = {(round(p.start_s, 3), str(p.invoke.get("f"))): p for p in run.nemesis_pairs}
-    majority = _union([(max(w.start_s, begin), min(w.end_s, end)) for w in run.windows
-                       if w.end_s > begin and (p := starts.get((round(w.start_s, 3), w.f))) is not None
-                       and _leaves_majority(p, nodes)])
-    seconds = [(s + k, s + k + 1) for s, e in majority for k in range(int(math.floor(e - s)))]
+    # every fault window with the nodes it took out; a second counts when some fault was in effect all through it
+    # and the faults in effect, together, left a majority of the nodes working
+    spans = [(max(w.start_s, begin), min(w.end_s, end), _affected(p, nodes)) for w in run.windows
+             if w.end_s > begin and (p := starts.get((round(w.start_s, 3), w.f))) is not None]
+    seconds = []
+    for lo, hi in [(s + k, s + k + 1) for s, e in faults for k in range(int(math.floor(e - s)))]:
+        active = [hit for s, e, hit in spans if s < hi and e > lo]
+        if active and all(hit is not None for hit in active) and \
+                len(set().union(*active)) <= (nodes - 1) // 2:
+            seconds.append((lo, hi))
     served = sum(1 for lo, hi in seconds if any(lo <= t < hi for t in done))
     return {"run": str(run_dir), "seed": options.get("seed"), "verdict": (run.results or {}).get("valid"),
             "asked_outside": rate * outside_s, "done_outside": outside_done,
