@@ -116,7 +116,10 @@ class ClockPackage(FaultPackage):
             # a strobe's thread may not have written its first offset yet: measure again for a moment
             deadline = time.monotonic() + STATE_SETTLE_S
             while True:
-                found = control.clock_offset(node)
+                try:
+                    found = control.clock_offset(node)
+                except NodeControlError as e:  # e.g. a paused container takes no exec: this node says nothing
+                    found = {"error": str(e)}
                 offset = found.get("offset_s")
                 ok = offset is not None and abs((abs(offset) if strobe else offset) - want) <= \
                     CLOCK_TOLERANCE_S + float(found.get("uncertainty_s") or 0.0)

@@ -221,6 +221,8 @@ class Clocks(Scripted):
         self.readings = {node: list(values) for node, values in readings.items()}
 
     def clock_offset(self, node):
+        if node not in self.readings:
+            raise NodeControlError(f"{node} is paused: no exec")
         values = self.readings[node]
         return values.pop(0) if len(values) > 1 else values[0]
 
@@ -248,6 +250,9 @@ def test_a_strobe_counts_either_sign_and_a_down_node_is_not_measured():
     probe = ClockPackage().probe(event, result, Clocks({"n1": [_read(0.0), _read(-29.9)]}, states={"n2": "gone"}))
     assert probe.confirmed is True and probe.checks == ("n1: reads -29.900 s (asked +-30.000 s)",
                                                         "n2: down, not measured")
+    # a node that cannot be measured (a paused container takes no exec) says nothing; the others still count
+    paused = ClockPackage().probe(event, result, Clocks({"n1": [_read(30.0)]}))
+    assert paused.confirmed is True and paused.checks[1] == "n2: not measured (n2 is paused: no exec)"
 
 
 class ClockWritesGoNowhere(LocalCluster):
