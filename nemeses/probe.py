@@ -18,8 +18,7 @@ the backend's record of what it did:
   themselves are not measured: a fraction needs many samples, and a probe must
   stay under a second. netem's reorder lets a share of packets through without
   delay, so each link's slowest of `ROUND_TRIP_TRIES` round trips (made at once,
-  on connections of their own) is compared.
-
+  on connections of their own) is compared;
 - clock: the clock each target node's broker reads (libfaketime loaded in the
   broker process, and the offset its faketime variables give now) is the one
   asked for (`nemeses.clock`).
