@@ -25,7 +25,8 @@ null for no answer; the Docker and SSH backends run it on a node to probe that
 node's links. `python3 -m nodecontrol.probe --clock-of PID_FILE` prints
 `clock_offset` of the process whose pid the file holds, as JSON.
 
-Thread-safety: every function is pure apart from its own sockets and /proc reads.
+Thread-safety: every function is pure apart from its own sockets, /proc reads and (clock_offset) the short
+process it starts.
 """
 
 from __future__ import annotations

@@ -897,7 +897,6 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-
 def heal_hosts(nodes_file_path: str) -> list[str]:
     """`logquake heal` for the hosts of a nodes file that runs of dead harnesses used (see
     `SshCluster.heal_dead_runs`); the host keys must be known (as the run knew them)."""
