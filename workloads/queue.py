@@ -747,8 +747,8 @@ class KafkaPythonQueueClient(Client):
 
 
 def _positive(flag: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{flag} must be a positive number of seconds, got {value!r}")
+    if not 0 < value < 86_400:  # NaN and infinity fail too (librdkafka takes timeouts in int milliseconds)
+        raise ValueError(f"{flag} must be a positive number of seconds below a day, got {value!r}")
     return value
 
 

@@ -88,6 +88,7 @@ def test_a_wrong_broker_property_exits_254_before_anything_starts(tmp_path, over
     (["--min-insync-replicas", "3", "--replication-factor", "2"], "larger than the replication factor"),
     (["--workload", "register", "--keys", "3"], "--keys is not an option of workload register"),
     (["--op-timeout", "-1"], "--op-timeout must be a positive number of seconds"),
+    (["--op-timeout", "inf"], "--op-timeout must be a positive number of seconds below a day"),
 ])
 def test_impossible_combinations_exit_254_before_anything_starts(tmp_path, flags, message):
     import subprocess

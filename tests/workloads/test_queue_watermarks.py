@@ -48,7 +48,7 @@ class FakeConsumer:
         return 0, self.highs.get(tp.partition, -1001)
 
     def close(self):
-        pass
+        self.closed = True
 
 
 def confluent_client(consumer):
