@@ -27,12 +27,16 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   ListOffsets "latest" is the high watermark;
 - Produce v3+ must carry exactly one v2 record batch per partition (Kafka's
   rule since KIP-98); its CRC is checked (CORRUPT_MESSAGE), its size against
-  message.max.bytes / max.message.bytes (MESSAGE_TOO_LARGE); idempotent batches
+  message.max.bytes / max.message.bytes (MESSAGE_TOO_LARGE), and its records
+  are decompressed (bounded) and walked before the append, as Kafka's
+  LogValidator does (`broker.protocol.record_validation`: CORRUPT_MESSAGE,
+  INVALID_RECORD from Produce v8, else CORRUPT_MESSAGE, INVALID_TIMESTAMP);
+  followers copy the leader's bytes unchecked; idempotent batches
   go through the producer state (see `producer_state`), rebuilt on becoming
   leader and at start from the newest `<offset>.snapshot` plus the log after it
   (snapshots written at a clean stop and after a rebuild, deleted on becoming a
-  follower); record bytes are never parsed, only the 61-byte batch header (and a
-  control batch's first record key when replaying markers);
+  follower); stored record bytes are never parsed again, only the 61-byte batch
+  header (and a control batch's first record key when replaying markers);
 - Fetch long-polls: it answers when min_bytes are available, on an error, or
   after max_wait_ms, and is woken by every append; every partition reports its
   last_stable_offset (the first offset of the oldest open transaction, never
@@ -73,6 +77,7 @@ from broker.log.log import OffsetOutOfRangeError
 from broker.protocol import apis
 from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
+from broker.protocol.record_validation import RecordValidationError, max_uncompressed_bytes, validate_batch
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
@@ -523,6 +528,8 @@ class RequestHandlers:
                         topic_data.name, partition_data.index, partition_data.records, acks
                     )
                     appended |= error == ErrorCode.none
+                    if error == ErrorCode.invalid_record and header.api_version < 8:
+                        error = ErrorCode.corrupt_message  # INVALID_RECORD exists from Produce v8 (KIP-467)
                 if error != ErrorCode.none:
                     log.info("produce to %s-%d refused: %s (%s)", topic_data.name, partition_data.index, error.name, message)
                 result = PartitionProduceResult(partition_data.index, error.value, base_offset, start, message)
@@ -630,6 +637,11 @@ class RequestHandlers:
         limit = self.max_message_bytes(topic)
         if batch.size > limit:
             return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
+        try:
+            validate_batch(records, 0, batch, max_uncompressed_bytes(limit))
+        except RecordValidationError as exc:
+            log.warning("invalid record batch for %s-%d refused: %s", topic, partition, exc)
+            return ErrorCode[exc.error], str(exc), -1, -1, None
         marker = None
         if batch.is_control:
             if not control:

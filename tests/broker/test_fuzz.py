@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from broker.protocol import apis
 from broker.protocol.records import iter_batches
 
 from . import kafka_requests as req
 from .conftest import BrokerProcess
+from .lying_batches import CODEC_IDS, LIES, compress, lying_batch
 from .raw_client import RawClient, encode_request_frame
 
 
@@ -132,3 +135,80 @@ def test_truncated_frame_then_disconnect_is_cleaned_up(broker):
     with RawClient(broker.port) as client:
         assert client.call(req.api_versions(3)).error_code == 0
     assert broker.alive()
+
+
+# ---- stateful: lying bodies for every codec, then the next good record is read ---------------------
+
+
+class LyingBodies(RuleBasedStateMachine):
+    """Valid headers and CRCs around lying bodies (every lie of `lying_batches.LIES`, garbage, codecs 5-7,
+    for every codec and Produce version), interleaved with good records; after each good record a real
+    consumer (confluent-kafka) reads exactly the good records, in order, and nothing the broker refused."""
+
+    port: int = 0
+    machines = 0
+
+    def __init__(self):
+        super().__init__()
+        LyingBodies.machines += 1
+        self.topic = f"lying-{LyingBodies.machines}"
+        self.client = RawClient(self.port)
+        assert self.client.call(req.create_topic(self.topic, 1)).topics[0].error_code == 0
+        self.good: list[bytes] = []
+
+    @rule(codec=st.sampled_from(sorted(CODEC_IDS.values()) + [5, 6, 7]), lie=st.sampled_from(sorted(LIES)),
+          version=st.integers(3, 11))
+    def send_lie(self, codec, lie, version):
+        body, count, last = LIES[lie][0]()
+        batch = lying_batch(compress(codec if codec < 5 else 0, body), count, last, attributes=codec)
+        result = self.client.call(req.produce(self.topic, 0, batch, version=version)).responses[0].partition_responses[0]
+        assert result.error_code in ((2, 87) if version >= 8 else (2,)), (lie, codec, version, result)
+
+    @rule(codec=st.sampled_from(sorted(CODEC_IDS.values())), garbage=st.binary(max_size=300), count=st.integers(1, 2**31 - 1))
+    def send_garbage(self, codec, garbage, count):
+        result = self.client.call(req.produce(self.topic, 0, lying_batch(garbage, count, attributes=codec))).responses[0]
+        if result.partition_responses[0].error_code == 0:  # by chance a true batch: a consumer must then read it
+            self.good.extend([None] * count)
+        else:
+            assert result.partition_responses[0].error_code in (2, 87), result
+
+    @rule(value=st.binary(min_size=1, max_size=50))
+    def send_good_and_read_it(self, value):
+        result = self.client.call(req.produce(self.topic, 0, req.batch([(None, value)]))).responses[0].partition_responses[0]
+        assert result.error_code == 0 and result.base_offset == len(self.good), result
+        self.good.append(value)
+        read = _confluent_read(self.port, self.topic, len(self.good))
+        assert read[-1] == value
+        assert [v for v, want in zip(read, self.good) if want is not None] == [w for w in self.good if w is not None]
+
+    def teardown(self):
+        self.client.close()
+
+
+def _confluent_read(port: int, topic: str, count: int, timeout_s: float = 20.0) -> list[bytes]:
+    """The first `count` record values a real consumer reads from offset 0."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": "fuzz", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        values: list[bytes] = []
+        errors = []
+        deadline = time.monotonic() + timeout_s
+        while len(values) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error():
+                errors.append(msg.error())
+            elif msg is not None:
+                values.append(msg.value())
+        assert len(values) >= count, f"read {len(values)} of {count} records of {topic}; consumer errors {errors[:3]}"
+        return values[:count]
+    finally:
+        consumer.close()
+
+
+@pytest.mark.slow
+def test_lying_bodies_then_the_next_good_record_is_read(fuzz_broker):
+    LyingBodies.port = fuzz_broker.port
+    run_state_machine_as_test(LyingBodies, settings=settings(max_examples=25, stateful_step_count=10, deadline=None))
+    assert fuzz_broker.alive()
