@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     except (io.UnsupportedOperation, AttributeError, ValueError):
         pass  # stderr is no file (called in-process with captured output): no stack dumps then
+    # A shell starts background jobs (`cmd &`, nohup, many init scripts) with SIGINT ignored, and Python keeps
+    # it so: a campaign's SIGINT to its runs, or `kill -INT`, would then go unheard and a run could not stop
+    # cleanly. Every logquake command stops cleanly on SIGINT, so it listens to it wherever it was started.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     runner = COMMANDS.get(command)
     if runner is None:
         sys.stderr.write(f"logquake: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}\n\n{USAGE}")

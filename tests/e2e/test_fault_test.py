@@ -113,3 +113,18 @@ def test_kafka_python_clients_on_three_nodes_under_faults_are_valid(store, backe
     test = json.loads((run / "test.json").read_text())
     assert test["workload"]["client"] == "kafka-python" and test["versions"]["kafka-python"]
     assert json.loads((run / "results.json").read_text())["counts"]["ok"] > 100
+
+
+def test_a_run_started_with_sigint_ignored_still_stops_cleanly_on_sigint(store):
+    """A shell starts background jobs with SIGINT ignored; a campaign stops its runs with SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "test", "--nodes", "1", "--nemesis", "none",
+                             "--time-limit", "30", "--rate", "20", "--concurrency", "1", "--replication-factor", "1",
+                             "--store", str(store), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    assert json.loads((_run_dir(store) / "results.json").read_text())["reason"] == "interrupted"
+    assert leftovers_of(proc.pid, "local") == _nothing("local"), out + err
