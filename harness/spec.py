@@ -57,7 +57,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("time_limit_s", float, 30.0, "seconds of workload under faults, before healing and final reads"),
     Option("rate", float, 200.0, "operations per second, all workers together"),
     Option("concurrency", int, 6, "worker threads, one client each"),
-    Option("nemesis_interval_s", float, 10.0, "mean seconds between faults of one kind"),
+    Option("nemesis_interval_s", float, 10.0, "mean seconds from one fault's start to the next's (several kinds take turns, one fault at a time)"),
     Option("recovery_timeout_s", float, 60.0, "how long the cluster may take to recover after healing"),
     Option("replication_factor", int, None, "replication factor of the workload's topics (default: min(3, nodes))"),
     Option("min_insync_replicas", int, None, "min.insync.replicas of the workload's topics (default: 2 when the "

@@ -17,6 +17,7 @@ from nodecontrol.launch import fuse_mounts
 from harness.run_command import build_run
 from harness.spec import RunSpec
 from nemeses.disk import DiskPackage
+from tests.e2e.detection import fresh_seed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ def _crashes(history):
 
 
 def test_losing_unfsynced_writes_on_every_replica_loses_acknowledged_writes(tmp_path):
-    outcome, results, history = _run(tmp_path / "store", {}, seed=5)
+    outcome, results, history = _run(tmp_path / "store", {}, seed=fresh_seed())
     crashes = _crashes(history)
     assert crashes and crashes[0]["value"]["killed"] == ["n1", "n2", "n3"], crashes
     assert all(isinstance(n, int) for n in crashes[0]["value"]["unfsynced_bytes_lost"].values())
@@ -63,7 +64,7 @@ def test_losing_unfsynced_writes_on_every_replica_loses_acknowledged_writes(tmp_
 
 
 def test_an_fsync_after_every_message_survives_the_same_faults(tmp_path):
-    outcome, results, history = _run(tmp_path / "store", {"log.flush.interval.messages": "1"}, seed=5)
+    outcome, results, history = _run(tmp_path / "store", {"log.flush.interval.messages": "1"}, seed=fresh_seed())
     assert _crashes(history)
     assert results["valid"] is True, json.dumps(results.get("workload", {}).get("anomalies"), indent=1)[:3000]
     _assert_nothing_left()

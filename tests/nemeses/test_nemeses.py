@@ -36,6 +36,24 @@ def test_every_start_has_its_stop_in_the_schedule():
     assert not opened
 
 
+def test_a_mix_of_kinds_applies_one_fault_at_a_time_about_every_interval():
+    for seed in range(20):
+        events = nemeses.build(["partition", "kill", "pause"]).schedule(seed, 600).events
+        opens = [e for e in events if e.opens]
+        assert [e.opens for e in events] == [True, False] * len(opens)  # each fault ends before the next starts
+        assert all(later.at_s - earlier.at_s >= 1.0 for earlier, later in zip(events[1::2], events[2::2]))
+        assert {e.package for e in opens} == {"partition", "kill", "pause"}
+        assert 8.0 < 600 / len(opens) < 12.5
+
+
+def test_partitions_outlast_a_failover_and_favour_isolating_the_leader():
+    events = nemeses.build(["partition"]).schedule(1, 3000).events
+    durations = [stop.at_s - start.at_s for start, stop in zip(events[::2], events[1::2])]
+    assert min(durations) >= 5.5 and 7.0 < sum(durations) / len(durations) < 9.0
+    shapes = [e.shape for e in events[::2]]
+    assert shapes.count("isolate-leader") > 2 * max(shapes.count(s) for s in set(shapes) - {"isolate-leader"})
+
+
 def test_unknown_nemesis_names_are_refused():
     with pytest.raises(ValueError, match=r"unknown fault\(s\) \['kil'\]"):
         nemeses.parse_names("partition,kil")
