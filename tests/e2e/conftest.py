@@ -5,7 +5,6 @@ The `backend` fixture runs a test once per backend: `local`, and `docker`
 per session when missing).
 """
 
-import os
 import signal
 import socket
 import subprocess

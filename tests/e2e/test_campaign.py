@@ -126,7 +126,7 @@ def test_trends_name_a_cell_that_regressed_with_the_commits_on_both_sides(tmp_pa
     (nights[2] / "plan.json").write_text(json.dumps(plan))
     out = run_logquake(["campaign", "trends", str(store), "--name", "trend"], timeout_s=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"regressed: default on night 3" in out.stdout, out.stdout
+    assert "regressed: default on night 3" in out.stdout, out.stdout
     assert f"{(first_commit or '?')[:12]} -> {'b' * 12}" in out.stdout
     page = (store / "campaigns" / "trend" / "trends.html").read_text()
     assert 'data-cell="default" data-status="regressed"' in page

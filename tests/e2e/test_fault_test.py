@@ -1,7 +1,6 @@
 """`logquake test` end to end: real broker processes, real clients, real faults, the real checker."""
 
 import json
-import os
 import random
 import signal
 import subprocess
