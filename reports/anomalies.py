@@ -224,7 +224,7 @@ def _when_html(w: Witness, run: RunData) -> str:
     faults = head + explain_fault_context(fault_context(run.windows, a, b), _window_html, _e)
     later = [x for x in run.windows if b < x.start_s <= w.end_s]
     if later:
-        faults += (f'</p><p class="faults-later">'
+        faults += ('</p><p class="faults-later">'
                    + _e(f"Began after it, before its last op ended at {w.end_s:.2f} s: ")
                    + listed(later, _window_start_html) + ".")
     return when + f'<p class="faults-at">{faults}</p>'

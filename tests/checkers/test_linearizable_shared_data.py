@@ -9,7 +9,6 @@ per-key string registers.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 

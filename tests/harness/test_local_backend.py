@@ -1,7 +1,6 @@
 """The local backend's process control and cleanup, on stand-in echo nodes described by a TOML file."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.local import RUN_ROOT, LocalCluster, reap_stale_runs
+from harness.backends.local import LocalCluster, reap_stale_runs
 from nodecontrol.control import NodeControlError
 from harness.system import SystemDescriptionError, load_system
 
