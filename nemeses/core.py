@@ -130,6 +130,7 @@ class FaultPackage:
     start_f: str = "start"
     stop_f: str = "stop"
     targets: tuple[str, ...] = ("one",)
+    weight: int = 1  # turns per round when kinds take turns (Nemesis.schedule)
 
     def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets: Iterable[str] | None = None):
         if interval_s <= 0:
@@ -295,7 +296,8 @@ class Nemesis:
         another, an isolation of a node already killed), which left no majority working and wasted faults
         on nodes that were down; measured in bench/observation.py. One at a time, every fault meets a
         cluster that had a few seconds to recover from the last, as in Jepsen's composed nemeses, whose
-        generator mixes the kinds on one timeline. A fault starts about every `interval` seconds."""
+        generator mixes the kinds on one timeline. A fault starts about every `interval` seconds; the kinds
+        come in rounds, each kind `weight` times a round in random order."""
         if len(self.packages) == 1:
             events = self.packages[0].schedule(random.Random(f"{seed}/0/{self.packages[0].name}"), time_limit_s)
         else:
@@ -307,9 +309,13 @@ class Nemesis:
     def _one_at_a_time(self, rng: random.Random, time_limit_s: float) -> list[FaultEvent]:
         interval = min(p.interval_s for p in self.packages)
         events: list[FaultEvent] = []
+        bag: list[FaultPackage] = []
         t = rng.uniform(0.2, 0.6) * interval
         while True:
-            start, stop = rng.choice(self.packages).window(rng, t)
+            if not bag:  # a round: every kind `weight` times, in random order, so no kind goes missing for long
+                bag = [p for p in self.packages for _ in range(p.weight)]
+                rng.shuffle(bag)
+            start, stop = bag.pop().window(rng, t)
             if stop.at_s >= time_limit_s:
                 return events
             events += [start, stop]
