@@ -36,9 +36,13 @@ def test_reading_above_the_high_watermark_shows_reads_that_later_vanish(tmp_path
            {"inconsistent-offsets", "nonmonotonic-poll", "poll-skip", "G1a", "lost-write"}, backend=backend)
 
 
-def test_skipping_truncation_on_leader_change_makes_offsets_inconsistent(tmp_path, backend):
+def test_skipping_truncation_on_leader_change_makes_offsets_inconsistent(tmp_path):
+    # Local only. A follower that skipped truncation shows its divergent tail only if its log end falls on a
+    # batch boundary of the new leader's log; otherwise its fetches fail for good, it leaves the ISR and its
+    # tail is never read. Docker's slower clients send larger batches: the scorecard caught the bug there in
+    # 1 of 3 runs (3 of 3 locally), too low for a test that must not be flaky (issue 13 is open for it).
     caught(tmp_path, ["--time-limit", "60", "--broker-override", "logquake.debug.skip.truncation=true"],
-           {"inconsistent-offsets"}, backend=backend)
+           {"inconsistent-offsets"})
 
 
 def test_skipping_idempotent_dedup_duplicates_retried_sends(tmp_path, backend):
