@@ -89,6 +89,7 @@ class FetchedPartition:
         self.leader_epoch = replica.leader_epoch
         self.needs_truncation = True
         self.delayed_until_ms = 0
+        self.failures = 0  # fetched data this partition could not take, in a row
 
 
 class ReplicaFetcher:
@@ -278,7 +279,28 @@ class ReplicaFetcher:
                 fetched = self.partitions.get(key)
                 if fetched is None or key not in offsets or fetched.replica.log.log_end_offset != offsets[key]:
                     continue  # removed, or truncated/moved while the request was out
-                self._handle_partition(fetched, result, now_ms)
+                try:
+                    self._handle_partition(fetched, result, now_ms)
+                except Exception as exc:  # one partition's failure must not stop the others from this leader
+                    self._partition_failed(fetched, exc, now_ms)
+                else:
+                    fetched.failures = 0
+
+    def _partition_failed(self, fetched: FetchedPartition, exc: Exception, now_ms: int) -> None:
+        """Back off one partition whose fetched data could not be taken, and go on with the others (Kafka's
+        fetcher marks such a partition failed). The wait doubles with each failure in a row, up to 10 s; the
+        trace is logged the first time, then a line at the 2nd, 4th, 8th... failure."""
+        fetched.failures += 1
+        replica = fetched.replica
+        backoff_ms = min(self.manager.settings.replica_fetch_backoff_ms * 2 ** min(fetched.failures - 1, 16), 10_000)
+        if fetched.failures == 1:
+            log.exception("%s-%d: records fetched from broker %d could not be appended; this partition waits "
+                          "%d ms, the others go on", replica.topic, replica.partition, self.source_id, backoff_ms)
+        elif fetched.failures & (fetched.failures - 1) == 0:
+            log.warning("%s-%d: fetch from broker %d failed %d times in a row (%s: %s); waiting %d ms",
+                        replica.topic, replica.partition, self.source_id, fetched.failures, type(exc).__name__,
+                        exc, backoff_ms)
+        fetched.delayed_until_ms = now_ms + backoff_ms
 
     def _handle_partition(self, fetched: FetchedPartition, result, now_ms: int) -> None:
         replica = fetched.replica

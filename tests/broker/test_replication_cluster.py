@@ -556,3 +556,30 @@ def test_a_new_leader_whose_high_watermark_lags_its_epoch_start_answers_offset_n
             assert (part.error_code, part.offset) == (ErrorCode.none, 2), part
 
     run(scenario())
+
+
+def test_a_partition_whose_fetched_records_cannot_be_appended_does_not_stop_the_others(tmp_path):
+    """One fetcher serves every partition a follower takes from one leader; a partition whose data cannot be
+    appended (here: its log refuses, as a divergent log does) is backed off, and the others keep replicating."""
+    async def scenario():
+        controller = FakeController()
+        async with running_cluster(tmp_path, controller, min_isr="1") as (nodes, client):
+            controller.commit(PartitionRecord(TOPIC_ID, 1, (1, 2, 3), (1, 2, 3), 1, 0, 0))
+            await wait_until(lambda: all(n.storage.get(TOPIC, 1) is not None for n in nodes.values()),
+                             what="partition 1 on every node")
+            refused = []
+
+            def refuse(records, headers=None):
+                refused.append(len(records))
+                raise ValueError("follower batch overlaps the log (planted for this test)")
+
+            nodes[2].log.append_as_follower = refuse
+            assert (await client.produce(nodes[1], [b"p0"], acks=1))[0] == ErrorCode.none
+            await wait_until(lambda: refused and nodes[3].log.log_end_offset == 1, what="node 2 to refuse partition 0")
+            response = await client.send(nodes[1], kr.produce(TOPIC, 1, kr.batch([(None, b"p1")]), acks=1))
+            assert response.responses[0].partition_responses[0].error_code == ErrorCode.none
+            await wait_until(lambda: nodes[2].storage.get(TOPIC, 1).log_end_offset == 1,
+                             what="node 2 to replicate partition 1 while partition 0 fails")
+            assert nodes[2].log.log_end_offset == 0 and len(refused) < 20  # backed off, not retried in a loop
+
+    run(scenario())
