@@ -290,7 +290,7 @@ class Nemesis:
     probes: bool = True
 
     def schedule(self, seed: int, time_limit_s: float) -> Schedule:
-        """One package: its own windows. Several: one fault at a time, the kind drawn for each window.
+        """One package: its own windows. Several: one fault at a time, the kinds taking turns in rounds.
 
         Packages scheduled independently overlapped most of the time (a pause of one node during a kill of
         another, an isolation of a node already killed), which left no majority working and wasted faults
