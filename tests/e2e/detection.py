@@ -51,4 +51,5 @@ def caught(tmp_path, args, expected, runs=2, caught_in=1, backend="local"):
         if hits + (runs - i - 1) < caught_in:
             break
     pytest.fail(f"{backend}: fewer than {caught_in} of {runs} runs reported any of {sorted(expected)}; "
-                f"seed and anomalies of each run (replay: logquake test --seed S {' '.join(args)}): {tried}")
+                f"seed and anomalies of each run (replay: logquake test --backend {backend} --nodes 3 --seed S "
+                f"{' '.join(args)}): {tried}")
