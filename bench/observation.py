@@ -9,8 +9,9 @@ nothing. For each run (default settings: queue workload, the default fault mix, 
 - through faults: of the whole seconds inside fault windows in which the faults in effect, together, leave
   a majority of the nodes working (the nodes killed, paused, or cut off from their peers or from the
   clients by every fault overlapping that second form a minority), the share in which at least one worker
-  completed an operation (target: every second, 100%). Faults of different packages overlap: a pause of
-  one node and a kill of another leave no majority of three, and such seconds are not counted.
+  completed an operation (target: every second, 100%). Where faults overlap (a hand-written schedule; the
+  default mix applies one fault at a time), a pause of one node and a kill of another leave no majority
+  of three, and such seconds are not counted.
 
     python3 bench/observation.py [--runs 10] [--time-limit 30] [--seed N] [-- extra logquake test flags]
     python3 bench/observation.py --analyze RUN_DIR [RUN_DIR ...]
