@@ -298,7 +298,9 @@ class Nemesis:
         cluster that had a few seconds to recover from the last, as in Jepsen's composed nemeses, whose
         generator mixes the kinds on one timeline. A fault starts about every `interval` seconds; the kinds
         come in rounds, each kind `weight` times a round in random order."""
-        if len(self.packages) == 1:
+        if not self.packages:  # --nemesis none
+            events = []
+        elif len(self.packages) == 1:
             events = self.packages[0].schedule(random.Random(f"{seed}/0/{self.packages[0].name}"), time_limit_s)
         else:
             events = self._one_at_a_time(random.Random(f"{seed}/mix/{'+'.join(p.name for p in self.packages)}"),

@@ -48,6 +48,10 @@ def test_a_mix_of_kinds_applies_one_fault_at_a_time_about_every_interval():
         assert 8.0 < 600 / len(opens) < 12.5
 
 
+def test_no_fault_kinds_schedule_nothing():
+    assert nemeses.build([]).schedule(5, 60).events == ()
+
+
 def test_partitions_outlast_a_failover_and_favour_isolating_the_leader():
     events = nemeses.build(["partition"]).schedule(1, 3000).events
     durations = [stop.at_s - start.at_s for start, stop in zip(events[::2], events[1::2])]
