@@ -10,8 +10,8 @@ every node gets `controller.quorum.voters` naming all N, and
 node starts (exit 254 for a misspelt or mistyped property). The first line
 printed names the data directory and whether it is kept; then one line per
 node once it listens; then `bootstrap: host:port,...`, only once a Metadata
-request lists every broker, so a client started after that line sees the
-whole cluster; and a line when a node exits on its own. Ctrl-C or SIGTERM
+request to each node lists every broker, so a client started after that line
+sees the whole cluster whichever node it asks; and a line when a node exits on its own. Ctrl-C or SIGTERM
 stops every node (SIGTERM, then SIGKILL after a grace period) and waits for
 them: no process is left; on Linux a node also gets SIGTERM if `cluster up`
 itself is killed. Without --data-dir a fresh temporary directory is used and
@@ -148,16 +148,23 @@ class _Node:
             self.process.kill()
 
 
-def _brokers_seen(bootstrap: str) -> int:
-    """How many brokers one Metadata request to the cluster lists (0 when it does not answer)."""
+def _brokers_seen(addresses: list[str]) -> int:
+    """The fewest brokers a Metadata request to any one node lists (0 when a node does not answer).
+
+    Each node answers from its own copy of the metadata, which may lag another's by a moment; a client may
+    ask any of them, so the cluster is formed once every node lists every broker."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
-                         "logger": logging.getLogger("librdkafka")})
-    try:
-        return len(admin.list_topics(timeout=2).brokers)
-    except Exception:  # not answering yet: the caller asks again
-        return 0
+    fewest = None
+    for address in addresses:
+        admin = AdminClient({"bootstrap.servers": address, "socket.timeout.ms": 2000,
+                             "logger": logging.getLogger("librdkafka")})
+        try:
+            seen = len(admin.list_topics(timeout=2).brokers)
+        except Exception:  # not answering yet: the caller asks again
+            return 0
+        fewest = seen if fewest is None else min(fewest, seen)
+    return fewest or 0
 
 
 def _up(args) -> int:
@@ -213,7 +220,7 @@ def _up(args) -> int:
         bootstrap = ",".join(addresses)
         seen = 0
         while not stop["requested"]:
-            seen = _brokers_seen(bootstrap)
+            seen = _brokers_seen(addresses)
             if seen >= args.nodes:
                 break
             if time.monotonic() > deadline:
@@ -223,7 +230,7 @@ def _up(args) -> int:
             time.sleep(0.2)
         if not stop["requested"]:
             print(f"bootstrap: {bootstrap}", flush=True)
-            print(f"cluster up: Metadata lists all {args.nodes} broker(s); Ctrl-C stops every node", flush=True)
+            print(f"cluster up: every node's Metadata lists all {args.nodes} broker(s); Ctrl-C stops every node", flush=True)
         while not stop["requested"]:
             for node in nodes:
                 if not node.reported_exit and node.process.poll() is not None:
