@@ -53,6 +53,7 @@ import random
 import time
 from typing import Any
 
+from checkers.queue.checker import FETCHED_WATERMARKS, FINAL_READ_SHORT, LISTED_WATERMARKS
 from checkers.queue.delivery import Delivery
 from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
                             invocation, register_workload)
@@ -173,11 +174,12 @@ def _key_of(partition: int) -> int:
 MULTI_SEND_SHARE = 0.2
 MULTI_SEND_MAX = 4
 
-# Extra fields of completions (docs/DESIGN.md, "The history"): what the client saw of each partition's
-# watermarks, key -> offset. FETCH: the high watermark of the last fetch response, read back after
-# the poll without a request; LISTED: the high watermark a ListOffsets request answered (final reads).
-FETCH_HIGH_WATERMARKS = "high-watermarks"
-LISTED_HIGH_WATERMARKS = "listed-high-watermarks"
+# Extra fields of completions (docs/DESIGN.md, "The history"), named once in the checker that reads them:
+# what the client saw of each partition's watermarks, key -> offset (FETCH: the high watermark of the last
+# fetch response, read back after the poll without a request; LISTED: the high watermark a ListOffsets
+# request answered, final reads), and the keys a final read left short of its listed watermark.
+FETCH_HIGH_WATERMARKS = FETCHED_WATERMARKS
+LISTED_HIGH_WATERMARKS = LISTED_WATERMARKS
 
 
 def watermark_extra(fetched: dict[int, int], listed: dict[int, int] | None = None) -> dict[str, dict[int, int]]:
@@ -188,6 +190,13 @@ def watermark_extra(fetched: dict[int, int], listed: dict[int, int] | None = Non
         if known:
             extra[name] = known
     return extra
+
+
+def final_read_extra(positions: dict[int, int | None], targets: dict[int, int]) -> dict[str, dict[int, list[int]]]:
+    """The completion field naming every key a final read left below the high watermark it listed:
+    key -> [the next offset it would have read, the listed high watermark]; empty when it reached them all."""
+    short = {k: [positions.get(k) or 0, high] for k, high in targets.items() if (positions.get(k) or 0) < high}
+    return {FINAL_READ_SHORT: short} if short else {}
 
 
 def combine_send_outcomes(outcomes: list[tuple[str, list | None]]) -> tuple[str, list | None]:
@@ -597,7 +606,8 @@ class ConfluentQueueClient(Client):
             for key, pairs in got.items():
                 polled.setdefault(key, []).extend(pairs)
         return completion("ok", [["poll", polled]],
-                          extra=watermark_extra(self._fetched_high_watermarks(polled), targets))
+                          extra={**watermark_extra(self._fetched_high_watermarks(polled), targets),
+                                 **final_read_extra(self.positions, targets)})
 
     def _transaction_timeout_s(self) -> float:
         return max(self.w.op_timeout_s, 10.0)
@@ -738,7 +748,8 @@ class KafkaPythonQueueClient(Client):
         # inside poll) and no last stable offset; `end_offsets` asks ListOffsets.
         fetched = {key: self.consumer.highwater(TopicPartition(self.w.topic, key)) for key in polled}
         listed = {tp.partition: end for tp, end in ends.items()}
-        return completion("ok", [["poll", polled]], extra=watermark_extra(fetched, listed))
+        return completion("ok", [["poll", polled]], extra={**watermark_extra(fetched, listed),
+                                                           **final_read_extra(self.positions, listed)})
 
     def close(self) -> None:
         if self.consumer is not None:

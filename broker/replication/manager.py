@@ -472,8 +472,13 @@ class ReplicaManager:
     def follower_truncate(self, replica: Replica, offset: int) -> None:
         if offset >= replica.log.log_end_offset:
             return
-        log.info("%s-%d: truncating from LEO %d to %d (leader epoch %d)", replica.topic, replica.partition,
-                 replica.log.log_end_offset, offset, replica.leader_epoch)
+        log.info("%s-%d: truncating from LEO %d to %d (leader epoch %d, HW %d)", replica.topic, replica.partition,
+                 replica.log.log_end_offset, offset, replica.leader_epoch, replica.follower_high_watermark)
+        if offset < replica.follower_high_watermark:
+            # records below the HW were committed: every ISR member has them and no clean election
+            # picks a leader without them, so cutting them means an unclean election or a bug
+            log.warning("%s-%d: truncating below the high watermark %d, to %d: committed records are removed",
+                        replica.topic, replica.partition, replica.follower_high_watermark, offset)
         replica.log.truncate_to(offset)
         replica.epochs.truncate_from_end(replica.log.log_end_offset)
         replica.follower_high_watermark = min(replica.follower_high_watermark, replica.log.log_end_offset)

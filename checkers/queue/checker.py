@@ -81,7 +81,7 @@ from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
 from checkers.queue.explain import explain, summarize
 
-__all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "NEEDS_FINAL_READS", "check"]
+__all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "FINAL_READ_SHORT", "NEEDS_FINAL_READS", "check", "short_final_reads"]
 
 DELIVERY_MODES = DELIVERY_NAMES
 CYCLE_NAMES = tuple(f"{base}{suffix}" for base in ("G0", "G1c") for suffix in ("", "-process", "-realtime"))
@@ -108,6 +108,9 @@ _ASSIGN_FS = frozenset({"assign", "subscribe"})
 # Completion fields with the watermarks a client saw (workloads.queue): key -> offset.
 FETCHED_WATERMARKS = "high-watermarks"  # of the last fetch response, read back after the poll
 LISTED_WATERMARKS = "listed-high-watermarks"  # ListOffsets answers of the final reads, after healing
+# A final read that stopped (no progress for a while) below a watermark it listed: key -> [next offset it
+# would have read, listed high watermark]. Its run's final reads are incomplete (see `check`).
+FINAL_READ_SHORT = "final-read-short"
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -280,7 +283,7 @@ def check(
     `ww_deps`: infer write-write dependencies from log order for cycle search.
     `max_witnesses`: keep at most this many witnesses per anomaly (None keeps
     all; counts stay exact). `final_reads_incomplete`: why the run's final reads
-    did not complete, if they did not: then nothing can be called unseen, so a
+    did not complete, if they did not (None: whatever the history says, `short_final_reads`): then nothing can be called unseen, so a
     verdict that rests on that (VALID, or INVALID by `unseen` alone) is
     "unknown" and the "nothing lost" promise is unknown unless a lost write
     broke it. `acks`: the producers' acks ("0", "1" or "all"); None takes the
@@ -300,6 +303,8 @@ def check(
                         "acks")
     if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
         raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
+    if final_reads_incomplete is None:
+        final_reads_incomplete = short_final_reads(history)
     if acks is None:
         acks = "1" if delivery.mode == "at-most-once" else "all"
     if acks not in ("0", "1", "all", "-1"):
@@ -308,6 +313,22 @@ def check(
         return _Analysis(history, ww_deps, subscribe_allows_skips, acks in ("all", "-1")).result(
             delivery, max_witnesses, final_reads_incomplete)
 
+
+def short_final_reads(history: History) -> str | None:
+    """Why the final reads are incomplete, from the history itself: an ok final read that recorded keys it
+    left below the high watermarks it listed (`FINAL_READ_SHORT`); None when there is none.
+
+    The broker said those offsets were committed and the read could not get them (a stalled client, a
+    partition without a leader, or records gone after ListOffsets answered), so an acknowledged send in
+    that range was not shown lost; the field makes `logquake check` of a copied history agree with the run.
+    """
+    for op in history:
+        short = op.extra.get(FINAL_READ_SHORT) if op.type == "ok" else None
+        if isinstance(short, Mapping) and short:
+            keys = ", ".join(f"key {k} at offset {pair[0]} of {pair[1]}" if isinstance(pair, (list, tuple))
+                             and len(pair) == 2 else f"key {k}" for k, pair in sorted(short.items(), key=str))
+            return f"the final read stopped below the high watermarks it listed ({keys})"
+    return None
 
 
 class _Analysis:

@@ -11,7 +11,7 @@ import random
 
 from workloads.core import invocation
 from workloads.queue import (FETCH_HIGH_WATERMARKS, LISTED_HIGH_WATERMARKS, MULTI_SEND_MAX, QueueWorkload,
-                             combine_send_outcomes, watermark_extra)
+                             combine_send_outcomes, final_read_extra, watermark_extra)
 
 
 class FakeMessage:
@@ -80,6 +80,12 @@ def test_watermark_fields_keep_only_known_values():
     assert watermark_extra({0: 5, 1: -1, 2: None}, {0: 6, 3: -1001}) == {FETCH_HIGH_WATERMARKS: {0: 5},
                                                                          LISTED_HIGH_WATERMARKS: {0: 6}}
     assert watermark_extra({}, None) == {}
+
+
+def test_a_final_read_names_the_keys_it_left_below_their_listed_watermarks():
+    # key 0 reached its watermark, key 1 stopped two short, key 2 was never read (no position)
+    assert final_read_extra({0: 7, 1: 3, 2: None}, {0: 7, 1: 5, 2: 4}) == {"final-read-short": {1: [3, 5], 2: [0, 4]}}
+    assert final_read_extra({0: 7}, {0: 7}) == {}
 
 
 def test_some_sends_carry_several_messages_to_one_key():
