@@ -1,8 +1,8 @@
 """`logquake check FILE...`: check recorded histories offline and print a verdict.
 
 Reads each history (JSONL, Jepsen EDN, EDN lines or an old Jepsen log), picks
-a checker (given with `--checker`, or detected from the ops: `send`/`poll`
-micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
+a checker (given with `--checker`, or detected from the ops: `process` /
+`read-output` ops -> pipeline, `send`/`poll` micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
 register/mutex/kv ops -> linearizable with an inferred model), prints a
 summary per file and writes every result into `results.json` (or
 `results.edn` with `--edn`) in `--out` (default: a new folder
@@ -51,7 +51,7 @@ EXIT_INVALID = 1
 EXIT_UNKNOWN = 2
 EXIT_BAD_ARGUMENTS = 254
 
-CHECKERS = ("queue", "list-append", "rw-register", "linearizable")
+CHECKERS = ("queue", "pipeline", "list-append", "rw-register", "linearizable")
 HISTORY_SUFFIXES = (".jsonl", ".edn", ".log", ".txt")
 _EXIT_OF = {True: EXIT_VALID, False: EXIT_INVALID, "unknown": EXIT_UNKNOWN}
 
@@ -275,6 +275,8 @@ def detect_checker(history: History) -> tuple[str | None, str | None]:
             for mop in value:
                 if isinstance(mop, list) and mop and isinstance(mop[0], str):
                     micro_ops.add(mop[0])
+    if fs & {"process", "read-output"}:
+        return "pipeline", None
     if micro_ops & {"send", "poll"}:
         return "queue", None
     if "append" in micro_ops:
@@ -359,6 +361,9 @@ def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:
         from checkers.queue import check as queue_check
 
         return lambda h: queue_check(h, delivery=options["delivery"])
+    if checker == "pipeline":
+        module = _import(checker, "checkers.pipeline")
+        return lambda h: module.check(h)
     if checker in ("list-append", "rw-register"):
         module = _import(checker, "checkers.elle." + checker.replace("-", "_"))
         check = getattr(module, "check", None)

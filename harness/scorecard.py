@@ -84,6 +84,13 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
                ("G1a", "lost-write", "unseen"), delivery="exactly-once"),
     # the queue workload commits no consumer offsets, so no workload is expected to notice yet
     PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated", ()),
+    # a processor crashed after its offsets, or a deliberate abort followed by a rejoin: the group then starts
+    # past inputs that no committed transaction copied
+    PlantedBug("logquake.debug.aborted.offsets.visible", "an aborted transaction's input offsets are committed",
+               ("lost-input",), delivery="exactly-once", workload="pipeline"),
+    # a processor paused past its session (a zombie) commits after the group gave its partitions away
+    PlantedBug("logquake.debug.unfenced.txn.offsets", "TxnOffsetCommit from a zombie (stale generation) is accepted",
+               ("duplicate-output", "double-commit"), delivery="exactly-once", workload="pipeline"),
 )
 
 

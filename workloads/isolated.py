@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 
@@ -49,7 +50,7 @@ def _mp_context():
     with _context_lock:
         if _context is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["confluent_kafka", "workloads.queue"])
+            context.set_forkserver_preload(["confluent_kafka", "workloads.queue", "workloads.pipeline"])
             _context = context
         return _context
 
@@ -141,13 +142,27 @@ class IsolatedClient(Client):
 
     def invoke(self, op: Op) -> Op:
         timeout_s = self.final_timeout_s if op.extra.get("final") else self.answer_timeout_s
+        resumer = None
+        if op.extra.get("pause_s"):
+            # the client stops its own process (SIGSTOP) where the op wants a pause; we resume it
+            resumer = _Resumer(self._proc.pid, float(op.extra["pause_s"]))
         try:
             self._conn.send(("invoke", op))
             kind, payload = self._receive(timeout_s, f"running {op.f}")
         except (ClientProcessError, OSError) as e:
+            if op.extra.get("crash"):
+                self._proc.join(5)
+            if op.extra.get("crash") and self._proc.exitcode == -signal.SIGKILL:
+                log.info("client process %s killed itself on purpose (crash %s)", self.process_id, op.extra["crash"])
+                self._kill()
+                return completion("info", op.value, error=["crashed", f"the op killed its client's process "
+                                                                      f"({op.extra['crash']})"])
             log.warning("%s", e)
             self._kill()
             return completion("info", op.value, error=["client-process", str(e)])
+        finally:
+            if resumer is not None:
+                resumer.finish()
         return payload
 
     def close(self) -> None:
@@ -164,3 +179,49 @@ class IsolatedClient(Client):
             self._proc.kill()
         self._proc.join(5)
         self._conn.close()
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of `pid` in /proc (T: stopped), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+class _Resumer:
+    """Resumes a client process that stopped itself (SIGSTOP) during an op, `pause_s` after it stopped.
+
+    A paused processor stops every thread, its client library's heartbeats too, as a process stopped by
+    an operator or a long GC pause would; the op asked for the pause, so the harness knows to end it.
+    `finish` (the op answered, or its process died) ends the watch and resumes a process still stopped."""
+
+    def __init__(self, pid: int, pause_s: float):
+        self.pid = pid
+        self.pause_s = pause_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name=f"resume-{pid}", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            state = _process_state(self.pid)
+            if state is None:
+                return
+            if state == "T":
+                log.info("client process %s paused itself; resuming it in %.0f s", self.pid, self.pause_s)
+                self.done.wait(self.pause_s)
+                self._resume()
+                return
+            self.done.wait(0.02)
+
+    def _resume(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        if _process_state(self.pid) == "T":
+            self._resume()

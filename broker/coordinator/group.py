@@ -27,6 +27,10 @@ TxnOffsetCommit offsets (`prepare_txn_offsets`) stay pending until
 `complete_txn` (called for the COMMIT/ABORT marker) commits or drops them.
 `commit_before_replication` plants a bug (logquake.debug.commit.before.replication):
 OffsetCommit is answered, and served by OffsetFetch, before its append is done.
+`aborted_offsets_visible` plants one (logquake.debug.aborted.offsets.visible): an ABORT
+marker commits a transaction's pending offsets as a COMMIT would. `unfenced_txn_offsets`
+plants one (logquake.debug.unfenced.txn.offsets): TxnOffsetCommit skips KIP-447's member
+and generation check, so a zombie processor commits offsets of partitions it lost.
 
 Thread-safety: none; everything runs on the broker's event loop.
 Sources: Kafka's GroupCoordinator/GroupMetadata (classic protocol), KIP-345,
@@ -180,6 +184,8 @@ class GroupCoordinator:
         self.min_session_timeout_ms = min_session_timeout_ms
         self.max_session_timeout_ms = max_session_timeout_ms
         self.commit_before_replication = commit_before_replication  # a planted bug, see commit_offsets
+        self.aborted_offsets_visible = False  # a planted bug, see complete_txn
+        self.unfenced_txn_offsets = False  # a planted bug, see prepare_txn_offsets
         self.groups: dict[str, Group] = {}
         self.owned: set[int] = set()
         self._task: asyncio.Task | None = None
@@ -662,7 +668,7 @@ class GroupCoordinator:
         """TxnOffsetCommit: validate the member, log the offsets in a transactional batch; pending until `complete_txn`."""
         error = self.check_group(group_id)
         group = self.groups.get(group_id)
-        if error == ErrorCode.none and (member_id or generation_id >= 0):
+        if error == ErrorCode.none and (member_id or generation_id >= 0) and not self.unfenced_txn_offsets:
             error = self._commit_error(group, generation_id, member_id, group_instance_id)
         if error != ErrorCode.none:
             return {tp: error for tp in offsets}
@@ -681,7 +687,7 @@ class GroupCoordinator:
             if group.partition != offsets_partition:
                 continue
             pending = group.pending_txn_offsets.pop(producer_id, None)
-            if pending and commit:
+            if pending and (commit or self.aborted_offsets_visible):
                 for tp, value in pending.items():
                     _apply_offset(group.offsets, tp, value)
 

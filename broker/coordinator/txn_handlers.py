@@ -521,7 +521,8 @@ class TxnApis:
         member_id = getattr(request, "member_id", "")
         group_instance_id = getattr(request, "group_instance_id", None)
         error = coordinator.check_group(request.group_id)
-        if error == ErrorCode.none and (generation_id >= 0 or member_id or group_instance_id is not None):
+        if (error == ErrorCode.none and (generation_id >= 0 or member_id or group_instance_id is not None)
+                and not coordinator.unfenced_txn_offsets):  # the planted bug skips KIP-447's check
             # KIP-447: a transactional commit names its member and generation, which must be current; unlike
             # OffsetCommit it is not refused while the group completes a rebalance (REBALANCE_IN_PROGRESS), as
             # in Kafka: the producer may be blocked in send_offsets_to_transaction while its own consumer

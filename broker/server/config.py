@@ -237,6 +237,8 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # planted coordinator bugs (see broker.coordinator.txn_coordinator and broker.coordinator.group)
     "logquake.debug.partial.commit.markers": (_parse_bool, "false", "transaction markers that failed are not sent again (bug)"),
     "logquake.debug.commit.before.replication": (_parse_bool, "false", "OffsetCommit answers before its record is replicated (bug)"),
+    "logquake.debug.aborted.offsets.visible": (_parse_bool, "false", "an aborted transaction's offsets are committed as if it had committed (bug)"),
+    "logquake.debug.unfenced.txn.offsets": (_parse_bool, "false", "TxnOffsetCommit skips the member and generation check, so zombies commit (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 

@@ -204,6 +204,8 @@ class RequestHandlers:
         self.group_apis.coordinator.commit_before_replication = debug_switch(
             config, "logquake.debug.commit.before.replication")
         self.txn_apis.coordinator.partial_commit_markers = debug_switch(config, "logquake.debug.partial.commit.markers")
+        self.group_apis.coordinator.aborted_offsets_visible = debug_switch(config, "logquake.debug.aborted.offsets.visible")
+        self.group_apis.coordinator.unfenced_txn_offsets = debug_switch(config, "logquake.debug.unfenced.txn.offsets")
         planted = planted_bugs(config)
         if planted:
             log.warning("planted bugs enabled on node %d: %s", config.node_id, ", ".join(planted))

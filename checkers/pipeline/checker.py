@@ -32,6 +32,8 @@ Anomalies, each witness a data map and a sentence (`checkers.pipeline.explain`):
 - `double-commit`: an input consumed by two committed transactions (a zombie that was not fenced);
 - `reordered-output`: two records of one input partition written to one output partition in the
   opposite order.
+`stats["processor_faults"]` counts the processor faults the invocations asked for (`crash`, `pause_s`,
+`abort` on `process` ops, and `leave` ops) and the paused ones that came back and were fenced (fail).
 An acknowledged input that is neither in the output nor covered by the committed offsets was not
 processed by the end: counted in `stats["unprocessed"]`; when there are any, or the final reads are
 missing, a history with no anomaly has no verdict ("unknown"), since a loss cannot be told apart
@@ -54,7 +56,7 @@ from typing import Any
 from checkers.history import NEMESIS, History, gc_paused, op_to_dict
 from checkers.pipeline.explain import explain, summarize
 
-__all__ = ["ANOMALY_NAMES", "PipelineHistoryError", "check"]
+__all__ = ["ANOMALY_NAMES", "PROMISES", "PipelineHistoryError", "check", "judge_promises"]
 
 ANOMALY_NAMES = ("lost-input", "duplicate-output", "aborted-output", "unknown-output", "txn-output-missing",
                  "double-commit", "reordered-output")
@@ -119,12 +121,22 @@ class _Analysis:
         self.committed: dict[Any, int] | None = None
         self.committed_position: int | None = None
         self.found: dict[str, list[tuple[dict, list[int]]]] = defaultdict(list)
+        self.faults: dict[str, int] = dict.fromkeys(("kills", "pauses", "zombies fenced", "aborts on purpose",
+                                                     "leaves"), 0)
         self._parse()
 
     def _parse(self) -> None:
+        paused: set[Any] = set()  # processes whose open process op paused its processor
         for position, op in enumerate(self.h):
-            if op.process == NEMESIS or op.type == "invoke":
+            if op.process == NEMESIS:
                 continue
+            if op.type == "invoke":
+                self._count_fault(op, paused)
+                continue
+            if op.f == "process" and op.process in paused:
+                paused.discard(op.process)
+                if op.type == "fail":
+                    self.faults["zombies fenced"] += 1
             where = f"op {op.index} ({op.f})"
             if op.f == "send":
                 for micro in op.value or ():
@@ -141,7 +153,9 @@ class _Analysis:
                     self.inputs[value] = (_key(micro[1]), offset, op.type, position)
             elif op.f == "process":
                 if op.type == "ok" or op.value:
-                    self.txns.append((position, op.type, self._txn(op.value, where)))
+                    txn = self._txn(op.value, where)
+                    if txn["consumed"] or txn["produced"] or txn["offsets"]:  # an empty poll wrote nothing
+                        self.txns.append((position, op.type, txn))
             elif op.f == "read-output" and op.type == "ok":
                 self.output = [(p, o, v) for p, rows in _records(op.value, where).items() for o, v in rows]
                 self.output_position = position
@@ -150,6 +164,19 @@ class _Analysis:
                     raise PipelineHistoryError(f"{where}: expected a map of partition to offset, got {op.value!r}")
                 self.committed = {_key(p): o for p, o in op.value.items() if isinstance(o, int)}
                 self.committed_position = position
+
+    def _count_fault(self, op: Any, paused: set[Any]) -> None:
+        """Processor faults the workload asked for (the invocation's `crash`, `pause_s`, `abort`; `leave` ops)."""
+        if op.f == "leave":
+            self.faults["leaves"] += 1
+        elif op.f == "process":
+            if op.extra.get("crash"):
+                self.faults["kills"] += 1
+            if op.extra.get("pause_s"):
+                self.faults["pauses"] += 1
+                paused.add(op.process)
+            if op.extra.get("abort"):
+                self.faults["aborts on purpose"] += 1
 
     @staticmethod
     def _txn(value: Any, where: str) -> dict:
@@ -261,11 +288,13 @@ class _Analysis:
             "inputs": len(self.inputs), "acknowledged_inputs": acknowledged,
             "transactions": {t: sum(1 for _, ty, _ in self.txns if ty == t) for t in ("ok", "fail", "info")},
             "output_records": len(self.output or []), "unprocessed": len(self.unprocessed),
+            "processor_faults": dict(self.faults),
             "anomaly_counts": counts, "anomaly_summaries": summaries, "ops": len(self.h),
         }
         result: dict[str, Any] = {"valid": not anomalies, "anomaly_types": sorted(anomalies), "anomalies": anomalies,
                                   "stats": stats}
         if anomalies:
+            result["promises"] = judge_promises(result)
             return result
         if self.output is None or self.committed is None:
             missing = [name for name, got in (("read-output", self.output), ("committed-offsets", self.committed))
@@ -281,4 +310,33 @@ class _Analysis:
         elif not acknowledged:
             result.update(valid="unknown", reason="no-completed-ops",
                           message="no input send was acknowledged, so there is nothing to judge")
+        result["promises"] = judge_promises(result)
         return result
+
+
+# What exactly-once read-process-write promises, each with the anomalies that break it (most severe first).
+PROMISES = (
+    ("exactly-once", "every acknowledged input is in the committed output exactly once",
+     ("lost-input", "duplicate-output", "double-commit", "txn-output-missing")),
+    ("isolation", "nothing an aborted or unknown transaction wrote is visible at read_committed",
+     ("aborted-output", "unknown-output")),
+    ("order", "the records of one input partition keep their order in each output partition", ("reordered-output",)),
+)
+
+
+def judge_promises(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The promise table of a pipeline result, in the queue checker's row shape (`id`, `promise`, `status`,
+    `anomalies`, `allowed`, `reason`): broken by any of its anomalies; unknown without a verdict."""
+    counts = result.get("stats", {}).get("anomaly_counts", {})
+    rows = []
+    for pid, words, names in PROMISES:
+        broken = {n: counts[n] for n in names if counts.get(n)}
+        if broken:
+            status, reason = "broken", "broken by " + ", ".join(f"{n} ({c})" for n, c in broken.items())
+        elif result.get("valid") not in (True, False):
+            status, reason = "unknown", result.get("message") or "the checker reached no verdict"
+        else:
+            status, reason = "held", "no anomaly breaks it"
+        rows.append({"id": pid, "promise": words, "status": status, "anomalies": broken, "allowed": {},
+                     "reason": reason})
+    return sorted(rows, key=lambda row: row["status"] != "broken")

@@ -225,3 +225,24 @@ def test_one_injected_fault_is_found(run, fault, rng):
     else:
         assert expected <= found, (fault, found)
         assert result["valid"] is False
+
+
+def test_promises_and_processor_faults_are_reported():
+    crash = [{"process": 3, "type": "invoke", "f": "process", "value": None, "crash": "after-produce"},
+             {"process": 3, "type": "info", "f": "process", "value": None, "error": ["crashed", "on purpose"]}]
+    pause = [{"process": 4, "type": "invoke", "f": "process", "value": None, "pause_s": 16.0},
+             {"process": 4, "type": "fail", "f": "process", "value": {"consumed": {0: [[0, 10]]},
+                                                                        "produced": [[0, 10]], "offsets": {0: 1}}}]
+    result = check(copied(crash, pause, op(5, "leave", None)))
+    assert result["valid"] is True
+    assert result["stats"]["processor_faults"] == {"kills": 1, "pauses": 1, "zombies fenced": 1,
+                                                   "aborts on purpose": 0, "leaves": 1}
+    assert [(p["id"], p["status"]) for p in result["promises"]] == [
+        ("exactly-once", "held"), ("isolation", "held"), ("order", "held")]
+    # a duplicate breaks exactly-once, and that row comes first
+    broken = check(copied(output={0: [[0, 10], [1, 11], [2, 11]], 1: [[0, 20]]}))
+    assert broken["promises"][0]["id"] == "exactly-once" and broken["promises"][0]["status"] == "broken"
+    assert broken["promises"][0]["anomalies"] == {"duplicate-output": 1}
+    # no verdict: every promise is unknown, with the reason
+    unknown = check(history(send(0, 10, 0)))
+    assert {p["status"] for p in unknown["promises"]} == {"unknown"}

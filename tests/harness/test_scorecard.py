@@ -27,8 +27,8 @@ def test_every_bug_and_its_control_share_settings_and_seeds():
         assert cell.spec.broker_overrides == {**dict(bug.broker_overrides), bug.prop: "true"}
         assert cell.spec.nemesis == (bug.nemesis or ("partition", "kill", "pause"))
         [control] = [c for c in controls.values() if c.spec.broker_overrides == dict(bug.broker_overrides)
-                     and (c.spec.delivery, c.spec.idempotent, c.spec.nemesis)
-                     == (cell.spec.delivery, cell.spec.idempotent, cell.spec.nemesis)]
+                     and (c.spec.workload, c.spec.delivery, c.spec.idempotent, c.spec.nemesis)
+                     == (cell.spec.workload, cell.spec.delivery, cell.spec.idempotent, cell.spec.nemesis)]
         assert control.id.startswith(f"control={cell.spec.delivery_mode().name}")
     assert controls["control=at-least-once-disk-log.flush.interval.messages=1"].spec.nemesis == ("disk",)
 

@@ -11,6 +11,7 @@ import pytest
 
 from workloads.core import Client, Op, Workload, completion, invocation
 from workloads.isolated import ClientProcessError, IsolatedClient
+from workloads.pipeline import PipelineWorkload, _crash_self, _stop_self
 from workloads.queue import QueueWorkload
 
 
@@ -26,6 +27,12 @@ class EchoClient(Client):
             os._exit(3)
         if op.f == "raise":
             raise ValueError("client bug")
+        if op.extra.get("pause_s"):
+            started = time.monotonic()
+            _stop_self(op.extra["pause_s"])  # the processor pause of the pipeline workload
+            return completion("ok", {"stopped_s": time.monotonic() - started})
+        if op.extra.get("crash"):
+            _crash_self()
         return completion("ok", {"echo": op.value, "pid": os.getpid(), "process": self.process})
 
     def close(self) -> None:
@@ -128,3 +135,36 @@ print("done")
     assert proc.returncode == 0 and proc.stdout == "done\n", proc.stdout + proc.stderr
     assert proc.stderr == "", proc.stderr
     assert "client 7 did not close cleanly: RuntimeError: the transaction could not be aborted" in log_path.read_text()
+
+
+def test_a_client_that_stops_itself_is_resumed_after_its_pause_and_one_that_kills_itself_is_info():
+    """The pipeline workload's processor faults are signals a client sends its own process: SIGSTOP (every
+    thread stops, heartbeats too) ended by the harness after `pause_s`, and SIGKILL mid-transaction."""
+    client = IsolatedClient(EchoWorkload(), "unused:9092", 7, answer_timeout_s=20, final_timeout_s=20)
+    try:
+        done = client.invoke(invocation("work", None, {"pause_s": 1.5}).with_(process=7))
+        assert done.type == "ok" and 1.5 <= done.value["stopped_s"] < 10
+        assert client.invoke(invocation("echo", 2).with_(process=7)).type == "ok"  # resumed, and answering
+        crashed = client.invoke(invocation("work", None, {"crash": "after-produce"}).with_(process=7))
+        assert crashed.type == "info" and crashed.error[0] == "crashed", crashed.error
+    finally:
+        client.close()
+    # in the harness's own process the faults refuse, rather than stop or kill the harness
+    with pytest.raises(RuntimeError, match="isolated clients"):
+        _stop_self(1.0)
+
+
+def test_the_pipeline_workload_refuses_fault_shares_out_of_range_and_mixes_its_ops():
+    with pytest.raises(ValueError, match="--pause-share must be between 0 and 0.2"):
+        PipelineWorkload(pause_share=0.5)
+    import random
+
+    w = PipelineWorkload(crash_share=0.05, pause_share=0.05, abort_share=0.05, leave_share=0.05)
+    rng = random.Random(3)
+    ops = [w.next_op(rng, 0) for _ in range(4000)]
+    sends = [op.value[0][2] for op in ops if op.f == "send"]
+    assert len(set(sends)) == len(sends) and 0.35 < len(sends) / len(ops) < 0.45
+    faults = {k: sum(1 for op in ops if op.extra.get(k)) for k in ("crash", "pause_s", "abort")}
+    assert all(80 < n < 170 for n in faults.values()), faults  # 5% of the 60% that process
+    assert 80 < sum(1 for op in ops if op.f == "leave") < 170
+    assert [op.f for op in w.final_ops()] == ["process", "read-output", "committed-offsets"]

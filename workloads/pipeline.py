@@ -1,0 +1,496 @@
+"""The read-process-write pipeline: Kafka's exactly-once claim, driven with real clients and processor faults.
+
+Kafka's exactly-once promise is about a processor that consumes an input topic, writes to an output
+topic and commits its input offsets in the same transaction (KIP-98, with KIP-447's consumer-group
+fencing): after crashes, pauses and rebalances every input record is in the committed output exactly
+once. This workload is Kafka's `transactions_test` copier in Jepsen's shape.
+
+Every worker is one processor and also feeds the input (each op picks what to do):
+
+- `send`: one unique value to a random input partition, through an idempotent producer with acks=all
+  (the queue workload's value shapes: `[["send", partition, value]]`, completed with `[offset, value]`).
+- `process`: one transaction of the processor: consume a batch at read_committed as a member of the
+  group `logquake-pipeline` (subscribe), begin a transaction, write each record's value to the output
+  topic (to partition `value % output partitions`, or with `keep_partition` the input's partition), commit the
+  input offsets with `send_offsets_to_transaction` and the group metadata captured when the batch was
+  consumed, and commit. The completion value is `checkers.pipeline`'s format: `{"consumed", "produced",
+  "offsets"}`. ok: committed; fail: aborted (abort_transaction returned; the consumer is rewound to the
+  batch's first offsets, or rejoins); info: anything else.
+  Processor faults ride on `process` ops (real signals, so they need `isolated_clients`, which the
+  workload sets): `{"crash": "after-produce" | "after-offsets"}` SIGKILLs the processor's own process
+  mid-transaction (the runner opens a new processor under a new process number: a restart), and
+  `{"pause_s": S}` stops it with SIGSTOP after its writes, before its offsets, for S seconds (the harness
+  resumes it; `workloads.isolated`): longer than the group's session timeout, so the group gives its
+  partitions to another processor and the paused one comes back a zombie whose commit must be fenced.
+  `{"abort": true}` aborts on purpose after the offsets were added, then leaves the group, so its
+  partitions start again from the offsets committed before (an aborted transaction's offsets must not count).
+- `leave`: the processor leaves the group and joins again at its next `process` (membership churn).
+
+Final ops (one fresh processor, after healing): `process` with `{"drain": true}` runs transactions
+until the group's committed offsets reach the end of every input partition (recorded as one op that
+carries every transaction it committed); `read-output` reads the output topic at read_committed from
+its start to its last stable offset, after waiting for open transactions (of killed processors) to be
+aborted by their timeout; `committed-offsets` records the group's offsets.
+
+Thread-safety: one client per worker, in its own process; the generator's counter is locked.
+
+Sources: Apache Kafka's `tests/kafkatest/tests/core/transactions_test.py` (copy input to output
+under kills, compare), KIP-98 (transactions), KIP-447 (producer fencing by consumer group metadata).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import random
+import signal
+import time
+from typing import Any
+
+from checkers.queue.delivery import Delivery
+from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
+                            register_workload)
+from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
+
+INPUT_TOPIC = "logquake-pipeline-in"
+OUTPUT_TOPIC = "logquake-pipeline-out"
+GROUP = "logquake-pipeline"
+SESSION_TIMEOUT_MS = 6000
+# A killed processor's open transaction blocks read_committed readers of its output partitions (and,
+# once it added offsets, the group's offsets of its input partitions) until the coordinator aborts it.
+TRANSACTION_TIMEOUT_MS = 30000
+PAUSE_S = 16.0  # well past the session timeout: the group moves the paused processor's partitions and another
+# processor copies them before the zombie comes back (within the transaction timeout, so generation fences it)
+DRAIN_IDLE_S = 60.0  # the drain gives up after this long without progress (past a transaction timeout)
+BATCH = 50
+FAULT_BATCH_WAIT_S = 3.0  # how long an op with a processor fault waits for input to hold mid-transaction
+
+
+class PipelineWorkload(UniqueValues, Workload):
+    name = "pipeline"
+    isolated_clients = True  # processor faults are signals to the client's own process
+
+    def __init__(self, partitions: int = 4, output_partitions: int = 4, keep_partition: bool = False,
+                 replication_factor: int = 1, topic_config: dict[str, str] | None = None, op_timeout_s: float = 10.0,
+                 crash_share: float = 0.01, pause_share: float = 0.02, abort_share: float = 0.03,
+                 leave_share: float = 0.02):
+        for flag, share in (("--crash-share", crash_share), ("--pause-share", pause_share),
+                            ("--abort-share", abort_share), ("--leave-share", leave_share)):
+            if not 0.0 <= share <= 0.2:
+                raise ValueError(f"{flag} must be between 0 and 0.2, got {share!r}")
+        if partitions < 1 or output_partitions < 1:
+            raise ValueError(f"partitions must be at least 1, got {partitions} and {output_partitions}")
+        self.partitions = partitions
+        self.output_partitions = output_partitions
+        self.rekey = not keep_partition
+        self.replication_factor = replication_factor
+        self.topic_config = dict(topic_config or {})
+        self.op_timeout_s = op_timeout_s
+        self.crash_share = crash_share
+        self.pause_share = pause_share
+        self.abort_share = abort_share
+        self.leave_share = leave_share
+        self._init_values()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "delivery": "exactly-once", "partitions": self.partitions,
+                "output_partitions": self.output_partitions, "rekey": self.rekey, "input_topic": INPUT_TOPIC,
+                "output_topic": OUTPUT_TOPIC, "group": GROUP, "replication_factor": self.replication_factor,
+                "topic_config": self.topic_config, "op_timeout_s": self.op_timeout_s,
+                "crash_share": self.crash_share, "pause_share": self.pause_share, "abort_share": self.abort_share,
+                "leave_share": self.leave_share}
+
+    def setup(self, bootstrap: str) -> None:
+        create_topic(bootstrap, INPUT_TOPIC, self.partitions, self.replication_factor, self.topic_config)
+        create_topic(bootstrap, OUTPUT_TOPIC, self.output_partitions, self.replication_factor, self.topic_config)
+
+    def topics(self) -> dict[str, int]:
+        return {INPUT_TOPIC: self.partitions, OUTPUT_TOPIC: self.output_partitions}
+
+    def next_op(self, rng: random.Random, process: int) -> Op:
+        roll = rng.random()
+        if roll < 0.4:
+            return invocation("send", [["send", rng.randrange(self.partitions), self.unique_value()]])
+        roll = rng.random()
+        if roll < self.crash_share:
+            return invocation("process", None, {"crash": rng.choice(("after-produce", "after-offsets"))})
+        roll -= self.crash_share
+        if roll < self.pause_share:
+            return invocation("process", None, {"pause_s": PAUSE_S})
+        roll -= self.pause_share
+        if roll < self.abort_share:
+            return invocation("process", None, {"abort": True})
+        roll -= self.abort_share
+        if roll < self.leave_share:
+            return invocation("leave", None)
+        return invocation("process", None)
+
+    def final_ops(self) -> list[Op]:
+        return [invocation("process", None, {"final": True, "drain": True}),
+                invocation("read-output", None, {"final": True}),
+                invocation("committed-offsets", None, {"final": True})]
+
+    def open_client(self, bootstrap: str, process: int) -> Client:
+        return PipelineClient(self, bootstrap, process)
+
+    def check(self, history, final_reads_incomplete: str | None = None) -> dict:
+        from checkers.pipeline import check as check_pipeline
+
+        result = check_pipeline(history)
+        if final_reads_incomplete is not None and result.get("valid") is True:
+            result.update(valid="unknown", reason="final-reads-incomplete", message=final_reads_incomplete)
+        return result
+
+
+def _stop_self(pause_s: float) -> None:
+    """SIGSTOP this client's own process; `workloads.isolated` resumes it after `pause_s` (the op asked for it)."""
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError("a processor pause stops the client's own process, which needs isolated clients")
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _crash_self() -> None:
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError("a processor crash kills the client's own process, which needs isolated clients")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PipelineClient(Client):
+    """One processor: a group member at read_committed, a transactional producer, and an input producer."""
+
+    def __init__(self, workload: PipelineWorkload, bootstrap: str, process: int):
+        from confluent_kafka import Producer
+
+        self.w = workload
+        self.bootstrap = bootstrap
+        self.process = process
+        timeout_ms = int(workload.op_timeout_s * 1000)
+        common = {"bootstrap.servers": bootstrap, "linger.ms": 0, "request.timeout.ms": min(timeout_ms, 5000),
+                  "socket.timeout.ms": min(timeout_ms, 5000), "reconnect.backoff.max.ms": 1000,
+                  "topic.metadata.refresh.interval.ms": 2000, "logger": LIBRDKAFKA_LOGGER}
+        self.input = Producer({**common, "acks": "all", "enable.idempotence": True, "message.timeout.ms": timeout_ms})
+        # one transactional.id per processor process: KIP-447 fences zombies by the group's generation,
+        # not by the id, and a restarted processor is a new process
+        self.producer = Producer({**common, "transactional.id": f"logquake-pipeline-{process}",
+                                  "enable.idempotence": True, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
+        self.producer.init_transactions(workload.op_timeout_s)
+        self.consumer = None
+
+    # ----- plumbing ------------------------------------------------------------------------
+
+    def _ensure_consumer(self):
+        if self.consumer is None:
+            from confluent_kafka import Consumer
+
+            self.consumer = Consumer({
+                "bootstrap.servers": self.bootstrap, "group.id": GROUP, "isolation.level": "read_committed",
+                "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 1000,
+                "socket.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 2000,
+                "reconnect.backoff.max.ms": 1000, "logger": LIBRDKAFKA_LOGGER,
+            })
+            self.consumer.subscribe([INPUT_TOPIC])
+        return self.consumer
+
+    def _leave(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):  # leaving a broken cluster may fail; the session expires then
+                self.consumer.close()
+            self.consumer = None
+
+    def invoke(self, op: Op) -> Op:
+        if op.f == "send":
+            return self._send(op)
+        if op.f == "process":
+            return self._drain(op) if op.extra.get("drain") else self._process(op)
+        if op.f == "leave":
+            self._leave()
+            return completion("ok", None)
+        if op.f == "read-output":
+            return self._read_output(op)
+        if op.f == "committed-offsets":
+            return self._committed_offsets(op)
+        raise ValueError(f"pipeline client: unknown operation {op.f!r}")
+
+    # ----- input ----------------------------------------------------------------------------
+
+    def _send(self, op: Op) -> Op:
+        _, partition, value = op.value[0]
+        outcome: dict[str, Any] = {}
+
+        def on_delivery(err, msg):
+            outcome["err"] = err
+            outcome["offset"] = msg.offset() if err is None else None
+
+        try:
+            self.input.produce(INPUT_TOPIC, value=str(value).encode(), partition=partition, on_delivery=on_delivery)
+        except Exception as e:  # refused by the client before anything was sent
+            return completion("fail", op.value, error=["produce-refused", str(e)])
+        self.input.flush(self.w.op_timeout_s + 5)
+        if "err" not in outcome:
+            return completion("info", op.value, error=["timeout", "no delivery report"])
+        err = outcome["err"]
+        if err is None:
+            return completion("ok", [["send", partition, [outcome["offset"], value]]])
+        return completion(confluent_send_outcome(err.code(), retries=True), op.value,
+                          error=[err.name().lower(), err.str()])
+
+    # ----- one transaction ------------------------------------------------------------------
+
+    def _consume(self, timeout_s: float) -> list:
+        from confluent_kafka import KafkaError
+
+        messages = self._ensure_consumer().consume(num_messages=BATCH, timeout=timeout_s)
+        kept = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    LIBRDKAFKA_LOGGER.info("pipeline consume: %s", err)
+                continue
+            kept.append(msg)
+        return kept
+
+    def _process(self, op: Op, messages: list | None = None) -> Op:
+        """One transaction over one consumed batch; see the module doc for its outcomes."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if messages is None:
+            # an op that carries a processor fault waits longer for a batch, so the fault lands mid-transaction
+            faulty = any(op.extra.get(k) for k in ("crash", "pause_s", "abort"))
+            messages = self._consume(0.5)
+            deadline = time.monotonic() + (FAULT_BATCH_WAIT_S if faulty else 0)
+            while not messages and time.monotonic() < deadline:
+                messages = self._consume(0.5)
+        consumed: dict[int, list] = {}
+        for msg in messages:
+            consumed.setdefault(msg.partition(), []).append([msg.offset(), int(msg.value())])
+        value: dict[str, Any] = {"consumed": consumed, "produced": [], "offsets": {}}
+        if not messages:
+            # an idle processor (no partition, or nothing new) takes its fault all the same: the group loses
+            # a member either way
+            if op.extra.get("crash"):
+                _crash_self()
+            if op.extra.get("pause_s"):
+                _stop_self(float(op.extra["pause_s"]))
+            return completion("ok", value)
+        # the group metadata (generation, member) as of this batch: a processor that pauses after this
+        # must be fenced when it commits, which it would not be with metadata taken after a rejoin
+        group_metadata = self.consumer.consumer_group_metadata()
+        first = {p: rows[0][0] for p, rows in consumed.items()}
+        value["offsets"] = {p: rows[-1][0] + 1 for p, rows in consumed.items()}
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as e:
+            self._rewind(first)
+            return completion("fail", value, error=["begin-transaction", e.args[0].str()])
+        try:
+            for msg in messages:
+                v = int(msg.value())
+                out = v % self.w.output_partitions if self.w.rekey else msg.partition() % self.w.output_partitions
+                self.producer.produce(OUTPUT_TOPIC, value=str(v).encode(), partition=out)
+                value["produced"].append([out, v])
+            if op.extra.get("crash") == "after-produce":
+                self.producer.flush(self.w.op_timeout_s)
+                _crash_self()
+            if op.extra.get("pause_s"):
+                self.producer.flush(self.w.op_timeout_s)
+                _stop_self(float(op.extra["pause_s"]))
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(INPUT_TOPIC, p, o) for p, o in value["offsets"].items()], group_metadata,
+                self.w.op_timeout_s)
+            if op.extra.get("crash") == "after-offsets":
+                _crash_self()
+        except (BufferError, KafkaException) as e:
+            return self._abort(value, first, ["transaction", str(e)])
+        if op.extra.get("abort"):
+            # abort with the offsets added, then rejoin: the group must start this processor's partitions
+            # again from the offsets committed before, as the aborted ones are not
+            done = self._abort(value, {}, ["aborted", "the workload aborts some transactions on purpose"])
+            self._leave()
+            return done
+        verdict, error = self._commit()
+        if verdict == "abort":
+            return self._abort(value, first, error)
+        if verdict == "unknown":
+            return completion("info", value, error=error)
+        return completion("ok", value)
+
+    def _commit(self) -> tuple[str, list | None]:
+        """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self.w.op_timeout_s
+        while True:
+            try:
+                self.producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                return "committed", None
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    return "abort", ["commit-abortable", err.str()]
+                if err.retriable() and time.monotonic() < deadline:
+                    continue
+                return "unknown", ["commit-unknown", err.str()]
+
+    def _abort(self, value: dict, first: dict[int, int], error: list) -> Op:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.producer.abort_transaction(self.w.op_timeout_s)
+        except KafkaException as e:
+            return completion("info", value, error=error + ["abort-failed", e.args[0].str()])
+        self._rewind(first)
+        return completion("fail", value, error=error)
+
+    def _rewind(self, first: dict[int, int]) -> None:
+        """Put the consumer back on the first record of an aborted batch, or leave the group (a rejoin
+        starts from the committed offsets): never step past records whose transaction did not commit."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            for partition, offset in first.items():
+                self.consumer.seek(TopicPartition(INPUT_TOPIC, partition, offset))
+        except KafkaException as e:
+            LIBRDKAFKA_LOGGER.info("pipeline: rewinding after an abort failed (%s); rejoining the group", e)
+            self._leave()
+
+    # ----- final ops -------------------------------------------------------------------------
+
+    def _input_ends(self) -> dict[int, int]:
+        from confluent_kafka import TopicPartition
+
+        consumer = self._ensure_consumer()
+        return {p: consumer.get_watermark_offsets(TopicPartition(INPUT_TOPIC, p), timeout=self.w.op_timeout_s)[1]
+                for p in range(self.w.partitions)}
+
+    def _drain(self, op: Op) -> Op:
+        """Transactions until the group's committed offsets reach every input partition's end."""
+        total: dict[str, Any] = {"consumed": {}, "produced": [], "offsets": {}}
+        ends = self._input_ends()
+        committed = self._committed()
+        last_progress = time.monotonic()
+        while any(committed.get(p, 0) < end for p, end in ends.items()):
+            if time.monotonic() - last_progress > DRAIN_IDLE_S:
+                break
+            messages = self._consume(1.0)
+            if not messages:
+                committed = self._committed()
+                continue
+            done = self._process(invocation("process", None), messages)
+            if done.type == "info":
+                _merge(total, done.value)
+                return completion("info", total, error=done.error)
+            if done.type == "ok":
+                _merge(total, done.value)
+                committed.update(done.value["offsets"])
+                last_progress = time.monotonic()
+        return completion("ok", total)
+
+    def _committed(self) -> dict[int, int]:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            parts = self._ensure_consumer().committed([TopicPartition(INPUT_TOPIC, p) for p in range(self.w.partitions)],
+                                                      timeout=self.w.op_timeout_s)
+        except KafkaException as e:
+            LIBRDKAFKA_LOGGER.info("pipeline: committed offsets not available (%s)", e)
+            return {}
+        return {tp.partition: max(tp.offset, 0) for tp in parts if tp.error is None}
+
+    def _committed_offsets(self, op: Op) -> Op:
+        offsets = self._committed()
+        if len(offsets) < self.w.partitions:
+            return completion("info", None, error=["committed-offsets", f"only {sorted(offsets)} answered"])
+        return completion("ok", offsets)
+
+    def _read_output(self, op: Op) -> Op:
+        """Every output partition at read_committed, from its start to its last stable offset, once no
+        transaction is open (the LSO reached the high watermark) or a transaction timeout and more passed."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        def consumer(isolation: str):
+            return Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{GROUP}-reader",
+                             "isolation.level": isolation, "enable.auto.commit": False,
+                             "enable.partition.eof": True, "logger": LIBRDKAFKA_LOGGER})
+
+        parts = [TopicPartition(OUTPUT_TOPIC, p) for p in range(self.w.output_partitions)]
+        plain, committed = consumer("read_uncommitted"), consumer("read_committed")
+        try:
+            deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 20
+            while True:
+                stable = {tp.partition: committed.get_watermark_offsets(tp, timeout=self.w.op_timeout_s)[1] for tp in parts}
+                high = {tp.partition: plain.get_watermark_offsets(tp, timeout=self.w.op_timeout_s)[1] for tp in parts}
+                if stable == high or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if stable != high:
+                return completion("info", None, error=["open-transactions", f"last stable offsets {stable} stayed "
+                                                       f"below the high watermarks {high}"])
+            committed.assign([TopicPartition(OUTPUT_TOPIC, p, 0) for p in stable])
+            rows: dict[int, list] = {p: [] for p in stable}
+            positions = {p: 0 for p in stable}
+            last_progress = time.monotonic()
+            while any(positions[p] < end for p, end in stable.items()):
+                if time.monotonic() - last_progress > 15:
+                    return completion("info", None, error=["read-output", f"stopped at {positions} of {stable}"])
+                for msg in committed.consume(num_messages=1000, timeout=0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF and msg.offset() is not None:
+                            positions[msg.partition()] = max(positions[msg.partition()], msg.offset())
+                            last_progress = time.monotonic()
+                        continue
+                    rows[msg.partition()].append([msg.offset(), int(msg.value())])
+                    positions[msg.partition()] = msg.offset() + 1
+                    last_progress = time.monotonic()
+            return completion("ok", rows)
+        finally:
+            for c in (plain, committed):
+                with contextlib.suppress(Exception):
+                    c.close()
+
+    def close(self) -> None:
+        self._leave()
+        for producer in (self.producer, self.input):
+            with contextlib.suppress(Exception):
+                producer.purge()
+                producer.flush(0)
+
+
+def _merge(total: dict, value: dict) -> None:
+    for p, rows in value["consumed"].items():
+        total["consumed"].setdefault(p, []).extend(rows)
+    total["produced"].extend(value["produced"])
+    total["offsets"].update(value["offsets"])
+
+
+def _build(settings) -> PipelineWorkload:
+    o = settings.options
+    return PipelineWorkload(partitions=o["partitions"], output_partitions=o["output_partitions"],
+                            keep_partition=o["keep_partition"],
+                            replication_factor=settings.replication_factor,
+                            topic_config={"min.insync.replicas": str(settings.min_insync_replicas)},
+                            crash_share=o["crash_share"], pause_share=o["pause_share"], abort_share=o["abort_share"],
+                            leave_share=o["leave_share"])
+
+
+register_workload(WorkloadKind(
+    name="pipeline",
+    summary="a pipeline copying an input topic to an output topic (consume, write and commit offsets in one "
+            "transaction) under processor kills, zombies and group churn",
+    build=_build,
+    options=(
+        Option("partitions", int, 4, "input topic partitions"),
+        Option("output_partitions", int, 4, "output topic partitions"),
+        Option("keep_partition", bool, False, "write each record to the output partition of its input's number "
+                                               "(default: re-key, to partition value mod output partitions)"),
+        Option("crash_share", float, 0.01, "share of processor ops that SIGKILL the processor mid-transaction"),
+        Option("pause_share", float, 0.02, "share of processor ops that SIGSTOP it mid-transaction for 16 s (a zombie)"),
+        Option("abort_share", float, 0.03, "share of processor ops that abort after adding their offsets, then rejoin"),
+        Option("leave_share", float, 0.02, "share of processor ops that leave the group and rejoin"),
+    ),
+    deliveries=(Delivery("exactly-once"),),
+    clients=("confluent",),
+))
