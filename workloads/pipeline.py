@@ -7,8 +7,9 @@ once. This workload is Kafka's `transactions_test` copier in Jepsen's shape.
 
 Every worker is one processor and also feeds the input (each op picks what to do):
 
-- `send`: one unique value to a random input partition, through an idempotent producer with acks=all
-  (the queue workload's value shapes: `[["send", partition, value]]`, completed with `[offset, value]`).
+- `send`: one to four unique values to a random input partition, through an idempotent producer with
+  acks=all (the queue workload's value shapes: `[["send", partition, value], ...]`, completed with
+  `[offset, value]`; ok when every value was acknowledged).
 - `process`: one transaction of the processor: consume a batch at read_committed as a member of the
   group `logquake-pipeline` (subscribe), begin a transaction, write each record's value to the output
   topic (to partition `value % output partitions`, or with `keep_partition` the input's partition), commit the
@@ -16,8 +17,10 @@ Every worker is one processor and also feeds the input (each op picks what to do
   consumed, and commit. The completion value is `checkers.pipeline`'s format: `{"consumed", "produced",
   "offsets"}`. ok: committed; fail: aborted (abort_transaction returned; the consumer is rewound to the
   batch's first offsets, or rejoins); info: anything else.
-  Processor faults ride on `process` ops (real signals, so they need `isolated_clients`, which the
-  workload sets): `{"crash": "after-produce" | "after-offsets"}` SIGKILLs the processor's own process
+  Processor faults ride on `process` ops, one about every `processor_fault_interval_s` (default 6 s; the
+  kinds of `processor_faults` take turns), the next op of whichever processor asks; such an op waits up to
+  3 s for a batch so the fault lands mid-transaction. They are real signals, so they need
+  `isolated_clients`, which the workload sets: `{"crash": "after-produce" | "after-offsets"}` SIGKILLs the processor's own process
   mid-transaction (the runner opens a new processor under a new process number: a restart), and
   `{"pause_s": S}` stops it with SIGSTOP after its writes, before its offsets, for S seconds (the harness
   resumes it; `workloads.isolated`): longer than the group's session timeout, so the group gives its
@@ -52,11 +55,13 @@ from checkers.queue.delivery import Delivery
 from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
                             register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
+from workloads.queue import combine_send_outcomes
 
 INPUT_TOPIC = "logquake-pipeline-in"
 OUTPUT_TOPIC = "logquake-pipeline-out"
 GROUP = "logquake-pipeline"
 SESSION_TIMEOUT_MS = 6000
+MAX_POLL_INTERVAL_MS = 20000
 # A killed processor's open transaction blocks read_committed readers of its output partitions (and,
 # once it added offsets, the group's offsets of its input partitions) until the coordinator aborts it.
 TRANSACTION_TIMEOUT_MS = 30000
@@ -64,6 +69,7 @@ PAUSE_S = 16.0  # well past the session timeout: the group moves the paused proc
 # processor copies them before the zombie comes back (within the transaction timeout, so generation fences it)
 DRAIN_IDLE_S = 60.0  # the drain gives up after this long without progress (past a transaction timeout)
 BATCH = 50
+PROCESSOR_FAULTS = ("crash", "pause", "abort", "leave")
 FAULT_BATCH_WAIT_S = 3.0  # how long an op with a processor fault waits for input to hold mid-transaction
 
 
@@ -71,14 +77,17 @@ class PipelineWorkload(UniqueValues, Workload):
     name = "pipeline"
     isolated_clients = True  # processor faults are signals to the client's own process
 
-    def __init__(self, partitions: int = 4, output_partitions: int = 4, keep_partition: bool = False,
+    def __init__(self, partitions: int = 6, output_partitions: int = 6, keep_partition: bool = False,
                  replication_factor: int = 1, topic_config: dict[str, str] | None = None, op_timeout_s: float = 10.0,
-                 crash_share: float = 0.01, pause_share: float = 0.02, abort_share: float = 0.03,
-                 leave_share: float = 0.02):
-        for flag, share in (("--crash-share", crash_share), ("--pause-share", pause_share),
-                            ("--abort-share", abort_share), ("--leave-share", leave_share)):
-            if not 0.0 <= share <= 0.2:
-                raise ValueError(f"{flag} must be between 0 and 0.2, got {share!r}")
+                 processor_faults: tuple[str, ...] = PROCESSOR_FAULTS, processor_fault_interval_s: float = 6.0,
+                 clock=time.monotonic):
+        unknown = sorted(set(processor_faults) - set(PROCESSOR_FAULTS))
+        if unknown:
+            raise ValueError(f"--processor-faults {','.join(unknown)} is not known; expected a comma-separated list of "
+                             f"{', '.join(PROCESSOR_FAULTS)} (or none)")
+        if not 0 <= processor_fault_interval_s < 3600:
+            raise ValueError(f"--processor-fault-interval must be 0 (no processor faults) or a number of seconds "
+                             f"below an hour, got {processor_fault_interval_s!r}")
         if partitions < 1 or output_partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {partitions} and {output_partitions}")
         self.partitions = partitions
@@ -87,10 +96,11 @@ class PipelineWorkload(UniqueValues, Workload):
         self.replication_factor = replication_factor
         self.topic_config = dict(topic_config or {})
         self.op_timeout_s = op_timeout_s
-        self.crash_share = crash_share
-        self.pause_share = pause_share
-        self.abort_share = abort_share
-        self.leave_share = leave_share
+        self.processor_faults = tuple(processor_faults)
+        self.processor_fault_interval_s = processor_fault_interval_s
+        self._clock = clock
+        self._next_fault_at: float | None = None
+        self._round: list[str] = []
         self._init_values()
 
     def describe(self) -> dict:
@@ -98,8 +108,8 @@ class PipelineWorkload(UniqueValues, Workload):
                 "output_partitions": self.output_partitions, "rekey": self.rekey, "input_topic": INPUT_TOPIC,
                 "output_topic": OUTPUT_TOPIC, "group": GROUP, "replication_factor": self.replication_factor,
                 "topic_config": self.topic_config, "op_timeout_s": self.op_timeout_s,
-                "crash_share": self.crash_share, "pause_share": self.pause_share, "abort_share": self.abort_share,
-                "leave_share": self.leave_share}
+                "processor_faults": list(self.processor_faults),
+                "processor_fault_interval_s": self.processor_fault_interval_s}
 
     def setup(self, bootstrap: str) -> None:
         create_topic(bootstrap, INPUT_TOPIC, self.partitions, self.replication_factor, self.topic_config)
@@ -111,20 +121,38 @@ class PipelineWorkload(UniqueValues, Workload):
     def next_op(self, rng: random.Random, process: int) -> Op:
         roll = rng.random()
         if roll < 0.4:
-            return invocation("send", [["send", rng.randrange(self.partitions), self.unique_value()]])
-        roll = rng.random()
-        if roll < self.crash_share:
+            # one to four values to one partition, flushed once: input arrives faster than one value an op
+            partition = rng.randrange(self.partitions)
+            return invocation("send", [["send", partition, self.unique_value()] for _ in range(rng.randint(1, 4))])
+        fault = self._due_fault(rng)
+        if fault == "crash":
             return invocation("process", None, {"crash": rng.choice(("after-produce", "after-offsets"))})
-        roll -= self.crash_share
-        if roll < self.pause_share:
+        if fault == "pause":
             return invocation("process", None, {"pause_s": PAUSE_S})
-        roll -= self.pause_share
-        if roll < self.abort_share:
+        if fault == "abort":
             return invocation("process", None, {"abort": True})
-        roll -= self.abort_share
-        if roll < self.leave_share:
+        if fault == "leave":
             return invocation("leave", None)
         return invocation("process", None)
+
+    def _due_fault(self, rng: random.Random) -> str | None:
+        """The processor fault this op carries, if one is due: one about every `processor_fault_interval_s`
+        (0.5x to 1.5x), after a pause once the pause is over, the kinds in rounds of a random order (as the
+        nemeses take turns). Faults keyed to time, not to a share of ops: every fault costs the group a
+        rebalance, and ops come faster when the cluster is healthy."""
+        if not self.processor_faults or self.processor_fault_interval_s <= 0:
+            return None
+        now = self._clock()
+        if self._next_fault_at is None:
+            self._next_fault_at = now + self.processor_fault_interval_s * rng.uniform(0.5, 1.5)
+        if now < self._next_fault_at:
+            return None
+        if not self._round:
+            self._round = rng.sample(self.processor_faults, len(self.processor_faults))
+        fault = self._round.pop()
+        busy_s = PAUSE_S if fault == "pause" else 0.0
+        self._next_fault_at = now + busy_s + self.processor_fault_interval_s * rng.uniform(0.5, 1.5)
+        return fault
 
     def final_ops(self) -> list[Op]:
         return [invocation("process", None, {"final": True, "drain": True}),
@@ -187,6 +215,9 @@ class PipelineClient(Client):
                 "bootstrap.servers": self.bootstrap, "group.id": GROUP, "isolation.level": "read_committed",
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 1000,
+                # the rebalance timeout: a rebalance waits this long for a member busy in a transaction
+                # (librdkafka's default, 300 s, would stall the whole group behind one slow commit)
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
                 "socket.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 2000,
                 "reconnect.backoff.max.ms": 1000, "logger": LIBRDKAFKA_LOGGER,
             })
@@ -216,25 +247,37 @@ class PipelineClient(Client):
     # ----- input ----------------------------------------------------------------------------
 
     def _send(self, op: Op) -> Op:
-        _, partition, value = op.value[0]
-        outcome: dict[str, Any] = {}
+        """Every value of the op to its partition, flushed once: ok when all were acknowledged, fail when
+        none can have been written, else info (`combine_send_outcomes`, the queue workload's rule)."""
+        outcomes: list[dict[str, Any]] = []
+        for _, partition, value in op.value:
+            outcome: dict[str, Any] = {}
 
-        def on_delivery(err, msg):
-            outcome["err"] = err
-            outcome["offset"] = msg.offset() if err is None else None
+            def on_delivery(err, msg, outcome=outcome):
+                outcome["err"] = err
+                outcome["offset"] = msg.offset() if err is None else None
 
-        try:
-            self.input.produce(INPUT_TOPIC, value=str(value).encode(), partition=partition, on_delivery=on_delivery)
-        except Exception as e:  # refused by the client before anything was sent
-            return completion("fail", op.value, error=["produce-refused", str(e)])
+            try:
+                self.input.produce(INPUT_TOPIC, value=str(value).encode(), partition=partition, on_delivery=on_delivery)
+            except Exception as e:  # refused by the client before anything was sent
+                outcome["refused"] = ["produce-refused", str(e)]
+            outcomes.append(outcome)
         self.input.flush(self.w.op_timeout_s + 5)
-        if "err" not in outcome:
-            return completion("info", op.value, error=["timeout", "no delivery report"])
-        err = outcome["err"]
-        if err is None:
-            return completion("ok", [["send", partition, [outcome["offset"], value]]])
-        return completion(confluent_send_outcome(err.code(), retries=True), op.value,
-                          error=[err.name().lower(), err.str()])
+        each = []
+        for outcome in outcomes:
+            if "refused" in outcome:
+                each.append(("fail", outcome["refused"]))
+            elif "err" not in outcome:
+                each.append(("info", ["timeout", "no delivery report"]))
+            elif outcome["err"] is None:
+                each.append(("ok", None))
+            else:
+                err = outcome["err"]
+                each.append((confluent_send_outcome(err.code(), retries=True), [err.name().lower(), err.str()]))
+        type_, error = combine_send_outcomes(each)
+        if type_ != "ok":
+            return completion(type_, op.value, error=error)
+        return completion("ok", [["send", p, [o["offset"], v]] for (_, p, v), o in zip(op.value, outcomes)])
 
     # ----- one transaction ------------------------------------------------------------------
 
@@ -259,7 +302,7 @@ class PipelineClient(Client):
         if messages is None:
             # an op that carries a processor fault waits longer for a batch, so the fault lands mid-transaction
             faulty = any(op.extra.get(k) for k in ("crash", "pause_s", "abort"))
-            messages = self._consume(0.5)
+            messages = self._consume(0.2)
             deadline = time.monotonic() + (FAULT_BATCH_WAIT_S if faulty else 0)
             while not messages and time.monotonic() < deadline:
                 messages = self._consume(0.5)
@@ -468,12 +511,11 @@ def _merge(total: dict, value: dict) -> None:
 
 def _build(settings) -> PipelineWorkload:
     o = settings.options
+    kinds = tuple(k for k in o["processor_faults"].split(",") if k and k != "none")
     return PipelineWorkload(partitions=o["partitions"], output_partitions=o["output_partitions"],
-                            keep_partition=o["keep_partition"],
-                            replication_factor=settings.replication_factor,
+                            keep_partition=o["keep_partition"], replication_factor=settings.replication_factor,
                             topic_config={"min.insync.replicas": str(settings.min_insync_replicas)},
-                            crash_share=o["crash_share"], pause_share=o["pause_share"], abort_share=o["abort_share"],
-                            leave_share=o["leave_share"])
+                            processor_faults=kinds, processor_fault_interval_s=o["processor_fault_interval"])
 
 
 register_workload(WorkloadKind(
@@ -482,14 +524,14 @@ register_workload(WorkloadKind(
             "transaction) under processor kills, zombies and group churn",
     build=_build,
     options=(
-        Option("partitions", int, 4, "input topic partitions"),
-        Option("output_partitions", int, 4, "output topic partitions"),
+        Option("partitions", int, 6, "input topic partitions"),
+        Option("output_partitions", int, 6, "output topic partitions"),
         Option("keep_partition", bool, False, "write each record to the output partition of its input's number "
                                                "(default: re-key, to partition value mod output partitions)"),
-        Option("crash_share", float, 0.01, "share of processor ops that SIGKILL the processor mid-transaction"),
-        Option("pause_share", float, 0.02, "share of processor ops that SIGSTOP it mid-transaction for 16 s (a zombie)"),
-        Option("abort_share", float, 0.03, "share of processor ops that abort after adding their offsets, then rejoin"),
-        Option("leave_share", float, 0.02, "share of processor ops that leave the group and rejoin"),
+        Option("processor_faults", str, ",".join(PROCESSOR_FAULTS),
+               "processor faults to take turns: crash (SIGKILL mid-transaction), pause (SIGSTOP for 16 s: a zombie), "
+               "abort (abort after adding offsets, then rejoin), leave (leave the group and rejoin); or none"),
+        Option("processor_fault_interval", float, 6.0, "seconds between processor faults, about (0: none)"),
     ),
     deliveries=(Delivery("exactly-once"),),
     clients=("confluent",),

@@ -154,17 +154,33 @@ def test_a_client_that_stops_itself_is_resumed_after_its_pause_and_one_that_kill
         _stop_self(1.0)
 
 
-def test_the_pipeline_workload_refuses_fault_shares_out_of_range_and_mixes_its_ops():
-    with pytest.raises(ValueError, match="--pause-share must be between 0 and 0.2"):
-        PipelineWorkload(pause_share=0.5)
+def test_the_pipeline_workload_takes_processor_faults_in_turns_about_every_interval():
+    with pytest.raises(ValueError, match="--processor-faults nap is not known"):
+        PipelineWorkload(processor_faults=("pause", "nap"))
     import random
 
-    w = PipelineWorkload(crash_share=0.05, pause_share=0.05, abort_share=0.05, leave_share=0.05)
+    now = [0.0]
+    w = PipelineWorkload(processor_fault_interval_s=6.0, clock=lambda: now[0])
     rng = random.Random(3)
-    ops = [w.next_op(rng, 0) for _ in range(4000)]
-    sends = [op.value[0][2] for op in ops if op.f == "send"]
-    assert len(set(sends)) == len(sends) and 0.35 < len(sends) / len(ops) < 0.45
-    faults = {k: sum(1 for op in ops if op.extra.get(k)) for k in ("crash", "pause_s", "abort")}
-    assert all(80 < n < 170 for n in faults.values()), faults  # 5% of the 60% that process
-    assert 80 < sum(1 for op in ops if op.f == "leave") < 170
+    faults = []
+    for _ in range(6000):  # 600 s of ops, ten a second
+        now[0] += 0.1
+        op = w.next_op(rng, 0)
+        kind = ("crash" if op.extra.get("crash") else "pause" if op.extra.get("pause_s") else
+                "abort" if op.extra.get("abort") else "leave" if op.f == "leave" else None)
+        if kind:
+            faults.append((now[0], kind))
+    kinds = [k for _, k in faults]
+    # one fault about every 6 s, plus 16 s after each pause: a round of four kinds takes about 40 s
+    assert 50 < len(faults) < 75, len(faults)
+    for i in range(0, len(kinds) - 3, 4):
+        assert sorted(kinds[i:i + 4]) == ["abort", "crash", "leave", "pause"]  # rounds
+    gaps = [b - a for (a, ka), (b, _) in zip(faults, faults[1:]) if ka != "pause"]
+    assert min(gaps) >= 2.9 and max(gaps) <= 9.1
+    send_ops = [w.next_op(rng, 0) for _ in range(2000)]
+    send_ops = [op for op in send_ops if op.f == "send"]
+    sends = [v for op in send_ops for _, _, v in op.value]
+    assert len(set(sends)) == len(sends) and {len(op.value) for op in send_ops} == {1, 2, 3, 4}
+    assert all(len({p for _, p, _ in op.value}) == 1 for op in send_ops)
+    assert PipelineWorkload(processor_faults=()).processor_faults == ()
     assert [op.f for op in w.final_ops()] == ["process", "read-output", "committed-offsets"]
