@@ -320,6 +320,21 @@ def test_int_nonmonotonic_send():
     ]
 
 
+def test_a_retried_send_whose_first_copy_landed_in_order_is_a_duplicate_not_a_reorder():
+    # 10 was written at 0, its answer lost; 11 went out (to a new leader) at 1; the retry of 10 landed at 2
+    # and was acknowledged there. The sends are in order; the second copy of 10 is the anomaly.
+    for within_one_op in (True, False):
+        sends = ([op(0, "send", [["send", 1, 10], ["send", 1, 11]], [["send", 1, [2, 10]], ["send", 1, [1, 11]]])]
+                 if within_one_op else [send(0, 1, 10, 2), send(0, 1, 11, 1)])
+        h = history(*sends, poll(2, {1: [[0, 10], [1, 11], [2, 10]]}))
+        result = check(h)
+        assert result["anomaly_types"] == ["duplicate"]
+        assert check(h, delivery="at-least-once")["valid"] is True
+    # without an earlier copy it is a reorder, as before
+    h = history(send(0, 1, 10, 2), send(0, 1, 11, 1), poll(2, {1: [[1, 11], [2, 10]]}))
+    assert check(h)["anomaly_types"] == ["nonmonotonic-send"]
+
+
 # -- cycles ----------------------------------------------------------------------------------
 
 
