@@ -1,4 +1,5 @@
-"""What every Kafka workload needs: topic creation while a cluster forms, and the outcome of a failed send.
+"""What every Kafka workload needs: topic creation while a cluster forms, sends and their outcomes, and a
+transaction's commit.
 
 Thread-safety: pure functions; `create_topic` makes its own admin client.
 """
@@ -7,8 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-__all__ = ["LIBRDKAFKA_LOGGER", "confluent_send_outcome", "create_topic"]
+from checkers.history import Op, completion
+
+__all__ = ["LIBRDKAFKA_LOGGER", "combine_send_outcomes", "commit_transaction", "confluent_send", "confluent_send_outcome",
+           "create_topic"]
 
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
@@ -61,3 +66,75 @@ def confluent_send_outcome(code: int, retries: bool) -> str:
         return "fail"
     broker_refused = code > 0 and code != KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND
     return "fail" if broker_refused and not retries else "info"
+
+
+def combine_send_outcomes(outcomes: list[tuple[str, list | None]]) -> tuple[str, list | None]:
+    """The type and error of a send op from each message's (type, error): ok when every message is ok,
+    fail when every one certainly failed, else info (some may have been written); the first error."""
+    types = {t for t, _ in outcomes}
+    error = next((e for t, e in outcomes if e is not None), None)
+    if types == {"ok"}:
+        return "ok", None
+    if types == {"fail"}:
+        return "fail", error
+    return "info", error
+
+
+def confluent_send(producer, topic: str, mops: list, timeout_s: float, retries: bool) -> Op:
+    """Produce `[["send", partition, value], ...]` through a confluent-kafka `producer`, flush once, and answer
+    the send op's completion: ok with `[offset, value]` per message when all were acknowledged (offset None
+    when unknown, as under acks=0), else fail or info by `combine_send_outcomes`."""
+    outcomes: list[dict[str, Any]] = []
+    for _, partition, value in mops:
+        outcome: dict[str, Any] = {}
+
+        def on_delivery(err, msg, outcome=outcome):
+            outcome["err"] = err
+            if err is None:
+                # acks=0: the producer never learns the offset (librdkafka reports -1)
+                offset = msg.offset()
+                outcome["offset"] = offset if offset is not None and offset >= 0 else None
+
+        try:
+            producer.produce(topic, value=str(value).encode(), partition=partition, on_delivery=on_delivery)
+        except BufferError as e:
+            outcome["refused"] = ["buffer-full", str(e)]
+        except Exception as e:  # refused by the client before anything was sent
+            outcome["refused"] = ["produce-refused", str(e)]
+        outcomes.append(outcome)
+    if any("refused" not in o for o in outcomes):
+        producer.flush(timeout_s)
+    each = []
+    for outcome in outcomes:
+        if "refused" in outcome:
+            each.append(("fail", outcome["refused"]))
+        elif "err" not in outcome:
+            each.append(("info", ["timeout", f"no delivery report within {timeout_s} s"]))
+        elif outcome["err"] is None:
+            each.append(("ok", None))
+        else:
+            err = outcome["err"]
+            each.append((confluent_send_outcome(err.code(), retries), [err.name().lower(), err.str()]))
+    verdict, error = combine_send_outcomes(each)
+    if verdict == "ok":
+        return completion("ok", [["send", p, [o["offset"], v]] for (_, p, v), o in zip(mops, outcomes)])
+    return completion(verdict, mops, error=error)
+
+
+def commit_transaction(producer, timeout_s: float) -> tuple[str, list | None]:
+    """Commit a confluent-kafka producer's open transaction: ("committed", None), ("abort", error) when it
+    must be aborted, or ("unknown", error); retriable errors are asked again until `timeout_s` has passed."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+            return "committed", None
+        except KafkaException as e:
+            err = e.args[0]
+            if err.txn_requires_abort():
+                return "abort", ["commit-abortable", err.str()]
+            if err.retriable() and time.monotonic() < deadline:
+                continue
+            return "unknown", ["commit-unknown", err.str()]

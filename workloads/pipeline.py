@@ -54,8 +54,7 @@ from typing import Any
 from checkers.queue.delivery import Delivery
 from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
                             register_workload)
-from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
-from workloads.queue import combine_send_outcomes
+from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
 
 INPUT_TOPIC = "logquake-pipeline-in"
 OUTPUT_TOPIC = "logquake-pipeline-out"
@@ -247,37 +246,8 @@ class PipelineClient(Client):
     # ----- input ----------------------------------------------------------------------------
 
     def _send(self, op: Op) -> Op:
-        """Every value of the op to its partition, flushed once: ok when all were acknowledged, fail when
-        none can have been written, else info (`combine_send_outcomes`, the queue workload's rule)."""
-        outcomes: list[dict[str, Any]] = []
-        for _, partition, value in op.value:
-            outcome: dict[str, Any] = {}
-
-            def on_delivery(err, msg, outcome=outcome):
-                outcome["err"] = err
-                outcome["offset"] = msg.offset() if err is None else None
-
-            try:
-                self.input.produce(INPUT_TOPIC, value=str(value).encode(), partition=partition, on_delivery=on_delivery)
-            except Exception as e:  # refused by the client before anything was sent
-                outcome["refused"] = ["produce-refused", str(e)]
-            outcomes.append(outcome)
-        self.input.flush(self.w.op_timeout_s + 5)
-        each = []
-        for outcome in outcomes:
-            if "refused" in outcome:
-                each.append(("fail", outcome["refused"]))
-            elif "err" not in outcome:
-                each.append(("info", ["timeout", "no delivery report"]))
-            elif outcome["err"] is None:
-                each.append(("ok", None))
-            else:
-                err = outcome["err"]
-                each.append((confluent_send_outcome(err.code(), retries=True), [err.name().lower(), err.str()]))
-        type_, error = combine_send_outcomes(each)
-        if type_ != "ok":
-            return completion(type_, op.value, error=error)
-        return completion("ok", [["send", p, [o["offset"], v]] for (_, p, v), o in zip(op.value, outcomes)])
+        """Every value of the op to its partition, flushed once (the queue workload's sends and outcomes)."""
+        return confluent_send(self.input, INPUT_TOPIC, op.value, self.w.op_timeout_s + 5, retries=True)
 
     # ----- one transaction ------------------------------------------------------------------
 
@@ -353,29 +323,12 @@ class PipelineClient(Client):
             done = self._abort(value, {}, ["aborted", "the workload aborts some transactions on purpose"])
             self._leave()
             return done
-        verdict, error = self._commit()
+        verdict, error = commit_transaction(self.producer, self.w.op_timeout_s)
         if verdict == "abort":
             return self._abort(value, first, error)
         if verdict == "unknown":
             return completion("info", value, error=error)
         return completion("ok", value)
-
-    def _commit(self) -> tuple[str, list | None]:
-        """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
-        from confluent_kafka import KafkaException
-
-        deadline = time.monotonic() + self.w.op_timeout_s
-        while True:
-            try:
-                self.producer.commit_transaction(max(0.1, deadline - time.monotonic()))
-                return "committed", None
-            except KafkaException as e:
-                err = e.args[0]
-                if err.txn_requires_abort():
-                    return "abort", ["commit-abortable", err.str()]
-                if err.retriable() and time.monotonic() < deadline:
-                    continue
-                return "unknown", ["commit-unknown", err.str()]
 
     def _abort(self, value: dict, first: dict[int, int], error: list) -> Op:
         from confluent_kafka import KafkaException

@@ -57,7 +57,8 @@ from checkers.queue.checker import FETCHED_WATERMARKS, FINAL_READ_SHORT, LISTED_
 from checkers.queue.delivery import Delivery
 from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
                             invocation, register_workload)
-from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
+from workloads.kafka_admin import (LIBRDKAFKA_LOGGER, combine_send_outcomes, commit_transaction, confluent_send,
+                                   create_topic)
 
 CLIENTS = ("confluent", "kafka-python")
 
@@ -197,18 +198,6 @@ def final_read_extra(positions: dict[int, int | None], targets: dict[int, int]) 
     key -> [the next offset it would have read, the listed high watermark]; empty when it reached them all."""
     short = {k: [positions.get(k) or 0, high] for k, high in targets.items() if (positions.get(k) or 0) < high}
     return {FINAL_READ_SHORT: short} if short else {}
-
-
-def combine_send_outcomes(outcomes: list[tuple[str, list | None]]) -> tuple[str, list | None]:
-    """The type and error of a send op from each message's (type, error): ok when every message is ok,
-    fail when every one certainly failed, else info (some may have been written); the first error."""
-    types = {t for t, _ in outcomes}
-    error = next((e for t, e in outcomes if e is not None), None)
-    if types == {"ok"}:
-        return "ok", None
-    if types == {"fail"}:
-        return "fail", error
-    return "info", error
 
 
 # How long the final reads keep asking for a partition's watermarks while the
@@ -360,7 +349,7 @@ class ConfluentQueueClient(Client):
             return self._abort(op, ["produce-refused", str(e)], positions_before)
         if op.extra.get("abort"):
             return self._abort(op, ["aborted", "the workload aborts a tenth of its transactions on purpose"], positions_before)
-        verdict, error = self._commit()
+        verdict, error = commit_transaction(self.producer, self.w.op_timeout_s)
         if verdict == "abort":
             return self._abort(op, error, positions_before)
         if verdict == "unknown":
@@ -374,23 +363,6 @@ class ConfluentQueueClient(Client):
             else:
                 value.append(mop)
         return completion("ok", value, extra=watermark_extra(fetched))
-
-    def _commit(self) -> tuple[str, list | None]:
-        """("committed", None), ("abort", error) when it must be aborted, or ("unknown", error)."""
-        from confluent_kafka import KafkaException
-
-        deadline = time.monotonic() + self.w.op_timeout_s
-        while True:
-            try:
-                self.producer.commit_transaction(max(0.1, deadline - time.monotonic()))
-                return "committed", None
-            except KafkaException as e:
-                err = e.args[0]
-                if err.txn_requires_abort():
-                    return "abort", ["commit-abortable", err.str()]
-                if err.retriable() and time.monotonic() < deadline:
-                    continue
-                return "unknown", ["commit-unknown", err.str()]
 
     def _abort(self, op: Op, error: list, positions_before: dict[int, int | None]) -> Op:
         from confluent_kafka import KafkaException
@@ -409,42 +381,7 @@ class ConfluentQueueClient(Client):
 
     def _send(self, op: Op) -> Op:
         """Produce every message of the op (one, or several to one key), then flush once."""
-        outcomes: list[dict[str, Any]] = []
-        for _, key, value in op.value:
-            outcome: dict[str, Any] = {}
-
-            def on_delivery(err, msg, outcome=outcome):
-                outcome["err"] = err
-                if err is None:
-                    # acks=0: the producer never learns the offset (librdkafka reports -1)
-                    offset = msg.offset()
-                    outcome["offset"] = offset if offset is not None and offset >= 0 else None
-
-            try:
-                self.producer.produce(self.w.topic, value=str(value).encode(), partition=key, on_delivery=on_delivery)
-            except BufferError as e:
-                outcome["refused"] = ["buffer-full", str(e)]
-            except Exception as e:  # refused by the client before anything was sent
-                outcome["refused"] = ["produce-refused", str(e)]
-            outcomes.append(outcome)
-        deadline_s = self.w.op_timeout_s + 5
-        if any("refused" not in o for o in outcomes):
-            self.producer.flush(deadline_s)
-        each = []
-        for outcome in outcomes:
-            if "refused" in outcome:
-                each.append(("fail", outcome["refused"]))
-            elif "err" not in outcome:
-                each.append(("info", ["timeout", f"no delivery report within {deadline_s} s"]))
-            elif outcome["err"] is None:
-                each.append(("ok", None))
-            else:
-                err = outcome["err"]
-                each.append((confluent_send_outcome(err.code(), self.retries), [err.name().lower(), err.str()]))
-        verdict, error = combine_send_outcomes(each)
-        if verdict == "ok":
-            return completion("ok", [["send", key, [o["offset"], value]] for (_, key, value), o in zip(op.value, outcomes)])
-        return completion(verdict, op.value, error=error)
+        return confluent_send(self.producer, self.w.topic, op.value, self.w.op_timeout_s + 5, self.retries)
 
     def _ensure_consumer(self):
         if self.consumer is None:

@@ -6,7 +6,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from workloads.core import invocation
-from workloads.queue import QueueWorkload, confluent_send_outcome
+from workloads.kafka_admin import confluent_send_outcome
+from workloads.queue import QueueWorkload
 
 
 def test_bad_arguments_name_the_option_and_value():
