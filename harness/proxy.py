@@ -66,6 +66,11 @@ class NetShape:
         return self.latency_ms == 0 and self.jitter_ms == 0 and self.loss == 0
 
 
+def node_of(upstream: str) -> str:
+    """The node an upstream belongs to: `n1` for `n1` and for `n1/controller`."""
+    return upstream.partition("/")[0]
+
+
 class _Gate:
     """Whether one directed link is open, and the directions waiting for it to reopen."""
 
@@ -261,7 +266,9 @@ class _Pair:
 class FaultProxy:
     """Proxies each node's port and injects link faults.
 
-    `upstreams` maps node name -> (host, port) of the node's real listener.
+    `upstreams` maps node name -> (host, port) of the node's real listener; a node with several
+    listeners has more entries named `node/listener` (e.g. `n1/controller`), each proxied on a port of its
+    own, and a link fault between two nodes holds every one of them.
     `sources` maps a source IP address -> node name; any other address is a client.
     """
 
@@ -365,9 +372,10 @@ class FaultProxy:
     # ----- internals -------------------------------------------------------------
 
     def _check_party(self, name: str, role: str) -> None:
-        if name != CLIENT and name not in self.upstreams:
+        nodes = {node_of(key) for key in self.upstreams}
+        if name != CLIENT and name not in nodes:
             raise ValueError(f"{role} {name!r} is not a node of this proxy; expected one of "
-                             f"{sorted(self.upstreams)} or {CLIENT!r}")
+                             f"{sorted(nodes)} or {CLIENT!r}")
 
     def _call(self, fn: Callable, *args) -> None:
         if self._loop is None:
@@ -414,12 +422,12 @@ class FaultProxy:
         log.info("healed all links")
 
     async def _listen(self, ports: dict[str, int]) -> None:
-        for node, (host, port) in self.upstreams.items():
+        for key in self.upstreams:
             server = await self._loop.create_server(
-                lambda node=node: _Accepted(self, node), self.listen_host, ports.get(node, 0), reuse_address=True,
+                lambda key=key: _Accepted(self, key), self.listen_host, ports.get(key, 0), reuse_address=True,
             )
             self._servers.append(server)
-            self.ports[node] = server.sockets[0].getsockname()[1]
+            self.ports[key] = server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
         for server in self._servers:
@@ -444,7 +452,7 @@ class FaultProxy:
     def source_of(self, peer_ip: str) -> str:
         return self.sources.get(str(ipaddress.ip_address(peer_ip)), CLIENT)
 
-    async def _connect_upstream(self, pair: _Pair, client: asyncio.Transport, dst: str) -> None:
+    async def _connect_upstream(self, pair: _Pair, client: asyncio.Transport, upstream: str) -> None:
         """Open the upstream side of an accepted connection, once its links are open."""
         forward, backward = pair.forward.link, pair.backward.link
         try:
@@ -457,10 +465,10 @@ class FaultProxy:
                     await waiter
             if pair.closed:
                 return
-            host, port = self.upstreams[dst]
+            host, port = self.upstreams[upstream]
             await self._loop.create_connection(lambda: pair.upstream, host, port)
         except OSError as e:
-            log.debug("upstream %s refused a connection from %s: %s", dst, forward[0], e)
+            log.debug("upstream %s refused a connection from %s: %s", upstream, forward[0], e)
             pair.close()
         except asyncio.CancelledError:
             pair.close()
@@ -470,9 +478,10 @@ class FaultProxy:
 class _Accepted(_Side):
     """The client side of a new connection: attributes it to a source and opens the upstream side."""
 
-    def __init__(self, proxy: FaultProxy, dst: str):
+    def __init__(self, proxy: FaultProxy, upstream: str):
         self.proxy = proxy
-        self.dst = dst
+        self.upstream = upstream
+        self.dst = node_of(upstream)
         self.pair = None
 
     def connection_made(self, transport):
@@ -487,5 +496,5 @@ class _Accepted(_Side):
         self.proxy._pairs.add(pair)
         # until the upstream side exists, what the client sends waits in its direction's queue
         super().connection_made(transport)
-        self.proxy._spawn(self.proxy._connect_upstream(pair, transport, self.dst))
+        self.proxy._spawn(self.proxy._connect_upstream(pair, transport, self.upstream))
 

@@ -294,15 +294,13 @@ def build_run(spec: RunSpec, progress: Progress | None = None, nodes_file=None,
     read from `spec.nodes_file`.
     """
     from harness.backends import BACKENDS
-    from harness.system import SystemDescriptionError, load_system, logquake_broker
+    from harness.system import logquake_broker, refuse_faults_that_cannot_land, system_from_description
     from harness.targets import MetadataTargets
 
     spec = spec.resolve()
-    if spec.system:
-        try:
-            system = load_system(spec.system)
-        except SystemDescriptionError as e:
-            raise ValueError(str(e)) from None
+    if spec.system_description is not None:
+        system = system_from_description(spec.system_description, spec.system or "--system")
+        refuse_faults_that_cannot_land(system, spec.nemesis, spec.backend)
     else:
         system = logquake_broker(spec.broker_overrides, spec.nodes)
     workload = spec.workload_kind().build(spec.workload_settings())
@@ -318,7 +316,8 @@ def build_run(spec: RunSpec, progress: Progress | None = None, nodes_file=None,
     control.enable_faults(nemeses.prepared_fault_kinds(nemesis))  # disk/clock change how nodes start
     topic = next(iter(workload.topics()), None)
     return FaultRun(spec, control, workload, nemesis,
-                    targets_factory=lambda bootstrap: MetadataTargets(bootstrap, topic, control.nodes),
+                    targets_factory=lambda bootstrap: MetadataTargets(bootstrap, topic, control.nodes,
+                                                                      node_ids=control.broker_ids()),
                     progress=progress)
 
 

@@ -251,9 +251,17 @@ class FaultRun:
     def description(self) -> dict:
         """test.json: the spec the run was built from (`RunSpec.from_test_json` rebuilds it), the delivery it
         decided, the workload as built, and the versions of what ran."""
-        return {"format": FORMAT, "name": self.o.store_name(), "options": self.o.to_json(),
-                "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
-                "versions": versions(self.o.client)}
+        described = {"format": FORMAT, "name": self.o.store_name(), "options": self.o.to_json(),
+                     "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
+                     "versions": versions(self.o.client)}
+        if self.o.system_description is not None:  # its contents are in options.system_description
+            from harness.system import system_from_description
+
+            system = system_from_description(self.o.system_description, self.o.system or "--system")
+            described["system"] = {"name": system.name, "file": self.o.system, "version": system.version_text(),
+                                   "volatile_storage": system.volatile_storage}
+            described["versions"]["system"] = described["system"]["version"]
+        return described
 
     def run(self) -> RunOutcome:
         store = Store(self.o.store)

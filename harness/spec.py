@@ -26,7 +26,9 @@ Thread-safety: immutable values.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from checkers.queue.delivery import Delivery
@@ -86,6 +88,9 @@ class RunSpec:
     # --backend ssh: the nodes file the hosts came from (its path only; it holds no secrets)
     nodes_file: str | None = None
     system: str | None = None
+    # the --system file's contents as read when the run was resolved: test.json keeps them, and a replay
+    # rebuilds the system from them even when the file has changed or is gone
+    system_description: dict[str, Any] | None = None
     broker_overrides: dict[str, str] = field(default_factory=dict)
     replication_factor: int | None = None
     min_insync_replicas: int | None = None
@@ -120,7 +125,15 @@ class RunSpec:
         if self.name:
             return self.name
         faults = "+".join(self.nemesis) if self.nemesis else "none"
-        return f"{self.workload}-{self.delivery_mode().name}-{faults}"
+        name = f"{self.workload}-{self.delivery_mode().name}-{faults}"
+        system = self.system_name()
+        return name if system is None else f"{name}-{re.sub(r'[^A-Za-z0-9._-]+', '_', system)}"
+
+    def system_name(self) -> str | None:
+        """The name of the --system broker (None: ours), as its description gives it."""
+        if self.system_description is not None:
+            return str(self.system_description.get("name", Path(self.system or "system").stem))
+        return Path(self.system).stem if self.system else None
 
     def workload_settings(self) -> WorkloadSettings:
         spec = self if self._is_resolved() else self.resolve()
@@ -179,6 +192,18 @@ class RunSpec:
         if self.system and self.broker_overrides:
             raise SpecError("--broker-override applies to our broker only; put another broker's settings in its "
                             "--system file")
+        system_description = self.system_description
+        if self.system and system_description is None:
+            from harness.system import read_description
+
+            system_description = read_description(self.system)
+        if system_description is not None:
+            from harness.system import check_cluster_shape, system_from_description
+
+            try:  # every template and value of the description, before anything starts
+                check_cluster_shape(system_from_description(system_description, self.system or "--system"), self.nodes)
+            except ValueError as e:
+                raise SpecError(str(e)) from None
         if self.broker_overrides:
             from harness.system import check_broker_overrides
 
@@ -191,7 +216,8 @@ class RunSpec:
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")
         resolved = dataclasses.replace(self, workload_options=options, nemesis=tuple(dict.fromkeys(nemesis)),
                                        delivery=delivery.mode, idempotent=delivery.idempotent,
-                                       replication_factor=replication_factor, min_insync_replicas=min_insync)
+                                       replication_factor=replication_factor, min_insync_replicas=min_insync,
+                                       system_description=system_description)
         try:  # the workload's own checks of its settings (building it touches no cluster)
             kind.build(resolved.workload_settings())
         except ValueError as e:

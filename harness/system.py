@@ -1,40 +1,140 @@
 """The system under test, described as data, as Jepsen's `db` is.
 
 A `System` says how to start node N of a Kafka-compatible broker: a command
-line with placeholders, the log file it writes, how it stops, and what
-properties it takes. Our broker is the built-in default; any other broker is
-described by a TOML file (`--system FILE.toml`)::
+line with placeholders, the files it reads, the log file it writes, how it
+stops, and how the harness knows it is ready. Our broker is the built-in
+default (`logquake_broker`); any other broker is described by a TOML file
+(`--system FILE.toml`), documented whole in README ("Testing another broker")::
 
     name = "other-broker"
-    # placeholders: {node_id} {host} {port} {advertised_port} {data_dir} {peers} {python}
-    start = "/opt/ob/bin/ob --id {node_id} --listen {host}:{port} --advertise {host}:{advertised_port} --data {data_dir}"
-    log_file = "{data_dir}/ob.log"        # optional; stdout and stderr are always captured too
-    stop_signal = "SIGTERM"               # SIGTERM (default) or SIGINT
-    stop_timeout_s = 15                   # then SIGKILL
-    ready_timeout_s = 60                  # how long the client port may take to accept connections
-    max_nodes = 1                         # optional: how many nodes this description supports
+    start = "/opt/ob/bin/ob --id {node_id} --listen {host}:{port} --data {data_dir}"
+    node_id = "{index + 100}"             # or node_ids = [101, 102, 103]; default: the node number
+    ports = ["controller"]                # more ports per node: {port_controller}, {advertised_port_controller}
+    peer = "{node_id}@{host}:{advertised_port_controller}"   # one entry of {peers}
+    controllers = [1, 2, 3]               # node numbers in the controller quorum: {controller_peers}
+    log_file = "{data_dir}/ob.log"
+    stop_signal = "SIGTERM"
+    stop_timeout_s = 15
+    ready_timeout_s = 60
+    ready = "ob-admin --bootstrap {host}:{port} health"   # polled until it exits 0 (after the port accepts)
+    setup = "ob-storage format --id {cluster_id} --dir {data_dir}"  # once per node before its first start
+    teardown = "..."                      # once per node when the cluster is removed
+    version = "/opt/ob/bin/ob --version"  # its output goes into test.json
+    max_nodes = 5
+    [files]                               # written before every start (paths relative to {data_dir})
+    "ob.conf" = "id={node_id}\nvoters={controller_peers}\n"
+    [vars]                                # placeholders of your own, overridable per node
+    role = "broker"
+    [node.1.vars]
+    role = "broker,controller"
+    [storage]
+    dir = "{data_dir}/data"               # where disk faults mount their file system
+    volatile = false                      # true: the broker keeps data in memory; a kill may lose it
 
-`{peers}` expands to `node_id@host:advertised_port` entries joined by commas.
-The harness talks to the system only through its client port (the Kafka
+Placeholders are `{name}` or integer arithmetic on them, `{index * 10 + port}`
+(`+ - * // %`, parentheses); `{{` and `}}` are literal braces. Every template
+is checked when the file is read: an unknown name, arithmetic on text or a
+stray brace is refused with the file, the key and the template.
+
+The harness talks to the system only through its client ports (the Kafka
 protocol) and process control; nothing here knows our broker's internals.
+Thread-safety: immutable values.
 """
 
 from __future__ import annotations
 
+import ast
+import base64
 import functools
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-PLACEHOLDERS = ("node_id", "host", "port", "advertised_port", "data_dir", "peers", "python", "bind_host")
+# the placeholders every backend fills (see NodeSpec.substitutions); ports of `ports = [...]` add their own
+PLACEHOLDERS = ("index", "node_id", "nodes", "host", "port", "advertised_port", "data_dir", "peers",
+                "controller_peers", "cluster_id", "python", "bind_host")
+_NUMERIC = frozenset({"index", "node_id", "nodes", "port", "advertised_port"})
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
 class SystemDescriptionError(ValueError):
     """A system description that cannot be used; the message names the file, key and value."""
+
+
+# ----- templates: placeholders with integer arithmetic ----------------------------------------------
+
+_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+              ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b}
+
+
+class TemplateError(ValueError):
+    """A template that cannot be filled: the sentence names the placeholder or the expression."""
+
+
+def _evaluate(expression: str, values: dict[str, Any]) -> Any:
+    try:
+        tree = ast.parse(expression.strip(), mode="eval").body
+    except SyntaxError:
+        raise TemplateError(f"bad placeholder {expression.strip()!r}: not a name or integer arithmetic") from None
+
+    def number(value: Any, name: str) -> int:
+        if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
+            return int(value)
+        raise TemplateError(f"bad placeholder {expression.strip()!r}: arithmetic on {name!r}, which is text "
+                            f"({value!r}), not a number")
+
+    def walk(node: ast.AST, top: bool) -> Any:
+        if isinstance(node, ast.Name):
+            if node.id not in values:
+                raise TemplateError(f"bad placeholder {node.id!r}; accepted placeholders: {', '.join(values)}")
+            return values[node.id] if top else number(values[node.id], node.id)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand, False)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            left, right = walk(node.left, False), walk(node.right, False)
+            if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and right == 0:
+                raise TemplateError(f"bad placeholder {expression.strip()!r}: division by zero")
+            return _OPERATORS[type(node.op)](left, right)
+        raise TemplateError(f"bad placeholder {expression.strip()!r}: only names, integers and + - * // % are "
+                            "accepted")
+
+    return walk(tree, True)
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """`template` with each `{expression}` replaced by its value; TemplateError names what is wrong."""
+    pieces = []
+    last = 0
+    for match in _FIELD.finditer(template):
+        between = template[last:match.start()]
+        if "{" in between or "}" in between:
+            raise TemplateError(f"a stray brace in {template!r} (write {{{{ or }}}} for a literal one)")
+        pieces.append(between)
+        token = match.group(0)
+        pieces.append("{" if token == "{{" else "}" if token == "}}" else str(_evaluate(match.group(1), values)))
+        last = match.end()
+    rest = template[last:]
+    if "{" in rest or "}" in rest:
+        raise TemplateError(f"a stray brace in {template!r} (write {{{{ or }}}} for a literal one)")
+    return "".join(pieces) + rest
+
+
+def new_cluster_id() -> str:
+    """A cluster id as Kafka's `kafka-storage.sh random-uuid` prints it: 16 random bytes, base64url, no padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# ----- what a backend knows of one node ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -49,18 +149,35 @@ class NodeSpec:
     data_dir: str
     bind_host: str
     peers: str
+    index: int = 0  # the node number (n<index>); 0: the same as node_id (backends that number ids 1..N)
+    ports: dict[str, int] = field(default_factory=dict)  # the extra ports of `ports = [...]`, by name
+    advertised_ports: dict[str, int] = field(default_factory=dict)
+    controller_peers: str = ""
+    cluster_id: str = ""
+    nodes: int = 0
+    variables: dict[str, str] = field(default_factory=dict)  # the description's [vars], this node's values
 
-    def substitutions(self) -> dict[str, str]:
-        return {
-            "node_id": str(self.node_id),
+    def substitutions(self) -> dict[str, Any]:
+        subs: dict[str, Any] = dict(self.variables)
+        subs.update({
+            "index": self.index or self.node_id,
+            "node_id": self.node_id,
+            "nodes": self.nodes,
             "host": self.host,
-            "port": str(self.port),
-            "advertised_port": str(self.advertised_port),
+            "port": self.port,
+            "advertised_port": self.advertised_port,
             "data_dir": self.data_dir,
             "peers": self.peers,
+            "controller_peers": self.controller_peers or self.peers,
+            "cluster_id": self.cluster_id,
             "python": sys.executable,
             "bind_host": self.bind_host,
-        }
+        })
+        for name, port in self.ports.items():
+            subs[f"port_{name}"] = port
+        for name, port in self.advertised_ports.items():
+            subs[f"advertised_port_{name}"] = port
+        return subs
 
 
 @dataclass(frozen=True)
@@ -76,13 +193,95 @@ class System:
     config_file: str | None = None  # for ours: server.properties written from `properties`
     properties: dict[str, str] = field(default_factory=dict)
     supports_overrides: bool = False
+    # ----- a described broker (all optional; the defaults are what the first format could say) -----
+    node_id: str = "{index}"  # a template of the broker id, or
+    node_ids: tuple[int, ...] | None = None  # the ids, one per node number
+    ports: tuple[str, ...] = ()  # more ports per node, each proxied like the first
+    peer: str = "{node_id}@{host}:{advertised_port}"
+    controllers: tuple[int, ...] | None = None  # node numbers of the controller quorum (None: every node)
+    files: dict[str, str] = field(default_factory=dict)  # path template -> content template
+    variables: dict[str, str] = field(default_factory=dict)
+    node_variables: dict[int, dict[str, str]] = field(default_factory=dict)
+    node_start: dict[int, list[str]] = field(default_factory=dict)  # [node.N] start = ...
+    setup: list[str] | None = None
+    teardown: list[str] | None = None
+    ready: list[str] | None = None
+    version: list[str] | None = None
+    storage_dir: str | None = None  # where the broker keeps its log (disk faults mount there)
+    volatile_storage: bool = False
+    description: dict[str, Any] | None = None  # the TOML as read (None: ours)
+
+    @property
+    def is_ours(self) -> bool:
+        return self.description is None
 
     def command(self, node: NodeSpec) -> list[str]:
         subs = node.substitutions()
-        return [part.format(**subs) for part in self.start]
+        return [render(part, subs) for part in self.node_start.get(node.index or node.node_id, self.start)]
 
     def log_path(self, node: NodeSpec) -> str | None:
-        return self.log_file.format(**node.substitutions()) if self.log_file else None
+        return render(self.log_file, node.substitutions()) if self.log_file else None
+
+    def id_of(self, index: int) -> int:
+        """The broker id of node number `index` (1-based)."""
+        if self.node_ids is not None:
+            if index > len(self.node_ids):
+                raise SystemDescriptionError(f"system {self.name!r}: node_ids names {len(self.node_ids)} node(s); "
+                                             f"there is no id for node {index}")
+            return self.node_ids[index - 1]
+        return int(render(self.node_id, {**self.variables, **self.node_variables.get(index, {}), "index": index}))
+
+    def variables_of(self, index: int) -> dict[str, str]:
+        return {**self.variables, **self.node_variables.get(index, {})}
+
+    def peers(self, specs: list[NodeSpec]) -> tuple[str, str]:
+        """{peers} and {controller_peers} for these nodes (their peers fields are not read)."""
+        every = [render(self.peer, s.substitutions()) for s in specs]
+        controllers = [entry for s, entry in zip(specs, every) if self.controllers is None or (s.index or s.node_id)
+                       in self.controllers]
+        return ",".join(every), ",".join(controllers)
+
+    def rendered_files(self, node: NodeSpec) -> dict[str, str]:
+        """path -> text of each [files] entry for this node; relative paths are in the node's data_dir."""
+        subs = node.substitutions()
+        out = {}
+        for path, text in self.files.items():
+            target = Path(render(path, subs))
+            out[str(target if target.is_absolute() else Path(node.data_dir) / target)] = render(text, subs)
+        return out
+
+    def hook(self, name: str, node: NodeSpec) -> list[str] | None:
+        command = getattr(self, name)
+        return [render(part, node.substitutions()) for part in command] if command else None
+
+    def version_text(self, timeout_s: float = 30.0) -> str | None:
+        """The output of the description's `version` command (None when it has none; a sentence when it fails)."""
+        if not self.version:
+            return None
+        command = [render(part, {"python": sys.executable}) for part in self.version]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"unknown: {' '.join(command)} failed: {e}"
+        text = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+        if proc.returncode != 0:
+            return f"unknown: {' '.join(command)} exited {proc.returncode}" + (f": {text[-1]}" if text else "")
+        return text[0] if len(text) == 1 else "\n".join(text[:5])
+
+    def features_beyond_one_port(self) -> list[str]:
+        """The keys of the description that only the local backend carries out so far."""
+        used = []
+        for key, default in (("ports", ()), ("files", {}), ("setup", None), ("teardown", None), ("ready", None),
+                             ("node_ids", None), ("controllers", None), ("node_start", {}),
+                             ("node_variables", {}), ("variables", {})):
+            if getattr(self, key) != default:
+                used.append({"node_start": "node.N.start", "node_variables": "node.N.vars",
+                             "variables": "vars"}.get(key, key))
+        if self.node_id != "{index}":
+            used.append("node_id")
+        if self.peer != "{node_id}@{host}:{advertised_port}":
+            used.append("peer")
+        return used
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,45 +346,267 @@ def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1
     )
 
 
+
+
+# ----- reading a description --------------------------------------------------------------------------
+
+_KEYS = ("name", "start", "log_file", "stop_signal", "stop_timeout_s", "ready_timeout_s", "max_nodes", "node_id",
+         "node_ids", "ports", "peer", "controllers", "files", "vars", "node", "setup", "teardown", "ready",
+         "version", "storage")
+
+
 def load_system(path: str) -> System:
     """Read a TOML system description, refusing anything it cannot use."""
+    return system_from_description(read_description(path), path)
+
+
+def read_description(path: str) -> dict[str, Any]:
+    """The TOML of a description file, as data (what test.json records); SystemDescriptionError when unreadable."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise SystemDescriptionError(f"--system {path}: no such file") from None
+    except OSError as e:
+        raise SystemDescriptionError(f"--system {path}: cannot read it ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise SystemDescriptionError(f"--system {path}: not valid TOML: {e}") from None
-    known = {"name", "start", "log_file", "stop_signal", "stop_timeout_s", "ready_timeout_s", "max_nodes"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SystemDescriptionError(f"{path}: unknown key(s) {unknown}; accepted keys are {sorted(known)}")
-    if "start" not in raw:
-        raise SystemDescriptionError(f"{path}: 'start' is required: the command that starts node N, with placeholders {{{'}, {'.join(PLACEHOLDERS)}}}")
-    start = raw["start"]
-    parts = shlex.split(start) if isinstance(start, str) else start
+
+
+def _command(raw: Any, where: str) -> list[str]:
+    parts = shlex.split(raw) if isinstance(raw, str) else raw
     if not isinstance(parts, list) or not parts or not all(isinstance(x, str) for x in parts):
-        raise SystemDescriptionError(f"{path}: 'start' must be a command string or a list of strings, got {start!r}")
-    for part in parts + ([raw["log_file"]] if "log_file" in raw else []):
-        try:
-            part.format(**{k: "" for k in PLACEHOLDERS})
-        except (KeyError, IndexError, ValueError) as e:
-            raise SystemDescriptionError(f"{path}: bad placeholder {e} in {part!r}; accepted placeholders: {', '.join(PLACEHOLDERS)}") from None
+        raise SystemDescriptionError(f"{where} must be a command string or a list of strings, got {raw!r}")
+    return parts
+
+
+def system_from_description(raw: dict[str, Any], path: str) -> System:
+    """A System from a description's data (read from `path`, which the sentences name)."""
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise SystemDescriptionError(f"{path}: unknown key(s) {unknown}; accepted keys are {sorted(_KEYS)}")
+    if "start" not in raw:
+        raise SystemDescriptionError(f"{path}: 'start' is required: the command that starts node N, with placeholders "
+                                     f"{{{'}, {'.join(PLACEHOLDERS)}}}")
+    start = _command(raw["start"], f"{path}: 'start'")
     stop_name = raw.get("stop_signal", "SIGTERM")
     if stop_name not in ("SIGTERM", "SIGINT"):
         raise SystemDescriptionError(f"{path}: stop_signal {stop_name!r} is not accepted; use SIGTERM or SIGINT")
     for key in ("stop_timeout_s", "ready_timeout_s"):
-        if key in raw and (not isinstance(raw[key], (int, float)) or raw[key] <= 0):
+        if key in raw and (not isinstance(raw[key], (int, float)) or isinstance(raw[key], bool) or raw[key] <= 0):
             raise SystemDescriptionError(f"{path}: {key} must be a positive number of seconds, got {raw[key]!r}")
     max_nodes = raw.get("max_nodes")
-    if max_nodes is not None and (not isinstance(max_nodes, int) or max_nodes < 1):
+    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
         raise SystemDescriptionError(f"{path}: max_nodes must be a positive integer, got {max_nodes!r}")
-    return System(
-        name=str(raw.get("name", p.stem)),
-        start=parts,
+
+    ports = raw.get("ports", [])
+    if not isinstance(ports, list) or not all(isinstance(n, str) and _NAME.match(n) for n in ports) \
+            or len(set(ports)) != len(ports):
+        raise SystemDescriptionError(f"{path}: ports must be a list of distinct names (lower case letters, digits, _), "
+                                     f"each adding placeholders {{port_NAME}} and {{advertised_port_NAME}}; got {ports!r}")
+    node_ids = raw.get("node_ids")
+    if node_ids is not None:
+        if "node_id" in raw:
+            raise SystemDescriptionError(f"{path}: give node_id (a template) or node_ids (a list), not both")
+        if not isinstance(node_ids, list) or not node_ids or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in node_ids) \
+                or len(set(node_ids)) != len(node_ids):
+            raise SystemDescriptionError(f"{path}: node_ids must be a list of distinct broker ids (integers >= 0), "
+                                         f"one per node in node order; got {node_ids!r}")
+        if max_nodes is not None and len(node_ids) < max_nodes:
+            raise SystemDescriptionError(f"{path}: node_ids names {len(node_ids)} id(s) but max_nodes is {max_nodes}")
+        max_nodes = len(node_ids) if max_nodes is None else max_nodes
+    controllers = raw.get("controllers")
+    if controllers is not None and (not isinstance(controllers, list) or not controllers or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in controllers)):
+        raise SystemDescriptionError(f"{path}: controllers must be a list of node numbers (1 is n1), the nodes of the "
+                                     f"controller quorum; got {controllers!r}")
+
+    variables = _variables(raw.get("vars", {}), f"{path}: [vars]")
+    node_variables: dict[int, dict[str, str]] = {}
+    node_start: dict[int, list[str]] = {}
+    nodes_table = raw.get("node", {})
+    if not isinstance(nodes_table, dict):
+        raise SystemDescriptionError(f"{path}: [node] must be tables [node.N] of node numbers")
+    for key, table in nodes_table.items():
+        if not key.isdigit() or int(key) < 1 or not isinstance(table, dict):
+            raise SystemDescriptionError(f"{path}: [node.{key}]: expected a node number (1 is n1) naming a table")
+        extra = sorted(set(table) - {"start", "vars"})
+        if extra:
+            raise SystemDescriptionError(f"{path}: [node.{key}] has unknown key(s) {extra}; accepted: start, vars")
+        if "start" in table:
+            node_start[int(key)] = _command(table["start"], f"{path}: [node.{key}] start")
+        if "vars" in table:
+            node_variables[int(key)] = _variables(table["vars"], f"{path}: [node.{key}.vars]")
+            undeclared = sorted(set(node_variables[int(key)]) - set(variables))
+            if undeclared:
+                raise SystemDescriptionError(f"{path}: [node.{key}.vars] sets {undeclared}, which [vars] does not "
+                                             "declare (give every variable a default in [vars])")
+    files = raw.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise SystemDescriptionError(f"{path}: [files] maps a path to the text written there before each start; "
+                                     f"got {files!r}")
+    storage = raw.get("storage", {})
+    if not isinstance(storage, dict) or sorted(set(storage) - {"dir", "volatile"}):
+        raise SystemDescriptionError(f"{path}: [storage] takes dir (where the broker keeps its log) and volatile "
+                                     f"(true or false); got {storage!r}")
+    if "dir" in storage and not isinstance(storage["dir"], str):
+        raise SystemDescriptionError(f"{path}: [storage] dir must be a path template, got {storage['dir']!r}")
+    if not isinstance(storage.get("volatile", False), bool):
+        raise SystemDescriptionError(f"{path}: [storage] volatile must be true or false, got {storage['volatile']!r}")
+    hooks = {key: _command(raw[key], f"{path}: '{key}'") if key in raw else None
+             for key in ("setup", "teardown", "ready", "version")}
+    for key in ("name", "log_file", "node_id", "peer"):
+        if key in raw and not isinstance(raw[key], str):
+            raise SystemDescriptionError(f"{path}: {key} must be a string, got {raw[key]!r}")
+
+    system = System(
+        name=str(raw.get("name", Path(path).stem)),
+        start=start,
         log_file=raw.get("log_file"),
         stop_signal=getattr(signal, stop_name),
         stop_timeout_s=float(raw.get("stop_timeout_s", 15.0)),
         ready_timeout_s=float(raw.get("ready_timeout_s", 60.0)),
         max_nodes=max_nodes,
+        node_id=raw.get("node_id", "{index}"),
+        node_ids=tuple(node_ids) if node_ids is not None else None,
+        ports=tuple(ports),
+        peer=raw.get("peer", "{node_id}@{host}:{advertised_port}"),
+        controllers=tuple(controllers) if controllers is not None else None,
+        files=dict(files),
+        variables=variables,
+        node_variables=node_variables,
+        node_start=node_start,
+        setup=hooks["setup"], teardown=hooks["teardown"], ready=hooks["ready"], version=hooks["version"],
+        storage_dir=storage.get("dir"),
+        volatile_storage=storage.get("volatile", False),
+        description=raw,
     )
+    _check_templates(system, path)
+    return system
+
+
+def _variables(table: Any, where: str) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise SystemDescriptionError(f"{where} must be a table of name = value")
+    out = {}
+    for name, value in table.items():
+        if not _NAME.match(name) or name in PLACEHOLDERS or name.startswith(("port_", "advertised_port_")):
+            raise SystemDescriptionError(f"{where}: {name!r} cannot name a variable (lower case letters, digits and _, "
+                                         f"not one of the placeholders {', '.join(PLACEHOLDERS)})")
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise SystemDescriptionError(f"{where}: {name} = {value!r}; a variable is a string or an integer")
+        out[name] = value
+    return out
+
+
+def _check_templates(system: System, path: str) -> None:
+    """Fill every template with stand-in values, so a typo is refused before any node starts."""
+    sample: dict[str, Any] = {name: (1 if name in _NUMERIC else "x") for name in PLACEHOLDERS}
+    sample.update({f"port_{n}": 1 for n in system.ports})
+    sample.update({f"advertised_port_{n}": 1 for n in system.ports})
+    templates: list[tuple[str, str, dict[str, Any]]] = []
+    for index in sorted(set(system.node_variables) | {1}):
+        values = {**sample, **system.variables_of(index)}
+        templates += [("start", part, values) for part in system.node_start.get(index, system.start)]
+        templates += [(f"files {p!r}", t, values) for p, t in system.files.items()]
+        templates += [(f"files path {p!r}", p, values) for p in system.files]
+        for key in ("log_file", "peer", "storage_dir"):
+            if getattr(system, key):
+                templates.append(({"storage_dir": "storage dir"}.get(key, key), getattr(system, key), values))
+        for key in ("setup", "teardown", "ready"):
+            templates += [(key, part, values) for part in getattr(system, key) or ()]
+    templates += [("version", part, {"python": "x"}) for part in system.version or ()]
+    templates.append(("node_id", system.node_id, {**system.variables, "index": 1}))
+    for key, template, values in templates:
+        try:
+            render(template, values)
+        except TemplateError as e:
+            raise SystemDescriptionError(f"{path}: {key}: {e} (in {template!r})") from None
+    if system.node_ids is None:
+        try:
+            ids = [system.id_of(i) for i in range(1, 4)]
+        except (TemplateError, ValueError) as e:
+            raise SystemDescriptionError(f"{path}: node_id {system.node_id!r} does not give an integer: {e}") from None
+        if len(set(ids)) != len(ids):
+            raise SystemDescriptionError(f"{path}: node_id {system.node_id!r} gives nodes 1-3 the ids {ids}; every "
+                                         "node needs its own")
+
+
+def check_cluster_shape(system: System, nodes: int) -> None:
+    """Refuse (SystemDescriptionError) a cluster size the description cannot carry out."""
+    if system.controllers is not None:
+        beyond = [i for i in system.controllers if i > nodes]
+        if beyond:
+            raise SystemDescriptionError(f"system {system.name!r}: controllers names node(s) {beyond}, beyond the "
+                                         f"{nodes} node(s) of this run")
+    for index in set(system.node_variables) | set(system.node_start):
+        if index > nodes:
+            raise SystemDescriptionError(f"system {system.name!r}: [node.{index}] describes a node beyond the "
+                                         f"{nodes} node(s) of this run")
+
+
+# ----- faults that cannot land on a described broker ------------------------------------------------------
+
+_GO_BUILDINFO = b"\xff Go buildinf:"
+
+
+def why_libfaketime_cannot_reach(executable: str) -> str | None:
+    """Why LD_PRELOAD (libfaketime) would not change the clock `executable` reads; None when it would, or when
+    the file is not an ELF binary (a script: what it runs is not known here, and the clock probe tells)."""
+    import mmap
+    import struct
+
+    try:
+        with open(executable, "rb") as f:
+            header = f.read(64)
+            if header[:4] != b"\x7fELF":
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                if data.find(_GO_BUILDINFO) >= 0:
+                    return (f"{executable} is a Go program, which reads the clock through the vDSO without libc, "
+                            "so libfaketime cannot change it")
+                is_64, little = header[4] == 2, header[5] == 1
+                order = "<" if little else ">"
+                if is_64:
+                    phoff, = struct.unpack_from(order + "Q", header, 32)
+                    phentsize, phnum = struct.unpack_from(order + "HH", header, 54)
+                else:
+                    phoff, = struct.unpack_from(order + "I", header, 28)
+                    phentsize, phnum = struct.unpack_from(order + "HH", header, 42)
+                for i in range(phnum):
+                    p_type, = struct.unpack_from(order + "I", data, phoff + i * phentsize)
+                    if p_type == 3:  # PT_INTERP: a dynamic loader, which honours LD_PRELOAD
+                        return None
+                return (f"{executable} is statically linked (no program interpreter), so the dynamic loader never "
+                        "loads libfaketime through LD_PRELOAD")
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def refuse_faults_that_cannot_land(system: System, nemesis: tuple[str, ...] | list[str], backend: str) -> None:
+    """Refuse (SystemDescriptionError, exit 254) a fault or backend that a described broker cannot take."""
+    import shutil
+
+    if backend == "ssh":
+        beyond = system.features_beyond_one_port()
+        if beyond:
+            raise SystemDescriptionError(f"system {system.name!r}: --backend ssh carries out the first description "
+                                         f"format only (start, log_file, stop and ready timeouts, max_nodes); this one "
+                                         f"uses {', '.join(beyond)}, which only --backend local carries out so far")
+    if "disk" in nemesis and not system.storage_dir:
+        raise SystemDescriptionError(f"system {system.name!r}: disk faults mount their file system where the broker "
+                                     "keeps its log; say where with [storage] dir = \"{data_dir}/...\"")
+    if "clock" in nemesis and backend == "local":
+        sample: dict[str, Any] = {name: (1 if name in _NUMERIC else "x") for name in PLACEHOLDERS}
+        sample["python"] = sys.executable
+        for start in [system.start, *system.node_start.values()]:
+            try:
+                program = render(start[0], sample)
+            except TemplateError:
+                continue  # the executable's name depends on the node: the clock probe tells
+            path = shutil.which(program) or program
+            reason = why_libfaketime_cannot_reach(path)
+            if reason:
+                raise SystemDescriptionError(f"system {system.name!r}: clock faults cannot land: {reason}; drop clock "
+                                             "from --nemesis for this broker")

@@ -258,6 +258,10 @@ class NodeControl(abc.ABC):
         processes now, not what this backend last did to them."""
         raise NodeControlError(f"the {type(self).__name__} backend cannot observe process states")
 
+    def broker_ids(self) -> dict[str, int]:
+        """node -> the broker id it runs with (what Metadata calls it); by default the node number."""
+        return {node: i for i, node in enumerate(self.nodes, 1)}
+
     # --- helpers shared by backends ----------------------------------------------
     @staticmethod
     def check_cluster_size(system, node_count: int) -> None:
@@ -305,9 +309,9 @@ class NodeControl(abc.ABC):
         return cuts
 
 
-def run_command(command: list[str], timeout_s: float) -> ExecResult:
+def run_command(command: list[str], timeout_s: float, cwd: str | None = None) -> ExecResult:
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
     except subprocess.TimeoutExpired as e:
         raise NodeControlError(f"command {command} timed out after {timeout_s} s") from e
     except FileNotFoundError as e:

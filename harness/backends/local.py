@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -54,7 +55,7 @@ from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeCon
 from nodecontrol.probe import clock_offset_of_pid_file, group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
-from harness.system import NodeSpec, System
+from harness.system import NodeSpec, System, new_cluster_id
 
 log = logging.getLogger("harness.local")
 
@@ -175,24 +176,39 @@ class LocalCluster(NodeControl):
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-{n}-", dir=RUN_ROOT))
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
-        real_ports = {node: free_port(self.host) for node in self.nodes}
+        # one real port per listener of each node: the first, then the description's `ports` by name
+        keys = [f"{node}/{name}" if name else node for node in self.nodes for name in ("", *self.system.ports)]
+        real_ports = {key: free_port(self.host) for key in keys}
         self.proxy = FaultProxy(
-            {node: (self.host, port) for node, port in real_ports.items()},
+            {key: (self.host, port) for key, port in real_ports.items()},
             sources={self._bind_host(i): node for i, node in enumerate(self.nodes, 1) if self._bind_host(i) != self.host},
             listen_host=self.host,
             seed=self.seed,
             ignore_cuts=os.environ.get(IGNORE_CUTS_VARIABLE, "").lower() == "true",
         )
         proxy_ports = self.proxy.start()
-        peers = ",".join(f"{i}@{self.host}:{proxy_ports[node]}" for i, node in enumerate(self.nodes, 1))
+        cluster_id = new_cluster_id()
+        specs = []
         for i, node in enumerate(self.nodes, 1):
             data_dir = self.run_dir / node
             data_dir.mkdir()
-            self._specs[node] = NodeSpec(node, i, self.host, real_ports[node], proxy_ports[node], str(data_dir),
-                                         self._bind_host(i), peers)
+            specs.append(NodeSpec(
+                node, self.system.id_of(i), self.host, real_ports[node], proxy_ports[node], str(data_dir),
+                self._bind_host(i), "", index=i,
+                ports={name: real_ports[f"{node}/{name}"] for name in self.system.ports},
+                advertised_ports={name: proxy_ports[f"{node}/{name}"] for name in self.system.ports},
+                cluster_id=cluster_id, nodes=len(self.nodes), variables=self.system.variables_of(i)))
+        peers, controller_peers = self.system.peers(specs)
+        for spec in specs:
+            self._specs[spec.name] = dataclasses.replace(spec, peers=peers, controller_peers=controller_peers)
+        for node in self.nodes:
+            self._run_hook("setup", node)
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
+
+    def broker_ids(self) -> dict[str, int]:
+        return {node: self.system.id_of(i) for i, node in enumerate(self.nodes, 1)}
 
     def leftovers(self) -> dict:
         return {"run_dir": str(self.run_dir) if self.run_dir else None}
@@ -206,6 +222,11 @@ class LocalCluster(NodeControl):
                 self.proxy.heal()
             for node in list(self._procs):
                 self._hard_stop(node)
+            for node in self._specs:
+                try:
+                    self._run_hook("teardown", node)
+                except NodeControlError as e:  # the cluster is removed all the same
+                    log.warning("%s", e)
             if self.proxy is not None:
                 self.proxy.stop()
                 self.proxy = None
@@ -277,10 +298,10 @@ class LocalCluster(NodeControl):
         return launcher + ["--"] + command
 
     def _log_dir(self, spec: NodeSpec) -> str:
-        raw = self.system.properties.get("log.dirs") or self.extra_properties.get("log.dirs")
+        raw = self.system.storage_dir or self.system.properties.get("log.dirs") or self.extra_properties.get("log.dirs")
         if not raw:
             raise NodeControlError(f"disk faults need to know where {self.system.name!r} keeps its data: its system "
-                                   "description has no log.dirs property")
+                                   "description has no [storage] dir")
         if "," in raw:
             raise NodeControlError(f"disk faults support one log directory; log.dirs is {raw!r}")
         return os.path.abspath(os.path.join(spec.data_dir, raw.format(**spec.substitutions())))
@@ -292,6 +313,9 @@ class LocalCluster(NodeControl):
         return Path(self._specs[node].data_dir) / "faketime"
 
     def _write_config(self, spec: NodeSpec) -> None:
+        for path, text in self.system.rendered_files(spec).items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
         if not self.system.config_file:
             return
         subs = spec.substitutions()
@@ -299,25 +323,58 @@ class LocalCluster(NodeControl):
         props.update({k: v.format(**subs) for k, v in self.extra_properties.items()})
         Path(self.system.config_file.format(**subs)).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
+    def _run_hook(self, name: str, node: str) -> None:
+        """The description's `setup` or `teardown` command for `node`, in its data dir; NodeControlError if it fails."""
+        spec = self._specs[node]
+        command = self.system.hook(name, spec)
+        if command is None:
+            return
+        result = run_command(command, self.system.ready_timeout_s, cwd=spec.data_dir)
+        if result.exit_status != 0:
+            raise NodeControlError(f"the {name} command of {self.system.name!r} failed on {node} (exit "
+                                   f"{result.exit_status}): {' '.join(command)}\n{(result.stdout + result.stderr)[-2000:]}")
+
+    def _ready_check(self, node: str) -> tuple[bool, str]:
+        """The description's `ready` command for `node`: (exit 0, its last output line)."""
+        spec = self._specs[node]
+        command = self.system.hook("ready", spec)
+        if command is None:
+            return True, ""
+        result = run_command(command, self.system.ready_timeout_s, cwd=spec.data_dir)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        return result.exit_status == 0, (lines[-1] if lines else f"exit {result.exit_status}")
+
     def wait_ready(self, nodes: list[str], timeout_s: float | None = None) -> None:
-        """Poll each node's private port until it accepts a connection."""
+        """Poll each node's private port until it accepts a connection, then its `ready` command until it exits 0."""
         deadline = time.monotonic() + (timeout_s or self.system.ready_timeout_s)
         for node in nodes:
-            spec = self._specs[node]
+            self._wait_port(node, deadline, timeout_s)
+        for node in nodes:
             while True:
-                proc = self._procs.get(node)
-                if proc is not None and proc.poll() is not None:
-                    raise NodeControlError(f"{node} exited with status {proc.returncode} while starting; "
-                                           f"last lines of its output:\n{self._tail(node)}")
-                try:
-                    with socket.create_connection((spec.host, spec.port), timeout=0.5):
-                        break
-                except OSError:
-                    pass  # not listening yet
+                ready, last = self._ready_check(node)
+                if ready:
+                    break
                 if time.monotonic() > deadline:
-                    raise NodeControlError(f"{node} did not accept connections on {spec.host}:{spec.port} within "
-                                           f"{timeout_s or self.system.ready_timeout_s} s; last lines of its output:\n{self._tail(node)}")
-                time.sleep(0.05)
+                    raise NodeControlError(f"{node} was not ready within {timeout_s or self.system.ready_timeout_s} s: "
+                                           f"its ready command last said: {last}")
+                time.sleep(0.25)
+
+    def _wait_port(self, node: str, deadline: float, timeout_s: float | None) -> None:
+        spec = self._specs[node]
+        while True:
+            proc = self._procs.get(node)
+            if proc is not None and proc.poll() is not None:
+                raise NodeControlError(f"{node} exited with status {proc.returncode} while starting; "
+                                       f"last lines of its output:\n{self._tail(node)}")
+            try:
+                with socket.create_connection((spec.host, spec.port), timeout=0.5):
+                    return
+            except OSError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise NodeControlError(f"{node} did not accept connections on {spec.host}:{spec.port} within "
+                                       f"{timeout_s or self.system.ready_timeout_s} s; last lines of its output:\n{self._tail(node)}")
+            time.sleep(0.05)
 
     def _tail(self, node: str, lines: int = 20) -> str:
         path = Path(self._specs[node].data_dir) / "stdout.log"

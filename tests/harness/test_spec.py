@@ -76,7 +76,7 @@ def test_every_option_is_declared_once_and_every_spec_field_has_a_declaration():
     assert common <= fields
     # the fields that are not flags of the common table are set by flags of their own (see the CLI test)
     assert fields - common == {"workload", "workload_options", "nemesis", "seed", "nodes_file", "system",
-                               "broker_overrides", "store", "name", "schedule", "replay_of"}
+                               "system_description", "broker_overrides", "store", "name", "schedule", "replay_of"}
     seen = {}
     for kind in workload_kinds().values():
         for option in kind.options:
