@@ -23,7 +23,7 @@ from typing import Any
 from checkers.core import UNKNOWN
 from checkers.history import History
 
-__all__ = ["check_faults_landed", "fault_probes"]
+__all__ = ["LOSS_ANOMALIES", "check_faults_landed", "excuse_volatile_losses", "fault_probes", "nodes_killed"]
 
 
 def _get(value: Any, key: str) -> Any:
@@ -76,3 +76,41 @@ def check_faults_landed(history: History) -> dict[str, Any]:
         result["message"] = (f"faults of kind {', '.join(never)} never landed, so the run tested nothing of "
                              f"{'that kind' if len(never) == 1 else 'those kinds'}: {listed}")
     return result
+
+
+# Anomalies that are losses of acknowledged data, in the queue and the pipeline checkers' names.
+LOSS_ANOMALIES = ("lost-write", "unseen", "lost-input", "txn-output-missing")
+
+
+def nodes_killed(history: History) -> list[str]:
+    """Every node a kill fault hit (nemesis completions with `killed`), in history order, repeats kept."""
+    killed: list[str] = []
+    for op in history:
+        if op.process == "nemesis" and op.type == "info":
+            nodes = _get(op.value, "killed")
+            if isinstance(nodes, list):
+                killed += [str(n) for n in nodes]
+    return killed
+
+
+def excuse_volatile_losses(result: dict[str, Any], history: History) -> dict[str, Any]:
+    """A workload result of a system that declares volatile storage: losses after kills are not its fault.
+
+    Such a system promises nothing across a kill (its data lives in memory), so when the run killed nodes,
+    lost acknowledged data is not a broken promise of the broker: a result invalid only through loss
+    anomalies becomes unknown, with the sentence; the anomalies stay listed. Any other anomaly keeps the
+    result invalid, and a run without kills keeps its verdict (nothing excuses a loss there)."""
+    anomalies = result.get("anomalies")
+    killed = nodes_killed(history)
+    if result.get("valid") is not False or not isinstance(anomalies, dict) or not killed:
+        return result
+    losses = sorted(name for name in anomalies if name in LOSS_ANOMALIES)
+    if not losses or set(anomalies) - set(LOSS_ANOMALIES):
+        return result
+    excused = dict(result)
+    excused["valid"] = UNKNOWN
+    excused["reason"] = "volatile-storage-losses"
+    excused["message"] = (f"{', '.join(losses)} after {len(killed)} kill(s) of {', '.join(sorted(set(killed)))}: the "
+                          "system description declares volatile storage ([storage] volatile = true), so data lost "
+                          "across a kill is not blamed on the broker")
+    return excused

@@ -506,7 +506,7 @@ class FaultRun:
 
     def _check(self) -> RunOutcome:
         from checkers.core import run_checkers, to_jsonable
-        from checkers.faults import check_faults_landed
+        from checkers.faults import check_faults_landed, excuse_volatile_losses
         from checkers.history import History
 
         self.progress.set_phase("check")
@@ -515,9 +515,11 @@ class FaultRun:
         # run_checkers merges the checkers' verdicts (Jepsen's merge-valid: invalid beats unknown beats valid);
         # the runner adds no judgement of its own
         # a run whose faults of a kind were measured and never landed is unknown (checkers.faults)
-        results = to_jsonable(run_checkers(
-            history, {"workload": lambda h: self.workload.check(h, final_reads_incomplete=incomplete),
-                      "faults": check_faults_landed}))
+        def workload(h):
+            result = self.workload.check(h, final_reads_incomplete=incomplete)
+            return excuse_volatile_losses(dict(result), h) if self._volatile_storage() else result
+
+        results = to_jsonable(run_checkers(history, {"workload": workload, "faults": check_faults_landed}))
         for name, result in list(results.items()):
             if isinstance(result, dict) and result.get("valid") == "unknown" and result.get("message"):
                 results.setdefault("reason", result.get("reason", f"{name}-undecided"))
@@ -527,6 +529,11 @@ class FaultRun:
         valid = results["valid"]
         code = EXIT_VALID if valid is True else EXIT_INVALID if valid is False else EXIT_UNKNOWN
         return RunOutcome(code, valid, self.run_dir, results, results.get("message", ""))
+
+    def _volatile_storage(self) -> bool:
+        """Whether the --system description declares volatile storage ([storage] volatile = true)."""
+        storage = (self.o.system_description or {}).get("storage")
+        return isinstance(storage, dict) and storage.get("volatile") is True
 
     def _add_run_facts(self, results: dict, history=None) -> None:
         """What every output of a run shows beside the verdict: its delivery mode and its op counts."""

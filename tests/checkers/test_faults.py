@@ -54,3 +54,25 @@ def test_probes_read_from_an_edn_style_history_with_keyword_keys():
     op = Op(0, 10**9, "nemesis", "info", "kill", {":killed": ["n1"], ":probe": {":package": "kill",
                                                                                 ":confirmed": False}})
     assert fault_probes(history(op))[0]["confirmed"] is False
+
+
+def _killed(index: int, nodes: list[str]) -> Op:
+    return Op(index, int(index * 1e9), "nemesis", "info", "kill", {"killed": nodes})
+
+
+def test_losses_after_kills_of_a_volatile_system_are_not_blamed_on_it():
+    from checkers.faults import excuse_volatile_losses
+
+    lost = {"valid": False, "anomalies": {"lost-write": [{"value": 7}]}, "anomaly_types": ["lost-write"]}
+    excused = excuse_volatile_losses(lost, history(_killed(0, ["n2"]), _killed(1, []), _killed(2, ["n2", "n3"])))
+    assert excused["valid"] == "unknown" and excused["reason"] == "volatile-storage-losses"
+    assert excused["message"] == ("lost-write after 3 kill(s) of n2, n3: the system description declares volatile "
+                                  "storage ([storage] volatile = true), so data lost across a kill is not blamed on "
+                                  "the broker")
+    assert excused["anomalies"] == lost["anomalies"] and lost["valid"] is False  # listed still; the input untouched
+    # no kill: nothing excuses the loss; another anomaly beside it: still invalid
+    assert excuse_volatile_losses(lost, history(_killed(0, []))) is lost
+    both = {"valid": False, "anomalies": {"lost-input": [{}], "duplicate-output": [{}]}}
+    assert excuse_volatile_losses(both, history(_killed(0, ["n1"])))["valid"] is False
+    valid = {"valid": True, "anomalies": {}}
+    assert excuse_volatile_losses(valid, history(_killed(0, ["n1"])))["valid"] is True
