@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
-from checkers.faults import check_faults_landed
+from checkers.faults import check_faults_landed, excuse_volatile_losses
 from checkers.history import FORMATS, NEMESIS, History, HistoryError
 from checkers.queue import DELIVERY_MODES
 from checkers.queue.delivery import delivery_of
@@ -330,6 +330,9 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
         run = _dispatch(checker, model, options)
     except CheckerUnavailable as error:
         return {"valid": "unknown", "checker": checker, "error": str(error)}
+    if stored_volatile_storage(path):  # as the run judged it: losses across kills are not the system's fault
+        judge = run
+        run = lambda h: excuse_volatile_losses(dict(judge(h)), h)  # noqa: E731
     merged = run_checkers(history, {checker: run, "faults": check_faults_landed})
     result = dict(merged[checker])
     if merged["faults"].get("probed"):  # the nemesis measured its faults: the same rule as a run's verdict
@@ -344,6 +347,15 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
     if checker == "linearizable":
         result.setdefault("model", model)
     return result
+
+
+def stored_volatile_storage(history_path: str) -> bool:
+    """Whether the run beside the history tested a --system broker that declares volatile storage."""
+    try:
+        options = json.loads((Path(history_path).parent / "test.json").read_text(encoding="utf-8")).get("options", {})
+        return (options.get("system_description") or {}).get("storage", {}).get("volatile") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def stored_delivery(history_path: str) -> str | None:

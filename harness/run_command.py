@@ -300,7 +300,7 @@ def build_run(spec: RunSpec, progress: Progress | None = None, nodes_file=None,
     spec = spec.resolve()
     if spec.system_description is not None:
         system = system_from_description(spec.system_description, spec.system or "--system")
-        refuse_faults_that_cannot_land(system, spec.nemesis, spec.backend)
+        refuse_faults_that_cannot_land(system, spec.nemesis, spec.backend, spec.nodes)
     else:
         system = logquake_broker(spec.broker_overrides, spec.nodes)
     workload = spec.workload_kind().build(spec.workload_settings())

@@ -19,7 +19,7 @@ default (`logquake_broker`); any other broker is described by a TOML file
     ready = "ob-admin --bootstrap {host}:{port} health"   # polled until it exits 0 (after the port accepts)
     setup = "ob-storage format --id {cluster_id} --dir {data_dir}"  # once per node before its first start
     teardown = "..."                      # once per node when the cluster is removed
-    version = "/opt/ob/bin/ob --version"  # its output goes into test.json
+    version = "/opt/ob/bin/ob --version"  # its output goes into test.json ({python} and [vars] only)
     max_nodes = 5
     [files]                               # written before every start (paths relative to {data_dir})
     "ob.conf" = "id={node_id}\nvoters={controller_peers}\n"
@@ -258,7 +258,7 @@ class System:
         """The output of the description's `version` command (None when it has none; a sentence when it fails)."""
         if not self.version:
             return None
-        command = [render(part, {"python": sys.executable}) for part in self.version]
+        command = [render(part, {**self.variables, "python": sys.executable}) for part in self.version]
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -516,7 +516,7 @@ def _check_templates(system: System, path: str) -> None:
                 templates.append(({"storage_dir": "storage dir"}.get(key, key), getattr(system, key), values))
         for key in ("setup", "teardown", "ready"):
             templates += [(key, part, values) for part in getattr(system, key) or ()]
-    templates += [("version", part, {"python": "x"}) for part in system.version or ()]
+    templates += [("version", part, {**system.variables, "python": "x"}) for part in system.version or ()]
     templates.append(("node_id", system.node_id, {**system.variables, "index": 1}))
     for key, template, values in templates:
         try:
@@ -584,9 +584,24 @@ def why_libfaketime_cannot_reach(executable: str) -> str | None:
         return None
 
 
-def refuse_faults_that_cannot_land(system: System, nemesis: tuple[str, ...] | list[str], backend: str) -> None:
+def uses_placeholder(system: System, name: str) -> bool:
+    """Whether any template of the description that reaches the broker names the placeholder `name`."""
+    templates = [*system.start, *(p for s in system.node_start.values() for p in s), *system.files.values(),
+                 *system.files, *system.variables.values(), *(v for t in system.node_variables.values() for v in t.values())]
+    return any(re.search(r"\{[^{}]*\b" + name + r"\b[^{}]*\}", str(t)) for t in templates)
+
+
+def refuse_faults_that_cannot_land(system: System, nemesis: tuple[str, ...] | list[str], backend: str,
+                                   nodes: int = 1) -> None:
     """Refuse (SystemDescriptionError, exit 254) a fault or backend that a described broker cannot take."""
     import shutil
+
+    if "partition" in nemesis and backend == "local" and nodes > 1 and not uses_placeholder(system, "bind_host"):
+        raise SystemDescriptionError(
+            f"system {system.name!r}: partitions between nodes cannot land: the local fault proxy tells a node's "
+            "connections to its peers from a client's by their source address, {bind_host}, which the description "
+            "never gives the broker (its outgoing-address setting); give it, or drop partition from --nemesis "
+            "(kill, pause and clock faults need no address)")
 
     if backend == "ssh":
         beyond = system.features_beyond_one_port()

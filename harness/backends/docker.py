@@ -137,9 +137,10 @@ class DockerCluster(NodeControl):
 
         self.check_cluster_size(system, node_count)
         if not system.config_file or "listeners" not in system.properties:
-            raise NodeControlError(f"--backend docker runs our broker only so far: it needs a broker that takes "
-                                   f"Kafka's listener properties from a config file; system {system.name!r} does "
-                                   "not (use --backend local or ssh for it)")
+            raise NodeControlError(f"--backend docker runs our broker only so far: it builds the node image from "
+                                   f"this repository and sets Kafka's listener properties itself, which a --system "
+                                   f"description cannot ask of another broker; test {system.name!r} with --backend "
+                                   "local (every description key) or --backend ssh (the first description format)")
         try:
             self.client = docker_client()
         except DockerUnavailable as e:

@@ -201,7 +201,8 @@ class LocalCluster(NodeControl):
         peers, controller_peers = self.system.peers(specs)
         for spec in specs:
             self._specs[spec.name] = dataclasses.replace(spec, peers=peers, controller_peers=controller_peers)
-        for node in self.nodes:
+        for node in self.nodes:  # the setup command may read the node's files (e.g. to format its storage)
+            self._write_config(self._specs[node])
             self._run_hook("setup", node)
         for node in self.nodes:
             self.start(node)
@@ -331,8 +332,11 @@ class LocalCluster(NodeControl):
             return
         result = run_command(command, self.system.ready_timeout_s, cwd=spec.data_dir)
         if result.exit_status != 0:
-            raise NodeControlError(f"the {name} command of {self.system.name!r} failed on {node} (exit "
-                                   f"{result.exit_status}): {' '.join(command)}\n{(result.stdout + result.stderr)[-2000:]}")
+            output = (result.stdout + result.stderr).strip()
+            log.error("the %s command on %s failed; its output:\n%s", name, node, output)
+            last = output.splitlines()[-1] if output else "(no output)"
+            raise NodeControlError(f"the {name} command of {self.system.name!r} failed on {node} with exit status "
+                                   f"{result.exit_status} ({' '.join(command)}); its last output line: {last}")
 
     def _ready_check(self, node: str) -> tuple[bool, str]:
         """The description's `ready` command for `node`: (exit 0, its last output line)."""

@@ -250,3 +250,20 @@ def test_checking_inside_a_run_folder_leaves_the_runs_results_alone(tmp_path, ca
     assert check_command.main([".", "--out", "."]) == 254
     assert "is a run's folder" in capsys.readouterr().err
     assert (run / "results.json").read_text() == before
+
+
+def test_a_stored_run_of_a_volatile_system_is_rechecked_as_the_run_judged_it(tmp_path, capsys):
+    rows = [{"process": 0, "type": "invoke", "f": "send", "value": [["send", 1, 10]]},
+            {"process": 0, "type": "ok", "f": "send", "value": [["send", 1, [0, 10]]]},
+            {"process": "nemesis", "type": "info", "f": "kill", "value": {"killed": ["n1"]}},
+            {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+            {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {}]]}]
+    options = {"delivery": "at-least-once", "system": "mem.toml",
+               "system_description": {"start": "mem-broker", "storage": {"volatile": True}}}
+    run = _stored_run(tmp_path, options, rows)
+    assert check_command.main([str(run), "--out", str(tmp_path / "out")]) == 2
+    result = json.loads((tmp_path / "out" / "results.json").read_text())["files"][str(run / "history.jsonl")]
+    assert result["reason"] == "volatile-storage-losses" and "declares volatile storage" in result["message"]
+    options["system_description"]["storage"]["volatile"] = False
+    (run / "test.json").write_text(json.dumps({"options": options}))
+    assert check_command.main([str(run), "--out", str(tmp_path / "out2")]) == 1

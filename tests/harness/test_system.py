@@ -265,3 +265,21 @@ def test_a_cut_link_holds_every_listener_of_the_node():
             assert s.recv(1) == b"y" and not proxy.is_cut(CLIENT, "n1")
     for server in servers:
         server.close()
+
+
+def test_partitions_between_nodes_are_refused_when_the_broker_is_never_given_its_source_address(tmp_path):
+    system = _load(tmp_path, 'start = "ob --listen {host}:{port}"\n')
+    with pytest.raises(SystemDescriptionError, match=re.escape("partitions between nodes cannot land: the local fault "
+                                                               "proxy tells a node's connections")):
+        refuse_faults_that_cannot_land(system, ("partition", "kill"), "local", nodes=3)
+    refuse_faults_that_cannot_land(system, ("partition",), "local", nodes=1)  # one node: no links between nodes
+    refuse_faults_that_cannot_land(system, ("kill", "pause"), "local", nodes=3)
+    given = _load(tmp_path, 'start = "ob --listen {host}:{port}"\n[files]\n"ob.conf" = "bind={ bind_host }"\n')
+    refuse_faults_that_cannot_land(given, ("partition",), "local", nodes=3)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "docs" / "systems").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_description_loads(path):
+    system = load_system(str(path))
+    assert system.name and system.start
