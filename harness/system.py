@@ -535,6 +535,9 @@ def _check_templates(system: System, path: str) -> None:
 
 def check_cluster_shape(system: System, nodes: int) -> None:
     """Refuse (SystemDescriptionError) a cluster size the description cannot carry out."""
+    if system.max_nodes is not None and nodes > system.max_nodes:
+        raise SystemDescriptionError(f"system {system.name!r} supports at most {system.max_nodes} node(s); asked for "
+                                     f"{nodes}")
     if system.controllers is not None:
         beyond = [i for i in system.controllers if i > nodes]
         if beyond:

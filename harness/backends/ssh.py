@@ -80,7 +80,7 @@ from harness import netshell
 from nodecontrol.control import ExecResult, Grudge, NodeControl, NodeControlError
 from nodecontrol.probe import pid_alive
 from harness.nodes_file import NodesFile, SshNode
-from harness.system import NodeSpec, System
+from harness.system import NodeSpec, System, render
 
 log = logging.getLogger("harness.ssh")
 
@@ -544,7 +544,7 @@ class SshCluster(NodeControl):
         """The broker's argv, under nodecontrol.launch when disk or clock faults are enabled."""
         subs = self._spec(node).substitutions()
         subs["python"] = self._python()
-        command = [part.format(**subs) for part in self.system.start]
+        command = [render(part, subs) for part in self.system.start]
         if not self.fault_kinds:
             return command
         d = self.node_dir(node)

@@ -145,6 +145,9 @@ def test_a_bad_description_exits_254_before_anything_starts(tmp_path, capsys):
     path.write_text('start = "ob"\ncontrollers = [1, 4]\n')
     assert run_command.main(["--system", str(path), "--nodes", "3", "--store", str(store), "--quiet"]) == 254
     assert "controllers names node(s) [4], beyond the 3 node(s) of this run" in capsys.readouterr().err
+    path.write_text('start = "ob"\nnode_ids = [5, 6]\n')
+    assert run_command.main(["--system", str(path), "--nodes", "3", "--nemesis", "partition", "--store", str(store)]) == 254
+    assert "supports at most 2 node(s); asked for 3" in capsys.readouterr().err  # before any fault is judged
     assert not store.exists()
 
 
