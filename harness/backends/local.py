@@ -55,7 +55,7 @@ from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeCon
 from nodecontrol.probe import clock_offset_of_pid_file, group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
-from harness.system import NodeSpec, System, new_cluster_id
+from harness.system import NodeSpec, System, new_cluster_id, render
 
 log = logging.getLogger("harness.local")
 
@@ -305,7 +305,7 @@ class LocalCluster(NodeControl):
                                    "description has no [storage] dir")
         if "," in raw:
             raise NodeControlError(f"disk faults support one log directory; log.dirs is {raw!r}")
-        return os.path.abspath(os.path.join(spec.data_dir, raw.format(**spec.substitutions())))
+        return os.path.abspath(os.path.join(spec.data_dir, render(raw, spec.substitutions())))
 
     def _faultfs_socket(self, node: str) -> Path:
         return Path(self._specs[node].data_dir) / "faultfs.sock"
