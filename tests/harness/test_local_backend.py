@@ -149,3 +149,54 @@ def test_system_descriptions_are_validated(tmp_path):
         load_system(str(bad))
     with pytest.raises(SystemDescriptionError, match="no such file"):
         load_system(str(tmp_path / "missing.toml"))
+
+
+_TWO_PORT_NODE = '''
+import os, socket, sys, threading, time
+if not os.path.exists("formatted"):
+    sys.exit("not formatted: the setup command did not run first")
+conf = dict(line.split("=", 1) for line in open("node.conf").read().split())
+def serve(port):
+    server = socket.create_server(("{host}", port))
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(100), b"")], daemon=True).start()
+threading.Thread(target=serve, args=(int(conf["extra"]),), daemon=True).start()
+threading.Thread(target=lambda: (time.sleep(0.3), open("ready", "w").close()), daemon=True).start()
+serve(int(conf["port"]))
+'''
+
+
+def test_a_described_cluster_gets_its_ids_ports_files_and_hooks(tmp_path):
+    torn_down = tmp_path / "torn-down.log"
+    description = tmp_path / "two-ports.toml"
+    description.write_text(f'''
+start = "{{python}} node.py"
+node_id = "{{index + 10}}"
+ports = ["extra"]
+peer = "{{node_id}}@{{host}}:{{advertised_port_extra}}"
+controllers = [1]
+setup = "touch formatted"
+teardown = ["sh", "-c", "echo {{node_id}} >> {torn_down}"]
+ready = ["{{python}}", "-c", "import os, sys; sys.exit(0 if os.path.exists('{{data_dir}}/ready') else 1)"]
+ready_timeout_s = 20
+[files]
+"node.py" = """{_TWO_PORT_NODE.replace("{", "{{").replace("}", "}}").replace("{{host}}", "{host}")}"""
+"node.conf" = "id={{node_id}}\\nport={{port}}\\nextra={{port_extra}}\\nvoters={{controller_peers}}\\nall={{peers}}\\n"
+''')
+    cluster = LocalCluster(load_system(str(description)), 2)
+    cluster.setup()
+    try:
+        assert cluster.broker_ids() == {"n1": 11, "n2": 12}
+        for node in cluster.nodes:
+            data_dir = Path(cluster._specs[node].data_dir)
+            assert (data_dir / "ready").exists()  # the ready command waited for it
+            for key in (node, f"{node}/extra"):  # both listeners answer through their own proxy port
+                assert _roundtrip(f"127.0.0.1:{cluster.proxy.ports[key]}") == b"hi"
+        conf = (Path(cluster._specs["n2"].data_dir) / "node.conf").read_text()
+        proxy = cluster.proxy.ports
+        assert conf.startswith("id=12\n") and f"voters=11@127.0.0.1:{proxy['n1/extra']}\n" in conf
+        assert f"all=11@127.0.0.1:{proxy['n1/extra']},12@127.0.0.1:{proxy['n2/extra']}\n" in conf
+    finally:
+        cluster.teardown()
+    assert sorted(torn_down.read_text().split()) == ["11", "12"]
