@@ -100,7 +100,8 @@ def build_parser() -> ArgumentParser:
                    help="--backend ssh: accept hosts whose key is not in known_hosts, save their keys and log the "
                         "fingerprints (default: refuse them)")
     p.add_argument("--store", default=d.store, help="store directory (default %(default)s)")
-    p.add_argument("--system", default=None, metavar="FILE.toml", help="describe another Kafka-compatible broker to test (default: ours)")
+    p.add_argument("--system", default=None, metavar="FILE.toml", help="test another Kafka-compatible broker described by this TOML file: its start command, ids, "
+                        "ports, quorum, files and hooks (README: Testing another broker; default: ours)")
     p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="broker property passed to every node (repeatable; our broker only)")
     p.add_argument("--test-count", type=positive_int, default=1, help="run the test this many times (seeds seed, seed+1, ...)")

@@ -12,7 +12,16 @@ outgoing connections leave from its own loopback address (127.0.0.(10+i) on
 Linux, given to the system as `{bind_host}`), so the proxy can tell a peer from a
 client and cut exactly the links a grudge names. A broker that ignores
 `{bind_host}` still gets client partitions, kill and pause, but its inter-node
-traffic looks like client traffic to the proxy.
+traffic looks like client traffic to the proxy (so `logquake test` refuses
+partitions for a description that never passes it on). A described broker's
+further ports (`ports = [...]`) each get a real port and a proxy port of their
+own (proxy upstream `n1/NAME`); a link fault holds every port of the node.
+
+A described broker's lifecycle: its `[files]` are written and its `setup`
+command run in each node's directory before the first start (files again
+before every start); a node is ready when its port accepts connections and its
+`ready` command exits 0; `teardown` runs for each node when the cluster is
+removed, after its processes are gone.
 
 Process control: each node runs in its own session (process group), so kill and
 pause reach every process it started.
