@@ -17,10 +17,12 @@ One departure from Kafka: a transactional batch that matches a remembered
 batch of a transaction already ended by a marker is not a retry (a client
 ends a transaction only after every produce of it was answered) but a reuse
 of its sequence numbers, and gets OUT_OF_ORDER_SEQUENCE_NUMBER instead of the
-old offsets. librdkafka does reuse them: a batch answered
-NOT_ENOUGH_REPLICAS_AFTER_APPEND, then NOT_LEADER_OR_FOLLOWER on its retry,
-counts as not written, and after abort_transaction the next transaction sends
-new records under the same epoch and sequence. Kafka answers those as
+old offsets. librdkafka was seen to reuse them: a batch answered
+NOT_ENOUGH_REPLICAS_AFTER_APPEND while its leader lost its ISR, its transaction
+aborted, and the next transaction sent a new record under the same epoch and
+sequence (our reading: librdkafka counts the batch as not written once a retry
+is answered NOT_LEADER_OR_FOLLOWER, which it classes as not persisted, and
+rewinds the sequence after the abort without bumping the epoch). Kafka answers those as
 duplicates with the aborted batch's offset, so a committed transaction loses
 them without an error (found by the pipeline workload; `logquake check` names
 it `txn-output-missing`). The error instead makes librdkafka abort and bump
