@@ -11,7 +11,8 @@ the results a run wrote; an `--out` that is a run's own folder is refused).
 
 A queue history is judged under a delivery mode: `--delivery` when given,
 else the one the run's `test.json` beside the history records (read with
-`checkers.queue.delivery.delivery_of`, the same function the run used), else
+`checkers.queue.delivery.delivery_of`, the same function the run used, with
+the producers' acks it recorded), else
 exactly-once, the strictest; the line before a file's verdict says which mode
 was used and where it came from, and how to change it when it was assumed.
 
@@ -308,6 +309,8 @@ def check_file(path: str, checker: str | None, format: str, options: dict[str, A
         stored = stored_delivery(path)
         if stored is not None:
             source = f"from {Path(path).parent / 'test.json'}"
+            # the producers' acks as the run used them (an --acks run is judged as the run judged it)
+            options = {**options, "acks": stored_acks(path)}
         else:
             source = ("assumed: no test.json beside the history, so the strictest mode; pass --delivery "
                       f"{'|'.join(DELIVERY_MODES)} to judge it under another")
@@ -368,11 +371,21 @@ def stored_delivery(history_path: str) -> str | None:
         return None
 
 
+def stored_acks(history_path: str) -> str | None:
+    """The producers' acks ("0", "1", "all") the run beside the history recorded, if any."""
+    test_json = Path(history_path).parent / "test.json"
+    try:
+        acks = json.loads(test_json.read_text(encoding="utf-8")).get("workload", {}).get("acks")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return acks if acks in ("0", "1", "all") else None
+
+
 def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:
     if checker == "queue":
         from checkers.queue import check as queue_check
 
-        return lambda h: queue_check(h, delivery=options["delivery"])
+        return lambda h: queue_check(h, delivery=options["delivery"], acks=options.get("acks"))
     if checker == "pipeline":
         module = _import(checker, "checkers.pipeline")
         return lambda h: module.check(h)

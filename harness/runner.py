@@ -381,10 +381,16 @@ class FaultRun:
         return IsolatedClient(self.workload, bootstrap, process, answer_timeout_s,
                               final_timeout_s=max(300.0, answer_timeout_s), log_path=log_path)
 
-    def _new_process(self) -> int:
+    def _new_process(self, replacing: int | None = None) -> int:
+        """A process number never used before in this run.
+
+        A worker's replacement for a crashed process is `replacing + concurrency`, Jepsen's convention
+        (`jepsen.generator`: a process's thread is the process mod the concurrency), so a workload can
+        tell which worker slot a process runs in: the pipeline's processors keep their transactional.id
+        across restarts by it. Others (the final reads) take the next number above every one used."""
         with self._process_lock:
-            p = self._next_process
-            self._next_process += 1
+            p = replacing + self.o.concurrency if replacing is not None else self._next_process
+            self._next_process = max(self._next_process, p + 1)
             return p
 
     def _worker(self, i: int) -> None:
@@ -413,7 +419,7 @@ class FaultRun:
                 if done.type == "info":
                     _close_quietly(client)
                     client = None
-                    process = self._new_process()
+                    process = self._new_process(replacing=process)
         finally:
             if client is not None:
                 _close_quietly(client)

@@ -15,6 +15,10 @@ what the faults should produce (or not).
 - Clock: which clock the clock faults moved (the wall clock only; see
   nodecontrol.launch).
 
+Processor faults (the pipeline workload's faults on its own processes, carried
+by client ops rather than nemesis ops): `processor_faults(run)` lists each with
+its time, process, what was done to the processor, and how its op ended.
+
 And the faults around a moment: `fault_context(windows, start_s, end_s)`
 finds the fault windows in effect at some time of [start_s, end_s] (a
 witness's ops, from the first invocation to the last completion) and those
@@ -35,7 +39,8 @@ from typing import Any, Mapping
 from reports.run_data import FaultWindow, RunData
 
 __all__ = ["LOOKBACK_S", "LOSS_ANOMALIES", "FaultContext", "explain_clock", "explain_disk_loss",
-           "explain_fault_context", "fault_context", "listed", "fault_notes", "fault_notes_data", "window_text"]
+           "explain_fault_context", "fault_context", "listed", "fault_notes", "fault_notes_data",
+           "processor_faults", "window_text"]
 
 LOOKBACK_S = 5.0
 _LISTED = 4  # faults named per group; the rest are counted
@@ -53,6 +58,45 @@ def _crashes(run: RunData) -> list[dict[str, Any]]:
         crashes.append({"at_s": round(pair.start_s, 1), "nodes": list(done["killed"]),
                         "unfsynced_bytes": sum(v for v in lost.values() if isinstance(v, int))})
     return crashes
+
+
+_CRASH_WORDS = {
+    "after-produce": "SIGKILL after its writes, before its offsets (killed mid-transaction)",
+    "after-offsets": "SIGKILL after its writes and offsets, before the commit",
+}
+
+
+def _processor_fault(op: Mapping[str, Any]) -> str | None:
+    """What a client op's invocation asked to do to its processor, in words; None for no processor fault."""
+    if op.get("f") == "leave":
+        return "leaves the group (membership churn)"
+    if op.get("f") != "process":
+        return None
+    if op.get("crash"):
+        return _CRASH_WORDS.get(str(op["crash"]), f"SIGKILL ({op['crash']})")
+    if op.get("pause_s"):
+        return (f"SIGSTOP for {op['pause_s']} s after its writes, before its offsets: past the group's session "
+                "timeout, so it resumes as a zombie")
+    if op.get("abort"):
+        return "aborts on purpose after adding its offsets, then leaves the group"
+    return None
+
+
+def processor_faults(run: RunData) -> list[dict[str, Any]]:
+    """One map per processor fault in the history: `at_s`, `process`, `fault` (words), `outcome`, `error`."""
+    rows = []
+    for pair in run.pairs:
+        words = _processor_fault(pair.invoke)
+        if words is None:
+            continue
+        done = pair.complete
+        outcome = pair.type if done is not None else "no completion (the process was killed)"
+        value = done.get("value") if done is not None else None
+        if isinstance(value, Mapping) and value.get("consumed") == {}:
+            words += " (it had no batch: idle, the fault hit no transaction)"
+        rows.append({"at_s": round(pair.start_s, 2), "process": pair.process, "fault": words, "outcome": outcome,
+                     "error": done.get("error") if done is not None else None})
+    return rows
 
 
 def fault_notes_data(run: RunData) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ from urllib.parse import quote
 from checkers.history import describe_op_counts
 from reports.anomalies import VALUE_CHARS, WITNESSES_SHOWN, compact, cut, marks, promises_html, witnesses
 from reports.fault_words import describe_nemesis
-from reports.faults import fault_notes
+from reports.faults import fault_notes, processor_faults
 from reports.offsets import OFFSET_CSS, offset_maps_html
 from reports.plots import (ANOMALY_COLOUR, FAULT_SHADE, KNOWN_FAULT_KINDS, OP_COLOURS, OTHER_FAULT, Mark,
                            fault_class, lane_kinds, latency_svg, throughput_svg, timeline_svg)
@@ -103,6 +103,7 @@ def render_run_html(run_dir: str | os.PathLike[str]) -> str:
         _section("offsets", "Offset maps per key", offset_maps_html(run)),
         _parameters(run),
         _nemesis(run),
+        _processor_faults(run),
         _files(run),
     ]
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -269,6 +270,27 @@ def _nemesis(run: RunData) -> str:
              '<table class="ops nemesis"><thead><tr><th>began (s)</th><th>done (s)</th><th>fault</th>'
              f'<th>what was done</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{note}')
     return _section("nemesis", "Nemesis", table)
+
+
+def _processor_faults(run: RunData) -> str:
+    """The pipeline's faults on its own processors (none for other workloads: no section)."""
+    rows = processor_faults(run)
+    if not rows:
+        return ""
+    counts = next((r["stats"]["processor_faults"] for _, r in run.checker_results()
+                   if isinstance(r.get("stats"), Mapping) and isinstance(r["stats"].get("processor_faults"), Mapping)),
+                  None)
+    summary = ("<p>Counted by the checker: " + _e(", ".join(f"{k} {v}" for k, v in counts.items())) + ".</p>"
+               if counts else "")
+    trs = "".join(f'<tr><td>{r["at_s"]:.2f}</td><td>{_e(r["process"])}</td><td>{_e(r["fault"])}</td>'
+                  f'<td>{_e(r["outcome"])}</td><td>{cut(compact(r["error"])) if r["error"] else ""}</td></tr>'
+                  for r in rows[:NEMESIS_ROWS_SHOWN])
+    more = len(rows) - NEMESIS_ROWS_SHOWN
+    note = f'<p class="more">{more} more processor fault(s): see history.jsonl.</p>' if more > 0 else ""
+    table = (summary + '<table class="ops processor-faults"><thead><tr><th>began (s)</th><th>process</th>'
+             f'<th>what was done to the processor</th><th>its op ended</th><th>error</th></tr></thead>'
+             f'<tbody>{trs}</tbody></table>{note}')
+    return _section("processor-faults", "Processor faults", table)
 
 
 def _files(run: RunData) -> str:

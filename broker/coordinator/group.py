@@ -43,6 +43,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import random
 import uuid
 from typing import Protocol
 
@@ -174,10 +175,11 @@ class Group:
 class GroupCoordinator:
     def __init__(self, clock, group_log: GroupLog, num_partitions: int, initial_rebalance_delay_ms: int = 3000,
                  min_session_timeout_ms: int = 6000, max_session_timeout_ms: int = 1_800_000,
-                 commit_before_replication: bool = False):
+                 commit_before_replication: bool = False, rng: random.Random | None = None):
         if num_partitions < 1:
             raise ValueError(f"offsets.topic.num.partitions={num_partitions} is invalid; expected >= 1")
         self.clock = clock
+        self.rng = rng if rng is not None else random.Random()  # member ids: the runtime's randomness, so seeded runs repeat
         self.group_log = group_log
         self.num_partitions = num_partitions
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
@@ -192,6 +194,10 @@ class GroupCoordinator:
         self._background: set[asyncio.Task] = set()
 
     # ---- placement and ownership ------------------------------------------------------
+
+    def _uuid(self) -> uuid.UUID:
+        """A random (version 4) UUID drawn from the coordinator's randomness, as Kafka's member ids end in one."""
+        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
     def partition_for(self, group_id: str) -> int:
         return abs(java_string_hash(group_id)) % self.num_partitions
@@ -327,13 +333,13 @@ class GroupCoordinator:
         if not member_id:
             if group_instance_id is not None:
                 old_id = group.static_members.get(group_instance_id)
-                new_id = f"{group_instance_id}-{uuid.uuid4()}"
+                new_id = f"{group_instance_id}-{self._uuid()}"
                 if old_id is not None and old_id in group.members:
                     replaced = self._replace_static_member(group, old_id, new_id, protocols, now_ms)
                     return replaced if isinstance(replaced, JoinResult) else await replaced
                 member_id = new_id
             else:
-                member_id = f"{client_id}-{uuid.uuid4()}"
+                member_id = f"{client_id}-{self._uuid()}"
                 if require_known_member_id:
                     group.pending_members.add(member_id)
                     return JoinResult(ErrorCode.member_id_required, member_id=member_id)

@@ -61,13 +61,6 @@ def _ms(value) -> int:
     return int(value.total_seconds() * 1000) if isinstance(value, datetime.timedelta) else int(value)
 
 
-def _property_int(config, name: str) -> int:
-    value = config.entries.get(name, (None, "default"))[0]
-    if value is None:
-        raise ValueError(f"broker property {name} has no value; expected an integer")
-    return int(value)
-
-
 def read_partition(partition_log):
     """Whole-batch chunks of a partition log from its start to its end."""
     offset = partition_log.log_start_offset
@@ -112,13 +105,14 @@ class GroupApis:
     def __init__(self, handlers):
         self.handlers = handlers
         config = handlers.config
-        self.num_partitions = _property_int(config, "offsets.topic.num.partitions")
-        self.replication_factor = _property_int(config, "offsets.topic.replication.factor")
+        self.num_partitions = config.value("offsets.topic.num.partitions")
+        self.replication_factor = config.value("offsets.topic.replication.factor")
         self.coordinator = GroupCoordinator(
             handlers.runtime.clock, HandlerGroupLog(handlers), self.num_partitions,
-            initial_rebalance_delay_ms=_property_int(config, "group.initial.rebalance.delay.ms"),
-            min_session_timeout_ms=_property_int(config, "group.min.session.timeout.ms"),
-            max_session_timeout_ms=_property_int(config, "group.max.session.timeout.ms"),
+            initial_rebalance_delay_ms=config.value("group.initial.rebalance.delay.ms"),
+            min_session_timeout_ms=config.value("group.min.session.timeout.ms"),
+            max_session_timeout_ms=config.value("group.max.session.timeout.ms"),
+            rng=handlers.runtime.random,
         )
         # set by broker.server.cluster: async (name, partitions, replication factor) -> None
         self.create_topic = None

@@ -65,7 +65,7 @@ class MarkerSender(Protocol):
 class TransactionCoordinator:
     def __init__(self, wall_ms, state_log: TxnStateLog, marker_sender: MarkerSender, allocate_producer_id,
                  partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100,
-                 end_txn_wait_ms: int = 5_000, partial_commit_markers: bool = False) -> None:
+                 end_txn_wait_ms: int = 5_000, partial_commit_markers: bool = False, sleep=asyncio.sleep) -> None:
         if partition_count <= 0:
             raise ValueError(f"transaction.state.log.num.partitions={partition_count!r}: must be a positive integer")
         self.wall_ms = wall_ms
@@ -77,6 +77,7 @@ class TransactionCoordinator:
         self.retry_backoff_ms = retry_backoff_ms
         self.end_txn_wait_ms = end_txn_wait_ms
         self.partial_commit_markers = partial_commit_markers  # a planted bug, see _send_markers
+        self.sleep = sleep  # the runtime clock's sleep (retry backoffs), so a simulated clock drives them
         self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
         self.marker_tasks: dict[str, asyncio.Task] = {}
 
@@ -208,7 +209,7 @@ class TransactionCoordinator:
             # that answered counts as done, errors too, so a marker refused by a moving leader is never sent again.
             remaining -= {tp for tp, error in results.items() if error == ErrorCode.none or self.partial_commit_markers}
             if remaining:
-                await asyncio.sleep(self.retry_backoff_ms / 1000)
+                await self.sleep(self.retry_backoff_ms / 1000)
         while True:
             owned = self.owned.get(partition)
             if owned is None:
@@ -223,7 +224,7 @@ class TransactionCoordinator:
                 # Back to the Prepare state (memory never runs ahead of the log), and try again.
                 log.warning("completion of %r not logged: %s", job.transactional_id, exc)
                 machine.transactions[job.transactional_id] = saved
-                await asyncio.sleep(self.retry_backoff_ms / 1000)
+                await self.sleep(self.retry_backoff_ms / 1000)
 
     async def close(self) -> None:
         tasks = [task for task in self.marker_tasks.values() if not task.done()]

@@ -87,13 +87,6 @@ def _ms(value) -> int:
     return int(value.total_seconds() * 1000) if isinstance(value, datetime.timedelta) else int(value)
 
 
-def _property_int(config, name: str) -> int:
-    value = config.entries.get(name, (None, "default"))[0]
-    if value is None:
-        raise ValueError(f"broker property {name} has no value; expected an integer")
-    return int(value)
-
-
 def _not_replicated_error(verdict) -> ErrorCode:
     # Kafka's mapping for coordinator log appends: the client looks the coordinator up again and retries
     return ErrorCode.not_coordinator if verdict == replication.NOT_LEADER else ErrorCode.coordinator_not_available
@@ -217,13 +210,14 @@ class TxnApis:
     def __init__(self, handlers):
         self.handlers = handlers
         config = handlers.config
-        self.num_partitions = _property_int(config, "transaction.state.log.num.partitions")
-        self.replication_factor = _property_int(config, "transaction.state.log.replication.factor")
-        self.cleanup_interval_ms = _property_int(config, "transaction.abort.timed.out.transaction.cleanup.interval.ms")
+        self.num_partitions = config.value("transaction.state.log.num.partitions")
+        self.replication_factor = config.value("transaction.state.log.replication.factor")
+        self.cleanup_interval_ms = config.value("transaction.abort.timed.out.transaction.cleanup.interval.ms")
         self.marker_sender = PoolMarkerSender(self)
         self.coordinator = TransactionCoordinator(
             handlers.runtime.clock.wall_ms, HandlerTxnStateLog(handlers), self.marker_sender, self._take_producer_id,
-            self.num_partitions, max_timeout_ms=_property_int(config, "transaction.max.timeout.ms"))
+            self.num_partitions, max_timeout_ms=config.value("transaction.max.timeout.ms"),
+            sleep=handlers.runtime.clock.sleep)
         self._producer_ids: list[int] = []  # allocated ahead: the state machine allocates synchronously
         # set by broker.server.cluster: async (name, partitions, replication factor) -> None
         self.create_topic = None

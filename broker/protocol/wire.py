@@ -141,6 +141,3 @@ def frame(chunks: list) -> list:
         total += len(chunk)
     return [_INT32.pack(total), *chunks]
 
-
-def frame_size(prefix: bytes) -> int:
-    return _INT32.unpack(prefix)[0]

@@ -106,12 +106,6 @@ class LeaderEpochCache:
     def latest_epoch(self) -> int:
         return self._entries[-1].epoch if self._entries else UNDEFINED_EPOCH
 
-    def start_offset_of(self, epoch: int) -> int | None:
-        for entry in self._entries:
-            if entry.epoch == epoch:
-                return entry.start_offset
-        return None
-
     def end_offset_for(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
         """(epoch, end offset) answering OffsetForLeaderEpoch for `requested_epoch` (KIP-279).
 

@@ -329,12 +329,6 @@ class ReplicaManager:
 
     # ------------------------------------------------------------------ leader side
 
-    def leader_replica(self, topic: str, partition: int) -> Replica | None:
-        replica = self.replicas.get((topic, partition))
-        if replica is None or replica.role != LEADER:
-            return None
-        return replica
-
     def hosted(self, topic: str, partition: int) -> Replica | None:
         return self.replicas.get((topic, partition))
 

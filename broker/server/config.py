@@ -289,6 +289,14 @@ class BrokerConfig:
     def effective(self) -> dict[str, tuple[str | None, str]]:
         return dict(self.entries)
 
+    def value(self, name: str):
+        """A property's typed value, parsed by the table entry that validated it at load (None when unset)."""
+        if name not in PROPERTIES:
+            raise ValueError(f"{name!r} is not a broker property")
+        parser, default, _ = PROPERTIES[name]
+        raw = self.entries.get(name, (default, "default"))[0]
+        return None if raw is None else parser(name, raw)
+
 
 def debug_switch(config: BrokerConfig, name: str) -> bool:
     """The value of a boolean `logquake.debug.*` property (validated at load, so only true/false remain)."""

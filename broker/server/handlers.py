@@ -672,6 +672,12 @@ class RequestHandlers:
                 )
                 waiting = (replica, cached.last_offset + 1) if replica is not None and acks == -1 else None
                 return ErrorCode.none, None, cached.base_offset, partition_log.log_start_offset, waiting
+            if verdict == OUT_OF_ORDER and cached is not None:
+                message = (f"producer {batch.producer_id} epoch {batch.producer_epoch} reuses sequences "
+                           f"{batch.base_sequence}..{batch.last_sequence} of its batch at offset {cached.base_offset}, "
+                           "whose transaction has ended; a producer must bump its epoch before reusing sequences")
+                log.info("produce to %s-%d refused: %s", topic, partition, message)
+                return ErrorCode.out_of_order_sequence_number, message, -1, -1, None
             if verdict == OUT_OF_ORDER:
                 return ErrorCode.out_of_order_sequence_number, (
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} sent sequence {batch.base_sequence}, "

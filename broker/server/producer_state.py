@@ -13,6 +13,21 @@ requests an idempotent client may have). Checking a new batch:
   OUT_OF_ORDER_SEQUENCE_NUMBER;
 - an unknown producer must start at sequence 0.
 
+One departure from Kafka: a transactional batch that matches a remembered
+batch of a transaction already ended by a marker is not a retry (a client
+ends a transaction only after every produce of it was answered) but a reuse
+of its sequence numbers, and gets OUT_OF_ORDER_SEQUENCE_NUMBER instead of the
+old offsets. librdkafka was seen to reuse them: a batch answered
+NOT_ENOUGH_REPLICAS_AFTER_APPEND while its leader lost its ISR, its transaction
+aborted, and the next transaction sent a new record under the same epoch and
+sequence (our reading: librdkafka counts the batch as not written once a retry
+is answered NOT_LEADER_OR_FOLLOWER, which it classes as not persisted, and
+rewinds the sequence after the abort without bumping the epoch). Kafka answers those as
+duplicates with the aborted batch's offset, so a committed transaction loses
+them without an error (found by the pipeline workload; `logquake check` names
+it `txn-output-missing`). The error instead makes librdkafka abort and bump
+its epoch (KIP-360), and the records are written again.
+
 The state is rebuilt at start by replaying the batch headers of the log
 (`rebuild`), so it survives restarts exactly as far as the log does. A
 snapshot (`write_snapshot`, `<offset>.snapshot` in the partition directory,
@@ -97,11 +112,19 @@ class ProducerStateTable:
         last = header.last_sequence
         for cached in entry.batches:
             if cached.first_sequence == first and cached.last_sequence == last:
+                if header.is_transactional and not self._in_open_transaction(header.producer_id, cached):
+                    # Sequences reused after the batch's transaction ended: not a retry (see the module docstring).
+                    return OUT_OF_ORDER, cached
                 return DUPLICATE, cached
         if not entry.batches:
             return (OK, None) if first == 0 else (OUT_OF_ORDER, None)
         expected = (entry.batches[-1].last_sequence + 1) & 0x7FFFFFFF
         return (OK, None) if first == expected else (OUT_OF_ORDER, None)
+
+    def _in_open_transaction(self, producer_id: int, cached: BatchMetadata) -> bool:
+        """Whether `cached` lies in the producer's open transaction (a marker has not ended it)."""
+        first_offset = self.ongoing.get(producer_id)
+        return first_offset is not None and cached.base_offset >= first_offset
 
     def record(self, header: BatchHeader, base_offset: int) -> None:
         """Remember an appended batch (`base_offset` is the offset the log assigned)."""

@@ -380,3 +380,14 @@ def test_debug_commit_before_replication_answers_and_serves_a_commit_the_log_ref
 
     assert asyncio.run(scenario(False)) == (ErrorCode.not_enough_replicas, -1)
     assert asyncio.run(scenario(True)) == (ErrorCode.none, 5)
+
+
+def test_member_ids_come_from_the_coordinators_randomness():
+    # a seeded runtime gives the same member ids in the same order (the simulation of issue 21 needs it)
+    import random
+
+    ids = []
+    for _ in range(2):
+        coordinator = GroupCoordinator(FakeClock(), MemoryLog(), 50, initial_rebalance_delay_ms=0, rng=random.Random(7))
+        ids.append([coordinator._uuid() for _ in range(3)])
+    assert ids[0] == ids[1] and len(set(ids[0])) == 3 and all(u.version == 4 for u in ids[0])

@@ -7,7 +7,7 @@ import pytest
 from broker.coordinator.txn_markers import build_marker_batch, marker_commit, marker_info
 from broker.io import RealDisk
 from broker.protocol.records import build_batch, parse_header
-from broker.server.producer_state import DUPLICATE, OK, AbortedTxn, ProducerStateTable
+from broker.server.producer_state import DUPLICATE, OK, OUT_OF_ORDER, AbortedTxn, ProducerStateTable
 
 
 def header(base_offset: int, producer_id: int, epoch: int, sequence: int, count: int = 1, transactional=True):
@@ -57,6 +57,19 @@ def test_marker_with_bumped_epoch_resets_sequences():
     table.apply_marker(1, 1, 1, commit=False)
     assert table.check(header(2, 1, 0, 1)) [0] == "invalid_producer_epoch"
     assert table.check(header(2, 1, 1, 0))[0] == OK
+
+
+def test_a_batch_reusing_the_sequences_of_an_ended_transaction_is_out_of_order_not_a_duplicate():
+    table = ProducerStateTable()
+    table.record(header(0, 1, 0, 0), 0)
+    assert table.check(header(9, 1, 0, 0))[0] == DUPLICATE  # a retry within the open transaction
+    table.apply_marker(1, 0, 1, commit=False)
+    verdict, cached = table.check(header(2, 1, 0, 0))  # the same epoch and sequence in the next transaction
+    assert (verdict, cached.base_offset) == (OUT_OF_ORDER, 0)
+    assert table.check(header(2, 1, 0, 1))[0] == OK
+    # idempotent producers without transactions keep Kafka's answer
+    table.record(header(3, 2, 0, 0, transactional=False), 3)
+    assert table.check(header(4, 2, 0, 0, transactional=False))[0] == DUPLICATE
 
 
 def test_rebuild_replays_markers_from_log_bytes():

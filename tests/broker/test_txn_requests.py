@@ -179,6 +179,28 @@ def test_abort_then_commit_read_committed_and_uncommitted(broker_factory):
         assert _end(client, "tx", producer_id, epoch, False) == 48
 
 
+def test_a_new_transaction_reusing_the_sequences_of_an_aborted_one_is_refused_not_swallowed(broker_factory):
+    # librdkafka reuses the sequence of a batch it took for unwritten after an abort, without bumping
+    # its epoch; answering it as a duplicate would drop the new records from a committed transaction.
+    broker = broker_factory(TXN_OVERRIDES)
+    with RawClient(broker.port) as client:
+        client.call(k.create_topic("t", 1))
+        producer_id, epoch = _begin(client, "tx")
+        assert _produce(client, "t", _txn_batch(producer_id, epoch, 0, [b"aborted"]), "tx").error_code == 0
+        # a retry within the transaction is a duplicate: its original offset, nothing appended
+        retry = _produce(client, "t", _txn_batch(producer_id, epoch, 0, [b"aborted"]), "tx")
+        assert (retry.error_code, retry.base_offset) == (0, 0)
+        assert _end(client, "tx", producer_id, epoch, False) == 0
+        _wait_for(lambda: _fetch(client, "t", isolation_level=1).last_stable_offset == 2, "abort marker written")
+        assert _add_partitions(client, "tx", producer_id, epoch, "t") == {("t", 0): 0}
+        reused = _produce(client, "t", _txn_batch(producer_id, epoch, 0, [b"new"]), "tx")
+        assert reused.error_code == 45, reused  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        assert _produce(client, "t", _txn_batch(producer_id, epoch, 1, [b"new"]), "tx").error_code == 0
+        assert _end(client, "tx", producer_id, epoch, True) == 0
+        _wait_for(lambda: _fetch(client, "t", isolation_level=1).last_stable_offset == 4, "commit marker written")
+        assert _values(_fetch(client, "t", isolation_level=1).records) == [b"aborted", b"new"]
+
+
 def test_end_txn_for_unknown_transactional_id_changes_nothing(broker_factory):
     broker = broker_factory(TXN_OVERRIDES)
     with RawClient(broker.port) as client:

@@ -252,6 +252,23 @@ def test_checking_inside_a_run_folder_leaves_the_runs_results_alone(tmp_path, ca
     assert (run / "results.json").read_text() == before
 
 
+def test_a_stored_run_is_checked_with_the_acks_it_ran_with(tmp_path, capsys):
+    # at-most-once allows a message that is never read, but under acks=all an acknowledged offset at or above
+    # the watermark the final reads were given is a watermark regression; the run said acks=all
+    ops = [
+        {"process": 0, "type": "invoke", "f": "send", "value": [["send", 0, 7]]},
+        {"process": 0, "type": "ok", "f": "send", "value": [["send", 0, [5, 7]]]},
+        {"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+        {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"0": []}]], "listed-high-watermarks": {"0": 3}},
+    ]
+    run = _stored_run(tmp_path, {"delivery": "at-most-once"}, ops)
+    assert check_command.main([str(run), "--out", str(tmp_path / "out")]) == 0  # acks=1, at-most-once's default
+    test = json.loads((run / "test.json").read_text())
+    (run / "test.json").write_text(json.dumps({**test, "workload": {"acks": "all"}}))
+    assert check_command.main([str(run), "--out", str(tmp_path / "out2")]) == 1
+    assert "watermark-regression" in capsys.readouterr().out
+
+
 def test_a_stored_run_of_a_volatile_system_is_rechecked_as_the_run_judged_it(tmp_path, capsys):
     rows = [{"process": 0, "type": "invoke", "f": "send", "value": [["send", 1, 10]]},
             {"process": 0, "type": "ok", "f": "send", "value": [["send", 1, [0, 10]]]},

@@ -61,3 +61,14 @@ def test_recovery_that_never_serves_a_partition_names_it():
     with pytest.raises(RuntimeError, match=r"did not recover within 0.6 s after healing: partitions whose leader "
                                            r"does not answer ListOffsets yet: 1 \(.*NOT_LEADER_FOR_PARTITION"):
         wait_for_cluster(FakeControl(), "queue", 3, timeout_s=0.6, admin=admin)
+
+
+def test_a_replacement_process_is_the_crashed_one_plus_the_concurrency_as_in_jepsen():
+    from harness.runner import FaultRun
+    from harness.spec import RunSpec
+
+    run = FaultRun(RunSpec(concurrency=3), control=None, workload=None, nemesis=None, targets_factory=None)
+    assert [run._new_process(replacing=p) for p in (1, 4, 0)] == [4, 7, 3]  # worker slot = process mod 3
+    assert run._new_process() == 8  # the final reads: above every number used, never one used before
+    assert run._new_process(replacing=2) == 5
+    assert run._new_process() == 9

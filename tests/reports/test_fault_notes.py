@@ -2,7 +2,7 @@
 
 import json
 
-from reports.faults import explain_disk_loss, fault_notes, fault_notes_data
+from reports.faults import explain_disk_loss, fault_notes, fault_notes_data, processor_faults
 from reports.page import render_run_html
 from reports.plots import fault_class
 from reports.run_data import load_run
@@ -92,3 +92,37 @@ def test_no_loss_note_without_a_loss_and_the_clock_note_names_the_wall_clock(tmp
     assert fault_notes(run) == ["Clock faults moved each target's wall clock only (CLOCK_REALTIME: record "
                                 "timestamps, time indexes, time-based retention); the monotonic clock, which "
                                 "timeouts should use, was left true."]
+
+
+def _client(i, time_ms, process, type_, f, value, **extra):
+    return {"index": i, "time": time_ms * MS, "process": process, "type": type_, "f": f, "value": value, **extra}
+
+
+def test_processor_faults_get_their_own_section_with_the_checkers_counts(tmp_path):
+    batch = {"consumed": {"0": [[0, 1]]}, "produced": [[1, 1]], "offsets": {"0": 1}}
+    ops = [
+        _client(0, 100, 1, "invoke", "process", None, crash="after-produce"),
+        _client(1, 200, 1, "info", "process", batch, error=["crashed", "the op killed its client's process"]),
+        _client(2, 300, 2, "invoke", "process", None, pause_s=16.0),
+        _client(3, 16500, 2, "fail", "process", batch, error=["transaction", "PRODUCER_FENCED"]),
+        _client(4, 400, 3, "invoke", "process", None, abort=True),
+        _client(5, 500, 3, "ok", "process", {"consumed": {}, "produced": [], "offsets": {}}),
+        _client(6, 600, 3, "invoke", "leave", None),
+        _client(7, 700, 3, "ok", "leave", None),
+        _client(8, 800, 3, "invoke", "process", None),
+        _client(9, 900, 3, "ok", "process", batch),
+    ]
+    counts = {"kills": 1, "pauses": 1, "zombies fenced": 1, "aborts on purpose": 1, "leaves": 1}
+    results = {"valid": True, "workload": {"valid": True, "anomalies": {}, "stats": {"processor_faults": counts}}}
+    run_dir = write_run(tmp_path, "pipeline", ops, results, delivery="exactly-once")
+    rows = processor_faults(load_run(run_dir))
+    assert [(r["at_s"], r["process"], r["outcome"]) for r in rows] == [
+        (0.1, 1, "info"), (0.3, 2, "fail"), (0.4, 3, "ok"), (0.6, 3, "ok")]
+    assert rows[0]["fault"] == "SIGKILL after its writes, before its offsets (killed mid-transaction)"
+    assert rows[2]["fault"].endswith("(it had no batch: idle, the fault hit no transaction)")
+    assert rows[3]["fault"] == "leaves the group (membership churn)"
+    page = render_run_html(run_dir)
+    assert '<section id="processor-faults">' in page
+    assert "Counted by the checker: kills 1, pauses 1, zombies fenced 1, aborts on purpose 1, leaves 1." in page
+    # other workloads have no processor faults and no such section
+    assert 'id="processor-faults"' not in render_run_html(_run(tmp_path / "disk", INCONSISTENT))
