@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 from harness.cli_args import ArgumentParser, key_value
+from harness.quorum import read_exactly
 
 __all__ = ["main", "cluster_properties", "read_status"]
 
@@ -281,20 +282,10 @@ def _leader_epochs(host: str, port: int, timeout_s: float) -> dict[tuple[str, in
     message = header + body.getvalue()
     with socket.create_connection((host, port), timeout=timeout_s) as connection:
         connection.sendall(struct.pack(">i", len(message)) + message)
-        size = struct.unpack(">i", _read_exactly(connection, 4))[0]
-        response = _read_exactly(connection, size)
+        size = struct.unpack(">i", read_exactly(connection, 4))[0]
+        response = read_exactly(connection, size)
     entity, _ = entity_reader(load_response_schema(_METADATA, _METADATA_VERSION))(response, 4)
     return {(t.name, p.partition_index): p.leader_epoch for t in entity.topics for p in t.partitions}
-
-
-def _read_exactly(connection: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = connection.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError(f"connection closed after {len(chunks)} of {size} bytes")
-        chunks += chunk
-    return bytes(chunks)
 
 
 def read_status(bootstrap: str, timeout_s: float = 10.0) -> dict:

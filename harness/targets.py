@@ -1,6 +1,8 @@
 """Find role targets (partition leaders, the active controller) through the Kafka protocol.
 
-Leaders come from a Metadata request, the active controller from DescribeCluster
+Leaders come from a Metadata request; the active controller from DescribeQuorum
+where the brokers serve it (`harness.quorum`: KRaft Kafka's Metadata and
+DescribeCluster name a random broker as the controller), else from DescribeCluster
 (KIP-700; Metadata's controller id where the broker does not serve it). Broker ids
 map to node names through the ids the backend gave each node (`node_ids`: node ->
 broker id; the system description's `node_id`/`node_ids`, by default the node
@@ -34,6 +36,7 @@ class MetadataTargets:
         ids = node_ids or {node: i for i, node in enumerate(nodes, 1)}
         self.node_of_id = {broker_id: node for node, broker_id in ids.items()}
         self._admin = None
+        self._quorum_served: bool | None = None  # whether the brokers serve DescribeQuorum (None: not asked yet)
 
     def _client(self):
         from confluent_kafka.admin import AdminClient
@@ -68,8 +71,33 @@ class MetadataTargets:
         partition = md.topics[self.topic].partitions.get(number)
         return self._node(partition.leader, f"leader of {self.topic}/{number}") if partition else None
 
+    def _quorum_leader(self) -> int | None:
+        """The KRaft quorum's leader from DescribeQuorum, asked of each bootstrap address in turn; None when the
+        brokers do not serve it (remembered) or none answers now. QuorumError when it is served and answers an error."""
+        from harness.quorum import quorum_leader
+
+        if self._quorum_served is False:
+            return None
+        for address in self.bootstrap.split(","):
+            host, _, port = address.rpartition(":")
+            try:
+                leader = quorum_leader(host, int(port), self.timeout_s)
+            except OSError as e:  # this node is down or cut off: ask the next
+                log.info("DescribeQuorum to %s failed: %s", address, e)
+                continue
+            self._quorum_served = leader is not None
+            return leader
+        return None
+
     def controller(self) -> str | None:
-        """The active controller, from DescribeCluster (Metadata's controller id if that is not served)."""
+        """The active controller: the KRaft quorum's leader from DescribeQuorum where the brokers serve it (in KRaft,
+        Kafka's Metadata and DescribeCluster name a random broker as the controller, KIP-919), else DescribeCluster's
+        controller (Metadata's where DescribeCluster is not served)."""
+        leader = self._quorum_leader()
+        if leader is not None:
+            return self._node(leader, "active controller (DescribeQuorum's leader)")
+        if self._quorum_served:
+            return None  # served, but no node answered now
         controller_id = None
         try:
             description = self._client().describe_cluster(request_timeout=self.timeout_s).result(self.timeout_s + 1)
