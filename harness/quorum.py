@@ -1,7 +1,7 @@
 """The active controller of a KRaft cluster, from DescribeQuorum (KIP-595, KIP-836), spoken on the wire.
 
 Why: in KRaft mode Kafka answers Metadata and DescribeCluster with a random live
-broker as the "controller" (clients cannot reach the controllers; KIP-919), so a
+broker as the "controller" (KafkaApis in KRaft mode: clients cannot reach the controllers), so a
 `controller` fault aimed by those answers would hit a random node and say nothing.
 DescribeQuorum (API key 55) names the leader of the `__cluster_metadata` partition,
 the active controller; brokers forward it to the controllers (KIP-836). Neither

@@ -91,7 +91,7 @@ class MetadataTargets:
 
     def controller(self) -> str | None:
         """The active controller: the KRaft quorum's leader from DescribeQuorum where the brokers serve it (in KRaft,
-        Kafka's Metadata and DescribeCluster name a random broker as the controller, KIP-919), else DescribeCluster's
+        Kafka's brokers answer Metadata and DescribeCluster with a random live broker as the controller), else DescribeCluster's
         controller (Metadata's where DescribeCluster is not served)."""
         leader = self._quorum_leader()
         if leader is not None:
