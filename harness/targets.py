@@ -90,9 +90,9 @@ class MetadataTargets:
         return None
 
     def controller(self) -> str | None:
-        """The active controller: the KRaft quorum's leader from DescribeQuorum where the brokers serve it (in KRaft,
-        Kafka's brokers answer Metadata and DescribeCluster with a random live broker as the controller), else DescribeCluster's
-        controller (Metadata's where DescribeCluster is not served)."""
+        """The active controller: the KRaft quorum's leader from DescribeQuorum where the brokers serve it (in
+        KRaft mode Kafka's brokers answer Metadata and DescribeCluster with a random live broker as the
+        controller), else DescribeCluster's controller (Metadata's where DescribeCluster is not served)."""
         leader = self._quorum_leader()
         if leader is not None:
             return self._node(leader, "active controller (DescribeQuorum's leader)")
