@@ -229,7 +229,7 @@ class System:
                 raise SystemDescriptionError(f"system {self.name!r}: node_ids names {len(self.node_ids)} node(s); "
                                              f"there is no id for node {index}")
             return self.node_ids[index - 1]
-        return int(render(self.node_id, {**self.variables, **self.node_variables.get(index, {}), "index": index}))
+        return int(render(self.node_id, {**self.variables_of(index), "index": index}))
 
     def variables_of(self, index: int) -> dict[str, str]:
         return {**self.variables, **self.node_variables.get(index, {})}
