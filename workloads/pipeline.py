@@ -733,19 +733,20 @@ class PythonPipelineClient(PipelineClient):
             marks = {self._partition(INPUT_TOPIC, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
         else:
             marks = {self._partition(INPUT_TOPIC, p): o for p, o in offsets.items()}
-        self.producer.send_offsets_to_transaction(marks, group_metadata)
+        self.lib.bounded(lambda: self.producer.send_offsets_to_transaction(marks, group_metadata), self.w.op_timeout_s,
+                         "send_offsets_to_transaction")
 
     def _commit(self) -> tuple[str, list | None]:
         try:
             for future in self.outputs:  # a write that failed makes the transaction abortable
                 future.get(timeout=self.w.op_timeout_s)
-            self.producer.commit_transaction()
+            self.lib.bounded(self.producer.commit_transaction, self.w.op_timeout_s, "commit_transaction")
         except Exception as e:  # noqa: BLE001 (the abort that follows decides: it returns, or the outcome is unknown)
             return "abort", ["commit-failed", _describe(e)]
         return "committed", None
 
     def _abort_transaction(self) -> None:
-        self.producer.abort_transaction()
+        self.lib.bounded(self.producer.abort_transaction, self.w.op_timeout_s, "abort_transaction")
 
     def _seek(self, partition: int, offset: int) -> None:
         self.consumer.seek(self._partition(INPUT_TOPIC, partition), offset)

@@ -241,6 +241,31 @@ class Library:
             return KafkaConsumer(**config)
         return AiokafkaConsumer(loop, call_timeout_s, **config)
 
+    def bounded(self, call, timeout_s: float, what: str):
+        """`call()`, which raises the library's KafkaTimeoutError after `timeout_s`. kafka-python's
+        `commit_transaction`, `abort_transaction` and `send_offsets_to_transaction` wait for their answer
+        without a limit (a coordinator that is cut off is asked again and again), so they run in a thread
+        of their own and are left to it when late (the producer's transaction state then refuses an abort,
+        and the client is replaced after the op's `info`). aiokafka's calls are bounded already."""
+        if self.name != "kafka-python":
+            return call()
+        outcome: dict[str, Any] = {}
+
+        def run():
+            try:
+                outcome["value"] = call()
+            except BaseException as e:  # noqa: BLE001 (handed to the caller)
+                outcome["error"] = e
+
+        thread = threading.Thread(target=run, name=f"kafka-python-{what}", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise self.errors.KafkaTimeoutError(f"{what} did not return within {timeout_s} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
     def event_loop(self, name: str) -> EventLoopThread | None:
         """The client's private event loop (aiokafka), or None (kafka-python needs none)."""
         return EventLoopThread(name) if self.name == "aiokafka" else None
@@ -296,20 +321,21 @@ def python_send(lib: Library, producer, topic: str, mops: list, timeout_s: float
     return completion(verdict, mops, error=error)
 
 
-def end_transaction(producer, commit: bool) -> tuple[str, list | None]:
+def end_transaction(lib: Library, producer, commit: bool, timeout_s: float) -> tuple[str, list | None]:
     """Commit (or abort) a kafka-python-shaped producer's open transaction: ("committed", None),
     ("aborted", error) when it was aborted (on purpose, or after a commit that failed and an abort that
     returned), or ("unknown", error): a commit that failed and an abort that failed too, which may have
-    committed (neither library lets a commit that was sent be aborted: the abort is refused)."""
+    committed (neither library lets a commit that was sent be aborted: the abort is refused). Each call
+    gives up after `timeout_s` (`Library.bounded`)."""
     error: list | None = None
     if commit:
         try:
-            producer.commit_transaction()
+            lib.bounded(producer.commit_transaction, timeout_s, "commit_transaction")
             return "committed", None
         except Exception as e:  # noqa: BLE001 (any failure: the abort below decides what it was)
             error = ["commit-failed", describe_error(e)]
     try:
-        producer.abort_transaction()
+        lib.bounded(producer.abort_transaction, timeout_s, "abort_transaction")
     except Exception as e:  # noqa: BLE001 (an abort that fails leaves the outcome unknown)
         return "unknown", (error or []) + ["abort-failed", describe_error(e)]
     return "aborted", error

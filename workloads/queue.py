@@ -664,7 +664,7 @@ class PythonQueueClient(Client):
                     break
                 offsets.append(meta.offset if meta.offset is not None and meta.offset >= 0 else None)
         on_purpose = bool(op.extra.get("abort"))
-        verdict, error = end_transaction(self.producer, commit=refused is None and not on_purpose)
+        verdict, error = end_transaction(self.lib, self.producer, refused is None and not on_purpose, self.w.op_timeout_s)
         if verdict == "unknown":
             return completion("info", op.value, error=(refused or []) + (error or []))
         if verdict == "aborted":

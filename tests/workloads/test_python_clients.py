@@ -28,17 +28,20 @@ class FakeTransactionalProducer:
             raise self.abort_error
 
 
+KP = library("kafka-python")
+
+
 def test_a_transaction_commits_or_aborts_and_is_unknown_only_when_the_abort_fails_too():
     from kafka.errors import KafkaError, KafkaTimeoutError
 
     ok = FakeTransactionalProducer()
-    assert end_transaction(ok, commit=True) == ("committed", None) and ok.calls == ["commit"]
+    assert end_transaction(KP, ok, True, 1.0) == ("committed", None) and ok.calls == ["commit"]
     on_purpose = FakeTransactionalProducer()
-    assert end_transaction(on_purpose, commit=False) == ("aborted", None) and on_purpose.calls == ["abort"]
+    assert end_transaction(KP, on_purpose, False, 1.0) == ("aborted", None) and on_purpose.calls == ["abort"]
     abortable = FakeTransactionalProducer(commit_error=KafkaError("a send failed"))
-    assert end_transaction(abortable, commit=True) == ("aborted", ["commit-failed", "KafkaError: a send failed"])
+    assert end_transaction(KP, abortable, True, 1.0) == ("aborted", ["commit-failed", "KafkaError: a send failed"])
     stuck = FakeTransactionalProducer(commit_error=KafkaTimeoutError("no answer"), abort_error=AssertionError("committing"))
-    verdict, error = end_transaction(stuck, commit=True)
+    verdict, error = end_transaction(KP, stuck, True, 1.0)
     assert verdict == "unknown" and error == ["commit-failed", "KafkaTimeoutError: no answer",
                                               "abort-failed", "AssertionError: committing"]
 
@@ -96,3 +99,26 @@ def test_the_private_event_loop_runs_coroutines_and_times_out_with_the_libraries
     finally:
         loop.stop()
     assert not loop.thread.is_alive()
+
+
+def test_a_kafka_python_call_without_a_timeout_gives_up_after_one():
+    import threading
+
+    release = threading.Event()
+
+    class Hanging(FakeTransactionalProducer):
+        def commit_transaction(self):
+            self.calls.append("commit")
+            release.wait(30)
+
+    hanging = Hanging(abort_error=AssertionError("Invalid state transition COMMITTING -> ABORTING"))
+    try:
+        verdict, error = end_transaction(KP, hanging, True, 0.2)
+    finally:
+        release.set()
+    assert verdict == "unknown" and error[:2] == ["commit-failed", "KafkaTimeoutError: commit_transaction did not "
+                                                                   "return within 0.2 s"], error
+    assert hanging.calls == ["commit", "abort"]
+    with pytest.raises(ValueError, match="raised inside"):
+        KP.bounded(lambda: (_ for _ in ()).throw(ValueError("raised inside")), 1.0, "call")
+    assert KP.bounded(lambda: 7, 1.0, "call") == 7
