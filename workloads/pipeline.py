@@ -121,7 +121,17 @@ class PipelineWorkload(UniqueValues, Workload):
                 "output_topic": OUTPUT_TOPIC, "group": GROUP, "replication_factor": self.replication_factor,
                 "topic_config": self.topic_config, "op_timeout_s": self.op_timeout_s,
                 "processor_faults": list(self.processor_faults),
-                "processor_fault_interval_s": self.processor_fault_interval_s}
+                "processor_fault_interval_s": self.processor_fault_interval_s, **self._client_notes()}
+
+    def _client_notes(self) -> dict:
+        """What this run's client could not do, for test.json and the report (README, "Clients")."""
+        if self.client != "aiokafka":
+            return {}
+        return {"notes": [f"{AIOKAFKA_MISSING_GROUP_METADATA}: its offsets are not fenced by the group's "
+                          "generation. The pause processor fault is not run; a processor holding a batch holds the "
+                          "group's rebalance back; a processor cut off from the group coordinator for a session "
+                          "timeout but not from the transaction coordinator is not fenced (a duplicate-output under "
+                          "network faults may be that, not the broker)."]}
 
     def setup(self, bootstrap: str) -> None:
         create_topic(bootstrap, INPUT_TOPIC, self.partitions, self.replication_factor, self.topic_config)
