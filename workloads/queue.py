@@ -9,9 +9,10 @@ Operations (the value shapes of `jepsen.tests.kafka`):
 - `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`, with
   `"high-watermarks": {key: offset}` for the keys it read: the high watermark of the last fetch
   response the client had for the partition when the poll returned (confluent-kafka:
-  `get_watermark_offsets(tp, cached=True)`, no request; kafka-python: `KafkaConsumer.highwater`).
-  Neither client hands out the last stable offset of a fetch response (librdkafka caches it but
-  shows it only in its periodic statistics), so none is recorded. A `txn` with polls carries the
+  `get_watermark_offsets(tp, cached=True)`, no request; kafka-python and aiokafka: `highwater(tp)`).
+  confluent-kafka and kafka-python hand out no last stable offset of a fetch response (librdkafka
+  caches it but shows it only in its periodic statistics); aiokafka does (`last_stable_offset`), but
+  the history has no field for it yet, so none is recorded. A `txn` with polls carries the
   same field; the final reads add `"listed-high-watermarks": {key: offset}`, the high watermarks
   ListOffsets answered after healing, which they read up to;
 - `assign`: a list of keys this process's consumer now reads (positions of keys
