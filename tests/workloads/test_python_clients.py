@@ -122,3 +122,23 @@ def test_a_kafka_python_call_without_a_timeout_gives_up_after_one():
     with pytest.raises(ValueError, match="raised inside"):
         KP.bounded(lambda: (_ for _ in ()).throw(ValueError("raised inside")), 1.0, "call")
     assert KP.bounded(lambda: 7, 1.0, "call") == 7
+
+
+def test_an_aiokafka_poll_returns_nothing_after_its_timeout_while_the_group_reassigns():
+    import time
+
+    from workloads.python_clients import AiokafkaConsumer
+
+    class Reassigning:  # getmany waits without a limit while the group reassigns partitions
+        async def getmany(self, timeout_ms, max_records):
+            await asyncio.sleep(3600)
+
+    loop = EventLoopThread("test-poll")
+    try:
+        consumer = AiokafkaConsumer.__new__(AiokafkaConsumer)
+        consumer.loop, consumer.call_timeout_s, consumer.consumer = loop, 5.0, Reassigning()
+        started = time.monotonic()
+        assert consumer.poll(timeout_ms=100, max_records=10) == {}
+        assert time.monotonic() - started < 2.0
+    finally:
+        loop.stop()
