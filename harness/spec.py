@@ -38,7 +38,7 @@ __all__ = ["BACKENDS", "COMMON_OPTIONS", "FORMAT", "RunSpec", "SpecError"]
 
 FORMAT = 2
 BACKENDS = ("local", "docker", "ssh")
-CLIENTS = ("confluent", "kafka-python")
+CLIENTS = ("confluent", "kafka-python", "aiokafka")
 # The workload options that format 1 kept among the test's own options.
 _FORMAT1_QUEUE_OPTIONS = ("keys", "acks", "subscribe")
 

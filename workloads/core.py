@@ -191,7 +191,7 @@ class WorkloadKind:
 
 _REGISTRY: dict[str, WorkloadKind] = {}
 # modules of this package that hold no workload
-_NOT_WORKLOADS = frozenset({"core", "isolated", "kafka_admin"})
+_NOT_WORKLOADS = frozenset({"core", "isolated", "kafka_admin", "python_clients"})
 
 
 def register_workload(kind: WorkloadKind) -> WorkloadKind:

@@ -9,9 +9,10 @@ Operations (the value shapes of `jepsen.tests.kafka`):
 - `poll`:  `[["poll"]]`, completed as `[["poll", {key: [[offset, value], ...]}]]`, with
   `"high-watermarks": {key: offset}` for the keys it read: the high watermark of the last fetch
   response the client had for the partition when the poll returned (confluent-kafka:
-  `get_watermark_offsets(tp, cached=True)`, no request; kafka-python: `KafkaConsumer.highwater`).
-  Neither client hands out the last stable offset of a fetch response (librdkafka caches it but
-  shows it only in its periodic statistics), so none is recorded. A `txn` with polls carries the
+  `get_watermark_offsets(tp, cached=True)`, no request; kafka-python and aiokafka: `highwater(tp)`).
+  confluent-kafka and kafka-python hand out no last stable offset of a fetch response (librdkafka
+  caches it but shows it only in its periodic statistics); aiokafka does (`last_stable_offset`), but
+  the history has no field for it yet, so none is recorded. A `txn` with polls carries the
   same field; the final reads add `"listed-high-watermarks": {key: offset}`, the high watermarks
   ListOffsets answered after healing, which they read up to;
 - `assign`: a list of keys this process's consumer now reads (positions of keys
@@ -57,10 +58,11 @@ from checkers.queue.checker import FETCHED_WATERMARKS, FINAL_READ_SHORT, LISTED_
 from checkers.queue.delivery import Delivery
 from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
                             invocation, register_workload)
-from workloads.kafka_admin import (LIBRDKAFKA_LOGGER, combine_send_outcomes, commit_transaction, confluent_send,
-                                   create_topic)
+from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
+from workloads.python_clients import (AIOKAFKA_MISSING_RETRIES, close_quietly, describe_error, end_transaction,
+                                      library, python_send)
 
-CLIENTS = ("confluent", "kafka-python")
+CLIENTS = ("confluent", "kafka-python", "aiokafka")
 
 # librdkafka logs through Python logging (into the run's harness.log), not onto the terminal
 
@@ -80,9 +82,12 @@ class QueueWorkload(UniqueValues, Workload):
             raise ValueError(f"keys must be at least 1, got {keys}")
         if acks not in (None, "0", "1", "all", "-1"):
             raise ValueError(f"acks {acks!r} is not accepted; expected 0, 1 or all")
-        if delivery == "exactly-once" and client != "confluent":
-            raise ValueError(f"--delivery exactly-once runs on --client confluent only; the {client} queue client "
-                             "has no transactional operations yet")
+        if delivery == "at-most-once" and client == "aiokafka":
+            raise ValueError(f"--delivery at-most-once cannot run on --client aiokafka: {AIOKAFKA_MISSING_RETRIES}, "
+                             "so a send may be written twice; use --client confluent or kafka-python")
+        if subscribe and client != "confluent":
+            raise ValueError(f"--subscribe runs on --client confluent only: the {client} queue client has no "
+                             "subscribe operation yet (it assigns partitions only)")
         self.delivery_mode = Delivery(delivery, idempotent)  # ValueError for --idempotent with another mode
         self.idempotent = idempotent
         self.delivery = delivery
@@ -158,7 +163,7 @@ class QueueWorkload(UniqueValues, Workload):
     def open_client(self, bootstrap: str, process: int) -> Client:
         if self.client == "confluent":
             return ConfluentQueueClient(self, bootstrap, process)
-        return KafkaPythonQueueClient(self, bootstrap, process)
+        return PythonQueueClient(self, bootstrap, process, self.client)
 
     def check(self, history, final_reads_incomplete: str | None = None) -> dict:
         from checkers.queue import check as check_queue
@@ -564,89 +569,137 @@ class ConfluentQueueClient(Client):
         self.producer.flush(0)
 
 
-class KafkaPythonQueueClient(Client):
-    """The same operations on kafka-python."""
+class PythonQueueClient(Client):
+    """The same operations on kafka-python or aiokafka (`workloads.python_clients` gives both one shape).
 
-    def __init__(self, workload: QueueWorkload, bootstrap: str, process: int):
-        from kafka import KafkaProducer
+    Under exactly-once the producer is transactional (`transactional_id`, one per process, and
+    `init_transactions`) and the consumer reads read_committed; a `txn` op is begin_transaction, the sends
+    (and polls), and commit_transaction, or abort_transaction when the op asks for it or the commit fails
+    (`python_clients.end_transaction`). `subscribe` is not supported on these clients."""
 
+    def __init__(self, workload: QueueWorkload, bootstrap: str, process: int, client: str):
+        self.lib = library(client)
         self.w = workload
         self.bootstrap = bootstrap.split(",")
         self.retries = workload.delivery != "at-most-once"
+        self.transactional = workload.delivery == "exactly-once"
+        self.call_timeout_s = workload.op_timeout_s
+        self.loop = self.lib.event_loop(f"aiokafka-client-{process}")
         acks = workload.effective_acks()
-        self.producer = KafkaProducer(
+        config: dict[str, Any] = dict(
             bootstrap_servers=self.bootstrap,
             acks={"all": "all", "1": 1, "0": 0}[acks],
             retries=5 if self.retries else 0,
-            enable_idempotence=workload.idempotent,
+            enable_idempotence=workload.idempotent or self.transactional,
             request_timeout_ms=int(min(workload.op_timeout_s, 5) * 1000),
             linger_ms=0,
-            # one request in flight while retrying: a multi-send op's messages keep their order
-            **({"max_in_flight_requests_per_connection": 1} if self.retries and not workload.idempotent else {}),
         )
+        if self.retries and not workload.idempotent and not self.transactional:
+            config["max_in_flight_requests_per_connection"] = 1  # a multi-send op's messages keep their order
+        if self.transactional:
+            # one transactional id per process, as the confluent client (ConfluentQueueClient.__init__)
+            config["transactional_id"] = f"logquake-{workload.topic}-{process}"
+            config["transaction_timeout_ms"] = int(self._transaction_timeout_s() * 1000)
+        try:
+            self.producer = self.lib.producer(self.loop, self.call_timeout_s, **config)
+            if self.transactional:
+                self.producer.init_transactions()
+        except BaseException:
+            if self.loop is not None:
+                self.loop.stop()
+            raise
         self.consumer = None
         self.positions: dict[int, int | None] = {}
 
+    def _transaction_timeout_s(self) -> float:
+        return max(self.w.op_timeout_s, 10.0)
+
     def invoke(self, op: Op) -> Op:
         if op.f == "send":
-            return self._send(op)
+            return python_send(self.lib, self.producer, self.w.topic, op.value, self.w.op_timeout_s, self.retries)
+        if op.f == "txn":
+            return self._txn(op)
         if op.f == "poll":
             return self._poll(bool(op.extra.get("final")))
         if op.f == "assign":
             return self._assign(op.value)
         if op.f == "subscribe":
-            raise ValueError("kafka-python queue client: subscribe is not supported yet; use the confluent client")
+            raise ValueError(f"{self.lib.name} queue client: subscribe is not supported yet; use the confluent client")
         raise ValueError(f"queue client: unknown operation {op.f!r}")
 
-    def _send(self, op: Op) -> Op:
-        """Send every message of the op (one, or several to one key), then wait for each."""
-        from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+    def _txn(self, op: Op) -> Op:
+        """The sends (and polls) of `op` in one transaction; ok, fail and info as `ConfluentQueueClient._txn`.
 
-        futures = []
-        for _, key, value in op.value:
-            try:
-                futures.append(self.producer.send(self.w.topic, value=str(value).encode(), partition=key))
-            except (MessageSizeTooLargeError, AssertionError, TypeError) as e:
-                futures.append(["produce-refused", str(e)])
-        each: list[tuple[str, list | None]] = []
-        offsets = []
-        for future in futures:
-            offsets.append(None)
-            if isinstance(future, list):
-                each.append(("fail", future))
-                continue
-            try:
-                meta = future.get(timeout=self.w.op_timeout_s)
-            except KafkaTimeoutError as e:
-                each.append(("info", ["timeout", str(e)]))
-                continue
-            except KafkaError as e:
-                certain = isinstance(e, MessageSizeTooLargeError) or (
-                    not self.retries and getattr(e, "errno", -1) not in (None, -1, 1)
-                    and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
-                each.append(("fail" if certain else "info", [type(e).__name__, str(e)]))
-                continue
-            offsets[-1] = meta.offset if meta.offset is not None and meta.offset >= 0 else None
-            each.append(("ok", None))
-        verdict, error = combine_send_outcomes(each)
-        if verdict == "ok":
-            return completion("ok", [["send", key, [offset, value]] for (_, key, value), offset in zip(op.value, offsets)])
-        return completion(verdict, op.value, error=error)
+        An aborted transaction's polls did not happen: the consumer is put back where it stood."""
+        errors = self.lib.errors
+        if not self.transactional:
+            raise ValueError("queue client: txn operations need --delivery exactly-once")
+        try:
+            self.producer.begin_transaction()
+        except errors.KafkaError as e:
+            return completion("fail", op.value, error=["begin-transaction", describe_error(e)])
+        positions_before = dict(self.positions)
+        sends = [m for m in op.value if m[0] == "send"]
+        futures: list[Any] = []
+        polls: list[list] = []
+        fetched: dict[int, int] = {}
+        refused = None
+        for mop in op.value:
+            if mop[0] == "send":
+                try:
+                    futures.append(self.producer.send(self.w.topic, value=str(mop[2]).encode(), partition=mop[1]))
+                except (errors.KafkaError, AssertionError, TypeError) as e:
+                    refused = ["produce-refused", describe_error(e)]
+                    break
+            else:
+                polled = self._poll(final=False)
+                polls.append(polled.value[0] if polled.type == "ok" else ["poll", {}])
+                fetched.update(polled.extra.get(FETCH_HIGH_WATERMARKS, {}))
+        offsets: list[int | None] = []
+        if refused is None:
+            for future in futures:
+                try:
+                    meta = future.get(timeout=self.w.op_timeout_s)
+                except errors.KafkaError as e:  # the transaction is then abortable: its commit fails and it aborts
+                    refused = ["send-failed", describe_error(e)]
+                    break
+                offsets.append(meta.offset if meta.offset is not None and meta.offset >= 0 else None)
+        on_purpose = bool(op.extra.get("abort"))
+        verdict, error = end_transaction(self.lib, self.producer, refused is None and not on_purpose, self.w.op_timeout_s)
+        if verdict == "unknown":
+            return completion("info", op.value, error=(refused or []) + (error or []))
+        if verdict == "aborted":
+            self._rewind(positions_before)
+            reason = ["aborted", "the workload aborts a tenth of its transactions on purpose"] if on_purpose else None
+            return completion("fail", op.value, error=reason or refused or error)
+        value: list[list] = []
+        sent = iter(zip(sends, offsets))
+        polled_mops = iter(polls)
+        for mop in op.value:
+            if mop[0] == "send":
+                (_, key, v), offset = next(sent)
+                value.append(["send", key, [offset, v]])
+            else:
+                value.append(next(polled_mops))
+        return completion("ok", value, extra=watermark_extra(fetched))
+
+    def _rewind(self, positions_before: dict[int, int | None]) -> None:
+        if self.consumer is not None and positions_before != self.positions:
+            self.positions = positions_before
+            self._assign(list(positions_before))
 
     def _ensure_consumer(self):
         if self.consumer is None:
-            from kafka import KafkaConsumer
-
-            self.consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", group_id=None)
+            self.consumer = self.lib.consumer(
+                self.loop, self.call_timeout_s, bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                auto_offset_reset="earliest", group_id=None,
+                isolation_level="read_committed" if self.transactional else "read_uncommitted")
         return self.consumer
 
     def _assign(self, keys: list[int]) -> Op:
-        from kafka import TopicPartition
-
         consumer = self._ensure_consumer()
         self.positions = {k: self.positions.get(k) for k in keys}
-        parts = [TopicPartition(self.w.topic, k) for k in keys]
+        parts = [self.lib.topic_partition(self.w.topic, k) for k in keys]
         consumer.assign(parts)
         for tp in parts:
             pos = self.positions[tp.partition]
@@ -656,42 +709,58 @@ class KafkaPythonQueueClient(Client):
                 consumer.seek(tp, pos)
         return completion("ok", keys)
 
-    def _poll(self, final: bool) -> Op:
-        from kafka import TopicPartition
+    def _final_targets(self) -> dict:
+        """tp -> the high watermark the final read reads up to. Under exactly-once it is asked of a
+        read_uncommitted consumer (a read_committed one answers the last stable offset), and the read
+        waits for transactions still open to be aborted by their timeout."""
+        parts = list(self.consumer.assignment())
+        if not self.transactional:
+            return self.consumer.end_offsets(parts)
+        plain = self.lib.consumer(self.loop, self.call_timeout_s, bootstrap_servers=self.bootstrap, group_id=None,
+                                  isolation_level="read_uncommitted")
+        try:
+            return plain.end_offsets(parts)
+        finally:
+            close_quietly(plain.close)
 
+    def _poll(self, final: bool) -> Op:
         if self.consumer is None:
             return completion("ok", [["poll", {}]])
         polled: dict[int, list] = {}
-        rounds = 50 if final else 1
-        idle = 0
-        ends = self.consumer.end_offsets(list(self.consumer.assignment())) if final else {}
-        while rounds:
-            rounds -= 1
-            batch = self.consumer.poll(timeout_ms=200 if final else 100, max_records=1000 if final else self.w.poll_max_messages)
-            got = False
+        ends = self._final_targets() if final else {}
+        idle_limit_s = 10.0 + (self._transaction_timeout_s() + 5.0 if self.transactional else 0.0)
+        last_progress = time.monotonic()
+        while True:
+            batch = self.consumer.poll(timeout_ms=200 if final else 100,
+                                       max_records=1000 if final else self.w.poll_max_messages)
             for tp, records in batch.items():
                 for r in records:
                     polled.setdefault(tp.partition, []).append([r.offset, int(r.value)])
                     self.positions[tp.partition] = r.offset + 1
-                    got = True
-            if final:
-                if all((self.positions.get(tp.partition) or 0) >= end for tp, end in ends.items()):
-                    break
-                idle = 0 if got else idle + 1
-                if idle > 20:
-                    break
-                rounds = max(rounds, 1)
-        # kafka-python keeps the high watermark of the last fetch response it parsed (in this thread,
-        # inside poll) and no last stable offset; `end_offsets` asks ListOffsets.
-        fetched = {key: self.consumer.highwater(TopicPartition(self.w.topic, key)) for key in polled}
+            if not final:
+                break
+            before = {tp.partition: self.positions.get(tp.partition) for tp in ends}
+            for tp in ends:
+                # past transaction markers and aborted records, which no record reports
+                self.positions[tp.partition] = max(self.positions.get(tp.partition) or 0, self.consumer.position(tp))
+            if batch or before != {tp.partition: self.positions.get(tp.partition) for tp in ends}:
+                last_progress = time.monotonic()
+            if all((self.positions.get(tp.partition) or 0) >= end for tp, end in ends.items()):
+                break
+            if time.monotonic() - last_progress > idle_limit_s:
+                break
+        # both libraries keep the high watermark of the last fetch response they parsed (and no last stable
+        # offset in kafka-python); `end_offsets` asks ListOffsets.
+        fetched = {key: self.consumer.highwater(self.lib.topic_partition(self.w.topic, key)) for key in polled}
         listed = {tp.partition: end for tp, end in ends.items()}
         return completion("ok", [["poll", polled]], extra={**watermark_extra(fetched, listed),
                                                            **final_read_extra(self.positions, listed)})
 
     def close(self) -> None:
-        if self.consumer is not None:
-            self.consumer.close()
-        self.producer.close(timeout=1)
+        closers = [self.consumer.close] if self.consumer is not None else []
+        close_quietly(*closers, lambda: self.producer.close(timeout=1))
+        if self.loop is not None:
+            self.loop.stop()
 
 
 def _positive(flag: str, value: float) -> float:
@@ -723,4 +792,5 @@ register_workload(WorkloadKind(
     ),
     deliveries=(Delivery("at-least-once"), Delivery("at-most-once"), Delivery("at-least-once", idempotent=True),
                 Delivery("exactly-once")),
+    clients=CLIENTS,
 ))

@@ -4,6 +4,8 @@ A tenth of the workload's transactions are aborted on purpose, so each run
 checks that aborted sends never reach a read_committed reader (G1a), besides
 duplicates and lost writes, under the default faults. The planted bug serves
 read_committed fetches as read_uncommitted; the same run must then report G1a.
+Each client library runs through its own transactional API (confluent-kafka,
+kafka-python, aiokafka).
 """
 
 import json
@@ -16,11 +18,17 @@ from tests.e2e.detection import caught, fresh_seed
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_exactly_once_under_kill_and_partition_is_valid(tmp_path):
-    out = run_logquake(["test", "--nodes", "3", "--delivery", "exactly-once", "--nemesis", "kill,partition",
-                        "--nemesis-interval", "6", "--time-limit", "30", "--seed", str(fresh_seed()), "--store", str(tmp_path), "--quiet"],
+CLIENTS = ["confluent", "kafka-python", "aiokafka"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_exactly_once_under_kill_and_partition_is_valid(tmp_path, client):
+    seed = fresh_seed()
+    out = run_logquake(["test", "--nodes", "3", "--delivery", "exactly-once", "--client", client,
+                        "--nemesis", "kill,partition",
+                        "--nemesis-interval", "6", "--time-limit", "30", "--seed", str(seed), "--store", str(tmp_path), "--quiet"],
                        timeout_s=400)
-    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.returncode == 0, f"seed {seed}: " + out.stdout + out.stderr[-3000:]
     run = (tmp_path / "latest").resolve()
     results = json.loads((run / "results.json").read_text())["workload"]
     assert results["delivery"] == "exactly-once" and results["valid"] is True
@@ -30,10 +38,12 @@ def test_exactly_once_under_kill_and_partition_is_valid(tmp_path):
     assert len(committed) > 100, results["stats"]
     assert aborted, "no transaction was aborted, so invisibility of aborted sends was not tested"
     assert {op["f"] for op in history if op["process"] == "nemesis"} >= {"kill", "start"}
+    assert json.loads((run / "test.json").read_text())["options"]["client"] == client
 
 
-def test_serving_read_committed_as_read_uncommitted_shows_aborted_reads(tmp_path):
-    workload = caught(tmp_path, ["--delivery", "exactly-once", "--time-limit", "20", "--nemesis", "none",
+@pytest.mark.parametrize("client", CLIENTS)
+def test_serving_read_committed_as_read_uncommitted_shows_aborted_reads(tmp_path, client):
+    workload = caught(tmp_path, ["--delivery", "exactly-once", "--client", client, "--time-limit", "20", "--nemesis", "none",
                                  "--broker-override", "logquake.debug.read.uncommitted=true"],
                       {"G1a"})
     assert workload["anomalies"]["G1a"]

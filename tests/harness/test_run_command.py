@@ -83,7 +83,12 @@ def test_a_wrong_broker_property_exits_254_before_anything_starts(tmp_path, over
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--delivery", "exactly-once", "--client", "kafka-python"], "exactly-once runs on --client confluent only"),
+    (["--delivery", "at-most-once", "--client", "aiokafka"],
+     "--delivery at-most-once cannot run on --client aiokafka: aiokafka's AIOKafkaProducer has no retries setting"),
+    (["--workload", "pipeline", "--client", "aiokafka"],
+     "--processor-faults pause cannot run on --client aiokafka: aiokafka's AIOKafkaProducer.send_offsets_to_transaction"
+     "(offsets, group_id) takes a group id only"),
+    (["--subscribe", "--client", "kafka-python"], "--subscribe runs on --client confluent only"),
     (["--idempotent", "--delivery", "at-most-once"], "--idempotent goes with --delivery at-least-once"),
     (["--min-insync-replicas", "3", "--replication-factor", "2"], "larger than the replication factor"),
     (["--workload", "register", "--keys", "3"], "--keys is not an option of workload register"),

@@ -11,7 +11,8 @@ import random
 
 from workloads.core import invocation
 from workloads.queue import (FETCH_HIGH_WATERMARKS, LISTED_HIGH_WATERMARKS, MULTI_SEND_MAX, QueueWorkload,
-                             combine_send_outcomes, final_read_extra, watermark_extra)
+                             final_read_extra, watermark_extra)
+from workloads.kafka_admin import combine_send_outcomes
 
 
 class FakeMessage:

@@ -19,8 +19,13 @@ def test_bad_arguments_name_the_option_and_value():
         QueueWorkload(acks="2")
     with pytest.raises(ValueError, match="--idempotent goes with --delivery at-least-once"):
         QueueWorkload(delivery="at-most-once", idempotent=True)
-    with pytest.raises(ValueError, match="exactly-once runs on --client confluent only"):
-        QueueWorkload(delivery="exactly-once", client="kafka-python")
+    with pytest.raises(ValueError, match="at-most-once cannot run on --client aiokafka: aiokafka's AIOKafkaProducer "
+                                         "has no retries setting"):
+        QueueWorkload(delivery="at-most-once", client="aiokafka")
+    with pytest.raises(ValueError, match="--subscribe runs on --client confluent only"):
+        QueueWorkload(subscribe=True, client="kafka-python")
+    for client in ("kafka-python", "aiokafka"):  # each has its own transactional API
+        assert QueueWorkload(delivery="exactly-once", client=client).client == client
 
 
 def test_the_generator_is_decided_by_the_seed_and_values_are_unique():

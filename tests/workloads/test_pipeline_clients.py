@@ -1,0 +1,26 @@
+"""The pipeline workload on every client: what it refuses on a client that lacks a call it needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from workloads.pipeline import PipelineWorkload
+
+
+def test_the_pipeline_refuses_what_a_client_cannot_do_and_names_the_call():
+    with pytest.raises(ValueError, match=r"--processor-faults pause cannot run on --client aiokafka: aiokafka's "
+                                         r"AIOKafkaProducer.send_offsets_to_transaction\(offsets, group_id\) takes a "
+                                         r"group id only, not the consumer group metadata \(generation, member id\)"):
+        PipelineWorkload(client="aiokafka")
+    assert PipelineWorkload(client="aiokafka", processor_faults=("crash", "abort", "leave")).client == "aiokafka"
+    assert PipelineWorkload(client="aiokafka", processor_fault_interval_s=0).client == "aiokafka"
+    assert PipelineWorkload(client="kafka-python").processor_faults == ("crash", "pause", "abort", "leave")
+    with pytest.raises(ValueError, match="--client 'java' is not supported"):
+        PipelineWorkload(client="java")
+
+
+def test_a_run_on_aiokafka_says_in_its_description_what_is_not_fenced():
+    notes = PipelineWorkload(client="aiokafka", processor_faults=("crash",)).describe()["notes"]
+    assert notes[0].startswith("aiokafka's AIOKafkaProducer.send_offsets_to_transaction(offsets, group_id) takes a "
+                               "group id only") and "The pause processor fault is not run" in notes[0]
+    assert "notes" not in PipelineWorkload(client="kafka-python").describe()
