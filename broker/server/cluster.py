@@ -77,7 +77,7 @@ from broker.server.handlers import (
     _build,
     _response_module,
 )
-from broker.server.server import CONNECTION_LISTENER
+from broker.server.listeners import CONNECTION_LISTENER
 from broker.server.topics import TopicInfo, topic_name_problem
 
 log = logging.getLogger("broker.server")

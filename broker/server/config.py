@@ -10,11 +10,13 @@ Cluster mode: setting `controller.quorum.voters` (`id@host:port,...`) makes
 the node a combined broker and controller (`process.roles=broker,controller`,
 the only roles implemented; `broker` or `controller` alone is refused with a
 message saying so). Deviation from Kafka: controllers do not get a listener
-of their own; `controller.listener.names` may (and by default does) name the
-PLAINTEXT listener, and the voter addresses are the nodes' broker listeners,
-so one port per node carries client, replication and controller traffic (and
-the harness's fault proxy sees all of it). Without voters the node is the
-one-node cluster of the foundation, unchanged.
+of their own; `controller.listener.names` may name only the inter-broker
+listener, and the voter addresses are the nodes' inter-broker listeners. With
+one listener, one port per node carries client, replication and controller
+traffic, and clients can reach the internal APIs (the node warns); every
+backend of the harness and `logquake cluster up` give clients a listener of
+their own. Without voters the node is the one-node cluster of the foundation,
+unchanged.
 
 Listeners (Kafka's `listeners`, `advertised.listeners`,
 `listener.security.protocol.map`, `inter.broker.listener.name`): a listener
@@ -24,7 +26,15 @@ listeners, as in a Docker network: the inter-broker one, whose advertised
 address must be this node's controller.quorum.voters entry, and one for
 clients. Deviations from Kafka, from registering one endpoint per broker
 (broker.server.cluster): at most two listeners, and the second needs cluster
-mode; see broker.server.cluster for how each is answered.
+mode; see broker.server.cluster for how each is answered. The client listener
+serves client APIs only; the inter-broker listener, which is also the
+controllers' (`controller.listener.names` may name only it), serves the
+broker-internal ones too (broker.server.listeners).
+
+Bind address: `listeners` defaults to PLAINTEXT://127.0.0.1:9092, the
+loopback address, where Kafka's default binds every interface: nothing here is
+authenticated, so reaching other machines is a deliberate choice (an empty
+host or 0.0.0.0 binds every interface, as in Kafka).
 
 Invariants: a `BrokerConfig` is immutable and fully validated; every value has
 its Kafka type. `effective()` lists every known property with its value and
@@ -174,7 +184,9 @@ def _parse_text(name: str, raw: str) -> str:
 PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # name: (parser, Kafka's default as text or None for "no default", what it means)
     "node.id": (_int(0, 2**31 - 1), None, "this node's id (required)"),
-    "listeners": (_parse_listeners, "PLAINTEXT://:9092", "addresses to listen on"),
+    # Kafka's default is PLAINTEXT://:9092 (every interface); this broker has no TLS, SASL or ACLs, so it binds
+    # the loopback address unless a listener names another (0.0.0.0, or an empty host, binds every interface)
+    "listeners": (_parse_listeners, "PLAINTEXT://127.0.0.1:9092", "addresses to listen on"),
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
     "listener.security.protocol.map": (_parse_protocol_map, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
                                        "security protocol of each listener name"),
@@ -279,6 +291,11 @@ class BrokerConfig:
     def advertised_listener(self, name: str) -> Listener:
         """The advertised address of listener `name` (validated to exist)."""
         return next(l for l in self.advertised_listeners if l.name == name)
+
+    def is_client_listener(self, name: str) -> bool:
+        """Whether listener `name` serves clients only: every listener but the inter-broker one, which is also the
+        controllers' (broker.server.listeners says which APIs each kind serves)."""
+        return name != self.inter_broker_listener_name
 
     @property
     def client_listener_name(self) -> str:
@@ -444,6 +461,11 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
             raise ConfigError(
                 f"property controller.listener.names={names!r} names a listener that is not in listeners; "
                 f"accepted: {', '.join(sorted({l.name for l in listeners}))} (controllers share the broker's listener)"
+            )
+        if names is not None and len(listeners) > 1 and {n.strip().upper() for n in names.split(",")} != {inter_broker}:
+            raise ConfigError(
+                f"property controller.listener.names={names!r} must name the inter-broker listener {inter_broker} "
+                "alone: controllers of combined nodes share it, and the other listener serves clients only"
             )
         if len(listeners) > 1 and voters[typed["node.id"]] != _address(advertised, inter_broker):
             host, port = voters[typed["node.id"]]

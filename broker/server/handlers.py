@@ -83,6 +83,7 @@ from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.listeners import advertised_versions
 from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
@@ -425,11 +426,11 @@ class RequestHandlers:
             throttle_time=ZERO_MS,
         )
 
-    @staticmethod
-    def api_version_entries(module) -> tuple:
+    def api_version_entries(self, module) -> tuple:
+        # a client listener lists client APIs only (broker.server.listeners)
         return tuple(
             _build(module, "ApiVersion", api_key=key, min_version=low, max_version=high)
-            for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items())
+            for key, (low, high) in sorted(advertised_versions(self.config).items())
         )
 
     # ---- Metadata ------------------------------------------------------------

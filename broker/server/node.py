@@ -53,6 +53,11 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
 
         cluster = ClusterNode(config, runtime, handlers)
         cluster.start(server)
+    if not any(config.is_client_listener(l.name) for l in config.listeners):
+        log.warning("listener %s is the inter-broker listener and also serves clients: any client that reaches it can "
+                    "send broker-internal requests (%s); give clients a listener of their own (broker.server.listeners)",
+                    config.inter_broker_listener_name,
+                    "Raft, controller RPCs, WriteTxnMarkers" if config.cluster_mode else "WriteTxnMarkers")
     listener = config.listeners[0]
     log.info("broker %d listening on %s:%d", config.node_id, listener.host or "0.0.0.0", server.port)
     if ready_line:

@@ -16,9 +16,12 @@ Robustness (the fault model is "any bytes from any peer, at any time"):
 - a peer that vanishes mid-request just ends its task.
 
 Listeners: one server socket per configured listener (Kafka's `listeners`);
-every connection's task sets `CONNECTION_LISTENER` to the name of the listener
-it arrived on, so a handler can answer with the addresses of that listener
-(Metadata does, in broker.server.cluster) without a parameter of its own.
+every connection's task sets `CONNECTION_LISTENER` (broker.server.listeners)
+to the name of the listener it arrived on, so a handler can answer with the
+addresses of that listener (Metadata does, in broker.server.cluster) without a
+parameter of its own. On a client listener a broker-internal request (Raft and
+controller RPCs, WriteTxnMarkers, a Fetch from a replica) closes the
+connection, as Kafka does for an API not enabled on a listener.
 
 Shutdown (`stop`): stop accepting, wake long-polling fetches, wait for
 requests in flight to be answered, close the remaining connections, then
@@ -30,7 +33,6 @@ Thread-safety: everything runs on one asyncio event loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import struct
 
@@ -47,7 +49,8 @@ from broker.protocol.wire import (
     response_header,
 )
 from broker.server.config import BrokerConfig
-from broker.server.handlers import CloseConnection, RequestHandlers
+from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
+from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener
 
 log = logging.getLogger("broker.server")
 
@@ -57,16 +60,12 @@ _API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
 MAINTENANCE_INTERVAL_S = 0.25
 SHUTDOWN_GRACE_S = 5.0  # well inside a supervisor's stop timeout (the harness's is 15 s, Docker's default 10 s)
 
-# The name of the listener the current connection arrived on (set per connection task).
-CONNECTION_LISTENER: contextvars.ContextVar[str | None] = contextvars.ContextVar("connection_listener", default=None)
-
-
-def api_versions_fallback(correlation_id: int) -> list:
-    """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list."""
+def api_versions_fallback(correlation_id: int, versions: dict[int, tuple[int, int]] = apis.SUPPORTED_VERSIONS) -> list:
+    """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list (`versions`)."""
     body = bytearray(_INT32.pack(correlation_id))
     body += struct.pack(">h", ErrorCode.unsupported_version.value)
-    body += _INT32.pack(len(apis.SUPPORTED_VERSIONS))
-    for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items()):
+    body += _INT32.pack(len(versions))
+    for key, (low, high) in sorted(versions.items()):
         body += _API_VERSIONS_V0_ENTRY.pack(key, low, high)
     return frame([body])
 
@@ -224,13 +223,19 @@ class BrokerServer:
             api_key, api_version, correlation_id = peek_header(request_bytes)
         except MalformedRequestError as exc:
             raise CloseConnection(str(exc)) from None
+        client_listener = on_client_listener(self.config)
+        if client_listener and (api_key in self.internal_handlers or api_key in apis.BROKER_ONLY_APIS):
+            # Kafka closes the connection for an API not enabled on the listener (InvalidRequestException)
+            name = apis.API_NAMES.get(api_key) or f"internal api key {api_key}"
+            raise CloseConnection(f"{name} v{api_version} is a broker-internal API, not served on client listener "
+                                  f"{CONNECTION_LISTENER.get()} (only on {self.config.inter_broker_listener_name})")
         internal = self.internal_handlers.get(api_key)
         if internal is not None:
             return await self._dispatch_internal(internal, request_bytes, api_key, correlation_id)
         if not apis.is_supported(api_key, api_version):
             if api_key == apis.API_VERSIONS and api_version > apis.SUPPORTED_VERSIONS[apis.API_VERSIONS][1]:
                 log.info("ApiVersions v%d is newer than ours; answering with the KIP-511 v0 fallback", api_version)
-                return api_versions_fallback(correlation_id)
+                return api_versions_fallback(correlation_id, advertised_versions(self.config))
             if api_key in apis.SUPPORTED_VERSIONS:
                 low, high = apis.SUPPORTED_VERSIONS[api_key]
                 raise CloseConnection(
@@ -246,6 +251,9 @@ class BrokerServer:
                 f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc} "
                 f"(first bytes: {bytes(request_bytes[:64]).hex()})"
             ) from None
+        if client_listener and api_key == apis.FETCH and _fetch_replica_id(request, api_version) >= 0:
+            raise CloseConnection(f"a Fetch from replica {_fetch_replica_id(request, api_version)} is broker-internal, not served on "
+                                  f"client listener {CONNECTION_LISTENER.get()}")
         if self.config.debug_log_requests:
             log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)
         body = self.handlers.handlers[api_key](header, request)
