@@ -263,11 +263,15 @@ class FaultProxy:
 
     `upstreams` maps node name -> (host, port) of the node's real listener.
     `sources` maps a source IP address -> node name; any other address is a client.
+    `peer_upstreams` maps node name -> (host, port) of a listener for connections from
+    other nodes (a broker's inter-broker listener); nodes missing there get theirs in `upstreams`.
     """
 
     def __init__(self, upstreams: dict[str, tuple[str, int]], sources: dict[str, str] | None = None,
-                 listen_host: str = "127.0.0.1", seed: int = 0, ignore_cuts: bool = False):
+                 listen_host: str = "127.0.0.1", seed: int = 0, ignore_cuts: bool = False,
+                 peer_upstreams: dict[str, tuple[str, int]] | None = None):
         self.upstreams = dict(upstreams)
+        self.peer_upstreams = dict(peer_upstreams or {})
         self.ignore_cuts = ignore_cuts
         if ignore_cuts:
             log.warning("planted harness bug: this fault proxy ignores cuts (LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS)")
@@ -457,7 +461,8 @@ class FaultProxy:
                     await waiter
             if pair.closed:
                 return
-            host, port = self.upstreams[dst]
+            from_peer = forward[0] != CLIENT and dst in self.peer_upstreams
+            host, port = self.peer_upstreams[dst] if from_peer else self.upstreams[dst]
             await self._loop.create_connection(lambda: pair.upstream, host, port)
         except OSError as e:
             log.debug("upstream %s refused a connection from %s: %s", dst, forward[0], e)

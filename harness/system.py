@@ -15,6 +15,10 @@ described by a TOML file (`--system FILE.toml`)::
     max_nodes = 1                         # optional: how many nodes this description supports
 
 `{peers}` expands to `node_id@host:advertised_port` entries joined by commas.
+`{internal_port}` is a second port of the node, for its inter-broker listener:
+on the local backend a system that uses it gets its peers' connections there
+and its clients' on `{port}`, both through the one proxy port
+`{advertised_port}` (on the other backends it is the port peers reach).
 The harness talks to the system only through its client port (the Kafka
 protocol) and process control; nothing here knows our broker's internals.
 """
@@ -30,7 +34,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PLACEHOLDERS = ("node_id", "host", "port", "advertised_port", "data_dir", "peers", "python", "bind_host")
+PLACEHOLDERS = ("node_id", "host", "port", "advertised_port", "data_dir", "peers", "python", "bind_host", "internal_port")
 
 
 class SystemDescriptionError(ValueError):
@@ -49,6 +53,7 @@ class NodeSpec:
     data_dir: str
     bind_host: str
     peers: str
+    internal_port: int | None = None  # the inter-broker listener's port; None: the same as `port`
 
     def substitutions(self) -> dict[str, str]:
         return {
@@ -60,6 +65,7 @@ class NodeSpec:
             "peers": self.peers,
             "python": sys.executable,
             "bind_host": self.bind_host,
+            "internal_port": str(self.port if self.internal_port is None else self.internal_port),
         }
 
 
@@ -80,6 +86,11 @@ class System:
     def command(self, node: NodeSpec) -> list[str]:
         subs = node.substitutions()
         return [part.format(**subs) for part in self.start]
+
+    def uses_placeholder(self, name: str) -> bool:
+        """Whether `{name}` appears in the start command, the log file or a property (e.g. internal_port)."""
+        texts = [*self.start, self.log_file or "", self.config_file or "", *self.properties.values()]
+        return any("{" + name + "}" in text for text in texts)
 
     def log_path(self, node: NodeSpec) -> str | None:
         return self.log_file.format(**node.substitutions()) if self.log_file else None
@@ -109,15 +120,22 @@ def check_broker_overrides(overrides: dict[str, str]) -> None:
 def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1) -> System:
     """Our own broker: `python -m broker --config {data_dir}/server.properties`.
 
-    Every node is a combined broker and controller; the quorum voters are the
-    nodes' proxied addresses, so controller traffic crosses the fault proxy like
-    replication and client traffic, and each node's outgoing connections leave
-    from its own `{bind_host}` so the proxy can tell the nodes apart.
+    Every node is a combined broker and controller with two listeners: CLIENT
+    (`{port}`) for clients and INTERNAL (`{internal_port}`) for replication and
+    the controller quorum, so a client never reaches the broker-internal APIs
+    (Raft, controller RPCs, WriteTxnMarkers). Both advertise the node's proxied
+    address, which is also its quorum voter address: controller traffic crosses
+    the fault proxy like replication and client traffic, and each node's
+    outgoing connections leave from its own `{bind_host}` so the proxy can tell
+    the nodes apart (and sends them to INTERNAL).
     """
     properties = {
         "node.id": "{node_id}",
-        "listeners": "PLAINTEXT://{host}:{port}",
-        "advertised.listeners": "PLAINTEXT://{host}:{advertised_port}",
+        "listeners": "CLIENT://{host}:{port},INTERNAL://{host}:{internal_port}",
+        "advertised.listeners": "CLIENT://{host}:{advertised_port},INTERNAL://{host}:{advertised_port}",
+        "listener.security.protocol.map": "CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+        "controller.listener.names": "INTERNAL",
         "log.dirs": "{data_dir}/logs",
         "controller.quorum.voters": "{peers}",
         "logquake.outbound.address": "{bind_host}",

@@ -7,7 +7,10 @@ behind; `reap_stale_runs()` (called by every new local cluster) kills the
 process groups recorded there whose owner is dead, and removes the directory.
 
 Network faults: each node listens on a private port; clients and peers reach it
-through its proxy port, which is the port the node advertises. A node's own
+through its proxy port, which is the port the node advertises. A system with an
+inter-broker listener of its own (`{internal_port}`, as our broker's INTERNAL)
+gets its peers' connections there and its clients' on the client port, through
+the same proxy port. A node's own
 outgoing connections leave from its own loopback address (127.0.0.(10+i) on
 Linux, given to the system as `{bind_host}`), so the proxy can tell a peer from a
 client and cut exactly the links a grudge names. A broker that ignores
@@ -176,9 +179,13 @@ class LocalCluster(NodeControl):
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-{n}-", dir=RUN_ROOT))
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
         real_ports = {node: free_port(self.host) for node in self.nodes}
+        # a system with an inter-broker listener of its own ({internal_port}, as ours) gets its peers there
+        internal_ports = ({node: free_port(self.host) for node in self.nodes}
+                          if self.system.uses_placeholder("internal_port") else {})
         self.proxy = FaultProxy(
             {node: (self.host, port) for node, port in real_ports.items()},
             sources={self._bind_host(i): node for i, node in enumerate(self.nodes, 1) if self._bind_host(i) != self.host},
+            peer_upstreams={node: (self.host, port) for node, port in internal_ports.items()},
             listen_host=self.host,
             seed=self.seed,
             ignore_cuts=os.environ.get(IGNORE_CUTS_VARIABLE, "").lower() == "true",
@@ -189,7 +196,7 @@ class LocalCluster(NodeControl):
             data_dir = self.run_dir / node
             data_dir.mkdir()
             self._specs[node] = NodeSpec(node, i, self.host, real_ports[node], proxy_ports[node], str(data_dir),
-                                         self._bind_host(i), peers)
+                                         self._bind_host(i), peers, internal_ports.get(node))
         for node in self.nodes:
             self.start(node)
         self.wait_ready(self.nodes)
