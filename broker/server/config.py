@@ -196,6 +196,8 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "num.partitions": (_int(1, 2**31 - 1), "1", "partitions of an auto-created topic"),
     "default.replication.factor": (_replication_factor, "1", "replication factor of auto-created topics"),
     "auto.create.topics.enable": (_parse_bool, "true", "create a topic on first metadata request"),
+    # KIP-578's name (Kafka never shipped it: unbounded there); CreateTopics and auto-creation beyond it get POLICY_VIOLATION
+    "max.broker.partitions": (_int(1, 2**31 - 1), "4000", "partition replicas one broker may hold"),
     "log.segment.bytes": (_int(14, 2**31 - 1), "1073741824", "segment size"),
     "log.roll.ms": (_int(1), None, "segment age before a roll (default: log.roll.hours)"),
     "log.roll.hours": (_int(1, 2**31 - 1), "168", "segment age before a roll, in hours"),
@@ -281,6 +283,7 @@ class BrokerConfig:
     replica_fetch_backoff_ms: int = 1000
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
+    max_broker_partitions: int = 4000
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
 
@@ -503,6 +506,7 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         replica_fetch_backoff_ms=typed["replica.fetch.backoff.ms"],
         min_insync_replicas=typed["min.insync.replicas"],
         unclean_leader_election_enable=typed["unclean.leader.election.enable"],
+        max_broker_partitions=typed["max.broker.partitions"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
     )

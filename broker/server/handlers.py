@@ -69,6 +69,7 @@ import uuid
 
 from kio.schema.errors import ErrorCode
 
+from broker.controller.controller import MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS_MESSAGE
 from broker.coordinator.group_handlers import GroupApis
 from broker.coordinator.txn_handlers import TxnApis
 from broker.io import Runtime
@@ -133,6 +134,10 @@ FIXED_TOPIC_CONFIG_DEFAULTS = {
 
 class TopicConfigError(ValueError):
     pass
+
+
+class TopicStorageError(RuntimeError):
+    """A topic whose logs could not be created (e.g. no file descriptor left): nothing of it was kept."""
 
 
 class CloseConnection(Exception):
@@ -391,6 +396,15 @@ class RequestHandlers:
             return int(info.configs["max.message.bytes"])
         return self.config.message_max_bytes
 
+    def partition_limit_problem(self, partitions: int) -> tuple[ErrorCode, str | None]:
+        """POLICY_VIOLATION when `partitions` more would pass max.broker.partitions (KIP-578), else no error."""
+        held = sum(info.partitions for info in self.topics.by_name.values())
+        if held + partitions > self.config.max_broker_partitions:
+            return ErrorCode.policy_violation, (f"{partitions} partitions x 1 replicas would give broker {self.config.node_id} "
+                                                f"{held + partitions} partition replicas, above "
+                                                f"max.broker.partitions={self.config.max_broker_partitions}")
+        return ErrorCode.none, None
+
     def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> TopicInfo:
         if name in self.orphan_topics:
             # Logs left by an earlier topic of this name (a crash between deleting its
@@ -398,10 +412,25 @@ class RequestHandlers:
             log.warning("removing leftover logs of a deleted topic named %s before creating it again", name)
             self.storage.delete_topic(name)
             self.orphan_topics.discard(name)
-        info = self.topics.create(name, partitions, configs)
+        # The logs first, the topic's metadata only once they all exist, so that a creation that fails half-way
+        # (no descriptors left, a full disk) leaves no topic with partitions that are not there (issue 17).
         log_config = self.topic_log_config(configs)
-        for partition in range(partitions):
-            partition_log = self.storage.create(name, partition, log_config)
+        logs = []
+        try:
+            for partition in range(partitions):
+                logs.append(self.storage.create(name, partition, log_config))
+            info = self.topics.create(name, partitions, configs)
+        except OSError as exc:
+            for partition_log in logs:
+                partition_log.close(flush=False)  # their descriptors first: removing the directories needs some
+            try:
+                self.storage.delete_topic(name)
+            except OSError as cleanup:
+                log.warning("could not remove the partial logs of topic %s: %s; they are removed at its next creation",
+                            name, cleanup)
+                self.orphan_topics.add(name)
+            raise TopicStorageError(f"topic {name} was not created: {exc}") from exc
+        for partition, partition_log in enumerate(logs):
             self.partitions[(name, partition)] = PartitionState(partition_log, ProducerStateTable())
         log.info("created topic %s (id %s) with %d partitions, configs %s", name, info.topic_id, partitions, configs)
         return info
@@ -459,7 +488,15 @@ class RequestHandlers:
                     if problem is not None:
                         error = ErrorCode.invalid_topic_exception
                     elif self.config.auto_create_topics_enable and allow_auto_create:
-                        info = self.create_topic(name, self.config.num_partitions, {})
+                        error, message = self.partition_limit_problem(self.config.num_partitions)
+                        if error == ErrorCode.none:
+                            try:
+                                info = self.create_topic(name, self.config.num_partitions, {})
+                            except TopicStorageError as exc:
+                                log.warning("auto-creating topic %s failed: %s", name, exc)
+                                error = ErrorCode.unknown_server_error
+                        else:
+                            log.info("auto-creating topic %s refused: %s", name, message)
                     else:
                         error = ErrorCode.unknown_topic_or_partition
             partitions = ()
@@ -1081,6 +1118,8 @@ class RequestHandlers:
     def create_topics(self, header, request):
         module = _response_module(apis.CREATE_TOPICS, header.api_version)
         results = []
+        requested = sum(len(t.assignments) if t.assignments else max(0, t.num_partitions) if t.num_partitions != -1
+                        else self.config.num_partitions for t in request.topics)
         for topic in request.topics:
             error, message, info, partitions, configs = ErrorCode.none, None, None, -1, {}
             problem = topic_name_problem(topic.name)
@@ -1105,8 +1144,16 @@ class RequestHandlers:
                     configs = self.validate_topic_configs({c.name: c.value for c in topic.configs})
                 except TopicConfigError as exc:
                     error, message = ErrorCode.invalid_config, str(exc)
+            if error == ErrorCode.none and requested > MAX_PARTITIONS_PER_REQUEST:
+                error, message = ErrorCode.policy_violation, TOO_MANY_PARTITIONS_MESSAGE
+            elif error == ErrorCode.none:
+                error, message = self.partition_limit_problem(partitions)
             if error == ErrorCode.none and not request.validate_only:
-                info = self.create_topic(topic.name, partitions, configs)
+                try:
+                    info = self.create_topic(topic.name, partitions, configs)
+                except TopicStorageError as exc:
+                    error, message = ErrorCode.unknown_server_error, str(exc)
+                    log.warning("CreateTopics %s failed: %s", topic.name, exc)
             elif error != ErrorCode.none:
                 log.info("CreateTopics %s refused: %s (%s)", topic.name, error.name, message)
             config_entries = ()

@@ -1,0 +1,114 @@
+"""Bounded resources (issue 17, point 1), on real broker processes with a low descriptor limit (ulimit -n).
+
+- CreateTopics beyond the descriptors left: the topic is not created (no ghost
+  partition count), the request gets an error, and the broker keeps serving and
+  restarts.
+- max.broker.partitions (KIP-578) bounds CreateTopics and Metadata
+  auto-creation with POLICY_VIOLATION; more than 10,000 partitions in one
+  CreateTopics is refused whole, as Kafka does (KAFKA-17870).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import pytest
+
+from tests.broker import kafka_requests as k
+from tests.broker.conftest import BrokerProcess
+from tests.broker.raw_client import RawClient
+from tests.broker.test_replication_process import free_ports
+
+POLICY_VIOLATION = 44
+UNKNOWN_SERVER_ERROR = -1
+LEADER_NOT_AVAILABLE = 5
+OPEN_FILES_LIMIT = 200
+
+
+@pytest.fixture
+def limited_broker(broker_factory):
+    return functools.partial(broker_factory, open_files_limit=OPEN_FILES_LIMIT)
+
+
+def _topics(client: RawClient) -> dict[str, int]:
+    return {t.name: len(t.partitions) for t in client.call(k.metadata(None)).topics}
+
+
+def _produce_and_read(client: RawClient, topic: str) -> None:
+    assert client.call(k.create_topic(topic, 1)).topics[0].error_code == 0
+    produced = client.call(k.produce(topic, 0, k.batch([(None, b"still-serving")])))
+    assert produced.responses[0].partition_responses[0].error_code == 0
+    fetched = client.call(k.fetch(topic, 0, 0)).responses[0].partitions[0]
+    assert fetched.error_code == 0 and b"still-serving" in bytes(fetched.records)
+
+
+def test_create_topics_past_the_descriptor_limit_leaves_no_ghost_and_keeps_serving(limited_broker):
+    broker = limited_broker()
+    with RawClient(broker.port) as client:
+        answer = client.call(k.create_topic("huge", 2 * OPEN_FILES_LIMIT)).topics[0]
+        assert answer.error_code == UNKNOWN_SERVER_ERROR
+        assert "Too many open files" in answer.error_message
+        assert "huge" not in _topics(client)  # no topic whose partitions are missing
+        _produce_and_read(client, "small")  # descriptors came back: the broker serves
+    assert broker.stop() == 0
+    broker.restart()  # and it restarts, with what it had
+    with RawClient(broker.port) as client:
+        assert _topics(client) == {"small": 1}
+        assert client.call(k.create_topic("huge", 10)).topics[0].error_code == 0  # the name is free again
+    assert broker.stop() == 0
+
+
+MODES = ("one-node", "cluster")  # a node alone, and a one-voter cluster, whose topics the controller creates
+
+
+def _start(limited_broker, mode: str, overrides: dict[str, str]) -> BrokerProcess:
+    if mode == "cluster":
+        port = free_ports(1)[0]
+        overrides = {**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                     "controller.quorum.voters": f"1@127.0.0.1:{port}"}
+    broker = limited_broker(overrides)
+    if mode == "cluster":
+        with RawClient(broker.port) as client:
+            probe = dataclasses.replace(k.create_topic("probe", 1), validate_only=True)
+            _wait_until(lambda: client.call(probe).topics[0].error_code == 0)  # registered and unfenced
+    return broker
+
+
+def _wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within 30 s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_broker_partitions_bounds_create_topics_and_auto_creation(limited_broker, mode):
+    broker = _start(limited_broker, mode, {"max.broker.partitions": "12", "num.partitions": "2"})
+    with RawClient(broker.port) as client:
+        answer = client.call(k.create_topic("big", 13)).topics[0]
+        assert (answer.error_code, answer.error_message) == (
+            POLICY_VIOLATION, "13 partitions x 1 replicas would give broker 1 13 partition replicas, above "
+                              "max.broker.partitions=12")
+        assert client.call(k.create_topic("ten", 10)).topics[0].error_code == 0
+        # a Metadata request naming many new topics creates only what the limit leaves room for
+        names = [f"auto-{n}" for n in range(50)]
+        answered = {t.name: t.error_code for t in client.call(k.metadata(names)).topics}
+        assert answered["auto-0"] in (0, LEADER_NOT_AVAILABLE)
+        assert all(answered[name] == POLICY_VIOLATION for name in names[1:])
+        assert _topics(client) == {"ten": 10, "auto-0": 2}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_more_than_ten_thousand_partitions_in_one_request_are_refused_whole(limited_broker, mode):
+    broker = _start(limited_broker, mode, {"max.broker.partitions": "100000"})
+    with RawClient(broker.port) as client:
+        m = k.module("create_topics", 7)
+        request = k.create_topic("a", 5001)
+        request = m.CreateTopicsRequest(topics=request.topics + k.create_topic("b", 5000).topics,
+                                        timeout=request.timeout, validate_only=False)
+        answers = {t.name: (t.error_code, t.error_message) for t in client.call(request).topics}
+        assert answers == {name: (POLICY_VIOLATION, "Excessively large number of partitions per request.")
+                           for name in ("a", "b")}
+        assert _topics(client) == {}
