@@ -209,6 +209,9 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "log.flush.interval.ms": (_int(0), None, "milliseconds between fsyncs (default: never by time)"),
     "log.index.interval.bytes": (_int(0, 2**31 - 1), "4096", "bytes between offset index entries"),
     "message.max.bytes": (_int(0, 2**31 - 1), "1048588", "largest record batch accepted"),
+    # KIP-937 (INVALID_TIMESTAMP outside [now - before, now + after]); after: Kafka 4's one hour (KIP-1030)
+    "log.message.timestamp.before.max.ms": (_int(0), str(LONG_MAX), "how far in the past a produced timestamp may lie"),
+    "log.message.timestamp.after.max.ms": (_int(0), "3600000", "how far in the future a produced timestamp may lie"),
     "socket.request.max.bytes": (_int(1, 2**31 - 1), "104857600", "largest request accepted"),
     # cluster mode (KRaft-style controller quorum, combined broker+controller nodes)
     "process.roles": (_parse_roles, None, "broker,controller (default: combined when controller.quorum.voters is set)"),
@@ -284,6 +287,8 @@ class BrokerConfig:
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
     max_broker_partitions: int = 4000
+    log_message_timestamp_before_max_ms: int = LONG_MAX
+    log_message_timestamp_after_max_ms: int = 3_600_000
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
 
@@ -507,6 +512,8 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         min_insync_replicas=typed["min.insync.replicas"],
         unclean_leader_election_enable=typed["unclean.leader.election.enable"],
         max_broker_partitions=typed["max.broker.partitions"],
+        log_message_timestamp_before_max_ms=typed["log.message.timestamp.before.max.ms"],
+        log_message_timestamp_after_max_ms=typed["log.message.timestamp.after.max.ms"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
     )

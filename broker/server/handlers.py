@@ -78,7 +78,7 @@ from broker.log.log import OffsetOutOfRangeError
 from broker.protocol import apis
 from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
-from broker.protocol.record_validation import RecordValidationError, max_uncompressed_bytes, validate_batch
+from broker.protocol.record_validation import RecordValidationError, check_timestamps, max_uncompressed_bytes, validate_batch
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
@@ -679,6 +679,8 @@ class RequestHandlers:
             return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
         try:
             validate_batch(records, 0, batch, max_uncompressed_bytes(limit))
+            check_timestamps(batch, self.runtime.clock.wall_ms(), self.config.log_message_timestamp_before_max_ms,
+                             self.config.log_message_timestamp_after_max_ms)
         except RecordValidationError as exc:
             log.warning("invalid record batch for %s-%d refused: %s", topic, partition, exc)
             return ErrorCode[exc.error], str(exc), -1, -1, None

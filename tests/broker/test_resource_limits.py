@@ -3,6 +3,8 @@
 - CreateTopics beyond the descriptors left: the topic is not created (no ghost
   partition count), the request gets an error, and the broker keeps serving and
   restarts.
+- log.message.timestamp.*.max.ms (KIP-937) bound the timestamps that drive
+  time-based segment rolls, so a producer cannot roll a segment per batch.
 - max.broker.partitions (KIP-578) bounds CreateTopics and Metadata
   auto-creation with POLICY_VIOLATION; more than 10,000 partitions in one
   CreateTopics is refused whole, as Kafka does (KAFKA-17870).
@@ -24,6 +26,7 @@ from tests.broker.test_replication_process import free_ports
 POLICY_VIOLATION = 44
 UNKNOWN_SERVER_ERROR = -1
 LEADER_NOT_AVAILABLE = 5
+INVALID_TIMESTAMP = 32
 OPEN_FILES_LIMIT = 200
 
 
@@ -112,3 +115,37 @@ def test_more_than_ten_thousand_partitions_in_one_request_are_refused_whole(limi
         assert answers == {name: (POLICY_VIOLATION, "Excessively large number of partitions per request.")
                            for name in ("a", "b")}
         assert _topics(client) == {}
+
+
+def _produce_at(client: RawClient, topic: str, timestamp_ms: int) -> int:
+    produced = client.call(k.produce(topic, 0, k.batch([(None, b"v")], base_timestamp=timestamp_ms)))
+    return produced.responses[0].partition_responses[0].error_code
+
+
+def test_timestamps_that_jump_ahead_cannot_roll_a_segment_per_batch(limited_broker):
+    """The issue's evidence: produces whose timestamps jump 8 days each rolled a segment (a descriptor) per
+    batch until none was left. KIP-937's log.message.timestamp.after.max.ms (1 hour) refuses them."""
+    broker = limited_broker()
+    day_ms = 86_400_000
+    with RawClient(broker.port) as client:
+        assert client.call(k.create_topic("clock", 1)).topics[0].error_code == 0
+        now_ms = int(time.time() * 1000)
+        answers = [_produce_at(client, "clock", now_ms + n * 8 * day_ms) for n in range(2 * OPEN_FILES_LIMIT)]
+        assert answers[0] == 0 and set(answers[1:]) == {INVALID_TIMESTAMP}
+        assert _produce_at(client, "clock", int(time.time() * 1000) + 3_000_000) == 0  # 50 minutes ahead is fine
+        _produce_and_read(client, "after")
+    segments = list((broker.log_dir / "clock-0").glob("*.log"))
+    assert len(segments) == 1, segments
+
+
+def test_timestamp_bounds_are_settable(limited_broker):
+    broker = limited_broker({"log.message.timestamp.before.max.ms": "60000",
+                             "log.message.timestamp.after.max.ms": "60000"})
+    with RawClient(broker.port) as client:
+        assert client.call(k.create_topic("t", 1)).topics[0].error_code == 0
+        now_ms = int(time.time() * 1000)
+        assert _produce_at(client, "t", now_ms - 120_000) == INVALID_TIMESTAMP
+        assert _produce_at(client, "t", now_ms + 120_000) == INVALID_TIMESTAMP
+        assert _produce_at(client, "t", now_ms - 10_000) == 0
+        produced = client.call(k.produce("t", 0, k.batch([(None, b"v")], base_timestamp=now_ms + 120_000)))
+        assert "log.message.timestamp.after.max.ms=60000" in produced.responses[0].partition_responses[0].error_message
