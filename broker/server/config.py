@@ -213,6 +213,12 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "log.message.timestamp.before.max.ms": (_int(0), str(LONG_MAX), "how far in the past a produced timestamp may lie"),
     "log.message.timestamp.after.max.ms": (_int(0), "3600000", "how far in the future a produced timestamp may lie"),
     "socket.request.max.bytes": (_int(1, 2**31 - 1), "104857600", "largest request accepted"),
+    # connection limits (broker.server.server); Kafka's names, deliberate defaults where Kafka has none
+    "connections.max.idle.ms": (_int(1), "600000", "a connection that sends no request for this long is closed"),
+    "max.connections": (_int(1, 2**31 - 1), "1000", "open connections on the client listeners (Kafka: unbounded)"),
+    "max.connections.per.ip": (_int(1, 2**31 - 1), str(2**31 - 1), "open connections from one address"),
+    "queued.max.request.bytes": (_int(-1), "209715200", "request bytes buffered over all connections (-1: no limit)"),
+    "logquake.request.read.timeout.ms": (_int(1), "30000", "time from a request's first byte to its last"),
     # cluster mode (KRaft-style controller quorum, combined broker+controller nodes)
     "process.roles": (_parse_roles, None, "broker,controller (default: combined when controller.quorum.voters is set)"),
     "controller.quorum.voters": (_parse_voters, None, "id@host:port,... of the controller quorum (unset: one-node cluster)"),
@@ -289,6 +295,11 @@ class BrokerConfig:
     max_broker_partitions: int = 4000
     log_message_timestamp_before_max_ms: int = LONG_MAX
     log_message_timestamp_after_max_ms: int = 3_600_000
+    connections_max_idle_ms: int = 600_000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 2**31 - 1
+    queued_max_request_bytes: int = 209_715_200
+    request_read_timeout_ms: int = 30_000
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
 
@@ -483,6 +494,13 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
                 f"{_address(advertised, inter_broker)[1]}; with several listeners a voter's address must be its "
                 "inter-broker listener"
             )
+    queued = typed["queued.max.request.bytes"]
+    if queued != -1 and queued < typed["socket.request.max.bytes"]:
+        raise ConfigError(
+            f"property queued.max.request.bytes={queued} is below socket.request.max.bytes="
+            f"{typed['socket.request.max.bytes']}: the largest request accepted could never be read; expected -1 or a "
+            "value >= socket.request.max.bytes"
+        )
     if typed["broker.heartbeat.interval.ms"] >= typed["broker.session.timeout.ms"]:
         raise ConfigError(
             f"property broker.heartbeat.interval.ms={typed['broker.heartbeat.interval.ms']} must be below "
@@ -514,6 +532,11 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         max_broker_partitions=typed["max.broker.partitions"],
         log_message_timestamp_before_max_ms=typed["log.message.timestamp.before.max.ms"],
         log_message_timestamp_after_max_ms=typed["log.message.timestamp.after.max.ms"],
+        connections_max_idle_ms=typed["connections.max.idle.ms"],
+        max_connections=typed["max.connections"],
+        max_connections_per_ip=typed["max.connections.per.ip"],
+        queued_max_request_bytes=typed["queued.max.request.bytes"],
+        request_read_timeout_ms=typed["logquake.request.read.timeout.ms"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
     )

@@ -5,6 +5,8 @@
   restarts.
 - log.message.timestamp.*.max.ms (KIP-937) bound the timestamps that drive
   time-based segment rolls, so a producer cannot roll a segment per batch.
+- connections: connections.max.idle.ms, a request-read timeout, max.connections,
+  max.connections.per.ip and queued.max.request.bytes.
 - max.broker.partitions (KIP-578) bounds CreateTopics and Metadata
   auto-creation with POLICY_VIOLATION; more than 10,000 partitions in one
   CreateTopics is refused whole, as Kafka does (KAFKA-17870).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import struct
 import time
 
 import pytest
@@ -149,3 +152,61 @@ def test_timestamp_bounds_are_settable(limited_broker):
         assert _produce_at(client, "t", now_ms - 10_000) == 0
         produced = client.call(k.produce("t", 0, k.batch([(None, b"v")], base_timestamp=now_ms + 120_000)))
         assert "log.message.timestamp.after.max.ms=60000" in produced.responses[0].partition_responses[0].error_message
+
+
+def _api_versions_answered(client: RawClient) -> bool:
+    try:
+        return client.call(k.api_versions()).error_code == 0
+    except (ConnectionError, OSError):
+        return False
+
+
+def test_idle_and_trickling_connections_are_closed(broker_factory):
+    broker = broker_factory({"connections.max.idle.ms": "500", "logquake.request.read.timeout.ms": "500"})
+    with RawClient(broker.port) as idle, RawClient(broker.port) as trickle:
+        assert _api_versions_answered(idle)  # a connection that served a request, then sent nothing
+        frame = trickle.request_bytes(k.api_versions())
+        trickle.send_bytes(frame[:6])  # a request whose bytes come one now and then: the rest never comes
+        assert idle.is_closed_by_peer(timeout_s=3.0)
+        assert trickle.is_closed_by_peer(timeout_s=3.0)
+    text = broker.stderr_text()
+    assert "(connections.max.idle.ms)" in text and "(logquake.request.read.timeout.ms)" in text
+    with RawClient(broker.port) as fresh:
+        assert _api_versions_answered(fresh)
+
+
+@pytest.mark.parametrize("overrides", [{"max.connections": "4"}, {"max.connections.per.ip": "4"}])
+def test_connections_beyond_the_limit_are_closed_until_one_goes(broker_factory, overrides):
+    broker = broker_factory(overrides)
+    clients = [RawClient(broker.port) for _ in range(4)]
+    try:
+        assert all(_api_versions_answered(c) for c in clients)
+        with RawClient(broker.port) as extra:
+            assert extra.is_closed_by_peer()
+        clients.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the broker notices the close on its next read
+            with RawClient(broker.port) as again:
+                if _api_versions_answered(again):
+                    break
+            assert time.monotonic() < deadline, "no connection admitted after one closed"
+            time.sleep(0.05)
+    finally:
+        for c in clients:
+            c.close()
+    assert "refused: " in broker.stderr_text()
+
+
+def test_queued_max_request_bytes_bounds_what_all_connections_buffer(broker_factory):
+    """A connection that announced a 1 MiB request holds the whole budget while its body trickles in; a second
+    connection's request waits until the first gives its budget back (here: closed by the read timeout)."""
+    broker = broker_factory({"socket.request.max.bytes": "1048576", "queued.max.request.bytes": "1048576",
+                             "logquake.request.read.timeout.ms": "1500"})
+    with RawClient(broker.port) as hog, RawClient(broker.port) as other:
+        hog.send_bytes(struct.pack(">i", 1048576) + b"\x00\x12\x00\x03")
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert _api_versions_answered(other)
+        waited_s = time.monotonic() - started
+        assert hog.is_closed_by_peer(timeout_s=1.0)
+    assert waited_s > 0.8, f"the second request was answered after {waited_s:.2f} s, without waiting for the budget"
