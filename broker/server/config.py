@@ -219,6 +219,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "max.connections.per.ip": (_int(1, 2**31 - 1), str(2**31 - 1), "open connections from one address"),
     "queued.max.request.bytes": (_int(-1), "209715200", "request bytes buffered over all connections (-1: no limit)"),
     "logquake.request.read.timeout.ms": (_int(1), "30000", "time from a request's first byte to its last"),
+    "logquake.max.open.files": (_int(-1, 2**31 - 1), "-1", "files (segments...) open at once; -1: half of ulimit -n"),
     # cluster mode (KRaft-style controller quorum, combined broker+controller nodes)
     "process.roles": (_parse_roles, None, "broker,controller (default: combined when controller.quorum.voters is set)"),
     "controller.quorum.voters": (_parse_voters, None, "id@host:port,... of the controller quorum (unset: one-node cluster)"),
@@ -300,6 +301,7 @@ class BrokerConfig:
     max_connections_per_ip: int = 2**31 - 1
     queued_max_request_bytes: int = 209_715_200
     request_read_timeout_ms: int = 30_000
+    max_open_files: int = -1
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
 
@@ -494,6 +496,9 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
                 f"{_address(advertised, inter_broker)[1]}; with several listeners a voter's address must be its "
                 "inter-broker listener"
             )
+    if typed["logquake.max.open.files"] == 0:
+        raise ConfigError("property logquake.max.open.files=0 leaves no file open; expected -1 (half of ulimit -n) "
+                          "or a number >= 1")
     queued = typed["queued.max.request.bytes"]
     if queued != -1 and queued < typed["socket.request.max.bytes"]:
         raise ConfigError(
@@ -537,6 +542,7 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         max_connections_per_ip=typed["max.connections.per.ip"],
         queued_max_request_bytes=typed["queued.max.request.bytes"],
         request_read_timeout_ms=typed["logquake.request.read.timeout.ms"],
+        max_open_files=typed["logquake.max.open.files"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
     )

@@ -159,8 +159,13 @@ class BrokerServer:
 
     async def start(self) -> None:
         for listener in self.config.listeners:
-            self.servers.append(await self.runtime.network.start_server(
-                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port))
+            server = await self.runtime.network.start_server(
+                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port)
+            self.servers.append(server)
+            if not server.sockets:
+                # asyncio skips an address it cannot make a socket for (no descriptor left, say) and logs a warning
+                raise OSError(f"listener {listener} opened no socket; see the warning above (file descriptors: "
+                              "ulimit -n)")
         self.server = self.servers[0]
         self.port = self.server.sockets[0].getsockname()[1]
         self._maintenance = asyncio.ensure_future(self._maintain_forever())

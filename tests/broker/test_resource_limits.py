@@ -50,20 +50,64 @@ def _produce_and_read(client: RawClient, topic: str) -> None:
     assert fetched.error_code == 0 and b"still-serving" in bytes(fetched.records)
 
 
-def test_create_topics_past_the_descriptor_limit_leaves_no_ghost_and_keeps_serving(limited_broker):
+def test_many_partitions_hold_a_bounded_number_of_descriptors_and_restart(limited_broker):
+    """The issue's evidence: a CreateTopics of more partitions than descriptors (or a Metadata request naming
+    as many new topics) left the node serving nothing, and unable to restart. Segment files now close and
+    reopen on demand (broker.io.file_pool), within half of ulimit -n."""
     broker = limited_broker()
+    partitions = 2 * OPEN_FILES_LIMIT
     with RawClient(broker.port) as client:
-        answer = client.call(k.create_topic("huge", 2 * OPEN_FILES_LIMIT)).topics[0]
-        assert answer.error_code == UNKNOWN_SERVER_ERROR
-        assert "Too many open files" in answer.error_message
-        assert "huge" not in _topics(client)  # no topic whose partitions are missing
-        _produce_and_read(client, "small")  # descriptors came back: the broker serves
+        assert client.call(k.create_topic("wide", partitions)).topics[0].error_code == 0
+        for partition in range(partitions):
+            produced = client.call(k.produce("wide", partition, k.batch([(None, b"p%d" % partition)])))
+            assert produced.responses[0].partition_responses[0].error_code == 0, partition
+        names = [f"auto-{n}" for n in range(OPEN_FILES_LIMIT)]
+        client.call(k.metadata(names))
+        assert len(_topics(client)) == 1 + OPEN_FILES_LIMIT
+        _produce_and_read(client, "after")
     assert broker.stop() == 0
-    broker.restart()  # and it restarts, with what it had
+    broker.restart()  # used to fail: Too many open files while loading the logs
     with RawClient(broker.port) as client:
-        assert _topics(client) == {"small": 1}
-        assert client.call(k.create_topic("huge", 10)).topics[0].error_code == 0  # the name is free again
+        for partition in (0, partitions // 2, partitions - 1):
+            fetched = client.call(k.fetch("wide", partition, 0)).responses[0].partitions[0]
+            assert fetched.error_code == 0 and b"p%d" % partition in bytes(fetched.records)
     assert broker.stop() == 0
+
+
+def test_a_node_out_of_descriptors_answers_errors_leaves_no_ghost_and_recovers(limited_broker):
+    """With every descriptor taken by connections, a CreateTopics fails whole (no topic whose partitions are
+    missing), is answered with the reason, and works again once the connections go; the node restarts."""
+    broker = limited_broker()
+    client = RawClient(broker.port)
+    hogs = []
+    try:
+        # the answers' codecs load lazily, from files: load them while descriptors are left
+        client.call(dataclasses.replace(k.create_topic("warm-up", 1), validate_only=True))
+        _topics(client)
+        while True:  # connections until the broker can accept no more
+            hog = RawClient(broker.port, timeout_s=1.0)
+            hogs.append(hog)
+            try:
+                hog.call(k.api_versions())
+            except OSError:
+                break
+            assert len(hogs) < OPEN_FILES_LIMIT, "the broker accepted more connections than it has descriptors"
+        answer = client.call(k.create_topic("late", 5)).topics[0]
+        assert answer.error_code == UNKNOWN_SERVER_ERROR and "Too many open files" in answer.error_message
+        for hog in hogs:
+            hog.close()
+        hogs.clear()
+        time.sleep(0.5)
+        assert "late" not in _topics(client)
+        _produce_and_read(client, "late")  # descriptors came back: the same name is created and serves
+    finally:
+        client.close()
+        for hog in hogs:
+            hog.close()
+    assert broker.stop() == 0
+    broker.restart()
+    with RawClient(broker.port) as again:
+        assert _topics(again) == {"late": 1}
 
 
 MODES = ("one-node", "cluster")  # a node alone, and a one-voter cluster, whose topics the controller creates
