@@ -117,7 +117,11 @@ TOPIC_CONFIGS: dict[str, tuple[str | None, str]] = {
     "min.insync.replicas": (None, "min.insync.replicas"),
     "unclean.leader.election.enable": (None, "unclean.leader.election.enable"),
     "compression.type": (None, ""),
+    "message.timestamp.before.max.ms": (None, "log.message.timestamp.before.max.ms"),  # KIP-937
+    "message.timestamp.after.max.ms": (None, "log.message.timestamp.after.max.ms"),
 }
+# Topic configs whose smallest value is not -1 (Kafka's ranges)
+TOPIC_CONFIG_MINIMUMS = {"max.message.bytes": 0, "message.timestamp.before.max.ms": 0, "message.timestamp.after.max.ms": 0}
 FIXED_TOPIC_CONFIG_VALUES = {
     "cleanup.policy": ("delete",),
     "min.insync.replicas": ("1",),
@@ -372,8 +376,9 @@ class RequestHandlers:
                     number = int(value)
                 except ValueError:
                     raise TopicConfigError(f"topic config {name}={value!r} is not an integer") from None
-                if number < -1:
-                    raise TopicConfigError(f"topic config {name}={value!r} is out of range; expected an integer >= -1")
+                minimum = TOPIC_CONFIG_MINIMUMS.get(name, -1)
+                if number < minimum:
+                    raise TopicConfigError(f"topic config {name}={value!r} is out of range; expected an integer >= {minimum}")
             result[name] = value
         try:
             self.topic_log_config(result)
@@ -389,6 +394,12 @@ class RequestHandlers:
             return FIXED_TOPIC_CONFIG_DEFAULTS[name], CONFIG_SOURCE_DEFAULT
         value, source = self.config.entries[broker_property]
         return value, CONFIG_SOURCE_STATIC_BROKER if source == "static" else CONFIG_SOURCE_DEFAULT
+
+    def timestamp_bounds(self, topic: str) -> tuple[int, int]:
+        """(before, after) max ms of a produced timestamp around now: the topic's, else the broker's (KIP-937)."""
+        configs = self.topics.by_name[topic].configs if topic in self.topics.by_name else {}
+        return (int(configs.get("message.timestamp.before.max.ms", self.config.log_message_timestamp_before_max_ms)),
+                int(configs.get("message.timestamp.after.max.ms", self.config.log_message_timestamp_after_max_ms)))
 
     def max_message_bytes(self, topic: str) -> int:
         info = self.topics.by_name.get(topic)
@@ -679,8 +690,7 @@ class RequestHandlers:
             return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
         try:
             validate_batch(records, 0, batch, max_uncompressed_bytes(limit))
-            check_timestamps(batch, self.runtime.clock.wall_ms(), self.config.log_message_timestamp_before_max_ms,
-                             self.config.log_message_timestamp_after_max_ms)
+            check_timestamps(batch, self.runtime.clock.wall_ms(), *self.timestamp_bounds(topic))
         except RecordValidationError as exc:
             log.warning("invalid record batch for %s-%d refused: %s", topic, partition, exc)
             return ErrorCode[exc.error], str(exc), -1, -1, None

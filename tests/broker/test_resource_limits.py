@@ -30,6 +30,7 @@ POLICY_VIOLATION = 44
 UNKNOWN_SERVER_ERROR = -1
 LEADER_NOT_AVAILABLE = 5
 INVALID_TIMESTAMP = 32
+INVALID_CONFIG = 40
 OPEN_FILES_LIMIT = 200
 
 
@@ -254,3 +255,20 @@ def test_queued_max_request_bytes_bounds_what_all_connections_buffer(broker_fact
         waited_s = time.monotonic() - started
         assert hog.is_closed_by_peer(timeout_s=1.0)
     assert waited_s > 0.8, f"the second request was answered after {waited_s:.2f} s, without waiting for the budget"
+
+
+def test_topic_timestamp_bounds_override_the_brokers(broker_factory):
+    broker = broker_factory()
+    with RawClient(broker.port) as client:
+        strict = client.call(k.create_topic("strict", 1, {"message.timestamp.after.max.ms": "1000",
+                                                          "message.timestamp.before.max.ms": "1000"})).topics[0]
+        assert strict.error_code == 0
+        assert client.call(k.create_topic("default", 1)).topics[0].error_code == 0
+        now_ms = int(time.time() * 1000)
+        assert _produce_at(client, "strict", now_ms + 30_000) == INVALID_TIMESTAMP
+        assert _produce_at(client, "strict", now_ms - 30_000) == INVALID_TIMESTAMP
+        assert _produce_at(client, "default", now_ms + 30_000) == 0
+        for name, value in (("message.timestamp.after.max.ms", "-1"), ("max.message.bytes", "-1")):
+            refused = client.call(k.create_topic(f"bad-{name}", 1, {name: value})).topics[0]
+            assert (refused.error_code, refused.error_message) == (
+                INVALID_CONFIG, f"topic config {name}='-1' is out of range; expected an integer >= 0")
