@@ -51,11 +51,35 @@ def _produce_and_read(client: RawClient, topic: str) -> None:
     assert fetched.error_code == 0 and b"still-serving" in bytes(fetched.records)
 
 
-def test_many_partitions_hold_a_bounded_number_of_descriptors_and_restart(limited_broker):
+MODES = ("one-node", "cluster")  # a node alone, and a one-voter cluster, whose topics the controller creates
+
+
+def _start(limited_broker, mode: str, overrides: dict[str, str]) -> BrokerProcess:
+    if mode == "cluster":
+        port = free_ports(1)[0]
+        overrides = {**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                     "controller.quorum.voters": f"1@127.0.0.1:{port}"}
+    broker = limited_broker(overrides)
+    if mode == "cluster":
+        with RawClient(broker.port) as client:
+            probe = dataclasses.replace(k.create_topic("probe", 1), validate_only=True)
+            _wait_until(lambda: client.call(probe).topics[0].error_code == 0)  # registered and unfenced
+    return broker
+
+
+def _wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within 30 s"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_partitions_hold_a_bounded_number_of_descriptors_and_restart(limited_broker, mode):
     """The issue's evidence: a CreateTopics of more partitions than descriptors (or a Metadata request naming
     as many new topics) left the node serving nothing, and unable to restart. Segment files now close and
     reopen on demand (broker.io.file_pool), within half of ulimit -n."""
-    broker = limited_broker()
+    broker = _start(limited_broker, mode, {})
     partitions = 2 * OPEN_FILES_LIMIT
     with RawClient(broker.port) as client:
         assert client.call(k.create_topic("wide", partitions)).topics[0].error_code == 0
@@ -64,14 +88,16 @@ def test_many_partitions_hold_a_bounded_number_of_descriptors_and_restart(limite
             assert produced.responses[0].partition_responses[0].error_code == 0, partition
         names = [f"auto-{n}" for n in range(OPEN_FILES_LIMIT)]
         client.call(k.metadata(names))
-        assert len(_topics(client)) == 1 + OPEN_FILES_LIMIT
+        _wait_until(lambda: len(_topics(client)) == 1 + OPEN_FILES_LIMIT)
         _produce_and_read(client, "after")
     assert broker.stop() == 0
     broker.restart()  # used to fail: Too many open files while loading the logs
     with RawClient(broker.port) as client:
         for partition in (0, partitions // 2, partitions - 1):
-            fetched = client.call(k.fetch("wide", partition, 0)).responses[0].partitions[0]
-            assert fetched.error_code == 0 and b"p%d" % partition in bytes(fetched.records)
+            def fetched(partition=partition):
+                answer = client.call(k.fetch("wide", partition, 0)).responses[0].partitions[0]
+                return answer.error_code == 0 and b"p%d" % partition in bytes(answer.records)
+            _wait_until(fetched)  # a cluster node leads again once it has re-registered
     assert broker.stop() == 0
 
 
@@ -109,29 +135,6 @@ def test_a_node_out_of_descriptors_answers_errors_leaves_no_ghost_and_recovers(l
     broker.restart()
     with RawClient(broker.port) as again:
         assert _topics(again) == {"late": 1}
-
-
-MODES = ("one-node", "cluster")  # a node alone, and a one-voter cluster, whose topics the controller creates
-
-
-def _start(limited_broker, mode: str, overrides: dict[str, str]) -> BrokerProcess:
-    if mode == "cluster":
-        port = free_ports(1)[0]
-        overrides = {**overrides, "listeners": f"PLAINTEXT://127.0.0.1:{port}",
-                     "controller.quorum.voters": f"1@127.0.0.1:{port}"}
-    broker = limited_broker(overrides)
-    if mode == "cluster":
-        with RawClient(broker.port) as client:
-            probe = dataclasses.replace(k.create_topic("probe", 1), validate_only=True)
-            _wait_until(lambda: client.call(probe).topics[0].error_code == 0)  # registered and unfenced
-    return broker
-
-
-def _wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met within 30 s"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("mode", MODES)
