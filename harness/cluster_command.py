@@ -2,9 +2,12 @@
 
 `logquake cluster up --nodes N [--data-dir D] [--base-port P] [--host H] [--override key=value ...]`
 starts N broker processes (`python -m broker`, each a combined broker and
-controller) in the foreground. Node i (1..N) listens on H:P+i-1, keeps its
-logs and metadata log in D/node-i/logs, and its output in D/node-i/broker.out;
-every node gets `controller.quorum.voters` naming all N, and
+controller) in the foreground. Node i (1..N) has two listeners: CLIENT on
+H:P+i-1, for clients, and INTERNAL on H:P+N+i-1, for replication and the
+controller quorum (its `controller.quorum.voters` address), so a client cannot
+reach the broker-internal APIs (Raft, controller RPCs, WriteTxnMarkers). It
+keeps its logs and metadata log in D/node-i/logs, and its output in
+D/node-i/broker.out; every node gets `controller.quorum.voters` naming all N, and
 `default.replication.factor` min(3, N). `--override` applies to every node
 (after the generated properties), and is checked by the broker before any
 node starts (exit 254 for a misspelt or mistyped property). The first line
@@ -89,10 +92,13 @@ def _host_port(text: str) -> tuple[str, int]:
 def cluster_properties(node_id: int, nodes: int, host: str, base_port: int, data_dir: Path,
                        overrides: list[tuple[str, str]]) -> str:
     """The properties file of node `node_id` (1-based) of an `nodes`-node combined cluster."""
-    voters = ",".join(f"{i}@{host}:{base_port + i - 1}" for i in range(1, nodes + 1))
+    voters = ",".join(f"{i}@{host}:{base_port + nodes + i - 1}" for i in range(1, nodes + 1))
     lines = [
         f"node.id={node_id}",
-        f"listeners=PLAINTEXT://{host}:{base_port + node_id - 1}",
+        f"listeners=CLIENT://{host}:{base_port + node_id - 1},INTERNAL://{host}:{base_port + nodes + node_id - 1}",
+        "listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "controller.listener.names=INTERNAL",
         f"log.dirs={data_dir / f'node-{node_id}' / 'logs'}",
         f"controller.quorum.voters={voters}",
         f"default.replication.factor={min(3, nodes)}",
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", default=None, help="directory for the nodes' data, kept at the end (default: a new "
                                                      "temporary one, removed when the cluster stops)")
     up.add_argument("--keep-data", action="store_true", help="keep the temporary data directory when the cluster stops")
-    up.add_argument("--base-port", type=_base_port, default=9092, help="port of node 1; node i gets base+i-1 (default 9092)")
+    up.add_argument("--base-port", type=_base_port, default=9092, help="client port of node 1; node i gets base+i-1 for clients and base+N+i-1 for the brokers (default 9092)")
     up.add_argument("--host", default="127.0.0.1", help="address every node listens on (default 127.0.0.1)")
     up.add_argument("--override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                     help="a broker property for every node (repeatable)")
@@ -348,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cluster (default 10)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "up":
+        last_port = args.base_port + 2 * args.nodes - 1
+        if last_port > 65535:
+            up.error(f"--base-port {args.base_port} with --nodes {args.nodes} needs ports up to {last_port} (a client "
+                     f"and an internal port per node); expected a base port <= {65536 - 2 * args.nodes}")
         return _up(args)
     return _status(args)
 

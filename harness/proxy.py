@@ -270,11 +270,15 @@ class FaultProxy:
     listeners has more entries named `node/listener` (e.g. `n1/controller`), each proxied on a port of its
     own, and a link fault between two nodes holds every one of them.
     `sources` maps a source IP address -> node name; any other address is a client.
+    `peer_upstreams` maps node name -> (host, port) of a listener for connections from
+    other nodes (a broker's inter-broker listener); nodes missing there get theirs in `upstreams`.
     """
 
     def __init__(self, upstreams: dict[str, tuple[str, int]], sources: dict[str, str] | None = None,
-                 listen_host: str = "127.0.0.1", seed: int = 0, ignore_cuts: bool = False):
+                 listen_host: str = "127.0.0.1", seed: int = 0, ignore_cuts: bool = False,
+                 peer_upstreams: dict[str, tuple[str, int]] | None = None):
         self.upstreams = dict(upstreams)
+        self.peer_upstreams = dict(peer_upstreams or {})
         self.ignore_cuts = ignore_cuts
         if ignore_cuts:
             log.warning("planted harness bug: this fault proxy ignores cuts (LOGQUAKE_DEBUG_PROXY_IGNORE_CUTS)")
@@ -465,7 +469,8 @@ class FaultProxy:
                     await waiter
             if pair.closed:
                 return
-            host, port = self.upstreams[upstream]
+            from_peer = forward[0] != CLIENT and upstream in self.peer_upstreams
+            host, port = self.peer_upstreams[upstream] if from_peer else self.upstreams[upstream]
             await self._loop.create_connection(lambda: pair.upstream, host, port)
         except OSError as e:
             log.debug("upstream %s refused a connection from %s: %s", upstream, forward[0], e)

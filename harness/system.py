@@ -36,6 +36,11 @@ Placeholders are `{name}` or integer arithmetic on them, `{index * 10 + port}`
 is checked when the file is read: an unknown name, arithmetic on text or a
 stray brace is refused with the file, the key and the template.
 
+`{internal_port}` is a second port of the node, for its inter-broker listener:
+on the local backend a system that uses it gets its peers' connections there
+and its clients' on `{port}`, both through the one proxy port
+`{advertised_port}` (on the other backends it is the port peers reach).
+
 The harness talks to the system only through its client ports (the Kafka
 protocol) and process control; nothing here knows our broker's internals.
 Thread-safety: immutable values.
@@ -59,8 +64,8 @@ from typing import Any
 
 # the placeholders every backend fills (see NodeSpec.substitutions); ports of `ports = [...]` add their own
 PLACEHOLDERS = ("index", "node_id", "nodes", "host", "port", "advertised_port", "data_dir", "peers",
-                "controller_peers", "cluster_id", "python", "bind_host")
-_NUMERIC = frozenset({"index", "node_id", "nodes", "port", "advertised_port"})
+                "controller_peers", "cluster_id", "python", "bind_host", "internal_port")
+_NUMERIC = frozenset({"index", "node_id", "nodes", "port", "advertised_port", "internal_port"})
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -156,6 +161,7 @@ class NodeSpec:
     cluster_id: str = ""
     nodes: int = 0
     variables: dict[str, str] = field(default_factory=dict)  # the description's [vars], this node's values
+    internal_port: int | None = None  # the inter-broker listener's port; None: the same as `port`
 
     def substitutions(self) -> dict[str, Any]:
         subs: dict[str, Any] = dict(self.variables)
@@ -172,6 +178,7 @@ class NodeSpec:
             "cluster_id": self.cluster_id,
             "python": sys.executable,
             "bind_host": self.bind_host,
+            "internal_port": self.port if self.internal_port is None else self.internal_port,
         })
         for name, port in self.ports.items():
             subs[f"port_{name}"] = port
@@ -218,6 +225,10 @@ class System:
     def command(self, node: NodeSpec) -> list[str]:
         subs = node.substitutions()
         return [render(part, subs) for part in self.node_start.get(node.index or node.node_id, self.start)]
+
+    def uses_placeholder(self, name: str) -> bool:
+        """Whether any template that reaches the broker names `{name}` (e.g. internal_port)."""
+        return uses_placeholder(self, name)
 
     def log_path(self, node: NodeSpec) -> str | None:
         return render(self.log_file, node.substitutions()) if self.log_file else None
@@ -308,15 +319,22 @@ def check_broker_overrides(overrides: dict[str, str]) -> None:
 def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1) -> System:
     """Our own broker: `python -m broker --config {data_dir}/server.properties`.
 
-    Every node is a combined broker and controller; the quorum voters are the
-    nodes' proxied addresses, so controller traffic crosses the fault proxy like
-    replication and client traffic, and each node's outgoing connections leave
-    from its own `{bind_host}` so the proxy can tell the nodes apart.
+    Every node is a combined broker and controller with two listeners: CLIENT
+    (`{port}`) for clients and INTERNAL (`{internal_port}`) for replication and
+    the controller quorum, so a client never reaches the broker-internal APIs
+    (Raft, controller RPCs, WriteTxnMarkers). Both advertise the node's proxied
+    address, which is also its quorum voter address: controller traffic crosses
+    the fault proxy like replication and client traffic, and each node's
+    outgoing connections leave from its own `{bind_host}` so the proxy can tell
+    the nodes apart (and sends them to INTERNAL).
     """
     properties = {
         "node.id": "{node_id}",
-        "listeners": "PLAINTEXT://{host}:{port}",
-        "advertised.listeners": "PLAINTEXT://{host}:{advertised_port}",
+        "listeners": "CLIENT://{host}:{port},INTERNAL://{host}:{internal_port}",
+        "advertised.listeners": "CLIENT://{host}:{advertised_port},INTERNAL://{host}:{advertised_port}",
+        "listener.security.protocol.map": "CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT",
+        "inter.broker.listener.name": "INTERNAL",
+        "controller.listener.names": "INTERNAL",
         "log.dirs": "{data_dir}/logs",
         "controller.quorum.voters": "{peers}",
         "logquake.outbound.address": "{bind_host}",
@@ -590,7 +608,8 @@ def why_libfaketime_cannot_reach(executable: str) -> str | None:
 def uses_placeholder(system: System, name: str) -> bool:
     """Whether any template of the description that reaches the broker names the placeholder `name`."""
     templates = [*system.start, *(p for s in system.node_start.values() for p in s), *system.files.values(),
-                 *system.files, *system.variables.values(), *(v for t in system.node_variables.values() for v in t.values())]
+                 *system.files, *system.variables.values(), *(v for t in system.node_variables.values() for v in t.values()),
+                 system.log_file or "", system.config_file or "", *system.properties.values()]
     return any(re.search(r"\{[^{}]*\b" + name + r"\b[^{}]*\}", str(t)) for t in templates)
 
 

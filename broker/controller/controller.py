@@ -42,6 +42,7 @@ Thread-safety: none; everything runs on the broker's event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import uuid
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ INVALID_REPLICA_ASSIGNMENT = 39
 INVALID_CONFIG = 40
 UNKNOWN_TOPIC_OR_PARTITION = 3
 UNKNOWN_TOPIC_ID = 100
+POLICY_VIOLATION = 44
+
+# Kafka refuses a whole CreateTopics that would create more partitions than this (KAFKA-17870: the
+# controller's MAX_RECORDS_PER_USER_OP), with POLICY_VIOLATION for every topic and this message.
+MAX_PARTITIONS_PER_REQUEST = 10_000
+TOO_MANY_PARTITIONS_MESSAGE = "Excessively large number of partitions per request."
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class ControllerSettings:
     session_timeout_ms: int = 9000
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
+    max_broker_partitions: int = 2**31 - 1  # replicas one broker may hold (KIP-578's max.broker.partitions)
 
 
 # ---- pure decisions ------------------------------------------------------------------
@@ -383,8 +391,15 @@ class QuorumController:
         results = []
         records: list[MetadataRecord] = []
         planned: set[str] = set()
+        requested = sum(len(t.get("assignments") or ()) or max(0, int(t["num_partitions"])) for t in request["topics"])
+        if requested > MAX_PARTITIONS_PER_REQUEST:
+            log.info("CreateTopics of %d partitions refused: more than %d in one request", requested, MAX_PARTITIONS_PER_REQUEST)
+            return {"topics": [{"name": t["name"], "error_code": POLICY_VIOLATION, "error_message": TOO_MANY_PARTITIONS_MESSAGE,
+                                "topic_id": None, "num_partitions": -1, "replication_factor": -1} for t in request["topics"]],
+                    "metadata_offset": self.image.offset}
+        replicas_per_broker = self._replicas_per_broker()
         for topic in request["topics"]:
-            result, topic_records = self._create_topic_records(topic, planned)
+            result, topic_records = self._create_topic_records(topic, planned, replicas_per_broker)
             results.append(result)
             if result["error_code"] == 0:
                 planned.add(topic["name"])
@@ -394,7 +409,17 @@ class QuorumController:
             offset = await self.quorum.propose(records)
         return {"topics": results, "metadata_offset": offset}
 
-    def _create_topic_records(self, topic: dict, planned: set[str]) -> tuple[dict, list[MetadataRecord]]:
+    def _replicas_per_broker(self) -> collections.Counter:
+        counts: collections.Counter = collections.Counter()
+        for state in self.image.topics.values():
+            for partition in state.partitions.values():
+                counts.update(partition.replicas)
+        return counts
+
+    def _create_topic_records(self, topic: dict, planned: set[str],
+                              replicas_per_broker: collections.Counter) -> tuple[dict, list[MetadataRecord]]:
+        """The records creating `topic`; `replicas_per_broker` counts the replicas each broker holds, with the
+        topics planned before this one in the request, and grows by this topic's when it is accepted."""
         name = topic["name"]
         partitions = int(topic["num_partitions"])
         replication_factor = int(topic["replication_factor"])
@@ -432,6 +457,12 @@ class QuorumController:
                               f"replication factor {replication_factor} is larger than the {len(live)} available (unfenced) brokers {live}")
             start = self.runtime.random.randrange(len(live))
             replica_lists = placement(live, partitions, replication_factor, start)
+        added = collections.Counter(b for replicas in replica_lists for b in replicas)
+        over = sorted(b for b, n in added.items() if replicas_per_broker[b] + n > self.settings.max_broker_partitions)
+        if over:
+            return refuse(POLICY_VIOLATION, f"{partitions} partitions x {replication_factor} replicas would give broker "
+                          f"{over[0]} {replicas_per_broker[over[0]] + added[over[0]]} partition replicas, above "
+                          f"max.broker.partitions={self.settings.max_broker_partitions}")
         min_insync = configs.get("min.insync.replicas")
         if min_insync is not None:
             try:
@@ -449,6 +480,7 @@ class QuorumController:
             if not isr:
                 return refuse(INVALID_REPLICA_ASSIGNMENT, f"no broker of partition {p}'s assignment {list(replicas)} is unfenced")
             records.append(PartitionRecord(topic_id, p, replicas, isr, isr[0], 0, 0))
+        replicas_per_broker.update(added)
         result.update(topic_id=str(topic_id), num_partitions=partitions, replication_factor=replication_factor)
         log.info("creating topic %s (id %s): %d partitions, replicas %s, configs %s",
                  name, topic_id, partitions, [list(r) for r in replica_lists], configs)

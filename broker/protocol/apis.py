@@ -124,6 +124,15 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     LIST_TRANSACTIONS: (0, 1),
 }
 
+# Broker-to-broker APIs among the Kafka ones: served only on the inter-broker and controller
+# listeners, never advertised to clients (broker.server.listeners). Kafka's own (KIP-500, KIP-590,
+# KIP-631) scope each API to listener types the same way; the internal api keys 30000+ of
+# broker.controller.rpc are broker-only too. A follower Fetch (replica_id >= 0) is broker-only as well.
+BROKER_ONLY_APIS = frozenset({WRITE_TXN_MARKERS})
+CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
+    key: bounds for key, bounds in SUPPORTED_VERSIONS.items() if key not in BROKER_ONLY_APIS
+}
+
 
 def is_supported(api_key: int, api_version: int) -> bool:
     bounds = SUPPORTED_VERSIONS.get(api_key)

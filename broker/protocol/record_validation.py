@@ -16,6 +16,13 @@ applies those rules, written from the specification, not copied:
   5-7 are refused, and so is a compressed body that does not decompress whole;
 - timestamp type: a client may not send a LogAppendTime batch (Kafka answers
   INVALID_TIMESTAMP, "Producer should not set timestamp type to LogAppendTime");
+- timestamp skew (KIP-937, `check_timestamps`): the batch's first and largest
+  timestamps must lie within [now - log.message.timestamp.before.max.ms,
+  now + log.message.timestamp.after.max.ms], else INVALID_TIMESTAMP. Time-based
+  segment rolls follow record timestamps, so without a bound a producer whose
+  timestamps jump ahead makes a segment (and a file descriptor) per batch.
+  Kafka checks every record's timestamp; the header's two bound the ones that
+  drive rolls and time indexes, and a record below the first is not checked;
 - counts: records_count >= 1 and records_count == last_offset_delta + 1, and
   exactly records_count records fill the (decompressed) body, no bytes after;
 - each record: its length varint covers exactly its fields; offset deltas run
@@ -78,6 +85,17 @@ class RecordValidationError(ValueError):
     def __init__(self, error: str, message: str):
         super().__init__(message)
         self.error = error
+
+
+def check_timestamps(header: BatchHeader, now_ms: int, before_max_ms: int, after_max_ms: int) -> None:
+    """KIP-937: refuse (invalid_timestamp) a CreateTime batch whose first or largest timestamp is more than
+    `before_max_ms` in the past or `after_max_ms` in the future of `now_ms` (a record without one, -1, passes)."""
+    for timestamp in (header.base_timestamp, header.max_timestamp):
+        if timestamp != -1 and (now_ms - timestamp > before_max_ms or timestamp - now_ms > after_max_ms):
+            raise RecordValidationError("invalid_timestamp", (
+                f"timestamp {timestamp} of the batch is out of range: it must lie within [{now_ms - before_max_ms}, "
+                f"{now_ms + after_max_ms}] (log.message.timestamp.before.max.ms={before_max_ms}, "
+                f"log.message.timestamp.after.max.ms={after_max_ms})"))
 
 
 def max_uncompressed_bytes(max_message_bytes: int) -> int:

@@ -77,7 +77,7 @@ from broker.server.handlers import (
     _build,
     _response_module,
 )
-from broker.server.server import CONNECTION_LISTENER
+from broker.server.listeners import CONNECTION_LISTENER
 from broker.server.topics import TopicInfo, topic_name_problem
 
 log = logging.getLogger("broker.server")
@@ -116,6 +116,7 @@ class ClusterNode:
             session_timeout_ms=config.broker_session_timeout_ms,
             min_insync_replicas=config.min_insync_replicas,
             unclean_leader_election_enable=config.unclean_leader_election_enable,
+            max_broker_partitions=config.max_broker_partitions,
         ))
         self.channel = QuorumControllerChannel(config.node_id, self.quorum, self.controller, self.pool, voters, runtime)
         self.lifecycle: BrokerLifecycle | None = None
@@ -239,8 +240,9 @@ class ClusterNode:
             if (name is not None and name not in image.topics and topic_name_problem(name) is None
                     and self.config.auto_create_topics_enable and allow_auto_create):
                 to_create.append(name)
+        refused: dict[str, ErrorCode] = {}
         if to_create:
-            await self._auto_create(to_create)
+            refused = await self._auto_create(to_create)
             image = self.quorum.image
         topic_results = []
         for name, topic_id in wanted:
@@ -255,6 +257,8 @@ class ClusterNode:
                 if state is None:
                     if topic_name_problem(name) is not None:
                         error = ErrorCode.invalid_topic_exception
+                    elif name in refused:
+                        error = refused[name]  # e.g. POLICY_VIOLATION: max.broker.partitions
                     elif name in to_create:
                         error = ErrorCode.leader_not_available
                     else:
@@ -320,7 +324,8 @@ class ClusterNode:
             cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         )
 
-    async def _auto_create(self, names: list[str]) -> None:
+    async def _auto_create(self, names: list[str]) -> dict[str, ErrorCode]:
+        """Create `names` through the controller; return the topics it refused, with their error codes."""
         request = {"op": "create_topics", "validate_only": False, "topics": [
             {"name": name, "num_partitions": self.config.num_partitions,
              "replication_factor": self.config.default_replication_factor, "assignments": None, "configs": {}}
@@ -330,11 +335,14 @@ class ClusterNode:
             answer = await self.channel.call(request, CONTROLLER_TIMEOUT_S)
         except ControllerError as exc:
             log.info("auto-creating topics %s failed: %s", names, exc)
-            return
+            return {}
+        refused = {}
         for result in answer.get("topics", []):
             if result["error_code"] not in (0, 36):  # 36: created meanwhile by someone else
                 log.info("auto-creating topic %s refused: %s", result["name"], result["error_message"])
+                refused[result["name"]] = ErrorCode(result["error_code"])
         await self.wait_applied(int(answer.get("metadata_offset", 0)))
+        return refused
 
     async def create_internal_topic(self, name: str, partitions: int, replication_factor: int) -> None:
         """Create an internal topic (e.g. __consumer_offsets) through the controller; "already exists" is fine."""

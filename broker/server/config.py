@@ -10,11 +10,13 @@ Cluster mode: setting `controller.quorum.voters` (`id@host:port,...`) makes
 the node a combined broker and controller (`process.roles=broker,controller`,
 the only roles implemented; `broker` or `controller` alone is refused with a
 message saying so). Deviation from Kafka: controllers do not get a listener
-of their own; `controller.listener.names` may (and by default does) name the
-PLAINTEXT listener, and the voter addresses are the nodes' broker listeners,
-so one port per node carries client, replication and controller traffic (and
-the harness's fault proxy sees all of it). Without voters the node is the
-one-node cluster of the foundation, unchanged.
+of their own; `controller.listener.names` may name only the inter-broker
+listener, and the voter addresses are the nodes' inter-broker listeners. With
+one listener, one port per node carries client, replication and controller
+traffic, and clients can reach the internal APIs (the node warns); every
+backend of the harness and `logquake cluster up` give clients a listener of
+their own. Without voters the node is the one-node cluster of the foundation,
+unchanged.
 
 Listeners (Kafka's `listeners`, `advertised.listeners`,
 `listener.security.protocol.map`, `inter.broker.listener.name`): a listener
@@ -24,7 +26,15 @@ listeners, as in a Docker network: the inter-broker one, whose advertised
 address must be this node's controller.quorum.voters entry, and one for
 clients. Deviations from Kafka, from registering one endpoint per broker
 (broker.server.cluster): at most two listeners, and the second needs cluster
-mode; see broker.server.cluster for how each is answered.
+mode; see broker.server.cluster for how each is answered. The client listener
+serves client APIs only; the inter-broker listener, which is also the
+controllers' (`controller.listener.names` may name only it), serves the
+broker-internal ones too (broker.server.listeners).
+
+Bind address: `listeners` defaults to PLAINTEXT://127.0.0.1:9092, the
+loopback address, where Kafka's default binds every interface: nothing here is
+authenticated, so reaching other machines is a deliberate choice (an empty
+host or 0.0.0.0 binds every interface, as in Kafka).
 
 Invariants: a `BrokerConfig` is immutable and fully validated; every value has
 its Kafka type. `effective()` lists every known property with its value and
@@ -174,7 +184,9 @@ def _parse_text(name: str, raw: str) -> str:
 PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # name: (parser, Kafka's default as text or None for "no default", what it means)
     "node.id": (_int(0, 2**31 - 1), None, "this node's id (required)"),
-    "listeners": (_parse_listeners, "PLAINTEXT://:9092", "addresses to listen on"),
+    # Kafka's default is PLAINTEXT://:9092 (every interface); this broker has no TLS, SASL or ACLs, so it binds
+    # the loopback address unless a listener names another (0.0.0.0, or an empty host, binds every interface)
+    "listeners": (_parse_listeners, "PLAINTEXT://127.0.0.1:9092", "addresses to listen on"),
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
     "listener.security.protocol.map": (_parse_protocol_map, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
                                        "security protocol of each listener name"),
@@ -184,6 +196,8 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "num.partitions": (_int(1, 2**31 - 1), "1", "partitions of an auto-created topic"),
     "default.replication.factor": (_replication_factor, "1", "replication factor of auto-created topics"),
     "auto.create.topics.enable": (_parse_bool, "true", "create a topic on first metadata request"),
+    # KIP-578's name (Kafka never shipped it: unbounded there); CreateTopics and auto-creation beyond it get POLICY_VIOLATION
+    "max.broker.partitions": (_int(1, 2**31 - 1), "4000", "partition replicas one broker may hold"),
     "log.segment.bytes": (_int(14, 2**31 - 1), "1073741824", "segment size"),
     "log.roll.ms": (_int(1), None, "segment age before a roll (default: log.roll.hours)"),
     "log.roll.hours": (_int(1, 2**31 - 1), "168", "segment age before a roll, in hours"),
@@ -195,7 +209,17 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "log.flush.interval.ms": (_int(0), None, "milliseconds between fsyncs (default: never by time)"),
     "log.index.interval.bytes": (_int(0, 2**31 - 1), "4096", "bytes between offset index entries"),
     "message.max.bytes": (_int(0, 2**31 - 1), "1048588", "largest record batch accepted"),
+    # KIP-937 (INVALID_TIMESTAMP outside [now - before, now + after]); after: Kafka 4's one hour (KIP-1030)
+    "log.message.timestamp.before.max.ms": (_int(0), str(LONG_MAX), "how far in the past a produced timestamp may lie"),
+    "log.message.timestamp.after.max.ms": (_int(0), "3600000", "how far in the future a produced timestamp may lie"),
     "socket.request.max.bytes": (_int(1, 2**31 - 1), "104857600", "largest request accepted"),
+    # connection limits (broker.server.server); Kafka's names, deliberate defaults where Kafka has none
+    "connections.max.idle.ms": (_int(1), "600000", "a connection that sends no request for this long is closed"),
+    "max.connections": (_int(1, 2**31 - 1), "1000", "open connections on the client listeners (Kafka: unbounded)"),
+    "max.connections.per.ip": (_int(1, 2**31 - 1), str(2**31 - 1), "open connections from one address"),
+    "queued.max.request.bytes": (_int(-1), "209715200", "request bytes buffered over all connections (-1: no limit)"),
+    "logquake.request.read.timeout.ms": (_int(1), "30000", "time from a request's first byte to its last"),
+    "logquake.max.open.files": (_int(-1, 2**31 - 1), "-1", "files (segments...) open at once; -1: half of ulimit -n"),
     # cluster mode (KRaft-style controller quorum, combined broker+controller nodes)
     "process.roles": (_parse_roles, None, "broker,controller (default: combined when controller.quorum.voters is set)"),
     "controller.quorum.voters": (_parse_voters, None, "id@host:port,... of the controller quorum (unset: one-node cluster)"),
@@ -269,6 +293,15 @@ class BrokerConfig:
     replica_fetch_backoff_ms: int = 1000
     min_insync_replicas: int = 1
     unclean_leader_election_enable: bool = False
+    max_broker_partitions: int = 4000
+    log_message_timestamp_before_max_ms: int = LONG_MAX
+    log_message_timestamp_after_max_ms: int = 3_600_000
+    connections_max_idle_ms: int = 600_000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 2**31 - 1
+    queued_max_request_bytes: int = 209_715_200
+    request_read_timeout_ms: int = 30_000
+    max_open_files: int = -1
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
 
@@ -279,6 +312,11 @@ class BrokerConfig:
     def advertised_listener(self, name: str) -> Listener:
         """The advertised address of listener `name` (validated to exist)."""
         return next(l for l in self.advertised_listeners if l.name == name)
+
+    def is_client_listener(self, name: str) -> bool:
+        """Whether listener `name` serves clients only: every listener but the inter-broker one, which is also the
+        controllers' (broker.server.listeners says which APIs each kind serves)."""
+        return name != self.inter_broker_listener_name
 
     @property
     def client_listener_name(self) -> str:
@@ -453,6 +491,11 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
                 f"property controller.listener.names={names!r} names a listener that is not in listeners; "
                 f"accepted: {', '.join(sorted({l.name for l in listeners}))} (controllers share the broker's listener)"
             )
+        if names is not None and len(listeners) > 1 and {n.strip().upper() for n in names.split(",")} != {inter_broker}:
+            raise ConfigError(
+                f"property controller.listener.names={names!r} must name the inter-broker listener {inter_broker} "
+                "alone: controllers of combined nodes share it, and the other listener serves clients only"
+            )
         if len(listeners) > 1 and voters[typed["node.id"]] != _address(advertised, inter_broker):
             host, port = voters[typed["node.id"]]
             raise ConfigError(
@@ -461,6 +504,16 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
                 f"{_address(advertised, inter_broker)[1]}; with several listeners a voter's address must be its "
                 "inter-broker listener"
             )
+    if typed["logquake.max.open.files"] == 0:
+        raise ConfigError("property logquake.max.open.files=0 leaves no file open; expected -1 (half of ulimit -n) "
+                          "or a number >= 1")
+    queued = typed["queued.max.request.bytes"]
+    if queued != -1 and queued < typed["socket.request.max.bytes"]:
+        raise ConfigError(
+            f"property queued.max.request.bytes={queued} is below socket.request.max.bytes="
+            f"{typed['socket.request.max.bytes']}: the largest request accepted could never be read; expected -1 or a "
+            "value >= socket.request.max.bytes"
+        )
     if typed["broker.heartbeat.interval.ms"] >= typed["broker.session.timeout.ms"]:
         raise ConfigError(
             f"property broker.heartbeat.interval.ms={typed['broker.heartbeat.interval.ms']} must be below "
@@ -489,6 +542,15 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         replica_fetch_backoff_ms=typed["replica.fetch.backoff.ms"],
         min_insync_replicas=typed["min.insync.replicas"],
         unclean_leader_election_enable=typed["unclean.leader.election.enable"],
+        max_broker_partitions=typed["max.broker.partitions"],
+        log_message_timestamp_before_max_ms=typed["log.message.timestamp.before.max.ms"],
+        log_message_timestamp_after_max_ms=typed["log.message.timestamp.after.max.ms"],
+        connections_max_idle_ms=typed["connections.max.idle.ms"],
+        max_connections=typed["max.connections"],
+        max_connections_per_ip=typed["max.connections.per.ip"],
+        queued_max_request_bytes=typed["queued.max.request.bytes"],
+        request_read_timeout_ms=typed["logquake.request.read.timeout.ms"],
+        max_open_files=typed["logquake.max.open.files"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
     )

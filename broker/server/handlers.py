@@ -69,6 +69,7 @@ import uuid
 
 from kio.schema.errors import ErrorCode
 
+from broker.controller.controller import MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS_MESSAGE
 from broker.coordinator.group_handlers import GroupApis
 from broker.coordinator.txn_handlers import TxnApis
 from broker.io import Runtime
@@ -77,12 +78,13 @@ from broker.log.log import OffsetOutOfRangeError
 from broker.protocol import apis
 from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
-from broker.protocol.record_validation import RecordValidationError, max_uncompressed_bytes, validate_batch
+from broker.protocol.record_validation import RecordValidationError, check_timestamps, max_uncompressed_bytes, validate_batch
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.listeners import advertised_versions
 from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
@@ -115,7 +117,11 @@ TOPIC_CONFIGS: dict[str, tuple[str | None, str]] = {
     "min.insync.replicas": (None, "min.insync.replicas"),
     "unclean.leader.election.enable": (None, "unclean.leader.election.enable"),
     "compression.type": (None, ""),
+    "message.timestamp.before.max.ms": (None, "log.message.timestamp.before.max.ms"),  # KIP-937
+    "message.timestamp.after.max.ms": (None, "log.message.timestamp.after.max.ms"),
 }
+# Topic configs whose smallest value is not -1 (Kafka's ranges)
+TOPIC_CONFIG_MINIMUMS = {"max.message.bytes": 0, "message.timestamp.before.max.ms": 0, "message.timestamp.after.max.ms": 0}
 FIXED_TOPIC_CONFIG_VALUES = {
     "cleanup.policy": ("delete",),
     "min.insync.replicas": ("1",),
@@ -132,6 +138,10 @@ FIXED_TOPIC_CONFIG_DEFAULTS = {
 
 class TopicConfigError(ValueError):
     pass
+
+
+class TopicStorageError(RuntimeError):
+    """A topic whose logs could not be created (e.g. no file descriptor left): nothing of it was kept."""
 
 
 class CloseConnection(Exception):
@@ -366,8 +376,9 @@ class RequestHandlers:
                     number = int(value)
                 except ValueError:
                     raise TopicConfigError(f"topic config {name}={value!r} is not an integer") from None
-                if number < -1:
-                    raise TopicConfigError(f"topic config {name}={value!r} is out of range; expected an integer >= -1")
+                minimum = TOPIC_CONFIG_MINIMUMS.get(name, -1)
+                if number < minimum:
+                    raise TopicConfigError(f"topic config {name}={value!r} is out of range; expected an integer >= {minimum}")
             result[name] = value
         try:
             self.topic_log_config(result)
@@ -384,11 +395,26 @@ class RequestHandlers:
         value, source = self.config.entries[broker_property]
         return value, CONFIG_SOURCE_STATIC_BROKER if source == "static" else CONFIG_SOURCE_DEFAULT
 
+    def timestamp_bounds(self, topic: str) -> tuple[int, int]:
+        """(before, after) max ms of a produced timestamp around now: the topic's, else the broker's (KIP-937)."""
+        configs = self.topics.by_name[topic].configs if topic in self.topics.by_name else {}
+        return (int(configs.get("message.timestamp.before.max.ms", self.config.log_message_timestamp_before_max_ms)),
+                int(configs.get("message.timestamp.after.max.ms", self.config.log_message_timestamp_after_max_ms)))
+
     def max_message_bytes(self, topic: str) -> int:
         info = self.topics.by_name.get(topic)
         if info is not None and "max.message.bytes" in info.configs:
             return int(info.configs["max.message.bytes"])
         return self.config.message_max_bytes
+
+    def partition_limit_problem(self, partitions: int) -> tuple[ErrorCode, str | None]:
+        """POLICY_VIOLATION when `partitions` more would pass max.broker.partitions (KIP-578), else no error."""
+        held = sum(info.partitions for info in self.topics.by_name.values())
+        if held + partitions > self.config.max_broker_partitions:
+            return ErrorCode.policy_violation, (f"{partitions} partitions x 1 replicas would give broker {self.config.node_id} "
+                                                f"{held + partitions} partition replicas, above "
+                                                f"max.broker.partitions={self.config.max_broker_partitions}")
+        return ErrorCode.none, None
 
     def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> TopicInfo:
         if name in self.orphan_topics:
@@ -397,10 +423,25 @@ class RequestHandlers:
             log.warning("removing leftover logs of a deleted topic named %s before creating it again", name)
             self.storage.delete_topic(name)
             self.orphan_topics.discard(name)
-        info = self.topics.create(name, partitions, configs)
+        # The logs first, the topic's metadata only once they all exist, so that a creation that fails half-way
+        # (no descriptors left, a full disk) leaves no topic with partitions that are not there (issue 17).
         log_config = self.topic_log_config(configs)
-        for partition in range(partitions):
-            partition_log = self.storage.create(name, partition, log_config)
+        logs = []
+        try:
+            for partition in range(partitions):
+                logs.append(self.storage.create(name, partition, log_config))
+            info = self.topics.create(name, partitions, configs)
+        except OSError as exc:
+            for partition_log in logs:
+                partition_log.close(flush=False)  # their descriptors first: removing the directories needs some
+            try:
+                self.storage.delete_topic(name)
+            except OSError as cleanup:
+                log.warning("could not remove the partial logs of topic %s: %s; they are removed at its next creation",
+                            name, cleanup)
+                self.orphan_topics.add(name)
+            raise TopicStorageError(f"topic {name} was not created: {exc}") from exc
+        for partition, partition_log in enumerate(logs):
             self.partitions[(name, partition)] = PartitionState(partition_log, ProducerStateTable())
         log.info("created topic %s (id %s) with %d partitions, configs %s", name, info.topic_id, partitions, configs)
         return info
@@ -425,11 +466,11 @@ class RequestHandlers:
             throttle_time=ZERO_MS,
         )
 
-    @staticmethod
-    def api_version_entries(module) -> tuple:
+    def api_version_entries(self, module) -> tuple:
+        # a client listener lists client APIs only (broker.server.listeners)
         return tuple(
             _build(module, "ApiVersion", api_key=key, min_version=low, max_version=high)
-            for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items())
+            for key, (low, high) in sorted(advertised_versions(self.config).items())
         )
 
     # ---- Metadata ------------------------------------------------------------
@@ -458,7 +499,15 @@ class RequestHandlers:
                     if problem is not None:
                         error = ErrorCode.invalid_topic_exception
                     elif self.config.auto_create_topics_enable and allow_auto_create:
-                        info = self.create_topic(name, self.config.num_partitions, {})
+                        error, message = self.partition_limit_problem(self.config.num_partitions)
+                        if error == ErrorCode.none:
+                            try:
+                                info = self.create_topic(name, self.config.num_partitions, {})
+                            except TopicStorageError as exc:
+                                log.warning("auto-creating topic %s failed: %s", name, exc)
+                                error = ErrorCode.unknown_server_error
+                        else:
+                            log.info("auto-creating topic %s refused: %s", name, message)
                     else:
                         error = ErrorCode.unknown_topic_or_partition
             partitions = ()
@@ -641,6 +690,7 @@ class RequestHandlers:
             return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
         try:
             validate_batch(records, 0, batch, max_uncompressed_bytes(limit))
+            check_timestamps(batch, self.runtime.clock.wall_ms(), *self.timestamp_bounds(topic))
         except RecordValidationError as exc:
             log.warning("invalid record batch for %s-%d refused: %s", topic, partition, exc)
             return ErrorCode[exc.error], str(exc), -1, -1, None
@@ -1086,6 +1136,8 @@ class RequestHandlers:
     def create_topics(self, header, request):
         module = _response_module(apis.CREATE_TOPICS, header.api_version)
         results = []
+        requested = sum(len(t.assignments) if t.assignments else max(0, t.num_partitions) if t.num_partitions != -1
+                        else self.config.num_partitions for t in request.topics)
         for topic in request.topics:
             error, message, info, partitions, configs = ErrorCode.none, None, None, -1, {}
             problem = topic_name_problem(topic.name)
@@ -1110,8 +1162,16 @@ class RequestHandlers:
                     configs = self.validate_topic_configs({c.name: c.value for c in topic.configs})
                 except TopicConfigError as exc:
                     error, message = ErrorCode.invalid_config, str(exc)
+            if error == ErrorCode.none and requested > MAX_PARTITIONS_PER_REQUEST:
+                error, message = ErrorCode.policy_violation, TOO_MANY_PARTITIONS_MESSAGE
+            elif error == ErrorCode.none:
+                error, message = self.partition_limit_problem(partitions)
             if error == ErrorCode.none and not request.validate_only:
-                info = self.create_topic(topic.name, partitions, configs)
+                try:
+                    info = self.create_topic(topic.name, partitions, configs)
+                except TopicStorageError as exc:
+                    error, message = ErrorCode.unknown_server_error, str(exc)
+                    log.warning("CreateTopics %s failed: %s", topic.name, exc)
             elif error != ErrorCode.none:
                 log.info("CreateTopics %s refused: %s (%s)", topic.name, error.name, message)
             config_entries = ()

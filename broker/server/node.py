@@ -53,6 +53,11 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
 
         cluster = ClusterNode(config, runtime, handlers)
         cluster.start(server)
+    if not any(config.is_client_listener(l.name) for l in config.listeners):
+        log.warning("listener %s is the inter-broker listener and also serves clients: any client that reaches it can "
+                    "send broker-internal requests (%s); give clients a listener of their own (broker.server.listeners)",
+                    config.inter_broker_listener_name,
+                    "Raft, controller RPCs, WriteTxnMarkers" if config.cluster_mode else "WriteTxnMarkers")
     listener = config.listeners[0]
     log.info("broker %d listening on %s:%d", config.node_id, listener.host or "0.0.0.0", server.port)
     if ready_line:
@@ -83,10 +88,22 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
     log.info("broker %d: shutdown took %.1f s (%s)", config.node_id, (clock.monotonic_ns() - started_ns) / 1e9, ", ".join(phases))
 
 
+def max_open_files(config: BrokerConfig) -> int:
+    """logquake.max.open.files, or half the process's descriptor limit (the rest is for sockets), at least 16."""
+    if config.max_open_files > 0:
+        return config.max_open_files
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(16, soft // 2)
+
+
 def run_node(config: BrokerConfig, runtime: Runtime | None = None) -> int:
+    from broker.io.file_pool import PooledDisk
     from broker.log.manager import LogManager
 
     runtime = runtime or Runtime.real()
+    runtime.disk = PooledDisk(runtime.disk, max_open_files(config))
     for directory in config.log_dirs:
         runtime.disk.makedirs(directory)
     storage = LogManager(list(config.log_dirs), config.log_config, runtime)

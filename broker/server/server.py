@@ -16,9 +16,21 @@ Robustness (the fault model is "any bytes from any peer, at any time"):
 - a peer that vanishes mid-request just ends its task.
 
 Listeners: one server socket per configured listener (Kafka's `listeners`);
-every connection's task sets `CONNECTION_LISTENER` to the name of the listener
-it arrived on, so a handler can answer with the addresses of that listener
-(Metadata does, in broker.server.cluster) without a parameter of its own.
+every connection's task sets `CONNECTION_LISTENER` (broker.server.listeners)
+to the name of the listener it arrived on, so a handler can answer with the
+addresses of that listener (Metadata does, in broker.server.cluster) without a
+parameter of its own. On a client listener a broker-internal request (Raft and
+controller RPCs, WriteTxnMarkers, a Fetch from a replica) closes the
+connection, as Kafka does for an API not enabled on a listener.
+
+Resource limits (Kafka's names, issue 17): a connection that sends no request for
+connections.max.idle.ms is closed; a request must arrive whole within
+logquake.request.read.timeout.ms of its first byte; a new connection beyond
+max.connections (client listeners; inter-broker connections pass, as in Kafka)
+or max.connections.per.ip is closed at once, with one log line a second at
+most; request bodies on the client listeners (every listener of a node with
+one) wait for room under queued.max.request.bytes before they are read
+(`RequestBytesBudget`).
 
 Shutdown (`stop`): stop accepting, wake long-polling fetches, wait for
 requests in flight to be answered, close the remaining connections, then
@@ -30,7 +42,6 @@ Thread-safety: everything runs on one asyncio event loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import struct
 
@@ -47,7 +58,8 @@ from broker.protocol.wire import (
     response_header,
 )
 from broker.server.config import BrokerConfig
-from broker.server.handlers import CloseConnection, RequestHandlers
+from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
+from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener
 
 log = logging.getLogger("broker.server")
 
@@ -57,16 +69,12 @@ _API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
 MAINTENANCE_INTERVAL_S = 0.25
 SHUTDOWN_GRACE_S = 5.0  # well inside a supervisor's stop timeout (the harness's is 15 s, Docker's default 10 s)
 
-# The name of the listener the current connection arrived on (set per connection task).
-CONNECTION_LISTENER: contextvars.ContextVar[str | None] = contextvars.ContextVar("connection_listener", default=None)
-
-
-def api_versions_fallback(correlation_id: int) -> list:
-    """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list."""
+def api_versions_fallback(correlation_id: int, versions: dict[int, tuple[int, int]] = apis.SUPPORTED_VERSIONS) -> list:
+    """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list (`versions`)."""
     body = bytearray(_INT32.pack(correlation_id))
     body += struct.pack(">h", ErrorCode.unsupported_version.value)
-    body += _INT32.pack(len(apis.SUPPORTED_VERSIONS))
-    for key, (low, high) in sorted(apis.SUPPORTED_VERSIONS.items()):
+    body += _INT32.pack(len(versions))
+    for key, (low, high) in sorted(versions.items()):
         body += _API_VERSIONS_V0_ENTRY.pack(key, low, high)
     return frame([body])
 
@@ -94,6 +102,38 @@ def _write_chunks(writer: asyncio.StreamWriter, chunks: list) -> None:
         writer.write(pending)
 
 
+class RequestBytesBudget:
+    """queued.max.request.bytes: the bytes of requests read and not yet answered, over all connections.
+
+    A connection takes its request's size from the budget before reading the body and gives it back once the
+    response is written; when the budget is spent, connections wait before reading more (Kafka's
+    MemoryPool), so N connections each sending a maximal request hold at most this much, not N times
+    socket.request.max.bytes. -1: no limit.
+    """
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        if self.limit_bytes < 0:
+            return
+        while self.used_bytes + size > self.limit_bytes:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used_bytes += size
+
+    def release(self, size: int) -> None:
+        if self.limit_bytes < 0:
+            return
+        self.used_bytes -= size
+        self._freed.set()
+
+
+UNLIMITED_BUDGET = RequestBytesBudget(-1)
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers):
         self.config = config
@@ -108,14 +148,24 @@ class BrokerServer:
         self._maintenance: asyncio.Task | None = None
         self._stopping = False
         self._next_connection_id = 0
+        # connection limits (max.connections counts the client listeners' connections only)
+        self._limited_connections = 0
+        self._connections_per_ip: dict[str, int] = {}
+        self._last_refusal_log_ns = -(10**18)
+        self.request_bytes = RequestBytesBudget(config.queued_max_request_bytes)
         # Internal APIs (api key >= 30000: Raft, controller RPCs) in cluster mode:
         # api_key -> handler(body) returning the response body (or a coroutine of it).
         self.internal_handlers: dict = {}
 
     async def start(self) -> None:
         for listener in self.config.listeners:
-            self.servers.append(await self.runtime.network.start_server(
-                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port))
+            server = await self.runtime.network.start_server(
+                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port)
+            self.servers.append(server)
+            if not server.sockets:
+                # asyncio skips an address it cannot make a socket for (no descriptor left, say) and logs a warning
+                raise OSError(f"listener {listener} opened no socket; see the warning above (file descriptors: "
+                              "ulimit -n)")
         self.server = self.servers[0]
         self.port = self.server.sockets[0].getsockname()[1]
         self._maintenance = asyncio.ensure_future(self._maintain_forever())
@@ -163,13 +213,40 @@ class BrokerServer:
             parts.append(f"{name} ({(now_ns - since_ns) / 1e9:.1f} s)")
         return ", ".join(parts) or "none"
 
+    def _refusal(self, listener: str | None, address: str) -> str | None:
+        """Why a new connection must be closed at once (max.connections, max.connections.per.ip), or None."""
+        if self._connections_per_ip.get(address, 0) >= self.config.max_connections_per_ip:
+            return f"{address} already has {self.config.max_connections_per_ip} connections (max.connections.per.ip)"
+        if self._limited(listener) and self._limited_connections >= self.config.max_connections:
+            return f"{self.config.max_connections} connections are open on the client listeners (max.connections)"
+        return None
+
+    def _limited(self, listener: str | None) -> bool:
+        # Kafka lets inter-broker connections past max.connections; a node with one listener has only that one
+        return listener is None or len(self.config.listeners) == 1 or self.config.is_client_listener(listener)
+
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._next_connection_id += 1
         peer = writer.get_extra_info("peername")
         name = f"connection {self._next_connection_id} from {peer}"
+        address = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        listener = CONNECTION_LISTENER.get()
+        refusal = self._refusal(listener, address)
+        if refusal is not None:
+            now_ns = self.runtime.clock.monotonic_ns()
+            if now_ns - self._last_refusal_log_ns >= 1_000_000_000:  # a flood of them logs one line a second
+                self._last_refusal_log_ns = now_ns
+                log.warning("%s refused: %s", name, refusal)
+            writer.close()
+            return
+        limited = self._limited(listener)
+        self._limited_connections += limited
+        self._connections_per_ip[address] = self._connections_per_ip.get(address, 0) + 1
         self.connections.add(writer)
         try:
-            await self._serve_requests(reader, writer, name)
+            # inter-broker connections do not wait for the budget: a follower's fetch must reach a leader whose
+            # budget is held by produce requests that wait for that very fetch (acks=all)
+            await self._serve_requests(reader, writer, name, self.request_bytes if limited else UNLIMITED_BUDGET)
         except (ConnectionError, asyncio.IncompleteReadError):
             log.debug("%s went away", name)
         except CloseConnection as exc:
@@ -178,33 +255,63 @@ class BrokerServer:
             log.exception("%s closed after an unexpected error", name)
         finally:
             self.connections.discard(writer)
+            self._limited_connections -= limited
+            left = self._connections_per_ip[address] - 1
+            if left:
+                self._connections_per_ip[address] = left
+            else:
+                del self._connections_per_ip[address]
             writer.close()
 
-    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
+                              budget: "RequestBytesBudget") -> None:
         max_bytes = self.config.socket_request_max_bytes
+        idle_s = self.config.connections_max_idle_ms / 1000
         while not self._stopping:
             try:
-                prefix = await reader.readexactly(4)
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    raise CloseConnection(f"truncated size prefix ({len(exc.partial)} of 4 bytes)") from None
+                async with asyncio.timeout(idle_s):
+                    first = await reader.readexactly(1)
+            except TimeoutError:
+                raise CloseConnection(f"no request for {self.config.connections_max_idle_ms} ms "
+                                      "(connections.max.idle.ms)") from None
+            except asyncio.IncompleteReadError:
                 return
+            try:
+                prefix = first + await self._read(reader, 3, "its size prefix")
+            except asyncio.IncompleteReadError as exc:
+                raise CloseConnection(f"truncated size prefix ({1 + len(exc.partial)} of 4 bytes)") from None
             (size,) = _INT32.unpack(prefix)
             if size < MIN_REQUEST_BYTES or size > max_bytes:
                 raise CloseConnection(
                     f"request size {size} is outside the accepted range {MIN_REQUEST_BYTES}..{max_bytes} "
                     "(socket.request.max.bytes); the body was not read"
                 )
-            request_bytes = await reader.readexactly(size)
-            token = object()
-            self.in_flight[token] = (_INT16.unpack_from(request_bytes)[0], self.runtime.clock.monotonic_ns())
+            await budget.acquire(size)
             try:
-                response = await self.dispatch(request_bytes)
-                if response is not None:
-                    _write_chunks(writer, response)
-                    await writer.drain()
+                await self._serve_request(writer, await self._read(reader, size, f"its {size} bytes"))
             finally:
-                del self.in_flight[token]
+                budget.release(size)
+
+    async def _read(self, reader: asyncio.StreamReader, size: int, what: str) -> bytes:
+        """`size` bytes of a request, within logquake.request.read.timeout.ms: a peer that trickles a request
+        (a byte a second) holds a connection and its buffer no longer than that."""
+        try:
+            async with asyncio.timeout(self.config.request_read_timeout_ms / 1000):
+                return await reader.readexactly(size)
+        except TimeoutError:
+            raise CloseConnection(f"a request did not deliver {what} within {self.config.request_read_timeout_ms} ms "
+                                  "(logquake.request.read.timeout.ms)") from None
+
+    async def _serve_request(self, writer: asyncio.StreamWriter, request_bytes: bytes) -> None:
+        token = object()
+        self.in_flight[token] = (_INT16.unpack_from(request_bytes)[0], self.runtime.clock.monotonic_ns())
+        try:
+            response = await self.dispatch(request_bytes)
+            if response is not None:
+                _write_chunks(writer, response)
+                await writer.drain()
+        finally:
+            del self.in_flight[token]
 
     async def _dispatch_internal(self, handler, request_bytes: bytes, api_key: int, correlation_id: int) -> list:
         """An internal request: header v1, the handler's own body codec, response header v0."""
@@ -224,13 +331,19 @@ class BrokerServer:
             api_key, api_version, correlation_id = peek_header(request_bytes)
         except MalformedRequestError as exc:
             raise CloseConnection(str(exc)) from None
+        client_listener = on_client_listener(self.config)
+        if client_listener and (api_key in self.internal_handlers or api_key in apis.BROKER_ONLY_APIS):
+            # Kafka closes the connection for an API not enabled on the listener (InvalidRequestException)
+            name = apis.API_NAMES.get(api_key) or f"internal api key {api_key}"
+            raise CloseConnection(f"{name} v{api_version} is a broker-internal API, not served on client listener "
+                                  f"{CONNECTION_LISTENER.get()} (only on {self.config.inter_broker_listener_name})")
         internal = self.internal_handlers.get(api_key)
         if internal is not None:
             return await self._dispatch_internal(internal, request_bytes, api_key, correlation_id)
         if not apis.is_supported(api_key, api_version):
             if api_key == apis.API_VERSIONS and api_version > apis.SUPPORTED_VERSIONS[apis.API_VERSIONS][1]:
                 log.info("ApiVersions v%d is newer than ours; answering with the KIP-511 v0 fallback", api_version)
-                return api_versions_fallback(correlation_id)
+                return api_versions_fallback(correlation_id, advertised_versions(self.config))
             if api_key in apis.SUPPORTED_VERSIONS:
                 low, high = apis.SUPPORTED_VERSIONS[api_key]
                 raise CloseConnection(
@@ -246,6 +359,9 @@ class BrokerServer:
                 f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc} "
                 f"(first bytes: {bytes(request_bytes[:64]).hex()})"
             ) from None
+        if client_listener and api_key == apis.FETCH and _fetch_replica_id(request, api_version) >= 0:
+            raise CloseConnection(f"a Fetch from replica {_fetch_replica_id(request, api_version)} is broker-internal, not served on "
+                                  f"client listener {CONNECTION_LISTENER.get()}")
         if self.config.debug_log_requests:
             log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)
         body = self.handlers.handlers[api_key](header, request)

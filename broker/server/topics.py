@@ -84,7 +84,12 @@ class TopicStore:
         assert name not in self.by_name, f"topic {name!r} exists"
         info = TopicInfo(name, self.new_topic_id(), partitions, dict(configs))
         self._index(info)
-        self._save()
+        try:
+            self._save()
+        except OSError:
+            # not saved, so not created: the table never holds a topic the file lacks
+            del self.by_name[name], self.by_id[info.topic_id]
+            raise
         return info
 
     def delete(self, name: str) -> TopicInfo:

@@ -241,7 +241,7 @@ class DockerCluster(NodeControl):
     def _spec(self, i: int, node: str) -> NodeSpec:
         peers = ",".join(f"{j}@{self.addresses[n]}:{INTERNAL_PORT}" for j, n in enumerate(self.nodes, 1))
         return NodeSpec(node, i, self.addresses[node], INTERNAL_PORT, INTERNAL_PORT, DATA_DIR, self.addresses[node],
-                        peers)
+                        peers, internal_port=INTERNAL_PORT)
 
     def properties(self, i: int, node: str) -> dict[str, str]:
         """The broker's properties in the container: the system's, with two listeners."""

@@ -7,7 +7,10 @@ behind; `reap_stale_runs()` (called by every new local cluster) kills the
 process groups recorded there whose owner is dead, and removes the directory.
 
 Network faults: each node listens on a private port; clients and peers reach it
-through its proxy port, which is the port the node advertises. A node's own
+through its proxy port, which is the port the node advertises. A system with an
+inter-broker listener of its own (`{internal_port}`, as our broker's INTERNAL)
+gets its peers' connections there and its clients' on the client port, through
+the same proxy port. A node's own
 outgoing connections leave from its own loopback address (127.0.0.(10+i) on
 Linux, given to the system as `{bind_host}`), so the proxy can tell a peer from a
 client and cut exactly the links a grudge names. A broker that ignores
@@ -188,9 +191,13 @@ class LocalCluster(NodeControl):
         # one real port per listener of each node: the first, then the description's `ports` by name
         keys = [f"{node}/{name}" if name else node for node in self.nodes for name in ("", *self.system.ports)]
         real_ports = {key: free_port(self.host) for key in keys}
+        # a system with an inter-broker listener of its own ({internal_port}, as ours) gets its peers there
+        internal_ports = ({node: free_port(self.host) for node in self.nodes}
+                          if self.system.uses_placeholder("internal_port") else {})
         self.proxy = FaultProxy(
             {key: (self.host, port) for key, port in real_ports.items()},
             sources={self._bind_host(i): node for i, node in enumerate(self.nodes, 1) if self._bind_host(i) != self.host},
+            peer_upstreams={node: (self.host, port) for node, port in internal_ports.items()},
             listen_host=self.host,
             seed=self.seed,
             ignore_cuts=os.environ.get(IGNORE_CUTS_VARIABLE, "").lower() == "true",
@@ -206,7 +213,8 @@ class LocalCluster(NodeControl):
                 self._bind_host(i), "", index=i,
                 ports={name: real_ports[f"{node}/{name}"] for name in self.system.ports},
                 advertised_ports={name: proxy_ports[f"{node}/{name}"] for name in self.system.ports},
-                cluster_id=cluster_id, nodes=len(self.nodes), variables=self.system.variables_of(i)))
+                cluster_id=cluster_id, nodes=len(self.nodes), variables=self.system.variables_of(i),
+                internal_port=internal_ports.get(node)))
         peers, controller_peers = self.system.peers(specs)
         for spec in specs:
             self._specs[spec.name] = dataclasses.replace(spec, peers=peers, controller_peers=controller_peers)

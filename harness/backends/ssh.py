@@ -524,7 +524,7 @@ class SshCluster(NodeControl):
         node_id = self.nodes.index(node) + 1
         peers = ",".join(f"{i}@{_host(n.address)}:{n.internal_port}" for i, n in enumerate(self.nodes_file.nodes, 1))
         return NodeSpec(node, node_id, me.address, me.client_listen_port, me.client_port, self.node_dir(node),
-                        me.address, peers)
+                        me.address, peers, internal_port=me.internal_port)
 
     def _write_config(self, node: str) -> None:
         if self.system.config_file is None:

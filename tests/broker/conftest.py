@@ -21,8 +21,10 @@ READY = re.compile(r"broker (\d+) listening on ([^:\s]+):(\d+)")
 
 
 class BrokerProcess:
-    def __init__(self, directory: Path, overrides: dict[str, str] | None = None, properties: str | None = None):
+    def __init__(self, directory: Path, overrides: dict[str, str] | None = None, properties: str | None = None,
+                 open_files_limit: int | None = None):
         self.directory = directory
+        self.open_files_limit = open_files_limit  # RLIMIT_NOFILE of the broker process (ulimit -n), to reach it quickly
         self.log_dir = directory / "logs"
         self.config_path = directory / "server.properties"
         self.stderr_path = directory / "stderr.txt"
@@ -48,7 +50,8 @@ class BrokerProcess:
         offset = len(self.stderr_text())
         stderr = open(self.stderr_path, "ab")
         try:
-            self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+            self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                            preexec_fn=self._limit_open_files if self.open_files_limit else None)
         finally:
             stderr.close()
         deadline = time.monotonic() + timeout_s
@@ -62,6 +65,11 @@ class BrokerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"broker not ready within {timeout_s} s:\n{self.stderr_text()}")
+
+    def _limit_open_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files_limit, self.open_files_limit))
 
     def stderr_text(self) -> str:
         try:
@@ -99,8 +107,9 @@ class BrokerProcess:
 def broker_factory(tmp_path):
     started: list[BrokerProcess] = []
 
-    def make(overrides: dict[str, str] | None = None, name: str = "broker") -> BrokerProcess:
-        process = BrokerProcess(tmp_path / name, overrides)
+    def make(overrides: dict[str, str] | None = None, name: str = "broker",
+             open_files_limit: int | None = None) -> BrokerProcess:
+        process = BrokerProcess(tmp_path / name, overrides, open_files_limit=open_files_limit)
         started.append(process)
         return process.start()
 

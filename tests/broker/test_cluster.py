@@ -15,12 +15,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from tests.broker.conftest import ROOT, BrokerProcess
+from tests.broker.raw_client import RawClient
+from tests.broker.test_internal_apis import controller_request
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +200,7 @@ def test_metadata_survives_a_restart_of_every_node(cluster):
 
 
 def test_cluster_up_and_status_commands(tmp_path):
-    base = free_port_block(3)
+    base = free_port_block(6)  # three client ports, then three internal ones
     up = subprocess.Popen(
         [sys.executable, "-m", "harness.cluster_command", "up", "--nodes", "3", "--data-dir", str(tmp_path),
          "--base-port", str(base), "--override", "broker.session.timeout.ms=3000",
@@ -226,6 +229,14 @@ def test_cluster_up_and_status_commands(tmp_path):
             assert len(one.list_topics(timeout=5).brokers) == 3, port
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{base + 2}", "log_level": 0})
         assert up.stdout.readline().startswith("cluster up: every node's Metadata lists all 3 broker(s)")
+        # issue 17: a plain TCP client on a client port forged register_broker for broker 2 and fenced it;
+        # now the client listener closes the connection and broker 2 stays registered
+        with RawClient(base) as forger:
+            forger.send_bytes(controller_request({"op": "register_broker", "broker_id": 2, "incarnation_id":
+                                                  str(uuid.uuid4()), "host": "127.0.0.1", "port": 1, "rack": None}))
+            assert forger.is_closed_by_peer()
+        time.sleep(1.0)  # a fenced broker would have left the metadata by now
+        assert len(admin.list_topics(timeout=5).brokers) == 3
         create(admin, NewTopic("status-topic", 2, 3))
         # status asks node 2, which learns of the topic once it has applied the records (asynchronous, as in
         # Kafka): the CI caught node 2 a moment behind, so the partitions are awaited for a few seconds

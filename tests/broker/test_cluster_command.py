@@ -13,9 +13,12 @@ def test_generated_properties_name_every_voter():
     text = cluster_properties(2, 3, "127.0.0.1", 19000, Path("/data"), [("min.insync.replicas", "2")])
     assert text.splitlines() == [
         "node.id=2",
-        "listeners=PLAINTEXT://127.0.0.1:19001",
+        "listeners=CLIENT://127.0.0.1:19001,INTERNAL://127.0.0.1:19004",
+        "listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        "controller.listener.names=INTERNAL",
         "log.dirs=/data/node-2/logs",
-        "controller.quorum.voters=1@127.0.0.1:19000,2@127.0.0.1:19001,3@127.0.0.1:19002",
+        "controller.quorum.voters=1@127.0.0.1:19003,2@127.0.0.1:19004,3@127.0.0.1:19005",
         "default.replication.factor=3",
         "min.insync.replicas=2",
     ]
@@ -28,6 +31,7 @@ def test_generated_properties_name_every_voter():
         (["up", "--nodes", "0"], "'0' is out of range; expected 1 to 15 nodes"),
         (["up", "--nodes", "three"], "'three' is not a whole number"),
         (["up", "--base-port", "70000"], "'70000' is out of range"),
+        (["up", "--base-port", "65520", "--nodes", "9"], "needs ports up to 65537"),
         (["up", "--override", "novalue"], "'novalue' is not of the form key=value"),
         (["status"], "--bootstrap"),
         (["down"], "invalid choice: 'down'"),

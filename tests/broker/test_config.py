@@ -15,7 +15,8 @@ from .conftest import ROOT
 def test_defaults_are_kafkas():
     config = build_config({"node.id": "3"})
     assert config.node_id == 3
-    assert [str(l) for l in config.listeners] == ["PLAINTEXT://:9092"]
+    # the one deliberate difference: the loopback address, where Kafka's PLAINTEXT://:9092 binds every interface
+    assert [str(l) for l in config.listeners] == ["PLAINTEXT://127.0.0.1:9092"]
     assert config.advertised_listeners == config.listeners
     assert config.log_dirs == ("/tmp/kafka-logs",)
     assert config.num_partitions == 1

@@ -50,3 +50,31 @@ def test_a_cut_link_between_nodes_carries_no_bytes_while_the_others_work():
         assert healed.get(("n2", "n1"), 0) > after.get(("n2", "n1"), 0)
     finally:
         cluster.teardown()
+
+
+def test_a_client_cannot_reach_the_broker_internal_apis():
+    """Issue 17: a plain TCP client on a node's (proxied) client port forged register_broker for broker 2 and
+    fenced it. Clients now reach the CLIENT listener, which closes such a connection, while the nodes' own
+    traffic (from their own addresses) reaches INTERNAL through the same proxy port, so the cluster works."""
+    import json
+    import socket
+    import struct
+    import uuid
+
+    cluster = LocalCluster(logquake_broker({}, 3), 3)
+    cluster.setup()
+    try:
+        wait_for_brokers(cluster, 60)
+        host, port = cluster.node_bootstrap("n1").rsplit(":", 1)
+        body = json.dumps({"op": "register_broker", "broker_id": 2, "incarnation_id": str(uuid.uuid4()),
+                           "host": "127.0.0.1", "port": 1, "rack": None}).encode()
+        header = struct.pack(">hhih", 30001, 0, 7, 6) + b"forger"  # request header v1 of controller RPC 30001
+        with socket.create_connection((host, int(port)), timeout=10) as forger:
+            forger.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+            assert forger.recv(1) == b"", "the client port answered a forged register_broker"
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers()})
+        time.sleep(1.0)  # a fenced broker 2 would have left the metadata by now
+        assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+        admin.create_topics([NewTopic("works", 1, 3)])["works"].result(60)  # replication and the quorum work
+    finally:
+        cluster.teardown()
