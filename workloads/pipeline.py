@@ -19,9 +19,11 @@ Every worker is one processor and also feeds the input (each op picks what to do
   batch's first offsets, or rejoins); info: anything else.
   Processor faults ride on `process` ops, one about every `processor_fault_interval_s` (default 6 s; the
   kinds of `processor_faults` take turns), the next op of whichever processor asks; such an op waits up to
-  3 s for a batch so the fault lands mid-transaction. They are real signals, so they need
+  8 s for a batch so the fault lands mid-transaction (a processor without partitions, mid-rebalance after
+  the previous fault, usually has some again by then; with 3 s a third of the pauses hit idle processors). They are real signals, so they need
   `isolated_clients`, which the workload sets: `{"crash": "after-produce" | "after-offsets"}` SIGKILLs the processor's own process
-  mid-transaction (the runner opens a new processor under a new process number: a restart), and
+  mid-transaction (the runner opens a new processor under a new process number in the same worker slot: a
+  restart, which takes over the crashed one's transactional.id, see `PipelineWorkload.transactional_id`), and
   `{"pause_s": S}` stops it with SIGSTOP after its writes, before its offsets, for S seconds (the harness
   resumes it; `workloads.isolated`): longer than the group's session timeout, so the group gives its
   partitions to another processor and the paused one comes back a zombie whose commit must be fenced.
@@ -74,7 +76,7 @@ DRAIN_IDLE_S = 60.0  # the drain gives up after this long without progress (past
 BATCH = 50
 PROCESSOR_FAULTS = ("crash", "pause", "abort", "leave")
 CLIENTS = ("confluent", "kafka-python", "aiokafka")  # one processor implementation each (*PipelineClient)
-FAULT_BATCH_WAIT_S = 3.0  # how long an op with a processor fault waits for input to hold mid-transaction
+FAULT_BATCH_WAIT_S = 8.0  # how long an op with a processor fault waits for input to hold mid-transaction
 
 
 class PipelineWorkload(UniqueValues, Workload):
@@ -84,7 +86,7 @@ class PipelineWorkload(UniqueValues, Workload):
     def __init__(self, partitions: int = 6, output_partitions: int = 6, keep_partition: bool = False,
                  replication_factor: int = 1, topic_config: dict[str, str] | None = None, op_timeout_s: float = 10.0,
                  processor_faults: tuple[str, ...] = PROCESSOR_FAULTS, processor_fault_interval_s: float = 6.0,
-                 client: str = "confluent", clock=time.monotonic):
+                 client: str = "confluent", clock=time.monotonic, slots: int = 6):
         unknown = sorted(set(processor_faults) - set(PROCESSOR_FAULTS))
         if unknown:
             raise ValueError(f"--processor-faults {','.join(unknown)} is not known; expected a comma-separated list of "
@@ -101,7 +103,10 @@ class PipelineWorkload(UniqueValues, Workload):
                              "kafka-python")
         if partitions < 1 or output_partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {partitions} and {output_partitions}")
+        if slots < 1:
+            raise ValueError(f"slots (the run's concurrency) must be at least 1, got {slots}")
         self.client = client
+        self.slots = slots
         self.partitions = partitions
         self.output_partitions = output_partitions
         self.rekey = not keep_partition
@@ -121,7 +126,16 @@ class PipelineWorkload(UniqueValues, Workload):
                 "output_topic": OUTPUT_TOPIC, "group": GROUP, "replication_factor": self.replication_factor,
                 "topic_config": self.topic_config, "op_timeout_s": self.op_timeout_s,
                 "processor_faults": list(self.processor_faults),
-                "processor_fault_interval_s": self.processor_fault_interval_s, **self._client_notes()}
+                "processor_fault_interval_s": self.processor_fault_interval_s,
+                "transactional_ids": f"logquake-pipeline-<slot>, {self.slots} slots", **self._client_notes()}
+
+    def transactional_id(self, process: int) -> str:
+        """The processor's transactional.id: one per worker slot (process mod the concurrency, the runner's
+        Jepsen convention), so a processor restarted after a crash takes over the id of the one it replaces,
+        as Kafka's transactions_test restarts its copiers: its InitProducerId bumps the epoch, which aborts the
+        crashed one's open transaction at once and fences it (KIP-98). A paused zombie keeps its process and
+        id; the group's generation fences it (KIP-447)."""
+        return f"logquake-pipeline-{process % self.slots}"
 
     def _client_notes(self) -> dict:
         """What this run's client could not do, for test.json and the report (README, "Clients")."""
@@ -483,9 +497,7 @@ class ConfluentPipelineClient(PipelineClient):
                   "socket.timeout.ms": min(timeout_ms, 5000), "reconnect.backoff.max.ms": 1000,
                   "topic.metadata.refresh.interval.ms": 2000, "logger": LIBRDKAFKA_LOGGER}
         self.input = Producer({**common, "acks": "all", "enable.idempotence": True, "message.timeout.ms": timeout_ms})
-        # one transactional.id per processor process: KIP-447 fences zombies by the group's generation,
-        # not by the id, and a restarted processor is a new process
-        self.producer = Producer({**common, "transactional.id": f"logquake-pipeline-{process}",
+        self.producer = Producer({**common, "transactional.id": workload.transactional_id(process),
                                   "enable.idempotence": True, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
         self.producer.init_transactions(workload.op_timeout_s)
 
@@ -654,9 +666,8 @@ class PythonPipelineClient(PipelineClient):
         try:
             self.input = self.lib.producer(self.loop, self.call_timeout_s, acks="all", enable_idempotence=True,
                                            **common)
-            # one transactional id per processor process, as on confluent (ConfluentPipelineClient)
             self.producer = self.lib.producer(self.loop, self.call_timeout_s, enable_idempotence=True,
-                                              transactional_id=f"logquake-pipeline-{process}",
+                                              transactional_id=workload.transactional_id(process),
                                               transaction_timeout_ms=TRANSACTION_TIMEOUT_MS, **common)
             self.producer.init_transactions()
         except BaseException:
@@ -840,7 +851,7 @@ def _build(settings) -> PipelineWorkload:
                             keep_partition=o["keep_partition"], replication_factor=settings.replication_factor,
                             topic_config={"min.insync.replicas": str(settings.min_insync_replicas)},
                             processor_faults=kinds, processor_fault_interval_s=o["processor_fault_interval"],
-                            client=settings.client)
+                            client=settings.client, slots=settings.concurrency)
 
 
 register_workload(WorkloadKind(

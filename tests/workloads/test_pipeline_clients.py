@@ -24,3 +24,14 @@ def test_a_run_on_aiokafka_says_in_its_description_what_is_not_fenced():
     assert notes[0].startswith("aiokafka's AIOKafkaProducer.send_offsets_to_transaction(offsets, group_id) takes a "
                                "group id only") and "The pause processor fault is not run" in notes[0]
     assert "notes" not in PipelineWorkload(client="kafka-python").describe()
+
+
+def test_a_restarted_processor_takes_over_the_transactional_id_of_its_worker_slot():
+    from workloads.pipeline import PipelineWorkload
+
+    workload = PipelineWorkload(slots=3)
+    # the runner replaces process p by p + concurrency in the same worker (harness.runner.FaultRun._new_process)
+    assert [workload.transactional_id(p) for p in (1, 4, 7)] == ["logquake-pipeline-1"] * 3
+    assert len({workload.transactional_id(p) for p in range(3)}) == 3
+    with pytest.raises(ValueError, match="slots"):
+        PipelineWorkload(slots=0)
