@@ -140,7 +140,7 @@ class RunSpec:
         return WorkloadSettings(delivery=spec.delivery_mode(), client=spec.client, nodes=spec.nodes,
                                 replication_factor=spec.replication_factor,
                                 min_insync_replicas=spec.min_insync_replicas,
-                                options=dict(spec.workload_options))
+                                options=dict(spec.workload_options), concurrency=spec.concurrency)
 
     def _is_resolved(self) -> bool:
         return self.replication_factor is not None and self.min_insync_replicas is not None

@@ -145,7 +145,8 @@ class Option:
 
 @dataclass(frozen=True)
 class WorkloadSettings:
-    """What the test decided for a workload: the delivery, client, cluster size, topic settings and its own options."""
+    """What the test decided for a workload: the delivery, client, cluster size, topic settings, its own options,
+    and the concurrency (worker slots: a process's slot is its number mod it, `harness.runner`)."""
 
     delivery: Delivery
     client: str
@@ -153,6 +154,7 @@ class WorkloadSettings:
     replication_factor: int
     min_insync_replicas: int
     options: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 6
 
 
 @dataclass(frozen=True)

@@ -35,3 +35,12 @@ def test_a_restarted_processor_takes_over_the_transactional_id_of_its_worker_slo
     assert len({workload.transactional_id(p) for p in range(3)}) == 3
     with pytest.raises(ValueError, match="slots"):
         PipelineWorkload(slots=0)
+
+
+def test_the_run_gives_the_pipeline_its_concurrency_as_slots():
+    from harness.spec import RunSpec
+    from workloads.core import workload_kinds
+
+    spec = RunSpec(workload="pipeline", concurrency=4).resolve()
+    built = workload_kinds()["pipeline"].build(spec.workload_settings())
+    assert built.slots == 4 and built.describe()["transactional_ids"] == "logquake-pipeline-<slot>, 4 slots"
