@@ -489,8 +489,11 @@ class FaultRun:
         try:
             for inv in self.workload.final_ops():
                 done = self._invoke(client, process, inv)
-                if done.type == "info":
-                    self.final_reads_incomplete = f"final read {inv.f} did not complete: {done.error}"
+                # a final op that failed did not happen either: the ops after it read nothing (a final poll
+                # after a failed assign reads no partition and answers ok with nothing, which is no read)
+                if done.type != "ok":
+                    self.final_reads_incomplete = (f"final read {inv.f} {'failed' if done.type == 'fail' else 'did not complete'}: "
+                                                   f"{done.error}")
                     self.errors.append(self.final_reads_incomplete)
                     break
         finally:

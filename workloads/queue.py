@@ -219,7 +219,9 @@ def transient_watermark_error(error) -> bool:
     settling = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
                 KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE,
                 KafkaError.REQUEST_TIMED_OUT, KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT,
-                KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
+                KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+                # librdkafka's own answers before its metadata names the partition (a fresh consumer)
+                KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC}
     return error.code() in settling or error.retriable()
 
 

@@ -72,3 +72,46 @@ def test_a_replacement_process_is_the_crashed_one_plus_the_concurrency_as_in_jep
     assert run._new_process() == 8  # the final reads: above every number used, never one used before
     assert run._new_process(replacing=2) == 5
     assert run._new_process() == 9
+
+
+def test_a_failed_final_op_leaves_the_final_reads_incomplete(monkeypatch):
+    # a final assign that fails is followed by a poll that reads no partition and answers ok with nothing:
+    # the final reads must not count as complete (a Docker run called 6 acknowledged messages unseen so)
+    from checkers.history import completion, invocation
+    from harness import runner as runner_module
+    from harness.runner import FaultRun
+    from harness.spec import RunSpec
+
+    class Recorder:
+        def __init__(self):
+            self.ops = []
+
+        def record(self, op):
+            self.ops.append(op)
+
+    class Client:
+        def invoke(self, op):
+            if op.f == "assign":
+                return completion("fail", op.value, error=["low-watermark", "Local: Unknown partition"])
+            return completion("ok", [["poll", {}]])
+
+        def close(self):
+            pass
+
+    class Workload:
+        def topics(self):
+            return {"t": 4}
+
+        def final_ops(self):
+            return [invocation("assign", [0, 1], {"final": True}), invocation("poll", [["poll"]], {"final": True})]
+
+        def open_client(self, bootstrap, process):
+            return Client()
+
+    monkeypatch.setattr(runner_module, "wait_for_cluster", lambda *args: None)
+    run = FaultRun(RunSpec(concurrency=2), control=FakeControl(), workload=Workload(), nemesis=None,
+                   targets_factory=None)
+    run.recorder = Recorder()
+    run._recover_and_final_reads()
+    assert [op.f for op in run.recorder.ops] == ["assign", "assign"]  # invocation and completion; no poll after it
+    assert run.final_reads_incomplete == "final read assign failed: ['low-watermark', 'Local: Unknown partition']"

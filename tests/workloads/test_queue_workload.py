@@ -194,3 +194,11 @@ def test_assign_fails_and_changes_nothing_without_a_low_watermark():
         assert consumer.assigned == [{0: 5, 1: 0}]
     finally:
         client.close()
+
+
+def test_librdkafkas_unknown_partition_before_its_metadata_arrives_is_asked_again():
+    from workloads.queue import transient_watermark_error
+
+    assert transient_watermark_error(KafkaError(KafkaError._UNKNOWN_PARTITION))
+    assert transient_watermark_error(KafkaError(KafkaError._UNKNOWN_TOPIC))
+    assert not transient_watermark_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
