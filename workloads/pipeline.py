@@ -705,7 +705,7 @@ class PythonPipelineClient(PipelineClient):
                     await asyncio.sleep(0.02)
 
             async def on_partitions_assigned(self, assigned):
-                pass
+                """Nothing to do: the next getmany reads the new partitions from the group's committed offsets."""
 
         return HoldWhileInTransaction()
 

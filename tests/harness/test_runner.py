@@ -90,13 +90,15 @@ def test_a_failed_final_op_leaves_the_final_reads_incomplete(monkeypatch):
             self.ops.append(op)
 
     class Client:
+        closed = False
+
         def invoke(self, op):
             if op.f == "assign":
                 return completion("fail", op.value, error=["low-watermark", "Local: Unknown partition"])
             return completion("ok", [["poll", {}]])
 
         def close(self):
-            pass
+            Client.closed = True
 
     class Workload:
         def topics(self):
@@ -115,3 +117,4 @@ def test_a_failed_final_op_leaves_the_final_reads_incomplete(monkeypatch):
     run._recover_and_final_reads()
     assert [op.f for op in run.recorder.ops] == ["assign", "assign"]  # invocation and completion; no poll after it
     assert run.final_reads_incomplete == "final read assign failed: ['low-watermark', 'Local: Unknown partition']"
+    assert Client.closed  # the final client is closed when the final reads stop early
