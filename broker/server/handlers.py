@@ -1102,6 +1102,14 @@ class RequestHandlers:
                 epoch, end_offset = -1, -1
                 if self.replica_manager is not None:
                     error, replica = self.replica_error(topic.topic, part.partition, part.current_leader_epoch)
+                    if replica is not None and part.leader_epoch > replica.leader_epoch:
+                        # The asker holds a record written at a later epoch than this leader's:
+                        # this leader is deposed and does not know it yet. Kafka's answer here
+                        # (no such epoch, -1/-1) makes a KIP-320 consumer that sent no current
+                        # epoch, as librdkafka may, reset its position by auto.offset.reset,
+                        # and a Docker run saw it re-read a partition from offset 0 so;
+                        # "your epoch is newer than mine" sends it to refresh its metadata.
+                        error, replica = ErrorCode.unknown_leader_epoch, None
                     if replica is not None:
                         epoch, end_offset = replica.epochs.end_offset_for(part.leader_epoch, replica.log.log_end_offset)
                 else:

@@ -363,6 +363,13 @@ def test_fenced_and_unknown_leader_epochs_and_offset_for_leader_epoch(tmp_path):
             assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (ErrorCode.none, 0, 1)
             answer = (await client.send(nodes[2], request)).topics[0].partitions[0]
             assert answer.error_code == ErrorCode.not_leader_or_follower
+            # A record from an epoch past this leader's (it was deposed and has not heard) is not
+            # answered "no such epoch", which would send a consumer back to auto.offset.reset.
+            for current in (-1, 1):
+                request = o.OffsetForLeaderEpochRequest(replica_id=-1, topics=(o.OffsetForLeaderTopic(topic=TOPIC, partitions=(
+                    o.OffsetForLeaderPartition(partition=0, current_leader_epoch=current, leader_epoch=2),)),))
+                answer = (await client.send(nodes[1], request)).topics[0].partitions[0]
+                assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (ErrorCode.unknown_leader_epoch, -1, -1)
 
     run(scenario())
 
