@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only check the names and values of the --override properties, then exit (0 or 2)")
     args = parser.parse_args(argv)
 
+    from broker.io.disk import read_text_file
     from broker.server.config import ConfigError, check_properties, load_config, parse_override
 
     if args.check:
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--config is required (a properties file), unless --check")
 
     try:
-        with open(args.config, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text_file(args.config)
     except OSError as exc:
         sys.stderr.write(f"--config {args.config!r} cannot be read: {exc.strerror}; expected a readable properties file\n")
         return EXIT_BAD_CONFIG

@@ -179,7 +179,8 @@ class GroupCoordinator:
         if num_partitions < 1:
             raise ValueError(f"offsets.topic.num.partitions={num_partitions} is invalid; expected >= 1")
         self.clock = clock
-        self.rng = rng if rng is not None else random.Random()  # member ids: the runtime's randomness, so seeded runs repeat
+        # member ids: the runtime's randomness, so seeded runs repeat (a fixed seed where none is given: tests)
+        self.rng = rng if rng is not None else random.Random(0)
         self.group_log = group_log
         self.num_partitions = num_partitions
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms

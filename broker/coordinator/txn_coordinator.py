@@ -65,7 +65,7 @@ class MarkerSender(Protocol):
 class TransactionCoordinator:
     def __init__(self, wall_ms, state_log: TxnStateLog, marker_sender: MarkerSender, allocate_producer_id,
                  partition_count: int, max_timeout_ms: int = 900_000, retry_backoff_ms: int = 100,
-                 end_txn_wait_ms: int = 5_000, partial_commit_markers: bool = False, sleep=asyncio.sleep) -> None:
+                 end_txn_wait_ms: int = 5_000, partial_commit_markers: bool = False, *, sleep) -> None:
         if partition_count <= 0:
             raise ValueError(f"transaction.state.log.num.partitions={partition_count!r}: must be a positive integer")
         self.wall_ms = wall_ms

@@ -98,6 +98,15 @@ class RealFile:
         self._f.close()
 
 
+def read_text_file(path: str) -> str:
+    """A whole UTF-8 text file (the node's properties, read before its runtime exists); OSError if unreadable."""
+    handle = RealFile(path, "rb")
+    try:
+        return handle.read().decode("utf-8", errors="replace")
+    finally:
+        handle.close()
+
+
 class RealDisk:
     """The local file system."""
 

@@ -202,7 +202,7 @@ class BrokerServer:
             writer.close()
         if self._maintenance is not None:
             self._maintenance.cancel()
-        await asyncio.sleep(0)  # let connection tasks observe their closed transports
+        await self.runtime.clock.sleep(0)  # let connection tasks observe their closed transports
 
     def describe_in_flight(self) -> str:
         """The requests being handled, oldest first: API name and age."""

@@ -54,7 +54,7 @@ def coordinator(end_txn_wait_ms: int = 5_000):
     ids = itertools.count(1)
     state_log, sender, clock = FakeStateLog(), FakeSender(), Clock()
     coord = TransactionCoordinator(clock, state_log, sender, lambda: next(ids), PARTITIONS, retry_backoff_ms=1,
-                                   end_txn_wait_ms=end_txn_wait_ms)
+                                   end_txn_wait_ms=end_txn_wait_ms, sleep=asyncio.sleep)
     for p in range(PARTITIONS):
         coord.on_become_leader(p, coordinator_epoch=7, records=[])
     return coord, state_log, sender, clock
