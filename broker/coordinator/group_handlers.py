@@ -118,9 +118,10 @@ class GroupApis:
         self.create_topic = None
         self._creating: asyncio.Future | None = None
         self._started = False
-        self.find_coordinator_fallback = handlers.handlers[apis.FIND_COORDINATOR]
-        handlers.handlers.update({
-            apis.FIND_COORDINATOR: self.find_coordinator,
+
+    def apis(self) -> dict:
+        """The group APIs (broker.server.router); FindCoordinator for groups is `find_coordinator`."""
+        return {
             JOIN_GROUP: self.join_group,
             SYNC_GROUP: self.sync_group,
             HEARTBEAT: self.heartbeat,
@@ -130,7 +131,7 @@ class GroupApis:
             LIST_GROUPS: self.list_groups,
             DESCRIBE_GROUPS: self.describe_groups,
             DELETE_GROUPS: self.delete_groups,
-        })
+        }
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -170,10 +171,6 @@ class GroupApis:
 
     async def find_coordinator(self, header, request):
         self._ensure_started()
-        key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
-        if key_type != KEY_TYPE_GROUP:
-            answer = self.find_coordinator_fallback(header, request)
-            return await answer if asyncio.iscoroutine(answer) else answer
         module = self.handlers_module(apis.FIND_COORDINATOR, header.api_version)
         await self._ensure_topic()
         return find_coordinator_response(self.build, module, header.api_version, request, self._locate,

@@ -224,10 +224,10 @@ class TxnApis:
         self._creating: asyncio.Future | None = None
         self._expiry_task: asyncio.Task | None = None
         self._stopped = False
-        group_apis = handlers.group_apis
-        self.find_coordinator_fallback = group_apis.find_coordinator_fallback
-        group_apis.find_coordinator_fallback = self.find_coordinator  # key types other than groups come here
-        handlers.handlers.update({
+
+    def apis(self) -> dict:
+        """The transaction APIs (broker.server.router); FindCoordinator for transactional ids is `find_coordinator`."""
+        return {
             apis.ADD_PARTITIONS_TO_TXN: self.add_partitions_to_txn,
             apis.ADD_OFFSETS_TO_TXN: self.add_offsets_to_txn,
             apis.END_TXN: self.end_txn,
@@ -235,7 +235,7 @@ class TxnApis:
             apis.TXN_OFFSET_COMMIT: self.txn_offset_commit,
             apis.LIST_TRANSACTIONS: self.list_transactions,
             apis.DESCRIBE_TRANSACTIONS: self.describe_transactions,
-        })
+        }
 
     # ---- producer ids ---------------------------------------------------------------------
 
@@ -350,10 +350,6 @@ class TxnApis:
                                   f"transactional id {transactional_id!r}")
 
     async def find_coordinator(self, header, request):
-        key_type = getattr(request, "key_type", 0)
-        if key_type != KEY_TYPE_TRANSACTION:
-            answer = self.find_coordinator_fallback(header, request)
-            return await answer if inspect.isawaitable(answer) else answer
         self._ensure_started()
         module = _response_module(apis.FIND_COORDINATOR, header.api_version)
         await self._ensure_topic()

@@ -18,6 +18,7 @@ Thread-safety: the caches are filled idempotently; safe under the GIL.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import io
 from functools import lru_cache
@@ -28,6 +29,8 @@ from kio.serial import entity_reader, entity_writer
 from broker.protocol.guard import check_body
 from broker.protocol.produce import decode_produce_request
 from broker.protocol.wire import MalformedRequestError
+
+ZERO_MS = datetime.timedelta(0)  # throttle_time of every response: the broker never throttles
 
 PRODUCE = 0
 FETCH = 1

@@ -123,13 +123,18 @@ class ClusterNode:
         self.replica_manager = None
         self._applied = asyncio.Event()
         handlers.producer_ids = ClusterProducerIds(self.channel)
-        handlers.handlers[apis.METADATA] = self.metadata
-        handlers.handlers[apis.CREATE_TOPICS] = self.create_topics
-        handlers.handlers[apis.DELETE_TOPICS] = self.delete_topics
-        handlers.handlers[apis.INIT_PRODUCER_ID] = self.init_producer_id
         handlers.group_apis.create_topic = self.create_internal_topic
         handlers.txn_apis.create_topic = self.create_internal_topic
         self.quorum.listeners.append(self)
+
+    def apis(self) -> dict:
+        """The APIs a cluster node answers through the controller (broker.server.router)."""
+        return {
+            apis.METADATA: self.metadata,
+            apis.CREATE_TOPICS: self.create_topics,
+            apis.DELETE_TOPICS: self.delete_topics,
+            apis.INIT_PRODUCER_ID: self.init_producer_id,
+        }
 
     # ---- lifecycle ------------------------------------------------------------------
 

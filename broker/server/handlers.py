@@ -195,22 +195,8 @@ class RequestHandlers:
         self.debug_skip_dedup = debug_switch(config, "logquake.debug.skip.dedup")
         # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
         self._replica_manager = None
-        self.handlers = {
-            apis.PRODUCE: self.produce,
-            apis.FETCH: self.fetch,
-            apis.LIST_OFFSETS: self.list_offsets,
-            apis.METADATA: self.metadata,
-            apis.FIND_COORDINATOR: self.find_coordinator,
-            apis.API_VERSIONS: self.api_versions,
-            apis.CREATE_TOPICS: self.create_topics,
-            apis.DELETE_TOPICS: self.delete_topics,
-            apis.INIT_PRODUCER_ID: self.init_producer_id,
-            apis.DESCRIBE_CONFIGS: self.describe_configs,
-            apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
-            apis.DESCRIBE_PRODUCERS: self.describe_producers,
-        }
-        self.group_apis = GroupApis(self)  # installs FindCoordinator (groups) and the group APIs
-        self.txn_apis = TxnApis(self)  # installs FindCoordinator (transactions) and the transaction APIs
+        self.group_apis = GroupApis(self)
+        self.txn_apis = TxnApis(self)
         self.group_apis.coordinator.commit_before_replication = debug_switch(
             config, "logquake.debug.commit.before.replication")
         self.txn_apis.coordinator.partial_commit_markers = debug_switch(config, "logquake.debug.partial.commit.markers")
@@ -220,7 +206,27 @@ class RequestHandlers:
         if planted:
             log.warning("planted bugs enabled on node %d: %s", config.node_id, ", ".join(planted))
         self.fetch_sessions = FetchSessionCache(runtime.random)  # followers' incremental fetches (KIP-227)
-        assert set(self.handlers) == set(apis.SUPPORTED_VERSIONS), "every advertised API needs a handler"
+
+    def apis(self, single_node: bool) -> dict:
+        """The APIs these handlers answer (broker.server.router); a cluster node answers the
+        metadata and producer-id APIs itself, through the controller."""
+        table = {
+            apis.PRODUCE: self.produce,
+            apis.FETCH: self.fetch,
+            apis.LIST_OFFSETS: self.list_offsets,
+            apis.API_VERSIONS: self.api_versions,
+            apis.DESCRIBE_CONFIGS: self.describe_configs,
+            apis.OFFSET_FOR_LEADER_EPOCH: self.offset_for_leader_epoch,
+            apis.DESCRIBE_PRODUCERS: self.describe_producers,
+        }
+        if single_node:
+            table.update({
+                apis.METADATA: self.metadata,
+                apis.CREATE_TOPICS: self.create_topics,
+                apis.DELETE_TOPICS: self.delete_topics,
+                apis.INIT_PRODUCER_ID: self.init_producer_id,
+            })
+        return table
 
     @property
     def replica_manager(self):
@@ -1312,19 +1318,3 @@ class RequestHandlers:
         producer_id = self.producer_ids.allocate()
         return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
                       error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)
-
-    def find_coordinator(self, header, request):
-        """FindCoordinator for a key type no coordinator serves (groups and transactions install their own)."""
-        module = _response_module(apis.FIND_COORDINATOR, header.api_version)
-        key_type = getattr(request, "key_type", 0)
-        error = ErrorCode.invalid_request
-        message = f"FindCoordinator key_type={key_type} is not served; expected 0 (group) or 1 (transaction)"
-        log.info("FindCoordinator refused: %s", message)
-        if header.api_version >= 4:
-            coordinators = tuple(
-                _build(module, "Coordinator", key=key, node_id=-1, host="", port=-1, error_code=error, error_message=message)
-                for key in request.coordinator_keys
-            )
-            return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, coordinators=coordinators)
-        return _build(module, "FindCoordinatorResponse", throttle_time=ZERO_MS, error_code=error,
-                      error_message=message, node_id=-1, host="", port=-1)

@@ -23,6 +23,7 @@ from broker.io import Runtime
 from broker.server.config import BrokerConfig, Listener
 from broker.server.handlers import RequestHandlers
 from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.router import node_router
 from broker.server.server import BrokerServer
 from broker.server.topics import TopicStore
 
@@ -42,16 +43,17 @@ async def serve(config: BrokerConfig, runtime: Runtime, handlers: RequestHandler
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
-    server = BrokerServer(config, runtime, handlers)
-    await server.start()
-    if handlers.advertised.port == 0:
-        # Listening on port 0 picks a free port; advertise the one actually bound.
-        handlers.advertised = Listener(handlers.advertised.name, handlers.advertised.host, server.port)
     cluster = None
     if config.cluster_mode:
         from broker.server.cluster import ClusterNode
 
         cluster = ClusterNode(config, runtime, handlers)
+    server = BrokerServer(config, runtime, handlers, node_router(handlers, cluster))
+    await server.start()
+    if handlers.advertised.port == 0:
+        # Listening on port 0 picks a free port; advertise the one actually bound.
+        handlers.advertised = Listener(handlers.advertised.name, handlers.advertised.host, server.port)
+    if cluster is not None:
         cluster.start(server)
     if not any(config.is_client_listener(l.name) for l in config.listeners):
         log.warning("listener %s is the inter-broker listener and also serves clients: any client that reaches it can "

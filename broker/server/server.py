@@ -59,6 +59,7 @@ from broker.protocol.wire import (
 )
 from broker.server.config import BrokerConfig
 from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
+from broker.server.router import Router
 from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener
 
 log = logging.getLogger("broker.server")
@@ -135,10 +136,11 @@ UNLIMITED_BUDGET = RequestBytesBudget(-1)
 
 
 class BrokerServer:
-    def __init__(self, config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers):
+    def __init__(self, config: BrokerConfig, runtime: Runtime, handlers: RequestHandlers, router: Router):
         self.config = config
         self.runtime = runtime
         self.handlers = handlers
+        self.router = router  # sealed: every API's handler (broker.server.router)
         self.server: asyncio.AbstractServer | None = None  # the first listener's
         self.servers: list[asyncio.AbstractServer] = []
         self.port: int | None = None  # the first listener's bound port
@@ -364,7 +366,7 @@ class BrokerServer:
                                   f"client listener {CONNECTION_LISTENER.get()}")
         if self.config.debug_log_requests:
             log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)
-        body = self.handlers.handlers[api_key](header, request)
+        body = self.router.handler(api_key)(header, request)
         if asyncio.iscoroutine(body):
             body = await body
         if body is None:

@@ -13,6 +13,7 @@ from broker.protocol import apis
 from broker.protocol.client import ConnectionLost, ConnectionPool, KafkaClientConnection, RequestTimeout
 from broker.server.config import load_config
 from broker.server.node import build_handlers
+from broker.server.router import node_router
 from broker.server.server import BrokerServer
 
 
@@ -22,7 +23,7 @@ async def _start_broker(tmp_path):
     storage = LogManager([str(tmp_path)], config.log_config, runtime)
     handlers = build_handlers(config, runtime, storage, str(tmp_path))
     handlers.load()
-    server = BrokerServer(config, runtime, handlers)
+    server = BrokerServer(config, runtime, handlers, node_router(handlers))
     await server.start()
     return runtime, server, storage
 

@@ -21,6 +21,7 @@ from broker.protocol.client import ConnectionPool
 from broker.server.cluster import ClusterNode
 from broker.server.config import load_config
 from broker.server.node import build_handlers
+from broker.server.router import node_router
 from broker.server.server import BrokerServer
 from tests.broker import kafka_requests as kr
 from tests.broker.test_cluster import free_port_block
@@ -42,9 +43,9 @@ class Node:
         self.storage = LogManager([str(self.tmp_path)], self.config.log_config, self.runtime)
         self.handlers = build_handlers(self.config, self.runtime, self.storage, str(self.tmp_path))
         self.handlers.load()
-        self.server = BrokerServer(self.config, self.runtime, self.handlers)
-        await self.server.start()
         self.cluster = ClusterNode(self.config, self.runtime, self.handlers)
+        self.server = BrokerServer(self.config, self.runtime, self.handlers, node_router(self.handlers, self.cluster))
+        await self.server.start()
         self.cluster.start(self.server)
         self.pool = ConnectionPool(self.runtime, "test", None)
         return self

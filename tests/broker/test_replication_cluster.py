@@ -37,6 +37,7 @@ from broker.protocol.records import iter_batches
 from broker.replication.manager import ReplicaManager, ReplicationSettings
 from broker.server.config import build_config
 from broker.server.node import build_handlers
+from broker.server.router import node_router
 from broker.server.server import BrokerServer
 from tests.broker import kafka_requests as kr
 
@@ -92,7 +93,7 @@ class Node:
         self.storage = LogManager([self.directory], config.log_config, runtime)
         self.handlers = build_handlers(config, runtime, self.storage, self.directory)
         self.handlers.load()
-        self.server = BrokerServer(config, runtime, self.handlers)
+        self.server = BrokerServer(config, runtime, self.handlers, node_router(self.handlers))
         await self.server.start()
         self.port = self.server.port
         self.pool = ConnectionPool(runtime, f"replica-{self.node_id}", None)
