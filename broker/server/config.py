@@ -130,6 +130,21 @@ def _parse_protocol_map(name: str, raw: str) -> dict[str, str]:
     return mapping
 
 
+def _parse_store_type(name: str, raw: str) -> str:
+    kind = raw.strip().upper()
+    if kind != "PEM":
+        raise ConfigError(f"property {name}={raw!r}: only PEM stores are supported (JKS and PKCS12 are Java formats); "
+                          "convert the store to one PEM file, e.g. with openssl pkcs12 -nodes")
+    return kind
+
+
+def _parse_client_auth(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("none", "requested", "required"):
+        raise ConfigError(f"property {name}={raw!r} is invalid; expected none, requested or required")
+    return value
+
+
 def _parse_dirs(name: str, raw: str) -> tuple[str, ...]:
     dirs = tuple(d.strip() for d in raw.split(",") if d.strip())
     if not dirs:
@@ -190,6 +205,13 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
     "listener.security.protocol.map": (_parse_protocol_map, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
                                        "security protocol of each listener name"),
+    # TLS of SSL listeners (broker.io.tls): PEM files, as KIP-651 allows
+    "ssl.keystore.type": (_parse_store_type, "PEM", "format of the keystore: PEM"),
+    "ssl.keystore.location": (_parse_text, None, "PEM file with the private key and the certificate chain of SSL listeners"),
+    "ssl.key.password": (_parse_text, None, "password of the keystore's private key, if it is encrypted (sensitive)"),
+    "ssl.truststore.type": (_parse_store_type, "PEM", "format of the truststore: PEM"),
+    "ssl.truststore.location": (_parse_text, None, "PEM file of the CA certificates client certificates must chain to"),
+    "ssl.client.auth": (_parse_client_auth, "none", "client certificates on SSL listeners: none, requested or required"),
     "inter.broker.listener.name": (_parse_text, None, "the listener brokers replicate over (default: the only listener, or PLAINTEXT)"),
     "log.dirs": (_parse_dirs, None, "partition log directories (default: log.dir)"),
     "log.dir": (_parse_dirs, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
@@ -265,6 +287,8 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.debug.unfenced.txn.offsets": (_parse_bool, "false", "TxnOffsetCommit skips the member and generation check, so zombies commit (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
+# Properties whose values are secrets: DescribeConfigs answers them as sensitive, without the value (as Kafka does).
+SENSITIVE_PROPERTIES = frozenset({"ssl.key.password"})
 
 
 @dataclass(frozen=True)
@@ -304,6 +328,11 @@ class BrokerConfig:
     max_open_files: int = -1
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
+    # listener name -> security protocol (PLAINTEXT or SSL), from listener.security.protocol.map
+    listener_protocols: dict[str, str] = field(default_factory=dict)
+
+    def security_protocol(self, listener_name: str) -> str:
+        return self.listener_protocols.get(listener_name, "PLAINTEXT")
 
     @property
     def cluster_mode(self) -> bool:
@@ -456,6 +485,10 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
     inter_broker = _inter_broker_listener(listeners, typed, raw)
     entries["inter.broker.listener.name"] = (inter_broker, entries["inter.broker.listener.name"][1])
     voters = typed["controller.quorum.voters"]
+    protocols = {l.name: typed["listener.security.protocol.map"][l.name] for l in listeners}
+    if voters is not None and protocols[inter_broker] != "PLAINTEXT":
+        raise ConfigError(f"inter-broker listener {inter_broker} uses {protocols[inter_broker]}; brokers and controllers "
+                          "talk PLAINTEXT only yet: give clients an SSL listener and brokers a PLAINTEXT one")
     roles = typed["process.roles"] if typed["process.roles"] is not None else PROCESS_ROLES
     entries["process.roles"] = (",".join(roles), entries["process.roles"][1])
     if voters is None:
@@ -553,6 +586,7 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         max_open_files=typed["logquake.max.open.files"],
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
+        listener_protocols=protocols,
     )
 
 
@@ -575,9 +609,12 @@ def _inter_broker_listener(listeners: tuple[Listener, ...], typed: dict, raw: di
         if protocol is None:
             raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} is not in "
                               f"listener.security.protocol.map; add {listener.name}:PLAINTEXT to it")
-        if protocol != "PLAINTEXT":
+        if protocol not in ("PLAINTEXT", "SSL"):
             raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} uses "
-                              f"security protocol {protocol}; only PLAINTEXT is implemented yet (TLS and SASL come later)")
+                              f"security protocol {protocol}; PLAINTEXT and SSL are implemented, SASL is not yet")
+        if protocol == "SSL" and not typed["ssl.keystore.location"]:
+            raise ConfigError(f"listener {listener.name} uses SSL but ssl.keystore.location is not set; expected a PEM "
+                              "file with the broker's private key and certificate chain")
     if len(listeners) > 1 and any(l.port == 0 for l in listeners):
         raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: port 0 (any free port) is accepted "
                           "only with a single listener; give every listener its port")

@@ -81,7 +81,7 @@ from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode
 from broker.protocol.record_validation import RecordValidationError, check_timestamps, max_uncompressed_bytes, validate_batch
 from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
-from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
+from broker.server.config import LONG_MAX, SENSITIVE_PROPERTIES, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator
 from broker.server.listeners import advertised_versions
@@ -1272,6 +1272,8 @@ class RequestHandlers:
                     )
                 else:
                     for name, (value, source) in sorted(self.config.effective().items()):
+                        if name in SENSITIVE_PROPERTIES:
+                            value = None  # a secret: Kafka answers is_sensitive with no value
                         entries.append((name, value, CONFIG_SOURCE_STATIC_BROKER if source == "static" else CONFIG_SOURCE_DEFAULT))
             else:
                 error, message = ErrorCode.invalid_request, (
@@ -1285,7 +1287,7 @@ class RequestHandlers:
                     value=value,
                     read_only=resource.resource_type == RESOURCE_BROKER,
                     config_source=source,
-                    is_sensitive=False,
+                    is_sensitive=name in SENSITIVE_PROPERTIES,
                     synonyms=(),
                     config_type=0,
                     documentation=None,

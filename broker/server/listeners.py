@@ -44,3 +44,11 @@ def on_client_listener(config) -> bool:
 def advertised_versions(config) -> dict[int, tuple[int, int]]:
     """The API version ranges ApiVersions lists on the current connection's listener."""
     return apis.CLIENT_VERSIONS if on_client_listener(config) else apis.SUPPORTED_VERSIONS
+
+
+def tls_context(config):
+    """The TLS context of the node's SSL listeners, from its ssl.* properties (broker.io.tls)."""
+    from broker.io.tls import server_context
+
+    return server_context(config.value("ssl.keystore.location"), config.value("ssl.key.password"),
+                          config.value("ssl.truststore.location"), config.value("ssl.client.auth"))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 
 from kio.schema.errors import ErrorCode
@@ -60,7 +61,7 @@ from broker.protocol.wire import (
 from broker.server.config import BrokerConfig
 from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
 from broker.server.router import Router
-from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener
+from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener, tls_context
 
 log = logging.getLogger("broker.server")
 
@@ -69,6 +70,7 @@ _INT32 = struct.Struct(">i")
 _API_VERSIONS_V0_ENTRY = struct.Struct(">hhh")
 MAINTENANCE_INTERVAL_S = 0.25
 SHUTDOWN_GRACE_S = 5.0  # well inside a supervisor's stop timeout (the harness's is 15 s, Docker's default 10 s)
+TLS_HANDSHAKE_TIMEOUT_S = 10.0  # an SSL connection that does not finish its handshake in this time is dropped
 
 def api_versions_fallback(correlation_id: int, versions: dict[int, tuple[int, int]] = apis.SUPPORTED_VERSIONS) -> list:
     """KIP-511: a v0-format ApiVersions response with UNSUPPORTED_VERSION and our version list (`versions`)."""
@@ -161,8 +163,9 @@ class BrokerServer:
 
     async def start(self) -> None:
         for listener in self.config.listeners:
+            tls = tls_context(self.config) if self.config.security_protocol(listener.name) == "SSL" else None
             server = await self.runtime.network.start_server(
-                self._connection_handler(listener.name), listener.host or "0.0.0.0", listener.port)
+                self._connection_handler(listener.name, tls), listener.host or "0.0.0.0", listener.port)
             self.servers.append(server)
             if not server.sockets:
                 # asyncio skips an address it cannot make a socket for (no descriptor left, say) and logs a warning
@@ -180,9 +183,11 @@ class BrokerServer:
             except Exception:
                 log.exception("log maintenance failed; it will be retried")
 
-    def _connection_handler(self, listener_name: str):
+    def _connection_handler(self, listener_name: str, tls):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             CONNECTION_LISTENER.set(listener_name)  # this task's own context: other connections are unaffected
+            if tls is not None and not await self._start_tls(writer, listener_name, tls):
+                return
             await self._serve_connection(reader, writer)
 
         return handle
@@ -226,6 +231,25 @@ class BrokerServer:
     def _limited(self, listener: str | None) -> bool:
         # Kafka lets inter-broker connections past max.connections; a node with one listener has only that one
         return listener is None or len(self.config.listeners) == 1 or self.config.is_client_listener(listener)
+
+    async def _start_tls(self, writer: asyncio.StreamWriter, listener_name: str, tls) -> bool:
+        """The TLS handshake of an SSL listener's connection; False (logged, closed) if it fails.
+
+        The handshake runs here rather than in the listening socket so that a failed one is logged
+        with its peer and reason (asyncio reports those only in debug mode); the reason is the TLS
+        library's, which never holds key material."""
+        peer = writer.get_extra_info("peername")
+        try:
+            await writer.start_tls(tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+            return True
+        except (ssl.SSLError, ConnectionError, asyncio.TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            now_ns = self.runtime.clock.monotonic_ns()
+            if now_ns - self._last_refusal_log_ns >= 1_000_000_000:  # a flood of them logs one line a second
+                self._last_refusal_log_ns = now_ns
+                log.info("TLS handshake with %s on listener %s failed: %s", peer, listener_name, reason)
+            writer.close()
+            return False
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._next_connection_id += 1

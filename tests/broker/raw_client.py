@@ -24,8 +24,10 @@ def encode_request_frame(request, correlation_id: int, client_id: str | None = "
 
 
 class RawClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 10.0, ssl_context=None):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.correlation_id = 0
 
     def close(self) -> None:

@@ -52,8 +52,10 @@ def test_advertised_defaults_per_listener():
 
 @pytest.mark.parametrize("override, fragments", [
     ("listener.security.protocol.map=INTERNAL:PLAINTEXT", ["EXTERNAL is not in listener.security.protocol.map"]),
-    ("listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:SSL", ["EXTERNAL", "security protocol SSL",
-                                                                         "only PLAINTEXT"]),
+    ("listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:SSL", ["listener EXTERNAL uses SSL",
+                                                                         "ssl.keystore.location is not set"]),
+    ("listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL", ["EXTERNAL", "security protocol SASL_SSL",
+                                                                              "SASL is not yet"]),
     ("listener.security.protocol.map=INTERNAL", ["listener.security.protocol.map", "NAME:PROTOCOL"]),
     ("inter.broker.listener.name=OTHER", ["inter.broker.listener.name='OTHER'", "accepted: INTERNAL, EXTERNAL"]),
     ("advertised.listeners=OTHER://h:1", ["advertised.listeners", "OTHER", "not in listeners"]),
