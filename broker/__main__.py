@@ -66,15 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         return EXIT_BAD_CONFIG
-    if any(config.security_protocol(l.name) == "SSL" for l in config.listeners):
-        from broker.io.tls import TlsConfigError
-        from broker.server.listeners import tls_context
+    protocols = {config.security_protocol(l.name) for l in config.listeners}
+    try:
+        # the files are checked before anything starts; the listeners load them again
+        if protocols & {"SSL", "SASL_SSL"}:
+            from broker.server.listeners import tls_context
 
-        try:
-            tls_context(config)  # the files are checked before anything starts; the listeners load them again
-        except TlsConfigError as exc:
-            sys.stderr.write(f"configuration error: {exc}\n")
-            return EXIT_BAD_CONFIG
+            tls_context(config)
+        if protocols & {"SASL_PLAINTEXT", "SASL_SSL"}:
+            from broker.io import Runtime
+            from broker.server.sasl import load_credentials
+
+            load_credentials(config, Runtime.real())
+    except ValueError as exc:  # TlsConfigError, SaslConfigError: the message names the property and the reason
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return EXIT_BAD_CONFIG
     _setup_logging(config.log_dirs[0])
     if config.debug_log_requests:
         logging.getLogger("broker.server").setLevel(logging.DEBUG)

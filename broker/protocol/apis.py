@@ -60,6 +60,8 @@ DELETE_GROUPS = 42
 DESCRIBE_PRODUCERS = 61
 DESCRIBE_TRANSACTIONS = 65
 LIST_TRANSACTIONS = 66
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
 
 API_NAMES = {
     PRODUCE: "Produce",
@@ -90,6 +92,8 @@ API_NAMES = {
     DESCRIBE_PRODUCERS: "DescribeProducers",
     DESCRIBE_TRANSACTIONS: "DescribeTransactions",
     LIST_TRANSACTIONS: "ListTransactions",
+    SASL_HANDSHAKE: "SaslHandshake",
+    SASL_AUTHENTICATE: "SaslAuthenticate",
 }
 
 # api_key -> (min_version, max_version), inclusive.
@@ -125,6 +129,9 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     DESCRIBE_PRODUCERS: (0, 0),
     DESCRIBE_TRANSACTIONS: (0, 0),
     LIST_TRANSACTIONS: (0, 1),
+    # SASL on SASL_* listeners (broker.server.sasl); after a v0 handshake the tokens travel unframed (KIP-43)
+    SASL_HANDSHAKE: (0, 1),
+    SASL_AUTHENTICATE: (0, 2),
 }
 
 # Broker-to-broker APIs among the Kafka ones: served only on the inter-broker and controller

@@ -138,6 +138,16 @@ def _parse_store_type(name: str, raw: str) -> str:
     return kind
 
 
+def _parse_mechanisms(name: str, raw: str) -> tuple[str, ...]:
+    served = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    mechanisms = tuple(m.strip().upper() for m in raw.split(",") if m.strip())
+    unknown = [m for m in mechanisms if m not in served]
+    if unknown or not mechanisms:
+        raise ConfigError(f"property {name}={raw!r}: {', '.join(unknown) or 'no mechanism'} is not served; expected "
+                          f"some of {', '.join(served)} (GSSAPI and OAUTHBEARER are not implemented)")
+    return mechanisms
+
+
 def _parse_client_auth(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("none", "requested", "required"):
@@ -212,6 +222,11 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "ssl.truststore.type": (_parse_store_type, "PEM", "format of the truststore: PEM"),
     "ssl.truststore.location": (_parse_text, None, "PEM file of the CA certificates client certificates must chain to"),
     "ssl.client.auth": (_parse_client_auth, "none", "client certificates on SSL listeners: none, requested or required"),
+    # SASL of SASL_PLAINTEXT and SASL_SSL listeners (broker.server.sasl)
+    "sasl.enabled.mechanisms": (_parse_mechanisms, "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                                "SASL mechanisms clients may use: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    "logquake.sasl.users.file": (_parse_text, None, "file of name:password lines: the users SASL authenticates"),
+    "logquake.sasl.scram.iterations": (_int(4096, 2**31 - 1), "4096", "PBKDF2 iterations of the SCRAM credentials"),
     "inter.broker.listener.name": (_parse_text, None, "the listener brokers replicate over (default: the only listener, or PLAINTEXT)"),
     "log.dirs": (_parse_dirs, None, "partition log directories (default: log.dir)"),
     "log.dir": (_parse_dirs, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),
@@ -609,10 +624,10 @@ def _inter_broker_listener(listeners: tuple[Listener, ...], typed: dict, raw: di
         if protocol is None:
             raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} is not in "
                               f"listener.security.protocol.map; add {listener.name}:PLAINTEXT to it")
-        if protocol not in ("PLAINTEXT", "SSL"):
-            raise ConfigError(f"property listeners={raw.get('listeners', '')!r}: listener {listener.name} uses "
-                              f"security protocol {protocol}; PLAINTEXT and SSL are implemented, SASL is not yet")
-        if protocol == "SSL" and not typed["ssl.keystore.location"]:
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and not typed["logquake.sasl.users.file"]:
+            raise ConfigError(f"listener {listener.name} uses {protocol} but logquake.sasl.users.file is not set; "
+                              "expected a file of name:password lines (the users SASL authenticates)")
+        if protocol in ("SSL", "SASL_SSL") and not typed["ssl.keystore.location"]:
             raise ConfigError(f"listener {listener.name} uses SSL but ssl.keystore.location is not set; expected a PEM "
                               "file with the broker's private key and certificate chain")
     if len(listeners) > 1 and any(l.port == 0 for l in listeners):

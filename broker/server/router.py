@@ -118,7 +118,10 @@ def node_router(handlers, cluster=None) -> Router:
     from broker.coordinator.txn_handlers import KEY_TYPE_TRANSACTION
 
     router = Router()
+    from broker.server.sasl import SaslApis
+
     router.register("request handlers", handlers.apis(single_node=cluster is None))
+    router.register("SASL authentication", SaslApis().apis())
     router.register("group coordinator", handlers.group_apis.apis())
     router.register_coordinator("group coordinator", KEY_TYPE_GROUP, handlers.group_apis.find_coordinator)
     router.register("transaction coordinator", handlers.txn_apis.apis())

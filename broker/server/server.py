@@ -61,6 +61,7 @@ from broker.protocol.wire import (
 from broker.server.config import BrokerConfig
 from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
 from broker.server.router import Router
+from broker.server.sasl import CONNECTION_SASL, PRE_AUTH_APIS, AuthenticationFailed, SaslSession, load_credentials
 from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener, tls_context
 
 log = logging.getLogger("broker.server")
@@ -160,12 +161,18 @@ class BrokerServer:
         # Internal APIs (api key >= 30000: Raft, controller RPCs) in cluster mode:
         # api_key -> handler(body) returning the response body (or a coroutine of it).
         self.internal_handlers: dict = {}
+        self.sasl_credentials = None  # loaded at start when a listener is SASL_*
 
     async def start(self) -> None:
+        protocols = {l.name: self.config.security_protocol(l.name) for l in self.config.listeners}
+        if any(p.startswith("SASL_") for p in protocols.values()):
+            self.sasl_credentials = load_credentials(self.config, self.runtime)
         for listener in self.config.listeners:
-            tls = tls_context(self.config) if self.config.security_protocol(listener.name) == "SSL" else None
+            protocol = protocols[listener.name]
+            tls = tls_context(self.config) if protocol in ("SSL", "SASL_SSL") else None
             server = await self.runtime.network.start_server(
-                self._connection_handler(listener.name, tls), listener.host or "0.0.0.0", listener.port)
+                self._connection_handler(listener.name, tls, protocol.startswith("SASL_")),
+                listener.host or "0.0.0.0", listener.port)
             self.servers.append(server)
             if not server.sockets:
                 # asyncio skips an address it cannot make a socket for (no descriptor left, say) and logs a warning
@@ -183,11 +190,14 @@ class BrokerServer:
             except Exception:
                 log.exception("log maintenance failed; it will be retried")
 
-    def _connection_handler(self, listener_name: str, tls):
+    def _connection_handler(self, listener_name: str, tls, sasl: bool):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             CONNECTION_LISTENER.set(listener_name)  # this task's own context: other connections are unaffected
             if tls is not None and not await self._start_tls(writer, listener_name, tls):
                 return
+            if sasl:
+                CONNECTION_SASL.set(SaslSession(self.sasl_credentials, self.config.value("sasl.enabled.mechanisms"),
+                                                self.runtime.random, writer.get_extra_info("peername")))
             await self._serve_connection(reader, writer)
 
         return handle
@@ -307,7 +317,9 @@ class BrokerServer:
             except asyncio.IncompleteReadError as exc:
                 raise CloseConnection(f"truncated size prefix ({1 + len(exc.partial)} of 4 bytes)") from None
             (size,) = _INT32.unpack(prefix)
-            if size < MIN_REQUEST_BYTES or size > max_bytes:
+            session = CONNECTION_SASL.get()
+            minimum = 0 if session is not None and session.raw_tokens else MIN_REQUEST_BYTES  # a bare SASL token
+            if size < minimum or size > max_bytes:
                 raise CloseConnection(
                     f"request size {size} is outside the accepted range {MIN_REQUEST_BYTES}..{max_bytes} "
                     "(socket.request.max.bytes); the body was not read"
@@ -329,6 +341,18 @@ class BrokerServer:
                                   "(logquake.request.read.timeout.ms)") from None
 
     async def _serve_request(self, writer: asyncio.StreamWriter, request_bytes: bytes) -> None:
+        session = CONNECTION_SASL.get()
+        if session is not None and session.raw_tokens:
+            try:
+                answer = session.step(bytes(request_bytes))
+            except AuthenticationFailed as exc:
+                raise CloseConnection(f"SASL authentication of {session.peer} failed: {exc}") from None
+            session.raw_tokens = not session.authenticated
+            if session.authenticated:
+                log.info("%s authenticated with %s as %s", session.peer, session.mechanism, session.principal)
+            _write_chunks(writer, [_INT32.pack(len(answer)), answer])
+            await writer.drain()
+            return
         token = object()
         self.in_flight[token] = (_INT16.unpack_from(request_bytes)[0], self.runtime.clock.monotonic_ns())
         try:
@@ -336,6 +360,9 @@ class BrokerServer:
             if response is not None:
                 _write_chunks(writer, response)
                 await writer.drain()
+            session = CONNECTION_SASL.get()
+            if session is not None and session.close_after_response:
+                raise CloseConnection(f"SASL authentication of {session.peer} did not succeed")
         finally:
             del self.in_flight[token]
 
@@ -363,6 +390,11 @@ class BrokerServer:
             name = apis.API_NAMES.get(api_key) or f"internal api key {api_key}"
             raise CloseConnection(f"{name} v{api_version} is a broker-internal API, not served on client listener "
                                   f"{CONNECTION_LISTENER.get()} (only on {self.config.inter_broker_listener_name})")
+        session = CONNECTION_SASL.get()
+        if session is not None and not session.authenticated and api_key not in PRE_AUTH_APIS:
+            name = apis.API_NAMES.get(api_key) or f"api key {api_key}"
+            raise CloseConnection(f"{name} v{api_version} before SASL authentication on listener {CONNECTION_LISTENER.get()}; "
+                                  "only ApiVersions, SaslHandshake and SaslAuthenticate are served until then")
         internal = self.internal_handlers.get(api_key)
         if internal is not None:
             return await self._dispatch_internal(internal, request_bytes, api_key, correlation_id)
