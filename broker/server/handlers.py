@@ -31,7 +31,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   are decompressed (bounded) and walked before the append, as Kafka's
   LogValidator does (`broker.protocol.record_validation`: CORRUPT_MESSAGE,
   INVALID_RECORD from Produce v8, else CORRUPT_MESSAGE, INVALID_TIMESTAMP);
-  followers copy the leader's bytes unchecked; idempotent batches
+  followers copy the leader's bytes unchecked; an append the disk refuses (a
+  full disk, any OSError of the log dir) leaves the log as it was and is
+  answered KAFKA_STORAGE_ERROR for that partition, append by append, so the
+  partition takes records again once space is freed (see broker.log.log for
+  why not Kafka's offline log dir); idempotent batches
   go through the producer state (see `producer_state`), rebuilt on becoming
   leader and at start from the newest `<offset>.snapshot` plus the log after it
   (snapshots written at a clean stop and after a rebuild, deleted on becoming a
@@ -293,7 +297,10 @@ class RequestHandlers:
             log.info("rebuilt producer state of %s-%d from %d idempotent batches after offset %d",
                      topic, partition, replayed, start_offset)
         if directory is not None and start_offset < partition_log.log_end_offset and (producers.producers or producers.aborted):
-            self.write_producer_snapshot(producers, partition_log)
+            try:
+                self.write_producer_snapshot(producers, partition_log)
+            except OSError as exc:  # a full disk at start: the next start replays the same batches again
+                log.warning("producer state snapshot of %s-%d not written: %s", topic, partition, exc)
         return PartitionState(partition_log, producers)
 
     def write_producer_snapshot(self, producers: ProducerStateTable, partition_log) -> None:
@@ -737,7 +744,12 @@ class RequestHandlers:
                 return ErrorCode.invalid_producer_epoch, (
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
                 ), -1, -1, None
-        result = partition_log.append(records, leader_epoch, headers)
+        try:
+            result = partition_log.append(records, leader_epoch, headers)
+        except OSError as exc:
+            # a full disk or a failing log dir: nothing was appended (broker.log.log), the producer may retry
+            log.warning("append to %s-%d failed: %s", topic, partition, exc)
+            return ErrorCode.kafka_storage_error, f"append to {topic}-{partition} failed: {exc}", -1, -1, None
         if marker is not None:
             state.producers.apply_marker(batch.producer_id, batch.producer_epoch, result.base_offset, marker,
                                          replicated=replica is None, coordinator_epoch=coordinator_epoch)
