@@ -48,7 +48,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   up to it and gets the aborted transactions overlapping the records, level 0
   reads up to the high watermark; aborted_transactions is a list, never null;
   control batches are returned (clients skip them); a fetch offset outside
-  [log_start_offset, high_watermark] gets OFFSET_OUT_OF_RANGE; topics are named
+  [log_start_offset, high_watermark] gets OFFSET_OUT_OF_RANGE; each partition
+  reads at most min(partition_max_bytes, what is left of max_bytes), but the
+  first partition with data gets at least one whole batch (KIP-74), so a
+  negative max_bytes counts as 0; a negative partition_max_bytes gets
+  UNKNOWN_SERVER_ERROR for that partition, as in Kafka; topics are named
   up to v12 and addressed by topic id from v13 (KIP-516); ListOffsets "latest"
   is the last stable offset for isolation_level=1;
 - transactions (KIP-98, KIP-447): Produce accepts transactional batches (the
@@ -180,6 +184,15 @@ def _by_topic_name(fetch_topic):
 def _topic_key_of(version: int):
     """How a Fetch request of this version names topics: by id from v13, by name before."""
     return _by_topic_id if version >= 13 else _by_topic_name
+
+
+def negative_fetch_size_error(topic: str, fetch_partition) -> ErrorCode:
+    """A Fetch partition asking for fewer than 0 bytes: Kafka's LogSegment.read refuses a negative size
+    (IllegalArgumentException), which its ReplicaManager answers as UNKNOWN_SERVER_ERROR for that partition;
+    we answer the same, and the connection stays open."""
+    log.info("fetch of %s-%d refused: partition_max_bytes %d is negative", topic, fetch_partition.partition,
+             fetch_partition.partition_max_bytes)
+    return ErrorCode.unknown_server_error
 
 
 class RequestHandlers:
@@ -835,7 +848,7 @@ class RequestHandlers:
                         manager.record_follower_fetch(replica, replica_id, session_partition.fetch_offset)
                     continue
             result = self.read_replica(manager, name, session_partition, replica_id, first_pass,
-                                       max(budget - total_bytes, 0) if total_bytes else None, missing_error)
+                                       max(budget - total_bytes, 0), total_bytes == 0, missing_error)
             has_error |= result.error_code != 0
             total_bytes += len(result.records)
             answered.append((session_partition, result))
@@ -866,7 +879,7 @@ class RequestHandlers:
                 partitions = []
                 for fetch_partition in fetch_topic.partitions:
                     result = self.read_replica(manager, name, fetch_partition, replica_id, first_pass,
-                                               max(budget - total_bytes, 0) if total_bytes else None,
+                                               max(budget - total_bytes, 0), total_bytes == 0,
                                                ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition,
                                                read_committed)
                     has_error |= result.error_code != 0
@@ -897,7 +910,10 @@ class RequestHandlers:
                 start = partition_log.log_start_offset
                 offset = fetch_partition.fetch_offset
                 result = FetchPartitionResult(index, 0, high_watermark, stable, start, b"")
-                if offset < start or offset > high_watermark:
+                if fetch_partition.partition_max_bytes < 0:
+                    has_error = True
+                    result.error_code = negative_fetch_size_error(name, fetch_partition).value
+                elif offset < start or offset > high_watermark:
                     has_error = True
                     result.error_code = ErrorCode.offset_out_of_range.value
                 elif offset < upper and (budget > total_bytes or total_bytes == 0):
@@ -926,16 +942,17 @@ class RequestHandlers:
     def aborted_in(producers: ProducerStateTable, fetch_offset: int, upper_offset: int) -> list[tuple[int, int]]:
         return [(txn.producer_id, txn.first_offset) for txn in producers.aborted_overlapping(fetch_offset, upper_offset)]
 
-    def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool,
-                     budget_left: int | None, missing_error: ErrorCode, read_committed: bool = False) -> FetchPartitionResult:
+    def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool, budget_left: int,
+                     first_data: bool, missing_error: ErrorCode, read_committed: bool = False) -> FetchPartitionResult:
         """Fetch from a replicated partition this node leads.
 
         Followers (replica_id >= 0) read up to the log end offset and report
         their progress; consumers read up to the high watermark, read_committed
         consumers up to the last stable offset. A fetch offset above the HW but
         within the log answers empty, not OFFSET_OUT_OF_RANGE (a new leader's HW
-        may trail what the old one exposed). `budget_left` None: no data was
-        taken yet, so one batch may exceed the response budget (KIP-74).
+        may trail what the old one exposed). `budget_left` bounds the read with
+        partition_max_bytes, as Kafka takes the smaller of the two; `first_data`:
+        no data was taken yet, so one batch may exceed both (KIP-74).
         """
         index = fetch_partition.partition
         replica = manager.hosted(name, index) if name else None
@@ -952,6 +969,8 @@ class RequestHandlers:
             if error == ErrorCode.fenced_leader_epoch:
                 result.current_leader = (self.config.node_id, replica.leader_epoch)
             return result
+        if fetch_partition.partition_max_bytes < 0:
+            return FetchPartitionResult(index, negative_fetch_size_error(name, fetch_partition).value)
         partition_log = replica.log
         offset = fetch_partition.fetch_offset
         if replica_id >= 0 and first_pass:
@@ -971,11 +990,10 @@ class RequestHandlers:
             return result
         if read_committed:
             limit_offset = min(limit_offset, stable)
-        if offset >= limit_offset or budget_left == 0:
+        if offset >= limit_offset or (budget_left == 0 and not first_data):
             return result
-        limit = fetch_partition.partition_max_bytes if budget_left is None else min(fetch_partition.partition_max_bytes, budget_left)
-        data = partition_log.read(offset, limit, limit_offset)
-        if budget_left is not None and len(data) > budget_left:
+        data = partition_log.read(offset, min(fetch_partition.partition_max_bytes, budget_left), limit_offset)
+        if not first_data and len(data) > budget_left:
             data = b""
         result.records = data
         if read_committed and data and state is not None:
