@@ -91,7 +91,7 @@ from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
-from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.producer_ids import ProducerIdAllocator, ProducerIdsUnavailableError
 from broker.server.listeners import advertised_versions
 from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
@@ -1339,9 +1339,13 @@ class RequestHandlers:
         # An idempotent producer without a transactional.id always gets a fresh id
         # (also when it asks to bump the epoch of its old one, KIP-360): a new id
         # starts a new sequence space, which is all the bump is for.
-        producer_id = self.producer_ids.allocate()
+        try:
+            producer_id, error = self.producer_ids.allocate(), ErrorCode.none
+        except ProducerIdsUnavailableError as exc:  # a full disk; as cluster mode answers a controller without a block
+            log.warning("InitProducerId: %s", exc)
+            producer_id, error = -1, ErrorCode.coordinator_not_available
         return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
-                      error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)
+                      error_code=error, producer_id=producer_id, producer_epoch=0 if producer_id >= 0 else -1)
 
     def find_coordinator(self, header, request):
         """FindCoordinator for a key type no coordinator serves (groups and transactions install their own)."""

@@ -8,7 +8,9 @@ file fills to ENOSPC: no mock anywhere between the broker and the kernel.
 - a CreateTopics leaves no topic behind (neither metadata nor logs) and the name can be created later;
 - SIGTERM exits 0 with one line per thing it could not write (it used to exit 1 with a traceback), a
   restart on the still-full disk starts (it used to fail writing a checkpoint) and serves every
-  acknowledged record, and a stop once space is back is clean again.
+  acknowledged record, an InitProducerId that needs a new producer id block answers
+  COORDINATOR_NOT_AVAILABLE (retriable; the connection used to close), and a stop once space is back is
+  clean again.
 
 The tests need root to mount tmpfs; they skip, saying so, where mounting is not permitted.
 """
@@ -29,6 +31,7 @@ from .raw_client import RawClient
 KAFKA_STORAGE_ERROR = 56
 UNKNOWN_SERVER_ERROR = -1
 UNKNOWN_TOPIC_OR_PARTITION = 3
+COORDINATOR_NOT_AVAILABLE = 15
 DISK_SIZE = "4m"
 # tmpfs hands out whole pages, so a write into the last page of a file may still fit on a "full" disk:
 # records larger than a few pages always need new ones
@@ -147,8 +150,11 @@ def test_sigterm_and_restart_on_a_full_disk_keep_acknowledged_records(full_disk_
     with RawClient(broker.port) as client:
         assert values_from(client, "t") == acknowledged
         assert produce(client, "t", BIG_VALUE).error_code == KAFKA_STORAGE_ERROR
+        # a restarted node persists a new producer id block before its first id: retriable until there is room
+        assert client.call(req.init_producer_id()).error_code == COORDINATOR_NOT_AVAILABLE
         disk.free()
         assert produce(client, "t", b"after").error_code == 0
+        assert client.call(req.init_producer_id()).error_code == 0
     assert broker.stop() == 0
     assert "logs closed cleanly" in broker.stderr_text()[offset:]
     assert "Traceback" not in broker.stderr_text()
