@@ -467,10 +467,19 @@ class RequestHandlers:
         return info
 
     def delete_topic(self, name: str) -> None:
-        info = self.topics.delete(name)
+        """Delete the topic's metadata, then its logs; TopicStorageError if the metadata could not be saved (a full
+        disk), when nothing changed. Logs that cannot be removed are left for the topic's next creation."""
+        try:
+            info = self.topics.delete(name)
+        except OSError as exc:
+            raise TopicStorageError(f"topic {name} was not deleted: {exc}") from exc
         for partition in range(info.partitions):
             self.partitions.pop((name, partition), None)
-        self.storage.delete_topic(name)
+        try:
+            self.storage.delete_topic(name)
+        except OSError as exc:
+            log.warning("could not remove the logs of deleted topic %s: %s; they are removed at its next creation", name, exc)
+            self.orphan_topics.add(name)
         log.info("deleted topic %s (id %s)", name, info.topic_id)
 
     # ---- ApiVersions -------------------------------------------------------
@@ -1260,7 +1269,11 @@ class RequestHandlers:
                 if info is None:
                     error, message = ErrorCode.unknown_topic_or_partition, f"no topic is named {name!r}"
             if info is not None:
-                self.delete_topic(info.name)
+                try:
+                    self.delete_topic(info.name)
+                except TopicStorageError as exc:
+                    log.warning("DeleteTopics %s failed: %s", info.name, exc)
+                    error, message = ErrorCode.unknown_server_error, str(exc)
             results.append(
                 _build(
                     module,

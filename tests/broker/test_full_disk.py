@@ -5,7 +5,9 @@ file fills to ENOSPC: no mock anywhere between the broker and the kernel.
   to be closed); a real producer (confluent-kafka) gets the error in its delivery report; once space is
   freed the same partition takes records again, at the offset the failed append would have had, without
   a restart;
-- a CreateTopics leaves no topic behind (neither metadata nor logs) and the name can be created later;
+- a CreateTopics leaves no topic behind (neither metadata nor logs) and the name can be created later; a
+  DeleteTopics is refused whole (it used to close the connection with the topic gone from the metadata but
+  its partitions still served) and works once space is freed;
 - SIGTERM exits 0 with one line per thing it could not write (it used to exit 1 with a traceback), a
   restart on the still-full disk starts (it used to fail writing a checkpoint) and serves every
   acknowledged record, an InitProducerId that needs a new producer id block answers
@@ -93,7 +95,7 @@ def values_from(client: RawClient, topic: str) -> list[bytes]:
     for position, header in iter_batches(records):
         assert header.records_count == 1, header
         batch = records[position:position + header.size]
-        values.append(next(value for value in (b"first", b"third", b"after", b"acknowledged", BIG_VALUE)
+        values.append(next(value for value in (b"first", b"third", b"after", b"acknowledged", b"kept", BIG_VALUE)
                            if batch.endswith(value + b"\x00")))  # a record ends with its value, then no headers
     return values
 
@@ -107,7 +109,9 @@ def test_produce_and_create_topics_on_a_full_disk_answer_errors_and_work_once_sp
     broker.start()
     with RawClient(broker.port) as client:
         assert client.call(req.create_topic("t", 1)).topics[0].error_code == 0
+        assert client.call(req.create_topic("doomed", 1)).topics[0].error_code == 0
         assert produce(client, "t", b"acknowledged").error_code == 0
+        assert produce(client, "doomed", b"kept").error_code == 0
         disk.fill()
 
         refused = produce(client, "t", BIG_VALUE)
@@ -121,7 +125,13 @@ def test_produce_and_create_topics_on_a_full_disk_answer_errors_and_work_once_sp
         assert produce(client, "ghost", b"x").error_code == UNKNOWN_TOPIC_OR_PARTITION
         assert not [name for name in os.listdir(disk.path) if name.startswith("ghost")]
 
+        deleted = client.call(req.delete_topic("doomed")).responses[0]
+        assert deleted.error_code == UNKNOWN_SERVER_ERROR and "No space left on device" in deleted.error_message
+        assert "doomed" in topic_names(client) and values_from(client, "doomed") == [b"kept"]  # still whole
+
         disk.free()
+        assert client.call(req.delete_topic("doomed")).responses[0].error_code == 0
+        assert "doomed" not in topic_names(client)
         again = produce(client, "t", BIG_VALUE)
         assert again.error_code == 0 and again.base_offset == 1  # the failed appends left nothing behind
         assert client.call(req.create_topic("ghost", 3)).topics[0].error_code == 0
