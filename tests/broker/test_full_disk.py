@@ -12,7 +12,9 @@ file fills to ENOSPC: no mock anywhere between the broker and the kernel.
   restart on the still-full disk starts (it used to fail writing a checkpoint) and serves every
   acknowledged record, an InitProducerId that needs a new producer id block answers
   COORDINATOR_NOT_AVAILABLE (retriable; the connection used to close), and a stop once space is back is
-  clean again.
+  clean again;
+- a partition leader of a one-voter cluster answers the same (the cluster's metadata log on a full disk is
+  another matter: a failed write of it halts the node, as Kafka does).
 
 The tests need root to mount tmpfs; they skip, saying so, where mounting is not permitted.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,7 @@ import pytest
 from . import kafka_requests as req
 from .conftest import BrokerProcess
 from .raw_client import RawClient
+from .test_replication_process import free_ports
 
 KAFKA_STORAGE_ERROR = 56
 UNKNOWN_SERVER_ERROR = -1
@@ -188,3 +192,31 @@ def _confluent_delivery_error(bootstrap: str, topic: str) -> str:
     [error] = reports
     assert error is not None, "the record was acknowledged on a full disk"
     return error.name()
+
+
+def test_a_cluster_leader_on_a_full_disk_answers_kafka_storage_error(full_disk_broker):
+    """The same answer from a partition leader of a (one-voter) cluster, whose produce path waits for the high
+    watermark; the controller's metadata log is not written meanwhile (a write of it halts the node, as Kafka
+    halts on a metadata log error: README)."""
+    broker, disk = full_disk_broker
+    port = free_ports(1)[0]
+    broker.overrides = {"listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.quorum.voters": f"1@127.0.0.1:{port}"}
+    broker.start()
+    with RawClient(broker.port) as client:
+        wait_until(lambda: client.call(req.create_topic("t", 1)).topics[0].error_code == 0)  # registered, unfenced
+        wait_until(lambda: produce(client, "t", b"acknowledged").error_code == 0)  # the leader is elected
+        disk.fill()
+        refused = produce(client, "t", BIG_VALUE)
+        assert refused.error_code == KAFKA_STORAGE_ERROR and "No space left on device" in refused.error_message
+        disk.free()
+        again = produce(client, "t", BIG_VALUE)
+        assert again.error_code == 0 and again.base_offset == 1
+        assert values_from(client, "t") == [b"acknowledged", BIG_VALUE]
+    assert broker.stop() == 0
+
+
+def wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s"
+        time.sleep(0.1)
