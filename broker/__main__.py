@@ -29,9 +29,22 @@ def _setup_logging(log_dir: str) -> None:
     to_stderr.setFormatter(formatter)
     root.addHandler(to_stderr)
     os.makedirs(log_dir, exist_ok=True)
-    to_file = logging.FileHandler(os.path.join(log_dir, "broker.log"))
+    to_file = _LogFileHandler(os.path.join(log_dir, "broker.log"))
     to_file.setFormatter(formatter)
     root.addHandler(to_file)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """broker.log, which a full disk must not turn into a traceback on stderr per line logged (logging's default):
+    the first failure is said on one line of stderr, and the lines that follow go to stderr only."""
+
+    _failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._failed:
+            self._failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"broker.log: a line could not be written ({error}); lines that fail go to stderr only\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,19 @@ torn or zero-filled tail):
   one that a power loss damaged fails the sanity check and is rebuilt (a
   shortened one is still a correct sparse index).
 
+Storage errors (a full disk, ENOSPC, or any OSError of the log dir): an
+append that fails leaves the log as it was before it: a short write is cut
+off, and an append whose flush (`flush_interval_messages`) fails is cut off as
+well, so the caller may answer KAFKA_STORAGE_ERROR and a retry lands at the
+same offset; the error propagates. The checkpoint and the index files only
+save work (a stale checkpoint makes recovery re-read more; indexes are rebuilt
+from their segments), so a failure to write them at open, at maintenance or
+after a flush is logged once, on one line, and the log carries on (unlike
+Kafka, which takes the whole log dir offline on any IOException: with one log
+dir that would stop the node, and a full disk usually frees up). `close`
+reports whether everything was written, so the caller writes the
+clean-shutdown marker only then.
+
 Time: record timestamps are compared with `runtime.clock.wall_ms()` for
 retention; the flush interval is measured on `monotonic_ms`.
 
@@ -114,6 +127,7 @@ class PartitionLog:
         self._checkpoint_written: _Checkpoint | None = None
         self._last_flush_ms = runtime.clock.monotonic_ms()
         self._last_checkpoint_ms = self._last_flush_ms
+        self._checkpoint_failing = False  # a checkpoint write failed and has not succeeded since (logged once)
         self._closed = False
 
     # ------------------------------------------------------------------ opening
@@ -244,14 +258,14 @@ class PartitionLog:
             self.recovery_point = min(recovery_point if recovery_point is not None else 0, self.log_end_offset)
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
             self.flush()
-            self._write_checkpoint()
+            self._write_checkpoint_if_possible()
         else:
             self.recovery_point = self.log_end_offset if recovery_point is None else min(recovery_point, self.log_end_offset)
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
             if checkpoint is not None or bases:
                 # A brand-new empty log needs none: without a checkpoint it
                 # opens the same way. Skipping it keeps topic creation fsync-free.
-                self._write_checkpoint()
+                self._write_checkpoint_if_possible()
 
     def _log_truncation(
         self,
@@ -338,16 +352,36 @@ class PartitionLog:
         text = f"{CHECKPOINT_VERSION}\nrecovery-point {checkpoint.recovery_point}\nlog-start-offset {checkpoint.log_start_offset}\n"
         tmp_file = disk.open(tmp_path, "wb")
         try:
-            tmp_file.write(text.encode("ascii"))
-            tmp_file.fsync()
-        finally:
-            tmp_file.close()
+            try:
+                tmp_file.write(text.encode("ascii"))
+                tmp_file.fsync()
+            finally:
+                tmp_file.close()
+        except OSError:
+            disk.remove(tmp_path)  # a full disk must not keep a torn temporary file (open removes one anyway)
+            raise
         disk.rename(tmp_path, f"{self.directory}/{CHECKPOINT_FILE}")
         disk.fsync_dir(self.directory)
         self._sync_parent()
         self._directory_dirty = False
         self._checkpoint_written = checkpoint
         self._last_checkpoint_ms = self.runtime.clock.monotonic_ms()
+        if self._checkpoint_failing:
+            logger.info("%s: the checkpoint is written again", self.directory)
+            self._checkpoint_failing = False
+
+    def _write_checkpoint_if_possible(self) -> bool:
+        """Write the checkpoint, or log once (until it works again) why it could not be: it only saves recovery work."""
+        try:
+            self._write_checkpoint()
+            return True
+        except OSError as exc:
+            self._last_checkpoint_ms = self.runtime.clock.monotonic_ms()  # retried at the next interval, not every call
+            if not self._checkpoint_failing:
+                logger.warning("%s: checkpoint not written (%s); the next start recovers from the last one written",
+                               self.directory, exc)
+                self._checkpoint_failing = True
+            return False
 
     # ------------------------------------------------------------------ appending
 
@@ -440,11 +474,18 @@ class PartitionLog:
             # A segment ages from its first batch, not from its (possibly much
             # earlier) creation by a roll.
             segment.created_ms = self.runtime.clock.wall_ms()
+        start = segment.size
         segment.append(buf, headers)
         self.log_end_offset = last.next_offset
         flush_messages = self.config.flush_interval_messages
         if flush_messages is not None and self.log_end_offset - self.recovery_point >= flush_messages:
-            self.flush()
+            try:
+                self.flush()
+            except OSError:
+                # Not durable as the policy promises: the append did not happen, and a retry takes the same offsets.
+                self.log_end_offset = first.base_offset
+                segment.truncate_at(start, first.base_offset)
+                raise
         return AppendResult(first.base_offset, last.last_offset, max_timestamp, record_count)
 
     def _should_roll(self, segment: LogSegment, size_bytes: int, batch_count: int, last_offset: int, max_timestamp: int) -> bool:
@@ -676,7 +717,7 @@ class PartitionLog:
 
     def _maybe_write_checkpoint(self) -> None:
         if self._last_flush_ms - self._last_checkpoint_ms >= self.config.flush_offset_checkpoint_interval_ms:
-            self._write_checkpoint()
+            self._write_checkpoint_if_possible()
 
     def maintain(self) -> None:
         """Time-based roll, retention by time and size, time-based flush. Call every few hundred ms."""
@@ -694,7 +735,7 @@ class PartitionLog:
         ):
             self.flush()
         if self.runtime.clock.monotonic_ms() - self._last_checkpoint_ms >= self.config.flush_offset_checkpoint_interval_ms:
-            self._write_checkpoint()
+            self._write_checkpoint_if_possible()
 
     def _apply_retention(self, now_ms: int) -> None:
         """Delete the oldest whole segments past retention.ms or beyond retention.bytes (Kafka's deleteOldSegments)."""
@@ -733,18 +774,28 @@ class PartitionLog:
         for segment in self._segments:
             segment.config = config
 
-    def close(self, flush: bool = True) -> None:
-        """Flush (unless `flush=False`, which leaves the log as a crash would) and close the files."""
+    def close(self, flush: bool = True) -> bool:
+        """Flush (unless `flush=False`, which leaves the log as a crash would) and close the files.
+
+        Returns whether the flush, the checkpoint and the indexes were all written; if not (a full disk), the
+        reason is logged on one line, the files are closed all the same, and the next open must recover.
+        """
         if self._closed:
-            return
+            return True
+        complete = True
         if flush:
-            self.flush()
-            self._write_checkpoint()
-            for segment in self._segments:
-                segment.persist_indexes()
+            try:
+                self.flush()
+                self._write_checkpoint()
+            except OSError as exc:
+                logger.warning("%s: not closed cleanly, %s; the next start recovers it", self.directory, exc)
+                complete = False
+            if not all([segment.persist_indexes() for segment in self._segments]):
+                complete = False  # each segment logged why
         for segment in self._segments:
             segment.close()
         self._closed = True
+        return complete
 
     def delete(self) -> None:
         """Close the log and remove its directory.

@@ -4,7 +4,9 @@
 opens each `PartitionLog` (with recovery unless the log directory holds the
 clean-shutdown marker `.kafka_cleanshutdown`, Kafka's name), places new
 partitions in the log directory with the fewest, runs periodic maintenance, and
-writes the marker again on a clean close.
+writes the marker again on a clean close, unless something of that directory
+could not be written (a full disk: see `broker.log.log`), in which case the
+next start recovers it.
 
 Invariants: at most one open `PartitionLog` per (topic, partition); the marker
 exists only while no log in that directory is open for writing (it is removed,
@@ -139,23 +141,32 @@ class LogManager:
         for log in list(self._logs.values()):
             log.maintain()
 
-    def close(self, clean: bool = True) -> None:
+    def close(self, clean: bool = True) -> bool:
         """Close every log. `clean`: flush first and write the clean-shutdown marker (fsync'd).
 
         `clean=False` closes the files without flushing or marking, leaving the
-        directories as a crash would (the next load recovers them).
+        directories as a crash would (the next load recovers them). A log dir
+        where anything could not be written (a full disk: each log logged why)
+        gets no marker, so the next load recovers it; returns whether every
+        log dir got its marker.
         """
         if self._closed:
-            return
-        for log in self._logs.values():
-            log.close(flush=clean)
+            return True
+        unclean_dirs = {self._log_dir_of[key] for key, log in self._logs.items() if not log.close(flush=clean)}
         if clean:
             disk = self.runtime.disk
             for log_dir in self.log_dirs:
-                marker = disk.open(f"{log_dir}/{CLEAN_SHUTDOWN_FILE}", "wb")
+                if log_dir in unclean_dirs:
+                    continue
                 try:
-                    marker.fsync()
-                finally:
-                    marker.close()
-                disk.fsync_dir(log_dir)
+                    marker = disk.open(f"{log_dir}/{CLEAN_SHUTDOWN_FILE}", "wb")
+                    try:
+                        marker.fsync()
+                    finally:
+                        marker.close()
+                    disk.fsync_dir(log_dir)
+                except OSError as exc:
+                    logger.warning("%s: clean-shutdown marker not written (%s); the next start recovers its logs", log_dir, exc)
+                    unclean_dirs.add(log_dir)
         self._closed = True
+        return not unclean_dirs

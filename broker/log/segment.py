@@ -35,6 +35,7 @@ Sources: Apache Kafka `LogSegment`, `OffsetIndex`, `TimeIndex`,
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 from array import array
@@ -47,6 +48,8 @@ import crc32c as _crc32c
 from broker.io import Disk, DiskFile
 from broker.log.config import INT32_MAX, LogConfig
 from broker.protocol.records import BATCH_HEADER_SIZE, CRC_START, LOG_OVERHEAD, BatchHeader, CorruptRecordError
+
+logger = logging.getLogger("broker.log")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -123,6 +126,7 @@ class LogSegment:
         self._time_offsets = array("i")  # relative offsets
         self._time_written = 0
         self._time_rewrite = True
+        self._index_failing = False  # the last persist_indexes failed (logged once until one succeeds)
         self._file: DiskFile | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -247,17 +251,30 @@ class LogSegment:
             self._maybe_append_time_entry()
         self.persist_indexes()
 
-    def persist_indexes(self) -> None:
-        """Write index entries the files do not have yet (they are not fsync'd: they can be rebuilt)."""
-        self._index_written = self._persist(
-            self.index_path, 8, self._index_written, len(self._index_offsets), self._index_rewrite, self._encode_offset_entries
-        )
-        self._index_rewrite = False
-        self._time_written = self._persist(
-            self.time_index_path, _TIME_ENTRY.size, self._time_written, len(self._time_timestamps), self._time_rewrite,
-            self._encode_time_entries,
-        )
-        self._time_rewrite = False
+    def persist_indexes(self) -> bool:
+        """Write index entries the files do not have yet (they are not fsync'd: they can be rebuilt).
+
+        Returns False if the disk refused (a full disk): the in-memory indexes stay the truth, the entries are
+        written at the next call, and the failure is logged once until a write succeeds again.
+        """
+        try:
+            self._index_written = self._persist(
+                self.index_path, 8, self._index_written, len(self._index_offsets), self._index_rewrite,
+                self._encode_offset_entries,
+            )
+            self._index_rewrite = False
+            self._time_written = self._persist(
+                self.time_index_path, _TIME_ENTRY.size, self._time_written, len(self._time_timestamps), self._time_rewrite,
+                self._encode_time_entries,
+            )
+            self._time_rewrite = False
+        except OSError as exc:
+            if not self._index_failing:
+                logger.warning("%s: index files not written (%s); they are written later or rebuilt", self.log_path, exc)
+                self._index_failing = True
+            return False
+        self._index_failing = False
+        return True
 
     def _persist(self, path: str, entry_size: int, written: int, total: int, rewrite: bool, encode) -> int:
         if written == total and not rewrite:

@@ -31,7 +31,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   are decompressed (bounded) and walked before the append, as Kafka's
   LogValidator does (`broker.protocol.record_validation`: CORRUPT_MESSAGE,
   INVALID_RECORD from Produce v8, else CORRUPT_MESSAGE, INVALID_TIMESTAMP);
-  followers copy the leader's bytes unchecked; idempotent batches
+  followers copy the leader's bytes unchecked; an append the disk refuses (a
+  full disk, any OSError of the log dir) leaves the log as it was and is
+  answered KAFKA_STORAGE_ERROR for that partition, append by append, so the
+  partition takes records again once space is freed (see broker.log.log for
+  why not Kafka's offline log dir); idempotent batches
   go through the producer state (see `producer_state`), rebuilt on becoming
   leader and at start from the newest `<offset>.snapshot` plus the log after it
   (snapshots written at a clean stop and after a rebuild, deleted on becoming a
@@ -44,7 +48,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   up to it and gets the aborted transactions overlapping the records, level 0
   reads up to the high watermark; aborted_transactions is a list, never null;
   control batches are returned (clients skip them); a fetch offset outside
-  [log_start_offset, high_watermark] gets OFFSET_OUT_OF_RANGE; topics are named
+  [log_start_offset, high_watermark] gets OFFSET_OUT_OF_RANGE; each partition
+  reads at most min(partition_max_bytes, what is left of max_bytes), but the
+  first partition with data gets at least one whole batch (KIP-74), so a
+  negative max_bytes counts as 0; a negative partition_max_bytes gets
+  UNKNOWN_SERVER_ERROR for that partition, as in Kafka; topics are named
   up to v12 and addressed by topic id from v13 (KIP-516); ListOffsets "latest"
   is the last stable offset for isolation_level=1;
 - transactions (KIP-98, KIP-447): Produce accepts transactional batches (the
@@ -83,7 +91,7 @@ from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, SENSITIVE_PROPERTIES, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
-from broker.server.producer_ids import ProducerIdAllocator
+from broker.server.producer_ids import ProducerIdAllocator, ProducerIdsUnavailableError
 from broker.server.listeners import advertised_versions
 from broker.coordinator.txn_markers import marker_info
 from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
@@ -176,6 +184,15 @@ def _by_topic_name(fetch_topic):
 def _topic_key_of(version: int):
     """How a Fetch request of this version names topics: by id from v13, by name before."""
     return _by_topic_id if version >= 13 else _by_topic_name
+
+
+def negative_fetch_size_error(topic: str, fetch_partition) -> ErrorCode:
+    """A Fetch partition asking for fewer than 0 bytes: Kafka's LogSegment.read refuses a negative size
+    (IllegalArgumentException), which its ReplicaManager answers as UNKNOWN_SERVER_ERROR for that partition;
+    we answer the same, and the connection stays open."""
+    log.info("fetch of %s-%d refused: partition_max_bytes %d is negative", topic, fetch_partition.partition,
+             fetch_partition.partition_max_bytes)
+    return ErrorCode.unknown_server_error
 
 
 class RequestHandlers:
@@ -299,7 +316,10 @@ class RequestHandlers:
             log.info("rebuilt producer state of %s-%d from %d idempotent batches after offset %d",
                      topic, partition, replayed, start_offset)
         if directory is not None and start_offset < partition_log.log_end_offset and (producers.producers or producers.aborted):
-            self.write_producer_snapshot(producers, partition_log)
+            try:
+                self.write_producer_snapshot(producers, partition_log)
+            except OSError as exc:  # a full disk at start: the next start replays the same batches again
+                log.warning("producer state snapshot of %s-%d not written: %s", topic, partition, exc)
         return PartitionState(partition_log, producers)
 
     def write_producer_snapshot(self, producers: ProducerStateTable, partition_log) -> None:
@@ -453,10 +473,19 @@ class RequestHandlers:
         return info
 
     def delete_topic(self, name: str) -> None:
-        info = self.topics.delete(name)
+        """Delete the topic's metadata, then its logs; TopicStorageError if the metadata could not be saved (a full
+        disk), when nothing changed. Logs that cannot be removed are left for the topic's next creation."""
+        try:
+            info = self.topics.delete(name)
+        except OSError as exc:
+            raise TopicStorageError(f"topic {name} was not deleted: {exc}") from exc
         for partition in range(info.partitions):
             self.partitions.pop((name, partition), None)
-        self.storage.delete_topic(name)
+        try:
+            self.storage.delete_topic(name)
+        except OSError as exc:
+            log.warning("could not remove the logs of deleted topic %s: %s; they are removed at its next creation", name, exc)
+            self.orphan_topics.add(name)
         log.info("deleted topic %s (id %s)", name, info.topic_id)
 
     # ---- ApiVersions -------------------------------------------------------
@@ -743,7 +772,12 @@ class RequestHandlers:
                 return ErrorCode.invalid_producer_epoch, (
                     f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
                 ), -1, -1, None
-        result = partition_log.append(records, leader_epoch, headers)
+        try:
+            result = partition_log.append(records, leader_epoch, headers)
+        except OSError as exc:
+            # a full disk or a failing log dir: nothing was appended (broker.log.log), the producer may retry
+            log.warning("append to %s-%d failed: %s", topic, partition, exc)
+            return ErrorCode.kafka_storage_error, f"append to {topic}-{partition} failed: {exc}", -1, -1, None
         if marker is not None:
             state.producers.apply_marker(batch.producer_id, batch.producer_epoch, result.base_offset, marker,
                                          replicated=replica is None, coordinator_epoch=coordinator_epoch)
@@ -829,7 +863,7 @@ class RequestHandlers:
                         manager.record_follower_fetch(replica, replica_id, session_partition.fetch_offset)
                     continue
             result = self.read_replica(manager, name, session_partition, replica_id, first_pass,
-                                       max(budget - total_bytes, 0) if total_bytes else None, missing_error)
+                                       max(budget - total_bytes, 0), total_bytes == 0, missing_error)
             has_error |= result.error_code != 0
             total_bytes += len(result.records)
             answered.append((session_partition, result))
@@ -860,7 +894,7 @@ class RequestHandlers:
                 partitions = []
                 for fetch_partition in fetch_topic.partitions:
                     result = self.read_replica(manager, name, fetch_partition, replica_id, first_pass,
-                                               max(budget - total_bytes, 0) if total_bytes else None,
+                                               max(budget - total_bytes, 0), total_bytes == 0,
                                                ErrorCode.unknown_topic_id if version >= 13 else ErrorCode.unknown_topic_or_partition,
                                                read_committed)
                     has_error |= result.error_code != 0
@@ -891,7 +925,10 @@ class RequestHandlers:
                 start = partition_log.log_start_offset
                 offset = fetch_partition.fetch_offset
                 result = FetchPartitionResult(index, 0, high_watermark, stable, start, b"")
-                if offset < start or offset > high_watermark:
+                if fetch_partition.partition_max_bytes < 0:
+                    has_error = True
+                    result.error_code = negative_fetch_size_error(name, fetch_partition).value
+                elif offset < start or offset > high_watermark:
                     has_error = True
                     result.error_code = ErrorCode.offset_out_of_range.value
                 elif offset < upper and (budget > total_bytes or total_bytes == 0):
@@ -920,16 +957,17 @@ class RequestHandlers:
     def aborted_in(producers: ProducerStateTable, fetch_offset: int, upper_offset: int) -> list[tuple[int, int]]:
         return [(txn.producer_id, txn.first_offset) for txn in producers.aborted_overlapping(fetch_offset, upper_offset)]
 
-    def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool,
-                     budget_left: int | None, missing_error: ErrorCode, read_committed: bool = False) -> FetchPartitionResult:
+    def read_replica(self, manager, name: str, fetch_partition, replica_id: int, first_pass: bool, budget_left: int,
+                     first_data: bool, missing_error: ErrorCode, read_committed: bool = False) -> FetchPartitionResult:
         """Fetch from a replicated partition this node leads.
 
         Followers (replica_id >= 0) read up to the log end offset and report
         their progress; consumers read up to the high watermark, read_committed
         consumers up to the last stable offset. A fetch offset above the HW but
         within the log answers empty, not OFFSET_OUT_OF_RANGE (a new leader's HW
-        may trail what the old one exposed). `budget_left` None: no data was
-        taken yet, so one batch may exceed the response budget (KIP-74).
+        may trail what the old one exposed). `budget_left` bounds the read with
+        partition_max_bytes, as Kafka takes the smaller of the two; `first_data`:
+        no data was taken yet, so one batch may exceed both (KIP-74).
         """
         index = fetch_partition.partition
         replica = manager.hosted(name, index) if name else None
@@ -946,6 +984,8 @@ class RequestHandlers:
             if error == ErrorCode.fenced_leader_epoch:
                 result.current_leader = (self.config.node_id, replica.leader_epoch)
             return result
+        if fetch_partition.partition_max_bytes < 0:
+            return FetchPartitionResult(index, negative_fetch_size_error(name, fetch_partition).value)
         partition_log = replica.log
         offset = fetch_partition.fetch_offset
         if replica_id >= 0 and first_pass:
@@ -965,11 +1005,10 @@ class RequestHandlers:
             return result
         if read_committed:
             limit_offset = min(limit_offset, stable)
-        if offset >= limit_offset or budget_left == 0:
+        if offset >= limit_offset or (budget_left == 0 and not first_data):
             return result
-        limit = fetch_partition.partition_max_bytes if budget_left is None else min(fetch_partition.partition_max_bytes, budget_left)
-        data = partition_log.read(offset, limit, limit_offset)
-        if budget_left is not None and len(data) > budget_left:
+        data = partition_log.read(offset, min(fetch_partition.partition_max_bytes, budget_left), limit_offset)
+        if not first_data and len(data) > budget_left:
             data = b""
         result.records = data
         if read_committed and data and state is not None:
@@ -1236,7 +1275,11 @@ class RequestHandlers:
                 if info is None:
                     error, message = ErrorCode.unknown_topic_or_partition, f"no topic is named {name!r}"
             if info is not None:
-                self.delete_topic(info.name)
+                try:
+                    self.delete_topic(info.name)
+                except TopicStorageError as exc:
+                    log.warning("DeleteTopics %s failed: %s", info.name, exc)
+                    error, message = ErrorCode.unknown_server_error, str(exc)
             results.append(
                 _build(
                     module,
@@ -1317,6 +1360,10 @@ class RequestHandlers:
         # An idempotent producer without a transactional.id always gets a fresh id
         # (also when it asks to bump the epoch of its old one, KIP-360): a new id
         # starts a new sequence space, which is all the bump is for.
-        producer_id = self.producer_ids.allocate()
+        try:
+            producer_id, error = self.producer_ids.allocate(), ErrorCode.none
+        except ProducerIdsUnavailableError as exc:  # a full disk; as cluster mode answers a controller without a block
+            log.warning("InitProducerId: %s", exc)
+            producer_id, error = -1, ErrorCode.coordinator_not_available
         return _build(module, "InitProducerIdResponse", throttle_time=ZERO_MS,
-                      error_code=ErrorCode.none, producer_id=producer_id, producer_epoch=0)
+                      error_code=error, producer_id=producer_id, producer_epoch=0 if producer_id >= 0 else -1)

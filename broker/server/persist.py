@@ -20,10 +20,14 @@ def write_atomically(disk: Disk, directory: str, name: str, data: bytes) -> None
     temp_path = path + ".tmp"
     handle = disk.open(temp_path, "wb")
     try:
-        handle.write(data)
-        handle.fsync()
-    finally:
-        handle.close()
+        try:
+            handle.write(data)
+            handle.fsync()
+        finally:
+            handle.close()
+    except OSError:
+        disk.remove(temp_path)  # a full disk: the old file stays as it was, and no torn temporary file is left
+        raise
     disk.rename(temp_path, path)
     disk.fsync_dir(directory)
 

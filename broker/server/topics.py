@@ -65,12 +65,12 @@ class TopicStore:
         self.by_name[info.name] = info
         self.by_id[info.topic_id] = info
 
-    def _save(self) -> None:
+    def _save(self, leaving_out: str | None = None) -> None:
         if self.directory is None:
             return
         topics = [
             {"name": t.name, "topic_id": str(t.topic_id), "partitions": t.partitions, "configs": t.configs}
-            for t in sorted(self.by_name.values(), key=lambda t: t.name)
+            for t in sorted(self.by_name.values(), key=lambda t: t.name) if t.name != leaving_out
         ]
         write_json(self.runtime.disk, self.directory, STATE_FILE, {"version": 1, "topics": topics})
 
@@ -93,7 +93,7 @@ class TopicStore:
         return info
 
     def delete(self, name: str) -> TopicInfo:
+        self._save(leaving_out=name)  # an OSError (a full disk) leaves the topic in the table and the file
         info = self.by_name.pop(name)
         del self.by_id[info.topic_id]
-        self._save()
         return info

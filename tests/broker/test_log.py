@@ -485,7 +485,7 @@ def test_log_config_rejects_bad_values_naming_them(field, value, message):
         LogConfig(**{field: value})
 
 
-class _HalfWriteFile:
+class _FaultyFile:
     def __init__(self, inner, disk):
         self._inner = inner
         self._disk = disk
@@ -497,21 +497,29 @@ class _HalfWriteFile:
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
         return self._inner.write(data)
 
+    def fsync(self) -> None:
+        if self._disk.fail_next_fsync and self._inner.path.endswith(".log"):
+            self._disk.fail_next_fsync = False
+            raise OSError(errno.ENOSPC, "No space left on device (injected at fsync, as delayed allocation reports it)")
+        self._inner.fsync()
+
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
 
-class HalfWriteDisk(RealDisk):
-    """Writes half of the next .log write, then fails as a full disk would."""
+class FaultyDisk(RealDisk):
+    """The real disk, failing the next write of a .log file half-way (`fail_next_write`) or its next fsync
+    (`fail_next_fsync`, as a file system with delayed allocation reports a full disk)."""
 
     fail_next_write = False
+    fail_next_fsync = False
 
     def open(self, path: str, mode: str):
-        return _HalfWriteFile(super().open(path, mode), self)
+        return _FaultyFile(super().open(path, mode), self)
 
 
 def test_a_failed_write_leaves_no_partial_batch_behind(tmp_path):
-    disk = HalfWriteDisk()
+    disk = FaultyDisk()
     log = open_log(tmp_path / "t-0", rt=runtime(disk=disk))
     first = make_batch(2, tag=1)
     log.append(first, 0)
@@ -526,6 +534,27 @@ def test_a_failed_write_leaves_no_partial_batch_behind(tmp_path):
     log.close()
     reopened = open_log(tmp_path / "t-0", recover=True)
     assert reopened.log_end_offset == 6
+    reopened.close()
+
+
+def test_an_append_whose_flush_fails_is_taken_back(tmp_path):
+    """flush.messages=1 promises an fsync before the answer: when it fails the append did not happen, so a
+    producer's retry (or the next batch) takes the same offsets and nothing unanswered stays in the log."""
+    disk = FaultyDisk()
+    log = open_log(tmp_path / "t-0", LogConfig(flush_interval_messages=1), rt=runtime(disk=disk))
+    first = make_batch(2, tag=1)
+    log.append(first, 0)
+    disk.fail_next_fsync = True
+    with pytest.raises(OSError, match="No space left"):
+        log.append(make_batch(3, tag=2), 0)
+    assert log.log_end_offset == 2
+    assert log.read(0, 1 << 20) == stored_form(first, 0, 0)
+    third = make_batch(4, tag=3)
+    assert log.append(third, 0).base_offset == 2
+    assert log.recovery_point == 6
+    log.close()
+    reopened = open_log(tmp_path / "t-0", recover=True)
+    assert reopened.read(0, 1 << 20) == stored_form(first, 0, 0) + stored_form(third, 2, 0)
     reopened.close()
 
 

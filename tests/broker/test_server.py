@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import threading
 import time
 import uuid
+
+import pytest
 
 from broker.protocol import apis
 from broker.protocol.records import iter_batches
 
 from . import kafka_requests as req
 from .raw_client import RawClient
+from .test_replication_process import free_ports
+
+UNKNOWN_SERVER_ERROR = -1
 
 
 def _create(client: RawClient, name: str, partitions: int = 1, configs=None):
@@ -306,3 +312,39 @@ def test_leftover_logs_of_a_deleted_topic_do_not_leak_into_a_new_one(broker):
         part = client.call(req.fetch("ghost", 0, 0)).responses[0].partitions[0]
         assert part.high_watermark == 0 and not part.records
     assert "leftover logs of a deleted topic named ghost" in broker.stderr_text()
+
+
+@pytest.mark.parametrize("mode", ["one-node", "cluster"])
+def test_negative_fetch_sizes_are_answered_and_keep_the_connection(broker_factory, mode):
+    """A Fetch whose partition_max_bytes is negative used to raise ValueError and drop the connection. As in
+    Kafka (its LogSegment.read refuses a negative size and its ReplicaManager answers that as an unknown server
+    error), the partition gets UNKNOWN_SERVER_ERROR; a negative top-level max_bytes counts as 0, so the
+    response carries the first batch only (KIP-74)."""
+    overrides = {}
+    if mode == "cluster":
+        port = free_ports(1)[0]
+        overrides = {"listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.quorum.voters": f"1@127.0.0.1:{port}"}
+    broker = broker_factory(overrides)
+    with RawClient(broker.port) as client:
+        deadline = time.monotonic() + 30
+        while client.call(req.create_topic("sizes", 1)).topics[0].error_code != 0:  # a cluster node registers first
+            assert time.monotonic() < deadline, "topic not created within 30 s"
+            time.sleep(0.1)
+        for value in (b"one", b"two"):
+            deadline = time.monotonic() + 30
+            while _produce(client, "sizes", 0, req.batch([(None, value)])).error_code != 0:  # leader elected
+                assert time.monotonic() < deadline, "produce not accepted within 30 s"
+                time.sleep(0.1)
+        fetch = req.fetch("sizes", 0, 0)
+        topic = fetch.topics[0]
+        negative_partition = dataclasses.replace(
+            fetch, topics=(dataclasses.replace(topic, partitions=(dataclasses.replace(topic.partitions[0], partition_max_bytes=-1),)),))
+        answer = client.call(negative_partition).responses[0].partitions[0]
+        assert answer.error_code == UNKNOWN_SERVER_ERROR and bytes(answer.records) == b""
+
+        negative_total = dataclasses.replace(fetch, max_bytes=-1)
+        answer = client.call(negative_total).responses[0].partitions[0]
+        assert answer.error_code == 0
+        assert [header.base_offset for _, header in iter_batches(bytes(answer.records))] == [0]
+        assert client.call(req.api_versions()).error_code == 0
+    assert broker.stop() == 0

@@ -11,6 +11,7 @@ import http.client
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -24,8 +25,9 @@ START_TIMEOUT_S = 20.0
 
 
 @contextmanager
-def serving(store: Path):
-    proc = subprocess.Popen([sys.executable, "-m", "harness.serve_command", str(store), "--port", "0", "--quiet"],
+def serving(store: Path, quiet: bool = True):
+    proc = subprocess.Popen([sys.executable, "-m", "harness.serve_command", str(store), "--port", "0",
+                             *(["--quiet"] if quiet else [])],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         selector = selectors.DefaultSelector()
@@ -172,3 +174,21 @@ def test_request_lines_reach_the_terminal_with_control_characters_escaped():
 
     assert printable('"GET /\x1b[2J\x07x HTTP/1.1" 404 -') == '"GET /\\x1b[2J\\x07x HTTP/1.1" 404 -'
     assert printable("ok é") == "ok é"
+
+
+def test_a_request_line_with_terminal_escapes_is_logged_escaped(tmp_path):
+    """The request log is written to a terminal: raw request bytes (an ANSI sequence that clears the screen,
+    an OSC that sets the window title, a carriage return that overwrites the line) arrive escaped."""
+    hostile = [b"GET /\x1b[2J\x1b]0;owned\x07x HTTP/1.1\r\nHost: x\r\n\r\n",  # one line: answered 404
+               b"GET /a\rb\x1b[31m HTTP/1.1\r\nHost: x\r\n\r\n"]  # \r splits the words: answered 400
+    with serving(tmp_path, quiet=False) as (proc, port):
+        for request in hostile:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+                conn.sendall(request)
+                assert conn.recv(64).startswith(b"HTTP/1.")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        log = proc.stderr.read()
+    assert "\x1b" not in log and "\x07" not in log and "\r" not in log, repr(log)
+    assert "GET /\\x1b[2J\\x1b]0;owned\\x07x HTTP/1.1\" 404" in log, log
+    assert "\" 400" in log and "\\r" in log and "\\x1b[31m" in log, log
