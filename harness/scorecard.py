@@ -91,6 +91,20 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     # a processor paused past its session (a zombie) commits after the group gave its partitions away
     PlantedBug("logquake.debug.unfenced.txn.offsets", "TxnOffsetCommit from a zombie (stale generation) is accepted",
                ("duplicate-output", "double-commit"), delivery="exactly-once", workload="pipeline"),
+    # only harmful when a follower that missed a leader change holds records the new leader does not: it keeps them
+    PlantedBug("logquake.debug.stale.epoch.fetch", "a Fetch naming an older leader epoch is served, not fenced",
+               ("inconsistent-offsets", "lost-write", "unseen")),
+    # a crashed processor's open transaction is not aborted when its restart takes over the transactional.id:
+    # the new epoch's next commit on a partition commits the crashed one's records too; a partition it never
+    # writes again keeps them open for good, and the final read-output of such a run does not complete (UNKNOWN)
+    PlantedBug("logquake.debug.epoch.bump.unfenced", "an epoch bump does not abort (fence) the old epoch's transaction",
+               ("duplicate-output",), delivery="exactly-once", workload="pipeline"),
+    # the workload aborts a tenth of its transactions: after a leader change their records count as committed
+    PlantedBug("logquake.debug.abort.marker.lost", "a new leader replays commit markers but not abort markers",
+               ("G1a", "lost-write", "unseen"), delivery="exactly-once"),
+    # a follower rejoining keeps its partitions while the leader gives them to another member
+    PlantedBug("logquake.debug.double.assignment", "SyncGroup answers a follower with its previous assignment",
+               ("duplicate-output", "double-commit"), delivery="exactly-once", workload="pipeline"),
 )
 
 

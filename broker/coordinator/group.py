@@ -31,6 +31,9 @@ OffsetCommit is answered, and served by OffsetFetch, before its append is done.
 marker commits a transaction's pending offsets as a COMMIT would. `unfenced_txn_offsets`
 plants one (logquake.debug.unfenced.txn.offsets): TxnOffsetCommit skips KIP-447's member
 and generation check, so a zombie processor commits offsets of partitions it lost.
+`double_assignment` plants one (logquake.debug.double.assignment): a rebalance keeps each
+member's assignment and answers a follower's SyncGroup with it at once, so a follower whose
+partitions the leader gave to another member keeps consuming them (two owners in one generation).
 
 Thread-safety: none; everything runs on the broker's event loop.
 Sources: Kafka's GroupCoordinator/GroupMetadata (classic protocol), KIP-345,
@@ -189,6 +192,7 @@ class GroupCoordinator:
         self.commit_before_replication = commit_before_replication  # a planted bug, see commit_offsets
         self.aborted_offsets_visible = False  # a planted bug, see complete_txn
         self.unfenced_txn_offsets = False  # a planted bug, see prepare_txn_offsets
+        self.double_assignment = False  # a planted bug, see sync_group
         self.groups: dict[str, Group] = {}
         self.owned: set[int] = set()
         self._task: asyncio.Task | None = None
@@ -463,7 +467,8 @@ class GroupCoordinator:
         member_list = [(m.member_id, m.group_instance_id, m.metadata_for(group.protocol_name)) for m in group.members.values()]
         for member in group.members.values():
             member.last_heard_ms = now_ms
-            member.assignment = b""
+            if not self.double_assignment:  # (the planted bug keeps it: see sync_group)
+                member.assignment = b""
             is_leader = member.member_id == group.leader_id
             _finish(member.join_future, JoinResult(
                 ErrorCode.none, group.generation_id, group.protocol_type, group.protocol_name, group.leader_id,
@@ -526,7 +531,11 @@ class GroupCoordinator:
         member.last_heard_ms = self.clock.monotonic_ms()
         if group.state == PREPARING_REBALANCE:
             return SyncResult(ErrorCode.rebalance_in_progress)
-        if group.state == STABLE:
+        # double_assignment (logquake.debug.double.assignment, a planted bug): a follower that held partitions
+        # is answered at once with them instead of waiting for the leader's assignment of the new generation,
+        # which may give them to another member: both then consume them in the same generation.
+        early = self.double_assignment and member_id != group.leader_id and member.assignment
+        if group.state == STABLE or early:
             return SyncResult(ErrorCode.none, group.protocol_type, group.protocol_name, member.assignment)
         _finish(member.sync_future, SyncResult(ErrorCode.rebalance_in_progress))
         member.sync_future = asyncio.get_running_loop().create_future()

@@ -15,6 +15,9 @@ aborts transactions older than their `transaction.timeout.ms`.
 a marker a partition refused is not sent again, so that partition's part of
 the transaction stays open until the producer's next marker ends it with the
 next transaction's outcome.
+`epoch_bump_unfenced` plants one (logquake.debug.epoch.bump.unfenced), passed to
+each partition's state machine: InitProducerId bumps an Ongoing transaction's
+epoch without aborting it.
 
 Invariants: a request for a transactional id whose partition this node does
 not lead gets NOT_COORDINATOR; one marker task per transaction at a time;
@@ -77,6 +80,7 @@ class TransactionCoordinator:
         self.retry_backoff_ms = retry_backoff_ms
         self.end_txn_wait_ms = end_txn_wait_ms
         self.partial_commit_markers = partial_commit_markers  # a planted bug, see _send_markers
+        self.epoch_bump_unfenced = False  # a planted bug, see TransactionStateMachine.init_producer_id
         self.sleep = sleep  # the runtime clock's sleep (retry backoffs), so a simulated clock drives them
         self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
         self.marker_tasks: dict[str, asyncio.Task] = {}
@@ -85,7 +89,7 @@ class TransactionCoordinator:
 
     def on_become_leader(self, partition: int, coordinator_epoch: int, records) -> None:
         """Take over a `__transaction_state` partition: replay its records, finish what was being prepared."""
-        machine = TransactionStateMachine(self.allocate_producer_id, self.max_timeout_ms)
+        machine = TransactionStateMachine(self.allocate_producer_id, self.max_timeout_ms, self.epoch_bump_unfenced)
         machine.load(records)
         self.owned[partition] = (coordinator_epoch, machine)
         for job in machine.pending_markers():

@@ -22,7 +22,8 @@ Invariants:
   which `fenced_error` maps to INVALID_PRODUCER_EPOCH for old request versions);
 - InitProducerId on an Ongoing transaction, and the transaction timeout, bump the
   epoch before aborting, so the old producer can no longer write to the
-  transaction being aborted;
+  transaction being aborted (`epoch_bump_unfenced` plants a bug,
+  logquake.debug.epoch.bump.unfenced: InitProducerId skips the abort);
 - replaying the emitted records (`load`) gives back the same state; a
   transaction left in a Prepare state is completed again (`pending_markers`).
 
@@ -174,9 +175,11 @@ def fenced_error(api_version_supports_producer_fenced: bool) -> ErrorCode:
 class TransactionStateMachine:
     """All transactions of the `__transaction_state` partitions this broker leads."""
 
-    def __init__(self, allocate_producer_id, max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS) -> None:
+    def __init__(self, allocate_producer_id, max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+                 epoch_bump_unfenced: bool = False) -> None:
         self.allocate_producer_id = allocate_producer_id
         self.max_timeout_ms = max_timeout_ms
+        self.epoch_bump_unfenced = epoch_bump_unfenced  # a planted bug, see init_producer_id
         self.transactions: dict[str, TxnMetadata] = {}
 
     # -- persistence -------------------------------------------------------------------------------------
@@ -230,7 +233,10 @@ class TransactionStateMachine:
             return Outcome(ErrorCode.none, meta.producer_id, 0, [self._record(meta)])
         if meta.state in PREPARING:
             return Outcome(ErrorCode.concurrent_transactions)
-        if meta.state == TxnState.ONGOING:
+        # epoch_bump_unfenced (logquake.debug.epoch.bump.unfenced, a planted bug): an Ongoing transaction is
+        # bumped like a finished one, so its partitions never get the abort marker that fences the old epoch:
+        # its records stay open there until the new epoch's next marker ends them with that transaction's outcome.
+        if meta.state == TxnState.ONGOING and not self.epoch_bump_unfenced:
             # Fence the old producer first, then abort what it left open; the client retries
             # after CONCURRENT_TRANSACTIONS and then gets one more bump.
             self._bump(meta)

@@ -40,7 +40,9 @@ Debug switches (planted bugs for the harness to find; all off by default):
 skips idempotent sequence checks), `hwm_past_isr` (the HW follows the fastest
 ISR follower, not the slowest: `LeaderState.maybe_advance_high_watermark`) and
 `fenced_leader_acks` (acks=all waiters of a leader that lost its leadership
-are answered OK instead of NOT_LEADER_OR_FOLLOWER).
+are answered OK instead of NOT_LEADER_OR_FOLLOWER) and `stale_epoch_fetch`
+(the server's Fetch serves a current_leader_epoch older than the leader's
+instead of answering FENCED_LEADER_EPOCH).
 
 Thread-safety: none; everything runs on the broker's event loop.
 
@@ -88,6 +90,7 @@ class ReplicationSettings:
     skip_dedup: bool = False
     hwm_past_isr: bool = False
     fenced_leader_acks: bool = False
+    stale_epoch_fetch: bool = False
 
 
 class PartitionLifecycle(Protocol):

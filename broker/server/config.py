@@ -291,6 +291,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.debug.read.uncommitted": (_parse_bool, "false", "read_committed fetches see aborted and open transactions (bug)"),
     "logquake.debug.hwm.past.isr": (_parse_bool, "false", "the high watermark follows the fastest ISR follower, not the slowest (bug)"),
     "logquake.debug.fenced.leader.acks": (_parse_bool, "false", "acks=all waiting when leadership is lost is answered OK (bug)"),
+    "logquake.debug.stale.epoch.fetch": (_parse_bool, "false", "a Fetch naming an older leader epoch is served, not fenced (bug)"),
     # planted storage bugs (see broker.log.config: they travel in the LogConfig to the log and its segments)
     "logquake.debug.skip.fsync": (_parse_bool, "false", "a flush moves the recovery point without fsyncing the segments (bug)"),
     "logquake.debug.index.off.by.one": (_parse_bool, "false", "an offset index lookup starts one entry too late (bug)"),
@@ -300,6 +301,9 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "logquake.debug.commit.before.replication": (_parse_bool, "false", "OffsetCommit answers before its record is replicated (bug)"),
     "logquake.debug.aborted.offsets.visible": (_parse_bool, "false", "an aborted transaction's offsets are committed as if it had committed (bug)"),
     "logquake.debug.unfenced.txn.offsets": (_parse_bool, "false", "TxnOffsetCommit skips the member and generation check, so zombies commit (bug)"),
+    "logquake.debug.epoch.bump.unfenced": (_parse_bool, "false", "InitProducerId bumps the epoch of an ongoing transaction without aborting it (bug)"),
+    "logquake.debug.abort.marker.lost": (_parse_bool, "false", "a new leader's producer state replays commit markers but skips abort markers (bug)"),
+    "logquake.debug.double.assignment": (_parse_bool, "false", "SyncGroup answers a follower with its previous generation's assignment (bug)"),
 }
 DEBUG_NAMESPACE = "logquake.debug."
 # Properties whose values are secrets: DescribeConfigs answers them as sensitive, without the value (as Kafka does).

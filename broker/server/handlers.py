@@ -210,6 +210,7 @@ class RequestHandlers:
         self.stopping = False
         self._append_waiter: asyncio.Future | None = None
         self.debug_skip_dedup = debug_switch(config, "logquake.debug.skip.dedup")
+        self.debug_abort_marker_lost = debug_switch(config, "logquake.debug.abort.marker.lost")
         # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
         self._replica_manager = None
         self.group_apis = GroupApis(self)
@@ -217,8 +218,10 @@ class RequestHandlers:
         self.group_apis.coordinator.commit_before_replication = debug_switch(
             config, "logquake.debug.commit.before.replication")
         self.txn_apis.coordinator.partial_commit_markers = debug_switch(config, "logquake.debug.partial.commit.markers")
+        self.txn_apis.coordinator.epoch_bump_unfenced = debug_switch(config, "logquake.debug.epoch.bump.unfenced")
         self.group_apis.coordinator.aborted_offsets_visible = debug_switch(config, "logquake.debug.aborted.offsets.visible")
         self.group_apis.coordinator.unfenced_txn_offsets = debug_switch(config, "logquake.debug.unfenced.txn.offsets")
+        self.group_apis.coordinator.double_assignment = debug_switch(config, "logquake.debug.double.assignment")
         planted = planted_bugs(config)
         if planted:
             log.warning("planted bugs enabled on node %d: %s", config.node_id, ", ".join(planted))
@@ -260,6 +263,7 @@ class RequestHandlers:
                 "skip_dedup": "logquake.debug.skip.dedup",
                 "hwm_past_isr": "logquake.debug.hwm.past.isr",
                 "fenced_leader_acks": "logquake.debug.fenced.leader.acks",
+                "stale_epoch_fetch": "logquake.debug.stale.epoch.fetch",
             }
             enabled = {field: True for field, name in switches.items() if debug_switch(self.config, name)}
             if enabled:
@@ -311,7 +315,8 @@ class RequestHandlers:
         def control_commit(header):
             return marker_info(partition_log.read(header.base_offset, header.size))
 
-        replayed = producers.rebuild(partition_log.iter_batch_headers(start_offset), control_commit)
+        replayed = producers.rebuild(partition_log.iter_batch_headers(start_offset), control_commit,
+                                     skip_aborts=self.debug_abort_marker_lost)
         if replayed:
             log.info("rebuilt producer state of %s-%d from %d idempotent batches after offset %d",
                      topic, partition, replayed, start_offset)
@@ -978,6 +983,10 @@ class RequestHandlers:
             result.current_leader = self.leader_hint(name, index)
             return result
         current_leader_epoch = getattr(fetch_partition, "current_leader_epoch", -1)
+        # logquake.debug.stale.epoch.fetch (a planted bug): only a newer epoch is refused; a follower or
+        # consumer that missed a leader change is served from its old position as if nothing had changed.
+        if manager.settings.stale_epoch_fetch and current_leader_epoch < replica.leader_epoch:
+            current_leader_epoch = -1
         if current_leader_epoch != -1 and current_leader_epoch != replica.leader_epoch:
             error = ErrorCode.fenced_leader_epoch if current_leader_epoch < replica.leader_epoch else ErrorCode.unknown_leader_epoch
             result = FetchPartitionResult(index, error.value)

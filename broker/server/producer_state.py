@@ -193,11 +193,13 @@ class ProducerStateTable:
         """Aborted transactions with records in [fetch_offset, upper_bound_offset), as Fetch reports them."""
         return [txn for txn in self.aborted if txn.last_offset >= fetch_offset and txn.first_offset < upper_bound_offset]
 
-    def rebuild(self, headers, control_commit=None) -> int:
+    def rebuild(self, headers, control_commit=None, skip_aborts: bool = False) -> int:
         """Replay stored batch headers (oldest first); return how many idempotent batches were seen.
 
         `control_commit(header)` tells a control batch's kind (True commit, False abort,
-        None neither); without it control batches are skipped.
+        None neither); without it control batches are skipped. `skip_aborts` plants a bug
+        (logquake.debug.abort.marker.lost): abort markers are passed over as if they were no
+        markers, so a new leader keeps an aborted transaction open and leaves it out of `aborted`.
         """
         count = 0
         for header in headers:
@@ -205,7 +207,8 @@ class ProducerStateTable:
                 kind = None if control_commit is None else control_commit(header)
                 # control_commit may tell the coordinator epoch too: (commit, coordinator_epoch)
                 commit, coordinator_epoch = kind if isinstance(kind, tuple) else (kind, -1)
-                if commit is not None and header.producer_id >= 0:
+                # skip_aborts (a planted bug): `if commit` where `commit is not None` was meant
+                if (commit if skip_aborts else commit is not None) and header.producer_id >= 0:
                     self.apply_marker(header.producer_id, header.producer_epoch, header.base_offset, commit,
                                       coordinator_epoch=coordinator_epoch)
             elif header.producer_id >= 0 and header.base_sequence >= 0:

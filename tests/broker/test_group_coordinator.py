@@ -127,6 +127,30 @@ async def stable_group(coordinator, count=2, protocols=(("range", b"r"),)):
     return results
 
 
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_double_assignment_hands_a_follower_its_old_partitions_in_the_new_generation(planted):
+    async def scenario():
+        clock, store, coordinator = make()
+        coordinator.double_assignment = planted  # what logquake.debug.double.assignment sets
+        a, b = await stable_group(coordinator)  # generation 1: each member holds "a-<its id>"
+        leader, follower = (a, b) if a.member_id == a.leader else (b, a)
+        newcomer = await join_new(coordinator)  # a third member: everyone rejoins
+        rejoined = [join(coordinator, m.member_id) for m in (leader, follower)]
+        results = await asyncio.gather(newcomer, *rejoined)
+        assert {r.generation_id for r in results} == {2}
+        # the follower's SyncGroup comes first, as it does: the leader is still computing the assignment
+        follower_sync = asyncio.ensure_future(coordinator.sync_group("g", 2, follower.member_id, None, {}))
+        await asyncio.sleep(0)
+        # the leader gives the follower's old partitions to the newcomer, and the follower new ones
+        old = b"a-" + follower.member_id.encode()
+        await coordinator.sync_group("g", 2, leader.member_id, None, {
+            leader.member_id: b"a-" + leader.member_id.encode(), follower.member_id: b"new", results[0].member_id: old})
+        got = (await follower_sync).assignment
+        assert coordinator.groups["g"].members[results[0].member_id].assignment == old
+        assert got == (old if planted else b"new")  # planted: the follower and the newcomer both hold `old`
+    asyncio.run(scenario())
+
+
 def test_heartbeat_errors_and_session_expiry_rebalance():
     async def scenario():
         clock, store, coordinator = make()

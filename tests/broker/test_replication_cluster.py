@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import uuid
 
@@ -512,6 +513,53 @@ def test_debug_fenced_leader_acks_answers_ok_when_the_leadership_is_lost(tmp_pat
             controller.elect(2, (2,))  # node 1 learns it was replaced while the request waits
             error, _ = await produce
             assert error == (ErrorCode.none if planted else ErrorCode.not_leader_or_follower)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_stale_epoch_fetch_serves_a_fetch_naming_an_older_leader_epoch(tmp_path, planted):
+    async def scenario():
+        controller = FakeController()
+        debug = {1: {"logquake.debug.stale.epoch.fetch": "true"}} if planted else {}
+        async with running_cluster(tmp_path, controller, debug=debug) as (nodes, client):
+            assert (await client.produce(nodes[1], [b"a"]))[0] == ErrorCode.none
+            controller.elect(1, (1, 2, 3))  # node 1 leads again, in epoch 1
+            await wait_until(lambda: nodes[1].manager.hosted(TOPIC, 0).high_watermark == 1, what="the HW in epoch 1")
+            for replica_id in (-1, 2):  # a consumer, and a follower, that still believe in epoch 0
+                request = kr.fetch(TOPIC, 0, 0, version=12)
+                topic = request.topics[0]
+                stale = dataclasses.replace(topic.partitions[0], current_leader_epoch=0)
+                request = dataclasses.replace(request, replica_id=replica_id,
+                                              topics=(dataclasses.replace(topic, partitions=(stale,)),))
+                part = (await client.send(nodes[1], request)).responses[0].partitions[0]
+                if planted:
+                    assert (part.error_code, len(list(iter_batches(part.records)))) == (ErrorCode.none, 1)
+                else:
+                    assert (part.error_code, part.records or b"") == (ErrorCode.fenced_leader_epoch, b"")
+            # the current epoch is served either way
+            request = kr.fetch(TOPIC, 0, 0, version=12)
+            assert (await client.send(nodes[1], request)).responses[0].partitions[0].error_code == ErrorCode.none
+
+    run(scenario())
+
+
+def test_new_planted_bugs_are_switched_on_from_the_config(tmp_path):
+    async def scenario():
+        debug = {name: "true" for name in ("logquake.debug.stale.epoch.fetch", "logquake.debug.epoch.bump.unfenced",
+                                           "logquake.debug.abort.marker.lost", "logquake.debug.double.assignment")}
+        for node_id, switches in ((1, debug), (2, {})):
+            node = await Node(node_id, tmp_path / f"node{node_id}", FakeController(), switches).start()
+            try:
+                handlers, on = node.handlers, bool(switches)
+                assert node.manager.settings.stale_epoch_fetch == on
+                assert handlers.txn_apis.coordinator.epoch_bump_unfenced == on
+                handlers.txn_apis.coordinator.on_become_leader(0, 0, [])  # each state machine gets the switch
+                assert handlers.txn_apis.coordinator.owned[0][1].epoch_bump_unfenced == on
+                assert handlers.debug_abort_marker_lost == on
+                assert handlers.group_apis.coordinator.double_assignment == on
+            finally:
+                await node.stop()
 
     run(scenario())
 

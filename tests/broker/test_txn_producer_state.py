@@ -87,6 +87,27 @@ def test_rebuild_replays_markers_from_log_bytes():
     assert table.last_stable_offset(high_watermark=3) == 2
 
 
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_abort_marker_lost_a_rebuilt_leader_treats_an_aborted_transaction_as_open(planted):
+    # producer 1 aborts its transaction at 0..1 (marker at 2), then commits one at 3 (marker at 4)
+    batches = {0: build_batch([(None, b"aborted")] * 2, base_offset=0, producer_id=1, producer_epoch=0,
+                              base_sequence=0, attributes=0x10),
+               2: marker(2, 1, 0, commit=False),
+               3: build_batch([(None, b"committed")], base_offset=3, producer_id=1, producer_epoch=0,
+                              base_sequence=2, attributes=0x10),
+               4: marker(4, 1, 0, commit=True)}
+    table = ProducerStateTable()
+    table.rebuild((parse_header(raw, 0) for raw in batches.values()),
+                  control_commit=lambda h: marker_info(batches[h.base_offset]), skip_aborts=planted)
+    assert not table.ongoing and table.last_stable_offset(high_watermark=5) == 5
+    if planted:
+        # the abort is lost: the commit marker ends a transaction that starts at 0, so read_committed
+        # consumers get no aborted range and deliver the aborted records
+        assert table.aborted == [] and table.aborted_overlapping(0, 5) == []
+    else:
+        assert table.aborted_overlapping(0, 5) == [AbortedTxn(1, 0, 2)]
+
+
 def test_snapshot_round_trip_and_latest_choice(tmp_path):
     disk = RealDisk()
     directory = str(tmp_path)

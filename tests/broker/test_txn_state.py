@@ -112,6 +112,24 @@ def test_init_producer_id_aborts_open_transaction_with_bumped_epoch():
     assert (fresh.error, fresh.producer_epoch) == (ErrorCode.none, 2)
 
 
+@pytest.mark.parametrize("planted", [False, True])
+def test_debug_epoch_bump_unfenced_leaves_the_old_epochs_transaction_open(planted):
+    m = machine()
+    m.epoch_bump_unfenced = planted  # what logquake.debug.epoch.bump.unfenced sets (through the coordinator)
+    crashed = m.init_producer_id("t", 10_000, now_ms=0)
+    m.add_partitions("t", crashed.producer_id, 0, [TP], now_ms=1)  # it wrote to TP, then crashed
+    restarted = m.init_producer_id("t", 10_000, now_ms=2)  # its replacement, same transactional.id
+    if planted:
+        # bumped and answered at once: no abort marker ever tells TP that epoch 0 is fenced, and TP's open
+        # records of epoch 0 are ended by the new epoch's next marker (a commit makes them visible)
+        assert (restarted.error, restarted.producer_epoch, restarted.markers) == (ErrorCode.none, 1, [])
+        assert m.transactions["t"].state == TxnState.EMPTY
+        assert m.pending_markers() == [] and m.expire(now_ms=10**9).markers == []
+    else:
+        assert restarted.error == ErrorCode.concurrent_transactions
+        assert [(job.commit, job.producer_epoch, job.partitions) for job in restarted.markers] == [(False, 1, (TP,))]
+
+
 def test_timeout_aborts_abandoned_transaction():
     m = machine()
     init = m.init_producer_id("t", 1_000, now_ms=0)
