@@ -158,6 +158,10 @@ class SimWorld:
         self.trace.record("crashed", host, cancelled)
         return cancelled
 
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on virtual time (for the simulation's own code: drivers, checkers, clients)."""
+        await asyncio.sleep(seconds)
+
     def run(self, coro):
         """Run `coro` to completion on virtual time (the main actor is None)."""
         return self.loop.run_until_complete(coro)

@@ -30,7 +30,6 @@ Thread-safety: none; everything runs on the world's loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -170,7 +169,7 @@ class SimCluster:
             if loop.time() > deadline:
                 raise AssertionError(f"seed {self.world.seed}: {what} did not happen within {timeout_s} virtual s; "
                                      "last events:\n" + "\n".join(self.world.trace.last))
-            await asyncio.sleep(poll_s)
+            await self.world.sleep(poll_s)
 
 
 class SimClient:
