@@ -149,14 +149,23 @@ class SimWorld:
         """The actor tag of `host`'s current process (broker.io.sim_loop.ACTOR)."""
         return f"{host}#{self.incarnations.get(host, 0)}"
 
-    def crash(self, host: str) -> int:
-        """Kill `host`'s process: network view revoked and connections reset, disk rolled back to what was durable,
-        every task it ran cancelled. Returns how many tasks were cancelled."""
+    def crash(self, host: str, power_loss: bool = True) -> int:
+        """Kill `host`'s process at once: its network view is revoked and its connections reset, every task it ran
+        is cancelled, and with `power_loss` (the machine went down, not only the process) its disk keeps only what
+        was durable. Returns how many tasks were cancelled."""
         self.network.crash(host)
-        self.storage(host).crash()
+        if power_loss:
+            self.storage(host).crash()
+        else:
+            self.storage(host).process_exit()
         cancelled = self.loop.cancel_actor(self.actor(host))
-        self.trace.record("crashed", host, cancelled)
+        self.trace.record("crashed", host, power_loss, cancelled)
         return cancelled
+
+    def exited(self, host: str) -> int:
+        """`host`'s process ended by itself (after a clean shutdown): what it left running is cancelled, its views
+        are revoked, its page cache stays."""
+        return self.crash(host, power_loss=False)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep on virtual time (for the simulation's own code: drivers, checkers, clients)."""

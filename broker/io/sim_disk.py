@@ -22,7 +22,9 @@ Fault model (stated first):
     do in practice: metadata changes go through a journal that commits them in
     order): every directory change made before any successful `fsync` or
     `fsync_dir` on the device is durable after it (not other files' data);
-- a crash (`crash()`) keeps only what was durable: the tree is rebuilt from the
+- a process that ends (`process_exit()`: a clean exit or kill -9) loses
+  nothing: the page cache outlives it. A crash of the node (`crash()`, power
+  loss or a kernel panic) keeps only what was durable: the tree is rebuilt from the
   root through durable entries only (a file or directory whose name was never
   made durable is gone, whatever was synced inside it), and each surviving
   file holds its contents as of its last successful fsync;
@@ -125,11 +127,16 @@ class SimStorage:
             directory.durable_children[part] = child
             directory = child
 
-    def crash(self) -> None:
-        """Power loss for this node: revoke the live view; keep only what was durable (torn writes if enabled)."""
+    def process_exit(self) -> None:
+        """The process using this storage ended (cleanly or killed): its view is revoked; the page cache stays,
+        as the operating system keeps what a process wrote after the process dies."""
         if self._view is not None:
             self._view.revoked = True
             self._view = None
+
+    def crash(self) -> None:
+        """Power loss for this node: revoke the live view; keep only what was durable (torn writes if enabled)."""
+        self.process_exit()
         self.crashes += 1
         seen: set[int] = set()
 

@@ -14,8 +14,9 @@ Lifecycle (what a crash and a restart mean here):
   as an operator would);
 - `crash(node_id)`: the process dies at once, in the middle of whatever it was
   doing: its network view is revoked and its connections reset, its storage
-  keeps only what was durable (broker.io.sim_disk), and every task it ran is
-  cancelled (code that still runs while being cancelled finds its disk and
+  keeps only what was durable (broker.io.sim_disk; with `power_loss=False`,
+  a kill -9 rather than a machine crash, the page cache survives), and every
+  task it ran is cancelled (code that still runs while being cancelled finds its disk and
   network gone, so it can change nothing the next incarnation sees);
 - `stop(node_id)`: the clean path of `serve` after SIGTERM (controlled
   shutdown, server stop, cluster close, logs closed cleanly);
@@ -125,11 +126,11 @@ class SimCluster:
         cluster.start(server)
         return SimNode(node_id, self.world.incarnations[host_of(node_id)], runtime, storage, handlers, cluster, server)
 
-    def crash(self, node_id: int) -> None:
+    def crash(self, node_id: int, power_loss: bool = True) -> None:
         assert node_id in self.nodes, f"node {node_id} is not running"
         del self.nodes[node_id]
-        cancelled = self.world.crash(host_of(node_id))
-        log.info("simulated crash of node %d: %d tasks cancelled", node_id, cancelled)
+        cancelled = self.world.crash(host_of(node_id), power_loss)
+        log.info("simulated crash of node %d (power loss: %s): %d tasks cancelled", node_id, power_loss, cancelled)
 
     async def restart(self, node_id: int) -> SimNode:
         return await self.start(node_id)
@@ -145,6 +146,7 @@ class SimCluster:
             node.storage.close(clean=True)
 
         await self.world.loop.run_actor(self.world.actor(host_of(node_id)), clean_stop())
+        self.world.exited(host_of(node_id))
 
     # ---- observation -------------------------------------------------------------------
 
