@@ -24,6 +24,9 @@ Fault model (stated first):
   - `reset=True` (`-j REJECT --reject-with tcp-reset`): every open connection
     across a cut link is reset at both ends at once (their streams raise
     ConnectionResetError) and new connects across it are refused;
+- `slow(side_a, side_b, delay_ms)`: a slow link: every write (and connect)
+  across it takes `delay_ms` more, on top of the link's own delay (0 makes it
+  normal again); order within a connection is kept;
 - `refuse(host)`: connects to that host are refused (ConnectionRefusedError),
   as by a closed port; so is any connect to a host and port nobody listens on;
 - `disconnect(host)` resets every connection of a host (connection loss);
@@ -271,6 +274,7 @@ class SimNetwork:
         self._next_port: dict[str, int] = {}
         self._connections: list[tuple[SimTransport, SimTransport]] = []
         self._cut: dict[tuple[str, str], bool] = {}  # directed link -> reset?
+        self._extra_delay_ns: dict[tuple[str, str], int] = {}  # directed link -> added delay (slow links)
         self._refused: set[str] = set()
         self._topology_changed = asyncio.Event()
 
@@ -318,6 +322,19 @@ class SimNetwork:
                     self._schedule(direction)
         self._wake_connects()
 
+    def slow(self, side_a, side_b, delay_ms: float, one_way: bool = False) -> None:
+        """Add `delay_ms` to every write from side_a to side_b (and back, unless one_way); 0 restores the link."""
+        if delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
+        for a in side_a:
+            for b in side_b:
+                for link in ((a, b),) if one_way else ((a, b), (b, a)):
+                    if delay_ms:
+                        self._extra_delay_ns[link] = int(delay_ms * 1e6)
+                    else:
+                        self._extra_delay_ns.pop(link, None)
+        self.record("slow", sorted(side_a), sorted(side_b), delay_ms, one_way)
+
     def refuse(self, host: str, refused: bool = True) -> None:
         """Refuse (or accept again) every new connection to `host`."""
         (self._refused.add if refused else self._refused.discard)(host)
@@ -359,7 +376,7 @@ class SimNetwork:
         base = self._link_delay_ns.get((src, dst))
         if base is None:
             base = self._link_delay_ns[(src, dst)] = int(self.rng.uniform(self.delay_ms_min, self.delay_ms_max) * 1e6)
-        return base + int(self.rng.uniform(0, self.jitter_ms_max) * 1e6)
+        return base + int(self.rng.uniform(0, self.jitter_ms_max) * 1e6) + self._extra_delay_ns.get((src, dst), 0)
 
     def _wake_connects(self) -> None:
         self._topology_changed.set()

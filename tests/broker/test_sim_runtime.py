@@ -154,6 +154,29 @@ def test_a_connection_carries_bytes_in_order_after_the_link_delay_and_closes_wit
     run(world, scenario())
 
 
+def test_a_slow_link_delays_its_writes_and_only_its_own():
+    world = SimWorld(6)
+
+    async def scenario():
+        await _echo_server(world)
+        reader, writer = await world.network.host("client").open_connection("server", 9092)
+
+        async def round_trip() -> float:
+            started = world.virtual_s
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            return world.virtual_s - started
+
+        normal = await round_trip()
+        world.network.slow(["client"], ["server"], 200, one_way=True)
+        slow = await round_trip()
+        assert normal < 0.01 and 0.2 <= slow < 0.21, (normal, slow)
+        world.network.slow(["client"], ["server"], 0)
+        assert await round_trip() < 0.01
+
+    run(world, scenario())
+
+
 def test_connects_to_no_listener_or_a_refusing_host_are_refused():
     world = SimWorld(1)
 
