@@ -9,18 +9,19 @@ Fault model of the whole runtime (each part states its own in detail):
 - time (broker.io.sim_loop): virtual, advancing only when nothing is ready,
   straight to the next timer; computation takes no virtual time; optionally
   the order of ready callbacks is drawn from the seed;
-- clock (`SimClock`): `monotonic_ns` is the loop's virtual time (one
-  machine: every node reads the same monotonic clock); `wall_ms` is a fixed
+- clock (`SimClock`): `monotonic_ns` is the loop's virtual time (every
+  node reads the same monotonic clock, with no drift between nodes); `wall_ms` is a fixed
   epoch plus virtual time plus the node's skew, which `set_skew` may change at
   any time (a wall clock that jumps, forward or back);
 - network (broker.io.sim_network): ordered byte streams with per-link delays
   from the seed; partitions one-way or both ways, either holding the bytes
-  until healed or resetting the connections; refused connects; connection
-  loss; a crashed process's connections reset;
-- disk (broker.io.sim_disk): per node, in memory; unsynced file data and
-  unsynced directory entries are lost at a crash (directory entries synced as
-  POSIX promises, or as a journaling file system does); optional torn writes;
-  EIO on write or fsync;
+  until healed or resetting the connections; slow links; refused connects;
+  connection loss; a crashed process's connections reset;
+- disk (broker.io.sim_disk): per node, in memory; when the node crashes
+  (power loss) unsynced file data and unsynced directory entries are lost
+  (entries synced as POSIX promises, or as a journaling file system does); a
+  process that is only killed leaves the page cache behind; optional torn
+  writes; EIO on write or fsync;
 - randomness: every `random.Random` handed out is seeded from the world's seed
   and a name (the host, its incarnation), never from the OS, so adding a node
   does not change the draws of the others.
@@ -177,8 +178,8 @@ class SimWorld:
 
     def close(self) -> None:
         # cancel what is left (background tasks of nodes still up), give them a turn to finish, close the loop
-        leftovers = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
-        for task in sorted(leftovers, key=lambda t: t.get_name()):
+        leftovers = self.loop.live_tasks()
+        for task in leftovers:
             task.cancel()
         if leftovers:
             self.loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))

@@ -140,6 +140,10 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         """The live tasks of `actor`, oldest first."""
         return [task for task in self._tasks_by_actor.get(actor, {}) if not task.done()]
 
+    def live_tasks(self) -> list[asyncio.Task]:
+        """Every live task, by actor (in the order actors first ran) and then oldest first."""
+        return [task for tasks in self._tasks_by_actor.values() for task in tasks if not task.done()]
+
     def cancel_actor(self, actor: str) -> int:
         """Cancel every live task of `actor` (oldest first); return how many."""
         tasks = self.actor_tasks(actor)
