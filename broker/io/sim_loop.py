@@ -18,15 +18,17 @@ Scheduling model (what the loop promises, stated first):
   nothing ready and no timer is deadlocked: `SimulationDeadlock` is raised
   instead of waiting forever;
 - with `shuffle_seed` set, the callbacks that are ready at the start of an
-  iteration run in an order drawn from that seed (asyncio promises FIFO order
+  iteration (not the timers falling due in it, which follow in deadline
+  order) run in an order drawn from that seed (asyncio promises FIFO order
   for `call_soon`; code that relies on the order of callbacks from *different*
   sources is what this finds). Off by default. Order-sensitive pairs inside
   one source (a transport's bytes) are kept in order by their source;
 - every task is tagged with the *actor* that created it (the `ACTOR` context
-  variable, inherited by every task and callback a task creates), so that
-  `cancel_actor` can stop everything one simulated process runs, in creation
-  order (a crash). Callbacks created outside any task carry the actor of the
-  context they were scheduled from.
+  variable, inherited by every task a task creates), so that `cancel_actor`
+  can stop everything one simulated process runs, in creation order (a
+  crash). Plain callbacks (`call_later`) are not tracked: one that a crashed
+  process left behind still runs, and finds that process's network and disk
+  revoked (broker.io.sim_network, broker.io.sim_disk);
 - threads are not supported: `call_soon_threadsafe` and executors raise.
 
 This is FoundationDB's simulation idea (one thread, a virtual clock, every
