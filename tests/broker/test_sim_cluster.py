@@ -12,6 +12,11 @@ there exactly once, at the offset it was acknowledged with, in order. Records
 whose produce got no answer may or may not be there (each attempt carries a
 value of its own, so they never pass for an acknowledged one).
 
+Variants: the leader cut off by a partition instead (it must not acknowledge
+what it cannot replicate), a crash that tears the leader's unsynced segment
+tail, ready callbacks run in an order drawn from the seed, and a clean stop
+(SIGTERM's path) that hands the controller over before a restart.
+
 The same seed gives the same trace (a hash of every delivered network write,
 every fault and every acknowledged offset), in this process and in another;
 another seed gives another.
@@ -318,3 +323,27 @@ def test_a_crash_under_posix_directory_semantics_keeps_the_raft_state():
         world.close()
     survivors = [path for path, _ in world.storage("node2").paths()]
     assert f"{LOG_DIR}/__cluster_metadata/quorum-state" in survivors, survivors
+
+
+def test_a_clean_stop_hands_the_controller_over_and_the_node_rejoins_after_a_restart():
+    world = SimWorld(3, directories="journaled")
+    cluster = SimCluster(world, 3)
+    everyone_registered = lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes)  # noqa: E731
+
+    async def scenario():
+        for node_id in cluster.node_ids:
+            await cluster.start(node_id)
+        controller = await cluster.wait_for(cluster.controller_id, "a controller elected")
+        await cluster.wait_for(everyone_registered, "every broker registered")
+        await cluster.stop(controller)  # SIGTERM's path: controlled shutdown, server stop, logs closed cleanly
+        assert f"{LOG_DIR}/.kafka_cleanshutdown" in [path for path, _ in world.storage(host_of(controller)).paths()]
+        successor = await cluster.wait_for(cluster.controller_id, "another controller")
+        assert successor != controller
+        await cluster.restart(controller)
+        await cluster.wait_for(everyone_registered, "the stopped broker registered again")
+
+    try:
+        world.run(scenario())
+    finally:
+        world.close()
+    assert world.loop.unhandled == []
