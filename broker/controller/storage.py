@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 
 import crc32c
@@ -66,6 +67,9 @@ class QuorumStorage:
     def load(self) -> PersistentState:
         """Read the persisted state, cutting off a torn log tail; open the log for appends."""
         self.disk.makedirs(self.directory)
+        # The directory's own entry must be durable too: without this a crash may lose the whole
+        # directory, the node's Raft log and vote with it (the simulator's POSIX disk found it).
+        self.disk.fsync_dir(os.path.dirname(self.directory.rstrip("/")) or "/")
         term, voted_for, commit_index = 0, None, 0
         state_path = f"{self.directory}/{STATE_FILE}"
         if self.disk.exists(state_path):

@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from broker.coordinator.group_records import iter_records
 from broker.io.sim import SimWorld
@@ -57,11 +56,10 @@ class Scenario:
     """Produce, one fault on the partition leader ("crash": its machine dies, later restarts; "partition": it is cut
     off from the other nodes, later healed), produce, recover, read back."""
 
-    def __init__(self, seed: int, fault: str = "crash", shuffle: bool = False, directories: str = "journaled",
+    def __init__(self, seed: int, fault: str = "crash", shuffle: bool = False, directories: str = "posix",
                  torn_writes: bool = False):
         assert fault in ("crash", "partition"), fault
         self.fault = fault
-        # journaled: see test_a_crash_under_posix_directory_semantics_keeps_the_raft_state for why not "posix"
         self.world = SimWorld(seed, shuffle=shuffle, directories=directories, torn_writes=torn_writes)
         self.cluster = SimCluster(self.world, 3)
         self.client = SimClient(self.world)
@@ -301,12 +299,9 @@ def test_one_seed_gives_one_trace_in_this_process_and_another():
     assert different["digest"] != first["digest"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by the simulator, not fixed here: broker/controller/storage.py makes its directory "
-    "(__cluster_metadata) and syncs the files inside it, never the parent's entry for it, so under POSIX a crash "
-    "may lose the node's whole Raft log and vote; with seed 5 the restarted node then never rejoins (the leader "
-    "keeps probing from the match index the node had before the crash)"))
 def test_a_crash_under_posix_directory_semantics_keeps_the_raft_state():
+    # Found by the simulator: the controller made __cluster_metadata and synced the files in it but never
+    # the parent's entry for it, so under POSIX a crash could lose the node's whole Raft log and vote.
     world = SimWorld(5, directories="posix")
     cluster = SimCluster(world, 3)
 
@@ -326,7 +321,7 @@ def test_a_crash_under_posix_directory_semantics_keeps_the_raft_state():
 
 
 def test_a_clean_stop_hands_the_controller_over_and_the_node_rejoins_after_a_restart():
-    world = SimWorld(3, directories="journaled")
+    world = SimWorld(3, directories="posix")
     cluster = SimCluster(world, 3)
     everyone_registered = lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes)  # noqa: E731
 
