@@ -194,6 +194,12 @@ class ReplicaManager:
         self.incarnation_id = None
         self._caught_up = False
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the images acted on are current (see the class docstring): until then this node's
+        view of leaders and epochs is its replayed, possibly stale, past."""
+        return self.incarnation_id is None or self._caught_up
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:

@@ -240,6 +240,12 @@ class ClusterNode:
             wanted = [(name, None) for name in sorted(image.topics)]
         else:
             wanted = [(t.name, getattr(t, "topic_id", None)) for t in requested]
+        if self.replica_manager is not None and not self.replica_manager.caught_up:
+            # A restarted node replays its metadata log first: its image names leaders and epochs that may be long
+            # gone, and a client that believed them could go back to a deposed leader (KIP-320 clients reset their
+            # position on such answers). Kafka serves no client until its metadata caught up; this answers
+            # LEADER_NOT_AVAILABLE, which every client retries, until the image holds this process's registration.
+            return self._not_caught_up(module, wanted)
         to_create = []
         for name, topic_id in wanted:
             if (name is not None and name not in image.topics and topic_name_problem(name) is None
@@ -328,6 +334,17 @@ class ClusterNode:
             topics=tuple(topic_results),
             cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         )
+
+    def _not_caught_up(self, module, wanted):
+        topics = tuple(_build(module, "MetadataResponseTopic", error_code=ErrorCode.leader_not_available, name=name,
+                              topic_id=topic_id or uuid.UUID(int=0), is_internal=False, partitions=(),
+                              topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED) for name, topic_id in wanted)
+        own = self.handlers.advertised
+        return _build(module, "MetadataResponse", throttle_time=ZERO_MS, cluster_id=self.cluster_id,
+                      brokers=(_build(module, "MetadataResponseBroker", node_id=self.config.node_id,
+                                      host=own.host or "localhost", port=own.port, rack=None),),
+                      controller_id=self.config.node_id, topics=topics,
+                      cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)
 
     async def _auto_create(self, names: list[str]) -> dict[str, ErrorCode]:
         """Create `names` through the controller; return the topics it refused, with their error codes."""

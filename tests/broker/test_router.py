@@ -160,3 +160,29 @@ def test_a_cluster_node_answers_the_metadata_apis_itself(tmp_path):
         assert node_router(handlers).owner(apis.METADATA) == "request handlers"
     finally:
         loop.close()
+
+
+def test_a_restarted_cluster_node_serves_no_stale_metadata_before_it_caught_up(tmp_path):
+    """Until its image holds its own registration, a node's leaders and epochs are its replayed past: Metadata
+    then answers LEADER_NOT_AVAILABLE (retried by every client) instead of naming them."""
+    import types
+
+    from broker.server.cluster import ClusterNode
+
+    loop = asyncio.new_event_loop()
+    try:
+        config = load_config(f"node.id=1\nlisteners=PLAINTEXT://127.0.0.1:9092\nlog.dirs={tmp_path}\n"
+                             "controller.quorum.voters=1@127.0.0.1:9092\n", "test", [])
+        runtime = Runtime.real(seed=5)
+        handlers = build_handlers(config, runtime, LogManager([str(tmp_path)], config.log_config, runtime), str(tmp_path))
+        cluster = ClusterNode(config, runtime, handlers)
+        request = k.metadata(["t"], allow_auto_topic_creation=False)
+        header = RequestHeader(apis.METADATA, request.__version__, 1, "test", 0)
+        cluster.replica_manager = types.SimpleNamespace(caught_up=False)  # the state of a node replaying its log
+        stale = loop.run_until_complete(cluster.metadata(header, request))
+        assert [(t.name, t.error_code, t.partitions) for t in stale.topics] == [("t", 5, ())]  # LEADER_NOT_AVAILABLE
+        cluster.replica_manager = types.SimpleNamespace(caught_up=True)
+        current = loop.run_until_complete(cluster.metadata(header, request))
+        assert [(t.name, t.error_code) for t in current.topics] == [("t", 3)]  # the image's answer: no such topic
+    finally:
+        loop.close()
