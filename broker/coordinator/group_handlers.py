@@ -85,15 +85,10 @@ class HandlerGroupLog:
         batch = bytearray(build_batch(entries, base_timestamp=self.handlers.runtime.clock.wall_ms(),
                                       producer_id=producer_id, producer_epoch=producer_epoch,
                                       attributes=0x10 if transactional else 0))
-        error, message, _base, _start, waiting = self.handlers.append_to_partition(OFFSETS_TOPIC, partition, batch, -1)
-        if error != ErrorCode.none:
-            log.info("append to %s-%d refused: %s (%s)", OFFSETS_TOPIC, partition, error.name, message)
-            return error
-        self.handlers.wake_fetchers()
-        if waiting is None:
-            return ErrorCode.none
-        replica, required = waiting
-        verdict = await self.handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
+        result, verdict = await self.handlers.leader.append_and_wait(OFFSETS_TOPIC, partition, batch, APPEND_TIMEOUT_MS)
+        if not result.ok:
+            log.info("append to %s-%d refused: %s (%s)", OFFSETS_TOPIC, partition, result.error.name, result.message)
+            return result.error
         if verdict == replication.OK:
             return ErrorCode.none
         log.info("append to %s-%d not replicated: %s", OFFSETS_TOPIC, partition, verdict)

@@ -64,7 +64,8 @@ from broker.coordinator.txn_coordinator import (
     TransactionCoordinator,
     TxnStateLogError,
 )
-from broker.coordinator.txn_markers import build_marker_batch
+from broker.protocol.txn_markers import build_marker_batch
+from broker.replication.leader_append import WAIT_ERRORS
 from broker.coordinator.txn_state import (OTHER_STATE_NAMES, STATE_NAMES, MarkerJob, TxnRecord, fenced_error,
                                           partition_for)
 from broker.metadata.errors import ControllerError
@@ -102,16 +103,12 @@ class HandlerTxnStateLog:
         handlers = self.handlers
         entries = [(record.transactional_id.encode("utf-8"), record.encode_value()) for record in records]
         batch = bytearray(build_batch(entries, base_timestamp=handlers.runtime.clock.wall_ms()))
-        error, message, _base, _start, waiting = handlers.append_to_partition(TRANSACTION_STATE_TOPIC, partition, batch, -1)
-        if error != ErrorCode.none:
+        result, verdict = await handlers.leader.append_and_wait(TRANSACTION_STATE_TOPIC, partition, batch, APPEND_TIMEOUT_MS)
+        if not result.ok:
+            error = result.error
             mapped = (ErrorCode.not_coordinator if error in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)
                       else ErrorCode.coordinator_not_available)
-            raise TxnStateLogError(mapped, f"append to {TRANSACTION_STATE_TOPIC}-{partition} refused: {error.name} ({message})")
-        handlers.wake_fetchers()
-        if waiting is None:
-            return
-        replica, required = waiting
-        verdict = await handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
+            raise TxnStateLogError(mapped, f"append to {TRANSACTION_STATE_TOPIC}-{partition} refused: {error.name} ({result.message})")
         if verdict != replication.OK:
             raise TxnStateLogError(_not_replicated_error(verdict),
                                    f"append to {TRANSACTION_STATE_TOPIC}-{partition} not replicated: {verdict}")
@@ -545,19 +542,14 @@ class TxnApis:
         handlers = self.handlers
         batch = bytearray(build_marker_batch(producer_id, producer_epoch, commit, coordinator_epoch,
                                              handlers.runtime.clock.wall_ms()))
-        error, message, _base, _start, waiting = handlers.append_to_partition(topic, partition, batch, -1, control=True)
-        if error != ErrorCode.none:
+        result, verdict = await handlers.leader.append_and_wait(topic, partition, batch, APPEND_TIMEOUT_MS, control=True)
+        if not result.ok:
             log.info("%s marker for producer %d epoch %d on %s-%d refused: %s (%s)", "commit" if commit else "abort",
-                     producer_id, producer_epoch, topic, partition, error.name, message)
-            return error
-        handlers.wake_fetchers()
-        if waiting is not None:
-            replica, required = waiting
-            verdict = await handlers.replica_manager.wait_for_high_watermark(replica, required, APPEND_TIMEOUT_MS)
-            if verdict != replication.OK:
-                log.info("marker on %s-%d not replicated: %s", topic, partition, verdict)
-                return {replication.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode.not_enough_replicas_after_append,
-                        replication.NOT_LEADER: ErrorCode.not_leader_or_follower}.get(verdict, ErrorCode.request_timed_out)
+                     producer_id, producer_epoch, topic, partition, result.error.name, result.message)
+            return result.error
+        if verdict != replication.OK:
+            log.info("marker on %s-%d not replicated: %s", topic, partition, verdict)
+            return WAIT_ERRORS[verdict]
         if topic == OFFSETS_TOPIC:
             handlers.group_apis.coordinator.complete_txn(producer_id, commit, partition)
         handlers.wake_fetchers()  # the last stable offset moved

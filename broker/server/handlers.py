@@ -86,22 +86,20 @@ from broker.log.log import OffsetOutOfRangeError
 from broker.protocol import apis
 from broker.protocol.produce import PartitionProduceResult, encode_produce_response
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
-from broker.protocol.record_validation import RecordValidationError, check_timestamps, max_uncompressed_bytes, validate_batch
-from broker.protocol.records import CorruptRecordError, iter_batches
 from broker.replication import manager as replication
 from broker.server.config import LONG_MAX, SENSITIVE_PROPERTIES, BrokerConfig, debug_switch, planted_bugs
 from broker.server.fetch_sessions import UNKNOWN, FetchSessionCache
 from broker.server.producer_ids import ProducerIdAllocator, ProducerIdsUnavailableError
 from broker.server.listeners import advertised_versions
-from broker.coordinator.txn_markers import marker_info
-from broker.server.producer_state import DUPLICATE, INVALID_EPOCH, OUT_OF_ORDER, SNAPSHOT_SUFFIX as PRODUCER_SNAPSHOT_SUFFIX, ProducerStateTable
+from broker.replication.leader_append import SINGLE_NODE_EPOCH, WAIT_ERRORS, LeaderAppend, PartitionState
+from broker.replication.producer_state import ProducerStateTable
 from broker.server.topics import TopicInfo, TopicStore, topic_name_problem
 
 log = logging.getLogger("broker.server")
 
 ZERO_MS = datetime.timedelta(0)
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
-LEADER_EPOCH = 0  # single node: leadership never changes
+LEADER_EPOCH = SINGLE_NODE_EPOCH
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 RESOURCE_TOPIC = 2
@@ -156,12 +154,6 @@ class CloseConnection(Exception):
     """The request cannot be answered; the message says why, and the connection is closed."""
 
 
-@dataclasses.dataclass(slots=True)
-class PartitionState:
-    log: object  # PartitionLog (or NullPartitionLog)
-    producers: ProducerStateTable
-
-
 _build = apis.build_entity
 _response_module = apis.response_module
 
@@ -203,14 +195,17 @@ class RequestHandlers:
         self.storage = storage
         self.topics = topics
         self.producer_ids = producer_ids
-        self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.orphan_topics: set[str] = set()  # logs on disk whose topic is not in the topic table
         self.cluster_id = f"logquake-{config.node_id}"
         self.advertised = config.advertised_listeners[0]
         self.stopping = False
         self._append_waiter: asyncio.Future | None = None
-        self.debug_skip_dedup = debug_switch(config, "logquake.debug.skip.dedup")
-        self.debug_abort_marker_lost = debug_switch(config, "logquake.debug.abort.marker.lost")
+        # the leader append path: producer state and every append as a partition's leader (broker.replication)
+        self.leader = LeaderAppend(runtime, config.node_id, max_message_bytes=self.max_message_bytes,
+                                   timestamp_bounds=self.timestamp_bounds, unhosted_error=self.unhosted_error,
+                                   wake_fetchers=self.wake_fetchers,
+                                   skip_dedup=debug_switch(config, "logquake.debug.skip.dedup"),
+                                   abort_marker_lost=debug_switch(config, "logquake.debug.abort.marker.lost"))
         # Set in cluster mode (see broker.replication.manager): who leads, HW, acks=all, followers.
         self._replica_manager = None
         self.group_apis = GroupApis(self)
@@ -249,6 +244,11 @@ class RequestHandlers:
         return table
 
     @property
+    def partitions(self) -> dict[tuple[str, int], PartitionState]:
+        """The partitions this node leads, with their producer state (owned by the leader append path)."""
+        return self.leader.partitions
+
+    @property
     def replica_manager(self):
         return self._replica_manager
 
@@ -270,6 +270,7 @@ class RequestHandlers:
                 log.warning("planted replication bugs enabled on node %d: %s", self.config.node_id, ", ".join(sorted(enabled)))
                 manager.settings = dataclasses.replace(manager.settings, **enabled)
         self._replica_manager = manager
+        self.leader.replica_manager = manager
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -295,68 +296,13 @@ class RequestHandlers:
                     # logs are opened with the broker's defaults; the topic's own settings
                     # (retention, segment size, flush policy) apply again after a restart
                     partition_log.set_config(log_config)
-                self.partitions[(info.name, partition)] = self.rebuild_partition_state(info.name, partition, partition_log)
+                self.leader.serve(info.name, partition, partition_log)
 
     def close(self) -> None:
         self.stopping = True
         self.txn_apis.stop_nowait()
         self.wake_fetchers()
-        self.snapshot_producer_states()
-
-    def rebuild_partition_state(self, topic: str, partition: int, partition_log) -> PartitionState:
-        """Producer state from the newest usable `<offset>.snapshot` plus the log after it (markers included)."""
-        directory = getattr(partition_log, "directory", None)
-        producers, start_offset = ProducerStateTable(), partition_log.log_start_offset
-        if directory is not None:
-            producers, snapshot_offset = ProducerStateTable.load_latest_snapshot(
-                self.runtime.disk, directory, partition_log.log_end_offset)
-            start_offset = max(snapshot_offset, partition_log.log_start_offset)
-
-        def control_commit(header):
-            return marker_info(partition_log.read(header.base_offset, header.size))
-
-        replayed = producers.rebuild(partition_log.iter_batch_headers(start_offset), control_commit,
-                                     skip_aborts=self.debug_abort_marker_lost)
-        if replayed:
-            log.info("rebuilt producer state of %s-%d from %d idempotent batches after offset %d",
-                     topic, partition, replayed, start_offset)
-        if directory is not None and start_offset < partition_log.log_end_offset and (producers.producers or producers.aborted):
-            try:
-                self.write_producer_snapshot(producers, partition_log)
-            except OSError as exc:  # a full disk at start: the next start replays the same batches again
-                log.warning("producer state snapshot of %s-%d not written: %s", topic, partition, exc)
-        return PartitionState(partition_log, producers)
-
-    def write_producer_snapshot(self, producers: ProducerStateTable, partition_log) -> None:
-        """Snapshot the producer state at the log end, keeping only the newest two snapshot files.
-
-        A snapshot past the log end after a crash (unflushed tail) is ignored when loading;
-        followers delete theirs (their log may be truncated and rewritten below it).
-        """
-        directory = partition_log.directory
-        producers.write_snapshot(self.runtime.disk, directory, partition_log.log_end_offset)
-        names = sorted(name for name in self.runtime.disk.listdir(directory) if name.endswith(PRODUCER_SNAPSHOT_SUFFIX))
-        for name in names[:-2]:
-            self.runtime.disk.remove(f"{directory}/{name}")
-
-    def delete_producer_snapshots(self, partition_log) -> None:
-        directory = getattr(partition_log, "directory", None)
-        if directory is None or not self.runtime.disk.exists(directory):
-            return
-        for name in self.runtime.disk.listdir(directory):
-            if name.endswith(PRODUCER_SNAPSHOT_SUFFIX):
-                self.runtime.disk.remove(f"{directory}/{name}")
-
-    def snapshot_producer_states(self) -> None:
-        """At a clean stop: a snapshot per served partition, so the next start replays little of the log."""
-        for (topic, partition), state in list(self.partitions.items()):
-            directory = getattr(state.log, "directory", None)
-            if directory is None or not state.producers.producers or not self.runtime.disk.exists(directory):
-                continue
-            try:
-                self.write_producer_snapshot(state.producers, state.log)
-            except OSError as exc:
-                log.warning("producer state snapshot of %s-%d not written: %s", topic, partition, exc)
+        self.leader.snapshot_producer_states()
 
     # ---- helpers -----------------------------------------------------------
 
@@ -615,9 +561,9 @@ class RequestHandlers:
                 if error_all is not None:
                     error, message, base_offset, start = error_all[0], error_all[1], -1, -1
                 else:
-                    error, message, base_offset, start, required = self.append_to_partition(
-                        topic_data.name, partition_data.index, partition_data.records, acks
-                    )
+                    appended_batch = self.leader.append(topic_data.name, partition_data.index, partition_data.records, acks)
+                    error, message = appended_batch.error, appended_batch.message
+                    base_offset, start, required = appended_batch.base_offset, appended_batch.log_start_offset, appended_batch.waiting
                     appended |= error == ErrorCode.none
                     if error == ErrorCode.invalid_record and header.api_version < 8:
                         error = ErrorCode.corrupt_message  # INVALID_RECORD exists from Produce v8 (KIP-467)
@@ -668,11 +614,7 @@ class RequestHandlers:
         for (result, replica, required), verdict in zip(waiting, verdicts):
             if verdict == replication.OK:
                 continue
-            error = {
-                replication.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode.not_enough_replicas_after_append,
-                replication.REQUEST_TIMED_OUT: ErrorCode.request_timed_out,
-                replication.NOT_LEADER: ErrorCode.not_leader_or_follower,
-            }[verdict]
+            error = WAIT_ERRORS[verdict]
             result.error_code = error.value
             result.error_message = (
                 f"offsets below {required} of {replica.topic}-{replica.partition} were not replicated to the ISR "
@@ -681,121 +623,6 @@ class RequestHandlers:
             log.info("acks=all produce to %s-%d: %s", replica.topic, replica.partition, result.error_message)
         return [encode_produce_response(version, topic_results, node_endpoints=self.leader_endpoints(
             p.current_leader for _, parts in topic_results for p in parts))]
-
-    def produce_partition(self, topic: str, partition: int, records) -> tuple[ErrorCode, str | None, int, int]:
-        """Append one partition's batch; return (error, error message, base offset, log start offset)."""
-        return self.append_to_partition(topic, partition, records, 1)[:4]
-
-    def append_to_partition(self, topic: str, partition: int, records, acks: int, control: bool = False):
-        """Append one partition's batch as its leader.
-
-        Returns (error, error message, base offset, log start offset, replica and
-        required offset for acks=all or None): with a replica manager and acks=-1,
-        the caller waits until the high watermark reaches the required offset.
-        `control` True admits a commit/abort marker (WriteTxnMarkers only).
-        """
-        state = self.partitions.get((topic, partition))
-        manager = self.replica_manager
-        replica = None
-        leader_epoch = LEADER_EPOCH
-        if manager is not None:
-            replica = manager.hosted(topic, partition)
-            if replica is None:
-                return self.unhosted_error(topic, partition, ErrorCode.unknown_topic_or_partition), (
-                    f"this node hosts no partition {topic}-{partition}"), -1, -1, None
-            if replica.role != replication.LEADER or state is None:
-                return ErrorCode.not_leader_or_follower, (
-                    f"this node ({self.config.node_id}) is not the leader of {topic}-{partition} (leader {replica.state.leader})"
-                ), -1, -1, None
-            if acks == -1 and len(replica.isr) < replica.min_insync_replicas:
-                return ErrorCode.not_enough_replicas, (
-                    f"the ISR of {topic}-{partition} is {replica.isr}, fewer than min.insync.replicas={replica.min_insync_replicas}"
-                ), -1, -1, None
-            leader_epoch = replica.leader_epoch
-        if state is None:
-            return ErrorCode.unknown_topic_or_partition, f"this node hosts no partition {topic}-{partition}", -1, -1, None
-        partition_log = state.log
-        if not records:
-            return ErrorCode.invalid_record, "the produce request carries no record batch", -1, -1, None
-        try:
-            headers = list(iter_batches(records, validate_crc=True))
-        except CorruptRecordError as exc:
-            log.warning("corrupt record batch for %s-%d: %s", topic, partition, exc)
-            return ErrorCode.corrupt_message, str(exc), -1, -1, None
-        if len(headers) != 1:
-            return ErrorCode.invalid_record, f"produce v3+ must carry exactly one record batch per partition, not {len(headers)}", -1, -1, None
-        _, batch = headers[0]
-        limit = self.max_message_bytes(topic)
-        if batch.size > limit:
-            return ErrorCode.message_too_large, f"record batch of {batch.size} bytes exceeds max.message.bytes={limit}", -1, -1, None
-        try:
-            validate_batch(records, 0, batch, max_uncompressed_bytes(limit))
-            check_timestamps(batch, self.runtime.clock.wall_ms(), *self.timestamp_bounds(topic))
-        except RecordValidationError as exc:
-            log.warning("invalid record batch for %s-%d refused: %s", topic, partition, exc)
-            return ErrorCode[exc.error], str(exc), -1, -1, None
-        marker = None
-        if batch.is_control:
-            if not control:
-                return ErrorCode.invalid_record, "clients may not write control batches", -1, -1, None
-            info = marker_info(bytes(records))
-            assert info is not None, "append_marker passes only commit/abort control batches"
-            marker, coordinator_epoch = info
-            if state.producers.marker_fenced(batch.producer_id, coordinator_epoch):
-                return ErrorCode.transaction_coordinator_fenced, (
-                    f"marker for producer {batch.producer_id} from coordinator epoch {coordinator_epoch}, older than "
-                    f"epoch {state.producers.coordinator_epochs[batch.producer_id]} already seen"
-                ), -1, -1, None
-        if batch.is_transactional and batch.producer_id >= 0 and state.producers.epoch_error(batch.producer_id, batch.producer_epoch):
-            # a marker or TxnOffsetCommit batch of a fenced epoch (sequenced batches are checked below)
-            return ErrorCode.invalid_producer_epoch, (
-                f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
-            ), -1, -1, None
-        idempotent = batch.producer_id >= 0 and batch.base_sequence >= 0 and marker is None
-        # logquake.debug.skip.dedup (a planted bug): the leader appends retries again.
-        if idempotent and not self.debug_skip_dedup:
-            verdict, cached = state.producers.check(batch)
-            if verdict == DUPLICATE:
-                log.info(
-                    "duplicate batch for %s-%d from producer %d epoch %d sequences %d..%d: answering its original offset %d",
-                    topic, partition, batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, cached.base_offset,
-                )
-                waiting = (replica, cached.last_offset + 1) if replica is not None and acks == -1 else None
-                return ErrorCode.none, None, cached.base_offset, partition_log.log_start_offset, waiting
-            if verdict == OUT_OF_ORDER and cached is not None:
-                message = (f"producer {batch.producer_id} epoch {batch.producer_epoch} reuses sequences "
-                           f"{batch.base_sequence}..{batch.last_sequence} of its batch at offset {cached.base_offset}, "
-                           "whose transaction has ended; a producer must bump its epoch before reusing sequences")
-                log.info("produce to %s-%d refused: %s", topic, partition, message)
-                return ErrorCode.out_of_order_sequence_number, message, -1, -1, None
-            if verdict == OUT_OF_ORDER:
-                return ErrorCode.out_of_order_sequence_number, (
-                    f"producer {batch.producer_id} epoch {batch.producer_epoch} sent sequence {batch.base_sequence}, "
-                    "which does not follow its last appended sequence"
-                ), -1, -1, None
-            if verdict == INVALID_EPOCH:
-                return ErrorCode.invalid_producer_epoch, (
-                    f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than the current epoch"
-                ), -1, -1, None
-        try:
-            result = partition_log.append(records, leader_epoch, headers)
-        except OSError as exc:
-            # a full disk or a failing log dir: nothing was appended (broker.log.log), the producer may retry
-            log.warning("append to %s-%d failed: %s", topic, partition, exc)
-            return ErrorCode.kafka_storage_error, f"append to {topic}-{partition} failed: {exc}", -1, -1, None
-        if marker is not None:
-            state.producers.apply_marker(batch.producer_id, batch.producer_epoch, result.base_offset, marker,
-                                         replicated=replica is None, coordinator_epoch=coordinator_epoch)
-        elif idempotent:
-            state.producers.record(batch, result.base_offset)
-        elif batch.is_transactional and batch.producer_id >= 0:
-            state.producers.begin_unsequenced(batch.producer_id, batch.producer_epoch, result.base_offset)
-        waiting = None
-        if replica is not None:
-            manager.after_leader_append(replica)
-            if acks == -1:
-                waiting = (replica, result.last_offset + 1)
-        return ErrorCode.none, None, result.base_offset, partition_log.log_start_offset, waiting
 
     # ---- Fetch -------------------------------------------------------------------
 
@@ -1180,12 +1007,10 @@ class RequestHandlers:
 
     def on_become_leader(self, topic: str, partition: int, partition_log) -> None:
         """Serve the partition; rebuild its idempotent-producer state from the log (it moves with leadership)."""
-        self.partitions[(topic, partition)] = self.rebuild_partition_state(topic, partition, partition_log)
+        self.leader.serve(topic, partition, partition_log)
 
     def on_become_follower(self, topic: str, partition: int, partition_log) -> None:
-        self.partitions.pop((topic, partition), None)
-        # A follower's log may be truncated and rewritten below a snapshot's offset.
-        self.delete_producer_snapshots(partition_log)
+        self.leader.stop_serving(topic, partition, partition_log)
 
     def on_stopped(self, topic: str, partition: int) -> None:
         self.partitions.pop((topic, partition), None)

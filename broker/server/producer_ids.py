@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from broker.io import Runtime
 from broker.metadata.errors import ControllerUnavailableError
-from broker.server.persist import read_json, write_json
+from broker.io.persist import read_json, write_json
 
 STATE_FILE = "__logquake_producer_ids.json"
 BLOCK_SIZE = 1000

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from broker.io import Runtime
-from broker.server.persist import read_json, write_json
+from broker.io.persist import read_json, write_json
 
 STATE_FILE = "__logquake_topics.json"
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")

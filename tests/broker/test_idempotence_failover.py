@@ -18,7 +18,7 @@ import time
 import pytest
 
 from broker.io import RealDisk
-from broker.server.producer_state import ProducerStateTable
+from broker.replication.producer_state import ProducerStateTable
 
 from . import kafka_requests as req
 from .raw_client import RawClient

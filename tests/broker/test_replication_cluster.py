@@ -556,7 +556,7 @@ def test_new_planted_bugs_are_switched_on_from_the_config(tmp_path):
                 assert handlers.txn_apis.coordinator.epoch_bump_unfenced == on
                 handlers.txn_apis.coordinator.on_become_leader(0, 0, [])  # each state machine gets the switch
                 assert handlers.txn_apis.coordinator.owned[0][1].epoch_bump_unfenced == on
-                assert handlers.debug_abort_marker_lost == on
+                assert handlers.leader.abort_marker_lost == on
                 assert handlers.group_apis.coordinator.double_assignment == on
             finally:
                 await node.stop()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.coordinator.txn_markers import build_marker_batch, marker_commit, marker_info
+from broker.protocol.txn_markers import build_marker_batch, marker_commit, marker_info
 from broker.io import RealDisk
 from broker.protocol.records import build_batch, parse_header
-from broker.server.producer_state import DUPLICATE, OK, OUT_OF_ORDER, AbortedTxn, ProducerStateTable
+from broker.replication.producer_state import DUPLICATE, OK, OUT_OF_ORDER, AbortedTxn, ProducerStateTable
 
 
 def header(base_offset: int, producer_id: int, epoch: int, sequence: int, count: int = 1, transactional=True):

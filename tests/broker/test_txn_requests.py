@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import time
 
-from broker.coordinator.txn_markers import marker_commit
+from broker.protocol.txn_markers import marker_commit
 from broker.protocol.records import iter_batches
 
 from . import kafka_requests as k

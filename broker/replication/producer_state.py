@@ -59,7 +59,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from broker.protocol.records import BatchHeader
-from broker.server.persist import read_file, write_atomically
+from broker.io.persist import read_file, write_atomically
 
 CACHED_BATCHES = 5
 DUPLICATE = "duplicate"
