@@ -26,7 +26,8 @@ from typing import Any
 
 from checkers.history import EdnKeyword, History, Op, edn_dumps, op_to_dict
 
-__all__ = ["UNKNOWN", "VALIDITIES", "is_validity", "merge_valid", "results_to_edn", "run_checkers", "to_jsonable"]
+__all__ = ["UNKNOWN", "VALIDITIES", "is_validity", "merge_valid", "results_to_edn", "run_checkers", "to_jsonable",
+           "witnesses_omitted"]
 
 UNKNOWN = "unknown"
 VALIDITIES = (True, False, UNKNOWN)
@@ -47,6 +48,13 @@ def merge_valid(*validities: Any) -> bool | str:
         if _RANK[v] > _RANK[worst]:
             worst = v
     return worst
+
+
+def witnesses_omitted(counts: Mapping[str, int], kept: Mapping[str, list[Any]]) -> dict[str, int]:
+    """anomaly name -> how many of its witnesses a result left out, from its exact counts and the witnesses it
+    kept (a checker keeps the first `max_witnesses`); only names with some left out."""
+    omitted = {name: count - len(kept.get(name, ())) for name, count in counts.items()}
+    return {name: n for name, n in omitted.items() if n > 0}
 
 
 def run_checkers(

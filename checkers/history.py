@@ -56,7 +56,17 @@ written to JSON as sorted lists.
 Scale: JSONL is decoded in chunks (one JSON array per 8,192 lines) with the
 cyclic garbage collector paused (`gc_paused`); a 1,000,000-op queue history
 (150 MB) loads in about 8 s of CPU into about 0.95 GiB; EDN takes about 2.5
-times longer.
+times longer. `History.stream_jsonl` keeps the ops in their file instead (16
+bytes an op for where each line starts, plus the History's own 9 for pairing):
+each pass over the ops reads the file again, and an op fetched by position is
+read alone; `logquake check` streams large JSONL histories.
+
+Hostile input: every reader refuses, with a `HistoryError` that names the file
+and line (and the column where it helps), values nested more than
+`MAX_NESTING_DEPTH` levels (Python's recursion would otherwise overflow in the
+reader, or later in a checker), integers longer than Python converts
+(`sys.get_int_max_str_digits`), ratios without a value (`1/0`), cut-off files
+and bytes that are not UTF-8.
 
 Thread-safety: `Op` and `History` are immutable after construction (do not
 mutate op values) and may be shared between threads. `JsonlWriter` is
@@ -93,6 +103,7 @@ __all__ = [
     "EMPTY",
     "EdnKeyword",
     "FORMATS",
+    "MAX_NESTING_DEPTH",
     "MICRO_OP_NAMES",
     "NEMESIS",
     "OP_TYPES",
@@ -118,6 +129,10 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 NEMESIS = "nemesis"
 OP_TYPES = frozenset({"invoke", "ok", "fail", "info"})
 FORMATS = ("auto", "jsonl", "edn", "edn-lines", "jepsen-log")
+# How deep vectors, lists and maps may nest in one op (the op map itself is level 1). Jepsen's ops nest a
+# few levels (a poll's value: [[:poll {key [[offset value]]}]] is 5 inside the op); a reader that
+# recursed over a value 100,000 levels deep, or a checker that walks it, would overflow Python's stack.
+MAX_NESTING_DEPTH = 100
 _KNOWN_KEYS = ("index", "time", "process", "type", "f", "value")
 
 # Micro-op names that Jepsen writes as keywords inside transaction values
@@ -226,6 +241,24 @@ def _json_problem(error: BaseException) -> str:
     return str(error).split(";")[0]  # e.g. "Exceeds the limit (4300 digits) for integer string conversion..."
 
 
+_JSON_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_too_deep(text: str) -> int | None:
+    """The column (1-based) of the bracket that opens level MAX_NESTING_DEPTH + 1 of a JSON line; None if
+    the line nests no deeper than that. Strings are skipped whole, so brackets inside them do not count."""
+    depth = 0
+    for m in _JSON_BRACKETS.finditer(text):
+        c = text[m.start()]
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                return m.start() + 1
+        elif c == "]" or c == "}":
+            depth -= 1
+    return None
+
+
 class HistoryError(ValueError):
     """A history that cannot be read or does not follow the op model.
 
@@ -320,7 +353,7 @@ def read_op_maps(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], li
                 continue
             try:
                 op = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 bad_lines.append(line_number)
                 continue
             if not isinstance(op, dict) or "type" not in op:
@@ -657,7 +690,10 @@ def _edn_atom(text: str, position: int) -> Any:
             return float(text.rstrip("M"))
         if _EDN_RATIO.match(text):
             numerator, denominator = text.split("/")
-            return int(numerator) / int(denominator)
+            try:
+                return int(numerator) / int(denominator)
+            except (ValueError, ArithmeticError) as error:  # digits past the int limit, n/0, a float overflow
+                raise _EdnSyntaxError(position, f"the ratio {_short(text, 40)} has no value here ({error})") from None
         raise _EdnSyntaxError(position, f"{text!r} is not a valid EDN number")
     return text  # a symbol
 
@@ -762,6 +798,10 @@ def read_edn(text: str, *, unwrap: bool = False) -> list[tuple[Any, int]]:
         elif kind == 2:
             if unwrap and not stack and top:
                 raise _EdnSyntaxError(m.start(2), "expected one vector of ops, found a second top-level form")
+            if len(stack) >= MAX_NESTING_DEPTH + unwrap:  # the vector that holds the ops is no level of an op
+                raise _EdnSyntaxError(m.start(2), f"nested too deeply: more than {MAX_NESTING_DEPTH} levels of "
+                                                  "vectors, lists, sets or maps inside one another (an op nests a "
+                                                  "few levels)")
             items = []
             stack.append([m.group(2), items, m.start(2)])
             continue
@@ -840,6 +880,12 @@ def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
+def _edn_error(name: str, text: str, error: _EdnSyntaxError) -> HistoryError:
+    """The HistoryError of an EDN syntax error: the file, the line and column of the offending character."""
+    column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+    return HistoryError(f"{name} line {_line_of(text, error.position)} column {column}: invalid EDN: {error}")
+
+
 # ---------------------------------------------------------------------------
 # JSON values
 
@@ -882,6 +928,162 @@ def _op_to_json_line(op: Op | Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# JSONL reading
+
+
+_JSONL_CHUNK_LINES = 8192
+_JSON_WHITESPACE = " \t\r\n"  # JSON's own (RFC 8259): a line of only these is blank
+
+
+def _jsonl_ops(name: str, lines: Iterable[tuple[int, int, str]]) -> Iterator[tuple[int, int, Op]]:
+    """(line number, byte offset, op) of each (line number, byte offset, text) of a JSONL history, in
+    order; blank lines skipped, an op's index defaulting to its position.
+
+    Lines are decoded in chunks, each chunk as one JSON array (one C call instead of one per line); a
+    chunk that fails is decoded line by line to name the bad line. A line that could nest deeper than
+    `MAX_NESTING_DEPTH` is refused before the decoder recurses into it.
+    """
+    chunk: list[str] = []
+    chunk_lines: list[tuple[int, int]] = []
+    count = str.count
+    position = 0
+    for number, offset, line in lines:
+        text = line.strip(_JSON_WHITESPACE)
+        if not text:
+            continue
+        # only a line with that many brackets can nest that deep: one C scan each, the exact one rarely
+        if count(text, "[") + count(text, "{") > MAX_NESTING_DEPTH:
+            column = _json_too_deep(text)
+            if column is not None:
+                raise HistoryError(f"{name} line {number} column {column}: nested too deeply: more than "
+                                   f"{MAX_NESTING_DEPTH} levels of arrays or maps inside one another (an op "
+                                   "nests a few levels)")
+        chunk.append(text)
+        chunk_lines.append((number, offset))
+        if len(chunk) < _JSONL_CHUNK_LINES:
+            continue
+        for number_offset, op in zip(chunk_lines, _decode_jsonl_chunk(name, chunk, chunk_lines, position)):
+            yield number_offset[0], number_offset[1], op
+        position += len(chunk)
+        chunk.clear()
+        chunk_lines.clear()
+    if chunk:
+        for number_offset, op in zip(chunk_lines, _decode_jsonl_chunk(name, chunk, chunk_lines, position)):
+            yield number_offset[0], number_offset[1], op
+
+
+def _decode_jsonl_chunk(name: str, chunk: list[str], chunk_lines: list[tuple[int, int]], position: int) -> list[Op]:
+    decoded: Any = None
+    try:
+        decoded = json.loads("[" + ",".join(chunk) + "]")
+    except (ValueError, RecursionError):  # the line-by-line pass below names the bad line
+        pass
+    if decoded is None or len(decoded) != len(chunk):
+        decoded = []
+        for (number, _), text in zip(chunk_lines, chunk):
+            try:
+                decoded.append(json.loads(text))
+            except (ValueError, RecursionError) as error:
+                raise HistoryError(f"{name} line {number}: expected a JSON op map, got {_short(text)} "
+                                   f"({_json_problem(error)})") from None
+    return [_op_from_mapping(d, None, position + i) or _op_from_mapping(d, f"{name} line {number}", position + i)
+            for i, (d, (number, _)) in enumerate(zip(decoded, chunk_lines))]
+
+
+def _numbered_utf8_lines(name: str, binary: Iterable[bytes]) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, text) of each line of a binary file."""
+    offset = 0
+    for number, raw in enumerate(binary, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise HistoryError(f"{name} line {number}: expected a UTF-8 text history, got undecodable bytes "
+                               f"({error.reason})") from None
+        yield number, offset, text
+        offset += len(raw)
+
+
+class _StreamedJsonlOps(Sequence[Op]):
+    """The ops of a JSONL file, read from the file on each pass: what stays in memory is the byte offset
+    and line number of each op (16 bytes an op).
+
+    Built by one quick pass over the file that notes where each line that is not blank starts; the
+    `History` built on it then decodes every op once, so a file that `History.from_jsonl` refuses is
+    refused with the same sentence. An op fetched by position is read and decoded alone
+    (a few microseconds; the last few thousand are cached, as checkers fetch the same ops again while
+    explaining them). Not thread-safe: one file handle serves every fetch.
+    """
+
+    _CACHED_OPS = 4096
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.offsets = array.array("q")
+        self.line_numbers = array.array("q")
+        self._cache: dict[int, Op] = {}
+        try:
+            self._file = open(name, "rb")
+        except OSError as error:
+            raise HistoryError(f"{name}: cannot read the history ({error.strerror})") from None
+        self._stamp = self._stat()
+        offset = 0
+        blank = _JSON_WHITESPACE.encode()
+        for number, raw in enumerate(self._file, 1):
+            if raw.strip(blank):
+                self.offsets.append(offset)
+                self.line_numbers.append(number)
+            offset += len(raw)
+
+    def _stat(self) -> tuple[int, int]:
+        stat = os.fstat(self._file.fileno())
+        return stat.st_size, stat.st_mtime_ns
+
+    def _unchanged(self) -> None:
+        if self._stat() != self._stamp:
+            raise HistoryError(f"{self.name}: the history changed while it was being checked; check a copy "
+                               "that nothing writes to")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[Op]:
+        self._unchanged()
+        count = 0
+        with open(self.name, "rb") as binary:
+            for _, _, op in _jsonl_ops(self.name, _numbered_utf8_lines(self.name, binary)):
+                count += 1
+                yield op
+        if count != len(self.offsets):  # the stamp cannot see a rewrite of the same size within a clock tick
+            raise HistoryError(f"{self.name}: the history changed while it was being checked; check a copy "
+                               "that nothing writes to")
+
+    @overload
+    def __getitem__(self, i: int) -> Op: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Op]: ...
+
+    def __getitem__(self, i: int | slice) -> Op | list[Op]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        op = self._cache.get(i)
+        if op is not None:
+            return op
+        if not 0 <= i < len(self):
+            raise IndexError(f"op position {i} is outside the history's {len(self)} ops")
+        self._unchanged()
+        self._file.seek(self.offsets[i])
+        text = self._file.readline().decode("utf-8").strip(_JSON_WHITESPACE)  # checked by the first pass
+        op = _decode_jsonl_chunk(self.name, [text], [(self.line_numbers[i], self.offsets[i])], i)[0]
+        if len(self._cache) >= self._CACHED_OPS:
+            self._cache.clear()
+        self._cache[i] = op
+        return op
+
+
+# ---------------------------------------------------------------------------
 # History
 
 
@@ -904,37 +1106,36 @@ class History(Sequence[Op]):
         source: str | None = None,
         lines: Sequence[int] | None = None,
     ) -> None:
-        self._ops: list[Op] = list(ops)
+        # a streamed history's ops stay in their file (`History.stream_jsonl`): every pass reads them again
+        self._ops: Sequence[Op] = ops if isinstance(ops, _StreamedJsonlOps) else list(ops)
         self.source = source
         n = len(self._ops)
         name = source or "<ops>"
 
-        def where(position: int) -> str:
+        def where(position: int, op: Op | None = None) -> str:
             if lines is not None:
                 return f"{name} line {lines[position]}"
-            return f"{name} op {self._ops[position].index}"
+            return f"{name} op {(op or self._ops[position]).index}"
 
+        # One pass (a streamed history reads its file once here). Indexes equal positions in any history
+        # recorded in order; from the first one that does not, every index is mapped to its position.
         position_of_index: dict[int, int] | None = None
-        for position, op in enumerate(self._ops):
-            if not isinstance(op, Op):
-                raise HistoryError(f"{name}: element {position} is not an Op: {_short(op)}")
-            if op.index != position:
-                position_of_index = {}
-                break
-        if position_of_index is not None:
-            for position, op in enumerate(self._ops):
-                if op.index in position_of_index:
-                    raise HistoryError(
-                        f"{where(position)}: duplicate :index {op.index} "
-                        f"(also at {where(position_of_index[op.index])}); indexes must be unique"
-                    )
-                position_of_index[op.index] = position
-        self._position_of_index = position_of_index
-
-        partner = [-1] * n
+        partner = array.array("q", bytes(8 * n))  # 8 bytes an op, where a list of ints took about 36
         is_invocation = bytearray(n)
         pending: dict[Any, int] = {}
         for position, op in enumerate(self._ops):
+            if not isinstance(op, Op):
+                raise HistoryError(f"{name}: element {position} is not an Op: {_short(op)}")
+            if position_of_index is None and op.index != position:
+                position_of_index = {i: i for i in range(position)}
+            if position_of_index is not None:
+                if op.index in position_of_index:
+                    raise HistoryError(
+                        f"{where(position, op)}: duplicate :index {op.index} "
+                        f"(also at {where(position_of_index[op.index])}); indexes must be unique"
+                    )
+                position_of_index[op.index] = position
+            partner[position] = -1
             process = op.process
             if process == NEMESIS:
                 started = pending.pop(process, None)
@@ -948,7 +1149,7 @@ class History(Sequence[Op]):
             if op.type == "invoke":
                 if process in pending:
                     raise HistoryError(
-                        f"{where(position)}: process {process!r} invokes {op.f!r} while its "
+                        f"{where(position, op)}: process {process!r} invokes {op.f!r} while its "
                         f"invocation at {where(pending[process])} has not completed; "
                         "expected each process to be sequential (invoke, then ok/fail/info)"
                     )
@@ -958,11 +1159,12 @@ class History(Sequence[Op]):
                 started = pending.pop(process, None)
                 if started is None:
                     raise HistoryError(
-                        f"{where(position)}: {op.type} of {op.f!r} for process {process!r} "
+                        f"{where(position, op)}: {op.type} of {op.f!r} for process {process!r} "
                         "has no pending invocation; expected an :invoke by the same process before it"
                     )
                 partner[started] = position
                 partner[position] = started
+        self._position_of_index = position_of_index
         self._partner = partner
         self._is_invocation = is_invocation
 
@@ -985,13 +1187,22 @@ class History(Sequence[Op]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, History):
-            return self._ops == other._ops
+            return len(self) == len(other) and all(a == b for a, b in zip(self._ops, other._ops))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"History({len(self._ops)} ops{', from ' + self.source if self.source else ''})"
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the ops stay in their file (`stream_jsonl`): each pass over them reads it again."""
+        return isinstance(self._ops, _StreamedJsonlOps)
+
+    def op_sequence(self) -> Sequence[Op]:
+        """The ops by position: a plain list (the fastest indexing) unless the history is streamed."""
+        return self._ops
 
     # -- positions and pairs ---------------------------------------------------
 
@@ -1130,40 +1341,23 @@ class History(Sequence[Op]):
     def _from_jsonl_lines(cls, name: str, lines: Iterable[str]) -> "History":
         ops: list[Op] = []
         line_numbers = array.array("q")
-        chunk: list[str] = []
-        chunk_lines: list[int] = []
-
-        def flush() -> None:
-            decoded: Any = None
-            try:
-                decoded = json.loads("[" + ",".join(chunk) + "]")
-            except (ValueError, RecursionError):  # the line-by-line pass below names the bad line
-                pass
-            if decoded is None or len(decoded) != len(chunk):
-                decoded = []
-                for number, text in zip(chunk_lines, chunk):
-                    try:
-                        decoded.append(json.loads(text))
-                    except (ValueError, RecursionError) as error:
-                        raise HistoryError(f"{name} line {number}: expected a JSON op map, got {_short(text)} "
-                                           f"({_json_problem(error)})") from None
-            for number, d in zip(chunk_lines, decoded):
-                ops.append(_op_from_mapping(d, None, len(ops)) or _op_from_mapping(d, f"{name} line {number}", len(ops)))
-            line_numbers.extend(chunk_lines)
-            chunk.clear()
-            chunk_lines.clear()
-
-        for number, line in enumerate(lines, 1):
-            text = line.strip()
-            if not text:
-                continue
-            chunk.append(text)
-            chunk_lines.append(number)
-            if len(chunk) >= 8192:
-                flush()
-        if chunk:
-            flush()
+        for number, _, op in _jsonl_ops(name, ((number, 0, line) for number, line in enumerate(lines, 1))):
+            ops.append(op)
+            line_numbers.append(number)
         return cls(ops, source=name, lines=line_numbers)
+
+    @classmethod
+    @_without_gc
+    def stream_jsonl(cls, path: str | os.PathLike[str]) -> "History":
+        """A JSONL history whose ops stay in the file: it keeps about 25 bytes an op (where `from_jsonl`
+        keeps every op, some 750 bytes each for a queue history), and each pass over the ops, or op
+        fetched by position, reads the file again (about as fast as `from_jsonl` reads it).
+
+        For histories too large to hold: `logquake check` streams large JSONL files. The file must not
+        change while the history is in use; a pass that finds it changed raises `HistoryError`.
+        """
+        ops = _StreamedJsonlOps(os.fspath(path))
+        return cls(ops, source=ops.name, lines=ops.line_numbers)
 
     @classmethod
     @_without_gc
@@ -1175,7 +1369,7 @@ class History(Sequence[Op]):
         try:
             forms = read_edn(text)
         except _EdnSyntaxError as error:
-            raise HistoryError(f"{name} line {_line_of(text, error.position)}: invalid EDN: {error}") from None
+            raise _edn_error(name, text, error) from None
         return cls._from_forms(forms, text, name)
 
     @classmethod
@@ -1187,7 +1381,7 @@ class History(Sequence[Op]):
         try:
             forms = read_edn(text, unwrap=True)
         except _EdnSyntaxError as error:
-            raise HistoryError(f"{name} line {_line_of(text, error.position)}: invalid EDN: {error}") from None
+            raise _edn_error(name, text, error) from None
         return cls._from_forms(forms, text, name)
 
     @classmethod
@@ -1330,7 +1524,10 @@ def _parse_edn_scalar(text: str, where: str) -> Any:
     if not text or text == "nil":
         return None
     if _INT_RE.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError as error:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise HistoryError(f"{where}: expected one EDN value, got {_short(text)} ({_json_problem(error)})") from None
     try:
         forms = read_edn(text)
     except _EdnSyntaxError as error:

@@ -17,8 +17,12 @@ exactly-once, the strictest; the line before a file's verdict says which mode
 was used and where it came from, and how to change it when it was assumed.
 
 Exit codes: 0 all valid, 1 some history invalid, 2 some verdict unknown (and
-none invalid), 254 bad arguments (argparse errors included: they name the flag
-and the value). With several files or a directory the code is the worst one
+none invalid; a history that cannot be read, however malformed, is unknown
+with a sentence that names the file, line and column), 254 bad arguments
+(argparse errors included: they name the flag and the value), 255 an internal
+error of logquake, never taken for a verdict: one line on stderr names the
+exception and the file its traceback was written to (`--verbose` prints the
+traceback instead). With several files or a directory the code is the worst one
 (invalid beats unknown beats valid). A directory is searched recursively: in a
 store run directory only `history.jsonl` is checked; elsewhere every
 `.jsonl`, `.edn`, `.log` and `.txt` file.
@@ -26,6 +30,13 @@ store run directory only `history.jsonl` is checked; elsewhere every
 Checkers are imported lazily, inside the dispatch, so that a checker that is
 missing or broken gives "checker X is not available: ..." for the files that
 need it instead of breaking the command.
+
+Memory: a JSONL history over `STREAM_BYTES` (64 MiB) is streamed: its ops stay in
+the file and each pass reads them again. The queue and pipeline checkers keep at most `--max-witnesses` witnesses
+(default 100) per anomaly, each with its ops; the counts stay exact, and
+`stats.witnesses_omitted` (in results.json, and a line of the summary) says how
+many were left out. A history full of anomalies then costs what a valid one
+does, and its results.json stays small.
 
 Thread-safety: a command-line entry point; single-threaded.
 """
@@ -43,14 +54,19 @@ from typing import Any
 
 from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
 from checkers.faults import check_faults_landed, excuse_volatile_losses
-from checkers.history import FORMATS, NEMESIS, History, HistoryError
+from checkers.history import FORMATS, NEMESIS, History, HistoryError, detect_format
 from checkers.queue import DELIVERY_MODES
 from checkers.queue.delivery import delivery_of
+from harness.cli import EXIT_CRASH
 
 EXIT_VALID = 0
 EXIT_INVALID = 1
 EXIT_UNKNOWN = 2
 EXIT_BAD_ARGUMENTS = 254
+MAX_WITNESSES = 100
+# A JSONL history larger than this is streamed (`History.stream_jsonl`): its ops stay in the file, read
+# again on each pass, instead of some 20 bytes of memory per byte of file.
+STREAM_BYTES = 64 * 2**20
 
 CHECKERS = ("queue", "pipeline", "list-append", "rw-register", "linearizable")
 HISTORY_SUFFIXES = (".jsonl", ".edn", ".log", ".txt")
@@ -75,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="logquake check",
         description="Check recorded histories and print a verdict per file.",
-        epilog="exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments; several files: the worst",
+        epilog="exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments, 255 internal error; several files: "
+               "the worst",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="history files or directories")
     parser.add_argument("--checker", choices=CHECKERS, help="checker to run (default: detected from the ops)")
@@ -91,15 +108,55 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory for results.json / results.edn (default: a new folder check-<UTC time> in "
                              "the current directory; never a run's own folder)")
     parser.add_argument("--edn", action="store_true", help="write results.edn instead of results.json")
+    parser.add_argument("--max-witnesses", type=_positive_int, default=MAX_WITNESSES, metavar="N",
+                        help=f"witnesses kept per anomaly of the queue and pipeline checkers (default {MAX_WITNESSES}; "
+                             "counts stay exact, and the results say how many were omitted)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an internal error, print its traceback instead of writing it to a file")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer; expected e.g. 100")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args_list)
+    except Exception as error:  # a bug of ours: never let it pass for a verdict, nor bury the verdict line in a trace
+        import tempfile
+        import traceback
+
+        trace = traceback.format_exc()
+        summary = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+        if "--verbose" in args_list:
+            where = "its traceback follows"
+            tail = trace
+        else:
+            with tempfile.NamedTemporaryFile("w", prefix="logquake-check-crash-", suffix=".txt", delete=False,
+                                             encoding="utf-8", errors="backslashreplace") as out:
+                out.write(trace)
+            where = f"its traceback is in {out.name} (or run again with --verbose)"
+            tail = ""
+        sys.stderr.write(f"logquake check: internal error (a bug of logquake, not a verdict): {summary}; "
+                         f"{where}\n{tail}")
+        return EXIT_CRASH
+
+
+def _main(args_list: list[str]) -> int:
+
+
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
-        options = _checker_options(args)
+        options = {**_checker_options(args), "max_witnesses": args.max_witnesses}
         files = _expand_files(args.files)
         out_dir = _out_dir(args.out)
     except BadArguments as error:
@@ -131,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             target.write_text(results_to_edn(document), encoding="utf-8")
         else:
             target = out_dir / "results.json"
-            target.write_text(json.dumps(to_jsonable(document), indent=1) + "\n", encoding="utf-8")
+            with open(target, "w", encoding="utf-8") as out:  # streamed: no copy of the whole text in memory
+                json.dump(to_jsonable(document), out, indent=1)
+                out.write("\n")
     except OSError as error:
         sys.stderr.write(f"logquake check: error: --out {str(out_dir)!r}: cannot write results ({error.strerror})\n")
         return EXIT_BAD_ARGUMENTS
@@ -298,7 +357,11 @@ def detect_checker(history: History) -> tuple[str | None, str | None]:
 def check_file(path: str, checker: str | None, format: str, options: dict[str, Any]) -> dict[str, Any]:
     """Load one history and run one checker; the result map has "checker" and "file" added."""
     try:
-        history = History.load(path, format)
+        format = detect_format(path) if format == "auto" else format
+        if format == "jsonl" and os.path.getsize(path) > STREAM_BYTES:
+            history = History.stream_jsonl(path)
+        else:
+            history = History.load(path, format)
     except HistoryError as error:
         return {"valid": "unknown", "checker": checker, "error": f"cannot read the history: {error}"}
     except OSError as error:
@@ -385,10 +448,11 @@ def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:
     if checker == "queue":
         from checkers.queue import check as queue_check
 
-        return lambda h: queue_check(h, delivery=options["delivery"], acks=options.get("acks"))
+        return lambda h: queue_check(h, delivery=options["delivery"], acks=options.get("acks"),
+                                     max_witnesses=options.get("max_witnesses"))
     if checker == "pipeline":
         module = _import(checker, "checkers.pipeline")
-        return lambda h: module.check(h)
+        return lambda h: module.check(h, max_witnesses=options.get("max_witnesses"))
     if checker in ("list-append", "rw-register"):
         module = _import(checker, "checkers.elle." + checker.replace("-", "_"))
         check = getattr(module, "check", None)
@@ -413,10 +477,14 @@ def _print_summary(console: Any, path: str, result: dict[str, Any]) -> None:
         console.print(f"  error: {first[-1] if first else ''}", markup=False)
     anomalies = result.get("anomalies")
     if isinstance(anomalies, dict):
-        counts = result.get("stats", {}).get("anomaly_counts", {}) if isinstance(result.get("stats"), dict) else {}
+        stats = result.get("stats") if isinstance(result.get("stats"), dict) else {}
+        counts = stats.get("anomaly_counts", {})
+        omitted = stats.get("witnesses_omitted") or {}
         for name, witnesses in anomalies.items():
             count = counts.get(name, len(witnesses) if isinstance(witnesses, list) else 1)
-            console.print(f"  {name}: {count}", markup=False)
+            left_out = (f" (results keep the first {len(witnesses)} witnesses; {omitted[name]} omitted)"
+                        if omitted.get(name) and isinstance(witnesses, list) else "")
+            console.print(f"  {name}: {count}{left_out}", markup=False)
             if isinstance(witnesses, list):
                 for witness in witnesses[:2]:
                     if isinstance(witness, dict) and witness.get("explanation"):

@@ -53,6 +53,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from checkers.core import witnesses_omitted
 from checkers.history import NEMESIS, History, gc_paused, op_to_dict
 from checkers.pipeline.explain import explain, summarize
 
@@ -289,7 +290,8 @@ class _Analysis:
             "transactions": {t: sum(1 for _, ty, _ in self.txns if ty == t) for t in ("ok", "fail", "info")},
             "output_records": len(self.output or []), "unprocessed": len(self.unprocessed),
             "processor_faults": dict(self.faults),
-            "anomaly_counts": counts, "anomaly_summaries": summaries, "ops": len(self.h),
+            "anomaly_counts": counts, "witnesses_omitted": witnesses_omitted(counts, anomalies),
+            "anomaly_summaries": summaries, "ops": len(self.h),
         }
         result: dict[str, Any] = {"valid": not anomalies, "anomaly_types": sorted(anomalies), "anomalies": anomalies,
                                   "stats": stats}

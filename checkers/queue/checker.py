@@ -52,10 +52,14 @@ Analysis, following the published definitions of jepsen.tests.kafka:
    `lost-write` and `unseen`; under `at-least-once` also `duplicate`.
 
 Complexity: O(n log n) in the number of micro-op entries. Nothing is stored
-per op: the history is parsed in two passes. Cycle search first trims the
-dependency graph (Kahn's algorithm, linear), so networkx only sees the ops
-that may lie on a cycle; realtime order is encoded with one virtual node per
-completion, so the graph stays linear in the number of ops. Measured on a
+per op but a byte for ok and 8 for the process: the history is parsed in two
+passes, so a streamed history (`History.stream_jsonl`) is read from its file a
+few times and never held. Cycle search considers only the spans of history a
+cycle can lie in (`_cycle_spans`: between an op and an earlier op that read
+or followed its value; none when every send completes before its messages are
+read), then trims the dependency graph (Kahn's algorithm, linear), so networkx
+only sees the ops that may lie on a cycle; realtime order is encoded with one
+virtual node per completion, so the graph stays linear in the number of ops. Measured on a
 shared 2-core machine (load ~3): 1,000,000 ops (500k sends, 500k polls, 8
 keys) checked in 19.5 s of CPU, peak RSS 1.4 GiB including the 0.95 GiB
 history itself.
@@ -71,6 +75,7 @@ KIP-279 for the watermark rules; Adya, "Weak Consistency"
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 from collections import defaultdict
@@ -79,6 +84,7 @@ from typing import Any
 
 import networkx as nx
 
+from checkers.core import witnesses_omitted
 from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
 from checkers.queue.explain import explain, summarize
@@ -300,8 +306,9 @@ def check(
 
     `delivery`: a `Delivery` or one of `DELIVERY_MODES` (`checkers.queue.delivery`).
     `ww_deps`: infer write-write dependencies from log order for cycle search.
-    `max_witnesses`: keep at most this many witnesses per anomaly (None keeps
-    all; counts stay exact). `final_reads_incomplete`: why the run's final reads
+    `max_witnesses`: keep at most this many witnesses per anomaly, the first
+    ones found (None keeps all; counts stay exact, and `stats["witnesses_omitted"]`
+    / `stats["allowed_witnesses_omitted"]` say how many of each were left out). `final_reads_incomplete`: why the run's final reads
     did not complete, if they did not (None: whatever the history says, `short_final_reads`): then nothing can be called unseen, so a
     verdict that rests on that (VALID, or INVALID by `unseen` alone) is
     "unknown" and the "nothing lost" promise is unknown unless a lost write
@@ -354,7 +361,13 @@ class _Analysis:
     def __init__(self, history: History, ww_deps: bool, subscribe_allows_skips: bool,
                  acks_commit: bool = True) -> None:
         self.history = history
-        self.ops: list[Op] = list(history)  # plain list indexing in the hot loops
+        # a plain list (the fastest indexing in the hot loops), or a streamed history's file (each pass reads
+        # it again, and the hot loops ask `self.ok` and `self.process_code` instead of fetching an op)
+        self.ops = history.op_sequence()
+        self.ok = bytearray(len(self.ops))  # 1 at the position of every ok completion of a data op
+        # the process of every data op, as an integer (`_process_code`); 0 elsewhere
+        self.process_code = array.array("q", bytes(8 * len(self.ops)))
+        self._process_codes: dict[Any, int] = {}
         self.ww_deps = ww_deps
         self.subscribe_allows_skips = subscribe_allows_skips
         # anomaly name -> list of (data, op positions, allowed-by-rule flag)
@@ -389,8 +402,16 @@ class _Analysis:
         self.committed_info: set[int] = set()
         info_sends: list[int] = []
         counts = {"ok": 0, "info": 0, "fail": 0}
+        process_code, codes = self.process_code, self._process_codes
         for position, op in self._data_positions():
             counts[op.type] += 1
+            if op.type == "ok":
+                self.ok[position] = 1
+            process = op.process
+            # other values (None, a name, an integer out of range) get negative codes, one each
+            code = process if process.__class__ is int and 0 <= process < 1 << 62 else codes.setdefault(
+                process, -1 - len(codes))
+            process_code[position] = code
             reads, writes = _parse(op)
             for k, pairs in writes.items():
                 writers = self.writer_of[k]
@@ -432,7 +453,7 @@ class _Analysis:
 
     def committed(self, position: int) -> bool:
         """The send at `position` must have committed: ok, or info and read."""
-        return self.ops[position].type == "ok" or position in self.committed_info
+        return self.ok[position] == 1 or position in self.committed_info
 
     def _build_orders(self) -> None:
         self.orders: dict[Any, _Order] = {
@@ -499,10 +520,10 @@ class _Analysis:
             self._add("lost-write", data, [writer] + ([max_read] if max_read is not None else []))
         # unseen: acknowledged (ok) sends that no ok poll read.
         unseen_total = 0
-        h = self.ops
+        ok = self.ok
         for k in sorted(self.writer_of, key=_value_sort_key):
             reads = self.ok_reads.get(k, ())
-            entries = [(v, p) for v, p in self.writer_of[k].items() if v not in reads and h[p].type == "ok"]
+            entries = [(v, p) for v, p in self.writer_of[k].items() if v not in reads and ok[p]]
             if not entries:
                 continue
             entries.sort(key=lambda e: e[1])
@@ -556,6 +577,7 @@ class _Analysis:
 
     def _pass_two(self) -> None:
         h = self.ops
+        ok_at = self.ok
         orders = self.orders
         committed_info = self.committed_info
         last_reads: dict[Any, dict[Any, tuple[int, Any, Any]]] = defaultdict(dict)  # process -> key -> (pos, offset, value)
@@ -694,7 +716,7 @@ class _Analysis:
                                 sources.add(writer)
                 sources.discard(position)
                 for writer in sources:
-                    if h[writer].type == "ok" or writer in committed_info:
+                    if ok_at[writer] or writer in committed_info:
                         self.succ[writer].append(position)
         if self.ww_deps:
             for k, order in self.orders.items():
@@ -746,10 +768,11 @@ class _Analysis:
         cluster has settled (a broker that ignores KIP-207 is then past any lag
         too).
         """
-        watched = [(position, op) for position, op in self._data_positions()
-                   if op.type == "ok" and op.extra
-                   and (op.extra.get(FETCHED_WATERMARKS) or op.extra.get(LISTED_WATERMARKS))]
-        if not watched:
+        def is_watched(op: Op) -> bool:
+            return bool(op.type == "ok" and op.extra
+                        and (op.extra.get(FETCHED_WATERMARKS) or op.extra.get(LISTED_WATERMARKS)))
+
+        if not any(is_watched(op) for _, op in self._data_positions()):
             return
         # key -> (completion position, offset shown committed, kind, op position) of every proof
         proofs: dict[Any, list[tuple[int, int, str, int]]] = defaultdict(list)
@@ -767,7 +790,9 @@ class _Analysis:
                     proofs[k].append((position, high - 1, "watermark", position))
         data_proofs = _ProofIndex({k: [p for p in ps if p[2] != "watermark"] for k, ps in proofs.items()})
         all_proofs = _ProofIndex(proofs)
-        for position, op in watched:
+        for position, op in self._data_positions():  # read again, not kept: every ok poll of a run is watched
+            if not is_watched(op):
+                continue
             invoked = self.history.invocation_position(position)
             invoked = position if invoked < 0 else invoked
             reads, _ = _parse(op)
@@ -806,26 +831,41 @@ class _Analysis:
         """
         h = self.ops
         n = len(h)
-        data_edges = self.succ
-        nodes = set(data_edges)
-        for targets in data_edges.values():
-            nodes.update(targets)
-        self.stats["dependency_edges"] = sum(len(t) for t in data_edges.values())
-        if not nodes:
+        self.stats["dependency_edges"] = sum(len(t) for t in self.succ.values())
+        spans = _cycle_spans(self.succ)
+        if not spans:
             return
+        has_edge = bytearray(n)
+        for a, targets in self.succ.items():
+            has_edge[a] = 1
+            for b in targets:
+                has_edge[b] = 1
+        nodes = {p for start, end in spans for p in range(start, end + 1) if has_edge[p]}
+        data_edges: dict[int, list[int]] = {}
+        for a, targets in self.succ.items():
+            if a in nodes:
+                kept = [b for b in targets if b in nodes]
+                if kept:
+                    data_edges[a] = kept
         reported: set[int] = set()
+        # Process order joins each op to the next op of its process that has a data edge (inside the spans
+        # or not, as over the whole history), from ok completions only; kept when both ends are inside.
         process_edges: dict[int, list[int]] = defaultdict(list)
-        by_process: dict[Any, list[int]] = defaultdict(list)
-        for p in sorted(nodes):
-            by_process[h[p].process].append(p)
-        for process, positions in by_process.items():
-            if process is None:
+        last_of_process: dict[int, int] = {}
+        process_code, ok, no_process = self.process_code, self.ok, self._process_codes.get(None)
+        for p in range(n):
+            if not has_edge[p]:
                 continue
-            for a, b in zip(positions, positions[1:]):
-                if h[a].type == "ok":
-                    process_edges[a].append(b)
+            code = process_code[p]
+            if code == no_process:
+                continue
+            a = last_of_process.get(code)
+            last_of_process[code] = p
+            if a is not None and ok[a] and a in nodes and p in nodes:
+                process_edges[a].append(p)
+        del has_edge, last_of_process
         combined = (data_edges, process_edges)
-        completions = sorted(p for p in nodes if h[p].type == "ok")
+        completions = sorted(p for p in nodes if ok[p])
         realtime_edges: dict[int, list[int]] = defaultdict(list)
         for a, b in zip(completions, completions[1:]):
             realtime_edges[n + a].append(n + b)
@@ -856,7 +896,8 @@ class _Analysis:
                     if b in remaining:
                         graph.add_edge(a, b)
         n = len(self.history)
-        for component in nx.strongly_connected_components(graph):
+        # in history order (networkx yields components in an order that depends on how the graph was built)
+        for component in sorted(nx.strongly_connected_components(graph), key=min):
             real = {p for p in component if p < n}
             if len(real) < 2 or real <= reported:
                 continue
@@ -960,6 +1001,8 @@ class _Analysis:
         stats = dict(self.stats)
         stats["anomaly_counts"] = anomaly_counts
         stats["allowed_counts"] = allowed_counts
+        stats["witnesses_omitted"] = witnesses_omitted(anomaly_counts, anomalies)
+        stats["allowed_witnesses_omitted"] = witnesses_omitted(allowed_counts, allowed)
         stats["anomaly_summaries"] = summaries
         stats["ops"] = len(h)
         result: dict[str, Any] = {
@@ -999,6 +1042,30 @@ def _offset_map(raw: Any) -> dict[Any, int]:
     if not isinstance(raw, Mapping):
         return {}
     return {_norm_key(k): o for k, o in raw.items() if o.__class__ is int}
+
+
+def _cycle_spans(succ: Mapping[int, list[int]]) -> list[tuple[int, int]]:
+    """The disjoint spans of history positions, sorted, outside which no op lies on a dependency cycle.
+
+    Rank each op by its completion position p and the virtual event node of a completion c by c + 1/2.
+    Process edges (a completed, then the process invoked b) and the realtime chain (a -> event(a) ->
+    event(next completion) -> ... -> b) only go up in rank; so does a data edge a -> b with a < b. Along
+    a cycle the ranks go up and down by the same amounts, and they can only go down along *backward*
+    data edges (b < a: an op read, or wrote after, a value whose send completed later). Every rank y
+    that a cycle passes is therefore crossed downwards by one of its backward edges, so y lies in the
+    span [b, a] of that edge: ops outside the union of those spans are on no cycle. A history whose
+    sends all complete before their messages are read has no backward edge and no cycle to look for;
+    the graphs are then built over the spans only, which is what keeps the search's memory small.
+    """
+    backward = sorted((b, a) for a, targets in succ.items() for b in targets if b < a)
+    spans: list[tuple[int, int]] = []
+    for start, end in backward:
+        if spans and start <= spans[-1][1]:
+            if end > spans[-1][1]:
+                spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
 
 
 class _ProofIndex:

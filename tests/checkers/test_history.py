@@ -286,17 +286,17 @@ def test_bad_type_and_fields(tmp_path):
         History.from_jsonl(["[1, 2]"])
 
 
-def test_garbage_edn_names_file_and_line(tmp_path):
+def test_garbage_edn_names_file_line_and_column(tmp_path):
     path = tmp_path / "history.edn"
     path.write_text("[{:process 0, :type :invoke, :f :read}\n {:process 0, :type :ok, :f :read, :value 1}\n {:process 0 :type :invoke :f :read)\n]")
     with pytest.raises(HistoryError) as error:
         History.load(path)
-    assert str(error.value) == f"{path} line 3: invalid EDN: '{{' closed by ')'"
+    assert str(error.value) == f"{path} line 3 column 36: invalid EDN: '{{' closed by ')'"
     lines = tmp_path / "history.txt"
     lines.write_text("; comment\n{:process 0, :type :invoke}\n{:process 0 :type}\n")
     with pytest.raises(HistoryError) as error:
         History.load(lines)
-    assert str(error.value) == f"{lines} line 3: invalid EDN: a map needs an even number of forms (key value pairs)"
+    assert str(error.value) == f"{lines} line 3 column 1: invalid EDN: a map needs an even number of forms (key value pairs)"
     lines.write_text("{:process 0, :type :invoke}\n{:process 0, :f :read}\n")
     with pytest.raises(HistoryError, match=rf"^{lines} line 2: expected a map with :type, got"):
         History.load(lines)
@@ -305,7 +305,7 @@ def test_garbage_edn_names_file_and_line(tmp_path):
 def test_unclosed_edn_and_detection_errors(tmp_path):
     path = tmp_path / "h.edn"
     path.write_text("[{:type :invoke}\n")
-    with pytest.raises(HistoryError, match=r"line 1: invalid EDN: '\[' is never closed"):
+    with pytest.raises(HistoryError, match=r"line 1 column 1: invalid EDN: '\[' is never closed"):
         History.load(path)
     empty = tmp_path / "empty.edn"
     empty.write_text("  \n")
@@ -335,17 +335,68 @@ def test_read_edn_values():
     assert values[11:] == [None, True, [1], 0.5]
 
 
-@pytest.mark.parametrize("name, text, problem", [
-    ("deep.jsonl", '{"index": 0, "type": "invoke", "f": "send", "process": 0, "value": ' + "[" * 5000 + "]" * 5000
-     + "}\n", "nested too deeply"),
-    ("big.jsonl", '{"index": 0, "type": "invoke", "f": "send", "process": 0, "value": ' + "9" * 100_000 + "}\n",
-     "Exceeds the limit (4300 digits)"),
-    ("big.edn", "{:index 0, :type :invoke, :f :send, :process 0, :value " + "9" * 100_000 + "}\n",
-     "an integer of 100000 digits"),
-], ids=["deep-json", "long-int-json", "long-int-edn"])
-def test_hostile_histories_are_refused_with_a_sentence_not_a_traceback(tmp_path, name, text, problem):
+_OP_JSON = '{"index": 0, "type": "invoke", "f": "send", "process": 0, "value": '
+_OP_EDN = "{:index 0, :type :invoke, :f :send, :process 0, :value "
 
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("deep.jsonl", _OP_JSON + "[" * 5000 + "]" * 5000 + "}\n",
+     "line 1 column 167: nested too deeply: more than 100 levels of arrays or maps"),
+    # deeper than MAX_NESTING_DEPTH yet within what json.loads would decode: refused all the same, since
+    # a checker walking the value could still overflow the stack
+    ("deep-150.jsonl", '{"note": "[[[ in a string is no nesting", "index": 0, "type": "invoke", "f": "send", '
+     '"process": 0, "value": ' + "[" * 150 + "]" * 150 + "}\n", "line 1 column 208: nested too deeply"),
+    ("open.jsonl", "[" * 100_000, "line 1 column 101: nested too deeply"),
+    ("big.jsonl", _OP_JSON + "9" * 100_000 + "}\n", "Exceeds the limit (4300 digits)"),
+    ("big.edn", _OP_EDN + "9" * 100_000 + "}\n", "an integer of 100000 digits"),
+    ("deep.edn", "[" + _OP_EDN + "[" * 100_000 + "]" * 100_000 + "}]\n",
+     "line 1 column 156: invalid EDN: nested too deeply: more than 100 levels"),
+    ("ratio.edn", "[\n" + _OP_EDN + "1/0}]\n", "line 2 column 56: invalid EDN: the ratio '1/0' has no value here"),
+    ("big-ratio.edn", "[" + _OP_EDN + "9" * 5000 + "/7}]", "line 1 column 57: invalid EDN: the ratio"),
+    ("big.log", "INFO  jepsen.util - 0\t:invoke\t:read\t" + "9" * 10_000 + "\n",
+     "big.log line 1: expected one EDN value, got '999"),
+    ("cut.jsonl", _OP_JSON + "[[\"send\", 1, 2", "line 1: expected a JSON op map"),
+    ("cut.edn", "[" + _OP_EDN + "[[:send 1 2]] ", "line 1 column 2: invalid EDN: '{' is never closed"),
+    ("binary.edn", "[\x00\x01\x7f\ufffd]", "binary.edn line 1: expected a map with :type, got '\\x00"),
+], ids=["deep-json", "deep-json-150", "unclosed-json", "long-int-json", "long-int-edn", "deep-edn", "ratio-by-zero",
+        "ratio-long-int", "long-int-jepsen-log", "truncated-json", "truncated-edn", "binary"])
+def test_hostile_histories_are_refused_with_a_sentence_not_a_traceback(tmp_path, name, text, problem):
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(HistoryError, match=re.escape(problem)):
         History.load(str(path))
+    if name.endswith(".jsonl"):
+        with pytest.raises(HistoryError, match=re.escape(problem)):
+            History.stream_jsonl(str(path))
+
+
+def test_nesting_up_to_the_limit_is_read(tmp_path):
+    # the op map is level 1, so its value may nest 99 levels
+    path = tmp_path / "h.jsonl"
+    path.write_text(_OP_JSON + "[" * 99 + "]" * 99 + "}\n")
+    assert History.load(str(path))[0].value == json.loads("[" * 99 + "]" * 99)
+    edn = tmp_path / "h.edn"
+    edn.write_text("[" + _OP_EDN + "[" * 99 + "]" * 99 + "}]")
+    assert History.load(str(edn)) == History.load(str(path))
+
+
+def test_a_streamed_history_reads_its_file_again_on_each_pass(tmp_path):
+    path = tmp_path / "h.jsonl"
+    rows = [{"process": p, "type": t, "f": "write", "value": p} for p in range(3) for t in ("invoke", "ok")]
+    rows.insert(3, {"process": "nemesis", "type": "info", "f": "kill", "value": None, "note": "\u00e9"})
+    rows.insert(5, {"process": "nemesis", "type": "info", "f": "kill", "value": ["n1"]})
+    History.from_dicts(rows).to_jsonl(path)
+    path.write_text(path.read_text().replace("\n", "\n\n  \n", 2))  # blank lines are skipped, not ops
+    in_memory, streamed = History.from_jsonl(path), History.stream_jsonl(path)
+    assert streamed == in_memory and len(streamed) == 8
+    assert list(streamed) == list(in_memory)
+    assert [streamed[i] for i in (0, 3, -1)] == [in_memory[i] for i in (0, 3, -1)]
+    assert streamed[2:6] == in_memory[2:6]
+    assert [streamed.completion_position(i) for i in range(8)] == [in_memory.completion_position(i) for i in range(8)]
+    assert streamed.completion(streamed[0]) == in_memory[1]
+    with pytest.raises(HistoryError, match=r"h.jsonl line 4: process 0 invokes"):
+        path.write_text(path.read_text().replace('"ok"', '"invoke"', 1))
+        History.stream_jsonl(path)
+    path.write_text(path.read_text() + path.read_text())  # appended to after it was opened
+    with pytest.raises(HistoryError, match="the history changed while it was being checked"):
+        list(streamed)

@@ -416,21 +416,65 @@ def test_g1c_process():
     ]
 
 
+# T1 = op 2 completes before T2 (ops 3, 4) is invoked; T2 -wr-> T3 (op 5) -wr-> T1
+_REALTIME_CYCLE = (
+    (1, "invoke", "txn", [["send", 2, 20], ["poll"]]),
+    (2, "invoke", "poll", [["poll"]]),
+    (2, "ok", "poll", [["poll", {2: [[0, 20]]}]]),  # op 2
+    (0, "invoke", "send", [["send", 1, 10]]),  # op 3
+    (0, "ok", "send", [["send", 1, [0, 10]]]),  # op 4
+    (1, "ok", "txn", [["send", 2, [0, 20]], ["poll", {1: [[0, 10]]}]]),  # op 5
+)
+
+
 def test_g1c_realtime():
-    h = _rows(
-        (1, "invoke", "txn", [["send", 2, 20], ["poll"]]),
-        (2, "invoke", "poll", [["poll"]]),
-        (2, "ok", "poll", [["poll", {2: [[0, 20]]}]]),  # op 2
-        (0, "invoke", "send", [["send", 1, 10]]),  # op 3
-        (0, "ok", "send", [["send", 1, [0, 10]]]),  # op 4
-        (1, "ok", "txn", [["send", 2, [0, 20]], ["poll", {1: [[0, 10]]}]]),  # op 5
-    )
+    h = _rows(*_REALTIME_CYCLE)
     result = check(h)
     assert result["anomaly_types"] == ["G1c-realtime"]
     assert sentences(result, "G1c-realtime") == [
         "Let T1 = op 2, T2 = op 4, T3 = op 5. Then T1 completed (op 2) before T2 was invoked (op 3); "
         "T2 sent 10 to key 1, which was polled by T3; T3 sent 20 to key 2, which was polled by T1: a cycle."
     ]
+
+
+def test_g1c_realtime_among_ops_outside_the_spans_a_cycle_can_lie_in():
+    # Ops before and after the cycle, whose sends complete before their messages are read, lie outside
+    # every span of a backward edge (`_cycle_spans`): the cycle and its sentence are as without them.
+    before = [(3, "invoke", "send", [["send", 3, 30 + i]]) if j == 0 else (3, "ok", "send", [["send", 3, [i, 30 + i]]])
+              for i in range(3) for j in range(2)]
+    after = [(4, "invoke", "poll", [["poll"]]), (4, "ok", "poll", [["poll", {3: [[0, 30], [1, 31], [2, 32]]}]])]
+    h = _rows(*before, *_REALTIME_CYCLE, *after)  # the cycle's ops are 6 later: 8, 9, 10, 11
+    result = check(h)
+    assert result["anomaly_types"] == ["G1c-realtime"]
+    assert sentences(result, "G1c-realtime") == [
+        "Let T1 = op 8, T2 = op 10, T3 = op 11. Then T1 completed (op 8) before T2 was invoked (op 9); "
+        "T2 sent 10 to key 1, which was polled by T3; T3 sent 20 to key 2, which was polled by T1: a cycle."
+    ]
+
+
+def test_cycle_spans_are_the_merged_spans_of_backward_data_edges():
+    from checkers.queue.checker import _cycle_spans
+
+    assert _cycle_spans({0: [5], 3: [9]}) == []  # every edge goes forward: no cycle anywhere
+    assert _cycle_spans({7: [3], 0: [5], 20: [15, 25], 12: [6]}) == [(3, 12), (15, 20)]
+    assert _cycle_spans({9: [1], 4: [2]}) == [(1, 9)]
+
+
+def test_a_streamed_history_is_judged_as_the_same_history_in_memory(tmp_path):
+    h = _rows(
+        *_REALTIME_CYCLE,
+        *[row for i in range(3) for row in (
+            (3, "invoke", "send", [["send", 1, 11 + i]]),
+            (3, "ok" if i != 1 else "info", "send", [["send", 1, [1 + i, 11 + i]] if i != 1 else ["send", 1, 12]]))],
+        (4, "invoke", "poll", [["poll"]]),
+        (4, "ok", "poll", [["poll", {1: [[0, 10], [3, 13]]}]]),
+    )
+    h.to_jsonl(tmp_path / "h.jsonl")
+    in_memory, streamed = History.from_jsonl(tmp_path / "h.jsonl"), History.stream_jsonl(tmp_path / "h.jsonl")
+    assert streamed.streamed and not in_memory.streamed
+    expected = check(in_memory, max_witnesses=1)
+    assert set(expected["anomaly_types"]) == {"G1c-realtime", "int-poll-skip", "lost-write", "unseen"}
+    assert check(streamed, max_witnesses=1) == expected
 
 
 # -- JSON keys, explainer ------------------------------------------------------------------
@@ -449,8 +493,13 @@ def test_explain_rejects_unknown_anomalies():
         explain("G2", {})
 
 
-def test_max_witnesses_keeps_counts_exact():
+def test_max_witnesses_keeps_counts_exact_and_says_how_many_were_omitted():
     h = history(*[send(0, 1, v, v - 10) for v in range(10, 15)], poll(1, {1: [[4, 14]]}))
     result = check(h, max_witnesses=2)
     assert len(result["anomalies"]["lost-write"]) == 2
     assert result["stats"]["anomaly_counts"]["lost-write"] == 4
+    assert result["stats"]["witnesses_omitted"] == {"lost-write": 2}
+    assert result["stats"]["allowed_witnesses_omitted"] == {}
+    assert [w["value"] for w in result["anomalies"]["lost-write"]] == [10, 11]  # the first ones found
+    assert check(h, delivery="at-most-once", max_witnesses=3)["stats"]["allowed_witnesses_omitted"] == {
+        "lost-write": 1}

@@ -284,3 +284,96 @@ def test_a_stored_run_of_a_volatile_system_is_rechecked_as_the_run_judged_it(tmp
     options["system_description"]["storage"]["volatile"] = False
     (run / "test.json").write_text(json.dumps({"options": options}))
     assert check_command.main([str(run), "--out", str(tmp_path / "out2")]) == 1
+
+
+# -- hostile input, internal errors, memory ------------------------------------------------------
+
+_HOSTILE = {
+    "deep.jsonl": ("[" * 100_000, "line 1 column 101: nested too deeply: more than 100 levels"),
+    "deep.edn": ("[{:type :invoke, :process 0, :f :read, :value " + "[" * 100_000 + "]" * 100_000 + "}]",
+                 "line 1 column 146: invalid EDN: nested too deeply"),
+    "long-int.jsonl": ('{"type": "invoke", "process": 0, "f": "read", "value": ' + "9" * 100_000 + "}\n",
+                       "Exceeds the limit (4300 digits) for integer string conversion"),
+    "long-int.edn": ("[{:type :invoke, :process 0, :f :read, :value " + "9" * 100_000 + "}]",
+                     "an integer of 100000 digits is longer than the 4300 digits"),
+    "truncated.jsonl": ('{"type": "invoke", "process": 0, "f": "send", "value": [["send", 1, 10]]}\n{"type": "ok", "pro',
+                        "line 2: expected a JSON op map"),
+    "truncated.edn": ("[{:type :invoke, :process 0, :f :send, :value [[:send 1 10]]}\n {:type :ok :process",
+                      "line 2 column 2: invalid EDN: '{' is never closed"),
+}
+
+
+@pytest.mark.parametrize("name", [*_HOSTILE, "garbage.bin", "garbage.jsonl"])
+def test_hostile_input_gives_a_sentence_and_unknown_never_a_traceback(tmp_path, name):
+    import random
+    import subprocess
+
+    path = tmp_path / name
+    if name.startswith("garbage"):
+        path.write_bytes(random.Random(17).randbytes(200_000))
+        expected = "expected a UTF-8 text history" if name.endswith(".jsonl") else "cannot detect the history format"
+    else:
+        text, expected = _HOSTILE[name]
+        path.write_text(text)
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "check", str(path), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == check_command.EXIT_UNKNOWN, run.stderr
+    assert "Traceback" not in run.stdout + run.stderr and run.stderr == ""
+    error_lines = [line for line in run.stdout.splitlines() if line.startswith("  error: ")]
+    assert len(error_lines) == 1 and expected in error_lines[0], run.stdout
+    assert len(error_lines[0]) < 500
+    result = json.loads((tmp_path / "out" / "results.json").read_text())["files"][str(path)]
+    assert result["valid"] == "unknown" and expected in result["error"]
+
+
+def test_an_internal_error_exits_255_in_one_line_with_the_traceback_in_a_file(tmp_path, capsys, monkeypatch):
+    history = _write_queue(tmp_path / "history.jsonl")
+
+    def overflow(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded\nsecond line")
+
+    monkeypatch.setattr(check_command, "check_file", overflow)
+    assert check_command.main([str(history), "--out", str(tmp_path / "out")]) == 255 != check_command.EXIT_INVALID
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("logquake check: internal error (a bug of logquake, not a verdict): RecursionError: "
+                          "maximum recursion depth exceeded; its traceback is in ")
+    trace_file = err.split("its traceback is in ")[1].split(" (or run again with --verbose)")[0]
+    trace = Path(trace_file).read_text()
+    Path(trace_file).unlink()
+    assert trace.startswith("Traceback") and "in overflow" in trace
+    assert check_command.main([str(history), "--out", str(tmp_path / "out"), "--verbose"]) == 255
+    err = capsys.readouterr().err
+    assert "its traceback follows\nTraceback" in err and "in overflow" in err
+
+
+def test_witnesses_are_capped_in_results_json_and_the_summary_says_how_many_were_omitted(tmp_path, capsys):
+    rows = []
+    for value in range(10):
+        rows += [{"process": 0, "type": "invoke", "f": "send", "value": [["send", 1, value]]},
+                 {"process": 0, "type": "ok", "f": "send", "value": [["send", 1, [value, value]]]}]
+    rows += [{"process": 1, "type": "invoke", "f": "poll", "value": [["poll"]]},
+             {"process": 1, "type": "ok", "f": "poll", "value": [["poll", {"1": [[9, 9]]}]]}]
+    History.from_dicts(rows).to_jsonl(tmp_path / "h.jsonl")
+    code = check_command.main([str(tmp_path / "h.jsonl"), "--out", str(tmp_path / "out"), "--max-witnesses", "3"])
+    assert code == check_command.EXIT_INVALID
+    out = capsys.readouterr().out
+    assert "  lost-write: 9 (results keep the first 3 witnesses; 6 omitted)" in out
+    result = json.loads((tmp_path / "out" / "results.json").read_text())["files"][str(tmp_path / "h.jsonl")]
+    assert [w["value"] for w in result["anomalies"]["lost-write"]] == [0, 1, 2]
+    assert result["stats"]["anomaly_counts"]["lost-write"] == 9
+    assert result["stats"]["witnesses_omitted"] == {"lost-write": 6}
+    assert check_command.main([str(tmp_path / "h.jsonl"), "--out", str(tmp_path / "all"), "--max-witnesses", "0"]) == 254
+    assert "--max-witnesses: '0' is not a positive integer" in capsys.readouterr().err
+
+
+def test_a_large_jsonl_history_is_streamed_with_the_same_verdict(tmp_path, monkeypatch, capsys):
+    valid, lost = _write_queue(tmp_path / "valid.jsonl"), _write_queue(tmp_path / "lost.jsonl", lose=True)
+    in_memory = {path: check_command.check_file(str(path), None, "auto", {"delivery": None}) for path in (valid, lost)}
+    monkeypatch.setattr(check_command, "STREAM_BYTES", 0)
+    opened, stream = [], History.stream_jsonl
+    monkeypatch.setattr(History, "stream_jsonl", lambda path: opened.append(path) or stream(path))
+    streamed = {path: check_command.check_file(str(path), None, "auto", {"delivery": None}) for path in (valid, lost)}
+    assert opened == [str(valid), str(lost)]
+    assert streamed == in_memory
+    assert in_memory[valid]["valid"] is True and in_memory[lost]["anomaly_types"] == ["lost-write", "unseen"]
