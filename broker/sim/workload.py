@@ -6,7 +6,7 @@ standard format (docs/DESIGN.md, "The history"; the op shapes of
 workloads/queue.py) so that the harness judges it with the same queue checker
 as a real run, under at-least-once (acks=all producers, no idempotence):
 
-- producer processes: `send` ops `[["send", key, value]]`, completed as
+- producer processes (a think time of 0 to 40 ms between ops): `send` ops `[["send", key, value]]`, completed as
   `[["send", key, [offset, value]]]` (ok: acknowledged under acks=all), `fail`
   (the leader refused it before appending: NOT_LEADER_OR_FOLLOWER,
   UNKNOWN_TOPIC_OR_PARTITION, NOT_ENOUGH_REPLICAS) or `info` (anything else: no
@@ -252,8 +252,8 @@ class QueueSimulation:
             self.history.record(process, type_, "send", result, **extra)
             if type_ == "info":
                 process += self.concurrency
-            elif type_ == "fail":
-                await self.world.sleep(0.1)
+            # a think time, as a real workload's rate limit: about 50 sends a second per producer
+            await self.world.sleep(0.1 if type_ == "fail" else self.rng.uniform(0.0, 0.04))
 
     async def _send(self, client: SimClient, leaders: Leaders, key: int, value: int):
         invoked = [["send", key, value]]
