@@ -345,7 +345,7 @@ class QueueSimulation:
     # ---- final reads -----------------------------------------------------------------------
 
     async def settle(self) -> None:
-        """Every node up, and every partition led by a live node with a full ISR (or the deadline passes)."""
+        """Every node registered and unfenced on every node; the final reads then retry until leaders answer."""
         cluster = self.cluster
         await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
                                "every broker registered again after healing", timeout_s=60.0)
@@ -392,7 +392,7 @@ class QueueSimulation:
         if listed:
             extra["listed-high-watermarks"] = listed
         short = {key: [positions[key], high] for key, high in listed.items() if positions[key] < high}
-        short.update({key: [0, -1] for key in keys if key not in listed})
+        short.update({key: "no high watermark listed" for key in keys if key not in listed})
         if short:
             extra["final-read-short"] = short
         self.history.record(process, "ok", "poll", [["poll", polled]], final=True, **extra)
