@@ -13,6 +13,7 @@ Subcommands:
 - `logquake replay RUN_DIR`: a stored run again, with its seed and fault schedule (by role or by node).
 - `logquake shrink RUN_DIR`: delta debugging over a failing run's faults and settings.
 - `logquake heal [STORE]`: undo what harnesses that died left in effect.
+- `logquake sim ...`: the real broker code under deterministic simulation, one or many seeds.
 
 Each subcommand lives in its own module; this file only dispatches, so that
 `logquake --help` stays cheap and a broken optional part cannot break the rest.
@@ -42,6 +43,7 @@ commands:
   replay    run a stored test again, same seed and faults:  logquake replay store/latest [--times 3] [--by node]
   shrink    the smallest schedule that still fails:  logquake shrink store/latest [--budget 30m] [--tries 3]
   heal      undo what a killed harness left in effect (rules, paused nodes, mounts):  logquake heal [STORE]
+  sim       the real broker under deterministic simulation:  logquake sim --seed 1 [--seeds 10] [--duration 30s]
 
 Run `logquake <command> --help` for the options of one command; `logquake --version` for the version.
 """
@@ -77,6 +79,7 @@ COMMANDS = {
     "replay": _command("replay_command"),
     "shrink": _command("shrink_command"),
     "heal": _command("heal_command"),
+    "sim": _command("sim_command"),
 }
 
 

@@ -1,0 +1,67 @@
+"""`python -m broker.sim --seed S --history FILE [...]`: one seeded simulated run, its history written to FILE.
+
+What `logquake sim` runs in a child interpreter (the harness may not import
+the broker): the queue workload of broker.sim.workload against a simulated
+cluster of the real broker. It writes the history (standard JSONL) to
+`--history` and prints one JSON line on stdout: the seed, virtual and wall
+seconds, ops, trace digest and the SHA-256 of the history's bytes. Exit 0
+when the run completed (whatever the history shows: the harness judges it),
+1 with a traceback on stderr when the simulation itself broke (an invariant
+of the broker or of the simulator, a deadlock).
+
+Thread-safety: a command-line entry point; single-threaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+
+from broker.io import Runtime
+from broker.sim.workload import FAULTS, SimOptions, simulate
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
+    return key.strip(), value.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m broker.sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}; "
+                                                                  "empty for none")
+    parser.add_argument("--override", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a broker property for every node (repeatable)")
+    parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    faults = tuple(f for f in args.faults.split(",") if f)
+    options = SimOptions(seed=args.seed, nodes=args.nodes, duration_s=args.duration_s, faults=faults,
+                         properties=dict(args.override))
+    # the outside world of this process (its real clock, its real disk), as python -m broker reaches it: through a
+    # real Runtime; the simulated world inside knows nothing of it
+    real = Runtime.real()
+    started_ns = real.clock.monotonic_ns()
+    text, summary = simulate(options)
+    summary["wall_s"] = (real.clock.monotonic_ns() - started_ns) / 1e9
+    data = text.encode("utf-8")
+    out = real.disk.open(args.history, "wb")
+    try:
+        out.write(data)
+    finally:
+        out.close()
+    summary["history_sha256"] = hashlib.sha256(data).hexdigest()
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""The queue workload of `logquake test`, run against a simulated cluster under a seeded fault schedule.
+
+One seed decides everything: the world (broker.io.sim.SimWorld), the fault
+schedule, and every choice of every client. The history comes out in the
+standard format (docs/DESIGN.md, "The history"; the op shapes of
+workloads/queue.py) so that the harness judges it with the same queue checker
+as a real run, under at-least-once (acks=all producers, no idempotence):
+
+- producer processes (a think time of 0 to 40 ms between ops): `send` ops `[["send", key, value]]`, completed as
+  `[["send", key, [offset, value]]]` (ok: acknowledged under acks=all), `fail`
+  (the leader refused it before appending: NOT_LEADER_OR_FOLLOWER,
+  UNKNOWN_TOPIC_OR_PARTITION, NOT_ENOUGH_REPLICAS) or `info` (anything else: no
+  answer, a timeout, an error after the append). One attempt per op: a retry
+  is the next op, with a new value;
+- consumer processes: first an `assign` of every key, then `poll` ops
+  `[["poll", {key: [[offset, value], ...]}]]` with `"high-watermarks"`, each a
+  Fetch from the partition's leader at the process's position per key (assign
+  style, no group); a key whose fetch failed reads nothing in that poll;
+- after the last fault is healed and the cluster has settled, one fresh
+  process does the final reads: `assign` every key with `"final": true`, then a
+  `poll` (final) that asks ListOffsets for every partition's high watermark
+  (`"listed-high-watermarks"`) and fetches from offset 0 up to it, recording
+  `"final-read-short"` for a key it could not finish;
+- nemesis ops (`"process": "nemesis"`): `kill`/`start` (a crash of a node's
+  machine and its restart from its simulated disk) and
+  `start-partition`/`stop-partition` (one node cut off from the other nodes,
+  both ways; clients still reach every node).
+
+Fault model of the schedule: at most one fault at a time, so a majority of
+the nodes is always up and connected; each fault starts after a quiet gap of
+2 to 6 virtual seconds and lasts 3 to 10; the last one is healed before the
+run's duration ends. What is not simulated here: pauses, disk faults (EIO,
+torn writes), clock skew, slow links, idempotent and transactional producers,
+consumer groups (the runtime supports some of these; the workload does not
+drive them yet).
+
+`time` in the history is virtual nanoseconds since the world started, so two
+runs of one seed write the same bytes.
+
+Thread-safety: none; everything runs on the world's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib
+import json
+import random
+from dataclasses import dataclass, field
+
+from broker.coordinator.group_records import iter_records
+from broker.io.sim import SimWorld
+from broker.protocol.client import ClientError
+from broker.protocol.records import build_batch
+from broker.sim.cluster import SimClient, SimCluster, host_of
+
+TOPIC = "logquake-queue"
+FAULTS = ("crash", "partition")
+# produce errors that certainly wrote nothing (checked before the append): the op fails
+NOT_WRITTEN = {3, 6, 19}  # UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS
+OP_TIMEOUT_S = 10.0
+FINAL_READ_TIMEOUT_S = 60.0
+
+
+def _schema(api: str, version: int):
+    return importlib.import_module(f"kio.schema.{api}.v{version}.request")
+
+
+def metadata_request(topic: str):
+    m = _schema("metadata", 12)
+    return m.MetadataRequest(topics=(m.MetadataRequestTopic(topic_id=None, name=topic),), allow_auto_topic_creation=False,
+                             include_topic_authorized_operations=False)
+
+
+def create_topic_request(topic: str, partitions: int, replication_factor: int, configs: dict[str, str]):
+    m = _schema("create_topics", 7)
+    creatable = m.CreatableTopic(name=topic, num_partitions=partitions, replication_factor=replication_factor,
+                                 assignments=(), configs=tuple(m.CreatableTopicConfig(name=k, value=v)
+                                                               for k, v in configs.items()))
+    return m.CreateTopicsRequest(topics=(creatable,), timeout=datetime.timedelta(seconds=10), validate_only=False)
+
+
+def produce_request(topic: str, partition: int, records: bytes):
+    m = _schema("produce", 9)
+    data = m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=partition, records=records),))
+    return m.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=OP_TIMEOUT_S / 2),
+                            topic_data=(data,))
+
+
+def fetch_request(topic: str, partition: int, offset: int):
+    m = _schema("fetch", 11)
+    wanted = m.FetchPartition(partition=partition, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=-1,
+                              partition_max_bytes=1 << 20)
+    return m.FetchRequest(replica_id=-1, max_wait=datetime.timedelta(milliseconds=0), min_bytes=1, max_bytes=1 << 20,
+                          isolation_level=0, session_id=0, session_epoch=-1,
+                          topics=(m.FetchTopic(topic=topic, partitions=(wanted,)),), forgotten_topics_data=(),
+                          rack_id="")
+
+
+def list_offsets_request(topic: str, partition: int):
+    m = _schema("list_offsets", 6)
+    wanted = m.ListOffsetsPartition(partition_index=partition, current_leader_epoch=-1, timestamp=-1)
+    return m.ListOffsetsRequest(replica_id=-1, isolation_level=0,
+                                topics=(m.ListOffsetsTopic(name=topic, partitions=(wanted,)),))
+
+
+@dataclass
+class SimOptions:
+    seed: int
+    nodes: int = 3
+    duration_s: float = 30.0
+    faults: tuple[str, ...] = FAULTS
+    keys: int = 3
+    producers: int = 2
+    consumers: int = 2
+    properties: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [f for f in self.faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"faults {unknown} are not simulated; expected some of {', '.join(FAULTS)}")
+        if self.nodes < 1 or self.duration_s <= 0 or self.keys < 1:
+            raise ValueError(f"nodes, duration and keys must be positive, got {self.nodes}, {self.duration_s}, "
+                             f"{self.keys}")
+
+
+class HistoryRecorder:
+    """Ops as the standard JSONL history lines, indexed in order, timed on the virtual clock."""
+
+    def __init__(self, world: SimWorld):
+        self.world = world
+        self.lines: list[str] = []
+
+    def record(self, process, type_: str, f: str, value, **extra) -> None:
+        op = {"index": len(self.lines), "time": self.world.loop.time_ns(), "process": process, "type": type_, "f": f,
+              "value": value, **extra}
+        # the separators of checkers.history's JsonlWriter
+        self.lines.append(json.dumps(op, separators=(", ", ": "), allow_nan=False))
+
+    def text(self) -> str:
+        return "".join(line + "\n" for line in self.lines)
+
+
+class Leaders:
+    """A client's view of who leads each partition: the answer with the highest leader epoch (KIP-320)."""
+
+    def __init__(self, client: SimClient, node_ids: list[int]):
+        self.client = client
+        self.node_ids = node_ids
+        self.leader: dict[int, tuple[int, int]] = {}  # partition -> (leader epoch, leader id)
+
+    async def refresh(self) -> None:
+        for node_id in self.node_ids:
+            try:
+                answer = await self.client.request(node_id, metadata_request(TOPIC), timeout_s=2.0)
+            except ClientError:
+                continue
+            for topic in answer.topics:
+                if topic.error_code != 0:
+                    continue
+                for partition in topic.partitions:
+                    if partition.error_code != 0 or partition.leader_id < 0:
+                        continue
+                    known = self.leader.get(partition.partition_index)
+                    if known is None or partition.leader_epoch >= known[0]:
+                        self.leader[partition.partition_index] = (partition.leader_epoch, partition.leader_id)
+
+    async def of(self, key: int) -> int | None:
+        if key not in self.leader:
+            await self.refresh()
+        known = self.leader.get(key)
+        return known[1] if known else None
+
+    def forget(self, key: int) -> None:
+        self.leader.pop(key, None)
+
+
+def _records(raw) -> list[list[int]]:
+    out = []
+    for header, entries in iter_records(bytes(raw or b"")):
+        for delta, (_, value) in enumerate(entries):
+            out.append([header.base_offset + delta, int(value)])
+    return out
+
+
+class QueueSimulation:
+    """One seeded run: cluster up, topic made, workers and the fault schedule for `duration_s`, heal, final reads."""
+
+    def __init__(self, options: SimOptions):
+        self.o = options
+        self.world = SimWorld(options.seed)
+        self.cluster = SimCluster(self.world, options.nodes, options.properties)
+        self.history = HistoryRecorder(self.world)
+        self.rng = random.Random(f"{options.seed}/workload")
+        self.fault_rng = random.Random(f"{options.seed}/faults")
+        self.next_value = 0
+        self.concurrency = options.producers + options.consumers
+        self.deadline_s = 0.0
+        self.clients: list[SimClient] = []
+
+    def unique_value(self) -> int:
+        self.next_value += 1
+        return self.next_value
+
+    def client(self, name: str) -> SimClient:
+        client = SimClient(self.world, name)
+        self.clients.append(client)
+        return client
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        cluster = self.cluster
+        for node_id in cluster.node_ids:
+            await cluster.start(node_id)
+        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
+                               "every broker registered and unfenced on every node", timeout_s=60.0)
+        admin = self.client("admin")
+        replication = min(3, self.o.nodes)
+        configs = {"min.insync.replicas": str(min(2, replication))}
+        loop = self.world.loop
+        deadline = loop.time() + 60.0
+        while True:
+            try:
+                answer = await admin.request(cluster.node_ids[0], create_topic_request(TOPIC, self.o.keys, replication,
+                                                                                     configs))
+                if answer.topics[0].error_code in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (an earlier try landed)
+                    break
+            except ClientError:
+                pass
+            assert loop.time() < deadline, f"seed {self.o.seed}: the topic could not be created"
+            await self.world.sleep(0.5)
+        leaders = Leaders(admin, cluster.node_ids)
+        while len(leaders.leader) < self.o.keys:
+            assert loop.time() < deadline, f"seed {self.o.seed}: no leader for every partition: {leaders.leader}"
+            await leaders.refresh()
+            await self.world.sleep(0.2)
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    async def producer(self, slot: int) -> None:
+        client = self.client(f"producer{slot}")
+        leaders = Leaders(client, self.cluster.node_ids)
+        process = slot
+        while self.world.loop.time() < self.deadline_s:
+            key = self.rng.randrange(self.o.keys)
+            value = self.unique_value()
+            self.history.record(process, "invoke", "send", [["send", key, value]])
+            type_, result, error = await self._send(client, leaders, key, value)
+            extra = {"error": error} if error is not None else {}
+            self.history.record(process, type_, "send", result, **extra)
+            if type_ == "info":
+                process += self.concurrency
+            # a think time, as a real workload's rate limit: about 50 sends a second per producer
+            await self.world.sleep(0.1 if type_ == "fail" else self.rng.uniform(0.0, 0.04))
+
+    async def _send(self, client: SimClient, leaders: Leaders, key: int, value: int):
+        invoked = [["send", key, value]]
+        leader = await leaders.of(key)
+        if leader is None:
+            return "fail", invoked, ["no-leader", "no node named a leader for the partition"]
+        batch = build_batch([(None, str(value).encode())], base_timestamp=client.runtime.clock.wall_ms())
+        try:
+            answer = await client.request(leader, produce_request(TOPIC, key, batch), timeout_s=OP_TIMEOUT_S)
+        except ClientError as error:
+            leaders.forget(key)
+            return "info", invoked, ["no-answer", str(error)]
+        partition = answer.responses[0].partition_responses[0]
+        code = int(partition.error_code)
+        if code == 0:
+            return "ok", [["send", key, [partition.base_offset, value]]], None
+        leaders.forget(key)
+        return ("fail" if code in NOT_WRITTEN else "info"), invoked, ["error-code", code]
+
+    async def consumer(self, slot: int) -> None:
+        client = self.client(f"consumer{slot}")
+        leaders = Leaders(client, self.cluster.node_ids)
+        process = self.o.producers + slot
+        keys = list(range(self.o.keys))
+        self.history.record(process, "invoke", "assign", keys)
+        self.history.record(process, "ok", "assign", keys)
+        positions = {key: 0 for key in keys}
+        while self.world.loop.time() < self.deadline_s:
+            self.history.record(process, "invoke", "poll", [["poll"]])
+            polled, watermarks = {}, {}
+            for key in keys:
+                read, high_watermark = await self._fetch(client, leaders, key, positions[key])
+                if read:
+                    polled[key] = read
+                    positions[key] = read[-1][0] + 1
+                if high_watermark is not None and read:
+                    watermarks[key] = high_watermark
+            extra = {"high-watermarks": watermarks} if watermarks else {}
+            self.history.record(process, "ok", "poll", [["poll", polled]], **extra)
+            await self.world.sleep(0.05 + self.rng.random() * 0.2)
+
+    async def _fetch(self, client: SimClient, leaders: Leaders, key: int, offset: int):
+        """(records from `offset`, the response's high watermark); ([], None) when the fetch failed."""
+        leader = await leaders.of(key)
+        if leader is None:
+            return [], None
+        try:
+            answer = await client.request(leader, fetch_request(TOPIC, key, offset), timeout_s=OP_TIMEOUT_S / 2)
+        except ClientError:
+            leaders.forget(key)
+            return [], None
+        partition = answer.responses[0].partitions[0]
+        if partition.error_code != 0:
+            leaders.forget(key)
+            return [], None
+        return [r for r in _records(partition.records) if r[0] >= offset], int(partition.high_watermark)
+
+    # ---- faults ----------------------------------------------------------------------------
+
+    async def nemesis(self) -> None:
+        """At most one fault at a time, each healed before the next; the last healed before the deadline."""
+        rng, loop = self.fault_rng, self.world.loop
+        while True:
+            await self.world.sleep(rng.uniform(2.0, 6.0))
+            hold_s = rng.uniform(3.0, 10.0)
+            if not self.o.faults or loop.time() + hold_s >= self.deadline_s:
+                return
+            kind = rng.choice(self.o.faults)
+            victim = rng.choice(self.cluster.node_ids)
+            if kind == "crash":
+                self.history.record("nemesis", "info", "kill", [victim])
+                self.cluster.crash(victim)
+                self.history.record("nemesis", "info", "kill", {"killed": [victim]})
+                await self.world.sleep(hold_s)
+                self.history.record("nemesis", "info", "start", [victim])
+                await self.cluster.restart(victim)
+                self.history.record("nemesis", "info", "start", {"started": [victim]})
+            else:
+                others = [n for n in self.cluster.node_ids if n != victim]
+                grudge = {str(victim): others, **{str(n): [victim] for n in others}}
+                self.history.record("nemesis", "info", "start-partition", grudge)
+                self.world.network.partition([host_of(victim)], [host_of(n) for n in others])
+                self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
+                await self.world.sleep(hold_s)
+                self.history.record("nemesis", "info", "stop-partition", None)
+                self.world.network.heal()
+                self.history.record("nemesis", "info", "stop-partition", "healed")
+
+    # ---- final reads -----------------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Every node registered and unfenced on every node; the final reads then retry until leaders answer."""
+        cluster = self.cluster
+        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
+                               "every broker registered again after healing", timeout_s=60.0)
+
+    async def final_reads(self) -> None:
+        client = self.client("final")
+        leaders = Leaders(client, self.cluster.node_ids)
+        process = self.concurrency * 1000  # a fresh process, beyond any number the workers reach
+        keys = list(range(self.o.keys))
+        self.history.record(process, "invoke", "assign", keys, final=True)
+        self.history.record(process, "ok", "assign", keys, final=True)
+        self.history.record(process, "invoke", "poll", [["poll"]], final=True)
+        loop = self.world.loop
+        deadline = loop.time() + FINAL_READ_TIMEOUT_S
+        listed: dict[int, int] = {}
+        for key in keys:
+            while key not in listed and loop.time() < deadline:
+                leader = await leaders.of(key)
+                try:
+                    answer = await client.request(leader, list_offsets_request(TOPIC, key)) if leader else None
+                except ClientError:
+                    answer = None
+                part = answer.topics[0].partitions[0] if answer is not None else None
+                if part is not None and part.error_code == 0:
+                    listed[key] = int(part.offset)
+                else:
+                    leaders.forget(key)
+                    await self.world.sleep(0.2)
+        polled: dict[int, list] = {}
+        positions = {key: 0 for key in keys}
+        fetched: dict[int, int] = {}
+        for key, high in listed.items():
+            while positions[key] < high and loop.time() < deadline:
+                read, high_watermark = await self._fetch(client, leaders, key, positions[key])
+                if read:
+                    polled.setdefault(key, []).extend(read)
+                    positions[key] = read[-1][0] + 1
+                    fetched[key] = high_watermark
+                else:
+                    await self.world.sleep(0.2)
+        extra: dict = {}
+        if fetched:
+            extra["high-watermarks"] = fetched
+        if listed:
+            extra["listed-high-watermarks"] = listed
+        short = {key: [positions[key], high] for key, high in listed.items() if positions[key] < high}
+        short.update({key: "no high watermark listed" for key in keys if key not in listed})
+        if short:
+            extra["final-read-short"] = short
+        self.history.record(process, "ok", "poll", [["poll", polled]], final=True, **extra)
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.setup()
+        self.deadline_s = self.world.loop.time() + self.o.duration_s
+        workers = [self.producer(slot) for slot in range(self.o.producers)]
+        workers += [self.consumer(slot) for slot in range(self.o.consumers)]
+        await asyncio.gather(self.nemesis(), *workers)
+        self.world.network.heal()
+        for node_id in self.cluster.node_ids:
+            if node_id not in self.cluster.nodes:
+                await self.cluster.restart(node_id)
+        await self.settle()
+        await self.final_reads()
+        for client in self.clients:
+            await client.close()
+
+
+def simulate(options: SimOptions) -> tuple[str, dict]:
+    """Run one seed; (the history as JSONL text, a summary: virtual seconds, events, trace digest)."""
+    simulation = QueueSimulation(options)
+    world = simulation.world
+    try:
+        world.run(simulation.run())
+    finally:
+        world.close()
+    return simulation.history.text(), {"seed": options.seed, "virtual_s": world.virtual_s, "events": world.trace.events,
+                                       "trace_digest": world.trace.digest(), "ops": len(simulation.history.lines),
+                                       "unhandled": list(world.loop.unhandled)}

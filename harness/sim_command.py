@@ -1,0 +1,193 @@
+"""`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
+
+    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition]
+                 [--broker-override KEY=VALUE ...] [--store store]
+
+Each seed runs in a child interpreter, `python -m broker.sim` (the harness
+never imports the broker: pyproject.toml's import contracts): a cluster of
+the real broker nodes on a simulated network, disk and clock, the queue
+workload (acks=all producers, assign-style consumers, final reads after
+healing) and a fault schedule drawn from the seed (broker/sim/workload.py says
+what is and is not simulated). The child writes the history; this command
+judges it with the queue checker under at-least-once, the mode of acks=all
+producers without idempotence, exactly as `logquake check` judges a stored
+run, and stores each seed as a run:
+
+    STORE/sim/<timestamp>/  test.json (seed, options, the replay command) · history.jsonl ·
+                            results.json · sim.log (the child's stderr) · verdict.txt (one line)
+
+It prints one line per seed (a failing one names its anomalies and the exact
+command that replays it) and, with several seeds, a summary with the ratio of
+virtual to wall time. Seeds run S, S+1, ..., S+N-1; without --seed, S is drawn
+at random and printed, so every run can be replayed.
+
+Exit codes (as `logquake test`): 0 every seed valid, 1 some seed invalid, 2
+some verdict unknown and none invalid (a simulation that broke: its traceback
+is in sim.log), 254 bad arguments, 130 interrupted.
+
+Thread-safety: a command-line entry point; single-threaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.cli_args import ArgumentParser, key_value, positive_int
+from harness.store import Store, write_json
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
+FAULTS = ("crash", "partition")  # what broker.sim.workload simulates (it refuses any other name too)
+DELIVERY = "at-least-once"
+ACKS = "all"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def duration(text: str) -> float:
+    from harness.campaign import CampaignError, parse_budget
+
+    try:
+        return parse_budget(text if not text.replace(".", "", 1).isdigit() else float(text), "--duration")
+    except CampaignError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 30s, 2m or 45") from None
+
+
+def fault_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in FAULTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(unknown)} not simulated; choose from "
+                                         f"{', '.join(FAULTS)} (comma-separated), or 'none'")
+    return names
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="logquake sim", description=__doc__.split("\n\n")[0],
+                       epilog="exit codes: 0 every seed valid, 1 some invalid, 2 some unknown, 254 bad arguments")
+    p.add_argument("--seed", type=int, default=None, help="the first seed (default: drawn at random and printed)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="how many seeds, from --seed on (default %(default)s)")
+    p.add_argument("--nodes", type=positive_int, default=3, help="combined controller+broker nodes (default %(default)s)")
+    p.add_argument("--duration", type=duration, default=30.0, metavar="DURATION",
+                   help="virtual time of workload and faults per seed: 30s, 2m, 45 (default 30s)")
+    p.add_argument("--faults", type=lambda t: () if t == "none" else fault_list(t), default=FAULTS,
+                   help=f"comma-separated, of {', '.join(FAULTS)}, or none (default: all)")
+    p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="a broker property for every node, e.g. logquake.debug.ack.before.replication=true (repeatable)")
+    p.add_argument("--store", default="store", help="store directory (default %(default)s)")
+    return p
+
+
+def replay_command(args, seed: int) -> str:
+    words = ["logquake", "sim", "--seed", str(seed), "--nodes", str(args.nodes), "--duration", f"{args.duration:g}s",
+             "--faults", ",".join(args.faults) or "none"]
+    for key, value in args.broker_override:
+        words += ["--broker-override", f"{key}={value}"]
+    return shlex.join(words)
+
+
+def run_seed(args, seed: int, store: Store) -> dict:
+    """Simulate `seed` in a child interpreter, check its history, store the run; the seed's result map."""
+    run_dir = store.new_run("sim")
+    history = run_dir / "history.jsonl"
+    replay = replay_command(args, seed)
+    write_json(run_dir / "test.json", {
+        "name": "sim", "seed": seed, "replay": replay,
+        "options": {"delivery": DELIVERY, "nodes": args.nodes, "duration_s": args.duration,
+                    "faults": list(args.faults), "broker_overrides": dict(args.broker_override)},
+        "workload": {"name": "queue", "delivery": DELIVERY, "acks": ACKS, "simulated": True}})
+    command = [sys.executable, "-m", "broker.sim", "--seed", str(seed), "--nodes", str(args.nodes),
+               "--duration-s", repr(args.duration), "--faults", ",".join(args.faults), "--history", str(history)]
+    for key, value in args.broker_override:
+        command += ["--override", f"{key}={value}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    started = time.perf_counter()
+    with open(run_dir / "sim.log", "wb") as log:
+        child = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT)
+    wall_s = time.perf_counter() - started
+    result: dict = {"seed": seed, "run_dir": str(run_dir), "replay": replay, "wall_s": wall_s}
+    summary = _last_json_line(child.stdout)
+    if child.returncode != 0 or summary is None or not history.is_file():
+        result.update(valid="unknown", message=f"the simulation broke (exit {child.returncode}); see "
+                                               f"{run_dir / 'sim.log'}")
+    else:
+        result["simulation"] = summary
+        result.update(_check(history))
+    write_json(run_dir / "results.json", result)
+    (run_dir / "verdict.txt").write_text(verdict_line(result) + "\n", encoding="utf-8")
+    return result
+
+
+def _last_json_line(stdout: bytes) -> dict | None:
+    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def _check(history_path: Path) -> dict:
+    """The queue checker's verdict under at-least-once, as `logquake check` gives it for a stored run."""
+    from checkers.core import run_checkers, to_jsonable
+    from checkers.history import History, HistoryError
+    from checkers.queue import check as check_queue
+
+    try:
+        history = History.load(str(history_path), "jsonl")
+    except HistoryError as error:
+        return {"valid": "unknown", "message": f"cannot read the history: {error}"}
+    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=DELIVERY, acks=ACKS)})
+    queue = to_jsonable(merged["queue"])
+    return {"valid": merged["valid"], "queue": queue}
+
+
+def verdict_line(result: dict) -> str:
+    verdict = {True: "valid", False: "INVALID", "unknown": "unknown"}[result["valid"]]
+    line = f"seed {result['seed']}: {verdict}"
+    simulation = result.get("simulation")
+    if simulation:
+        virtual_s = simulation["virtual_s"]
+        line += (f" ({simulation['ops']} ops; virtual {virtual_s:.1f} s in wall {result['wall_s']:.1f} s, "
+                 f"{virtual_s / result['wall_s']:.1f}x; history sha256 {simulation['history_sha256'][:12]})")
+    anomalies = (result.get("queue") or {}).get("anomaly_types") or []
+    if anomalies:
+        counts = (result["queue"].get("stats") or {}).get("anomaly_counts") or {}
+        line += "; anomalies: " + ", ".join(f"{name} x{counts[name]}" if name in counts else name for name in anomalies)
+    if result.get("message") and result["valid"] is not True:
+        line += f"; {result['message']}"
+    if result["valid"] is not True:
+        line += f"; replay: {result['replay']}"
+    return line
+
+
+def main(argv: list[str]) -> int:
+    from checkers.core import merge_valid
+
+    args = build_parser().parse_args(argv)
+    first = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    if args.seed is None:
+        print(f"seeds from {first} (drawn at random)", flush=True)
+    store = Store(args.store)
+    results = []
+    for seed in range(first, first + args.seeds):
+        result = run_seed(args, seed, store)
+        results.append(result)
+        print(verdict_line(result), flush=True)
+    valid = merge_valid(*(r["valid"] for r in results))
+    if len(results) > 1:
+        counts = {name: sum(1 for r in results if r["valid"] is value)
+                  for name, value in (("valid", True), ("INVALID", False), ("unknown", "unknown"))}
+        virtual_s = sum(r["simulation"]["virtual_s"] for r in results if r.get("simulation"))
+        wall_s = sum(r["wall_s"] for r in results)
+        print(f"{len(results)} seeds ({first}..{first + len(results) - 1}): "
+              + ", ".join(f"{n} {name}" for name, n in counts.items())
+              + f"; virtual {virtual_s:.1f} s in wall {wall_s:.1f} s ({virtual_s / wall_s:.1f}x, child start-up "
+              "included)", flush=True)
+    return {True: EXIT_VALID, False: EXIT_INVALID, "unknown": EXIT_UNKNOWN}[valid]
