@@ -151,3 +151,28 @@ def test_cluster_up_with_sasl_scram_tls_prints_settings_a_real_client_uses(tmp_p
     assert up.returncode == 0, rest
     assert f"removed the secrets directory {secrets_dir}" in rest
     assert not secrets_dir.exists() and not secrets_dir.parent.exists()
+
+
+@pytest.mark.slow
+def test_the_local_backend_serves_tls_through_the_fault_proxy_and_probes_client_links_over_it():
+    from harness.backends.local import LocalCluster
+    from harness.system import logquake_broker
+    from nodecontrol.control import CLIENT
+    from nodecontrol.probe import kafka_round_trip
+
+    cluster = LocalCluster(logquake_broker({}, 1), 1, security="tls")
+    try:
+        cluster.setup()
+        secrets_dir = cluster.security.directory
+        assert secrets_dir.parent == cluster.run_dir and stat.S_IMODE(os.stat(secrets_dir).st_mode) == 0o700
+        assert cluster.client_security().protocol == "SSL"
+        # the proxy forwards the TLS bytes untouched: a TLS client's ApiVersions is answered through it ...
+        assert cluster.round_trips([(CLIENT, "n1")], 5.0)[(CLIENT, "n1")] is not None
+        # ... and a plaintext one is not: the listener behind the proxy port is TLS
+        assert kafka_round_trip("127.0.0.1", cluster.proxy.ports["n1"], 2.0) is None
+        cluster.partition({CLIENT: {"n1"}, "n1": {CLIENT}})
+        assert cluster.round_trips([(CLIENT, "n1")], 1.0)[(CLIENT, "n1")] is None  # a cut client link is silent
+        cluster.heal()
+    finally:
+        cluster.teardown()
+    assert not secrets_dir.exists()
