@@ -20,6 +20,15 @@ them: no process is left; on Linux a node also gets SIGTERM if `cluster up`
 itself is killed. Without --data-dir a fresh temporary directory is used and
 removed at the end (kept with --keep-data); a --data-dir is always kept.
 
+`--security tls|sasl-scram|sasl-scram-tls` secures every node's CLIENT listener
+(SSL, SASL_PLAINTEXT or SASL_SSL with SCRAM-SHA-512; INTERNAL stays plaintext)
+with secrets made by `harness.security` in a private temporary directory (mode
+0700): a throwaway CA and broker certificate, and a user `logquake` with a
+random password. After the bootstrap line it prints the client settings, the
+password once and labelled; the directory is removed when `up` ends, Ctrl-C
+and SIGTERM included (a SIGKILL of `up` leaves it, in the temporary directory,
+readable by its owner only). `status` speaks plaintext only.
+
 `logquake cluster status --bootstrap host:port` prints the active controller,
 the live brokers and, per partition, leader, leader epoch, replicas and ISR,
 read through the Kafka Metadata API: confluent-kafka's AdminClient for the
@@ -90,19 +99,23 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def cluster_properties(node_id: int, nodes: int, host: str, base_port: int, data_dir: Path,
-                       overrides: list[tuple[str, str]]) -> str:
-    """The properties file of node `node_id` (1-based) of an `nodes`-node combined cluster."""
+                       overrides: list[tuple[str, str]], security: dict[str, str] | None = None) -> str:
+    """The properties file of node `node_id` (1-based) of an `nodes`-node combined cluster; `security`
+    (`harness.security.ClusterSecurity.broker_properties`) secures its CLIENT listener."""
+    security = dict(security or {})
+    protocol_map = security.pop("listener.security.protocol.map", "CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT")
     voters = ",".join(f"{i}@{host}:{base_port + nodes + i - 1}" for i in range(1, nodes + 1))
     lines = [
         f"node.id={node_id}",
         f"listeners=CLIENT://{host}:{base_port + node_id - 1},INTERNAL://{host}:{base_port + nodes + node_id - 1}",
-        "listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT",
+        f"listener.security.protocol.map={protocol_map}",
         "inter.broker.listener.name=INTERNAL",
         "controller.listener.names=INTERNAL",
         f"log.dirs={data_dir / f'node-{node_id}' / 'logs'}",
         f"controller.quorum.voters={voters}",
         f"default.replication.factor={min(3, nodes)}",
     ]
+    lines += [f"{key}={value}" for key, value in security.items()]
     lines += [f"{key}={value}" for key, value in overrides]
     return "\n".join(lines) + "\n"
 
@@ -155,7 +168,7 @@ class _Node:
             self.process.kill()
 
 
-def _brokers_seen(addresses: list[str]) -> int:
+def _brokers_seen(addresses: list[str], security: dict | None = None) -> int:
     """The fewest brokers a Metadata request to any one node lists (0 when a node does not answer).
 
     Each node answers from its own copy of the metadata, which may lag another's by a moment; a client may
@@ -165,13 +178,28 @@ def _brokers_seen(addresses: list[str]) -> int:
     fewest = None
     for address in addresses:
         admin = AdminClient({"bootstrap.servers": address, "socket.timeout.ms": 2000,
-                             "logger": logging.getLogger("librdkafka")})
+                             "logger": logging.getLogger("librdkafka"), **(security or {})})
         try:
             seen = len(admin.list_topics(timeout=2).brokers)
         except Exception:  # not answering yet: the caller asks again
             return 0
         fewest = seen if fewest is None else min(fewest, seen)
     return fewest or 0
+
+
+def client_settings_lines(bootstrap: str, security) -> list[str]:
+    """What `cluster up --security` prints for a client: confluent-kafka / kcat property names, the password
+    last and labelled as the secret it is."""
+    client = security.client()
+    lines = [f"client settings ({security.mode}; confluent-kafka and kcat names, kafka-python and aiokafka take "
+             "the same values as security_protocol, ssl_cafile, sasl_mechanism, sasl_plain_username, "
+             "sasl_plain_password):",
+             f"  bootstrap.servers={bootstrap}"]
+    lines += [f"  {key}={value}" for key, value in client.confluent().items() if key != "sasl.password"]
+    if client.uses_sasl:
+        lines.append("  # the password, a secret printed only here (it works until the cluster stops):")
+        lines.append(f"  sasl.password={client.password}")
+    return lines
 
 
 def _up(args) -> int:
@@ -182,6 +210,23 @@ def _up(args) -> int:
     except ValueError as e:
         print(f"logquake cluster up: {e}", file=sys.stderr, flush=True)
         return 254
+    security = None
+    try:
+        if args.security != "none":
+            from harness.security import ClusterSecurity
+
+            security = ClusterSecurity.create(args.security, Path(tempfile.mkdtemp(prefix="logquake-secrets-")) / "secrets",
+                                              hosts=tuple(dict.fromkeys(("localhost", "127.0.0.1", args.host))))
+            print(f"secrets directory: {security.directory} (mode 0700; removed when the cluster stops)", flush=True)
+        return _run_cluster(args, security)
+    finally:
+        if security is not None:
+            security.remove()
+            shutil.rmtree(security.directory.parent, ignore_errors=True)
+            print(f"removed the secrets directory {security.directory}", flush=True)
+
+
+def _run_cluster(args, security) -> int:
     temporary = args.data_dir is None
     if temporary:
         data_dir = Path(tempfile.mkdtemp(prefix="logquake-cluster-"))
@@ -194,7 +239,8 @@ def _up(args) -> int:
           + ("kept when the cluster stops" if keep else "removed when the cluster stops; --keep-data keeps it") + ")",
           flush=True)
     nodes = [
-        _Node(i, data_dir / f"node-{i}", cluster_properties(i, args.nodes, args.host, args.base_port, data_dir, args.override))
+        _Node(i, data_dir / f"node-{i}", cluster_properties(i, args.nodes, args.host, args.base_port, data_dir, args.override,
+                                                           security.broker_properties() if security else None))
         for i in range(1, args.nodes + 1)
     ]
     stop = {"requested": False}
@@ -227,7 +273,7 @@ def _up(args) -> int:
         bootstrap = ",".join(addresses)
         seen = 0
         while not stop["requested"]:
-            seen = _brokers_seen(addresses)
+            seen = _brokers_seen(addresses, security.client().confluent() if security else None)
             if seen >= args.nodes:
                 break
             if time.monotonic() > deadline:
@@ -237,6 +283,8 @@ def _up(args) -> int:
             time.sleep(0.2)
         if not stop["requested"]:
             print(f"bootstrap: {bootstrap}", flush=True)
+            if security is not None:
+                print("\n".join(client_settings_lines(bootstrap, security)), flush=True)
             print(f"cluster up: every node's Metadata lists all {args.nodes} broker(s); Ctrl-C stops every node", flush=True)
         while not stop["requested"]:
             for node in nodes:
@@ -347,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--keep-data", action="store_true", help="keep the temporary data directory when the cluster stops")
     up.add_argument("--base-port", type=_base_port, default=9092, help="client port of node 1; node i gets base+i-1 for clients and base+N+i-1 for the brokers (default 9092)")
     up.add_argument("--host", default="127.0.0.1", help="address every node listens on (default 127.0.0.1)")
+    up.add_argument("--security", choices=("none", "tls", "sasl-scram", "sasl-scram-tls"), default="none",
+                    help="secure the client listener: tls (SSL), sasl-scram (SASL_PLAINTEXT, SCRAM-SHA-512) or "
+                         "sasl-scram-tls (SASL_SSL), with a throwaway CA and a user with a random password made in "
+                         "a private temporary directory, printed once and removed when the cluster stops "
+                         "(default none: plaintext)")
     up.add_argument("--override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                     help="a broker property for every node (repeatable)")
     status = commands.add_parser("status", help="print the controller, brokers, leaders, epochs and ISRs")

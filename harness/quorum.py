@@ -157,13 +157,28 @@ def served_versions(payload: bytes, api_key: int) -> tuple[int, int] | None:
 
 
 def quorum_leader(host: str, port: int, timeout_s: float = 5.0) -> int | None:
-    """The broker id of the active controller, or None when the broker does not serve DescribeQuorum."""
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+    """The broker id of the active controller, or None when the broker does not serve DescribeQuorum.
+
+    On a secured client listener (`workloads.client_security`) the connection speaks TLS where the listener
+    does; ApiVersions is answered before SASL authentication, but DescribeQuorum is not, and this module
+    does not authenticate: a SASL listener that serves DescribeQuorum gets QuorumError saying so."""
+    from workloads.client_security import client_security
+
+    security = client_security()
+    with socket.create_connection((host, port), timeout=timeout_s) as raw:
+        sock = raw
+        if security is not None and security.uses_tls:
+            import ssl
+
+            sock = ssl.create_default_context(cafile=security.ca_location).wrap_socket(raw, server_hostname=host)
         sock.settimeout(timeout_s)
         versions = served_versions(_exchange(sock, _request(API_VERSIONS, 0, 1, b"", flexible=False)),
                                    DESCRIBE_QUORUM)
         if versions is None:
             return None
+        if security is not None and security.uses_sasl:
+            raise QuorumError("the broker serves DescribeQuorum, but this harness does not authenticate its own "
+                              "DescribeQuorum connection with SASL yet, so it cannot ask it on a SASL listener")
         low, high = versions
         version = min(high, 2)
         if version < low:

@@ -43,12 +43,14 @@ import orjson
 from nodecontrol.control import NodeControl
 from harness.backends import HEALERS
 from harness.ledger import LEDGER_NAME, FaultLedger, heal_store, stale_ledgers
+from harness.security import describe_mode
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 import nemeses
 from nemeses import Nemesis
 from nemeses.core import FaultEvent, Schedule, nodes_hit
 from checkers.history import Op, OpCounter, completion, op_counts
+from workloads.client_security import confluent_settings, use_client_security
 from workloads.core import Client, Workload
 
 log = logging.getLogger("harness.runner")
@@ -254,6 +256,9 @@ class FaultRun:
         described = {"format": FORMAT, "name": self.o.store_name(), "options": self.o.to_json(),
                      "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
                      "versions": versions(self.o.client)}
+        security = describe_mode(self.o.security)
+        if security is not None:  # the mode, protocol, mechanism and user name; never a password or a key
+            described["security"] = security
         if self.o.system_description is not None:  # its contents are in options.system_description
             from harness.system import system_from_description
 
@@ -314,6 +319,7 @@ class FaultRun:
             finally:
                 self.progress.set_phase("teardown")
                 self._collect_and_teardown()
+                use_client_security(None)
                 if self.ledger is not None:
                     self.ledger.close("teardown")
                 self.recorder.close()
@@ -344,6 +350,10 @@ class FaultRun:
     def _setup(self) -> None:
         self.progress.set_phase("setup")
         self.control.setup()
+        # every client of the run (workloads, admin lookups, isolated client processes) reaches the secured
+        # listener with these settings; None for a plaintext one
+        client_security = getattr(self.control, "client_security", None)
+        use_client_security(client_security() if client_security is not None else None)
         wait_for_brokers(self.control, self.o.recovery_timeout_s)
         self.workload.setup(self.control.bootstrap_servers())
 
@@ -601,7 +611,8 @@ def wait_for_brokers(control: NodeControl, timeout_s: float) -> None:
     """Poll the Metadata API until every node is listed as a broker (a cluster that has formed)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
+    admin = AdminClient(confluent_settings({"bootstrap.servers": control.bootstrap_servers(),
+                                            "logger": logging.getLogger("librdkafka")}))
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -629,7 +640,8 @@ def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, t
     if admin is None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": control.bootstrap_servers(), "logger": logging.getLogger("librdkafka")})
+        admin = AdminClient(confluent_settings({"bootstrap.servers": control.bootstrap_servers(),
+                                                "logger": logging.getLogger("librdkafka")}))
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:

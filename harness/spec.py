@@ -39,6 +39,7 @@ __all__ = ["BACKENDS", "COMMON_OPTIONS", "FORMAT", "RunSpec", "SpecError"]
 FORMAT = 2
 BACKENDS = ("local", "docker", "ssh")
 CLIENTS = ("confluent", "kafka-python", "aiokafka")
+SECURITY_MODES = ("none", "tls", "sasl-scram", "sasl-scram-tls")  # harness.security.MODES and none
 # The workload options that format 1 kept among the test's own options.
 _FORMAT1_QUEUE_OPTIONS = ("keys", "acks", "subscribe")
 
@@ -65,6 +66,10 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("min_insync_replicas", int, None, "min.insync.replicas of the workload's topics (default: 2 when the "
                                              "replication factor is at least 3, else 1)"),
     Option("backend", str, "local", "where nodes run", choices=BACKENDS),
+    Option("security", str, "none", "secure the client listener and run every client through it: tls (SSL), "
+                                    "sasl-scram (SASL_PLAINTEXT, SCRAM-SHA-512) or sasl-scram-tls (SASL_SSL), "
+                                    "with throwaway secrets removed at the end; local backend, our broker only",
+           choices=SECURITY_MODES),
 )
 
 
@@ -85,6 +90,8 @@ class RunSpec:
     concurrency: int = 6
     seed: int = 0
     backend: str = "local"
+    # the client listener's security mode (harness.security); the secrets themselves are never part of a spec
+    security: str = "none"
     # --backend ssh: the nodes file the hosts came from (its path only; it holds no secrets)
     nodes_file: str | None = None
     system: str | None = None
@@ -211,6 +218,10 @@ class RunSpec:
                 check_broker_overrides(self.broker_overrides)
             except ValueError as e:
                 raise SpecError(str(e)) from None
+        if self.security != "none" and (self.backend != "local" or self.system or system_description):
+            where = f"--backend {self.backend}" if self.backend != "local" else "--system (another broker)"
+            raise SpecError(f"--security {self.security} is not supported yet on this backend ({where}): only our "
+                            "broker on --backend local can run with a secured client listener so far")
         if (self.backend == "ssh") != bool(self.nodes_file):
             raise SpecError("--backend ssh and --nodes-file FILE go together (the nodes file names the SSH hosts); "
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 
+from workloads.client_security import confluent_settings
+
 log = logging.getLogger("harness.targets")
 
 
@@ -42,8 +44,9 @@ class MetadataTargets:
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": int(self.timeout_s * 1000),
-                                       "logger": logging.getLogger("librdkafka")})
+            self._admin = AdminClient(confluent_settings({
+                "bootstrap.servers": self.bootstrap, "socket.timeout.ms": int(self.timeout_s * 1000),
+                "logger": logging.getLogger("librdkafka")}))
         return self._admin
 
     def _metadata(self):

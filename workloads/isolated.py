@@ -19,7 +19,8 @@ unknown), kills the child, and the runner opens a new client as after any
 `info`. Children come from a forkserver (forking the multi-threaded harness
 itself is unsafe), preloaded with confluent_kafka, so a new client costs a
 fork, not an interpreter start. A child's log lines go to the run's
-harness.log, as the in-process clients' did.
+harness.log, as the in-process clients' did. The run's client security
+(`workloads.client_security`) is handed to the child with its arguments.
 
 Invariants: the child answers every message with exactly one reply, in order;
 a child that fails to answer is killed and never reused. Thread-safety: one
@@ -35,6 +36,7 @@ import os
 import signal
 import threading
 
+from workloads.client_security import client_security, use_client_security
 from workloads.core import Client, Op, completion
 
 log = logging.getLogger("workloads.isolated")
@@ -59,13 +61,14 @@ class ClientProcessError(RuntimeError):
     """The client's process did not start, died, or did not answer in time."""
 
 
-def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None) -> None:
+def _serve(conn, workload, bootstrap: str, process: int, log_path: str | None, security=None) -> None:
     """The child: open the client, then answer ("invoke", op) and ("close", None) until told to close.
 
     Whatever goes wrong in here is logged to the run's harness.log and ends the child quietly: an
     exception let out would make multiprocessing print "Process logquake-client-N:" and a traceback on
     the terminal, cut short when the harness kills the child a moment later."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle; it closes us
+    use_client_security(security)  # the run's TLS/SASL settings come through the pipe, never a file
     if log_path:
         handler = logging.FileHandler(log_path)
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s client-{process} %(name)s: %(message)s"))
@@ -116,7 +119,7 @@ class IsolatedClient(Client):
         self.answer_timeout_s = answer_timeout_s
         self.final_timeout_s = final_timeout_s
         self._conn, child = context.Pipe()
-        self._proc = context.Process(target=_serve, args=(child, workload, bootstrap, process, log_path),
+        self._proc = context.Process(target=_serve, args=(child, workload, bootstrap, process, log_path, client_security()),
                                      name=f"logquake-client-{process}", daemon=True)
         self._proc.start()
         child.close()

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from checkers.history import Op, completion
+from workloads.client_security import confluent_settings
 
 __all__ = ["LIBRDKAFKA_LOGGER", "combine_send_outcomes", "commit_transaction", "confluent_send", "confluent_send_outcome",
            "create_topic"]
@@ -29,7 +30,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
+    admin = AdminClient(confluent_settings({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER}))
     new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {}))
     forming = {KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT,
                KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}

@@ -56,6 +56,7 @@ import time
 from typing import Any
 
 from checkers.queue.delivery import Delivery
+from workloads.client_security import confluent_settings
 from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
                             register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
@@ -493,9 +494,10 @@ class ConfluentPipelineClient(PipelineClient):
         super().__init__(workload, bootstrap, process)
         self.errors = (KafkaException,)
         timeout_ms = int(workload.op_timeout_s * 1000)
-        common = {"bootstrap.servers": bootstrap, "linger.ms": 0, "request.timeout.ms": min(timeout_ms, 5000),
-                  "socket.timeout.ms": min(timeout_ms, 5000), "reconnect.backoff.max.ms": 1000,
-                  "topic.metadata.refresh.interval.ms": 2000, "logger": LIBRDKAFKA_LOGGER}
+        common = confluent_settings({"bootstrap.servers": bootstrap, "linger.ms": 0,
+                                     "request.timeout.ms": min(timeout_ms, 5000),
+                                     "socket.timeout.ms": min(timeout_ms, 5000), "reconnect.backoff.max.ms": 1000,
+                                     "topic.metadata.refresh.interval.ms": 2000, "logger": LIBRDKAFKA_LOGGER})
         self.input = Producer({**common, "acks": "all", "enable.idempotence": True, "message.timeout.ms": timeout_ms})
         self.producer = Producer({**common, "transactional.id": workload.transactional_id(process),
                                   "enable.idempotence": True, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
@@ -505,7 +507,7 @@ class ConfluentPipelineClient(PipelineClient):
         if self.consumer is None:
             from confluent_kafka import Consumer
 
-            self.consumer = Consumer({
+            self.consumer = Consumer(confluent_settings({
                 "bootstrap.servers": self.bootstrap, "group.id": GROUP, "isolation.level": "read_committed",
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 1000,
@@ -514,7 +516,7 @@ class ConfluentPipelineClient(PipelineClient):
                 "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
                 "socket.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 2000,
                 "reconnect.backoff.max.ms": 1000, "logger": LIBRDKAFKA_LOGGER,
-            })
+            }))
             self.consumer.subscribe([INPUT_TOPIC])
         return self.consumer
 
@@ -600,9 +602,9 @@ class _ConfluentOutputReader(OutputReader):
         from confluent_kafka import Consumer, TopicPartition
 
         def consumer(isolation: str):
-            return Consumer({"bootstrap.servers": bootstrap, "group.id": f"{GROUP}-reader",
-                             "isolation.level": isolation, "enable.auto.commit": False,
-                             "enable.partition.eof": True, "logger": LIBRDKAFKA_LOGGER})
+            return Consumer(confluent_settings({"bootstrap.servers": bootstrap, "group.id": f"{GROUP}-reader",
+                                                "isolation.level": isolation, "enable.auto.commit": False,
+                                                "enable.partition.eof": True, "logger": LIBRDKAFKA_LOGGER}))
 
         self.timeout_s = timeout_s
         self.parts = [TopicPartition(OUTPUT_TOPIC, p) for p in range(partitions)]

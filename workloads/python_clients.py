@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checkers.history import Op, completion
+from workloads.client_security import python_client_settings
 from workloads.kafka_admin import combine_send_outcomes
 
 __all__ = ["AIOKAFKA_MISSING_GROUP_METADATA", "AIOKAFKA_MISSING_RETRIES", "AiokafkaConsumer", "AiokafkaProducer",
@@ -224,6 +225,7 @@ class Library:
     topic_partition: Any
 
     def producer(self, loop: EventLoopThread | None, call_timeout_s: float, **config):
+        config = python_client_settings(self.name, config)
         if self.name == "kafka-python":
             from kafka import KafkaProducer
 
@@ -235,6 +237,7 @@ class Library:
         return AiokafkaProducer(loop, call_timeout_s, **config)
 
     def consumer(self, loop: EventLoopThread | None, call_timeout_s: float, **config):
+        config = python_client_settings(self.name, config)
         if self.name == "kafka-python":
             from kafka import KafkaConsumer
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from checkers.queue.checker import FETCHED_WATERMARKS, FINAL_READ_SHORT, LISTED_WATERMARKS
 from checkers.queue.delivery import Delivery
+from workloads.client_security import confluent_settings
 from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
                             invocation, register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
@@ -289,7 +290,7 @@ class ConfluentQueueClient(Client):
             config["transactional.id"] = f"logquake-{workload.topic}-{process}"
             config["enable.idempotence"] = True
             config["transaction.timeout.ms"] = int(self._transaction_timeout_s() * 1000)
-        self.producer = Producer(config)
+        self.producer = Producer(confluent_settings(config))
         if self.transactional:
             self.producer.init_transactions(workload.op_timeout_s)
         self.consumer = None
@@ -408,7 +409,7 @@ class ConfluentQueueClient(Client):
             }
             if self.w.delivery == "exactly-once":
                 config["isolation.level"] = "read_committed"
-            self.consumer = Consumer(config)
+            self.consumer = Consumer(confluent_settings(config))
         return self.consumer
 
     def _assign(self, keys: list[int], retry_s: float | None = None) -> Op:
@@ -528,8 +529,9 @@ class ConfluentQueueClient(Client):
 
         watermarks = self.consumer
         if self.transactional:
-            watermarks = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
-                                   "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER})
+            watermarks = Consumer(confluent_settings({
+                "bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
+                "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER}))
         try:
             marks = query_watermarks(self._watermark_query(watermarks), list(self.positions), WATERMARK_RETRY_S)
             targets = {key: high for key, (_low, high) in marks.items()}

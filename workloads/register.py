@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 from checkers.queue.delivery import Delivery
+from workloads.client_security import confluent_settings
 from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
                             register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
@@ -113,17 +114,17 @@ class RegisterClient(Client):
         self.w = workload
         self.process = process
         timeout_ms = int(workload.op_timeout_s * 1000)
-        self.producer = Producer({
+        self.producer = Producer(confluent_settings({
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0,
             "message.timeout.ms": timeout_ms, "request.timeout.ms": min(timeout_ms, 5000),
             "socket.timeout.ms": min(timeout_ms, 5000), "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 2000, "logger": LIBRDKAFKA_LOGGER,
-        })
-        self.consumer = Consumer({
+        }))
+        self.consumer = Consumer(confluent_settings({
             "bootstrap.servers": bootstrap, "group.id": f"logquake-{workload.topic}", "enable.auto.commit": False,
             "fetch.queue.backoff.ms": 10, "socket.timeout.ms": 5000, "topic.metadata.refresh.interval.ms": 2000,
             "logger": LIBRDKAFKA_LOGGER,
-        })
+        }))
         self._assigned = False
         self.next_offset = 0  # the first offset not consumed yet
         self.write_offsets: list[int] = []  # offsets of the writes consumed so far, ascending

@@ -18,7 +18,7 @@ __all__ = ["BACKENDS", "HEALERS"]
 def _local(system, spec, **_: Any):
     from harness.backends.local import LocalCluster
 
-    return LocalCluster(system, spec.nodes, seed=spec.seed)
+    return LocalCluster(system, spec.nodes, seed=spec.seed, security=getattr(spec, "security", "none"))
 
 
 def _docker(system, spec, **_: Any):

@@ -26,6 +26,13 @@ before every start); a node is ready when its port accepts connections and its
 `ready` command exits 0; `teardown` runs for each node when the cluster is
 removed, after its processes are gone.
 
+Security (`security="tls"|"sasl-scram"|"sasl-scram-tls"`, `logquake test --security`):
+setup() makes the secrets (`harness.security`) in `<run>/secrets` (mode 0700) and
+secures each node's CLIENT listener; the proxy forwards the TLS bytes as it
+forwards any (it never looks inside). `client_security()` gives the clients'
+settings; the probes of client links speak TLS where the listener does. The
+secrets go with the run directory (teardown, or the reaping of a dead run).
+
 Process control: each node runs in its own session (process group), so kill and
 pause reach every process it started.
 
@@ -67,6 +74,7 @@ from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeCon
 from nodecontrol.probe import clock_offset_of_pid_file, group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
+from harness.security import SECRETS_DIRECTORY, ClusterSecurity, check_mode
 from harness.system import NodeSpec, System, new_cluster_id, render
 
 log = logging.getLogger("harness.local")
@@ -110,6 +118,31 @@ def free_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError(f"no free port on {host} in 10000..{low - 1} after 200 tries")
+
+
+def tls_round_trip(host: str, port: int, timeout_s: float, ca_location: str) -> float | None:
+    """`nodecontrol.probe.kafka_round_trip` over TLS, for a client link to an SSL or SASL_SSL listener: seconds
+    from connecting to the ApiVersions v0 response (answered before SASL authentication, as Kafka does), or None."""
+    import ssl
+    import struct
+
+    context = ssl.create_default_context(cafile=ca_location)
+    body = struct.pack(">hhih", 18, 0, 1, len(b"logquake-probe")) + b"logquake-probe"
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as s:
+                s.settimeout(max(timeout_s - (time.monotonic() - started), 0.01))
+                s.sendall(struct.pack(">i", len(body)) + body)
+                head = b""
+                while len(head) < 8:
+                    chunk = s.recv(8 - len(head))
+                    if not chunk:
+                        return None
+                    head += chunk
+        return time.monotonic() - started if struct.unpack(">i", head[4:8])[0] == 1 else None
+    except (OSError, ssl.SSLError):
+        return None
 
 
 def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
@@ -163,8 +196,10 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
 
 class LocalCluster(NodeControl):
     def __init__(self, system: System, node_count: int, host: str = "127.0.0.1", seed: int = 0,
-                 extra_properties: dict[str, str] | None = None):
+                 extra_properties: dict[str, str] | None = None, security: str = "none"):
         self.check_cluster_size(system, node_count)
+        self.security_mode = check_mode(security)
+        self.security: ClusterSecurity | None = None  # made in setup(), in the run directory
         self.system = system
         self.host = host
         self.nodes = [f"n{i}" for i in range(1, node_count + 1)]
@@ -188,6 +223,9 @@ class LocalCluster(NodeControl):
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-{n}-", dir=RUN_ROOT))
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
+        if self.security_mode != "none":  # removed with the run directory, by teardown or by the next run's reaping
+            self.security = ClusterSecurity.create(self.security_mode, self.run_dir / SECRETS_DIRECTORY,
+                                                   hosts=tuple(dict.fromkeys(("localhost", "127.0.0.1", self.host))))
         # one real port per listener of each node: the first, then the description's `ports` by name
         keys = [f"{node}/{name}" if name else node for node in self.nodes for name in ("", *self.system.ports)]
         real_ports = {key: free_port(self.host) for key in keys}
@@ -225,6 +263,11 @@ class LocalCluster(NodeControl):
             self.start(node)
         self.wait_ready(self.nodes)
 
+    def client_security(self):
+        """The settings a client needs for the CLIENT listener (`workloads.client_security.ClientSecurity`), None
+        when it is plaintext; valid from setup() to teardown()."""
+        return self.security.client() if self.security is not None else None
+
     def broker_ids(self) -> dict[str, int]:
         return {node: self.system.id_of(i) for i, node in enumerate(self.nodes, 1)}
 
@@ -248,6 +291,9 @@ class LocalCluster(NodeControl):
             if self.proxy is not None:
                 self.proxy.stop()
                 self.proxy = None
+            if self.security is not None:
+                self.security.remove()
+                self.security = None
             if self.run_dir is not None:
                 unmount_under(str(self.run_dir))
                 shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -339,6 +385,8 @@ class LocalCluster(NodeControl):
         subs = spec.substitutions()
         props = {k: v.format(**subs) for k, v in self.system.properties.items()}
         props.update({k: v.format(**subs) for k, v in self.extra_properties.items()})
+        if self.security is not None:  # paths into the secrets directory, taken as they are
+            props.update(self.security.broker_properties())
         Path(self.system.config_file.format(**subs)).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _run_hook(self, name: str, node: str) -> None:
@@ -495,10 +543,15 @@ class LocalCluster(NodeControl):
                 self.check_node(src)
         if not links:
             return {}
+        client = self.client_security()
+
+        def round_trip(link):
+            if link[0] == CLIENT and client is not None and client.uses_tls:
+                return tls_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, client.ca_location)
+            return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, self._source_address(link[0]))
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(links), thread_name_prefix="probe") as pool:
-            answers = pool.map(lambda link: kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s,
-                                                             self._source_address(link[0])), links)
-            return dict(zip(links, answers))
+            return dict(zip(links, pool.map(round_trip, links)))
 
     def clock_offset(self, node: str) -> dict:
         self.check_node(node)
