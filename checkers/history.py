@@ -977,7 +977,7 @@ def _decode_jsonl_chunk(name: str, chunk: list[str], chunk_lines: list[tuple[int
     try:
         decoded = json.loads("[" + ",".join(chunk) + "]")
     except (ValueError, RecursionError):  # the line-by-line pass below names the bad line
-        pass
+        decoded = None
     if decoded is None or len(decoded) != len(chunk):
         decoded = []
         for (number, _), text in zip(chunk_lines, chunk):

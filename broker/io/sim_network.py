@@ -92,13 +92,13 @@ class SimServer(asyncio.AbstractServer):
         return self._serving
 
     async def start_serving(self) -> None:
-        pass
+        """Already serving: a simulated server accepts from start_server on."""
 
     async def serve_forever(self) -> None:
         raise NotImplementedError("the simulated server serves from start_server on; await something else")
 
     async def wait_closed(self) -> None:
-        pass
+        """Closing is immediate: nothing is left to wait for."""
 
 
 class _Direction:
@@ -173,7 +173,7 @@ class SimTransport(asyncio.Transport):
         return (0, 0)
 
     def set_write_buffer_limits(self, high=None, low=None) -> None:
-        pass
+        """Ignored: simulated write buffers are unbounded (the module's fault model)."""
 
     def can_write_eof(self) -> bool:
         return False

@@ -221,15 +221,16 @@ class QueueSimulation:
         configs = {"min.insync.replicas": str(min(2, replication))}
         loop = self.world.loop
         deadline = loop.time() + 60.0
+        last_error = "no answer yet"
         while True:
             try:
                 answer = await admin.request(cluster.node_ids[0], create_topic_request(TOPIC, self.o.keys, replication,
                                                                                      configs))
                 if answer.topics[0].error_code in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (an earlier try landed)
                     break
-            except ClientError:
-                pass
-            assert loop.time() < deadline, f"seed {self.o.seed}: the topic could not be created"
+            except ClientError as exc:  # the controller is not reachable yet: asked again below
+                last_error = str(exc)
+            assert loop.time() < deadline, f"seed {self.o.seed}: the topic could not be created ({last_error})"
             await self.world.sleep(0.5)
         leaders = Leaders(admin, cluster.node_ids)
         while len(leaders.leader) < self.o.keys:

@@ -68,6 +68,7 @@ def test_confluent_kafka_authenticates_with_each_mechanism(sasl_broker, mechanis
     assert "b0b,=pw" not in log
 
 
+@pytest.mark.slow  # 30 s: kafka-python and aiokafka retry their bootstrap until their timeouts
 def test_a_wrong_password_is_refused_in_every_client(sasl_broker):
     from confluent_kafka import KafkaError, Producer
 
