@@ -30,11 +30,19 @@ Proposals: `propose(records)` appends one batch if this node is the leader and
 waits until it is committed and applied (the future resolves with the entry's
 index), or fails with NotControllerError when leadership is lost before.
 
-Fault model: a failed write or fsync of the Raft state (OSError) is fatal: the
-Ready cannot be retried half-done, and the node must not send messages that
-promise what is not durable. `on_fatal` is called (default: log and halt the
-process at once, as Kafka halts on a metadata log I/O error); a restart then
-recovers from what is on disk.
+Fault model: a failed write or fsync of the Raft state (OSError: a full disk,
+a failing device) ends this Raft member's life in this process: the Ready
+cannot be retried half-done, and the node must not send messages that promise
+what is not durable. What a process restart would do is done in place
+(issue 17: a node that runs out of a resource answers errors and recovers when
+it is freed, it never stops): the member goes offline (it resigns if it led,
+fails its proposals, drops Raft messages and sends none, so the peers carry on
+without it, and the rest of the broker keeps answering), and every
+STORAGE_RETRY_S it reloads its state from disk, exactly as a restart would, and
+rejoins; a reload whose first write fails again stays offline. The metadata
+image never goes back: entries the image already holds are not applied again.
+Kafka halts the process on a metadata log I/O error instead; `on_fatal` set to
+`halt_on_storage_failure` does that.
 
 Thread-safety: none; everything runs on the broker's event loop.
 
@@ -59,6 +67,7 @@ from broker.raft import EntryType, NotLeader, RaftConfig, RaftNode, Role, Timeou
 log = logging.getLogger("broker.controller")
 
 MAX_QUEUED_MESSAGES = 2000
+STORAGE_RETRY_S = 1.0
 SEND_BACKOFF_S = 0.05
 EXIT_STORAGE_FAILURE = 70
 
@@ -79,7 +88,7 @@ class MetadataQuorum:
         pool: ConnectionPool,
         election_timeout_ms: int = 1000,
         request_timeout_ms: int = 2000,
-        on_fatal=halt_on_storage_failure,
+        on_fatal=None,
     ):
         if node_id not in voters:
             raise ValueError(f"node.id {node_id} is not among controller.quorum.voters {sorted(voters)}")
@@ -103,12 +112,23 @@ class MetadataQuorum:
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
         self.leader_changes = 0
-        self.on_fatal = on_fatal
+        self.on_fatal = on_fatal  # None: go offline and recover in place (see the module docstring)
+        self.offline: str | None = None  # why this member is out of the quorum, while it is
+        self.storage_failures = 0
 
     # ---- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """Recover from disk, replay the committed log into the image, start ticking and sending."""
+        self._boot()
+        self._process()
+        for peer in self._outbox:
+            self._outbox_ready[peer] = asyncio.Event()
+            self._tasks.append(asyncio.ensure_future(self._send_forever(peer)))
+        self._tasks.append(asyncio.ensure_future(self._tick_forever()))
+
+    def _boot(self) -> None:
+        """A Raft member from what is on disk (at start, and when it recovers from a storage failure)."""
         state = self.storage.load()
         seed = self.runtime.random.getrandbits(64)
         self.node = RaftNode(
@@ -122,11 +142,45 @@ class MetadataQuorum:
             "controller quorum: node %d recovered term %d, %d log entries, commit index %d; voters %s",
             self.node_id, state.term, len(state.entries), state.commit_index, self.voters,
         )
-        self._process()
+
+    def _storage_failed(self, error: OSError) -> None:
+        """The member goes offline; `_recover_forever` brings it back (see the module docstring)."""
+        if self.on_fatal is not None:
+            self.on_fatal(error)
+            raise error
+        self.storage_failures += 1
+        if self.storage_failures == 1 or self.storage_failures % 60 == 0:  # the first, then one line a minute
+            log.error("controller quorum storage failed (%s): node %d leaves the quorum and answers errors until its "
+                      "disk takes writes again; it reloads from disk every %.0f s (failure %d)",
+                      error, self.node_id, STORAGE_RETRY_S, self.storage_failures)
+        self.offline = f"{type(error).__name__}: {error}"
+        self._observe_role(Role.FOLLOWER)  # resign, fail the proposals
+        self.node = None
         for peer in self._outbox:
-            self._outbox_ready[peer] = asyncio.Event()
-            self._tasks.append(asyncio.ensure_future(self._send_forever(peer)))
-        self._tasks.append(asyncio.ensure_future(self._tick_forever()))
+            self._outbox[peer] = []
+        try:
+            self.storage.close()
+        except OSError as exc:
+            log.info("closing the quorum storage after its failure: %s", exc)
+        if not self._stopped and not any(t.get_name() == "quorum-recovery" and not t.done() for t in self._tasks):
+            task = asyncio.ensure_future(self._recover_forever())
+            task.set_name("quorum-recovery")
+            self._tasks.append(task)
+
+    async def _recover_forever(self) -> None:
+        while not self._stopped and self.offline is not None:
+            await self.runtime.clock.sleep(STORAGE_RETRY_S)
+            if self._stopped:
+                return
+            try:
+                self._boot()
+            except (OSError, ValueError) as exc:  # ValueError: a damaged state file, which a restart would meet too
+                self.storage_failures += 1
+                if self.storage_failures % 60 == 0:
+                    log.error("controller quorum storage still failing (failure %d): %s", self.storage_failures, exc)
+                continue
+            self.offline = None
+            self._process()  # a first write that fails takes it offline again; one that works says so
 
     async def stop(self) -> None:
         self._stopped = True
@@ -164,11 +218,14 @@ class MetadataQuorum:
     async def _tick_forever(self) -> None:
         while not self._stopped:
             await self.runtime.clock.sleep(self.tick_s)
-            self.node.tick()
-            self._process()
+            if self.node is not None:
+                self.node.tick()
+                self._process()
 
     def handle_raft_request(self, body) -> bytes:
         """An incoming RAFT request: step every message, persist, answer with an empty body."""
+        if self.node is None:
+            return b""  # offline after a storage failure: the messages are lost, which Raft tolerates
         for message in rpc.decode_raft_batch(body):
             if message.to_id != self.node_id or message.from_id not in self._outbox:
                 log.warning("dropping Raft message %r: not from a peer to node %d", message, self.node_id)
@@ -179,7 +236,7 @@ class MetadataQuorum:
 
     async def propose(self, records: list[MetadataRecord], timeout_s: float = 10.0) -> int:
         """Commit one batch of records; return its log index once applied here."""
-        if not self.active:
+        if not self.active or self.node is None:
             raise NotControllerError(f"node {self.node_id} is not the active controller")
         result = self.node.propose(encode_batch(records))
         if isinstance(result, NotLeader):
@@ -204,7 +261,7 @@ class MetadataQuorum:
         therefore decides only on an image that includes its whole log.
         """
         deadline_ns = self.runtime.clock.monotonic_ns() + int(timeout_s * 1e9)
-        while self.active and self.image.offset < self.node.last_index:
+        while self.active and self.node is not None and self.image.offset < self.node.last_index:
             if self.runtime.clock.monotonic_ns() >= deadline_ns:
                 raise ControllerUnavailableError(
                     f"metadata log entries up to {self.node.last_index} not committed within {timeout_s} s "
@@ -217,7 +274,7 @@ class MetadataQuorum:
     def transfer_leadership(self) -> int | None:
         """Hand Raft leadership to a live peer (before a controlled shutdown); return it, or None."""
         if not self.is_leader or not self._outbox:
-            return None
+            return None  # (also while offline: no member, no leadership)
         # A peer whose broker is registered and unfenced is alive as far as the metadata knows.
         live = [peer for peer in sorted(self._outbox) if self.image.is_live(peer)]
         target = (live or sorted(self._outbox))[0]
@@ -229,14 +286,18 @@ class MetadataQuorum:
 
     def _process(self) -> None:
         node = self.node
-        while node.has_ready():
+        while node is not None and node.has_ready():
             ready = node.ready()
             if ready.must_sync:
                 try:
                     self.storage.persist(ready)
                 except OSError as exc:
-                    self.on_fatal(exc)
-                    raise
+                    self._storage_failed(exc)
+                    return
+                if self.storage_failures:
+                    log.info("controller quorum: node %d writes its Raft state again, after %d storage failure(s)",
+                             self.node_id, self.storage_failures)
+                    self.storage_failures = 0
             self._observe_role(ready.soft_state.role)
             for message in ready.messages:
                 self._enqueue(message)
@@ -274,6 +335,8 @@ class MetadataQuorum:
                 callback()
 
     def _apply(self, entry) -> None:
+        if entry.index <= self.image.offset:
+            return  # replayed after an in-place recovery: the image already holds it, and never goes back
         old = self.image
         if entry.entry_type is EntryType.DATA:
             new = old.apply_all(decode_batch(entry.data), entry.index)

@@ -458,12 +458,19 @@ class ReplicaManager:
 
     async def _checkpoint_loop(self) -> None:
         interval_s = self.settings.high_watermark_checkpoint_interval_ms / 1000
+        failing = False
         while not self._stopped:
             await self.runtime.clock.sleep(interval_s)
             try:
                 self.checkpoint_high_watermarks()
-            except OSError:
-                log.exception("high watermark checkpoint failed; retrying in %.1f s", interval_s)
+            except OSError as exc:  # a full disk: only recovery work is lost; one line until it works again
+                if not failing:
+                    log.warning("high watermark checkpoint failed (%s); retrying every %.1f s", exc, interval_s)
+                failing = True
+            else:
+                if failing:
+                    log.info("high watermark checkpoint written again")
+                failing = False
 
     # ------------------------------------------------------------------ follower side (called by the fetcher)
 

@@ -183,12 +183,22 @@ class BrokerServer:
         self._maintenance = asyncio.ensure_future(self._maintain_forever())
 
     async def _maintain_forever(self) -> None:
+        failures = 0
         while not self._stopping:
             await self.runtime.clock.sleep(MAINTENANCE_INTERVAL_S)
             try:
                 self.handlers.storage.maintain()
+            except OSError as exc:  # a full or failing disk: a roll or a deletion waits; one line, then one a minute
+                if failures % int(60 / MAINTENANCE_INTERVAL_S) == 0:
+                    log.warning("log maintenance failed (%s); retried every %.2f s (failure %d)", exc,
+                                MAINTENANCE_INTERVAL_S, failures + 1)
+                failures += 1
             except Exception:
                 log.exception("log maintenance failed; it will be retried")
+            else:
+                if failures:
+                    log.info("log maintenance works again after %d failures", failures)
+                failures = 0
 
     def _connection_handler(self, listener_name: str, tls, sasl: bool):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

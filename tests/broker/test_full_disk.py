@@ -14,8 +14,8 @@ file fills to ENOSPC: no mock anywhere between the broker and the kernel.
   acknowledged record, an InitProducerId that needs a new producer id block answers
   COORDINATOR_NOT_AVAILABLE (retriable; the connection used to close), and a stop once space is back is
   clean again;
-- a partition leader of a one-voter cluster answers the same (the cluster's metadata log on a full disk is
-  another matter: a failed write of it halts the node, as Kafka does).
+- a partition leader of a one-voter cluster answers the same, and the cluster's metadata log on a full disk takes
+  the controller out of the quorum until space is freed (it used to halt the node, as Kafka does).
 
 The tests need root to mount tmpfs; they skip, saying so, where mounting is not permitted.
 """
@@ -200,8 +200,8 @@ def _confluent_delivery_error(bootstrap: str, topic: str) -> str:
 
 def test_a_cluster_leader_on_a_full_disk_answers_kafka_storage_error(full_disk_broker):
     """The same answer from a partition leader of a (one-voter) cluster, whose produce path waits for the high
-    watermark; the controller's metadata log is not written meanwhile (a write of it halts the node, as Kafka
-    halts on a metadata log error: README)."""
+    watermark; the controller's metadata log is not written meanwhile (see the next test for what a write of it
+    does)."""
     broker, disk = full_disk_broker
     port = free_ports(1)[0]
     broker.overrides = {"listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.quorum.voters": f"1@127.0.0.1:{port}"}
@@ -224,3 +224,35 @@ def wait_until(condition, timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not true within {timeout_s} s"
         time.sleep(0.1)
+
+
+def test_a_cluster_node_on_a_full_disk_stops_cleanly_restarts_and_recovers_once_space_is_freed(full_disk_broker):
+    """The controller's metadata log on a full disk: its Raft member leaves the quorum and answers errors instead
+    of halting the process (it used to exit 70 at the write, at SIGTERM's controlled shutdown and again at the
+    first election after a restart); SIGTERM exits 0, a restart on the still-full disk starts, and once space is
+    freed the member reloads from disk, the node registers again and serves what it acknowledged."""
+    broker, disk = full_disk_broker
+    port = free_ports(1)[0]
+    broker.overrides = {"listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.quorum.voters": f"1@127.0.0.1:{port}"}
+    broker.start()
+    with RawClient(broker.port) as client:
+        wait_until(lambda: client.call(req.create_topic("t", 1)).topics[0].error_code == 0)
+        wait_until(lambda: produce(client, "t", b"acknowledged").error_code == 0)
+        disk.fill()
+    with RawClient(broker.port, timeout_s=60) as client:  # the controller call waits out its own 10 s timeout
+        refused = client.call(req.create_topic("later", 1)).topics[0]  # a metadata write the disk cannot take
+        assert refused.error_code != 0, refused
+    assert broker.stop() == 0, broker.stderr_text()[-3000:]
+    log = broker.stderr_text()
+    assert "leaves the quorum and answers errors" in log and "halting" not in log and "Traceback" not in log, log[-3000:]
+    offset = len(log)
+    broker.restart()  # on the still-full disk
+    with RawClient(broker.port) as client:
+        wait_until(lambda: "controller quorum storage failed" in broker.stderr_text()[offset:])
+        topic = client.call(req.metadata(["t"], allow_auto_topic_creation=False)).topics[0]
+        assert topic.error_code != 0, topic  # it answers, with an error, while its metadata cannot advance
+        disk.free()
+        wait_until(lambda: client.call(req.metadata(["t"], allow_auto_topic_creation=False)).topics[0].error_code == 0)
+        wait_until(lambda: produce(client, "t", b"kept").error_code == 0)
+        assert values_from(client, "t") == [b"acknowledged", b"kept"]
+    assert broker.alive() and broker.stop() == 0

@@ -31,6 +31,7 @@ broker/controller/storage.py syncs the parent of the directory it makes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
@@ -342,3 +343,45 @@ def test_a_clean_stop_hands_the_controller_over_and_the_node_rejoins_after_a_res
     finally:
         world.close()
     assert world.loop.unhandled == []
+
+
+def test_a_controller_whose_disk_fails_leaves_the_quorum_and_rejoins_without_halting():
+    """Issue 17: a node that runs out of disk answers errors and recovers when it is freed; it never stops. The
+    active controller's every write fails (EIO): its Raft member goes offline (before: the process halted with
+    exit status 70), another node takes over, and once the disk works again the member reloads from disk and
+    rejoins; the cluster then creates a topic and acknowledges a record as before."""
+    scenario = Scenario(11)
+    world, cluster = scenario.world, scenario.cluster
+
+    async def run():
+        for node_id in cluster.node_ids:
+            await cluster.start(node_id)
+        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
+                               "every broker registered and unfenced on every node")
+        victim = await cluster.wait_for(cluster.controller_id, "a controller elected")
+        quorum = cluster.nodes[victim].cluster.quorum
+        storage = world.storage(host_of(victim))
+        storage.write_error_probability = 1.0
+        # a metadata write (a topic creation) reaches the failing disk at once; its answer does not matter
+        with contextlib.suppress(ClientError):
+            await scenario.client.request(victim, kr.create_topic("before", 1, replication_factor=3), timeout_s=5.0)
+        await cluster.wait_for(lambda: quorum.offline is not None, "the victim's quorum member offline")
+        assert quorum.storage_failures >= 1 and "simulated" in quorum.offline
+        await cluster.wait_for(lambda: cluster.controller_id() not in (None, victim), "another controller")
+        assert victim in cluster.nodes  # the node still runs (no halt), and answers
+        storage.write_error_probability = 0.0
+        await cluster.wait_for(lambda: quorum.offline is None and quorum.storage_failures == 0,
+                               "the victim's quorum member back and writing", timeout_s=30.0)
+        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
+                               "every broker registered and unfenced again on every node")
+        created = await scenario.client.request(cluster.controller_id() or 1, kr.create_topic(
+            TOPIC, 1, {"min.insync.replicas": "2"}, replication_factor=3))
+        assert created.topics[0].error_code == 0, created
+        await scenario.wait_partition(lambda p: p.leader_id >= 0 and len(p.isr_nodes) == 3, "a leader with a full ISR")
+        await scenario.produce(5)
+        assert [value for _, value in await scenario.read_all()] == [value for _, value in scenario.acked]
+
+    try:
+        world.run(run())
+    finally:
+        world.close()
