@@ -36,6 +36,7 @@ import concurrent.futures
 import json
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -47,15 +48,23 @@ __all__ = ["kafka_answers", "kafka_round_trip", "group_state", "round_trips_all"
 CLIENT_ID = b"logquake-probe"
 
 
-def kafka_round_trip(host: str, port: int, timeout_s: float = 1.0, source: str | None = None) -> float | None:
+def kafka_round_trip(host: str, port: int, timeout_s: float = 1.0, source: str | None = None,
+                     ca_location: str | None = None) -> float | None:
     """Seconds from connecting to host:port (bound to `source`) to the response of an ApiVersions v0 request
-    sent at once, or None when no response came within timeout_s."""
+    sent at once, or None when no response came within timeout_s. With `ca_location` the connection speaks TLS
+    first, verified against that CA (an SSL or SASL_SSL listener; ApiVersions is answered before SASL)."""
     body = struct.pack(">hhih", 18, 0, 1, len(CLIENT_ID)) + CLIENT_ID
     started = time.monotonic()
     try:
-        with socket.create_connection((host, port), timeout=timeout_s,
-                                      source_address=(source, 0) if source else None) as s:
-            s.settimeout(timeout_s)
+        s = socket.create_connection((host, port), timeout=timeout_s, source_address=(source, 0) if source else None)
+        if ca_location is not None:
+            try:
+                s = ssl.create_default_context(cafile=ca_location).wrap_socket(s, server_hostname=host)
+            except OSError:
+                s.close()
+                raise
+        with s:
+            s.settimeout(max(timeout_s - (time.monotonic() - started), 0.01))
             s.sendall(struct.pack(">i", len(body)) + body)
             head = b""
             while len(head) < 8:

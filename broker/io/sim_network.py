@@ -79,11 +79,15 @@ class SimServer(asyncio.AbstractServer):
         self.context = context  # the listening process's context: accepted connections' tasks run in it
         self.sockets = [_Socket(address)]
         self._serving = True
+        self._closed_waiters: list = []
 
     def close(self) -> None:
         if self._serving:
             self._serving = False
             self.network._servers.pop(self.address, None)
+            for waiter in self._closed_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def get_loop(self):
         return self.network.loop
@@ -95,7 +99,12 @@ class SimServer(asyncio.AbstractServer):
         """Already serving: a simulated server accepts from start_server on."""
 
     async def serve_forever(self) -> None:
-        raise NotImplementedError("the simulated server serves from start_server on; await something else")
+        """Return when the server is closed (it accepts from start_server on, as asyncio's does once started)."""
+        if not self._serving:
+            return
+        waiter = self.network.loop.create_future()
+        self._closed_waiters.append(waiter)
+        await waiter
 
     async def wait_closed(self) -> None:
         """Closing is immediate: nothing is left to wait for."""

@@ -120,31 +120,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port on {host} in 10000..{low - 1} after 200 tries")
 
 
-def tls_round_trip(host: str, port: int, timeout_s: float, ca_location: str) -> float | None:
-    """`nodecontrol.probe.kafka_round_trip` over TLS, for a client link to an SSL or SASL_SSL listener: seconds
-    from connecting to the ApiVersions v0 response (answered before SASL authentication, as Kafka does), or None."""
-    import ssl
-    import struct
-
-    context = ssl.create_default_context(cafile=ca_location)
-    body = struct.pack(">hhih", 18, 0, 1, len(b"logquake-probe")) + b"logquake-probe"
-    started = time.monotonic()
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as s:
-                s.settimeout(max(timeout_s - (time.monotonic() - started), 0.01))
-                s.sendall(struct.pack(">i", len(body)) + body)
-                head = b""
-                while len(head) < 8:
-                    chunk = s.recv(8 - len(head))
-                    if not chunk:
-                        return None
-                    head += chunk
-        return time.monotonic() - started if struct.unpack(">i", head[4:8])[0] == 1 else None
-    except (OSError, ssl.SSLError):
-        return None
-
-
 def reap_stale_runs(root: Path = RUN_ROOT) -> list[str]:
     """Kill the node processes and remove the directories of runs whose harness died."""
     reaped = []
@@ -547,7 +522,7 @@ class LocalCluster(NodeControl):
 
         def round_trip(link):
             if link[0] == CLIENT and client is not None and client.uses_tls:
-                return tls_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, client.ca_location)
+                return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, ca_location=client.ca_location)
             return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, self._source_address(link[0]))
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(links), thread_name_prefix="probe") as pool:

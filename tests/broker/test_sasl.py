@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import shutil
 import subprocess
 
 import pytest
@@ -142,7 +141,6 @@ def test_kafka_python_and_aiokafka_authenticate_with_scram(sasl_broker):
     assert asyncio.run(aio()) == 0
 
 
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (.ci/run installs it)")
 def test_sasl_over_tls_with_kcat_and_confluent(tmp_path):
     broker, tls = _sasl_broker(tmp_path, protocol="SASL_SSL")
     try:

@@ -154,6 +154,21 @@ def test_a_connection_carries_bytes_in_order_after_the_link_delay_and_closes_wit
     run(world, scenario())
 
 
+def test_serve_forever_returns_when_the_server_is_closed():
+    world = SimWorld(2)
+
+    async def scenario():
+        server = await _echo_server(world)
+        serving = asyncio.ensure_future(server.serve_forever())
+        await world.sleep(5.0)
+        assert not serving.done()
+        server.close()
+        await asyncio.wait_for(serving, 1.0)
+        assert not server.is_serving()
+
+    run(world, scenario())
+
+
 def test_a_slow_link_delays_its_writes_and_only_its_own():
     world = SimWorld(6)
 

@@ -7,7 +7,6 @@ temporary directory.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
 import subprocess
@@ -103,7 +102,6 @@ def test_kafka_python_and_aiokafka_over_tls(ssl_broker):
     assert asyncio.run(aio()) == b"aio"
 
 
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (.ci/run installs it)")
 def test_kcat_over_tls(ssl_broker):
     broker, tls = ssl_broker
     common = ["kcat", "-b", broker.bootstrap, "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={tls.ca}", "-t", "tls-kcat"]
