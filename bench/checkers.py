@@ -11,6 +11,10 @@ Each case runs in a fresh child process, so its peak RSS (ru_maxrss) is its own:
 - linearizable kv: 50 concurrent clients, 2,000 operations over 10 keys (get,
   put, append), once valid and once with one stale read. Target: under 60 s each.
 - shared: every history of tests/data/histories with its checker.
+- process: `logquake check` as a user runs it, whole process included (interpreter start, imports,
+  loading, checking, writing results), on each kv history of the shared data and on the generated
+  50-client kv histories above, valid and invalid. Target: each under 0.5 s. The baseline in the same
+  run is the interpreter starting and exiting (`python -c pass`), so the ratio says what checking adds.
 - pipeline: a generated read-process-write history of N input records (default 1,000,000; sends of 4
   records from 10 processes over 4 input partitions, transactions of 50 records re-keyed over 4 output
   partitions, the final output read and committed offsets). Target: under 60 s and 2 GiB. Baseline in
@@ -20,7 +24,7 @@ The generated histories come from simulating a correct system (effects applied
 atomically at a random point inside each operation), so the valid ones are
 valid by construction.
 
-    python bench/checkers.py [--only queue,list-append,linearizable,shared,pipeline] [--queue-ops 1000000]
+    python bench/checkers.py [--only queue,list-append,linearizable,shared,process,pipeline] [--queue-ops 1000000]
         [--pipeline-records 1000000]
 """
 
@@ -32,7 +36,9 @@ import multiprocessing
 import os
 import random
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -305,6 +311,39 @@ def case_shared() -> dict:
     return {"histories": len(manifest), "agree": agree, "check_s": time.perf_counter() - t0, "per_source_s": per_source}
 
 
+def _timed_process(argv: list[str], runs: int = 3) -> tuple[float, int]:
+    """Best wall time of `runs` runs of a command (the first run of all warms the bytecode cache), and its exit code."""
+    best, code = float("inf"), -1
+    for _ in range(runs):
+        start = time.perf_counter()
+        code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT).returncode
+        best = min(best, time.perf_counter() - start)
+    return best, code
+
+
+def case_process() -> list[tuple[str, float, int, int]]:
+    """(history, best seconds, exit code, expected exit code) of `logquake check` on every kv history."""
+    from checkers.history import History
+
+    check = [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())", "check",
+             "--checker", "linearizable", "--model", "kv"]
+    with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+        cases = []
+        for entry in json.loads((SHARED / "manifest.json").read_text()):
+            if entry["model"] == "kv":
+                cases.append((entry["file"], SHARED / entry["file"], 0 if entry["expected_valid"] else 1))
+        for corrupt in (False, True):
+            path = Path(tmp) / f"kv-50-clients-{'invalid' if corrupt else 'valid'}.jsonl"
+            History.from_dicts(kv_history(corrupt=corrupt)).to_jsonl(path)
+            cases.append((path.name, path, 1 if corrupt else 0))
+        _timed_process([*check, "--out", str(Path(tmp) / "warm"), str(cases[0][1])], runs=1)
+        results = []
+        for i, (name, path, expected) in enumerate(cases):
+            seconds, code = _timed_process([*check, "--out", str(Path(tmp) / f"out-{i}"), str(path)])
+            results.append((name, seconds, code, expected))
+        return results
+
+
 def _child(fn, args, queue):
     try:
         result = fn(*args)
@@ -326,7 +365,7 @@ def run_case(fn, *args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="queue,list-append,linearizable,shared,pipeline")
+    parser.add_argument("--only", default="queue,list-append,linearizable,shared,process,pipeline")
     parser.add_argument("--pipeline-records", type=int, default=1_000_000)
     parser.add_argument("--queue-ops", type=int, default=1_000_000)
     parser.add_argument("--txns", type=int, default=100_000)
@@ -357,6 +396,14 @@ def main() -> int:
             etcd = r["per_source_s"].get("porcupine/cas-register", 0.0)
             print(f"  -> {r['agree']}/{r['histories']} verdicts as expected, total {r['check_s']:.2f} s; "
                   f"the 52 Porcupine etcd logs here: {etcd:.2f} s (Porcupine: ~0.4 s for all 102 of its etcd logs)")
+    if "process" in only:
+        baseline, _ = _timed_process([sys.executable, "-c", "pass"])
+        if sys.flags.dont_write_bytecode:
+            print("  (PYTHONDONTWRITEBYTECODE is set: every process compiles the project from source, as users' do not)")
+        print(f"logquake check, whole process, best of 3 (baseline: the interpreter alone, {baseline:.2f} s):")
+        for name, seconds, code, expected in case_process():
+            verdict = "as expected" if code == expected else f"EXIT {code}, expected {expected}"
+            print(f"  {name}: {seconds:.2f} s ({seconds / baseline:.1f}x the interpreter; target < 0.5 s), {verdict}")
     if "pipeline" in only:
         r = run_case(case_pipeline, args.pipeline_records)
         print(f"pipeline, {args.pipeline_records:,} input records: {r}", flush=True)

@@ -80,14 +80,15 @@ import bisect
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from checkers.core import witnesses_omitted
 from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
 from checkers.queue.explain import explain, summarize
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["ANOMALY_NAMES", "DELIVERY_MODES", "FINAL_READ_SHORT", "NEEDS_FINAL_READS", "check", "short_final_reads"]
 
@@ -889,6 +890,8 @@ class _Analysis:
         remaining = _trim(graphs)
         if not remaining:
             return
+        import networkx as nx  # here, not at the top: a valid history never gets this far, and it costs 0.1 s to import
+
         graph = nx.DiGraph()
         for a in remaining:
             for edges in graphs:
@@ -1139,6 +1142,8 @@ def _trim(graphs: _Graphs) -> set[int]:
 
 def _shortest_cycle(component: nx.DiGraph, start: int) -> list[int]:
     """The nodes of a shortest cycle through `start`, beginning with it."""
+    import networkx as nx  # imported by _find_cycles already; see there
+
     best: list[int] | None = None
     for successor in component.successors(start):
         try:
