@@ -50,6 +50,11 @@ def merge_valid(*validities: Any) -> bool | str:
     return worst
 
 
+# Witnesses a run or `logquake check` keeps per anomaly of the queue and pipeline checkers by default: counts stay
+# exact, and a broker that breaks a million writes still gets a results file a person (and a report) can open.
+MAX_WITNESSES = 100
+
+
 def witnesses_omitted(counts: Mapping[str, int], kept: Mapping[str, list[Any]]) -> dict[str, int]:
     """anomaly name -> how many of its witnesses a result left out, from its exact counts and the witnesses it
     kept (a checker keeps the first `max_witnesses`); only names with some left out."""

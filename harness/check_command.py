@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from checkers.core import merge_valid, results_to_edn, run_checkers, to_jsonable
+from checkers.core import MAX_WITNESSES, merge_valid, results_to_edn, run_checkers, to_jsonable
 from checkers.faults import check_faults_landed, excuse_volatile_losses
 from checkers.history import FORMATS, NEMESIS, History, HistoryError, detect_format
 from checkers.queue import DELIVERY_MODES
@@ -63,7 +63,6 @@ EXIT_VALID = 0
 EXIT_INVALID = 1
 EXIT_UNKNOWN = 2
 EXIT_BAD_ARGUMENTS = 254
-MAX_WITNESSES = 100
 # A JSONL history larger than this is streamed (`History.stream_jsonl`): its ops stay in the file, read
 # again on each pass, instead of some 20 bytes of memory per byte of file.
 STREAM_BYTES = 64 * 2**20

@@ -135,7 +135,7 @@ def _last_json_line(stdout: bytes) -> dict | None:
 
 def _check(history_path: Path) -> dict:
     """The queue checker's verdict under at-least-once, as `logquake check` gives it for a stored run."""
-    from checkers.core import run_checkers, to_jsonable
+    from checkers.core import MAX_WITNESSES, run_checkers, to_jsonable
     from checkers.history import History, HistoryError
     from checkers.queue import check as check_queue
 
@@ -143,7 +143,8 @@ def _check(history_path: Path) -> dict:
         history = History.load(str(history_path), "jsonl")
     except HistoryError as error:
         return {"valid": "unknown", "message": f"cannot read the history: {error}"}
-    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=DELIVERY, acks=ACKS)})
+    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=DELIVERY, acks=ACKS,
+                                                                  max_witnesses=MAX_WITNESSES)})
     queue = to_jsonable(merged["queue"])
     return {"valid": merged["valid"], "queue": queue}
 

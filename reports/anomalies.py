@@ -300,17 +300,29 @@ def anomaly_html(checker: str, result: Mapping[str, Any], name: str, allowed: bo
            f'{_e(_summary(result, bucket, name))}</span></h4>']
     out += [_witness_html(w, run) for w in mine[:WITNESSES_OPEN]]
     stored = result.get(bucket, {}).get(name) if isinstance(result.get(bucket), Mapping) else None
-    total = max(len(stored) if isinstance(stored, list) else 0, _count(result, bucket, name))
+    kept = len(stored) if isinstance(stored, list) else 0
+    total = max(kept, _count(result, bucket, name))
     folded = mine[WITNESSES_OPEN:]
-    not_shown = total - len(mine)
+    rest = _rest_words(kept - len(mine), total - kept)
     if folded:
-        rest = f", and {not_shown} more in results.json" if not_shown > 0 else ""
-        out.append(f'<details class="more-witnesses"><summary>{len(folded)} more witness(es){rest}</summary>'
+        out.append(f'<details class="more-witnesses"><summary>{len(folded)} more witness(es)'
+                   f'{", and " + rest if rest else ""}</summary>'
                    + "".join(_witness_html(w, run) for w in folded) + "</details>")
-    elif not_shown > 0:
-        out.append(f'<p class="more">{not_shown} more witness(es) in results.json.</p>')
+    elif rest:
+        out.append(f'<p class="more">{rest[0].upper() + rest[1:]}.</p>')
     out.append("</div>")
     return "".join(out)
+
+
+def _rest_words(in_results: int, not_kept: int) -> str:
+    """Where the witnesses not on the page are: in results.json, or counted only (the checker kept the first ones)."""
+    parts = []
+    if in_results > 0:
+        parts.append(f"{in_results} more witness(es) in results.json")
+    if not_kept > 0:
+        parts.append(f"{not_kept} more counted but not kept (`logquake check --max-witnesses N` on the run's history "
+                     "keeps more)")
+    return ", ".join(parts)
 
 
 def _status_badge(status: str) -> str:

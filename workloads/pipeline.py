@@ -202,9 +202,10 @@ class PipelineWorkload(UniqueValues, Workload):
         return PythonPipelineClient(self, bootstrap, process, self.client)
 
     def check(self, history, final_reads_incomplete: str | None = None) -> dict:
+        from checkers.core import MAX_WITNESSES
         from checkers.pipeline import check as check_pipeline
 
-        result = check_pipeline(history)
+        result = check_pipeline(history, max_witnesses=MAX_WITNESSES)
         if final_reads_incomplete is not None and result.get("valid") is True:
             result.update(valid="unknown", reason="final-reads-incomplete", message=final_reads_incomplete)
         return result

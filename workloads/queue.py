@@ -167,10 +167,11 @@ class QueueWorkload(UniqueValues, Workload):
         return PythonQueueClient(self, bootstrap, process, self.client)
 
     def check(self, history, final_reads_incomplete: str | None = None) -> dict:
+        from checkers.core import MAX_WITNESSES
         from checkers.queue import check as check_queue
 
         return check_queue(history, delivery=self.delivery_mode, final_reads_incomplete=final_reads_incomplete,
-                           acks=self.effective_acks())
+                           acks=self.effective_acks(), max_witnesses=MAX_WITNESSES)
 
 
 def _key_of(partition: int) -> int:
