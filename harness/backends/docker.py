@@ -72,6 +72,8 @@ CLIENT_PORT = 9093
 DATA_DIR = "/var/lib/logquake"
 DEVICE = "eth0"
 _ADDRESS_OFFSET = 10
+# How often a run asks Docker for a free subnet when other networks keep taking the one it was given.
+_NETWORK_ATTEMPTS = 5
 _EXEC_START_FAILURES = ("OCI runtime exec failed", "write init-p", "error executing setns process")
 
 
@@ -222,19 +224,29 @@ class DockerCluster(NodeControl):
         """A bridge network with an explicit subnet, so containers can keep fixed addresses.
 
         Docker gives fixed addresses only on a network created with a subnet; we let
-        Docker pick a free one first, then create the run's network with it.
+        Docker pick a free one first, then create the run's network with it. Another
+        run (a campaign's parallel job, another harness) may take that subnet in
+        between; Docker then refuses ours as overlapping, and we ask again.
         """
+        import docker.errors
         from docker.types import IPAMConfig, IPAMPool
 
         name = f"logquake-{self.run_id}"
-        probe = self.client.networks.create(name, driver="bridge", labels=self.labels)
-        try:
-            config = probe.attrs["IPAM"]["Config"][0]
-            subnet, gateway = config["Subnet"], config.get("Gateway")
-        finally:
-            probe.remove()
-        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
-        self.network = self.client.networks.create(name, driver="bridge", ipam=ipam, labels=self.labels)
+        for attempt in range(1, _NETWORK_ATTEMPTS + 1):
+            probe = self.client.networks.create(name, driver="bridge", labels=self.labels)
+            try:
+                config = probe.attrs["IPAM"]["Config"][0]
+                subnet, gateway = config["Subnet"], config.get("Gateway")
+            finally:
+                probe.remove()
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
+            try:
+                self.network = self.client.networks.create(name, driver="bridge", ipam=ipam, labels=self.labels)
+                break
+            except docker.errors.APIError as error:
+                if "overlap" not in str(error) or attempt == _NETWORK_ATTEMPTS:
+                    raise
+                log.info("subnet %s was taken by another network meanwhile; asking Docker for another", subnet)
         net = ipaddress.ip_network(subnet)
         self.addresses = {node: str(net.network_address + _ADDRESS_OFFSET + i) for i, node in enumerate(self.nodes, 1)}
 

@@ -235,6 +235,49 @@ def test_teardown_removes_everything_and_is_idempotent(client):
     control.teardown()
 
 
+def test_a_subnet_another_network_takes_between_probe_and_create_is_asked_for_again(client):
+    """Two runs at once (a campaign's --parallel jobs) race for the subnet Docker offers both: the loser is refused
+    as overlapping and must ask again, not fail its run. The race is made real: right after the run's probe
+    network is removed, a second real network takes its subnet, once."""
+    control = DockerCluster(logquake_broker(None, 1), 1)
+    real_client = control.client
+    competitors, probes = [], []
+
+    def create(name, **kwargs):
+        if "ipam" in kwargs and not competitors:
+            from docker.types import IPAMConfig, IPAMPool
+
+            subnet = probes[-1].attrs["IPAM"]["Config"][0]["Subnet"]
+            competitors.append(real_client.networks.create(
+                f"{name}-competitor", driver="bridge", labels=control.labels,
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])))
+        network = real_client.networks.create(name, **kwargs)
+        if "ipam" not in kwargs:
+            probes.append(network)
+        return network
+
+    class Networks:  # the real collection, with create() racing as above
+        def __getattr__(self, attribute):
+            return create if attribute == "create" else getattr(real_client.networks, attribute)
+
+    class Client:
+        networks = Networks()
+
+    control.client = Client()
+    try:
+        control._create_network()
+        taken = competitors[0].attrs["IPAM"]["Config"][0]["Subnet"]
+        ours = control.network.attrs["IPAM"]["Config"][0]["Subnet"]
+        assert len(probes) == 2 and ours != taken
+        assert control.addresses["n1"].startswith(ours.rsplit(".", 1)[0] + ".")
+    finally:
+        control.client = real_client
+        for network in [*competitors, control.network]:
+            if network is not None:
+                network.remove()
+    assert _labelled(client, control.run_id) == []
+
+
 def test_leftovers_of_a_killed_harness_are_reaped(client):
     script = textwrap.dedent("""
         import sys, time
