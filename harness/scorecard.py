@@ -96,9 +96,9 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
                ("inconsistent-offsets", "lost-write", "unseen")),
     # a crashed processor's open transaction is not aborted when its restart takes over the transactional.id:
     # the new epoch's next commit on a partition commits the crashed one's records too; a partition it never
-    # writes again keeps them open for good, and the final read-output of such a run does not complete (UNKNOWN)
+    # writes again keeps them open for good, which the final read-output finds (hanging-transaction)
     PlantedBug("logquake.debug.epoch.bump.unfenced", "an epoch bump does not abort (fence) the old epoch's transaction",
-               ("duplicate-output",), delivery="exactly-once", workload="pipeline"),
+               ("duplicate-output", "hanging-transaction"), delivery="exactly-once", workload="pipeline"),
     # the workload aborts a tenth of its transactions: after a leader change their records count as committed
     PlantedBug("logquake.debug.abort.marker.lost", "a new leader replays commit markers but not abort markers",
                ("G1a", "lost-write", "unseen"), delivery="exactly-once"),

@@ -71,6 +71,9 @@ MAX_POLL_INTERVAL_MS = 20000
 # A killed processor's open transaction blocks read_committed readers of its output partitions (and,
 # once it added offsets, the group's offsets of its input partitions) until the coordinator aborts it.
 TRANSACTION_TIMEOUT_MS = 30000
+# How long the final read waits for open transactions to end: two transaction timeouts and a margin (the
+# coordinator aborts an expired transaction on its next periodic check, then writes the markers).
+OPEN_TRANSACTIONS_WAIT_S = 2 * TRANSACTION_TIMEOUT_MS / 1000 + 30
 PAUSE_S = 16.0  # well past the session timeout: the group moves the paused processor's partitions and another
 # processor copies them before the zombie comes back (within the transaction timeout, so generation fences it)
 DRAIN_IDLE_S = 60.0  # the drain gives up after this long without progress (past a transaction timeout)
@@ -438,18 +441,24 @@ class PipelineClient(Client):
 
     def _read_output(self, op: Op) -> Op:
         """Every output partition at read_committed, from its start to its last stable offset, once no
-        transaction is open (the LSO reached the high watermark) or a transaction timeout and more passed."""
+        transaction is open (the LSO reached the high watermark). A transaction left open (a killed
+        processor's) is aborted by the coordinator after its timeout, so the read waits up to
+        OPEN_TRANSACTIONS_WAIT_S; if an LSO is still below its HW then, the op is `info` and its value says
+        what was seen and for how long (the pipeline checker judges it: `hanging-transaction`)."""
         reader = self._output_reader()
         try:
-            deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 20
+            started = time.monotonic()
             while True:
                 stable, high = reader.ends()
-                if stable == high or time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if stable == high or waited > OPEN_TRANSACTIONS_WAIT_S:
                     break
                 time.sleep(0.5)
             if stable != high:
-                return completion("info", None, error=["open-transactions", f"last stable offsets {stable} stayed "
-                                                       f"below the high watermarks {high}"])
+                seen = {"last-stable-offsets": stable, "high-watermarks": high, "waited-s": round(waited, 1),
+                        "transaction-timeout-ms": TRANSACTION_TIMEOUT_MS}
+                return completion("info", seen, error=["open-transactions", f"last stable offsets {stable} stayed "
+                                                       f"below the high watermarks {high} for {waited:.0f} s"])
             rows, positions = reader.read(stable, idle_s=15.0)
             if any(positions[p] < end for p, end in stable.items()):
                 return completion("info", None, error=["read-output", f"stopped at {positions} of {stable}"])

@@ -31,7 +31,13 @@ Anomalies, each witness a data map and a sentence (`checkers.pipeline.explain`):
   (atomicity: its offsets are committed, its writes are not);
 - `double-commit`: an input consumed by two committed transactions (a zombie that was not fenced);
 - `reordered-output`: two records of one input partition written to one output partition in the
-  opposite order.
+  opposite order;
+- `hanging-transaction`: at the end, with no other client op running, an output partition's last stable
+  offset stayed below its high watermark for at least two transaction timeouts: a transaction that
+  was never committed nor aborted holds read_committed readers back for ever (the "hanging
+  transaction" of KIP-890). Judged from the final `read-output` when it is `info` with the value
+  `{"last-stable-offsets": {p: lso}, "high-watermarks": {p: hw}, "waited-s": s,
+  "transaction-timeout-ms": ms}`.
 `stats["processor_faults"]` counts the processor faults the invocations asked for (`crash`, `pause_s`,
 `abort` on `process` ops, and `leave` ops) and the paused ones that came back and were fenced (fail).
 An acknowledged input that is neither in the output nor covered by the committed offsets was not
@@ -60,7 +66,7 @@ from checkers.pipeline.explain import explain, summarize
 __all__ = ["ANOMALY_NAMES", "PROMISES", "PipelineHistoryError", "check", "judge_promises"]
 
 ANOMALY_NAMES = ("lost-input", "duplicate-output", "aborted-output", "unknown-output", "txn-output-missing",
-                 "double-commit", "reordered-output")
+                 "double-commit", "reordered-output", "hanging-transaction")
 
 
 class PipelineHistoryError(ValueError):
@@ -121,6 +127,7 @@ class _Analysis:
         self.output_position: int | None = None
         self.committed: dict[Any, int] | None = None
         self.committed_position: int | None = None
+        self.stuck_position: int | None = None  # a final read-output that found transactions left open
         self.found: dict[str, list[tuple[dict, list[int]]]] = defaultdict(list)
         self.faults: dict[str, int] = dict.fromkeys(("kills", "pauses", "zombies fenced", "aborts on purpose",
                                                      "leaves"), 0)
@@ -160,6 +167,8 @@ class _Analysis:
             elif op.f == "read-output" and op.type == "ok":
                 self.output = [(p, o, v) for p, rows in _records(op.value, where).items() for o, v in rows]
                 self.output_position = position
+            elif op.f == "read-output" and isinstance(op.value, Mapping) and "last-stable-offsets" in op.value:
+                self.stuck_position = position
             elif op.f == "committed-offsets" and op.type == "ok":
                 if not isinstance(op.value, Mapping):
                     raise PipelineHistoryError(f"{where}: expected a map of partition to offset, got {op.value!r}")
@@ -194,7 +203,39 @@ class _Analysis:
     def _report(self, name: str, data: dict, positions: list[int]) -> None:
         self.found[name].append((data, positions))
 
+    def _hanging(self) -> None:
+        """A final read that waited two transaction timeouts, alone, with a last stable offset below the HW."""
+        position = self.stuck_position
+        if position is None:
+            return
+        seen = self.h[position].value
+        where = f"op {self.h[position].index} (read-output)"
+        try:
+            stable = {_key(p): int(o) for p, o in seen["last-stable-offsets"].items()}
+            high = {_key(p): int(o) for p, o in seen["high-watermarks"].items()}
+            waited_s, timeout_ms = float(seen["waited-s"]), int(seen["transaction-timeout-ms"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise PipelineHistoryError(f"{where}: expected last-stable-offsets, high-watermarks, waited-s and "
+                                       f"transaction-timeout-ms, got {seen!r}") from None
+        if waited_s < 2 * timeout_ms / 1000:
+            return
+        invoked = self.h.invocation_position(position)
+        for other in range(position):
+            op = self.h[other]
+            if op.process == NEMESIS or op.type != "invoke" or other == invoked:
+                continue
+            # a client op invoked before the read ended and not ended before it began ran beside it (or never
+            # ended): it may have kept a transaction going, so the read proves nothing
+            done = self.h.completion_position(other)
+            if done < 0 or done > invoked:
+                return
+        held = sorted(([p, stable[p], high[p]] for p in stable if p in high and stable[p] < high[p]), key=repr)
+        if held:
+            self._report("hanging-transaction", {"partitions": held, "waited_s": waited_s, "timeout_ms": timeout_ms},
+                         [position])
+
     def _analyse(self) -> None:
+        self._hanging()
         writers: dict[Any, list[tuple[int, str]]] = defaultdict(list)  # value -> [(txn position, type)]
         consumers: dict[Any, list[int]] = defaultdict(list)  # value -> ok txn positions that consumed it
         input_offset: dict[Any, tuple[Any, int]] = {}
@@ -323,6 +364,8 @@ PROMISES = (
     ("isolation", "nothing an aborted or unknown transaction wrote is visible at read_committed",
      ("aborted-output", "unknown-output")),
     ("order", "the records of one input partition keep their order in each output partition", ("reordered-output",)),
+    ("transactions-end", "every transaction commits or aborts within its timeout: none holds read_committed readers "
+     "back for ever", ("hanging-transaction",)),
 )
 
 

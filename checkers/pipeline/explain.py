@@ -59,6 +59,13 @@ def _reordered_output(d: Mapping[str, Any]) -> str:
             f"{d['output_offsets'][1]}: the later input was written first.")
 
 
+def _hanging_transaction(d: Mapping[str, Any]) -> str:
+    held = ", ".join(f"partition {fmt(p)} (last stable offset {lso}, high watermark {hw})" for p, lso, hw in d["partitions"])
+    return (f"At the end, with no processor running, {held} stayed held back for {d['waited_s']:.0f} s, more than "
+            f"twice the transaction timeout of {d['timeout_ms'] / 1000:g} s: a transaction that was never committed "
+            f"nor aborted keeps read_committed readers from everything after it.")
+
+
 _EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "lost-input": _lost_input,
     "duplicate-output": _duplicate_output,
@@ -67,6 +74,7 @@ _EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "txn-output-missing": _txn_output_missing,
     "double-commit": _double_commit,
     "reordered-output": _reordered_output,
+    "hanging-transaction": _hanging_transaction,
 }
 
 _UNITS = {
@@ -77,6 +85,7 @@ _UNITS = {
     "txn-output-missing": "committed transaction{s} whose writes are missing from the output",
     "double-commit": "input{s} consumed by more than one committed transaction",
     "reordered-output": "pair{s} of one input partition's records written out of order",
+    "hanging-transaction": "final read{s} held back by a transaction that never ended",
 }
 
 

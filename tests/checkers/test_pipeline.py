@@ -127,6 +127,51 @@ def test_undrained_input_or_missing_final_reads_give_no_verdict():
     assert "read-output and committed-offsets" in no_final["message"]
 
 
+def stuck_read(waited_s, stable=None, high=None, timeout_ms=30000):
+    """The final read-output as the workload records it when an output partition's LSO stayed below its HW."""
+    seen = {"last-stable-offsets": stable or {"0": 2, "1": 1}, "high-watermarks": high or {"0": 3, "1": 1},
+            "waited-s": waited_s, "transaction-timeout-ms": timeout_ms}
+    return op(9, "read-output", seen, type="info", final=True, error=["open-transactions", "stayed below"])
+
+
+def stuck(*ops, read=None, waited_s=90.0):
+    return history(send(0, 10, 0), send(0, 11, 1), send(1, 20, 0),
+                   txn(1, {0: [[0, 10], [1, 11]]}, [[0, 10], [0, 11]], {0: 2}), txn(2, {1: [[0, 20]]}, [[1, 20]], {1: 1}),
+                   *ops, read or stuck_read(waited_s), committed({0: 2, 1: 1}))
+
+
+def test_a_final_read_held_back_for_two_transaction_timeouts_by_an_open_transaction_is_a_hanging_transaction():
+    result = check(stuck())
+    assert result["valid"] is False and result["anomaly_types"] == ["hanging-transaction"]
+    assert sentences(result, "hanging-transaction") == [
+        "At the end, with no processor running, partition 0 (last stable offset 2, high watermark 3) stayed held "
+        "back for 90 s, more than twice the transaction timeout of 30 s: a transaction that was never committed "
+        "nor aborted keeps read_committed readers from everything after it."]
+    broken = [row for row in result["promises"] if row["status"] == "broken"]
+    assert [row["id"] for row in broken] == ["transactions-end"]
+
+
+def test_a_held_back_final_read_proves_no_hang_when_it_waited_too_little_or_another_op_ran_beside_it():
+    # shorter than two timeouts: the coordinator may not have looked yet; no verdict, as before
+    result = check(stuck(waited_s=45.0))
+    assert result["valid"] == "unknown" and result["reason"] == "final-reads-incomplete"
+    # a processor op that ran beside the final read may have kept a transaction going
+    rows = [row for pair in (send(0, 10, 0), txn(1, {0: [[0, 10]]}, [[0, 10]], {0: 1})) for row in pair]
+    invoke, done = op(5, "process", {"consumed": {}, "produced": [], "offsets": {}}, type="info")
+    read_invoke, read_done = stuck_read(90.0)
+    beside = History.from_dicts([*rows, invoke, read_invoke, done, read_done, *committed({0: 1})])
+    assert check(beside)["valid"] == "unknown"
+    # an op invoked before the read that never ended, likewise
+    never = History.from_dicts([*rows, invoke, read_invoke, read_done, *committed({0: 1})])
+    assert check(never)["valid"] == "unknown"
+
+
+def test_a_held_back_final_read_with_a_malformed_value_is_refused_with_the_op():
+    bad = op(9, "read-output", {"last-stable-offsets": {"0": "x"}}, type="info", final=True)
+    with pytest.raises(PipelineHistoryError, match=r"op \d+ \(read-output\): expected last-stable-offsets"):
+        check(stuck(read=bad))
+
+
 def test_an_unacknowledged_input_may_be_missing():
     h = history(send(0, 10, 0), send(0, 11, None, type="info"), txn(1, {0: [[0, 10]]}, [[0, 10]], {0: 1}),
                 read_output({0: [[0, 10]]}), committed({0: 1}))
@@ -238,7 +283,7 @@ def test_promises_and_processor_faults_are_reported():
     assert result["stats"]["processor_faults"] == {"kills": 1, "pauses": 1, "zombies fenced": 1,
                                                    "aborts on purpose": 0, "leaves": 1}
     assert [(p["id"], p["status"]) for p in result["promises"]] == [
-        ("exactly-once", "held"), ("isolation", "held"), ("order", "held")]
+        ("exactly-once", "held"), ("isolation", "held"), ("order", "held"), ("transactions-end", "held")]
     # a duplicate breaks exactly-once, and that row comes first
     broken = check(copied(output={0: [[0, 10], [1, 11], [2, 11]], 1: [[0, 20]]}))
     assert broken["promises"][0]["id"] == "exactly-once" and broken["promises"][0]["status"] == "broken"
