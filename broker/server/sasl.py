@@ -33,8 +33,10 @@ Users come from `logquake.sasl.users.file` (lines `name:password`; `#` starts a
 comment), read once at start-up; the passwords are turned into SCRAM
 credentials with a fresh random salt and `logquake.sasl.scram.iterations`
 (default 4096, Kafka's minimum) and the PLAIN check compares PBKDF2 hashes, so
-no password is kept in memory after start-up. KRaft's SCRAM credentials in the
-metadata log (AlterUserScramCredentials) are not implemented yet.
+no password is kept in memory after start-up. The file is the bootstrap: once
+AlterUserScramCredentials changed a credential, the metadata log's credentials
+(broker.metadata.scram, broker.server.scram_admin) are the only ones, on every
+node (`credentials.lookup` goes through `ScramCredentialSource`).
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ import contextvars
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
-
 from kio.schema.errors import ErrorCode
 
+from broker.metadata.scram import HASHES as _HASHES
+from broker.metadata.scram import ScramCredential, scram_credential
 from broker.protocol import apis
 
 log = logging.getLogger("broker.server")
@@ -55,29 +57,12 @@ log = logging.getLogger("broker.server")
 SASL_HANDSHAKE = apis.SASL_HANDSHAKE
 SASL_AUTHENTICATE = apis.SASL_AUTHENTICATE
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 PRE_AUTH_APIS = frozenset({apis.API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE})
 FAILED = "Authentication failed: invalid username or password"
 
 
 class SaslConfigError(ValueError):
     """The users file cannot be used; the message says which line and why (never a password)."""
-
-
-@dataclass(frozen=True)
-class ScramCredential:
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
-
-
-def scram_credential(mechanism: str, password: str, salt: bytes, iterations: int) -> ScramCredential:
-    name = _HASHES[mechanism]
-    salted = hashlib.pbkdf2_hmac(name, password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", name).digest()
-    return ScramCredential(salt, iterations, hashlib.new(name, client_key).digest(),
-                           hmac.new(salted, b"Server Key", name).digest())
 
 
 class Credentials:
@@ -106,12 +91,20 @@ class Credentials:
             raise SaslConfigError("the users file names no user; expected lines of name:password")
         return cls(users, rng, iterations)
 
+    def lookup(self, mechanism: str, name: str) -> ScramCredential | None:
+        return self.scram[mechanism].get(name)
+
     def check_plain(self, name: str, password: str) -> bool:
-        credential = self.scram["SCRAM-SHA-256"].get(name)
-        if credential is None:
-            return False
-        given = scram_credential("SCRAM-SHA-256", password, credential.salt, credential.iterations)
-        return hmac.compare_digest(given.stored_key, credential.stored_key)
+        return check_plain(self, name, password)
+
+
+def check_plain(credentials, name: str, password: str) -> bool:
+    """PLAIN's password check against the user's SCRAM-SHA-256 credential (`credentials.lookup`)."""
+    credential = credentials.lookup("SCRAM-SHA-256", name)
+    if credential is None:
+        return False
+    given = scram_credential("SCRAM-SHA-256", password, credential.salt, credential.iterations)
+    return hmac.compare_digest(given.stored_key, credential.stored_key)
 
 
 class AuthenticationFailed(Exception):
@@ -165,7 +158,7 @@ class SaslSession:
         if fields.get("tokenauth", "").lower() == "true":
             raise AuthenticationFailed("delegation tokens (tokenauth) are not supported")
         user = fields["n"].replace("=2C", ",").replace("=3D", "=")
-        credential = self.credentials.scram[self.mechanism].get(user)
+        credential = self.credentials.lookup(self.mechanism, user)
         if credential is None:
             raise AuthenticationFailed(FAILED)
         nonce = fields["r"] + base64.b64encode(self.rng.randbytes(18)).decode()

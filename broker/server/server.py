@@ -167,6 +167,10 @@ class BrokerServer:
         protocols = {l.name: self.config.security_protocol(l.name) for l in self.config.listeners}
         if any(p.startswith("SASL_") for p in protocols.values()):
             self.sasl_credentials = load_credentials(self.config, self.runtime)
+            source = self.router.credential_source
+            if source is not None:  # the users file bootstraps the metadata log's credentials (broker.server.scram_admin)
+                source.file = self.sasl_credentials
+                self.sasl_credentials = source
         for listener in self.config.listeners:
             protocol = protocols[listener.name]
             tls = tls_context(self.config) if protocol in ("SSL", "SASL_SSL") else None
