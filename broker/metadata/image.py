@@ -12,7 +12,9 @@ unfenced; a re-registration (new incarnation) fences it again; a partition's
 leader is -1 when it has none (offline); `PartitionChangeRecord` fields that are
 None keep their value; removing a topic removes its partitions and configs.
 `next_producer_id_block_start` is the first producer id not yet handed out
-cluster-wide.
+cluster-wide. `scram_credentials` are the SCRAM credentials of KIP-554's records
+(salt, iterations, StoredKey, ServerKey per user and mechanism) and
+`scram_bootstrapped` says whether they replaced the users file (broker.metadata.scram).
 
 Invariants (asserted; the controller validates before it proposes, so a broken
 one means a controller bug): records refer to known topics and brokers; a

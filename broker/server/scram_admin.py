@@ -47,7 +47,7 @@ from broker.metadata.scram import (
     from_salted_password,
 )
 from broker.protocol import apis
-from broker.server.sasl import check_plain, load_credentials
+from broker.server.sasl import SaslConfigError, check_plain, load_credentials
 
 log = logging.getLogger("broker.server")
 
@@ -69,7 +69,10 @@ class ScramCredentialSource:
     def file_credentials(self):
         """The users file's credentials (loaded now if the server did not: a node without SASL listeners), or None."""
         if self.file is None and self.config.value("logquake.sasl.users.file"):
-            self.file = load_credentials(self.config, self.runtime)
+            try:
+                self.file = load_credentials(self.config, self.runtime)
+            except SaslConfigError as exc:  # the first change must not drop the file's users: refuse it instead
+                raise ControllerError(f"the users file cannot bootstrap the SCRAM credentials: {exc}") from None
         return None if self.file is None else self.file.scram
 
     def effective(self):

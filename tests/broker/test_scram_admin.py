@@ -188,6 +188,20 @@ def test_bad_alter_and_describe_requests_get_kafka_errors_and_never_crash(tmp_pa
         broker.kill()
 
 
+def test_an_unreadable_users_file_refuses_the_first_alteration_instead_of_dropping_its_users(tmp_path):
+    broker = BrokerProcess(tmp_path / "b", overrides={"logquake.sasl.users.file": str(tmp_path / "missing.txt")}).start()
+    try:
+        with RawClient(broker.port) as client:
+            answer = client.call(_alter_request(upsertions=[("carol", 1, 4096, b"s" * 16, b"p" * 32)]))
+            [result] = answer.results
+            assert result.error_code.value == -1 and "the users file cannot bootstrap the SCRAM credentials" in \
+                result.error_message and "cannot be read" in result.error_message
+            assert client.call(_describe_request(["carol"])).results[0].error_code.value == RESOURCE_NOT_FOUND
+        assert broker.alive()
+    finally:
+        broker.kill()
+
+
 def _sasl_cluster(tmp_path, size=3):
     users = tmp_path / "users.txt"
     users.write_text(USERS)
