@@ -12,7 +12,9 @@ unfenced; a re-registration (new incarnation) fences it again; a partition's
 leader is -1 when it has none (offline); `PartitionChangeRecord` fields that are
 None keep their value; removing a topic removes its partitions and configs.
 `next_producer_id_block_start` is the first producer id not yet handed out
-cluster-wide.
+cluster-wide. `scram_credentials` are the SCRAM credentials of KIP-554's records
+(salt, iterations, StoredKey, ServerKey per user and mechanism) and
+`scram_bootstrapped` says whether they replaced the users file (broker.metadata.scram).
 
 Invariants (asserted; the controller validates before it proposes, so a broken
 one means a controller bug): records refer to known topics and brokers; a
@@ -37,9 +39,13 @@ from broker.metadata.records import (
     ProducerIdsRecord,
     RegisterBrokerRecord,
     RemoveTopicRecord,
+    RemoveUserScramCredentialRecord,
+    ScramBootstrapRecord,
     TopicRecord,
     UnfenceBrokerRecord,
+    UserScramCredentialRecord,
 )
+from broker.metadata.scram import MECHANISM_NAMES, ScramCredential
 
 NO_LEADER = -1
 RESOURCE_TOPIC = 2
@@ -86,6 +92,10 @@ class MetadataImage:
     topic_names_by_id: Mapping[uuid.UUID, str] = field(default_factory=dict)
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # resource name ("" = cluster default) -> configs
     next_producer_id_block_start: int = 0
+    # SCRAM credentials (KIP-554): mechanism name -> user -> credential; until scram_bootstrapped the users
+    # file authenticates instead (broker.metadata.scram)
+    scram_credentials: Mapping[str, Mapping[str, ScramCredential]] = field(default_factory=dict)
+    scram_bootstrapped: bool = False
 
     # ---- queries ------------------------------------------------------------
 
@@ -238,6 +248,26 @@ def _producer_ids(image: MetadataImage, record: ProducerIdsRecord) -> MetadataIm
     return replace(image, next_producer_id_block_start=record.next_producer_id_block_start)
 
 
+def _scram_credential(image: MetadataImage, record: UserScramCredentialRecord) -> MetadataImage:
+    mechanism = MECHANISM_NAMES.get(record.mechanism)
+    assert mechanism is not None, f"SCRAM credential of unknown mechanism: {record.name} {record.mechanism}"
+    all_credentials = dict(image.scram_credentials)
+    users = dict(all_credentials.get(mechanism, {}))
+    users[record.name] = ScramCredential(record.salt, record.iterations, record.stored_key, record.server_key)
+    all_credentials[mechanism] = users
+    return replace(image, scram_credentials=all_credentials)
+
+
+def _remove_scram_credential(image: MetadataImage, record: RemoveUserScramCredentialRecord) -> MetadataImage:
+    mechanism = MECHANISM_NAMES.get(record.mechanism)
+    assert record.name in image.scram_credentials.get(mechanism, {}), f"removal of unknown SCRAM credential {record}"
+    all_credentials = dict(image.scram_credentials)
+    users = dict(all_credentials[mechanism])
+    del users[record.name]
+    all_credentials[mechanism] = users
+    return replace(image, scram_credentials=all_credentials)
+
+
 _APPLY = {
     RegisterBrokerRecord: _register_broker,
     FenceBrokerRecord: lambda image, record: _set_fenced(image, record.broker_id, True),
@@ -248,6 +278,9 @@ _APPLY = {
     ConfigRecord: _config,
     RemoveTopicRecord: _remove_topic,
     ProducerIdsRecord: _producer_ids,
+    UserScramCredentialRecord: _scram_credential,
+    RemoveUserScramCredentialRecord: _remove_scram_credential,
+    ScramBootstrapRecord: lambda image, record: replace(image, scram_bootstrapped=True),
 }
 
 

@@ -12,7 +12,9 @@ KIP-631's controller does with its record batches.
 
 The record types and their meaning follow KIP-631 (RegisterBrokerRecord,
 FenceBrokerRecord, UnfenceBrokerRecord, TopicRecord, PartitionRecord,
-PartitionChangeRecord, ConfigRecord, RemoveTopicRecord, ProducerIdsRecord);
+PartitionChangeRecord, ConfigRecord, RemoveTopicRecord, ProducerIdsRecord) and
+KIP-554 (UserScramCredentialRecord, RemoveUserScramCredentialRecord; bytes travel
+as base64), plus our ScramBootstrapRecord (broker.metadata.scram);
 the encoding is our own. In `PartitionChangeRecord` a None field means
 "unchanged".
 
@@ -25,6 +27,8 @@ Thread-safety: immutable values and pure functions.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import struct
@@ -53,6 +57,8 @@ class MetadataRecord:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, bytes):
+                value = base64.b64encode(value).decode("ascii")
             fields[f.name] = value
         return bytes([RECORD_VERSION]) + json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
@@ -135,6 +141,37 @@ class ProducerIdsRecord(MetadataRecord):
     next_producer_id_block_start: int
 
 
+@dataclass(frozen=True)
+class UserScramCredentialRecord(MetadataRecord):
+    """KRaft's UserScramCredentialRecord (KIP-554): a user's SCRAM credential for one mechanism, never the password.
+
+    mechanism: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512; salt, StoredKey and ServerKey as RFC 5802 section 3 defines them.
+    """
+
+    TYPE: ClassVar[str] = "UserScramCredential"
+    name: str
+    mechanism: int
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+    iterations: int
+
+
+@dataclass(frozen=True)
+class RemoveUserScramCredentialRecord(MetadataRecord):
+    TYPE: ClassVar[str] = "RemoveUserScramCredential"
+    name: str
+    mechanism: int
+
+
+@dataclass(frozen=True)
+class ScramBootstrapRecord(MetadataRecord):
+    """From here on the log's SCRAM credentials replace the users file (broker.metadata.scram); `users` were copied."""
+
+    TYPE: ClassVar[str] = "ScramBootstrap"
+    users: int
+
+
 RECORD_TYPES: dict[str, type[MetadataRecord]] = {
     cls.TYPE: cls
     for cls in (
@@ -147,11 +184,15 @@ RECORD_TYPES: dict[str, type[MetadataRecord]] = {
         ConfigRecord,
         RemoveTopicRecord,
         ProducerIdsRecord,
+        UserScramCredentialRecord,
+        RemoveUserScramCredentialRecord,
+        ScramBootstrapRecord,
     )
 }
 
 _UUID_FIELDS = {"incarnation_id", "topic_id"}
 _TUPLE_FIELDS = {"replicas", "isr"}
+_BYTES_FIELDS = {"salt", "stored_key", "server_key"}
 _STR_FIELDS = {"host", "rack", "name", "resource_name", "key", "value"}
 
 
@@ -170,6 +211,13 @@ def _field_value(record_type: str, name: str, value):
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise MetadataRecordError(f"{where} is {value!r}; accepted: a list of integers")
         return tuple(value)
+    if name in _BYTES_FIELDS:
+        if not isinstance(value, str):
+            raise MetadataRecordError(f"{where} is {value!r}; accepted: a base64 string")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise MetadataRecordError(f"{where} is {value!r}; accepted: a base64 string") from None
     if name in _STR_FIELDS:
         if not isinstance(value, str):
             raise MetadataRecordError(f"{where} is {value!r}; accepted: a string")

@@ -62,6 +62,8 @@ DESCRIBE_TRANSACTIONS = 65
 LIST_TRANSACTIONS = 66
 SASL_HANDSHAKE = 17
 SASL_AUTHENTICATE = 36
+DESCRIBE_USER_SCRAM_CREDENTIALS = 50
+ALTER_USER_SCRAM_CREDENTIALS = 51
 
 API_NAMES = {
     PRODUCE: "Produce",
@@ -94,6 +96,8 @@ API_NAMES = {
     LIST_TRANSACTIONS: "ListTransactions",
     SASL_HANDSHAKE: "SaslHandshake",
     SASL_AUTHENTICATE: "SaslAuthenticate",
+    DESCRIBE_USER_SCRAM_CREDENTIALS: "DescribeUserScramCredentials",
+    ALTER_USER_SCRAM_CREDENTIALS: "AlterUserScramCredentials",
 }
 
 # api_key -> (min_version, max_version), inclusive.
@@ -132,6 +136,9 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     # SASL on SASL_* listeners (broker.server.sasl); after a v0 handshake the tokens travel unframed (KIP-43)
     SASL_HANDSHAKE: (0, 1),
     SASL_AUTHENTICATE: (0, 2),
+    # SCRAM credentials in the metadata log (KIP-554; broker.server.scram_admin); v0 is Kafka's only version
+    DESCRIBE_USER_SCRAM_CREDENTIALS: (0, 0),
+    ALTER_USER_SCRAM_CREDENTIALS: (0, 0),
 }
 
 # Broker-to-broker APIs among the Kafka ones: served only on the inter-broker and controller

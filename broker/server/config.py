@@ -227,6 +227,8 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
                                 "SASL mechanisms clients may use: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
     "logquake.sasl.users.file": (_parse_text, None, "file of name:password lines: the users SASL authenticates"),
     "logquake.sasl.scram.iterations": (_int(4096, 2**31 - 1), "4096", "PBKDF2 iterations of the SCRAM credentials"),
+    "connections.max.reauth.ms": (_int(0, 2**63 - 1), "0", "a SASL session lasts this long before the client must "
+                                  "re-authenticate (KIP-368); 0: forever"),
     "inter.broker.listener.name": (_parse_text, None, "the listener brokers replicate over (default: the only listener, or PLAINTEXT)"),
     "log.dirs": (_parse_dirs, None, "partition log directories (default: log.dir)"),
     "log.dir": (_parse_dirs, "/tmp/kafka-logs", "the log directory when log.dirs is unset"),

@@ -2,7 +2,9 @@
 
 Each part of a node registers the APIs it answers, once, when the node is
 built (`node_router`): the request handlers (Produce, Fetch, ListOffsets, ...),
-the group coordinator's APIs, the transaction coordinator's APIs and, on a node
+SASL's and the SCRAM credential APIs (broker.server.scram_admin, whose credential
+source the server's SASL sessions ask: `credential_source`), the group
+coordinator's APIs, the transaction coordinator's APIs and, on a node
 of a cluster, the cluster node's (Metadata, CreateTopics, DeleteTopics,
 InitProducerId, which go through the controller). FindCoordinator is one API
 with several owners: it is dispatched on its key type (0 a group, 1 a
@@ -44,6 +46,7 @@ class Router:
         self._handlers: dict[int, tuple[Handler, str]] = {}
         self._coordinators: dict[int, tuple[Handler, str]] = {}
         self._sealed = False
+        self.credential_source = None  # what SASL authentication asks (broker.server.scram_admin), set by node_router
 
     def register(self, owner: str, handlers: Mapping[int, Handler]) -> None:
         """Add `owner`'s handlers (API key -> handler)."""
@@ -122,6 +125,11 @@ def node_router(handlers, cluster=None) -> Router:
 
     router.register("request handlers", handlers.apis(single_node=cluster is None))
     router.register("SASL authentication", SaslApis().apis())
+    from broker.server.scram_admin import scram_admin
+
+    scram = scram_admin(handlers, cluster)
+    router.register("SCRAM credentials", scram.apis())
+    router.credential_source = scram.source
     router.register("group coordinator", handlers.group_apis.apis())
     router.register_coordinator("group coordinator", KEY_TYPE_GROUP, handlers.group_apis.find_coordinator)
     router.register("transaction coordinator", handlers.txn_apis.apis())

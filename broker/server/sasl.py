@@ -10,7 +10,8 @@ size-prefixed frames, answered the same way, and a failure just closes. A
 failed authentication is answered SASL_AUTHENTICATION_FAILED with a message
 that names neither the password nor whether the user exists, and the
 connection is closed after the answer. The authenticated principal is
-`User:<name>`.
+`User:<name>`. With `connections.max.reauth.ms` > 0 a session expires and the
+client re-authenticates on the same connection (KIP-368; see `SaslSession`).
 
 PLAIN (RFC 4616): one token, `authzid NUL authcid NUL password`; an authzid, if
 given, must equal the authcid (Kafka's rule).
@@ -33,21 +34,24 @@ Users come from `logquake.sasl.users.file` (lines `name:password`; `#` starts a
 comment), read once at start-up; the passwords are turned into SCRAM
 credentials with a fresh random salt and `logquake.sasl.scram.iterations`
 (default 4096, Kafka's minimum) and the PLAIN check compares PBKDF2 hashes, so
-no password is kept in memory after start-up. KRaft's SCRAM credentials in the
-metadata log (AlterUserScramCredentials) are not implemented yet.
+no password is kept in memory after start-up. The file is the bootstrap: once
+AlterUserScramCredentials changed a credential, the metadata log's credentials
+(broker.metadata.scram, broker.server.scram_admin) are the only ones, on every
+node (`credentials.lookup` goes through `ScramCredentialSource`).
 """
 
 from __future__ import annotations
 
 import base64
 import contextvars
+import datetime
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
-
 from kio.schema.errors import ErrorCode
 
+from broker.metadata.scram import HASHES as _HASHES
+from broker.metadata.scram import ScramCredential, scram_credential
 from broker.protocol import apis
 
 log = logging.getLogger("broker.server")
@@ -55,29 +59,12 @@ log = logging.getLogger("broker.server")
 SASL_HANDSHAKE = apis.SASL_HANDSHAKE
 SASL_AUTHENTICATE = apis.SASL_AUTHENTICATE
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 PRE_AUTH_APIS = frozenset({apis.API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE})
 FAILED = "Authentication failed: invalid username or password"
 
 
 class SaslConfigError(ValueError):
     """The users file cannot be used; the message says which line and why (never a password)."""
-
-
-@dataclass(frozen=True)
-class ScramCredential:
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
-
-
-def scram_credential(mechanism: str, password: str, salt: bytes, iterations: int) -> ScramCredential:
-    name = _HASHES[mechanism]
-    salted = hashlib.pbkdf2_hmac(name, password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", name).digest()
-    return ScramCredential(salt, iterations, hashlib.new(name, client_key).digest(),
-                           hmac.new(salted, b"Server Key", name).digest())
 
 
 class Credentials:
@@ -106,12 +93,20 @@ class Credentials:
             raise SaslConfigError("the users file names no user; expected lines of name:password")
         return cls(users, rng, iterations)
 
+    def lookup(self, mechanism: str, name: str) -> ScramCredential | None:
+        return self.scram[mechanism].get(name)
+
     def check_plain(self, name: str, password: str) -> bool:
-        credential = self.scram["SCRAM-SHA-256"].get(name)
-        if credential is None:
-            return False
-        given = scram_credential("SCRAM-SHA-256", password, credential.salt, credential.iterations)
-        return hmac.compare_digest(given.stored_key, credential.stored_key)
+        return check_plain(self, name, password)
+
+
+def check_plain(credentials, name: str, password: str) -> bool:
+    """PLAIN's password check against the user's SCRAM-SHA-256 credential (`credentials.lookup`)."""
+    credential = credentials.lookup("SCRAM-SHA-256", name)
+    if credential is None:
+        return False
+    given = scram_credential("SCRAM-SHA-256", password, credential.salt, credential.iterations)
+    return hmac.compare_digest(given.stored_key, credential.stored_key)
 
 
 class AuthenticationFailed(Exception):
@@ -119,15 +114,27 @@ class AuthenticationFailed(Exception):
 
 
 class SaslSession:
-    """One connection's SASL state."""
+    """One connection's SASL state, re-authentication included (KIP-368).
 
-    def __init__(self, credentials: Credentials, enabled: tuple[str, ...], rng, peer):
+    With `reauth_ms` (connections.max.reauth.ms) > 0 a successful authentication expires `reauth_ms` later
+    (`expires_ns`); SaslAuthenticate v1+ tells the client so (session_lifetime_ms). A SaslHandshake v1 on an
+    authenticated connection starts a re-authentication: same mechanism, and it must end with the same
+    principal (Kafka's rule), else it fails and the connection closes. Requests keep being served while it
+    runs, until the session expires (broker.server.server closes an expired connection at its next request
+    that is not SaslHandshake or SaslAuthenticate).
+    """
+
+    def __init__(self, credentials, enabled: tuple[str, ...], rng, peer, clock=None, reauth_ms: int = 0):
         self.credentials = credentials
         self.enabled = enabled
         self.rng = rng
         self.peer = peer
+        self.clock = clock
+        self.reauth_ms = reauth_ms
         self.mechanism: str | None = None
         self.principal: str | None = None
+        self.in_exchange = False  # between a SaslHandshake and the end of its token exchange
+        self.expires_ns: int | None = None
         self.close_after_response = False
         self.raw_tokens = False  # after a SaslHandshake v0 the next frames are bare tokens, not requests
         self._scram: dict | None = None
@@ -135,6 +142,29 @@ class SaslSession:
     @property
     def authenticated(self) -> bool:
         return self.principal is not None
+
+    @property
+    def reauthenticating(self) -> bool:
+        return self.in_exchange and self.authenticated
+
+    def begin(self, mechanism: str, raw_tokens: bool) -> None:
+        """A SaslHandshake accepted: the token exchange starts (again, for a re-authentication)."""
+        self.mechanism = mechanism
+        self.raw_tokens = raw_tokens
+        self.in_exchange = True
+        self._scram = None
+
+    def expired(self, now_ns: int) -> bool:
+        return self.expires_ns is not None and now_ns >= self.expires_ns
+
+    def _succeed(self, principal: str) -> None:
+        if self.authenticated and principal != self.principal:
+            raise AuthenticationFailed(f"re-authentication as {principal} on a connection of {self.principal}: "
+                                       "a connection cannot change principals")
+        self.principal = principal
+        self.in_exchange = False
+        if self.reauth_ms > 0 and self.clock is not None:
+            self.expires_ns = self.clock.monotonic_ns() + self.reauth_ms * 1_000_000
 
     def step(self, token: bytes) -> bytes:
         """The answer to one SaslAuthenticate token; AuthenticationFailed if the client is refused."""
@@ -147,7 +177,7 @@ class SaslSession:
                 raise AuthenticationFailed("PLAIN authorization id must be empty or the user name")
             if not self.credentials.check_plain(user, password):
                 raise AuthenticationFailed(FAILED)
-            self.principal = f"User:{user}"
+            self._succeed(f"User:{user}")
             return b""
         if self._scram is None:
             return self._scram_first(token)
@@ -165,7 +195,7 @@ class SaslSession:
         if fields.get("tokenauth", "").lower() == "true":
             raise AuthenticationFailed("delegation tokens (tokenauth) are not supported")
         user = fields["n"].replace("=2C", ",").replace("=3D", "=")
-        credential = self.credentials.scram[self.mechanism].get(user)
+        credential = self.credentials.lookup(self.mechanism, user)
         if credential is None:
             raise AuthenticationFailed(FAILED)
         nonce = fields["r"] + base64.b64encode(self.rng.randbytes(18)).decode()
@@ -198,7 +228,7 @@ class SaslSession:
         client_key = bytes(a ^ b for a, b in zip(proof, signature))
         if not hmac.compare_digest(hashlib.new(name, client_key).digest(), credential.stored_key):
             raise AuthenticationFailed(FAILED)
-        self.principal = f"User:{state['user']}"
+        self._succeed(f"User:{state['user']}")
         server_signature = hmac.new(credential.server_key, auth_message, name).digest()
         return f"v={base64.b64encode(server_signature).decode()}".encode()
 
@@ -234,25 +264,33 @@ class SaslApis:
         module = apis.response_module(SASL_HANDSHAKE, header.api_version)
         session = CONNECTION_SASL.get()
         enabled = session.enabled if session is not None else ()
-        if session is None or request.mechanism not in enabled or session.mechanism is not None:
-            error = ErrorCode.unsupported_sasl_mechanism if session is None or request.mechanism not in enabled \
-                else ErrorCode.illegal_sasl_state
-            log.info("SASL handshake from %s refused: mechanism %r (%s; enabled: %s)", session.peer if session else "?",
-                     request.mechanism, error.name, ", ".join(enabled) or "none on this listener")
+        error, why = ErrorCode.none, ""
+        if session is None or request.mechanism not in enabled:
+            error = ErrorCode.unsupported_sasl_mechanism
+        elif session.in_exchange or (session.authenticated and header.api_version == 0):
+            error, why = ErrorCode.illegal_sasl_state, "a SaslHandshake in the middle of an exchange, or v0 to re-authenticate"
+        elif session.authenticated and request.mechanism != session.mechanism:
+            # KIP-368: a re-authentication keeps the mechanism (and the principal)
+            error, why = ErrorCode.illegal_sasl_state, f"re-authentication must use {session.mechanism}"
+        if error != ErrorCode.none:
+            log.info("SASL handshake from %s refused: mechanism %r (%s%s; enabled: %s)", session.peer if session else "?",
+                     request.mechanism, error.name, f": {why}" if why else "", ", ".join(enabled) or "none on this listener")
             if session is not None:
                 session.close_after_response = True
             return apis.build_entity(module, "SaslHandshakeResponse", error_code=error, mechanisms=tuple(enabled))
-        session.mechanism = request.mechanism
-        session.raw_tokens = header.api_version == 0
+        if session.authenticated:
+            log.info("%s re-authenticating as %s with %s", session.peer, session.principal, session.mechanism)
+        session.begin(request.mechanism, header.api_version == 0)
         return apis.build_entity(module, "SaslHandshakeResponse", error_code=ErrorCode.none, mechanisms=tuple(enabled))
 
     def authenticate(self, header, request):
         module = apis.response_module(SASL_AUTHENTICATE, header.api_version)
         session = CONNECTION_SASL.get()
         error, message, answer = ErrorCode.none, None, b""
-        if session is None or session.mechanism is None or session.authenticated:
+        if session is None or not session.in_exchange:
             error, message = ErrorCode.illegal_sasl_state, "SaslAuthenticate without a SaslHandshake first"
         else:
+            reauthentication = session.reauthenticating
             try:
                 answer = session.step(bytes(request.auth_bytes))
             except AuthenticationFailed as exc:
@@ -261,7 +299,11 @@ class SaslApis:
             log.info("SASL authentication from %s failed: %s", session.peer if session else "?", message)
             if session is not None:
                 session.close_after_response = True
-        elif session.authenticated:
-            log.info("%s authenticated with %s as %s", session.peer, session.mechanism, session.principal)
+        elif not session.in_exchange:
+            log.info("%s %s with %s as %s", session.peer, "re-authenticated" if reauthentication else "authenticated",
+                     session.mechanism, session.principal)
+        lifetime = apis.ZERO_MS
+        if error == ErrorCode.none and not session.in_exchange and session.reauth_ms > 0:
+            lifetime = datetime.timedelta(milliseconds=session.reauth_ms)  # KIP-368's session_lifetime_ms (v1+)
         return apis.build_entity(module, "SaslAuthenticateResponse", error_code=error, error_message=message,
-                                 auth_bytes=answer, session_lifetime=apis.ZERO_MS)
+                                 auth_bytes=answer, session_lifetime=lifetime)

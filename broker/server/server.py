@@ -23,6 +23,12 @@ parameter of its own. On a client listener a broker-internal request (Raft and
 controller RPCs, WriteTxnMarkers, a Fetch from a replica) closes the
 connection, as Kafka does for an API not enabled on a listener.
 
+SASL (broker.server.sasl): on a SASL_* listener only ApiVersions, SaslHandshake
+and SaslAuthenticate are served before authentication; with
+connections.max.reauth.ms > 0 (KIP-368) a connection whose session expired is
+closed at its next request unless that request re-authenticates (SaslHandshake,
+then SaslAuthenticate), as Kafka's SocketServer does.
+
 Resource limits (Kafka's names, issue 17): a connection that sends no request for
 connections.max.idle.ms is closed; a request must arrive whole within
 logquake.request.read.timeout.ms of its first byte; a new connection beyond
@@ -61,7 +67,15 @@ from broker.protocol.wire import (
 from broker.server.config import BrokerConfig
 from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
 from broker.server.router import Router
-from broker.server.sasl import CONNECTION_SASL, PRE_AUTH_APIS, AuthenticationFailed, SaslSession, load_credentials
+from broker.server.sasl import (
+    CONNECTION_SASL,
+    PRE_AUTH_APIS,
+    SASL_AUTHENTICATE,
+    SASL_HANDSHAKE,
+    AuthenticationFailed,
+    SaslSession,
+    load_credentials,
+)
 from broker.server.listeners import CONNECTION_LISTENER, advertised_versions, on_client_listener, tls_context
 
 log = logging.getLogger("broker.server")
@@ -167,6 +181,10 @@ class BrokerServer:
         protocols = {l.name: self.config.security_protocol(l.name) for l in self.config.listeners}
         if any(p.startswith("SASL_") for p in protocols.values()):
             self.sasl_credentials = load_credentials(self.config, self.runtime)
+            source = self.router.credential_source
+            if source is not None:  # the users file bootstraps the metadata log's credentials (broker.server.scram_admin)
+                source.file = self.sasl_credentials
+                self.sasl_credentials = source
         for listener in self.config.listeners:
             protocol = protocols[listener.name]
             tls = tls_context(self.config) if protocol in ("SSL", "SASL_SSL") else None
@@ -207,7 +225,8 @@ class BrokerServer:
                 return
             if sasl:
                 CONNECTION_SASL.set(SaslSession(self.sasl_credentials, self.config.value("sasl.enabled.mechanisms"),
-                                                self.runtime.random, writer.get_extra_info("peername")))
+                                                self.runtime.random, writer.get_extra_info("peername"), self.runtime.clock,
+                                                self.config.value("connections.max.reauth.ms")))
             await self._serve_connection(reader, writer)
 
         return handle
@@ -357,8 +376,8 @@ class BrokerServer:
                 answer = session.step(bytes(request_bytes))
             except AuthenticationFailed as exc:
                 raise CloseConnection(f"SASL authentication of {session.peer} failed: {exc}") from None
-            session.raw_tokens = not session.authenticated
-            if session.authenticated:
+            session.raw_tokens = session.in_exchange
+            if not session.in_exchange:
                 log.info("%s authenticated with %s as %s", session.peer, session.mechanism, session.principal)
             _write_chunks(writer, [_INT32.pack(len(answer)), answer])
             await writer.drain()
@@ -405,6 +424,12 @@ class BrokerServer:
             name = apis.API_NAMES.get(api_key) or f"api key {api_key}"
             raise CloseConnection(f"{name} v{api_version} before SASL authentication on listener {CONNECTION_LISTENER.get()}; "
                                   "only ApiVersions, SaslHandshake and SaslAuthenticate are served until then")
+        if session is not None and session.expired(self.runtime.clock.monotonic_ns()) and not (
+                api_key == SASL_HANDSHAKE or (api_key == SASL_AUTHENTICATE and session.in_exchange)):
+            # KIP-368: Kafka closes a connection whose session expired at its next request that does not re-authenticate
+            name = apis.API_NAMES.get(api_key) or f"api key {api_key}"
+            raise CloseConnection(f"{name} v{api_version} after the SASL session of {session.principal} expired "
+                                  f"(connections.max.reauth.ms={session.reauth_ms}); the client did not re-authenticate")
         internal = self.internal_handlers.get(api_key)
         if internal is not None:
             return await self._dispatch_internal(internal, request_bytes, api_key, correlation_id)
