@@ -33,7 +33,7 @@ async def ensure_internal_topic(owner, topic: str) -> None:
             factor = max(1, min(owner.replication_factor, live))
             await owner.create_topic(topic, owner.num_partitions, factor)
         elif handlers.replica_manager is None:
-            handlers.create_topic(topic, owner.num_partitions, {})
+            handlers.topic_admin.create_topic(topic, owner.num_partitions, {})
             owner.loaded_locally()
     finally:
         owner._creating.set_result(None)

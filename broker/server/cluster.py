@@ -68,16 +68,9 @@ from broker.metadata.errors import ControllerError
 from broker.metadata.image import NO_LEADER, MetadataImage
 from broker.protocol import apis
 from broker.protocol.client import ConnectionPool
-from broker.server.handlers import (
-    AUTHORIZED_OPERATIONS_OMITTED,
-    CONFIG_SOURCE_TOPIC,
-    TOPIC_CONFIGS,
-    ZERO_MS,
-    TopicConfigError,
-    _build,
-    _response_module,
-)
+from broker.server.handlers import AUTHORIZED_OPERATIONS_OMITTED, ZERO_MS, _build, _response_module
 from broker.server.listeners import CONNECTION_LISTENER
+from broker.server.topic_admin import CONFIG_SOURCE_TOPIC, TOPIC_CONFIGS, TopicConfigError
 from broker.server.topics import TopicInfo, topic_name_problem
 
 log = logging.getLogger("broker.server")
@@ -171,7 +164,7 @@ class ClusterNode:
         manager = ReplicaManager(
             self.config.node_id, self.runtime, self.handlers.storage, self.channel, self.replication_pool, settings,
             TxnAwareLifecycle(GroupAwareLifecycle(self.handlers, self.handlers.group_apis), self.handlers.txn_apis),
-            self.handlers.topic_log_config,
+            self.handlers.topic_admin.topic_log_config,
         )
         self.handlers.replica_manager = manager
         self.quorum.listeners.append(manager)
@@ -384,9 +377,9 @@ class ClusterNode:
     # ---- CreateTopics / DeleteTopics ------------------------------------------------------------
 
     def _validate_configs(self, configs: dict) -> dict[str, str]:
-        # min.insync.replicas is an integer >= 1 in a cluster (the one-node handlers accept only 1)
+        # min.insync.replicas is an integer >= 1 in a cluster (the one-node topic administration accepts only 1)
         rest = {k: v for k, v in configs.items() if k != "min.insync.replicas"}
-        validated = self.handlers.validate_topic_configs(rest)
+        validated = self.handlers.topic_admin.validate_topic_configs(rest)
         if "min.insync.replicas" in configs:
             value = configs["min.insync.replicas"]
             try:
@@ -462,7 +455,7 @@ class ClusterNode:
                     if name in info.configs:
                         value, source = info.configs[name], CONFIG_SOURCE_TOPIC
                     else:
-                        value, source = self.handlers.topic_config_value(info, name)
+                        value, source = self.handlers.topic_admin.topic_config_value(info, name)
                     entries.append(_build(module, "CreatableTopicConfigs", name=name, value=value, read_only=False,
                                           config_source=source, is_sensitive=False))
                 config_entries = tuple(entries)

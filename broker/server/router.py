@@ -1,12 +1,14 @@
 """The node's API router: one table from API key to handler, assembled once.
 
 Each part of a node registers the APIs it answers, once, when the node is
-built (`node_router`): the request handlers (Produce, Fetch, ListOffsets, ...),
-SASL's and the SCRAM credential APIs (broker.server.scram_admin, whose credential
-source the server's SASL sessions ask: `credential_source`), the group
-coordinator's APIs, the transaction coordinator's APIs and, on a node
-of a cluster, the cluster node's (Metadata, CreateTopics, DeleteTopics,
-InitProducerId, which go through the controller). FindCoordinator is one API
+built (`node_router`): the request handlers (Produce, Metadata, ...), Fetch,
+the partition queries (ListOffsets, ...), topic administration
+(DescribeConfigs, CreateTopics, ...), SASL's and the SCRAM credential APIs
+(broker.server.scram_admin, whose credential source the server's SASL sessions
+ask: `credential_source`), the group coordinator's APIs, the transaction
+coordinator's APIs and, on a node of a cluster, the cluster node's (Metadata,
+CreateTopics, DeleteTopics, InitProducerId, which go through the controller).
+FindCoordinator is one API
 with several owners: it is dispatched on its key type (0 a group, 1 a
 transactional id) to the coordinator that registered that type; a key type
 nobody registered is answered INVALID_REQUEST for each key.
@@ -123,7 +125,11 @@ def node_router(handlers, cluster=None) -> Router:
     router = Router()
     from broker.server.sasl import SaslApis
 
-    router.register("request handlers", handlers.apis(single_node=cluster is None))
+    single_node = cluster is None
+    router.register("request handlers", handlers.apis(single_node))
+    router.register("fetch", handlers.fetch_apis.apis())
+    router.register("partition queries", handlers.partition_queries.apis())
+    router.register("topic administration", handlers.topic_admin.apis(single_node))
     router.register("SASL authentication", SaslApis().apis())
     from broker.server.scram_admin import scram_admin
 

@@ -65,7 +65,8 @@ from broker.protocol.wire import (
     response_header,
 )
 from broker.server.config import BrokerConfig
-from broker.server.handlers import CloseConnection, RequestHandlers, _fetch_replica_id
+from broker.server.fetch import fetch_replica_id
+from broker.server.handlers import CloseConnection, RequestHandlers
 from broker.server.router import Router
 from broker.server.sasl import (
     CONNECTION_SASL,
@@ -452,8 +453,8 @@ class BrokerServer:
                 f"malformed {apis.API_NAMES[api_key]} v{api_version} request: {exc} "
                 f"(first bytes: {bytes(request_bytes[:64]).hex()})"
             ) from None
-        if client_listener and api_key == apis.FETCH and _fetch_replica_id(request, api_version) >= 0:
-            raise CloseConnection(f"a Fetch from replica {_fetch_replica_id(request, api_version)} is broker-internal, not served on "
+        if client_listener and api_key == apis.FETCH and fetch_replica_id(request, api_version) >= 0:
+            raise CloseConnection(f"a Fetch from replica {fetch_replica_id(request, api_version)} is broker-internal, not served on "
                                   f"client listener {CONNECTION_LISTENER.get()}")
         if self.config.debug_log_requests:
             log.debug("request %s v%d correlation %d from %r", apis.API_NAMES[api_key], api_version, correlation_id, header.client_id)

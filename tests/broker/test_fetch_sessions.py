@@ -80,24 +80,24 @@ def test_followers_replicate_through_sessions_and_recover_when_the_leader_forget
             assert (await client.produce(nodes[1], [b"a", b"b"]))[0] == ErrorCode.none
             await wait_until(lambda: all(n.manager.hosted(TOPIC, 0).high_watermark == 2 for n in nodes.values()),
                              what="every replica at HW 2")
-            sessions = nodes[1].handlers.fetch_sessions
+            sessions = nodes[1].handlers.fetch_apis.fetch_sessions
             assert len(sessions) == 2
             for follower in (2, 3):
                 fetcher = nodes[follower].manager.fetchers.fetchers[1]
                 assert fetcher.session.session_id != 0 and fetcher.session.sent[(TOPIC, 0)][0] == 2
 
             # the leader forgets every session (as after a restart): one failed round, then new sessions
-            nodes[1].handlers.fetch_sessions = FetchSessionCache(random.Random(3))
+            nodes[1].handlers.fetch_apis.fetch_sessions = FetchSessionCache(random.Random(3))
             for i in range(5):
                 assert (await client.produce(nodes[1], [b"c%d" % i]))[0] == ErrorCode.none
             await wait_until(lambda: all(n.manager.hosted(TOPIC, 0).high_watermark == 7 for n in nodes.values()),
                              what="every replica at HW 7")
             assert nodes[1].batches() == nodes[2].batches() == nodes[3].batches()
-            assert len(nodes[1].handlers.fetch_sessions) == 2
+            assert len(nodes[1].handlers.fetch_apis.fetch_sessions) == 2
 
             # an incremental fetch with nothing new is answered with no partition at all
             fetcher = nodes[2].manager.fetchers.fetchers[1]
-            leader_session = next(s for s in nodes[1].handlers.fetch_sessions._sessions.values() if s.replica_id == 2)
+            leader_session = next(s for s in nodes[1].handlers.fetch_apis.fetch_sessions._sessions.values() if s.replica_id == 2)
             await wait_until(lambda: fetcher.session.session_id == leader_session.session_id, what="session settled")
             probe = kr.fetch(TOPIC, 0, 0, version=12)
             probe = dataclasses.replace(probe, replica_id=99, session_id=0, session_epoch=0)

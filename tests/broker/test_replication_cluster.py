@@ -103,7 +103,7 @@ class Node:
             replica_fetch_backoff_ms=100, request_timeout_ms=5000,
         )  # the logquake.debug.* switches come from the node's config when the manager is attached
         self.manager = ReplicaManager(self.node_id, runtime, self.storage, self.controller, self.pool, settings,
-                                      self.handlers, self.handlers.topic_log_config)
+                                      self.handlers, self.handlers.topic_admin.topic_log_config)
         self.handlers.replica_manager = self.manager
         self.manager.incarnation_id = self.incarnation_id
         self.manager.start()

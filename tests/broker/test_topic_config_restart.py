@@ -17,7 +17,7 @@ def test_topic_log_configs_survive_a_restart(tmp_path):
     handlers, storage = _handlers(tmp_path)
     handlers.load()
     info = handlers.topics.create("configured", 1, {"segment.bytes": "1048576", "retention.ms": "60000"})
-    storage.create(info.name, 0, handlers.topic_log_config(info.configs))
+    storage.create(info.name, 0, handlers.topic_admin.topic_log_config(info.configs))
     storage.close(clean=True)
 
     handlers, storage = _handlers(tmp_path)
