@@ -3,11 +3,24 @@
 The default run (`pytest`) is the fast one. Tests marked `slow`, `e2e` or
 `docker` are deselected unless `--all` is given; CI (`.ci/run`) and README's
 test command pass `--all`, so every test runs there.
+
+In parallel (`-n 3 --dist loadgroup`, pytest-xdist, as README's test command
+runs): most long tests wait (on fault schedules, brokers, containers), so three
+of them share two cores well; the tests below keep a core busy for their whole
+length (simulations, property-based searches, checkers), so they form one
+group that a single worker runs one after another, beside the waiting ones.
 """
 
 import signal
 
+import pytest
+
 _LONG_MARKERS = ("slow", "e2e", "docker")
+CPU_BOUND = (
+    "tests/broker/test_raft_sim.py", "tests/broker/test_raft_sim_stateful.py", "tests/broker/test_sim_",
+    "tests/broker/test_fuzz", "tests/broker/test_controller_model.py", "tests/broker/test_log_model.py",
+    "tests/harness/test_sim_command.py", "tests/checkers/", "tests/bench/",
+)
 
 
 def pytest_addoption(parser):
@@ -28,7 +41,11 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(CPU_BOUND):
+            item.add_marker(pytest.mark.xdist_group("cpu-bound"))
     if config.getoption("--all"):
         return
     keep, drop = [], []
