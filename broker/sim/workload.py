@@ -54,6 +54,7 @@ from broker.io.sim import SimWorld
 from broker.protocol.client import ClientError
 from broker.protocol.records import build_batch
 from broker.sim.cluster import SimClient, SimCluster, host_of
+from broker.sim.invariants import InvariantChecker
 
 TOPIC = "logquake-queue"
 FAULTS = ("crash", "partition")
@@ -192,6 +193,8 @@ class QueueSimulation:
         self.world = SimWorld(options.seed)
         self.cluster = SimCluster(self.world, options.nodes, options.properties)
         self.history = HistoryRecorder(self.world)
+        self.invariants = InvariantChecker(self.cluster)
+        self.world.loop.step_hook = self.invariants.check
         self.rng = random.Random(f"{options.seed}/workload")
         self.fault_rng = random.Random(f"{options.seed}/faults")
         self.next_value = 0
@@ -423,7 +426,9 @@ def simulate(options: SimOptions) -> tuple[str, dict]:
     try:
         world.run(simulation.run())
     finally:
+        world.loop.step_hook = None  # what close() runs is the teardown, not the cluster's behaviour
         world.close()
     return simulation.history.text(), {"seed": options.seed, "virtual_s": world.virtual_s, "events": world.trace.events,
                                        "trace_digest": world.trace.digest(), "ops": len(simulation.history.lines),
-                                       "unhandled": list(world.loop.unhandled)}
+                                       "unhandled": list(world.loop.unhandled),
+                                       "invariants": simulation.invariants.summary()}
