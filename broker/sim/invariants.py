@@ -10,6 +10,13 @@ and the broker does not know it is watched. A violation is recorded (the run
 goes on, so its history is still judged): `violations` holds the first
 `keep` messages of each invariant and `counts` every one.
 
+Cost (what runs when): every step reads each leader's HW and each verified
+log's end offset, a few microseconds; a leader whose HW moved is checked at
+once (`single-leader-per-epoch`, `leader-hw-monotonic`, `isr-holds-hw`); the
+batch-by-batch comparisons of `committed-records-kept`, which read the logs,
+run at most once per `compare_after_ms` (100) of virtual time after a HW
+moved, on the state then. bench/sim_speed.py measures what it all costs.
+
 The invariants (`INVARIANTS` names them; "the HW" is a partition's high watermark):
 
 - `single-leader-per-epoch`: at most one node ever leads a partition at a
@@ -55,11 +62,14 @@ The invariants (`INVARIANTS` names them; "the HW" is a partition's high watermar
   this invariant holds vacuously until such producers are simulated; it is
   checked on whatever the state holds.
 
-Blind spots, stated: a log truncated and appended again within one step, to
-the same log end offset, is only caught by the comparison of the batches
-above the verified offset; batches below the log start offset (retention,
-DeleteRecords) are not compared; a crashed node is not looked at until it
-restarts.
+Blind spots, stated: a log truncated and appended again between two
+comparisons, to at least its verified end, is only caught by the comparison
+of the batches above that end; a leader that crashes within
+`compare_after_ms` of advancing its HW is not read for those records (the
+next leader's are taken as committed; the queue checker still sees a lost
+write); batches below the log start offset (retention, DeleteRecords) are not
+compared; a crashed node is not looked at until it restarts; a partition
+newly assigned to a running node is watched within `compare_after_ms`.
 
 Sources: the invariants after every step of FoundationDB's simulation
 (Will Wilson, "Testing Distributed Systems w/ Deterministic Simulation",
@@ -125,8 +135,9 @@ class _ReplicaView:
 class InvariantChecker:
     """The invariants of the module docstring over `cluster` (a broker.sim.cluster.SimCluster)."""
 
-    def __init__(self, cluster, keep: int = 10):
+    def __init__(self, cluster, keep: int = 10, compare_after_ms: float = 100.0):
         self.cluster = cluster
+        self.compare_after_ns = int(compare_after_ms * 1e6)
         self.seed = cluster.world.seed
         self.loop = cluster.world.loop
         self.keep = keep
@@ -137,6 +148,12 @@ class InvariantChecker:
         self._leader_hw: dict[tuple[int, int, str, int, int], int] = {}  # (node, incarnation, tp, epoch) -> HW
         self._committed: dict[tuple[str, int], _Committed] = {}
         self._views: dict[tuple[int, tuple[str, int]], _ReplicaView] = {}
+        self._verified: list[tuple[int, tuple[str, int], object, _ReplicaView]] = []  # (node, tp, log, its view)
+        self._nodes: tuple = ()  # the running nodes when the replicas to watch were last listed
+        self._rewatch_at_ns = 0  # when they are listed again (a replica created since is then watched)
+        self._watch: list[tuple[int, int, tuple[str, int], object]] = []  # (node, incarnation, tp, replica)
+        self._pending: dict[tuple[int, tuple[str, int]], tuple[int, object, object]] = {}  # leaders whose HW moved
+        self._compare_at_ns = 0  # when the pending comparisons are due
         self._seen: dict[int, tuple[object, int]] = {}  # id(LeaderState) -> (it, the HW last checked)
 
     # ---- reporting ---------------------------------------------------------------------
@@ -153,41 +170,56 @@ class InvariantChecker:
     # ---- the check of one step ---------------------------------------------------------
 
     def check(self) -> None:
-        # The fast path of a step that changed nothing these invariants look at (most steps): a leader whose HW
-        # is the one last seen, a log whose end did not move below what was verified, nothing new claimed.
+        # Per step only what can change at any step is read: each leader's HW (compared with the HW last checked
+        # for that LeaderState) and each verified log's end (compared with what was verified). The rest (the
+        # other invariants, the comparison of batches) runs when a leader's HW moved, which is when a claim on a
+        # replica's log can grow. The replicas to watch are listed again when the running nodes change (a crash,
+        # a restart) and every `compare_after_ms` of virtual time (a partition newly assigned).
         self.checks += 1
-        seen, views = self._seen, self._views
-        logs = []
-        claims: dict[tuple[int, tuple[str, int]], int] = {}  # (node, partition) -> the log below it is committed
+        if self._pending and self.loop._now_ns >= self._compare_at_ns:
+            self._compare_pending()
+        nodes = tuple(self.cluster.nodes.values())
+        if nodes != self._nodes or self.loop._now_ns >= self._rewatch_at_ns:
+            self._rewatch(nodes)
+        seen = self._seen
+        for node_id, incarnation, key, replica in self._watch:
+            state = replica.leader_state
+            if state is not None:
+                memo = seen.get(id(state))
+                if memo is None or memo[0] is not state or memo[1] != state.high_watermark:
+                    seen[id(state)] = (state, state.high_watermark)  # the state is kept: its id is not reused
+                    self._check_leader(node_id, incarnation, key, replica, state)
+        for node_id, key, partition_log, view in self._verified:
+            if partition_log.log_end_offset < view.verified:
+                self._truncated(node_id, key, partition_log, view)
+
+    def _rewatch(self, nodes: tuple) -> None:
+        self._nodes = nodes
+        self._rewatch_at_ns = self.loop._now_ns + self.compare_after_ns
+        self._watch = []
         for node_id, node in self.cluster.nodes.items():
             manager = node.cluster.replica_manager
-            if manager is None:
-                continue
-            incarnation = node.incarnation
-            for key, replica in manager.replicas.items():
-                state = replica.leader_state
-                if state is not None:
-                    hw = state.high_watermark
-                    memo = seen.get(id(state))
-                    if memo is None or memo[0] is not state or memo[1] != hw:
-                        self._check_leader(node_id, incarnation, key, replica, state)
-                        seen[id(state)] = (state, hw)  # the state is kept: its id is not reused
-                    if hw > claims.get((node_id, key), 0):
-                        claims[(node_id, key)] = hw
-                    followers = state.followers
-                    for member in (state.isr if state.pending_isr is None else state.maximal_isr):
-                        if member != node_id and member in followers:
-                            held = min(followers[member].log_end_offset, hw)
-                            if held > claims.get((member, key), 0):
-                                claims[(member, key)] = held
-                logs.append((node_id, incarnation, key, replica.log))
-        for node_id, incarnation, key, partition_log in logs:
-            view = views.get((node_id, key))
-            leo = partition_log.log_end_offset
-            if (view is not None and view.incarnation == incarnation and view.verified <= leo
-                    and min(leo, claims.get((node_id, key), 0)) <= view.verified):
-                continue
-            self._check_replica_log(node_id, incarnation, key, partition_log, claims.get((node_id, key), 0))
+            if manager is not None:
+                self._watch.extend((node_id, node.incarnation, key, replica) for key, replica in manager.replicas.items())
+        running = {(node_id, node.incarnation) for node_id, node in self.cluster.nodes.items()}
+        self._views = {k: view for k, view in self._views.items() if (k[0], view.incarnation) in running}
+        self._verified = [entry for entry in self._verified if self._views.get((entry[0], entry[1])) is entry[3]]
+
+    def _truncated(self, node_id: int, key: tuple[str, int], partition_log, view: "_ReplicaView") -> None:
+        topic, partition = key
+        self.violate("committed-records-kept", f"{topic}-{partition}: node {node_id} truncated its log to "
+                                               f"{partition_log.log_end_offset}, below offset {view.verified}, which "
+                                               "was committed and held")
+        view.verified = partition_log.log_end_offset
+
+    def _claim(self, node_id: int, key: tuple[str, int], state, hw: int) -> None:
+        """Compare with the committed log what the leader `node_id` counts as held: its own log below its HW, each
+        other maximal-ISR member's below the lower of the HW and where it last fetched from."""
+        self._verify(node_id, key, hw)
+        for member in state.maximal_isr:
+            follower = state.followers.get(member)
+            if member != node_id and follower is not None and follower.log_end_offset > 0:
+                self._verify(member, key, min(follower.log_end_offset, hw))
 
     def _check_leader(self, node_id: int, incarnation: int, key: tuple[str, int], replica, state) -> None:
         topic, partition = key
@@ -215,9 +247,31 @@ class InvariantChecker:
         committed = self._committed.get(key)
         if committed is None:
             committed = self._committed[key] = _Committed()
-        if hw > committed.end:
-            self._commit(key, committed, replica.log, node_id, hw)
         committed.high_watermark = max(committed.high_watermark, hw)
+        if not self._pending:
+            self._compare_at_ns = self.loop._now_ns + self.compare_after_ns
+        self._pending[(node_id, key)] = (incarnation, replica, state)
+
+    def _compare_pending(self) -> None:
+        """The batch comparisons of the leaders whose HW moved in the last `compare_after_ns` of virtual time, on
+        the state then (the comparisons read the logs, the costly part: at most once per that period rather than
+        at every step where a HW moved)."""
+        pending, self._pending = self._pending, {}
+        for (node_id, key), (incarnation, replica, state) in pending.items():
+            node = self.cluster.nodes.get(node_id)
+            if node is None or node.incarnation != incarnation:
+                continue  # crashed within the instant: its log is gone with it; the next leader's HW reads it
+            committed = self._committed[key]
+            hw = state.high_watermark
+            if hw > committed.end:
+                self._commit(key, committed, replica.log, node_id, hw)
+            if replica.leader_state is state:  # still leading as it did: what it counts as held is compared
+                self._claim(node_id, key, state, hw)
+
+    def finish(self) -> None:
+        """Compare what the last instant left pending (the end of the run)."""
+        if self._pending:
+            self._compare_pending()
 
     def _commit(self, key: tuple[str, int], committed: _Committed, partition_log, node_id: int, hw: int) -> None:
         """Record the leader's batches from the committed end up to `hw`."""
@@ -239,29 +293,30 @@ class InvariantChecker:
                 else:
                     committed.producer_epochs[batch.producer_id] = batch.producer_epoch
 
-    def _check_replica_log(self, node_id: int, incarnation: int, key: tuple[str, int], partition_log,
-                           claim: int) -> None:
-        topic, partition = key
-        view_key = (node_id, key)
-        view = self._views.get(view_key)
-        if view is None or view.incarnation != incarnation:
-            view = self._views[view_key] = _ReplicaView(incarnation, partition_log.log_start_offset)
-        leo = partition_log.log_end_offset
-        if leo < view.verified:
-            self.violate("committed-records-kept", f"{topic}-{partition}: node {node_id} truncated its log to {leo}, "
-                                                   f"below offset {view.verified}, which was committed and held")
-            view.verified = leo
+    def _verify(self, node_id: int, key: tuple[str, int], claim: int) -> None:
+        """Compare node `node_id`'s log of `key` with the committed log up to `claim` (and its log end)."""
+        node = self.cluster.nodes.get(node_id)
+        manager = node.cluster.replica_manager if node is not None else None
+        replica = manager.replicas.get(key) if manager is not None else None
+        if replica is None:
+            return  # not running, or not hosting the partition (yet): nothing to compare
+        partition_log = replica.log
+        view = self._views.get((node_id, key))
+        if view is None or view.incarnation != node.incarnation:
+            view = self._views[(node_id, key)] = _ReplicaView(node.incarnation, partition_log.log_start_offset)
+            self._verified.append((node_id, key, partition_log, view))
+        if partition_log.log_end_offset < view.verified:
+            self._truncated(node_id, key, partition_log, view)
             return
-        committed = self._committed.get(key)
-        if committed is None:
-            return
-        target = min(leo, claim, committed.high_watermark, committed.end)
+        committed = self._committed[key]
+        target = min(partition_log.log_end_offset, claim, committed.high_watermark, committed.end)
         if target <= view.verified:
             return
         position = view.verified
         for batch in _batches_below(partition_log, position, target):
             expected = committed.batches.get(batch.base_offset)
             if expected != batch:
+                topic, partition = key
                 self.violate("committed-records-kept", f"{topic}-{partition}: node {node_id}, which a leader counted as "
                                                        f"holding the log up to {claim}, holds {batch} below the HW "
                                                        f"{committed.high_watermark} where {expected} was committed")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import importlib
 import json
 import random
@@ -64,6 +65,7 @@ OP_TIMEOUT_S = 10.0
 FINAL_READ_TIMEOUT_S = 60.0
 
 
+@functools.cache
 def _schema(api: str, version: int):
     return importlib.import_module(f"kio.schema.{api}.v{version}.request")
 
@@ -116,6 +118,7 @@ class SimOptions:
     producers: int = 2
     consumers: int = 2
     properties: dict[str, str] = field(default_factory=dict)
+    invariants: bool = True  # check broker.sim.invariants after every step (off: only to measure their cost)
 
     def __post_init__(self):
         unknown = [f for f in self.faults if f not in FAULTS]
@@ -194,7 +197,8 @@ class QueueSimulation:
         self.cluster = SimCluster(self.world, options.nodes, options.properties)
         self.history = HistoryRecorder(self.world)
         self.invariants = InvariantChecker(self.cluster)
-        self.world.loop.step_hook = self.invariants.check
+        if options.invariants:
+            self.world.loop.step_hook = self.invariants.check
         self.rng = random.Random(f"{options.seed}/workload")
         self.fault_rng = random.Random(f"{options.seed}/faults")
         self.next_value = 0
@@ -425,6 +429,7 @@ def simulate(options: SimOptions) -> tuple[str, dict]:
     world = simulation.world
     try:
         world.run(simulation.run())
+        simulation.invariants.finish()
     finally:
         world.loop.step_hook = None  # what close() runs is the teardown, not the cluster's behaviour
         world.close()
