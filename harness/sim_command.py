@@ -11,7 +11,11 @@ healing) and a fault schedule drawn from the seed (broker/sim/workload.py says
 what is and is not simulated). The child writes the history; this command
 judges it with the queue checker under at-least-once, the mode of acks=all
 producers without idempotence, exactly as `logquake check` judges a stored
-run, and stores each seed as a run:
+run; the child also checked the replication invariants after every step of
+the simulation (broker/sim/invariants.py), and a seed that broke one is
+INVALID whatever its history shows (results.json's `invariants`: the names
+checked, the number of steps, the violations with seed and virtual time).
+Each seed is stored as a run:
 
     STORE/sim/<timestamp>/  test.json (seed, options, the replay command) · history.jsonl ·
                             results.json · sim.log (the child's stderr) · verdict.txt (one line)
@@ -119,6 +123,7 @@ def run_seed(args, seed: int, store: Store) -> dict:
     else:
         result["simulation"] = summary
         result.update(_check(history))
+        result.update(_invariants(summary))
     write_json(run_dir / "results.json", result)
     (run_dir / "verdict.txt").write_text(verdict_line(result) + "\n", encoding="utf-8")
     return result
@@ -149,6 +154,20 @@ def _check(history_path: Path) -> dict:
     return {"valid": merged["valid"], "queue": queue}
 
 
+def _invariants(summary: dict) -> dict:
+    """The per-step invariants the child checked (broker/sim/invariants.py): `invariants` for results.json, and
+    valid False when one broke (whatever the history shows)."""
+    invariants = summary.get("invariants")
+    if invariants is None:
+        return {}
+    out: dict = {"invariants": {"checked": invariants["checked"], "checks": invariants["checks"],
+                                "violations": invariants["violations"],
+                                "violation_counts": invariants["violation_counts"]}}
+    if invariants["violation_counts"]:
+        out["valid"] = False
+    return out
+
+
 def verdict_line(result: dict) -> str:
     verdict = {True: "valid", False: "INVALID", "unknown": "unknown"}[result["valid"]]
     line = f"seed {result['seed']}: {verdict}"
@@ -156,11 +175,19 @@ def verdict_line(result: dict) -> str:
     if simulation:
         virtual_s = simulation["virtual_s"]
         line += (f" ({simulation['ops']} ops; virtual {virtual_s:.1f} s in wall {result['wall_s']:.1f} s, "
-                 f"{virtual_s / result['wall_s']:.1f}x; history sha256 {simulation['history_sha256'][:12]})")
+                 f"{virtual_s / result['wall_s']:.1f}x; history sha256 {simulation['history_sha256'][:12]}")
+        invariants = result.get("invariants")
+        if invariants:
+            line += f"; {len(invariants['checked']) - len(invariants['violation_counts'])} of " \
+                    f"{len(invariants['checked'])} invariants held over {invariants['checks']} steps"
+        line += ")"
     anomalies = (result.get("queue") or {}).get("anomaly_types") or []
     if anomalies:
         counts = (result["queue"].get("stats") or {}).get("anomaly_counts") or {}
         line += "; anomalies: " + ", ".join(f"{name} x{counts[name]}" if name in counts else name for name in anomalies)
+    broken = (result.get("invariants") or {}).get("violation_counts") or {}
+    if broken:
+        line += "; invariants broken: " + ", ".join(f"{name} x{count}" for name, count in broken.items())
     if result.get("message") and result["valid"] is not True:
         line += f"; {result['message']}"
     if result["valid"] is not True:

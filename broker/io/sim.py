@@ -87,7 +87,7 @@ class SimTrace:
         self.loop = loop
         self._hash = hashlib.sha256()
         self.events = 0
-        self.last: deque[str] = deque(maxlen=keep_last)
+        self._last: deque[tuple] = deque(maxlen=keep_last)  # (virtual ns, kind, fields), formatted when asked
 
     def record(self, kind: str, *fields) -> None:
         now_ns = self.loop.time_ns()
@@ -100,8 +100,16 @@ class SimTrace:
                 self._hash.update(b" " + repr(value).encode())
         self._hash.update(b"\n")
         self.events += 1
-        shown = [f"{len(v)} bytes" if isinstance(v, (bytes, bytearray, memoryview)) else repr(v) for v in fields]
-        self.last.append(f"{now_ns / 1e9:.6f} {kind} {' '.join(shown)}")
+        self._last.append((now_ns, kind, fields))
+
+    @property
+    def last(self) -> list[str]:
+        """The last events, one line each (formatted only when asked: a failure message, not every event)."""
+        lines = []
+        for now_ns, kind, fields in self._last:
+            shown = [f"{len(v)} bytes" if isinstance(v, (bytes, bytearray, memoryview)) else repr(v) for v in fields]
+            lines.append(f"{now_ns / 1e9:.6f} {kind} {' '.join(shown)}")
+        return lines
 
     def digest(self) -> str:
         return self._hash.hexdigest()

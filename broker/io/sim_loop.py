@@ -29,7 +29,10 @@ Scheduling model (what the loop promises, stated first):
   crash). Plain callbacks (`call_later`) are not tracked: one that a crashed
   process left behind still runs, and finds that process's network and disk
   revoked (broker.io.sim_network, broker.io.sim_disk);
-- threads are not supported: `call_soon_threadsafe` and executors raise.
+- threads are not supported: `call_soon_threadsafe` and executors raise;
+- `step_hook`, when set, is called once per iteration before its callbacks
+  run, i.e. after every step of the previous iteration: where a simulation
+  checks its invariants (broker.sim.invariants). It must only read.
 
 This is FoundationDB's simulation idea (one thread, a virtual clock, every
 source of nondeterminism behind an interface; "Testing Distributed Systems w/
@@ -87,6 +90,7 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
         self._tasks_by_actor: dict[str | None, dict[asyncio.Task, None]] = {}
         self.set_task_factory(self._make_task)
         self.unhandled: list[str] = []  # what the exception handler saw: a test can insist it stays empty
+        self.step_hook = None  # called once per iteration, before its callbacks run (see the module docstring)
 
     def default_exception_handler(self, context) -> None:
         exception = context.get("exception")
@@ -116,6 +120,8 @@ class VirtualTimeLoop(base_events.BaseEventLoop):
     def _process_events(self, event_list) -> None:
         # Called once per iteration, after the (virtual) poll and before the ready callbacks run.
         self.iterations += 1
+        if self.step_hook is not None:
+            self.step_hook()
         if self._shuffle is not None and len(self._ready) > 1:
             handles = list(self._ready)
             self._shuffle.shuffle(handles)

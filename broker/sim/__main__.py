@@ -4,8 +4,11 @@ What `logquake sim` runs in a child interpreter (the harness may not import
 the broker): the queue workload of broker.sim.workload against a simulated
 cluster of the real broker. It writes the history (standard JSONL) to
 `--history` and prints one JSON line on stdout: the seed, virtual and wall
-seconds, ops, trace digest and the SHA-256 of the history's bytes. Exit 0
-when the run completed (whatever the history shows: the harness judges it),
+seconds, ops, trace digest, the SHA-256 of the history's bytes and
+`invariants` (the replication invariants checked after every step,
+broker/sim/invariants.py: their names, the steps checked, the violations).
+Exit 0 when the run completed (whatever the history and the invariants show:
+the harness judges them),
 1 with a traceback on stderr when the simulation itself broke (an invariant
 of the broker or of the simulator, a deadlock).
 

@@ -29,7 +29,11 @@ as a real run, under at-least-once (acks=all producers, no idempotence):
 Fault model of the schedule: at most one fault at a time, so a majority of
 the nodes is always up and connected; each fault starts after a quiet gap of
 2 to 6 virtual seconds and lasts 3 to 10; the last one is healed before the
-run's duration ends. What is not simulated here: pauses, disk faults (EIO,
+run's duration ends. An explicit schedule (`SimOptions.schedule`, a tuple of
+`Fault`s: what tests/broker/test_sim_schedules.py draws with Hypothesis, so
+that a failing schedule shrinks) replaces the drawn one: its faults, one at a
+time, each at its time or when the one before healed, healed before the final
+reads even if they outlast the workload. What is not simulated here: pauses, disk faults (EIO,
 torn writes), clock skew, slow links, idempotent and transactional producers,
 consumer groups (the runtime supports some of these; the workload does not
 drive them yet).
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import importlib
 import json
 import random
@@ -54,6 +59,7 @@ from broker.io.sim import SimWorld
 from broker.protocol.client import ClientError
 from broker.protocol.records import build_batch
 from broker.sim.cluster import SimClient, SimCluster, host_of
+from broker.sim.invariants import InvariantChecker
 
 TOPIC = "logquake-queue"
 FAULTS = ("crash", "partition")
@@ -63,6 +69,7 @@ OP_TIMEOUT_S = 10.0
 FINAL_READ_TIMEOUT_S = 60.0
 
 
+@functools.cache
 def _schema(api: str, version: int):
     return importlib.import_module(f"kio.schema.{api}.v{version}.request")
 
@@ -105,6 +112,17 @@ def list_offsets_request(topic: str, partition: int):
                                 topics=(m.ListOffsetsTopic(name=topic, partitions=(wanted,)),))
 
 
+@dataclass(frozen=True)
+class Fault:
+    """One fault of an explicit schedule: `kind` (crash or partition) of node `node`, `at_s` virtual seconds after
+    the workload started (or once the fault before it healed), healed `hold_s` seconds later."""
+
+    at_s: float
+    kind: str
+    node: int
+    hold_s: float
+
+
 @dataclass
 class SimOptions:
     seed: int
@@ -115,6 +133,8 @@ class SimOptions:
     producers: int = 2
     consumers: int = 2
     properties: dict[str, str] = field(default_factory=dict)
+    invariants: bool = True  # check broker.sim.invariants after every step (off: only to measure their cost)
+    schedule: tuple[Fault, ...] | None = None  # the faults, instead of drawing them from the seed
 
     def __post_init__(self):
         unknown = [f for f in self.faults if f not in FAULTS]
@@ -123,6 +143,10 @@ class SimOptions:
         if self.nodes < 1 or self.duration_s <= 0 or self.keys < 1:
             raise ValueError(f"nodes, duration and keys must be positive, got {self.nodes}, {self.duration_s}, "
                              f"{self.keys}")
+        for fault in self.schedule or ():
+            if fault.kind not in FAULTS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0:
+                raise ValueError(f"{fault} is not a fault of this cluster: kind of {', '.join(FAULTS)}, node 1 to "
+                                 f"{self.nodes}, at_s >= 0, hold_s > 0")
 
 
 class HistoryRecorder:
@@ -192,6 +216,9 @@ class QueueSimulation:
         self.world = SimWorld(options.seed)
         self.cluster = SimCluster(self.world, options.nodes, options.properties)
         self.history = HistoryRecorder(self.world)
+        self.invariants = InvariantChecker(self.cluster)
+        if options.invariants:
+            self.world.loop.step_hook = self.invariants.check
         self.rng = random.Random(f"{options.seed}/workload")
         self.fault_rng = random.Random(f"{options.seed}/faults")
         self.next_value = 0
@@ -315,7 +342,12 @@ class QueueSimulation:
     # ---- faults ----------------------------------------------------------------------------
 
     async def nemesis(self) -> None:
-        """At most one fault at a time, each healed before the next; the last healed before the deadline."""
+        """At most one fault at a time, each healed before the next; the last healed before the deadline.
+
+        With `SimOptions.schedule` the faults are that schedule's instead of the seed's draws."""
+        if self.o.schedule is not None:
+            await self._scheduled_faults()
+            return
         rng, loop = self.fault_rng, self.world.loop
         while True:
             await self.world.sleep(rng.uniform(2.0, 6.0))
@@ -324,24 +356,38 @@ class QueueSimulation:
                 return
             kind = rng.choice(self.o.faults)
             victim = rng.choice(self.cluster.node_ids)
-            if kind == "crash":
-                self.history.record("nemesis", "info", "kill", [victim])
-                self.cluster.crash(victim)
-                self.history.record("nemesis", "info", "kill", {"killed": [victim]})
-                await self.world.sleep(hold_s)
-                self.history.record("nemesis", "info", "start", [victim])
-                await self.cluster.restart(victim)
-                self.history.record("nemesis", "info", "start", {"started": [victim]})
-            else:
-                others = [n for n in self.cluster.node_ids if n != victim]
-                grudge = {str(victim): others, **{str(n): [victim] for n in others}}
-                self.history.record("nemesis", "info", "start-partition", grudge)
-                self.world.network.partition([host_of(victim)], [host_of(n) for n in others])
-                self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
-                await self.world.sleep(hold_s)
-                self.history.record("nemesis", "info", "stop-partition", None)
-                self.world.network.heal()
-                self.history.record("nemesis", "info", "stop-partition", "healed")
+            await self._fault(kind, victim, hold_s)
+
+    async def _scheduled_faults(self) -> None:
+        """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the
+        one before it healed if that is later (one fault at a time, as the drawn schedule)."""
+        start = self.deadline_s - self.o.duration_s
+        for fault in sorted(self.o.schedule, key=lambda f: (f.at_s, f.kind, f.node, f.hold_s)):
+            wait_s = start + fault.at_s - self.world.loop.time()
+            if wait_s > 0:
+                await self.world.sleep(wait_s)
+            await self._fault(fault.kind, fault.node, fault.hold_s)
+
+    async def _fault(self, kind: str, victim: int, hold_s: float) -> None:
+        """Apply one fault to `victim` for `hold_s` virtual seconds, then heal it; nemesis ops in the history."""
+        if kind == "crash":
+            self.history.record("nemesis", "info", "kill", [victim])
+            self.cluster.crash(victim)
+            self.history.record("nemesis", "info", "kill", {"killed": [victim]})
+            await self.world.sleep(hold_s)
+            self.history.record("nemesis", "info", "start", [victim])
+            await self.cluster.restart(victim)
+            self.history.record("nemesis", "info", "start", {"started": [victim]})
+        else:
+            others = [n for n in self.cluster.node_ids if n != victim]
+            grudge = {str(victim): others, **{str(n): [victim] for n in others}}
+            self.history.record("nemesis", "info", "start-partition", grudge)
+            self.world.network.partition([host_of(victim)], [host_of(n) for n in others])
+            self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
+            await self.world.sleep(hold_s)
+            self.history.record("nemesis", "info", "stop-partition", None)
+            self.world.network.heal()
+            self.history.record("nemesis", "info", "stop-partition", "healed")
 
     # ---- final reads -----------------------------------------------------------------------
 
@@ -422,8 +468,11 @@ def simulate(options: SimOptions) -> tuple[str, dict]:
     world = simulation.world
     try:
         world.run(simulation.run())
+        simulation.invariants.finish()
     finally:
+        world.loop.step_hook = None  # what close() runs is the teardown, not the cluster's behaviour
         world.close()
     return simulation.history.text(), {"seed": options.seed, "virtual_s": world.virtual_s, "events": world.trace.events,
                                        "trace_digest": world.trace.digest(), "ops": len(simulation.history.lines),
-                                       "unhandled": list(world.loop.unhandled)}
+                                       "unhandled": list(world.loop.unhandled),
+                                       "invariants": simulation.invariants.summary()}

@@ -5,7 +5,9 @@ with crashes and partitions are all VALID (exit 0) and each is stored with its
 history, results and one-line verdict; with the planted bug
 `logquake.debug.ack.before.replication` a seed is INVALID with lost writes
 (exit 1) and the line names the command that replays it, which gives the same
-history byte for byte and the same anomalies; bad flags exit 254 naming the
+history byte for byte and the same anomalies; a seed that breaks a
+replication invariant (`logquake.debug.hwm.past.isr`) is INVALID and its
+results.json holds the violations; bad flags exit 254 naming the
 flag. Each seed runs in a child interpreter (`python -m broker.sim`), so these
 tests cost a few wall seconds per seed.
 """
@@ -53,7 +55,7 @@ def test_three_seeds_of_the_correct_broker_are_valid_and_stored_as_runs(tmp_path
     print("\n".join(lines))
     assert code == 0, lines
     assert [line.split(":")[0] for line in lines[:3]] == [f"seed {first + i}" for i in range(3)]
-    assert all(": valid (" in line for line in lines[:3]), lines
+    assert all(": valid (" in line and "; 5 of 5 invariants held over " in line for line in lines[:3]), lines
     assert lines[3].startswith(f"3 seeds ({first}..{first + 2}): 3 valid, 0 INVALID, 0 unknown; virtual ")
     runs = sorted(p for p in (tmp_path / "sim").iterdir() if not p.is_symlink())
     assert len(runs) == 3
@@ -63,6 +65,8 @@ def test_three_seeds_of_the_correct_broker_are_valid_and_stored_as_runs(tmp_path
         results = json.loads((run_dir / "results.json").read_text())
         assert results["valid"] is True and results["queue"]["delivery"] == "at-least-once"
         assert results["simulation"]["virtual_s"] >= 20.0
+        invariants = results["invariants"]
+        assert len(invariants["checked"]) == 5 and invariants["violation_counts"] == {} and invariants["checks"] > 0
         assert json.loads((run_dir / "test.json").read_text())["options"]["delivery"] == "at-least-once"
         assert (run_dir / "verdict.txt").read_text().startswith(f"seed {results['seed']}: valid")
 
@@ -89,6 +93,23 @@ def test_a_planted_bug_is_caught_and_its_seed_replays_to_the_same_history_and_an
     assert second["simulation"]["history_sha256"] == first_run["simulation"]["history_sha256"]
     assert second["queue"]["anomaly_types"] == first_run["queue"]["anomaly_types"]
     assert again[0].split(" (")[0] == line.split(" (")[0]
+
+
+def test_a_broken_invariant_makes_the_seed_invalid_and_is_stored_with_its_seed_and_virtual_time(tmp_path, capsys):
+    # logquake.debug.hwm.past.isr breaks isr-holds-hw within seconds on nearly every seed (10 of 10 measured,
+    # tests/broker/test_sim_invariants.py); two fresh seeds, at least one must show it
+    first = fresh_seed()
+    code, lines = run_sim(["--seed", str(first), "--seeds", "2", "--duration", "8s", "--broker-override",
+                           "logquake.debug.hwm.past.isr=true", "--store", str(tmp_path)], capsys)
+    print("\n".join(lines))
+    assert code == 1, lines
+    broken = [line for line in lines[:2] if "; invariants broken: isr-holds-hw x" in line]
+    assert broken and all(": INVALID (" in line for line in broken), lines
+    seed = int(broken[0].split(":")[0].split()[1])
+    results = run_results(tmp_path)[seed]
+    assert results["valid"] is False
+    assert results["invariants"]["violation_counts"]["isr-holds-hw"] > 0
+    assert results["invariants"]["violations"][0].startswith(f"seed {seed}, virtual time ")
 
 
 @pytest.mark.parametrize("argv, named", [

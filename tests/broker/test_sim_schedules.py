@@ -1,0 +1,97 @@
+"""Fault schedules drawn by Hypothesis for the simulated cluster, and shrunk to a minimal one when they break it.
+
+Each example is a seed and an explicit schedule (broker.sim.workload's
+`Fault`s: a crash or a partition of one node at a virtual time, healed some
+seconds later, one at a time), run in this process by `simulate` on the real
+broker; the property is that every replication invariant holds after every
+step (broker/sim/invariants.py) and that the queue checker finds the history
+valid. Since the simulation is deterministic, an example that fails fails
+again on every run, which is what lets Hypothesis shrink it (as
+TigerBeetle's VOPR and FoundationDB's simulator make a failing seed replay;
+here the schedule itself is the input, so it also gets smaller). Times are
+whole tenths of a second drawn as integers, so they shrink towards 0 and
+print readably.
+
+What the tests show: a few drawn schedules on the correct broker keep every
+invariant and a valid history; with the planted bug
+`logquake.debug.skip.truncation`, Hypothesis finds a schedule that breaks
+`committed-records-kept` and shrinks it to one or two partitions (a leader
+cut off long enough to be replaced, its divergent tail then kept).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+
+from broker.sim.workload import FAULTS, Fault, SimOptions, simulate
+
+DURATION_S = 6.0
+NODES = 3
+SMALL = {"consumers": 1}  # three partitions (each node leads one), two producers, one consumer
+
+tenths = st.integers(min_value=0, max_value=60).map(lambda t: t / 10)
+faults = st.builds(Fault, at_s=tenths, kind=st.sampled_from(FAULTS), node=st.integers(1, NODES),
+                   hold_s=st.integers(min_value=5, max_value=60).map(lambda t: t / 10))
+cases = st.tuples(st.integers(min_value=0, max_value=2**31 - 1), st.lists(faults, max_size=3).map(tuple))
+
+
+def run(case, **properties) -> tuple[str, dict]:
+    seed, schedule = case
+    return simulate(SimOptions(seed=seed, nodes=NODES, duration_s=DURATION_S, schedule=schedule,
+                               properties=properties, **SMALL))
+
+
+def queue_verdict(text: str) -> dict:
+    import json
+
+    from checkers.history import History
+    from checkers.queue import check
+
+    return check(History.from_dicts([json.loads(line) for line in text.splitlines()]), delivery="at-least-once",
+                 acks="all")
+
+
+@pytest.mark.slow
+@settings(max_examples=4, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases)
+def test_drawn_fault_schedules_keep_every_invariant_and_a_valid_history_on_the_correct_broker(case):
+    text, summary = run(case)
+    invariants = summary["invariants"]
+    assert invariants["violation_counts"] == {}, (case, invariants["violations"])
+    verdict = queue_verdict(text)
+    assert verdict["valid"] is True, (case, verdict["anomaly_types"])
+
+
+@pytest.mark.slow
+def test_hypothesis_shrinks_a_schedule_that_breaks_an_invariant_to_a_few_partitions():
+    # Measured (load 5 to 7 on 2 cores): the first breaking case was seed 17707 with one partition of node 2 at
+    # 0.5 s for 5.0 s; after 51 runs (341 s) Hypothesis had shrunk it to seed 0 with one partition of node 1 at
+    # 0.0 s for 5.0 s. An earlier measurement (8 s runs) ended at two partitions of one node (0.5 s, then 3.7 s):
+    # a single partition breaks it on most seeds but not on all, so the minimum is one or two partitions, never
+    # a crash (a power loss drops the divergent tail instead of keeping it).
+    tried, failing = [], []
+
+    def breaks(case) -> bool:
+        _, summary = run(case, **{"logquake.debug.skip.truncation": "true"})
+        tried.append(case)
+        broken = bool(summary["invariants"]["violation_counts"].get("committed-records-kept"))
+        if broken:
+            failing.append(case)
+        return broken
+
+    minimal = find(cases, breaks, settings=settings(max_examples=30, deadline=None, database=None,
+                                                    suppress_health_check=list(HealthCheck)))
+    seed, schedule = minimal
+    first_seed, first_schedule = failing[0]
+    print(f"first failing case: seed {first_seed}, schedule {first_schedule}; minimal after {len(tried)} runs: "
+          f"seed {seed}, schedule {schedule}", file=sys.stderr)
+    assert 1 <= len(schedule) <= 2 and all(fault.kind == "partition" for fault in schedule), minimal
+    assert len(schedule) <= len(first_schedule) and seed <= first_seed
+    assert sum(f.at_s + f.hold_s for f in schedule) <= sum(f.at_s + f.hold_s for f in first_schedule)
+    assert breaks(minimal), "the minimal case breaks the invariant again when replayed"
+    _, summary = run(minimal)
+    assert summary["invariants"]["violation_counts"] == {}, "the correct broker holds under the same schedule"
