@@ -45,7 +45,13 @@ __all__ = ["LOOKBACK_S", "LOSS_ANOMALIES", "FaultContext", "explain_clock", "exp
 LOOKBACK_S = 5.0
 _LISTED = 4  # faults named per group; the rest are counted
 
-LOSS_ANOMALIES = ("lost-write", "inconsistent-offsets", "unseen")
+LOSS_ANOMALIES = ("lost-write", "inconsistent-offsets", "unseen", "watermark-regression")
+# How a loss shows through the anomalies whose names do not say it
+_HOW_LOSS_SHOWS = {
+    "inconsistent-offsets": "an offset read with one value before the crash and another after it is an acknowledged "
+                            "write lost, and its offset reused",
+    "watermark-regression": "a high watermark a client saw went back: records below it, committed, are gone",
+}
 
 
 def _crashes(run: RunData) -> list[dict[str, Any]]:
@@ -124,10 +130,10 @@ def explain_disk_loss(note: Mapping[str, Any]) -> str:
     more = f" ({len(crashes)} such crashes in all)" if len(crashes) > 1 else ""
     held = f"{first['unfsynced_bytes']} un-fsynced bytes" if first["unfsynced_bytes"] else "their un-fsynced writes"
     anomalies = ", ".join(note["anomalies"])
+    how = "; ".join(_HOW_LOSS_SHOWS[name] for name in note["anomalies"] if name in _HOW_LOSS_SHOWS)
     head = (f"The disk nemesis crashed {nodes} at {first['at_s']} s while their file systems held {held} in "
-            f"memory, as a power loss would{more}; {anomalies} is how the lost data shows (an offset read "
-            "with one value before the crash and another after it is an acknowledged write lost, and its offset "
-            "reused).")
+            f"memory, as a power loss would{more}; {anomalies} is how the lost data shows"
+            + (f" ({how})." if how else "."))
     flush = note["flush_interval_messages"]
     if flush is None:
         return head + (" log.flush.interval.messages was unset (Kafka's default: no fsync, durability rests on "

@@ -93,7 +93,7 @@ def test_leader_kills_on_the_pipeline_workload_land_on_the_leader_of_a_described
     _assert_every_role_kill_landed(seed, out, run, "pipeline-exactly-once-kill-logquake-described")
     workload = json.loads((run / "results.json").read_text())["workload"]
     assert workload["valid"] is True and workload["stats"]["acknowledged_inputs"] > 50, f"seed {seed}"
-    assert [p["status"] for p in workload["promises"]] == ["held"] * 3
+    assert [p["status"] for p in workload["promises"]] == ["held"] * 4
 
 
 def test_a_description_whose_ids_are_wrong_says_so_with_the_fault(tmp_path):

@@ -24,7 +24,7 @@ def test_the_pipeline_on_a_correct_broker_is_valid_under_broker_and_processor_fa
     assert stats["output_records"] >= stats["acknowledged_inputs"], stats
     faults = stats["processor_faults"]
     assert faults["kills"] >= 1 and faults["pauses"] >= 1 and faults["aborts on purpose"] + faults["leaves"] >= 1, faults
-    assert [p["status"] for p in workload["promises"]] == ["held"] * 3
+    assert [p["status"] for p in workload["promises"]] == ["held"] * 4
     run = (tmp_path / "store" / "latest").resolve()
     assert '<section id="processor-faults">' in (run / "report.html").read_text()  # the report shows them
 
@@ -61,7 +61,7 @@ def test_the_pipeline_on_each_python_client_is_valid_under_processor_faults(tmp_
     assert faults["kills"] >= 1 and faults["aborts on purpose"] + faults["leaves"] >= 1, faults
     if "pause" in processor_faults:
         assert faults["pauses"] >= 1, faults
-    assert [p["status"] for p in workload["promises"]] == ["held"] * 3
+    assert [p["status"] for p in workload["promises"]] == ["held"] * 4
     run = (tmp_path / "store" / "latest").resolve()
     assert json.loads((run / "test.json").read_text())["options"]["client"] == client
 

@@ -78,6 +78,13 @@ def test_a_loss_after_a_lose_unfsynced_crash_with_no_fsync_is_explained_as_the_f
     assert 'id="faults"' in page and "un-fsynced" in page
 
 
+def test_a_watermark_that_went_back_after_the_crash_is_explained_as_the_loss_too(tmp_path):
+    run = load_run(_run(tmp_path, {"watermark-regression": [{"key": 0}]}))
+    assert fault_notes_data(run)[0]["anomalies"] == ["watermark-regression"]
+    assert ("; watermark-regression is how the lost data shows (a high watermark a client saw went back: records "
+            "below it, committed, are gone). log.flush.interval.messages was unset") in fault_notes(run)[0]
+
+
 def test_with_a_flush_on_every_message_the_loss_is_laid_at_the_broker(tmp_path):
     note = fault_notes_data(load_run(_run(tmp_path, {"lost-write": [{"key": 0}]}, flush="1")))[0]
     assert note["anomalies"] == ["lost-write"]
