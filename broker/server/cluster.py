@@ -76,7 +76,6 @@ from broker.server.topics import TopicInfo, topic_name_problem
 log = logging.getLogger("broker.server")
 
 APPLY_WAIT_S = 5.0
-CONTROLLER_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -347,7 +346,7 @@ class ClusterNode:
             for name in names
         ]}
         try:
-            answer = await self.channel.call(request, CONTROLLER_TIMEOUT_S)
+            answer = await self.channel.call(request)
         except ControllerError as exc:
             log.info("auto-creating topics %s failed: %s", names, exc)
             return {}
@@ -365,7 +364,7 @@ class ClusterNode:
             {"name": name, "num_partitions": partitions, "replication_factor": replication_factor,
              "assignments": None, "configs": {}}]}
         try:
-            answer = await self.channel.call(request, CONTROLLER_TIMEOUT_S)
+            answer = await self.channel.call(request)
         except ControllerError as exc:
             log.info("creating internal topic %s failed: %s", name, exc)
             return
@@ -422,7 +421,7 @@ class ClusterNode:
         if forwarded:
             try:
                 answer = await self.channel.call(
-                    {"op": "create_topics", "validate_only": bool(request.validate_only), "topics": forwarded}, CONTROLLER_TIMEOUT_S
+                    {"op": "create_topics", "validate_only": bool(request.validate_only), "topics": forwarded}
                 )
                 answers = {r["name"]: r for r in answer.get("topics", [])}
                 if answer.get("error_code"):
@@ -482,7 +481,7 @@ class ClusterNode:
         topics = [{"name": name, "topic_id": str(topic_id) if name is None and topic_id is not None else None}
                   for name, topic_id in wanted]
         try:
-            answer = await self.channel.call({"op": "delete_topics", "topics": topics}, CONTROLLER_TIMEOUT_S)
+            answer = await self.channel.call({"op": "delete_topics", "topics": topics})
             if answer.get("error_code"):
                 raise ControllerError(answer.get("error_message") or "controller error", answer["error_code"])
             await self.wait_applied(int(answer.get("metadata_offset", 0)))

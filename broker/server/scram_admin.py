@@ -54,7 +54,6 @@ log = logging.getLogger("broker.server")
 DESCRIBE_USER_SCRAM_CREDENTIALS = apis.DESCRIBE_USER_SCRAM_CREDENTIALS
 ALTER_USER_SCRAM_CREDENTIALS = apis.ALTER_USER_SCRAM_CREDENTIALS
 STATE_FILE = "__logquake_scram.json"
-CONTROLLER_TIMEOUT_S = 10.0
 
 
 class ScramCredentialSource:
@@ -100,7 +99,7 @@ class ClusterScramStore:
         return image.scram_credentials, image.scram_bootstrapped
 
     async def alter(self, deletions, upsertions):
-        answer = await self.cluster.channel.call({"op": OPERATION, **encode_items(deletions, upsertions)}, CONTROLLER_TIMEOUT_S)
+        answer = await self.cluster.channel.call({"op": OPERATION, **encode_items(deletions, upsertions)})
         if answer.get("error_code"):
             raise ControllerError(answer.get("error_message") or "the controller refused", answer["error_code"])
         if not await self.cluster.wait_applied(answer["metadata_offset"]):
