@@ -277,7 +277,7 @@ def test_cluster_up_and_status_commands(tmp_path):
 
 def test_cluster_up_removes_its_temporary_data_unless_kept(tmp_path):
     for keep in (False, True):
-        base = free_port_block(1)
+        base = free_port_block(2)  # one node: a client port and a broker port
         up = subprocess.Popen(
             [sys.executable, "-m", "harness.cluster_command", "up", "--nodes", "1", "--base-port", str(base),
              *(["--keep-data"] if keep else [])],
@@ -290,8 +290,10 @@ def test_cluster_up_removes_its_temporary_data_unless_kept(tmp_path):
             data_dir = Path(match.group(1))
             assert match.group(2) == ("kept when the cluster stops" if keep else
                                       "removed when the cluster stops; --keep-data keeps it")
-            while not up.stdout.readline().startswith("cluster up"):
-                assert up.poll() is None
+            seen = [first]
+            while not seen[-1].startswith("cluster up"):
+                seen.append(up.stdout.readline())
+                assert seen[-1] or up.poll() is None, "".join(seen)
         finally:
             up.send_signal(signal.SIGINT)
             rest = up.communicate(timeout=60)[0]
