@@ -1,5 +1,7 @@
 """The disk package: its schedule, and what each shape asks of node control."""
 
+import random
+
 import pytest
 
 import nemeses
@@ -102,3 +104,15 @@ def test_bad_shapes_and_targets_are_named():
         DiskPackage(targets=["controller"])
     with pytest.raises(ValueError, match="shape 'melt' is not one of"):
         DiskPackage().apply(FaultEvent(1, "disk", "start-disk", "one", "melt"), _DiskControl(NODES), _Targets())
+
+
+def test_half_of_the_lose_unfsynced_windows_crash_every_node():
+    # a power loss of the whole cluster is what separates a broker that fsyncs from one that does not
+    schedule = nemeses.build(["disk"], interval_s=4).schedule(11, 4000)
+    lazy = [e for e in schedule.events if e.shape == "lose-unfsynced" and e.f == "start-disk"]
+    others = [e for e in schedule.events if e.shape != "lose-unfsynced" and e.f == "start-disk"]
+    share_all = sum(e.target == "all" for e in lazy) / len(lazy)
+    assert len(lazy) > 100 and 0.5 < share_all < 0.75, (len(lazy), share_all)  # half, plus a quarter of the rest
+    assert sum(e.target == "all" for e in others) / len(others) < 0.35
+    rng, asked_one = random.Random(1), DiskPackage(targets=["one"])
+    assert {asked_one.window(rng, 0.0)[0].target for _ in range(200)} == {"one"}  # targets a user gave are kept
