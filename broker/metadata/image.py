@@ -15,11 +15,15 @@ None keep their value; removing a topic removes its partitions and configs.
 cluster-wide. `scram_credentials` are the SCRAM credentials of KIP-554's records
 (salt, iterations, StoredKey, ServerKey per user and mechanism) and
 `scram_bootstrapped` says whether they replaced the users file (broker.metadata.scram).
+`acls` are the ACL bindings of KIP-801's records by id, in the order they were
+created (broker.metadata.acls); the ids come in the records, so a replay builds
+the same map.
 
 Invariants (asserted; the controller validates before it proposes, so a broken
 one means a controller bug): records refer to known topics and brokers; a
 partition's leader is -1 or one of its replicas; its ISR is a subset of its
-replicas; leader and partition epochs never decrease.
+replicas; leader and partition epochs never decrease; an ACL id is added once
+and removed only while present, and every ACL is one a CreateAcls may create.
 
 Thread-safety: immutable values; safe to share between tasks.
 """
@@ -30,7 +34,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Protocol
 
+from broker.metadata.acls import AclBinding, binding_error, binding_of
 from broker.metadata.records import (
+    AccessControlEntryRecord,
     ConfigRecord,
     FenceBrokerRecord,
     MetadataRecord,
@@ -38,6 +44,7 @@ from broker.metadata.records import (
     PartitionRecord,
     ProducerIdsRecord,
     RegisterBrokerRecord,
+    RemoveAccessControlEntryRecord,
     RemoveTopicRecord,
     RemoveUserScramCredentialRecord,
     ScramBootstrapRecord,
@@ -96,6 +103,7 @@ class MetadataImage:
     # file authenticates instead (broker.metadata.scram)
     scram_credentials: Mapping[str, Mapping[str, ScramCredential]] = field(default_factory=dict)
     scram_bootstrapped: bool = False
+    acls: Mapping[uuid.UUID, AclBinding] = field(default_factory=dict)  # ACL bindings by id (KIP-801)
 
     # ---- queries ------------------------------------------------------------
 
@@ -268,6 +276,23 @@ def _remove_scram_credential(image: MetadataImage, record: RemoveUserScramCreden
     return replace(image, scram_credentials=all_credentials)
 
 
+def _acl_entry(image: MetadataImage, record: AccessControlEntryRecord) -> MetadataImage:
+    assert record.id not in image.acls, f"ACL id {record.id} added twice"
+    binding = binding_of(record)
+    problem = binding_error(binding)
+    assert problem is None, f"ACL record that no CreateAcls may write: {record} ({problem})"
+    acls = dict(image.acls)
+    acls[record.id] = binding
+    return replace(image, acls=acls)
+
+
+def _remove_acl(image: MetadataImage, record: RemoveAccessControlEntryRecord) -> MetadataImage:
+    assert record.id in image.acls, f"removal of unknown ACL id {record.id}"
+    acls = dict(image.acls)
+    del acls[record.id]
+    return replace(image, acls=acls)
+
+
 _APPLY = {
     RegisterBrokerRecord: _register_broker,
     FenceBrokerRecord: lambda image, record: _set_fenced(image, record.broker_id, True),
@@ -281,6 +306,8 @@ _APPLY = {
     UserScramCredentialRecord: _scram_credential,
     RemoveUserScramCredentialRecord: _remove_scram_credential,
     ScramBootstrapRecord: lambda image, record: replace(image, scram_bootstrapped=True),
+    AccessControlEntryRecord: _acl_entry,
+    RemoveAccessControlEntryRecord: _remove_acl,
 }
 
 

@@ -14,7 +14,9 @@ The record types and their meaning follow KIP-631 (RegisterBrokerRecord,
 FenceBrokerRecord, UnfenceBrokerRecord, TopicRecord, PartitionRecord,
 PartitionChangeRecord, ConfigRecord, RemoveTopicRecord, ProducerIdsRecord) and
 KIP-554 (UserScramCredentialRecord, RemoveUserScramCredentialRecord; bytes travel
-as base64), plus our ScramBootstrapRecord (broker.metadata.scram);
+as base64), plus our ScramBootstrapRecord (broker.metadata.scram), and KIP-801
+(AccessControlEntryRecord, RemoveAccessControlEntryRecord: one ACL binding and
+its id; enum fields hold Kafka's wire codes, broker.metadata.acls);
 the encoding is our own. In `PartitionChangeRecord` a None field means
 "unchanged".
 
@@ -172,6 +174,30 @@ class ScramBootstrapRecord(MetadataRecord):
     users: int
 
 
+@dataclass(frozen=True)
+class AccessControlEntryRecord(MetadataRecord):
+    """KRaft's AccessControlEntryRecord (KIP-801): one ACL binding, named by an id chosen by the controller.
+
+    resource_type, pattern_type, operation and permission_type are Kafka's wire codes (broker.metadata.acls).
+    """
+
+    TYPE: ClassVar[str] = "AccessControlEntry"
+    id: uuid.UUID
+    resource_type: int
+    resource_name: str
+    pattern_type: int
+    principal: str
+    host: str
+    operation: int
+    permission_type: int
+
+
+@dataclass(frozen=True)
+class RemoveAccessControlEntryRecord(MetadataRecord):
+    TYPE: ClassVar[str] = "RemoveAccessControlEntry"
+    id: uuid.UUID
+
+
 RECORD_TYPES: dict[str, type[MetadataRecord]] = {
     cls.TYPE: cls
     for cls in (
@@ -187,13 +213,15 @@ RECORD_TYPES: dict[str, type[MetadataRecord]] = {
         UserScramCredentialRecord,
         RemoveUserScramCredentialRecord,
         ScramBootstrapRecord,
+        AccessControlEntryRecord,
+        RemoveAccessControlEntryRecord,
     )
 }
 
-_UUID_FIELDS = {"incarnation_id", "topic_id"}
+_UUID_FIELDS = {"incarnation_id", "topic_id", "id"}
 _TUPLE_FIELDS = {"replicas", "isr"}
 _BYTES_FIELDS = {"salt", "stored_key", "server_key"}
-_STR_FIELDS = {"host", "rack", "name", "resource_name", "key", "value"}
+_STR_FIELDS = {"host", "rack", "name", "resource_name", "key", "value", "principal"}
 
 
 def _field_value(record_type: str, name: str, value):
