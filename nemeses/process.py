@@ -4,13 +4,35 @@ Targets: `one`, `minority`, `majority`, `all`, `leader` (of the workload's first
 partition), `controller` (the active controller), `primaries` (every partition
 leader). The nodes a start event hit are remembered, and its stop event (or the
 final heal) restarts or resumes exactly those, plus anything else still down.
+
+A kill has one shape besides the plain one, drawn for half the kill windows:
+`lagging-follower` kills a leader while one of its followers lags: it pauses
+another running node (chosen by the event's `pick`) for `LAG_S`, kills the
+target while that node is still stopped, and resumes it at once. The paused
+follower stays in the ISR (the pause is shorter than any broker's session and
+replica lag timeouts), so a broker whose acks or high watermark run ahead of
+its slowest ISR member has acknowledged records the follower lacks, and the
+controller may elect that follower when the dead leader is fenced: the records
+are gone. A correct broker held its acks=all answers during the pause, so it
+loses nothing. Single faults one at a time never make this moment (a follower
+behind and the leader gone together); it is one of the composed sequences
+Jepsen's nemeses mix (a slow replica, then a crash of the leader). The drawn
+target of such a window is `leader` whatever was drawn: the follower must lag
+behind the node that dies.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 from nemeses.core import FaultEvent, FaultPackage, Targets
 from nemeses.probe import Probe, probe_processes
 from nodecontrol.control import NodeControl
+
+
+LAGGING = "lagging-follower"
+LAG_S = 1.0  # how long the follower lags before the leader dies: under Kafka's 9 s session and 30 s replica lag
 
 
 class KillPackage(FaultPackage):
@@ -18,19 +40,53 @@ class KillPackage(FaultPackage):
     start_f = "kill"
     stop_f = "start"
     targets = ("one", "leader", "controller", "minority", "majority", "all", "primaries")
+    SHAPES = (LAGGING,)
 
-    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets=None):
+    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets=None, shapes=None,
+                 sleep=time.sleep):
         super().__init__(interval_s, duration_s, targets or ("one", "leader", "controller", "minority", "all"))
+        if shapes is not None and set(shapes) - {None, LAGGING}:
+            raise ValueError(f"kill nemesis: unknown shape(s) {sorted(set(shapes) - {None, LAGGING})}; "
+                             f"accepted: {LAGGING}")
+        self._shapes = tuple(shapes) if shapes is not None else (None, LAGGING)
         self.down: set[str] = set()
+        self._sleep = sleep
+
+    def shapes(self):
+        return self._shapes
+
+    def window(self, rng, t):
+        start, stop = super().window(rng, t)
+        if start.shape == LAGGING and "leader" in self.targets:
+            start, stop = replace(start, target="leader"), replace(stop, target="leader")
+        return start, stop
 
     def apply(self, event: FaultEvent, control: NodeControl, targets: Targets) -> dict:
         if event.f == self.start_f:
             nodes = self.resolve(control, targets, event.target, event.pick)
-            for node in nodes:
-                control.kill(node)
-                self.down.add(node)
-            return {"killed": nodes}
+            if event.shape == LAGGING:
+                return self._kill_while_lagging(control, nodes, event.pick)
+            return self._kill(control, nodes)
         return self.heal(control)
+
+    def _kill(self, control: NodeControl, nodes: list[str]) -> dict:
+        for node in nodes:
+            control.kill(node)
+            self.down.add(node)
+        return {"killed": nodes}
+
+    def _kill_while_lagging(self, control: NodeControl, nodes: list[str], pick: int) -> dict:
+        others = sorted(n for n in control.nodes if n not in nodes and control.is_running(n))
+        if not nodes or not others:  # no leader known, or nobody left to lag: a plain kill
+            return self._kill(control, nodes)
+        lagger = others[pick % len(others)]
+        control.pause(lagger)
+        try:
+            self._sleep(LAG_S)
+            done = self._kill(control, nodes)
+        finally:
+            control.resume(lagger)
+        return {**done, "lagged": [lagger], "lag_s": LAG_S}
 
     def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
         return probe_processes(result.get("killed") or [], control, "gone")

@@ -197,6 +197,9 @@ def _describe_fault(f: str, scheduled: Any, done: Any) -> str:
         return f"{f}{target} failed: {done['error']}"
     if "killed" in done and done.get("fault") == "lose-unfsynced":
         return _disk_crash(done)
+    if "killed" in done and done.get("lagged"):
+        return (f"kill {nodes_text(done['killed'])}{target} while {nodes_text(done['lagged'])} lagged behind it "
+                f"(paused {done.get('lag_s', '?')} s, then resumed)")
     if "killed" in done:
         return f"kill {nodes_text(done['killed'])}{target}"
     if "paused" in done:

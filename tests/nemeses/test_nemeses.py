@@ -162,6 +162,41 @@ def test_kill_package_restarts_exactly_what_it_killed_and_heals_at_the_end():
     assert control.calls == [("kill", "n2"), ("kill", "n3"), ("start", "n2"), ("start", "n3")]
 
 
+def test_a_lagging_follower_kill_pauses_another_node_kills_the_leader_then_resumes_it():
+    from nemeses.core import FaultEvent
+    from nemeses.process import LAG_S, LAGGING, KillPackage
+
+    control = _RecordingControl(NODES5)
+    control.is_running = lambda node: node != "n4"
+    slept = []
+    kill = KillPackage(sleep=lambda s: (slept.append(s), control.calls.append(("sleep", s))))
+    done = kill.apply(FaultEvent(1, "kill", "kill", "leader", LAGGING, pick=2), control, _Targets())
+    # the lagging node is picked among the running others (n1, n3, n5) by the event's pick
+    assert done == {"killed": ["n2"], "lagged": ["n5"], "lag_s": LAG_S}
+    assert control.calls == [("pause", "n5"), ("sleep", LAG_S), ("kill", "n2"), ("resume", "n5")]
+    assert kill.apply(FaultEvent(9, "kill", "start", "leader", LAGGING), control, _Targets()) == {"started": ["n2"]}
+
+    class Refusing(_RecordingControl):
+        def kill(self, node):
+            raise NodeControlError("no such process")
+
+    refusing = Refusing(NODES5)
+    refusing.is_running = lambda node: True
+    with pytest.raises(NodeControlError):
+        KillPackage(sleep=lambda s: None).apply(FaultEvent(1, "kill", "kill", "leader", LAGGING), refusing, _Targets())
+    assert refusing.calls[-1] == ("resume", "n1")  # the follower never stays paused
+
+
+def test_half_of_the_kill_windows_are_lagging_follower_kills_of_the_leader():
+    from nemeses.process import LAGGING
+
+    events = nemeses.build(["kill"], interval_s=4).schedule(5, 4000).events
+    kills = [e for e in events if e.f == "kill"]
+    lagging = [e for e in kills if e.shape == LAGGING]
+    assert 0.4 < len(lagging) / len(kills) < 0.6, (len(lagging), len(kills))
+    assert {e.target for e in lagging} == {"leader"} and len({e.target for e in kills}) > 2
+
+
 def test_heal_runs_every_package_even_when_one_fails():
     nemesis = nemeses.build(["partition", "pause"])
     control = _RecordingControl(NODES5)
