@@ -84,6 +84,9 @@ class TransactionCoordinator:
         self.sleep = sleep  # the runtime clock's sleep (retry backoffs), so a simulated clock drives them
         self.owned: dict[int, tuple[int, TransactionStateMachine]] = {}  # partition -> (coordinator epoch, machine)
         self.marker_tasks: dict[str, asyncio.Task] = {}
+        # ids whose state record is being appended: memory is ahead of the log until the append ends, and putting
+        # an entry back after a failed append must not undo another request's change, so the others wait
+        self.pending: set[str] = set()
 
     # -- leadership ---------------------------------------------------------------------------------------
 
@@ -126,9 +129,12 @@ class TransactionCoordinator:
         partition, machine = self._machine(transactional_id)
         if machine is None:
             return Outcome(ErrorCode.not_coordinator)
+        if transactional_id in self.pending:
+            return Outcome(ErrorCode.concurrent_transactions)  # its last change is being logged; the client retries
         saved = copy.deepcopy(machine.transactions.get(transactional_id))
         outcome = step(machine)
         if outcome.records:
+            self.pending.add(transactional_id)
             try:
                 await self.state_log.append(partition, outcome.records)
             except TxnStateLogError as exc:
@@ -138,6 +144,8 @@ class TransactionCoordinator:
                 else:
                     machine.transactions[transactional_id] = saved
                 return Outcome(exc.error)
+            finally:
+                self.pending.discard(transactional_id)
         for job in outcome.markers:
             self._start_markers(partition, job)
         return outcome
@@ -180,12 +188,21 @@ class TransactionCoordinator:
             outcome = machine.expire(self.wall_ms())
             if not outcome.records:
                 continue
+            expired = {record.transactional_id for record in outcome.records}
+            if expired & self.pending:  # one of them is being changed by a request: its turn comes next round
+                for transactional_id in expired:
+                    machine.transactions[transactional_id] = saved[transactional_id]
+                continue
+            self.pending |= expired
             try:
                 await self.state_log.append(partition, outcome.records)
             except TxnStateLogError as exc:
                 log.warning("timeout aborts on %s-%d not logged: %s", TRANSACTION_STATE_TOPIC, partition, exc)
-                machine.transactions = saved
+                for transactional_id in expired:  # only these: a request may have changed the others meanwhile
+                    machine.transactions[transactional_id] = saved[transactional_id]
                 continue
+            finally:
+                self.pending -= expired
             for job in outcome.markers:
                 self._start_markers(partition, job)
             aborted += len(outcome.markers)
@@ -221,6 +238,7 @@ class TransactionCoordinator:
             machine = owned[1]
             saved = copy.deepcopy(machine.transactions.get(job.transactional_id))
             outcome = machine.markers_written(job.transactional_id, job.producer_id, job.producer_epoch, self.wall_ms())
+            self.pending.add(job.transactional_id)
             try:
                 await self.state_log.append(partition, outcome.records)
                 return
@@ -228,7 +246,9 @@ class TransactionCoordinator:
                 # Back to the Prepare state (memory never runs ahead of the log), and try again.
                 log.warning("completion of %r not logged: %s", job.transactional_id, exc)
                 machine.transactions[job.transactional_id] = saved
-                await self.sleep(self.retry_backoff_ms / 1000)
+            finally:
+                self.pending.discard(job.transactional_id)
+            await self.sleep(self.retry_backoff_ms / 1000)
 
     async def close(self) -> None:
         tasks = [task for task in self.marker_tasks.values() if not task.done()]

@@ -203,3 +203,55 @@ def test_debug_partial_commit_markers_drops_a_partition_whose_marker_was_refused
     # correct: the refused marker is sent again; planted: never, so out-1's part of the transaction stays open
     assert asyncio.run(scenario(False)) == [[("out", 0), ("out", 1)], [("out", 1)]]
     assert asyncio.run(scenario(True)) == [[("out", 0), ("out", 1)]]
+
+
+class GatedStateLog(FakeStateLog):
+    """The first append of a Complete state waits for `release`, then fails (an ISR that cannot catch up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.gated = True
+
+    async def append(self, partition, records):
+        if self.gated and any(r.state == TxnState.COMPLETE_COMMIT for r in records):
+            self.gated = False
+            self.held.set()
+            await self.release.wait()
+            raise TxnStateLogError(ErrorCode.request_timed_out, "not replicated")
+        await super().append(partition, records)
+
+
+def test_a_transaction_begun_while_the_last_ones_completion_is_being_logged_still_gets_its_markers():
+    # Found by a lagging-follower kill on the correct broker (exactly-once queue, seed 294485047): EndTxn answered
+    # OK but no marker was ever written, so read_committed readers stopped at the transaction for good. The
+    # completion record of the previous transaction was in flight (its ISR held back by a killed follower) when
+    # the producer began the next one; the completion then failed, and putting the transaction back as it was
+    # before the completion wiped the new transaction's partitions, so its EndTxn found nothing to mark.
+    async def scenario():
+        ids = itertools.count(1)
+        state_log, sender = GatedStateLog(), FakeSender()
+        coord = TransactionCoordinator(Clock(), state_log, sender, lambda: next(ids), PARTITIONS, retry_backoff_ms=1,
+                                       end_txn_wait_ms=0, sleep=asyncio.sleep)
+        for p in range(PARTITIONS):
+            coord.on_become_leader(p, coordinator_epoch=7, records=[])
+        init = await coord.init_producer_id("t", 10_000)
+        await coord.add_partitions("t", init.producer_id, 0, [("out", 0)])
+        assert (await coord.end_txn("t", init.producer_id, 0, commit=True)).error == ErrorCode.none
+        await state_log.held.wait()  # markers written; the Complete record is in flight
+        # the producer's next transaction: retried until the coordinator takes it
+        while (added := await coord.add_partitions("t", init.producer_id, 0, [("out", 1)])).error != ErrorCode.none:
+            assert added.error == ErrorCode.concurrent_transactions, added.error
+            state_log.release.set()
+            await asyncio.sleep(0.01)
+        end = await coord.end_txn("t", init.producer_id, 0, commit=True)
+        assert end.error == ErrorCode.none
+        await settle(coord)
+        marked = [tp for job, _ in sender.calls for tp in job.partitions]
+        assert ("out", 1) in marked, f"the second transaction's partition got no marker: {sender.calls}"
+        states = [r.state for r in state_log.records[partition_for("t", PARTITIONS)]]
+        assert states[-1] == TxnState.COMPLETE_COMMIT and states.count(TxnState.COMPLETE_COMMIT) == 2, states
+        await coord.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
