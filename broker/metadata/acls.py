@@ -53,6 +53,9 @@ matches (two filters of one request may list the same binding; it is removed
 once). Ids (KRaft gives each ACL a Uuid) come from the caller's `new_id`, so
 the records, not the image, hold the only randomness and a replay rebuilds the
 same image. Not here: Kafka's bound of 10,000 records per request.
+`from_codes` builds a binding or a filter from wire codes, as the APIs
+(broker.server.acl_admin) and the controller's operation (broker.controller.acls)
+receive them.
 
 Sources: KIP-11, KIP-290, KIP-801; Kafka's StandardAuthorizerData,
 AclControlManager, AclApis (createAcls), ResourcePatternFilter and
@@ -302,10 +305,16 @@ def entry_record(acl_id: uuid.UUID, binding: AclBinding) -> AccessControlEntryRe
                                     binding.principal, binding.host, int(binding.operation), int(binding.permission))
 
 
+def from_codes(cls, resource_type: int, resource_name, pattern_type: int, principal, host, operation: int,
+               permission: int):
+    """An AclBinding or AclBindingFilter (`cls`) from Kafka's wire codes (a code not known here reads as UNKNOWN)."""
+    return cls(ResourceType.from_code(int(resource_type)), resource_name, PatternType.from_code(int(pattern_type)),
+               principal, host, AclOperation.from_code(int(operation)), AclPermissionType.from_code(int(permission)))
+
+
 def binding_of(record: AccessControlEntryRecord) -> AclBinding:
-    return AclBinding(ResourceType.from_code(record.resource_type), record.resource_name,
-                      PatternType.from_code(record.pattern_type), record.principal, record.host,
-                      AclOperation.from_code(record.operation), AclPermissionType.from_code(record.permission_type))
+    return from_codes(AclBinding, record.resource_type, record.resource_name, record.pattern_type, record.principal,
+                      record.host, record.operation, record.permission_type)
 
 
 def create_decision(existing: Acls, bindings: Sequence[AclBinding], new_id: Callable[[], uuid.UUID]):

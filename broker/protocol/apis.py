@@ -55,6 +55,9 @@ ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
 WRITE_TXN_MARKERS = 27
 TXN_OFFSET_COMMIT = 28
+DESCRIBE_ACLS = 29
+CREATE_ACLS = 30
+DELETE_ACLS = 31
 DESCRIBE_CONFIGS = 32
 DELETE_GROUPS = 42
 DESCRIBE_PRODUCERS = 61
@@ -90,6 +93,9 @@ API_NAMES = {
     END_TXN: "EndTxn",
     WRITE_TXN_MARKERS: "WriteTxnMarkers",
     TXN_OFFSET_COMMIT: "TxnOffsetCommit",
+    DESCRIBE_ACLS: "DescribeAcls",
+    CREATE_ACLS: "CreateAcls",
+    DELETE_ACLS: "DeleteAcls",
     DESCRIBE_CONFIGS: "DescribeConfigs",
     DESCRIBE_PRODUCERS: "DescribeProducers",
     DESCRIBE_TRANSACTIONS: "DescribeTransactions",
@@ -139,6 +145,11 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     # SCRAM credentials in the metadata log (KIP-554; broker.server.scram_admin); v0 is Kafka's only version
     DESCRIBE_USER_SCRAM_CREDENTIALS: (0, 0),
     ALTER_USER_SCRAM_CREDENTIALS: (0, 0),
+    # ACL management (KIP-11, KIP-290; broker.server.acl_admin): v1 is Kafka 4's baseline (KIP-896), v2 the first
+    # flexible version (librdkafka 2.x sends it), v3 adds the USER resource type (kafka-python 3 sends it)
+    DESCRIBE_ACLS: (1, 3),
+    CREATE_ACLS: (1, 3),
+    DELETE_ACLS: (1, 3),
 }
 
 # Broker-to-broker APIs among the Kafka ones: served only on the inter-broker and controller

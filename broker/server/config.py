@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from broker.log.config import LogConfig
+from broker.metadata.acls import parse_super_users
 
 LONG_MAX = (1 << 63) - 1
 
@@ -206,10 +207,28 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+def _parse_authorizer(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value not in ("", STANDARD_AUTHORIZER):
+        raise ConfigError(f"property {name}={raw!r} is not served; expected {STANDARD_AUTHORIZER} (KRaft's ACL "
+                          "authorizer) or empty for no authorizer")
+    return value
+
+
+def _parse_super_users(name: str, raw: str) -> frozenset[str]:
+    try:
+        return parse_super_users(raw)
+    except ValueError as exc:
+        raise ConfigError(f"property {name}={raw!r}: {exc}") from None
+
+
 PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # name: (parser, Kafka's default as text or None for "no default", what it means)
     "node.id": (_int(0, 2**31 - 1), None, "this node's id (required)"),
-    # Kafka's default is PLAINTEXT://:9092 (every interface); this broker has no TLS, SASL or ACLs, so it binds
+    # Kafka's default is PLAINTEXT://:9092 (every interface); this broker enforces no ACLs yet, so it binds
     # the loopback address unless a listener names another (0.0.0.0, or an empty host, binds every interface)
     "listeners": (_parse_listeners, "PLAINTEXT://127.0.0.1:9092", "addresses to listen on"),
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
@@ -227,6 +246,10 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
                                 "SASL mechanisms clients may use: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
     "logquake.sasl.users.file": (_parse_text, None, "file of name:password lines: the users SASL authenticates"),
     "logquake.sasl.scram.iterations": (_int(4096, 2**31 - 1), "4096", "PBKDF2 iterations of the SCRAM credentials"),
+    # ACLs (broker.server.acl_admin: CreateAcls, DescribeAcls, DeleteAcls; stored and replicated, not enforced yet)
+    "authorizer.class.name": (_parse_authorizer, "", f"{STANDARD_AUTHORIZER} enables the ACL APIs; empty: no authorizer"),
+    "super.users": (_parse_super_users, None, "principals allowed everything, e.g. User:admin;User:ops"),
+    "allow.everyone.if.no.acl.found": (_parse_bool, "false", "allow a request on a resource no ACL covers"),
     "connections.max.reauth.ms": (_int(0, 2**63 - 1), "0", "a SASL session lasts this long before the client must "
                                   "re-authenticate (KIP-368); 0: forever"),
     "inter.broker.listener.name": (_parse_text, None, "the listener brokers replicate over (default: the only listener, or PLAINTEXT)"),

@@ -5,7 +5,7 @@ built (`node_router`): the request handlers (Produce, Metadata, ...), Fetch,
 the partition queries (ListOffsets, ...), topic administration
 (DescribeConfigs, CreateTopics, ...), SASL's and the SCRAM credential APIs
 (broker.server.scram_admin, whose credential source the server's SASL sessions
-ask: `credential_source`), the group coordinator's APIs, the transaction
+ask: `credential_source`), the ACL APIs (broker.server.acl_admin), the group coordinator's APIs, the transaction
 coordinator's APIs and, on a node of a cluster, the cluster node's (Metadata,
 CreateTopics, DeleteTopics, InitProducerId, which go through the controller).
 FindCoordinator is one API
@@ -136,6 +136,9 @@ def node_router(handlers, cluster=None) -> Router:
     scram = scram_admin(handlers, cluster)
     router.register("SCRAM credentials", scram.apis())
     router.credential_source = scram.source
+    from broker.server.acl_admin import acl_admin
+
+    router.register("ACL administration", acl_admin(handlers, cluster).apis())
     router.register("group coordinator", handlers.group_apis.apis())
     router.register_coordinator("group coordinator", KEY_TYPE_GROUP, handlers.group_apis.find_coordinator)
     router.register("transaction coordinator", handlers.txn_apis.apis())

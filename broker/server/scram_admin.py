@@ -26,16 +26,13 @@ Thread-safety: none; the broker's event loop is the only caller.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from kio.schema.errors import ErrorCode
 
 from broker.controller.scram import OPERATION, ScramControl
-from broker.io.persist import read_json, write_json
 from broker.metadata.errors import ControllerError
-from broker.metadata.image import MetadataImage
-from broker.metadata.records import RECORD_VERSION, decode_record
+from broker.metadata.records_file import read_image, write_records
 from broker.metadata.scram import (
     MECHANISM_NAMES,
     Deletion,
@@ -114,12 +111,7 @@ class LocalScramStore:
         self.runtime = runtime
         self.directory = directory
         self.bootstrap = bootstrap
-        self.image = MetadataImage()  # only its SCRAM part is used
-        if directory is not None:
-            state = read_json(runtime.disk, directory, STATE_FILE)
-            records = [decode_record(bytes([RECORD_VERSION]) + json.dumps(item).encode("utf-8"))
-                       for item in (state or {}).get("records", [])]
-            self.image = self.image.apply_all(records, 0)
+        self.image = read_image(runtime.disk, directory, STATE_FILE)  # only its SCRAM part is used
 
     def state(self):
         return self.image.scram_credentials, self.image.scram_bootstrapped
@@ -130,8 +122,7 @@ class LocalScramStore:
         results, records = alter_records(image.scram_credentials, image.scram_bootstrapped, bootstrap, deletions, upsertions)
         if records:
             new = image.apply_all(records, 0)
-            if self.directory is not None:
-                write_json(self.runtime.disk, self.directory, STATE_FILE, {"records": [json.loads(r.encode()[1:]) for r in credential_records(new.scram_credentials)]})
+            write_records(self.runtime.disk, self.directory, STATE_FILE, credential_records(new.scram_credentials))
             self.image = new
             log.info("SCRAM credentials altered for %s", ", ".join(name for name, code, _ in results if code == 0))
         return results
