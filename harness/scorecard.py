@@ -81,7 +81,7 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     # the faults tear no batch (faultfs keeps or loses whole writes), so no workload is expected to notice
     PlantedBug("logquake.debug.keep.torn.tail", "log recovery leaves a torn tail in the segment file", ()),
     PlantedBug("logquake.debug.partial.commit.markers", "a transaction marker a partition refused is not sent again",
-               ("G1a", "lost-write", "unseen"), delivery="exactly-once"),
+               ("G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
     # the queue workload commits no consumer offsets, so no workload is expected to notice yet
     PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated", ()),
     # a processor crashed after its offsets, or a deliberate abort followed by a rejoin: the group then starts
@@ -101,7 +101,7 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
                ("duplicate-output", "hanging-transaction"), delivery="exactly-once", workload="pipeline"),
     # the workload aborts a tenth of its transactions: after a leader change their records count as committed
     PlantedBug("logquake.debug.abort.marker.lost", "a new leader replays commit markers but not abort markers",
-               ("G1a", "lost-write", "unseen"), delivery="exactly-once"),
+               ("G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
     # a follower rejoining keeps its partitions while the leader gives them to another member
     PlantedBug("logquake.debug.double.assignment", "SyncGroup answers a follower with its previous assignment",
                ("duplicate-output", "double-commit"), delivery="exactly-once", workload="pipeline"),

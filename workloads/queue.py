@@ -54,7 +54,8 @@ import random
 import time
 from typing import Any
 
-from checkers.queue.checker import FETCHED_WATERMARKS, FINAL_READ_SHORT, LISTED_WATERMARKS
+from checkers.queue.checker import (FETCHED_WATERMARKS, FINAL_READ_SHORT, LAST_STABLE_OFFSETS, LISTED_WATERMARKS,
+                                    STALLED_S, TRANSACTION_TIMEOUT_MS)
 from checkers.queue.delivery import Delivery
 from workloads.client_security import confluent_settings
 from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
@@ -552,9 +553,26 @@ class ConfluentQueueClient(Client):
                 last_progress = time.monotonic()
             for key, pairs in got.items():
                 polled.setdefault(key, []).extend(pairs)
-        return completion("ok", [["poll", polled]],
-                          extra={**watermark_extra(self._fetched_high_watermarks(polled), targets),
-                                 **final_read_extra(self.positions, targets)})
+        extra = {**watermark_extra(self._fetched_high_watermarks(polled), targets),
+                 **final_read_extra(self.positions, targets)}
+        if self.transactional and FINAL_READ_SHORT in extra:
+            extra.update(self._stuck_at(list(extra[FINAL_READ_SHORT]), time.monotonic() - last_progress))
+        return completion("ok", [["poll", polled]], extra=extra)
+
+    def _stuck_at(self, keys: list[int], stalled_s: float) -> dict:
+        """What a read_committed final read that stopped short saw: each short key's last stable offset (the
+        read_committed consumer's ListOffsets answer, librdkafka's high watermark at that isolation level),
+        how long it had gone without progress, and the transaction timeout; the queue checker judges
+        `hanging-transaction` from them. Nothing when the offsets cannot be asked."""
+        from confluent_kafka import KafkaException
+
+        try:
+            marks = query_watermarks(self._watermark_query(self.consumer), keys, 5.0)
+        except KafkaException as e:
+            LIBRDKAFKA_LOGGER.info("last stable offsets of the short keys not available: %s", e.args[0])
+            return {}
+        return {LAST_STABLE_OFFSETS: {key: high for key, (_low, high) in marks.items()},
+                STALLED_S: round(stalled_s, 1), TRANSACTION_TIMEOUT_MS: int(self._transaction_timeout_s() * 1000)}
 
     def _transaction_timeout_s(self) -> float:
         return max(self.w.op_timeout_s, 10.0)

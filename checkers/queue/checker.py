@@ -110,6 +110,7 @@ ANOMALY_NAMES = (
     "int-nonmonotonic-send",
     "read-above-watermark",
     "watermark-regression",
+    "hanging-transaction",
     *CYCLE_NAMES,
 )
 _DATA_FS = frozenset({"send", "poll", "txn"})
@@ -120,6 +121,11 @@ LISTED_WATERMARKS = "listed-high-watermarks"  # ListOffsets answers of the final
 # A final read that stopped (no progress for a while) below a watermark it listed: key -> [next offset it
 # would have read, listed high watermark]. Its run's final reads are incomplete (see `check`).
 FINAL_READ_SHORT = "final-read-short"
+# With FINAL_READ_SHORT, from a read_committed final read: key -> the last stable offset ListOffsets gave it when
+# it stopped, how long it had gone without progress, and the producers' transaction timeout.
+LAST_STABLE_OFFSETS = "last-stable-offsets"
+STALLED_S = "stalled-s"
+TRANSACTION_TIMEOUT_MS = "transaction-timeout-ms"
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -380,6 +386,7 @@ class _Analysis:
         self._pass_two()
         self._cycles()
         self._watermarks(acks_commit)
+        self._hanging_transactions()
 
     def _add(self, name: str, data: dict[str, Any], positions: Iterable[int], allowed: bool = False) -> None:
         self.found[name].append((data, list(dict.fromkeys(positions)), allowed))
@@ -816,6 +823,51 @@ class _Analysis:
                           {"key": k, "op": op.index, "watermark": high, "offset": offset, "kind": kind,
                            "witness": self._index(proof_position)},
                           [proof_position, position])
+
+    def _hanging_transactions(self) -> None:
+        """`hanging-transaction`: a read_committed final read stopped at a key's last stable offset, below the
+        high watermark it listed, after going without progress for at least two transaction timeouts while no
+        other client op ran.
+
+        The last stable offset is the first offset of the oldest transaction still open on the partition; a
+        transaction whose producer died is aborted by its coordinator after its timeout, so one that still
+        holds readers back after two, with nothing else running, was never going to end: the "hanging
+        transaction" of KIP-890 (a commit answered without its markers, a marker lost). Every acknowledged
+        record above it is out of read_committed readers' reach. Needs the fields a transactional final read
+        records (LAST_STABLE_OFFSETS, STALLED_S, TRANSACTION_TIMEOUT_MS); nothing happens without them.
+        """
+        for position, op in self._data_positions():
+            extra = op.extra or {}
+            short = extra.get(FINAL_READ_SHORT)
+            stable = _offset_map(extra.get(LAST_STABLE_OFFSETS))
+            stalled_s, timeout_ms = extra.get(STALLED_S), extra.get(TRANSACTION_TIMEOUT_MS)
+            if op.type != "ok" or not isinstance(short, Mapping) or not stable \
+                    or not isinstance(stalled_s, (int, float)) or not isinstance(timeout_ms, int) \
+                    or stalled_s < 2 * timeout_ms / 1000 or self._ran_beside(position):
+                continue
+            for raw_key, pair in short.items():
+                k = _norm_key(raw_key)
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(type(x) is int for x in pair)):
+                    continue
+                reached, high = pair
+                lso = stable.get(k)
+                if lso is not None and reached >= lso and lso < high:
+                    self._add("hanging-transaction", {"key": k, "op": op.index, "last_stable_offset": lso,
+                                                      "high_watermark": high, "stalled_s": stalled_s,
+                                                      "timeout_ms": timeout_ms}, [position])
+
+    def _ran_beside(self, position: int) -> bool:
+        """Whether a client op other than the one completed at `position` was in progress at any time between
+        its invocation and its completion (or never completed): it may have held a transaction open."""
+        invoked = self.history.invocation_position(position)
+        for other in range(position):
+            op = self.ops[other]
+            if op.type != "invoke" or op.process == NEMESIS or other == invoked:
+                continue
+            done = self.history.completion_position(other)
+            if done < 0 or done > invoked:
+                return True
+        return False
 
     # -- cycles ----------------------------------------------------------------------------
 

@@ -167,6 +167,16 @@ def _watermark_regression(d: Mapping[str, Any]) -> str:
     )
 
 
+def _hanging_transaction(d: Mapping[str, Any]) -> str:
+    return (
+        f"The final read of op {d['op']} stopped at offset {d['last_stable_offset']} of key {fmt(d['key'])}, its "
+        f"last stable offset, below the high watermark {d['high_watermark']}, and went {d['stalled_s']:g} s "
+        f"without progress with no other client running, past twice the transaction timeout "
+        f"({d['timeout_ms']} ms): a transaction there was never committed nor aborted, so read_committed "
+        "readers never see what follows it."
+    )
+
+
 def _step(step: Mapping[str, Any]) -> str:
     a, b = f"T{step['from'] + 1}", f"T{step['to'] + 1}"
     kind = step["type"]
@@ -206,6 +216,7 @@ _EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "int-nonmonotonic-send": _int_nonmonotonic_send,
     "read-above-watermark": _read_above_watermark,
     "watermark-regression": _watermark_regression,
+    "hanging-transaction": _hanging_transaction,
 }
 for _name in ("G0", "G1c"):
     for _suffix in ("", "-process", "-realtime"):
@@ -289,6 +300,10 @@ def _summary_watermark_regression(ds: Sequence[Mapping[str, Any]]) -> str:
     return f"{_n(len(ds), 'high watermark')} below an offset already read or acknowledged{_keys(ds)}"
 
 
+def _summary_hanging_transaction(ds: Sequence[Mapping[str, Any]]) -> str:
+    return f"{_n(len(ds), 'key')} whose final read a transaction that never ended held back for good"
+
+
 def _summary_cycle(ds: Sequence[Mapping[str, Any]]) -> str:
     ops = len({o for d in ds for o in d.get("ops", ())})
     return f"{_n(len(ds), 'dependency cycle')} through {_n(ops, 'transaction')}"
@@ -310,6 +325,7 @@ _SUMMARIES: dict[str, Callable[[Sequence[Mapping[str, Any]]], str]] = {
     "int-nonmonotonic-send": _summary_internal("whose sends landed out of order within the op"),
     "read-above-watermark": _summary_read_above_watermark,
     "watermark-regression": _summary_watermark_regression,
+    "hanging-transaction": _summary_hanging_transaction,
 }
 
 
