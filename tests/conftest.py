@@ -22,6 +22,11 @@ CPU_BOUND = (
     "tests/harness/test_sim_command.py", "tests/checkers/", "tests/bench/",
 )
 
+# Tests that SIGKILL a harness and then heal: `logquake heal` (and the start of every run) removes what any dead
+# harness on this machine left, so two of them at once heal each other's leftovers and find something the other
+# expected to find (the CI once saw a second heal remove a parallel test's containers). One worker runs them in turn.
+HARNESS_KILLERS = ("tests/e2e/test_heal.py", "tests/e2e/test_disk_clock_leftovers.py", "tests/e2e/test_ssh_fault_test.py")
+
 
 def pytest_addoption(parser):
     parser.addoption(
@@ -46,6 +51,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.startswith(CPU_BOUND):
             item.add_marker(pytest.mark.xdist_group("cpu-bound"))
+        elif item.nodeid.startswith(HARNESS_KILLERS):
+            item.add_marker(pytest.mark.xdist_group("harness-killers"))
     if config.getoption("--all"):
         return
     keep, drop = [], []
