@@ -1243,6 +1243,19 @@ class History(Sequence[Op]):
         other = self._partner[position]
         return other if 0 <= other < position else -1
 
+    def ran_beside(self, position: int) -> bool:
+        """Whether a client op other than the one completed at `position` was in progress at some time between
+        that op's invocation and its completion, or never completed (it may have held a transaction open)."""
+        invoked = self.invocation_position(position)
+        for other in range(position):
+            op = self._ops[other]
+            if op.type != "invoke" or op.process == NEMESIS or other == invoked:
+                continue
+            done = self.completion_position(other)
+            if done < 0 or done > invoked:
+                return True
+        return False
+
     def pairs(self) -> Iterator[tuple[Op, Op]]:
         """(invocation, completion) for every invocation, in invocation order.
 

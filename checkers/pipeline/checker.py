@@ -219,16 +219,8 @@ class _Analysis:
                                        f"transaction-timeout-ms, got {seen!r}") from None
         if waited_s < 2 * timeout_ms / 1000:
             return
-        invoked = self.h.invocation_position(position)
-        for other in range(position):
-            op = self.h[other]
-            if op.process == NEMESIS or op.type != "invoke" or other == invoked:
-                continue
-            # a client op invoked before the read ended and not ended before it began ran beside it (or never
-            # ended): it may have kept a transaction going, so the read proves nothing
-            done = self.h.completion_position(other)
-            if done < 0 or done > invoked:
-                return
+        if self.h.ran_beside(position):  # another client op may have kept a transaction going: proves nothing
+            return
         held = sorted(([p, stable[p], high[p]] for p in stable if p in high and stable[p] < high[p]), key=repr)
         if held:
             self._report("hanging-transaction", {"partitions": held, "waited_s": waited_s, "timeout_ms": timeout_ms},

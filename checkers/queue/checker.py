@@ -843,7 +843,7 @@ class _Analysis:
             stalled_s, timeout_ms = extra.get(STALLED_S), extra.get(TRANSACTION_TIMEOUT_MS)
             if op.type != "ok" or not isinstance(short, Mapping) or not stable \
                     or not isinstance(stalled_s, (int, float)) or not isinstance(timeout_ms, int) \
-                    or stalled_s < 2 * timeout_ms / 1000 or self._ran_beside(position):
+                    or stalled_s < 2 * timeout_ms / 1000 or self.history.ran_beside(position):
                 continue
             for raw_key, pair in short.items():
                 k = _norm_key(raw_key)
@@ -855,19 +855,6 @@ class _Analysis:
                     self._add("hanging-transaction", {"key": k, "op": op.index, "last_stable_offset": lso,
                                                       "high_watermark": high, "stalled_s": stalled_s,
                                                       "timeout_ms": timeout_ms}, [position])
-
-    def _ran_beside(self, position: int) -> bool:
-        """Whether a client op other than the one completed at `position` was in progress at any time between
-        its invocation and its completion (or never completed): it may have held a transaction open."""
-        invoked = self.history.invocation_position(position)
-        for other in range(position):
-            op = self.ops[other]
-            if op.type != "invoke" or op.process == NEMESIS or other == invoked:
-                continue
-            done = self.history.completion_position(other)
-            if done < 0 or done > invoked:
-                return True
-        return False
 
     # -- cycles ----------------------------------------------------------------------------
 
