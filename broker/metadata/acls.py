@@ -288,6 +288,46 @@ class Authorizer:
                 allowed = True
         return allowed if any_acl else self.allow_everyone_if_no_acl_found
 
+    def authorize_any(self, principal: str, host: str, operation: AclOperation, resource_type: ResourceType) -> bool:
+        """Whether the caller may do `operation` on some resource of the type (KIP-679's authorizeByResourceType,
+        which an idempotent producer without IDEMPOTENT_WRITE on the cluster is asked): a super user may; a DENY
+        of the caller on the literal "*" forbids all; otherwise an ALLOW of the caller whose pattern no DENY of
+        the caller covers (a literal denied by name or by a shorter-or-equal prefix, a prefix within a denied
+        prefix) allows; with no ACL of the type at all, `allow.everyone.if.no.acl.found` decides."""
+        if principal in self.super_users:
+            return True
+        any_acl = False
+        allows: list[AclBinding] = []
+        denied_names: set[str] = set()
+        denied_prefixes: list[str] = []
+        for table in (self._literal, self._prefixed):
+            for (kind, _), bindings in table.items():
+                if kind != resource_type:
+                    continue
+                for acl in bindings:
+                    any_acl = True
+                    if (acl.principal not in (principal, WILDCARD_PRINCIPAL) or acl.host not in (host, WILDCARD)
+                            or acl.operation not in (AclOperation.ALL, operation)):
+                        continue
+                    if acl.permission != AclPermissionType.DENY:
+                        allows.append(acl)
+                    elif acl.pattern_type == PatternType.PREFIXED:
+                        denied_prefixes.append(acl.resource_name)
+                    else:
+                        denied_names.add(acl.resource_name)
+        if not any_acl:
+            return self.allow_everyone_if_no_acl_found
+        if WILDCARD in denied_names:
+            return False
+        for acl in allows:
+            name = acl.resource_name
+            if any(name.startswith(prefix) for prefix in denied_prefixes):
+                continue
+            if acl.pattern_type != PatternType.PREFIXED and name in denied_names:
+                continue
+            return True
+        return False
+
 
 def authorize(acls: Iterable[AclBinding], principal: str, host: str, operation: AclOperation,
               resource_type: ResourceType, resource_name: str, *, super_users: frozenset[str] = frozenset(),

@@ -28,12 +28,10 @@ Authorizer is configured on the broker" for DescribeAcls);
 `org.apache.kafka.metadata.authorizer.StandardAuthorizer` enables them.
 `super.users` and `allow.everyone.if.no.acl.found` are validated at start.
 
-Not done here (a later slice): enforcement. No request handler asks the
-authorizer (broker.metadata.acls.Authorizer) yet, so the stored ACLs, super
-users and allow.everyone.if.no.acl.found do not change any answer, and any
-client that reaches a listener may manage ACLs (Kafka requires ALTER, or
-DESCRIBE for DescribeAcls, on the cluster). Not here either: Kafka's bound of
-10,000 records per request.
+Enforcement is broker.server.authorization's: with an authorizer every
+request, these three included (ALTER on the cluster to create or delete,
+DESCRIBE to describe), is checked against the store's ACLs. Not here: Kafka's
+bound of 10,000 records per request.
 
 Thread-safety: none; the broker's event loop is the only caller.
 """

@@ -228,8 +228,8 @@ def _parse_super_users(name: str, raw: str) -> frozenset[str]:
 PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # name: (parser, Kafka's default as text or None for "no default", what it means)
     "node.id": (_int(0, 2**31 - 1), None, "this node's id (required)"),
-    # Kafka's default is PLAINTEXT://:9092 (every interface); this broker enforces no ACLs yet, so it binds
-    # the loopback address unless a listener names another (0.0.0.0, or an empty host, binds every interface)
+    # Kafka's default is PLAINTEXT://:9092 (every interface); without an authorizer this broker lets every
+    # client do everything, so it binds the loopback address unless a listener names another (0.0.0.0, or an empty host, binds every interface)
     "listeners": (_parse_listeners, "PLAINTEXT://127.0.0.1:9092", "addresses to listen on"),
     "advertised.listeners": (_parse_listeners, None, "addresses clients are told (default: listeners)"),
     "listener.security.protocol.map": (_parse_protocol_map, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
@@ -246,7 +246,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
                                 "SASL mechanisms clients may use: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
     "logquake.sasl.users.file": (_parse_text, None, "file of name:password lines: the users SASL authenticates"),
     "logquake.sasl.scram.iterations": (_int(4096, 2**31 - 1), "4096", "PBKDF2 iterations of the SCRAM credentials"),
-    # ACLs (broker.server.acl_admin: CreateAcls, DescribeAcls, DeleteAcls; stored and replicated, not enforced yet)
+    # ACLs (broker.server.acl_admin: CreateAcls, DescribeAcls, DeleteAcls; enforced by broker.server.authorization)
     "authorizer.class.name": (_parse_authorizer, "", f"{STANDARD_AUTHORIZER} enables the ACL APIs; empty: no authorizer"),
     "super.users": (_parse_super_users, None, "principals allowed everything, e.g. User:admin;User:ops"),
     "allow.everyone.if.no.acl.found": (_parse_bool, "false", "allow a request on a resource no ACL covers"),

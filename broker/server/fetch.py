@@ -95,7 +95,9 @@ class FetchApis:
         """The API this part answers (broker.server.router)."""
         return {apis.FETCH: self.fetch}
 
-    async def fetch(self, header, request):
+    async def fetch(self, header, request, denied=()):
+        """`denied`: FetchTopicResults the authorizer refused (broker.server.authorization); a consumer's fetch with
+        any is answered at once, as with any other partition error."""
         self.handlers.txn_apis.on_request()
         version = header.api_version
         replica_id = fetch_replica_id(request, version)
@@ -110,6 +112,8 @@ class FetchApis:
         first_pass = True
         while True:
             topics, total_bytes, has_error = self.read_fetch(request, version, first_pass)
+            if denied:
+                topics, has_error = topics + list(denied), True
             first_pass = False
             remaining_s = (deadline_ns - self.runtime.clock.monotonic_ns()) / 1e9
             if total_bytes >= request.min_bytes or has_error or remaining_s <= 0 or self.handlers.stopping:

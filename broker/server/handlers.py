@@ -348,7 +348,9 @@ class RequestHandlers:
 
     # ---- Produce ---------------------------------------------------------------
 
-    def produce(self, header, request):
+    def produce(self, header, request, denied=()):
+        """`denied`: (topic, [PartitionProduceResult]) the authorizer refused (broker.server.authorization), answered
+        beside this request's own results (and, with acks=0, closing the connection as any failed partition does)."""
         acks = request.acks
         if acks not in (0, 1, -1):
             error_all = (ErrorCode.invalid_required_acks, f"acks={acks} is not accepted; expected 0, 1 or -1")
@@ -379,6 +381,7 @@ class RequestHandlers:
                 if required is not None:
                     waiting.append((result, *required))
             topic_results.append((topic_data.name, partition_results))
+        topic_results.extend(denied)
         if appended:
             self.wake_fetchers()
         if acks == 0:

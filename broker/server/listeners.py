@@ -6,7 +6,8 @@ listener serves the client and broker APIs, a controller listener
 enabled on its listener is refused by closing the connection (Kafka's
 SocketServer throws InvalidRequestException "Received request api key ... which
 is not enabled"), and ApiVersions lists only the APIs of the listener it is
-asked on. Kafka has ACLs (ClusterAction) on top; this broker has none, so the
+asked on. Kafka has ACLs (ClusterAction) on top, and so has this broker when an
+authorizer is configured (broker.server.authorization); without one the
 listener is the only thing between a client and the broker-internal APIs.
 
 Here (combined nodes only, broker.server.config): the inter-broker listener is

@@ -17,7 +17,8 @@ Registering an API twice, or anything after `seal`, raises: nothing patches
 the table once the node serves. `seal` also checks that every API the broker
 advertises has a handler. The server asks the sealed router for each request's
 handler, so this is the one place where an authorizer or per-API request
-metrics hook in.
+metrics hook in: with `authorizer.class.name` set, `seal` puts every handler
+behind broker.server.authorization's gate, which checks the caller's ACLs.
 
 Handlers take (request header, decoded request) and return a response entity,
 a list of pre-encoded chunks, None (no response: acks=0), or a coroutine that
@@ -68,12 +69,15 @@ class Router:
                               f"{self._coordinators[key_type][1]} and by {owner}")
         self._coordinators[key_type] = (find_coordinator, owner)
 
-    def seal(self, advertised: Mapping[int, Any] = apis.SUPPORTED_VERSIONS) -> "Router":
-        """Close the table; every advertised API must have a handler."""
+    def seal(self, advertised: Mapping[int, Any] = apis.SUPPORTED_VERSIONS, gate=None) -> "Router":
+        """Close the table; every advertised API must have a handler. With `gate` (an authorizer's
+        broker.server.authorization.RequestGate) every handler is asked through it."""
         self._handlers[apis.FIND_COORDINATOR] = (self.find_coordinator, "router")
         missing = sorted(set(advertised) - set(self._handlers))
         if missing:
             raise RouterError("no handler for " + ", ".join(apis.API_NAMES[k] for k in missing))
+        if gate is not None:
+            self._handlers = {key: (gate.wrap(key, handler), owner) for key, (handler, owner) in self._handlers.items()}
         self._sealed = True
         return self
 
@@ -138,11 +142,17 @@ def node_router(handlers, cluster=None) -> Router:
     router.credential_source = scram.source
     from broker.server.acl_admin import acl_admin
 
-    router.register("ACL administration", acl_admin(handlers, cluster).apis())
+    acl_apis = acl_admin(handlers, cluster)
+    router.register("ACL administration", acl_apis.apis())
     router.register("group coordinator", handlers.group_apis.apis())
     router.register_coordinator("group coordinator", KEY_TYPE_GROUP, handlers.group_apis.find_coordinator)
     router.register("transaction coordinator", handlers.txn_apis.apis())
     router.register_coordinator("transaction coordinator", KEY_TYPE_TRANSACTION, handlers.txn_apis.find_coordinator)
     if cluster is not None:
         router.register("cluster node", cluster.apis())
-    return router.seal()
+    gate = None
+    if acl_apis.enabled:
+        from broker.server.authorization import RequestGate, TopicCatalog
+
+        gate = RequestGate(handlers.config, acl_apis.store.acls, TopicCatalog(handlers, cluster))
+    return router.seal(gate=gate)

@@ -67,6 +67,7 @@ from broker.protocol.wire import (
 from broker.server.config import BrokerConfig
 from broker.server.fetch import fetch_replica_id
 from broker.server.handlers import CloseConnection, RequestHandlers
+from broker.server.authorization import CONNECTION_PEER, connection_peer
 from broker.server.router import Router
 from broker.server.sasl import (
     CONNECTION_SASL,
@@ -224,6 +225,7 @@ class BrokerServer:
             CONNECTION_LISTENER.set(listener_name)  # this task's own context: other connections are unaffected
             if tls is not None and not await self._start_tls(writer, listener_name, tls):
                 return
+            CONNECTION_PEER.set(connection_peer(writer))
             if sasl:
                 CONNECTION_SASL.set(SaslSession(self.sasl_credentials, self.config.value("sasl.enabled.mechanisms"),
                                                 self.runtime.random, writer.get_extra_info("peername"), self.runtime.clock,

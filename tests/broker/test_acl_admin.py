@@ -4,8 +4,8 @@ Real broker processes and real clients: confluent-kafka's AdminClient (v2 reques
 KafkaAdminClient (v3) create literal and prefixed ACLs, describe them with ANY and MATCH filters and delete them
 on a single node, whose ACLs survive a restart; on a 3-node cluster ACLs created through one node are described
 by every node and survive a node's restart. Raw v1 requests check Kafka's error codes for what clients refuse to
-send. Without `authorizer.class.name` every answer is SECURITY_DISABLED, as Kafka's. Enforcement is not part of
-this slice, so nothing here checks that an ACL allows or denies a request.
+send. Without `authorizer.class.name` every answer is SECURITY_DISABLED, as Kafka's. The clients here are super
+users; what the ACLs allow and deny is tests/broker/test_acl_enforcement.py's.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ from .test_replication_process import Cluster
 
 STANDARD = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 AUTHORIZER = {"authorizer.class.name": STANDARD}
+# the tests' plaintext clients are User:ANONYMOUS; as the administrator they are super users (managing ACLs needs
+# ALTER on the cluster, tests/broker/test_acl_enforcement.py); a cluster's replication on one listener needs it too
+ADMIN = {**AUTHORIZER, "super.users": "User:admin;User:ANONYMOUS"}
 SECURITY_DISABLED = 54
 
 
@@ -152,7 +155,7 @@ def test_confluent_and_kafka_python_manage_acls_on_a_single_node_and_they_surviv
     from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient, \
         ResourcePatternFilter, ResourceType as KRes
 
-    broker = BrokerProcess(tmp_path / "b", overrides={**AUTHORIZER, "super.users": "User:admin"}).start()
+    broker = BrokerProcess(tmp_path / "b", overrides=ADMIN).start()
     try:
         admin = _confluent(broker.bootstrap)
         wanted = [
@@ -290,7 +293,7 @@ def _delete_request(filters, version):
 
 
 def test_raw_requests_get_kafka_errors_per_creation_and_filter(tmp_path):
-    broker = BrokerProcess(tmp_path / "b", overrides=AUTHORIZER).start()
+    broker = BrokerProcess(tmp_path / "b", overrides=ADMIN).start()
     try:
         with RawClient(broker.port) as client:
             good = _binding(name="t", operation=AclOperation.ALL)
@@ -355,7 +358,7 @@ def _row(b: AclBinding) -> tuple:
 
 @pytest.mark.slow
 def test_acls_created_through_one_node_are_described_by_every_node_and_survive_a_restart(tmp_path):
-    cluster = Cluster(tmp_path, 3, AUTHORIZER)
+    cluster = Cluster(tmp_path, 3, ADMIN)
     try:
         cluster.start()
         _create_describe_delete_restart(cluster)

@@ -211,6 +211,33 @@ def test_super_users_are_always_allowed():
                    super_users=super_users)
 
 
+def any_allowed(acls, operation=Op.WRITE, principal=ALICE, kind=TOPIC, **config) -> bool:
+    return Authorizer(acls, **config).authorize_any(principal, HOST, operation, kind)
+
+
+def test_authorize_any_needs_an_allow_no_deny_covers():
+    """KIP-679: an idempotent producer without IDEMPOTENT_WRITE may still init if it may WRITE some topic."""
+    assert any_allowed([acl(operation=Op.WRITE)])
+    assert any_allowed([acl(name="pay-", pattern=PREFIXED, operation=Op.ALL)])
+    assert not any_allowed([acl(operation=Op.READ)])  # another operation
+    assert not any_allowed([acl(operation=Op.WRITE, principal=BOB)])  # another principal
+    assert not any_allowed([acl(operation=Op.WRITE, host="10.9.9.9")])  # another host
+    assert not any_allowed([acl(operation=Op.WRITE, kind=GROUP)])  # another resource type
+    # a DENY of the caller covering the allowed pattern: by name, by prefix, or everything
+    assert not any_allowed([acl(operation=Op.WRITE), acl(operation=Op.WRITE, permission=DENY)])
+    assert not any_allowed([acl(operation=Op.WRITE), acl(name="ord", pattern=PREFIXED, operation=Op.WRITE, permission=DENY)])
+    assert not any_allowed([acl(name="pay-eu", pattern=PREFIXED, operation=Op.WRITE),
+                            acl(name="pay-", pattern=PREFIXED, operation=Op.ALL, permission=DENY)])
+    assert not any_allowed([acl(operation=Op.WRITE), acl(name="*", operation=Op.WRITE, permission=DENY)])
+    # a DENY of another topic, or of another caller, leaves the ALLOW
+    assert any_allowed([acl(operation=Op.WRITE), acl(name="audit", operation=Op.WRITE, permission=DENY)])
+    assert any_allowed([acl(operation=Op.WRITE), acl(name="*", operation=Op.WRITE, permission=DENY, principal=BOB)])
+    # no ACL of the type: the flag; super users always
+    assert not any_allowed([acl(kind=GROUP)]) and any_allowed([acl(kind=GROUP)], allow_everyone_if_no_acl_found=True)
+    assert not any_allowed([acl(principal=BOB)], allow_everyone_if_no_acl_found=True)
+    assert any_allowed([], principal="User:root", super_users=frozenset({"User:root"}))
+
+
 def test_super_users_parsing():
     assert parse_super_users(None) == frozenset()
     assert parse_super_users("") == frozenset()
