@@ -16,15 +16,26 @@ throughputs are printed too so the spread is visible. It prints messages/s, MB/s
 broker to the null broker. Targets (issue 2): throughput >= 90% of the null
 broker's, CPU <= 0.4 s per million messages, peak RSS < 256 MiB.
 
-    python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6] [--passes 9]
+`--security tls|sasl-scram|sasl-scram-tls` measures what a secured listener
+costs instead (issue 20): our broker with a PLAINTEXT listener (the baseline)
+and our broker with an SSL, SASL_PLAINTEXT or SASL_SSL one (SCRAM-SHA-512, a
+throwaway CA and user from harness.security, removed at the end), the two
+taking turns pass by pass as above, and the ratios secured/plaintext. The
+secured broker has no authorizer, so the figures are the transport's and the
+authentication's cost, not the ACL checks'.
+
+    python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6] [--passes 9] [--security MODE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,19 +43,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from _util import broker_process  # noqa: E402
+from _util import broker_process, free_port  # noqa: E402
 
 MESSAGE_BYTES = 100
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def create_topic(bootstrap: str, topic: str, partitions: int, settings: dict | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(settings or {})})
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     futures[topic].result(30)
 
 
-def produce(bootstrap: str, topic: str, messages: int, partitions: int, acks: str = "1") -> float:
+def produce(bootstrap: str, topic: str, messages: int, partitions: int, acks: str = "1",
+            settings: dict | None = None) -> float:
     producer = Producer({
+        **(settings or {}),
         "bootstrap.servers": bootstrap,
         "linger.ms": 5,
         "batch.size": 1048576,
@@ -76,8 +89,9 @@ def produce(bootstrap: str, topic: str, messages: int, partitions: int, acks: st
     return elapsed
 
 
-def consume(bootstrap: str, topic: str, messages: int, partitions: int) -> float:
+def consume(bootstrap: str, topic: str, messages: int, partitions: int, settings: dict | None = None) -> float:
     consumer = Consumer({
+        **(settings or {}),
         "bootstrap.servers": bootstrap,
         "group.id": "bench",
         "enable.auto.commit": False,
@@ -98,7 +112,7 @@ def consume(bootstrap: str, topic: str, messages: int, partitions: int) -> float
     return elapsed
 
 
-def run_pair(messages: int, partitions: int, passes: int) -> dict[str, dict]:
+def run_pair(messages: int, partitions: int, passes: int, security: str | None = None) -> dict[str, dict]:
     """Start the null broker and ours side by side; `passes` times, each produces N messages into a fresh
     topic and reads them back, the two brokers taking turns.
 
@@ -111,17 +125,25 @@ def run_pair(messages: int, partitions: int, passes: int) -> dict[str, dict]:
     over both instead of charging them to whichever ran second.
     """
     keys = ("produce_msgs_per_s", "consume_msgs_per_s", "produce_cpu_s_per_million", "consume_cpu_s_per_million")
-    samples = {kind: {key: [] for key in keys} for kind in ("null", "logquake")}
-    with broker_process("broker.server.null_broker") as null, broker_process("broker") as ours:
-        brokers = {"null": null, "logquake": ours}
+    with contextlib.ExitStack() as stack:
+        if security is None:
+            brokers = {"null": stack.enter_context(broker_process("broker.server.null_broker")),
+                       "logquake": stack.enter_context(broker_process("broker"))}
+            settings = {"null": {}, "logquake": {}}
+        else:
+            port, overrides, client = secured_listener(security, stack)
+            brokers = {"plaintext": stack.enter_context(broker_process("broker")),
+                       security: stack.enter_context(broker_process("broker", overrides=overrides, port=port))}
+            settings = {"plaintext": {}, security: client}
+        samples = {kind: {key: [] for key in keys} for kind in brokers}
         for n in range(passes):
             for kind, broker in brokers.items():
                 topic = f"bench-{partitions}-{n}"
-                create_topic(broker.bootstrap, topic, partitions)
+                create_topic(broker.bootstrap, topic, partitions, settings[kind])
                 cpu0 = broker.cpu_s()
-                produce_s = produce(broker.bootstrap, topic, messages, partitions)
+                produce_s = produce(broker.bootstrap, topic, messages, partitions, settings=settings[kind])
                 cpu1 = broker.cpu_s()
-                consume_s = consume(broker.bootstrap, topic, messages, partitions)
+                consume_s = consume(broker.bootstrap, topic, messages, partitions, settings[kind])
                 cpu2 = broker.cpu_s()
                 samples[kind]["produce_msgs_per_s"].append(messages / produce_s)
                 samples[kind]["consume_msgs_per_s"].append(messages / consume_s)
@@ -135,29 +157,61 @@ def run_pair(messages: int, partitions: int, passes: int) -> dict[str, dict]:
         return results
 
 
+def secured_listener(mode: str, stack: contextlib.ExitStack) -> tuple[int, dict, dict]:
+    """(port, broker property overrides, confluent-kafka settings) of a one-node broker whose only listener is `mode`'s,
+    with a throwaway CA and SASL user (harness.security) removed when `stack` closes."""
+    from harness.security import MECHANISM, ClusterSecurity
+
+    directory = tempfile.mkdtemp(prefix="logquake-bench-secrets-")
+    stack.callback(shutil.rmtree, directory, True)
+    security = ClusterSecurity.create(mode, os.path.join(directory, "secrets"))
+    port = free_port()
+    listener = f"{security.protocol}://127.0.0.1:{port}"  # the listener name is the protocol's (the default map)
+    overrides = {"listeners": listener, "advertised.listeners": listener}
+    if security.tls is not None:
+        overrides["ssl.keystore.location"] = security.tls.broker_keystore
+    if security.users_file is not None:
+        overrides.update({"sasl.enabled.mechanisms": MECHANISM, "logquake.sasl.users.file": str(security.users_file)})
+    return port, overrides, security.client().confluent()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--partitions", default="1,6", help="comma-separated partition counts (default 1,6)")
     parser.add_argument("--passes", type=int, default=9, help="produce+consume passes per broker; medians are reported (default 9)")
+    parser.add_argument("--security", default="none", choices=["none", "tls", "sasl-scram", "sasl-scram-tls"],
+                        help="measure a secured listener against a plaintext one instead of ours against the null "
+                             "broker (default none)")
     args = parser.parse_args()
+    security = None if args.security == "none" else args.security
     partition_counts = [int(p) for p in args.partitions.split(",")]
     mb = MESSAGE_BYTES / 1e6
     if args.passes < 1:
         parser.error(f"--passes {args.passes} is invalid; expected >= 1")
     print(f"{args.messages:,} messages of {MESSAGE_BYTES} bytes, median of {args.passes} pass(es), confluent-kafka {__import__('confluent_kafka').version()}")
-    header = f"{'broker':<10}{'parts':>6}{'produce msg/s':>15}{'MB/s':>8}{'consume msg/s':>15}{'MB/s':>8}{'cpu s/M prod':>14}{'cpu s/M cons':>14}{'peak RSS MiB':>14}"
+    header = f"{'broker':<15}{'parts':>6}{'produce msg/s':>15}{'MB/s':>8}{'consume msg/s':>15}{'MB/s':>8}{'cpu s/M prod':>14}{'cpu s/M cons':>14}{'peak RSS MiB':>14}"
     print(header)
+    baseline, measured = ("null", "logquake") if security is None else ("plaintext", security)
     for partitions in partition_counts:
-        results = run_pair(args.messages, partitions, args.passes)
-        for kind in ("null", "logquake"):
+        results = run_pair(args.messages, partitions, args.passes, security)
+        for kind in (baseline, measured):
             r = results[kind]
-            print(f"{kind:<10}{partitions:>6}{r['produce_msgs_per_s']:>15,.0f}{r['produce_msgs_per_s'] * mb:>8.1f}"
+            print(f"{kind:<15}{partitions:>6}{r['produce_msgs_per_s']:>15,.0f}{r['produce_msgs_per_s'] * mb:>8.1f}"
                   f"{r['consume_msgs_per_s']:>15,.0f}{r['consume_msgs_per_s'] * mb:>8.1f}"
                   f"{r['produce_cpu_s_per_million']:>14.3f}{r['consume_cpu_s_per_million']:>14.3f}{r['peak_rss_mib']:>14.1f}",
                   flush=True)
-            print(f"{'':<10}{'':>6}  per pass: produce " + ", ".join(f"{v:,.0f}" for v in r["samples"]["produce_msgs_per_s"])
+            print(f"{'':<15}{'':>6}  per pass: produce " + ", ".join(f"{v:,.0f}" for v in r["samples"]["produce_msgs_per_s"])
                   + "; consume " + ", ".join(f"{v:,.0f}" for v in r["samples"]["consume_msgs_per_s"]), flush=True)
+        if security is not None:
+            secured, plain = results[security], results["plaintext"]
+            print(f"  cost of {security} at {partitions} partition(s): throughput {security}/plaintext produce "
+                  f"{secured['produce_msgs_per_s'] / plain['produce_msgs_per_s']:.2f}, consume "
+                  f"{secured['consume_msgs_per_s'] / plain['consume_msgs_per_s']:.2f}; broker cpu s/M produce "
+                  f"{plain['produce_cpu_s_per_million']:.3f} -> {secured['produce_cpu_s_per_million']:.3f}, consume "
+                  f"{plain['consume_cpu_s_per_million']:.3f} -> {secured['consume_cpu_s_per_million']:.3f}; peak RSS "
+                  f"{plain['peak_rss_mib']:.0f} -> {secured['peak_rss_mib']:.0f} MiB", flush=True)
+            continue
         ours, null = results["logquake"], results["null"]
         print(f"  ratio logquake/null at {partitions} partition(s): produce {ours['produce_msgs_per_s'] / null['produce_msgs_per_s']:.2f}, "
               f"consume {ours['consume_msgs_per_s'] / null['consume_msgs_per_s']:.2f} (target >= 0.90); "
