@@ -48,6 +48,7 @@ log = logging.getLogger("broker.replication")
 FETCH_VERSION = 12
 OFFSET_FOR_LEADER_EPOCH = 23
 OFFSET_FOR_LEADER_EPOCH_VERSION = 4
+STREAK_LOG_S = 10  # a streak of failed fetch rounds is logged when it starts, then at most once every this many s
 
 
 _ENTITY_CLASSES: dict[tuple[int, int, str], type] = {}
@@ -105,6 +106,8 @@ class ReplicaFetcher:
         self._changed = asyncio.Event()
         self._stopped = False
         self.session = FetchSessionState()
+        self._streak = 0  # failed rounds in a row (logged once per streak, `_failed`)
+        self._streak_started_ns = self._streak_logged_ns = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -138,7 +141,7 @@ class ReplicaFetcher:
                 progressed = await self._round()
             except ClientError as exc:
                 self.session.reset()
-                log.info("fetcher for broker %d: %s; retrying in %d ms", self.source_id, exc, settings.replica_fetch_backoff_ms)
+                self._failed(str(exc), settings.replica_fetch_backoff_ms)
                 await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
                 continue
             except asyncio.CancelledError:
@@ -148,8 +151,26 @@ class ReplicaFetcher:
                 log.exception("fetcher for broker %d failed; retrying in %d ms", self.source_id, settings.replica_fetch_backoff_ms)
                 await self.manager.runtime.clock.sleep(settings.replica_fetch_backoff_ms / 1000)
                 continue
+            if self._streak:
+                seconds = (self.manager.runtime.clock.monotonic_ns() - self._streak_started_ns) / 1e9
+                log.info("fetcher for broker %d works again after %d failed attempts in %.1f s", self.source_id,
+                         self._streak, seconds)
+                self._streak = 0
             if not progressed:
                 await self._wait_changed(settings.replica_fetch_backoff_ms / 1000)
+
+    def _failed(self, reason: str, backoff_ms: int) -> None:
+        """Log a failed fetch round once per streak of failures (a leader that is down fails one every backoff, ten a
+        second), then once every STREAK_LOG_S with the count; the recovery is logged by `_run`."""
+        now_ns = self.manager.runtime.clock.monotonic_ns()
+        self._streak += 1
+        if self._streak == 1:
+            self._streak_started_ns = self._streak_logged_ns = now_ns
+            log.info("fetcher for broker %d: %s; retrying every %d ms", self.source_id, reason, backoff_ms)
+        elif now_ns - self._streak_logged_ns >= STREAK_LOG_S * 1e9:
+            self._streak_logged_ns = now_ns
+            log.info("fetcher for broker %d: still failing (%d attempts in %.0f s): %s", self.source_id, self._streak,
+                     (now_ns - self._streak_started_ns) / 1e9, reason)
 
     async def _wait_changed(self, timeout_s: float) -> None:
         self._changed.clear()
