@@ -319,7 +319,8 @@ def check(
     did not complete, if they did not (None: whatever the history says, `short_final_reads`): then nothing can be called unseen, so a
     verdict that rests on that (VALID, or INVALID by `unseen` alone) is
     "unknown" and the "nothing lost" promise is unknown unless a lost write
-    broke it. `acks`: the producers' acks ("0", "1" or "all"); None takes the
+    broke it; `unseen` is then left out of the anomalies (an INVALID run lists
+    only its other ones) and counted in `stats["unjudged"]`. `acks`: the producers' acks ("0", "1" or "all"); None takes the
     delivery's ("1" for at-most-once, else "all"). Only sends acknowledged under
     acks=all count as committed for `watermark-regression`. Returns `{"valid", "delivery", "anomaly_types", "anomalies",
     "allowed", "promises", "stats"}` (+ `reason`, `message` when unknown for
@@ -1067,13 +1068,20 @@ class _Analysis:
                 result["message"] = (f"{final_reads_incomplete}; without the final reads an acknowledged send that no "
                                      "read returned cannot be told lost or merely unread, so there is no verdict")
             if needs:
-                # promises are judged without the anomalies the final reads were needed for
-                result_for_promises = {**result, "anomalies": {n: w for n, w in anomalies.items() if n not in needs},
-                                       "stats": {**stats, "anomaly_counts": {n: c for n, c in anomaly_counts.items()
-                                                                             if n not in needs}}}
+                # the anomalies the final reads were needed for are no evidence: they leave the anomaly list (an
+                # INVALID run keeps its other anomalies), their counts stay in stats["unjudged"], and the
+                # promises are judged without them
+                unjudged = {n: anomaly_counts.get(n, len(anomalies[n])) for n in anomalies if n in needs}
+                if unjudged:
+                    result["anomalies"] = {n: w for n, w in anomalies.items() if n not in needs}
+                    result["anomaly_types"] = sorted(result["anomalies"])
+                    stats["anomaly_counts"] = {n: c for n, c in anomaly_counts.items() if n not in needs}
+                    stats["witnesses_omitted"] = {n: c for n, c in stats["witnesses_omitted"].items() if n not in needs}
+                    stats["anomaly_summaries"] = {n: t for n, t in summaries.items() if n not in needs}
+                    stats["unjudged"] = unjudged
                 undecided["lost"] = ("the final reads did not complete, so an acknowledged message that no read "
                                      "returned may be lost or merely unread")
-                result["promises"] = judge_promises(result_for_promises, delivery, undecided)
+                result["promises"] = judge_promises(result, delivery, undecided)
         result.setdefault("promises", judge_promises(result, delivery, undecided))
         return result
 

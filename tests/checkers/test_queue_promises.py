@@ -99,6 +99,11 @@ def test_without_final_reads_a_verdict_resting_on_them_is_unknown():
     result = check(dup, delivery="exactly-once", final_reads_incomplete=incomplete)
     assert result["valid"] is False and statuses(result)["duplicated"] == "broken"
     assert statuses(result)["lost"] == "unknown"  # unseen key 2 is not evidence without final reads
+    # ... and is not listed as an anomaly either: only counted as unjudged
+    assert result["anomaly_types"] == ["duplicate"] and "unseen" not in result["anomalies"]
+    assert "unseen" not in result["stats"]["anomaly_counts"] and "unseen" not in result["stats"]["anomaly_summaries"]
+    assert result["stats"]["unjudged"] == {"unseen": 1}
+    assert "unseen" in check(dup, delivery="exactly-once")["anomaly_types"]  # complete final reads: it is evidence
     assert check(unseen_only, delivery="at-least-once")["valid"] is False
     # under at-most-once losing is allowed, so missing final reads decide nothing
     assert check(clean, delivery="at-most-once", final_reads_incomplete=incomplete)["valid"] is True
