@@ -80,6 +80,59 @@ class Workload(abc.ABC):
         and role targets (`leader-of`) resolve against the first one."""
         return {}
 
+    def acls(self) -> list[Grant] | None:
+        """What the workload's clients may do on a cluster that enforces ACLs (`--security sasl-scram...`): the
+        ALLOW grants its user gets, no more than its clients use (`grants` builds them). None: not declared, and
+        a run that enforces ACLs refuses the workload rather than let it do everything."""
+        return None
+
+
+# Kafka's names (AclBinding's resource type, pattern type and operation) of what a workload may be granted:
+# nothing that creates, deletes or alters, and of the cluster only IDEMPOTENT_WRITE
+RESOURCE_OPERATIONS = {
+    "TOPIC": ("READ", "WRITE", "DESCRIBE"),
+    "GROUP": ("READ", "DESCRIBE"),
+    "TRANSACTIONAL_ID": ("WRITE", "DESCRIBE"),
+    "CLUSTER": ("IDEMPOTENT_WRITE",),
+}
+PATTERNS = ("LITERAL", "PREFIXED")
+CLUSTER_NAME = "kafka-cluster"  # the one name of the CLUSTER resource
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """One ALLOW ACL a workload's clients need, in Kafka's names: `operation` on the `resource` named `name`
+    (a prefix of names when `pattern` is PREFIXED), from any host. The harness gives it to the workload's user.
+    READ and WRITE imply DESCRIBE, as in Kafka (Metadata, ListOffsets and FindCoordinator need DESCRIBE)."""
+
+    resource: str
+    name: str
+    operation: str
+    pattern: str = "LITERAL"
+
+    def __post_init__(self):
+        if self.operation not in RESOURCE_OPERATIONS.get(self.resource, ()):
+            raise ValueError(f"a workload may not be granted {self.operation} on {self.resource} (allowed: "
+                             f"{', '.join(f'{r} {o}' for r, ops in RESOURCE_OPERATIONS.items() for o in ops)})")
+        if self.pattern not in PATTERNS or not self.name:
+            raise ValueError(f"grant {self}: the pattern is LITERAL or PREFIXED, and the name is not empty")
+        if (self.resource == "CLUSTER") != (self.name == CLUSTER_NAME and self.pattern == "LITERAL"):
+            raise ValueError(f"grant {self}: the CLUSTER resource is the literal {CLUSTER_NAME!r}, and only it")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"resource": self.resource, "pattern": self.pattern, "name": self.name, "operation": self.operation}
+
+
+def grants(resource: str, names, *operations: str, pattern: str = "LITERAL") -> list[Grant]:
+    """Every operation on every name (a str is one name): `grants("TOPIC", "t", "READ", "WRITE")`."""
+    names = [names] if isinstance(names, str) else list(names)
+    return [Grant(resource, name, operation, pattern) for name in names for operation in operations]
+
+
+def idempotent_write() -> list[Grant]:
+    """What an idempotent producer that is not transactional asks for its producer id with (InitProducerId)."""
+    return grants("CLUSTER", CLUSTER_NAME, "IDEMPOTENT_WRITE")
+
 
 def flag_of(name: str) -> str:
     """The command-line flag of an option name: `time_limit_s` -> `--time-limit` (a `_s` suffix says seconds)."""

@@ -57,8 +57,8 @@ from typing import Any
 
 from checkers.queue.delivery import Delivery
 from workloads.client_security import confluent_settings
-from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
-                            register_workload)
+from workloads.core import (Client, Grant, Op, Option, UniqueValues, Workload, WorkloadKind, completion, grants,
+                            idempotent_write, invocation, register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
 from workloads.python_clients import (AIOKAFKA_MISSING_GROUP_METADATA, close_quietly, describe_error, library,
                                       python_send)
@@ -157,6 +157,18 @@ class PipelineWorkload(UniqueValues, Workload):
 
     def topics(self) -> dict[str, int]:
         return {INPUT_TOPIC: self.partitions, OUTPUT_TOPIC: self.output_partitions}
+
+    def acls(self) -> list[Grant]:
+        """Both topics, to write (the input producer, the processors' output) and read (the processors' input,
+        the final read of the output); the processors' group (join, transactional offset commits, committed
+        offsets); the confluent output reader's group `<group>-reader`, only asked for its coordinator
+        (DESCRIBE); the transactional id of each worker slot, literally; IDEMPOTENT_WRITE on the cluster for
+        the input producer, which is idempotent but not transactional."""
+        needed = grants("TOPIC", (INPUT_TOPIC, OUTPUT_TOPIC), "READ", "WRITE") + grants("GROUP", GROUP, "READ")
+        if self.client == "confluent":
+            needed += grants("GROUP", f"{GROUP}-reader", "DESCRIBE")
+        slots = sorted({self.transactional_id(slot) for slot in range(self.slots)})
+        return needed + grants("TRANSACTIONAL_ID", slots, "WRITE") + idempotent_write()
 
     def next_op(self, rng: random.Random, process: int) -> Op:
         roll = rng.random()

@@ -58,8 +58,8 @@ from checkers.queue.checker import (FETCHED_WATERMARKS, FINAL_READ_SHORT, LAST_S
                                     STALLED_S, TRANSACTION_TIMEOUT_MS)
 from checkers.queue.delivery import Delivery
 from workloads.client_security import confluent_settings
-from workloads.core import (DELIVERY_MODES, Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion,
-                            invocation, register_workload)
+from workloads.core import (DELIVERY_MODES, Client, Grant, Op, Option, UniqueValues, Workload, WorkloadKind,
+                            completion, grants, idempotent_write, invocation, register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, commit_transaction, confluent_send, create_topic
 from workloads.python_clients import (AIOKAFKA_MISSING_RETRIES, close_quietly, describe_error, end_transaction,
                                       library, python_send)
@@ -122,6 +122,24 @@ class QueueWorkload(UniqueValues, Workload):
 
     def topics(self) -> dict[str, int]:
         return {self.topic: self.keys}
+
+    def acls(self) -> list[Grant]:
+        """Its topic, to write and read. The confluent consumer names the group `logquake-<topic>` (a group
+        member only with --subscribe: READ; else only asked for its coordinator: DESCRIBE), and under
+        exactly-once a watermark consumer names `logquake-<topic>-watermarks` (DESCRIBE); kafka-python's and
+        aiokafka's consumers name no group. Exactly-once: the transactional ids `logquake-<topic>-<process>`
+        (prefixed), and no IDEMPOTENT_WRITE (a transactional producer asks for its id with WRITE on it);
+        --idempotent: IDEMPOTENT_WRITE on the cluster."""
+        needed = grants("TOPIC", self.topic, "READ", "WRITE")
+        if self.client == "confluent":
+            needed += grants("GROUP", f"logquake-{self.topic}", "READ" if self.subscribe else "DESCRIBE")
+            if self.delivery == "exactly-once":
+                needed += grants("GROUP", f"logquake-{self.topic}-watermarks", "DESCRIBE")
+        if self.delivery == "exactly-once":
+            needed += grants("TRANSACTIONAL_ID", f"logquake-{self.topic}-", "WRITE", pattern="PREFIXED")
+        elif self.idempotent:
+            needed += idempotent_write()
+        return needed
 
     # Clients run in child processes (workloads.isolated), which get a copy of the workload: everything
     # but the op generator's lock and counter, which only the harness uses.

@@ -45,8 +45,8 @@ from typing import Any
 
 from checkers.queue.delivery import Delivery
 from workloads.client_security import confluent_settings
-from workloads.core import (Client, Op, Option, UniqueValues, Workload, WorkloadKind, completion, invocation,
-                            register_workload)
+from workloads.core import (Client, Grant, Op, Option, UniqueValues, Workload, WorkloadKind, completion, grants,
+                            idempotent_write, invocation, register_workload)
 from workloads.kafka_admin import LIBRDKAFKA_LOGGER, confluent_send_outcome, create_topic
 
 TOPIC = "logquake-register"
@@ -74,6 +74,13 @@ class RegisterWorkload(UniqueValues, Workload):
 
     def topics(self) -> dict[str, int]:
         return {self.topic: 1}
+
+    def acls(self) -> list[Grant]:
+        """Its topic, to append (writes and read markers) and read; its consumer's group `logquake-<topic>`,
+        only asked for its coordinator (the consumer assigns and commits nothing): DESCRIBE; IDEMPOTENT_WRITE on
+        the cluster for the idempotent producer."""
+        return (grants("TOPIC", self.topic, "READ", "WRITE") + grants("GROUP", f"logquake-{self.topic}", "DESCRIBE")
+                + idempotent_write())
 
 
     def setup(self, bootstrap: str) -> None:
