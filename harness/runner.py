@@ -43,7 +43,7 @@ import orjson
 from nodecontrol.control import NodeControl
 from harness.backends import HEALERS
 from harness.ledger import LEDGER_NAME, FaultLedger, heal_store, stale_ledgers
-from harness.security import describe_mode
+from harness.security import describe_mode, uses_sasl
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 import nemeses
@@ -257,8 +257,12 @@ class FaultRun:
                      "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
                      "versions": versions(self.o.client)}
         security = describe_mode(self.o.security)
-        if security is not None:  # the mode, protocol, mechanism and user name; never a password or a key
+        if security is not None:  # the mode, protocol, mechanism and user names; never a password or a key
             described["security"] = security
+            if uses_sasl(self.o.security):  # what the workload's user may do (harness.acls grants it)
+                from harness.acls import ordered
+
+                described["security"]["acls"] = [g.to_dict() for g in ordered(self.workload.acls() or [])]
         if self.o.system_description is not None:  # its contents are in options.system_description
             from harness.system import system_from_description
 
@@ -351,11 +355,30 @@ class FaultRun:
         self.progress.set_phase("setup")
         self.control.setup()
         # every client of the run (workloads, admin lookups, isolated client processes) reaches the secured
-        # listener with these settings; None for a plaintext one
-        client_security = getattr(self.control, "client_security", None)
-        use_client_security(client_security() if client_security is not None else None)
+        # listener with these settings; None for a plaintext one. Where the nodes enforce ACLs, the harness
+        # creates the topics and the workload's ACLs as the cluster's super user, then everything else (the
+        # workload's clients, the harness's own lookups, the final reads) runs as the workload's user
+        workload_security = _settings_of(self.control, "client_security")
+        use_client_security(_settings_of(self.control, "admin_client_security") or workload_security)
         wait_for_brokers(self.control, self.o.recovery_timeout_s)
         self.workload.setup(self.control.bootstrap_servers())
+        if getattr(self.control, "enforces_acls", False):
+            self._grant_workload_acls(workload_security)
+        use_client_security(workload_security)
+
+    def _grant_workload_acls(self, workload_security) -> None:
+        from harness import acls
+
+        grants = self.workload.acls()
+        if grants is None:  # spec.resolve refuses it first; a workload built another way fails here, loudly
+            raise RuntimeError(f"workload {self.workload.name} declares no ACLs (Workload.acls), so it cannot run "
+                               f"where the brokers enforce them (--security {self.o.security})")
+        bootstrap, admin = self.control.bootstrap_servers(), _settings_of(self.control, "admin_client_security")
+        acls.grant(bootstrap, grants, f"User:{workload_security.username}", admin, self.o.recovery_timeout_s)
+        acls.wait_until_served(bootstrap, self.workload.topics(), workload_security, self.o.recovery_timeout_s)
+        log.info("granted User:%s %d ACLs: %s", workload_security.username, len(grants),
+                 ", ".join(f"{g.operation} on {g.resource} {g.name}{'*' if g.pattern == 'PREFIXED' else ''}"
+                           for g in acls.ordered(grants)))
 
     def _run_phase(self) -> None:
         self.progress.set_phase("run")
@@ -594,6 +617,12 @@ class FaultRun:
 def nemesis_op(f: str, value: Any) -> Op:
     """A nemesis op: the event before a fault is applied, or what it did (Jepsen's `:info` ops of `:nemesis`)."""
     return Op(-1, None, "nemesis", "info", f, value)
+
+
+def _settings_of(control: NodeControl, method: str):
+    """A backend's client security settings (`client_security` or `admin_client_security`), None where it has none."""
+    settings = getattr(control, method, None)
+    return settings() if settings is not None else None
 
 
 def _raise_interrupt(signum, frame):

@@ -2,18 +2,24 @@
 
 `ClusterSecurity.create(mode, directory)` makes the secrets of one cluster in a
 private directory (mode 0700, files 0600): for TLS a throwaway CA, the broker
-keystore and a client certificate (`harness.tls`); for SASL one user
-(`logquake`) with a random password (`secrets.token_urlsafe`) in the broker's
-users file (`logquake.sasl.users.file`). `broker_properties()` secures the
-nodes' CLIENT listener (SSL, SASL_PLAINTEXT or SASL_SSL; SCRAM-SHA-512 only);
-INTERNAL stays PLAINTEXT, since brokers and controllers talk plaintext to each
-other. `client()` is what a client needs (`workloads.client_security.ClientSecurity`),
-`describe()` the part that is not secret (mode, protocol, mechanism, user name),
-the only part a run may store. `remove()` deletes the directory; the owner calls
-it at exit, Ctrl-C included.
+keystore and a client certificate (`harness.tls`); for SASL two users with
+random passwords (`secrets.token_urlsafe`) in the broker's users file
+(`logquake.sasl.users.file`): the workload's user `logquake` and the harness's
+own `logquake-admin`. `broker_properties()` secures the nodes' CLIENT listener
+(SSL, SASL_PLAINTEXT or SASL_SSL; SCRAM-SHA-512 only); INTERNAL stays
+PLAINTEXT, since brokers and controllers talk plaintext to each other. With
+`authorizer=True` (a test run in a SASL mode) the nodes enforce ACLs, with
+`logquake-admin` the one super user: the harness creates topics and ACLs as it
+(`admin_client()`), and the workload runs as `logquake` with the ACLs it
+declares (`workloads.core.Workload.acls`, granted by `harness.acls`).
+`client()` is what the workload's clients need
+(`workloads.client_security.ClientSecurity`), `describe()` the part that is not
+secret (mode, protocol, mechanism, user names), the only part a run may store.
+`remove()` deletes the directory; the owner calls it at exit, Ctrl-C included.
 
-Invariant: the password and private keys exist only in that directory and in
-memory; nothing here logs or returns them except `client()` and `password`.
+Invariant: the passwords and private keys exist only in that directory and in
+memory; nothing here logs or returns them except `client()`, `admin_client()`,
+`password` and `admin_password`.
 
 Thread-safety: build and remove from one thread; the object is read-only between.
 """
@@ -30,12 +36,15 @@ from typing import Any
 from harness.tls import TlsFiles, make_tls_files
 from workloads.client_security import ClientSecurity
 
-__all__ = ["MECHANISM", "MODES", "USER", "ClusterSecurity", "check_mode", "describe_mode"]
+__all__ = ["ADMIN_USER", "AUTHORIZER", "MECHANISM", "MODES", "USER", "ClusterSecurity", "check_mode", "describe_mode",
+           "uses_sasl"]
 
 # mode -> the CLIENT listener's security protocol
 MODES = {"tls": "SSL", "sasl-scram": "SASL_PLAINTEXT", "sasl-scram-tls": "SASL_SSL"}
 MECHANISM = "SCRAM-SHA-512"
-USER = "logquake"
+USER = "logquake"  # the workload's user: only the ACLs its workload declares
+ADMIN_USER = "logquake-admin"  # the harness's own user, the clusters' one super user
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 SECRETS_DIRECTORY = "secrets"
 
 
@@ -46,13 +55,20 @@ def check_mode(mode: str, flag: str = "--security") -> str:
     return mode
 
 
+def uses_sasl(mode: str) -> bool:
+    """Whether `mode` authenticates users (SASL): the modes in which a test run's brokers enforce ACLs."""
+    return check_mode(mode) != "none" and MODES[mode].startswith("SASL_")
+
+
 def describe_mode(mode: str) -> dict[str, Any] | None:
-    """The non-secret settings of `mode` (None for "none"): what test.json holds, known before any secret exists."""
+    """The non-secret settings of `mode` (None for "none"): what test.json holds, known before any secret exists.
+    `sasl.username` is the workload's user; `super.users` the harness's own (only a test run's brokers, which
+    enforce ACLs, have one)."""
     if check_mode(mode) == "none":
         return None
     described: dict[str, Any] = {"mode": mode, "security.protocol": MODES[mode]}
-    if MODES[mode].startswith("SASL_"):
-        described.update({"sasl.mechanism": MECHANISM, "sasl.username": USER})
+    if uses_sasl(mode):
+        described.update({"sasl.mechanism": MECHANISM, "sasl.username": USER, "super.users": f"User:{ADMIN_USER}"})
     return described
 
 
@@ -62,7 +78,8 @@ class ClusterSecurity:
     directory: Path
     tls: TlsFiles | None = None
     users_file: Path | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)  # USER's
+    admin_password: str | None = field(default=None, repr=False)  # ADMIN_USER's
 
     @classmethod
     def create(cls, mode: str, directory: Path, hosts=("localhost", "127.0.0.1")) -> ClusterSecurity:
@@ -76,12 +93,13 @@ class ClusterSecurity:
         try:
             if MODES[mode] in ("SSL", "SASL_SSL"):
                 security.tls = make_tls_files(str(directory), hosts=tuple(hosts))
-            if MODES[mode].startswith("SASL_"):
+            if uses_sasl(mode):
                 security.password = secrets.token_urlsafe(24)
+                security.admin_password = secrets.token_urlsafe(24)
                 security.users_file = directory / "users"
                 descriptor = os.open(security.users_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(descriptor, "w") as handle:
-                    handle.write(f"{USER}:{security.password}\n")
+                    handle.write(f"{USER}:{security.password}\n{ADMIN_USER}:{security.admin_password}\n")
         except BaseException:
             security.remove()
             raise
@@ -91,26 +109,44 @@ class ClusterSecurity:
     def protocol(self) -> str:
         return MODES[self.mode]
 
-    def broker_properties(self) -> dict[str, str]:
-        """The properties that secure the CLIENT listener of a node with listeners CLIENT and INTERNAL."""
+    @property
+    def enforces_acls(self) -> bool:
+        """Whether `broker_properties(authorizer=True)` gives the nodes an authorizer (SASL modes only)."""
+        return self.users_file is not None
+
+    def broker_properties(self, authorizer: bool = False) -> dict[str, str]:
+        """The properties that secure the CLIENT listener of a node with listeners CLIENT and INTERNAL; with
+        `authorizer` in a SASL mode the node also enforces ACLs, ADMIN_USER being its one super user (requests on
+        INTERNAL, the peers' listener, are not checked)."""
         properties = {"listener.security.protocol.map": f"CLIENT:{self.protocol},INTERNAL:PLAINTEXT"}
         if self.tls is not None:
             properties["ssl.keystore.location"] = self.tls.broker_keystore
         if self.users_file is not None:
             properties["sasl.enabled.mechanisms"] = MECHANISM
             properties["logquake.sasl.users.file"] = str(self.users_file)
+            if authorizer:
+                properties.update({"authorizer.class.name": AUTHORIZER, "super.users": f"User:{ADMIN_USER}"})
         return properties
 
     def client(self) -> ClientSecurity:
+        """The workload user's settings (TLS only: the listener's, there are no users)."""
+        return self._client(USER, self.password)
+
+    def admin_client(self) -> ClientSecurity:
+        """The harness's own super user's settings (TLS only: the same as `client()`)."""
+        return self._client(ADMIN_USER, self.admin_password)
+
+    def _client(self, user: str, password: str | None) -> ClientSecurity:
         sasl = self.users_file is not None
         return ClientSecurity(self.protocol, ca_location=self.tls.ca if self.tls else None,
-                              mechanism=MECHANISM if sasl else None, username=USER if sasl else None,
-                              password=self.password)
+                              mechanism=MECHANISM if sasl else None, username=user if sasl else None,
+                              password=password if sasl else None)
 
     def describe(self) -> dict[str, Any]:
         """What a run may store: no password, no key, no path into the secrets directory."""
         described = describe_mode(self.mode)
-        assert described == {"mode": self.mode, **self.client().describe()}
+        admin = {"super.users": f"User:{self.admin_client().username}"} if self.enforces_acls else {}
+        assert described == {"mode": self.mode, **self.client().describe(), **admin}
         return described
 
     def remove(self) -> None:

@@ -230,9 +230,14 @@ class RunSpec:
                                        replication_factor=replication_factor, min_insync_replicas=min_insync,
                                        system_description=system_description)
         try:  # the workload's own checks of its settings (building it touches no cluster)
-            kind.build(resolved.workload_settings())
+            workload = kind.build(resolved.workload_settings())
         except ValueError as e:
             raise SpecError(str(e)) from None
+        from harness.security import uses_sasl
+
+        if uses_sasl(self.security) and workload.acls() is None:
+            raise SpecError(f"workload {kind.name} declares no ACLs (Workload.acls), so it cannot run under --security "
+                            f"{self.security}, whose brokers enforce ACLs; it would not be given everything instead")
         return resolved
 
     # ----- test.json -------------------------------------------------------------------------------

@@ -29,9 +29,12 @@ removed, after its processes are gone.
 Security (`security="tls"|"sasl-scram"|"sasl-scram-tls"`, `logquake test --security`):
 setup() makes the secrets (`harness.security`) in `<run>/secrets` (mode 0700) and
 secures each node's CLIENT listener; the proxy forwards the TLS bytes as it
-forwards any (it never looks inside). `client_security()` gives the clients'
-settings; the probes of client links speak TLS where the listener does. The
-secrets go with the run directory (teardown, or the reaping of a dead run).
+forwards any (it never looks inside). In the SASL modes the nodes enforce ACLs,
+the harness's own user being their one super user. `client_security()` gives
+the workload's clients' settings, `admin_client_security()` the harness's own
+(topic and ACL creation); the probes of client links speak TLS where the
+listener does. The secrets go with the run directory (teardown, or the reaping
+of a dead run).
 
 Process control: each node runs in its own session (process group), so kill and
 pause reach every process it started.
@@ -243,6 +246,15 @@ class LocalCluster(NodeControl):
         when it is plaintext; valid from setup() to teardown()."""
         return self.security.client() if self.security is not None else None
 
+    def admin_client_security(self):
+        """The harness's own settings: in a SASL mode the cluster's super user (the nodes enforce ACLs, see
+        `enforces_acls`), else the same as `client_security()`; valid from setup() to teardown()."""
+        return self.security.admin_client() if self.security is not None else None
+
+    @property
+    def enforces_acls(self) -> bool:
+        return self.security is not None and self.security.enforces_acls
+
     def broker_ids(self) -> dict[str, int]:
         return {node: self.system.id_of(i) for i, node in enumerate(self.nodes, 1)}
 
@@ -361,7 +373,7 @@ class LocalCluster(NodeControl):
         props = {k: v.format(**subs) for k, v in self.system.properties.items()}
         props.update({k: v.format(**subs) for k, v in self.extra_properties.items()})
         if self.security is not None:  # paths into the secrets directory, taken as they are
-            props.update(self.security.broker_properties())
+            props.update(self.security.broker_properties(authorizer=True))
         Path(self.system.config_file.format(**subs)).write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _run_hook(self, name: str, node: str) -> None:

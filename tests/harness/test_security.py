@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.run_command import main as run_test_command
-from harness.security import MODES, ClusterSecurity, describe_mode
+from harness.security import AUTHORIZER, MODES, ClusterSecurity, describe_mode
 from tests.broker.conftest import ROOT
 from tests.broker.test_cluster import free_port_block
 from workloads import client_security as cs
@@ -35,14 +35,28 @@ def test_secrets_live_in_a_private_directory_and_only_the_description_is_stored(
     described = security.describe()
     assert described == describe_mode(mode)
     assert str(security.directory) not in repr(described)  # a path into the secrets is not stored either
-    if security.password is not None:  # the password never shows in a repr (a log line or a traceback)
-        assert len(security.password) >= 24
-        assert security.password not in repr(security) + repr(security.client()) + repr(described)
-        assert security.users_file.read_text() == f"logquake:{security.password}\n"
-        assert described == {"mode": mode, "security.protocol": MODES[mode], "sasl.mechanism": "SCRAM-SHA-512",
-                              "sasl.username": "logquake"}
     properties = security.broker_properties()
+    enforcing = security.broker_properties(authorizer=True)
     assert properties["listener.security.protocol.map"] == f"CLIENT:{MODES[mode]},INTERNAL:PLAINTEXT"
+    assert "authorizer.class.name" not in properties and "super.users" not in properties  # `cluster up`'s nodes
+    if security.password is not None:  # SASL: two users, the workload's and the harness's own super user
+        passwords = (security.password, security.admin_password)
+        assert min(map(len, passwords)) >= 24 and security.password != security.admin_password
+        for password in passwords:  # a password never shows in a repr (a log line or a traceback)
+            assert password not in (repr(security) + repr(security.client()) + repr(security.admin_client())
+                                    + repr(described) + repr(enforcing))
+        assert security.users_file.read_text() == (f"logquake:{security.password}\n"
+                                                   f"logquake-admin:{security.admin_password}\n")
+        assert described == {"mode": mode, "security.protocol": MODES[mode], "sasl.mechanism": "SCRAM-SHA-512",
+                              "sasl.username": "logquake", "super.users": "User:logquake-admin"}
+        assert (security.client().username, security.client().password) == ("logquake", security.password)
+        assert (security.admin_client().username, security.admin_client().password) == ("logquake-admin",
+                                                                                         security.admin_password)
+        # a test run's nodes enforce ACLs, the harness's user their one super user
+        assert enforcing == {**properties, "authorizer.class.name": AUTHORIZER, "super.users": "User:logquake-admin"}
+    else:  # TLS alone: no users, so no ACLs either
+        assert security.admin_client() == security.client() and enforcing == properties
+        assert not security.enforces_acls
     security.remove()
     assert not security.directory.exists()
 
@@ -176,3 +190,34 @@ def test_the_local_backend_serves_tls_through_the_fault_proxy_and_probes_client_
     finally:
         cluster.teardown()
     assert not secrets_dir.exists()
+
+
+def test_a_workload_that_declares_no_acls_is_refused_where_the_brokers_enforce_them(monkeypatch, capsys, tmp_path):
+    from harness.spec import RunSpec, SpecError
+    from workloads.queue import QueueWorkload
+
+    monkeypatch.setattr(QueueWorkload, "acls", lambda self: None)
+    code = run_test_command(["--security", "sasl-scram", "--store", str(tmp_path / "store"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 254, err
+    assert "workload queue declares no ACLs (Workload.acls), so it cannot run under --security sasl-scram" in err
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(SpecError):
+        RunSpec(security="sasl-scram-tls").resolve()
+    assert RunSpec(security="tls").resolve().security == "tls"  # TLS alone has no users, so no ACLs
+
+
+def test_the_workloads_grants_become_allow_bindings_for_its_user_with_the_topics_last():
+    from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    from harness.acls import bindings, ordered
+    from workloads.queue import QueueWorkload
+
+    grants = QueueWorkload(delivery="exactly-once").acls()
+    assert [g.resource for g in ordered(grants + grants)] == ["GROUP", "GROUP", "TRANSACTIONAL_ID", "TOPIC", "TOPIC"]
+    made = bindings(grants, "User:logquake")
+    assert len(made) == 5 and made[-1].restype == ResourceType.TOPIC
+    assert {(b.principal, b.host, b.permission_type) for b in made} == {("User:logquake", "*", AclPermissionType.ALLOW)}
+    prefixed = [b for b in made if b.restype == ResourceType.TRANSACTIONAL_ID]
+    assert [(b.name, b.resource_pattern_type, b.operation) for b in prefixed] == [
+        ("logquake-logquake-queue-", ResourcePatternType.PREFIXED, AclOperation.WRITE)]
