@@ -34,7 +34,9 @@ def bindings(grants: Iterable[Grant], principal: str) -> list:
     """confluent-kafka AclBindings: ALLOW `principal` each grant from any host, in `ordered` order."""
     from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
-    return [AclBinding(ResourceType[g.resource], g.name, ResourcePatternType[g.pattern], principal, "*",
+    # librdkafka names Kafka's CLUSTER resource type (4) BROKER
+    types = {name: ResourceType[name] for name in ("TOPIC", "GROUP", "TRANSACTIONAL_ID")} | {"CLUSTER": ResourceType.BROKER}
+    return [AclBinding(types[g.resource], g.name, ResourcePatternType[g.pattern], principal, "*",
                        AclOperation[g.operation], AclPermissionType.ALLOW) for g in ordered(grants)]
 
 

@@ -221,3 +221,7 @@ def test_the_workloads_grants_become_allow_bindings_for_its_user_with_the_topics
     prefixed = [b for b in made if b.restype == ResourceType.TRANSACTIONAL_ID]
     assert [(b.name, b.resource_pattern_type, b.operation) for b in prefixed] == [
         ("logquake-logquake-queue-", ResourcePatternType.PREFIXED, AclOperation.WRITE)]
+    # Kafka's CLUSTER resource is librdkafka's BROKER (both 4)
+    cluster = bindings(QueueWorkload(idempotent=True).acls(), "User:logquake")[0]
+    assert (cluster.restype, cluster.name, cluster.operation) == (ResourceType.BROKER, "kafka-cluster",
+                                                                   AclOperation.IDEMPOTENT_WRITE)
