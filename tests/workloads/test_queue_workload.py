@@ -152,6 +152,12 @@ class FakeConsumer:
     def assign(self, partitions):
         self.assigned.append({tp.partition: tp.offset for tp in partitions})
 
+    def subscribe(self, topics):
+        self.assigned.append("subscribe")
+
+    def unsubscribe(self):
+        self.assigned.append("unsubscribe")
+
 
 def confluent_client(consumer: FakeConsumer, op_timeout_s: float = 10.0):
     from workloads.queue import ConfluentQueueClient
@@ -175,6 +181,27 @@ def test_assign_hands_librdkafka_absolute_offsets_only():
         assert client.invoke(invocation("assign", [0, 2])).type == "ok"
         assert consumer.assigned[-1] == {0: 42, 2: 7}
         assert consumer.asked == [0, 1, 2]  # a kept key is not asked again
+    finally:
+        client.close()
+
+
+def test_an_assign_after_a_subscribe_leaves_the_group_and_says_it_starts_over():
+    # assign() on a subscribed librdkafka consumer is undone at the group's next rebalance, which hands it the
+    # group's partitions from the committed offsets: a seed-575184660 run read key 2 from 14, then from 0
+    consumer = FakeConsumer({0: 3, 1: 0})
+    client = confluent_client(consumer)
+    try:
+        first = client.invoke(invocation("assign", [0, 1]))
+        assert first.extra.get("seek-to-beginning?") is True  # every key at its low watermark
+        client.positions[0] = 42
+        kept = client.invoke(invocation("assign", [0, 1]))
+        assert not (kept.extra or {}).get("seek-to-beginning?")  # key 0 goes on from 42: no rewind to forgive
+        assert client.invoke(invocation("subscribe", [0, 1])).type == "ok"
+        again = client.invoke(invocation("assign", [0, 1]))
+        assert consumer.assigned[-3:] == ["subscribe", "unsubscribe", {0: 3, 1: 0}]
+        assert again.extra.get("seek-to-beginning?") is True  # the subscribe forgot the positions
+        client.invoke(invocation("assign", [0]))
+        assert consumer.assigned.count("unsubscribe") == 1
     finally:
         client.close()
 
