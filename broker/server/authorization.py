@@ -64,6 +64,13 @@ The checks and error codes are Kafka's (KafkaApis, AuthHelper), per API:
   on the cluster; AlterUserScramCredentials: ALTER on the cluster.
 - ApiVersions, SaslHandshake, SaslAuthenticate: no check.
 
+A restarted cluster node replays its metadata log before its ACLs are current:
+until its image holds this process's own registration it closes the connection
+of every checked request (logged, as every refused request is), as Kafka opens
+its client listeners only once its authorizer has loaded the metadata (KIP-801);
+a stale image would otherwise refuse what a later ACL allows, and clients take
+an authorization error as final but a closed connection as a reason to retry.
+
 Each refusal logs one line (at most one a second per node) naming the principal,
 the host, the operation and the resource, as Kafka's authorizer log does.
 
@@ -192,6 +199,12 @@ class TopicCatalog:
             return name in self.cluster.quorum.image.topics
         return name in self.handlers.topics.by_name
 
+    def ready(self) -> bool:
+        """Whether this node's metadata (its ACLs among it) is current: on a restarted cluster node, not until its
+        image holds this process's own registration (broker.replication.manager's `caught_up`)."""
+        manager = getattr(self.cluster, "replica_manager", None) if self.cluster is not None else None
+        return manager is None or manager.caught_up
+
     def name_of(self, topic_id: uuid.UUID) -> str | None:
         if self.cluster is not None:
             return self.cluster.quorum.image.topic_names_by_id.get(topic_id)
@@ -261,6 +274,9 @@ class RequestGate:
             if self.trusted():
                 return handler(header, request)
             principal, host = current_caller()
+            if not self.catalog.ready():
+                raise _close(f"{apis.API_NAMES[api_key]} from {principal} before this node's metadata, and so its "
+                             "ACLs, caught up after its start; a client retries elsewhere or later")
             outcome = rule(Check(self, principal, host, api_key), header, request)
             if outcome is None:
                 return handler(header, request)
