@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # the files are checked before anything starts; the listeners load them again
         if protocols & {"SSL", "SASL_SSL"}:
-            from broker.server.listeners import tls_context
+            from broker.server.listeners import inter_broker_tls_context, tls_context
 
             tls_context(config)
+            inter_broker_tls_context(config)  # a cluster node's own connections to its peers
         if protocols & {"SASL_PLAINTEXT", "SASL_SSL"}:
             from broker.io import Runtime
             from broker.server.sasl import load_credentials

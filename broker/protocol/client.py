@@ -13,6 +13,19 @@ re-opened on the next request after it was lost. A request that times out
 leaves the connection open (its late response is discarded); a lost
 connection fails every request waiting on it with `ConnectionLost`.
 
+Authentication: a pool given `authenticate` (an async callable, e.g.
+broker.server.sasl_client's SASL exchange) runs it on every connection it
+opens, before the connection is handed out; it returns the session lifetime
+in ms (KIP-368; 0: none). A connection with a lifetime is handed out until
+85% of it has passed (`REAUTH_FRACTION`, the low end of Kafka clients' 85-95%
+window); then the pool opens a new one and the old one is closed as soon as
+its last pending request is answered, so no request is sent on a session the
+server is about to expire. After an `AuthenticationError` the pool does not
+dial that destination again for a second (`AUTH_FAILURE_BACKOFF_NS`, Kafka's
+reconnect.backoff.max.ms): requests fail at once with the same error, so a
+node with wrong credentials does not flood its peers' logs. TLS is below this
+module, in the runtime's network (broker.io.tls.TlsClientNetwork).
+
 Internal APIs (Raft messages, broker registration and heartbeats, forwarded
 requests) use the same framing with api keys >= 30000 and non-flexible headers
 (request header v1, response header v0); their bodies are the callers' own
@@ -41,6 +54,8 @@ INTERNAL_API_KEY_MIN = 30000
 _INT32 = struct.Struct(">i")
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
+REAUTH_FRACTION = 0.85
+AUTH_FAILURE_BACKOFF_NS = 1_000_000_000
 
 
 class ClientError(Exception):
@@ -49,6 +64,10 @@ class ClientError(Exception):
 
 class ConnectionLost(ClientError):
     """The connection failed or closed before the response arrived (the request may have been handled)."""
+
+
+class AuthenticationError(ConnectionLost):
+    """The peer refused this node's credentials while the connection was being opened."""
 
 
 class RequestTimeout(ClientError):
@@ -74,21 +93,43 @@ class KafkaClientConnection:
         self._pending: dict[int, tuple[asyncio.Future, bool]] = {}
         self._closed: BaseException | None = None
         self._reader_task = asyncio.ensure_future(self._read_responses())
+        self.expires_ns: int | None = None  # monotonic time after which the pool no longer hands it out
+        self._retired = False
 
     @classmethod
     async def open(cls, runtime, host: str, port: int, client_id: str, local_host: str | None = None,
-                   timeout_s: float = CONNECT_TIMEOUT_S) -> "KafkaClientConnection":
+                   timeout_s: float = CONNECT_TIMEOUT_S, authenticate=None) -> "KafkaClientConnection":
         try:
             reader, writer = await asyncio.wait_for(runtime.network.open_connection(host, port, local_host=local_host), timeout_s)
         except asyncio.TimeoutError:
             raise ConnectionLost(f"connecting to {host}:{port} timed out after {timeout_s} s") from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too: a TLS handshake that failed (broker.io.tls.TlsClientNetwork)
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from None
-        return cls(reader, writer, client_id, f"{host}:{port}")
+        connection = cls(reader, writer, client_id, f"{host}:{port}")
+        if authenticate is not None:
+            started_ns = runtime.clock.monotonic_ns()
+            try:
+                lifetime_ms = await authenticate(connection, timeout_s)
+            except BaseException:
+                await connection.close()
+                raise
+            if lifetime_ms > 0:
+                connection.expires_ns = started_ns + int(lifetime_ms * REAUTH_FRACTION * 1_000_000)
+        return connection
 
     @property
     def closed(self) -> bool:
         return self._closed is not None
+
+    def usable(self, now_ns: int) -> bool:
+        """Open, and its session (if it has one) not yet near its end."""
+        return self._closed is None and not self._retired and (self.expires_ns is None or now_ns < self.expires_ns)
+
+    def retire(self) -> None:
+        """No new requests: close now if none is pending, else once the last one is answered."""
+        self._retired = True
+        if not self._pending:
+            self._fail(ConnectionLost(f"connection to {self.name} retired: its SASL session is about to expire"))
 
     async def request(self, api_key: int, api_version: int, body: bytes, timeout_s: float,
                       flexible: bool | None = None) -> bytes:
@@ -110,6 +151,8 @@ class KafkaClientConnection:
             raise RequestTimeout(f"request api_key {api_key} v{api_version} to {self.name} timed out after {timeout_s} s") from None
         finally:
             self._pending.pop(correlation_id, None)
+            if self._retired and not self._pending:
+                self._fail(ConnectionLost(f"connection to {self.name} retired: its SASL session is about to expire"))
 
     async def _drain(self) -> None:
         try:
@@ -170,10 +213,12 @@ class KafkaClientConnection:
 class ConnectionPool:
     """One lazily (re)opened connection per destination (host, port)."""
 
-    def __init__(self, runtime, client_id: str, local_host: str | None):
+    def __init__(self, runtime, client_id: str, local_host: str | None, authenticate=None):
         self.runtime = runtime
         self.client_id = client_id
         self.local_host = local_host
+        self.authenticate = authenticate  # run on each new connection (see the module docstring)
+        self._refused: dict[tuple[str, int], tuple[int, AuthenticationError]] = {}  # key -> (until ns, error)
         self._connections: dict[tuple[str, int], KafkaClientConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future] = {}
         self._closed = False
@@ -183,16 +228,24 @@ class ConnectionPool:
             raise ConnectionLost("the connection pool is closed")
         key = (host, port)
         existing = self._connections.get(key)
-        if existing is not None and not existing.closed:
+        if existing is not None and existing.usable(self.runtime.clock.monotonic_ns()):
             return existing
+        if existing is not None and not existing.closed:
+            existing.retire()  # its session nears its end: a new connection authenticates afresh
         pending = self._connecting.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
+        refused = self._refused.get(key)
+        if refused is not None and self.runtime.clock.monotonic_ns() < refused[0]:
+            raise refused[1]
         future = asyncio.get_running_loop().create_future()
         self._connecting[key] = future
         try:
-            connection = await KafkaClientConnection.open(self.runtime, host, port, self.client_id, self.local_host, timeout_s)
+            connection = await KafkaClientConnection.open(self.runtime, host, port, self.client_id, self.local_host,
+                                                          timeout_s, self.authenticate)
         except BaseException as exc:
+            if isinstance(exc, AuthenticationError):
+                self._refused[key] = (self.runtime.clock.monotonic_ns() + AUTH_FAILURE_BACKOFF_NS, exc)
             future.set_exception(exc if isinstance(exc, Exception) else ConnectionLost(str(exc)))
             future.exception()
             raise

@@ -27,6 +27,14 @@ and it swaps the request handlers whose answers come from the cluster metadata:
   `TxnAwareLifecycle` in broker.coordinator.txn_handlers); InitProducerId with a
   transactional.id goes to the transaction coordinator.
 
+Security between nodes: when the inter-broker listener is SSL or SASL_SSL, the
+runtime's network is wrapped so that every outgoing connection speaks TLS
+(broker.io.tls.TlsClientNetwork, verifying the peer against the truststore and
+presenting the node's certificate); when it is SASL_*, every pool
+authenticates its new connections (broker.server.sasl_client). Every outgoing
+connection of a node goes to a peer's inter-broker listener, so the one
+setting covers Raft, controller RPCs, replication and transaction markers.
+
 Two listeners (broker.server.config): a broker registers one endpoint, the
 advertised address of its client listener, so every answer that names brokers
 (Metadata, FindCoordinator, KIP-951 leader hints) gives clients addresses they
@@ -69,7 +77,9 @@ from broker.metadata.image import NO_LEADER, MetadataImage
 from broker.protocol import apis
 from broker.protocol.client import ConnectionPool
 from broker.server.handlers import AUTHORIZED_OPERATIONS_OMITTED, ZERO_MS, _build, _response_module
-from broker.server.listeners import CONNECTION_LISTENER
+from broker.io.tls import TlsClientNetwork
+from broker.server.listeners import CONNECTION_LISTENER, inter_broker_tls_context
+from broker.server.sasl_client import inter_broker_authenticator
 from broker.server.topic_admin import CONFIG_SOURCE_TOPIC, TOPIC_CONFIGS, TopicConfigError
 from broker.server.topics import TopicInfo, topic_name_problem
 
@@ -87,6 +97,9 @@ class ClusterNode:
         voters = config.controller_quorum_voters
         self.cluster_id = "logquake-" + "-".join(str(v) for v in sorted(voters))
         self.two_listeners = config.client_listener_name != config.inter_broker_listener_name
+        tls = inter_broker_tls_context(config)
+        if tls is not None:  # below the routes: the name verified is the peer's inter-broker address
+            runtime.network = TlsClientNetwork(runtime.network, tls)
         if self.two_listeners:
             handlers.advertised = config.advertised_listener(config.client_listener_name)
             runtime.network = InterBrokerRoutes(runtime.network, lambda: self.quorum.image, voters)
@@ -95,9 +108,13 @@ class ClusterNode:
         # so a controller request waiting for a commit (or a long-poll replica fetch)
         # must never hold back the Raft messages that commit needs.
         client_id = f"logquake-node-{config.node_id}"
-        self.raft_pool = ConnectionPool(runtime, client_id, config.outbound_address)
-        self.pool = ConnectionPool(runtime, client_id, config.outbound_address)
-        self.replication_pool = ConnectionPool(runtime, client_id, config.outbound_address)
+        authenticate = inter_broker_authenticator(config, runtime)  # None unless the inter-broker listener is SASL
+        self.raft_pool = ConnectionPool(runtime, client_id, config.outbound_address, authenticate)
+        self.pool = ConnectionPool(runtime, client_id, config.outbound_address, authenticate)
+        self.replication_pool = ConnectionPool(runtime, client_id, config.outbound_address, authenticate)
+        # the transaction coordinator's markers go to peers too
+        handlers.txn_apis.marker_sender.pool = ConnectionPool(
+            runtime, f"logquake-txn-markers-{config.node_id}", config.outbound_address, authenticate)
         storage = QuorumStorage(runtime.disk, f"{config.log_dirs[0]}/{DIRECTORY_NAME}")
         self.quorum = MetadataQuorum(
             config.node_id, voters, storage, runtime, self.raft_pool,

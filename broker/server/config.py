@@ -21,7 +21,17 @@ unchanged.
 Listeners (Kafka's `listeners`, `advertised.listeners`,
 `listener.security.protocol.map`, `inter.broker.listener.name`): a listener
 has a name (e.g. INTERNAL, EXTERNAL) that the protocol map maps to a security
-protocol; only PLAINTEXT is implemented. A cluster node may have two
+protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, the inter-broker listener
+included. Its protocol is also what the node speaks to its peers: SSL needs
+`ssl.truststore.location` (the CA the peers' certificates chain to;
+`ssl.endpoint.identification.algorithm`, `https` or empty, checks their names),
+SASL needs `sasl.mechanism.inter.broker.protocol` (PLAIN, SCRAM-SHA-256 or
+SCRAM-SHA-512; Kafka's default GSSAPI is refused), enabled in
+`sasl.enabled.mechanisms`, and the node's own credentials in
+`listener.name.<listener>.<mechanism>.sasl.jaas.config` (both lowercased,
+broker.server.jaas; the only listener-prefixed property accepted, refused for
+any other listener or mechanism since nothing would read it, and not listed by
+DescribeConfigs). A cluster node may have two
 listeners, as in a Docker network: the inter-broker one, whose advertised
 address must be this node's controller.quorum.voters entry, and one for
 clients. Deviations from Kafka, from registering one endpoint per broker
@@ -46,12 +56,14 @@ Thread-safety: immutable after `load_config` returns.
 from __future__ import annotations
 
 import difflib
+import re
 
 from dataclasses import dataclass, field
 from typing import Callable
 
 from broker.log.config import LogConfig
 from broker.metadata.acls import parse_super_users
+from broker.server.jaas import LOGIN_MODULES, JaasError, JaasLogin, parse_jaas_config
 
 LONG_MAX = (1 << 63) - 1
 
@@ -149,6 +161,25 @@ def _parse_mechanisms(name: str, raw: str) -> tuple[str, ...]:
     return mechanisms
 
 
+def _parse_endpoint_identification(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("https", ""):
+        raise ConfigError(f"property {name}={raw!r} is invalid; expected https (check the peer's host name, Kafka's "
+                          "default) or empty (do not)")
+    return value
+
+
+INTER_BROKER_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _parse_inter_broker_mechanism(name: str, raw: str) -> str:
+    # Kafka's default GSSAPI passes here and is refused by build_config only when the inter-broker listener is SASL
+    value = raw.strip().upper()
+    if value not in (*INTER_BROKER_MECHANISMS, "GSSAPI"):
+        raise ConfigError(f"property {name}={raw!r} is not served; expected one of {', '.join(INTER_BROKER_MECHANISMS)}")
+    return value
+
+
 def _parse_client_auth(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("none", "requested", "required"):
@@ -241,9 +272,13 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     "ssl.truststore.type": (_parse_store_type, "PEM", "format of the truststore: PEM"),
     "ssl.truststore.location": (_parse_text, None, "PEM file of the CA certificates client certificates must chain to"),
     "ssl.client.auth": (_parse_client_auth, "none", "client certificates on SSL listeners: none, requested or required"),
+    "ssl.endpoint.identification.algorithm": (_parse_endpoint_identification, "https", "https: a node checks that its "
+                                              "peers' certificates name the host it dialled (SSL inter-broker listener); empty: it does not"),
     # SASL of SASL_PLAINTEXT and SASL_SSL listeners (broker.server.sasl)
     "sasl.enabled.mechanisms": (_parse_mechanisms, "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
                                 "SASL mechanisms clients may use: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    "sasl.mechanism.inter.broker.protocol": (_parse_inter_broker_mechanism, "GSSAPI", "the mechanism a node "
+                                             "authenticates with to its peers (SASL inter-broker listener); GSSAPI is not implemented"),
     "logquake.sasl.users.file": (_parse_text, None, "file of name:password lines: the users SASL authenticates"),
     "logquake.sasl.scram.iterations": (_int(4096, 2**31 - 1), "4096", "PBKDF2 iterations of the SCRAM credentials"),
     # ACLs (broker.server.acl_admin: CreateAcls, DescribeAcls, DeleteAcls; enforced by broker.server.authorization)
@@ -372,8 +407,10 @@ class BrokerConfig:
     max_open_files: int = -1
     outbound_address: str | None = None
     inter_broker_listener_name: str = "PLAINTEXT"
-    # listener name -> security protocol (PLAINTEXT or SSL), from listener.security.protocol.map
+    # listener name -> security protocol (PLAINTEXT, SSL, SASL_*), from listener.security.protocol.map
     listener_protocols: dict[str, str] = field(default_factory=dict)
+    # the node's own credentials on a SASL inter-broker listener (listener.name.<l>.<m>.sasl.jaas.config)
+    inter_broker_login: JaasLogin | None = None
 
     def security_protocol(self, listener_name: str) -> str:
         return self.listener_protocols.get(listener_name, "PLAINTEXT")
@@ -453,8 +490,11 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def _unknown(name: str, value: str) -> ConfigError:
-    """The error for a property name the broker does not know, with the closest known names."""
+    """The error for a property name the broker does not know, with the closest known names (and its value, unless
+    the name suggests a secret)."""
     close = difflib.get_close_matches(name, list(PROPERTIES), n=3, cutoff=0.75)
+    if any(word in name.lower() for word in ("password", "jaas", "secret")) or SENSITIVE_PROPERTIES & set(close):
+        value = "(not shown)"
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     if name.startswith(DEBUG_NAMESPACE):
         known = sorted(k for k in PROPERTIES if k.startswith(DEBUG_NAMESPACE))
@@ -464,19 +504,53 @@ def _unknown(name: str, value: str) -> ConfigError:
                        f"unknown property {name}={value!r}; accepted properties are: {', '.join(sorted(PROPERTIES))}")
 
 
+_JAAS_NAME = re.compile(r"listener\.name\.([^.]+)\.([^.]+)\.sasl\.jaas\.config", re.IGNORECASE)
+
+
+def _jaas_properties(raw: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The `listener.name.<listener>.<mechanism>.sasl.jaas.config` properties: name -> (LISTENER, MECHANISM)."""
+    found = {}
+    for name in raw:
+        match = _JAAS_NAME.fullmatch(name)
+        if match is None:
+            continue
+        listener, mechanism = match.group(1), match.group(2)
+        expected = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+        if name != expected:
+            raise ConfigError(f"property {name}: Kafka reads listener-prefixed properties with the listener and the "
+                              f"mechanism lowercased; expected {expected}")
+        if mechanism.upper() not in INTER_BROKER_MECHANISMS:
+            raise ConfigError(f"property {name}: {mechanism.upper()} is not a mechanism this broker authenticates "
+                              f"with; expected one of {', '.join(m.lower() for m in INTER_BROKER_MECHANISMS)}")
+        found[name] = (listener.upper(), mechanism.upper())
+    return found
+
+
+def _jaas_login(name: str, raw: str, mechanism: str) -> JaasLogin:
+    try:
+        return parse_jaas_config(raw, mechanism)
+    except JaasError as exc:  # its message never repeats the value (the password)
+        raise ConfigError(f"property {name} is malformed: {exc}") from None
+
+
 def check_properties(raw: dict[str, str]) -> None:
     """Check names and values of some properties alone (no node.id needed); raise ConfigError naming the first wrong
     one. This is what `python -m broker --check` runs, so that a harness can refuse a typo before a node starts."""
+    jaas = _jaas_properties(raw)
     for name, value in raw.items():
-        if name not in PROPERTIES:
+        if name in jaas:
+            _jaas_login(name, value, jaas[name][1])
+        elif name not in PROPERTIES:
             raise _unknown(name, value)
-        PROPERTIES[name][0](name, value)
+        else:
+            PROPERTIES[name][0](name, value)
 
 
 def build_config(raw: dict[str, str]) -> BrokerConfig:
     """Validate raw properties and derive the typed config; raise ConfigError naming the culprit."""
+    jaas = _jaas_properties(raw)
     for name, value in raw.items():
-        if name not in PROPERTIES:
+        if name not in PROPERTIES and name not in jaas:
             raise _unknown(name, value)
     typed: dict[str, object] = {}
     entries: dict[str, tuple[str | None, str]] = {}
@@ -530,9 +604,11 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
     entries["inter.broker.listener.name"] = (inter_broker, entries["inter.broker.listener.name"][1])
     voters = typed["controller.quorum.voters"]
     protocols = {l.name: typed["listener.security.protocol.map"][l.name] for l in listeners}
-    if voters is not None and protocols[inter_broker] != "PLAINTEXT":
-        raise ConfigError(f"inter-broker listener {inter_broker} uses {protocols[inter_broker]}; brokers and controllers "
-                          "talk PLAINTEXT only yet: give clients an SSL listener and brokers a PLAINTEXT one")
+    if voters is not None and protocols[inter_broker] in ("SSL", "SASL_SSL") and not typed["ssl.truststore.location"]:
+        raise ConfigError(f"property ssl.truststore.location is missing: inter-broker listener {inter_broker} uses "
+                          f"{protocols[inter_broker]}, and a node checks its peers' certificates against it; expected "
+                          "a PEM file of the CA certificates")
+    login = _inter_broker_login(raw, jaas, inter_broker, protocols[inter_broker], typed, voters is not None)
     roles = typed["process.roles"] if typed["process.roles"] is not None else PROCESS_ROLES
     entries["process.roles"] = (",".join(roles), entries["process.roles"][1])
     if voters is None:
@@ -631,7 +707,40 @@ def build_config(raw: dict[str, str]) -> BrokerConfig:
         outbound_address=typed["logquake.outbound.address"] or None,
         inter_broker_listener_name=inter_broker,
         listener_protocols=protocols,
+        inter_broker_login=login,
     )
+
+
+def _inter_broker_login(raw: dict[str, str], jaas: dict[str, tuple[str, str]], inter_broker: str, protocol: str,
+                        typed: dict, cluster: bool) -> JaasLogin | None:
+    """The node's own credentials for its SASL inter-broker listener (the module docstring), or None."""
+    mechanism = typed["sasl.mechanism.inter.broker.protocol"]
+    sasl = protocol.startswith("SASL_")
+    wanted = f"listener.name.{inter_broker.lower()}.{mechanism.lower()}.sasl.jaas.config"
+    if sasl and cluster and mechanism == "GSSAPI":
+        raw_value = raw.get("sasl.mechanism.inter.broker.protocol")
+        raise ConfigError(f"property sasl.mechanism.inter.broker.protocol={raw_value or 'GSSAPI'!r}"
+                          f"{'' if raw_value else ' (Kafka default)'}: GSSAPI (Kerberos) is not implemented; inter-broker "
+                          f"listener {inter_broker} uses {protocol}, so set it to one of {', '.join(INTER_BROKER_MECHANISMS)}")
+    for name in jaas:
+        if not sasl or name != wanted:
+            reads = (f"only {wanted} is, the node's own credentials" if sasl else
+                     f"none is, since inter-broker listener {inter_broker} uses {protocol}")
+            raise ConfigError(f"property {name} would not be read: of the sasl.jaas.config properties {reads} (the "
+                              "users SASL authenticates come from logquake.sasl.users.file)")
+    if not sasl:
+        return None
+    if cluster and mechanism not in typed["sasl.enabled.mechanisms"]:
+        raise ConfigError(f"property sasl.mechanism.inter.broker.protocol={mechanism} is not in sasl.enabled.mechanisms="
+                          f"{','.join(typed['sasl.enabled.mechanisms'])}: the peers would refuse it (Kafka's rule)")
+    if wanted not in raw:
+        if not cluster:
+            return None  # one node: no peer to authenticate to
+        module = LOGIN_MODULES[mechanism]
+        raise ConfigError(f"property {wanted} is missing: inter-broker listener {inter_broker} uses {protocol} with "
+                          f"{mechanism}; expected the node's own credentials, e.g. {wanted}={module} required "
+                          'username="broker" password="...";')
+    return _jaas_login(wanted, raw[wanted], mechanism)
 
 
 def _advertised(listeners: tuple[Listener, ...], given: tuple[Listener, ...] | None, raw: str | None) -> tuple[Listener, ...]:

@@ -53,3 +53,15 @@ def tls_context(config):
 
     return server_context(config.value("ssl.keystore.location"), config.value("ssl.key.password"),
                           config.value("ssl.truststore.location"), config.value("ssl.client.auth"))
+
+
+def inter_broker_tls_context(config):
+    """The TLS context of the node's connections to its peers when its inter-broker listener is SSL or SASL_SSL
+    in a cluster (broker.io.tls.client_context), else None."""
+    if not config.cluster_mode or config.security_protocol(config.inter_broker_listener_name) not in ("SSL", "SASL_SSL"):
+        return None
+    from broker.io.tls import client_context
+
+    return client_context(config.value("ssl.keystore.location"), config.value("ssl.key.password"),
+                          config.value("ssl.truststore.location"),
+                          config.value("ssl.endpoint.identification.algorithm") == "https")

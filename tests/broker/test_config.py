@@ -66,7 +66,7 @@ def test_ms_wins_over_hours_and_minutes():
         ({"node.id": "1", "listeners": "SSL://127.0.0.1:9092"}, ["listener SSL uses SSL", "ssl.keystore.location"]),
         ({"node.id": "1", "listeners": "SASL_PLAINTEXT://127.0.0.1:9092"}, ["listener SASL_PLAINTEXT", "logquake.sasl.users.file is not set"]),
         ({"node.id": "1", "listeners": "SSL://127.0.0.1:9092", "ssl.keystore.location": "/k.pem",
-          "controller.quorum.voters": "1@127.0.0.1:9092"}, ["inter-broker listener SSL uses SSL", "PLAINTEXT only"]),
+          "controller.quorum.voters": "1@127.0.0.1:9092"}, ["ssl.truststore.location is missing", "inter-broker listener SSL uses SSL"]),
         ({"node.id": "1", "ssl.client.auth": "sometimes"}, ["ssl.client.auth", "none, requested or required"]),
         ({"node.id": "1", "default.replication.factor": "3"}, ["default.replication.factor", "'3'", "replication is not implemented yet"]),
         ({"node.id": "1", "logquake.debug.nonsense": "1"}, ["logquake.debug.nonsense", "logquake.debug.log.requests"]),
