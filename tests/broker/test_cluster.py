@@ -53,6 +53,21 @@ def free_port_block(count: int) -> int:
     raise RuntimeError("no block of free ports found")
 
 
+def wait_for(what: str, predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
+    """`predicate()`'s first truthy value, polled until `timeout_s`; an exception counts as not yet."""
+    deadline = time.monotonic() + timeout_s
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # a node not answering yet: keep polling until the deadline
+            last_error = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"{what}: not within {timeout_s} s (last error: {last_error})")
+
+
 def node_properties(node_id: int, base: int, directory, nodes: int = 3) -> str:
     voters = ",".join(f"{i}@127.0.0.1:{base + i - 1}" for i in range(1, nodes + 1))
     return (
@@ -85,17 +100,7 @@ class Cluster:
         return self.admin(node_id).list_topics(timeout=timeout_s)
 
     def wait_for(self, what: str, predicate, timeout_s: float = 30.0):
-        deadline = time.monotonic() + timeout_s
-        last_error = None
-        while time.monotonic() < deadline:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except Exception as exc:  # a node not answering yet: keep polling until the deadline
-                last_error = exc
-            time.sleep(0.05)
-        raise AssertionError(f"{what}: not within {timeout_s} s (last error: {last_error})")
+        return wait_for(what, predicate, timeout_s)
 
     def registered(self, node_id: int, expected: set[int]) -> bool:
         return set(self.metadata(node_id).brokers) == expected
