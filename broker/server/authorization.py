@@ -16,9 +16,15 @@ The caller is the connection's principal and host: `User:<name>` after SASL
 `User:<the certificate's subject DN>` as RFC 2253 writes it (Kafka's
 `ssl.principal.mapping.rules=DEFAULT`), else `User:ANONYMOUS`; the host is the
 peer's address. Requests on the inter-broker listener of a node with two
-listeners are not checked: only brokers and controllers reach it (our harness
-and proxy route only peers there), and Kafka deployments list the broker
-principal in `super.users`. On a node with one listener everything is checked,
+listeners are not checked when that listener names nobody (PLAINTEXT, or SSL
+without required client certificates: every caller there is User:ANONYMOUS):
+only brokers and controllers reach it (our harness and proxy route only peers
+there), and Kafka deployments list the broker principal in `super.users`. When
+it authenticates (SASL_PLAINTEXT, SASL_SSL, or SSL with
+`ssl.client.auth=required`) it is checked like any listener, as Kafka checks it:
+the brokers' principal (their JAAS user, or their certificate's subject) must
+then be in `super.users`, and any other user of the users file or certificate
+of the CA that reaches it gets only its ACLs. On a node with one listener everything is checked,
 replication included (a follower's Fetch needs CLUSTER_ACTION on the cluster, as
 in Kafka), so such a cluster needs its broker principal, `User:ANONYMOUS` on a
 PLAINTEXT listener, in `super.users`.
@@ -260,10 +266,13 @@ class RequestGate:
         return self._cached[1]
 
     def trusted(self) -> bool:
-        """A request on the inter-broker listener of a node with a separate one (see the module docstring)."""
+        """A request on the separate inter-broker listener of a node, when that listener names nobody (see the
+        module docstring): PLAINTEXT, or SSL without client certificates required."""
         listener = CONNECTION_LISTENER.get()
-        return (listener is not None and len(self.config.listeners) > 1
-                and not self.config.is_client_listener(listener))
+        if listener is None or len(self.config.listeners) < 2 or self.config.is_client_listener(listener):
+            return False
+        protocol = self.config.value("listener.security.protocol.map").get(listener, "PLAINTEXT")
+        return protocol == "PLAINTEXT" or (protocol == "SSL" and self.config.value("ssl.client.auth") != "required")
 
     def wrap(self, api_key: int, handler):
         rule = RULES.get(api_key)

@@ -192,3 +192,33 @@ def test_an_ssl_inter_broker_listener_without_a_usable_truststore_exits_2(tmp_pa
                           text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert words in done.stderr
+
+
+def test_an_authenticated_inter_broker_listener_is_checked_like_any_other(tmp_path):
+    """With an authorizer, a SASL inter-broker listener is not trusted wholesale (Kafka's rule): the brokers' own
+    principal is a super user and replicates; another user of the users file that reaches the port gets only its
+    ACLs."""
+    from . import kafka_requests as k
+    from .raw_client import RawClient
+    from .test_sasl_reauth import _plain_login
+
+    cluster = InternalSecuredCluster(tmp_path / "cluster", "SASL_PLAINTEXT", "PLAIN", overrides=[
+        ("authorizer.class.name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer"),
+        ("super.users", "User:broker;User:ANONYMOUS")])  # ANONYMOUS: this test's plaintext CLIENT clients
+    try:
+        cluster.start()
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap(), "log_level": 0})
+        _wait("every broker registered", lambda: set(admin.list_topics(timeout=5).brokers) == {1, 2, 3})
+        for future in admin.create_topics([NewTopic("guarded", 1, 3)], request_timeout=15).values():
+            future.result(timeout=20)
+        _wait("3 replicas in sync", lambda: len(
+            admin.list_topics("guarded", timeout=5).topics["guarded"].partitions[0].isrs) == 3)
+        _produce(cluster.bootstrap(), "guarded", [b"v"])
+        with RawClient(cluster.base + NODES) as raw:  # node 1's INTERNAL listener, as alice
+            assert _plain_login(raw, "alice", "alice-secret-1").error_code == 0
+            answer = raw.call(k.create_topic("by-alice", 1))
+            assert [t.error_code for t in answer.topics] == [29]  # TOPIC_AUTHORIZATION_FAILED
+            assert [t.error_code for t in raw.call(k.metadata(["guarded"])).topics] == [29]
+        assert "Principal User:alice from host 127.0.0.1 is denied operation CREATE on TOPIC by-alice" in cluster.logs()
+    finally:
+        cluster.kill()
