@@ -9,6 +9,9 @@ connected to. Files:
   `ssl.truststore.location` when it asks for client certificates);
 - `broker.pem`: the broker's private key and certificate chain in one file (its
   `ssl.keystore.location`, Kafka's PEM keystore of KIP-651);
+- `broker-chain.pem`, `broker-key.pem`: the same chain and key as two files, for
+  brokers that take a certificate file and a key file (`--system` descriptions'
+  `{ssl_certificate}` and `{ssl_key}`);
 - `client.pem`, `client-key.pem`: a client certificate and its key, signed by
   the same CA (`ssl.certificate.location`, `ssl.key.location`).
 """
@@ -28,6 +31,8 @@ class TlsFiles:
     broker_keystore: str
     client_certificate: str
     client_key: str
+    broker_certificate: str  # the chain of broker_keystore without its key
+    broker_key: str  # the key of broker_keystore alone
 
 
 def _name(common_name: str):
@@ -79,9 +84,13 @@ def make_tls_files(directory: str, hosts=("localhost", "127.0.0.1")) -> TlsFiles
         return cert.public_bytes(serialization.Encoding.PEM)
 
     files = TlsFiles(directory, os.path.join(directory, "ca.pem"), os.path.join(directory, "broker.pem"),
-                     os.path.join(directory, "client.pem"), os.path.join(directory, "client-key.pem"))
+                     os.path.join(directory, "client.pem"), os.path.join(directory, "client-key.pem"),
+                     os.path.join(directory, "broker-chain.pem"), os.path.join(directory, "broker-key.pem"))
+    chain = cert_pem(broker_cert) + cert_pem(ca_cert)
     for path, data in ((files.ca, cert_pem(ca_cert)),
-                       (files.broker_keystore, key_pem(broker_key) + cert_pem(broker_cert) + cert_pem(ca_cert)),
+                       (files.broker_keystore, key_pem(broker_key) + chain),
+                       (files.broker_certificate, chain),
+                       (files.broker_key, key_pem(broker_key)),
                        (files.client_certificate, cert_pem(client_cert)),
                        (files.client_key, key_pem(client_key))):
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
