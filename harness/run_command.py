@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import random
 import sys
@@ -322,6 +323,15 @@ def build_run(spec: RunSpec, progress: Progress | None = None, nodes_file=None,
                     progress=progress)
 
 
+def _stored_security(run_dir) -> dict | None:
+    """test.json's security section of a stored run (None: a plaintext run, or none stored)."""
+    try:
+        security = json.loads((run_dir / "test.json").read_text()).get("security")
+    except (TypeError, OSError, ValueError, AttributeError):
+        return None
+    return security if isinstance(security, dict) and "mode" in security else None
+
+
 def print_summary(outcome) -> None:
     from checkers.history import describe_op_counts
     from checkers.queue.delivery import ANOMALY_ORDER
@@ -347,6 +357,11 @@ def print_summary(outcome) -> None:
         for promise in workload.get("promises") or ():
             if promise.get("status") == "broken":
                 print(f"  broken promise: {promise.get('promise')}: {promise.get('reason')}")
+    security = _stored_security(outcome.run_dir)
+    if security:
+        print(f"  security: {security['mode']} ({security['security.protocol']}"
+              + (f", {security['sasl.mechanism']}" if "sasl.mechanism" in security else "") + ")"
+              + (f"; ACLs: {security['acls']}" if isinstance(security.get("acls"), str) else ""))
     if outcome.message and outcome.valid == "unknown":
         print(f"  {outcome.message.strip().splitlines()[-1]}")
     for err in results.get("harness_errors", []):

@@ -43,7 +43,7 @@ import orjson
 from nodecontrol.control import NodeControl
 from harness.backends import HEALERS
 from harness.ledger import LEDGER_NAME, FaultLedger, heal_store, stale_ledgers
-from harness.security import describe_mode, uses_sasl
+from harness.security import MECHANISM, describe_mode, uses_sasl
 from harness.spec import FORMAT, RunSpec
 from harness.store import Store, write_json
 import nemeses
@@ -115,6 +115,9 @@ class Recorder:
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+# test.json's security.acls where a --system broker has no authorizer (the summary says it too)
+NO_AUTHORIZER = ("none: the system description says authorizer = false ([security]), so its brokers enforce no ACLs "
+                 "and the workload's user may do anything")
 
 
 def _dump_line(op: dict) -> bytes:
@@ -256,17 +259,23 @@ class FaultRun:
         described = {"format": FORMAT, "name": self.o.store_name(), "options": self.o.to_json(),
                      "delivery": self.o.delivery_mode().to_dict(), "workload": self.workload.describe(),
                      "versions": versions(self.o.client)}
-        security = describe_mode(self.o.security)
-        if security is not None:  # the mode, protocol, mechanism and user names; never a password or a key
-            described["security"] = security
-            if uses_sasl(self.o.security):  # what the workload's user may do (harness.acls grants it)
-                from harness.acls import ordered
-
-                described["security"]["acls"] = [g.to_dict() for g in ordered(self.workload.acls() or [])]
+        system = None
         if self.o.system_description is not None:  # its contents are in options.system_description
             from harness.system import system_from_description
 
             system = system_from_description(self.o.system_description, self.o.system or "--system")
+        enforced = system.enforces_acls(self.o.security) if system is not None else uses_sasl(self.o.security)
+        security = describe_mode(self.o.security, system.sasl_mechanism if system is not None else MECHANISM,
+                                 acls=enforced)
+        if security is not None:  # the mode, protocol, mechanism and user names; never a password or a key
+            described["security"] = security
+            if enforced:  # what the workload's user may do (harness.acls grants it)
+                from harness.acls import ordered
+
+                described["security"]["acls"] = [g.to_dict() for g in ordered(self.workload.acls() or [])]
+            elif uses_sasl(self.o.security):
+                described["security"].update({"authorizer": False, "acls": NO_AUTHORIZER})
+        if system is not None:
             described["system"] = {"name": system.name, "file": self.o.system, "version": system.version_text(),
                                    "volatile_storage": system.volatile_storage}
             described["versions"]["system"] = described["system"]["version"]
@@ -364,6 +373,8 @@ class FaultRun:
         self.workload.setup(self.control.bootstrap_servers())
         if getattr(self.control, "enforces_acls", False):
             self._grant_workload_acls(workload_security)
+        elif uses_sasl(self.o.security):
+            log.warning("no ACLs granted: %s", NO_AUTHORIZER)
         use_client_security(workload_security)
 
     def _grant_workload_acls(self, workload_security) -> None:

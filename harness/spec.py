@@ -68,7 +68,8 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("backend", str, "local", "where nodes run", choices=BACKENDS),
     Option("security", str, "none", "secure the client listener and run every client through it: tls (SSL), "
                                     "sasl-scram (SASL_PLAINTEXT, SCRAM-SHA-512) or sasl-scram-tls (SASL_SSL), "
-                                    "with throwaway secrets removed at the end; local backend, our broker only",
+                                    "with throwaway secrets removed at the end; local backend (a --system broker: "
+                                    "as its [security] table says)",
            choices=SECURITY_MODES),
 )
 
@@ -204,11 +205,14 @@ class RunSpec:
             from harness.system import read_description
 
             system_description = read_description(self.system)
+        system = None
         if system_description is not None:
             from harness.system import check_cluster_shape, system_from_description
 
             try:  # every template and value of the description, before anything starts
-                check_cluster_shape(system_from_description(system_description, self.system or "--system"), self.nodes)
+                system = system_from_description(system_description, self.system or "--system")
+                check_cluster_shape(system, self.nodes)
+                system.check_security(self.security, self.system or "--system")
             except ValueError as e:
                 raise SpecError(str(e)) from None
         if self.broker_overrides:
@@ -218,10 +222,10 @@ class RunSpec:
                 check_broker_overrides(self.broker_overrides)
             except ValueError as e:
                 raise SpecError(str(e)) from None
-        if self.security != "none" and (self.backend != "local" or self.system or system_description):
-            where = f"--backend {self.backend}" if self.backend != "local" else "--system (another broker)"
-            raise SpecError(f"--security {self.security} is not supported yet on this backend ({where}): only our "
-                            "broker on --backend local can run with a secured client listener so far")
+        if self.security != "none" and self.backend != "local":
+            raise SpecError(f"--security {self.security} is not supported yet on this backend (--backend "
+                            f"{self.backend}): only --backend local (our broker, or a --system broker whose description "
+                            "has a [security] table) can run with a secured client listener so far")
         if (self.backend == "ssh") != bool(self.nodes_file):
             raise SpecError("--backend ssh and --nodes-file FILE go together (the nodes file names the SSH hosts); "
                             f"got --backend {self.backend} and --nodes-file {self.nodes_file}")
@@ -235,7 +239,8 @@ class RunSpec:
             raise SpecError(str(e)) from None
         from harness.security import uses_sasl
 
-        if uses_sasl(self.security) and workload.acls() is None:
+        enforced = system.enforces_acls(self.security) if system is not None else uses_sasl(self.security)
+        if enforced and workload.acls() is None:
             raise SpecError(f"workload {kind.name} declares no ACLs (Workload.acls), so it cannot run under --security "
                             f"{self.security}, whose brokers enforce ACLs; it would not be given everything instead")
         return resolved

@@ -30,11 +30,28 @@ default (`logquake_broker`); any other broker is described by a TOML file
     [storage]
     dir = "{data_dir}/data"               # where disk faults mount their file system
     volatile = false                      # true: the broker keeps data in memory; a kill may lose it
+    [security]                            # how `--security MODE` secures its client listener
+    modes = ["tls", "sasl-scram", "sasl-scram-tls"]
+    mechanism = "SCRAM-SHA-512"           # or SCRAM-SHA-256, PLAIN
+    authorizer = true                     # it enforces ACLs in the SASL modes, User:{sasl_admin_user} super user
+    [security.vars]                       # [vars] values in every secured run ...
+    [security.sasl-scram-tls.vars]        # ... and in one mode
+    acl = "on"
 
 Placeholders are `{name}` or integer arithmetic on them, `{index * 10 + port}`
 (`+ - * // %`, parentheses); `{{` and `}}` are literal braces. Every template
 is checked when the file is read: an unknown name, arithmetic on text or a
 stray brace is refused with the file, the key and the template.
+
+Security (`--security MODE`, local backend): `{security_protocol}` (PLAINTEXT in
+a plaintext run), `{security_mode}`, `{ssl_keystore}` (PEM key and chain),
+`{ssl_certificate}`, `{ssl_key}`, `{ssl_ca}`, `{sasl_users_file}` (our users
+file: `name:password` lines) are paths into the run's secrets directory, empty
+where the mode has none; `{sasl_mechanism}`, `{sasl_user}` and
+`{sasl_admin_user}` are always given. The passwords `{sasl_password}` and
+`{sasl_admin_password}` only reach [files] texts: such a file is written with
+mode 0600 and never collected into the run's store (it cannot be the
+`log_file`), and no command line ever holds a password.
 
 `{internal_port}` is a second port of the node, for its inter-broker listener:
 on the local backend a system that uses it gets its peers' connections there
@@ -62,9 +79,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.security import (ADMIN_USER, MECHANISM, MECHANISMS, MODES, SECRET_PLACEHOLDERS, TEMPLATE_PLACEHOLDERS,
+                              template_values, uses_sasl)
+
 # the placeholders every backend fills (see NodeSpec.substitutions); ports of `ports = [...]` add their own
 PLACEHOLDERS = ("index", "node_id", "nodes", "host", "port", "advertised_port", "data_dir", "peers",
-                "controller_peers", "cluster_id", "python", "bind_host", "internal_port")
+                "controller_peers", "cluster_id", "python", "bind_host", "internal_port", *TEMPLATE_PLACEHOLDERS)
 _NUMERIC = frozenset({"index", "node_id", "nodes", "port", "advertised_port", "internal_port"})
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
@@ -162,9 +182,12 @@ class NodeSpec:
     nodes: int = 0
     variables: dict[str, str] = field(default_factory=dict)  # the description's [vars], this node's values
     internal_port: int | None = None  # the inter-broker listener's port; None: the same as `port`
+    security: dict[str, str] = field(default_factory=dict)  # harness.security.template_values (never a password)
 
     def substitutions(self) -> dict[str, Any]:
         subs: dict[str, Any] = dict(self.variables)
+        subs.update(template_values(None))
+        subs.update(self.security)
         subs.update({
             "index": self.index or self.node_id,
             "node_id": self.node_id,
@@ -185,6 +208,17 @@ class NodeSpec:
         for name, port in self.advertised_ports.items():
             subs[f"advertised_port_{name}"] = port
         return subs
+
+
+@dataclass(frozen=True)
+class SystemSecurity:
+    """A description's [security] table: how the described broker's client listener is secured."""
+
+    modes: tuple[str, ...]  # the --security modes it supports
+    mechanism: str = MECHANISM  # the SASL mechanism of its SASL modes
+    authorizer: bool = False  # whether it enforces ACLs in the SASL modes (User:logquake-admin its super user)
+    variables: dict[str, str] = field(default_factory=dict)  # [security.vars]: [vars] in every secured run
+    mode_variables: dict[str, dict[str, str]] = field(default_factory=dict)  # [security.MODE.vars]
 
 
 @dataclass(frozen=True)
@@ -216,6 +250,7 @@ class System:
     version: list[str] | None = None
     storage_dir: str | None = None  # where the broker keeps its log (disk faults mount there)
     volatile_storage: bool = False
+    security: SystemSecurity | None = None  # [security]; None: a described broker cannot be secured
     description: dict[str, Any] | None = None  # the TOML as read (None: ours)
 
     @property
@@ -242,8 +277,37 @@ class System:
             return self.node_ids[index - 1]
         return int(render(self.node_id, {**self.variables_of(index), "index": index}))
 
-    def variables_of(self, index: int) -> dict[str, str]:
-        return {**self.variables, **self.node_variables.get(index, {})}
+    def variables_of(self, index: int, mode: str = "none") -> dict[str, str]:
+        """[vars] of node number `index` in a run of security `mode`: [security.vars] and [security.MODE.vars]
+        over [vars] in a secured run, [node.N.vars] over all."""
+        secured: dict[str, str] = {}
+        if mode != "none" and self.security is not None:
+            secured = {**self.security.variables, **self.security.mode_variables.get(mode, {})}
+        return {**self.variables, **secured, **self.node_variables.get(index, {})}
+
+    @property
+    def sasl_mechanism(self) -> str:
+        return self.security.mechanism if self.security is not None else MECHANISM
+
+    def enforces_acls(self, mode: str) -> bool:
+        """Whether the brokers enforce ACLs in a run of security `mode`: ours in the SASL modes, a described one
+        there too if its [security] says `authorizer = true`."""
+        return uses_sasl(mode) and (self.is_ours or (self.security is not None and self.security.authorizer))
+
+    def check_security(self, mode: str, path: str) -> None:
+        """Refuse (SystemDescriptionError) `--security mode` for a described broker that does not say how."""
+        if mode == "none" or self.is_ours:
+            return
+        if self.security is None:
+            raise SystemDescriptionError(
+                f"{path}: --security {mode} needs to know how {self.name!r} is secured, and the description has no "
+                f"[security] table; add one, e.g. [security] modes = [\"{mode}\"] (with mechanism and authorizer), "
+                "and secure its client listener with {security_protocol}, {ssl_keystore} (or {ssl_certificate} and "
+                "{ssl_key}), {sasl_users_file} or [files] texts naming {sasl_password} (README, \"Testing another "
+                "broker\")")
+        if mode not in self.security.modes:
+            raise SystemDescriptionError(f"{path}: [security] modes = {list(self.security.modes)} does not name "
+                                         f"{mode!r}; add it if {self.name!r} can run that way")
 
     def peers(self, specs: list[NodeSpec]) -> tuple[str, str]:
         """{peers} and {controller_peers} for these nodes (their peers fields are not read)."""
@@ -252,14 +316,23 @@ class System:
                        in self.controllers]
         return ",".join(every), ",".join(controllers)
 
-    def rendered_files(self, node: NodeSpec) -> dict[str, str]:
-        """path -> text of each [files] entry for this node; relative paths are in the node's data_dir."""
+    def rendered_files(self, node: NodeSpec, secrets: dict[str, str] | None = None) -> dict[str, str]:
+        """path -> text of each [files] entry for this node; relative paths are in the node's data_dir. `secrets`
+        (harness.security.template_secrets) fills the password placeholders, "" without it."""
         subs = node.substitutions()
-        out = {}
-        for path, text in self.files.items():
-            target = Path(render(path, subs))
-            out[str(target if target.is_absolute() else Path(node.data_dir) / target)] = render(text, subs)
-        return out
+        texts = {**subs, **dict.fromkeys(SECRET_PLACEHOLDERS, ""), **(secrets or {})}
+        return {self._file_path(path, node, subs): render(text, texts) for path, text in self.files.items()}
+
+    def secret_files(self, node: NodeSpec) -> set[str]:
+        """The paths of this node's [files] whose texts name a password: written private, never collected."""
+        subs = node.substitutions()
+        return {self._file_path(path, node, subs) for path, text in self.files.items()
+                if any(_names(text, name) for name in SECRET_PLACEHOLDERS)}
+
+    @staticmethod
+    def _file_path(path: str, node: NodeSpec, subs: dict[str, Any]) -> str:
+        target = Path(render(path, subs))
+        return str(target if target.is_absolute() else Path(node.data_dir) / target)
 
     def hook(self, name: str, node: NodeSpec) -> list[str] | None:
         command = getattr(self, name)
@@ -370,7 +443,7 @@ def logquake_broker(overrides: dict[str, str] | None = None, node_count: int = 1
 
 _KEYS = ("name", "start", "log_file", "stop_signal", "stop_timeout_s", "ready_timeout_s", "max_nodes", "node_id",
          "node_ids", "ports", "peer", "controllers", "files", "vars", "node", "setup", "teardown", "ready",
-         "version", "storage")
+         "version", "storage", "security")
 
 
 def load_system(path: str) -> System:
@@ -472,6 +545,7 @@ def system_from_description(raw: dict[str, Any], path: str) -> System:
         raise SystemDescriptionError(f"{path}: [storage] dir must be a path template, got {storage['dir']!r}")
     if not isinstance(storage.get("volatile", False), bool):
         raise SystemDescriptionError(f"{path}: [storage] volatile must be true or false, got {storage['volatile']!r}")
+    security = _security(raw["security"], f"{path}: [security]", variables) if "security" in raw else None
     hooks = {key: _command(raw[key], f"{path}: '{key}'") if key in raw else None
              for key in ("setup", "teardown", "ready", "version")}
     for key in ("name", "log_file", "node_id", "peer"):
@@ -498,6 +572,7 @@ def system_from_description(raw: dict[str, Any], path: str) -> System:
         setup=hooks["setup"], teardown=hooks["teardown"], ready=hooks["ready"], version=hooks["version"],
         storage_dir=storage.get("dir"),
         volatile_storage=storage.get("volatile", False),
+        security=security,
         description=raw,
     )
     _check_templates(system, path)
@@ -509,7 +584,8 @@ def _variables(table: Any, where: str) -> dict[str, str]:
         raise SystemDescriptionError(f"{where} must be a table of name = value")
     out = {}
     for name, value in table.items():
-        if not _NAME.match(name) or name in PLACEHOLDERS or name.startswith(("port_", "advertised_port_")):
+        if not _NAME.match(name) or name in (*PLACEHOLDERS, *SECRET_PLACEHOLDERS) \
+                or name.startswith(("port_", "advertised_port_")):
             raise SystemDescriptionError(f"{where}: {name!r} cannot name a variable (lower case letters, digits and _, "
                                          f"not one of the placeholders {', '.join(PLACEHOLDERS)})")
         if not isinstance(value, (str, int)) or isinstance(value, bool):
@@ -518,16 +594,62 @@ def _variables(table: Any, where: str) -> dict[str, str]:
     return out
 
 
+def _security(table: Any, where: str, declared: dict[str, str]) -> SystemSecurity:
+    """A [security] table, refused with a sentence when it is not one this harness can carry out."""
+    if not isinstance(table, dict):
+        raise SystemDescriptionError(f"{where} must be a table (modes, mechanism, authorizer, vars)")
+    unknown = sorted(set(table) - {"modes", "mechanism", "authorizer", "vars", *MODES})
+    if unknown:
+        raise SystemDescriptionError(f"{where} has unknown key(s) {unknown}; accepted: modes, mechanism, authorizer, "
+                                     f"vars, and a table per mode ({', '.join(MODES)}) with its vars")
+    modes = table.get("modes")
+    if not isinstance(modes, list) or not modes or not all(m in MODES for m in modes) or len(set(modes)) != len(modes):
+        raise SystemDescriptionError(f"{where}: modes must list the --security modes the broker supports, some of "
+                                     f"{', '.join(MODES)}; got {modes!r}")
+    mechanism = table.get("mechanism", MECHANISM)
+    if mechanism not in MECHANISMS:
+        raise SystemDescriptionError(f"{where}: mechanism {mechanism!r} is not one the harness's clients use; "
+                                     f"expected one of {', '.join(MECHANISMS)}")
+    if not isinstance(table.get("authorizer", False), bool):
+        raise SystemDescriptionError(f"{where}: authorizer must be true (the broker enforces ACLs in the SASL modes, "
+                                     f"User:{ADMIN_USER} its super user) or false, got {table['authorizer']!r}")
+
+    def overrides(raw: Any, name: str) -> dict[str, str]:
+        values = _variables(raw, f"{where[:-1]}.{name}]")
+        undeclared = sorted(set(values) - set(declared))
+        if undeclared:
+            raise SystemDescriptionError(f"{where[:-1]}.{name}] sets {undeclared}, which [vars] does not declare (give "
+                                         "every variable a default in [vars])")
+        return values
+
+    mode_variables = {}
+    for mode in MODES:
+        if mode in table:
+            if mode not in modes or not isinstance(table[mode], dict) or set(table[mode]) - {"vars"}:
+                raise SystemDescriptionError(f"{where[:-1]}.{mode}] takes vars only, for a mode that modes lists; "
+                                             f"got {table[mode]!r} with modes = {modes!r}")
+            mode_variables[mode] = overrides(table[mode].get("vars", {}), f"{mode}.vars")
+    return SystemSecurity(tuple(modes), mechanism, table.get("authorizer", False),
+                          overrides(table.get("vars", {}), "vars"), mode_variables)
+
+
+def _names(template: str, name: str) -> bool:
+    """Whether `template` names the placeholder `name` (alone or in arithmetic)."""
+    return re.search(r"\{[^{}]*\b" + name + r"\b[^{}]*\}", str(template)) is not None
+
+
 def _check_templates(system: System, path: str) -> None:
     """Fill every template with stand-in values, so a typo is refused before any node starts."""
     sample: dict[str, Any] = {name: (1 if name in _NUMERIC else "x") for name in PLACEHOLDERS}
     sample.update({f"port_{n}": 1 for n in system.ports})
     sample.update({f"advertised_port_{n}": 1 for n in system.ports})
+    secrets = dict.fromkeys(SECRET_PLACEHOLDERS, "x")
     templates: list[tuple[str, str, dict[str, Any]]] = []
-    for index in sorted(set(system.node_variables) | {1}):
-        values = {**sample, **system.variables_of(index)}
+    modes = ("none", *(system.security.modes if system.security is not None else ()))
+    for index, mode in sorted({(i, m) for i in set(system.node_variables) | {1} for m in modes}):
+        values = {**sample, **system.variables_of(index, mode)}
         templates += [("start", part, values) for part in system.node_start.get(index, system.start)]
-        templates += [(f"files {p!r}", t, values) for p, t in system.files.items()]
+        templates += [(f"files {p!r}", t, {**values, **secrets}) for p, t in system.files.items()]
         templates += [(f"files path {p!r}", p, values) for p in system.files]
         for key in ("log_file", "peer", "storage_dir"):
             if getattr(system, key):
@@ -537,10 +659,22 @@ def _check_templates(system: System, path: str) -> None:
     templates += [("version", part, {**system.variables, "python": "x"}) for part in system.version or ()]
     templates.append(("node_id", system.node_id, {**system.variables, "index": 1}))
     for key, template, values in templates:
+        secret = next((name for name in SECRET_PLACEHOLDERS if _names(template, name) and name not in values), None)
+        if secret:
+            raise SystemDescriptionError(f"{path}: {key}: {{{secret}}} may only be named in [files] texts (written "
+                                         "private into the node's directory, never collected), not in a command, "
+                                         f"path or setting that may be logged (in {template!r})")
         try:
             render(template, values)
         except TemplateError as e:
             raise SystemDescriptionError(f"{path}: {key}: {e} (in {template!r})") from None
+    spec = NodeSpec("n1", 1, "x", 1, 1, "/data", "x", "", ports=dict.fromkeys(system.ports, 1),
+                    advertised_ports=dict.fromkeys(system.ports, 1), variables=system.variables_of(1))
+    collected = system.secret_files(spec) & {system.log_path(spec), "/data/stdout.log"}
+    if collected:
+        raise SystemDescriptionError(f"{path}: [files] {collected.pop().removeprefix('/data/')!r} names a password "
+                                     "and is also the log collected into the run's store (log_file or stdout.log), "
+                                     "which must never hold one")
     if system.node_ids is None:
         try:
             ids = [system.id_of(i) for i in range(1, 4)]
@@ -610,7 +744,7 @@ def uses_placeholder(system: System, name: str) -> bool:
     templates = [*system.start, *(p for s in system.node_start.values() for p in s), *system.files.values(),
                  *system.files, *system.variables.values(), *(v for t in system.node_variables.values() for v in t.values()),
                  system.log_file or "", system.config_file or "", *system.properties.values()]
-    return any(re.search(r"\{[^{}]*\b" + name + r"\b[^{}]*\}", str(t)) for t in templates)
+    return any(_names(t, name) for t in templates)
 
 
 def refuse_faults_that_cannot_land(system: System, nemesis: tuple[str, ...] | list[str], backend: str,

@@ -28,7 +28,11 @@ removed, after its processes are gone.
 
 Security (`security="tls"|"sasl-scram"|"sasl-scram-tls"`, `logquake test --security`):
 setup() makes the secrets (`harness.security`) in `<run>/secrets` (mode 0700) and
-secures each node's CLIENT listener; the proxy forwards the TLS bytes as it
+secures each node's CLIENT listener (ours through its properties; a described
+broker through the security placeholders of its templates, its [files] texts
+alone getting the passwords: those files are written with mode 0600 and never
+collected, and a password a broker logs is replaced in the collected copy, with
+a warning); the proxy forwards the TLS bytes as it
 forwards any (it never looks inside). In the SASL modes the nodes enforce ACLs,
 the harness's own user being their one super user. `client_security()` gives
 the workload's clients' settings, `admin_client_security()` the harness's own
@@ -77,7 +81,7 @@ from nodecontrol.control import CLIENT, ExecResult, Grudge, NodeControl, NodeCon
 from nodecontrol.probe import clock_offset_of_pid_file, group_state, kafka_round_trip, pid_alive
 from nodecontrol.launch import unmount_under
 from harness.proxy import FaultProxy
-from harness.security import SECRETS_DIRECTORY, ClusterSecurity, check_mode
+from harness.security import SECRETS_DIRECTORY, ClusterSecurity, check_mode, template_secrets, template_values
 from harness.system import NodeSpec, System, new_cluster_id, render
 
 log = logging.getLogger("harness.local")
@@ -177,6 +181,7 @@ class LocalCluster(NodeControl):
                  extra_properties: dict[str, str] | None = None, security: str = "none"):
         self.check_cluster_size(system, node_count)
         self.security_mode = check_mode(security)
+        system.check_security(security, f"system {system.name!r}")
         self.security: ClusterSecurity | None = None  # made in setup(), in the run directory
         self.system = system
         self.host = host
@@ -203,7 +208,9 @@ class LocalCluster(NodeControl):
         (self.run_dir / "owner.pid").write_text(str(os.getpid()))
         if self.security_mode != "none":  # removed with the run directory, by teardown or by the next run's reaping
             self.security = ClusterSecurity.create(self.security_mode, self.run_dir / SECRETS_DIRECTORY,
-                                                   hosts=tuple(dict.fromkeys(("localhost", "127.0.0.1", self.host))))
+                                                   hosts=tuple(dict.fromkeys(("localhost", "127.0.0.1", self.host))),
+                                                   mechanism=self.system.sasl_mechanism,
+                                                   acls=self.system.enforces_acls(self.security_mode))
         # one real port per listener of each node: the first, then the description's `ports` by name
         keys = [f"{node}/{name}" if name else node for node in self.nodes for name in ("", *self.system.ports)]
         real_ports = {key: free_port(self.host) for key in keys}
@@ -229,8 +236,9 @@ class LocalCluster(NodeControl):
                 self._bind_host(i), "", index=i,
                 ports={name: real_ports[f"{node}/{name}"] for name in self.system.ports},
                 advertised_ports={name: proxy_ports[f"{node}/{name}"] for name in self.system.ports},
-                cluster_id=cluster_id, nodes=len(self.nodes), variables=self.system.variables_of(i),
-                internal_port=internal_ports.get(node)))
+                cluster_id=cluster_id, nodes=len(self.nodes), variables=self.system.variables_of(i, self.security_mode),
+                internal_port=internal_ports.get(node),
+                security=template_values(self.security, self.system.sasl_mechanism)))
         peers, controller_peers = self.system.peers(specs)
         for spec in specs:
             self._specs[spec.name] = dataclasses.replace(spec, peers=peers, controller_peers=controller_peers)
@@ -296,7 +304,10 @@ class LocalCluster(NodeControl):
         return f"{self.host}:{self.proxy.ports[node]}"
 
     def collect(self, dest_dir: str) -> list[str]:
+        """Each node's stdout.log and log_file into `dest_dir/<node>/`; never a [files] entry that names a password,
+        and a password a broker wrote into its log is replaced by [secret] (with a warning)."""
         written = []
+        secrets = [s.encode() for s in template_secrets(self.security).values() if s]
         for node, spec in self._specs.items():
             out = Path(dest_dir) / node
             out.mkdir(parents=True, exist_ok=True)
@@ -304,10 +315,19 @@ class LocalCluster(NodeControl):
             log_path = self.system.log_path(spec)
             if log_path:
                 sources.append(Path(log_path))
+            private = self.system.secret_files(spec)
             for src in sources:
-                if src.is_file():
+                if str(src) in private:  # refused when the description is read; kept out here all the same
+                    log.warning("%s of %s names a password; not collected", src.name, node)
+                elif src.is_file():
                     target = out / src.name
-                    shutil.copyfile(src, target)
+                    data = src.read_bytes()
+                    if any(secret in data for secret in secrets):
+                        log.warning("%s of %s held a password of the run; the copy says [secret] instead", src.name,
+                                    node)
+                        for secret in secrets:
+                            data = data.replace(secret, b"[secret]")
+                    target.write_bytes(data)
                     written.append(str(target))
         return written
 
@@ -364,9 +384,16 @@ class LocalCluster(NodeControl):
         return Path(self._specs[node].data_dir) / "faketime"
 
     def _write_config(self, spec: NodeSpec) -> None:
-        for path, text in self.system.rendered_files(spec).items():
+        private = self.system.secret_files(spec)
+        for path, text in self.system.rendered_files(spec, template_secrets(self.security)).items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            if path in private:  # a password: readable by this user only, removed with the run directory
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(descriptor, 0o600)
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(text)
+            else:
+                Path(path).write_text(text)
         if not self.system.config_file:
             return
         subs = spec.substitutions()
@@ -531,10 +558,15 @@ class LocalCluster(NodeControl):
         if not links:
             return {}
         client = self.client_security()
+        # a peer reaches a listener of its own where the system has one ({internal_port}, plaintext); else the
+        # proxy sends it to the client listener, which may speak TLS
+        peers_on_client_listener = not self.system.uses_placeholder("internal_port")
 
         def round_trip(link):
-            if link[0] == CLIENT and client is not None and client.uses_tls:
-                return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, ca_location=client.ca_location)
+            if client is not None and client.uses_tls and (link[0] == CLIENT or peers_on_client_listener):
+                source = None if link[0] == CLIENT else self._source_address(link[0])
+                return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, source,
+                                        ca_location=client.ca_location)
             return kafka_round_trip(self.host, self.proxy.ports[link[1]], timeout_s, self._source_address(link[0]))
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(links), thread_name_prefix="probe") as pool:

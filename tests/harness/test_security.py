@@ -82,14 +82,21 @@ def test_each_client_library_gets_the_security_settings(tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--security", "tls", "--backend", "docker"], "--security tls is not supported yet on this backend (--backend docker)"),
     (["--security", "sasl-scram", "--backend", "ssh", "--nodes-file", "NODES"], "not supported yet on this backend (--backend ssh)"),
-    (["--security", "sasl-scram-tls", "--system", str(ROOT / "docs" / "systems" / "logquake-as-foreign.toml")],
-     "not supported yet on this backend (--system"),
+    (["--security", "sasl-scram-tls", "--system", "PLAIN_SYSTEM"],
+     "plain.toml: --security sasl-scram-tls needs to know how 'plain' is secured, and the description has no "
+     "[security] table; add one, e.g. [security] modes = [\"sasl-scram-tls\"]"),
+    (["--security", "tls", "--system", "SASL_ONLY_SYSTEM"],
+     "sasl-only.toml: [security] modes = ['sasl-scram'] does not name 'tls'; add it if 'sasl-only' can run that way"),
 ])
 def test_security_where_it_is_not_supported_is_refused_before_anything_starts(argv, fragment, capsys, tmp_path):
     nodes_file = tmp_path / "nodes.toml"  # three hosts that do not exist: nothing may try to reach them
     nodes_file.write_text("".join(f'[[node]]\nname = "n{i}"\nssh = "192.0.2.{i}:22"\naddress = "192.0.2.{i}"\n\n'
                                   for i in (1, 2, 3)))
-    argv = [str(nodes_file) if a == "NODES" else a for a in argv]
+    start = 'start = "ob --port {port}"\n'
+    (tmp_path / "plain.toml").write_text(start)
+    (tmp_path / "sasl-only.toml").write_text(start + '[security]\nmodes = ["sasl-scram"]\n')
+    files = {"NODES": nodes_file, "PLAIN_SYSTEM": tmp_path / "plain.toml", "SASL_ONLY_SYSTEM": tmp_path / "sasl-only.toml"}
+    argv = [str(files.get(a, a)) for a in argv]
     code = run_test_command([*argv, "--store", str(tmp_path / "store"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 254, err
