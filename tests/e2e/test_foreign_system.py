@@ -5,7 +5,9 @@
 node (clients, and replication with the Raft quorum, each behind its own proxy port) and a readiness command
 of its own. Role-targeted kills (the leader, the leader of a key, the active controller) must find their
 node through the Kafka protocol and the description's ids, on the queue and on the pipeline workload; a
-description whose ids are wrong must say so with the fault instead of aiming it at nobody.
+description whose ids are wrong must say so with the fault instead of aiming it at nobody. Secured as its
+[security] table says (`--security sasl-scram-tls`, ACLs enforced), it stays VALID under kills and the run's
+store holds neither password nor private key.
 """
 
 import json
@@ -108,3 +110,54 @@ def test_a_description_whose_ids_are_wrong_says_so_with_the_fault(tmp_path):
     assert len(kills) == 1 and "killed" not in kills[0], f"seed {seed}: {kills}"
     assert "UnknownBrokerId: the cluster names broker id 20" in kills[0]["error"], kills
     assert "no node has that id (the nodes' ids: n1=101, n2=102, n3=103)" in kills[0]["error"], kills
+
+
+def test_a_described_broker_secured_with_sasl_scram_tls_under_kills_is_valid_and_its_store_holds_no_secret(
+        tmp_path, monkeypatch):
+    """`--security sasl-scram-tls` on the described broker: its [security] table and placeholders give it the run's
+    certificate and, through a [files] text, its users; the harness grants the queue's ACLs as logquake-admin. The
+    run is built in this process (as `logquake test` does) so the test learns the passwords and greps every file of
+    the run's store for them and for a PEM private key."""
+    import random
+
+    from harness import security as security_module
+    from harness.backends import local
+    from harness.run_command import build_run
+    from harness.spec import RunSpec
+
+    made = []
+    real_create = security_module.ClusterSecurity.create.__func__
+
+    def remembered(cls, *args, **kwargs):
+        made.append(real_create(cls, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(local.ClusterSecurity, "create", classmethod(remembered))
+    seed = random.SystemRandom().randrange(2**31)
+    spec = RunSpec(system=str(DESCRIPTION), security="sasl-scram-tls", nemesis=("kill",), time_limit_s=20.0,
+                   nemesis_interval_s=5.0, rate=100.0, concurrency=4, seed=seed, store=str(tmp_path / "store"))
+    outcome = build_run(spec.resolve()).run()
+    assert outcome.valid is True, f"seed {seed}: {outcome.message}"
+
+    [secrets] = made
+    assert secrets.password and secrets.admin_password and not secrets.directory.exists()
+    run_dir = outcome.run_dir
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    assert {"test.json", "history.jsonl", "harness.log", "broker.log", "stdout.log"} <= {p.name for p in files}
+    for path in files:
+        data = path.read_bytes()
+        assert secrets.password.encode() not in data, f"the password is in {path}"
+        assert secrets.admin_password.encode() not in data, f"the admin password is in {path}"
+        assert b"PRIVATE KEY" not in data, f"a private key is in {path}"
+    assert "[secret] instead" not in (run_dir / "harness.log").read_text()  # the broker logged no password
+
+    test = json.loads((run_dir / "test.json").read_text())
+    assert test["security"]["security.protocol"] == "SASL_SSL" and test["security"]["super.users"] == \
+        "User:logquake-admin"
+    assert [g["operation"] for g in test["security"]["acls"]] == ["DESCRIBE", "READ", "WRITE"]
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert {"kill", "start"} <= {op["f"] for op in history if op["process"] == "nemesis"}, f"seed {seed}"
+    assert sum(op["type"] == "ok" for op in history) > 100
+    logs = "".join((run_dir / "nodes" / node / "broker.log").read_text() for node in ("n1", "n2", "n3"))
+    assert "authenticated with SCRAM-SHA-512 as User:logquake\n" in logs
+    assert "authenticated with SCRAM-SHA-512 as User:logquake-admin\n" in logs
