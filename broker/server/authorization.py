@@ -92,7 +92,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -248,14 +247,15 @@ class Check:
 class RequestGate:
     """Authorization in front of every handler of a node (see the module docstring)."""
 
-    def __init__(self, config, acls: Callable[[], Any], catalog: TopicCatalog):
+    def __init__(self, config, acls: Callable[[], Any], catalog: TopicCatalog, clock):
         self.config = config
+        self.clock = clock  # the runtime's (broker.io): the refusal log's pace
         self.acls = acls  # () -> the node's current ACLs (a mapping id -> binding; replaced when they change)
         self.catalog = catalog
         self.super_users = frozenset(config.value("super.users") or ())  # parsed at start (broker.server.config)
         self.allow_if_no_acl = bool(config.value("allow.everyone.if.no.acl.found"))
         self._cached: tuple[Any, Authorizer] | None = None
-        self._last_log = 0.0
+        self._last_log_ns: int | None = None
         self._quiet = 0
 
     def authorizer(self) -> Authorizer:
@@ -301,12 +301,12 @@ class RequestGate:
         return gated
 
     def log_denial(self, check: Check, operation: Op, resource_type: ResourceType, name: str) -> None:
-        now = time.monotonic()
-        if now - self._last_log < 1.0:
+        now_ns = self.clock.monotonic_ns()
+        if self._last_log_ns is not None and now_ns - self._last_log_ns < 1_000_000_000:
             self._quiet += 1
             return
         more = f" ({self._quiet} more refusals since the last line)" if self._quiet else ""
-        self._last_log, self._quiet = now, 0
+        self._last_log_ns, self._quiet = now_ns, 0
         log.info("Principal %s from host %s is denied operation %s on %s %s (%s)%s", check.principal,
                  check.host or "-", operation.name, resource_type.name, name, apis.API_NAMES[check.api_key], more)
 

@@ -154,5 +154,5 @@ def node_router(handlers, cluster=None) -> Router:
     if acl_apis.enabled:
         from broker.server.authorization import RequestGate, TopicCatalog
 
-        gate = RequestGate(handlers.config, acl_apis.store.acls, TopicCatalog(handlers, cluster))
+        gate = RequestGate(handlers.config, acl_apis.store.acls, TopicCatalog(handlers, cluster), handlers.runtime.clock)
     return router.seal(gate=gate)

@@ -24,7 +24,7 @@ def test_a_node_whose_metadata_has_not_caught_up_closes_checked_requests_instead
     cluster = SimpleNamespace(replica_manager=manager, quorum=SimpleNamespace(image=SimpleNamespace(topics={})))
     config = build_config({"node.id": "1", "authorizer.class.name":
                            "org.apache.kafka.metadata.authorizer.StandardAuthorizer", "super.users": "User:ANONYMOUS"})
-    gate = RequestGate(config, lambda: {}, TopicCatalog(None, cluster))
+    gate = RequestGate(config, lambda: {}, TopicCatalog(None, cluster), SimpleNamespace(monotonic_ns=lambda: 0))
     answered = []
     end_txn = gate.wrap(apis.END_TXN, lambda header, request: answered.append(request) or "answer")
     header = SimpleNamespace(api_key=apis.END_TXN, api_version=3)
