@@ -158,10 +158,12 @@ def test_fetch_long_poll_is_woken_by_produce(broker):
         empty = client.call(req.fetch("lp", 0, 0, max_wait_ms=300))
         waited = time.monotonic() - started
         assert 0.25 <= waited < 3 and not empty.responses[0].partitions[0].records
-        threading.Timer(0.5, lambda: _produce(producer, "lp", 0, req.batch([(None, b"wake")]))).start()
+        timer = threading.Timer(0.5, lambda: _produce(producer, "lp", 0, req.batch([(None, b"wake")])))
+        timer.start()
         started = time.monotonic()
         woken = client.call(req.fetch("lp", 0, 0, max_wait_ms=10_000))
         assert time.monotonic() - started < 5
+        timer.join(10)  # the produce's own answer, before its connection closes under it
         assert woken.responses[0].partitions[0].high_watermark == 1 and woken.responses[0].partitions[0].records
 
 
