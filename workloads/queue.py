@@ -242,7 +242,10 @@ def transient_watermark_error(error) -> bool:
                 KafkaError.REQUEST_TIMED_OUT, KafkaError.BROKER_NOT_AVAILABLE, KafkaError._TRANSPORT,
                 KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
                 # librdkafka's own answers before its metadata names the partition (a fresh consumer)
-                KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC}
+                KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC,
+                # the query's broker handle was decommissioned (the broker left the client's metadata, as a fenced
+                # node does for a moment after a restart): a Docker run's final read failed on it and had no verdict
+                KafkaError._DESTROY_BROKER}
     return error.code() in settling or error.retriable()
 
 

@@ -376,8 +376,13 @@ def _create_describe_delete_restart(cluster: Cluster) -> None:
                            operation=AclOperation.ALTER_CONFIGS)
     deadline = time.monotonic() + 30
     while True:  # the first request may come before a controller is elected: REQUEST_TIMED_OUT, retried
-        with RawClient(cluster.ports[1], timeout_s=30) as client:
-            answer = client.call(_create_request([literal, prefixed, cluster_acl], version=2))
+        try:
+            with RawClient(cluster.ports[1], timeout_s=30) as client:
+                answer = client.call(_create_request([literal, prefixed, cluster_acl], version=2))
+        except OSError:  # the node closes checked requests until its metadata caught up (broker.server.authorization)
+            assert time.monotonic() < deadline, "node 1 closed every CreateAcls for 30 s"
+            time.sleep(0.5)
+            continue
         codes = [r.error_code.value for r in answer.results]
         if codes == [0, 0, 0] or time.monotonic() > deadline:
             break

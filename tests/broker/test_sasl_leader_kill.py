@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from .secured_cluster import SecuredCluster
-from .test_acl_enforcement import STANDARD, _acl, _grant, _retry
+from .test_acl_enforcement import STANDARD, _acl, _grant, _retry, _topic_error
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +55,9 @@ def test_scram_sessions_reauthenticate_and_nothing_is_lost_across_a_leader_kill(
     _grant(admin, _acl(ResourceType.TOPIC, topic, Op.WRITE), _acl(ResourceType.TOPIC, topic, Op.READ),
            _acl(ResourceType.GROUP, group, Op.READ))
     leader = _retry(lambda: _leader(admin, topic), 30)
+    # CreateAcls answers once the node that took it applied the ACLs; the others may lag: every node, asked alone,
+    # must show alice her topic (DESCRIBE, implied by WRITE) before she produces to whichever leads it
+    _retry(lambda: all(_topic_error(cluster.settings("alice", node), topic) == 0 for node in (1, 2, 3)) or 1 / 0, 30)
 
     delivered, errors = [], []
 
