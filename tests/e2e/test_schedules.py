@@ -52,7 +52,9 @@ def test_isolate_the_leader_kill_it_and_heal(tmp_path, backend):
     assert next(r["started"] for r in results if r.get("started")) == [isolated]
     probes = [r["probe"] for r in results if "probe" in r]  # each fault measured as landed, on either backend
     assert [p["package"] for p in probes] == ["partition", "kill"], probes
-    assert all(p["confirmed"] is True and p["took_s"] < 1.5 for p in probes), probes
+    # landed; the time a probe adds is bench/probes.py's figure, not a test's: 5 s only catches one that hangs (a
+    # loaded CI measured a Docker partition's probe at 1.54 s)
+    assert all(p["confirmed"] is True and p["took_s"] < 5 for p in probes), probes
     report = (run / "report.html").read_text()
     assert isolated in report and "Probe: landed" in report
 
