@@ -93,7 +93,10 @@ class PlainClient:
         return self._token
 
     def finish(self, server_final: bytes) -> None:
-        pass
+        """PLAIN has no server-final message: a success carries empty auth bytes (RFC 4616; Kafka sends none);
+        anything else is a peer that does not speak PLAIN."""
+        if server_final:
+            raise ScramError(f"PLAIN expects an empty final answer from the server, got {len(server_final)} bytes")
 
 
 class ScramClient:

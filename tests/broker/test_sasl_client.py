@@ -104,7 +104,11 @@ def test_scram_client_messages_follow_rfc_5802():
     assert client.step(None) == b"n,,n=a=3Db=2Cc,r=cnonce"
     final = client.step(f"r=cnonceSNONCE,s={base64.b64encode(b'salt').decode()},i=4096".encode()).decode()
     assert final.startswith("c=biws,r=cnonceSNONCE,p=")
-    assert PlainClient("u", "p").step(None) == b"\x00u\x00p"
+    plain = PlainClient("u", "p")
+    assert plain.step(None) == b"\x00u\x00p"
+    plain.finish(b"")  # a PLAIN success carries no final message
+    with pytest.raises(ScramError, match="PLAIN expects an empty final answer"):
+        plain.finish(b"v=unexpected")
 
 
 @pytest.mark.parametrize("server_first, words", [
