@@ -6,9 +6,12 @@ judged from their output, never in timed unit tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +103,56 @@ def broker_process(module: str = "broker", extra_args: list[str] | None = None, 
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def peer_process(command: str, ready_timeout_s: float = 30.0):
+    """Run another Kafka-compatible broker from its start command, in which `{port}` stands for a free port; yield
+    it as a BrokerProcess once that port accepts connections, and stop its whole process group afterwards.
+
+    The command runs without a shell (split as a shell would split it) in its own session, so a broker that forks
+    is stopped with everything it started."""
+    if "{port}" not in command:
+        raise ValueError(f"the peer command {command!r} has no {{port}} for the port to listen on")
+    port = free_port()
+    argv = shlex.split(command.replace("{port}", str(port)))
+    if not argv or shutil.which(argv[0]) is None:
+        raise ValueError(f"the peer command's program {argv[0] if argv else command!r} is not found or not executable")
+    data_dir = tempfile.mkdtemp(prefix="logquake-bench-peer-")
+    proc = subprocess.Popen(argv, cwd=data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    broker = BrokerProcess(proc, port, data_dir)
+
+    def pump():
+        for line in proc.stderr:
+            if len(broker.lines) < 10_000:
+                broker.lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the peer {argv[0]} did not accept connections on port {port} within "
+                                   f"{ready_timeout_s} s (exit status {proc.poll()}); its stderr:\n"
+                                   f"{''.join(broker.lines[-30:])}")
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield broker
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
 

