@@ -22,12 +22,18 @@ Parts:
   client is answered only once its transaction's state survives a failover;
 - `PoolMarkerSender` writes each marker job's control batches: to partitions this
   node leads directly (`write_marker`), to the others as WriteTxnMarkers v1 over
-  a `ConnectionPool`; a partition of a deleted topic counts as written;
+  a `ConnectionPool`; a partition of a deleted topic counts as written. As
+  Kafka's TransactionMarkerChannelManager, it keeps one request in flight per
+  destination broker and the next one carries the markers of every transaction
+  queued for that broker meanwhile (a receiving broker serves a connection's
+  requests one at a time, so requests pipelined behind one another would each
+  wait for the previous one's replication);
 - `write_marker` (the WriteTxnMarkers handler's work on a partition leader)
   appends the control batch as the producer's id and epoch (an older epoch gets
   INVALID_PRODUCER_EPOCH), waits until the high watermark passed it, then, for
   `__consumer_offsets`, lets the group coordinator commit or drop the
-  transaction's offsets (`complete_txn`);
+  transaction's offsets (`complete_txn`); the handler appends every marker of
+  a request at once and waits for them together;
 - timed-out transactions are aborted every
   transaction.abort.timed.out.transaction.cleanup.interval.ms (`expire_once`).
 
@@ -114,12 +120,34 @@ class HandlerTxnStateLog:
                                    f"append to {TRANSACTION_STATE_TOPIC}-{partition} not replicated: {verdict}")
 
 
+class _QueuedMarker:
+    """One transaction's markers waiting for the next WriteTxnMarkers request to their partitions' leader."""
+
+    __slots__ = ("job", "partitions", "coordinator_epoch", "future")
+
+    def __init__(self, job: MarkerJob, partitions: list[tuple[str, int]], coordinator_epoch: int, future):
+        self.job = job
+        self.partitions = partitions
+        self.coordinator_epoch = coordinator_epoch
+        self.future = future  # set to {(topic, partition): ErrorCode}; cancelled when its marker task is
+
+
 class PoolMarkerSender:
-    """`MarkerSender`: local partitions directly, the others' leaders by WriteTxnMarkers v1."""
+    """`MarkerSender`: local partitions directly, the others' leaders by WriteTxnMarkers v1.
+
+    Remote markers go through a queue per destination broker, drained by one
+    task at a time (`_drain`): a request carries every transaction queued when
+    it leaves, the next waits for its answer. A lone transaction's markers thus
+    leave at once, as before; concurrent ones share requests instead of queueing
+    behind each other on the connection. Two markers of one producer never share
+    a request (the response is keyed by producer id); the second waits for the
+    next one."""
 
     def __init__(self, txn_apis: "TxnApis"):
         self.txn_apis = txn_apis
         self.pool: ConnectionPool | None = None
+        self._queues: dict[int, list[_QueuedMarker]] = {}  # destination broker -> markers not yet sent
+        self._drains: dict[int, asyncio.Task] = {}  # destination broker -> the task sending its queue
 
     def _pool(self) -> ConnectionPool:
         if self.pool is None:
@@ -166,35 +194,90 @@ class PoolMarkerSender:
         return {tp: error}
 
     async def _remote(self, job: MarkerJob, leader: int, tps: list[tuple[str, int]], coordinator_epoch: int):
-        handlers = self.txn_apis.handlers
-        broker = handlers.replica_manager.image.brokers[leader]
+        """Queue the job's markers for `leader` and wait for the answer of the request that carries them."""
+        loop = asyncio.get_running_loop()
+        queued = _QueuedMarker(job, tps, coordinator_epoch, loop.create_future())
+        self._queues.setdefault(leader, []).append(queued)
+        if leader not in self._drains:
+            self._drains[leader] = loop.create_task(self._drain(leader))
+        return await queued.future
+
+    async def _drain(self, leader: int) -> None:
+        """Send `leader`'s queue, one request at a time, until it is empty."""
+        queue = self._queues[leader]
+        batch: list[_QueuedMarker] = []
+        try:
+            while queue:
+                batch, held, producers = [], [], set()
+                for queued in queue:
+                    if queued.future.done():
+                        continue  # its marker task was cancelled (resigned coordinator, shutdown)
+                    (held if queued.job.producer_id in producers else batch).append(queued)
+                    producers.add(queued.job.producer_id)
+                queue[:] = held
+                if not batch:
+                    continue
+                try:
+                    answers = await self._send(leader, batch)
+                except Exception:  # an answer is always due: the marker tasks send again after an error
+                    log.exception("WriteTxnMarkers to node %d failed", leader)
+                    answers = [{tp: ErrorCode.unknown_server_error for tp in queued.partitions} for queued in batch]
+                for queued, answer in zip(batch, answers):
+                    if not queued.future.done():
+                        queued.future.set_result(answer)
+        finally:
+            del self._drains[leader]
+            # left over only when this task is cancelled (close): nobody will send them
+            for queued in batch + self._queues.pop(leader, []):
+                queued.future.cancel()
+
+    async def _send(self, leader: int, batch: list[_QueuedMarker]) -> list[dict[tuple[str, int], ErrorCode]]:
+        """One WriteTxnMarkers request carrying `batch` (distinct producer ids); each entry's errors per partition."""
+        failed = [{tp: ErrorCode.coordinator_not_available for tp in queued.partitions} for queued in batch]
+        broker = self.txn_apis.handlers.replica_manager.image.brokers.get(leader)
+        if broker is None:
+            log.info("WriteTxnMarkers to node %d not sent: it left the cluster", leader)
+            return [{tp: ErrorCode.leader_not_available for tp in queued.partitions} for queued in batch]
         module = _request_module(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION)
-        by_topic: dict[str, list[int]] = {}
-        for topic, partition in tps:
-            by_topic.setdefault(topic, []).append(partition)
-        request = module.WriteTxnMarkersRequest(markers=(module.WritableTxnMarker(
-            producer_id=job.producer_id, producer_epoch=job.producer_epoch, transaction_result=job.commit,
-            topics=tuple(module.WritableTxnMarkerTopic(name=t, partition_indexes=tuple(ps)) for t, ps in by_topic.items()),
-            coordinator_epoch=coordinator_epoch),))
+        markers = []
+        for queued in batch:
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in queued.partitions:
+                by_topic.setdefault(topic, []).append(partition)
+            job = queued.job
+            markers.append(module.WritableTxnMarker(
+                producer_id=job.producer_id, producer_epoch=job.producer_epoch, transaction_result=job.commit,
+                topics=tuple(module.WritableTxnMarkerTopic(name=t, partition_indexes=tuple(ps)) for t, ps in by_topic.items()),
+                coordinator_epoch=queued.coordinator_epoch))
+        request = module.WriteTxnMarkersRequest(markers=tuple(markers))
         try:
             body = await self._pool().request(broker.host, broker.port, apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION,
                                               apis.encode_request(request), MARKER_REQUEST_TIMEOUT_S)
         except ClientError as exc:
             log.info("WriteTxnMarkers to node %d failed: %s", leader, exc)
-            return {tp: ErrorCode.coordinator_not_available for tp in tps}
+            return failed
         try:
             response = apis.decode_response(apis.WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, body)
         except Exception as exc:  # kio raises assorted errors on bad bytes; the markers are simply sent again
             log.warning("undecodable WriteTxnMarkers response from node %d: %s: %s", leader, type(exc).__name__, exc)
-            return {tp: ErrorCode.unknown_server_error for tp in tps}
-        answer = {tp: ErrorCode.unknown_server_error for tp in tps}
+            return [{tp: ErrorCode.unknown_server_error for tp in queued.partitions} for queued in batch]
+        by_producer: dict[int, dict[tuple[str, int], ErrorCode]] = {}
         for marker in response.markers:
+            errors = by_producer.setdefault(marker.producer_id, {})
             for topic in marker.topics:
                 for part in topic.partitions:
-                    answer[(topic.name, part.partition_index)] = ErrorCode(part.error_code)
-        return answer
+                    errors[(topic.name, part.partition_index)] = ErrorCode(part.error_code)
+        answers = []
+        for queued in batch:
+            errors = by_producer.get(queued.job.producer_id, {})
+            answers.append({tp: errors.get(tp, ErrorCode.unknown_server_error) for tp in queued.partitions})
+        return answers
 
     async def close(self) -> None:
+        drains = list(self._drains.values())
+        for task in drains:
+            task.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close_all()
 
@@ -557,15 +640,20 @@ class TxnApis:
 
     async def write_txn_markers(self, header, request):
         module = _response_module(apis.WRITE_TXN_MARKERS, header.api_version)
+        # every marker of the request is appended at once (in request order) and they wait for replication
+        # together: a coordinator batches the markers of many transactions into one request
+        wanted = [[(t.name, p) for t in marker.topics for p in t.partition_indexes] for marker in request.markers]
+        flat = await asyncio.gather(*(
+            self.write_marker(topic, partition, marker.producer_id, marker.producer_epoch,
+                              bool(marker.transaction_result), marker.coordinator_epoch)
+            for marker, tps in zip(request.markers, wanted) for topic, partition in tps))
         results = []
-        for marker in request.markers:
-            wanted = [(t.name, p) for t in marker.topics for p in t.partition_indexes]
-            errors = await asyncio.gather(*(
-                self.write_marker(topic, partition, marker.producer_id, marker.producer_epoch,
-                                  bool(marker.transaction_result), marker.coordinator_epoch)
-                for topic, partition in wanted))
+        position = 0
+        for marker, tps in zip(request.markers, wanted):
+            errors = flat[position:position + len(tps)]
+            position += len(tps)
             by_topic: dict[str, list] = {}
-            for (topic, partition), error in zip(wanted, errors):
+            for (topic, partition), error in zip(tps, errors):
                 by_topic.setdefault(topic, []).append(_build(module, "WritableTxnMarkerPartitionResult",
                                                              partition_index=partition, error_code=error))
             results.append(_build(module, "WritableTxnMarkerResult", producer_id=marker.producer_id, topics=tuple(
