@@ -97,7 +97,6 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, overload
 
-from edn_format import Char, Keyword, Symbol
 
 __all__ = [
     "EMPTY",
@@ -496,6 +495,10 @@ def op_to_dict(op: Op) -> dict[str, Any]:
 
 def edn_to_python(x: Any) -> Any:
     """Convert a value read by edn_format into plain Python (see module doc)."""
+    # Imported here, not at the top: only callers holding edn_format values need it, and
+    # importing it (a PLY parser, pyrfc3339) costs ~30 ms of every `logquake check`.
+    from edn_format import Char, Keyword, Symbol
+
     # Keyword, Symbol and Char subclass str in edn_format: test them first.
     if isinstance(x, (Keyword, Symbol)):
         return x.name

@@ -3,10 +3,11 @@
 `check` turns a Jepsen history into operations for a model (`models.py`), splits
 keyed histories into independent sub-histories (P-compositionality: a history is
 linearizable iff each sub-history over disjoint keys is; Herlihy & Wing 1990,
-Horn & Kroening 2015), runs the Wing-Gong-Lowe search (`wgl.py`) on each, and on
-failure builds a counterexample like Knossos's: the operation that cannot be
-linearized, the states the model could have been in when it had to take effect,
-one longest linearizable prefix, and a sentence (`explain.py`).
+Horn & Kroening 2015), runs the Wing-Gong-Lowe search (`wgl.py`, which takes the
+model's read-only operations eagerly) on each, and on failure builds a
+counterexample like Knossos's: the operation that cannot be linearized, the
+states the model could have been in when it had to take effect, one longest
+linearizable prefix, and a sentence (`explain.py`).
 
 Semantics (`semantics=`):
 - "knossos" (default): `fail` ops had no effect and are dropped; `info` ops and
@@ -45,7 +46,6 @@ output), Porcupine (anishathalye/porcupine), Lowe 2017, Horn & Kroening 2015.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Hashable, Iterable
@@ -262,8 +262,10 @@ def _search_component(
     `keys` (None for an unkeyed history) and `initial_state` are as `_sub_model` takes them.
     """
     model, initial_state = _sub_model(make_model(model_name, nil_read_legal=nil_read_legal), keys, initial_state)
-    steps = _compile_steps(model, [ModelOp(*op) for op in model_ops], wheres)
-    return search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths)
+    ops = [ModelOp(*op) for op in model_ops]
+    steps = _compile_steps(model, ops, wheres)
+    return search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths,
+                  read_only=[not model.may_change_state(op) for op in ops])
 
 
 def _sub_model(model: Model, keys: frozenset | None, initial_state: Hashable) -> tuple[Model, Hashable]:
@@ -370,6 +372,9 @@ def check(
     if use_pool:
         # multiprocessing.Pool rather than concurrent.futures: once a key fails,
         # terminate() stops the searches still running instead of waiting for them.
+        # Imported here: a small history checked in-process does not pay for it.
+        import multiprocessing
+
         pool = multiprocessing.get_context().Pool(processes=workers)
         try:
             pending = []
@@ -410,7 +415,8 @@ def check(
                 continue
             sub_model, state = _sub_model(the_model, sub_keys, state)
             steps = _compile_steps(sub_model, [o.model_op for o in ops], [o.where for o in ops])
-            result = search(events, steps, state, deadline, memory_limit_bytes, max_final_paths)
+            result = search(events, steps, state, deadline, memory_limit_bytes, max_final_paths,
+                            read_only=[not sub_model.may_change_state(o.model_op) for o in ops])
             results.append((i, result))
             if result.valid is False:
                 break
