@@ -33,11 +33,13 @@ against the model from `initial`, as Jepsen's `independent/checker` does.
 
 Parallelism: with several independent sub-histories and at least
 `parallel_min_ops` operations, sub-histories are checked in a process pool of
-`workers` processes (a multiprocessing.Pool of the platform's default start
-method, fork on Linux; starting it and shipping the sub-histories costs ~0.03 s,
-so small inputs stay in-process). Results are taken in sub-history order and the
-first invalid one is reported, so the verdict and counterexample do not depend on
-scheduling; the pool is then terminated, so no search outlives `check`.
+`workers` processes (the platform's default start method, fork on Linux, each
+fed one sub-history at a time through its own pipe; starting them and shipping
+the sub-histories costs ~0.03 s, so small inputs stay in-process). Results are
+taken in sub-history order and the first invalid one is reported, so the verdict
+and counterexample do not depend on scheduling; the processes are then killed,
+so no search outlives `check` (`_search_in_processes` says why not a
+multiprocessing.Pool).
 
 Thread-safety: `check` holds no global state; it may run in several threads.
 Sources: Knossos (jepsen-io/knossos: `knossos.model`, `knossos.wgl`, its analysis
@@ -265,7 +267,86 @@ def _search_component(
     ops = [ModelOp(*op) for op in model_ops]
     steps = _compile_steps(model, ops, wheres)
     return search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths,
-                  read_only=[not model.may_change_state(op) for op in ops])
+                  read_only=[not model.may_change_state(op) for op in ops], string_hints=_string_hints(model, ops))
+
+
+def _string_hints(model: Model, ops: list[ModelOp]) -> list[tuple[str, Any]] | None:
+    """The model's string hints for the ops (wgl's dead-state pruning), or None if it gives none."""
+    hints = [model.string_hint(op) for op in ops]
+    return hints if hints and all(h is not None for h in hints) else None
+
+
+def _search_worker(conn: Any) -> None:
+    """A search process: runs `_search_component` on each task it receives, until None."""
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        try:
+            result = _search_component(*task)
+        except Exception as e:  # the parent raises it, as if the search had run there
+            conn.send((False, e))
+        else:
+            conn.send((True, result))
+
+
+def _search_in_processes(tasks: list[tuple], workers: int) -> list[SearchResult]:
+    """`_search_component` of each task in up to `workers` processes, each fed one task at a time
+    through its own pipe. Returns the results in task order up to the first invalid one (or all), so
+    they do not depend on scheduling; then kills the processes, so no search outlives `check`.
+
+    Why not multiprocessing.Pool: Pool.terminate() SIGTERMs workers that may be holding the lock of
+    the shared result queue while sending a result; the pool's task-handler thread then waits for
+    that lock forever (seen: `logquake check` hung in terminate() once searches returned within
+    milliseconds of each other). A pipe per process shares no lock."""
+    # Imported here: a small history checked in-process does not pay for it.
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context()
+    procs = []
+    try:
+        for _ in range(min(workers, len(tasks))):
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(target=_search_worker, args=(child_end,), daemon=True)
+            proc.start()
+            child_end.close()
+            procs.append((proc, parent_end))
+        done: dict[int, SearchResult] = {}
+        running: dict[Any, int] = {}
+        next_task = 0
+        idle = [conn for _, conn in procs]
+        while True:
+            while idle and next_task < len(tasks):
+                conn = idle.pop()
+                conn.send(tasks[next_task])
+                running[conn] = next_task
+                next_task += 1
+            # The answer so far: the results in task order, up to the first invalid one.
+            ordered = []
+            for i in range(len(tasks)):
+                if i not in done:
+                    break
+                ordered.append(done[i])
+                if done[i].valid is False:
+                    return ordered
+            if len(ordered) == len(tasks):
+                return ordered
+            for conn in wait(list(running)):
+                try:
+                    ok, value = conn.recv()
+                except EOFError:
+                    raise RuntimeError("a search process died before answering") from None
+                if not ok:
+                    raise value
+                done[running.pop(conn)] = value
+                idle.append(conn)
+    finally:
+        for proc, conn in procs:
+            proc.kill()
+            conn.close()
+        for proc, _ in procs:
+            proc.join()
 
 
 def _sub_model(model: Model, keys: frozenset | None, initial_state: Hashable) -> tuple[Model, Hashable]:
@@ -370,43 +451,24 @@ def check(
     results: list[tuple[int, SearchResult]] = []
     use_pool = workers > 1 and len(components) > 1 and len(operations) >= parallel_min_ops
     if use_pool:
-        # multiprocessing.Pool rather than concurrent.futures: once a key fails,
-        # terminate() stops the searches still running instead of waiting for them.
-        # Imported here: a small history checked in-process does not pay for it.
-        import multiprocessing
-
-        pool = multiprocessing.get_context().Pool(processes=workers)
-        try:
-            pending = []
-            for keys, ops in components:
-                sub_keys, state, events = task(keys, ops)
-                if sub_keys is not None:
-                    state = the_model.restrict(state, sub_keys)  # less to pickle
-                pending.append(
-                    pool.apply_async(
-                        _search_component,
-                        (
-                            model,
-                            nil_read_legal,
-                            sub_keys,
-                            state,
-                            [(o.model_op.f, o.model_op.value, o.model_op.outcome, o.model_op.key) for o in ops],
-                            [o.where for o in ops],
-                            events,
-                            deadline,
-                            memory_limit_bytes,
-                            max_final_paths,
-                        ),
-                    )
-                )
-            for i, async_result in enumerate(pending):
-                result = async_result.get()
-                results.append((i, result))
-                if result.valid is False:
-                    break
-        finally:
-            pool.terminate()
-            pool.join()
+        args = []
+        for keys, ops in components:
+            sub_keys, state, events = task(keys, ops)
+            if sub_keys is not None:
+                state = the_model.restrict(state, sub_keys)  # less to pickle
+            args.append((
+                model,
+                nil_read_legal,
+                sub_keys,
+                state,
+                [(o.model_op.f, o.model_op.value, o.model_op.outcome, o.model_op.key) for o in ops],
+                [o.where for o in ops],
+                events,
+                deadline,
+                memory_limit_bytes,
+                max_final_paths,
+            ))
+        results = list(enumerate(_search_in_processes(args, workers)))
     else:
         for i, (keys, ops) in enumerate(components):
             sub_keys, state, events = task(keys, ops)
@@ -415,8 +477,10 @@ def check(
                 continue
             sub_model, state = _sub_model(the_model, sub_keys, state)
             steps = _compile_steps(sub_model, [o.model_op for o in ops], [o.where for o in ops])
+            model_ops = [o.model_op for o in ops]
             result = search(events, steps, state, deadline, memory_limit_bytes, max_final_paths,
-                            read_only=[not sub_model.may_change_state(o.model_op) for o in ops])
+                            read_only=[not sub_model.may_change_state(op) for op in model_ops],
+                            string_hints=_string_hints(sub_model, model_ops))
             results.append((i, result))
             if result.valid is False:
                 break

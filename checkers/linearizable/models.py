@@ -172,6 +172,11 @@ class Model:
         """Keys the operation touches, or None when the model is not keyed."""
         return None
 
+    def string_hint(self, op: ModelOp) -> tuple[str, Any] | None:
+        """What the op does to a string state, for wgl's dead-state pruning
+        (`wgl.search`'s `string_hints`), or None: this model's states are not strings."""
+        return None
+
     def restrict(self, state: Hashable, keys: frozenset) -> Hashable:
         """The part of a keyed state over `keys` (for one independent sub-history)."""
         return state
@@ -579,6 +584,16 @@ class KVKey(KV):
 
     def keys_of(self, op):
         return frozenset((self.key,))
+
+    def string_hint(self, op):
+        # A get compares (observe), a put replaces (reset), an append extends; a
+        # get of an unknown (None) value returns the state, and a get of a
+        # non-string can never take effect: both fit "extend".
+        if op.f == "get":
+            return ("observe", op.value) if isinstance(op.value, str) else ("extend", None)
+        if op.f == "put":
+            return ("reset", op.value)
+        return ("extend", None)
 
     def restrict(self, state, keys):
         return state
