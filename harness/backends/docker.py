@@ -126,10 +126,10 @@ def reap_stale_runs(client) -> list[str]:
     return removed
 
 
-def _free_port() -> int:
+def _free_port(taken: set[int]) -> int:
     from harness.backends.local import free_port
 
-    return free_port()  # below the ephemeral range: still free when a stopped container starts again
+    return free_port(taken=taken)  # below the ephemeral range: still free when a stopped container starts again
 
 
 class DockerCluster(NodeControl):
@@ -288,7 +288,7 @@ class DockerCluster(NodeControl):
         return launcher + ["--"] + command
 
     def _create_container(self, i: int, node: str) -> None:
-        self.client_ports[node] = _free_port()
+        self.client_ports[node] = _free_port({port for other, port in self.client_ports.items() if other != node})
         spec = self._spec(i, node)
         api = self.client.api
         cap_add = ["NET_ADMIN"]

@@ -44,3 +44,50 @@ def test_the_run_gives_the_pipeline_its_concurrency_as_slots():
     spec = RunSpec(workload="pipeline", concurrency=4).resolve()
     built = workload_kinds()["pipeline"].build(spec.workload_settings())
     assert built.slots == 4 and built.describe()["transactional_ids"] == "logquake-pipeline-<slot>, 4 slots"
+
+
+class _LostMembership:
+    """The calls of a processor whose consumer lost its group membership but still returned a batch; any
+    transaction call fails the test."""
+
+    def _group_metadata(self):
+        return "no generation"
+
+    def _is_member(self, group_metadata):
+        assert group_metadata == "no generation"
+        return False
+
+    def _close_consumer(self):
+        self.closed += 1
+
+    def _begin(self):
+        raise AssertionError("a transaction began on a batch of a processor that is not a member")
+
+    _produce = _send_offsets = _commit = _begin
+
+
+def test_a_batch_consumed_without_group_membership_is_dropped_and_the_group_rejoined():
+    from workloads.core import Op
+    from workloads.pipeline import PythonPipelineClient
+
+    client = PythonPipelineClient.__new__(PythonPipelineClient)
+    for name in ("_group_metadata", "_is_member", "_close_consumer", "_begin", "_produce", "_send_offsets", "_commit"):
+        setattr(client, name, getattr(_LostMembership, name).__get__(client))
+    client.closed, client.consumer = 0, object()
+    done = client._transaction(Op(0, 0, 1, "invoke", "process", None), [(0, 138, 915), (0, 139, 916)])
+    assert done.type == "fail" and done.error[0] == "not-a-member"
+    assert done.value["consumed"] == {0: [[138, 915], [139, 916]]} and done.value["produced"] == []
+    assert client.closed == 1 and client.consumer is None  # the next batch comes from a fresh member
+
+
+def test_kafka_python_metadata_without_a_generation_is_not_a_member():
+    from kafka.structs import ConsumerGroupMetadata
+
+    from workloads.pipeline import PythonPipelineClient
+
+    client = PythonPipelineClient.__new__(PythonPipelineClient)
+    client.lib = type("Lib", (), {"name": "kafka-python"})()
+    assert not client._is_member(ConsumerGroupMetadata("g", -1, "", None))
+    assert client._is_member(ConsumerGroupMetadata("g", 6, "kafka-python-3.0.12-0bf7", None))
+    client.lib.name = "aiokafka"  # its metadata is the group id alone: nothing to tell
+    assert client._is_member("g")
