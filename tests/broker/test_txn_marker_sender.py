@@ -30,6 +30,7 @@ class FakePool:
         self.requests: list[tuple[int, list[tuple[int, list[tuple[str, int]]]]]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.closed = False
 
     async def request(self, host, port, api_key, api_version, body, timeout_s):
         assert api_key == apis.WRITE_TXN_MARKERS
@@ -48,7 +49,7 @@ class FakePool:
             for m in reversed(request.markers))))  # matched by producer id, not by position
 
     async def close_all(self):
-        pass
+        self.closed = True
 
 
 def sender() -> tuple[PoolMarkerSender, FakePool, list]:
@@ -128,6 +129,21 @@ def test_two_markers_of_one_producer_never_share_a_request_and_a_cancelled_one_i
         await asyncio.gather(first, again, same)
         assert [markers for _, markers in pool.requests] == [[(1, [("a", 0)])], [(7, [("a", 0)])], [(7, [("a", 1)])]]
         await s.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_stops_the_drains_cancels_the_markers_still_waiting_and_closes_the_pool():
+    async def scenario():
+        s, pool, _ = sender()
+        pool.gate.clear()  # the first request never answers
+        waiting = [asyncio.ensure_future(s.write_markers(job(p, ("a", 0)), 5)) for p in (1, 2)]
+        await _settle()
+        assert len(pool.requests) == 1 and s._drains
+        await s.close()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert pool.closed and not s._drains and not s._queues
+        assert all(w.cancelled() for w in waiting)  # nobody is left waiting for an answer that cannot come
 
     asyncio.run(scenario())
 
