@@ -29,7 +29,7 @@ if __name__ == "__main__":  # a process of its own: keep kio from importing Hypo
     keep_hypothesis_out()
 
 from broker.io import Runtime  # noqa: E402
-from broker.sim.workload import FAULTS, SimOptions, simulate  # noqa: E402
+from broker.sim.workload import FAULTS, KINDS, SimOptions, simulate  # noqa: E402
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--duration-s", type=float, default=30.0)
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}; "
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(KINDS)}; "
                                                                   "empty for none")
     parser.add_argument("--override", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property for every node (repeatable)")
