@@ -1,7 +1,7 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
-    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,power]]
-                 [--broker-override KEY=VALUE ...] [--store store]
+    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power]]
+                 [--idempotent] [--broker-override KEY=VALUE ...] [--store store]
 
 Each seed runs in a child interpreter, `python -m broker.sim` (the harness
 never imports the broker: pyproject.toml's import contracts): a cluster of
@@ -48,7 +48,7 @@ from harness.cli_args import ArgumentParser, key_value, positive_int
 from harness.store import Store, write_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
-KINDS = ("crash", "partition", "power")  # what broker.sim.workload simulates (it refuses any other name too)
+KINDS = ("crash", "partition", "clients", "power")  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
 DELIVERY = "at-least-once"
 ACKS = "all"
@@ -87,13 +87,21 @@ def build_parser() -> ArgumentParser:
                         "acknowledged writes not yet fsynced are lost on every replica, as Kafka's default allows")
     p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="a broker property for every node, e.g. logquake.debug.ack.before.replication=true (repeatable)")
+    p.add_argument("--idempotent", action="store_true",
+                   help="idempotent producers: a send is retried with its batch until acknowledged, and the history "
+                        "is checked as at-least-once-idempotent (a duplicate is an anomaly)")
     p.add_argument("--store", default="store", help="store directory (default %(default)s)")
     return p
 
 
+def delivery(args) -> str:
+    """The delivery mode the seeds' histories are checked under (one place: test.json, the checker, the replay)."""
+    return f"{DELIVERY}-idempotent" if args.idempotent else DELIVERY
+
+
 def replay_command(args, seed: int) -> str:
     words = ["logquake", "sim", "--seed", str(seed), "--nodes", str(args.nodes), "--duration", f"{args.duration:g}s",
-             "--faults", ",".join(args.faults) or "none"]
+             "--faults", ",".join(args.faults) or "none"] + (["--idempotent"] if args.idempotent else [])
     for key, value in args.broker_override:
         words += ["--broker-override", f"{key}={value}"]
     return shlex.join(words)
@@ -106,11 +114,14 @@ def run_seed(args, seed: int, store: Store) -> dict:
     replay = replay_command(args, seed)
     write_json(run_dir / "test.json", {
         "name": "sim", "seed": seed, "replay": replay,
-        "options": {"delivery": DELIVERY, "nodes": args.nodes, "duration_s": args.duration,
-                    "faults": list(args.faults), "broker_overrides": dict(args.broker_override)},
-        "workload": {"name": "queue", "delivery": DELIVERY, "acks": ACKS, "simulated": True}})
+        "options": {"delivery": DELIVERY, "idempotent": args.idempotent, "nodes": args.nodes,
+                    "duration_s": args.duration, "faults": list(args.faults),
+                    "broker_overrides": dict(args.broker_override)},
+        "workload": {"name": "queue", "delivery": delivery(args), "acks": ACKS, "simulated": True}})
     command = [sys.executable, "-m", "broker.sim", "--seed", str(seed), "--nodes", str(args.nodes),
                "--duration-s", repr(args.duration), "--faults", ",".join(args.faults), "--history", str(history)]
+    if args.idempotent:
+        command.append("--idempotent")
     for key, value in args.broker_override:
         command += ["--override", f"{key}={value}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
@@ -125,7 +136,7 @@ def run_seed(args, seed: int, store: Store) -> dict:
                                                f"{run_dir / 'sim.log'}")
     else:
         result["simulation"] = summary
-        result.update(_check(history))
+        result.update(_check(history, delivery(args)))
         result.update(_invariants(summary))
     write_json(run_dir / "results.json", result)
     (run_dir / "verdict.txt").write_text(verdict_line(result) + "\n", encoding="utf-8")
@@ -141,8 +152,8 @@ def _last_json_line(stdout: bytes) -> dict | None:
     return None
 
 
-def _check(history_path: Path) -> dict:
-    """The queue checker's verdict under at-least-once, as `logquake check` gives it for a stored run."""
+def _check(history_path: Path, mode: str) -> dict:
+    """The queue checker's verdict under `mode`, as `logquake check` gives it for a stored run."""
     from checkers.core import MAX_WITNESSES, run_checkers, to_jsonable
     from checkers.history import History, HistoryError
     from checkers.queue import check as check_queue
@@ -151,7 +162,7 @@ def _check(history_path: Path) -> dict:
         history = History.load(str(history_path), "jsonl")
     except HistoryError as error:
         return {"valid": "unknown", "message": f"cannot read the history: {error}"}
-    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=DELIVERY, acks=ACKS,
+    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=mode, acks=ACKS,
                                                                   max_witnesses=MAX_WITNESSES)})
     queue = to_jsonable(merged["queue"])
     return {"valid": merged["valid"], "queue": queue}

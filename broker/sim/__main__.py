@@ -48,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "empty for none")
     parser.add_argument("--override", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property for every node (repeatable)")
+    parser.add_argument("--idempotent", action="store_true", help="idempotent producers (retries deduplicated)")
     parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     faults = tuple(f for f in args.faults.split(",") if f)
     options = SimOptions(seed=args.seed, nodes=args.nodes, duration_s=args.duration_s, faults=faults,
-                         properties=dict(args.override))
+                         properties=dict(args.override), idempotent=args.idempotent)
     # the outside world of this process (its real clock, its real disk), as python -m broker reaches it: through a
     # real Runtime; the simulated world inside knows nothing of it
     real = Runtime.real()

@@ -179,6 +179,7 @@ class SimClient:
 
     def __init__(self, world: SimWorld, host: str = "client1"):
         self.world = world
+        self.host = host
         self.runtime = world.runtime(host)
         self.pool = ConnectionPool(self.runtime, f"sim-{host}", None)
 

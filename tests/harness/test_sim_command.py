@@ -18,6 +18,7 @@ import json
 import random
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,16 @@ def test_help_exits_0_and_lists_the_faults(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--broker-override" in out and "crash, partition" in out
+
+
+def test_idempotent_seeds_are_checked_as_at_least_once_idempotent_and_replay_with_the_flag(tmp_path, capsys):
+    first = fresh_seed()
+    code, lines = run_sim(["--seed", str(first), "--duration", "6s", "--faults", "none", "--idempotent",
+                           "--store", str(tmp_path)], capsys)
+    print("\n".join(lines))
+    assert code == 0 and lines[0].startswith(f"seed {first}: valid ("), lines
+    results = run_results(tmp_path)[first]
+    assert results["queue"]["delivery"] == "at-least-once-idempotent"
+    assert results["replay"].endswith("--faults none --idempotent")
+    test = json.loads((Path(results["run_dir"]) / "test.json").read_text())
+    assert test["options"]["idempotent"] is True and test["workload"]["delivery"] == "at-least-once-idempotent"
