@@ -1,7 +1,8 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
     logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power]]
-                 [--idempotent] [--broker-override KEY=VALUE ...] [--store store]
+                 [--delivery at-least-once|exactly-once] [--idempotent] [--broker-override KEY=VALUE ...]
+                 [--store store]
 
 Each seed runs in a child interpreter, `python -m broker.sim` (the harness
 never imports the broker: pyproject.toml's import contracts): a cluster of
@@ -9,10 +10,17 @@ the real broker nodes on a simulated network, disk and clock, the queue
 workload (acks=all producers, assign-style consumers, final reads after
 healing) and a fault schedule drawn from the seed (broker/sim/workload.py says
 what is and is not simulated). The child writes the history; this command
-judges it with the queue checker under at-least-once, the mode of acks=all
-producers without idempotence, exactly as `logquake check` judges a stored
-run; the child also checked the replication invariants after every step of
-the simulation (broker/sim/invariants.py), and a seed that broke one is
+judges it with the queue checker under the run's delivery, exactly as
+`logquake check` judges a stored run: at-least-once (acks=all producers
+without idempotence; `--idempotent`: at-least-once-idempotent) or, with
+`--delivery exactly-once` (transactional producers that abort a tenth of
+their transactions on purpose, read_committed consumers:
+broker/sim/transactions.py), exactly-once, where a value of an aborted
+transaction that a consumer read is G1a; `--idempotent` goes with
+at-least-once only (254 otherwise). `delivery(args)` is the one place that
+names the mode (test.json, the checker, the replay command). The child also
+checked the replication invariants after every step of the simulation
+(broker/sim/invariants.py), and a seed that broke one is
 INVALID whatever its history shows (results.json's `invariants`: the names
 checked, the number of steps, the violations with seed and virtual time).
 Each seed is stored as a run:
@@ -50,7 +58,7 @@ from harness.store import Store, write_json
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 KINDS = ("crash", "partition", "clients", "power")  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
-DELIVERY = "at-least-once"
+DELIVERIES = ("at-least-once", "exactly-once")  # what broker.sim.workload simulates of workloads/queue.py's modes
 ACKS = "all"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +95,10 @@ def build_parser() -> ArgumentParser:
                         "acknowledged writes not yet fsynced are lost on every replica, as Kafka's default allows")
     p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="a broker property for every node, e.g. logquake.debug.ack.before.replication=true (repeatable)")
+    p.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
+                   help="at-least-once: acks=all producers, read_uncommitted consumers (default); exactly-once: "
+                        "transactional producers (a tenth of the transactions aborted on purpose) and read_committed "
+                        "consumers, checked as exactly-once (an aborted value read is G1a)")
     p.add_argument("--idempotent", action="store_true",
                    help="idempotent producers: a send is retried with its batch until acknowledged, and the history "
                         "is checked as at-least-once-idempotent (a duplicate is an anomaly)")
@@ -96,12 +108,14 @@ def build_parser() -> ArgumentParser:
 
 def delivery(args) -> str:
     """The delivery mode the seeds' histories are checked under (one place: test.json, the checker, the replay)."""
-    return f"{DELIVERY}-idempotent" if args.idempotent else DELIVERY
+    return f"{args.delivery}-idempotent" if args.idempotent else args.delivery
 
 
 def replay_command(args, seed: int) -> str:
     words = ["logquake", "sim", "--seed", str(seed), "--nodes", str(args.nodes), "--duration", f"{args.duration:g}s",
              "--faults", ",".join(args.faults) or "none"] + (["--idempotent"] if args.idempotent else [])
+    if args.delivery != "at-least-once":
+        words += ["--delivery", args.delivery]
     for key, value in args.broker_override:
         words += ["--broker-override", f"{key}={value}"]
     return shlex.join(words)
@@ -114,7 +128,7 @@ def run_seed(args, seed: int, store: Store) -> dict:
     replay = replay_command(args, seed)
     write_json(run_dir / "test.json", {
         "name": "sim", "seed": seed, "replay": replay,
-        "options": {"delivery": DELIVERY, "idempotent": args.idempotent, "nodes": args.nodes,
+        "options": {"delivery": args.delivery, "idempotent": args.idempotent, "nodes": args.nodes,
                     "duration_s": args.duration, "faults": list(args.faults),
                     "broker_overrides": dict(args.broker_override)},
         "workload": {"name": "queue", "delivery": delivery(args), "acks": ACKS, "simulated": True}})
@@ -122,6 +136,8 @@ def run_seed(args, seed: int, store: Store) -> dict:
                "--duration-s", repr(args.duration), "--faults", ",".join(args.faults), "--history", str(history)]
     if args.idempotent:
         command.append("--idempotent")
+    if args.delivery != "at-least-once":
+        command += ["--delivery", args.delivery]
     for key, value in args.broker_override:
         command += ["--override", f"{key}={value}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
@@ -212,7 +228,11 @@ def verdict_line(result: dict) -> str:
 def main(argv: list[str]) -> int:
     from checkers.core import merge_valid
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.idempotent and args.delivery != "at-least-once":
+        parser.error(f"--idempotent goes with --delivery at-least-once, not {args.delivery} (exactly-once producers "
+                     "are idempotent already)")
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.seed is None:
         print(f"seeds from {first} (drawn at random)", flush=True)

@@ -7,6 +7,9 @@ cluster of the real broker. It writes the history (standard JSONL) to
 seconds, ops, trace digest, the SHA-256 of the history's bytes and
 `invariants` (the replication invariants checked after every step,
 broker/sim/invariants.py: their names, the steps checked, the violations).
+`--delivery exactly-once` runs transactional producers and read_committed
+consumers (broker.sim.transactions); `--idempotent` goes with at-least-once
+only (the pair is refused, exit 2).
 Exit 0 when the run completed (whatever the history and the invariants show:
 the harness judges them),
 1 with a traceback on stderr when the simulation itself broke (an invariant
@@ -29,7 +32,7 @@ if __name__ == "__main__":  # a process of its own: keep kio from importing Hypo
     keep_hypothesis_out()
 
 from broker.io import Runtime  # noqa: E402
-from broker.sim.workload import FAULTS, KINDS, SimOptions, simulate  # noqa: E402
+from broker.sim.workload import DELIVERIES, FAULTS, KINDS, SimOptions, simulate  # noqa: E402
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -49,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property for every node (repeatable)")
     parser.add_argument("--idempotent", action="store_true", help="idempotent producers (retries deduplicated)")
+    parser.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
+                        help="exactly-once: transactional producers and read_committed consumers")
     parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
     args = parser.parse_args(argv)
+    if args.idempotent and args.delivery != "at-least-once":
+        parser.error("--idempotent goes with --delivery at-least-once (exactly-once producers are idempotent already)")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     faults = tuple(f for f in args.faults.split(",") if f)
     options = SimOptions(seed=args.seed, nodes=args.nodes, duration_s=args.duration_s, faults=faults,
-                         properties=dict(args.override), idempotent=args.idempotent)
+                         properties=dict(args.override), idempotent=args.idempotent, delivery=args.delivery)
     # the outside world of this process (its real clock, its real disk), as python -m broker reaches it: through a
     # real Runtime; the simulated world inside knows nothing of it
     real = Runtime.real()

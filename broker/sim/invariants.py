@@ -56,11 +56,11 @@ The invariants (`INVARIANTS` names them; "the HW" is a partition's high watermar
   a truncation by the broker; what survives is compared again.
 - `fenced-producer-epoch`: in each partition's committed log, a producer id
   never writes a batch with a lower producer epoch after one with a higher
-  epoch (a bumped epoch fences the older ones, KIP-360/KIP-98). Only the
-  idempotent producers of broker.sim.workload (`SimOptions.idempotent`)
-  write batches with a producer id, and they never bump an epoch (a producer
-  that gives up on a batch takes a new id), so this invariant is checked but
-  cannot fail until transactional producers are simulated.
+  epoch (a bumped epoch fences the older ones, KIP-360/KIP-98). It can fail
+  only under `SimOptions.delivery == "exactly-once"`, whose transactional
+  producers bump their epoch after a failure (broker.sim.transactions); the
+  idempotent producers of `SimOptions.idempotent` take a new producer id
+  instead, and plain producers write no producer id.
 
 Blind spots, stated: a log truncated and appended again between two
 comparisons, to at least its verified end, is only caught by the comparison
@@ -92,8 +92,8 @@ INVARIANTS: dict[str, str] = {
     "leader-hw-monotonic": "the high watermark never goes backwards on a leader (one node, one epoch)",
     "isr-holds-hw": "when a leader advances the HW to h, every other maximal-ISR member had fetched from h or beyond",
     "committed-records-kept": "a record below the high watermark is never truncated or replaced on any replica",
-    "fenced-producer-epoch": "a producer epoch older than one already written never writes again (vacuous: no "
-                             "simulated producer bumps an epoch yet)",
+    "fenced-producer-epoch": "a producer epoch older than one already written never writes again (exactly-once "
+                             "runs only: their transactional producers bump epochs)",
 }
 
 

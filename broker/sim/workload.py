@@ -5,7 +5,8 @@ schedule, and every choice of every client. The history comes out in the
 standard format (docs/DESIGN.md, "The history"; the op shapes of
 workloads/queue.py) so that the harness judges it with the same queue checker
 as a real run, under at-least-once (acks=all producers; with
-`SimOptions.idempotent`, at-least-once with the idempotent producer):
+`SimOptions.idempotent`, at-least-once with the idempotent producer) or, with
+`SimOptions.delivery == "exactly-once"`, under exactly-once:
 
 - producer processes (a think time of 0 to 40 ms between ops): `send` ops `[["send", key, value]]`, completed as
   `[["send", key, [offset, value]]]` (ok: acknowledged under acks=all), `fail`
@@ -16,15 +17,35 @@ as a real run, under at-least-once (acks=all producers; with
   producer id (InitProducerId) and numbers its batches per partition; a send
   is tried again, the same batch, until acknowledged or given up after
   DELIVERY_TIMEOUT_S, and the leader must deduplicate the tries;
+- exactly-once: each producer slot is a transactional producer
+  (broker.sim.transactions, transactional.id `logquake-sim-<slot>`) and
+  writes `txn` ops of 1 to 3 sends, `[["send", key, value], ...]`, invoked
+  with `"abort": true` for the tenth it aborts on purpose; ok as
+  `[["send", key, [offset, value]], ...]` once EndTxn(commit) succeeded,
+  `fail` with the invoked value when no commit was ever sent (aborted on
+  purpose, or ended by an epoch bump after a failure: nothing of it can be
+  committed), `info` when a commit was sent and not confirmed; the broker
+  gets a few `__transaction_state` partitions and a 1 s timeout sweep
+  (transactions.PROPERTIES; --override wins);
 - consumer processes: first an `assign` of every key, then `poll` ops
   `[["poll", {key: [[offset, value], ...]}]]` with `"high-watermarks"`, each a
   Fetch from the partition's leader at the process's position per key (assign
   style, no group); a key whose fetch failed reads nothing in that poll;
+  under exactly-once the fetches are read_committed (isolation_level 1, up
+  to the last stable offset) and the client drops control batches and
+  aborted transactions itself (`transactions.committed_records`, KIP-98's
+  consumer algorithm), its position moving past them;
 - after the last fault is healed and the cluster has settled, one fresh
   process does the final reads: `assign` every key with `"final": true`, then a
   `poll` (final) that asks ListOffsets for every partition's high watermark
   (`"listed-high-watermarks"`) and fetches from offset 0 up to it, recording
-  `"final-read-short"` for a key it could not finish;
+  `"final-read-short"` for a key it could not finish; under exactly-once it
+  reads read_committed up to those high watermarks, waiting while a
+  transaction holds the last stable offset below them, and stops after
+  FINAL_READ_STALL_S without progress, recording for the short keys the
+  last stable offsets (ListOffsets, isolation_level 1), the seconds stalled
+  and the transaction timeout, from which the checker judges
+  `hanging-transaction`;
 - nemesis ops (`"process": "nemesis"`): `kill`/`start` (a crash of a node's
   machine and its restart from its simulated disk) and
   `start-partition`/`stop-partition` (one node cut off from the other nodes,
@@ -41,9 +62,9 @@ duration ends. An explicit schedule (`SimOptions.schedule`, a tuple of
 that a failing schedule shrinks) replaces the drawn one: its faults, one at a
 time, each at its time or when the one before healed, healed before the final
 reads even if they outlast the workload. What is not simulated here: pauses, disk faults (EIO,
-torn writes), clock skew, slow links, transactional producers,
-consumer groups (the runtime supports some of these; the workload does not
-drive them yet).
+torn writes), clock skew, slow links, polls inside transactions, consumer
+groups and transactional offset commits (the runtime supports some of these;
+the workload does not drive them yet).
 
 `time` in the history is virtual nanoseconds since the world started, so two
 runs of one seed write the same bytes.
@@ -55,8 +76,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
-import importlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -67,6 +86,10 @@ from broker.protocol.client import ClientError
 from broker.protocol.records import build_batch
 from broker.sim.cluster import SimClient, SimCluster, host_of
 from broker.sim.invariants import InvariantChecker
+from broker.sim.transactions import (ABORT_SHARE, SENDS_PER_TXN, TRANSACTION_TIMEOUT_S, TransactionalProducer,
+                                     committed_records)
+from broker.sim.transactions import PROPERTIES as TRANSACTION_PROPERTIES
+from broker.sim.transactions import schema as _schema
 
 TOPIC = "logquake-queue"
 KINDS = ("crash", "partition", "clients", "power")  # every fault the schedule can hold
@@ -97,11 +120,12 @@ GAP_S = (1.0, 3.0)
 HOLD_S = (3.0, 8.0)
 FAULT_WEIGHTS = {"crash": 1, "partition": 2, "clients": 1, "power": 3}  # power, when asked for, half the faults
 FINAL_READ_TIMEOUT_S = 60.0
-
-
-@functools.cache
-def _schema(api: str, version: int):
-    return importlib.import_module(f"kio.schema.{api}.v{version}.request")
+DELIVERIES = ("at-least-once", "exactly-once")  # the client settings of workloads/queue.py the simulation runs
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
+# a read_committed final read stuck below a listed high watermark gives up after going this long without progress:
+# two transaction timeouts and then some, so an open transaction the coordinator should have aborted by its timeout
+# is judged `hanging-transaction` by the checker (which asks for at least two)
+FINAL_READ_STALL_S = 2 * TRANSACTION_TIMEOUT_S + 5.0
 
 
 def metadata_request(topic: str):
@@ -118,10 +142,11 @@ def create_topic_request(topic: str, partitions: int, replication_factor: int, c
     return m.CreateTopicsRequest(topics=(creatable,), timeout=datetime.timedelta(seconds=10), validate_only=False)
 
 
-def produce_request(topic: str, partition: int, records: bytes, timeout_s: float = OP_TIMEOUT_S / 2):
+def produce_request(topic: str, partition: int, records: bytes, timeout_s: float = OP_TIMEOUT_S / 2,
+                    transactional_id: str | None = None):
     m = _schema("produce", 9)
     data = m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=partition, records=records),))
-    return m.ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=timeout_s),
+    return m.ProduceRequest(transactional_id=transactional_id, acks=-1, timeout=datetime.timedelta(seconds=timeout_s),
                             topic_data=(data,))
 
 
@@ -131,20 +156,20 @@ def init_producer_id_request():
                                    producer_id=-1, producer_epoch=-1)
 
 
-def fetch_request(topic: str, partition: int, offset: int):
+def fetch_request(topic: str, partition: int, offset: int, isolation_level: int = READ_UNCOMMITTED):
     m = _schema("fetch", 11)
     wanted = m.FetchPartition(partition=partition, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=-1,
                               partition_max_bytes=1 << 20)
     return m.FetchRequest(replica_id=-1, max_wait=datetime.timedelta(milliseconds=0), min_bytes=1, max_bytes=1 << 20,
-                          isolation_level=0, session_id=0, session_epoch=-1,
+                          isolation_level=isolation_level, session_id=0, session_epoch=-1,
                           topics=(m.FetchTopic(topic=topic, partitions=(wanted,)),), forgotten_topics_data=(),
                           rack_id="")
 
 
-def list_offsets_request(topic: str, partition: int):
+def list_offsets_request(topic: str, partition: int, isolation_level: int = READ_UNCOMMITTED):
     m = _schema("list_offsets", 6)
     wanted = m.ListOffsetsPartition(partition_index=partition, current_leader_epoch=-1, timestamp=-1)
-    return m.ListOffsetsRequest(replica_id=-1, isolation_level=0,
+    return m.ListOffsetsRequest(replica_id=-1, isolation_level=isolation_level,
                                 topics=(m.ListOffsetsTopic(name=topic, partitions=(wanted,)),))
 
 
@@ -172,8 +197,14 @@ class SimOptions:
     invariants: bool = True  # check broker.sim.invariants after every step (off: only to measure their cost)
     schedule: tuple[Fault, ...] | None = None  # the faults, instead of drawing them from the seed
     idempotent: bool = False  # producers with a producer id and sequences, retrying a send with its batch
+    delivery: str = "at-least-once"  # or exactly-once: transactional producers, read_committed consumers
 
     def __post_init__(self):
+        if self.delivery not in DELIVERIES:
+            raise ValueError(f"delivery {self.delivery!r} is not simulated; expected one of {', '.join(DELIVERIES)}")
+        if self.idempotent and self.delivery != "at-least-once":
+            raise ValueError("idempotent goes with delivery at-least-once (exactly-once producers are idempotent "
+                             "already)")
         unknown = [f for f in self.faults if f not in KINDS]
         if unknown:
             raise ValueError(f"faults {unknown} are not simulated; expected some of {', '.join(KINDS)}")
@@ -263,7 +294,9 @@ class QueueSimulation:
     def __init__(self, options: SimOptions):
         self.o = options
         self.world = SimWorld(options.seed)
-        self.cluster = SimCluster(self.world, options.nodes, options.properties)
+        self.transactional = options.delivery == "exactly-once"
+        properties = {**TRANSACTION_PROPERTIES, **options.properties} if self.transactional else options.properties
+        self.cluster = SimCluster(self.world, options.nodes, properties)
         self.history = HistoryRecorder(self.world)
         self.invariants = InvariantChecker(self.cluster)
         if options.invariants:
@@ -321,6 +354,9 @@ class QueueSimulation:
         leaders = Leaders(client, self.cluster.node_ids)
         producer = ProducerIdentity()
         process = slot
+        if self.transactional:
+            await self._transactional_producer(client, leaders, slot)
+            return
         while self.world.loop.time() < self.deadline_s:
             key = self.rng.randrange(self.o.keys)
             value = self.unique_value()
@@ -335,6 +371,24 @@ class QueueSimulation:
                 process += self.concurrency
             # a think time, as a real workload's rate limit: about 50 sends a second per producer
             await self.world.sleep(0.1 if type_ == "fail" else self.rng.uniform(0.0, 0.04))
+
+    async def _transactional_producer(self, client: SimClient, leaders: Leaders, slot: int) -> None:
+        """Exactly-once: `txn` ops of 1 to 3 sends, a tenth aborted on purpose (broker.sim.transactions)."""
+        producer = TransactionalProducer(self.world, client, leaders, self.cluster.node_ids, TOPIC,
+                                         f"logquake-sim-{slot}", produce_request, NOT_WRITTEN,
+                                         IDEMPOTENT_ACK_TIMEOUT_S)
+        process = slot
+        while self.world.loop.time() < self.deadline_s:
+            sends = [["send", self.rng.randrange(self.o.keys), self.unique_value()]
+                     for _ in range(self.rng.randint(*SENDS_PER_TXN))]
+            abort = self.rng.random() < ABORT_SHARE
+            self.history.record(process, "invoke", "txn", sends, **({"abort": True} if abort else {}))
+            type_, result, error = await producer.transaction(sends, abort)
+            extra = {"error": error} if error is not None else {}
+            self.history.record(process, type_, "txn", result, **extra)
+            if type_ == "info":
+                process += self.concurrency
+            await self.world.sleep(0.1 if type_ == "fail" and not abort else self.rng.uniform(0.0, 0.04))
 
     async def _send(self, client: SimClient, leaders: Leaders, key: int, value: int):
         invoked = [["send", key, value]]
@@ -428,10 +482,9 @@ class QueueSimulation:
             self.history.record(process, "invoke", "poll", [["poll"]])
             polled, watermarks = {}, {}
             for key in keys:
-                read, high_watermark = await self._fetch(client, leaders, key, positions[key])
+                read, high_watermark, positions[key] = await self._fetch(client, leaders, key, positions[key])
                 if read:
                     polled[key] = read
-                    positions[key] = read[-1][0] + 1
                 if high_watermark is not None and read:
                     watermarks[key] = high_watermark
             extra = {"high-watermarks": watermarks} if watermarks else {}
@@ -439,20 +492,30 @@ class QueueSimulation:
             await self.world.sleep(0.05 + self.rng.random() * 0.2)
 
     async def _fetch(self, client: SimClient, leaders: Leaders, key: int, offset: int):
-        """(records from `offset`, the response's high watermark); ([], None) when the fetch failed."""
+        """(records from `offset`, the response's high watermark, the next position); ([], None, offset) when the
+        fetch failed. Under exactly-once the fetch is read_committed and the records are what a Kafka consumer hands
+        out (`committed_records`: no control batches, no aborted transactions), and the next position is past the
+        last batch fetched even when none of its records was handed out."""
         leader = await leaders.of(key)
         if leader is None:
-            return [], None
+            return [], None, offset
+        isolation = READ_COMMITTED if self.transactional else READ_UNCOMMITTED
         try:
-            answer = await client.request(leader, fetch_request(TOPIC, key, offset), timeout_s=OP_TIMEOUT_S / 2)
+            answer = await client.request(leader, fetch_request(TOPIC, key, offset, isolation),
+                                          timeout_s=OP_TIMEOUT_S / 2)
         except ClientError:
             leaders.forget(key)
-            return [], None
+            return [], None, offset
         partition = answer.responses[0].partitions[0]
         if partition.error_code != 0:
             leaders.forget(key)
-            return [], None
-        return [r for r in _records(partition.records) if r[0] >= offset], int(partition.high_watermark)
+            return [], None, offset
+        if self.transactional:
+            records, after = committed_records(partition.records, partition.aborted_transactions)
+            read = [r for r in records if r[0] >= offset]
+            return read, int(partition.high_watermark), max(offset, after if after is not None else offset)
+        read = [r for r in _records(partition.records) if r[0] >= offset]
+        return read, int(partition.high_watermark), read[-1][0] + 1 if read else offset
 
     # ---- faults ----------------------------------------------------------------------------
 
@@ -568,12 +631,13 @@ class QueueSimulation:
         polled: dict[int, list] = {}
         positions = {key: 0 for key in keys}
         fetched: dict[int, int] = {}
+        if self.transactional:
+            stalled_s = await self._read_committed_to(client, leaders, listed, positions, polled, fetched, deadline)
         for key, high in listed.items():
-            while positions[key] < high and loop.time() < deadline:
-                read, high_watermark = await self._fetch(client, leaders, key, positions[key])
+            while positions[key] < high and loop.time() < deadline and not self.transactional:
+                read, high_watermark, positions[key] = await self._fetch(client, leaders, key, positions[key])
                 if read:
                     polled.setdefault(key, []).extend(read)
-                    positions[key] = read[-1][0] + 1
                     fetched[key] = high_watermark
                 else:
                     await self.world.sleep(0.2)
@@ -586,7 +650,57 @@ class QueueSimulation:
         short.update({key: "no high watermark listed" for key in keys if key not in listed})
         if short:
             extra["final-read-short"] = short
+            if self.transactional:
+                extra.update(await self._stuck_at(client, leaders, [k for k in short if k in listed], stalled_s))
         self.history.record(process, "ok", "poll", [["poll", polled]], final=True, **extra)
+
+    async def _read_committed_to(self, client: SimClient, leaders: Leaders, listed: dict[int, int],
+                                 positions: dict[int, int], polled: dict[int, list], fetched: dict[int, int],
+                                 deadline: float) -> float:
+        """The final reads under exactly-once: read_committed fetches of every key, round after round, until each
+        reached the high watermark it listed, nothing moved for FINAL_READ_STALL_S (a transaction left open holds
+        the last stable offset below it until its coordinator aborts it by its timeout), or the deadline; the
+        seconds without progress when it stopped."""
+        loop = self.world.loop
+        last_progress = loop.time()
+        while any(positions[key] < high for key, high in listed.items()) and loop.time() < deadline:
+            moved = False
+            for key, high in listed.items():
+                if positions[key] >= high:
+                    continue
+                read, high_watermark, position = await self._fetch(client, leaders, key, positions[key])
+                if read:
+                    polled.setdefault(key, []).extend(read)
+                    fetched[key] = high_watermark
+                moved |= position > positions[key]
+                positions[key] = position
+            if moved:
+                last_progress = loop.time()
+            elif loop.time() - last_progress >= FINAL_READ_STALL_S:
+                break
+            else:
+                await self.world.sleep(0.2)
+        return loop.time() - last_progress
+
+    async def _stuck_at(self, client: SimClient, leaders: Leaders, keys: list[int], stalled_s: float) -> dict:
+        """What a read_committed final read that stopped short saw, as workloads/queue.py records it: each short
+        key's last stable offset (ListOffsets, isolation_level 1), the seconds without progress and the transaction
+        timeout; the queue checker judges `hanging-transaction` from them. Nothing when no offset could be had."""
+        stable: dict[int, int] = {}
+        for key in keys:
+            leader = await leaders.of(key)
+            try:
+                answer = await client.request(leader, list_offsets_request(TOPIC, key, READ_COMMITTED)) \
+                    if leader else None
+            except ClientError:
+                answer = None
+            part = answer.topics[0].partitions[0] if answer is not None else None
+            if part is not None and part.error_code == 0:
+                stable[key] = int(part.offset)
+        if not stable:
+            return {}
+        return {"last-stable-offsets": stable, "stalled-s": round(stalled_s, 1),
+                "transaction-timeout-ms": int(TRANSACTION_TIMEOUT_S * 1000)}
 
     # ---- the run ---------------------------------------------------------------------------
 

@@ -136,14 +136,29 @@ def test_help_exits_0_and_lists_the_faults(capsys):
     assert "--broker-override" in out and "crash, partition" in out
 
 
-def test_idempotent_seeds_are_checked_as_at_least_once_idempotent_and_replay_with_the_flag(tmp_path, capsys):
+def one_valid_fault_free_seed(flags: list[str], tmp_path, capsys) -> tuple[dict, dict]:
+    """Run one fresh seed of 6 s without faults with `flags`, assert it valid; (its results.json, its test.json)."""
     first = fresh_seed()
-    code, lines = run_sim(["--seed", str(first), "--duration", "6s", "--faults", "none", "--idempotent",
+    code, lines = run_sim(["--seed", str(first), "--duration", "6s", "--faults", "none", *flags,
                            "--store", str(tmp_path)], capsys)
     print("\n".join(lines))
     assert code == 0 and lines[0].startswith(f"seed {first}: valid ("), lines
     results = run_results(tmp_path)[first]
+    assert results["replay"].endswith(" ".join(["--faults", "none", *flags]))
+    return results, json.loads((Path(results["run_dir"]) / "test.json").read_text())
+
+
+def test_idempotent_seeds_are_checked_as_at_least_once_idempotent_and_replay_with_the_flag(tmp_path, capsys):
+    results, test = one_valid_fault_free_seed(["--idempotent"], tmp_path, capsys)
     assert results["queue"]["delivery"] == "at-least-once-idempotent"
-    assert results["replay"].endswith("--faults none --idempotent")
-    test = json.loads((Path(results["run_dir"]) / "test.json").read_text())
     assert test["options"]["idempotent"] is True and test["workload"]["delivery"] == "at-least-once-idempotent"
+
+
+def test_exactly_once_seeds_are_checked_as_exactly_once_and_idempotent_is_refused_with_it(tmp_path, capsys):
+    results, test = one_valid_fault_free_seed(["--delivery", "exactly-once"], tmp_path, capsys)
+    assert results["queue"]["delivery"] == "exactly-once"
+    assert test["options"]["delivery"] == "exactly-once" and test["workload"]["delivery"] == "exactly-once"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["sim", "--idempotent", "--delivery", "exactly-once", "--store", str(tmp_path)])
+    assert exit_.value.code == 254
+    assert "--idempotent goes with --delivery at-least-once" in capsys.readouterr().err
