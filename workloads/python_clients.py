@@ -35,7 +35,7 @@ from typing import Any
 
 from checkers.history import Op, completion
 from workloads.client_security import python_client_settings
-from workloads.kafka_admin import combine_send_outcomes
+from workloads.kafka_admin import after_append, combine_send_outcomes
 
 __all__ = ["AIOKAFKA_MISSING_GROUP_METADATA", "AIOKAFKA_MISSING_RETRIES", "AiokafkaConsumer", "AiokafkaProducer",
            "EventLoopThread", "Library", "close_quietly", "describe_error", "end_transaction", "library", "python_send"]
@@ -283,7 +283,8 @@ def library(client: str) -> Library:
     raise ValueError(f"no Python client library named {client!r}; expected kafka-python or aiokafka")
 
 
-def python_send(lib: Library, producer, topic: str, mops: list, timeout_s: float, retries: bool) -> Op:
+def python_send(lib: Library, producer, topic: str, mops: list, timeout_s: float, retries: bool,
+                acks_all: bool = False) -> Op:
     """Send `[["send", partition, value], ...]` through a kafka-python-shaped `producer`, wait for each, and
     answer the send op's completion (the rules of `kafka_admin.confluent_send`): ok with `[offset, value]` per
     message when every one was acknowledged, else fail (certainly not written) or info."""
@@ -311,9 +312,9 @@ def python_send(lib: Library, producer, topic: str, mops: list, timeout_s: float
             each.append(("info", ["timeout", str(e)]))
             continue
         except errors.KafkaError as e:
+            code = getattr(e, "errno", -1)
             certain = isinstance(e, errors.MessageSizeTooLargeError) or (
-                not retries and getattr(e, "errno", -1) not in (None, -1, 1)
-                and type(e).__name__ != "NotEnoughReplicasAfterAppendError")
+                not retries and code not in (None, -1, 1) and not after_append(code, acks_all))
             each.append(("fail" if certain else "info", [type(e).__name__, str(e)]))
             continue
         offsets[-1] = meta.offset if meta.offset is not None and meta.offset >= 0 else None

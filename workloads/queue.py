@@ -413,7 +413,8 @@ class ConfluentQueueClient(Client):
 
     def _send(self, op: Op) -> Op:
         """Produce every message of the op (one, or several to one key), then flush once."""
-        return confluent_send(self.producer, self.w.topic, op.value, self.w.op_timeout_s + 5, self.retries)
+        return confluent_send(self.producer, self.w.topic, op.value, self.w.op_timeout_s + 5, self.retries,
+                              acks_all=self.w.effective_acks() == "all")
 
     def _ensure_consumer(self):
         if self.consumer is None:
@@ -674,7 +675,8 @@ class PythonQueueClient(Client):
 
     def invoke(self, op: Op) -> Op:
         if op.f == "send":
-            return python_send(self.lib, self.producer, self.w.topic, op.value, self.w.op_timeout_s, self.retries)
+            return python_send(self.lib, self.producer, self.w.topic, op.value, self.w.op_timeout_s, self.retries,
+                               acks_all=self.w.effective_acks() == "all")
         if op.f == "txn":
             return self._txn(op)
         if op.f == "poll":

@@ -70,6 +70,12 @@ def test_send_errors_are_fail_only_when_the_message_cannot_have_been_written():
     # local timeouts and transport errors: the request may have arrived
     assert confluent_send_outcome(KafkaError._MSG_TIMED_OUT, retries=False) == "info"
     assert confluent_send_outcome(KafkaError._TRANSPORT, retries=False) == "info"
+    # under acks=all a leader answers NOT_LEADER_OR_FOLLOWER to a produce it appended when it loses the leadership
+    # while waiting for the ISR, and REQUEST_TIMED_OUT when the ISR is slow: the new leader may have the batch
+    assert confluent_send_outcome(KafkaError.NOT_LEADER_FOR_PARTITION, retries=False, acks_all=True) == "info"
+    assert confluent_send_outcome(KafkaError.REQUEST_TIMED_OUT, retries=False, acks_all=True) == "info"
+    assert confluent_send_outcome(KafkaError.NOT_ENOUGH_REPLICAS, retries=False, acks_all=True) == "fail"
+    assert confluent_send_outcome(KafkaError.REQUEST_TIMED_OUT, retries=False) == "fail"
 
 
 def test_the_mode_decides_acks_and_the_promise():
