@@ -1,6 +1,7 @@
 """The simulated queue workload (broker/sim/workload.py): the standard history, the same bytes from the same seed.
 
-One seed gives one history byte for byte, in this process and in a child
+One seed gives one history byte for byte (plain, idempotent and transactional
+producers alike), in this process and in a child
 interpreter started with another hash seed (`python -m broker.sim`); another
 seed gives another. The ops have the shapes of workloads/queue.py, so the real
 queue checker judges them: ok sends carry `[offset, value]`, polls
@@ -17,24 +18,31 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from broker.sim.workload import SimOptions, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_one_seed_gives_one_history_in_two_processes_and_another_seed_another(tmp_path):
-    text, summary = simulate(SimOptions(seed=4, duration_s=12.0))
+@pytest.mark.parametrize("flags", [(), ("--idempotent",), ("--delivery", "exactly-once")],
+                         ids=["at-least-once", "idempotent", "exactly-once"])
+def test_one_seed_gives_one_history_in_two_processes_and_another_seed_another(tmp_path, flags):
+    options = {"idempotent": "--idempotent" in flags,
+               "delivery": "exactly-once" if "exactly-once" in flags else "at-least-once"}
+    text, summary = simulate(SimOptions(seed=4, duration_s=12.0, **options))
     digest = hashlib.sha256(text.encode()).hexdigest()
     assert summary["unhandled"] == [], summary["unhandled"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PYTHONHASHSEED", None)
-    child = subprocess.run([sys.executable, "-m", "broker.sim", "--seed", "4", "--duration-s", "12", "--history",
-                            str(tmp_path / "h.jsonl")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    child = subprocess.run([sys.executable, "-m", "broker.sim", "--seed", "4", "--duration-s", "12", *flags,
+                            "--history", str(tmp_path / "h.jsonl")], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     other = json.loads(child.stdout.strip().splitlines()[-1])
     assert other["history_sha256"] == digest
     assert hashlib.sha256((tmp_path / "h.jsonl").read_bytes()).hexdigest() == digest
-    different, _ = simulate(SimOptions(seed=5, duration_s=12.0))
+    different, _ = simulate(SimOptions(seed=5, duration_s=12.0, **options))
     assert hashlib.sha256(different.encode()).hexdigest() != digest
 
 
