@@ -569,14 +569,7 @@ class QueueSimulation:
             # the victim stays in the cluster, but every client's connection to it is reset and none reconnects
             # until the heal: answers to requests in flight are lost (a dropped connection, a load balancer's reset)
             clients = sorted(client.host for client in self.clients)
-            grudge = {str(victim): clients, **{client: [victim] for client in clients}}
-            self.history.record("nemesis", "info", "start-partition", grudge)
-            self.world.network.partition([host_of(victim)], clients, reset=True)
-            self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
-            await self.world.sleep(hold_s)
-            self.history.record("nemesis", "info", "stop-partition", None)
-            self.world.network.heal()
-            self.history.record("nemesis", "info", "stop-partition", "healed")
+            await self._cut(victim, clients, {client: [victim] for client in clients}, clients, hold_s, reset=True)
         elif kind == "crash":
             self.history.record("nemesis", "info", "kill", [victim])
             self.cluster.crash(victim)
@@ -587,14 +580,20 @@ class QueueSimulation:
             self.history.record("nemesis", "info", "start", {"started": [victim]})
         else:
             others = [n for n in self.cluster.node_ids if n != victim]
-            grudge = {str(victim): others, **{str(n): [victim] for n in others}}
-            self.history.record("nemesis", "info", "start-partition", grudge)
-            self.world.network.partition([host_of(victim)], [host_of(n) for n in others])
-            self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
-            await self.world.sleep(hold_s)
-            self.history.record("nemesis", "info", "stop-partition", None)
-            self.world.network.heal()
-            self.history.record("nemesis", "info", "stop-partition", "healed")
+            await self._cut(victim, others, {str(n): [victim] for n in others}, [host_of(n) for n in others], hold_s)
+
+    async def _cut(self, victim: int, peers: list, back: dict, hosts: list[str], hold_s: float,
+                   reset: bool = False) -> None:
+        """Cut `victim` from `hosts` both ways for `hold_s`, then heal; the grudge (victim -> peers, and `back`)
+        as start-partition/stop-partition nemesis ops."""
+        grudge = {str(victim): peers, **back}
+        self.history.record("nemesis", "info", "start-partition", grudge)
+        self.world.network.partition([host_of(victim)], hosts, reset=reset)
+        self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
+        await self.world.sleep(hold_s)
+        self.history.record("nemesis", "info", "stop-partition", None)
+        self.world.network.heal()
+        self.history.record("nemesis", "info", "stop-partition", "healed")
 
     # ---- final reads -----------------------------------------------------------------------
 
@@ -633,14 +632,15 @@ class QueueSimulation:
         fetched: dict[int, int] = {}
         if self.transactional:
             stalled_s = await self._read_committed_to(client, leaders, listed, positions, polled, fetched, deadline)
-        for key, high in listed.items():
-            while positions[key] < high and loop.time() < deadline and not self.transactional:
-                read, high_watermark, positions[key] = await self._fetch(client, leaders, key, positions[key])
-                if read:
-                    polled.setdefault(key, []).extend(read)
-                    fetched[key] = high_watermark
-                else:
-                    await self.world.sleep(0.2)
+        else:
+            for key, high in listed.items():
+                while positions[key] < high and loop.time() < deadline:
+                    read, high_watermark, positions[key] = await self._fetch(client, leaders, key, positions[key])
+                    if read:
+                        polled.setdefault(key, []).extend(read)
+                        fetched[key] = high_watermark
+                    else:
+                        await self.world.sleep(0.2)
         extra: dict = {}
         if fetched:
             extra["high-watermarks"] = fetched
