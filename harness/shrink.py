@@ -201,8 +201,9 @@ def _schedule_rows(events: list[dict[str, Any]]) -> str:
 def shrink_html(result: dict[str, Any]) -> str:
     """The original and the shrunk schedule side by side (self-contained, offline)."""
     def side(title: str, part: dict[str, Any]) -> str:
-        return (f"<div class=\"side\"><h2>{escape(title)}</h2><p>{part['events']} fault event(s), "
-                f"{part['time_limit_s']:g} s, rate {part['rate']:g}, concurrency {part['concurrency']}</p>"
+        summary = part.get("summary") or (f"{part['events']} fault event(s), {part['time_limit_s']:g} s, rate "
+                                          f"{part['rate']:g}, concurrency {part['concurrency']}")
+        return (f"<div class=\"side\"><h2>{escape(title)}</h2><p>{escape(summary)}</p>"
                 "<table><thead><tr><th>at</th><th>fault</th><th>event</th><th>target</th></tr></thead><tbody>"
                 + _schedule_rows(part["schedule"]) + "</tbody></table></div>")
 

@@ -1,6 +1,6 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
-    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power]]
+    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power][,link]]
                  [--delivery at-least-once|exactly-once] [--idempotent] [--broker-override KEY=VALUE ...]
                  [--store store]
 
@@ -56,7 +56,7 @@ from harness.cli_args import ArgumentParser, key_value, positive_int
 from harness.store import Store, write_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
-KINDS = ("crash", "partition", "clients", "power")  # what broker.sim.workload simulates (it refuses any other name too)
+KINDS = ("crash", "partition", "clients", "power", "link")  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
 DELIVERIES = ("at-least-once", "exactly-once")  # what broker.sim.workload simulates of workloads/queue.py's modes
 ACKS = "all"
@@ -102,8 +102,54 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--idempotent", action="store_true",
                    help="idempotent producers: a send is retried with its batch until acknowledged, and the history "
                         "is checked as at-least-once-idempotent (a duplicate is an anomaly)")
+    p.add_argument("--schedule", type=schedule_file, default=None, metavar="FILE",
+                   help="run these faults instead of drawing them from the seed: a JSON list of {at_s, kind, node, "
+                        "hold_s[, peer]}, or a run's schedule.json (which replays that run byte for byte)")
     p.add_argument("--store", default="store", help="store directory (default %(default)s)")
     return p
+
+
+def read_schedule(path: Path) -> dict:
+    """A sim schedule file as {"faults": [...], "end_s": S or None}; ValueError says what is wrong with it.
+
+    The format (what every sim run writes as schedule.json): a JSON list of faults, or an object with that list as
+    `faults` and `end_s`, when the drawn nemesis last woke up (kept so that the replay matches the drawn run byte for
+    byte). A fault: `at_s` (seconds after the workload started), `kind` (one of KINDS), `node` (1..N), `hold_s`
+    (seconds until healed) and, for a link, `peer` (the other end; 0 or absent: the next node). The simulation
+    checks them against the cluster too (nodes in range)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    end_s = data.get("end_s") if isinstance(data, dict) else None
+    faults = data.get("faults") if isinstance(data, dict) else data
+    if not isinstance(faults, list):
+        raise ValueError(f"{path}: expected a JSON list of faults, or an object with one as `faults`")
+    if end_s is not None and (isinstance(end_s, bool) or not isinstance(end_s, (int, float)) or end_s < 0):
+        raise ValueError(f"{path}: end_s is {end_s!r}, expected seconds (at least 0)")
+    for number, fault in enumerate(faults, 1):
+        problem = None
+        if not isinstance(fault, dict) or not {"at_s", "kind", "node", "hold_s"} <= set(fault):
+            problem = "needs at_s, kind, node and hold_s"
+        elif fault["kind"] not in KINDS:
+            problem = f"kind {fault['kind']!r} is not simulated; choose from {', '.join(KINDS)}"
+        elif not all(isinstance(fault.get(k, 0), (int, float)) and not isinstance(fault.get(k, 0), bool)
+                     for k in ("at_s", "hold_s", "node", "peer")):
+            problem = "at_s, hold_s, node and peer must be numbers"
+        elif fault["at_s"] < 0 or fault["hold_s"] <= 0 or fault["node"] < 1 or fault.get("peer", 0) < 0:
+            problem = "at_s >= 0, hold_s > 0, node >= 1 and peer >= 0"
+        if problem:
+            raise ValueError(f"{path}: fault {number} ({json.dumps(fault)}): {problem}")
+    return {"faults": faults, "end_s": end_s}
+
+
+def schedule_file(text: str) -> Path:
+    path = Path(text).resolve()
+    try:
+        read_schedule(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
 
 
 def delivery(args) -> str:
@@ -111,9 +157,12 @@ def delivery(args) -> str:
     return f"{args.delivery}-idempotent" if args.idempotent else args.delivery
 
 
-def replay_command(args, seed: int) -> str:
+def replay_command(args, seed: int, schedule: Path | None = None) -> str:
+    """The command that replays `seed` (with `schedule`: the faults of that file, this run's stored copy)."""
     words = ["logquake", "sim", "--seed", str(seed), "--nodes", str(args.nodes), "--duration", f"{args.duration:g}s",
              "--faults", ",".join(args.faults) or "none"] + (["--idempotent"] if args.idempotent else [])
+    if schedule is not None:
+        words += ["--schedule", str(schedule)]
     if args.delivery != "at-least-once":
         words += ["--delivery", args.delivery]
     for key, value in args.broker_override:
@@ -125,12 +174,16 @@ def run_seed(args, seed: int, store: Store) -> dict:
     """Simulate `seed` in a child interpreter, check its history, store the run; the seed's result map."""
     run_dir = store.new_run("sim")
     history = run_dir / "history.jsonl"
-    replay = replay_command(args, seed)
+    given = run_dir / "schedule.given.json" if args.schedule is not None else None
+    if given is not None:  # this run's own copy: the replay command must not depend on a file that may change
+        given.write_bytes(args.schedule.read_bytes())
+    replay = replay_command(args, seed, given)
     write_json(run_dir / "test.json", {
         "name": "sim", "seed": seed, "replay": replay,
         "options": {"delivery": args.delivery, "idempotent": args.idempotent, "nodes": args.nodes,
                     "duration_s": args.duration, "faults": list(args.faults),
-                    "broker_overrides": dict(args.broker_override)},
+                    "broker_overrides": dict(args.broker_override),
+                    "schedule": str(given) if given is not None else None},
         "workload": {"name": "queue", "delivery": delivery(args), "acks": ACKS, "simulated": True}})
     command = [sys.executable, "-m", "broker.sim", "--seed", str(seed), "--nodes", str(args.nodes),
                "--duration-s", repr(args.duration), "--faults", ",".join(args.faults), "--history", str(history)]
@@ -140,6 +193,8 @@ def run_seed(args, seed: int, store: Store) -> dict:
         command += ["--delivery", args.delivery]
     for key, value in args.broker_override:
         command += ["--override", f"{key}={value}"]
+    if given is not None:
+        command += ["--schedule", str(given)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     started = time.perf_counter()
     with open(run_dir / "sim.log", "wb") as log:
@@ -151,6 +206,9 @@ def run_seed(args, seed: int, store: Store) -> dict:
         result.update(valid="unknown", message=f"the simulation broke (exit {child.returncode}); see "
                                                f"{run_dir / 'sim.log'}")
     else:
+        # the faults as applied, in the --schedule format: `logquake sim --schedule` of this file replays the seed
+        write_json(run_dir / "schedule.json", {"faults": summary.pop("schedule", []),
+                                               "end_s": summary.pop("schedule_end_s", None)})
         result["simulation"] = summary
         result.update(_check(history, delivery(args)))
         result.update(_invariants(summary))
@@ -233,6 +291,13 @@ def main(argv: list[str]) -> int:
     if args.idempotent and args.delivery != "at-least-once":
         parser.error(f"--idempotent goes with --delivery at-least-once, not {args.delivery} (exactly-once producers "
                      "are idempotent already)")
+    if args.schedule is not None:
+        for number, fault in enumerate(read_schedule(args.schedule)["faults"], 1):
+            peer = fault.get("peer", 0)
+            if fault["node"] > args.nodes or peer > args.nodes or fault["kind"] == "link" and (
+                    peer or fault["node"] % args.nodes + 1) == fault["node"]:
+                parser.error(f"--schedule {args.schedule}: fault {number} ({json.dumps(fault)}) names a node this "
+                             f"cluster of {args.nodes} does not have (or a link from a node to itself)")
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.seed is None:
         print(f"seeds from {first} (drawn at random)", flush=True)

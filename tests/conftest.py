@@ -19,7 +19,7 @@ _LONG_MARKERS = ("slow", "e2e", "docker")
 CPU_BOUND = (
     "tests/broker/test_raft_sim.py", "tests/broker/test_raft_sim_stateful.py", "tests/broker/test_sim_",
     "tests/broker/test_fuzz", "tests/broker/test_controller_model.py", "tests/broker/test_log_model.py",
-    "tests/harness/test_sim_command.py", "tests/checkers/", "tests/bench/",
+    "tests/harness/test_sim_command.py", "tests/harness/test_sim_shrink.py", "tests/checkers/", "tests/bench/",
 )
 
 # Tests that SIGKILL a harness and then heal: `logquake heal` (and the start of every run) removes what any dead

@@ -32,7 +32,7 @@ if __name__ == "__main__":  # a process of its own: keep kio from importing Hypo
     keep_hypothesis_out()
 
 from broker.io import Runtime  # noqa: E402
-from broker.sim.workload import DELIVERIES, FAULTS, KINDS, SimOptions, simulate  # noqa: E402
+from broker.sim.workload import DELIVERIES, FAULTS, KINDS, Fault, SimOptions, simulate  # noqa: E402
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -40,6 +40,32 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
     return key.strip(), value.strip()
+
+
+def read_schedule(data: bytes) -> tuple[tuple[Fault, ...], float | None]:
+    """(faults, end_s) of a schedule file: a JSON list of objects with Fault's fields, or an object with that list
+    as `faults` and the nemesis's last wake-up as `end_s` (what a run's summary records). ValueError says what is
+    wrong."""
+    try:
+        items = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    end_s = None
+    if isinstance(items, dict):
+        end_s = items.get("end_s")
+        if end_s is not None and (not isinstance(end_s, (int, float)) or end_s < 0):
+            raise ValueError(f"end_s is {end_s!r}: expected seconds (a number, at least 0)")
+        items = items.get("faults")
+    if not isinstance(items, list):
+        raise ValueError("expected a JSON list of faults, or an object with one as `faults`")
+    faults = []
+    for number, item in enumerate(items, 1):
+        try:
+            faults.append(Fault(at_s=float(item["at_s"]), kind=str(item["kind"]), node=int(item["node"]),
+                                hold_s=float(item["hold_s"]), peer=int(item.get("peer", 0))))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"fault {number} ({item!r}) needs at_s, kind, node and hold_s: {exc!r}") from None
+    return tuple(faults), None if end_s is None else float(end_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,14 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idempotent", action="store_true", help="idempotent producers (retries deduplicated)")
     parser.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
                         help="exactly-once: transactional producers and read_committed consumers")
+    parser.add_argument("--schedule", help="a JSON file: a list of faults ({at_s, kind, node, hold_s[, peer]} each), or "
+                                           "{\"faults\": [...], \"end_s\": S} as the summary records them; run "
+                                           "instead of the drawn faults")
     parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
     args = parser.parse_args(argv)
     if args.idempotent and args.delivery != "at-least-once":
         parser.error("--idempotent goes with --delivery at-least-once (exactly-once producers are idempotent already)")
+    schedule, end_s = None, None
+    if args.schedule is not None:
+        try:
+            source = Runtime.real().disk.open(args.schedule, "rb")
+            try:
+                schedule, end_s = read_schedule(source.read())
+            finally:
+                source.close()
+        except (OSError, ValueError) as exc:
+            parser.error(f"--schedule {args.schedule}: {exc}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     faults = tuple(f for f in args.faults.split(",") if f)
-    options = SimOptions(seed=args.seed, nodes=args.nodes, duration_s=args.duration_s, faults=faults,
-                         properties=dict(args.override), idempotent=args.idempotent, delivery=args.delivery)
+    try:
+        options = SimOptions(seed=args.seed, nodes=args.nodes, duration_s=args.duration_s, faults=faults,
+                             properties=dict(args.override), idempotent=args.idempotent, delivery=args.delivery,
+                             schedule=schedule, schedule_end_s=end_s)
+    except ValueError as exc:
+        parser.error(str(exc))
     # the outside world of this process (its real clock, its real disk), as python -m broker reaches it: through a
     # real Runtime; the simulated world inside knows nothing of it
     real = Runtime.real()

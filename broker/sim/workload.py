@@ -49,19 +49,25 @@ as a real run, under at-least-once (acks=all producers; with
 - nemesis ops (`"process": "nemesis"`): `kill`/`start` (a crash of a node's
   machine and its restart from its simulated disk) and
   `start-partition`/`stop-partition` (one node cut off from the other nodes,
-  both ways; clients still reach every node).
+  both ways; clients still reach every node; a `link` fault cuts two nodes
+  from each other only, and `clients` one node from the clients).
 
 Fault model of the schedule: at most one fault at a time; with the default
 kinds (FAULTS: crash, partition) a majority of the nodes is always up and
 connected; `power` (not a default: see `_fault`) crashes every node at once, as
-a power cut of the whole cluster, and restarts them; each fault starts after a quiet gap of
+a power cut of the whole cluster, and restarts them; `link` (not a default
+either) cuts two nodes from each other only, a partial partition; each fault starts after a quiet gap of
 1 to 3 virtual seconds and lasts 3 to 8, a partition twice as often as a crash
 (GAP_S, HOLD_S, FAULT_WEIGHTS); the last one is healed before the run's
 duration ends. An explicit schedule (`SimOptions.schedule`, a tuple of
 `Fault`s: what tests/broker/test_sim_schedules.py draws with Hypothesis, so
 that a failing schedule shrinks) replaces the drawn one: its faults, one at a
 time, each at its time or when the one before healed, healed before the final
-reads even if they outlast the workload. What is not simulated here: pauses, disk faults (EIO,
+reads even if they outlast the workload. The faults as applied, drawn or
+given, come out in the summary (`schedule`, with `schedule_end_s`, when the
+drawn nemesis last woke up); given back as a schedule (with
+`SimOptions.schedule_end_s`) they replay the seed's history byte for byte,
+each fault starting on the nanosecond it was recorded at. What is not simulated here: pauses, disk faults (EIO,
 torn writes), clock skew, slow links, polls inside transactions, consumer
 groups and transactional offset commits (the runtime supports some of these;
 the workload does not drive them yet).
@@ -75,6 +81,7 @@ Thread-safety: none; everything runs on the world's loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import random
@@ -92,7 +99,7 @@ from broker.sim.transactions import PROPERTIES as TRANSACTION_PROPERTIES
 from broker.sim.transactions import schema as _schema
 
 TOPIC = "logquake-queue"
-KINDS = ("crash", "partition", "clients", "power")  # every fault the schedule can hold
+KINDS = ("crash", "partition", "clients", "power", "link")  # every fault the schedule can hold
 FAULTS = ("crash", "partition")  # the default: one node at a time, a majority always up
 # produce errors that certainly wrote nothing (checked before the append): the op fails. Not NOT_LEADER_OR_FOLLOWER
 # (6): the leader also answers it to an acks=all produce it had appended when it loses the leadership while waiting
@@ -118,7 +125,7 @@ SEQUENCE_BROKEN = {45, 46, 47, 59}
 # a crash is what recovery bugs need, a partition is what a leader that acknowledges or keeps what it should not needs.
 GAP_S = (1.0, 3.0)
 HOLD_S = (3.0, 8.0)
-FAULT_WEIGHTS = {"crash": 1, "partition": 2, "clients": 1, "power": 3}  # power, when asked for, half the faults
+FAULT_WEIGHTS = {"crash": 1, "partition": 2, "clients": 1, "power": 3, "link": 2}  # power, when asked for, half the faults
 FINAL_READ_TIMEOUT_S = 60.0
 DELIVERIES = ("at-least-once", "exactly-once")  # the client settings of workloads/queue.py the simulation runs
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
@@ -175,13 +182,18 @@ def list_offsets_request(topic: str, partition: int, isolation_level: int = READ
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault of an explicit schedule: `kind` (crash or partition) of node `node`, `at_s` virtual seconds after
-    the workload started (or once the fault before it healed), healed `hold_s` seconds later."""
+    """One fault of an explicit schedule: `kind` (one of KINDS) of node `node`, `at_s` virtual seconds after the
+    workload started (or once the fault before it healed), healed `hold_s` seconds later. A `link` fault cuts `node`
+    from `peer` only (0: the node after `node`, cyclically); other kinds ignore `peer`."""
 
     at_s: float
     kind: str
     node: int
     hold_s: float
+    peer: int = 0
+
+    def other_end(self, nodes: int) -> int:
+        return self.peer or self.node % nodes + 1
 
 
 @dataclass
@@ -196,6 +208,9 @@ class SimOptions:
     properties: dict[str, str] = field(default_factory=dict)
     invariants: bool = True  # check broker.sim.invariants after every step (off: only to measure their cost)
     schedule: tuple[Fault, ...] | None = None  # the faults, instead of drawing them from the seed
+    # with a schedule: when its nemesis last wakes up after its faults (the drawn nemesis wakes once more to find no
+    # room for another fault; a schedule recorded from a drawn run carries that time, and replays it byte for byte)
+    schedule_end_s: float | None = None
     idempotent: bool = False  # producers with a producer id and sequences, retrying a send with its batch
     delivery: str = "at-least-once"  # or exactly-once: transactional producers, read_committed consumers
 
@@ -208,13 +223,17 @@ class SimOptions:
         unknown = [f for f in self.faults if f not in KINDS]
         if unknown:
             raise ValueError(f"faults {unknown} are not simulated; expected some of {', '.join(KINDS)}")
+        if "link" in self.faults and self.nodes < 2:
+            raise ValueError("a link fault cuts one node from another: it needs at least 2 nodes")
         if self.nodes < 1 or self.duration_s <= 0 or self.keys < 1:
             raise ValueError(f"nodes, duration and keys must be positive, got {self.nodes}, {self.duration_s}, "
                              f"{self.keys}")
         for fault in self.schedule or ():
-            if fault.kind not in KINDS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0:
+            if (fault.kind not in KINDS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0
+                    or fault.kind == "link" and (not 0 <= fault.peer <= self.nodes
+                                                 or fault.other_end(self.nodes) == fault.node)):
                 raise ValueError(f"{fault} is not a fault of this cluster: kind of {', '.join(KINDS)}, node 1 to "
-                                 f"{self.nodes}, at_s >= 0, hold_s > 0")
+                                 f"{self.nodes}, at_s >= 0, hold_s > 0, peer 0 or another node")
 
 
 class ProducerIdentity:
@@ -306,6 +325,9 @@ class QueueSimulation:
         self.next_value = 0
         self.concurrency = options.producers + options.consumers
         self.deadline_s = 0.0
+        self.start_ns = 0  # virtual time when the workload started: a fault's at_s counts from here
+        self.applied: list[Fault] = []  # the faults as applied, drawn or scheduled: the summary's `schedule`
+        self.schedule_end_s = options.schedule_end_s  # when the nemesis last woke up (the summary's `schedule_end_s`)
         self.clients: list[SimClient] = []
 
     def unique_value(self) -> int:
@@ -533,27 +555,46 @@ class QueueSimulation:
             await self.world.sleep(rng.uniform(*GAP_S))
             hold_s = rng.uniform(*HOLD_S)
             if not kinds or loop.time() + hold_s >= self.deadline_s:
+                self.schedule_end_s = (loop.time_ns() - self.start_ns) / 1e9
                 return
             kind = rng.choices(kinds, weights)[0]
             victim = rng.choice(self.cluster.node_ids)
-            await self._fault(kind, victim, hold_s)
+            # the other end of a link is drawn only for a link: the draws of every other schedule stay as they were
+            peer = rng.choice([n for n in self.cluster.node_ids if n != victim]) if kind == "link" else 0
+            await self._fault(kind, victim, hold_s, peer)
 
     async def _scheduled_faults(self) -> None:
         """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the
         one before it healed if that is later (one fault at a time, as the drawn schedule)."""
-        start = self.deadline_s - self.o.duration_s
-        for fault in sorted(self.o.schedule, key=lambda f: (f.at_s, f.kind, f.node, f.hold_s)):
-            wait_s = start + fault.at_s - self.world.loop.time()
-            if wait_s > 0:
-                await self.world.sleep(wait_s)
-            await self._fault(fault.kind, fault.node, fault.hold_s)
+        for fault in sorted(self.o.schedule, key=lambda f: (f.at_s, f.kind, f.node, f.hold_s, f.peer)):
+            await self._sleep_until(fault.at_s)
+            await self._fault(fault.kind, fault.node, fault.hold_s, fault.other_end(self.o.nodes))
+        if self.o.schedule_end_s is not None:
+            await self._sleep_until(self.o.schedule_end_s)
 
-    async def _fault(self, kind: str, victim: int, hold_s: float) -> None:
+    async def _sleep_until(self, at_s: float) -> None:
+        """Sleep until `at_s` after the workload started, to the nanosecond (at once if that is past).
+
+        Half a nanosecond short: the loop rounds a sleep up to whole nanoseconds, so this wakes up on the nanosecond
+        `at_s` names, as the drawn fault it was recorded from did (a recorded schedule replays its seed's history
+        byte for byte)."""
+        wait_ns = self.start_ns + round(at_s * 1e9) - self.world.loop.time_ns()
+        if wait_ns > 0:
+            await self.world.sleep((wait_ns - 0.5) / 1e9)
+
+    async def _fault(self, kind: str, victim: int, hold_s: float, peer: int = 0) -> None:
         """Apply one fault to `victim` for `hold_s` virtual seconds, then heal it; nemesis ops in the history.
+
+        A `link` fault cuts `victim` from `peer` alone, both ways: a partial partition, where each node still reaches
+        some of the others (a leader that reaches the controller and the coordinator but not a follower in its ISR,
+        so that acks=all writes and transaction markers wait and time out; a broker cut from the active controller
+        alone, fetching on from a leader whose epoch moved on).
 
         A `power` fault takes every node down at once (`victim` is ignored) and restarts them all: the one crash that
         tells a broker that fsyncs what it acknowledges from one that does not (with fewer nodes down, the survivors'
         copies cover both)."""
+        self.applied.append(Fault(at_s=(self.world.loop.time_ns() - self.start_ns) / 1e9, kind=kind, node=victim,
+                                  hold_s=hold_s, peer=peer if kind == "link" else 0))
         if kind == "power":
             victims = list(self.cluster.node_ids)
             self.history.record("nemesis", "info", "kill", victims)
@@ -579,7 +620,7 @@ class QueueSimulation:
             await self.cluster.restart(victim)
             self.history.record("nemesis", "info", "start", {"started": [victim]})
         else:
-            others = [n for n in self.cluster.node_ids if n != victim]
+            others = [peer] if kind == "link" else [n for n in self.cluster.node_ids if n != victim]
             await self._cut(victim, others, {str(n): [victim] for n in others}, [host_of(n) for n in others], hold_s)
 
     async def _cut(self, victim: int, peers: list, back: dict, hosts: list[str], hold_s: float,
@@ -706,6 +747,7 @@ class QueueSimulation:
 
     async def run(self) -> None:
         await self.setup()
+        self.start_ns = self.world.loop.time_ns()
         self.deadline_s = self.world.loop.time() + self.o.duration_s
         workers = [self.producer(slot) for slot in range(self.o.producers)]
         workers += [self.consumer(slot) for slot in range(self.o.consumers)]
@@ -733,4 +775,6 @@ def simulate(options: SimOptions) -> tuple[str, dict]:
     return simulation.history.text(), {"seed": options.seed, "virtual_s": world.virtual_s, "events": world.trace.events,
                                        "trace_digest": world.trace.digest(), "ops": len(simulation.history.lines),
                                        "unhandled": list(world.loop.unhandled),
-                                       "invariants": simulation.invariants.summary()}
+                                       "invariants": simulation.invariants.summary(),
+                                       "schedule": [dataclasses.asdict(f) for f in simulation.applied],
+                                       "schedule_end_s": simulation.schedule_end_s}

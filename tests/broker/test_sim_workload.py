@@ -141,3 +141,30 @@ def test_a_clients_fault_resets_every_client_connection_to_one_node_and_the_corr
     lost = [op for op in ops if op["f"] == "send" and op["type"] in ("info", "fail") and op["error"][0] == "no-answer"]
     assert lost, "no send lost its connection while node 2 was cut off from the clients"
     assert _verdict(text, "at-least-once")["valid"] is True
+
+
+def test_a_link_fault_cuts_two_nodes_from_each_other_only_and_the_correct_broker_stays_valid():
+    # A partial partition: nodes 1 and 2 lose each other, node 3 and the clients still reach both.
+    import random
+
+    from broker.sim.workload import Fault
+
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed} (drawn at random)")
+    text, summary = simulate(SimOptions(seed=seed, duration_s=10.0,
+                                        schedule=(Fault(at_s=2.0, kind="link", node=1, peer=2, hold_s=5.0),)))
+    assert summary["unhandled"] == [], summary["unhandled"]
+    ops = [json.loads(line) for line in text.splitlines()]
+    cuts = [op["value"] for op in ops if op["f"] == "start-partition" and "partitioned" not in op["value"]]
+    assert cuts == [{"1": [2], "2": [1]}]
+    assert _verdict(text, "at-least-once")["valid"] is True
+
+
+def test_a_link_fault_needs_two_distinct_nodes():
+    from broker.sim.workload import Fault
+
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        SimOptions(seed=1, nodes=1, faults=("link",))
+    with pytest.raises(ValueError, match="peer 0 or another node"):
+        SimOptions(seed=1, schedule=(Fault(at_s=1.0, kind="link", node=2, peer=2, hold_s=1.0),))
+    assert Fault(at_s=1.0, kind="link", node=3, hold_s=1.0).other_end(3) == 1  # peer 0: the next node, cyclically

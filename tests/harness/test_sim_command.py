@@ -120,12 +120,55 @@ def test_a_broken_invariant_makes_the_seed_invalid_and_is_stored_with_its_seed_a
     (["--duration", "soon"], "--duration"),
     (["--seeds", "0"], "--seeds"),
     (["--broker-override", "novalue"], "--broker-override"),
+    (["--schedule", "{missing}"], "--schedule"),
+    (["--schedule", "{not-json}"], "--schedule"),
+    (["--schedule", "{unknown-kind}"], "kind 'flood' is not simulated"),
+    (["--schedule", "{no-hold}"], "needs at_s, kind, node and hold_s"),
+    (["--schedule", "{node-4}"], "names a node this cluster of 3 does not have"),
+    (["--schedule", "{self-link}"], "a link from a node to itself"),
 ])
-def test_bad_arguments_exit_254_naming_the_flag(argv, named, capsys):
+def test_bad_arguments_exit_254_naming_the_flag(argv, named, capsys, tmp_path):
+    files = {"not-json": "[{", "unknown-kind": '[{"at_s": 1, "kind": "flood", "node": 1, "hold_s": 2}]',
+             "no-hold": '{"faults": [{"at_s": 1, "kind": "crash", "node": 1}]}',
+             "node-4": '[{"at_s": 1, "kind": "crash", "node": 4, "hold_s": 2}]',
+             "self-link": '[{"at_s": 1, "kind": "link", "node": 2, "peer": 2, "hold_s": 2}]'}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    argv = [word.format(**{name: tmp_path / name for name in [*files, "missing"]}) for word in argv]
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["sim", *argv])
+        cli.main(["sim", *argv, "--store", str(tmp_path / "store")])
     assert exit_.value.code == 254
     assert named in capsys.readouterr().err
+    assert not (tmp_path / "store").exists(), "a refused command started something"
+
+
+def test_a_seeds_recorded_schedule_replays_its_history_byte_for_byte_and_runs_as_given(tmp_path, capsys):
+    # schedule.json holds the faults as applied (drawn from the seed); --schedule of it gives the same history
+    first = fresh_seed()
+    code, lines = run_sim(["--seed", str(first), "--duration", "10s", "--faults", "crash,partition,link",
+                           "--store", str(tmp_path / "a")], capsys)
+    assert code in (0, 1) and lines[0].startswith(f"seed {first}: "), lines
+    drawn = run_results(tmp_path / "a")[first]
+    recorded = json.loads((Path(drawn["run_dir"]) / "schedule.json").read_text())
+    assert set(recorded) == {"faults", "end_s"} and recorded["end_s"] > 0, recorded
+    assert all(f["kind"] in ("crash", "partition", "link") for f in recorded["faults"]), recorded
+    code, lines = run_sim(["--seed", str(first), "--duration", "10s", "--faults", "crash,partition,link", "--schedule",
+                           str(Path(drawn["run_dir"]) / "schedule.json"), "--store", str(tmp_path / "b")], capsys)
+    replayed = run_results(tmp_path / "b")[first]
+    assert replayed["simulation"]["history_sha256"] == drawn["simulation"]["history_sha256"], lines
+    # a hand-written schedule: the run applies exactly its faults, and its replay command names the run's own copy
+    given = tmp_path / "mine.json"
+    given.write_text(json.dumps([{"at_s": 1.0, "kind": "link", "node": 1, "peer": 3, "hold_s": 2.0},
+                                 {"at_s": 4.0, "kind": "crash", "node": 2, "hold_s": 1.5}]))
+    code, lines = run_sim(["--seed", str(first), "--duration", "8s", "--schedule", str(given),
+                           "--store", str(tmp_path / "c")], capsys)
+    assert code == 0, lines
+    results = run_results(tmp_path / "c")[first]
+    applied = json.loads((Path(results["run_dir"]) / "schedule.json").read_text())["faults"]
+    assert [(f["kind"], f["node"], f["peer"], f["at_s"], f["hold_s"]) for f in applied] == [
+        ("link", 1, 3, 1.0, 2.0), ("crash", 2, 0, 4.0, 1.5)]
+    copy = Path(results["run_dir"]) / "schedule.given.json"
+    assert copy.read_text() == given.read_text() and results["replay"].endswith(f"--schedule {copy}")
 
 
 def test_help_exits_0_and_lists_the_faults(capsys):
