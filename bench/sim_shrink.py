@@ -56,7 +56,7 @@ def quietly(function, *args, **kwargs):
 
 def measure(bug: str, first_seed: int, args, store: Path) -> dict:
     from harness import cli
-    from harness.sim_shrink import shrink_sim
+    from harness.sim_shrink import shrink_sim, sim_anomalies
 
     flags = ["--duration", f"{args.duration:g}s", *BUGS[bug], "--broker-override", f"logquake.debug.{bug}=true"]
     for seed in range(first_seed, first_seed + args.max_seeds):
@@ -70,8 +70,9 @@ def measure(bug: str, first_seed: int, args, store: Path) -> dict:
     argv = shlex.split(result["command"])[1:] + ["--store", str(store / "replays")]
     replays = 0
     for _ in range(args.replays):
-        code, printed = quietly(cli.main, argv)
-        replays += code == 1 and result["anomaly"] in printed
+        code, _ = quietly(cli.main, argv)
+        replayed = json.loads((store / "replays" / "sim" / "latest" / "results.json").read_text())
+        replays += code == 1 and result["anomaly"] in sim_anomalies(replayed)
     return {"bug": bug, "seed": seed, "tried": seed - first_seed + 1, "anomaly": result["anomaly"],
             "original": result["original"], "shrunk": result["shrunk"], "elapsed_s": result["elapsed_s"],
             "candidates": len(result["candidates"]), "replays": replays, "byte_for_byte": result["replayed_byte_for_byte"]}
