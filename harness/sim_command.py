@@ -1,8 +1,8 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
     logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power][,link]]
-                 [--delivery at-least-once|exactly-once] [--idempotent] [--broker-override KEY=VALUE ...]
-                 [--store store]
+                 [--workload queue|pipeline] [--delivery at-least-once|exactly-once] [--idempotent]
+                 [--schedule FILE] [--broker-override KEY=VALUE ...] [--store store]
 
 Each seed runs in a child interpreter, `python -m broker.sim` (the harness
 never imports the broker: pyproject.toml's import contracts): a cluster of
@@ -18,7 +18,12 @@ their transactions on purpose, read_committed consumers:
 broker/sim/transactions.py), exactly-once, where a value of an aborted
 transaction that a consumer read is G1a; `--idempotent` goes with
 at-least-once only (254 otherwise). `delivery(args)` is the one place that
-names the mode (test.json, the checker, the replay command). The child also
+names the mode (test.json, the checker, the replay command).
+`--workload pipeline` runs the read-process-write pipeline instead
+(broker/sim/pipeline.py: an idempotent feeder, transactional processors in a
+consumer group, processor crashes, pauses, aborts and leaves) and judges its
+history with the pipeline checker (checkers.pipeline); it is exactly-once by
+nature, so --delivery and --idempotent are refused with it (254). The child also
 checked the replication invariants after every step of the simulation
 (broker/sim/invariants.py), and a seed that broke one is
 INVALID whatever its history shows (results.json's `invariants`: the names
@@ -59,6 +64,7 @@ EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 KINDS = ("crash", "partition", "clients", "power", "link")  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
 DELIVERIES = ("at-least-once", "exactly-once")  # what broker.sim.workload simulates of workloads/queue.py's modes
+WORKLOADS = ("queue", "pipeline")  # broker.sim.workload's queue, broker.sim.pipeline's read-process-write
 ACKS = "all"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +101,10 @@ def build_parser() -> ArgumentParser:
                         "acknowledged writes not yet fsynced are lost on every replica, as Kafka's default allows")
     p.add_argument("--broker-override", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="a broker property for every node, e.g. logquake.debug.ack.before.replication=true (repeatable)")
+    p.add_argument("--workload", choices=WORKLOADS, default="queue",
+                   help="queue (default): producers and consumers, checked by the queue checker; pipeline: "
+                        "read-process-write exactly once (an idempotent feeder, transactional processors in a consumer "
+                        "group with crashes, pauses, aborts and leaves), checked by the pipeline checker")
     p.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
                    help="at-least-once: acks=all producers, read_uncommitted consumers (default); exactly-once: "
                         "transactional producers (a tenth of the transactions aborted on purpose) and read_committed "
@@ -152,8 +162,15 @@ def schedule_file(text: str) -> Path:
     return path
 
 
+def workload(args) -> str:
+    """The simulated workload: queue or pipeline."""
+    return args.workload
+
+
 def delivery(args) -> str:
     """The delivery mode the seeds' histories are checked under (one place: test.json, the checker, the replay)."""
+    if workload(args) == "pipeline":
+        return "exactly-once"
     return f"{args.delivery}-idempotent" if args.idempotent else args.delivery
 
 
@@ -161,6 +178,8 @@ def replay_command(args, seed: int, schedule: Path | None = None) -> str:
     """The command that replays `seed` (with `schedule`: the faults of that file, this run's stored copy)."""
     words = ["logquake", "sim", "--seed", str(seed), "--nodes", str(args.nodes), "--duration", f"{args.duration:g}s",
              "--faults", ",".join(args.faults) or "none"] + (["--idempotent"] if args.idempotent else [])
+    if workload(args) != "queue":
+        words += ["--workload", workload(args)]
     if schedule is not None:
         words += ["--schedule", str(schedule)]
     if args.delivery != "at-least-once":
@@ -180,16 +199,19 @@ def run_seed(args, seed: int, store: Store) -> dict:
     replay = replay_command(args, seed, given)
     write_json(run_dir / "test.json", {
         "name": "sim", "seed": seed, "replay": replay,
-        "options": {"delivery": args.delivery, "idempotent": args.idempotent, "nodes": args.nodes,
+        "options": {"workload": workload(args), "delivery": args.delivery, "idempotent": args.idempotent,
+                    "nodes": args.nodes,
                     "duration_s": args.duration, "faults": list(args.faults),
                     "broker_overrides": dict(args.broker_override),
                     "schedule": str(given) if given is not None else None},
-        "workload": {"name": "queue", "delivery": delivery(args), "acks": ACKS, "simulated": True}})
+        "workload": {"name": workload(args), "delivery": delivery(args), "acks": ACKS, "simulated": True}})
     command = [sys.executable, "-m", "broker.sim", "--seed", str(seed), "--nodes", str(args.nodes),
                "--duration-s", repr(args.duration), "--faults", ",".join(args.faults), "--history", str(history)]
     if args.idempotent:
         command.append("--idempotent")
-    if args.delivery != "at-least-once":
+    if workload(args) != "queue":
+        command += ["--workload", workload(args)]
+    elif args.delivery != "at-least-once":
         command += ["--delivery", args.delivery]
     for key, value in args.broker_override:
         command += ["--override", f"{key}={value}"]
@@ -210,7 +232,7 @@ def run_seed(args, seed: int, store: Store) -> dict:
         write_json(run_dir / "schedule.json", {"faults": summary.pop("schedule", []),
                                                "end_s": summary.pop("schedule_end_s", None)})
         result["simulation"] = summary
-        result.update(_check(history, delivery(args)))
+        result.update(_check_pipeline(history) if workload(args) == "pipeline" else _check(history, delivery(args)))
         result.update(_invariants(summary))
     write_json(run_dir / "results.json", result)
     (run_dir / "verdict.txt").write_text(verdict_line(result) + "\n", encoding="utf-8")
@@ -242,6 +264,24 @@ def _check(history_path: Path, mode: str) -> dict:
     return {"valid": merged["valid"], "queue": queue}
 
 
+def _check_pipeline(history_path: Path) -> dict:
+    """The pipeline checker's verdict (checkers.pipeline), as `logquake check` gives it for a stored pipeline run."""
+    from checkers.core import MAX_WITNESSES, run_checkers, to_jsonable
+    from checkers.history import History, HistoryError
+    from checkers.pipeline import check as check_pipeline
+
+    try:
+        history = History.load(str(history_path), "jsonl")
+    except HistoryError as error:
+        return {"valid": "unknown", "message": f"cannot read the history: {error}"}
+    merged = run_checkers(history, {"pipeline": lambda h: check_pipeline(h, max_witnesses=MAX_WITNESSES)})
+    pipeline = to_jsonable(merged["pipeline"])
+    out = {"valid": merged["valid"], "pipeline": pipeline}
+    if pipeline.get("message") and merged["valid"] is not True:
+        out["message"] = pipeline["message"]
+    return out
+
+
 def _invariants(summary: dict) -> dict:
     """The per-step invariants the child checked (broker/sim/invariants.py): `invariants` for results.json, and
     valid False when one broke (whatever the history shows)."""
@@ -269,9 +309,10 @@ def verdict_line(result: dict) -> str:
             line += f"; {len(invariants['checked']) - len(invariants['violation_counts'])} of " \
                     f"{len(invariants['checked'])} invariants held over {invariants['checks']} steps"
         line += ")"
-    anomalies = (result.get("queue") or {}).get("anomaly_types") or []
+    checked = result.get("queue") or result.get("pipeline") or {}
+    anomalies = checked.get("anomaly_types") or []
     if anomalies:
-        counts = (result["queue"].get("stats") or {}).get("anomaly_counts") or {}
+        counts = (checked.get("stats") or {}).get("anomaly_counts") or {}
         line += "; anomalies: " + ", ".join(f"{name} x{counts[name]}" if name in counts else name for name in anomalies)
     broken = (result.get("invariants") or {}).get("violation_counts") or {}
     if broken:
@@ -288,6 +329,9 @@ def main(argv: list[str]) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.workload == "pipeline" and (args.idempotent or args.delivery != "at-least-once"):
+        parser.error("--workload pipeline is exactly-once by nature (an idempotent feeder, transactional processors): "
+                     "--delivery and --idempotent do not go with it")
     if args.idempotent and args.delivery != "at-least-once":
         parser.error(f"--idempotent goes with --delivery at-least-once, not {args.delivery} (exactly-once producers "
                      "are idempotent already)")

@@ -45,7 +45,8 @@ def sim_anomalies(result: dict[str, Any]) -> set[str]:
 
 def _args(test: dict[str, Any], duration_s: float, schedule: Path, store: str) -> argparse.Namespace:
     options = test["options"]
-    return argparse.Namespace(nodes=options["nodes"], duration=duration_s, faults=tuple(options["faults"]),
+    return argparse.Namespace(workload=options.get("workload", "queue"), nodes=options["nodes"], duration=duration_s,
+                              faults=tuple(options["faults"]),
                               idempotent=options["idempotent"], delivery=options["delivery"],
                               broker_override=sorted(options["broker_overrides"].items()), schedule=schedule,
                               store=store)

@@ -9,7 +9,10 @@ seconds, ops, trace digest, the SHA-256 of the history's bytes and
 broker/sim/invariants.py: their names, the steps checked, the violations).
 `--delivery exactly-once` runs transactional producers and read_committed
 consumers (broker.sim.transactions); `--idempotent` goes with at-least-once
-only (the pair is refused, exit 2).
+only (the pair is refused, exit 2). `--workload pipeline` runs the
+read-process-write pipeline of broker.sim.pipeline instead of the queue
+workload (its history is judged by checkers.pipeline; --idempotent and
+--delivery do not apply to it, exit 2).
 Exit 0 when the run completed (whatever the history and the invariants show:
 the harness judges them),
 1 with a traceback on stderr when the simulation itself broke (an invariant
@@ -33,6 +36,8 @@ if __name__ == "__main__":  # a process of its own: keep kio from importing Hypo
 
 from broker.io import Runtime  # noqa: E402
 from broker.sim.workload import DELIVERIES, FAULTS, KINDS, Fault, SimOptions, simulate  # noqa: E402
+
+WORKLOADS = ("queue", "pipeline")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -80,11 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idempotent", action="store_true", help="idempotent producers (retries deduplicated)")
     parser.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
                         help="exactly-once: transactional producers and read_committed consumers")
+    parser.add_argument("--workload", choices=WORKLOADS, default="queue",
+                        help="queue (default) or pipeline: read-process-write exactly once (broker.sim.pipeline)")
     parser.add_argument("--schedule", help="a JSON file: a list of faults ({at_s, kind, node, hold_s[, peer]} each), or "
                                            "{\"faults\": [...], \"end_s\": S} as the summary records them; run "
                                            "instead of the drawn faults")
     parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
     args = parser.parse_args(argv)
+    if args.workload == "pipeline" and (args.idempotent or args.delivery != "at-least-once"):
+        parser.error("--workload pipeline runs its own clients (an idempotent feeder, transactional processors): "
+                     "--idempotent and --delivery do not apply")
     if args.idempotent and args.delivery != "at-least-once":
         parser.error("--idempotent goes with --delivery at-least-once (exactly-once producers are idempotent already)")
     schedule, end_s = None, None
@@ -109,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     # real Runtime; the simulated world inside knows nothing of it
     real = Runtime.real()
     started_ns = real.clock.monotonic_ns()
-    text, summary = simulate(options)
+    workload = None
+    if args.workload == "pipeline":
+        from broker.sim.pipeline import PipelineSimulation
+
+        workload = PipelineSimulation
+    text, summary = simulate(options, workload)
     summary["wall_s"] = (real.clock.monotonic_ns() - started_ns) / 1e9
     data = text.encode("utf-8")
     out = real.disk.open(args.history, "wb")

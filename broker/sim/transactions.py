@@ -95,10 +95,10 @@ def find_coordinator_request(transactional_id: str):
     return m.FindCoordinatorRequest(key_type=1, coordinator_keys=(transactional_id,))
 
 
-def init_transactional_id_request(transactional_id: str):
+def init_transactional_id_request(transactional_id: str, timeout_s: float = TRANSACTION_TIMEOUT_S):
     m = schema("init_producer_id", 4)
     return m.InitProducerIdRequest(transactional_id=transactional_id,
-                                   transaction_timeout=datetime.timedelta(seconds=TRANSACTION_TIMEOUT_S),
+                                   transaction_timeout=datetime.timedelta(seconds=timeout_s),
                                    producer_id=-1, producer_epoch=-1)
 
 
@@ -158,7 +158,8 @@ class TransactionalProducer:
     """One producer slot's transactional client (see the module docstring)."""
 
     def __init__(self, world, client, leaders, node_ids: list[int], topic: str, transactional_id: str,
-                 produce_request, not_written: set[int], ack_timeout_s: float):
+                 produce_request, not_written: set[int], ack_timeout_s: float,
+                 transaction_timeout_s: float = TRANSACTION_TIMEOUT_S):
         self.world = world
         self.client = client
         self.leaders = leaders
@@ -168,6 +169,7 @@ class TransactionalProducer:
         self.produce_request = produce_request  # (topic, partition, batch, ack timeout, transactional id) -> request
         self.not_written = not_written  # Produce errors answered before any append
         self.ack_timeout_s = ack_timeout_s
+        self.transaction_timeout_s = transaction_timeout_s  # transaction.timeout.ms, sent with InitProducerId
         self.coordinator: int | None = None
         self.producer_id: int | None = None
         self.epoch = -1
@@ -223,7 +225,8 @@ class TransactionalProducer:
         """InitProducerId with the transactional id: a producer id and a new epoch ([] when taken, else the error).
         On an open transaction the coordinator aborts it first (answering CONCURRENT_TRANSACTIONS meanwhile)."""
         self.producer_id, self.epoch, self.sequences = None, -1, {}
-        code, detail = await self._call(lambda: init_transactional_id_request(self.transactional_id))
+        code, detail = await self._call(lambda: init_transactional_id_request(self.transactional_id,
+                                                                              self.transaction_timeout_s))
         if code != 0:
             return detail
         answer = detail[0]
@@ -232,8 +235,12 @@ class TransactionalProducer:
 
     # ---- one transaction -----------------------------------------------------------------
 
-    async def transaction(self, sends: list[list], abort: bool):
-        """Run `sends` ([["send", key, value], ...]) in one transaction: (type, value, error) of the `txn` op."""
+    async def transaction(self, sends: list[list], abort: bool, before_end=None):
+        """Run `sends` ([["send", key, value], ...]) in one transaction: (type, value, error) of the `txn` op.
+
+        `before_end` (broker.sim.pipeline's processors: AddOffsetsToTxn and TxnOffsetCommit): awaited after the
+        sends and before EndTxn, it returns [] to go on or an error, which ends the transaction as a failed send
+        does (an epoch bump, `fail`)."""
         if self.producer_id is None:
             error = await self.init()
             if error:
@@ -249,6 +256,10 @@ class TransactionalProducer:
             if offset is None:
                 return "fail", sends, await self._bump(["produce", *error])
             offsets[key] = offset
+        if before_end is not None:
+            error = await before_end()
+            if error:
+                return "fail", sends, await self._bump(error)
         if abort:
             code, detail = await self._call(lambda: end_txn_request(self.transactional_id, self.producer_id,
                                                                     self.epoch, False))

@@ -70,7 +70,8 @@ drawn nemesis last woke up); given back as a schedule (with
 each fault starting on the nanosecond it was recorded at. What is not simulated here: pauses, disk faults (EIO,
 torn writes), clock skew, slow links, polls inside transactions, consumer
 groups and transactional offset commits (the runtime supports some of these;
-the workload does not drive them yet).
+the queue workload does not drive them; broker.sim.pipeline's workload drives
+consumer groups and transactional offset commits, on `SimulationBase`).
 
 `time` in the history is virtual nanoseconds since the world started, so two
 runs of one seed write the same bytes.
@@ -268,15 +269,16 @@ class HistoryRecorder:
 class Leaders:
     """A client's view of who leads each partition: the answer with the highest leader epoch (KIP-320)."""
 
-    def __init__(self, client: SimClient, node_ids: list[int]):
+    def __init__(self, client: SimClient, node_ids: list[int], topic: str = TOPIC):
         self.client = client
         self.node_ids = node_ids
+        self.topic = topic
         self.leader: dict[int, tuple[int, int]] = {}  # partition -> (leader epoch, leader id)
 
     async def refresh(self) -> None:
         for node_id in self.node_ids:
             try:
-                answer = await self.client.request(node_id, metadata_request(TOPIC), timeout_s=2.0)
+                answer = await self.client.request(node_id, metadata_request(self.topic), timeout_s=2.0)
             except ClientError:
                 continue
             for topic in answer.topics:
@@ -307,23 +309,23 @@ def _records(raw) -> list[list[int]]:
     return out
 
 
-class QueueSimulation:
-    """One seeded run: cluster up, topic made, workers and the fault schedule for `duration_s`, heal, final reads."""
+class SimulationBase:
+    """What every simulated workload shares: the world, the cluster of the real broker, the history, the per-step
+    invariants, the fault schedule (drawn from the seed or given: `nemesis`, `_fault`) and the faults as applied
+    (`applied`, `schedule_end_s`: the summary's `schedule`), the clients, topic creation and settling after the
+    heal. A workload (QueueSimulation here, broker.sim.pipeline's PipelineSimulation) adds its workers, its final
+    reads and `run`."""
 
-    def __init__(self, options: SimOptions):
+    def __init__(self, options: SimOptions, properties: dict[str, str]):
         self.o = options
         self.world = SimWorld(options.seed)
-        self.transactional = options.delivery == "exactly-once"
-        properties = {**TRANSACTION_PROPERTIES, **options.properties} if self.transactional else options.properties
         self.cluster = SimCluster(self.world, options.nodes, properties)
         self.history = HistoryRecorder(self.world)
         self.invariants = InvariantChecker(self.cluster)
         if options.invariants:
             self.world.loop.step_hook = self.invariants.check
-        self.rng = random.Random(f"{options.seed}/workload")
         self.fault_rng = random.Random(f"{options.seed}/faults")
         self.next_value = 0
-        self.concurrency = options.producers + options.consumers
         self.deadline_s = 0.0
         self.start_ns = 0  # virtual time when the workload started: a fault's at_s counts from here
         self.applied: list[Fault] = []  # the faults as applied, drawn or scheduled: the summary's `schedule`
@@ -341,13 +343,18 @@ class QueueSimulation:
 
     # ---- setup -----------------------------------------------------------------------------
 
-    async def setup(self) -> None:
+    async def start_cluster(self) -> None:
+        """Every node started, registered and unfenced on every node."""
         cluster = self.cluster
         for node_id in cluster.node_ids:
             await cluster.start(node_id)
         await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
                                "every broker registered and unfenced on every node", timeout_s=60.0)
-        admin = self.client("admin")
+
+    async def create_topic(self, admin: SimClient, topic: str, partitions: int) -> None:
+        """`topic` with `partitions` partitions (replication factor 3, min.insync.replicas 2, or what the cluster
+        has), asked of the first node until made; then until every partition has a leader."""
+        cluster = self.cluster
         replication = min(3, self.o.nodes)
         configs = {"min.insync.replicas": str(min(2, replication))}
         loop = self.world.loop
@@ -355,7 +362,7 @@ class QueueSimulation:
         last_error = "no answer yet"
         while True:
             try:
-                answer = await admin.request(cluster.node_ids[0], create_topic_request(TOPIC, self.o.keys, replication,
+                answer = await admin.request(cluster.node_ids[0], create_topic_request(topic, partitions, replication,
                                                                                      configs))
                 if answer.topics[0].error_code in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (an earlier try landed)
                     break
@@ -363,11 +370,226 @@ class QueueSimulation:
                 last_error = str(exc)
             assert loop.time() < deadline, f"seed {self.o.seed}: the topic could not be created ({last_error})"
             await self.world.sleep(0.5)
-        leaders = Leaders(admin, cluster.node_ids)
-        while len(leaders.leader) < self.o.keys:
+        leaders = Leaders(admin, cluster.node_ids, topic)
+        while len(leaders.leader) < partitions:
             assert loop.time() < deadline, f"seed {self.o.seed}: no leader for every partition: {leaders.leader}"
             await leaders.refresh()
             await self.world.sleep(0.2)
+
+
+    # ---- the idempotent producer ----------------------------------------------------------
+
+    async def _send_idempotent(self, client: SimClient, leaders: Leaders, producer: "ProducerIdentity", key: int,
+                               value: int, topic: str = TOPIC):
+        """One send of the idempotent producer: its batch carries the producer id, epoch and the partition's next
+        sequence, and is sent again, the same bytes, until it is acknowledged, refused for good or DELIVERY_TIMEOUT_S
+        has passed (Kafka's producer with enable.idempotence: retries that the leader deduplicates by sequence).
+
+        ok with the offset; `fail` when no try can have written it (every answer was one of NOT_WRITTEN, or no
+        leader); `info` otherwise. After `info` or a broken sequence the producer takes a new producer id, so a batch
+        it gave up on can never be confused with a later one (as KIP-360's epoch bump does)."""
+        invoked = [["send", key, value]]
+        loop = self.world.loop
+        if producer.producer_id is None and not await self._init_producer_id(client, producer):
+            return "fail", invoked, ["no-producer-id", "no node gave a producer id"]
+        sequence = producer.sequences.get(key, 0)
+        batch = build_batch([(None, str(value).encode())], base_timestamp=client.runtime.clock.wall_ms(),
+                            producer_id=producer.producer_id, producer_epoch=producer.epoch, base_sequence=sequence)
+        give_up_at = loop.time() + DELIVERY_TIMEOUT_S
+        maybe_written = False
+        error = ["no-leader", "no node named a leader for the partition"]
+        while True:
+            leader = await leaders.of(key)
+            if leader is not None:
+                try:
+                    answer = await client.request(leader, produce_request(topic, key, batch, IDEMPOTENT_ACK_TIMEOUT_S),
+                                                  timeout_s=OP_TIMEOUT_S)
+                except ClientError as exc:
+                    leaders.forget(key)
+                    maybe_written, error = True, ["no-answer", str(exc)]
+                else:
+                    partition = answer.responses[0].partition_responses[0]
+                    code = int(partition.error_code)
+                    if code == 0:
+                        producer.sequences[key] = sequence + 1
+                        return "ok", [["send", key, [partition.base_offset, value]]], None
+                    error = ["error-code", code]
+                    if code not in NOT_WRITTEN:
+                        maybe_written = True
+                    if code in SEQUENCE_BROKEN:
+                        break
+                    leaders.forget(key)
+            if loop.time() >= give_up_at:
+                break
+            await self.world.sleep(RETRY_BACKOFF_S)
+        producer.reset()
+        return ("info" if maybe_written else "fail"), invoked, error
+
+    async def _init_producer_id(self, client: SimClient, producer: "ProducerIdentity") -> bool:
+        """InitProducerId (no transactional id) from the first node that gives one, trying for OP_TIMEOUT_S."""
+        loop = self.world.loop
+        deadline = loop.time() + OP_TIMEOUT_S
+        while loop.time() < deadline:
+            for node_id in self.cluster.node_ids:
+                try:
+                    answer = await client.request(node_id, init_producer_id_request(), timeout_s=OP_TIMEOUT_S / 2)
+                except ClientError:
+                    continue
+                if answer.error_code == 0:
+                    producer.producer_id, producer.epoch = int(answer.producer_id), int(answer.producer_epoch)
+                    return True
+            await self.world.sleep(RETRY_BACKOFF_S)
+        return False
+
+    # ---- faults ----------------------------------------------------------------------------
+
+    async def nemesis(self) -> None:
+        """At most one fault at a time, each healed before the next; the last healed before the deadline.
+
+        With `SimOptions.schedule` the faults are that schedule's instead of the seed's draws."""
+        if self.o.schedule is not None:
+            await self._scheduled_faults()
+            return
+        rng, loop = self.fault_rng, self.world.loop
+        kinds = sorted(self.o.faults)
+        weights = [FAULT_WEIGHTS[kind] for kind in kinds]
+        while True:
+            await self.world.sleep(rng.uniform(*GAP_S))
+            hold_s = rng.uniform(*HOLD_S)
+            if not kinds or loop.time() + hold_s >= self.deadline_s:
+                self.schedule_end_s = (loop.time_ns() - self.start_ns) / 1e9
+                return
+            kind = rng.choices(kinds, weights)[0]
+            victim = rng.choice(self.cluster.node_ids)
+            # the other end of a link is drawn only for a link: the draws of every other schedule stay as they were
+            peer = rng.choice([n for n in self.cluster.node_ids if n != victim]) if kind == "link" else 0
+            await self._fault(kind, victim, hold_s, peer)
+
+    async def _scheduled_faults(self) -> None:
+        """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the
+        one before it healed if that is later (one fault at a time, as the drawn schedule)."""
+        for fault in sorted(self.o.schedule, key=lambda f: (f.at_s, f.kind, f.node, f.hold_s, f.peer)):
+            await self._sleep_until(fault.at_s)
+            await self._fault(fault.kind, fault.node, fault.hold_s, fault.other_end(self.o.nodes))
+        if self.o.schedule_end_s is not None:
+            await self._sleep_until(self.o.schedule_end_s)
+
+    async def _sleep_until(self, at_s: float) -> None:
+        """Sleep until `at_s` after the workload started, to the nanosecond (at once if that is past).
+
+        Half a nanosecond short: the loop rounds a sleep up to whole nanoseconds, so this wakes up on the nanosecond
+        `at_s` names, as the drawn fault it was recorded from did (a recorded schedule replays its seed's history
+        byte for byte)."""
+        wait_ns = self.start_ns + round(at_s * 1e9) - self.world.loop.time_ns()
+        if wait_ns > 0:
+            await self.world.sleep((wait_ns - 0.5) / 1e9)
+
+    async def _fault(self, kind: str, victim: int, hold_s: float, peer: int = 0) -> None:
+        """Apply one fault to `victim` for `hold_s` virtual seconds, then heal it; nemesis ops in the history.
+
+        A `link` fault cuts `victim` from `peer` alone, both ways: a partial partition, where each node still reaches
+        some of the others (a leader that reaches the controller and the coordinator but not a follower in its ISR,
+        so that acks=all writes and transaction markers wait and time out; a broker cut from the active controller
+        alone, fenced while it still serves clients and fetches).
+
+        A `power` fault takes every node down at once (`victim` is ignored) and restarts them all: the one crash that
+        tells a broker that fsyncs what it acknowledges from one that does not (with fewer nodes down, the survivors'
+        copies cover both)."""
+        self.applied.append(Fault(at_s=(self.world.loop.time_ns() - self.start_ns) / 1e9, kind=kind, node=victim,
+                                  hold_s=hold_s, peer=peer if kind == "link" else 0))
+        if kind == "power":
+            victims = list(self.cluster.node_ids)
+            self.history.record("nemesis", "info", "kill", victims)
+            for node_id in victims:
+                self.cluster.crash(node_id)
+            self.history.record("nemesis", "info", "kill", {"killed": victims})
+            await self.world.sleep(hold_s)
+            self.history.record("nemesis", "info", "start", victims)
+            for node_id in victims:
+                await self.cluster.restart(node_id)
+            self.history.record("nemesis", "info", "start", {"started": victims})
+        elif kind == "clients":
+            # the victim stays in the cluster, but every client's connection to it is reset and none reconnects
+            # until the heal: answers to requests in flight are lost (a dropped connection, a load balancer's reset)
+            clients = sorted(client.host for client in self.clients)
+            await self._cut(victim, clients, {client: [victim] for client in clients}, clients, hold_s, reset=True)
+        elif kind == "crash":
+            self.history.record("nemesis", "info", "kill", [victim])
+            self.cluster.crash(victim)
+            self.history.record("nemesis", "info", "kill", {"killed": [victim]})
+            await self.world.sleep(hold_s)
+            self.history.record("nemesis", "info", "start", [victim])
+            await self.cluster.restart(victim)
+            self.history.record("nemesis", "info", "start", {"started": [victim]})
+        else:
+            others = [peer] if kind == "link" else [n for n in self.cluster.node_ids if n != victim]
+            await self._cut(victim, others, {str(n): [victim] for n in others}, [host_of(n) for n in others], hold_s)
+
+    async def _cut(self, victim: int, peers: list, back: dict, hosts: list[str], hold_s: float,
+                   reset: bool = False) -> None:
+        """Cut `victim` from `hosts` both ways for `hold_s`, then heal; the grudge (victim -> peers, and `back`)
+        as start-partition/stop-partition nemesis ops."""
+        grudge = {str(victim): peers, **back}
+        self.history.record("nemesis", "info", "start-partition", grudge)
+        self.world.network.partition([host_of(victim)], hosts, reset=reset)
+        self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
+        await self.world.sleep(hold_s)
+        self.history.record("nemesis", "info", "stop-partition", None)
+        self.world.network.heal()
+        self.history.record("nemesis", "info", "stop-partition", "healed")
+
+    # ---- after the faults ------------------------------------------------------------------
+
+    async def list_ends(self, client: SimClient, leaders: Leaders, topic: str, partitions: list[int], isolation: int,
+                        give_up: float) -> dict[int, int]:
+        """ListOffsets of each partition of `topic` from its leader (the high watermark, or with READ_COMMITTED the
+        last stable offset), each tried again every 0.2 s until virtual time `give_up`; a partition that never
+        answered is missing from the result."""
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            while partition not in ends and self.world.loop.time() < give_up:
+                leader = await leaders.of(partition)
+                try:
+                    answer = await client.request(leader, list_offsets_request(topic, partition, isolation)) \
+                        if leader is not None else None
+                except ClientError:
+                    answer = None
+                part = answer.topics[0].partitions[0] if answer is not None else None
+                if part is not None and part.error_code == 0:
+                    ends[partition] = int(part.offset)
+                else:
+                    leaders.forget(partition)
+                    await self.world.sleep(0.2)
+        return ends
+
+    async def heal_all(self) -> None:
+        """After the workload: the network healed, every node that is down restarted, the cluster settled."""
+        self.world.network.heal()
+        for node_id in self.cluster.node_ids:
+            if node_id not in self.cluster.nodes:
+                await self.cluster.restart(node_id)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Every node registered and unfenced on every node; the final reads then retry until leaders answer."""
+        cluster = self.cluster
+        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
+                               "every broker registered again after healing", timeout_s=60.0)
+
+
+class QueueSimulation(SimulationBase):
+    """One seeded run: cluster up, topic made, workers and the fault schedule for `duration_s`, heal, final reads."""
+
+    def __init__(self, options: SimOptions):
+        self.transactional = options.delivery == "exactly-once"
+        properties = {**TRANSACTION_PROPERTIES, **options.properties} if self.transactional else options.properties
+        super().__init__(options, properties)
+        self.rng = random.Random(f"{options.seed}/workload")
+        self.concurrency = options.producers + options.consumers
+
+    async def setup(self) -> None:
+        await self.start_cluster()
+        await self.create_topic(self.client("admin"), TOPIC, self.o.keys)
 
     # ---- workers ---------------------------------------------------------------------------
 
@@ -430,68 +652,6 @@ class QueueSimulation:
         leaders.forget(key)
         return ("fail" if code in NOT_WRITTEN else "info"), invoked, ["error-code", code]
 
-    async def _send_idempotent(self, client: SimClient, leaders: Leaders, producer: "ProducerIdentity", key: int,
-                               value: int):
-        """One send of the idempotent producer: its batch carries the producer id, epoch and the partition's next
-        sequence, and is sent again, the same bytes, until it is acknowledged, refused for good or DELIVERY_TIMEOUT_S
-        has passed (Kafka's producer with enable.idempotence: retries that the leader deduplicates by sequence).
-
-        ok with the offset; `fail` when no try can have written it (every answer was one of NOT_WRITTEN, or no
-        leader); `info` otherwise. After `info` or a broken sequence the producer takes a new producer id, so a batch
-        it gave up on can never be confused with a later one (as KIP-360's epoch bump does)."""
-        invoked = [["send", key, value]]
-        loop = self.world.loop
-        if producer.producer_id is None and not await self._init_producer_id(client, producer):
-            return "fail", invoked, ["no-producer-id", "no node gave a producer id"]
-        sequence = producer.sequences.get(key, 0)
-        batch = build_batch([(None, str(value).encode())], base_timestamp=client.runtime.clock.wall_ms(),
-                            producer_id=producer.producer_id, producer_epoch=producer.epoch, base_sequence=sequence)
-        give_up_at = loop.time() + DELIVERY_TIMEOUT_S
-        maybe_written = False
-        error = ["no-leader", "no node named a leader for the partition"]
-        while True:
-            leader = await leaders.of(key)
-            if leader is not None:
-                try:
-                    answer = await client.request(leader, produce_request(TOPIC, key, batch, IDEMPOTENT_ACK_TIMEOUT_S),
-                                                  timeout_s=OP_TIMEOUT_S)
-                except ClientError as exc:
-                    leaders.forget(key)
-                    maybe_written, error = True, ["no-answer", str(exc)]
-                else:
-                    partition = answer.responses[0].partition_responses[0]
-                    code = int(partition.error_code)
-                    if code == 0:
-                        producer.sequences[key] = sequence + 1
-                        return "ok", [["send", key, [partition.base_offset, value]]], None
-                    error = ["error-code", code]
-                    if code not in NOT_WRITTEN:
-                        maybe_written = True
-                    if code in SEQUENCE_BROKEN:
-                        break
-                    leaders.forget(key)
-            if loop.time() >= give_up_at:
-                break
-            await self.world.sleep(RETRY_BACKOFF_S)
-        producer.reset()
-        return ("info" if maybe_written else "fail"), invoked, error
-
-    async def _init_producer_id(self, client: SimClient, producer: "ProducerIdentity") -> bool:
-        """InitProducerId (no transactional id) from the first node that gives one, trying for OP_TIMEOUT_S."""
-        loop = self.world.loop
-        deadline = loop.time() + OP_TIMEOUT_S
-        while loop.time() < deadline:
-            for node_id in self.cluster.node_ids:
-                try:
-                    answer = await client.request(node_id, init_producer_id_request(), timeout_s=OP_TIMEOUT_S / 2)
-                except ClientError:
-                    continue
-                if answer.error_code == 0:
-                    producer.producer_id, producer.epoch = int(answer.producer_id), int(answer.producer_epoch)
-                    return True
-            await self.world.sleep(RETRY_BACKOFF_S)
-        return False
-
     async def consumer(self, slot: int) -> None:
         client = self.client(f"consumer{slot}")
         leaders = Leaders(client, self.cluster.node_ids)
@@ -539,110 +699,7 @@ class QueueSimulation:
         read = [r for r in _records(partition.records) if r[0] >= offset]
         return read, int(partition.high_watermark), read[-1][0] + 1 if read else offset
 
-    # ---- faults ----------------------------------------------------------------------------
-
-    async def nemesis(self) -> None:
-        """At most one fault at a time, each healed before the next; the last healed before the deadline.
-
-        With `SimOptions.schedule` the faults are that schedule's instead of the seed's draws."""
-        if self.o.schedule is not None:
-            await self._scheduled_faults()
-            return
-        rng, loop = self.fault_rng, self.world.loop
-        kinds = sorted(self.o.faults)
-        weights = [FAULT_WEIGHTS[kind] for kind in kinds]
-        while True:
-            await self.world.sleep(rng.uniform(*GAP_S))
-            hold_s = rng.uniform(*HOLD_S)
-            if not kinds or loop.time() + hold_s >= self.deadline_s:
-                self.schedule_end_s = (loop.time_ns() - self.start_ns) / 1e9
-                return
-            kind = rng.choices(kinds, weights)[0]
-            victim = rng.choice(self.cluster.node_ids)
-            # the other end of a link is drawn only for a link: the draws of every other schedule stay as they were
-            peer = rng.choice([n for n in self.cluster.node_ids if n != victim]) if kind == "link" else 0
-            await self._fault(kind, victim, hold_s, peer)
-
-    async def _scheduled_faults(self) -> None:
-        """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the
-        one before it healed if that is later (one fault at a time, as the drawn schedule)."""
-        for fault in sorted(self.o.schedule, key=lambda f: (f.at_s, f.kind, f.node, f.hold_s, f.peer)):
-            await self._sleep_until(fault.at_s)
-            await self._fault(fault.kind, fault.node, fault.hold_s, fault.other_end(self.o.nodes))
-        if self.o.schedule_end_s is not None:
-            await self._sleep_until(self.o.schedule_end_s)
-
-    async def _sleep_until(self, at_s: float) -> None:
-        """Sleep until `at_s` after the workload started, to the nanosecond (at once if that is past).
-
-        Half a nanosecond short: the loop rounds a sleep up to whole nanoseconds, so this wakes up on the nanosecond
-        `at_s` names, as the drawn fault it was recorded from did (a recorded schedule replays its seed's history
-        byte for byte)."""
-        wait_ns = self.start_ns + round(at_s * 1e9) - self.world.loop.time_ns()
-        if wait_ns > 0:
-            await self.world.sleep((wait_ns - 0.5) / 1e9)
-
-    async def _fault(self, kind: str, victim: int, hold_s: float, peer: int = 0) -> None:
-        """Apply one fault to `victim` for `hold_s` virtual seconds, then heal it; nemesis ops in the history.
-
-        A `link` fault cuts `victim` from `peer` alone, both ways: a partial partition, where each node still reaches
-        some of the others (a leader that reaches the controller and the coordinator but not a follower in its ISR,
-        so that acks=all writes and transaction markers wait and time out; a broker cut from the active controller
-        alone, fetching on from a leader whose epoch moved on).
-
-        A `power` fault takes every node down at once (`victim` is ignored) and restarts them all: the one crash that
-        tells a broker that fsyncs what it acknowledges from one that does not (with fewer nodes down, the survivors'
-        copies cover both)."""
-        self.applied.append(Fault(at_s=(self.world.loop.time_ns() - self.start_ns) / 1e9, kind=kind, node=victim,
-                                  hold_s=hold_s, peer=peer if kind == "link" else 0))
-        if kind == "power":
-            victims = list(self.cluster.node_ids)
-            self.history.record("nemesis", "info", "kill", victims)
-            for node_id in victims:
-                self.cluster.crash(node_id)
-            self.history.record("nemesis", "info", "kill", {"killed": victims})
-            await self.world.sleep(hold_s)
-            self.history.record("nemesis", "info", "start", victims)
-            for node_id in victims:
-                await self.cluster.restart(node_id)
-            self.history.record("nemesis", "info", "start", {"started": victims})
-        elif kind == "clients":
-            # the victim stays in the cluster, but every client's connection to it is reset and none reconnects
-            # until the heal: answers to requests in flight are lost (a dropped connection, a load balancer's reset)
-            clients = sorted(client.host for client in self.clients)
-            await self._cut(victim, clients, {client: [victim] for client in clients}, clients, hold_s, reset=True)
-        elif kind == "crash":
-            self.history.record("nemesis", "info", "kill", [victim])
-            self.cluster.crash(victim)
-            self.history.record("nemesis", "info", "kill", {"killed": [victim]})
-            await self.world.sleep(hold_s)
-            self.history.record("nemesis", "info", "start", [victim])
-            await self.cluster.restart(victim)
-            self.history.record("nemesis", "info", "start", {"started": [victim]})
-        else:
-            others = [peer] if kind == "link" else [n for n in self.cluster.node_ids if n != victim]
-            await self._cut(victim, others, {str(n): [victim] for n in others}, [host_of(n) for n in others], hold_s)
-
-    async def _cut(self, victim: int, peers: list, back: dict, hosts: list[str], hold_s: float,
-                   reset: bool = False) -> None:
-        """Cut `victim` from `hosts` both ways for `hold_s`, then heal; the grudge (victim -> peers, and `back`)
-        as start-partition/stop-partition nemesis ops."""
-        grudge = {str(victim): peers, **back}
-        self.history.record("nemesis", "info", "start-partition", grudge)
-        self.world.network.partition([host_of(victim)], hosts, reset=reset)
-        self.history.record("nemesis", "info", "start-partition", {"partitioned": grudge})
-        await self.world.sleep(hold_s)
-        self.history.record("nemesis", "info", "stop-partition", None)
-        self.world.network.heal()
-        self.history.record("nemesis", "info", "stop-partition", "healed")
-
     # ---- final reads -----------------------------------------------------------------------
-
-    async def settle(self) -> None:
-        """Every node registered and unfenced on every node; the final reads then retry until leaders answer."""
-        cluster = self.cluster
-        await cluster.wait_for(lambda: all(cluster.registered_brokers(n) == cluster.node_ids for n in cluster.nodes),
-                               "every broker registered again after healing", timeout_s=60.0)
 
     async def final_reads(self) -> None:
         client = self.client("final")
@@ -654,20 +711,7 @@ class QueueSimulation:
         self.history.record(process, "invoke", "poll", [["poll"]], final=True)
         loop = self.world.loop
         deadline = loop.time() + FINAL_READ_TIMEOUT_S
-        listed: dict[int, int] = {}
-        for key in keys:
-            while key not in listed and loop.time() < deadline:
-                leader = await leaders.of(key)
-                try:
-                    answer = await client.request(leader, list_offsets_request(TOPIC, key)) if leader else None
-                except ClientError:
-                    answer = None
-                part = answer.topics[0].partitions[0] if answer is not None else None
-                if part is not None and part.error_code == 0:
-                    listed[key] = int(part.offset)
-                else:
-                    leaders.forget(key)
-                    await self.world.sleep(0.2)
+        listed = await self.list_ends(client, leaders, TOPIC, keys, READ_UNCOMMITTED, deadline)
         polled: dict[int, list] = {}
         positions = {key: 0 for key in keys}
         fetched: dict[int, int] = {}
@@ -752,19 +796,17 @@ class QueueSimulation:
         workers = [self.producer(slot) for slot in range(self.o.producers)]
         workers += [self.consumer(slot) for slot in range(self.o.consumers)]
         await asyncio.gather(self.nemesis(), *workers)
-        self.world.network.heal()
-        for node_id in self.cluster.node_ids:
-            if node_id not in self.cluster.nodes:
-                await self.cluster.restart(node_id)
-        await self.settle()
+        await self.heal_all()
         await self.final_reads()
         for client in self.clients:
             await client.close()
 
 
-def simulate(options: SimOptions) -> tuple[str, dict]:
-    """Run one seed; (the history as JSONL text, a summary: virtual seconds, events, trace digest)."""
-    simulation = QueueSimulation(options)
+def simulate(options: SimOptions, workload=None) -> tuple[str, dict]:
+    """Run one seed; (the history as JSONL text, a summary: virtual seconds, events, trace digest).
+
+    `workload`: the simulation class (a SimulationBase with `run`), QueueSimulation when None."""
+    simulation = (workload or QueueSimulation)(options)
     world = simulation.world
     try:
         world.run(simulation.run())
