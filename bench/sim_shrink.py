@@ -37,12 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 FLUSH = ["--faults", "crash,partition,power", "--broker-override", "log.flush.interval.messages=1"]
 EXACTLY_ONCE = ["--delivery", "exactly-once"]
+PIPELINE = ["--workload", "pipeline"]
 # bug -> the flags README's table of `logquake sim` measures it with (the bugs the simulator catches)
 BUGS = {
     "ack.before.replication": [], "skip.truncation": [], "fenced.leader.acks": [], "skip.fsync": FLUSH,
     "skip.dedup": ["--idempotent"], "hwm.past.isr": [], "read.above.hwm": [], "index.off.by.one": [],
     "read.uncommitted": EXACTLY_ONCE, "abort.marker.lost": EXACTLY_ONCE, "epoch.bump.unfenced": EXACTLY_ONCE,
     "partial.commit.markers": EXACTLY_ONCE + ["--faults", "crash,partition,link"],
+    "aborted.offsets.visible": PIPELINE, "unfenced.txn.offsets": PIPELINE, "double.assignment": PIPELINE,
 }
 
 

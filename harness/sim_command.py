@@ -1,6 +1,6 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
-    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power][,link]]
+    logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power][,link][,leader]]
                  [--workload queue|pipeline] [--delivery at-least-once|exactly-once] [--idempotent]
                  [--schedule FILE] [--broker-override KEY=VALUE ...] [--store store]
 
@@ -61,7 +61,8 @@ from harness.cli_args import ArgumentParser, key_value, positive_int
 from harness.store import Store, write_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
-KINDS = ("crash", "partition", "clients", "power", "link")  # what broker.sim.workload simulates (it refuses any other name too)
+KINDS = ("crash", "partition", "clients", "power", "link", "leader")
+SCHEDULED_KINDS = KINDS[:-1]  # what a --schedule file may hold (broker.sim.workload refuses the rest too)  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
 DELIVERIES = ("at-least-once", "exactly-once")  # what broker.sim.workload simulates of workloads/queue.py's modes
 WORKLOADS = ("queue", "pipeline")  # broker.sim.workload's queue, broker.sim.pipeline's read-process-write
@@ -141,8 +142,9 @@ def read_schedule(path: Path) -> dict:
         problem = None
         if not isinstance(fault, dict) or not {"at_s", "kind", "node", "hold_s"} <= set(fault):
             problem = "needs at_s, kind, node and hold_s"
-        elif fault["kind"] not in KINDS:
-            problem = f"kind {fault['kind']!r} is not simulated; choose from {', '.join(KINDS)}"
+        elif fault["kind"] not in SCHEDULED_KINDS:
+            problem = (f"kind {fault['kind']!r} cannot be scheduled; choose from {', '.join(SCHEDULED_KINDS)} (a "
+                       "drawn leader fault is the partition of the node that led: schedule that partition)")
         elif not all(isinstance(fault.get(k, 0), (int, float)) and not isinstance(fault.get(k, 0), bool)
                      for k in ("at_s", "hold_s", "node", "peer")):
             problem = "at_s, hold_s, node and peer must be numbers"

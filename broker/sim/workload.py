@@ -56,7 +56,10 @@ Fault model of the schedule: at most one fault at a time; with the default
 kinds (FAULTS: crash, partition) a majority of the nodes is always up and
 connected; `power` (not a default: see `_fault`) crashes every node at once, as
 a power cut of the whole cluster, and restarts them; `link` (not a default
-either) cuts two nodes from each other only, a partial partition; each fault starts after a quiet gap of
+either) cuts two nodes from each other only, a partial partition; `leader`
+(not a default) is a partition of a node that leads a partition of the
+workload's topics when the fault starts, recorded as the partition it is;
+each fault starts after a quiet gap of
 1 to 3 virtual seconds and lasts 3 to 8, a partition twice as often as a crash
 (GAP_S, HOLD_S, FAULT_WEIGHTS); the last one is healed before the run's
 duration ends. An explicit schedule (`SimOptions.schedule`, a tuple of
@@ -100,7 +103,8 @@ from broker.sim.transactions import PROPERTIES as TRANSACTION_PROPERTIES
 from broker.sim.transactions import schema as _schema
 
 TOPIC = "logquake-queue"
-KINDS = ("crash", "partition", "clients", "power", "link")  # every fault the schedule can hold
+KINDS = ("crash", "partition", "clients", "power", "link", "leader")  # every fault the schedule can draw
+SCHEDULED_KINDS = KINDS[:-1]  # what a given schedule may hold: a drawn `leader` fault is recorded as its partition
 FAULTS = ("crash", "partition")  # the default: one node at a time, a majority always up
 # produce errors that certainly wrote nothing (checked before the append): the op fails. Not NOT_LEADER_OR_FOLLOWER
 # (6): the leader also answers it to an acks=all produce it had appended when it loses the leadership while waiting
@@ -126,7 +130,7 @@ SEQUENCE_BROKEN = {45, 46, 47, 59}
 # a crash is what recovery bugs need, a partition is what a leader that acknowledges or keeps what it should not needs.
 GAP_S = (1.0, 3.0)
 HOLD_S = (3.0, 8.0)
-FAULT_WEIGHTS = {"crash": 1, "partition": 2, "clients": 1, "power": 3, "link": 2}  # power, when asked for, half the faults
+FAULT_WEIGHTS = {"crash": 1, "partition": 2, "clients": 1, "power": 3, "link": 2, "leader": 2}  # power, when asked for, half the faults
 FINAL_READ_TIMEOUT_S = 60.0
 DELIVERIES = ("at-least-once", "exactly-once")  # the client settings of workloads/queue.py the simulation runs
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
@@ -230,10 +234,10 @@ class SimOptions:
             raise ValueError(f"nodes, duration and keys must be positive, got {self.nodes}, {self.duration_s}, "
                              f"{self.keys}")
         for fault in self.schedule or ():
-            if (fault.kind not in KINDS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0
+            if (fault.kind not in SCHEDULED_KINDS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0
                     or fault.kind == "link" and (not 0 <= fault.peer <= self.nodes
                                                  or fault.other_end(self.nodes) == fault.node)):
-                raise ValueError(f"{fault} is not a fault of this cluster: kind of {', '.join(KINDS)}, node 1 to "
+                raise ValueError(f"{fault} is not a fault of this cluster: kind of {', '.join(SCHEDULED_KINDS)}, node 1 to "
                                  f"{self.nodes}, at_s >= 0, hold_s > 0, peer 0 or another node")
 
 
@@ -463,7 +467,25 @@ class SimulationBase:
             victim = rng.choice(self.cluster.node_ids)
             # the other end of a link is drawn only for a link: the draws of every other schedule stay as they were
             peer = rng.choice([n for n in self.cluster.node_ids if n != victim]) if kind == "link" else 0
+            if kind == "leader":  # likewise drawn only for this kind
+                kind, victim = "partition", self._leader_of_a_partition(rng, victim)
             await self._fault(kind, victim, hold_s, peer)
+
+    def _leader_of_a_partition(self, rng: random.Random, otherwise: int) -> int:
+        """The node that leads a partition drawn from the workload's topics, as the active controller's metadata
+        has it (the nemesis sees what a Jepsen nemesis asks the cluster); `otherwise` when no controller or leader is
+        known."""
+        controller = self.cluster.controller_id()
+        if controller is None:
+            return otherwise
+        image = self.cluster.nodes[controller].cluster.quorum.image
+        partitions = [(name, index) for name in sorted(image.topics) if not name.startswith("__")
+                      for index in sorted(image.topics[name].partitions)]
+        if not partitions:
+            return otherwise
+        name, index = rng.choice(partitions)
+        leader = image.topics[name].partitions[index].leader
+        return leader if leader in self.cluster.node_ids else otherwise
 
     async def _scheduled_faults(self) -> None:
         """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the

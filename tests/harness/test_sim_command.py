@@ -122,7 +122,7 @@ def test_a_broken_invariant_makes_the_seed_invalid_and_is_stored_with_its_seed_a
     (["--broker-override", "novalue"], "--broker-override"),
     (["--schedule", "{missing}"], "--schedule"),
     (["--schedule", "{not-json}"], "--schedule"),
-    (["--schedule", "{unknown-kind}"], "kind 'flood' is not simulated"),
+    (["--schedule", "{unknown-kind}"], "kind 'flood' cannot be scheduled"),
     (["--schedule", "{no-hold}"], "needs at_s, kind, node and hold_s"),
     (["--schedule", "{node-4}"], "names a node this cluster of 3 does not have"),
     (["--schedule", "{self-link}"], "a link from a node to itself"),
