@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from checkers.history import EdnKeyword, History, Op, edn_dumps, op_to_dict
@@ -60,6 +60,35 @@ def witnesses_omitted(counts: Mapping[str, int], kept: Mapping[str, list[Any]]) 
     kept (a checker keeps the first `max_witnesses`); only names with some left out."""
     omitted = {name: count - len(kept.get(name, ())) for name, count in counts.items()}
     return {name: n for name, n in omitted.items() if n > 0}
+
+
+def check_options(checker: str, opts: Mapping[str, Any], accepted: str, max_witnesses: Any) -> None:
+    """Refuse a checker's unknown options (TypeError naming them and `accepted`) and a `max_witnesses` that is
+    not a positive integer or None (ValueError): the checks every checker that keeps witnesses makes first."""
+    if opts:
+        raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the {checker} checker; accepted: {accepted}")
+    if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
+        raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
+
+
+def promise_table(promises: Sequence[tuple[str, str, Sequence[str]]], result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The promise rows of a checker result, in the queue checker's row shape (`id`, `promise`, `status`,
+    `anomalies`, `allowed`, `reason`), for checkers whose promises are each broken by any of their anomalies:
+    `promises` lists (id, words, anomaly names); a promise is broken by any of them (counted in
+    `result["stats"]["anomaly_counts"]`), unknown when the result has no verdict, else held. Broken rows first."""
+    counts = result.get("stats", {}).get("anomaly_counts", {})
+    rows = []
+    for pid, words, names in promises:
+        broken = {n: counts[n] for n in names if counts.get(n)}
+        if broken:
+            status, reason = "broken", "broken by " + ", ".join(f"{n} ({c})" for n, c in broken.items())
+        elif result.get("valid") not in (True, False):
+            status, reason = "unknown", result.get("message") or "the checker reached no verdict"
+        else:
+            status, reason = "held", "no anomaly breaks it"
+        rows.append({"id": pid, "promise": words, "status": status, "anomalies": broken, "allowed": {},
+                     "reason": reason})
+    return sorted(rows, key=lambda row: row["status"] != "broken")
 
 
 def run_checkers(

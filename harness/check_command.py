@@ -2,7 +2,7 @@
 
 Reads each history (JSONL, Jepsen EDN, EDN lines or an old Jepsen log), picks
 a checker (given with `--checker`, or detected from the ops: `process` /
-`read-output` ops -> pipeline, `send`/`poll` micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
+`read-output` ops -> pipeline, `offset-commit` ops -> offsets, `send`/`poll` micro-ops -> queue, `append` -> list-append, `w`/`r` -> rw-register,
 register/mutex/kv ops -> linearizable with an inferred model), prints a
 summary per file and writes every result into `results.json` (or
 `results.edn` with `--edn`) in `--out` (default: a new folder
@@ -32,7 +32,7 @@ missing or broken gives "checker X is not available: ..." for the files that
 need it instead of breaking the command.
 
 Memory: a JSONL history over `STREAM_BYTES` (64 MiB) is streamed: its ops stay in
-the file and each pass reads them again. The queue and pipeline checkers keep at most `--max-witnesses` witnesses
+the file and each pass reads them again. The queue, pipeline and offsets checkers keep at most `--max-witnesses` witnesses
 (default 100) per anomaly, each with its ops; the counts stay exact, and
 `stats.witnesses_omitted` (in results.json, and a line of the summary) says how
 many were left out. A history full of anomalies then costs what a valid one
@@ -67,7 +67,7 @@ EXIT_BAD_ARGUMENTS = 254
 # again on each pass, instead of some 20 bytes of memory per byte of file.
 STREAM_BYTES = 64 * 2**20
 
-CHECKERS = ("queue", "pipeline", "list-append", "rw-register", "linearizable")
+CHECKERS = ("queue", "pipeline", "offsets", "list-append", "rw-register", "linearizable")
 HISTORY_SUFFIXES = (".jsonl", ".edn", ".log", ".txt")
 _EXIT_OF = {True: EXIT_VALID, False: EXIT_INVALID, "unknown": EXIT_UNKNOWN}
 
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "the current directory; never a run's own folder)")
     parser.add_argument("--edn", action="store_true", help="write results.edn instead of results.json")
     parser.add_argument("--max-witnesses", type=_positive_int, default=MAX_WITNESSES, metavar="N",
-                        help=f"witnesses kept per anomaly of the queue and pipeline checkers (default {MAX_WITNESSES}; "
+                        help=f"witnesses kept per anomaly of the queue, pipeline and offsets checkers (default {MAX_WITNESSES}; "
                              "counts stay exact, and the results say how many were omitted)")
     parser.add_argument("--verbose", action="store_true",
                         help="on an internal error, print its traceback instead of writing it to a file")
@@ -336,6 +336,8 @@ def detect_checker(history: History) -> tuple[str | None, str | None]:
                     micro_ops.add(mop[0])
     if fs & {"process", "read-output"}:
         return "pipeline", None
+    if fs & {"offset-commit", "offset-fetch"}:
+        return "offsets", None
     if micro_ops & {"send", "poll"}:
         return "queue", None
     if "append" in micro_ops:
@@ -449,8 +451,8 @@ def _dispatch(checker: str, model: str | None, options: dict[str, Any]) -> Any:
 
         return lambda h: queue_check(h, delivery=options["delivery"], acks=options.get("acks"),
                                      max_witnesses=options.get("max_witnesses"))
-    if checker == "pipeline":
-        module = _import(checker, "checkers.pipeline")
+    if checker in ("pipeline", "offsets"):
+        module = _import(checker, f"checkers.{checker}")
         return lambda h: module.check(h, max_witnesses=options.get("max_witnesses"))
     if checker in ("list-append", "rw-register"):
         module = _import(checker, "checkers.elle." + checker.replace("-", "_"))

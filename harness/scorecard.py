@@ -82,8 +82,10 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     PlantedBug("logquake.debug.keep.torn.tail", "log recovery leaves a torn tail in the segment file", ()),
     PlantedBug("logquake.debug.partial.commit.markers", "a transaction marker a partition refused is not sent again",
                ("G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
-    # the queue workload commits no consumer offsets, so no workload is expected to notice yet
-    PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated", ()),
+    # a coordinator cut off from its followers (or killed while they lag) acknowledges commits that a new
+    # coordinator never loads; the offsets workload ends each group after a few commits, so a lost tail shows
+    PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated",
+               ("lost-commit",), workload="offsets"),
     # a processor crashed after its offsets, or a deliberate abort followed by a rejoin: the group then starts
     # past inputs that no committed transaction copied
     PlantedBug("logquake.debug.aborted.offsets.visible", "an aborted transaction's input offsets are committed",

@@ -59,7 +59,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from checkers.core import witnesses_omitted
+from checkers.core import check_options, promise_table, witnesses_omitted
 from checkers.history import NEMESIS, History, gc_paused, op_to_dict
 from checkers.pipeline.explain import explain, summarize
 
@@ -108,11 +108,7 @@ def check(history: History, *, max_witnesses: int | None = None, **opts: Any) ->
     """Check a pipeline history (see the module doc). Returns `{"valid", "anomaly_types", "anomalies",
     "stats"}` (+ `reason`, `message` when there is no verdict); each witness has its data, the indexes of
     its ops and an `explanation`."""
-    if opts:
-        raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the pipeline checker; accepted: "
-                        "max_witnesses")
-    if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
-        raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
+    check_options("pipeline", opts, "max_witnesses", max_witnesses)
     with gc_paused():
         return _Analysis(history).result(max_witnesses)
 
@@ -362,18 +358,5 @@ PROMISES = (
 
 
 def judge_promises(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The promise table of a pipeline result, in the queue checker's row shape (`id`, `promise`, `status`,
-    `anomalies`, `allowed`, `reason`): broken by any of its anomalies; unknown without a verdict."""
-    counts = result.get("stats", {}).get("anomaly_counts", {})
-    rows = []
-    for pid, words, names in PROMISES:
-        broken = {n: counts[n] for n in names if counts.get(n)}
-        if broken:
-            status, reason = "broken", "broken by " + ", ".join(f"{n} ({c})" for n, c in broken.items())
-        elif result.get("valid") not in (True, False):
-            status, reason = "unknown", result.get("message") or "the checker reached no verdict"
-        else:
-            status, reason = "held", "no anomaly breaks it"
-        rows.append({"id": pid, "promise": words, "status": status, "anomalies": broken, "allowed": {},
-                     "reason": reason})
-    return sorted(rows, key=lambda row: row["status"] != "broken")
+    """The promise table of a pipeline result (`checkers.core.promise_table`)."""
+    return promise_table(PROMISES, result)

@@ -82,7 +82,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from checkers.core import witnesses_omitted
+from checkers.core import check_options, witnesses_omitted
 from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
 from checkers.queue.explain import explain, summarize
@@ -331,12 +331,8 @@ def check(
         delivery = parse_delivery(delivery)
     elif not isinstance(delivery, Delivery):
         raise ValueError(f"delivery must be a Delivery or one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
-    if opts:
-        raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the queue checker; "
-                        "accepted: delivery, ww_deps, subscribe_allows_skips, max_witnesses, final_reads_incomplete, "
-                        "acks")
-    if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
-        raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
+    check_options("queue", opts, "delivery, ww_deps, subscribe_allows_skips, max_witnesses, final_reads_incomplete, "
+                  "acks", max_witnesses)
     if final_reads_incomplete is None:
         final_reads_incomplete = short_final_reads(history)
     if acks is None:

@@ -167,6 +167,20 @@ def test_detect_checker_on_small_histories():
     assert check_command.detect_checker(h([["w", 1, 2]], [["r", 1, None]])) == ("rw-register", None)
     assert check_command.detect_checker(h(1, f="write")) == ("linearizable", "register")
     assert check_command.detect_checker(h(1, f="enqueue")) == (None, None)
+    assert check_command.detect_checker(h(["g", 1], f="offset-commit")) == ("offsets", None)
+
+
+def test_an_offsets_history_is_checked_and_a_lost_commit_makes_it_invalid(tmp_path, capsys):
+    rows = []
+    for f, value, done in (("offset-commit", ["g", 1], ["g", 1]), ("offset-commit", ["g", 2], ["g", 2]),
+                           ("offset-fetch", ["g"], {"g": 1})):
+        rows += [{"process": 0, "type": "invoke", "f": f, "value": value},
+                 {"process": 0, "type": "ok", "f": f, "value": done}]
+    path = tmp_path / "h.jsonl"
+    History.from_dicts(rows).to_jsonl(path)
+    assert check_command.main([str(path), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "(offsets): INVALID" in out and "lost-commit" in out
 
 
 def test_undetectable_history_is_unknown(tmp_path, capsys):

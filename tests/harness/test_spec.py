@@ -50,7 +50,7 @@ def test_an_unknown_format_is_refused_with_its_version():
 
 
 @pytest.mark.parametrize("spec, message", [
-    (RunSpec(workload="registr"), "--workload 'registr' is not known; expected one of pipeline, queue, register"),
+    (RunSpec(workload="registr"), "--workload 'registr' is not known; expected one of offsets, pipeline, queue, register"),
     (RunSpec(workload="register", delivery="at-most-once"),
      "workload register runs under at-least-once-idempotent, not at-most-once"),
     (RunSpec(workload="register", client="kafka-python"), "workload register runs on --client confluent"),
