@@ -13,11 +13,12 @@ from nemeses.core import FaultEvent, FaultPackage, Nemesis, Schedule, pick_nodes
 from nemeses.disk import DiskPackage
 from nemeses.packet import PacketPackage
 from nemeses.partition import PartitionPackage
-from nemeses.process import KillPackage, PausePackage
+from nemeses.process import KillPackage, PausePackage, RestartPackage
 
 PACKAGES = {
     "partition": PartitionPackage,
     "kill": KillPackage,
+    "restart": RestartPackage,
     "pause": PausePackage,
     "disk": DiskPackage,
     "clock": ClockPackage,

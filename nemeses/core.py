@@ -71,8 +71,8 @@ class FaultEvent:
 
     @property
     def opens(self) -> bool:
-        """True for an event that starts a fault (`start-*`, `kill`, `pause`), False for one that undoes it."""
-        return self.f.startswith("start-") or self.f in ("kill", "pause")
+        """True for an event that starts a fault (`start-*`, `kill`, `shutdown`, `pause`), False for one that undoes it."""
+        return self.f.startswith("start-") or self.f in ("kill", "shutdown", "pause")
 
     def label(self) -> str:
         """The fault in a few words for progress lines: its package, and its shape or target ("partition: bridge")."""
@@ -274,7 +274,8 @@ def check_events(events: list[dict], packages: dict[str, type["FaultPackage"]], 
                              "a node (n1) or nodes:n1,n2")
         shape = d.get("shape")
         if shape is not None and hasattr(package, "SHAPES") and shape not in package.SHAPES:
-            raise ValueError(f"{where}: shape {shape!r} is not one of {', '.join(package.SHAPES)}")
+            raise ValueError(f"{where}: shape {shape!r} is not one of {', '.join(package.SHAPES)}" if package.SHAPES
+                             else f"{where}: {d['package']} faults take no shape, got {shape!r}")
         out.append(FaultEvent(float(at_s), d["package"], d["f"], target, shape, int(d.get("pick", 0))))
     return sorted(out, key=_event_order)
 

@@ -1,4 +1,5 @@
-"""Process faults: kill (SIGKILL, then restart) and pause (SIGSTOP, then SIGCONT).
+"""Process faults: kill (SIGKILL, then restart), restart (a graceful stop, then start) and pause (SIGSTOP,
+then SIGCONT).
 
 Targets: `one`, `minority`, `majority`, `all`, `leader` (of the workload's first
 partition), `controller` (the active controller), `primaries` (every partition
@@ -97,6 +98,35 @@ class KillPackage(FaultPackage):
             control.start(node)
         self.down.clear()
         return {"started": started}
+
+
+class RestartPackage(KillPackage):
+    """A graceful stop, then a start: one step of a rolling restart, the most common event in a cluster's life.
+
+    The stop is the system's own (SIGTERM for ours and Kafka, after which the system's stop timeout ends it with
+    SIGKILL): a broker moves its leaderships away before it exits (Kafka's controlled shutdown), answering
+    NOT_LEADER_OR_FOLLOWER to requests that arrive meanwhile, and writes its clean-shutdown state, so the start
+    takes the path that trusts it. Both are code a crash never runs. Same targets as a kill, no shapes."""
+
+    name = "restart"
+    start_f = "shutdown"
+    stop_f = "start"
+    SHAPES = ()
+
+    def __init__(self, interval_s: float = 10.0, duration_s: float | None = None, targets=None, sleep=time.sleep):
+        super().__init__(interval_s, duration_s, targets, shapes=(None,), sleep=sleep)
+
+    def apply(self, event: FaultEvent, control: NodeControl, targets: Targets) -> dict:
+        if event.f != self.start_f:
+            return self.heal(control)
+        nodes = self.resolve(control, targets, event.target, event.pick)
+        for node in nodes:
+            control.stop(node)  # returns once the process is gone
+            self.down.add(node)
+        return {"stopped": nodes}
+
+    def probe(self, event: FaultEvent, result: dict, control: NodeControl) -> Probe:
+        return probe_processes(result.get("stopped") or [], control, "gone")
 
 
 class PausePackage(FaultPackage):

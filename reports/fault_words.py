@@ -108,7 +108,7 @@ def _heal_all(done: Mapping[str, Any]) -> str:
 
 def _undo(package: str, done: Mapping[str, Any]) -> str:
     """The words for an undo, or "" when it undid nothing."""
-    if package == "kill" or "started" in done and package != "disk":
+    if package in ("kill", "restart") or "started" in done and package != "disk":
         return f"restart {nodes_text(done.get('started'))}" if done.get("started") else ""
     if package == "pause" or "resumed" in done:
         return f"resume {nodes_text(done.get('resumed'))}" if done.get("resumed") else ""
@@ -202,6 +202,8 @@ def _describe_fault(f: str, scheduled: Any, done: Any) -> str:
                 f"(paused {done.get('lag_s', '?')} s, then resumed)")
     if "killed" in done:
         return f"kill {nodes_text(done['killed'])}{target}"
+    if "stopped" in done:
+        return f"stop {nodes_text(done['stopped'])}{target} gracefully (SIGTERM)"
     if "paused" in done:
         return f"pause {nodes_text(done['paused'])}{target}"
     if "grudge" in done:
@@ -218,6 +220,6 @@ def _describe_fault(f: str, scheduled: Any, done: Any) -> str:
         return _packet(done)
     if package == "disk" and "nodes" in done:
         return f"disk fault {done.get('fault', '')} on {nodes_text(done['nodes'])}".replace("  ", " ")
-    if package in ("kill", "pause", "partition", "clock", "packet", "disk") or set(done) & _UNDO_KEYS:
+    if package in ("kill", "restart", "pause", "partition", "clock", "packet", "disk") or set(done) & _UNDO_KEYS:
         return _undo(str(package or f), done) or f"{f}: nothing to undo"
     return f"{f}{target}: {_short(dict(done))}"

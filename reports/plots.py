@@ -73,6 +73,7 @@ class FaultKind:
 KNOWN_FAULT_KINDS: tuple[FaultKind, ...] = (
     FaultKind("partition", "network partition", "#1c7ed6"),
     FaultKind("kill", "process killed (SIGKILL) until restarted", "#5f3dc4"),
+    FaultKind("restart", "process stopped gracefully (SIGTERM) until restarted", "#e599f7"),
     FaultKind("pause", "process paused (SIGSTOP) until resumed", "#66d9e8"),
     FaultKind("disk", "disk fault", "#7c4a21"),
     FaultKind("clock", "wall clock skewed", "#f783ac"),

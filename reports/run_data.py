@@ -43,7 +43,7 @@ _UNDO_FS = frozenset({"start", "resume", "heal", "stop", "recover", "reset"})
 _UNDO_PREFIXES = ("stop-", "reset-", "heal-", "resume-", "recover-")
 # When an op carries no package name, its f tells the package (the undo fs of
 # the kill and pause packages are ambiguous otherwise).
-_PACKAGE_OF_F = {"kill": "kill", "start": "kill", "pause": "pause", "resume": "pause"}
+_PACKAGE_OF_F = {"kill": "kill", "start": "kill", "shutdown": "restart", "pause": "pause", "resume": "pause"}
 
 
 class OpPair:

@@ -126,6 +126,9 @@ class _RecordingControl:
     def start(self, node):
         self.calls.append(("start", node))
 
+    def stop(self, node):
+        self.calls.append(("stop", node))
+
     def pause(self, node):
         self.calls.append(("pause", node))
 
@@ -185,6 +188,27 @@ def test_a_lagging_follower_kill_pauses_another_node_kills_the_leader_then_resum
     with pytest.raises(NodeControlError):
         KillPackage(sleep=lambda s: None).apply(FaultEvent(1, "kill", "kill", "leader", LAGGING), refusing, _Targets())
     assert refusing.calls[-1] == ("resume", "n1")  # the follower never stays paused
+
+
+def test_a_restart_stops_gracefully_and_starts_exactly_what_it_stopped():
+    from nemeses.core import FaultEvent
+
+    nemesis = nemeses.build(["kill", "restart"])
+    control = _RecordingControl(NODES5)
+    kill, restart = nemesis.packages
+    assert restart.apply(FaultEvent(1, "restart", "shutdown", "leader"), control, _Targets()) == {"stopped": ["n2"]}
+    assert kill.apply(FaultEvent(2, "kill", "kill", "controller"), control, _Targets()) == {"killed": ["n3"]}
+    assert restart.apply(FaultEvent(3, "restart", "start", "leader"), control, _Targets()) == {"started": ["n2"]}
+    assert nemesis.heal(control) == {"kill": {"started": ["n3"]}, "restart": {"started": []}}
+    assert control.calls == [("stop", "n2"), ("kill", "n3"), ("start", "n2"), ("start", "n3")]
+    # no shapes: a graceful stop is one thing, and a scheduled shape is refused
+    events = nemeses.build(["restart"], interval_s=4).schedule(5, 400).events
+    assert {e.f for e in events} == {"shutdown", "start"} and {e.shape for e in events} == {None}
+    from nemeses.core import check_events
+
+    with pytest.raises(ValueError, match="schedule event 1: restart faults take no shape, got 'lagging-follower'"):
+        check_events([{"at_s": 1, "package": "restart", "f": "shutdown", "shape": "lagging-follower"}],
+                     nemeses.PACKAGES, 3, 30)
 
 
 def test_half_of_the_kill_windows_are_lagging_follower_kills_of_the_leader():
