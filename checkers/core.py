@@ -66,12 +66,14 @@ def check_options(checker: str, opts: Mapping[str, Any], accepted: str, max_witn
     """Refuse a checker's unknown options (TypeError naming them and `accepted`) and a `max_witnesses` that is
     not a positive integer or None (ValueError): the checks every checker that keeps witnesses makes first."""
     if opts:
-        raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the {checker} checker; accepted: {accepted}")
+        raise TypeError(f"unknown option(s) {', '.join(sorted(opts))} for the {checker} checker; "
+                        f"accepted: {accepted}")
     if max_witnesses is not None and (not isinstance(max_witnesses, int) or max_witnesses < 1):
         raise ValueError(f"max_witnesses must be a positive integer or None, got {max_witnesses!r}")
 
 
-def promise_table(promises: Sequence[tuple[str, str, Sequence[str]]], result: Mapping[str, Any]) -> list[dict[str, Any]]:
+def promise_table(promises: Sequence[tuple[str, str, Sequence[str]]],
+                  result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The promise rows of a checker result, in the queue checker's row shape (`id`, `promise`, `status`,
     `anomalies`, `allowed`, `reason`), for checkers whose promises are each broken by any of their anomalies:
     `promises` lists (id, words, anomaly names); a promise is broken by any of them (counted in

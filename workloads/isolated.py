@@ -52,7 +52,8 @@ def _mp_context():
     with _context_lock:
         if _context is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["confluent_kafka", "workloads.queue", "workloads.pipeline"])
+            context.set_forkserver_preload(["confluent_kafka", "workloads.queue", "workloads.pipeline",
+                                            "workloads.offsets"])
             _context = context
         return _context
 
