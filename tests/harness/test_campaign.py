@@ -31,7 +31,8 @@ def test_the_shipped_campaigns_load():
     mixes = {c.params["nemesis"] for c in smoke.cells}
     assert len(deliveries) >= 2 and len(mixes) >= 2 and len(smoke.cells) == len(deliveries) * len(mixes)
     nightly = load_campaign(ROOT / "campaigns" / "nightly.toml")
-    assert {c.spec.workload for c in nightly.cells} == {"queue", "register"}
+    assert {c.spec.workload for c in nightly.cells} == {"queue", "register", "offsets"}
+    assert len(nightly.cells) == 22
     assert nightly.budget_s == 7200
 
 
