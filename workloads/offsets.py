@@ -92,8 +92,9 @@ class OffsetsWorkload(Workload):
         return {self.topic: 1}
 
     def acls(self) -> list[Grant]:
-        """Its groups (a prefix), to commit and fetch offsets (READ); its topic, which the commits name (READ)."""
-        return (grants("GROUP", GROUP_PREFIX, "READ", "DESCRIBE", pattern="PREFIXED")
+        """Its groups (a prefix), to commit and fetch offsets and find their coordinator (READ, which implies DESCRIBE);
+        its topic, which the commits name (READ)."""
+        return (grants("GROUP", GROUP_PREFIX, "READ", pattern="PREFIXED")
                 + grants("TOPIC", self.topic, "READ"))
 
     def setup(self, bootstrap: str) -> None:

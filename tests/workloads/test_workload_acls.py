@@ -71,6 +71,15 @@ def test_register_appends_and_reads_its_topic_with_an_idempotent_producer():
         ("GROUP", "LITERAL", "logquake-r", "DESCRIBE"), ("CLUSTER", "LITERAL", "kafka-cluster", "IDEMPOTENT_WRITE")}
 
 
+def test_offsets_commits_for_its_groups_by_prefix_and_only_reads_its_topic():
+    from workloads.offsets import GROUP_PREFIX, OffsetsWorkload
+
+    workload = OffsetsWorkload()
+    assert workload.group_prefix.startswith(GROUP_PREFIX)  # every group it commits for is under the prefix
+    assert as_set(workload) == {("GROUP", "PREFIXED", GROUP_PREFIX, "READ"),
+                                ("TOPIC", "LITERAL", "logquake-offsets", "READ")}
+
+
 def test_every_registered_workload_declares_its_acls_and_they_name_only_its_topics():
     for name, kind in workload_kinds().items():
         from harness.spec import RunSpec
