@@ -1,7 +1,7 @@
 """`logquake sim`: the real broker code under deterministic simulation, one or many seeds, checked as `logquake test` checks.
 
     logquake sim [--seed S] [--seeds N] [--nodes 3] [--duration 30s] [--faults crash,partition[,clients][,power][,link][,leader]]
-                 [--workload queue|pipeline] [--delivery at-least-once|exactly-once] [--idempotent]
+                 [--workload queue|pipeline|offsets] [--delivery at-least-once|exactly-once] [--idempotent]
                  [--schedule FILE] [--broker-override KEY=VALUE ...] [--store store]
 
 Each seed runs in a child interpreter, `python -m broker.sim` (the harness
@@ -23,7 +23,15 @@ names the mode (test.json, the checker, the replay command).
 (broker/sim/pipeline.py: an idempotent feeder, transactional processors in a
 consumer group, processor crashes, pauses, aborts and leaves) and judges its
 history with the pipeline checker (checkers.pipeline); it is exactly-once by
-nature, so --delivery and --idempotent are refused with it (254). The child also
+nature, so --delivery and --idempotent are refused with it (254).
+`--workload offsets` runs the twin of `logquake test --workload offsets`
+(broker/sim/offsets.py: committers that commit offsets 1, 2, ... for one
+short-lived consumer group after another with plain OffsetCommits, no group
+membership, and a final OffsetFetch of every group after healing) and judges
+it with the offsets checker (checkers.offsets: an acknowledged commit lost is
+`lost-commit`); it produces nothing, so --delivery and --idempotent are refused
+with it too (254). `checker(args)` is the one place that says which checker
+judges a workload, and under which key of results.json. The child also
 checked the replication invariants after every step of the simulation
 (broker/sim/invariants.py), and a seed that broke one is
 INVALID whatever its history shows (results.json's `invariants`: the names
@@ -48,6 +56,7 @@ Thread-safety: a command-line entry point; single-threaded.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -56,16 +65,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from harness.cli_args import ArgumentParser, key_value, positive_int
 from harness.store import Store, write_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
+# what broker.sim.workload simulates (it refuses any other name too); a --schedule file may hold all but `leader`
 KINDS = ("crash", "partition", "clients", "power", "link", "leader")
-SCHEDULED_KINDS = KINDS[:-1]  # what a --schedule file may hold (broker.sim.workload refuses the rest too)  # what broker.sim.workload simulates (it refuses any other name too)
 FAULTS = ("crash", "partition")  # its default: one node at a time
 DELIVERIES = ("at-least-once", "exactly-once")  # what broker.sim.workload simulates of workloads/queue.py's modes
-WORKLOADS = ("queue", "pipeline")  # broker.sim.workload's queue, broker.sim.pipeline's read-process-write
+# broker.sim.workload's queue, broker.sim.pipeline's read-process-write, broker.sim.offsets's offset commits; each
+# judged by the checker of its name (`checker`), whose result results.json keeps under that name
+WORKLOADS = ("queue", "pipeline", "offsets")
+# the workloads that run their own clients, and why the producer flags (--delivery, --idempotent) do not go with them
+OWN_CLIENTS = {"pipeline": "is exactly-once by nature (an idempotent feeder, transactional processors)",
+               "offsets": "commits consumer-group offsets and produces nothing"}
 ACKS = "all"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +120,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--workload", choices=WORKLOADS, default="queue",
                    help="queue (default): producers and consumers, checked by the queue checker; pipeline: "
                         "read-process-write exactly once (an idempotent feeder, transactional processors in a consumer "
-                        "group with crashes, pauses, aborts and leaves), checked by the pipeline checker")
+                        "group with crashes, pauses, aborts and leaves), checked by the pipeline checker; offsets: "
+                        "plain offset commits for one short-lived consumer group after another, checked by the "
+                        "offsets checker (an acknowledged commit must survive)")
     p.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
                    help="at-least-once: acks=all producers, read_uncommitted consumers (default); exactly-once: "
                         "transactional producers (a tenth of the transactions aborted on purpose) and read_committed "
@@ -120,57 +137,61 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def read_schedule(path: Path) -> dict:
-    """A sim schedule file as {"faults": [...], "end_s": S or None}; ValueError says what is wrong with it.
+def read_schedule(path: Path, nodes: int) -> dict:
+    """A sim schedule file checked against a cluster of `nodes`, as {"faults": [...], "end_s": S or None}; ValueError
+    says what is wrong with it (naming the file and, for a bad fault, its number and text).
 
-    The format (what every sim run writes as schedule.json): a JSON list of faults, or an object with that list as
-    `faults` and `end_s`, when the drawn nemesis last woke up (kept so that the replay matches the drawn run byte for
-    byte). A fault: `at_s` (seconds after the workload started), `kind` (one of KINDS), `node` (1..N), `hold_s`
-    (seconds until healed) and, for a link, `peer` (the other end; 0 or absent: the next node). The simulation
-    checks them against the cluster too (nodes in range)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
-    end_s = data.get("end_s") if isinstance(data, dict) else None
-    faults = data.get("faults") if isinstance(data, dict) else data
-    if not isinstance(faults, list):
-        raise ValueError(f"{path}: expected a JSON list of faults, or an object with one as `faults`")
-    if end_s is not None and (isinstance(end_s, bool) or not isinstance(end_s, (int, float)) or end_s < 0):
-        raise ValueError(f"{path}: end_s is {end_s!r}, expected seconds (at least 0)")
-    for number, fault in enumerate(faults, 1):
-        problem = None
-        if not isinstance(fault, dict) or not {"at_s", "kind", "node", "hold_s"} <= set(fault):
-            problem = "needs at_s, kind, node and hold_s"
-        elif fault["kind"] not in SCHEDULED_KINDS:
-            problem = (f"kind {fault['kind']!r} cannot be scheduled; choose from {', '.join(SCHEDULED_KINDS)} (a "
-                       "drawn leader fault is the partition of the node that led: schedule that partition)")
-        elif not all(isinstance(fault.get(k, 0), (int, float)) and not isinstance(fault.get(k, 0), bool)
-                     for k in ("at_s", "hold_s", "node", "peer")):
-            problem = "at_s, hold_s, node and peer must be numbers"
-        elif fault["at_s"] < 0 or fault["hold_s"] <= 0 or fault["node"] < 1 or fault.get("peer", 0) < 0:
-            problem = "at_s >= 0, hold_s > 0, node >= 1 and peer >= 0"
-        if problem:
-            raise ValueError(f"{path}: fault {number} ({json.dumps(fault)}): {problem}")
-    return {"faults": faults, "end_s": end_s}
+    The format is what every sim run writes as schedule.json (broker/sim/schedule.py describes it). Its rules live
+    there alone, and the harness may not import the broker, so the check runs in a child interpreter, as the
+    simulation itself does: `python -m broker.sim.schedule`. What comes back is the schedule as the simulation will
+    apply it (each fault with all its fields, a link's `peer` resolved), so no reader here needs the rule that peer 0
+    means the next node."""
+    child = subprocess.run([sys.executable, "-m", "broker.sim.schedule", str(path), "--nodes", str(nodes)],
+                           capture_output=True, env=_child_env(), cwd=ROOT)
+    answer = _last_json_line(child.stdout)
+    if isinstance(answer, dict) and child.returncode == 1 and "error" in answer:
+        raise ValueError(answer["error"])
+    if not isinstance(answer, dict) or child.returncode != 0 or "faults" not in answer:
+        raise RuntimeError(f"python -m broker.sim.schedule broke (exit {child.returncode}): "
+                           f"{child.stderr.decode('utf-8', 'replace')[-2000:]}")
+    return answer
 
 
 def schedule_file(text: str) -> Path:
-    path = Path(text).resolve()
-    try:
-        read_schedule(path)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return path
+    """--schedule's path, made absolute (the child interpreters run elsewhere); main checks what the file holds once
+    --nodes is known."""
+    return Path(text).resolve()
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a child interpreter that runs the broker: this checkout first on its path, so that the
+    child runs the broker code of this harness whether or not it is installed."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 def workload(args) -> str:
-    """The simulated workload: queue or pipeline."""
+    """The simulated workload: one of WORKLOADS."""
     return args.workload
 
 
+def checker(args) -> tuple[str, Callable]:
+    """The checker that judges the workload's histories: (its name, which is also its key in results.json, a
+    function of the history), as `logquake check` runs it on a stored run."""
+    from checkers.core import MAX_WITNESSES
+
+    name = workload(args)
+    if name == "queue":
+        from checkers.queue import check as check_queue
+
+        mode = delivery(args)
+        return name, lambda h: check_queue(h, delivery=mode, acks=ACKS, max_witnesses=MAX_WITNESSES)
+    module = importlib.import_module(f"checkers.{name}")
+    return name, lambda h: module.check(h, max_witnesses=MAX_WITNESSES)
+
+
 def delivery(args) -> str:
-    """The delivery mode the seeds' histories are checked under (one place: test.json, the checker, the replay)."""
+    """The delivery mode the seeds' histories are checked under (one place: test.json, the checker, the replay). An
+    offsets run records at-least-once, the only delivery of workloads/offsets.py; its checker takes no mode."""
     if workload(args) == "pipeline":
         return "exactly-once"
     return f"{args.delivery}-idempotent" if args.idempotent else args.delivery
@@ -219,10 +240,9 @@ def run_seed(args, seed: int, store: Store) -> dict:
         command += ["--override", f"{key}={value}"]
     if given is not None:
         command += ["--schedule", str(given)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     started = time.perf_counter()
     with open(run_dir / "sim.log", "wb") as log:
-        child = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT)
+        child = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, env=_child_env(), cwd=ROOT)
     wall_s = time.perf_counter() - started
     result: dict = {"seed": seed, "run_dir": str(run_dir), "replay": replay, "wall_s": wall_s}
     summary = _last_json_line(child.stdout)
@@ -234,7 +254,7 @@ def run_seed(args, seed: int, store: Store) -> dict:
         write_json(run_dir / "schedule.json", {"faults": summary.pop("schedule", []),
                                                "end_s": summary.pop("schedule_end_s", None)})
         result["simulation"] = summary
-        result.update(_check_pipeline(history) if workload(args) == "pipeline" else _check(history, delivery(args)))
+        result.update(_judge(history, *checker(args)))
         result.update(_invariants(summary))
     write_json(run_dir / "results.json", result)
     (run_dir / "verdict.txt").write_text(verdict_line(result) + "\n", encoding="utf-8")
@@ -250,37 +270,22 @@ def _last_json_line(stdout: bytes) -> dict | None:
     return None
 
 
-def _check(history_path: Path, mode: str) -> dict:
-    """The queue checker's verdict under `mode`, as `logquake check` gives it for a stored run."""
-    from checkers.core import MAX_WITNESSES, run_checkers, to_jsonable
+def _judge(history_path: Path, name: str, check: Callable) -> dict:
+    """The verdict of checker `name` (`check`, a function of the history) on the stored history, as `logquake check`
+    gives it for a stored run: {"valid", name: its result[, "message"]}, the checker's message surfaced when it
+    reached no valid verdict."""
+    from checkers.core import run_checkers, to_jsonable
     from checkers.history import History, HistoryError
-    from checkers.queue import check as check_queue
 
     try:
         history = History.load(str(history_path), "jsonl")
     except HistoryError as error:
         return {"valid": "unknown", "message": f"cannot read the history: {error}"}
-    merged = run_checkers(history, {"queue": lambda h: check_queue(h, delivery=mode, acks=ACKS,
-                                                                  max_witnesses=MAX_WITNESSES)})
-    queue = to_jsonable(merged["queue"])
-    return {"valid": merged["valid"], "queue": queue}
-
-
-def _check_pipeline(history_path: Path) -> dict:
-    """The pipeline checker's verdict (checkers.pipeline), as `logquake check` gives it for a stored pipeline run."""
-    from checkers.core import MAX_WITNESSES, run_checkers, to_jsonable
-    from checkers.history import History, HistoryError
-    from checkers.pipeline import check as check_pipeline
-
-    try:
-        history = History.load(str(history_path), "jsonl")
-    except HistoryError as error:
-        return {"valid": "unknown", "message": f"cannot read the history: {error}"}
-    merged = run_checkers(history, {"pipeline": lambda h: check_pipeline(h, max_witnesses=MAX_WITNESSES)})
-    pipeline = to_jsonable(merged["pipeline"])
-    out = {"valid": merged["valid"], "pipeline": pipeline}
-    if pipeline.get("message") and merged["valid"] is not True:
-        out["message"] = pipeline["message"]
+    merged = run_checkers(history, {name: check})
+    checked = to_jsonable(merged[name])
+    out = {"valid": merged["valid"], name: checked}
+    if checked.get("message") and merged["valid"] is not True:
+        out["message"] = checked["message"]
     return out
 
 
@@ -311,7 +316,7 @@ def verdict_line(result: dict) -> str:
             line += f"; {len(invariants['checked']) - len(invariants['violation_counts'])} of " \
                     f"{len(invariants['checked'])} invariants held over {invariants['checks']} steps"
         line += ")"
-    checked = result.get("queue") or result.get("pipeline") or {}
+    checked = next((result[name] for name in WORKLOADS if name in result), {})
     anomalies = checked.get("anomaly_types") or []
     if anomalies:
         counts = (checked.get("stats") or {}).get("anomaly_counts") or {}
@@ -331,19 +336,17 @@ def main(argv: list[str]) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workload == "pipeline" and (args.idempotent or args.delivery != "at-least-once"):
-        parser.error("--workload pipeline is exactly-once by nature (an idempotent feeder, transactional processors): "
-                     "--delivery and --idempotent do not go with it")
+    if args.workload in OWN_CLIENTS and (args.idempotent or args.delivery != "at-least-once"):
+        parser.error(f"--workload {args.workload} {OWN_CLIENTS[args.workload]}: --delivery and --idempotent do not go "
+                     "with it")
     if args.idempotent and args.delivery != "at-least-once":
         parser.error(f"--idempotent goes with --delivery at-least-once, not {args.delivery} (exactly-once producers "
                      "are idempotent already)")
     if args.schedule is not None:
-        for number, fault in enumerate(read_schedule(args.schedule)["faults"], 1):
-            peer = fault.get("peer", 0)
-            if fault["node"] > args.nodes or peer > args.nodes or fault["kind"] == "link" and (
-                    peer or fault["node"] % args.nodes + 1) == fault["node"]:
-                parser.error(f"--schedule {args.schedule}: fault {number} ({json.dumps(fault)}) names a node this "
-                             f"cluster of {args.nodes} does not have (or a link from a node to itself)")
+        try:
+            read_schedule(args.schedule, args.nodes)
+        except ValueError as exc:  # it names the file, and a bad fault's number and text
+            parser.error(f"--schedule {exc}")
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.seed is None:
         print(f"seeds from {first} (drawn at random)", flush=True)

@@ -6,8 +6,11 @@ debugging over the faults the run applied (its `schedule.json`), then halving
 the run's duration (never below the end of its last fault). The simulation is
 deterministic, so one run decides a candidate (no tries, unlike the shrinking
 of real runs in harness/shrink.py, whose runs differ in their timing): a
-candidate fails when its run shows the anomaly type (an anomaly of the queue
-checker, or `invariant:<name>` for a broken invariant). The first candidate is
+candidate fails when its run shows the anomaly type (an anomaly of the checker
+of the run's workload, harness.sim_command's `checker`: queue, pipeline or
+offsets; or `invariant:<name>` for a broken invariant). Without --anomaly, the
+queue checker's most severe anomaly is shrunk first, then any other checker's
+in name order, then a broken invariant. The first candidate is
 the recorded schedule itself, which replays the original run byte for byte;
 the search says so when its history hash differs.
 
@@ -15,7 +18,12 @@ Every candidate is an ordinary sim run in the store. Outputs, in
 `RUN_DIR/shrink-<time>/`: `shrunk.json` (the original and shrunk schedule and
 duration, every candidate, the time taken), `schedule.json` (the shrunk
 schedule, in `logquake sim --schedule`'s format), `command.txt` (the exact
-`logquake sim` command that reproduces it) and `shrink.html`.
+`logquake sim` command that reproduces it) and `shrink.html`, with each
+later candidate's schedule as `candidate-N.json`. The folder is made only
+once the first candidate (run from RUN_DIR/schedule.json itself) has shown
+the anomaly: a shrink refused because the recorded schedule no longer fails
+leaves nothing under RUN_DIR (that candidate's own run stays in the store,
+as every candidate's does: it is the evidence for the refusal).
 
 Delta debugging: Zeller and Hildebrandt, "Simplifying and Isolating
 Failure-Inducing Input" (IEEE TSE 28(2), 2002); harness.shrink.ddmin.
@@ -36,7 +44,7 @@ __all__ = ["shrink_sim", "sim_anomalies"]
 
 
 def sim_anomalies(result: dict[str, Any]) -> set[str]:
-    """What a sim run's results.json found: the queue checker's anomaly types and `invariant:<name>` per broken one."""
+    """What a sim run's results.json found: its checker's anomaly types and `invariant:<name>` per broken one."""
     from harness.replay_command import anomaly_types
 
     broken = (result.get("invariants") or {}).get("violation_counts") or {}
@@ -64,7 +72,8 @@ def shrink_sim(run_dir: Path, budget_s: float, anomaly: str | None, out: Callabl
     if not (run_dir / "schedule.json").is_file():
         raise ValueError(f"{run_dir} has no schedule.json (a sim run of an older logquake): run its seed again and "
                          "shrink that run")
-    recorded = read_schedule(run_dir / "schedule.json")
+    nodes = test["options"]["nodes"]
+    recorded = read_schedule(run_dir / "schedule.json", nodes)  # every link's peer resolved: _side shows it as is
     original = json.loads((run_dir / "results.json").read_text())
     found = sim_anomalies(original)
     if anomaly is None:
@@ -77,17 +86,21 @@ def shrink_sim(run_dir: Path, budget_s: float, anomaly: str | None, out: Callabl
     seed, duration_s = test["seed"], float(test["options"]["duration_s"])
     store_root = str(run_dir.parents[1])  # STORE/sim/<time>
     store = Store(store_root)
+    # made only once the recorded schedule is known to fail: a refusal must leave no folder behind
     work = run_dir / ("shrink-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-    work.mkdir()
     started = time.monotonic()
     tried: list[dict[str, Any]] = []
 
     def out_of_budget() -> bool:
         return time.monotonic() - started > budget_s
 
-    def run(faults: list[dict[str, Any]], end_s: float | None, duration: float) -> dict[str, Any]:
-        candidate = work / f"candidate-{len(tried) + 1}.json"
-        write_json(candidate, {"faults": faults, "end_s": end_s})
+    def run(faults: list[dict[str, Any]], end_s: float | None, duration: float,
+            given: Path | None = None) -> dict[str, Any]:
+        """One candidate run; its schedule is written to work/candidate-N.json, unless `given` already holds it."""
+        candidate = given
+        if candidate is None:
+            candidate = work / f"candidate-{len(tried) + 1}.json"
+            write_json(candidate, {"faults": faults, "end_s": end_s})
         result = run_seed(_args(test, duration, candidate, store_root), seed, store)
         seen = sim_anomalies(result) if result["valid"] is not True else set()
         tried.append({"faults": len(faults), "duration_s": duration, "failed": anomaly in seen,
@@ -99,7 +112,9 @@ def shrink_sim(run_dir: Path, budget_s: float, anomaly: str | None, out: Callabl
 
     out(f"shrinking {run_dir}: {anomaly}, seed {seed}, {len(recorded['faults'])} fault(s), {duration_s:g} s, budget "
         f"{budget_s:.0f} s (the simulation is deterministic: one run per candidate)")
-    first = run(recorded["faults"], recorded["end_s"], duration_s)
+    # the recorded file itself, not a rewrite of it: the replay is of exactly what the run recorded, and nothing is
+    # written under run_dir before it is known to fail
+    first = run(recorded["faults"], recorded["end_s"], duration_s, given=run_dir / "schedule.json")
     replayed = (first.get("simulation") or {}).get("history_sha256") == \
         (original.get("simulation") or {}).get("history_sha256")
     if not replayed:
@@ -108,6 +123,7 @@ def shrink_sim(run_dir: Path, budget_s: float, anomaly: str | None, out: Callabl
     if anomaly not in (sim_anomalies(first) if first["valid"] is not True else set()):
         raise ValueError(f"the recorded schedule of seed {seed} no longer shows {anomaly} ({verdict_line(first)}): "
                          "nothing to shrink from")
+    work.mkdir()
     end_s = recorded["end_s"]
     faults = ddmin(list(recorded["faults"]), lambda fs: anomaly in _failed(run(fs, end_s, duration_s)), out_of_budget)
     # then the run's length: halve it while it still fails, never below the last fault's heal (or 5 s); the drawn
@@ -127,8 +143,8 @@ def shrink_sim(run_dir: Path, budget_s: float, anomaly: str | None, out: Callabl
     result = {"run_dir": str(run_dir), "anomaly": anomaly, "seed": seed, "budget_s": budget_s,
               "elapsed_s": round(time.monotonic() - started, 1), "out_of_budget": out_of_budget(),
               "replayed_byte_for_byte": replayed,
-              "original": _side(recorded["faults"], duration_s, test["options"]["nodes"]),
-              "shrunk": _side(faults, best_duration, test["options"]["nodes"]),
+              "original": _side(recorded["faults"], duration_s),
+              "shrunk": _side(faults, best_duration),
               "schedule": shrunk, "command": command, "candidates": tried}
     write_json(work / "shrunk.json", result)
     (work / "shrink.html").write_text(shrink_html(result))
@@ -142,10 +158,11 @@ def _failed(result: dict[str, Any]) -> set[str]:
     return sim_anomalies(result) if result["valid"] is not True else set()
 
 
-def _side(faults: list[dict[str, Any]], duration_s: float, nodes: int) -> dict[str, Any]:
-    """One side of shrink.html: the faults as rows of harness.shrink's table, and a one-line summary."""
+def _side(faults: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """One side of shrink.html: the faults as rows of harness.shrink's table, and a one-line summary (a link's peer
+    as read_schedule resolved it)."""
     rows = [{"at_s": f["at_s"], "package": f["kind"], "f": f"held {f['hold_s']:.2f} s",
-             "target": f"node {f['node']}" + (f" from node {f.get('peer') or f['node'] % nodes + 1}"
-                                              if f["kind"] == "link" else "")} for f in faults]
+             "target": f"node {f['node']}" + (f" from node {f['peer']}" if f["kind"] == "link" else "")}
+            for f in faults]
     return {"events": len(faults), "duration_s": duration_s, "schedule": rows,
             "summary": f"{len(faults)} fault(s), {duration_s:g} s of simulated workload"}

@@ -11,8 +11,9 @@ broker/sim/invariants.py: their names, the steps checked, the violations).
 consumers (broker.sim.transactions); `--idempotent` goes with at-least-once
 only (the pair is refused, exit 2). `--workload pipeline` runs the
 read-process-write pipeline of broker.sim.pipeline instead of the queue
-workload (its history is judged by checkers.pipeline; --idempotent and
---delivery do not apply to it, exit 2).
+workload (its history is judged by checkers.pipeline), `--workload offsets`
+the consumer-group offset commits of broker.sim.offsets (judged by
+checkers.offsets); --idempotent and --delivery apply to neither (exit 2).
 Exit 0 when the run completed (whatever the history and the invariants show:
 the harness judges them),
 1 with a traceback on stderr when the simulation itself broke (an invariant
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import sys
@@ -35,9 +37,17 @@ if __name__ == "__main__":  # a process of its own: keep kio from importing Hypo
     keep_hypothesis_out()
 
 from broker.io import Runtime  # noqa: E402
-from broker.sim.workload import DELIVERIES, FAULTS, KINDS, Fault, SimOptions, simulate  # noqa: E402
+from broker.sim.schedule import read_schedule  # noqa: E402
+from broker.sim.workload import DELIVERIES, FAULTS, KINDS, SimOptions, simulate  # noqa: E402
 
-WORKLOADS = ("queue", "pipeline")
+# every workload but the queue (broker.sim.workload's own): its simulation class, and why the producer flags
+# (--idempotent, --delivery) do not apply to it
+SIMULATIONS = {
+    "pipeline": ("broker.sim.pipeline:PipelineSimulation",
+                 "runs its own clients (an idempotent feeder, transactional processors)"),
+    "offsets": ("broker.sim.offsets:OffsetsSimulation", "commits consumer-group offsets and produces nothing"),
+}
+WORKLOADS = ("queue", *SIMULATIONS)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -45,32 +55,6 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not of the form key=value")
     return key.strip(), value.strip()
-
-
-def read_schedule(data: bytes) -> tuple[tuple[Fault, ...], float | None]:
-    """(faults, end_s) of a schedule file: a JSON list of objects with Fault's fields, or an object with that list
-    as `faults` and the nemesis's last wake-up as `end_s` (what a run's summary records). ValueError says what is
-    wrong."""
-    try:
-        items = json.loads(data)
-    except ValueError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    end_s = None
-    if isinstance(items, dict):
-        end_s = items.get("end_s")
-        if end_s is not None and (not isinstance(end_s, (int, float)) or end_s < 0):
-            raise ValueError(f"end_s is {end_s!r}: expected seconds (a number, at least 0)")
-        items = items.get("faults")
-    if not isinstance(items, list):
-        raise ValueError("expected a JSON list of faults, or an object with one as `faults`")
-    faults = []
-    for number, item in enumerate(items, 1):
-        try:
-            faults.append(Fault(at_s=float(item["at_s"]), kind=str(item["kind"]), node=int(item["node"]),
-                                hold_s=float(item["hold_s"]), peer=int(item.get("peer", 0))))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"fault {number} ({item!r}) needs at_s, kind, node and hold_s: {exc!r}") from None
-    return tuple(faults), None if end_s is None else float(end_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,27 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delivery", choices=DELIVERIES, default="at-least-once",
                         help="exactly-once: transactional producers and read_committed consumers")
     parser.add_argument("--workload", choices=WORKLOADS, default="queue",
-                        help="queue (default) or pipeline: read-process-write exactly once (broker.sim.pipeline)")
+                        help="queue (default), pipeline: read-process-write exactly once (broker.sim.pipeline), or "
+                             "offsets: consumer-group offset commits (broker.sim.offsets)")
     parser.add_argument("--schedule", help="a JSON file: a list of faults ({at_s, kind, node, hold_s[, peer]} each), or "
                                            "{\"faults\": [...], \"end_s\": S} as the summary records them; run "
-                                           "instead of the drawn faults")
+                                           "instead of the drawn faults (broker.sim.schedule reads it)")
     parser.add_argument("--history", required=True, help="where to write the history (JSONL)")
     args = parser.parse_args(argv)
-    if args.workload == "pipeline" and (args.idempotent or args.delivery != "at-least-once"):
-        parser.error("--workload pipeline runs its own clients (an idempotent feeder, transactional processors): "
-                     "--idempotent and --delivery do not apply")
+    if args.workload in SIMULATIONS and (args.idempotent or args.delivery != "at-least-once"):
+        parser.error(f"--workload {args.workload} {SIMULATIONS[args.workload][1]}: --idempotent and --delivery do not "
+                     "apply")
     if args.idempotent and args.delivery != "at-least-once":
         parser.error("--idempotent goes with --delivery at-least-once (exactly-once producers are idempotent already)")
     schedule, end_s = None, None
     if args.schedule is not None:
         try:
-            source = Runtime.real().disk.open(args.schedule, "rb")
-            try:
-                schedule, end_s = read_schedule(source.read())
-            finally:
-                source.close()
-        except (OSError, ValueError) as exc:
-            parser.error(f"--schedule {args.schedule}: {exc}")
+            schedule, end_s = read_schedule(args.schedule, args.nodes)
+        except ValueError as exc:  # it names the file, and a bad fault's number
+            parser.error(f"--schedule {exc}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     faults = tuple(f for f in args.faults.split(",") if f)
     try:
@@ -120,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     real = Runtime.real()
     started_ns = real.clock.monotonic_ns()
     workload = None
-    if args.workload == "pipeline":
-        from broker.sim.pipeline import PipelineSimulation
-
-        workload = PipelineSimulation
+    if args.workload in SIMULATIONS:
+        module, name = SIMULATIONS[args.workload][0].split(":")
+        workload = getattr(importlib.import_module(module), name)
     text, summary = simulate(options, workload)
     summary["wall_s"] = (real.clock.monotonic_ns() - started_ns) / 1e9
     data = text.encode("utf-8")

@@ -70,7 +70,8 @@ an initial rebalance delay of 0.5 s (PROPERTIES; --override wins).
 Not covered: plain OffsetCommit (the processors commit offsets only in their
 transactions, as an exactly-once pipeline must), so
 logquake.debug.commit.before.replication, which only makes OffsetCommit answer
-before its record is replicated, is not reachable from here.
+before its record is replicated, is not reachable from here (broker.sim.offsets
+commits plainly, and reaches it).
 
 Determinism: every draw from `random.Random`s named by the seed; no real time;
 no iteration over sets.
@@ -178,9 +179,10 @@ def parse_assignment(data: bytes, topic: str) -> list[int]:
 
 # ---- requests ------------------------------------------------------------------------------------------------
 
-def find_group_coordinator_request(group: str):
+def find_group_coordinator_request(*groups: str):
+    """FindCoordinator (key type 0: groups) for each of `groups` at once (v4, KIP-699)."""
     m = _schema("find_coordinator", 4)
-    return m.FindCoordinatorRequest(key_type=0, coordinator_keys=(group,))
+    return m.FindCoordinatorRequest(key_type=0, coordinator_keys=groups)
 
 
 def join_group_request(member_id: str):

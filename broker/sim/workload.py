@@ -58,7 +58,8 @@ connected; `power` (not a default: see `_fault`) crashes every node at once, as
 a power cut of the whole cluster, and restarts them; `link` (not a default
 either) cuts two nodes from each other only, a partial partition; `leader`
 (not a default) is a partition of a node that leads a partition of the
-workload's topics when the fault starts, recorded as the partition it is;
+workload's topics when the fault starts (`leader_fault_partitions`; in
+broker.sim.offsets, a group coordinator), recorded as the partition it is;
 each fault starts after a quiet gap of
 1 to 3 virtual seconds and lasts 3 to 8, a partition twice as often as a crash
 (GAP_S, HOLD_S, FAULT_WEIGHTS); the last one is healed before the run's
@@ -74,7 +75,8 @@ each fault starting on the nanosecond it was recorded at. What is not simulated 
 torn writes), clock skew, slow links, polls inside transactions, consumer
 groups and transactional offset commits (the runtime supports some of these;
 the queue workload does not drive them; broker.sim.pipeline's workload drives
-consumer groups and transactional offset commits, on `SimulationBase`).
+consumer groups and transactional offset commits, and broker.sim.offsets plain
+offset commits, on `SimulationBase`).
 
 `time` in the history is virtual nanoseconds since the world started, so two
 runs of one seed write the same bytes.
@@ -97,14 +99,16 @@ from broker.protocol.client import ClientError
 from broker.protocol.records import build_batch
 from broker.sim.cluster import SimClient, SimCluster, host_of
 from broker.sim.invariants import InvariantChecker
+from broker.sim.schedule import SCHEDULED_KINDS, Fault, fault_problem
 from broker.sim.transactions import (ABORT_SHARE, SENDS_PER_TXN, TRANSACTION_TIMEOUT_S, TransactionalProducer,
                                      committed_records)
 from broker.sim.transactions import PROPERTIES as TRANSACTION_PROPERTIES
 from broker.sim.transactions import schema as _schema
 
 TOPIC = "logquake-queue"
-KINDS = ("crash", "partition", "clients", "power", "link", "leader")  # every fault the schedule can draw
-SCHEDULED_KINDS = KINDS[:-1]  # what a given schedule may hold: a drawn `leader` fault is recorded as its partition
+# every fault the schedule can draw; a drawn `leader` fault is recorded as its partition, so a given schedule holds
+# only the others (broker.sim.schedule: the Fault record, its rules and the reader of schedule files)
+KINDS = (*SCHEDULED_KINDS, "leader")
 FAULTS = ("crash", "partition")  # the default: one node at a time, a majority always up
 # produce errors that certainly wrote nothing (checked before the append): the op fails. Not NOT_LEADER_OR_FOLLOWER
 # (6): the leader also answers it to an acks=all produce it had appended when it loses the leadership while waiting
@@ -185,22 +189,6 @@ def list_offsets_request(topic: str, partition: int, isolation_level: int = READ
                                 topics=(m.ListOffsetsTopic(name=topic, partitions=(wanted,)),))
 
 
-@dataclass(frozen=True)
-class Fault:
-    """One fault of an explicit schedule: `kind` (one of KINDS) of node `node`, `at_s` virtual seconds after the
-    workload started (or once the fault before it healed), healed `hold_s` seconds later. A `link` fault cuts `node`
-    from `peer` only (0: the node after `node`, cyclically); other kinds ignore `peer`."""
-
-    at_s: float
-    kind: str
-    node: int
-    hold_s: float
-    peer: int = 0
-
-    def other_end(self, nodes: int) -> int:
-        return self.peer or self.node % nodes + 1
-
-
 @dataclass
 class SimOptions:
     seed: int
@@ -234,11 +222,9 @@ class SimOptions:
             raise ValueError(f"nodes, duration and keys must be positive, got {self.nodes}, {self.duration_s}, "
                              f"{self.keys}")
         for fault in self.schedule or ():
-            if (fault.kind not in SCHEDULED_KINDS or not 1 <= fault.node <= self.nodes or fault.at_s < 0 or fault.hold_s <= 0
-                    or fault.kind == "link" and (not 0 <= fault.peer <= self.nodes
-                                                 or fault.other_end(self.nodes) == fault.node)):
-                raise ValueError(f"{fault} is not a fault of this cluster: kind of {', '.join(SCHEDULED_KINDS)}, node 1 to "
-                                 f"{self.nodes}, at_s >= 0, hold_s > 0, peer 0 or another node")
+            problem = fault_problem(fault, self.nodes)
+            if problem:
+                raise ValueError(f"{fault}: {problem}")  # the wording of a schedule file's faults too
 
 
 class ProducerIdentity:
@@ -472,20 +458,27 @@ class SimulationBase:
             await self._fault(kind, victim, hold_s, peer)
 
     def _leader_of_a_partition(self, rng: random.Random, otherwise: int) -> int:
-        """The node that leads a partition drawn from the workload's topics, as the active controller's metadata
+        """The node that leads a partition drawn from `leader_fault_partitions`, as the active controller's metadata
         has it (the nemesis sees what a Jepsen nemesis asks the cluster); `otherwise` when no controller or leader is
         known."""
         controller = self.cluster.controller_id()
         if controller is None:
             return otherwise
         image = self.cluster.nodes[controller].cluster.quorum.image
-        partitions = [(name, index) for name in sorted(image.topics) if not name.startswith("__")
-                      for index in sorted(image.topics[name].partitions)]
+        partitions = [(name, index) for name, index in self.leader_fault_partitions(image)
+                      if name in image.topics and index in image.topics[name].partitions]
         if not partitions:
             return otherwise
         name, index = rng.choice(partitions)
         leader = image.topics[name].partitions[index].leader
         return leader if leader in self.cluster.node_ids else otherwise
+
+    def leader_fault_partitions(self, image) -> list[tuple[str, int]]:
+        """The partitions whose leader a `leader` fault cuts off, in a fixed order: every partition of the workload's
+        topics (all but the internal `__` ones). A workload whose writes go elsewhere (broker.sim.offsets: the group
+        coordinators, leaders of `__consumer_offsets`) names its own."""
+        return [(name, index) for name in sorted(image.topics) if not name.startswith("__")
+                for index in sorted(image.topics[name].partitions)]
 
     async def _scheduled_faults(self) -> None:
         """`SimOptions.schedule`, in order of start: each fault at its time after the workload started, or when the
@@ -518,7 +511,7 @@ class SimulationBase:
         tells a broker that fsyncs what it acknowledges from one that does not (with fewer nodes down, the survivors'
         copies cover both)."""
         self.applied.append(Fault(at_s=(self.world.loop.time_ns() - self.start_ns) / 1e9, kind=kind, node=victim,
-                                  hold_s=hold_s, peer=peer if kind == "link" else 0))
+                                  hold_s=hold_s, peer=peer).as_applied(self.o.nodes))
         if kind == "power":
             victims = list(self.cluster.node_ids)
             self.history.record("nemesis", "info", "kill", victims)

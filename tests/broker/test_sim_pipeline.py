@@ -10,20 +10,14 @@ leaves and rejoins, then a drain, `read-output` and `committed-offsets`) is judg
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import pathlib
-import random
-import subprocess
-import sys
 
 import pytest
 
 from broker.sim.pipeline import PipelineSimulation
 from broker.sim.workload import SimOptions, simulate
+from tests.broker.sim_determinism import assert_one_history_per_seed, fresh_seeds
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def judged(seed: int, duration_s: float = 30.0, **properties: str) -> tuple[dict, str]:
@@ -37,25 +31,8 @@ def judged(seed: int, duration_s: float = 30.0, **properties: str) -> tuple[dict
     return check(History.from_jsonl(text.splitlines()), max_witnesses=3), text
 
 
-def fresh_seeds(count: int) -> list[int]:
-    first = random.SystemRandom().randrange(1 << 30)
-    print(f"seeds {first}..{first + count - 1}")
-    return list(range(first, first + count))
-
-
 def test_one_seed_gives_one_history_in_two_processes_and_another_seed_another(tmp_path):
-    text, _ = simulate(SimOptions(seed=4, duration_s=12.0), PipelineSimulation)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PYTHONHASHSEED", None)
-    child = subprocess.run([sys.executable, "-m", "broker.sim", "--seed", "4", "--duration-s", "12", "--workload",
-                            "pipeline", "--history", str(tmp_path / "h.jsonl")], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert child.returncode == 0, child.stderr[-3000:]
-    assert json.loads(child.stdout.strip().splitlines()[-1])["history_sha256"] == digest
-    assert hashlib.sha256((tmp_path / "h.jsonl").read_bytes()).hexdigest() == digest
-    different, _ = simulate(SimOptions(seed=5, duration_s=12.0), PipelineSimulation)
-    assert hashlib.sha256(different.encode()).hexdigest() != digest
+    assert_one_history_per_seed(tmp_path, PipelineSimulation, "pipeline")
 
 
 def test_the_history_has_the_pipeline_checkers_shapes_and_the_correct_broker_is_valid():

@@ -7,7 +7,9 @@ most 3 faults and a run no longer than the original; the first candidate (the
 recorded schedule) replays the original history byte for byte; the written
 command reproduces the same anomaly (exit 1); and shrink.json, schedule.json,
 command.txt and shrink.html are written. A valid seed, or an anomaly the run
-does not show, is refused with exit 254 before anything runs.
+does not show, is refused with exit 254 before anything runs; a run whose
+recorded schedule no longer shows its anomaly is refused with exit 254 after
+that one candidate, and leaves no shrink folder behind.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def test_a_failing_seed_shrinks_to_at_most_three_faults_and_the_command_reproduc
     assert code == 1 and result["anomaly"] in line, line
 
 
-def test_a_valid_seed_or_an_anomaly_it_does_not_show_is_refused_before_anything_runs(tmp_path, capsys):
+def test_a_run_that_cannot_be_shrunk_is_refused_with_254_and_leaves_nothing_in_its_run_dir(tmp_path, capsys):
+    # a valid seed, or an anomaly it does not show: refused before anything runs
     seed = random.randrange(1, 2**31)
     print(f"seed {seed} (drawn at random)", file=sys.stderr)
     assert cli.main(["sim", "--seed", str(seed), "--duration", "4s", "--faults", "none",
@@ -77,3 +80,14 @@ def test_a_valid_seed_or_an_anomaly_it_does_not_show_is_refused_before_anything_
     assert cli.main(["shrink", str(run_dir), "--anomaly", "lost-write"]) == 254
     assert "does not show lost-write" in capsys.readouterr().err
     assert not list(run_dir.glob("shrink-*")) and len(list((tmp_path / "sim").iterdir())) == 2  # the run and latest
+    # a recorded schedule that no longer shows the anomaly (as after a change to the broker; here results.json claims
+    # one the valid run never had): refused after its one candidate, whose run stays in the store as every candidate's
+    results = json.loads((run_dir / "results.json").read_text())
+    results["valid"], results["queue"]["anomaly_types"] = False, ["lost-write"]
+    (run_dir / "results.json").write_text(json.dumps(results))
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert cli.main(["shrink", str(run_dir)]) == 254
+    err = capsys.readouterr().err
+    assert "no longer shows lost-write" in err and "nothing to shrink from" in err, err
+    assert sorted(p.name for p in run_dir.iterdir()) == before, "the refused shrink left something in the run dir"
+    assert len(list((tmp_path / "sim").iterdir())) == 3  # the run, latest and the one candidate's run
