@@ -209,9 +209,13 @@ class OffsetsClient(Client):
                         retry.append(group)
                         last_error = _error_of(e)
                         continue
-                    offsets = [tp.offset for tp in answer.topic_partitions
-                               if tp.topic == self.w.topic and tp.partition == 0 and tp.error is None]
-                    found[group] = offsets[0] if offsets and offsets[0] >= 0 else None
+                    ours = [tp for tp in answer.topic_partitions if tp.topic == self.w.topic and tp.partition == 0]
+                    if any(tp.error is not None for tp in ours):
+                        # an error for the partition is no answer: taking it as "no offset" would be a false loss
+                        retry.append(group)
+                        last_error = _error_of(next(tp.error for tp in ours if tp.error is not None))
+                        continue
+                    found[group] = ours[0].offset if ours and ours[0].offset >= 0 else None
             left = retry
             if left:
                 time.sleep(0.5)
