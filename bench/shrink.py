@@ -74,6 +74,9 @@ def measure(bug, args, store: Path) -> dict:
         seed = rng.randrange(1, 2**31)
         done = logquake(["test", *bug_argv(bug, args.time_limit, seed), "--store", str(store), "--quiet"],
                         args.time_limit + 600)
+        if done.returncode not in (0, 1, 2):  # not a verdict: the run could not run (no cluster, bad flags)
+            raise SystemExit(f"{bug.name}: logquake test exited {done.returncode}, not with a verdict; its output ends:\n"
+                             + (done.stdout + done.stderr)[-2000:])
         latest = (store / "latest").resolve()
         found = anomalies_of(latest)
         tried.append((seed, sorted(found)))

@@ -7,21 +7,24 @@ hosts starts in that state. Each run keeps `faults.ledger.jsonl` in its store
 directory, one JSON object a line, each written and fsynced before what it
 announces happens:
 
-    {"ledger": 1, "owner": {"host": ..., "pid": ...}, "backend": "local", "leftovers": {...}}
+    {"ledger": 1, "owner": {"host": ..., "pid": ..., "tempdir": ...}, "backend": "local", "leftovers": {...}}
     {"open": 3, "event": {"at_s": 5.1, "package": "pause", "f": "pause", ...}}
     {"applied": 3, "nodes": ["n2"]}
     {"struck": "pause"}              # its undo event ran; "all" after the final heal
     {"closed": "teardown"}           # the cluster is gone: nothing of this run is in effect
 
 `leftovers` is what the backend knows of the run's cluster (the local run
-directory, the Docker run id). While a ledger is open, `STORE/.open-ledgers/`
+directory, the Docker run id). The owner's `tempdir` is the harness process's
+multiprocessing directory (`pymp-*`, where the client processes' forkserver
+keeps its socket), which Python removes at exit but not after a SIGKILL. While a ledger is open, `STORE/.open-ledgers/`
 holds a pointer to it, so finding the open ones never walks the whole store.
 `heal_store(STORE)` (the `logquake heal` command, also called before every
 `logquake test`) finds the open ledgers whose harness is gone and says which
 faults each left in effect; then every backend's healer removes the clusters of
 dead harnesses (which undoes every fault with them: processes are continued and
 killed, mounts unmounted, containers and their iptables rules removed), also of
-runs that died before their ledger was written; and the ledgers are closed.
+runs that died before their ledger was written; the dead harnesses'
+multiprocessing directories are removed; and the ledgers are closed.
 
 Thread-safety: a ledger is written by the runner's and the nemesis's threads;
 one lock orders its lines.
@@ -31,8 +34,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing.util
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +66,9 @@ class FaultLedger:
         index.mkdir(parents=True, exist_ok=True)
         self._pointer = index / f"{os.getpid()}-{abs(hash(str(self.path))):x}"
         self._pointer.write_text(str(self.path.resolve()))
-        self._write({"ledger": FORMAT, "owner": {"host": socket.gethostname(), "pid": os.getpid()},
+        # get_temp_dir makes the process's pymp-* directory now if the forkserver has not yet
+        self._write({"ledger": FORMAT, "owner": {"host": socket.gethostname(), "pid": os.getpid(),
+                                                 "tempdir": multiprocessing.util.get_temp_dir()},
                      "backend": backend, "leftovers": leftovers})
 
     def _write(self, entry: dict) -> None:
@@ -156,6 +164,20 @@ def stale_ledgers(store: Path) -> list[LedgerState]:
     return found
 
 
+def _remove_tempdir(state: LedgerState) -> str | None:
+    """Remove the dead harness's multiprocessing directory; its path, or None if there was none to remove.
+
+    Only a `pymp-*` directory right under this machine's temp directory is removed, whatever the ledger says."""
+    tempdir = state.owner.get("tempdir")
+    if not isinstance(tempdir, str):
+        return None
+    path = Path(tempdir)
+    if not path.name.startswith("pymp-") or path.parent != Path(tempfile.gettempdir()) or not path.is_dir():
+        return None
+    shutil.rmtree(path, ignore_errors=True)
+    return str(path)
+
+
 def describe_fault(fault: dict) -> str:
     event = fault["event"]
     nodes = fault.get("nodes")
@@ -179,6 +201,7 @@ def heal_store(store: Path, healers: dict[str, Callable[[list["LedgerState"]], l
             removed += healer([state for state in stale if state.backend == name])
         except Exception as e:  # one backend's failure must not stop the others' healing
             errors.append(f"{name}: {e}")
+    removed += [f"the multiprocessing directory {d}" for d in map(_remove_tempdir, stale) if d]
     for item in removed:
         say(f"removed {item}")
     for error in errors:

@@ -1,8 +1,10 @@
 """A harness killed with SIGKILL while a partition and a pause are in effect leaves them in effect; `logquake
 heal` (or the next `logquake test`) removes them: no rule, paused process, mount, container or directory of
-the dead run is left, and its fault ledger is closed, on the local and Docker backends."""
+the dead run (its multiprocessing directory too) is left, and its fault ledger is closed, on the local and
+Docker backends."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -95,7 +97,10 @@ def _assert_healed(pid, backend, ledger):
     while leftovers_of(pid, backend) != empty and time.monotonic() < deadline:
         time.sleep(0.2)
     assert leftovers_of(pid, backend) == empty
-    assert read_ledger(ledger).closed is not None
+    state = read_ledger(ledger)
+    assert state.closed is not None
+    assert state.owner["tempdir"].startswith("/") and not os.path.exists(state.owner["tempdir"]), \
+        "the killed harness's multiprocessing directory (its forkserver's socket) is left"
     assert not list((ledger.parents[2] / ".open-ledgers").glob(f"{pid}-*"))
 
 

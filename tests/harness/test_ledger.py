@@ -5,9 +5,12 @@ are scripted (what is under test is the ledger around them); the real ones run i
 from __future__ import annotations
 
 import json
+import multiprocessing.util
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from harness.ledger import INDEX_DIR, LEDGER_NAME, FaultLedger, heal_store, read_ledger, stale_ledgers
 
@@ -18,7 +21,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _ledger(store, name="run1", owner_pid=None):
+def _ledger(store, name="run1", owner_pid=None, tempdir=None):
     run = store / "test" / name
     run.mkdir(parents=True)
     ledger = FaultLedger(run / LEDGER_NAME, store, "local", {"run_dir": "/tmp/logquake/run-x"})
@@ -26,6 +29,7 @@ def _ledger(store, name="run1", owner_pid=None):
         lines = (run / LEDGER_NAME).read_text().splitlines()
         header = json.loads(lines[0])
         header["owner"]["pid"] = owner_pid
+        header["owner"]["tempdir"] = tempdir  # never this process's own
         (run / LEDGER_NAME).write_text(json.dumps(header) + "\n")
     return ledger
 
@@ -98,3 +102,19 @@ def test_heal_appends_exactly_one_line_to_a_whole_ledger(tmp_path):
     heal_store(tmp_path, {"local": lambda stale: []}, say=lambda _: None)
     after = ledger.path.read_text().splitlines()
     assert after[:-1] == before and json.loads(after[-1]) == {"closed": "logquake heal"}
+
+
+def test_heal_removes_the_dead_harness_multiprocessing_directory_and_nothing_else(tmp_path):
+    mine = _ledger(tmp_path, "alive")
+    assert read_ledger(mine.path).owner["tempdir"] == multiprocessing.util.get_temp_dir()
+    left = Path(tempfile.mkdtemp(prefix="pymp-"))  # what a SIGKILLed harness leaves: its forkserver's socket
+    (left / "listener-abc").write_text("")
+    not_ours = tmp_path / "pymp-elsewhere"  # not right under the temp directory: kept, whatever the ledger says
+    not_ours.mkdir()
+    _ledger(tmp_path, "dead", owner_pid=_dead_pid(), tempdir=str(left))
+    _ledger(tmp_path, "odd", owner_pid=_dead_pid(), tempdir=str(not_ours))
+    said = []
+    outcome = heal_store(tmp_path, {"local": lambda stale: []}, say=said.append)
+    assert outcome["removed"] == [f"the multiprocessing directory {left}"]
+    assert f"removed the multiprocessing directory {left}" in said
+    assert not left.exists() and not_ours.is_dir() and Path(multiprocessing.util.get_temp_dir()).is_dir()
