@@ -102,7 +102,8 @@ def measure(bug, args, store: Path) -> dict:
             "original": {k: result["original"][k] for k in ("events", "time_limit_s", "rate", "concurrency")},
             "shrunk": {k: result["shrunk"][k] for k in ("events", "time_limit_s", "rate", "concurrency")},
             "elapsed_s": result["elapsed_s"], "took_s": round(took_s, 1), "candidates": len(result["candidates"]),
-            "out_of_budget": result["out_of_budget"], "replays": replays, "command": result["command"]}
+            "out_of_budget": result["out_of_budget"], "confirmed": result.get("confirmed"), "replays": replays,
+            "command": result["command"]}
 
 
 def main() -> int:

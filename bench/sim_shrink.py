@@ -44,6 +44,7 @@ BUGS = {
     "skip.dedup": ["--idempotent"], "hwm.past.isr": [], "read.above.hwm": [], "index.off.by.one": [],
     "read.uncommitted": EXACTLY_ONCE, "abort.marker.lost": EXACTLY_ONCE, "epoch.bump.unfenced": EXACTLY_ONCE,
     "partial.commit.markers": EXACTLY_ONCE + ["--faults", "crash,partition,link"],
+    "keep.torn.tail": ["--faults", "crash"],
     "aborted.offsets.visible": PIPELINE, "unfenced.txn.offsets": PIPELINE, "double.assignment": PIPELINE,
 }
 

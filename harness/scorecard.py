@@ -79,7 +79,7 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     PlantedBug("logquake.debug.index.off.by.one", "a fetch starts one offset index entry too late",
                ("lost-write", "unseen", "poll-skip", "inconsistent-offsets")),
     # the faults tear no batch (faultfs keeps or loses whole writes), so no workload is expected to notice
-    PlantedBug("logquake.debug.keep.torn.tail", "log recovery leaves a torn tail in the segment file", ()),
+    PlantedBug("logquake.debug.keep.torn.tail", "log recovery keeps a torn tail, and appends after it", ()),
     PlantedBug("logquake.debug.partial.commit.markers", "a transaction marker a partition refused is not sent again",
                ("G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
     # a coordinator cut off from its followers (or killed while they lag) acknowledges commits that a new

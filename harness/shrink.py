@@ -6,8 +6,16 @@ debugging, then over the run's length, rate, concurrency and keys. A
 candidate *fails* when at least one of `tries` runs of it shows the anomaly
 type (runs are random in their timing, so one miss proves little). Every
 candidate run is an ordinary run in the store, under the test name
-`<original>-shrink`. The search stops at its budget with the smallest failing
-run found so far.
+`<original>-shrink`. The search stops at three quarters of its budget with
+the smallest failing run found so far.
+
+Confirmation: a candidate that failed once in `tries` runs may fail rarely
+(timing), and its replays then show nothing. So the last quarter of the budget
+runs the smallest failing candidate again, up to `tries` times, and keeps it
+only if it fails in a majority of them; else the failing candidate before it
+(a larger one), and so on back to the original. If none is confirmed within the
+budget, the smallest stays, marked unconfirmed. `shrunk.json` says which
+(`confirmed`: the candidate's runs and failures, and how many steps back it is).
 
 Faults: the schedule's events are grouped into faults, each a start event with
 the undo of the same package that follows it (an unpaired event is a fault of
@@ -40,7 +48,10 @@ from typing import Any, Callable
 
 from harness.spec import RunSpec
 
-__all__ = ["ddmin", "faults_of", "shrink"]
+__all__ = ["confirm", "ddmin", "faults_of", "shrink"]
+
+# The share of the budget the search may use; the rest confirms its result (see the module docstring).
+SEARCH_SHARE = 0.75
 
 
 def faults_of(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -92,6 +103,31 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool], out_of_budget: C
     return items
 
 
+def confirm(chain: list[Any], run_fails: Callable[[Any], bool], tries: int,
+            out_of_budget: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """The last item of `chain` (failing candidates, largest first) that fails in a majority of `tries` runs.
+
+    Runs each from the last back, stopping a candidate's runs as soon as the majority is reached or out of
+    reach. Returns {"candidate", "steps_back", "failed", "runs", "confirmed"}; when no candidate is confirmed
+    before the budget or the chain ends, the last of `chain` with its own figures and "confirmed": False."""
+    need = tries // 2 + 1
+    first: dict[str, Any] | None = None
+    for steps_back, candidate in enumerate(reversed(chain)):
+        failed = runs = 0
+        while runs < tries and need - failed <= tries - runs and failed < need and not out_of_budget():
+            runs += 1
+            failed += bool(run_fails(candidate))
+        outcome = {"candidate": candidate, "steps_back": steps_back, "failed": failed, "runs": runs,
+                   "confirmed": failed >= need}
+        if outcome["confirmed"]:
+            return outcome
+        first = first or outcome
+        if out_of_budget():
+            break
+    assert first is not None, "confirm needs at least one candidate"
+    return first
+
+
 def _anomalies(results: dict[str, Any]) -> set[str]:
     from harness.replay_command import anomaly_types
 
@@ -121,20 +157,29 @@ def shrink(run_dir: Path, budget_s: float, tries: int, anomaly: str | None, out:
     def out_of_budget() -> bool:
         return time.monotonic() - started > budget_s
 
+    def search_out_of_budget() -> bool:
+        return time.monotonic() - started > budget_s * SEARCH_SHARE
+
+    chain: list[RunSpec] = []  # the failing candidates, in the order found (each smaller than the one before)
+
+    def run_fails(candidate: RunSpec, attempt: int, confirming: bool = False) -> bool:
+        outcome = build_run(candidate, progress=Progress(enabled=not quiet)).run()
+        seen = _anomalies(outcome.results or {})
+        tried.append({"events": len(candidate.schedule or ()), "time_limit_s": candidate.time_limit_s,
+                      "rate": candidate.rate, "concurrency": candidate.concurrency, "attempt": attempt,
+                      "failed": anomaly in seen, "run_dir": str(outcome.run_dir), "confirming": confirming})
+        out(f"  {'confirming' if confirming else 'candidate'} {len(tried)}: {len(candidate.schedule or ())} fault "
+            f"event(s), {candidate.time_limit_s:g} s, rate {candidate.rate:g}, concurrency {candidate.concurrency}: "
+            f"{'FAILS' if anomaly in seen else 'passes'} ({time.monotonic() - started:.0f} s of "
+            f"{budget_s:.0f} s used)")
+        return anomaly in seen
+
     def fails(candidate: RunSpec) -> bool:
         for attempt in range(tries):
-            if out_of_budget():
+            if search_out_of_budget():
                 return False
-            outcome = build_run(candidate, progress=Progress(enabled=not quiet)).run()
-            seen = _anomalies(outcome.results or {})
-            tried.append({"events": len(candidate.schedule or ()), "time_limit_s": candidate.time_limit_s,
-                          "rate": candidate.rate, "concurrency": candidate.concurrency, "attempt": attempt + 1,
-                          "failed": anomaly in seen, "run_dir": str(outcome.run_dir)})
-            out(f"  candidate {len(tried)}: {len(candidate.schedule or ())} fault event(s), "
-                f"{candidate.time_limit_s:g} s, rate {candidate.rate:g}, concurrency {candidate.concurrency}: "
-                f"{'FAILS' if anomaly in seen else 'passes'} ({time.monotonic() - started:.0f} s of "
-                f"{budget_s:.0f} s used)")
-            if anomaly in seen:
+            if run_fails(candidate, attempt + 1):
+                chain.append(candidate)
                 return True
         return False
 
@@ -146,12 +191,13 @@ def shrink(run_dir: Path, budget_s: float, tries: int, anomaly: str | None, out:
     out(f"shrinking {run_dir}: {anomaly}, {len(schedule)} fault event(s), budget {budget_s:.0f} s, {tries} tries "
         "per candidate")
     best = with_faults(faults_of(schedule), base)
-    faults = ddmin(faults_of(schedule), lambda fs: fails(with_faults(fs, best)), out_of_budget)
+    chain.append(best)  # the original failed
+    faults = ddmin(faults_of(schedule), lambda fs: fails(with_faults(fs, best)), search_out_of_budget)
     best = with_faults(faults, best)
     # then the run's length (never before its last fault), rate, concurrency and keys, halving while it fails
     last_event_s = max((float(e["at_s"]) for e in best.schedule or ()), default=0.0)
     for field_name, floor in (("time_limit_s", max(5.0, last_event_s + 2.0)), ("rate", 10.0), ("concurrency", 1)):
-        while not out_of_budget():
+        while not search_out_of_budget():
             current = getattr(best, field_name)
             smaller = max(floor, current / 2) if isinstance(current, float) else max(floor, current // 2)
             if smaller >= current:
@@ -161,12 +207,21 @@ def shrink(run_dir: Path, budget_s: float, tries: int, anomaly: str | None, out:
                 break
             best = candidate
     if "keys" in best.workload_options:
-        while not out_of_budget() and best.workload_options["keys"] > 1:
+        while not search_out_of_budget() and best.workload_options["keys"] > 1:
             candidate = dataclasses.replace(best, workload_options={**best.workload_options,
                                                                      "keys": best.workload_options["keys"] // 2}).resolve()
             if not fails(candidate):
                 break
             best = candidate
+    out(f"confirming: the smallest failing candidate must fail in {tries // 2 + 1} of {tries} runs")
+    attempts = iter(range(1, 1 << 30))
+    confirmed = confirm(chain, lambda candidate: run_fails(candidate, next(attempts), confirming=True), tries,
+                        out_of_budget)
+    best = confirmed.pop("candidate")
+    out(f"{'confirmed' if confirmed['confirmed'] else 'NOT confirmed'}: {len(best.schedule or ())} fault event(s), "
+        f"{best.time_limit_s:g} s failed in {confirmed['failed']} of {confirmed['runs']} run(s)"
+        + (f", {confirmed['steps_back']} step(s) back from the smallest" if confirmed["steps_back"] else "")
+        + ("" if confirmed["confirmed"] else "; its replays may not show the anomaly"))
     directory = run_dir / ("shrink-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     directory.mkdir()
     shrunk_schedule = list(best.schedule or ())
@@ -182,7 +237,7 @@ def shrink(run_dir: Path, budget_s: float, tries: int, anomaly: str | None, out:
               "shrunk": {"events": len(shrunk_schedule), "time_limit_s": best.time_limit_s, "rate": best.rate,
                          "concurrency": best.concurrency, "workload_options": best.workload_options,
                          "schedule": shrunk_schedule, "spec": reproduce.to_json()},
-              "command": command, "candidates": tried}
+              "command": command, "confirmed": confirmed, "candidates": tried}
     (directory / "shrunk.json").write_text(json.dumps(result, indent=1) + "\n")
     (directory / "shrink.html").write_text(shrink_html(result))
     out(f"shrunk {len(schedule)} -> {len(shrunk_schedule)} fault event(s), {spec.time_limit_s:g} -> "

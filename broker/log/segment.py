@@ -605,11 +605,14 @@ class LogSegment:
         truncation = None
         if position < file_size:
             truncation = Truncation(position, file_size - position, expected_offset, claimed, reason or "unreadable bytes")
-            # logquake.debug.keep.torn.tail (a planted bug): the cut is reported but the bytes stay in the file.
-            if not self.config.debug_keep_torn_tail:
+            if self.config.debug_keep_torn_tail:
+                # logquake.debug.keep.torn.tail (a planted bug): the cut is reported, but the torn bytes stay in the
+                # segment, whose end stays the file's end: the next batches are appended after them.
+                self.size = file_size
+            else:
                 self._file.truncate(position)
             self.dirty = True
-        self._file.seek(position)
+        self._file.seek(self.size)
         self.persist_indexes()
         return truncation
 

@@ -355,7 +355,7 @@ PROPERTIES: dict[str, tuple[Callable[[str, str], object], str | None, str]] = {
     # planted storage bugs (see broker.log.config: they travel in the LogConfig to the log and its segments)
     "logquake.debug.skip.fsync": (_parse_bool, "false", "a flush moves the recovery point without fsyncing the segments (bug)"),
     "logquake.debug.index.off.by.one": (_parse_bool, "false", "an offset index lookup starts one entry too late (bug)"),
-    "logquake.debug.keep.torn.tail": (_parse_bool, "false", "log recovery leaves a torn tail in the segment file (bug)"),
+    "logquake.debug.keep.torn.tail": (_parse_bool, "false", "log recovery keeps a torn tail in the segment; later batches go after it (bug)"),
     # planted coordinator bugs (see broker.coordinator.txn_coordinator and broker.coordinator.group)
     "logquake.debug.partial.commit.markers": (_parse_bool, "false", "transaction markers that failed are not sent again (bug)"),
     "logquake.debug.commit.before.replication": (_parse_bool, "false", "OffsetCommit answers before its record is replicated (bug)"),

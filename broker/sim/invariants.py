@@ -61,6 +61,12 @@ The invariants (`INVARIANTS` names them; "the HW" is a partition's high watermar
   producers bump their epoch after a failure (broker.sim.transactions); the
   idempotent producers of `SimOptions.idempotent` take a new producer id
   instead, and plain producers write no producer id.
+- `logs-readable`: every batch the comparisons above read from a replica's
+  log (from where they last stopped up to the HW or the claim) reads back:
+  its header is sane and whole. Recovery cuts a log at its first unreadable
+  byte, so a log that cannot be read was left damaged (a torn write kept, as
+  `logquake.debug.keep.torn.tail` plants). Reported once per node, partition
+  and incarnation.
 
 Blind spots, stated: a log truncated and appended again between two
 comparisons, to at least its verified end, is only caught by the comparison
@@ -87,6 +93,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broker.protocol.records import CorruptRecordError
+
 INVARIANTS: dict[str, str] = {
     "single-leader-per-epoch": "at most one node leads a partition at a given leader epoch",
     "leader-hw-monotonic": "the high watermark never goes backwards on a leader (one node, one epoch)",
@@ -94,6 +102,7 @@ INVARIANTS: dict[str, str] = {
     "committed-records-kept": "a record below the high watermark is never truncated or replaced on any replica",
     "fenced-producer-epoch": "a producer epoch older than one already written never writes again (exactly-once "
                              "runs only: their transactional producers bump epochs)",
+    "logs-readable": "every replica's log reads back batch by batch up to the offsets compared",
 }
 
 
@@ -155,6 +164,7 @@ class InvariantChecker:
         self._pending: dict[tuple[int, tuple[str, int]], tuple[int, object, object]] = {}  # leaders whose HW moved
         self._compare_at_ns = 0  # when the pending comparisons are due
         self._seen: dict[int, tuple[object, int]] = {}  # id(LeaderState) -> (it, the HW last checked)
+        self._unreadable: set[tuple] = set()  # (node, tp, incarnation) whose log was found unreadable
 
     # ---- reporting ---------------------------------------------------------------------
 
@@ -276,7 +286,7 @@ class InvariantChecker:
     def _commit(self, key: tuple[str, int], committed: _Committed, partition_log, node_id: int, hw: int) -> None:
         """Record the leader's batches from the committed end up to `hw`."""
         topic, partition = key
-        for batch in _batches_below(partition_log, committed.end, hw):
+        for batch in self._readable(node_id, key, _batches_below(partition_log, committed.end, hw)):
             known = committed.batches.get(batch.base_offset)
             if known is not None and known != batch:
                 self.violate("committed-records-kept", f"{topic}-{partition}: leader {node_id} holds {batch} below "
@@ -313,7 +323,7 @@ class InvariantChecker:
         if target <= view.verified:
             return
         position = view.verified
-        for batch in _batches_below(partition_log, position, target):
+        for batch in self._readable(node_id, key, _batches_below(partition_log, position, target)):
             expected = committed.batches.get(batch.base_offset)
             if expected != batch:
                 topic, partition = key
@@ -324,6 +334,19 @@ class InvariantChecker:
                 return
             position = batch.last_offset + 1
         view.verified = max(view.verified, min(position, target))
+
+    def _readable(self, node_id: int, key: tuple[str, int], batches):
+        """`batches`, up to a batch that cannot be read (a `logs-readable` violation, reported once per node,
+        partition and incarnation)."""
+        try:
+            yield from batches
+        except CorruptRecordError as exc:
+            node = self.cluster.nodes.get(node_id)
+            seen = (node_id, key, node.incarnation if node is not None else None)
+            if seen not in self._unreadable:
+                self._unreadable.add(seen)
+                topic, partition = key
+                self.violate("logs-readable", f"{topic}-{partition}: node {node_id}'s log cannot be read: {exc}")
 
 
 def _batches_below(partition_log, start: int, end: int):

@@ -47,7 +47,9 @@ as a real run, under at-least-once (acks=all producers; with
   and the transaction timeout, from which the checker judges
   `hanging-transaction`;
 - nemesis ops (`"process": "nemesis"`): `kill`/`start` (a crash of a node's
-  machine and its restart from its simulated disk) and
+  machine and its restart from its simulated disk; the crash tears what the
+  node wrote since each file's last fsync: a prefix of those writes survives,
+  the last one possibly cut inside, broker.io.sim_disk's `torn_writes`) and
   `start-partition`/`stop-partition` (one node cut off from the other nodes,
   both ways; clients still reach every node; a `link` fault cuts two nodes
   from each other only, and `clients` one node from the clients).
@@ -72,7 +74,7 @@ given, come out in the summary (`schedule`, with `schedule_end_s`, when the
 drawn nemesis last woke up); given back as a schedule (with
 `SimOptions.schedule_end_s`) they replay the seed's history byte for byte,
 each fault starting on the nanosecond it was recorded at. What is not simulated here: pauses, disk faults (EIO,
-torn writes), clock skew, slow links, polls inside transactions, consumer
+stalls), clock skew, slow links, polls inside transactions, consumer
 groups and transactional offset commits (the runtime supports some of these;
 the queue workload does not drive them; broker.sim.pipeline's workload drives
 consumer groups and transactional offset commits, and broker.sim.offsets plain
@@ -308,7 +310,7 @@ class SimulationBase:
 
     def __init__(self, options: SimOptions, properties: dict[str, str]):
         self.o = options
-        self.world = SimWorld(options.seed)
+        self.world = SimWorld(options.seed, torn_writes=True)
         self.cluster = SimCluster(self.world, options.nodes, properties)
         self.history = HistoryRecorder(self.world)
         self.invariants = InvariantChecker(self.cluster)

@@ -112,6 +112,7 @@ def test_shrinking_a_failing_run_keeps_its_anomaly_and_gives_a_command_that_repr
     assert shrunk["shrunk"]["events"] <= min(3, events)  # the bug needs no fault at all
     assert shrunk["shrunk"]["time_limit_s"] <= 8
     assert any(c["failed"] for c in shrunk["candidates"])
+    assert shrunk["confirmed"]["runs"] >= 1 and any(c["confirming"] for c in shrunk["candidates"])
     assert (original / next(original.glob("shrink-*")).name / "shrink.html").is_file()
     argv = shlex.split(shrunk["command"])
     assert argv[:2] == ["logquake", "test"]

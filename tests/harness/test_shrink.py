@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from harness.shrink import ddmin, faults_of
+from harness.shrink import confirm, ddmin, faults_of
 
 
 def test_faults_pair_a_start_with_the_next_undo_of_its_package():
@@ -52,3 +52,32 @@ def test_ddmin_stops_at_the_budget_with_what_it_has():
     ticks = itertools.count()
     result = ddmin(list(range(16)), lambda s: 5 in s, out_of_budget=lambda: next(ticks) > 3)
     assert 5 in result and len(result) < 16
+
+
+def test_confirm_keeps_the_smallest_candidate_that_fails_in_a_majority_of_runs():
+    rates = {"original": [True, True, False], "half": [True, False, True], "smallest": [False, False, True]}
+    runs = {name: iter(outcomes) for name, outcomes in rates.items()}
+    asked = []
+
+    def run_fails(candidate):
+        asked.append(candidate)
+        return next(runs[candidate])
+
+    outcome = confirm(["original", "half", "smallest"], run_fails, tries=3)
+    assert outcome == {"candidate": "half", "steps_back": 1, "failed": 2, "runs": 3, "confirmed": True}
+    # the smallest failed in neither of its first two runs and could no longer reach 2 of 3: no third run
+    assert asked == ["smallest", "smallest", "half", "half", "half"]
+
+
+def test_confirm_stops_a_candidate_once_it_has_its_majority():
+    asked = []
+    outcome = confirm(["original", "smallest"], lambda c: asked.append(c) or True, tries=3)
+    assert outcome["candidate"] == "smallest" and outcome["confirmed"] and asked == ["smallest", "smallest"]
+
+
+def test_with_nothing_confirmed_the_smallest_stays_marked_unconfirmed():
+    outcome = confirm(["original", "smallest"], lambda c: False, tries=1)
+    assert outcome == {"candidate": "smallest", "steps_back": 0, "failed": 0, "runs": 1, "confirmed": False}
+    ticks = itertools.count()
+    outcome = confirm(["original", "smallest"], lambda c: False, tries=3, out_of_budget=lambda: next(ticks) >= 2)
+    assert outcome["candidate"] == "smallest" and not outcome["confirmed"] and outcome["runs"] == 2
