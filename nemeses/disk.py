@@ -10,8 +10,10 @@ Shapes of a fault window (the event's `shape`):
   log directory offline (KIP-112); a broker must at least not acknowledge what it
   could not write.
 - `lose-unfsynced`: from `start-disk` on, data written but not fsync'd stays in
-  the file system's memory (LazyFS-style lazy mode); at `stop-disk` the target
-  nodes are killed, which loses it, as a power loss would, and started again.
+  the file system's memory (LazyFS-style lazy mode); at `stop-disk` the power
+  of the target nodes is cut: of each file's pending writes a random prefix
+  reaches the disk, the last one possibly torn (faultfs `tear`), the rest is
+  lost, and the nodes are killed and started again.
   A broker that acknowledges writes before fsyncing them (Kafka's default,
   `log.flush.interval.messages` unset) relies on replication instead: losing
   the un-fsynced tail on every replica at once can lose acknowledged writes.
@@ -94,15 +96,18 @@ class DiskPackage(FaultPackage):
         return Probe(all(want in m for m in modes.values()), checks)
 
     def _crash(self, control: NodeControl) -> dict:
-        """Kill every node in lazy mode (their un-fsynced data dies with the FUSE process), then start them."""
+        """Cut the power of every node in lazy mode: tear their un-fsynced data (a prefix reaches the disk, the
+        rest dies with the FUSE process), kill them, then start them."""
         victims = sorted(n for n, shape in self.faulted.items() if shape == "lose-unfsynced")
-        status = {}
+        held, lost, torn = {}, {}, {}
         for node in victims:
             if control.is_running(node):
                 try:
-                    status[node] = control.disk(node, "status").get("pending_bytes")
+                    tear = control.disk(node, "tear").get("tear") or {}
+                    held[node] = tear.get("kept_bytes", 0) + tear.get("lost_bytes", 0)
+                    lost[node], torn[node] = tear.get("lost_bytes", 0), tear.get("torn_writes", 0)
                 except NodeControlError as e:
-                    status[node] = f"unknown: {e}"
+                    held[node] = lost[node] = torn[node] = f"unknown: {e}"
         for node in victims:
             control.kill(node)
             self.down.add(node)
@@ -110,7 +115,8 @@ class DiskPackage(FaultPackage):
         for node in victims:
             control.start(node)
             self.down.discard(node)
-        return {"fault": "lose-unfsynced", "killed": victims, "unfsynced_bytes_lost": status, "started": victims}
+        return {"fault": "lose-unfsynced", "killed": victims, "unfsynced_bytes_held": held, "unfsynced_bytes_lost": lost,
+                "torn_writes": torn, "started": victims}
 
     def _heal_disks(self, control: NodeControl, which) -> list[str]:
         healed = []

@@ -55,7 +55,7 @@ class NodeControlError(RuntimeError):
 # faults that change how a node is started; see enable_faults
 PREPARED_FAULT_KINDS = ("disk", "clock")
 # the verbs of `disk(node, fault)`: those of `python3 -m nodecontrol.faultfs ctl`
-DISK_FAULTS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "heal", "status")
+DISK_FAULTS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "tear", "heal", "status")
 
 
 class NodeControl(abc.ABC):

@@ -5,7 +5,7 @@ run time over a Unix socket, so the disk nemesis can fault a node's disk
 without knowing anything about the broker:
 
     python3 -m nodecontrol.faultfs serve BACKING_DIR MOUNT_DIR CONTROL_SOCKET
-    python3 -m nodecontrol.faultfs ctl CONTROL_SOCKET {pause,resume,fail-writes,fail-fsync,lazy,heal,status}
+    python3 -m nodecontrol.faultfs ctl CONTROL_SOCKET {pause,resume,fail-writes,fail-fsync,lazy,tear,heal,status}
 
 Fault model (modes combine; `heal` ends them all):
 
@@ -22,6 +22,13 @@ Fault model (modes combine; `heal` ends them all):
   process dies (SIGKILL of the node), the pending data dies with it: exactly
   what a power loss does to a page cache. Leaving lazy mode (`heal`) and a
   clean unmount write every pending byte first, since neither is a crash.
+  `tear` is the power cut that ends lazy mode badly: every later call stalls
+  (the machine is gone; the node is killed next), and of each file's pending
+  writes a random prefix reaches the backing directory in the order they were
+  made, the last of them possibly cut inside (a torn write, as LazyFS's
+  "torn-op" fault and broker.io.sim_disk's `torn_writes` make it); the rest is
+  lost. Its status says how many bytes were kept and lost, and how many writes
+  were torn.
   Only file data is held: namespace operations (create, rename, unlink,
   truncate, mkdir) reach the backing directory at once, so after a crash a
   file can exist with a shorter length than written; that is one of the states
@@ -46,6 +53,7 @@ import argparse
 import errno
 import json
 import os
+import random
 import socket
 import stat
 import sys
@@ -55,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODES = ("pause", "fail-writes", "fail-fsync", "lazy")
-VERBS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "heal", "status")
+VERBS = ("pause", "resume", "fail-writes", "fail-fsync", "lazy", "tear", "heal", "status")
 CTL_TIMEOUT_S = 10.0
 
 
@@ -110,11 +118,15 @@ class FaultFs:
         if verb not in VERBS:
             raise FaultFsError(f"unknown verb {verb!r}; accepted: {', '.join(VERBS)}")
         to_flush = []
+        to_tear: dict[int, _Pending] = {}
         with self._lock:
             if verb in ("pause", "fail-writes", "fail-fsync", "lazy"):
                 self.modes.add(verb)
             elif verb == "resume":
                 self.modes.discard("pause")
+            elif verb == "tear":
+                self.modes.add("pause")  # from now on every call stalls: the power is off
+                to_tear, self.pending = self.pending, {}
             elif verb == "heal":
                 if "lazy" in self.modes:
                     to_flush = list(self.pending)
@@ -122,7 +134,34 @@ class FaultFs:
             self._unpaused.notify_all()
         for ino in to_flush:
             self._flush(ino)
-        return self.status()
+        torn = self._tear(to_tear) if verb == "tear" else None
+        status = self.status()
+        if torn is not None:
+            status["tear"] = torn
+        return status
+
+    def _tear(self, pending_by_inode: dict[int, _Pending]) -> dict:
+        """Write a random prefix of each file's pending writes, the last one possibly cut (see `tear` above)."""
+        rng = random.SystemRandom()
+        kept = lost = torn = 0
+        for pending in pending_by_inode.values():
+            try:
+                survivors = rng.randrange(len(pending.writes) + 1)
+                for number, (offset, data) in enumerate(pending.writes):
+                    if number < survivors:
+                        os.pwrite(pending.fd, data, offset)
+                        kept += len(data)
+                    elif number == survivors:
+                        cut = rng.randrange(len(data) + 1)
+                        if cut:
+                            os.pwrite(pending.fd, data[:cut], offset)
+                        kept, lost, torn = kept + cut, lost + len(data) - cut, torn + (0 < cut < len(data))
+                    else:
+                        lost += len(data)
+                os.fsync(pending.fd)
+            finally:
+                os.close(pending.fd)
+        return {"files": len(pending_by_inode), "kept_bytes": kept, "lost_bytes": lost, "torn_writes": torn}
 
     def status(self) -> dict:
         with self._lock:

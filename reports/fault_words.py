@@ -128,11 +128,18 @@ def _undo(package: str, done: Mapping[str, Any]) -> str:
     return _short(dict(done)) if done else ""
 
 
+def per_node_total(per_node: Any) -> int:
+    """The sum of a per-node map's numbers, as a nemesis records them (a node whose figure is unknown counts 0)."""
+    if not isinstance(per_node, Mapping):
+        return 0
+    return sum(v for v in per_node.values() if isinstance(v, int) and not isinstance(v, bool))
+
+
 def _disk_crash(done: Mapping[str, Any]) -> str:
-    lost = done.get("unfsynced_bytes_lost")
-    total = sum(v for v in lost.values() if isinstance(v, int) and not isinstance(v, bool)) \
-        if isinstance(lost, Mapping) else 0
+    total = per_node_total(done.get("unfsynced_bytes_lost"))
     held = f", losing {total} un-fsynced bytes" if total else ", losing their un-fsynced writes"
+    torn = per_node_total(done.get("torn_writes"))
+    held += f" and tearing {torn} write(s)" if torn else ""
     return f"crash {nodes_text(done.get('killed'))} with lazy disks{held}, then restart them"
 
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from reports.fault_words import per_node_total
 from reports.run_data import FaultWindow, RunData
 
 __all__ = ["LOOKBACK_S", "LOSS_ANOMALIES", "FaultContext", "explain_clock", "explain_disk_loss",
@@ -60,9 +61,12 @@ def _crashes(run: RunData) -> list[dict[str, Any]]:
         done = pair.complete.get("value") if pair.complete is not None else None
         if not (isinstance(done, Mapping) and done.get("fault") == "lose-unfsynced" and done.get("killed")):
             continue
-        lost = done.get("unfsynced_bytes_lost") if isinstance(done.get("unfsynced_bytes_lost"), Mapping) else {}
-        crashes.append({"at_s": round(pair.start_s, 1), "nodes": list(done["killed"]),
-                        "unfsynced_bytes": sum(v for v in lost.values() if isinstance(v, int))})
+        # a history recorded before crashes tore writes has only `unfsynced_bytes_lost`: everything held was lost
+        held, lost, torn = (per_node_total(done.get(name)) for name in
+                            ("unfsynced_bytes_held" if "unfsynced_bytes_held" in done else "unfsynced_bytes_lost",
+                             "unfsynced_bytes_lost", "torn_writes"))
+        crashes.append({"at_s": round(pair.start_s, 1), "nodes": list(done["killed"]), "unfsynced_bytes": held,
+                        "lost_bytes": lost, "torn_writes": torn})
     return crashes
 
 
@@ -129,6 +133,9 @@ def explain_disk_loss(note: Mapping[str, Any]) -> str:
     nodes = ", ".join(first["nodes"])
     more = f" ({len(crashes)} such crashes in all)" if len(crashes) > 1 else ""
     held = f"{first['unfsynced_bytes']} un-fsynced bytes" if first["unfsynced_bytes"] else "their un-fsynced writes"
+    if first.get("lost_bytes") is not None and first["lost_bytes"] != first["unfsynced_bytes"]:
+        torn = f", {first['torn_writes']} write(s) torn" if first.get("torn_writes") else ""
+        held += f" ({first['lost_bytes']} of them lost{torn})"
     anomalies = ", ".join(note["anomalies"])
     how = "; ".join(_HOW_LOSS_SHOWS[name] for name in note["anomalies"] if name in _HOW_LOSS_SHOWS)
     head = (f"The disk nemesis crashed {nodes} at {first['at_s']} s while their file systems held {held} in "

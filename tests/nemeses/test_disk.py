@@ -27,6 +27,8 @@ class _DiskControl:
         self.calls.append(("disk", node, fault))
         if node in self.down:
             raise NodeControlError(f"{node} is down")
+        if fault == "tear":  # what faultfs says of a tear: 100 bytes were pending, 60 reached the disk
+            return {"pending_bytes": 0, "tear": {"files": 2, "kept_bytes": 60, "lost_bytes": 40, "torn_writes": 1}}
         return {"pending_bytes": 100} if fault == "status" else {}
 
     def kill(self, node):
@@ -71,13 +73,14 @@ def test_pause_and_fail_windows_start_the_fault_and_stop_heals_it():
         [("disk", n, "fail-writes") for n in NODES] + [("disk", n, "heal") for n in NODES]
 
 
-def test_lose_unfsynced_sets_lazy_then_kills_and_restarts_the_same_nodes():
+def test_lose_unfsynced_sets_lazy_then_tears_kills_and_restarts_the_same_nodes():
     disk, control = DiskPackage(), _DiskControl(NODES)
     disk.apply(FaultEvent(1, "disk", "start-disk", "all", "lose-unfsynced"), control, _Targets())
     done = disk.apply(FaultEvent(2, "disk", "stop-disk", "all", "lose-unfsynced"), control, _Targets())
     assert done == {"fault": "lose-unfsynced", "killed": NODES, "started": NODES,
-                    "unfsynced_bytes_lost": {n: 100 for n in NODES}}
-    assert control.calls == ([("disk", n, "lazy") for n in NODES] + [("disk", n, "status") for n in NODES]
+                    "unfsynced_bytes_held": {n: 100 for n in NODES}, "unfsynced_bytes_lost": {n: 40 for n in NODES},
+                    "torn_writes": {n: 1 for n in NODES}}
+    assert control.calls == ([("disk", n, "lazy") for n in NODES] + [("disk", n, "tear") for n in NODES]
                              + [("kill", n) for n in NODES] + [("start", n) for n in NODES])
     assert disk.heal(control) == {"healed": [], "started": []}
 

@@ -1,4 +1,4 @@
-"""faultfs against a real FUSE mount: pass-through, pause, EIO, and lazy writes lost at a SIGKILL."""
+"""faultfs against a real FUSE mount: pass-through, pause, EIO, lazy writes lost at a SIGKILL or torn."""
 
 import contextlib
 import errno
@@ -111,13 +111,19 @@ def test_fail_fsync_fails_only_fsync(fs):
     assert (backing / "f").read_bytes() == b"data"
 
 
-def test_lazy_then_sigkill_loses_unfsynced_bytes_and_keeps_fsynced_ones(fs):
-    mount, backing, sock, proc = fs
+def _lazy_log(mount, sock) -> int:
+    """Lazy mode, then a file `log` holding b"synced;", fsynced; its open descriptor."""
     ctl(str(sock), "lazy")
     fd = os.open(mount / "log", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"synced;")
+    os.fsync(fd)
+    return fd
+
+
+def test_lazy_then_sigkill_loses_unfsynced_bytes_and_keeps_fsynced_ones(fs):
+    mount, backing, sock, proc = fs
+    fd = _lazy_log(mount, sock)
     try:
-        os.write(fd, b"synced;")
-        os.fsync(fd)
         os.write(fd, b"not-synced")
         assert os.pread(fd, 100, 0) == b"synced;not-synced"  # reads see pending data
         assert os.fstat(fd).st_size == len(b"synced;not-synced")
@@ -129,6 +135,37 @@ def test_lazy_then_sigkill_loses_unfsynced_bytes_and_keeps_fsynced_ones(fs):
     proc.wait(5)
     assert unmount(str(mount), lazy=True)
     assert (backing / "log").read_bytes() == b"synced;"
+
+
+def test_tear_keeps_a_prefix_of_the_pending_writes_and_stalls_every_later_call(fs):
+    mount, backing, sock, proc = fs
+    fd = _lazy_log(mount, sock)
+    try:
+        pending = [b"first-batch;", b"second-batch;", b"third-batch;"]
+        for data in pending:
+            os.write(fd, data)
+        status = ctl(str(sock), "tear")
+        tear = status["tear"]
+        assert "pause" in status["modes"] and status["pending_bytes"] == 0
+        assert tear["files"] == 1 and tear["kept_bytes"] + tear["lost_bytes"] == sum(map(len, pending))
+        # what reached the disk: the synced part, then the pending writes in order, cut after `kept_bytes`
+        assert (backing / "log").read_bytes() == b"synced;" + b"".join(pending)[:tear["kept_bytes"]]
+
+        def read():
+            with contextlib.suppress(OSError):  # ENOTCONN once the mount dies with the kill below
+                os.pread(fd, 10, 0)
+
+        stalled = threading.Thread(target=read, daemon=True)
+        stalled.start()
+        stalled.join(0.5)
+        assert stalled.is_alive(), "a read after the tear should stall: the power is off"
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the node is killed next, its mount with it
+        proc.wait(5)
+        unmount(str(mount), lazy=True)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    assert (backing / "log").read_bytes() == b"synced;" + b"".join(pending)[:tear["kept_bytes"]]
 
 
 def test_leaving_lazy_mode_writes_pending_data_out(fs):

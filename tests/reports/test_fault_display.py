@@ -35,6 +35,11 @@ def test_nemesis_ops_in_words_name_the_nodes_hit():
                             {"fault": "lose-unfsynced", "killed": ["n1", "n2"], "started": ["n1", "n2"],
                              "unfsynced_bytes_lost": {"n1": 4000, "n2": "unknown: timeout"}}) == \
         "crash n1, n2 with lazy disks, losing 4000 un-fsynced bytes, then restart them"
+    assert describe_nemesis("stop-disk", {"package": "disk", "shape": "lose-unfsynced"},
+                            {"fault": "lose-unfsynced", "killed": ["n1"], "started": ["n1"],
+                             "unfsynced_bytes_held": {"n1": 5000}, "unfsynced_bytes_lost": {"n1": 1200},
+                             "torn_writes": {"n1": 1}}) == \
+        "crash n1 with lazy disks, losing 1200 un-fsynced bytes and tearing 1 write(s), then restart them"
     assert describe_nemesis("start-clock", {"package": "clock", "shape": "skew", "target": "one"},
                             {"fault": "skew", "nodes": ["n2"], "offset_s": -12.5, "clocks": "wall"}) == \
         "skew the wall clock of n2 by -12.5 s"

@@ -15,9 +15,10 @@ def _nemesis(i, time_ms, f, value):
     return {"index": i, "time": time_ms * MS, "process": "nemesis", "type": "info", "f": f, "value": value}
 
 
-def _ops():
-    crash = {"fault": "lose-unfsynced", "killed": ["n1", "n2", "n3"],
-             "unfsynced_bytes_lost": {"n1": 4000, "n2": 3000, "n3": "unknown: timeout"}, "started": ["n1", "n2", "n3"]}
+def _ops(crash=None):
+    crash = crash or {"fault": "lose-unfsynced", "killed": ["n1", "n2", "n3"],
+                      "unfsynced_bytes_lost": {"n1": 4000, "n2": 3000, "n3": "unknown: timeout"},
+                      "started": ["n1", "n2", "n3"]}
     return [
         _nemesis(0, 100, "start-disk", {"at_s": 0.1, "package": "disk", "f": "start-disk", "target": "all",
                                         "shape": "lose-unfsynced", "pick": 1}),
@@ -40,8 +41,8 @@ def _results(anomalies):
     return {"valid": False, "workload": {"valid": False, "anomalies": anomalies}}
 
 
-def _run(tmp_path, anomalies, flush=None):
-    run_dir = write_run(tmp_path, "disk", _ops(), _results(anomalies), delivery="at-least-once")
+def _run(tmp_path, anomalies, flush=None, crash=None):
+    run_dir = write_run(tmp_path, "disk", _ops(crash), _results(anomalies), delivery="at-least-once")
     test = json.loads((run_dir / "test.json").read_text())
     test["options"]["broker_overrides"] = {} if flush is None else {"log.flush.interval.messages": flush}
     (run_dir / "test.json").write_text(json.dumps(test))
@@ -64,8 +65,10 @@ def test_each_new_fault_kind_has_its_own_colour(tmp_path):
 def test_a_loss_after_a_lose_unfsynced_crash_with_no_fsync_is_explained_as_the_fault(tmp_path):
     run = load_run(_run(tmp_path, INCONSISTENT))
     data = fault_notes_data(run)
+    # a history of before crashes tore writes: what was held was lost
     assert data[0] == {"type": "disk-loss", "crashes": [{"at_s": 2.0, "nodes": ["n1", "n2", "n3"],
-                                                         "unfsynced_bytes": 7000}],
+                                                         "unfsynced_bytes": 7000, "lost_bytes": 7000,
+                                                         "torn_writes": 0}],
                        "anomalies": ["inconsistent-offsets"], "flush_interval_messages": None}
     assert fault_notes(run)[0] == (
         "The disk nemesis crashed n1, n2, n3 at 2.0 s while their file systems held 7000 un-fsynced bytes in "
@@ -76,6 +79,15 @@ def test_a_loss_after_a_lose_unfsynced_crash_with_no_fsync_is_explained_as_the_f
         "acknowledged writes are gone: this is the fault doing what it models, not a broker bug.")
     page = render_run_html(run.run_dir)
     assert 'id="faults"' in page and "un-fsynced" in page
+
+
+def test_a_crash_that_tore_writes_says_what_was_held_lost_and_torn(tmp_path):
+    crash = {"fault": "lose-unfsynced", "killed": ["n1", "n2"], "started": ["n1", "n2"],
+             "unfsynced_bytes_held": {"n1": 3000, "n2": 2000}, "unfsynced_bytes_lost": {"n1": 1000, "n2": 200},
+             "torn_writes": {"n1": 1, "n2": 1}}
+    note = fault_notes(load_run(_run(tmp_path, INCONSISTENT, crash=crash)))[0]
+    assert note.startswith("The disk nemesis crashed n1, n2 at 2.0 s while their file systems held 5000 un-fsynced "
+                           "bytes (1200 of them lost, 2 write(s) torn) in memory, as a power loss would;"), note
 
 
 def test_a_watermark_that_went_back_after_the_crash_is_explained_as_the_loss_too(tmp_path):
