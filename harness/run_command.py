@@ -89,8 +89,8 @@ def build_parser() -> ArgumentParser:
                    help=f"comma-separated faults from: {', '.join(nemeses.PACKAGES)}; or none (default %(default)s). "
                         "partition: network partitions; kill: SIGKILL and restart; pause: SIGSTOP/SIGCONT; "
                         "disk: a FUSE disk under log.dirs that stalls (pause-disk), fails with EIO (fail-disk) or "
-                        "loses un-fsynced writes at a kill (lose-unfsynced), needs fuse3 (docker: /dev/fuse, "
-                        "SYS_ADMIN); clock: wall-clock skew and strobe through libfaketime (the monotonic clock "
+                        "tears and loses un-fsynced writes at a power cut (lose-unfsynced), needs fuse3 (docker: "
+                        "/dev/fuse, SYS_ADMIN); clock: wall-clock skew and strobe through libfaketime (the monotonic clock "
                         "is left true); packet: latency+jitter and loss on every link (duplicate/reorder need "
                         "--backend docker)")
     p.add_argument("--seed", type=int, default=None, help="seed of operations and fault schedule (default: random, printed)")
