@@ -14,6 +14,13 @@ this node it:
 - applies a committed ISR change of the same leader epoch;
 - stops replicas no longer assigned here; the log is deleted when the topic is.
 
+A partition whose log cannot be read while it takes its role (a damaged
+segment, a failing disk: CorruptRecordError or OSError) is left neither
+leading nor following, with one ERROR line, and the image's other partitions
+are applied all the same; the next image tries it again. (Kafka takes the log
+directory offline and lets the controller move its leaderships; this node has
+one log directory for all its partitions, so it keeps serving the others.)
+
 Leader side: `record_follower_fetch` feeds `LeaderState` (see
 `broker.replication.partition` for the HW and ISR rules, KIP-497's maximal
 ISR), proposes ISR expansions at once and ISR shrinks from a periodic check
@@ -61,6 +68,7 @@ from broker.io import Runtime
 from broker.log.config import LogConfig
 from broker.metadata.errors import ControllerError
 from broker.metadata.image import NO_LEADER, MetadataImage, PartitionState
+from broker.protocol.records import CorruptRecordError
 from broker.replication.epochs import LeaderEpochCache
 from broker.replication.partition import LeaderState
 
@@ -193,6 +201,7 @@ class ReplicaManager:
         # this process's own registration (see the class docstring).
         self.incarnation_id = None
         self._caught_up = False
+        self._unservable_logged: set[tuple[tuple[str, int], str]] = set()  # see _cannot_serve
 
     @property
     def caught_up(self) -> bool:
@@ -240,21 +249,48 @@ class ReplicaManager:
             deleted = new.topic_by_id(replica.topic_id) is None
             self._stop_replica(replica, delete=deleted)
         for key, state in hosted.items():
-            topic = new.topics[state.topic]
-            min_isr = int(topic.configs.get("min.insync.replicas", self.settings.min_insync_replicas))
-            replica = self.replicas.get(key)
-            if replica is not None and replica.topic_id != state.topic_id:
-                # The topic was deleted and re-created under the same name between two images.
-                self._stop_replica(replica, delete=True)
-                replica = None
-            if replica is None:
-                replica = self._create_replica(state, topic.configs)
-                replica.min_insync_replicas = min_isr
-                self._apply_state(replica, state, first=True)
-            else:
-                replica.min_insync_replicas = min_isr
-                self._apply_state(replica, state, first=False)
+            try:
+                self._host(key, state, new)
+            except (CorruptRecordError, OSError) as exc:
+                self._cannot_serve(key, state, exc)
         self.fetchers.refresh_endpoints(new)
+
+    def _host(self, key: tuple[str, int], state: PartitionState, new: MetadataImage) -> None:
+        """Create or update this node's replica of one partition the image assigns it."""
+        topic = new.topics[state.topic]
+        min_isr = int(topic.configs.get("min.insync.replicas", self.settings.min_insync_replicas))
+        replica = self.replicas.get(key)
+        if replica is not None and replica.topic_id != state.topic_id:
+            # The topic was deleted and re-created under the same name between two images.
+            self._stop_replica(replica, delete=True)
+            replica = None
+        if replica is None:
+            replica = self._create_replica(state, topic.configs)
+            replica.min_insync_replicas = min_isr
+            self._apply_state(replica, state, first=True)
+        else:
+            replica.min_insync_replicas = min_isr
+            self._apply_state(replica, state, first=False)
+
+    def _cannot_serve(self, key: tuple[str, int], state: PartitionState, exc: Exception) -> None:
+        """A partition whose log cannot be read (a damaged segment, a failing disk) while taking its role: it
+        neither leads nor follows here, and the image's other partitions go on (one damaged log must not hold
+        back the metadata of every other); the next image tries again. Logged once per partition and reason."""
+        replica = self.replicas.get(key)
+        if replica is not None:
+            self.fetchers.remove(replica)
+            replica.leader_state = None
+            replica.role = FOLLOWER
+            replica.wake_waiters()
+            try:  # what already took the leadership (the coordinators) lets it go
+                self.lifecycle.on_become_follower(replica.topic, replica.partition, replica.log)
+            except Exception:
+                log.exception("%s-%d: letting go of the partition failed", replica.topic, replica.partition)
+        reason = f"{type(exc).__name__}: {exc}"
+        if (key, reason) not in self._unservable_logged:
+            self._unservable_logged.add((key, reason))
+            log.error("%s-%d: cannot take its role (leader %s, epoch %d): its log cannot be read (%s); this node "
+                      "neither leads nor follows it for now", key[0], key[1], state.leader, state.leader_epoch, reason)
 
     def _create_replica(self, state: PartitionState, configs) -> Replica:
         partition_log = self.storage.get(state.topic, state.partition)

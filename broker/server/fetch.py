@@ -25,7 +25,11 @@ Semantics kept (Kafka's; DESIGN.md "Broker semantics"):
   a request naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
   UNKNOWN_LEADER_EPOCH; followers (replica_id >= 0) read to the log end and
   report their progress, consumers read to the high watermark, and a fetch
-  offset between the two answers empty rather than OFFSET_OUT_OF_RANGE.
+  offset between the two answers empty rather than OFFSET_OUT_OF_RANGE;
+- a partition whose log cannot be read (a damaged segment: CorruptRecordError,
+  or an OSError of the disk) answers KAFKA_STORAGE_ERROR for that partition,
+  as Kafka does, and the other partitions of the request are served; the
+  error is logged once per partition and reason, not at every poll.
 
 Thread-safety: none; everything runs on the broker's event loop.
 """
@@ -38,6 +42,7 @@ import uuid
 from kio.schema.errors import ErrorCode
 
 from broker.log.log import OffsetOutOfRangeError
+from broker.protocol.records import CorruptRecordError
 from broker.protocol import apis
 from broker.protocol.fetch import FetchPartitionResult, FetchTopicResult, encode_fetch_response
 from broker.replication import manager as replication
@@ -90,6 +95,20 @@ class FetchApis:
         self.partitions = handlers.partitions
         self.read_uncommitted_bug = debug_switch(handlers.config, "logquake.debug.read.uncommitted")
         self.fetch_sessions = FetchSessionCache(handlers.runtime.random)  # followers' incremental fetches (KIP-227)
+        self._unreadable_logged: set[tuple[str, int, str]] = set()
+
+    def read_log(self, partition_log, name: str, index: int, offset: int, max_bytes: int,
+                 upper: int) -> tuple[bytes, int]:
+        """(records, error code): the read, or KAFKA_STORAGE_ERROR for a log that cannot be read (module doc)."""
+        try:
+            return partition_log.read(offset, max_bytes, upper), 0
+        except (CorruptRecordError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if (name, index, reason) not in self._unreadable_logged:
+                self._unreadable_logged.add((name, index, reason))
+                log.error("%s-%d: the log cannot be read at offset %d (%s); fetches of it are answered "
+                          "KAFKA_STORAGE_ERROR", name, index, offset, reason)
+            return b"", ErrorCode.kafka_storage_error.value
 
     def apis(self) -> dict:
         """The API this part answers (broker.server.router)."""
@@ -239,11 +258,12 @@ class FetchApis:
                 elif offset < upper and (budget > total_bytes or total_bytes == 0):
                     limit = min(fetch_partition.partition_max_bytes, max(budget - total_bytes, 0))
                     try:
-                        data = partition_log.read(offset, limit, upper)
+                        data, error = self.read_log(partition_log, name, index, offset, limit, upper)
                     except OffsetOutOfRangeError:
+                        data, error = b"", ErrorCode.offset_out_of_range.value
+                    if error:
                         has_error = True
-                        result.error_code = ErrorCode.offset_out_of_range.value
-                        data = b""
+                        result.error_code = error
                     # KIP-74: only the first partition with data may exceed the budget (one whole batch).
                     if total_bytes and total_bytes + len(data) > budget:
                         data = b""
@@ -316,7 +336,8 @@ class FetchApis:
             limit_offset = min(limit_offset, stable)
         if offset >= limit_offset or (budget_left == 0 and not first_data):
             return result
-        data = partition_log.read(offset, min(fetch_partition.partition_max_bytes, budget_left), limit_offset)
+        data, result.error_code = self.read_log(partition_log, name, index, offset,
+                                                min(fetch_partition.partition_max_bytes, budget_left), limit_offset)
         if not first_data and len(data) > budget_left:
             data = b""
         result.records = data

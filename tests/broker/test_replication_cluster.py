@@ -639,3 +639,35 @@ def test_a_partition_whose_fetched_records_cannot_be_appended_does_not_stop_the_
             assert nodes[2].log.log_end_offset == 0 and len(refused) < 20  # backed off, not retried in a loop
 
     run(scenario())
+
+
+def test_a_partition_whose_log_cannot_be_read_is_not_led_and_the_image_goes_on_for_the_others(tmp_path, caplog):
+    import logging
+
+    from tests.broker.test_router import damage_second_batch
+
+    other_id = uuid.UUID(int=0x123456)
+
+    async def scenario():
+        controller = FakeController()
+        async with running_cluster(tmp_path, controller) as (nodes, client):
+            for value in (b"a", b"b", b"c"):
+                assert (await client.produce(nodes[1], [value]))[0] == ErrorCode.none
+            await wait_until(lambda: nodes[2].log.log_end_offset == 3, what="node 2 at LEO 3")
+            # node 2's disk returns garbage for the second batch's header, under the running broker
+            damage_second_batch(tmp_path / "node2" / f"{TOPIC}-0" / f"{0:020d}.log")
+            # one image makes node 2 the leader (which reads the log to rebuild producer state) and adds a topic
+            state = controller.image.partition_by_id(TOPIC_ID, 0)
+            with caplog.at_level(logging.ERROR, logger="broker.replication"):
+                controller.commit(PartitionChangeRecord(TOPIC_ID, 0, 2, (1, 2, 3), state.leader_epoch + 1,
+                                                        state.partition_epoch + 1),
+                                  TopicRecord("other", other_id), PartitionRecord(other_id, 0, (2,), (2,), 2, 0, 0))
+            replica = nodes[2].manager.hosted(TOPIC, 0)
+            assert replica.leader_state is None and replica.role != "leader"
+            assert (await client.produce(nodes[2], [b"x"]))[0] == ErrorCode.not_leader_or_follower
+            said = [r.getMessage() for r in caplog.records if "cannot take its role" in r.getMessage()]
+            assert len(said) == 1 and said[0].startswith(f"{TOPIC}-0: cannot take its role (leader 2, epoch "), said
+            # the rest of the image was applied: node 2 leads the new topic's partition
+            assert nodes[2].manager.hosted("other", 0).leader_state is not None
+
+    run(scenario())

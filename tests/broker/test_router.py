@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import logging
+import struct
 
 import pytest
 
@@ -186,3 +188,32 @@ def test_a_restarted_cluster_node_serves_no_stale_metadata_before_it_caught_up(t
         assert [(t.name, t.error_code) for t in current.topics] == [("t", 3)]  # the image's answer: no such topic
     finally:
         loop.close()
+
+
+KAFKA_STORAGE_ERROR = 56
+
+
+def damage_second_batch(segment) -> None:
+    """Overwrite the magic byte of the segment's second batch, as a disk that returns garbage would."""
+    data = bytearray(segment.read_bytes())
+    second = 12 + struct.unpack_from(">i", data, 8)[0]  # base offset (8) and length (4), then the batch
+    data[second + 16] = 0x55  # after base offset (8), length (4) and partition leader epoch (4)
+    segment.write_bytes(bytes(data))
+
+
+def test_a_damaged_log_answers_kafka_storage_error_and_the_other_partitions_are_served(node, tmp_path, caplog):
+    assert node.call(k.create_topic("t", 2)).topics[0].error_code == 0
+    for value in (b"a", b"b", b"c"):
+        assert node.call(k.produce("t", 0, k.batch([(None, value)]), acks=1)).responses[0].partition_responses[0] \
+            .error_code == 0
+    assert node.call(k.produce("t", 1, k.batch([(None, b"other")]), acks=1)).responses[0].partition_responses[0] \
+        .error_code == 0
+    damage_second_batch(tmp_path / "t-0" / f"{0:020d}.log")
+    with caplog.at_level(logging.ERROR, logger="broker.server"):
+        for _ in range(3):  # finding offset 2 walks the batch headers from the start, through the damaged one
+            damaged = node.call(k.fetch("t", 0, 2)).responses[0].partitions[0]
+            assert (damaged.error_code, _values(damaged.records)) == (KAFKA_STORAGE_ERROR, [])
+    said = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("t-0: the log cannot be read at offset 2 (CorruptRecordError: "), said
+    healthy = node.call(k.fetch("t", 1, 0)).responses[0].partitions[0]
+    assert (healthy.error_code, _values(healthy.records)) == (0, [b"other"])
