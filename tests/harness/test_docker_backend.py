@@ -334,6 +334,9 @@ def test_disk_and_clock_faults_run_through_node_launch(client):
         assert "FAKETIME_TIMESTAMP_FILE=/var/lib/logquake/faketime" in environ
         measured = control.clock_offset("n1")  # the clock probe's measurement, made inside the container
         assert measured["preloaded"] is True and abs(measured["offset_s"] - 30) < 0.5, measured
+        control.disk("n1", "lazy")
+        cut = control.disk("n1", "tear")  # the power cut of lose-unfsynced: the disk stalls until the kill
+        assert "pause" in cut["modes"] and set(cut["tear"]) == {"files", "kept_bytes", "lost_bytes", "torn_writes"}
         control.kill("n1")
         control.start("n1")
         control.wait_ready(["n1"])
