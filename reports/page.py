@@ -50,6 +50,7 @@ from checkers.history import describe_op_counts
 from reports.anomalies import VALUE_CHARS, WITNESSES_SHOWN, compact, cut, marks, promises_html, witnesses
 from reports.fault_words import describe_nemesis
 from reports.faults import fault_notes, processor_faults
+from reports.node_errors import node_errors
 from reports.offsets import OFFSET_CSS, offset_maps_html
 from reports.plots import (ANOMALY_COLOUR, FAULT_SHADE, KNOWN_FAULT_KINDS, OP_COLOURS, OTHER_FAULT, Mark,
                            fault_class, lane_kinds, latency_svg, throughput_svg, timeline_svg)
@@ -58,6 +59,7 @@ from reports.run_data import RAW_FILES, RunData, fault_kind, load_run
 __all__ = ["NEMESIS_ROWS_SHOWN", "VALUE_CHARS", "WITNESSES_SHOWN", "render_run", "render_run_html", "verdict_word"]
 
 NEMESIS_ROWS_SHOWN = 400
+NODE_ERRORS_SHOWN = 30  # distinct error lines of the nodes' logs shown (reports.node_errors)
 
 
 def _e(x: Any) -> str:
@@ -97,6 +99,7 @@ def render_run_html(run_dir: str | os.PathLike[str]) -> str:
         promises_html(run, found) or _no_promises(run),
         _problems(run),
         _fault_notes(run),
+        _node_errors(run),
         _section("timeline", "Timeline of operations", legend + timeline_svg(run, plot_marks)),
         _section("latency", "Latency", legend + latency_svg(run, plot_marks)),
         _section("throughput", "Throughput", legend + throughput_svg(run, plot_marks)),
@@ -183,6 +186,20 @@ def _problems(run: RunData) -> str:
         return ""
     return _section("problems", "Problems", "<ul class=\"problems\">" + "".join(f"<li>{i}</li>" for i in items)
                     + "</ul>")
+
+
+def _node_errors(run: RunData) -> str:
+    """The nodes' ERROR lines (reports.node_errors): what a broker itself said went wrong, beside the verdict."""
+    entries = node_errors(run.run_dir, limit=NODE_ERRORS_SHOWN + 1)
+    if not entries:
+        return ""
+    rows = "".join(f'<tr><td>{_e(e["node"])}</td><td>{_e(e["first"])}</td><td>{e["count"]}</td>'
+                   f'<td class="message">{_e(e["message"])}</td></tr>' for e in entries[:NODE_ERRORS_SHOWN])
+    more = (f'<p class="more">More error lines than these {NODE_ERRORS_SHOWN}: see the node logs under Raw '
+            'files.</p>' if len(entries) > NODE_ERRORS_SHOWN else "")
+    return _section("node-errors", "What the brokers logged as errors",
+                    '<table class="ops node-errors"><thead><tr><th>node</th><th>first logged</th><th>times</th>'
+                    f'<th>line (timestamp cut)</th></tr></thead><tbody>{rows}</tbody></table>{more}')
 
 
 def _fault_notes(run: RunData) -> str:
@@ -386,7 +403,7 @@ pre.message{white-space:pre-wrap;background:#f8f9fa;padding:8px;overflow:auto;ma
 .fault{font-weight:600}.fault .swatch{margin-right:3px;vertical-align:-1px}
 details.witness-ops summary,details.more-witnesses summary{cursor:pointer;font-size:12px;color:#1864ab}
 table.ops{font-size:12px;font-family:ui-monospace,Menlo,Consolas,monospace}
-table.ops td.value{max-width:560px;word-break:break-all}
+table.ops td.value,table.ops td.message{max-width:560px;word-break:break-all}
 table.nemesis .swatch{margin-right:5px;vertical-align:-1px}
 tr.op-row.ok td.type{color:var(--ok)}tr.op-row.fail td.type{color:var(--fail)}tr.op-row.info td.type{color:var(--info)}
 .more,.plot-note,.key-summary,.none,.empty{color:var(--muted);font-size:12px;margin:2px 0 8px}
