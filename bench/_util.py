@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (a `kill`, a job's timeout) end the benchmark as Ctrl-C does: through its `finally` blocks,
+    which remove its temporary stores (Python's default for SIGTERM is to die on the spot)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -134,6 +134,9 @@ def main() -> int:
           f"per candidate, {args.replays} replays", flush=True)
     print(f"{'bug':26} {'seed':>11} {'faults':>7} {'shrunk':>7} {'ratio':>6} {'run s':>6} {'shrunk s':>9} "
           f"{'cands':>5} {'took s':>7} {'replays':>7}  anomaly (held: <=3 faults, >=2 of 3 replays)", flush=True)
+    from bench._util import exit_on_sigterm
+
+    exit_on_sigterm()  # the store below is removed also on SIGTERM
     store = Path(tempfile.mkdtemp(prefix="logquake-bench-real-shrink-"))
     rows = []
     try:

@@ -100,6 +100,9 @@ def main() -> int:
     header = (f"{'bug':24} {'seed':>11} {'faults':>7} {'shrunk':>7} {'ratio':>6} {'dur s':>6} {'shrunk s':>9} "
               f"{'cands':>5} {'took s':>7} {'replays':>7}  anomaly (held: <=3 faults, >=2 of 3 replays)")
     print(header, flush=True)
+    from bench._util import exit_on_sigterm
+
+    exit_on_sigterm()  # the store below is removed also on SIGTERM
     store = Path(tempfile.mkdtemp(prefix="logquake-bench-shrink-"))
     rows = []
     try:
