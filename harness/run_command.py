@@ -366,6 +366,14 @@ def print_summary(outcome) -> None:
         print(f"  {outcome.message.strip().splitlines()[-1]}")
     for err in results.get("harness_errors", []):
         print(f"  harness: {err}")
+    if outcome.run_dir is not None and outcome.valid is not True:
+        from reports.node_errors import node_errors
+
+        errors = node_errors(outcome.run_dir)
+        if errors:  # beside a red or unknown verdict, what the brokers said went wrong (all of it in the report)
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more distinct line(s))" if len(errors) > 1 else ""
+            print(f"  the brokers logged errors{more}; the first: {first['node']}: {first['message'][:200]}")
     if outcome.run_dir is not None:
         print(f"store: {outcome.run_dir}")
         report = outcome.run_dir / "report.html"

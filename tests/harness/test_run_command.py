@@ -104,3 +104,19 @@ def test_impossible_combinations_exit_254_before_anything_starts(tmp_path, flags
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 254 and message in proc.stderr, proc.stdout + proc.stderr
     assert not store.exists()
+
+
+def test_the_summary_of_a_run_that_is_not_valid_names_the_brokers_first_error_line(tmp_path, capsys):
+    from harness.run_command import print_summary
+    from harness.runner import RunOutcome
+
+    node = tmp_path / "nodes" / "n2"
+    node.mkdir(parents=True)
+    (node / "broker.log").write_text("2026-12-07 13:42:04,181 INFO broker.server: listening\n"
+                                     "2026-12-07 13:42:05,000 ERROR broker.replication: t-0: cannot take its role\n"
+                                     "2026-12-07 13:42:06,000 ERROR broker.server: something else\n")
+    print_summary(RunOutcome(exit_code=2, valid="unknown", run_dir=tmp_path, results={}))
+    assert ("  the brokers logged errors (and 1 more distinct line(s)); the first: n2: ERROR broker.replication: "
+            "t-0: cannot take its role\n") in capsys.readouterr().out
+    print_summary(RunOutcome(exit_code=0, valid=True, run_dir=tmp_path, results={}))
+    assert "the brokers logged errors" not in capsys.readouterr().out  # a valid run's report has them all the same
