@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import threading
 from pathlib import Path
 
 
@@ -46,7 +47,9 @@ class Store:
 
     @staticmethod
     def _point(link: Path, target: Path) -> None:
-        tmp = link.with_name(link.name + ".tmp")
+        # a name of this process and thread's own: two runs pointing `latest` at once (a campaign's --parallel,
+        # `logquake sim --jobs`) must not remove each other's link half made
+        tmp = link.with_name(f"{link.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
         tmp.symlink_to(target)

@@ -119,6 +119,7 @@ def test_a_broken_invariant_makes_the_seed_invalid_and_is_stored_with_its_seed_a
     (["--faults", "pause"], "--faults"),
     (["--duration", "soon"], "--duration"),
     (["--seeds", "0"], "--seeds"),
+    (["--jobs", "0"], "--jobs"),
     (["--broker-override", "novalue"], "--broker-override"),
     (["--schedule", "{missing}"], "--schedule"),
     (["--schedule", "{not-json}"], "--schedule"),
@@ -140,6 +141,23 @@ def test_bad_arguments_exit_254_naming_the_flag(argv, named, capsys, tmp_path):
     assert exit_.value.code == 254
     assert named in capsys.readouterr().err
     assert not (tmp_path / "store").exists(), "a refused command started something"
+
+
+def test_seeds_run_at_once_give_the_same_lines_in_seed_order_and_the_same_histories(tmp_path, capsys):
+    first = fresh_seed()
+    argv = ["--seed", str(first), "--seeds", "3", "--duration", "8s"]
+    code_one, alone = run_sim([*argv, "--store", str(tmp_path / "one")], capsys)
+    code_two, together = run_sim([*argv, "--jobs", "2", "--store", str(tmp_path / "two")], capsys)
+    assert code_one == code_two == 0, together
+    assert [line.split(":")[0] for line in together[:3]] == [f"seed {first + i}" for i in range(3)]
+
+    def hashes(lines):
+        return [line.split("history sha256 ")[1].split(";")[0] for line in lines[:3]]
+
+    assert hashes(together) == hashes(alone)
+    assert together[3].endswith(", 2 at once)") and not alone[3].endswith("at once)")
+    assert {seed: r["valid"] for seed, r in run_results(tmp_path / "two").items()} == \
+        {first + i: True for i in range(3)}
 
 
 def test_a_seeds_recorded_schedule_replays_its_history_byte_for_byte_and_runs_as_given(tmp_path, capsys):
