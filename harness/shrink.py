@@ -14,7 +14,8 @@ Confirmation: a candidate that failed once in `tries` runs may fail rarely
 runs the smallest failing candidate again, up to `tries` times, and keeps it
 only if it fails in a majority of them; else the failing candidate before it
 (a larger one), and so on back to the original. If none is confirmed within the
-budget, the smallest stays, marked unconfirmed. `shrunk.json` says which
+budget, the one that failed in the largest share of its confirmation runs stays
+(the smallest if none failed), marked unconfirmed. `shrunk.json` says which
 (`confirmed`: the candidate's runs and failures, and how many steps back it is).
 
 Faults: the schedule's events are grouped into faults, each a start event with
@@ -109,9 +110,10 @@ def confirm(chain: list[Any], run_fails: Callable[[Any], bool], tries: int,
 
     Runs each from the last back, stopping a candidate's runs as soon as the majority is reached or out of
     reach. Returns {"candidate", "steps_back", "failed", "runs", "confirmed"}; when no candidate is confirmed
-    before the budget or the chain ends, the last of `chain` with its own figures and "confirmed": False."""
+    before the budget or the chain ends, the one that failed in the largest share of its runs (the smaller
+    of equals), with its own figures and "confirmed": False."""
     need = tries // 2 + 1
-    first: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
     for steps_back, candidate in enumerate(reversed(chain)):
         failed = runs = 0
         while runs < tries and need - failed <= tries - runs and failed < need and not out_of_budget():
@@ -121,11 +123,12 @@ def confirm(chain: list[Any], run_fails: Callable[[Any], bool], tries: int,
                    "confirmed": failed >= need}
         if outcome["confirmed"]:
             return outcome
-        first = first or outcome
+        if best is None or (runs and failed / runs > (best["failed"] / best["runs"] if best["runs"] else 0)):
+            best = outcome
         if out_of_budget():
             break
-    assert first is not None, "confirm needs at least one candidate"
-    return first
+    assert best is not None, "confirm needs at least one candidate"
+    return best
 
 
 def _anomalies(results: dict[str, Any]) -> set[str]:
