@@ -44,7 +44,11 @@ def test_the_history_has_the_pipeline_checkers_shapes_and_the_correct_broker_is_
         assert [op["f"] for op in final] == ["process", "read-output", "committed-offsets"], seed
         assert set(final[2]["value"]) == {"0", "1", "2"}
         stats = result["stats"]
-        assert stats["transactions"]["ok"] > 20 and stats["unprocessed"] == 0, (seed, stats)
+        # Committed transactions in 20 s over 211 seeds (5100000..074, 5200000..074, 1063207200..259 and CI's one):
+        # the fewest 17 (seed 1063207291, whose two partitions cut the output partitions' leader off for 14 of the
+        # 20 s: acks=all produce then waits for the heal, as Kafka's does within its request timeout), then 35,
+        # median about 100. The bound asks that the processors committed some, not how many a schedule lets them.
+        assert stats["transactions"]["ok"] >= 5 and stats["unprocessed"] == 0, (seed, stats)
 
 
 def caught(bug: str, seeds: int) -> list[tuple[int, list[str]]]:
