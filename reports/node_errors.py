@@ -40,16 +40,20 @@ def node_errors(run_dir: str | Path, limit: int = 30, width: int = 400) -> list[
     for node_dir in sorted(p for p in nodes.iterdir() if p.is_dir()):
         for path in _logs_of(node_dir):
             try:
-                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+                with path.open(encoding="utf-8", errors="replace") as log:  # line by line: a night's log can be large
+                    _collect(node_dir.name, log, entries, width)
             except OSError:
                 continue
-            for line in lines:
-                stamp = _STAMP.match(line)
-                rest = line[stamp.end():] if stamp else line
-                if rest.split(" ", 1)[0] not in LEVELS:
-                    continue
-                entry = entries.setdefault((node_dir.name, rest[:width]), {
-                    "node": node_dir.name, "first": stamp.group(1) if stamp else "", "count": 0,
-                    "message": rest[:width]})
-                entry["count"] += 1
     return sorted(entries.values(), key=lambda e: e["first"])[:limit]
+
+
+def _collect(node: str, lines, entries: dict[tuple[str, str], dict], width: int) -> None:
+    for line in lines:
+        line = line.rstrip("\r\n")
+        stamp = _STAMP.match(line)
+        rest = line[stamp.end():] if stamp else line
+        if rest.split(" ", 1)[0] not in LEVELS:
+            continue
+        entry = entries.setdefault((node, rest[:width]), {
+            "node": node, "first": stamp.group(1) if stamp else "", "count": 0, "message": rest[:width]})
+        entry["count"] += 1
