@@ -74,6 +74,21 @@ class MetadataTargets:
         partition = md.topics[self.topic].partitions.get(number)
         return self._node(partition.leader, f"leader of {self.topic}/{number}") if partition else None
 
+    def successor(self, key=None) -> str | None:
+        """The node the controller elects if the leader of the partition for `key` (default: the first) dies: the
+        first replica, in replica order, that is in the ISR and is not the leader (Kafka's election rule, and
+        ours: broker.controller.controller.choose_leader). None when the metadata names none."""
+        md = self._metadata()
+        if md is None or self.topic not in md.topics:
+            return None
+        number = int(key) if key is not None else 0
+        partition = md.topics[self.topic].partitions.get(number)
+        if partition is None:
+            return None
+        isr = set(partition.isrs)
+        nxt = next((r for r in partition.replicas if r in isr and r != partition.leader), None)
+        return self._node(nxt, f"next leader of {self.topic}/{number}")
+
     def _quorum_leader(self) -> int | None:
         """The KRaft quorum's leader from DescribeQuorum, asked of each bootstrap address in turn; None when the
         brokers do not serve it (remembered) or none answers now. QuorumError when it is served and answers an error."""

@@ -51,6 +51,10 @@ class Targets(Protocol):
 
     def primaries(self) -> list[str]: ...
 
+    def successor(self, key: Any | None = None) -> str | None:
+        """The node elected next if the leader for `key` died (first in-ISR replica in replica order)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FaultEvent:

@@ -112,6 +112,18 @@ class Cluster:
         for node in self.nodes.values():
             node.kill()
 
+    def __enter__(self) -> "Cluster":
+        """Started; left killed, with each node's log tail printed (shown when a test fails)."""
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.kill_all()
+        self.dump()
+
     def dump(self) -> None:
         for node_id, node in self.nodes.items():
             print(f"---- node {node_id} ----\n{node.stderr_text()[-5000:]}")
@@ -119,12 +131,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path):
-    made = Cluster(tmp_path)
-    try:
-        yield made.start()
-    finally:
-        made.kill_all()
-        made.dump()
+    with Cluster(tmp_path) as made:
+        yield made
 
 
 def create(admin: AdminClient, *topics: NewTopic) -> None:
