@@ -96,13 +96,15 @@ def test_drawn_fault_schedules_keep_every_invariant_and_a_valid_history_on_the_c
 
 
 @pytest.mark.slow
-def test_hypothesis_shrinks_a_schedule_that_breaks_an_invariant_to_a_few_partitions():
+def test_hypothesis_shrinks_a_schedule_that_breaks_an_invariant_to_one_or_two_faults_with_a_partition():
     """Hypothesis finds a schedule that breaks `committed-records-kept` under the planted bug and shrinks it.
 
     One seed decides the run: the base of the simulation seeds (each case's seed is the base plus at most 7) and
     Hypothesis's own draws (`find(random=...)`). It is drawn at random and printed; `LOGQUAKE_SHRINK_SEED=<seed>`
     replays that run exactly. A single partition breaks it on most seeds but not on all, so the minimum is one or two
-    partitions, never a crash (a power loss drops the divergent tail instead of keeping it).
+    faults, one of them a partition (a leader cut off while it appends is what makes a divergent tail); on base seed
+    1478384266 it was a partition of node 1 and then a crash of it (CI, 2026-12-07: neither alone broke the invariant
+    on that seed, both together did, and the correct broker held it under both).
 
     Cost and trade-off: a simulation of this shape takes about 1 s of wall time (0.4 to 2.5 s); the test ran 21, 32
     and 53 of them (34 to 62 s). Two things keep it there. `find` runs only Hypothesis's generate and shrink phases:
@@ -135,7 +137,7 @@ def test_hypothesis_shrinks_a_schedule_that_breaks_an_invariant_to_a_few_partiti
     first_seed, first_schedule = failing[0]
     print(f"base seed {base_seed}; first failing case: seed {first_seed}, schedule {first_schedule}; "
           f"minimal after {len(tried)} runs: seed {seed}, schedule {schedule}", file=sys.stderr)
-    assert 1 <= len(schedule) <= 2 and all(fault.kind == "partition" for fault in schedule), minimal
+    assert 1 <= len(schedule) <= 2 and any(fault.kind == "partition" for fault in schedule), minimal
     assert len(schedule) <= len(first_schedule) and seed <= first_seed
     assert sum(f.at_s + f.hold_s for f in schedule) <= sum(f.at_s + f.hold_s for f in first_schedule)
     assert breaks(minimal), "the minimal case breaks the invariant again when replayed"
