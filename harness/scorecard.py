@@ -81,7 +81,7 @@ PLANTED_BUGS: tuple[PlantedBug, ...] = (
     # only the disk fault's power cut tears writes, and no mix is measured for it in real runs yet (README)
     PlantedBug("logquake.debug.keep.torn.tail", "log recovery keeps a torn tail, and appends after it", ()),
     PlantedBug("logquake.debug.partial.commit.markers", "a transaction marker a partition refused is not sent again",
-               ("G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
+               ("missing-marker", "G1a", "lost-write", "unseen", "hanging-transaction"), delivery="exactly-once"),
     # a coordinator cut off from its followers (or killed while they lag) acknowledges commits that a new
     # coordinator never loads; the offsets workload ends each group after a few commits, so a lost tail shows
     PlantedBug("logquake.debug.commit.before.replication", "OffsetCommit answers before its record is replicated",

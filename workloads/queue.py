@@ -14,7 +14,10 @@ Operations (the value shapes of `jepsen.tests.kafka`):
   caches it but shows it only in its periodic statistics); aiokafka does (`last_stable_offset`), but
   the history has no field for it yet, so none is recorded. A `txn` with polls carries the
   same field; the final reads add `"listed-high-watermarks": {key: offset}`, the high watermarks
-  ListOffsets answered after healing, which they read up to;
+  ListOffsets answered after healing, which they read up to; under exactly-once, the keys the
+  read_committed final read completed are read again at read_uncommitted, from the low to the high
+  watermark (`"read-uncommitted-log"`: key -> [[offset, value], ...]; `"read-uncommitted-range"`:
+  key -> [low, high]), which places every commit and abort marker (the offsets without a record);
 - `assign`: a list of keys this process's consumer now reads (positions of keys
   it keeps are kept, new keys start at the earliest offset, asked for as the
   low watermark: the confluent client hands librdkafka absolute offsets only,
@@ -55,7 +58,7 @@ import time
 from typing import Any
 
 from checkers.queue.checker import (FETCHED_WATERMARKS, FINAL_READ_SHORT, LAST_STABLE_OFFSETS, LISTED_WATERMARKS,
-                                    STALLED_S, TRANSACTION_TIMEOUT_MS)
+                                    STALLED_S, TRANSACTION_TIMEOUT_MS, UNCOMMITTED_LOG, UNCOMMITTED_RANGE)
 from checkers.queue.delivery import Delivery
 from workloads.client_security import confluent_settings
 from workloads.core import (DELIVERY_MODES, Client, Grant, Op, Option, UniqueValues, Workload, WorkloadKind,
@@ -231,6 +234,9 @@ def final_read_extra(positions: dict[int, int | None], targets: dict[int, int]) 
 # NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION until its metadata has
 # caught up, and librdkafka's get_watermark_offsets reports either at once.
 WATERMARK_RETRY_S = 30.0
+# How long the read_uncommitted final read (exactly-once) goes on without progress before leaving the keys it
+# has not read to the end out of the history.
+FINAL_SCAN_IDLE_S = 10.0
 
 
 def transient_watermark_error(error) -> bool:
@@ -560,7 +566,9 @@ class ConfluentQueueClient(Client):
         last stable offset, and so do its watermark queries: the high watermark
         is asked of a read_uncommitted consumer instead, and the read waits for
         transactions still open (a replaced client's) to be aborted by their
-        timeout, so it allows a longer stretch without progress.
+        timeout, so it allows a longer stretch without progress. Then the keys
+        it read to the end are read again at read_uncommitted, to find where
+        the transaction markers lie (`_read_uncommitted`).
         """
         from confluent_kafka import Consumer
 
@@ -568,13 +576,23 @@ class ConfluentQueueClient(Client):
         if self.transactional:
             watermarks = Consumer(confluent_settings({
                 "bootstrap.servers": self.bootstrap, "group.id": f"logquake-{self.w.topic}-watermarks",
-                "isolation.level": "read_uncommitted", "logger": LIBRDKAFKA_LOGGER}))
+                "isolation.level": "read_uncommitted", "enable.partition.eof": True, "fetch.queue.backoff.ms": 10,
+                "logger": LIBRDKAFKA_LOGGER}))
         try:
             marks = query_watermarks(self._watermark_query(watermarks), list(self.positions), WATERMARK_RETRY_S)
             targets = {key: high for key, (_low, high) in marks.items()}
+            extra = self._read_committed_to(targets)
+            if self.transactional:
+                complete = [key for key in targets if key not in extra.get(FINAL_READ_SHORT, {})]
+                extra.update(self._read_uncommitted(watermarks, complete))
         finally:
             if watermarks is not self.consumer:
                 watermarks.close()
+        return completion("ok", [["poll", extra.pop("polled")]], extra=extra)
+
+    def _read_committed_to(self, targets: dict[int, int]) -> dict:
+        """The final read proper (at the consumer's isolation level) up to `targets`: {"polled": key -> pairs}
+        and the completion fields of what it saw."""
         idle_limit_s = 10.0 + (self._transaction_timeout_s() + 5.0 if self.transactional else 0.0)
         polled: dict[int, list] = {}
         last_progress = time.monotonic()
@@ -592,7 +610,45 @@ class ConfluentQueueClient(Client):
                  **final_read_extra(self.positions, targets)}
         if self.transactional and FINAL_READ_SHORT in extra:
             extra.update(self._stuck_at(list(extra[FINAL_READ_SHORT]), time.monotonic() - last_progress))
-        return completion("ok", [["poll", polled]], extra=extra)
+        return {"polled": polled, **extra}
+
+    def _read_uncommitted(self, consumer, keys: list[int]) -> dict:
+        """After a read_committed final read that reached its targets on `keys`, read those keys again at
+        read_uncommitted from their low watermark to their high watermark now: every data record, aborted
+        ones too; the offsets without one are the commit and abort markers, which the queue checker matches
+        to the transactions (`missing-marker`). A key whose read does not reach its watermark within
+        FINAL_SCAN_IDLE_S without progress is left out (a marker may lie beyond where it stopped)."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        if not keys:
+            return {}
+        try:
+            marks = query_watermarks(self._watermark_query(consumer), keys, WATERMARK_RETRY_S)
+        except KafkaException as e:
+            LIBRDKAFKA_LOGGER.info("no watermarks for the read_uncommitted final read: %s", e.args[0])
+            return {}
+        reached = {key: low for key, (low, _high) in marks.items()}
+        records: dict[int, list] = {key: [] for key in marks}
+        consumer.assign([TopicPartition(self.w.topic, key, low) for key, (low, _high) in marks.items()])
+        last_progress = time.monotonic()
+        while any(reached[key] < high for key, (_low, high) in marks.items()) \
+                and time.monotonic() - last_progress < FINAL_SCAN_IDLE_S:
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                key, err = _key_of(msg.partition()), msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF or key not in reached \
+                        or msg.offset() is None or msg.offset() < 0:
+                    continue
+                if err is None:
+                    records[key].append([msg.offset(), int(msg.value())])
+                after = msg.offset() + (1 if err is None else 0)  # an EOF names the offset after the log's end
+                if after > reached[key]:
+                    reached[key] = after
+                    last_progress = time.monotonic()
+        done = [key for key, (_low, high) in marks.items() if reached[key] >= high]
+        if not done:
+            return {}
+        return {UNCOMMITTED_LOG: {key: records[key] for key in done},
+                UNCOMMITTED_RANGE: {key: [marks[key][0], marks[key][1]] for key in done}}
 
     def _stuck_at(self, keys: list[int], stalled_s: float) -> dict:
         """What a read_committed final read that stopped short saw: each short key's last stable offset (the

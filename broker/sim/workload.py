@@ -754,7 +754,43 @@ class QueueSimulation(SimulationBase):
             extra["final-read-short"] = short
             if self.transactional:
                 extra.update(await self._stuck_at(client, leaders, [k for k in short if k in listed], stalled_s))
+        if self.transactional:
+            extra.update(await self._read_uncommitted(client, leaders, [k for k in listed if k not in short], deadline))
         self.history.record(process, "ok", "poll", [["poll", polled]], final=True, **extra)
+
+    async def _read_uncommitted(self, client: SimClient, leaders: Leaders, keys: list[int], deadline: float) -> dict:
+        """After a read_committed final read that reached its targets on `keys`, those keys read again at
+        read_uncommitted from offset 0 to the high watermark listed now, as workloads/queue.py records it: every
+        data record, aborted ones too, under "read-uncommitted-log", and the range under "read-uncommitted-range";
+        the offsets without a record are the markers, which the queue checker matches to the transactions
+        (`missing-marker`). A key not read to its watermark by the deadline is left out."""
+        ends = await self.list_ends(client, leaders, TOPIC, keys, READ_UNCOMMITTED, deadline)
+        log: dict[int, list] = {}
+        for key, high in ends.items():
+            position, records = 0, []
+            while position < high and self.world.loop.time() < deadline:
+                leader = await leaders.of(key)
+                try:
+                    answer = await client.request(leader, fetch_request(TOPIC, key, position, READ_UNCOMMITTED),
+                                                  timeout_s=OP_TIMEOUT_S / 2) if leader is not None else None
+                except ClientError:
+                    answer = None
+                partition = answer.responses[0].partitions[0] if answer is not None else None
+                if partition is None or partition.error_code != 0:
+                    leaders.forget(key)
+                    await self.world.sleep(0.2)
+                    continue
+                before = position
+                for header, entries in iter_records(bytes(partition.records or b"")):
+                    if not header.is_control:
+                        records += [[header.base_offset + delta, int(value)] for delta, (_, value) in enumerate(entries)
+                                    if header.base_offset + delta >= position]
+                    position = max(position, header.next_offset)
+                if position == before:
+                    await self.world.sleep(0.2)
+            if position >= high:
+                log[key] = records
+        return {"read-uncommitted-log": log, "read-uncommitted-range": {key: [0, ends[key]] for key in log}} if log else {}
 
     async def _read_committed_to(self, client: SimClient, leaders: Leaders, listed: dict[int, int],
                                  positions: dict[int, int], polled: dict[int, list], fetched: dict[int, int],

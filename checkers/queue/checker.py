@@ -78,6 +78,7 @@ from __future__ import annotations
 import array
 import bisect
 import functools
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,7 @@ ANOMALY_NAMES = (
     "read-above-watermark",
     "watermark-regression",
     "hanging-transaction",
+    "missing-marker",
     *CYCLE_NAMES,
 )
 _DATA_FS = frozenset({"send", "poll", "txn"})
@@ -126,6 +128,12 @@ FINAL_READ_SHORT = "final-read-short"
 LAST_STABLE_OFFSETS = "last-stable-offsets"
 STALLED_S = "stalled-s"
 TRANSACTION_TIMEOUT_MS = "transaction-timeout-ms"
+# From a read_committed final read that completed, a second read of the same keys at read_uncommitted (every data
+# record, aborted ones too, and no control record): key -> [[offset, value], ...], and key -> [first offset read
+# from, offset read up to] (a high watermark listed after the read_committed read ended). The offsets in that
+# range without a record are control records: the commit and abort markers (`_missing_markers`).
+UNCOMMITTED_LOG = "read-uncommitted-log"
+UNCOMMITTED_RANGE = "read-uncommitted-range"
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -384,6 +392,7 @@ class _Analysis:
         self._cycles()
         self._watermarks(acks_commit)
         self._hanging_transactions()
+        self._missing_markers()
 
     def _add(self, name: str, data: dict[str, Any], positions: Iterable[int], allowed: bool = False) -> None:
         self.found[name].append((data, list(dict.fromkeys(positions)), allowed))
@@ -852,6 +861,123 @@ class _Analysis:
                     self._add("hanging-transaction", {"key": k, "op": op.index, "last_stable_offset": lso,
                                                       "high_watermark": high, "stalled_s": stalled_s,
                                                       "timeout_ms": timeout_ms}, [position])
+
+    def _missing_markers(self) -> None:
+        """`missing-marker`: a transaction that wrote a key has no commit or abort marker of its own there.
+
+        KIP-98: the coordinator writes a transaction's marker to every partition it wrote once EndTxn is
+        logged, and refuses the producer's next transaction (CONCURRENT_TRANSACTIONS) until every marker is
+        written. So on each key, after the last record of a transaction that ended, its marker lies before
+        the first record of its producer's next transaction on that key; and a transaction whose records lie
+        below what a complete read_committed final read reached has ended, its marker below the high
+        watermark listed after it. A marker refused and never sent again (a leader moving as it arrived)
+        breaks this, often without any other anomaly: the producer's next transaction there continues the
+        open one and its marker decides both, which hides the missing commit unless that one aborts.
+
+        The read_uncommitted final read (`UNCOMMITTED_LOG`, `UNCOMMITTED_RANGE`) gives every record of a
+        key; the offsets in its range without one are control records. A marker cannot be told from another,
+        so each transaction needs its own control record inside its window (after its last record; before its
+        producer's next record there, or the range's end): an interval-point matching, decided exactly by a
+        sweep over the control records that gives each one to the open window that closes first. Each
+        window left without one is a witness. A transaction's producer is its process (workloads.queue gives
+        each process its transactional.id, and replaces a process after an indeterminate op); an ok or
+        failed (aborted) txn op has ended before the process's next op. Keys whose read_committed final read
+        stopped short are left to `hanging-transaction`. Nothing happens without the fields.
+        """
+        finals = []
+        for position, op in self._data_positions():
+            extra = op.extra or {}
+            log, spans = extra.get(UNCOMMITTED_LOG), extra.get(UNCOMMITTED_RANGE)
+            if op.type == "ok" and isinstance(log, Mapping) and isinstance(spans, Mapping):
+                finals.append((position, op, log, spans))
+        if not finals:
+            return
+        txn_of: dict[Any, tuple[Any, int, int]] = {}  # value -> (process, its seq among the process's txns, position)
+        seqs: dict[Any, int] = defaultdict(int)
+        for position, op in self._data_positions():
+            if op.f != "txn":
+                continue
+            process = op.process
+            seq = seqs[process]
+            seqs[process] = seq + 1
+            for _key, pairs in _parse(op)[1].items():
+                for _offset, v in pairs:
+                    txn_of[v] = (process, seq, position)
+        for final_position, final_op, log, spans in finals:
+            short = final_op.extra.get(FINAL_READ_SHORT)
+            short_keys = {_norm_key(k) for k in short} if isinstance(short, Mapping) else set()
+            committed = _offset_map(final_op.extra.get(LISTED_WATERMARKS))
+            for raw_key, records in log.items():
+                k = _norm_key(raw_key)
+                span = spans.get(raw_key)
+                if k in short_keys or not isinstance(records, (list, tuple)) or not (
+                        isinstance(span, (list, tuple)) and len(span) == 2 and all(type(x) is int for x in span)):
+                    continue
+                self._match_markers(k, records, span, committed.get(k), txn_of, final_position)
+
+    def _match_markers(self, k: Any, records: Iterable, span: tuple[int, int], committed: int | None,
+                       txn_of: Mapping[Any, tuple[Any, int, int]], final_position: int) -> None:
+        start, end = span
+        if not 0 <= start <= end or end - start > 2 * len(records) + 100_000:
+            return  # not a range this read could have covered: most of it missing, not markers
+        data: set[int] = set()
+        # (process, seq) -> [first offset, last offset, position of its op]
+        spans: dict[tuple[Any, int], list[int]] = {}
+        for pair in records:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and type(pair[0]) is int):
+                continue
+            offset, v = pair
+            data.add(offset)
+            owner = txn_of.get(_hashable(v) if v.__class__ in (list, dict) else v)
+            if owner is None:
+                continue
+            process, seq, position = owner
+            found = spans.get((process, seq))
+            if found is None:
+                spans[(process, seq)] = [offset, offset, position]
+            else:
+                found[0], found[1] = min(found[0], offset), max(found[1], offset)
+        by_process: dict[Any, list[tuple[int, int, int, int]]] = defaultdict(list)
+        for (process, seq), (first, last, position) in spans.items():
+            by_process[process].append((seq, first, last, position))
+        windows: list[tuple[int, int, dict[str, Any], list[int]]] = []  # (last, bound, witness data, positions)
+        for process, txns in by_process.items():
+            txns.sort()
+            for i, (_seq, first, last, position) in enumerate(txns):
+                if first < start or self.ops[position].type not in ("ok", "fail", "info"):
+                    continue
+                data_map: dict[str, Any] = {"key": k, "op": self._index(position), "process": process,
+                                            "last_offset": last, "range": [start, end]}
+                if i + 1 < len(txns):
+                    next_first, next_position = txns[i + 1][1], txns[i + 1][3]
+                    if next_first <= last or self.ops[position].type == "info":
+                        continue  # out of order (another anomaly's business), or no next txn was due to wait
+                    data_map.update(next_op=self._index(next_position), next_offset=next_first)
+                    windows.append((last, next_first, data_map, [position, next_position]))
+                elif committed is not None and last < committed <= end:
+                    data_map.update(next_op=None, next_offset=None)
+                    windows.append((last, end, data_map, [position, final_position]))
+        if not windows:
+            return
+        windows.sort(key=lambda w: w[0])
+        markers = [offset for offset in range(start, end) if offset not in data]
+        open_windows: list[tuple[int, int]] = []  # (bound, index into windows)
+        unmatched: list[int] = []
+        i = 0
+        for marker in markers:
+            while i < len(windows) and windows[i][0] < marker:
+                heapq.heappush(open_windows, (windows[i][1], i))
+                i += 1
+            while open_windows and open_windows[0][0] <= marker:
+                unmatched.append(heapq.heappop(open_windows)[1])
+            if open_windows:
+                heapq.heappop(open_windows)
+        unmatched += [index for _, index in open_windows] + list(range(i, len(windows)))
+        markers_total, windows_total = len(markers), len(windows)
+        for index in sorted(unmatched, key=lambda j: windows[j][0]):
+            _last, _bound, data_map, positions = windows[index]
+            data_map.update(markers=markers_total, transactions=windows_total)
+            self._add("missing-marker", data_map, positions)
 
     # -- cycles ----------------------------------------------------------------------------
 

@@ -57,8 +57,9 @@ PROMISES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("duplicated", "nothing is delivered twice", ("duplicate",)),
     ("reordered", "messages keep their log order", _ORDERING),
     ("isolation", "transactions are isolated (no G0/G1c cycle)", _CYCLES),
-    ("transactions-end", "every transaction commits or aborts within its timeout: none holds read_committed "
-     "readers back for ever", ("hanging-transaction",)),
+    ("transactions-end", "every transaction commits or aborts on every partition it wrote, before its producer's "
+     "next one and within its timeout: none holds read_committed readers back for ever",
+     ("hanging-transaction", "missing-marker")),
 )
 # Every anomaly name, most severe first: the order reports list them in.
 ANOMALY_ORDER: tuple[str, ...] = tuple(name for _, _, names in PROMISES for name in names)

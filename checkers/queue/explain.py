@@ -177,6 +177,21 @@ def _hanging_transaction(d: Mapping[str, Any]) -> str:
     )
 
 
+def _missing_marker(d: Mapping[str, Any]) -> str:
+    before = (f"offset {d['next_offset']}, where op {d['next_op']}, its producer's next transaction, wrote key "
+              f"{fmt(d['key'])}" if d.get("next_op") is not None else
+              f"offset {d['range'][1]}, the end of the final read_uncommitted read (every transaction below "
+              "where the complete read_committed final read reached had ended by then)")
+    return (
+        f"Op {d['op']} (process {fmt(d['process'])}) wrote key {fmt(d['key'])} up to offset {d['last_offset']}, so "
+        f"its commit or abort marker lies after that offset and before {before}. Read at read_uncommitted from "
+        f"offset {d['range'][0]} to {d['range'][1]}, the key has {_n(d['markers'], 'control record')} for "
+        f"{_n(d['transactions'], 'such transaction window')}, and no way to give each window a control record of "
+        "its own leaves this one with a marker: a transaction never ended on this partition (a marker refused "
+        "and not sent again), and a later marker decided its records."
+    )
+
+
 def _step(step: Mapping[str, Any]) -> str:
     a, b = f"T{step['from'] + 1}", f"T{step['to'] + 1}"
     kind = step["type"]
@@ -217,6 +232,7 @@ _EXPLAINERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "read-above-watermark": _read_above_watermark,
     "watermark-regression": _watermark_regression,
     "hanging-transaction": _hanging_transaction,
+    "missing-marker": _missing_marker,
 }
 for _name in ("G0", "G1c"):
     for _suffix in ("", "-process", "-realtime"):
@@ -304,6 +320,10 @@ def _summary_hanging_transaction(ds: Sequence[Mapping[str, Any]]) -> str:
     return f"{_n(len(ds), 'key')} whose final read a transaction that never ended held back for good"
 
 
+def _summary_missing_marker(ds: Sequence[Mapping[str, Any]]) -> str:
+    return f"{_n(len(ds), 'transaction')} with no commit or abort marker of its own{_keys(ds)}"
+
+
 def _summary_cycle(ds: Sequence[Mapping[str, Any]]) -> str:
     ops = len({o for d in ds for o in d.get("ops", ())})
     return f"{_n(len(ds), 'dependency cycle')} through {_n(ops, 'transaction')}"
@@ -326,6 +346,7 @@ _SUMMARIES: dict[str, Callable[[Sequence[Mapping[str, Any]]], str]] = {
     "read-above-watermark": _summary_read_above_watermark,
     "watermark-regression": _summary_watermark_regression,
     "hanging-transaction": _summary_hanging_transaction,
+    "missing-marker": _summary_missing_marker,
 }
 
 

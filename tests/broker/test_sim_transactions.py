@@ -74,6 +74,15 @@ def test_the_correct_broker_at_exactly_once_is_valid_with_committed_and_aborted_
     assert sum(1 for op in invoked.values() if op.get("abort")) >= len(aborted)
     final = ops[-1]
     assert final["final"] is True and set(final["listed-high-watermarks"]) == {"0", "1", "2"}
+    # the read_uncommitted final read: every key to its watermark, every record of a txn op, aborted ones too,
+    # and a control record (an offset without a record) for each transaction on the key
+    assert set(final["read-uncommitted-range"]) == {"0", "1", "2"}
+    for key, (start, end) in final["read-uncommitted-range"].items():
+        records = final["read-uncommitted-log"][key]
+        sent = {mop[2][1] if isinstance(mop[2], list) else mop[2] for op in committed + aborted for mop in op["value"]
+                if str(mop[1]) == key}
+        assert sent <= {value for _, value in records}, key
+        assert end - start - len(records) > 0, key
     verdict = _verdict(text)
     assert verdict["valid"] is True, verdict["anomaly_types"]
     assert verdict["stats"]["unseen"] == 0
