@@ -134,6 +134,9 @@ TRANSACTION_TIMEOUT_MS = "transaction-timeout-ms"
 # range without a record are control records: the commit and abort markers (`_missing_markers`).
 UNCOMMITTED_LOG = "read-uncommitted-log"
 UNCOMMITTED_RANGE = "read-uncommitted-range"
+# How many of a key's missing markers get a search for the likeliest window to name (`_likeliest_without`); the
+# rest are named as the matching left them. The count is exact either way.
+WITNESS_SEARCHES = 20
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -961,23 +964,62 @@ class _Analysis:
             return
         windows.sort(key=lambda w: w[0])
         markers = [offset for offset in range(start, end) if offset not in data]
+        matched_by: list[int] = [-1] * len(markers)  # marker index -> the window it was given to
         open_windows: list[tuple[int, int]] = []  # (bound, index into windows)
         unmatched: list[int] = []
         i = 0
-        for marker in markers:
+        for m, marker in enumerate(markers):
             while i < len(windows) and windows[i][0] < marker:
                 heapq.heappush(open_windows, (windows[i][1], i))
                 i += 1
             while open_windows and open_windows[0][0] <= marker:
                 unmatched.append(heapq.heappop(open_windows)[1])
             if open_windows:
-                heapq.heappop(open_windows)
+                matched_by[m] = heapq.heappop(open_windows)[1]
         unmatched += [index for _, index in open_windows] + list(range(i, len(windows)))
-        markers_total, windows_total = len(markers), len(windows)
-        for index in sorted(unmatched, key=lambda j: windows[j][0]):
-            _last, _bound, data_map, positions = windows[index]
-            data_map.update(markers=markers_total, transactions=windows_total)
+        chosen: set[int] = set()
+        for index in unmatched[:WITNESS_SEARCHES]:
+            chosen.add(self._likeliest_without(index, windows, markers, matched_by, chosen))
+        chosen.update(unmatched[WITNESS_SEARCHES:])
+        for index in sorted(chosen, key=lambda j: windows[j][0]):
+            last, bound, data_map, positions = windows[index]
+            inside = bisect.bisect_left(markers, bound) - bisect.bisect_right(markers, last)
+            data_map.update(markers=len(markers), transactions=len(windows), inside=inside)
             self._add("missing-marker", data_map, positions)
+
+    @staticmethod
+    def _likeliest_without(index: int, windows: list, markers: list[int], matched_by: list[int],
+                           taken: set[int]) -> int:
+        """The window to name for a marker missing where the matching left window `index` without one.
+
+        A maximum matching is not unique: any window reached from `index` by an alternating path (a control
+        record inside it, the window that record went to, a control record inside that one, ...) can be the one
+        left without, and the sweep's choice may lie far from where the marker went missing (a window that
+        stays open to the end of the read). Of those, the one with the fewest control records inside (the
+        earliest on a tie) is named: a transaction whose producer's next one came right after it, with no
+        marker between, is the shape a lost marker leaves (Hopcroft and Karp's alternating paths)."""
+        parent = list(range(len(markers) + 1))  # next marker not yet visited, path-halved
+
+        def find(j: int) -> int:
+            while parent[j] != j:
+                parent[j] = parent[parent[j]]
+                j = parent[j]
+            return j
+
+        seen, queue = {index}, [index]
+        while queue:
+            last, bound = windows[queue.pop()][:2]
+            j = find(bisect.bisect_right(markers, last))
+            while j < len(markers) and markers[j] < bound:
+                parent[j] = j + 1
+                owner = matched_by[j]
+                if owner >= 0 and owner not in seen:
+                    seen.add(owner)
+                    queue.append(owner)
+                j = find(j + 1)
+        candidates = [w for w in seen if w not in taken] or [index]
+        return min(candidates, key=lambda w: (bisect.bisect_left(markers, windows[w][1])
+                                              - bisect.bisect_right(markers, windows[w][0]), windows[w][0]))
 
     # -- cycles ----------------------------------------------------------------------------
 

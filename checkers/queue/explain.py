@@ -186,9 +186,10 @@ def _missing_marker(d: Mapping[str, Any]) -> str:
         f"Op {d['op']} (process {fmt(d['process'])}) wrote key {fmt(d['key'])} up to offset {d['last_offset']}, so "
         f"its commit or abort marker lies after that offset and before {before}. Read at read_uncommitted from "
         f"offset {d['range'][0]} to {d['range'][1]}, the key has {_n(d['markers'], 'control record')} for "
-        f"{_n(d['transactions'], 'such transaction window')}, and no way to give each window a control record of "
-        "its own leaves this one with a marker: a transaction never ended on this partition (a marker refused "
-        "and not sent again), and a later marker decided its records."
+        f"{_n(d['transactions'], 'such transaction window')}: too few to give every window one of its own, so some "
+        "transaction never ended on this partition (a marker refused and not sent again) and a later "
+        f"marker decided its records. This window is one that can be left without (of those, the one with the "
+        f"fewest control records inside: {d.get('inside', '?')})."
     )
 
 

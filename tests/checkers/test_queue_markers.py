@@ -115,3 +115,19 @@ def test_the_fields_read_back_from_json_are_judged_the_same():
     lines = [json.dumps(op_to_dict(o)) for o in h]  # JSON makes the keys of every map strings
     again = History.from_jsonl(lines)
     assert check(again, delivery="exactly-once")["anomaly_types"] == ["missing-marker"]
+
+
+def test_the_window_named_is_one_that_can_lack_a_marker_with_the_fewest_inside():
+    """Windows: process 0's lone transaction (0..7), process 1's first (1..4) and second (4..7), process 2's
+    (2..7); control records at 3, 5 and 6: one short. The sweep leaves a window that closes at the end of the
+    read without one; any of the four can be, and the one named is process 1's first, with one control record
+    inside, where a lost marker leaves a producer's two transactions close together."""
+    h = history(assign(9, [1]), txn(0, [(1, 10, 0)]), txn(1, [(1, 20, 1)]), txn(2, [(1, 30, 2)]),
+                txn(1, [(1, 21, 4)]),
+                final({1: [[0, 10], [1, 20], [2, 30], [4, 21]]}, {1: [[0, 10], [1, 20], [2, 30], [4, 21]]},
+                      {1: [0, 7]}, {1: 7}))
+    result = check(h, delivery="exactly-once")
+    [witness] = result["anomalies"]["missing-marker"]
+    assert (witness["process"], witness["last_offset"], witness["next_offset"], witness["inside"]) == (1, 1, 4, 1)
+    assert witness["explanation"].endswith("This window is one that can be left without (of those, the one with "
+                                           "the fewest control records inside: 1).")
