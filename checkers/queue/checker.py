@@ -882,7 +882,8 @@ class _Analysis:
         so each transaction needs its own control record inside its window (after its last record; before its
         producer's next record there, or the range's end): an interval-point matching, decided exactly by a
         sweep over the control records that gives each one to the open window that closes first. Each
-        window left without one is a witness. A transaction's producer is its process (workloads.queue gives
+        window it leaves without one counts a missing marker; the window named for it is the likeliest of
+        those that could be left without (`_likeliest_without`). A transaction's producer is its process (workloads.queue gives
         each process its transactional.id, and replaces a process after an indeterminate op); an ok or
         failed (aborted) txn op has ended before the process's next op. Keys whose read_committed final read
         stopped short are left to `hanging-transaction`. Nothing happens without the fields.
@@ -980,7 +981,10 @@ class _Analysis:
         chosen: set[int] = set()
         for index in unmatched[:WITNESS_SEARCHES]:
             chosen.add(self._likeliest_without(index, windows, markers, matched_by, chosen))
-        chosen.update(unmatched[WITNESS_SEARCHES:])
+        for index in unmatched:  # one name per missing marker: the rest as the sweep left them
+            if len(chosen) == len(unmatched):
+                break
+            chosen.add(index)
         for index in sorted(chosen, key=lambda j: windows[j][0]):
             last, bound, data_map, positions = windows[index]
             inside = bisect.bisect_left(markers, bound) - bisect.bisect_right(markers, last)

@@ -131,3 +131,11 @@ def test_the_window_named_is_one_that_can_lack_a_marker_with_the_fewest_inside()
     assert (witness["process"], witness["last_offset"], witness["next_offset"], witness["inside"]) == (1, 1, 4, 1)
     assert witness["explanation"].endswith("This window is one that can be left without (of those, the one with "
                                            "the fewest control records inside: 1).")
+
+
+def test_two_missing_markers_are_two_witnesses():
+    h = history(assign(9, [1]), txn(0, [(1, 10, 0)]), txn(0, [(1, 11, 1)]), txn(0, [(1, 12, 2)]),
+                final({1: [[0, 10], [1, 11], [2, 12]]}, {1: [[0, 10], [1, 11], [2, 12]]}, {1: [0, 4]}, {1: 4}))
+    result = check(h, delivery="exactly-once")
+    assert result["stats"]["anomaly_counts"] == {"missing-marker": 2}
+    assert [w["last_offset"] for w in result["anomalies"]["missing-marker"]] == [0, 1]
