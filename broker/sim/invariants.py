@@ -61,6 +61,17 @@ The invariants (`INVARIANTS` names them; "the HW" is a partition's high watermar
   producers bump their epoch after a failure (broker.sim.transactions); the
   idempotent producers of `SimOptions.idempotent` take a new producer id
   instead, and plain producers write no producer id.
+- `markers-written`: a transaction coordinator moves a transaction from
+  PrepareCommit or PrepareAbort to CompleteCommit or CompleteAbort only once
+  its marker is written and replicated on every partition of it (KIP-98), so
+  at that moment no partition's leader still counts the producer's
+  transaction open (`ProducerStateTable.ongoing`). Each node's coordinator is
+  read when a `__transaction_state` leader's HW moves (every state change
+  moves it): a transaction seen preparing, with its partitions, and later
+  complete at the same producer id and epoch is checked then, before the
+  producer can have begun its next transaction (the coordinator holds it
+  until the completion is logged). A transaction that prepared and completed
+  between two such reads is not checked.
 - `logs-readable`: every batch the comparisons above read from a replica's
   log (from where they last stopped up to the HW or the claim) reads back:
   its header is sane and whole. Recovery cuts a log at its first unreadable
@@ -93,6 +104,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broker.coordinator.txn_coordinator import TRANSACTION_STATE_TOPIC
+from broker.coordinator.txn_state import PREPARING, TxnState
 from broker.protocol.records import CorruptRecordError
 
 INVARIANTS: dict[str, str] = {
@@ -103,6 +116,8 @@ INVARIANTS: dict[str, str] = {
     "fenced-producer-epoch": "a producer epoch older than one already written never writes again (exactly-once "
                              "runs only: their transactional producers bump epochs)",
     "logs-readable": "every replica's log reads back batch by batch up to the offsets compared",
+    "markers-written": "when a coordinator completes a transaction, no partition of it still holds the "
+                       "transaction open (its commit or abort marker is on the partition's leader)",
 }
 
 
@@ -165,6 +180,8 @@ class InvariantChecker:
         self._compare_at_ns = 0  # when the pending comparisons are due
         self._seen: dict[int, tuple[object, int]] = {}  # id(LeaderState) -> (it, the HW last checked)
         self._unreadable: set[tuple] = set()  # (node, tp, incarnation) whose log was found unreadable
+        # (transactional id, producer id, epoch) -> its partitions, of a transaction a coordinator was seen preparing
+        self._preparing: dict[tuple[str, int, int], tuple[tuple[str, int], ...]] = {}
 
     # ---- reporting ---------------------------------------------------------------------
 
@@ -254,6 +271,8 @@ class InvariantChecker:
                                                  f"HW {previous} -> {hw} with maximal ISR {state.maximal_isr}, but it "
                                                  f"knew these members' log ends: {lagging}")
         self._leader_hw[term] = hw
+        if topic == TRANSACTION_STATE_TOPIC:
+            self._check_transactions(node_id)
         committed = self._committed.get(key)
         if committed is None:
             committed = self._committed[key] = _Committed()
@@ -261,6 +280,42 @@ class InvariantChecker:
         if not self._pending:
             self._compare_at_ns = self.loop._now_ns + self.compare_after_ns
         self._pending[(node_id, key)] = (incarnation, replica, state)
+
+    def _check_transactions(self, node_id: int) -> None:
+        """`markers-written`, for the transactions `node_id` coordinates (see the module docstring)."""
+        node = self.cluster.nodes.get(node_id)
+        coordinator = getattr(getattr(getattr(node, "handlers", None), "txn_apis", None), "coordinator", None)
+        if coordinator is None:
+            return
+        for _partition, (_epoch, machine) in list(coordinator.owned.items()):
+            for transactional_id, meta in machine.transactions.items():
+                key = (transactional_id, meta.producer_id, meta.producer_epoch)
+                if meta.state in PREPARING:
+                    self._preparing[key] = tuple(sorted(meta.partitions))
+                elif meta.state in (TxnState.COMPLETE_COMMIT, TxnState.COMPLETE_ABORT) and key in self._preparing:
+                    for topic, partition in self._preparing.pop(key):
+                        self._check_marker(transactional_id, meta, topic, partition)
+
+    def _check_marker(self, transactional_id: str, meta, topic: str, partition: int) -> None:
+        """The leader of `topic`-`partition` (the running node leading it at the highest leader epoch) no longer
+        counts `meta`'s producer in an open transaction."""
+        leading = []
+        for node_id, node in self.cluster.nodes.items():
+            manager = node.cluster.replica_manager
+            replica = manager.replicas.get((topic, partition)) if manager is not None else None
+            if replica is not None and replica.leader_state is not None:
+                leading.append((replica.leader_state.leader_epoch, node_id, node))
+        if not leading:
+            return  # no leader now: the next one rebuilds its state from the log, which the other checks read
+        _epoch, node_id, node = max(leading, key=lambda entry: entry[:2])
+        state = node.handlers.leader.partitions.get((topic, partition))
+        first = state.producers.ongoing.get(meta.producer_id) if state is not None else None
+        if first is not None:
+            what = "committed" if meta.state == TxnState.COMPLETE_COMMIT else "aborted"
+            self.violate("markers-written", f"{topic}-{partition}: the coordinator {what} transaction "
+                                            f"{transactional_id!r} (producer {meta.producer_id} epoch "
+                                            f"{meta.producer_epoch}), but leader {node_id} still holds it open from "
+                                            f"offset {first}: its marker is missing")
 
     def _compare_pending(self) -> None:
         """The batch comparisons of the leaders whose HW moved in the last `compare_after_ns` of virtual time, on

@@ -98,3 +98,34 @@ def test_the_planted_keep_torn_tail_bug_breaks_logs_readable_on_most_seeds_with_
         assert re.match(rf"seed {seed}, virtual time \d+\.\d{{6}} s: logs-readable: logquake-queue-\d: node \d's "
                         r"log cannot be read: ", first), first
     assert len(caught) >= 5, f"{len(caught)} of 8 seeds caught keep.torn.tail"
+
+
+def test_markers_written_is_broken_by_a_completion_whose_partition_still_holds_the_transaction_open():
+    """`markers-written` at the place it is checked: a coordinator seen preparing a transaction on q-0, then
+    completing it, while q-0's leader still counts the producer's transaction open (the marker that
+    `logquake.debug.partial.commit.markers` drops); the same with the transaction closed breaks nothing."""
+    from types import SimpleNamespace as NS
+
+    from broker.coordinator.txn_state import TxnMetadata, TxnState
+    from broker.sim.invariants import InvariantChecker
+
+    def run(ongoing: dict[int, int]) -> list[str]:
+        meta = TxnMetadata("t", producer_id=7, producer_epoch=2, timeout_ms=10_000, state=TxnState.PREPARE_COMMIT,
+                           partitions={("q", 0)})
+        coordinator = NS(owned={0: (1, NS(transactions={"t": meta}))})
+        replica = NS(leader_state=NS(leader_epoch=3))
+        node = NS(handlers=NS(txn_apis=NS(coordinator=coordinator),
+                              leader=NS(partitions={("q", 0): NS(producers=NS(ongoing=ongoing))})),
+                  cluster=NS(replica_manager=NS(replicas={("q", 0): replica})))
+        checker = InvariantChecker(NS(world=NS(seed=5, loop=NS(time=lambda: 1.5)), nodes={1: node}))
+        checker._check_transactions(1)  # seen preparing
+        meta.state, meta.partitions = TxnState.COMPLETE_COMMIT, set()
+        checker._check_transactions(1)  # seen complete: checked once
+        checker._check_transactions(1)
+        return checker.violations
+
+    [violation] = run({7: 40})
+    assert violation == ("seed 5, virtual time 1.500000 s: markers-written: q-0: the coordinator committed transaction "
+                         "'t' (producer 7 epoch 2), but leader 1 still holds it open from offset 40: its marker is "
+                         "missing")
+    assert run({}) == [] and run({8: 40}) == []

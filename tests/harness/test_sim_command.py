@@ -56,7 +56,7 @@ def test_three_seeds_of_the_correct_broker_are_valid_and_stored_as_runs(tmp_path
     print("\n".join(lines))
     assert code == 0, lines
     assert [line.split(":")[0] for line in lines[:3]] == [f"seed {first + i}" for i in range(3)]
-    assert all(": valid (" in line and "; 6 of 6 invariants held over " in line for line in lines[:3]), lines
+    assert all(": valid (" in line and "; 7 of 7 invariants held over " in line for line in lines[:3]), lines
     assert lines[3].startswith(f"3 seeds ({first}..{first + 2}): 3 valid, 0 INVALID, 0 unknown; virtual ")
     runs = sorted(p for p in (tmp_path / "sim").iterdir() if not p.is_symlink())
     assert len(runs) == 3
@@ -67,7 +67,7 @@ def test_three_seeds_of_the_correct_broker_are_valid_and_stored_as_runs(tmp_path
         assert results["valid"] is True and results["queue"]["delivery"] == "at-least-once"
         assert results["simulation"]["virtual_s"] >= 20.0
         invariants = results["invariants"]
-        assert len(invariants["checked"]) == 6 and invariants["violation_counts"] == {} and invariants["checks"] > 0
+        assert len(invariants["checked"]) == 7 and invariants["violation_counts"] == {} and invariants["checks"] > 0
         assert json.loads((run_dir / "test.json").read_text())["options"]["delivery"] == "at-least-once"
         assert (run_dir / "verdict.txt").read_text().startswith(f"seed {results['seed']}: valid")
 
