@@ -111,7 +111,12 @@ def reap_stale_runs(client) -> list[str]:
             except NotFound:
                 pass  # already removed
             except APIError as e:
-                log.warning("could not remove leftover container %s: %s", container.name, e)
+                if "already in progress" in str(e):
+                    # another reaper got there first (a `logquake test` starting beside this one reaps the same
+                    # leftovers): wait until it is gone, so that what this call returns is really gone
+                    _wait_gone(container)
+                else:
+                    log.warning("could not remove leftover container %s: %s", container.name, e)
     for network in client.networks.list(filters={"label": LABEL_OWNER}):
         if not _owner_alive(network.attrs.get("Labels", {}).get(LABEL_OWNER, "")):
             try:
@@ -124,6 +129,20 @@ def reap_stale_runs(client) -> list[str]:
     for item in removed:
         log.warning("removed leftovers of a crashed run: %s", item)
     return removed
+
+
+def _wait_gone(container, timeout_s: float = 60.0) -> None:
+    """Wait until the engine no longer knows `container` (its removal is in progress elsewhere)."""
+    from docker.errors import NotFound
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            container.reload()
+        except NotFound:
+            return
+        time.sleep(0.2)
+    log.warning("leftover container %s was still being removed after %.0f s", container.name, timeout_s)
 
 
 def _free_port(taken: set[int]) -> int:
