@@ -4,14 +4,14 @@ The default run (`pytest`) is the fast one. Tests marked `slow`, `e2e` or
 `docker` are deselected unless `--all` is given; CI (`.ci/run`) and README's
 test command pass `--all`, so every test runs there.
 
-In parallel (`-n 3 --dist loadgroup`, pytest-xdist, as README's test command
-runs, on two cores): the tests below keep a core busy for their whole length
-(simulations, property-based searches, checkers), so they form one group that
-a single worker runs one after another; most other long tests wait (on fault
-schedules, brokers, containers), so the two other workers share the second
-core well. A test that starts a cluster waits for what it checks (every broker
-listed, a leader elected) rather than reading it once: the load can delay a
-broker's heartbeat.
+In parallel (`-n 2 --dist loadgroup`, pytest-xdist, as README's test command
+runs): most long tests wait (on fault schedules, brokers, containers), so two
+of them share two cores well; the tests below keep a core busy for their whole
+length (simulations, property-based searches, checkers), so they form one
+group that a single worker runs one after another, beside the waiting ones. A
+test that starts a cluster waits for what it checks (every broker listed, a
+leader elected) rather than reading it once: load can delay a broker's
+heartbeat.
 """
 
 import signal
