@@ -181,7 +181,10 @@ def test_all_register_and_a_killed_controller_is_replaced(cluster):
     assert failover_s < FAILOVER_BOUND_S
 
     # metadata committed before the kill is kept; the new controller serves changes
-    after = cluster.metadata(survivors[1])
+    # (a node applies the records asynchronously: CI once read survivors[1] before it had applied "small")
+    after = cluster.wait_for("topics committed before the kill, at a survivor",
+                             lambda: (lambda m: m if {"before", "small"} <= set(m.topics) else None)(
+                                 cluster.metadata(survivors[1])), 10)
     assert {"before", "small"} <= set(after.topics), "topics committed before the kill are kept"
     create(cluster.admin(survivors[0]), NewTopic("after", 2, 2))
     # the dead broker is fenced: it leaves the broker list and the ISRs, leaders move to survivors
