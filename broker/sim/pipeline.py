@@ -747,15 +747,8 @@ class PipelineSimulation(SimulationBase):
             rows[partition] = []
             position = 0
             while position < end and loop.time() < give_up:
-                leader = await leaders.of(partition)
-                try:
-                    answer = await client.request(leader, fetch_request(OUTPUT_TOPIC, partition, position,
-                                                                        READ_COMMITTED)) if leader is not None else None
-                except ClientError:
-                    answer = None
-                part = answer.responses[0].partitions[0] if answer is not None else None
-                if part is None or part.error_code != 0:
-                    leaders.forget(partition)
+                part = await self.fetch_partition(client, leaders, OUTPUT_TOPIC, partition, position, READ_COMMITTED)
+                if part is None:
                     await self.world.sleep(0.2)
                     continue
                 records, after = committed_records(part.records, part.aborted_transactions)

@@ -557,6 +557,24 @@ class SimulationBase:
 
     # ---- after the faults ------------------------------------------------------------------
 
+    async def fetch_partition(self, client: SimClient, leaders: Leaders, topic: str, partition: int, offset: int,
+                              isolation: int, timeout_s: float | None = None):
+        """One Fetch of `topic`-`partition` from `offset`, asked of its leader: the response's partition, or None
+        (no leader known, no answer, an error code; the leader is then forgotten, to be found again)."""
+        leader = await leaders.of(partition)
+        if leader is None:
+            return None
+        try:
+            answer = await client.request(leader, fetch_request(topic, partition, offset, isolation),
+                                          **({} if timeout_s is None else {"timeout_s": timeout_s}))
+        except ClientError:
+            answer = None
+        result = answer.responses[0].partitions[0] if answer is not None else None
+        if result is None or result.error_code != 0:
+            leaders.forget(partition)
+            return None
+        return result
+
     async def list_ends(self, client: SimClient, leaders: Leaders, topic: str, partitions: list[int], isolation: int,
                         give_up: float) -> dict[int, int]:
         """ListOffsets of each partition of `topic` from its leader (the high watermark, or with READ_COMMITTED the
@@ -769,15 +787,9 @@ class QueueSimulation(SimulationBase):
         for key, high in ends.items():
             position, records = 0, []
             while position < high and self.world.loop.time() < deadline:
-                leader = await leaders.of(key)
-                try:
-                    answer = await client.request(leader, fetch_request(TOPIC, key, position, READ_UNCOMMITTED),
-                                                  timeout_s=OP_TIMEOUT_S / 2) if leader is not None else None
-                except ClientError:
-                    answer = None
-                partition = answer.responses[0].partitions[0] if answer is not None else None
-                if partition is None or partition.error_code != 0:
-                    leaders.forget(key)
+                partition = await self.fetch_partition(client, leaders, TOPIC, key, position, READ_UNCOMMITTED,
+                                                       OP_TIMEOUT_S / 2)
+                if partition is None:
                     await self.world.sleep(0.2)
                     continue
                 before = position
