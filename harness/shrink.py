@@ -11,8 +11,9 @@ the smallest failing run found so far.
 
 Confirmation: a candidate that failed once in `tries` runs may fail rarely
 (timing), and its replays then show nothing. So the last quarter of the budget
-runs the smallest failing candidate again, up to `tries` times, and keeps it
-only if it fails in a majority of them; else the failing candidate before it
+runs the smallest failing candidate again, up to `max(tries, CONFIRM_RUNS)`
+times (three at least: with `--tries 1` one lucky run would confirm itself),
+and keeps it only if it fails in a majority of them; else the failing candidate before it
 (a larger one), and so on back to the original. If none is confirmed within the
 budget, the one that failed in the largest share of its confirmation runs stays
 (the smallest if none failed), marked unconfirmed. `shrunk.json` says which
@@ -53,6 +54,9 @@ __all__ = ["confirm", "ddmin", "faults_of", "shrink"]
 
 # The share of the budget the search may use; the rest confirms its result (see the module docstring).
 SEARCH_SHARE = 0.75
+# The fewest runs a confirmation may take, whatever --tries: a majority of one run is that run, so a
+# candidate that fails in one run of three would be kept about a third of the time.
+CONFIRM_RUNS = 3
 
 
 def faults_of(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -216,10 +220,11 @@ def shrink(run_dir: Path, budget_s: float, tries: int, anomaly: str | None, out:
             if not fails(candidate):
                 break
             best = candidate
-    out(f"confirming: the smallest failing candidate must fail in {tries // 2 + 1} of {tries} runs")
+    confirm_runs = max(tries, CONFIRM_RUNS)
+    out(f"confirming: the smallest failing candidate must fail in {confirm_runs // 2 + 1} of {confirm_runs} runs")
     attempts = iter(range(1, 1 << 30))
-    confirmed = confirm(chain, lambda candidate: run_fails(candidate, next(attempts), confirming=True), tries,
-                        out_of_budget)
+    confirmed = confirm(chain, lambda candidate: run_fails(candidate, next(attempts), confirming=True),
+                        confirm_runs, out_of_budget)
     best = confirmed.pop("candidate")
     out(f"{'confirmed' if confirmed['confirmed'] else 'NOT confirmed'}: {len(best.schedule or ())} fault event(s), "
         f"{best.time_limit_s:g} s failed in {confirmed['failed']} of {confirmed['runs']} run(s)"
