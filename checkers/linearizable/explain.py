@@ -98,6 +98,8 @@ def analysis(model: Model, operations: list, keys: frozenset | None, result: Any
         "prefix": [_index(operations[op_id].invoke, operations[op_id].call_position) for op_id, _ in first_path],
         "states": [model.state_data(s) for s in states],
         "states_truncated": len(states) >= MAX_BLOCK_STATES,
+        # the search merged states no read still to come could see (wgl.py): it could have held others of those
+        "states_partial": bool(getattr(result, "blocked_states_partial", False)),
     }
     counterexample["explanation"] = sentence(model, counterexample, states)
     return {
@@ -120,5 +122,7 @@ def sentence(model: Model, data: dict, states: list[Hashable]) -> str:
     return (
         f"No linearization of the {n} {noun} before index {data['index']} lets "
         f"process {data['process']}'s {model.describe_op(op)} (index {data['index']}) "
-        f"{model.describe_outcome(op)}: {model.describe_states(states, op)} at that point."
+        f"{model.describe_outcome(op)}: {model.describe_states(states, op)}"
+        + (" (or another value that no read still to come could see)" if data.get("states_partial") else "")
+        + " at that point."
     )

@@ -71,18 +71,47 @@ linearizability checking via P-compositionality", FORTE 2015, and Porcupine):
   counterexample too: a dead configuration, and every configuration after it,
   blocks at some return no later than its witness (the pinned get's return,
   which stays in the list), so pruning it changes nothing if the blamed return
-  R (the furthest any configuration blocks at) is after the witness. The search
-  keeps the latest witness it pruned at; when an invalid history's R is not
-  after it, the history is searched again, pruning only when the witness is
-  before a return some configuration already blocked at (in the first search or
-  so far in this one). The pruned searches explore a subset of the unpruned
-  search's configurations, so such a return is never after R, and every
-  configuration that blocks at R is still reached, as is every one on its way
-  there: each has linearized every op that returns before R, so none is dead
-  with an earlier witness. The same op is blamed, with the same states. On
-  seeds 10-29 of that generator (valid and invalid, 400 key searches) the
-  configurations explored fall from 19.6 million to 0.97 million, the worst
-  key from 3,079,034 to 95,670 (an invalid history, searched twice).
+  R (the furthest any configuration blocks at) is after the witness. So the
+  search keeps each configuration it pruned whose witness is not before the
+  furthest return blocked at so far (its op, state and stack: the stack is a
+  linked list of tuples, so keeping it copies nothing). When the search of an
+  invalid history ends, it resumes from each kept configuration whose witness is
+  not before the furthest return blocked at by then, one at a time (the list of
+  events is rebuilt from the configuration's stack), with the same cache, and
+  prunes only configurations whose witness is before that return. The
+  configurations explored are then a subset of the unpruned search's and a
+  superset of those reached without passing a configuration dead with a witness
+  before R, so the furthest return blocked at is R, and every configuration that
+  blocks at R is reached, as is every one on its way there: each has linearized
+  every op that returns before R, so none is dead with an earlier witness. The
+  same op is blamed, with the same states. On seeds 10-29 of that generator
+  (valid and invalid, 400 key searches) the configurations explored fall from
+  19.6 million to 0.97 million, the worst key from 3,079,034 to 95,670. (Until
+  2026-12-07 an invalid history was searched a second time from the start
+  instead of resumed: on seeds 4 and 8 that doubled the work, 109,298 and
+  109,353 configurations where resuming adds 55, and 103,448 and 103,449 where
+  it adds 1.)
+- Unobservable string states (with `string_hints`, when every observe has a
+  return). Call a state s unobservable in a configuration (L, s) when no
+  observe outside L has a value that s is a prefix of. Two configurations
+  (L, s) and (L, s') with both unobservable have the same futures: until a
+  reset, the state is s + x (or s' + x), a prefix of no observe still to come,
+  so no observe can take effect in either, and extends do the same to both;
+  after a reset both hold the same string. So the cache keeps one stand-in for
+  every unobservable state of a set L, and the search explores one of them.
+  Whether s is unobservable is decided by a binary search of the sorted observe
+  values (those with s as a prefix are adjacent), reading L before the op just
+  taken (a superset of what is left to observe, so never merging wrongly). Why
+  this matters: every order of the appends in flight makes a different string,
+  and where no get pins them (a get pins only once every put it may follow was
+  taken) the search took each: 2,100,844 configurations (7.4 s) for one key of
+  bench/checkers.py's invalid history of seed 32, 9,331 (0.04 s) with the
+  merging. The verdict and the blamed op are kept: equivalent configurations
+  block at the same returns. The states reported at the blamed return are all
+  the observable ones, but of the unobservable ones only those of
+  configurations explored: when one of those is among them and some state was
+  merged, `blocked_states_partial` says the list may leave out others of its
+  kind (which could not have produced what the blamed op saw, if it is a get).
 
 Counterexample: an invalid history has a first return event R (in history order)
 such that the history up to R has no linearization. The search blocks at the
@@ -108,6 +137,7 @@ searches at once in threads or processes.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from sys import getsizeof
@@ -124,6 +154,8 @@ MAX_BLOCK_STATES = 1000
 # The `choices` of a stack cell whose read-only op was linearized as soon as it could be.
 _FORCED = object()
 _HINT_KINDS = ("observe", "reset", "extend")
+# The cache's stand-in for every unobservable string state (see the module docstring).
+_UNOBSERVABLE = object()
 # Beyond this many (reset, observe) links per operation, dead-state pruning is not used.
 _MAX_HINT_LINKS_PER_OP = 32
 
@@ -142,7 +174,10 @@ class SearchResult:
     reason: str | None = None
     cache_entries: int = 0
     steps: int = 0
+    resumed: int = 0  # dead configurations resumed from after the search (see the module docstring)
     blocked_op: int | None = None
+    # True when `blocked_states` may leave out unobservable states merged into one of them (module docstring)
+    blocked_states_partial: bool = False
     blocked_states: list[Hashable] = field(default_factory=list)
     final_paths: list[list[tuple[int, Hashable]]] = field(default_factory=list)
 
@@ -212,20 +247,8 @@ def search(
                 )
         if not isinstance(initial_state, str):
             string_hints = None  # a state that is not a string (a user's `initial` map may hold any value): no pruning
-    args = (events, steps, initial_state, deadline, max_cache_bytes, max_final_paths, max_block_states, read_only,
-            string_hints)
-    result, block_max, witness_max = _search(*args, prune_below=None)
-    if result.valid is not False or witness_max < block_max:
-        # Valid, unknown, or invalid with every pruned configuration's witness
-        # return before the blamed one: the result of the unpruned search.
-        return result
-    # Some pruned configuration might have blocked at the blamed return: search
-    # again, pruning only below a return the unpruned search also reaches.
-    first = result
-    result, _, _ = _search(*args, prune_below=block_max)
-    result.cache_entries += first.cache_entries
-    result.steps += first.steps
-    return result
+    return _search(events, steps, initial_state, deadline, max_cache_bytes, max_final_paths, max_block_states,
+                   read_only, string_hints)
 
 
 def _search(
@@ -238,13 +261,8 @@ def _search(
     max_block_states: int,
     read_only: Sequence[bool] | None,
     string_hints: Sequence[tuple[str, Any]] | None,
-    prune_below: int | None,
-) -> tuple[SearchResult, int, int]:
-    """`search`, pruning dead configurations (with `string_hints`) whose witness
-    return node is before max(prune_below, the furthest blocking return so far);
-    None: before any node. Returns the result, the furthest return node it
-    blocked at (-1 if none) and the latest witness of a pruned configuration
-    (-1 if none)."""
+) -> SearchResult:
+    """`search` once its arguments are checked."""
     n_ops = len(steps)
     n_events = len(events)
     head = 0
@@ -305,6 +323,8 @@ def _search(
     # a deterministic step, the Choices of a nondeterministic one, or _FORCED for
     # a read-only op linearized as soon as it could be (no sibling to try).
     stack: tuple | None = None
+    # The stack cell below which this search does not backtrack: None, or the dead configuration resumed from.
+    floor: tuple | None = None
     state = initial_state
     base = bits = info = 0
     entry = nxt[head]
@@ -326,7 +346,7 @@ def _search(
         return base + ones, filled >> ones, info
 
     def unknown(reason: str) -> SearchResult:
-        return SearchResult("unknown", reason=reason, cache_entries=len(cache), steps=n_steps)
+        return SearchResult("unknown", reason=reason, cache_entries=len(cache), steps=n_steps, resumed=n_resumed)
 
     def over_budget(new_bits: int, new_info: int, new_state: Hashable) -> SearchResult | None:
         """The "unknown" result if the clock or the cache's estimated size is past its budget."""
@@ -338,10 +358,11 @@ def _search(
                 _ENTRY_OVERHEAD_BYTES + getsizeof(new_bits) + getsizeof(new_info) + approx_size(new_state)
             )
             samples += 1
-            estimate_bytes = len(cache) * sampled_bytes // samples
+            # a kept dead configuration holds about as much as a cache entry
+            estimate_bytes = (len(cache) + len(kept)) * sampled_bytes // samples
             if estimate_bytes > max_cache_bytes:
                 return unknown(
-                    f"memory limit reached: about {estimate_bytes} bytes in {len(cache)} "
+                    f"memory limit reached: about {estimate_bytes} bytes in {len(cache) + len(kept)} "
                     f"cached configurations (limit {max_cache_bytes})"
                 )
         return None
@@ -415,7 +436,46 @@ def _search(
                 reset_observes[reset] = observers
                 hinted[reset] = True
     hints_on = string_hints is not None
-    witness_max = -1
+    # Unobservable states (see the module docstring): the values of the observes with a return, sorted, and
+    # their ops; merging is off when an observe has no return (it may take effect or not, so it is not in
+    # `observed`) or without hints.
+    merge = hints_on and not any(
+        kind == "observe" and ret_node[op] == -1 for op, (kind, _) in enumerate(string_hints or ()))
+    by_value = sorted((observe_value[op], op) for op in range(n_ops) if observe_value[op] is not None)
+    observe_values = [v for v, _ in by_value]
+    observe_ops = [op for _, op in by_value]
+    n_observes = len(observe_values)
+    # Whether the states recorded at block_max include an unobservable one (then, if any state was merged,
+    # others may have been, and the states reported are some of those the op could have taken effect in).
+    block_partial = False
+
+    # The first unobservable state cached per set of linearized ops, and whether another was merged into one.
+    first_unobservable: dict[tuple[int, int, int], str] = {}
+    merged = False
+
+    def unobservable(state: str) -> bool:
+        """No observe that is not linearized yet has `state` as a prefix of its value."""
+        i = bisect_left(observe_values, state)
+        while i < n_observes and observe_values[i].startswith(state):
+            if not observed[observe_ops[i]]:
+                return False
+            i += 1
+        return True
+
+    def cache_state(base: int, bits: int, info: int, state: str) -> Any:
+        """What the cache keeps of `state` with the linearized set (base, bits, info)."""
+        nonlocal merged
+        if not unobservable(state):
+            return state
+        if first_unobservable.setdefault((base, bits, info), state) != state:
+            merged = True
+        return _UNOBSERVABLE
+    # Dead configurations pruned while their witness was not before block_max, as (witness, call node, state,
+    # base, bits, info, parent's stack, parent's state, base, bits, info); and whether the search now resumes
+    # from them, pruning only below block_max (see the module docstring).
+    kept: list[tuple] = []
+    resuming = False
+    n_resumed = 0
 
     def lift_hint(op: int) -> None:
         """Bookkeeping of `pinned` when op is linearized."""
@@ -442,23 +502,67 @@ def _search(
             if not left:
                 pinned.discard(g)
 
-    def lift_unless_dead(node: int, new_state: str, choices: Any) -> bool:
-        """True if the configuration reached by linearizing node's op into
-        `new_state` is dead and may be pruned (nothing lifted); else False, with
-        the op's bookkeeping lifted. A nondeterministic step is never pruned."""
-        nonlocal witness_max
+    def lift_unless_dead(node: int, new_state: str, choices: Any, new_base: int, new_bits: int, new_info: int,
+                         stack: tuple | None, state: str, base: int, bits: int, info: int) -> bool:
+        """True if the configuration reached from (stack, state, base, bits, info)
+        by linearizing node's op into `new_state` is dead and may be pruned
+        (nothing lifted; kept for resuming if its witness is not before
+        block_max); else False, with the op's bookkeeping lifted. A
+        nondeterministic step is never pruned."""
         op = op_of[node]
         if hinted[op]:
             lift_hint(op)
         if pinned and choices is None:
             w = witness(new_state)
-            if w < (end if prune_below is None else (prune_below if prune_below > block_max else block_max)):
+            if w < (block_max if resuming else end):
                 if hinted[op]:
                     unlift_hint(op)
-                if w > witness_max:
-                    witness_max = w
+                if not resuming and w >= block_max:
+                    kept.append((w, node, new_state, new_base, new_bits, new_info, stack, state, base, bits, info))
                 return True
         return False
+
+    def lift_node(node: int) -> int:
+        """Lift a call node and its return out of the list, with its op's bookkeeping; 1 if it had a return."""
+        nxt[prv[node]] = nxt[node]
+        prv[nxt[node]] = prv[node]
+        op = op_of[node]
+        if hinted[op]:
+            lift_hint(op)
+        r = node_ret[node]
+        if r == -1:
+            return 0
+        nxt[prv[r]] = nxt[r]
+        prv[nxt[r]] = prv[r]
+        return 1
+
+    def put_back_node(node: int) -> int:
+        """Undo lift_node(node) (the return first, then the call); 1 if it had a return."""
+        r = node_ret[node]
+        if r != -1:
+            nxt[prv[r]] = r
+            prv[nxt[r]] = r
+        nxt[prv[node]] = node
+        prv[nxt[node]] = node
+        if hinted[op_of[node]]:
+            unlift_hint(op_of[node])
+        return r != -1
+
+    def unwind(top: tuple | None) -> int:
+        """Put back every op of the stack `top` (top first); the number of returns put back."""
+        put_back = 0
+        while top is not None:
+            put_back += put_back_node(top[0])
+            top = top[7]
+        return put_back
+
+    def rebuild(top: tuple | None) -> int:
+        """Lift every op of the stack `top` (bottom first), from a full list; the number of returns lifted."""
+        cells = []
+        while top is not None:
+            cells.append(top[0])
+            top = top[7]
+        return sum(lift_node(node) for node in reversed(cells))
 
     def witness(state: str) -> int:
         """The earliest return of a pinned observe that `state` cannot lead to, else `end`."""
@@ -489,7 +593,8 @@ def _search(
                 rank = node_rank[node]
                 new_base, new_bits, new_info = advance(rank, base, bits, info)
                 size = len(cache)
-                cache_add((new_base, new_bits, new_info, state))
+                cache_add((new_base, new_bits, new_info, cache_state(new_base, new_bits, new_info, state) if merge
+                           else state))
                 if len(cache) == size:
                     # Its only successor failed before: so does this configuration.
                     dead = True
@@ -499,7 +604,7 @@ def _search(
                         next_clock += _CLOCK_EVERY_STEPS
                         stop = over_budget(new_bits, new_info, state)
                         if stop is not None:
-                            return stop, block_max, witness_max
+                            return stop
                     stack = (node, state, base, bits, info, _FORCED, 0, stack)
                     if hinted[op_of[node]]:
                         lift_hint(op_of[node])
@@ -550,18 +655,21 @@ def _search(
                         if new_state is not INCONSISTENT:
                             # add() and compare sizes: one hash of the key, not two.
                             size = len(cache)
-                            cache_add((new_base, new_bits, new_info, new_state))
-                            if len(cache) != size and not (hints_on and lift_unless_dead(entry, new_state, choices)):
+                            cache_add((new_base, new_bits, new_info,
+                                       cache_state(new_base, new_bits, new_info, new_state) if merge else new_state))
+                            if len(cache) != size and not (hints_on and lift_unless_dead(
+                                    entry, new_state, choices, new_base, new_bits, new_info, stack, state, base, bits,
+                                    info)):
                                 n_steps += 1
                                 if n_steps >= next_clock:
                                     next_clock += _CLOCK_EVERY_STEPS
                                     stop = over_budget(new_bits, new_info, new_state)
                                     if stop is not None:
-                                        return stop, block_max, witness_max
+                                        return stop
                                 stack = (entry, state, base, bits, info, choices, index, stack)
                                 state = new_state
                                 base, bits, info = new_base, new_bits, new_info
-                                # Lift the call and its return out of the list.
+                                # Lift the call and its return out of the list (lift_node(), inlined).
                                 nxt[prv[entry]] = nxt[entry]
                                 prv[nxt[entry]] = prv[entry]
                                 r = node_ret[entry]
@@ -581,27 +689,47 @@ def _search(
                     if entry > block_max:
                         block_max = entry
                         block_states = {}
+                        block_partial = False
                     if state not in block_states and len(block_states) < max_block_states:
                         block_states[state] = (stack, state) if len(block_states) < max_final_paths else None
+                        if merge and not block_partial and unobservable(state):
+                            block_partial = True
             # Backtrack.
             dead = False
             pushed = False
             while True:
-                if stack is None:
-                    paths = [_path(op_of, *p) for p in block_states.values() if p is not None]
+                if stack is floor:
+                    # Everything from the root (or from the dead configuration resumed from) was tried.
                     if not block_states:
                         raise AssertionError("an invalid history must block at some return")
+                    while kept and kept[-1][0] < block_max:
+                        kept.pop()
+                    if kept:
+                        # Resume from a dead configuration that may block at block_max (see the module docstring).
+                        w, node, new_state, base, bits, info, parent, state, pbase, pbits, pinfo = kept.pop()
+                        resuming = True
+                        n_resumed += 1
+                        returns_left += unwind(stack)
+                        returns_left -= rebuild(parent)
+                        returns_left -= lift_node(node)
+                        stack = floor = (node, state, pbase, pbits, pinfo, None, 0, parent)
+                        state = new_state
+                        pushed = True
+                        break
+                    paths = [_path(op_of, *p) for p in block_states.values() if p is not None]
                     return SearchResult(
                         False,
                         cache_entries=len(cache),
                         steps=n_steps,
+                        resumed=n_resumed,
                         blocked_op=op_of[block_max],
+                        blocked_states_partial=block_partial and merged,
                         blocked_states=list(block_states),
                         final_paths=paths[:max_final_paths],
-                    ), block_max, witness_max
+                    )
                 entry, state, base, bits, info, choices, index, stack = stack
                 op = op_of[entry]
-                # Put the return back, then the call (reverse order of lifting).
+                # Put the return back, then the call (put_back_node(), inlined: the hot path).
                 r = ret_node[op]
                 if r != -1:
                     nxt[prv[r]] = r
@@ -640,4 +768,4 @@ def _search(
                 break
             if pushed:
                 break
-    return SearchResult(True, cache_entries=len(cache), steps=n_steps), block_max, witness_max
+    return SearchResult(True, cache_entries=len(cache), steps=n_steps, resumed=n_resumed)

@@ -8,7 +8,7 @@ return: they may take effect or not), gets of unknown values, puts that repeat
 values and puts whose value is a prefix of others, and require the same verdict,
 the same blamed operation and the same set of states in the counterexample. They
 also check that the pruning does cut (fewer configurations on the valid ones) and
-that the second, bounded search of an invalid history is exercised.
+that resuming an invalid history's search from kept dead configurations is exercised.
 """
 
 import random
@@ -71,6 +71,12 @@ def random_kv_history(rng: random.Random, n_ops: int, processes: int, corrupt: b
     return events, ops
 
 
+def searches_input(ops):
+    """The steps and the initial state of a kv key's search over `ops`."""
+    model = KVKey("k")
+    return [model.compile(op) for op in ops], ""
+
+
 def searches(events, ops, **options):
     model = KVKey("k")
     steps = [model.compile(op) for op in ops]
@@ -83,16 +89,27 @@ def searches(events, ops, **options):
     return plain, reads, hinted, hinted_alone
 
 
-def test_pruning_keeps_verdict_blame_and_states(monkeypatch):
-    bounded = []
-    inner = wgl._search
+def assert_same_blame(result, plain, events, ops):
+    """`result` has the verdict and blamed op of the plain search, and its states: all of them, or (past the cap,
+    or with unobservable states merged) some of them, leaving out only states that cannot lead to what the
+    blamed get saw."""
+    assert result.valid == plain.valid
+    assert result.blocked_op == plain.blocked_op
+    if plain.valid is not False:
+        return
+    every_state = set(search(events, *searches_input(ops), max_block_states=1 << 30).blocked_states)
+    if len(result.blocked_states) < wgl.MAX_BLOCK_STATES and not result.blocked_states_partial:
+        assert set(result.blocked_states) == every_state
+        return
+    assert set(result.blocked_states) <= every_state
+    assert len(every_state) >= wgl.MAX_BLOCK_STATES or result.blocked_states_partial
+    blamed = ops[result.blocked_op]
+    if result.blocked_states_partial and blamed.f == "get" and blamed.value is not None:
+        assert not any(blamed.value.startswith(m) for m in every_state - set(result.blocked_states))
 
-    def counting(*args, prune_below):
-        if prune_below is not None:
-            bounded.append(prune_below)
-        return inner(*args, prune_below=prune_below)
 
-    monkeypatch.setattr(wgl, "_search", counting)
+def test_pruning_keeps_verdict_blame_and_states():
+    resumed = partial = 0
     rng = random.Random(23)
     verdicts = {True: 0, False: 0}
     fewer = 0
@@ -101,16 +118,18 @@ def test_pruning_keeps_verdict_blame_and_states(monkeypatch):
                                         corrupt=rng.random() < 0.5)
         plain, reads, hinted, hinted_alone = searches(events, ops)
         for result in (reads, hinted, hinted_alone):
-            assert result.valid == plain.valid
-            assert result.blocked_op == plain.blocked_op
-            assert set(result.blocked_states) == set(plain.blocked_states)
+            assert_same_blame(result, plain, events, ops)
+            partial += result.blocked_states_partial
         if plain.valid is True:
             assert hinted.cache_entries <= reads.cache_entries
             fewer += hinted.cache_entries < reads.cache_entries
         verdicts[plain.valid] += 1
+        resumed += bool(hinted.resumed) + bool(hinted_alone.resumed)
+        assert plain.resumed == reads.resumed == 0
     assert verdicts[True] > 200 and verdicts[False] > 200  # both kinds were exercised
     assert fewer > 60  # the pruning cut something
-    assert len(bounded) > 100  # and the bounded second search of invalid histories ran
+    assert resumed > 100  # and invalid histories' searches resumed from dead configurations
+    assert partial > 20  # and unobservable states were merged where a get blocked
 
 
 def test_without_pruning_when_too_many_puts_share_values(monkeypatch):
@@ -120,8 +139,7 @@ def test_without_pruning_when_too_many_puts_share_values(monkeypatch):
         events, ops = random_kv_history(rng, n_ops=rng.randint(4, 20), processes=rng.randint(2, 5),
                                         corrupt=rng.random() < 0.5)
         plain, reads, hinted, _ = searches(events, ops)
-        assert (hinted.valid, hinted.blocked_op, set(hinted.blocked_states)) == (
-            plain.valid, plain.blocked_op, set(plain.blocked_states))
+        assert_same_blame(hinted, plain, events, ops)
 
 
 def test_a_wrong_order_of_appends_is_dropped_at_once():
@@ -159,7 +177,7 @@ def test_a_put_that_may_come_between_keeps_a_state_alive():
 
 def test_check_gives_the_same_counterexample_with_and_without_pruning(monkeypatch):
     rng = random.Random(7)
-    invalid = 0
+    invalid = partial = 0
     for _ in range(30):
         events, ops = random_kv_history(rng, n_ops=16, processes=4, corrupt=True)
         pending = {}
@@ -183,11 +201,23 @@ def test_check_gives_the_same_counterexample_with_and_without_pruning(monkeypatc
         invalid += unpruned["valid"] is False
         for field in ("valid", "op", "configs", "counterexample"):
             if field == "counterexample" and field in unpruned:
-                # The paths kept may differ; what went wrong and where may not.
-                assert pruned[field]["explanation"] == unpruned[field]["explanation"]
+                # The paths kept may differ; what went wrong and where may not. The states are all of them,
+                # or some when states no read still to come could see were merged (and the sentence says so).
+                partial += pruned[field]["states_partial"]
+                if pruned[field]["states_partial"]:
+                    assert all(s in unpruned[field]["states"] for s in pruned[field]["states"])
+                    assert pruned[field]["explanation"].endswith(
+                        "(or another value that no read still to come could see) at that point.")
+                else:
+                    assert pruned[field]["explanation"] == unpruned[field]["explanation"]
+                    assert pruned[field]["states"] == unpruned[field]["states"]
+            elif field == "configs" and field in unpruned:
+                # one config per state of the first ones found (the order they are found in may differ)
+                assert len(pruned[field]) == min(len(pruned["counterexample"]["states"]), 10)
+                assert all(c["model"] in unpruned["counterexample"]["states"] for c in pruned[field])
             else:
                 assert pruned.get(field) == unpruned.get(field), field
-    assert invalid > 10
+    assert invalid > 10 and partial > 2
 
 
 def test_string_hints_must_match_the_operations():
