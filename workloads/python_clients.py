@@ -206,6 +206,9 @@ class AiokafkaConsumer:
     def end_offsets(self, partitions) -> dict:
         return self._call(self.consumer.end_offsets([_aio_partition(tp) for tp in partitions]))
 
+    def beginning_offsets(self, partitions) -> dict:
+        return self._call(self.consumer.beginning_offsets([_aio_partition(tp) for tp in partitions]))
+
     def committed(self, tp) -> int | None:
         return self._call(self.consumer.committed(_aio_partition(tp)))
 

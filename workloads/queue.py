@@ -53,6 +53,7 @@ connection, an error after retries (an earlier attempt may have been written).
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -68,6 +69,8 @@ from workloads.python_clients import (AIOKAFKA_MISSING_RETRIES, close_quietly, d
                                       library, python_send)
 
 CLIENTS = ("confluent", "kafka-python", "aiokafka")
+
+log = logging.getLogger("workloads.queue")
 
 # librdkafka logs through Python logging (into the run's harness.log), not onto the terminal
 
@@ -869,8 +872,54 @@ class PythonQueueClient(Client):
         # offset in kafka-python); `end_offsets` asks ListOffsets.
         fetched = {key: self.consumer.highwater(self.lib.topic_partition(self.w.topic, key)) for key in polled}
         listed = {tp.partition: end for tp, end in ends.items()}
-        return completion("ok", [["poll", polled]], extra={**watermark_extra(fetched, listed),
-                                                           **final_read_extra(self.positions, listed)})
+        extra = {**watermark_extra(fetched, listed), **final_read_extra(self.positions, listed)}
+        if final and self.transactional:
+            extra.update(self._read_uncommitted([key for key in listed if key not in extra.get(FINAL_READ_SHORT, {})]))
+        return completion("ok", [["poll", polled]], extra=extra)
+
+    def _read_uncommitted(self, keys: list[int]) -> dict:
+        """After a read_committed final read that reached its targets on `keys`, read those keys again at
+        read_uncommitted from their low watermark to their high watermark now (both listed with ListOffsets
+        when this read starts): every data record, aborted ones too; the offsets without one are the commit and
+        abort markers, which the queue checker matches to the transactions (`missing-marker`), as
+        ConfluentQueueClient._read_uncommitted does. A key whose read does not reach its watermark within
+        FINAL_SCAN_IDLE_S without progress is left out (a marker may lie beyond where it stopped)."""
+        if not keys:
+            return {}
+        parts = [self.lib.topic_partition(self.w.topic, key) for key in keys]
+        consumer = None
+        try:
+            consumer = self.lib.consumer(self.loop, self.call_timeout_s, bootstrap_servers=self.bootstrap,
+                                         group_id=None, enable_auto_commit=False, isolation_level="read_uncommitted")
+            lows, highs = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+            marks = {tp.partition: (int(lows[tp]), int(highs[tp])) for tp in parts}
+            consumer.assign(parts)
+            for tp in parts:
+                consumer.seek(tp, marks[tp.partition][0])
+            reached = {key: low for key, (low, _high) in marks.items()}
+            records: dict[int, list] = {key: [] for key in marks}
+            last_progress = time.monotonic()
+            while any(reached[key] < high for key, (_low, high) in marks.items()) \
+                    and time.monotonic() - last_progress < FINAL_SCAN_IDLE_S:
+                for tp, batch in consumer.poll(timeout_ms=200, max_records=1000).items():
+                    records[tp.partition].extend([r.offset, int(r.value)] for r in batch)
+                for tp in parts:
+                    # past the markers, which no record reports
+                    after = consumer.position(tp)
+                    if after > reached[tp.partition]:
+                        reached[tp.partition] = after
+                        last_progress = time.monotonic()
+        except self.lib.errors.KafkaError as e:  # aiokafka's timeouts are KafkaErrors too
+            log.info("read_uncommitted final read not done: %s", describe_error(e))
+            return {}
+        finally:
+            if consumer is not None:
+                close_quietly(consumer.close)
+        done = [key for key, (_low, high) in marks.items() if reached[key] >= high]
+        if not done:
+            return {}
+        return {UNCOMMITTED_LOG: {key: records[key] for key in done},
+                UNCOMMITTED_RANGE: {key: [marks[key][0], marks[key][1]] for key in done}}
 
     def close(self) -> None:
         closers = [self.consumer.close] if self.consumer is not None else []
