@@ -358,11 +358,12 @@ def _search(
                 _ENTRY_OVERHEAD_BYTES + getsizeof(new_bits) + getsizeof(new_info) + approx_size(new_state)
             )
             samples += 1
-            # a kept dead configuration holds about as much as a cache entry
-            estimate_bytes = (len(cache) + len(kept)) * sampled_bytes // samples
+            # a kept dead configuration, or a first unobservable state, holds about as much as a cache entry
+            entries = len(cache) + len(kept) + len(first_unobservable)
+            estimate_bytes = entries * sampled_bytes // samples
             if estimate_bytes > max_cache_bytes:
                 return unknown(
-                    f"memory limit reached: about {estimate_bytes} bytes in {len(cache) + len(kept)} "
+                    f"memory limit reached: about {estimate_bytes} bytes in {entries} "
                     f"cached configurations (limit {max_cache_bytes})"
                 )
         return None
@@ -470,6 +471,7 @@ def _search(
         if first_unobservable.setdefault((base, bits, info), state) != state:
             merged = True
         return _UNOBSERVABLE
+
     # Dead configurations pruned while their witness was not before block_max, as (witness, call node, state,
     # base, bits, info, parent's stack, parent's state, base, bits, info); and whether the search now resumes
     # from them, pruning only below block_max (see the module docstring).
