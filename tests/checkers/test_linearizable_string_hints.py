@@ -231,3 +231,19 @@ def test_string_hints_must_match_the_operations():
     hinted = search([(0, True), (0, False), (1, True), (1, False)], steps, 0,
                     string_hints=[("extend", None), ("extend", None)])
     assert (hinted.valid, hinted.steps) == (plain.valid, plain.steps)
+
+
+def test_orders_of_appends_no_get_can_see_share_one_configuration():
+    # Seven appends in flight at once, then a get of a value no order of them makes. Each order of any subset of
+    # the appends is a different string, and no get still to come starts with any of them: the plain search tries
+    # every order (13,700 of them), the merged one every subset (2^7 = 128) once.
+    appends = 7
+    events = [(i, True) for i in range(appends)] + [(i, False) for i in range(appends)] + [(appends, True),
+                                                                                         (appends, False)]
+    ops = [ModelOp("append", f"{i};", "ok", "k") for i in range(appends)] + [ModelOp("get", "never", "ok", "k")]
+    plain, reads, hinted, hinted_alone = searches(events, ops)
+    assert plain.valid is False and plain.blocked_op == appends
+    assert reads.cache_entries > 13_000
+    for result in (hinted, hinted_alone):
+        assert_same_blame(result, plain, events, ops)
+        assert result.cache_entries <= 2 ** appends + 1 and result.blocked_states_partial
