@@ -13,17 +13,88 @@ way. Some unconfirmed faults beside confirmed ones of the same kind are listed,
 without changing the verdict. A history without probes (older runs, other
 tools' histories) is valid here: this checker judges only what was measured.
 
+It also says when each fault was in effect (`fault_windows`, `nemesis_windows`),
+for the report's fault bands and for the checkers' rules that must allow for a
+leader change.
+
 Pure: history in, result map out; safe from any thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from checkers.core import UNKNOWN
-from checkers.history import History
+from checkers.history import NEMESIS, History
 
-__all__ = ["LOSS_ANOMALIES", "check_faults_landed", "excuse_volatile_losses", "fault_probes", "nodes_killed"]
+__all__ = ["LOSS_ANOMALIES", "check_faults_landed", "excuse_volatile_losses", "fault_kind", "fault_probes",
+           "fault_windows", "is_undo", "nemesis_windows", "nodes_killed"]
+
+# Nemesis fs that undo a fault; everything else a nemesis does opens one.
+_UNDO_FS = frozenset({"start", "resume", "heal", "stop", "recover", "reset"})
+_UNDO_PREFIXES = ("stop-", "reset-", "heal-", "resume-", "recover-")
+# When an op carries no package name, its f tells the package (the undo fs of
+# the kill and pause packages are ambiguous otherwise).
+_PACKAGE_OF_F = {"kill": "kill", "start": "kill", "shutdown": "restart", "pause": "pause", "resume": "pause"}
+
+
+def fault_kind(f: str, value: Any) -> str:
+    """The nemesis package an op belongs to: the event's `package`, else guessed from its f."""
+    if isinstance(value, dict) and isinstance(value.get("package"), str):
+        return value["package"]
+    if f in _PACKAGE_OF_F:
+        return _PACKAGE_OF_F[f]
+    for prefix in ("start-", "stop-", "reset-", "heal-", "resume-", "recover-"):
+        if f.startswith(prefix):
+            return f[len(prefix):]
+    return f
+
+
+def is_undo(f: str) -> bool:
+    """Whether a nemesis op with this f ends a fault (anything else a nemesis does starts one)."""
+    return f in _UNDO_FS or f.startswith(_UNDO_PREFIXES)
+
+
+def fault_windows(events: Sequence[tuple[str, Any, float, float | None]], run_end: float
+                  ) -> list[tuple[str, float, float, int]]:
+    """When each nemesis package's fault was in effect: (kind, start, end, index of the event that opened it).
+
+    `events` are the nemesis's op pairs in history order, each as (f, scheduled value, start, end), end None
+    while the pair is pending; start and end are any one measure (seconds, positions). A window opens when a
+    package starts a fault (`kill`, `pause`, `start-*`, or any f that is not a known undo) and closes at that
+    package's next undo (`start`, `resume`, `stop-*`, `reset-*`, `heal-*`, ...); `heal` closes every open
+    window; a window still open at the end closes at `run_end` (or its own start, if later). Sorted by start,
+    then kind."""
+    windows: list[tuple[str, float, float, int]] = []
+    open_windows: dict[str, tuple[float, int]] = {}
+    for i, (f, value, start, end) in enumerate(events):
+        end = start if end is None else end
+        if f == "heal":
+            windows += [(kind, opened, end, j) for kind, (opened, j) in open_windows.items()]
+            open_windows.clear()
+            continue
+        kind = fault_kind(f, value)
+        if is_undo(f):
+            if kind in open_windows:
+                opened, j = open_windows.pop(kind)
+                windows.append((kind, opened, end, j))
+        elif kind not in open_windows:  # a second start of a package in effect opens nothing new
+            open_windows[kind] = (start, i)
+    windows += [(kind, opened, max(run_end, opened), j) for kind, (opened, j) in open_windows.items()]
+    windows.sort(key=lambda w: (w[1], w[0]))
+    return windows
+
+
+def nemesis_windows(history: History) -> list[tuple[str, int, int]]:
+    """`fault_windows` of a history in positions: (kind, position of the op that opened the fault, position of
+    the op that undid it, or the history's last position). The nemesis's ops pair up in order (the scheduled
+    event, then what was done, as Jepsen logs them); a last unpaired op counts as pending."""
+    nemesis = [position for position, op in enumerate(history) if op.process == NEMESIS]
+    ops = [history[position] for position in nemesis]
+    events = [(str(ops[i].f), ops[i].value, nemesis[i], nemesis[i + 1] if i + 1 < len(nemesis) else None)
+              for i in range(0, len(nemesis), 2)]
+    return [(kind, start, end) for kind, start, end, _ in fault_windows(events, len(history) - 1)]
 
 
 def _get(value: Any, key: str) -> Any:

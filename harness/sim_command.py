@@ -155,7 +155,7 @@ def read_schedule(path: Path, nodes: int) -> dict:
     simulation itself does: `python -m broker.sim.schedule`. What comes back is the schedule as the simulation will
     apply it (each fault with all its fields, a link's `peer` resolved), so no reader here needs the rule that peer 0
     means the next node."""
-    child = subprocess.run([sys.executable, "-m", "broker.sim.schedule", str(path), "--nodes", str(nodes)],
+    child = subprocess.run([sys.executable, "-m", "broker.sim.schedule", str(Path(path).resolve()), "--nodes", str(nodes)],
                            capture_output=True, env=_child_env(), cwd=ROOT)
     answer = _last_json_line(child.stdout)
     if isinstance(answer, dict) and child.returncode == 1 and "error" in answer:
@@ -225,7 +225,7 @@ def run_seed(args, seed: int, store: Store, store_lock: threading.Lock | None = 
     """Simulate `seed` in a child interpreter, check its history, store the run; the seed's result map.
     `store_lock`: held while the run's directory is made (the store's `latest` links), when seeds run at once."""
     with store_lock or contextlib.nullcontext():
-        run_dir = store.new_run("sim")
+        run_dir = store.new_run("sim").resolve()  # absolute: the child runs in the repository, not here
     history = run_dir / "history.jsonl"
     given = run_dir / "schedule.given.json" if args.schedule is not None else None
     if given is not None:  # this run's own copy: the replay command must not depend on a file that may change

@@ -10,7 +10,8 @@ Invariants
 - `ops` keeps file order; `pairs` holds one `OpPair` per client invocation
   (completion None while pending) and one per nemesis invocation/completion pair.
 - Times are seconds since the test started (the history stores nanoseconds).
-- `windows` are nemesis fault windows: they open when a fault package starts
+- `windows` are nemesis fault windows, by `checkers.faults.fault_windows` (the
+  rule the queue checker uses too): they open when a fault package starts
   (`kill`, `pause`, `start-*`, or an unknown f that is not a known undo) and
   close at that package's next undo (`start`, `resume`, `stop-*`, `reset-*`,
   `heal`); a window still open at the end of the history closes there.
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checkers.faults import fault_kind, fault_windows
 from checkers.history import NEMESIS, op_counts, read_op_maps
 from checkers.queue.delivery import delivery_of, parse_delivery
 from reports.fault_words import describe_nemesis
@@ -37,14 +39,6 @@ __all__ = ["FaultWindow", "OpPair", "RunData", "fault_kind", "load_run", "RAW_FI
 # The raw files a run may hold, in the order the report links them.
 RAW_FILES = ("history.jsonl", "history.edn", "results.json", "results.edn", "test.json", "schedule.json",
              "harness.log")
-
-# Nemesis fs that undo a fault; everything else a nemesis does opens one.
-_UNDO_FS = frozenset({"start", "resume", "heal", "stop", "recover", "reset"})
-_UNDO_PREFIXES = ("stop-", "reset-", "heal-", "resume-", "recover-")
-# When an op carries no package name, its f tells the package (the undo fs of
-# the kill and pause packages are ambiguous otherwise).
-_PACKAGE_OF_F = {"kill": "kill", "start": "kill", "shutdown": "restart", "pause": "pause", "resume": "pause"}
-
 
 class OpPair:
     """An invocation and its completion (None while pending), with times worked out once."""
@@ -253,43 +247,13 @@ def _pair(run: RunData) -> None:
     run.pairs.sort(key=lambda p: p.invoke["index"])
 
 
-def fault_kind(f: str, value: Any) -> str:
-    """The nemesis package an op belongs to: the event's `package`, else guessed from its f."""
-    if isinstance(value, dict) and isinstance(value.get("package"), str):
-        return value["package"]
-    if f in _PACKAGE_OF_F:
-        return _PACKAGE_OF_F[f]
-    for prefix in ("start-", "stop-", "reset-", "heal-", "resume-", "recover-"):
-        if f.startswith(prefix):
-            return f[len(prefix):]
-    return f
-
-
-def _is_undo(f: str) -> bool:
-    return f in _UNDO_FS or f.startswith(_UNDO_PREFIXES)
-
-
 def _fault_windows(run: RunData) -> None:
-    open_windows: dict[str, tuple[float, str, str]] = {}
-    for pair in run.nemesis_pairs:
-        f = str(pair.invoke.get("f"))
-        end_s = pair.end_s if pair.end_s is not None else pair.start_s
-        if f == "heal":
-            for kind, (start_s, start_f, detail) in open_windows.items():
-                run.windows.append(FaultWindow(kind, start_s, end_s, start_f, detail))
-            open_windows.clear()
-            continue
-        kind = fault_kind(f, pair.invoke.get("value"))
-        if _is_undo(f):
-            opened = open_windows.pop(kind, None)
-            if opened is not None:
-                run.windows.append(FaultWindow(kind, opened[0], end_s, opened[1], opened[2]))
-            continue
-        if kind in open_windows:
-            continue  # a second start of a package already in effect extends nothing new
-        done = pair.complete.get("value") if pair.complete is not None else None
-        open_windows[kind] = (pair.start_s, f, describe_nemesis(f, pair.invoke.get("value"), done, probe_detail=False))
-    for kind, (start_s, start_f, detail) in open_windows.items():
-        run.windows.append(FaultWindow(kind, start_s, max(run.duration_s, start_s), start_f, detail))
-    run.windows.sort(key=lambda w: (w.start_s, w.kind))
+    pairs = run.nemesis_pairs
+    events = [(str(p.invoke.get("f")), p.invoke.get("value"), p.start_s, p.end_s) for p in pairs]
+    for kind, start_s, end_s, i in fault_windows(events, run.duration_s):
+        opener = pairs[i]
+        done = opener.complete.get("value") if opener.complete is not None else None
+        f = str(opener.invoke.get("f"))
+        run.windows.append(FaultWindow(kind, start_s, end_s, f,
+                                       describe_nemesis(f, opener.invoke.get("value"), done, probe_detail=False)))
 

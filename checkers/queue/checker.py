@@ -84,6 +84,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from checkers.core import check_options, witnesses_omitted
+from checkers.faults import nemesis_windows
 from checkers.history import NEMESIS, History, Op, gc_paused, op_to_dict
 from checkers.queue.delivery import DELIVERY_NAMES, Delivery, judge_promises, parse_delivery
 from checkers.queue.explain import explain, summarize
@@ -137,6 +138,10 @@ UNCOMMITTED_RANGE = "read-uncommitted-range"
 # How many of a key's missing markers get a search for the likeliest window to name (`_likeliest_without`); the
 # rest are named as the matching left them. The count is exact either way.
 WITNESS_SEARCHES = 20
+# How long after a fault ends a leader change it caused may still show in a client's cached high watermark
+# (`read-above-watermark`): a new leader's high watermark catches up within a replication round, and a
+# consumer's next fetch response (librdkafka waits at most fetch.wait.max.ms, 500 ms) replaces the cached one.
+LEADER_SETTLE_S = 5.0
 # Anomalies that only complete final reads can establish: without them an acknowledged send that no
 # read returned may be lost or merely unread.
 NEEDS_FINAL_READS = frozenset({"unseen"})
@@ -769,7 +774,17 @@ class _Analysis:
         is therefore not reported when o was already shown committed before the
         op was invoked (an ok op had read an offset >= o of k, a high watermark
         > o had been recorded for k, or, under acks=all, a send to k had been
-        acknowledged at an offset >= o).
+        acknowledged at an offset >= o). A client may also hold o, fetched from
+        the old leader, while it already has the new leader's lagging high
+        watermark, when its poll returns o from its prefetch queue: a read is
+        therefore not reported either when a fault was in effect, or ended less
+        than LEADER_SETTLE_S before, at some time between the invocation of the
+        send that wrote o (before which o cannot have been fetched) and the
+        completion of the op (`checkers.faults.nemesis_windows`). Faults are
+        the only cause of leader changes this rule allows for: it assumes a
+        broker that does not move leaders by itself (Kafka's
+        auto.leader.rebalance.enable, a leader balancer), or one that does so
+        only with its high watermarks caught up.
 
         `watermark-regression`: the high watermark ListOffsets gave the final
         reads for k (LISTED_WATERMARKS) is h <= o, where o is an offset of k that
@@ -807,6 +822,7 @@ class _Analysis:
                     proofs[k].append((position, high - 1, "watermark", position))
         data_proofs = _ProofIndex({k: [p for p in ps if p[2] != "watermark"] for k, ps in proofs.items()})
         all_proofs = _ProofIndex(proofs)
+        fault_spans: list[tuple[int, int]] | None = None  # worked out when first needed
         for position, op in self._data_positions():  # read again, not kept: every ok poll of a run is watched
             if not is_watched(op):
                 continue
@@ -818,6 +834,11 @@ class _Analysis:
                 proof = all_proofs.before(k, invoked)
                 if proof is not None:
                     pairs = [(o, v) for o, v in pairs if o > proof[1]]
+                if pairs:
+                    fault_spans = self._fault_spans() if fault_spans is None else fault_spans
+                    pairs = [(o, v) for o, v in pairs
+                             if not any(first <= position and last >= self._written_at(k, v)
+                                        for first, last in fault_spans)]
                 if pairs:
                     self._add("read-above-watermark",
                               {"key": k, "process": op.process, "op": op.index, "watermark": high,
@@ -832,6 +853,24 @@ class _Analysis:
                           {"key": k, "op": op.index, "watermark": high, "offset": offset, "kind": kind,
                            "witness": self._index(proof_position)},
                           [proof_position, position])
+
+    def _written_at(self, k: Any, v: Any) -> int:
+        """Position of the invocation of the send that wrote v to k; 0 when the history has no such send."""
+        written = self.writer_of.get(k, {}).get(v)
+        return 0 if written is None else max(0, self.history.invocation_position(written))
+
+    def _fault_spans(self) -> list[tuple[int, int]]:
+        """(first, last) position of each fault window of the history, the last position moved on to the last op
+        less than LEADER_SETTLE_S after the window closed (ops without times are passed over)."""
+        spans = []
+        for _kind, first, last in nemesis_windows(self.history):
+            closed = self.ops[last].time
+            if closed is not None:
+                limit = closed + int(LEADER_SETTLE_S * 1e9)
+                while last + 1 < len(self.ops) and (self.ops[last + 1].time or 0) <= limit:
+                    last += 1
+            spans.append((first, last))
+        return spans
 
     def _hanging_transactions(self) -> None:
         """`hanging-transaction`: a read_committed final read stopped at a key's last stable offset, below the

@@ -160,7 +160,8 @@ def test_seeds_run_at_once_give_the_same_lines_in_seed_order_and_the_same_histor
         {first + i: True for i in range(3)}
 
 
-def test_a_seeds_recorded_schedule_replays_its_history_byte_for_byte_and_runs_as_given(tmp_path, capsys):
+def test_a_seeds_recorded_schedule_replays_its_history_byte_for_byte_and_runs_as_given(tmp_path, capsys,
+                                                                                         monkeypatch):
     # schedule.json holds the faults as applied (drawn from the seed); --schedule of it gives the same history
     first = fresh_seed()
     code, lines = run_sim(["--seed", str(first), "--duration", "10s", "--faults", "crash,partition,link",
@@ -174,12 +175,13 @@ def test_a_seeds_recorded_schedule_replays_its_history_byte_for_byte_and_runs_as
                            str(Path(drawn["run_dir"]) / "schedule.json"), "--store", str(tmp_path / "b")], capsys)
     replayed = run_results(tmp_path / "b")[first]
     assert replayed["simulation"]["history_sha256"] == drawn["simulation"]["history_sha256"], lines
-    # a hand-written schedule: the run applies exactly its faults, and its replay command names the run's own copy
+    # a hand-written schedule: the run applies exactly its faults, and its replay command names the run's own copy;
+    # the file and the store are named relative to the working directory, as a user types them
     given = tmp_path / "mine.json"
     given.write_text(json.dumps([{"at_s": 1.0, "kind": "link", "node": 1, "peer": 3, "hold_s": 2.0},
                                  {"at_s": 4.0, "kind": "crash", "node": 2, "hold_s": 1.5}]))
-    code, lines = run_sim(["--seed", str(first), "--duration", "8s", "--schedule", str(given),
-                           "--store", str(tmp_path / "c")], capsys)
+    monkeypatch.chdir(tmp_path)
+    code, lines = run_sim(["--seed", str(first), "--duration", "8s", "--schedule", "mine.json", "--store", "c"], capsys)
     assert code == 0, lines
     results = run_results(tmp_path / "c")[first]
     applied = json.loads((Path(results["run_dir"]) / "schedule.json").read_text())["faults"]

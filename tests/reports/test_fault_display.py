@@ -220,11 +220,11 @@ def test_the_report_knows_exactly_the_fault_kinds_the_nemeses_have_and_when_each
     import nemeses
     from nemeses.core import FaultEvent
     from reports.plots import KNOWN_FAULT_KINDS
-    from reports.run_data import _is_undo, fault_kind
+    from checkers.faults import fault_kind, is_undo
 
     assert [k.kind for k in KNOWN_FAULT_KINDS] == list(nemeses.PACKAGES)
     for name, package in nemeses.PACKAGES.items():
         for f, opens in ((package.start_f, True), (package.stop_f, False)):
             event = FaultEvent(1.0, name, f)
-            assert event.opens is opens and _is_undo(f) is not opens, (name, f)
+            assert event.opens is opens and is_undo(f) is not opens, (name, f)
             assert fault_kind(f, event.to_dict()) == name
