@@ -9,7 +9,7 @@ concurrency and keys (see harness/shrink.py). A candidate counts as failing
 when one of `--tries` runs shows the anomaly (default: the original's most
 severe). Prints each candidate as it goes; at three quarters of the budget
 it stops with the smallest failing run found, and the rest confirms it (kept
-if it fails in most of `--tries` runs, three at least, else the failing
+if it fails in every one of `--tries` runs, three at least, else the failing
 candidate before it, and so on). Writes RUN_DIR/shrink-<time>/ with shrunk.json,
 schedule.json, command.txt (the exact `logquake test` command) and
 shrink.html. Exit 0 after a shrink, 254 for bad arguments or a run that shows

@@ -112,14 +112,15 @@ def test_shrinking_a_failing_run_keeps_its_anomaly_and_gives_a_command_that_repr
     assert shrunk["shrunk"]["events"] <= min(3, events)  # the bug needs no fault at all
     assert shrunk["shrunk"]["time_limit_s"] <= 8
     assert any(c["failed"] for c in shrunk["candidates"])
-    # --tries 1 searches with one run a candidate, but the confirmation takes a majority of three at least
-    assert shrunk["confirmed"]["confirmed"] and shrunk["confirmed"]["runs"] >= 2, shrunk["confirmed"]
-    assert sum(c["confirming"] for c in shrunk["candidates"]) >= 2
+    # --tries 1 searches with one run a candidate, but the confirmation takes three failing runs at least
+    assert shrunk["confirmed"]["confirmed"] and shrunk["confirmed"]["runs"] >= 3, shrunk["confirmed"]
+    assert shrunk["confirmed"]["failed"] == shrunk["confirmed"]["runs"], shrunk["confirmed"]
+    assert sum(c["confirming"] for c in shrunk["candidates"]) >= 3
     assert (original / next(original.glob("shrink-*")).name / "shrink.html").is_file()
     argv = shlex.split(shrunk["command"])
     assert argv[:2] == ["logquake", "test"]
     reproduced = 0
-    for _ in range(3):  # confirmed in a majority of its runs: the shrunk run fails again in 2 of 3 at least
+    for _ in range(3):  # confirmed in every one of its runs: the shrunk run fails again in 2 of 3 at least
         again = subprocess.run([sys.executable, "-m", "harness.cli", *argv[1:], "--quiet"], capture_output=True,
                                text=True, timeout=300)
         assert again.returncode in (0, 1), again.stdout + again.stderr
