@@ -8,7 +8,10 @@ Phases, in order (each shown by the progress display):
    fault goes to `history.jsonl` as it happens (invoke first, then completion);
 3. heal: undo every fault (also on errors and Ctrl-C), recorded as a nemesis op;
 4. recover: wait until every node runs and every partition's leader serves it
-   (answers ListOffsets, not only named in Metadata);
+   (answers ListOffsets, not only named in Metadata); a cluster that does not
+   within the recovery timeout is a fact about the system under test, not a
+   crash of the harness: the final reads are skipped, the history is judged
+   without them, and results.json says so (`not_recovered`);
 5. final reads: one fresh client reads every key back;
 6. check and report: checkers judge the history; the store gets results.json,
    history.edn, node logs and report.html;
@@ -204,6 +207,10 @@ class RunOutcome:
     message: str = ""
 
 
+class NotRecovered(RuntimeError):
+    """The cluster did not serve every partition within the recovery timeout after healing."""
+
+
 class _Interrupted(Exception):
     pass
 
@@ -248,6 +255,7 @@ class FaultRun:
         self.schedule: Schedule | None = None
         self.errors: list[str] = []
         self.final_reads_incomplete: str | None = None
+        self.not_recovered: str | None = None  # why the cluster did not recover after healing, when it did not
         self._next_process = spec.concurrency
         self._process_lock = threading.Lock()
 
@@ -525,8 +533,15 @@ class FaultRun:
             if not self.control.is_running(node):
                 self.control.start(node)
         topics = self.workload.topics() or {None: 0}
-        for topic, partitions in topics.items():
-            wait_for_cluster(self.control, topic, partitions, self.o.recovery_timeout_s)
+        try:
+            for topic, partitions in topics.items():
+                wait_for_cluster(self.control, topic, partitions, self.o.recovery_timeout_s)
+        except NotRecovered as e:
+            log.error("%s; the history is judged without final reads", e)
+            self.not_recovered = str(e)
+            self.final_reads_incomplete = f"no final reads: {e}"
+            self.errors.append(self.not_recovered)
+            return
         self.progress.set_phase("final reads")
         process = self._new_process()
         client = self._open_client(self.control.bootstrap_servers(), process)
@@ -593,6 +608,8 @@ class FaultRun:
         results["delivery"] = self.o.delivery_mode().to_dict()
         if history is not None:
             results["counts"] = op_counts(history)
+        if self.not_recovered is not None:
+            results["not_recovered"] = self.not_recovered
         if self.errors:
             results["harness_errors"] = self.errors
 
@@ -706,7 +723,7 @@ def wait_for_cluster(control: NodeControl, topic: str | None, partitions: int, t
             except Exception as e:  # not answering yet
                 last = f"metadata request failed: {e}"
         time.sleep(0.25)
-    raise RuntimeError(f"the cluster did not recover within {timeout_s} s after healing: {last}")
+    raise NotRecovered(f"the cluster did not recover within {timeout_s} s after healing: {last}")
 
 
 def partitions_not_served(admin, topic: str, partitions: int, timeout_s: float = 5.0) -> dict[int, str]:

@@ -118,3 +118,31 @@ def test_a_failed_final_op_leaves_the_final_reads_incomplete(monkeypatch):
     assert [op.f for op in run.recorder.ops] == ["assign", "assign"]  # invocation and completion; no poll after it
     assert run.final_reads_incomplete == "final read assign failed: ['low-watermark', 'Local: Unknown partition']"
     assert Client.closed  # the final client is closed when the final reads stop early
+
+
+def test_a_cluster_that_does_not_recover_is_judged_without_final_reads_not_crashed(monkeypatch):
+    # keep.torn.tail under the disk fault: a node whose log cannot be read never serves its partitions again.
+    # That is the broker's failure, so the run gets a verdict (the history without final reads), not exit 255.
+    from harness import runner as runner_module
+    from harness.runner import FaultRun, NotRecovered
+    from harness.spec import RunSpec
+
+    class Workload:
+        def topics(self):
+            return {"t": 4}
+
+        def final_ops(self):
+            raise AssertionError("no final reads without a recovered cluster")
+
+    def never(*args):
+        raise NotRecovered("the cluster did not recover within 60 s after healing: partitions without a leader: [2]")
+
+    monkeypatch.setattr(runner_module, "wait_for_cluster", never)
+    run = FaultRun(RunSpec(concurrency=2), control=FakeControl(), workload=Workload(), nemesis=None,
+                   targets_factory=None)
+    run._recover_and_final_reads()
+    assert run.final_reads_incomplete == ("no final reads: the cluster did not recover within 60 s after healing: "
+                                          "partitions without a leader: [2]")
+    results: dict = {}
+    run._add_run_facts(results)
+    assert results["not_recovered"].startswith("the cluster did not recover within 60 s")
