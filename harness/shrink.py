@@ -118,8 +118,9 @@ def confirm(chain: list[Any], run_fails: Callable[[Any], bool], tries: int,
             out_of_budget: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """The last item of `chain` (failing candidates, largest first) that fails in every one of `tries` runs.
 
-    Runs each from the last back, stopping a candidate's runs at its first run without the failure. Returns {"candidate", "steps_back", "failed", "runs", "confirmed"}; when no candidate is confirmed
-    before the budget or the chain ends, the one that failed in the largest share of its runs (the smaller
+    Runs each from the last back, stopping a candidate's runs at its first run without the failure. Returns
+    {"candidate", "steps_back", "failed", "runs", "confirmed"}; when no candidate is confirmed before the budget
+    or the chain ends, the one that failed in the largest share of its runs (the smaller
     of equals), with its own figures and "confirmed": False."""
     best: dict[str, Any] | None = None
     for steps_back, candidate in enumerate(reversed(chain)):

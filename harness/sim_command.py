@@ -155,8 +155,8 @@ def read_schedule(path: Path, nodes: int) -> dict:
     simulation itself does: `python -m broker.sim.schedule`. What comes back is the schedule as the simulation will
     apply it (each fault with all its fields, a link's `peer` resolved), so no reader here needs the rule that peer 0
     means the next node."""
-    child = subprocess.run([sys.executable, "-m", "broker.sim.schedule", str(Path(path).resolve()), "--nodes", str(nodes)],
-                           capture_output=True, env=_child_env(), cwd=ROOT)
+    child = subprocess.run([sys.executable, "-m", "broker.sim.schedule", str(Path(path).resolve()),
+                            "--nodes", str(nodes)], capture_output=True, env=_child_env(), cwd=ROOT)
     answer = _last_json_line(child.stdout)
     if isinstance(answer, dict) and child.returncode == 1 and "error" in answer:
         raise ValueError(answer["error"])
